@@ -1,0 +1,71 @@
+"""cffi (API mode) builder for pylog's native core.
+
+The C declarations are read from csrc/pylog.h, between its CDEF-BEGIN and CDEF-END
+markers; each ``#define NAME value`` there becomes ``#define NAME ...`` so that cffi
+takes the value from the compiled header.  Nothing of the C surface is restated here.
+
+Environment:
+  PYLOG_SANITIZE=1   build with -fsanitize=address,undefined (see README, "ASan build")
+  PYLOG_DEBUG=1      build with -O0 -g and assertions on
+"""
+from __future__ import annotations
+
+import os
+import re
+import sys
+from pathlib import Path
+
+from cffi import FFI
+
+ROOT = Path(__file__).resolve().parents[2]
+CSRC = ROOT / "csrc"
+SOURCES = ["crc32c.c", "batch.c", "segment.c", "index.c", "bench.c"]
+
+
+def read_cdef(header: Path) -> str:
+    text = header.read_text()
+    try:
+        body = text.split("/* CDEF-BEGIN */", 1)[1].split("/* CDEF-END */", 1)[0]
+    except IndexError as exc:  # pragma: no cover - header edited wrongly
+        raise SystemExit(f"{header}: CDEF-BEGIN/CDEF-END markers missing") from exc
+    body = re.sub(r"/\*.*?\*/", "", body, flags=re.S)
+    body = re.sub(r"^\s*#define\s+(\w+)\s+.*$", r"#define \1 ...", body, flags=re.M)
+    return body
+
+
+def compile_args() -> list[str]:
+    args = ["-std=c11", "-Wall", "-Wextra", "-Wno-unused-parameter"]
+    if sys.platform.startswith("linux"):
+        args.append("-D_GNU_SOURCE")
+    if os.environ.get("PYLOG_SANITIZE"):
+        args += ["-O1", "-g", "-fno-omit-frame-pointer",
+                 "-fsanitize=address,undefined", "-fno-sanitize-recover=undefined"]
+    elif os.environ.get("PYLOG_DEBUG"):
+        args += ["-O0", "-g"]
+    else:
+        args += ["-O3", "-DNDEBUG"]
+    if os.environ.get("PYLOG_WERROR"):
+        args.append("-Werror")
+    return args
+
+
+def link_args() -> list[str]:
+    if os.environ.get("PYLOG_SANITIZE"):
+        return ["-fsanitize=address,undefined"]
+    return []
+
+
+ffibuilder = FFI()
+ffibuilder.cdef(read_cdef(CSRC / "pylog.h"))
+ffibuilder.set_source(
+    "pylog._native._pylog",
+    '#include "pylog.h"\n',
+    sources=[str((CSRC / s).relative_to(ROOT)) if Path.cwd() == ROOT else str(CSRC / s)
+             for s in SOURCES],
+    include_dirs=[str(CSRC)],
+    extra_compile_args=compile_args(),
+    extra_link_args=link_args(),
+)
+
+if __name__ == "__main__":
+    ffibuilder.compile(verbose=True)

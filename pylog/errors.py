@@ -1,0 +1,128 @@
+"""pylog's exception hierarchy.
+
+One class per Kafka error that pylog can raise, carrying Kafka's error name and code so
+that the network layer maps them 1:1.  Every class derives from :class:`PylogError`;
+classes that are argument errors also derive from the matching Python builtin so that
+``except ValueError`` keeps working for callers that do not know pylog.
+"""
+from __future__ import annotations
+
+__all__ = [
+    "PylogError",
+    "OffsetOutOfRange",
+    "CorruptRecordError",
+    "InvalidRecord",
+    "RecordTooLarge",
+    "RecordBatchTooLarge",
+    "InvalidTimestamp",
+    "InvalidConfig",
+    "InvalidArgument",
+    "LogClosed",
+    "StorageError",
+    "UnsupportedCompressionType",
+    "error_for_code",
+]
+
+
+class PylogError(Exception):
+    """Root of every error pylog raises on purpose."""
+
+    #: Kafka's error code (protocol), -1 for UNKNOWN_SERVER_ERROR.
+    code: int = -1
+    #: Kafka's error name.
+    kafka_name: str = "UNKNOWN_SERVER_ERROR"
+    #: Whether a client may retry the same request.
+    retriable: bool = False
+
+
+class OffsetOutOfRange(PylogError, LookupError):
+    """The requested offset is not between the log start and log end offset."""
+
+    code = 1
+    kafka_name = "OFFSET_OUT_OF_RANGE"
+
+
+class CorruptRecordError(PylogError, ValueError):
+    """A record batch failed validation (length, magic, CRC32C, record count, deltas)."""
+
+    code = 2
+    kafka_name = "CORRUPT_MESSAGE"
+    retriable = True
+
+
+class RecordTooLarge(PylogError, ValueError):
+    """A record or batch is larger than max.message.bytes (or a hard limit)."""
+
+    code = 10
+    kafka_name = "MESSAGE_TOO_LARGE"
+
+
+class RecordBatchTooLarge(RecordTooLarge):
+    """A batch is larger than the segment can ever hold (segment.bytes)."""
+
+    code = 18
+    kafka_name = "RECORD_LIST_TOO_LARGE"
+
+
+class InvalidTimestamp(PylogError, ValueError):
+    """A timestamp is negative (other than -1, "none") or out of the accepted range."""
+
+    code = 32
+    kafka_name = "INVALID_TIMESTAMP"
+
+
+class InvalidConfig(PylogError, ValueError):
+    """A configuration name is unknown or its value is out of range."""
+
+    code = 40
+    kafka_name = "INVALID_CONFIG"
+
+
+class InvalidArgument(PylogError, ValueError):
+    """An argument to a pylog function is of the wrong type or out of range."""
+
+    code = 42
+    kafka_name = "INVALID_REQUEST"
+
+
+class StorageError(PylogError, OSError):
+    """The log directory could not be read or written (disk full, permissions, I/O)."""
+
+    code = 56
+    kafka_name = "KAFKA_STORAGE_ERROR"
+    retriable = True
+
+
+class LogClosed(StorageError):
+    """The log was closed; no operation on it is possible any more."""
+
+
+class UnsupportedCompressionType(PylogError, ValueError):
+    """A batch uses a compression codec that is unknown or not installed."""
+
+    code = 76
+    kafka_name = "UNSUPPORTED_COMPRESSION_TYPE"
+
+
+class InvalidRecord(CorruptRecordError):
+    """A record is well-formed bytes but violates a rule (e.g. null key on compacted topic)."""
+
+    code = 87
+    kafka_name = "INVALID_RECORD"
+
+
+def _all_subclasses(cls: type) -> list[type]:
+    out, todo = [], [cls]
+    while todo:
+        c = todo.pop()
+        out.append(c)
+        todo.extend(c.__subclasses__())
+    return out
+
+
+def error_for_code(code: int) -> type[PylogError]:
+    """The most general pylog exception class for a Kafka error code."""
+    for cls in _all_subclasses(PylogError):
+        if cls.code == code:
+            return cls
+    return PylogError
