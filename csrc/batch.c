@@ -1,41 +1,643 @@
-/* STUB: replaced by the real implementation. */
+/*
+ * batch.c -- Kafka v2 record batches: build, seal, parse, validate, decode.
+ *
+ * Owns the byte format of one RecordBatch (magic 2), big-endian:
+ *
+ *   0 baseOffset i64 | 8 batchLength i32 | 12 partitionLeaderEpoch i32 | 16 magic i8 |
+ *  17 crc u32 | 21 attributes i16 | 23 lastOffsetDelta i32 | 27 baseTimestamp i64 |
+ *  35 maxTimestamp i64 | 43 producerId i64 | 51 producerEpoch i16 | 53 baseSequence i32 |
+ *  57 recordCount i32 | 61 records...
+ *
+ *   total size = 12 + batchLength; crc = CRC32C(bytes 21 .. total).
+ *
+ * and of one record inside it (zigzag varints):
+ *
+ *   length | attributes i8 | timestampDelta varlong | offsetDelta varint |
+ *   keyLength varint | key | valueLength varint | value |
+ *   headerCount varint | (headerKeyLength varint | key | headerValueLength varint | value)*
+ *
+ *   `length` counts the bytes after itself.  A length of -1 means null (keys,
+ *   values, header values; header keys may not be null).
+ *
+ * Invariants: every read of caller bytes is bounds-checked against the length the
+ * caller gave; multi-byte fields go through byte shifts (no unaligned loads, no
+ * type punning); signed arithmetic that could overflow is done in unsigned or
+ * checked first.  Nothing here allocates or aborts on bad input: each function
+ * returns a pl_status.  Buffers given to the build functions (values, keys, headers
+ * as described by pl_batch_input) are trusted to be as long as their length arrays
+ * say: they come from pylog's own Python layer, not from the outside.
+ */
+#include <limits.h>
+#include <string.h>
+
 #include "pylog.h"
 
-const char *pl_strerror(int status)
-{ return "stub"; }
+#define MAX_VARINT_BYTES 10   /* a 64-bit zigzag varint */
+#define MAX_VARINT32_BYTES 5  /* a 32-bit zigzag varint */
+#define MIN_RECORD_BODY 6     /* attrs + tsDelta + offDelta + keyLen + valLen + hdrCount */
+#define CRC_START 21          /* first byte the CRC covers */
+#define NUM_CODECS 5          /* none, gzip, snappy, lz4, zstd */
 
-uint64_t pl_batch_size_bound(const pl_batch_input *in)
-{ return PL_E_ARG; }
+/* ---- big-endian fields ---------------------------------------------------- */
 
-int64_t pl_records_encode(const pl_batch_input *in, uint8_t *out, uint64_t out_cap)
-{ return PL_E_ARG; }
+static inline uint16_t rd16(const uint8_t *p) { return (uint16_t)((p[0] << 8) | p[1]); }
+static inline uint32_t rd32(const uint8_t *p)
+{
+    return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
+}
+static inline uint64_t rd64(const uint8_t *p) { return ((uint64_t)rd32(p) << 32) | rd32(p + 4); }
+static inline void wr16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)(v >> 8); p[1] = (uint8_t)v; }
+static inline void wr32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)(v >> 24); p[1] = (uint8_t)(v >> 16); p[2] = (uint8_t)(v >> 8); p[3] = (uint8_t)v;
+}
+static inline void wr64(uint8_t *p, uint64_t v) { wr32(p, (uint32_t)(v >> 32)); wr32(p + 4, (uint32_t)v); }
 
-int64_t pl_batch_build(const pl_batch_input *in, uint8_t *out, uint64_t out_cap)
-{ return PL_E_ARG; }
+/* ---- zigzag varints ------------------------------------------------------- */
 
-int64_t pl_batch_seal(uint8_t *buf, uint64_t buf_cap, uint64_t rec_len, const pl_batch_info *info)
-{ return PL_E_ARG; }
+static inline uint64_t zigzag(int64_t v)
+{
+    return ((uint64_t)v << 1) ^ (0 - ((uint64_t)v >> 63));
+}
 
-int pl_batch_parse_header(const uint8_t *buf, uint64_t len, pl_batch_info *out)
-{ return PL_E_ARG; }
+static inline int64_t unzigzag(uint64_t z)
+{
+    uint64_t u = (z >> 1) ^ (0 - (z & 1));
+    int64_t v;
+    memcpy(&v, &u, sizeof v); /* two's complement reinterpretation, no overflow */
+    return v;
+}
 
-int pl_batch_validate(const uint8_t *buf, uint64_t len, pl_batch_info *out)
-{ return PL_E_ARG; }
+static inline int varint_size(int64_t v)
+{
+    uint64_t z = zigzag(v);
+    int n = 1;
+    while (z >= 0x80) {
+        z >>= 7;
+        n++;
+    }
+    return n;
+}
 
-int pl_batches_validate(const uint8_t *buf, uint64_t len, uint32_t *n_batches, uint64_t *valid_bytes, uint64_t *n_records)
-{ return PL_E_ARG; }
+static inline uint8_t *put_varint(uint8_t *o, int64_t v)
+{
+    uint64_t z = zigzag(v);
+    while (z >= 0x80) {
+        *o++ = (uint8_t)(z | 0x80);
+        z >>= 7;
+    }
+    *o++ = (uint8_t)z;
+    return o;
+}
 
-int pl_batch_set_offset(uint8_t *buf, uint64_t len, int64_t base_offset, int32_t epoch)
-{ return PL_E_ARG; }
-
-int pl_records_decode(const uint8_t *recs, uint64_t len, uint32_t count, int64_t base_offset, int64_t base_timestamp, int64_t max_timestamp, int16_t attributes, int64_t pos_base, pl_record_arrays *out, uint32_t first)
-{ return PL_E_ARG; }
-
-int pl_batches_decode(const uint8_t *buf, uint64_t len, int64_t min_offset, pl_record_arrays *out, uint32_t first, uint32_t *n_out, uint64_t *consumed)
-{ return PL_E_ARG; }
+/* Reads a zigzag varint of at most max_bytes (10 for 64-bit, 5 for 32-bit fields)
+ * from [*p, end).  Rejects overlong encodings and values that do not fit. */
+static inline int get_varint(const uint8_t **p, const uint8_t *end, int max_bytes, int64_t *out)
+{
+    const uint8_t *q = *p;
+    uint64_t z = 0;
+    for (int i = 0; i < max_bytes; i++) {
+        if (q >= end)
+            return PL_E_TRUNCATED;
+        uint8_t b = *q++;
+        if (i == max_bytes - 1) {
+            /* last permitted byte: no continuation, and no bits past the width */
+            unsigned width_left = (max_bytes == MAX_VARINT_BYTES) ? 1 : 4;
+            if (b & 0x80 || (b >> width_left) != 0)
+                return PL_E_RECORD;
+        }
+        z |= (uint64_t)(b & 0x7f) << (7 * i);
+        if (!(b & 0x80)) {
+            *p = q;
+            *out = unzigzag(z);
+            return PL_OK;
+        }
+    }
+    return PL_E_RECORD;
+}
 
 int pl_varint_encode(int64_t value, uint8_t *out, uint64_t cap)
-{ return PL_E_ARG; }
+{
+    if (out == NULL)
+        return PL_E_ARG;
+    if (cap < (uint64_t)varint_size(value))
+        return PL_E_NOSPACE;
+    return (int)(put_varint(out, value) - out);
+}
 
 int pl_varint_decode(const uint8_t *buf, uint64_t len, int64_t *value)
-{ return PL_E_ARG; }
+{
+    if (buf == NULL || value == NULL)
+        return PL_E_ARG;
+    const uint8_t *p = buf;
+    int st = get_varint(&p, buf + len, MAX_VARINT_BYTES, value);
+    return st != PL_OK ? st : (int)(p - buf);
+}
+
+/* ---- status text ---------------------------------------------------------- */
+
+const char *pl_strerror(int status)
+{
+    switch (status) {
+    case PL_OK: return "ok";
+    case PL_E_ARG: return "invalid argument";
+    case PL_E_TRUNCATED: return "input ends inside a record batch or record (truncated)";
+    case PL_E_BATCH_LENGTH: return "batchLength is out of range (below 49 or above the maximum batch size)";
+    case PL_E_MAGIC: return "unsupported magic byte (only record batch format v2, magic 2, is accepted)";
+    case PL_E_CRC: return "CRC32C mismatch: the batch is corrupt";
+    case PL_E_RECORD_COUNT: return "recordCount does not match the records in the batch";
+    case PL_E_OFFSET_DELTA: return "record offset deltas are not increasing or exceed lastOffsetDelta";
+    case PL_E_RECORD: return "malformed record (bad varint, length, header or compression codec)";
+    case PL_E_COMPRESSED: return "operation needs an uncompressed batch";
+    case PL_E_FULL: return "segment or index is full";
+    case PL_E_NOSPACE: return "output buffer too small";
+    case PL_E_TOO_LARGE: return "record or batch exceeds the maximum size";
+    case PL_E_OFFSET_RANGE: return "offset is outside the segment";
+    case PL_E_INDEX: return "index file content is inconsistent";
+    case PL_E_IO: return "system call failed";
+    case PL_E_TIMESTAMP: return "a record's timestamp is above the batch's maxTimestamp";
+    default: return "unknown status";
+    }
+}
+
+/* ---- building ------------------------------------------------------------- */
+
+/* Checks `in` and computes the exact records-section size, base and max timestamp. */
+static int plan_records(const pl_batch_input *in, uint64_t *size, int64_t *base_ts, int64_t *max_ts)
+{
+    if (in == NULL || in->count == 0 || in->value_lens == NULL)
+        return PL_E_ARG;
+    if (in->count > (uint32_t)PL_MAX_RECORDS_PER_BATCH)
+        return PL_E_TOO_LARGE;
+    int64_t base = in->timestamps ? in->timestamps[0] : in->base_timestamp;
+    int64_t max = base;
+    uint64_t total = 0;
+    for (uint32_t i = 0; i < in->count; i++) {
+        int32_t vlen = in->value_lens[i];
+        int32_t klen = in->key_lens ? in->key_lens[i] : -1;
+        int32_t hlen = in->header_lens ? in->header_lens[i] : 0;
+        if (vlen < -1 || klen < -1 || hlen < 0 || (hlen > 0 && in->headers == NULL) ||
+            (vlen > 0 && in->values == NULL) || (klen > 0 && in->keys == NULL))
+            return PL_E_ARG;
+        int64_t ts = in->timestamps ? in->timestamps[i] : base;
+        if (ts > max)
+            max = ts;
+        /* delta computed in unsigned: two's complement wrap is the defined result */
+        uint64_t dts_u = (uint64_t)ts - (uint64_t)base;
+        int64_t dts;
+        memcpy(&dts, &dts_u, sizeof dts);
+        uint64_t body = 1 + (uint64_t)varint_size(dts) + (uint64_t)varint_size(i) +
+                        (uint64_t)varint_size(klen) + (klen > 0 ? (uint64_t)klen : 0) +
+                        (uint64_t)varint_size(vlen) + (vlen > 0 ? (uint64_t)vlen : 0) +
+                        (hlen > 0 ? (uint64_t)hlen : 1);
+        if (body > PL_MAX_RECORD_BYTES)
+            return PL_E_TOO_LARGE;
+        total += (uint64_t)varint_size((int64_t)body) + body;
+        if (total > (uint64_t)PL_MAX_BATCH_BYTES)
+            return PL_E_TOO_LARGE;
+    }
+    if (total + PL_BATCH_HEADER_BYTES > (uint64_t)PL_MAX_BATCH_BYTES)
+        return PL_E_TOO_LARGE;
+    *size = total;
+    *base_ts = base;
+    *max_ts = max;
+    return PL_OK;
+}
+
+uint64_t pl_batch_size_bound(const pl_batch_input *in)
+{
+    uint64_t size;
+    int64_t base, max;
+    if (plan_records(in, &size, &base, &max) != PL_OK)
+        return 0;
+    return size + PL_BATCH_HEADER_BYTES;
+}
+
+/* Writes the records (already planned: `size` bytes fit) at out. */
+static void write_records(const pl_batch_input *in, int64_t base_ts, uint8_t *out)
+{
+    const uint8_t *v = in->values, *k = in->keys, *h = in->headers;
+    uint8_t *o = out;
+    for (uint32_t i = 0; i < in->count; i++) {
+        int32_t vlen = in->value_lens[i];
+        int32_t klen = in->key_lens ? in->key_lens[i] : -1;
+        int32_t hlen = in->header_lens ? in->header_lens[i] : 0;
+        int64_t ts = in->timestamps ? in->timestamps[i] : base_ts;
+        uint64_t dts_u = (uint64_t)ts - (uint64_t)base_ts;
+        int64_t dts;
+        memcpy(&dts, &dts_u, sizeof dts);
+        uint64_t body = 1 + (uint64_t)varint_size(dts) + (uint64_t)varint_size(i) +
+                        (uint64_t)varint_size(klen) + (klen > 0 ? (uint64_t)klen : 0) +
+                        (uint64_t)varint_size(vlen) + (vlen > 0 ? (uint64_t)vlen : 0) +
+                        (hlen > 0 ? (uint64_t)hlen : 1);
+        o = put_varint(o, (int64_t)body);
+        *o++ = 0; /* record attributes: unused */
+        o = put_varint(o, dts);
+        o = put_varint(o, i);
+        o = put_varint(o, klen);
+        if (klen > 0) {
+            memcpy(o, k, (size_t)klen);
+            o += klen;
+            k += klen;
+        }
+        o = put_varint(o, vlen);
+        if (vlen > 0) {
+            memcpy(o, v, (size_t)vlen);
+            o += vlen;
+            v += vlen;
+        }
+        if (hlen > 0) {
+            memcpy(o, h, (size_t)hlen);
+            o += hlen;
+            h += hlen;
+        } else {
+            *o++ = 0; /* headerCount 0 */
+        }
+    }
+}
+
+int64_t pl_records_encode(const pl_batch_input *in, uint8_t *out, uint64_t out_cap)
+{
+    uint64_t size;
+    int64_t base, max;
+    int st = plan_records(in, &size, &base, &max);
+    if (st != PL_OK)
+        return st;
+    if (out == NULL || out_cap < size)
+        return PL_E_NOSPACE;
+    write_records(in, base, out);
+    return (int64_t)size;
+}
+
+static void write_header(uint8_t *buf, uint64_t rec_len, const pl_batch_info *info)
+{
+    wr64(buf + 0, (uint64_t)info->base_offset);
+    wr32(buf + 8, (uint32_t)(PL_MIN_BATCH_LENGTH + rec_len));
+    wr32(buf + 12, (uint32_t)info->partition_leader_epoch);
+    buf[16] = PL_MAGIC_V2;
+    wr16(buf + 21, (uint16_t)info->attributes);
+    wr32(buf + 23, (uint32_t)info->last_offset_delta);
+    wr64(buf + 27, (uint64_t)info->base_timestamp);
+    wr64(buf + 35, (uint64_t)info->max_timestamp);
+    wr64(buf + 43, (uint64_t)info->producer_id);
+    wr16(buf + 51, (uint16_t)info->producer_epoch);
+    wr32(buf + 53, (uint32_t)info->base_sequence);
+    wr32(buf + 57, (uint32_t)info->record_count);
+    uint64_t total = PL_BATCH_HEADER_BYTES + rec_len;
+    wr32(buf + 17, pl_crc32c(0, buf + CRC_START, (size_t)(total - CRC_START)));
+}
+
+int64_t pl_batch_build(const pl_batch_input *in, uint8_t *out, uint64_t out_cap)
+{
+    uint64_t size;
+    int64_t base, max;
+    int st = plan_records(in, &size, &base, &max);
+    if (st != PL_OK)
+        return st;
+    if ((in->attributes & PL_ATTR_COMPRESSION_MASK) != 0)
+        return PL_E_ARG;
+    if (out == NULL || out_cap < size + PL_BATCH_HEADER_BYTES)
+        return PL_E_NOSPACE;
+    write_records(in, base, out + PL_BATCH_HEADER_BYTES);
+    pl_batch_info info = {
+        .base_offset = in->base_offset,
+        .partition_leader_epoch = in->partition_leader_epoch,
+        .attributes = in->attributes,
+        .last_offset_delta = (int32_t)(in->count - 1),
+        .base_timestamp = base,
+        .max_timestamp = max,
+        .producer_id = in->producer_id,
+        .producer_epoch = in->producer_epoch,
+        .base_sequence = in->base_sequence,
+        .record_count = (int32_t)in->count,
+    };
+    write_header(out, size, &info);
+    return (int64_t)(size + PL_BATCH_HEADER_BYTES);
+}
+
+int64_t pl_batch_seal(uint8_t *buf, uint64_t buf_cap, uint64_t rec_len, const pl_batch_info *info)
+{
+    if (buf == NULL || info == NULL)
+        return PL_E_ARG;
+    if (rec_len > (uint64_t)PL_MAX_BATCH_BYTES - PL_BATCH_HEADER_BYTES)
+        return PL_E_TOO_LARGE;
+    if (buf_cap < PL_BATCH_HEADER_BYTES + rec_len)
+        return PL_E_NOSPACE;
+    if (info->record_count < 0 || info->last_offset_delta < 0)
+        return PL_E_ARG;
+    write_header(buf, rec_len, info);
+    return (int64_t)(PL_BATCH_HEADER_BYTES + rec_len);
+}
+
+/* ---- parsing and validation ----------------------------------------------- */
+
+int pl_batch_parse_header(const uint8_t *buf, uint64_t len, pl_batch_info *out)
+{
+    if (buf == NULL || out == NULL)
+        return PL_E_ARG;
+    if (len < PL_BATCH_HEADER_BYTES)
+        return PL_E_TRUNCATED;
+    out->base_offset = (int64_t)rd64(buf);
+    out->batch_length = (int32_t)rd32(buf + 8);
+    out->partition_leader_epoch = (int32_t)rd32(buf + 12);
+    out->magic = (int8_t)buf[16];
+    out->crc = rd32(buf + 17);
+    out->attributes = (int16_t)rd16(buf + 21);
+    out->last_offset_delta = (int32_t)rd32(buf + 23);
+    out->base_timestamp = (int64_t)rd64(buf + 27);
+    out->max_timestamp = (int64_t)rd64(buf + 35);
+    out->producer_id = (int64_t)rd64(buf + 43);
+    out->producer_epoch = (int16_t)rd16(buf + 51);
+    out->base_sequence = (int32_t)rd32(buf + 53);
+    out->record_count = (int32_t)rd32(buf + 57);
+    if (out->magic != PL_MAGIC_V2)
+        return PL_E_MAGIC;
+    if (out->batch_length < PL_MIN_BATCH_LENGTH ||
+        (int64_t)out->batch_length + PL_BATCH_OVERHEAD_BYTES > (int64_t)PL_MAX_BATCH_BYTES)
+        return PL_E_BATCH_LENGTH;
+    return PL_OK;
+}
+
+/* One record's fields, as positions relative to the records section. */
+typedef struct rec_fields {
+    int64_t ts_delta;
+    int32_t offset_delta;
+    int64_t key_pos;
+    int32_t key_len;
+    int64_t value_pos;
+    int32_t value_len;
+    int64_t headers_pos;
+    int32_t headers_count;
+} rec_fields;
+
+static int get_len32(const uint8_t **p, const uint8_t *end, int allow_null, int32_t *out)
+{
+    int64_t v;
+    int st = get_varint(p, end, MAX_VARINT32_BYTES, &v);
+    if (st != PL_OK)
+        return st;
+    if (v < (allow_null ? -1 : 0) || v > INT32_MAX)
+        return PL_E_RECORD;
+    if (v > 0 && (uint64_t)v > (uint64_t)(end - *p))
+        return PL_E_TRUNCATED;
+    *out = (int32_t)v;
+    return PL_OK;
+}
+
+/* Parses the record at *p (section starts at `start`, ends at `end`). */
+static int parse_record(const uint8_t *start, const uint8_t **p, const uint8_t *end, rec_fields *r)
+{
+    int64_t length;
+    int st = get_varint(p, end, MAX_VARINT32_BYTES, &length);
+    if (st != PL_OK)
+        return st == PL_E_TRUNCATED ? PL_E_RECORD : st;
+    if (length < MIN_RECORD_BODY || (uint64_t)length > (uint64_t)(end - *p))
+        return PL_E_RECORD;
+    const uint8_t *q = *p;
+    const uint8_t *rend = q + length;
+    q++; /* attributes */
+    int64_t v;
+    if ((st = get_varint(&q, rend, MAX_VARINT_BYTES, &v)) != PL_OK)
+        return PL_E_RECORD;
+    r->ts_delta = v;
+    if ((st = get_varint(&q, rend, MAX_VARINT32_BYTES, &v)) != PL_OK || v < 0 || v > INT32_MAX)
+        return PL_E_RECORD;
+    r->offset_delta = (int32_t)v;
+    if (get_len32(&q, rend, 1, &r->key_len) != PL_OK)
+        return PL_E_RECORD;
+    r->key_pos = q - start;
+    if (r->key_len > 0)
+        q += r->key_len;
+    if (get_len32(&q, rend, 1, &r->value_len) != PL_OK)
+        return PL_E_RECORD;
+    r->value_pos = q - start;
+    if (r->value_len > 0)
+        q += r->value_len;
+    int32_t nh;
+    if (get_len32(&q, rend, 0, &nh) != PL_OK)
+        return PL_E_RECORD;
+    /* each header takes at least 2 bytes: bounds the loop by the record's size */
+    if ((uint64_t)nh > (uint64_t)(rend - q) / 2)
+        return PL_E_RECORD;
+    r->headers_pos = q - start;
+    r->headers_count = nh;
+    for (int32_t h = 0; h < nh; h++) {
+        int32_t hk, hv;
+        if (get_len32(&q, rend, 0, &hk) != PL_OK)
+            return PL_E_RECORD;
+        q += hk;
+        if (get_len32(&q, rend, 1, &hv) != PL_OK)
+            return PL_E_RECORD;
+        if (hv > 0)
+            q += hv;
+    }
+    if (q != rend)
+        return PL_E_RECORD;
+    *p = rend;
+    return PL_OK;
+}
+
+/* Checks the records section of an uncompressed batch. */
+static int check_records(const uint8_t *recs, uint64_t len, const pl_batch_info *info)
+{
+    const uint8_t *p = recs, *end = recs + len;
+    int64_t prev = -1;
+    int log_append = (info->attributes & PL_ATTR_TIMESTAMP_TYPE) != 0;
+    for (int32_t i = 0; i < info->record_count; i++) {
+        rec_fields r;
+        if (p >= end)
+            return PL_E_RECORD_COUNT;
+        int st = parse_record(recs, &p, end, &r);
+        if (st != PL_OK)
+            return st;
+        if (r.offset_delta <= prev || r.offset_delta > info->last_offset_delta)
+            return PL_E_OFFSET_DELTA;
+        prev = r.offset_delta;
+        if (!log_append) {
+            uint64_t ts_u = (uint64_t)info->base_timestamp + (uint64_t)r.ts_delta;
+            int64_t ts;
+            memcpy(&ts, &ts_u, sizeof ts);
+            if (ts > info->max_timestamp)
+                return PL_E_TIMESTAMP;
+        }
+    }
+    if (p != end)
+        return PL_E_RECORD_COUNT;
+    return PL_OK;
+}
+
+int pl_batch_validate(const uint8_t *buf, uint64_t len, pl_batch_info *out)
+{
+    pl_batch_info info;
+    int st = pl_batch_parse_header(buf, len, &info);
+    if (st != PL_OK)
+        return st;
+    uint64_t total = PL_BATCH_OVERHEAD_BYTES + (uint64_t)info.batch_length;
+    if (total > len)
+        return PL_E_TRUNCATED;
+    if (pl_crc32c(0, buf + CRC_START, (size_t)(total - CRC_START)) != info.crc)
+        return PL_E_CRC;
+    if (info.record_count < 0 || (info.record_count == 0 && info.last_offset_delta != 0 &&
+                                  (info.attributes & PL_ATTR_COMPRESSION_MASK) == 0))
+        return PL_E_RECORD_COUNT;
+    if (info.last_offset_delta < 0)
+        return PL_E_OFFSET_DELTA;
+    if ((int64_t)info.record_count > (int64_t)info.last_offset_delta + 1)
+        return PL_E_RECORD_COUNT;
+    if ((info.attributes & PL_ATTR_COMPRESSION_MASK) >= NUM_CODECS)
+        return PL_E_RECORD;
+    if ((info.attributes & PL_ATTR_COMPRESSION_MASK) == 0) {
+        st = check_records(buf + PL_BATCH_HEADER_BYTES, total - PL_BATCH_HEADER_BYTES, &info);
+        if (st != PL_OK)
+            return st;
+    }
+    if (out)
+        *out = info;
+    return PL_OK;
+}
+
+int pl_batches_validate(const uint8_t *buf, uint64_t len, uint32_t *n_batches,
+                        uint64_t *valid_bytes, uint64_t *n_records)
+{
+    if (buf == NULL || n_batches == NULL || valid_bytes == NULL || n_records == NULL)
+        return PL_E_ARG;
+    *n_batches = 0;
+    *valid_bytes = 0;
+    *n_records = 0;
+    if (len == 0)
+        return PL_E_TRUNCATED;
+    uint64_t pos = 0;
+    while (pos < len) {
+        pl_batch_info info;
+        int st = pl_batch_validate(buf + pos, len - pos, &info);
+        if (st != PL_OK)
+            return st;
+        if (*n_batches == UINT32_MAX)
+            return PL_E_TOO_LARGE;
+        pos += PL_BATCH_OVERHEAD_BYTES + (uint64_t)info.batch_length;
+        *n_batches += 1;
+        *valid_bytes = pos;
+        *n_records += (uint64_t)info.record_count;
+    }
+    return PL_OK;
+}
+
+int pl_batch_set_offset(uint8_t *buf, uint64_t len, int64_t base_offset, int32_t epoch)
+{
+    if (buf == NULL)
+        return PL_E_ARG;
+    if (len < PL_BATCH_HEADER_BYTES)
+        return PL_E_TRUNCATED;
+    wr64(buf, (uint64_t)base_offset);
+    if (epoch >= 0)
+        wr32(buf + 12, (uint32_t)epoch);
+    return PL_OK;
+}
+
+/* ---- decoding ------------------------------------------------------------- */
+
+int pl_records_decode(const uint8_t *recs, uint64_t len, uint32_t count, int64_t base_offset,
+                      int64_t base_timestamp, int64_t max_timestamp, int16_t attributes,
+                      int64_t pos_base, pl_record_arrays *out, uint32_t first)
+{
+    if (out == NULL || (recs == NULL && len > 0))
+        return PL_E_ARG;
+    if (first > out->capacity || count > out->capacity - first)
+        return PL_E_NOSPACE;
+    const uint8_t *p = recs, *end = recs + len;
+    int log_append = (attributes & PL_ATTR_TIMESTAMP_TYPE) != 0;
+    int32_t prev = -1;
+    for (uint32_t i = 0; i < count; i++) {
+        rec_fields r;
+        if (p >= end)
+            return PL_E_RECORD_COUNT;
+        int st = parse_record(recs, &p, end, &r);
+        if (st != PL_OK)
+            return st;
+        if (r.offset_delta <= prev)
+            return PL_E_OFFSET_DELTA;
+        prev = r.offset_delta;
+        uint32_t j = first + i;
+        out->offsets[j] = base_offset + r.offset_delta; /* base_offset < 2^63 - 2^31 checked by caller */
+        if (log_append) {
+            out->timestamps[j] = max_timestamp;
+        } else {
+            uint64_t ts_u = (uint64_t)base_timestamp + (uint64_t)r.ts_delta;
+            memcpy(&out->timestamps[j], &ts_u, sizeof ts_u);
+        }
+        out->key_pos[j] = pos_base + r.key_pos;
+        out->key_len[j] = r.key_len;
+        out->value_pos[j] = pos_base + r.value_pos;
+        out->value_len[j] = r.value_len;
+        out->headers_pos[j] = pos_base + r.headers_pos;
+        out->headers_count[j] = r.headers_count;
+    }
+    if (p != end)
+        return PL_E_RECORD_COUNT;
+    return PL_OK;
+}
+
+static void drop_front(pl_record_arrays *out, uint32_t at, uint32_t n, uint32_t drop)
+{
+    uint32_t keep = n - drop;
+    memmove(out->offsets + at, out->offsets + at + drop, keep * sizeof(int64_t));
+    memmove(out->timestamps + at, out->timestamps + at + drop, keep * sizeof(int64_t));
+    memmove(out->key_pos + at, out->key_pos + at + drop, keep * sizeof(int64_t));
+    memmove(out->key_len + at, out->key_len + at + drop, keep * sizeof(int32_t));
+    memmove(out->value_pos + at, out->value_pos + at + drop, keep * sizeof(int64_t));
+    memmove(out->value_len + at, out->value_len + at + drop, keep * sizeof(int32_t));
+    memmove(out->headers_pos + at, out->headers_pos + at + drop, keep * sizeof(int64_t));
+    memmove(out->headers_count + at, out->headers_count + at + drop, keep * sizeof(int32_t));
+}
+
+int pl_batches_decode(const uint8_t *buf, uint64_t len, int64_t min_offset, pl_record_arrays *out,
+                      uint32_t first, uint32_t *n_out, uint64_t *consumed)
+{
+    if (buf == NULL || out == NULL || n_out == NULL || consumed == NULL)
+        return PL_E_ARG;
+    *n_out = 0;
+    *consumed = 0;
+    if (first > out->capacity)
+        return PL_E_NOSPACE;
+    uint64_t pos = 0;
+    uint32_t filled = 0;
+    while (pos < len) {
+        pl_batch_info info;
+        int st = pl_batch_parse_header(buf + pos, len - pos, &info);
+        if (st != PL_OK)
+            return st;
+        uint64_t total = PL_BATCH_OVERHEAD_BYTES + (uint64_t)info.batch_length;
+        if (total > len - pos)
+            return PL_E_TRUNCATED;
+        if (info.record_count < 0 || info.last_offset_delta < 0 ||
+            info.base_offset < 0 || info.base_offset > INT64_MAX - INT32_MAX)
+            return PL_E_RECORD_COUNT;
+        if (info.base_offset + info.last_offset_delta < min_offset || info.record_count == 0) {
+            pos += total; /* wholly below min_offset: skip without decoding */
+            *consumed = pos;
+            continue;
+        }
+        if (info.attributes & PL_ATTR_COMPRESSION_MASK)
+            return PL_E_COMPRESSED;
+        uint32_t room = out->capacity - first - filled;
+        if ((uint32_t)info.record_count > room)
+            return filled == 0 ? PL_E_NOSPACE : PL_OK;
+        st = pl_records_decode(buf + pos + PL_BATCH_HEADER_BYTES, total - PL_BATCH_HEADER_BYTES,
+                               (uint32_t)info.record_count, info.base_offset, info.base_timestamp,
+                               info.max_timestamp, info.attributes,
+                               (int64_t)(pos + PL_BATCH_HEADER_BYTES), out, first + filled);
+        if (st != PL_OK)
+            return st;
+        uint32_t n = (uint32_t)info.record_count;
+        uint32_t drop = 0;
+        while (drop < n && out->offsets[first + filled + drop] < min_offset)
+            drop++;
+        if (drop)
+            drop_front(out, first + filled, n, drop);
+        filled += n - drop;
+        pos += total;
+        *n_out = filled;
+        *consumed = pos;
+    }
+    return PL_OK;
+}

@@ -1,0 +1,36 @@
+"""pylog.records: Kafka v2 record batches (RecordBatch, Record), codecs, numpy views.
+
+Uses only pylog._native and pylog.errors.
+"""
+from pylog.records.batch import (
+    PreparedBatch,
+    Record,
+    RecordArrays,
+    RecordBatch,
+    build_batch,
+    decode_records,
+    encode_headers,
+    iter_batches,
+    iter_records,
+    prepare_batch,
+    validate_batches,
+)
+from pylog.records.compression import CODECS, codec_id, compress, decompress
+
+__all__ = [
+    "Record",
+    "RecordBatch",
+    "RecordArrays",
+    "PreparedBatch",
+    "build_batch",
+    "prepare_batch",
+    "validate_batches",
+    "iter_batches",
+    "decode_records",
+    "iter_records",
+    "encode_headers",
+    "CODECS",
+    "codec_id",
+    "compress",
+    "decompress",
+]

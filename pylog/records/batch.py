@@ -1,0 +1,562 @@
+"""Kafka v2 record batches from Python: build, validate, view, decode.
+
+Every function crosses into C once per call (or once per batch), never once per
+record: values are joined into one buffer with a lengths array before the C build,
+and decoding fills numpy arrays that Python turns into records column by column.
+"""
+from __future__ import annotations
+
+import struct
+import time
+from array import array
+from typing import Any, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from pylog._native import check, ffi, lib
+from pylog.errors import (
+    CorruptRecordError,
+    InvalidArgument,
+    InvalidTimestamp,
+    RecordTooLarge,
+    UnsupportedCompressionType,
+)
+from pylog.records.compression import CODEC_NAMES, codec_id, compress, decompress
+
+__all__ = [
+    "Record",
+    "RecordBatch",
+    "PreparedBatch",
+    "RecordArrays",
+    "build_batch",
+    "prepare_batch",
+    "validate_batches",
+    "iter_batches",
+    "decode_records",
+    "iter_records",
+    "encode_headers",
+]
+
+Header = Tuple[str, Optional[bytes]]
+_HEADER = struct.Struct(">qiiBIhiqqqhii")  # the 61-byte batch header
+_NO_HEADERS: Tuple[Header, ...] = ()
+_MAX_FIELD = 0x7FFFFFEF
+_MIN_TS = -1
+
+
+class Record(NamedTuple):
+    """One record as read from a log.  Immutable."""
+
+    offset: int
+    timestamp: int  #: ms since the epoch (CreateTime or LogAppendTime)
+    key: Optional[bytes]
+    value: Optional[bytes]
+    headers: Tuple[Header, ...] = ()
+
+
+_new_record = tuple.__new__
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _bytes_like(x: Any) -> bool:
+    return isinstance(x, (bytes, bytearray, memoryview))
+
+
+# --------------------------------------------------------------------- headers
+def _varint(v: int) -> bytes:
+    z = (v << 1) ^ (v >> 63)
+    z &= (1 << 64) - 1
+    out = bytearray()
+    while z >= 0x80:
+        out.append((z & 0x7F) | 0x80)
+        z >>= 7
+    out.append(z)
+    return bytes(out)
+
+
+def encode_headers(headers: Sequence[Header]) -> bytes:
+    """A record's header section: headerCount varint, then each (key, value)."""
+    if not isinstance(headers, (list, tuple)):
+        raise InvalidArgument(f"headers of a record must be a list of (str, bytes) pairs, got {headers!r}")
+    parts = [_varint(len(headers))]
+    for pair in headers:
+        if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+            raise InvalidArgument(f"a header must be a (str, bytes|None) pair, got {pair!r}")
+        k, v = pair
+        if not isinstance(k, str):
+            raise InvalidArgument(f"a header key must be str, got {k!r}")
+        kb = k.encode("utf-8")
+        parts.append(_varint(len(kb)))
+        parts.append(kb)
+        if v is None:
+            parts.append(_varint(-1))
+        elif _bytes_like(v):
+            parts.append(_varint(len(v)))
+            parts.append(bytes(v))
+        else:
+            raise InvalidArgument(f"a header value must be bytes or None, got {type(v).__name__}")
+    return b"".join(parts)
+
+
+def _decode_headers(buf: bytes, pos: int, count: int) -> Tuple[Header, ...]:
+    out = []
+    val = ffi.new("int64_t *")
+    for _ in range(count):
+        n = lib.pl_varint_decode(ffi.from_buffer(buf[pos:pos + 10]), min(10, len(buf) - pos), val)
+        check(n, "decoding a header key length")
+        pos += n
+        klen = int(val[0])
+        key = buf[pos:pos + klen].decode("utf-8", "replace")
+        pos += klen
+        n = lib.pl_varint_decode(ffi.from_buffer(buf[pos:pos + 10]), min(10, len(buf) - pos), val)
+        check(n, "decoding a header value length")
+        pos += n
+        vlen = int(val[0])
+        if vlen < 0:
+            out.append((key, None))
+        else:
+            out.append((key, buf[pos:pos + vlen]))
+            pos += vlen
+    return tuple(out)
+
+
+# --------------------------------------------------------------------- building
+class PreparedBatch:
+    """A ``pl_batch_input`` ready for the C build calls, with the buffers it points to.
+
+    ``cdata`` is valid as long as this object lives.
+    """
+
+    __slots__ = ("cdata", "count", "size_bound", "_keep")
+
+    def __init__(self, cdata: Any, count: int, size_bound: int, keep: tuple) -> None:
+        self.cdata = cdata
+        self.count = count
+        self.size_bound = size_bound
+        self._keep = keep
+
+
+def _lengths(items: Sequence[Any], what: str) -> Tuple[bytes, Any, Any]:
+    """(joined bytes, int32 lengths with -1 for None, cdata pointer)."""
+    try:
+        joined = b"".join(items)
+        lens = array("i", map(len, items))
+    except TypeError:
+        joined_parts = []
+        lens = array("i")
+        for i, x in enumerate(items):
+            if x is None:
+                lens.append(-1)
+            elif _bytes_like(x):
+                if len(x) > _MAX_FIELD:
+                    raise RecordTooLarge(f"{what}[{i}] is {len(x)} bytes, over the {_MAX_FIELD}-byte limit") from None
+                lens.append(len(x))
+                joined_parts.append(bytes(x))
+            else:
+                raise InvalidArgument(
+                    f"{what}[{i}] must be bytes or None, got {type(x).__name__}") from None
+        joined = b"".join(joined_parts)
+    except OverflowError:
+        raise RecordTooLarge(f"a {what} entry is over the {_MAX_FIELD}-byte limit") from None
+    return joined, lens, ffi.from_buffer("int32_t[]", lens)
+
+
+def prepare_batch(
+    values: Sequence[Optional[bytes]],
+    keys: Optional[Sequence[Optional[bytes]]] = None,
+    headers: Optional[Sequence[Sequence[Header]]] = None,
+    timestamps: Optional[Sequence[int]] = None,
+    base_timestamp: Optional[int] = None,
+    producer_id: int = -1,
+    producer_epoch: int = -1,
+    base_sequence: int = -1,
+    partition_leader_epoch: int = -1,
+    base_offset: int = 0,
+) -> PreparedBatch:
+    """Check the records and lay them out for one C build call.
+
+    Raises InvalidArgument (types, lengths), RecordTooLarge, InvalidTimestamp.
+    """
+    if not isinstance(values, (list, tuple)):
+        if isinstance(values, (bytes, str)) or not hasattr(values, "__len__"):
+            raise InvalidArgument(f"values must be a list of bytes, got {type(values).__name__}")
+        values = list(values)
+    n = len(values)
+    if n == 0:
+        raise InvalidArgument("values is empty: a record batch needs at least one record")
+    vjoined, vlens, vlens_c = _lengths(values, "values")
+    keep: List[Any] = [vjoined, vlens, vlens_c]
+    cd = ffi.new("pl_batch_input *")
+    cd.count = n
+    cd.values = ffi.from_buffer(vjoined)
+    cd.value_lens = vlens_c
+    keep.append(cd.values)
+    if keys is not None:
+        if not isinstance(keys, (list, tuple)) or len(keys) != n:
+            raise InvalidArgument(f"keys must be a list as long as values ({n}), got {keys!r:.80}")
+        if any(k is not None for k in keys):
+            kjoined, klens, klens_c = _lengths(keys, "keys")
+            cd.keys = ffi.from_buffer(kjoined)
+            cd.key_lens = klens_c
+            keep += [kjoined, klens, klens_c, cd.keys]
+    if headers is not None:
+        if not isinstance(headers, (list, tuple)) or len(headers) != n:
+            raise InvalidArgument(f"headers must be a list as long as values ({n})")
+        if any(headers):
+            enc = [encode_headers(h) if h else b"\x00" for h in headers]
+            hjoined, hlens, hlens_c = _lengths(enc, "headers")
+            cd.headers = ffi.from_buffer(hjoined)
+            cd.header_lens = hlens_c
+            keep += [hjoined, hlens, hlens_c, cd.headers]
+    if timestamps is not None:
+        if not isinstance(timestamps, (list, tuple)) or len(timestamps) != n:
+            raise InvalidArgument(f"timestamps must be a list as long as values ({n})")
+        try:
+            ts = array("q", timestamps)
+        except (TypeError, OverflowError):
+            raise InvalidTimestamp("timestamps must be ints (ms since the epoch) in the int64 range") from None
+        if min(ts) < _MIN_TS:
+            raise InvalidTimestamp(f"timestamp {min(ts)} is negative; timestamps are ms since the epoch")
+        ts_c = ffi.from_buffer("int64_t[]", ts)
+        cd.timestamps = ts_c
+        keep += [ts, ts_c]
+        cd.base_timestamp = ts[0]
+    else:
+        bt = _now_ms() if base_timestamp is None else base_timestamp
+        if not isinstance(bt, int) or bt < _MIN_TS:
+            raise InvalidTimestamp(f"base_timestamp must be an int >= -1, got {bt!r}")
+        cd.base_timestamp = bt
+    cd.base_offset = base_offset
+    cd.producer_id = producer_id
+    cd.producer_epoch = producer_epoch
+    cd.base_sequence = base_sequence
+    cd.partition_leader_epoch = partition_leader_epoch
+    cd.attributes = 0
+    bound = lib.pl_batch_size_bound(cd)
+    if bound == 0:
+        raise RecordTooLarge(f"a batch of these {n} records would exceed the maximum batch size")
+    return PreparedBatch(cd, n, int(bound), tuple(keep))
+
+
+def build_batch(
+    values: Sequence[Optional[bytes]],
+    *,
+    keys: Optional[Sequence[Optional[bytes]]] = None,
+    headers: Optional[Sequence[Sequence[Header]]] = None,
+    timestamps: Optional[Sequence[int]] = None,
+    base_offset: int = 0,
+    base_timestamp: Optional[int] = None,
+    producer_id: int = -1,
+    producer_epoch: int = -1,
+    base_sequence: int = -1,
+    partition_leader_epoch: int = -1,
+    compression: Union[str, int] = "none",
+    timestamp_type: str = "CreateTime",
+) -> bytes:
+    """Encode records as one Kafka v2 record batch (bytes)."""
+    codec = codec_id(compression)
+    if timestamp_type not in ("CreateTime", "LogAppendTime"):
+        raise InvalidArgument(f"timestamp_type must be 'CreateTime' or 'LogAppendTime', got {timestamp_type!r}")
+    p = prepare_batch(values, keys, headers, timestamps, base_timestamp, producer_id, producer_epoch,
+                      base_sequence, partition_leader_epoch, base_offset)
+    if timestamp_type == "LogAppendTime":
+        p.cdata.attributes |= lib.PL_ATTR_TIMESTAMP_TYPE
+    if codec == 0:
+        out = ffi.new("uint8_t[]", p.size_bound)
+        n = check(lib.pl_batch_build(p.cdata, out, p.size_bound), "building record batch")
+        return ffi.buffer(out, n)[:]
+    rec = ffi.new("uint8_t[]", p.size_bound)
+    n = check(lib.pl_records_encode(p.cdata, rec, p.size_bound), "encoding records")
+    packed = compress(codec, ffi.buffer(rec, n)[:])
+    plain = ffi.new("uint8_t[]", p.size_bound)
+    check(lib.pl_batch_build(p.cdata, plain, p.size_bound), "building record batch")
+    info = ffi.new("pl_batch_info *")
+    check(lib.pl_batch_parse_header(plain, p.size_bound, info), "reading built header")
+    info.attributes = (info.attributes & ~7) | codec
+    out = ffi.new("uint8_t[]", lib.PL_BATCH_HEADER_BYTES + len(packed))
+    ffi.memmove(out + lib.PL_BATCH_HEADER_BYTES, packed, len(packed))
+    total = check(lib.pl_batch_seal(out, len(out), len(packed), info), "sealing compressed batch")
+    return ffi.buffer(out, total)[:]
+
+
+# ----------------------------------------------------------------- validation
+def validate_batches(data: Any) -> Tuple[int, int]:
+    """Validate concatenated batches; return (batches, records).
+
+    Raises CorruptRecordError naming the reason and the byte position of the first
+    bad batch (also for empty input or input ending inside a batch).
+    """
+    try:
+        buf = ffi.from_buffer("uint8_t[]", data)
+    except TypeError:
+        raise InvalidArgument(f"record batches must be bytes-like, got {type(data).__name__}") from None
+    n = ffi.new("uint32_t *")
+    valid = ffi.new("uint64_t *")
+    recs = ffi.new("uint64_t *")
+    size = len(buf)
+    rc = lib.pl_batches_validate(buf, size, n, valid, recs)
+    if rc != lib.PL_OK:
+        if size == 0:
+            raise CorruptRecordError("no record batch: the input is empty")
+        pos = int(valid[0])
+        if rc == lib.PL_E_RECORD and size - pos >= 23 and (data[pos + 22] & 7) > 4 if size - pos >= 23 else False:
+            raise UnsupportedCompressionType(
+                f"record batch {int(n[0])} at byte {pos} uses unknown compression codec {data[pos + 22] & 7}")
+        check(rc, f"record batch {int(n[0])} at byte {pos}")
+    return int(n[0]), int(recs[0])
+
+
+# ----------------------------------------------------------------- batch view
+class RecordBatch:
+    """A zero-copy view of one Kafka v2 record batch.
+
+    ``buffer`` is the memoryview given (no copy); header fields are parsed lazily.
+    """
+
+    __slots__ = ("buffer", "_h")
+
+    def __init__(self, buffer: Any) -> None:
+        self.buffer = buffer if isinstance(buffer, memoryview) else memoryview(buffer)
+        if len(self.buffer) < 61:
+            raise CorruptRecordError(f"a record batch needs at least 61 bytes, got {len(self.buffer)}")
+        self._h: Optional[tuple] = None
+
+    def _header(self) -> tuple:
+        h = self._h
+        if h is None:
+            h = self._h = _HEADER.unpack_from(self.buffer, 0)
+        return h
+
+    base_offset = property(lambda self: self._header()[0])
+    batch_length = property(lambda self: self._header()[1])
+    partition_leader_epoch = property(lambda self: self._header()[2])
+    magic = property(lambda self: self._header()[3])
+    crc = property(lambda self: self._header()[4])
+    attributes = property(lambda self: self._header()[5])
+    last_offset_delta = property(lambda self: self._header()[6])
+    base_timestamp = property(lambda self: self._header()[7])
+    max_timestamp = property(lambda self: self._header()[8])
+    producer_id = property(lambda self: self._header()[9])
+    producer_epoch = property(lambda self: self._header()[10])
+    base_sequence = property(lambda self: self._header()[11])
+    record_count = property(lambda self: self._header()[12])
+
+    @property
+    def size_bytes(self) -> int:
+        """Bytes the batch takes: 12 + batchLength."""
+        return 12 + self._header()[1]
+
+    @property
+    def last_offset(self) -> int:
+        h = self._header()
+        return h[0] + h[6]
+
+    @property
+    def next_offset(self) -> int:
+        h = self._header()
+        return h[0] + h[6] + 1
+
+    @property
+    def compression(self) -> int:
+        """Codec id (0 none, 1 gzip, 2 snappy, 3 lz4, 4 zstd)."""
+        return self._header()[5] & 7
+
+    @property
+    def compression_type(self) -> str:
+        return CODEC_NAMES.get(self.compression, f"unknown({self.compression})")
+
+    @property
+    def timestamp_type(self) -> str:
+        return "LogAppendTime" if self._header()[5] & 8 else "CreateTime"
+
+    @property
+    def is_transactional(self) -> bool:
+        return bool(self._header()[5] & 16)
+
+    @property
+    def is_control(self) -> bool:
+        return bool(self._header()[5] & 32)
+
+    def validate(self) -> None:
+        """Full check (length, magic, CRC32C, records); CorruptRecordError if bad."""
+        buf = ffi.from_buffer("uint8_t[]", self.buffer)
+        check(lib.pl_batch_validate(buf, len(self.buffer), ffi.NULL),
+              f"record batch at offset {self.base_offset}")
+
+    def records(self) -> Iterator[Record]:
+        return iter_records(self.buffer)
+
+    __iter__ = records
+
+    def __len__(self) -> int:
+        return self.record_count
+
+    def to_bytes(self) -> bytes:
+        return bytes(self.buffer[: self.size_bytes])
+
+    def __repr__(self) -> str:
+        return (f"RecordBatch(base_offset={self.base_offset}, records={self.record_count}, "
+                f"size_bytes={self.size_bytes}, compression={self.compression_type})")
+
+
+def iter_batches(buffer: Any) -> Iterator[RecordBatch]:
+    """Views of the concatenated batches in ``buffer`` (header walk, no CRC check)."""
+    mv = buffer if isinstance(buffer, memoryview) else memoryview(buffer)
+    pos, end = 0, len(mv)
+    while end - pos >= 61:
+        length = int.from_bytes(mv[pos + 8:pos + 12], "big", signed=True)
+        size = 12 + length
+        if length < 49 or size > end - pos:
+            raise CorruptRecordError(f"record batch at byte {pos} has a bad batchLength {length}")
+        yield RecordBatch(mv[pos:pos + size])
+        pos += size
+    if pos != end:
+        raise CorruptRecordError(f"{end - pos} trailing bytes after the last record batch")
+
+
+# ------------------------------------------------------------------- decoding
+class RecordArrays:
+    """Records as numpy columns over one buffer (no Python object per record).
+
+    ``key_pos``/``value_pos``/``headers_pos`` index into ``buffer``; lengths of -1
+    mean null.
+    """
+
+    __slots__ = ("buffer", "offsets", "timestamps", "key_pos", "key_len", "value_pos",
+                 "value_len", "headers_pos", "headers_count")
+
+    def __init__(self, buffer: Any, cols: dict) -> None:
+        self.buffer = buffer
+        for name, arr in cols.items():
+            setattr(self, name, arr)
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    def _slices(self, pos: np.ndarray, lens: np.ndarray) -> List[Optional[bytes]]:
+        data = bytes(self.buffer) if not isinstance(self.buffer, bytes) else self.buffer
+        p = pos.tolist()
+        ln = lens.tolist()
+        if len(ln) and min(ln) < 0:
+            return [data[a:a + b] if b >= 0 else None for a, b in zip(p, ln)]
+        return [data[a:a + b] for a, b in zip(p, ln)]
+
+    def keys(self) -> List[Optional[bytes]]:
+        return self._slices(self.key_pos, self.key_len)
+
+    def values(self) -> List[Optional[bytes]]:
+        return self._slices(self.value_pos, self.value_len)
+
+    def headers(self) -> List[Tuple[Header, ...]]:
+        data = bytes(self.buffer) if not isinstance(self.buffer, bytes) else self.buffer
+        return [(_decode_headers(data, p, c) if c else _NO_HEADERS)
+                for p, c in zip(self.headers_pos.tolist(), self.headers_count.tolist())]
+
+    def records(self) -> List[Record]:
+        """Materialise as Record objects."""
+        n = len(self.offsets)
+        if n == 0:
+            return []
+        data = bytes(self.buffer) if not isinstance(self.buffer, bytes) else self.buffer
+        self_buf = self.buffer
+        self.buffer = data
+        try:
+            values = self.values()
+            if int(self.key_len.max()) < 0:
+                keys: List[Optional[bytes]] = [None] * n
+            else:
+                keys = self.keys()
+            if int(self.headers_count.max()) == 0:
+                headers: List[Tuple[Header, ...]] = [_NO_HEADERS] * n
+            else:
+                headers = self.headers()
+        finally:
+            self.buffer = self_buf
+        return list(map(_new_record, [Record] * n,
+                        zip(self.offsets.tolist(), self.timestamps.tolist(), keys, values, headers)))
+
+
+_COLS = (("offsets", np.int64), ("timestamps", np.int64), ("key_pos", np.int64),
+         ("key_len", np.int32), ("value_pos", np.int64), ("value_len", np.int32),
+         ("headers_pos", np.int64), ("headers_count", np.int32))
+
+
+def _alloc(capacity: int) -> Tuple[dict, Any]:
+    cols = {name: np.empty(capacity, dtype=dt) for name, dt in _COLS}
+    arr = ffi.new("pl_record_arrays *")
+    arr.capacity = capacity
+    keep = []
+    for name, _ in _COLS:
+        ptr = ffi.from_buffer(cols[name])
+        keep.append(ptr)
+        setattr(arr, name, ffi.cast(ffi.typeof(getattr(arr, name)), ptr))
+    return cols, (arr, keep)
+
+
+def _estimate_records(mv: memoryview) -> int:
+    n = 0
+    for b in iter_batches(mv):
+        n += b.record_count
+    return n
+
+
+def decode_records(buffer: Any, min_offset: int = 0) -> RecordArrays:
+    """Decode every record (offset >= ``min_offset``) of the concatenated batches.
+
+    Positions refer to ``result.buffer``: the input itself when no batch is
+    compressed (zero copy), else a new buffer of decompressed records sections.
+    """
+    mv = buffer if isinstance(buffer, memoryview) else memoryview(buffer)
+    if mv.format != "B" or mv.ndim != 1:
+        mv = mv.cast("B")
+    total = len(mv)
+    if total == 0:
+        cols, _ = _alloc(0)
+        return RecordArrays(mv, cols)
+    capacity = _estimate_records(mv)
+    cols, (arr, keep) = _alloc(max(capacity, 1))
+    src = ffi.from_buffer("uint8_t[]", mv)
+    n_out = ffi.new("uint32_t *")
+    consumed = ffi.new("uint64_t *")
+    rc = lib.pl_batches_decode(src, total, min_offset, arr, 0, n_out, consumed)
+    if rc == lib.PL_OK and int(consumed[0]) == total:
+        n = int(n_out[0])
+        return RecordArrays(mv, {k: v[:n] for k, v in cols.items()})
+    if rc not in (lib.PL_OK, lib.PL_E_COMPRESSED):
+        check(rc, f"decoding records at byte {int(consumed[0])}")
+    return _decode_mixed(mv, min_offset)
+
+
+def _decode_mixed(mv: memoryview, min_offset: int) -> RecordArrays:
+    """Slow path: some batch is compressed; decode batch by batch into a new buffer."""
+    parts: List[bytes] = []
+    col_parts: List[dict] = []
+    base = 0
+    for b in iter_batches(mv):
+        if b.last_offset < min_offset or b.record_count == 0:
+            continue
+        codec = b.compression
+        body = b.buffer[61:b.size_bytes]
+        recs = decompress(codec, body) if codec else bytes(body)
+        cols, (arr, keep) = _alloc(b.record_count)
+        buf = ffi.from_buffer("uint8_t[]", recs) if recs else ffi.NULL
+        check(lib.pl_records_decode(buf, len(recs), b.record_count, b.base_offset, b.base_timestamp,
+                                    b.max_timestamp, b.attributes, base, arr, 0),
+              f"decoding records of batch at offset {b.base_offset}")
+        keepmask = cols["offsets"] >= min_offset
+        col_parts.append({k: v[keepmask] for k, v in cols.items()})
+        parts.append(recs)
+        base += len(recs)
+    data = b"".join(parts)
+    if not col_parts:
+        cols, _ = _alloc(0)
+        return RecordArrays(data, cols)
+    return RecordArrays(data, {name: np.concatenate([c[name] for c in col_parts]) for name, _ in _COLS})
+
+
+def iter_records(buffer: Any, min_offset: int = 0) -> Iterator[Record]:
+    """Records (offset >= ``min_offset``) of the concatenated batches in ``buffer``."""
+    return iter(decode_records(buffer, min_offset).records())

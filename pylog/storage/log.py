@@ -1,0 +1,798 @@
+"""Log: one partition's durable log — a directory of segments, and the policy over them.
+
+The directory ``<topic>-<partition>/`` (any name works) holds Kafka-named segment files
+``<20-digit base offset>.log/.index/.timeindex`` plus, per log:
+
+``recovery-point-offset-checkpoint``
+    offset below which everything is known to be on stable storage (Kafka's format).
+``log-start-offset-checkpoint``
+    the log start offset, which delete_records may move into the middle of a segment.
+``.pylog_cleanshutdown``
+    written last by :meth:`Log.close`; its absence at open means a crash.
+``.lock``
+    flock'ed while the log is open: a second opener gets StorageError.
+
+What this module decides (policy): which segment takes an append, when to roll
+(segment.bytes, segment.ms, index full, relative offset overflow), retention
+(retention.ms, retention.bytes, delete_records), flushing (flush.messages, flush.ms),
+and recovery at open.  The per-byte work (batch building, copying, indexing, CRC
+checks, recovery scans) is in C; each public call crosses into C once per batch.
+
+Recovery (Invariant 2).  After a clean shutdown every segment is trusted as the files
+say (and its indexes are checked; a bad index is rebuilt).  After a crash, segments
+wholly below the recovery point are trusted; from the segment holding the recovery
+point on, every batch is scanned and CRC-checked, the log is cut at the first torn or
+corrupt batch (later segments are deleted), indexes are rebuilt, and the recovered
+data is flushed before the recovery point moves up to the new log end offset.
+
+Threads (issue point 8).  Any number of threads may call any method; a lock
+serialises the C calls (each is short: index search, one memcpy per append).  Views
+and records handed out are immutable bytes that stay valid after the log changes.
+"""
+from __future__ import annotations
+
+import bisect
+import fcntl
+import logging
+import os
+import re
+import struct
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, List, Mapping, Optional, Sequence
+
+from pylog._native import check, ffi, lib
+from pylog.errors import (
+    InvalidArgument,
+    InvalidTimestamp,
+    LogClosed,
+    OffsetOutOfRange,
+    RecordBatchTooLarge,
+    RecordTooLarge,
+    StorageError,
+)
+from pylog.records import Record, RecordBatch, iter_batches, iter_records, prepare_batch, validate_batches
+from pylog.storage.checkpoint import OffsetCheckpointFile, fsync_dir
+from pylog.storage.config import LogConfig
+from pylog.storage.segment import (
+    INDEX_SUFFIX,
+    LOG_SUFFIX,
+    TIMEINDEX_SUFFIX,
+    LogSegment,
+    parse_segment_file_name,
+)
+
+__all__ = ["Log", "AppendInfo", "EARLIEST_TIMESTAMP", "LATEST_TIMESTAMP"]
+
+logger = logging.getLogger("pylog.storage")
+
+RECOVERY_POINT_FILE = "recovery-point-offset-checkpoint"
+LOG_START_FILE = "log-start-offset-checkpoint"
+CLEAN_SHUTDOWN_FILE = ".pylog_cleanshutdown"
+LOCK_FILE = ".lock"
+
+#: Kafka's ListOffsets sentinels accepted by offset_for_timestamp.
+LATEST_TIMESTAMP = -1
+EARLIEST_TIMESTAMP = -2
+
+_MAX_READ_BATCHES = 4096  #: batch positions one C read call may return
+_RECORDS_CHUNK_BYTES = 4 << 20  #: bytes records() decodes per chunk
+_MAX_RELATIVE_OFFSET = 0x7FFFFFFF  #: index offsets are relative u32; Kafka keeps them < 2^31
+_TOPIC_PARTITION = re.compile(r"^(.+)-(\d+)$")
+
+
+def _wall_clock_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass(frozen=True)
+class AppendInfo:
+    """What an append wrote."""
+
+    first_offset: int  #: offset of the first record appended
+    last_offset: int  #: offset of the last record appended
+    batches: int  #: record batches written
+    records: int  #: records written
+    size_bytes: int  #: bytes written to the log
+    max_timestamp: int  #: largest record timestamp (ms) among them
+
+
+class Log:
+    """A partition's append-only log of Kafka v2 record batches.  Use :meth:`open`."""
+
+    def __init__(self, directory: Path, config: LogConfig, clock: Callable[[], int]) -> None:
+        self.dir = directory
+        self.config = config
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._segments: List[LogSegment] = []
+        self._bases: List[int] = []
+        self._log_start_offset = 0
+        self._recovery_point = 0
+        self._last_flush_ms = clock()
+        self._closed = False
+        self._dir_dirty = False
+        self._lock_fd = -1
+        self._positions = ffi.new("uint64_t[]", _MAX_READ_BATCHES)
+        self._n = ffi.new("uint32_t *")
+        self._end = ffi.new("uint64_t *")
+        self._result = ffi.new("pl_append_result *")
+        m = _TOPIC_PARTITION.match(directory.name)
+        self._key = (m.group(1), int(m.group(2))) if m else (directory.name, 0)
+        self._rp_file = OffsetCheckpointFile(directory / RECOVERY_POINT_FILE)
+        self._ls_file = OffsetCheckpointFile(directory / LOG_START_FILE)
+
+    # ================================================================== open
+    @classmethod
+    def open(
+        cls,
+        path: "os.PathLike[str] | str",
+        *,
+        config: Optional[Mapping[str, Any]] = None,
+        clock: Optional[Callable[[], int]] = None,
+        **settings: Any,
+    ) -> "Log":
+        """Open (creating if needed) the log in directory ``path``.
+
+        Settings are Kafka's topic configs, as ``config={"segment.bytes": ...}`` and/or
+        snake_case keywords (``segment_bytes=...``); see :class:`LogConfig`.  ``clock``
+        returns the time in ms (default: wall clock) and drives segment.ms, retention.ms,
+        flush.ms and default timestamps — tests pass a fake one.
+
+        Raises InvalidConfig for a bad setting, StorageError if the directory cannot be
+        used or another Log has it open.
+        """
+        cfg = LogConfig.from_settings(config, **settings)
+        directory = Path(path)
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(exc.errno or 0, f"creating log directory {directory}: {exc.strerror}") from exc
+        if not directory.is_dir():
+            raise StorageError(0, f"{directory} is not a directory")
+        log = cls(directory, cfg, clock or _wall_clock_ms)
+        log._take_dir_lock()
+        try:
+            log._load()
+        except BaseException:
+            log._abandon()
+            raise
+        return log
+
+    def _take_dir_lock(self) -> None:
+        fd = os.open(self.dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            raise StorageError(exc.errno or 0, f"log directory {self.dir} is already open (locked)") from exc
+        self._lock_fd = fd
+
+    def _load(self) -> None:
+        cfg = self.config
+        marker = self.dir / CLEAN_SHUTDOWN_FILE
+        clean = marker.exists()
+        rp_ckpt = self._rp_file.read().get(self._key, 0)
+        ls_ckpt = self._ls_file.read().get(self._key, 0)
+        bases = self._scan_dir()
+        if not bases:
+            bases = [ls_ckpt]
+            self._segments = [self._new_segment(ls_ckpt)]
+        else:
+            self._open_segments(bases, clean=clean, recovery_point=rp_ckpt)
+        self._bases = [s.base_offset for s in self._segments]
+        leo = self.log_end_offset
+        self._log_start_offset = min(max(ls_ckpt, self._segments[0].base_offset), leo)
+        if clean:
+            self._recovery_point = leo
+        else:
+            # Recovered bytes may live only in the page cache (process kill): make them
+            # durable before claiming them below the recovery point.
+            for seg in self._segments:
+                if seg.unflushed:
+                    seg.flush()
+            self._recovery_point = leo
+        self._write_checkpoints()
+        if clean:
+            marker.unlink()
+            fsync_dir(self.dir)
+
+    def _scan_dir(self) -> List[int]:
+        """Base offsets of the segments on disk; removes orphan index files and temps."""
+        bases: List[int] = []
+        names = set(os.listdir(self.dir))
+        for name in names:
+            base = parse_segment_file_name(name)
+            if base is not None:
+                bases.append(base)
+        for name in names:
+            if name.endswith((INDEX_SUFFIX, TIMEINDEX_SUFFIX)):
+                stem = name.rsplit(".", 1)[0]
+                if stem + LOG_SUFFIX not in names:
+                    (self.dir / name).unlink()
+            elif name.endswith(".tmp"):
+                (self.dir / name).unlink()
+        return sorted(bases)
+
+    def _open_segments(self, bases: List[int], *, clean: bool, recovery_point: int) -> None:
+        cfg = self.config
+        segments: List[LogSegment] = []
+        try:
+            for i, base in enumerate(bases):
+                last = i == len(bases) - 1
+                seg = LogSegment.open_existing(
+                    self.dir, base, active=last, segment_bytes=cfg.segment_bytes,
+                    index_entries=cfg.index_entries, index_interval_bytes=cfg.index_interval_bytes,
+                )
+                segments.append(seg)
+                below_rp = not last and bases[i + 1] <= recovery_point
+                if (clean or below_rp) and seg.load_clean():
+                    pass
+                else:
+                    if clean or below_rp:
+                        logger.warning("log %s: segment %d failed its clean-load checks; recovering it",
+                                       self.dir, base)
+                    dropped = seg.recover()
+                    if dropped:
+                        logger.warning("log %s: recovery cut %d bytes of torn or corrupt data at "
+                                       "offset %d in segment %d", self.dir, dropped, seg.next_offset, base)
+                if not last and seg.next_offset != bases[i + 1] and not seg.is_empty:
+                    # The next segment does not continue this one: the tail of this one
+                    # was lost or damaged.  Keep the prefix; drop what follows.
+                    logger.warning("log %s: segment %d ends at offset %d but the next starts at %d; "
+                                   "deleting %d later segment(s)", self.dir, base, seg.next_offset,
+                                   bases[i + 1], len(bases) - i - 1)
+                    for later in bases[i + 1:]:
+                        LogSegment(self.dir, later).delete()
+                    self._dir_dirty = True
+                    if not seg.active:
+                        seg.activate(cfg.segment_bytes, cfg.index_entries)
+                    break
+        except BaseException:
+            for seg in segments:
+                seg.close(shrink=False)
+            raise
+        self._segments = segments
+
+    def _new_segment(self, base_offset: int) -> LogSegment:
+        cfg = self.config
+        seg = LogSegment.create(self.dir, base_offset, segment_bytes=cfg.segment_bytes,
+                                index_entries=cfg.index_entries,
+                                index_interval_bytes=cfg.index_interval_bytes)
+        self._dir_dirty = True
+        return seg
+
+    # ============================================================ properties
+    @property
+    def log_start_offset(self) -> int:
+        """The first offset a reader may ask for."""
+        return self._log_start_offset
+
+    @property
+    def log_end_offset(self) -> int:
+        """The offset the next appended record will get."""
+        return int(self._segments[-1].c.next_offset)
+
+    @property
+    def recovery_point(self) -> int:
+        """Everything below this offset is on stable storage."""
+        return self._recovery_point
+
+    @property
+    def size_bytes(self) -> int:
+        """Bytes of record batches held by all segments."""
+        return sum(s.size_bytes for s in self._segments)
+
+    @property
+    def segments(self) -> List[LogSegment]:
+        """The segments, oldest first (a copy of the list)."""
+        return list(self._segments)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise LogClosed(f"log {self.dir} is closed")
+
+    # ================================================================ append
+    def append(
+        self,
+        values: Sequence[Optional[bytes]],
+        keys: Optional[Sequence[Optional[bytes]]] = None,
+        headers: Optional[Sequence[Sequence[tuple]]] = None,
+        timestamps: Optional[Sequence[int]] = None,
+    ) -> int:
+        """Append records as one record batch; return the offset of ``values[0]``.
+
+        ``keys``, ``headers`` (per record: (str, bytes|None) pairs) and ``timestamps``
+        (ms) are optional and, when given, as long as ``values``.  Timestamps default
+        to now; with message.timestamp.type=LogAppendTime they are always now.
+
+        Raises InvalidArgument (types, lengths, empty ``values``), InvalidTimestamp,
+        RecordTooLarge (the batch exceeds max.message.bytes), RecordBatchTooLarge (it
+        cannot fit in a segment), LogClosed.  A rejected append writes nothing.
+        """
+        with self._lock:
+            self._check_open()
+            now = self._clock()
+            if self.config.log_append_time:
+                timestamps = None
+            prepared = prepare_batch(values, keys, headers, timestamps, base_timestamp=now)
+            if self.config.log_append_time:
+                prepared.cdata.attributes |= lib.PL_ATTR_TIMESTAMP_TYPE
+            if prepared.size_bound > self.config.max_message_bytes:
+                return self._append_oversized_bound(prepared, now)
+            res = self._append_c(prepared.count, now,
+                                 lambda seg: lib.pl_segment_append_build(seg.c, prepared.cdata, self._result))
+            self._after_append(res.max_timestamp, now)
+            return int(res.first_offset)
+
+    def _append_oversized_bound(self, prepared: Any, now: int) -> int:
+        """The size bound is over max.message.bytes: build to learn the exact size."""
+        buf = ffi.new("uint8_t[]", prepared.size_bound)
+        size = check(lib.pl_batch_build(prepared.cdata, buf, prepared.size_bound), "building record batch")
+        if size > self.config.max_message_bytes:
+            raise RecordTooLarge(
+                f"record batch of {prepared.count} records is {size} bytes, over max.message.bytes="
+                f"{self.config.max_message_bytes}; append fewer records at a time")
+        res = self._append_c(prepared.count, now,
+                             lambda seg: lib.pl_segment_append(seg.c, buf, size, -1, 1, self._result))
+        self._after_append(res.max_timestamp, now)
+        return int(res.first_offset)
+
+    def append_batches(self, data: Any, *, assign_offsets: bool = True,
+                       leader_epoch: int = -1) -> AppendInfo:
+        """Append ready-made Kafka v2 record batches (bytes-like, concatenated).
+
+        Every batch is validated (lengths, magic, CRC32C, records) before anything is
+        written.  With ``assign_offsets`` (a leader) the batches get the next offsets;
+        without (a follower copying a leader) they keep theirs, which must start at or
+        above the log end offset.  ``leader_epoch`` >= 0 is written into each batch.
+
+        Raises CorruptRecordError, RecordTooLarge, RecordBatchTooLarge,
+        InvalidArgument, LogClosed.  A rejected call writes nothing.
+        """
+        try:
+            view = memoryview(data)
+        except TypeError:
+            raise InvalidArgument(f"data must be bytes-like, got {type(data).__name__}") from None
+        if view.ndim != 1 or view.itemsize != 1:
+            view = view.cast("B")
+        if not isinstance(leader_epoch, int) or not -1 <= leader_epoch <= 0x7FFFFFFF:
+            raise InvalidArgument(f"leader_epoch must be an int in [-1, 2^31-1], got {leader_epoch!r}")
+        n_batches, n_records = validate_batches(view)
+        batches = list(iter_batches(view))
+        with self._lock:
+            self._check_open()
+            now = self._clock()
+            for b in batches:
+                if b.size_bytes > self.config.max_message_bytes:
+                    raise RecordTooLarge(
+                        f"record batch at offset {b.base_offset} is {b.size_bytes} bytes, over "
+                        f"max.message.bytes={self.config.max_message_bytes}")
+            if not assign_offsets and batches[0].base_offset < self.log_end_offset:
+                raise InvalidArgument(
+                    f"batch base offset {batches[0].base_offset} is below the log end offset "
+                    f"{self.log_end_offset}; a follower must truncate first")
+            if self.config.log_append_time:
+                view = memoryview(_stamp_log_append_time(view, batches, now))
+                batches = list(iter_batches(view))
+            first = last = -1
+            max_ts = -1
+            total = 0
+            # Usually one C call for everything; when the segment fills, batch by batch.
+            chunks = [(view, n_records)]
+            for attempt in (0, 1):
+                try:
+                    for chunk, count in chunks:
+                        src = ffi.from_buffer("uint8_t[]", chunk)
+                        res = self._append_c(
+                            count, now,
+                            lambda seg, src=src, n=len(chunk): lib.pl_segment_append(
+                                seg.c, src, n, leader_epoch, 1 if assign_offsets else 0, self._result),
+                            split_ok=(attempt == 0 and len(batches) > 1))
+                        if first < 0:
+                            first = int(res.first_offset)
+                        last = int(res.last_offset)
+                        max_ts = max(max_ts, int(res.max_timestamp))
+                        total += int(res.bytes)
+                    break
+                except _SplitNeeded:
+                    chunks = [(b.buffer, b.record_count) for b in batches]
+            self._after_append(max_ts, now)
+            return AppendInfo(first, last, n_batches, n_records, total, max_ts)
+
+    def _append_c(self, count: int, now: int, call: Callable[[LogSegment], int],
+                  split_ok: bool = False) -> Any:
+        """Run an append C call on the active segment, rolling once if it is full."""
+        seg = self._segments[-1]
+        if self._should_roll_before(seg, count, now):
+            seg = self._roll_locked()
+        rc = call(seg)
+        if rc == lib.PL_E_FULL:
+            if seg.is_empty:
+                if split_ok:
+                    raise _SplitNeeded()
+                raise RecordBatchTooLarge(
+                    f"record batch does not fit in an empty segment (segment.bytes="
+                    f"{self.config.segment_bytes}, segment.index.bytes={self.config.segment_index_bytes})")
+            seg = self._roll_locked()
+            rc = call(seg)
+            if rc == lib.PL_E_FULL:
+                if split_ok:
+                    raise _SplitNeeded()
+                raise RecordBatchTooLarge(
+                    f"record batch does not fit in an empty segment (segment.bytes="
+                    f"{self.config.segment_bytes})")
+        check(rc, f"appending to segment {seg.base_offset} of {self.dir}")
+        seg.note_appended(int(self._result.max_timestamp))
+        return self._result
+
+    def _should_roll_before(self, seg: LogSegment, count: int, now: int) -> bool:
+        if seg.is_empty:
+            return False
+        if seg.c.next_offset + count - seg.base_offset > _MAX_RELATIVE_OFFSET:
+            return True
+        rolling = seg.rolling_timestamp_ms
+        return rolling is not None and rolling >= 0 and now - rolling > self.config.segment_ms
+
+    def _after_append(self, max_timestamp: int, now: int) -> None:
+        cfg = self.config
+        if cfg.flush_messages is not None and self.log_end_offset - self._recovery_point >= cfg.flush_messages:
+            self._flush_locked(now)
+        elif cfg.flush_ms is not None and now - self._last_flush_ms >= cfg.flush_ms:
+            self._flush_locked(now)
+
+    # ================================================================== roll
+    def roll(self) -> None:
+        """Close the active segment to appends and start a new one (if it holds data)."""
+        with self._lock:
+            self._check_open()
+            self._roll_locked()
+
+    def _roll_locked(self) -> LogSegment:
+        active = self._segments[-1]
+        if active.is_empty:
+            return active
+        new_base = self.log_end_offset
+        new = self._new_segment(new_base)
+        active.make_inactive()
+        self._segments.append(new)
+        self._bases.append(new_base)
+        self._enforce_retention_locked(self._clock())
+        return self._segments[-1]
+
+    # ================================================================== read
+    def read(self, offset: int, max_bytes: int = 1 << 20,
+             max_offset: Optional[int] = None) -> List[RecordBatch]:
+        """Whole record batches from the one holding ``offset``, as zero-copy views.
+
+        Returns batches of one segment totalling at most ``max_bytes``, but always at
+        least one batch when ``offset`` < log end (as Kafka's fetch, KIP-74); none at or
+        above ``max_offset`` (e.g. a high watermark).  The first batch may start below
+        ``offset``.  Views stay valid after the log changes or closes.
+
+        Raises OffsetOutOfRange outside [log_start_offset, log_end_offset], LogClosed.
+        """
+        if not isinstance(max_bytes, int) or max_bytes < 0:
+            raise InvalidArgument(f"max_bytes must be a non-negative int, got {max_bytes!r}")
+        with self._lock:
+            self._check_open()
+            found = self._read_locked(offset, max_bytes, max_offset)
+            if found is None:
+                return []
+            seg, n, end = found
+            pos = self._positions
+            starts = [int(pos[i]) for i in range(n)]
+            starts.append(end)
+            views = [seg.view(starts[i], starts[i + 1]) for i in range(n)]
+        return [RecordBatch(v) for v in views]
+
+    def _check_offset(self, offset: Any) -> None:
+        if isinstance(offset, bool) or not isinstance(offset, int):
+            raise InvalidArgument(f"offset must be an int, got {offset!r}")
+        if not self._log_start_offset <= offset <= self.log_end_offset:
+            raise OffsetOutOfRange(
+                f"offset {offset} is outside the log's range [{self._log_start_offset}, "
+                f"{self.log_end_offset}] ({self.dir})")
+
+    def _read_locked(self, offset: int, max_bytes: int, max_offset: Optional[int],
+                     max_batches: int = _MAX_READ_BATCHES):
+        """(segment, n, end) for batches from ``offset``, or None at the end."""
+        self._check_offset(offset)
+        if max_offset is None:
+            max_offset = 2**63 - 1
+        elif isinstance(max_offset, bool) or not isinstance(max_offset, int):
+            raise InvalidArgument(f"max_offset must be an int or None, got {max_offset!r}")
+        if offset >= max_offset or offset == self.log_end_offset:
+            return None
+        i = bisect.bisect_right(self._bases, offset) - 1
+        segments = self._segments
+        while i < len(segments):
+            seg = segments[max(i, 0)]
+            if offset < seg.c.next_offset:
+                check(lib.pl_segment_read(seg.c, max(offset, seg.base_offset), max_bytes, max_offset,
+                                          self._positions, max_batches, self._n, self._end),
+                      f"reading offset {offset} from {self.dir}")
+                n = int(self._n[0])
+                if n == 0:
+                    return None
+                return seg, n, int(self._end[0])
+            i += 1
+        return None
+
+    def records(self, offset: Optional[int] = None,
+                max_offset: Optional[int] = None) -> Iterator[Record]:
+        """Iterate records from ``offset`` (default: log start) up to the log end offset
+        as of this call (or ``max_offset``, exclusive).
+
+        Records are decoded a few MiB at a time, with no C call per record.  Raises
+        OffsetOutOfRange / LogClosed at the call; if the log is truncated below the
+        position while iterating, the iteration ends there.
+        """
+        with self._lock:
+            self._check_open()
+            start = self._log_start_offset if offset is None else offset
+            self._check_offset(start)
+            end = self.log_end_offset if max_offset is None else min(max_offset, self.log_end_offset)
+        return self._iter_records(start, end)
+
+    def _iter_records(self, pos: int, end: int) -> Iterator[Record]:
+        while pos < end:
+            with self._lock:
+                self._check_open()
+                if not self._log_start_offset <= pos < self.log_end_offset:
+                    return
+                found = self._read_locked(pos, _RECORDS_CHUNK_BYTES, end)
+                if found is None:
+                    return
+                seg, n, stop = found
+                chunk = seg.view(int(self._positions[0]), stop)
+                last = RecordBatch(seg.view(int(self._positions[n - 1]), stop))
+            next_pos = last.next_offset
+            if next_pos > end:
+                for rec in iter_records(chunk, pos):
+                    if rec.offset >= end:
+                        return
+                    yield rec
+                return
+            yield from iter_records(chunk, pos)
+            pos = next_pos
+
+    def offset_for_timestamp(self, timestamp: int) -> Optional[int]:
+        """The first offset whose record timestamp is >= ``timestamp`` (ms), or None.
+
+        Kafka's sentinels: -1 (LATEST) gives the log end offset, -2 (EARLIEST) the log
+        start offset.
+        """
+        if isinstance(timestamp, bool) or not isinstance(timestamp, int):
+            raise InvalidArgument(f"timestamp must be an int, got {timestamp!r}")
+        with self._lock:
+            self._check_open()
+            if timestamp == LATEST_TIMESTAMP:
+                return self.log_end_offset
+            if timestamp == EARLIEST_TIMESTAMP:
+                return self._log_start_offset
+            if timestamp < 0:
+                raise InvalidTimestamp(f"timestamp must be >= 0, -1 (latest) or -2 (earliest), got {timestamp}")
+            position = ffi.new("uint64_t *")
+            base = ffi.new("int64_t *")
+            for seg in self._segments:
+                if seg.c.max_timestamp < timestamp or seg.c.next_offset <= self._log_start_offset:
+                    continue
+                rc = lib.pl_segment_find_timestamp(seg.c, timestamp, position, base)
+                if rc == lib.PL_E_OFFSET_RANGE:
+                    continue
+                check(rc, f"searching timestamp {timestamp} in {self.dir}")
+                # The batch found holds a record at or after `timestamp`; walk batch by
+                # batch (only the first one usually) in case it lies below log start.
+                off = max(int(base[0]), self._log_start_offset)
+                while off < seg.c.next_offset:
+                    found = self._read_locked(off, 0, None, max_batches=1)
+                    if found is None:
+                        break
+                    _, _, stop = found
+                    batch = seg.view(int(self._positions[0]), stop)
+                    for rec in iter_records(batch, self._log_start_offset):
+                        if rec.timestamp >= timestamp:
+                            return rec.offset
+                    off = RecordBatch(batch).next_offset
+            return None
+
+    # ========================================================== truncation
+    def truncate_to(self, offset: int) -> None:
+        """Remove every record at or above ``offset``: afterwards log_end_offset <= offset.
+
+        If ``offset`` falls inside a batch, that whole batch goes (as Kafka's
+        truncateTo), so the log may end below ``offset``.  Views of removed batches keep
+        their bytes.  Raises OffsetOutOfRange unless log_start_offset <= offset <=
+        log_end_offset.
+        """
+        with self._lock:
+            self._check_open()
+            self._check_offset(offset)
+            if offset == self.log_end_offset:
+                return
+            keep = [s for s in self._segments if s.base_offset < offset]
+            drop = [s for s in self._segments if s.base_offset >= offset]
+            for seg in drop:
+                seg.delete()
+            self._dir_dirty = True
+            if not keep:
+                self._segments = [self._new_segment(offset)]
+            else:
+                seg = keep[-1]
+                position = ffi.new("uint64_t *")
+                check(lib.pl_segment_lookup(seg.c, offset, position), f"truncating {self.dir} to {offset}")
+                cut = RecordBatch(seg.view(int(position[0]), seg.log_size)[:lib.PL_BATCH_HEADER_BYTES])
+                if not seg.active:
+                    seg.activate(self.config.segment_bytes, self.config.index_entries)
+                seg.truncate_to(cut.base_offset)
+                self._segments = keep
+            self._bases = [s.base_offset for s in self._segments]
+            self._recovery_point = min(self._recovery_point, self.log_end_offset)
+            self._log_start_offset = min(self._log_start_offset, self.log_end_offset)
+            self._write_checkpoints()
+
+    def delete_records(self, before: int) -> None:
+        """Advance the log start offset to ``before`` and delete segments wholly below it.
+
+        As Kafka's DeleteRecords: records below ``before`` become unreadable at once;
+        a segment's files go when every record in it is below.  Raises OffsetOutOfRange
+        if ``before`` > log_end_offset.
+        """
+        if isinstance(before, bool) or not isinstance(before, int):
+            raise InvalidArgument(f"before must be an int, got {before!r}")
+        with self._lock:
+            self._check_open()
+            if before > self.log_end_offset or before < 0:
+                raise OffsetOutOfRange(
+                    f"cannot delete records before {before}: log end offset is {self.log_end_offset}")
+            if before <= self._log_start_offset:
+                return
+            self._log_start_offset = before
+            self._delete_below_start_locked()
+            self._write_checkpoints()
+
+    def _delete_below_start_locked(self) -> int:
+        deleted = 0
+        while len(self._segments) > 1 and self._segments[1].base_offset <= self._log_start_offset:
+            self._delete_oldest_locked()
+            deleted += 1
+        return deleted
+
+    def _delete_oldest_locked(self) -> None:
+        seg = self._segments.pop(0)
+        self._bases.pop(0)
+        seg.delete()
+        self._dir_dirty = True
+        self._log_start_offset = max(self._log_start_offset, self._segments[0].base_offset)
+
+    def enforce_retention(self, now_ms: Optional[int] = None) -> int:
+        """Delete old segments by retention.ms and retention.bytes; return how many.
+
+        The active segment is never deleted.  Called automatically at every roll.
+        """
+        with self._lock:
+            self._check_open()
+            deleted = self._enforce_retention_locked(self._clock() if now_ms is None else now_ms)
+            if deleted:
+                self._write_checkpoints()
+            return deleted
+
+    def _enforce_retention_locked(self, now: int) -> int:
+        cfg = self.config
+        deleted = self._delete_below_start_locked()
+        if cfg.retention_ms >= 0:
+            while len(self._segments) > 1 and now - self._segments[0].last_modified_ms() > cfg.retention_ms:
+                self._delete_oldest_locked()
+                deleted += 1
+        if cfg.retention_bytes >= 0:
+            total = self.size_bytes
+            while len(self._segments) > 1 and total - self._segments[0].size_bytes >= cfg.retention_bytes:
+                total -= self._segments[0].size_bytes
+                self._delete_oldest_locked()
+                deleted += 1
+        return deleted
+
+    # ========================================================== durability
+    def flush(self) -> None:
+        """Make everything appended durable; the recovery point becomes the log end."""
+        with self._lock:
+            self._check_open()
+            self._flush_locked(self._clock())
+
+    def _flush_locked(self, now: int) -> None:
+        for seg in self._segments:
+            if seg.unflushed:
+                seg.flush()
+        if self._dir_dirty:
+            fsync_dir(self.dir)
+            self._dir_dirty = False
+        self._last_flush_ms = now
+        if self._recovery_point != self.log_end_offset:
+            self._recovery_point = self.log_end_offset
+            self._write_checkpoints()
+
+    def _write_checkpoints(self) -> None:
+        try:
+            self._rp_file.write({self._key: self._recovery_point})
+            self._ls_file.write({self._key: self._log_start_offset})
+        except OSError as exc:
+            raise StorageError(exc.errno or 0, f"writing checkpoints in {self.dir}: {exc.strerror}") from exc
+
+    def close(self) -> None:
+        """Flush, shrink the files to their content, and mark a clean shutdown.
+
+        Idempotent.  Views handed out earlier stay valid.  Afterwards every method
+        raises LogClosed.
+        """
+        with self._lock:
+            if self._closed:
+                return
+            try:
+                self._flush_locked(self._clock())
+                for seg in self._segments:
+                    seg.close()  # shrinks the active segment's files
+                # The shrink changed file sizes: make it durable before claiming clean.
+                fsync_dir(self.dir)
+                marker = self.dir / CLEAN_SHUTDOWN_FILE
+                fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+                os.fsync(fd)
+                os.close(fd)
+                fsync_dir(self.dir)
+            finally:
+                self._closed = True
+                self._abandon()
+
+    def _abandon(self) -> None:
+        """Release files and the directory lock without any shutdown work."""
+        for seg in self._segments:
+            if not seg.closed:
+                seg.close(shrink=False)
+        self._closed = True
+        if self._lock_fd >= 0:
+            try:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+                os.close(self._lock_fd)
+            except OSError:
+                pass
+            self._lock_fd = -1
+
+    def __enter__(self) -> "Log":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else (
+            f"start={self._log_start_offset}, end={self.log_end_offset}, segments={len(self._segments)}")
+        return f"Log({str(self.dir)!r}, {state})"
+
+
+class _SplitNeeded(Exception):
+    """Internal: a multi-batch append must go batch by batch (segment full)."""
+
+
+def _stamp_log_append_time(view: memoryview, batches: List[RecordBatch], now: int) -> bytearray:
+    """A copy of ``view`` with every batch marked LogAppendTime at ``now`` (CRC redone)."""
+    out = bytearray(view)
+    pos = 0
+    for b in batches:
+        attrs = struct.unpack_from(">h", out, pos + 21)[0] | lib.PL_ATTR_TIMESTAMP_TYPE
+        struct.pack_into(">h", out, pos + 21, attrs)
+        struct.pack_into(">q", out, pos + 35, now)
+        end = pos + b.size_bytes
+        buf = ffi.from_buffer("uint8_t[]", out)
+        try:
+            crc = lib.pl_crc32c(0, buf + pos + 21, end - pos - 21)
+        finally:
+            ffi.release(buf)
+        struct.pack_into(">I", out, pos + 17, crc)
+        pos = end
+    return out

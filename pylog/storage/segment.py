@@ -1,0 +1,487 @@
+"""LogSegment: one segment's three files, their mappings, and the C state over them.
+
+A segment is ``<20-digit base offset>.log`` (concatenated record batches), ``.index``
+(sparse offset index) and ``.timeindex`` (time index).  This module owns the files and
+the mappings (Python's ``mmap`` objects); csrc/segment.c and csrc/index.c do the per-byte
+work through the ``pl_segment`` struct whose pointers point into those mappings.
+
+While a segment is active its files are preallocated (``.log`` to segment.bytes, the
+indexes to segment.index.bytes) and mapped whole; when it becomes inactive (roll) or
+the log closes, the files shrink to what they hold.
+
+Zero-copy views (Invariant 3).  Views handed to readers are memoryview slices of the
+``.log`` mapping; they keep the ``mmap`` object alive, so the pages stay mapped after the
+segment is closed or its file unlinked (Linux keeps an unlinked, mapped inode).  Pages
+that will be rewritten — the tail cut by a truncation, or a whole segment that is
+closed while views exist — are first *detached* (csrc ``pl_map_detach``): replaced by
+a private copy of their bytes, so a view keeps its bytes and never shows another
+record's.  Only views at or below ``log_size`` are handed out, so shrinking the file
+(which is always to ``log_size`` or more) never makes a view's page disappear.
+"""
+from __future__ import annotations
+
+import mmap
+import os
+from pathlib import Path
+from typing import Optional
+
+from pylog._native import check, ffi, lib
+from pylog.errors import StorageError
+
+__all__ = ["LogSegment", "segment_file_name", "parse_segment_file_name"]
+
+LOG_SUFFIX = ".log"
+INDEX_SUFFIX = ".index"
+TIMEINDEX_SUFFIX = ".timeindex"
+_ZEROS = bytes(1 << 20)
+
+
+def segment_file_name(base_offset: int, suffix: str) -> str:
+    """Kafka's file name: the base offset as 20 digits, then the suffix."""
+    return f"{base_offset:020d}{suffix}"
+
+
+def parse_segment_file_name(name: str) -> Optional[int]:
+    """Base offset of a ``.log`` file name, or None if it is not a segment's."""
+    if not name.endswith(LOG_SUFFIX):
+        return None
+    stem = name[: -len(LOG_SUFFIX)]
+    if len(stem) != 20 or not stem.isdigit():
+        return None
+    return int(stem)
+
+
+def _preallocate(fd: int, size: int) -> None:
+    """Make the file at least ``size`` bytes, with disk space reserved where possible."""
+    current = os.fstat(fd).st_size
+    if current >= size:
+        return
+    try:
+        os.posix_fallocate(fd, 0, size)  # reserves blocks: no SIGBUS on a full disk later
+    except (AttributeError, OSError):
+        os.ftruncate(fd, size)
+
+
+class _Mapping:
+    """A file mapping plus the C pointer into it (released before the map is dropped)."""
+
+    __slots__ = ("mm", "ptr", "size")
+
+    def __init__(self, fd: int, size: int) -> None:
+        self.mm = mmap.mmap(fd, size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+        self.ptr = ffi.from_buffer("uint8_t[]", self.mm)
+        self.size = size
+
+    def release(self, keep_bytes_from: Optional[int] = None, keep_bytes_to: int = 0) -> None:
+        """Drop this mapping.
+
+        If views still use it and ``keep_bytes_from`` is given, first detach the pages
+        covering [keep_bytes_from, keep_bytes_to) so those views keep their bytes while
+        the file is rewritten elsewhere.
+        """
+        if self.ptr is None:
+            return
+        ffi.release(self.ptr)
+        self.ptr = None
+        try:
+            self.mm.close()
+            return
+        except BufferError:
+            pass  # views exist: the mmap lives on until the last of them is gone
+        if keep_bytes_from is not None and keep_bytes_to > keep_bytes_from:
+            ptr = ffi.from_buffer("uint8_t[]", self.mm)
+            try:
+                check(
+                    lib.pl_map_detach(ptr + keep_bytes_from, keep_bytes_to - keep_bytes_from),
+                    "detaching pages under live views",
+                )
+            finally:
+                ffi.release(ptr)
+
+
+class LogSegment:
+    """One segment of a partition log.  Not thread-safe: the Log serialises access."""
+
+    __slots__ = (
+        "dir",
+        "base_offset",
+        "c",
+        "_log_fd",
+        "_index_fd",
+        "_time_fd",
+        "_log_map",
+        "_index_map",
+        "_time_map",
+        "_view",
+        "active",
+        "rolling_timestamp_ms",
+        "_needs_fsync",
+        "closed",
+    )
+
+    def __init__(self, directory: Path, base_offset: int) -> None:
+        self.dir = directory
+        self.base_offset = base_offset
+        self.c = ffi.new("pl_segment *")
+        self._log_fd = self._index_fd = self._time_fd = -1
+        self._log_map: Optional[_Mapping] = None
+        self._index_map: Optional[_Mapping] = None
+        self._time_map: Optional[_Mapping] = None
+        self._view: Optional[memoryview] = None
+        self.active = False
+        #: first batch's max timestamp (Kafka's rule for segment.ms); None while empty
+        self.rolling_timestamp_ms: Optional[int] = None
+        #: file sizes changed since the last fsync (shrink/preallocate)
+        self._needs_fsync = False
+        self.closed = False
+
+    # ----------------------------------------------------------------- paths
+    @property
+    def log_path(self) -> Path:
+        return self.dir / segment_file_name(self.base_offset, LOG_SUFFIX)
+
+    @property
+    def index_path(self) -> Path:
+        return self.dir / segment_file_name(self.base_offset, INDEX_SUFFIX)
+
+    @property
+    def timeindex_path(self) -> Path:
+        return self.dir / segment_file_name(self.base_offset, TIMEINDEX_SUFFIX)
+
+    # ------------------------------------------------------------ open/create
+    @classmethod
+    def create(cls, directory: Path, base_offset: int, *, segment_bytes: int,
+               index_entries: int, index_interval_bytes: int) -> "LogSegment":
+        """A new, empty, active segment (files created, preallocated, mapped)."""
+        seg = cls(directory, base_offset)
+        try:
+            flags = os.O_RDWR | os.O_CREAT | os.O_TRUNC
+            seg._log_fd = os.open(seg.log_path, flags, 0o644)
+            seg._index_fd = os.open(seg.index_path, flags, 0o644)
+            seg._time_fd = os.open(seg.timeindex_path, flags, 0o644)
+            seg._map_active(segment_bytes, index_entries)
+            check(lib.pl_segment_init(seg.c, base_offset, index_interval_bytes),
+                  f"initialising segment {base_offset}")
+            seg.active = True
+            seg._needs_fsync = True
+        except OSError as exc:
+            seg._close_files()
+            raise StorageError(exc.errno or 0, f"creating segment {seg.log_path}: {exc.strerror}") from exc
+        except BaseException:
+            seg._close_files()
+            raise
+        return seg
+
+    @classmethod
+    def open_existing(cls, directory: Path, base_offset: int, *, active: bool,
+                      segment_bytes: int, index_entries: int,
+                      index_interval_bytes: int) -> "LogSegment":
+        """Open a segment's files and map them; its state is loaded by
+        :meth:`load_clean` or :meth:`recover` afterwards.
+
+        ``self.c.log_size`` / ``index_entries`` / ``timeindex_entries`` are set from the
+        file sizes as found (the clean-shutdown view); recover() recomputes them.
+        """
+        seg = cls(directory, base_offset)
+        try:
+            seg._log_fd = os.open(seg.log_path, os.O_RDWR)
+            flags = os.O_RDWR | os.O_CREAT
+            seg._index_fd = os.open(seg.index_path, flags, 0o644)
+            seg._time_fd = os.open(seg.timeindex_path, flags, 0o644)
+            log_size = os.fstat(seg._log_fd).st_size
+            index_size = os.fstat(seg._index_fd).st_size
+            time_size = os.fstat(seg._time_fd).st_size
+            if active:
+                seg._map_active(segment_bytes, index_entries)
+            else:
+                seg._map_inactive(index_entries)
+            check(lib.pl_segment_init(seg.c, base_offset, index_interval_bytes),
+                  f"initialising segment {base_offset}")
+            seg.c.log_size = min(log_size, seg.c.log_capacity)
+            seg.c.index_entries = min(index_size // 8, seg.c.index_capacity // 8)
+            seg.c.timeindex_entries = min(time_size // 12, seg.c.timeindex_capacity // 12)
+            seg.active = active
+        except OSError as exc:
+            seg._close_files()
+            raise StorageError(exc.errno or 0, f"opening segment {seg.log_path}: {exc.strerror}") from exc
+        except BaseException:
+            seg._close_files()
+            raise
+        return seg
+
+    def _map_active(self, segment_bytes: int, index_entries: int) -> None:
+        log_size = os.fstat(self._log_fd).st_size
+        capacity = max(segment_bytes, log_size)
+        _preallocate(self._log_fd, capacity)
+        _preallocate(self._index_fd, index_entries * 8)
+        _preallocate(self._time_fd, index_entries * 12)
+        self._set_maps(
+            _Mapping(self._log_fd, os.fstat(self._log_fd).st_size),
+            _Mapping(self._index_fd, max(os.fstat(self._index_fd).st_size, 8)),
+            _Mapping(self._time_fd, max(os.fstat(self._time_fd).st_size, 12)),
+        )
+
+    def _map_inactive(self, index_entries: int) -> None:
+        # mmap cannot map an empty file: give every file room for at least one entry.
+        for fd, least in ((self._log_fd, 1), (self._index_fd, 8), (self._time_fd, 12)):
+            if os.fstat(fd).st_size < least:
+                os.ftruncate(fd, least)
+        self._set_maps(
+            _Mapping(self._log_fd, os.fstat(self._log_fd).st_size),
+            _Mapping(self._index_fd, os.fstat(self._index_fd).st_size),
+            _Mapping(self._time_fd, os.fstat(self._time_fd).st_size),
+        )
+
+    def _set_maps(self, log_map: _Mapping, index_map: _Mapping, time_map: _Mapping) -> None:
+        self._log_map, self._index_map, self._time_map = log_map, index_map, time_map
+        self._view = memoryview(log_map.mm)
+        c = self.c
+        c.log = log_map.ptr
+        c.log_capacity = log_map.size
+        c.index = index_map.ptr
+        c.index_capacity = index_map.size
+        c.timeindex = time_map.ptr
+        c.timeindex_capacity = time_map.size
+
+    # ---------------------------------------------------------------- loading
+    def load_clean(self) -> bool:
+        """Trust the file sizes (clean shutdown / below the recovery point).
+
+        Returns False if the segment's content or indexes disagree, in which case the
+        caller recovers it instead.
+        """
+        if lib.pl_segment_load_clean(self.c, self.c.log_size) != lib.PL_OK:
+            return False
+        if lib.pl_segment_check_indexes(self.c) != lib.PL_OK:
+            return False
+        c = self.c
+        c.flushed_size = c.log_size  # trusted means durable
+        c.flushed_index_entries = c.index_entries
+        c.flushed_timeindex_entries = c.timeindex_entries
+        self._load_rolling_timestamp()
+        return True
+
+    def recover(self) -> int:
+        """Scan and CRC-check every batch; cut a torn or corrupt tail; rebuild indexes.
+
+        Returns the number of bytes of damaged tail that were dropped (and zeroed, so
+        that a later scan cannot mistake stale bytes for batches).
+        """
+        c = self.c
+        c.log_size = 0
+        c.index_entries = 0
+        c.timeindex_entries = 0
+        truncated = ffi.new("uint64_t *")
+        check(lib.pl_segment_recover(c, 0, truncated), f"recovering segment {self.log_path}")
+        dropped = int(truncated[0])
+        if dropped:
+            self._zero_log(c.log_size, min(c.log_size + dropped, c.log_capacity))
+        # Index entries past the rebuilt ones may hold stale data: recovery owns the
+        # count, and only entries below it are ever read.
+        c.flushed_size = 0
+        c.flushed_index_entries = 0
+        c.flushed_timeindex_entries = 0
+        self._needs_fsync = True
+        self._load_rolling_timestamp()
+        return dropped
+
+    def _load_rolling_timestamp(self) -> None:
+        if self.c.log_size >= lib.PL_BATCH_HEADER_BYTES:
+            info = ffi.new("pl_batch_info *")
+            if lib.pl_batch_parse_header(self.c.log, self.c.log_size, info) == lib.PL_OK:
+                self.rolling_timestamp_ms = int(info.max_timestamp)
+
+    # ------------------------------------------------------------------ state
+    @property
+    def log_size(self) -> int:
+        return int(self.c.log_size)
+
+    @property
+    def next_offset(self) -> int:
+        return int(self.c.next_offset)
+
+    @property
+    def max_timestamp(self) -> int:
+        return int(self.c.max_timestamp)
+
+    @property
+    def size_bytes(self) -> int:
+        return int(self.c.log_size)
+
+    @property
+    def is_empty(self) -> bool:
+        return self.c.log_size == 0
+
+    def view(self, start: int, end: int) -> memoryview:
+        """A zero-copy view of log bytes [start, end), which must be <= log_size."""
+        assert 0 <= start <= end <= self.c.log_size
+        return self._view[start:end]
+
+    def last_modified_ms(self) -> int:
+        """Largest record timestamp, or the file's mtime when none is set (retention.ms)."""
+        if self.c.max_timestamp >= 0:
+            return int(self.c.max_timestamp)
+        return int(os.fstat(self._log_fd).st_mtime * 1000)
+
+    # ------------------------------------------------------------- mutations
+    def note_appended(self, max_timestamp_ms: int) -> None:
+        if self.rolling_timestamp_ms is None:
+            self.rolling_timestamp_ms = max_timestamp_ms
+
+    def truncate_to(self, offset: int) -> None:
+        """Drop every batch at or above ``offset`` (a batch boundary in this segment)."""
+        c = self.c
+        old_size = int(c.log_size)
+        new_size = ffi.new("uint64_t *")
+        check(lib.pl_segment_truncate(c, offset, new_size), f"truncating segment {self.base_offset} to {offset}")
+        size = int(new_size[0])
+        if size < old_size:
+            # Views of the cut batches must keep their bytes: move to a new mapping
+            # and detach the old mapping's pages from the cut onwards.
+            self._remap_detaching(size, old_size)
+            self._zero_log(size, old_size)
+            if c.flushed_size > size:
+                c.flushed_size = size
+        if c.flushed_index_entries > c.index_entries:
+            c.flushed_index_entries = c.index_entries
+        if c.flushed_timeindex_entries > c.timeindex_entries:
+            c.flushed_timeindex_entries = c.timeindex_entries
+        if c.log_size == 0:
+            self.rolling_timestamp_ms = None
+
+    def activate(self, segment_bytes: int, index_entries: int) -> None:
+        """Let an inactive segment take appends again (after a truncation made it the
+        last): preallocate its files and map them whole."""
+        if self.active:
+            return
+        old = (self._log_map, self._index_map, self._time_map)
+        assert self._view is not None
+        self._view.release()
+        try:
+            self._map_active(segment_bytes, index_entries)
+        except OSError as exc:
+            raise StorageError(exc.errno or 0, f"reactivating {self.log_path}: {exc.strerror}") from exc
+        for m in old:
+            if m is not None:
+                m.release()  # bytes below log_size never change; a cut tail was detached
+        self.active = True
+        self._needs_fsync = True
+
+    def _remap_detaching(self, keep_from: int, keep_to: int) -> None:
+        old = self._log_map
+        assert old is not None
+        assert self._view is not None
+        self._view.release()
+        new = _Mapping(self._log_fd, min(old.size, os.fstat(self._log_fd).st_size))
+        old.release(keep_from, keep_to)
+        self._log_map = new
+        self._view = memoryview(new.mm)
+        self.c.log = new.ptr
+
+    def _zero_log(self, start: int, end: int) -> None:
+        """Zero log bytes [start, end) through the current mapping."""
+        assert self._log_map is not None
+        mm = self._log_map.mm
+        pos = start
+        while pos < end:
+            n = min(end - pos, len(_ZEROS))
+            mm[pos : pos + n] = _ZEROS[:n]
+            pos += n
+
+    def flush(self) -> None:
+        """Make everything appended durable (msync of the new ranges; fsync if sizes changed)."""
+        check(lib.pl_segment_flush(self.c), f"flushing segment {self.log_path}")
+        if self._needs_fsync:
+            try:
+                for fd in (self._log_fd, self._index_fd, self._time_fd):
+                    os.fsync(fd)
+            except OSError as exc:
+                raise StorageError(exc.errno or 0, f"fsync of {self.log_path}: {exc.strerror}") from exc
+            self._needs_fsync = False
+
+    @property
+    def unflushed(self) -> bool:
+        c = self.c
+        return (self._needs_fsync or c.flushed_size != c.log_size
+                or c.flushed_index_entries != c.index_entries
+                or c.flushed_timeindex_entries != c.timeindex_entries)
+
+    def make_inactive(self) -> None:
+        """Shrink the files to their content (on roll): the segment takes no more appends."""
+        if not self.active:
+            return
+        self.active = False
+        self._shrink_files()
+
+    def _shrink_files(self) -> None:
+        c = self.c
+        try:
+            os.ftruncate(self._log_fd, max(int(c.log_size), 0))
+            os.ftruncate(self._index_fd, int(c.index_entries) * 8)
+            os.ftruncate(self._time_fd, int(c.timeindex_entries) * 12)
+        except OSError as exc:
+            raise StorageError(exc.errno or 0, f"shrinking {self.log_path}: {exc.strerror}") from exc
+        # Capacities now exceed the files; C never touches bytes past the counts, and
+        # inactive segments take no appends, so the mappings stay as they are.
+        self._needs_fsync = True
+
+    def close(self, *, shrink: bool = True) -> None:
+        """Flush nothing; shrink the files (if active), unmap and close them.
+
+        Views that are still alive keep their bytes: their pages are detached, since
+        a later opener may rewrite this file.
+        """
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            if shrink and self.active:
+                self._shrink_files()
+                self.active = False
+        finally:
+            self._drop_maps(keep_views=True)
+            self._close_files()
+
+    def delete(self) -> None:
+        """Unmap, close and unlink the files.  Views stay valid (the inode lives on)."""
+        if not self.closed:
+            self.closed = True
+            self._drop_maps(keep_views=False)
+            self._close_files()
+        for path in (self.log_path, self.index_path, self.timeindex_path):
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                raise StorageError(exc.errno or 0, f"deleting {path}: {exc.strerror}") from exc
+
+    def _drop_maps(self, *, keep_views: bool) -> None:
+        if self._view is not None:
+            self._view.release()
+            self._view = None
+        if self._log_map is not None:
+            size = int(self.c.log_size)
+            self._log_map.release(0 if keep_views else None, size)
+            self._log_map = None
+        for m in (self._index_map, self._time_map):
+            if m is not None:
+                m.release()
+        self._index_map = self._time_map = None
+        c = self.c
+        c.log = c.index = c.timeindex = ffi.NULL
+        c.log_capacity = c.index_capacity = c.timeindex_capacity = 0
+
+    def _close_files(self) -> None:
+        for name in ("_log_fd", "_index_fd", "_time_fd"):
+            fd = getattr(self, name)
+            if fd >= 0:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+                setattr(self, name, -1)
+
+    def __repr__(self) -> str:
+        return (f"LogSegment(base_offset={self.base_offset}, next_offset={self.next_offset}, "
+                f"size_bytes={self.size_bytes}, active={self.active})")
