@@ -1,0 +1,262 @@
+"""`pylog bench`: storage workloads with verification, medians, and the machine's ceiling.
+
+Each workload runs ``runs`` times on a fresh log; the median time is reported.  Every
+run checks its own work: appends check the log end offset and byte count; reads count
+every record (or every batch's records), check that offsets are dense, and compare a
+sample of values with what was written.  A failed check raises BenchmarkError.
+
+The ceiling is measured in the same process, right before the workloads: a C loop
+(``pl_bench_copy_ceiling``) copies the bytes of one 1000-record batch again and again
+into a freshly preallocated, mmapped file as large as the log the workloads write — an
+append path with no per-record work at all.  Workloads are reported as a share of it.
+"""
+from __future__ import annotations
+
+import mmap
+import os
+import shutil
+import statistics
+import struct
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable, Dict, List, Optional, TextIO
+
+from pylog._native import ffi, lib
+from pylog.records import build_batch
+from pylog.storage import Log
+
+__all__ = ["BenchResult", "BenchmarkError", "run_benchmarks", "ceiling", "make_values"]
+
+
+class BenchmarkError(RuntimeError):
+    """A benchmark's verification failed: the figures would be meaningless."""
+
+
+@dataclass
+class BenchResult:
+    name: str
+    messages: int
+    seconds: float  # median over runs
+    msgs_per_s: float
+    mb_per_s: float  # payload (value) bytes per second
+    runs: int
+    seconds_all: List[float]
+    pct_of_ceiling: Optional[float] = None
+    ceiling_msgs_per_s: Optional[float] = None
+    ceiling_mb_per_s: Optional[float] = None
+
+
+class Progress:
+    """A one-line progress bar on a terminal stream (silent when not a TTY and quiet)."""
+
+    def __init__(self, total: int, stream: TextIO = sys.stderr, enabled: bool = True) -> None:
+        self.total = max(total, 1)
+        self.done = 0
+        self.stream = stream
+        self.enabled = enabled
+
+    def step(self, label: str) -> None:
+        self.done += 1
+        if not self.enabled:
+            return
+        width = 30
+        filled = int(width * self.done / self.total)
+        bar = "#" * filled + "-" * (width - filled)
+        self.stream.write(f"\r[{bar}] {self.done}/{self.total} {label:<28}")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def make_values(messages: int, size: int) -> List[bytes]:
+    """Distinct values: 8-byte big-endian index, then filler, ``size`` bytes each."""
+    if size < 8:
+        raise ValueError("--size must be at least 8 bytes (the value carries its index)")
+    pad = bytes((i * 7) & 0xFF for i in range(size - 8))
+    pack = struct.Struct(">Q").pack
+    return [pack(i) + pad for i in range(messages)]
+
+
+def _median(xs: List[float]) -> float:
+    return statistics.median(xs)
+
+
+def ceiling(data_dir: str, total_bytes: int, chunk: bytes, runs: int) -> float:
+    """Median seconds for the C copy loop to write ``total_bytes`` of ``chunk`` into a
+    fresh preallocated mmapped file."""
+    times = []
+    for r in range(runs):
+        path = os.path.join(data_dir, f"ceiling-{r}.bin")
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            size = max(total_bytes, 1)
+            try:
+                os.posix_fallocate(fd, 0, size)
+            except (AttributeError, OSError):
+                os.ftruncate(fd, size)
+            mm = mmap.mmap(fd, size)
+            dst = ffi.from_buffer("uint8_t[]", mm)
+            t0 = time.perf_counter()
+            copied = lib.pl_bench_copy_ceiling(dst, size, chunk, len(chunk), total_bytes)
+            dt = time.perf_counter() - t0
+            if copied != total_bytes or mm[:len(chunk)] != chunk[:min(len(chunk), size)]:
+                raise BenchmarkError("ceiling copy loop did not write what it was asked to")
+            ffi.release(dst)
+            mm.close()
+            times.append(dt)
+        finally:
+            os.close(fd)
+            os.unlink(path)
+    return _median(times)
+
+
+def _append(log: Log, values: List[bytes], batch: int) -> None:
+    append = log.append
+    for i in range(0, len(values), batch):
+        append(values[i:i + batch])
+
+
+def run_benchmarks(
+    messages: int = 1_000_000,
+    size: int = 100,
+    runs: int = 3,
+    data_dir: Optional[str] = None,
+    batch_sizes: tuple = (1, 100, 1000),
+    progress: bool = True,
+    on_result: Optional[Callable[[BenchResult], None]] = None,
+) -> List[BenchResult]:
+    """Run every workload; return results (ceiling first)."""
+    if messages < 1 or size < 8 or runs < 1:
+        raise ValueError("messages >= 1, size >= 8 and runs >= 1 are required")
+    own_dir = data_dir is None
+    root = tempfile.mkdtemp(prefix="pylog-bench-") if own_dir else data_dir
+    os.makedirs(root, exist_ok=True)
+    values = make_values(messages, size)
+    payload_mb = messages * size / 1e6
+    results: List[BenchResult] = []
+    steps = runs * (1 + len(batch_sizes) + 2)
+    bar = Progress(steps, enabled=progress)
+
+    def emit(res: BenchResult) -> None:
+        results.append(res)
+        if on_result:
+            on_result(res)
+
+    try:
+        # --- ceiling: same bytes a 1000-record batch takes, same total size
+        sample = build_batch(values[:min(1000, messages)], base_timestamp=0)
+        per_record = len(sample) / min(1000, messages)
+        total_bytes = int(per_record * messages)
+        c_times = []
+        for _ in range(runs):
+            c_times.append(ceiling(root, total_bytes, sample, 1))
+            bar.step("ceiling (C memcpy to mmap)")
+        c_sec = _median(c_times)
+        c_msgs = messages / c_sec
+        c_mb = total_bytes / c_sec / 1e6
+        emit(BenchResult("ceiling memcpy->mmap", messages, c_sec, c_msgs, c_mb, runs, c_times,
+                         100.0, c_msgs, c_mb))
+
+        def finish(name: str, times: List[float], count: int) -> None:
+            sec = _median(times)
+            mps = count / sec
+            # The ceiling is an append ceiling: reads are not expressed as a share of it.
+            pct = 100.0 * mps / c_msgs if name.startswith("append") else None
+            emit(BenchResult(name, count, sec, mps, count * size / sec / 1e6, runs, times,
+                             pct, c_msgs, c_mb))
+
+        read_log_dir = None
+        for b in batch_sizes:
+            times = []
+            for r in range(runs):
+                d = os.path.join(root, f"append-b{b}-{r}")
+                log = Log.open(d, segment_bytes=1 << 30)
+                t0 = time.perf_counter()
+                _append(log, values, b)
+                dt = time.perf_counter() - t0
+                if log.log_end_offset != messages:
+                    raise BenchmarkError(f"append b={b}: log end offset {log.log_end_offset} != {messages}")
+                if log.size_bytes < messages * size:
+                    raise BenchmarkError(f"append b={b}: log holds {log.size_bytes} bytes, too few")
+                log.close()
+                times.append(dt)
+                if b == max(batch_sizes) and r == runs - 1:
+                    read_log_dir = d
+                else:
+                    shutil.rmtree(d)
+                bar.step(f"append batch={b}")
+            finish(f"append batch={b}", times, messages)
+
+        assert read_log_dir is not None
+        log = Log.open(read_log_dir)
+        try:
+            times = []
+            for _ in range(runs):
+                t0 = time.perf_counter()
+                n = 0
+                expect = 0
+                for rec in log.records(0):
+                    if rec.offset != expect:
+                        raise BenchmarkError(f"records: offset {rec.offset}, expected {expect}")
+                    expect += 1
+                    if not expect & 0x3FF and rec.value != values[rec.offset]:
+                        raise BenchmarkError(f"records: value at offset {rec.offset} differs")
+                n = expect
+                dt = time.perf_counter() - t0
+                if n != messages:
+                    raise BenchmarkError(f"records: read {n} records, wrote {messages}")
+                times.append(dt)
+                bar.step("read per record")
+            finish("read per record (records())", times, messages)
+
+            times = []
+            for _ in range(runs):
+                t0 = time.perf_counter()
+                n = 0
+                off = 0
+                end = log.log_end_offset
+                while off < end:
+                    batches = log.read(off, max_bytes=8 << 20)
+                    for batch in batches:
+                        if batch.base_offset != off:
+                            raise BenchmarkError(f"read: batch at {batch.base_offset}, expected {off}")
+                        n += batch.record_count
+                        off = batch.next_offset
+                dt = time.perf_counter() - t0
+                if n != messages:
+                    raise BenchmarkError(f"read: {n} records in batches, wrote {messages}")
+                probe = log.read(messages - 1)[0]
+                last = list(probe.records())[-1]
+                if last.value != values[-1]:
+                    raise BenchmarkError("read: last record's value differs")
+                times.append(dt)
+                bar.step("read whole batches")
+            finish("read whole batches (read())", times, messages)
+        finally:
+            log.close()
+    finally:
+        bar.close()
+        if own_dir:
+            shutil.rmtree(root, ignore_errors=True)
+    return results
+
+
+def format_table(results: List[BenchResult], size: int) -> str:
+    head = f"{'workload':<32}{'messages':>10}{'median s':>10}{'msgs/s':>14}{'MB/s':>10}{'% ceiling':>11}"
+    lines = [head, "-" * len(head)]
+    for r in results:
+        pct = f"{r.pct_of_ceiling:.1f}" if r.pct_of_ceiling is not None else ""
+        lines.append(f"{r.name:<32}{r.messages:>10,}{r.seconds:>10.3f}{r.msgs_per_s:>14,.0f}"
+                     f"{r.mb_per_s:>10.1f}{pct:>11}")
+    lines.append(f"({size}-byte values; MB/s counts value bytes, the ceiling's counts log bytes; "
+                 f"medians of {results[0].runs if results else 0} runs)")
+    return "\n".join(lines)
+
+
+def result_dict(r: BenchResult) -> Dict[str, object]:
+    return asdict(r)
