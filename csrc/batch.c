@@ -558,7 +558,9 @@ int pl_records_decode(const uint8_t *recs, uint64_t len, uint32_t count, int64_t
             return PL_E_OFFSET_DELTA;
         prev = r.offset_delta;
         uint32_t j = first + i;
-        out->offsets[j] = base_offset + r.offset_delta; /* base_offset < 2^63 - 2^31 checked by caller */
+        /* baseOffset is not covered by the CRC and may be anything: add in unsigned */
+        uint64_t off_u = (uint64_t)base_offset + (uint64_t)r.offset_delta;
+        memcpy(&out->offsets[j], &off_u, sizeof off_u);
         if (log_append) {
             out->timestamps[j] = max_timestamp;
         } else {
@@ -609,10 +611,12 @@ int pl_batches_decode(const uint8_t *buf, uint64_t len, int64_t min_offset, pl_r
         uint64_t total = PL_BATCH_OVERHEAD_BYTES + (uint64_t)info.batch_length;
         if (total > len - pos)
             return PL_E_TRUNCATED;
-        if (info.record_count < 0 || info.last_offset_delta < 0 ||
-            info.base_offset < 0 || info.base_offset > INT64_MAX - INT32_MAX)
+        if (info.record_count < 0 || info.last_offset_delta < 0)
             return PL_E_RECORD_COUNT;
-        if (info.base_offset + info.last_offset_delta < min_offset || info.record_count == 0) {
+        uint64_t last_u = (uint64_t)info.base_offset + (uint64_t)info.last_offset_delta;
+        int64_t last;
+        memcpy(&last, &last_u, sizeof last);
+        if (last < min_offset || info.record_count == 0) {
             pos += total; /* wholly below min_offset: skip without decoding */
             *consumed = pos;
             continue;

@@ -20,7 +20,7 @@ def one_input(data: bytes) -> None:
     except (CorruptRecordError, UnsupportedCompressionType):
         n_records = None
     try:
-        arrays = decode_records(data)
+        arrays = decode_records(data, min_offset=-2**63)
     except (CorruptRecordError, UnsupportedCompressionType):
         if n_records is not None:
             raise AssertionError("validated input failed to decode")
@@ -32,6 +32,8 @@ def one_input(data: bytes) -> None:
 def main() -> None:
     import atheris
 
+    with atheris.instrument_imports():
+        import pylog.records.batch  # noqa: F401  (coverage of the Python decode paths)
     atheris.Setup(sys.argv, one_input)
     atheris.Fuzz()
 

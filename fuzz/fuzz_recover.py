@@ -41,6 +41,8 @@ def one_input(data: bytes) -> None:
 def main() -> None:
     import atheris
 
+    with atheris.instrument_imports():
+        import pylog.records.batch  # noqa: F401  (coverage of the Python decode paths)
     atheris.Setup(sys.argv, one_input)
     atheris.Fuzz()
 

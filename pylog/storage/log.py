@@ -238,7 +238,7 @@ class Log:
                     if dropped:
                         logger.warning("log %s: recovery cut %d bytes of torn or corrupt data at "
                                        "offset %d in segment %d", self.dir, dropped, seg.next_offset, base)
-                if not last and seg.next_offset != bases[i + 1] and not seg.is_empty:
+                if not last and seg.next_offset != bases[i + 1]:
                     # The next segment does not continue this one: the tail of this one
                     # was lost or damaged.  Keep the prefix; drop what follows.
                     logger.warning("log %s: segment %d ends at offset %d but the next starts at %d; "

@@ -332,13 +332,17 @@ class LogSegment:
         """Drop every batch at or above ``offset`` (a batch boundary in this segment)."""
         c = self.c
         old_size = int(c.log_size)
+        if offset < c.next_offset:
+            # Views of the cut batches must keep their bytes: before anything is
+            # written, move to a new mapping and detach the old one's pages from the
+            # cut onwards.
+            position = ffi.new("uint64_t *")
+            check(lib.pl_segment_lookup(c, offset, position), f"finding offset {offset} in segment {self.base_offset}")
+            self._remap_detaching(int(position[0]), old_size)
         new_size = ffi.new("uint64_t *")
         check(lib.pl_segment_truncate(c, offset, new_size), f"truncating segment {self.base_offset} to {offset}")
         size = int(new_size[0])
         if size < old_size:
-            # Views of the cut batches must keep their bytes: move to a new mapping
-            # and detach the old mapping's pages from the cut onwards.
-            self._remap_detaching(size, old_size)
             self._zero_log(size, old_size)
             if c.flushed_size > size:
                 c.flushed_size = size
@@ -361,9 +365,13 @@ class LogSegment:
             self._map_active(segment_bytes, index_entries)
         except OSError as exc:
             raise StorageError(exc.errno or 0, f"reactivating {self.log_path}: {exc.strerror}") from exc
-        for m in old:
+        log_map, index_map, time_map = old
+        if log_map is not None:
+            # a truncation may follow and rewrite any of these bytes: detach under views
+            log_map.release(0, int(self.c.log_size))
+        for m in (index_map, time_map):
             if m is not None:
-                m.release()  # bytes below log_size never change; a cut tail was detached
+                m.release()
         self.active = True
         self._needs_fsync = True
 
