@@ -174,8 +174,8 @@ class Log:
         cfg = self.config
         marker = self.dir / CLEAN_SHUTDOWN_FILE
         clean = marker.exists()
-        rp_ckpt = self._rp_file.read().get(self._key, 0)
-        ls_ckpt = self._ls_file.read().get(self._key, 0)
+        rp_ckpt = self._read_checkpoint(self._rp_file)
+        ls_ckpt = self._read_checkpoint(self._ls_file)
         bases = self._scan_dir()
         if not bases:
             bases = [ls_ckpt]
@@ -198,6 +198,16 @@ class Log:
         if clean:
             marker.unlink()
             fsync_dir(self.dir)
+
+    def _read_checkpoint(self, f: OffsetCheckpointFile) -> int:
+        """This log's entry; a per-log file's single entry counts even if the directory
+        was renamed since it was written."""
+        entries = f.read()
+        if self._key in entries:
+            return entries[self._key]
+        if len(entries) == 1:
+            return next(iter(entries.values()))
+        return 0
 
     def _scan_dir(self) -> List[int]:
         """Base offsets of the segments on disk; removes orphan index files and temps."""
@@ -619,20 +629,25 @@ class Log:
                 return
             keep = [s for s in self._segments if s.base_offset < offset]
             drop = [s for s in self._segments if s.base_offset >= offset]
+            cut = None
+            if keep and offset < keep[-1].c.next_offset:
+                # find the batch holding `offset` before anything changes on disk
+                seg = keep[-1]
+                position = ffi.new("uint64_t *")
+                check(lib.pl_segment_lookup(seg.c, offset, position), f"truncating {self.dir} to {offset}")
+                cut = RecordBatch(seg.view(int(position[0]), seg.log_size)[:lib.PL_BATCH_HEADER_BYTES]).base_offset
             for seg in drop:
                 seg.delete()
             self._dir_dirty = True
             if not keep:
                 self._segments = [self._new_segment(offset)]
             else:
+                self._segments = keep
                 seg = keep[-1]
-                position = ffi.new("uint64_t *")
-                check(lib.pl_segment_lookup(seg.c, offset, position), f"truncating {self.dir} to {offset}")
-                cut = RecordBatch(seg.view(int(position[0]), seg.log_size)[:lib.PL_BATCH_HEADER_BYTES])
                 if not seg.active:
                     seg.activate(self.config.segment_bytes, self.config.index_entries)
-                seg.truncate_to(cut.base_offset)
-                self._segments = keep
+                if cut is not None:
+                    seg.truncate_to(cut)
             self._bases = [s.base_offset for s in self._segments]
             self._recovery_point = min(self._recovery_point, self.log_end_offset)
             self._log_start_offset = min(self._log_start_offset, self.log_end_offset)

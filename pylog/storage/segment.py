@@ -346,6 +346,7 @@ class LogSegment:
             self._zero_log(size, old_size)
             if c.flushed_size > size:
                 c.flushed_size = size
+            self._needs_fsync = True  # the zeroed cut must reach disk at the next flush
         if c.flushed_index_entries > c.index_entries:
             c.flushed_index_entries = c.index_entries
         if c.flushed_timeindex_entries > c.timeindex_entries:

@@ -1,19 +1,9 @@
+"""Fixtures of the Log tests (helpers live in tests/storage/helpers.py)."""
 import shutil
 
 import pytest
 
-
-class FakeClock:
-    """A virtual clock in ms for segment.ms / retention.ms / flush.ms tests."""
-
-    def __init__(self, now: int = 1_700_000_000_000) -> None:
-        self.now = now
-
-    def __call__(self) -> int:
-        return self.now
-
-    def advance(self, ms: int) -> None:
-        self.now += ms
+from tests.storage.helpers import FakeClock
 
 
 @pytest.fixture

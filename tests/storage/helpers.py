@@ -24,12 +24,14 @@ CLEAN_MARKER = ".pylog_cleanshutdown"
 #: Small per-segment index files: crash tests copy whole directories, and the default
 #: segment.index.bytes preallocates 10 MiB + 15 MiB per active segment.
 SMALL_INDEX = 4096
+#: Record timestamps of append_derived are T0 + offset; FakeClock starts later.
+T0 = 1_700_000_000_000
 
 
 class FakeClock:
     """A virtual clock in ms for segment.ms / retention.ms / flush.ms tests."""
 
-    def __init__(self, now: int = 1_700_000_000_000) -> None:
+    def __init__(self, now: int = T0 + 10_000_000) -> None:
         self.now = now
 
     def __call__(self) -> int:
@@ -40,6 +42,14 @@ class FakeClock:
 
 
 # ------------------------------------------------------------------ directories
+def open_log(path: Path, clock: Optional[FakeClock] = None, **settings) -> Log:
+    """Log.open with a fake clock (so that the T0-based timestamps of append_derived
+    are recent: no segment.ms roll, no retention.ms deletion unless a test asks) and
+    small index files."""
+    settings.setdefault("segment_index_bytes", SMALL_INDEX)
+    return Log.open(path, clock=clock or FakeClock(), **settings)
+
+
 def snapshot_dir(path: Path, *, skip_lock: bool = False) -> Dict[str, bytes]:
     """Every regular file of ``path`` (name -> bytes).  Reading the files of an open log
     gives what a process kill leaves: mmap writes are in the page cache."""
@@ -123,7 +133,7 @@ def append_derived(log: Log, n: int, *, salt: bytes = b"", ts: Optional[int] = N
     """Append one batch of ``n`` records whose values derive from their offsets."""
     first = log.log_end_offset
     offs = range(first, first + n)
-    tss = [ts if ts is not None else 1_000_000 + o for o in offs]
+    tss = [ts if ts is not None else T0 + o for o in offs]
     got = log.append([value_for(o, salt) for o in offs], keys=[key_for(o) for o in offs], timestamps=tss)
     assert got == first
     return [Rec(o, key_for(o), value_for(o, salt), t) for o, t in zip(offs, tss)]
