@@ -126,14 +126,15 @@ def test_c_level_protocol_under_thread_sanitizer(tmp_path, real_batch_c):
            str(Path(__file__).with_name("tsan_segment_harness.c"))]
     cmd += [str(csrc / f) for f in ("segment.c", "index.c", "batch.c", "crc32c.c")]
     cmd += ["-o", str(exe), "-lpthread"]
-    built = subprocess.run(cmd, capture_output=True, text=True)
+    env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "ASAN_OPTIONS")}
+    built = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if built.returncode != 0:
         pytest.skip(f"cannot build with -fsanitize=thread: {built.stderr[-500:]}")
     # TSan needs a predictable address space layout on recent kernels.
     run = [str(exe)]
     if shutil.which("setarch"):
         run = ["setarch", platform.machine(), "-R"] + run
-    probe = subprocess.run(run, capture_output=True, text=True, timeout=600)
+    probe = subprocess.run(run, capture_output=True, text=True, timeout=600, env=env)
     if probe.returncode not in (0, 1, 66) or "ThreadSanitizer: unexpected memory mapping" in probe.stderr:
         pytest.skip(f"TSan cannot run here (status {probe.returncode})")
     assert "WARNING: ThreadSanitizer" not in probe.stderr, probe.stderr[-4000:]

@@ -28,6 +28,8 @@ def _fill(s, sizes, tss=None, gaps=None):
 
 def model_read(batches, offset, max_bytes, max_offset, max_batches):
     out = []
+    if offset >= max_offset:
+        return out
     start = None
     for b in batches:
         if b.last < offset:
