@@ -145,6 +145,10 @@ class Log:
         used or another Log has it open.
         """
         cfg = LogConfig.from_settings(config, **settings)
+        if not isinstance(path, (str, os.PathLike)):
+            raise InvalidArgument(f"path must be a str or os.PathLike, got {type(path).__name__}")
+        if clock is not None and not callable(clock):
+            raise InvalidArgument(f"clock must be a callable returning ms, got {clock!r}")
         directory = Path(path)
         try:
             directory.mkdir(parents=True, exist_ok=True)
@@ -336,6 +340,7 @@ class Log:
                 prepared.cdata.attributes |= lib.PL_ATTR_TIMESTAMP_TYPE
             if prepared.size_bound > self.config.max_message_bytes:
                 return self._append_oversized_bound(prepared, now)
+            self._check_fits_segment(prepared.size_bound)
             res = self._append_c(prepared.count, now,
                                  lambda seg: lib.pl_segment_append_build(seg.c, prepared.cdata, self._result))
             self._after_append(res.max_timestamp, now)
@@ -384,6 +389,7 @@ class Log:
                     raise RecordTooLarge(
                         f"record batch at offset {b.base_offset} is {b.size_bytes} bytes, over "
                         f"max.message.bytes={self.config.max_message_bytes}")
+                self._check_fits_segment(b.size_bytes)
             if not assign_offsets and batches[0].base_offset < self.log_end_offset:
                 raise InvalidArgument(
                     f"batch base offset {batches[0].base_offset} is below the log end offset "
@@ -415,6 +421,12 @@ class Log:
                     chunks = [(b.buffer, b.record_count) for b in batches]
             self._after_append(max_ts, now)
             return AppendInfo(first, last, n_batches, n_records, total, max_ts)
+
+    def _check_fits_segment(self, size: int) -> None:
+        if size > self.config.segment_bytes:
+            raise RecordBatchTooLarge(
+                f"record batch of {size} bytes can never fit in a segment (segment.bytes="
+                f"{self.config.segment_bytes})")
 
     def _append_c(self, count: int, now: int, call: Callable[[LogSegment], int],
                   split_ok: bool = False) -> Any:
@@ -548,6 +560,8 @@ class Log:
             self._check_open()
             start = self._log_start_offset if offset is None else offset
             self._check_offset(start)
+            if max_offset is not None and (isinstance(max_offset, bool) or not isinstance(max_offset, int)):
+                raise InvalidArgument(f"max_offset must be an int or None, got {max_offset!r}")
             end = self.log_end_offset if max_offset is None else min(max_offset, self.log_end_offset)
         return self._iter_records(start, end)
 
@@ -692,6 +706,8 @@ class Log:
 
         The active segment is never deleted.  Called automatically at every roll.
         """
+        if now_ms is not None and (isinstance(now_ms, bool) or not isinstance(now_ms, int)):
+            raise InvalidArgument(f"now_ms must be an int (ms) or None, got {now_ms!r}")
         with self._lock:
             self._check_open()
             deleted = self._enforce_retention_locked(self._clock() if now_ms is None else now_ms)
