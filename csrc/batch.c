@@ -162,6 +162,22 @@ const char *pl_strerror(int status)
 
 /* ---- building ------------------------------------------------------------- */
 
+/* Bytes of record i after its length varint; *dts = its timestamp delta. */
+static uint64_t record_body_size(const pl_batch_input *in, uint32_t i, int64_t base_ts, int64_t *dts)
+{
+    int32_t vlen = in->value_lens[i];
+    int32_t klen = in->key_lens ? in->key_lens[i] : -1;
+    int32_t hlen = in->header_lens ? in->header_lens[i] : 0;
+    int64_t ts = in->timestamps ? in->timestamps[i] : base_ts;
+    /* delta computed in unsigned: two's complement wrap is the defined result */
+    uint64_t dts_u = (uint64_t)ts - (uint64_t)base_ts;
+    memcpy(dts, &dts_u, sizeof *dts);
+    return 1 + (uint64_t)varint_size(*dts) + (uint64_t)varint_size(i) +
+           (uint64_t)varint_size(klen) + (klen > 0 ? (uint64_t)klen : 0) +
+           (uint64_t)varint_size(vlen) + (vlen > 0 ? (uint64_t)vlen : 0) +
+           (hlen > 0 ? (uint64_t)hlen : 1);
+}
+
 /* Checks `in` and computes the exact records-section size, base and max timestamp. */
 static int plan_records(const pl_batch_input *in, uint64_t *size, int64_t *base_ts, int64_t *max_ts)
 {
@@ -182,14 +198,8 @@ static int plan_records(const pl_batch_input *in, uint64_t *size, int64_t *base_
         int64_t ts = in->timestamps ? in->timestamps[i] : base;
         if (ts > max)
             max = ts;
-        /* delta computed in unsigned: two's complement wrap is the defined result */
-        uint64_t dts_u = (uint64_t)ts - (uint64_t)base;
         int64_t dts;
-        memcpy(&dts, &dts_u, sizeof dts);
-        uint64_t body = 1 + (uint64_t)varint_size(dts) + (uint64_t)varint_size(i) +
-                        (uint64_t)varint_size(klen) + (klen > 0 ? (uint64_t)klen : 0) +
-                        (uint64_t)varint_size(vlen) + (vlen > 0 ? (uint64_t)vlen : 0) +
-                        (hlen > 0 ? (uint64_t)hlen : 1);
+        uint64_t body = record_body_size(in, i, base, &dts);
         if (body > PL_MAX_RECORD_BYTES)
             return PL_E_TOO_LARGE;
         total += (uint64_t)varint_size((int64_t)body) + body;
@@ -222,14 +232,8 @@ static void write_records(const pl_batch_input *in, int64_t base_ts, uint8_t *ou
         int32_t vlen = in->value_lens[i];
         int32_t klen = in->key_lens ? in->key_lens[i] : -1;
         int32_t hlen = in->header_lens ? in->header_lens[i] : 0;
-        int64_t ts = in->timestamps ? in->timestamps[i] : base_ts;
-        uint64_t dts_u = (uint64_t)ts - (uint64_t)base_ts;
         int64_t dts;
-        memcpy(&dts, &dts_u, sizeof dts);
-        uint64_t body = 1 + (uint64_t)varint_size(dts) + (uint64_t)varint_size(i) +
-                        (uint64_t)varint_size(klen) + (klen > 0 ? (uint64_t)klen : 0) +
-                        (uint64_t)varint_size(vlen) + (vlen > 0 ? (uint64_t)vlen : 0) +
-                        (hlen > 0 ? (uint64_t)hlen : 1);
+        uint64_t body = record_body_size(in, i, base_ts, &dts);
         o = put_varint(o, (int64_t)body);
         *o++ = 0; /* record attributes: unused */
         o = put_varint(o, dts);
