@@ -662,7 +662,9 @@ int pl_segment_recover(pl_segment *seg, uint64_t start_position, uint64_t *trunc
         uint64_t total = PL_BATCH_OVERHEAD_BYTES + (uint64_t)info.batch_length;
         if (total > limit - pos)
             break;
-        if (info.base_offset < c.next_offset ||
+        /* Offsets are dense (no compaction yet): baseOffset lies outside the CRC, so a
+         * batch that does not continue exactly where the last one ended is damage. */
+        if (info.base_offset != c.next_offset ||
             relative_last(seg, info.base_offset, info.last_offset_delta) < 0)
             break;
         int st = cursor_add_batch(seg, &c, &info, total, 1, ROOM_SKIP);

@@ -117,6 +117,7 @@ class LogSegment:
         "rolling_timestamp_ms",
         "_needs_fsync",
         "closed",
+        "_index_suspect",
     )
 
     def __init__(self, directory: Path, base_offset: int) -> None:
@@ -134,6 +135,8 @@ class LogSegment:
         #: file sizes changed since the last fsync (shrink/preallocate)
         self._needs_fsync = False
         self.closed = False
+        #: index files missing, of partial-entry size, empty beside a non-empty log
+        self._index_suspect = False
 
     # ----------------------------------------------------------------- paths
     @property
@@ -185,6 +188,7 @@ class LogSegment:
         seg = cls(directory, base_offset)
         try:
             seg._log_fd = os.open(seg.log_path, os.O_RDWR)
+            seg._index_suspect = not (seg.index_path.exists() and seg.timeindex_path.exists())
             flags = os.O_RDWR | os.O_CREAT
             seg._index_fd = os.open(seg.index_path, flags, 0o644)
             seg._time_fd = os.open(seg.timeindex_path, flags, 0o644)
@@ -197,6 +201,9 @@ class LogSegment:
                 seg._map_inactive(index_entries)
             check(lib.pl_segment_init(seg.c, base_offset, index_interval_bytes),
                   f"initialising segment {base_offset}")
+            if (index_size % 8 or time_size % 12
+                    or (log_size > 0 and (index_size == 0 or time_size == 0))):
+                seg._index_suspect = True
             seg.c.log_size = min(log_size, seg.c.log_capacity)
             seg.c.index_entries = min(index_size // 8, seg.c.index_capacity // 8)
             seg.c.timeindex_entries = min(time_size // 12, seg.c.timeindex_capacity // 12)
@@ -250,6 +257,8 @@ class LogSegment:
         Returns False if the segment's content or indexes disagree, in which case the
         caller recovers it instead.
         """
+        if self._index_suspect or self._zero_padded_index():
+            return False
         if lib.pl_segment_load_clean(self.c, self.c.log_size) != lib.PL_OK:
             return False
         if lib.pl_segment_check_indexes(self.c) != lib.PL_OK:
@@ -260,6 +269,13 @@ class LogSegment:
         c.flushed_timeindex_entries = c.timeindex_entries
         self._load_rolling_timestamp()
         return True
+
+    def _zero_padded_index(self) -> bool:
+        """A zero-filled last entry past the first: the file grew without entries."""
+        c = self.c
+        if c.index_entries > 1 and not any(ffi.buffer(c.index + (c.index_entries - 1) * 8, 8)):
+            return True
+        return c.timeindex_entries > 1 and not any(ffi.buffer(c.timeindex + (c.timeindex_entries - 1) * 12, 12))
 
     def recover(self) -> int:
         """Scan and CRC-check every batch; cut a torn or corrupt tail; rebuild indexes.
