@@ -41,7 +41,6 @@ Header = Tuple[str, Optional[bytes]]
 _HEADER = struct.Struct(">qiiBIhiqqqhii")  # the 61-byte batch header
 _NO_HEADERS: Tuple[Header, ...] = ()
 _MAX_FIELD = 0x7FFFFFEF
-_MIN_RECORD_BYTES = 7  #: length varint + attributes, ts/offset deltas, key/value lengths, header count
 _MIN_TS = -1
 
 
@@ -517,8 +516,7 @@ def decode_records(buffer: Any, min_offset: int = 0) -> RecordArrays:
     if total == 0:
         cols, _ = _alloc(0)
         return RecordArrays(mv, cols)
-    # recordCount comes from the bytes: never allocate more than they can hold
-    capacity = min(_estimate_records(mv), total // _MIN_RECORD_BYTES + 1)
+    capacity = _estimate_records(mv)
     cols, (arr, keep) = _alloc(max(capacity, 1))
     src = ffi.from_buffer("uint8_t[]", mv)
     n_out = ffi.new("uint32_t *")
@@ -527,9 +525,6 @@ def decode_records(buffer: Any, min_offset: int = 0) -> RecordArrays:
     if rc == lib.PL_OK and int(consumed[0]) == total:
         n = int(n_out[0])
         return RecordArrays(mv, {k: v[:n] for k, v in cols.items()})
-    if rc == lib.PL_E_NOSPACE:
-        raise CorruptRecordError(
-            f"record batch at byte {int(consumed[0])} claims more records than its bytes can hold")
     if rc not in (lib.PL_OK, lib.PL_E_COMPRESSED):
         check(rc, f"decoding records at byte {int(consumed[0])}")
     return _decode_mixed(mv, min_offset)
@@ -546,9 +541,6 @@ def _decode_mixed(mv: memoryview, min_offset: int) -> RecordArrays:
         codec = b.compression
         body = b.buffer[61:b.size_bytes]
         recs = decompress(codec, body) if codec else bytes(body)
-        if b.record_count > len(recs) // _MIN_RECORD_BYTES + 1:
-            raise CorruptRecordError(
-                f"record batch at offset {b.base_offset} claims {b.record_count} records in {len(recs)} bytes")
         cols, (arr, keep) = _alloc(b.record_count)
         buf = ffi.from_buffer("uint8_t[]", recs) if recs else ffi.NULL
         check(lib.pl_records_decode(buf, len(recs), b.record_count, b.base_offset, b.base_timestamp,
