@@ -20,6 +20,23 @@ __all__ = [
     "LogClosed",
     "StorageError",
     "UnsupportedCompressionType",
+    "UnknownTopicOrPartition",
+    "RequestTimedOut",
+    "InvalidTopic",
+    "NotEnoughReplicas",
+    "NotEnoughReplicasAfterAppend",
+    "InvalidRequiredAcks",
+    "TopicAlreadyExists",
+    "InvalidPartitions",
+    "InvalidReplicationFactor",
+    "OutOfOrderSequence",
+    "DuplicateSequence",
+    "InvalidProducerEpoch",
+    "UnknownProducerId",
+    "BrokerClosed",
+    "ProducerClosed",
+    "ConsumerClosed",
+    "IllegalState",
     "error_for_code",
 ]
 
@@ -109,6 +126,117 @@ class InvalidRecord(CorruptRecordError):
 
     code = 87
     kafka_name = "INVALID_RECORD"
+
+
+# ----------------------------------------------------------- broker and producer
+class UnknownTopicOrPartition(PylogError, LookupError):
+    """The topic does not exist, or the partition number is out of range for it."""
+
+    code = 3
+    kafka_name = "UNKNOWN_TOPIC_OR_PARTITION"
+
+
+class RequestTimedOut(PylogError, TimeoutError):
+    """A request did not complete within its timeout (e.g. delivery.timeout.ms)."""
+
+    code = 7
+    kafka_name = "REQUEST_TIMED_OUT"
+    retriable = True
+
+
+class InvalidTopic(PylogError, ValueError):
+    """A topic name breaks Kafka's rules, or the operation is not allowed on it."""
+
+    code = 17
+    kafka_name = "INVALID_TOPIC_EXCEPTION"
+
+
+class NotEnoughReplicas(PylogError):
+    """acks=all and the ISR is smaller than min.insync.replicas: nothing was written."""
+
+    code = 19
+    kafka_name = "NOT_ENOUGH_REPLICAS"
+    retriable = True
+
+
+class NotEnoughReplicasAfterAppend(PylogError):
+    """acks=all: written by the leader, but the ISR shrank below min.insync.replicas."""
+
+    code = 20
+    kafka_name = "NOT_ENOUGH_REPLICAS_AFTER_APPEND"
+    retriable = True
+
+
+class InvalidRequiredAcks(PylogError, ValueError):
+    """acks is not 0, 1, -1 or "all"."""
+
+    code = 21
+    kafka_name = "INVALID_REQUIRED_ACKS"
+
+
+class TopicAlreadyExists(PylogError, ValueError):
+    """create_topic was asked for a name that exists (or collides after '.'/'_' swap)."""
+
+    code = 36
+    kafka_name = "TOPIC_ALREADY_EXISTS"
+
+
+class InvalidPartitions(PylogError, ValueError):
+    """The number of partitions is below 1 or above the limit."""
+
+    code = 37
+    kafka_name = "INVALID_PARTITIONS"
+
+
+class InvalidReplicationFactor(PylogError, ValueError):
+    """The replication factor is below 1 or larger than the number of brokers."""
+
+    code = 38
+    kafka_name = "INVALID_REPLICATION_FACTOR"
+
+
+class OutOfOrderSequence(PylogError):
+    """An idempotent producer's batch does not carry the next expected sequence number."""
+
+    code = 45
+    kafka_name = "OUT_OF_ORDER_SEQUENCE_NUMBER"
+
+
+class DuplicateSequence(PylogError):
+    """An idempotent producer's batch was already written (the broker returns its offset)."""
+
+    code = 46
+    kafka_name = "DUPLICATE_SEQUENCE_NUMBER"
+
+
+class InvalidProducerEpoch(PylogError):
+    """The producer's epoch is older than the one the broker knows: it was fenced."""
+
+    code = 47
+    kafka_name = "INVALID_PRODUCER_EPOCH"
+
+
+class UnknownProducerId(PylogError):
+    """The broker has no state for this producer id (e.g. it expired)."""
+
+    code = 59
+    kafka_name = "UNKNOWN_PRODUCER_ID"
+
+
+class BrokerClosed(PylogError):
+    """The broker (or cluster) was closed; no request can be served any more."""
+
+
+class ProducerClosed(PylogError):
+    """send() or flush() was called after the producer was closed."""
+
+
+class ConsumerClosed(PylogError):
+    """A consumer method was called after close()."""
+
+
+class IllegalState(PylogError):
+    """The call is not valid in the object's current state (e.g. poll with no assignment)."""
 
 
 def _all_subclasses(cls: type) -> list[type]:

@@ -1,0 +1,703 @@
+"""The embedded broker: topics, partitions, produce/fetch, groups, housekeeping.
+
+Data directory layout (Kafka's names where Kafka has one)::
+
+    data/
+      meta.properties          broker.id, cluster.id, version
+      topics.json              topic -> id, partition count, config overrides (atomic rewrite)
+      producer-id-block        next unallocated producer id block
+      orders-0/ orders-1/ ...  one Log directory per partition (pylog.storage)
+      __consumer_offsets-N/    committed offsets (compacted; created on first group use)
+
+A topic exists exactly when it is in ``topics.json``: creating makes the partition
+directories first and then rewrites ``topics.json``; deleting rewrites ``topics.json``
+first and then removes the directories.  On open, partition directories that no topic
+owns (a create or delete cut short by a crash) are removed, so a crash never leaves a
+half-made topic.
+
+The request methods (:meth:`produce`, :meth:`fetch`, :meth:`list_offsets`,
+:meth:`init_producer_id`, :attr:`groups`) mirror Kafka's requests: the in-process
+Producer and Consumer call them, and a network server will map the wire protocol onto
+them.  All methods are thread-safe.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import re
+import shutil
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple, Union
+
+from pylog.broker.config import BrokerConfig, TopicConfig
+from pylog.broker.partition import AppendResult, Partition
+from pylog.errors import (
+    BrokerClosed,
+    InvalidArgument,
+    InvalidConfig,
+    InvalidPartitions,
+    InvalidReplicationFactor,
+    InvalidRequiredAcks,
+    InvalidTopic,
+    StorageError,
+    TopicAlreadyExists,
+    UnknownTopicOrPartition,
+)
+from pylog.records import RecordBatch
+from pylog.storage.log import EARLIEST_TIMESTAMP, LATEST_TIMESTAMP
+
+__all__ = ["Broker", "TopicDescription", "PartitionInfo", "FetchResult", "OFFSETS_TOPIC",
+           "validate_topic_name", "parse_acks"]
+
+log = logging.getLogger("pylog.broker")
+
+#: Kafka's internal topic of committed consumer-group offsets.
+OFFSETS_TOPIC = "__consumer_offsets"
+_INTERNAL_TOPICS = frozenset({OFFSETS_TOPIC, "__transaction_state"})
+_TOPIC_RE = re.compile(r"^[a-zA-Z0-9._-]+$")
+_MAX_TOPIC_NAME = 249
+_PARTITION_DIR_RE = re.compile(r"^(?P<topic>[a-zA-Z0-9._-]+)-(?P<p>\d+)$")
+_PRODUCER_ID_BLOCK = 1000
+
+
+def _wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def validate_topic_name(name: Any) -> str:
+    """Kafka's rules: 1-249 of [a-zA-Z0-9._-], not "." or ".."; raises InvalidTopic."""
+    if not isinstance(name, str):
+        raise InvalidTopic(f"topic name must be a string, got {type(name).__name__}")
+    if not name:
+        raise InvalidTopic("topic name is empty")
+    if name in (".", ".."):
+        raise InvalidTopic(f"topic name cannot be {name!r}")
+    if len(name) > _MAX_TOPIC_NAME:
+        raise InvalidTopic(f"topic name is {len(name)} characters; the limit is {_MAX_TOPIC_NAME}")
+    if not _TOPIC_RE.match(name):
+        bad = sorted({c for c in name if not re.match(r"[a-zA-Z0-9._-]", c)})
+        raise InvalidTopic(f"topic name {name!r} has characters Kafka does not allow: {bad}; "
+                           "use ASCII letters, digits, '.', '_' and '-'")
+    return name
+
+
+def parse_acks(acks: Any) -> int:
+    """"all"/-1 -> -1, 0, 1; anything else raises InvalidRequiredAcks."""
+    if acks == "all" or (isinstance(acks, str) and acks.strip() == "-1"):
+        return -1
+    if isinstance(acks, str) and acks.strip() in ("0", "1"):
+        return int(acks)
+    if isinstance(acks, int) and not isinstance(acks, bool) and acks in (-1, 0, 1):
+        return acks
+    raise InvalidRequiredAcks(f"acks must be 0, 1, -1 or 'all', got {acks!r}")
+
+
+@dataclass(frozen=True)
+class PartitionInfo:
+    partition: int
+    leader: int
+    replicas: List[int]
+    isr: List[int]
+    log_start_offset: int
+    log_end_offset: int
+    high_watermark: int
+    size_bytes: int
+    leader_epoch: int = 0
+
+
+@dataclass(frozen=True)
+class TopicDescription:
+    name: str
+    topic_id: str
+    partitions: List[PartitionInfo]
+    config: Dict[str, Any]  #: effective configuration (every known name)
+    overrides: Dict[str, Any] = field(default_factory=dict)  #: what was set for this topic
+    internal: bool = False
+
+
+@dataclass(frozen=True)
+class FetchResult:
+    """Batches of one partition (zero-copy views) and its offsets at fetch time."""
+
+    batches: List[RecordBatch]
+    high_watermark: int
+    log_start_offset: int
+    log_end_offset: int
+
+
+class _Topic:
+    __slots__ = ("name", "topic_id", "config", "partitions")
+
+    def __init__(self, name: str, topic_id: str, config: TopicConfig, partitions: List[Partition]):
+        self.name = name
+        self.topic_id = topic_id
+        self.config = config
+        self.partitions = partitions
+
+
+class Broker:
+    """An embedded single-node broker over a data directory.
+
+    Open with :meth:`open`; use as a context manager or call :meth:`close`.
+    """
+
+    def __init__(self, data_dir: Path, config: BrokerConfig, clock: Optional[Callable[[], int]],
+                 background: bool) -> None:
+        self.data_dir = data_dir
+        self.config = config
+        self._clock = clock or _wall_ms
+        self._lock = threading.RLock()
+        self._data_cond = threading.Condition(threading.Lock())
+        self._data_version = 0
+        self._topics: Dict[str, _Topic] = {}
+        self._closed = False
+        self._lock_fd: Optional[int] = None
+        self._groups: Any = None
+        self._cleaner: Any = None
+        self._next_pid = 0
+        self._pid_block_end = 0
+        self._stop = threading.Event()
+        self._threads: List[threading.Thread] = []
+        self._last_retention_ms = self._last_clean_ms = self._clock()
+        self.cluster_id = ""
+        from pylog.broker.metrics import TrafficMetrics
+        self.traffic = TrafficMetrics(window_ms=config.partition_skew_window_ms,
+                                      ratio=config.partition_skew_ratio,
+                                      min_records=config.partition_skew_min_records)
+        self._background = background
+
+    # ================================================================ open/close
+    @classmethod
+    def open(cls, data_dir: Union[str, os.PathLike], config: Optional[Mapping[str, Any]] = None, *,
+             clock: Optional[Callable[[], int]] = None, background_threads: bool = True,
+             **kwargs: Any) -> "Broker":
+        """Open (creating if needed) the broker whose data lives in ``data_dir``.
+
+        ``config`` takes Kafka's broker names (``{"num.partitions": 3,
+        "log.retention.ms": 3600000}``); keywords take the same in snake_case.  ``clock``
+        (ms) is for tests.  ``background_threads=False`` leaves retention, cleaning and
+        group session expiry to explicit :meth:`run_housekeeping` calls.
+
+        Raises InvalidConfig, StorageError (unreadable directory, or another broker has
+        it open).
+        """
+        cfg = BrokerConfig.from_settings(config, **kwargs)
+        path = Path(data_dir)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(f"cannot create data directory {path}: {exc}") from exc
+        b = cls(path, cfg, clock, background_threads)
+        try:
+            b._load()
+        except BaseException:
+            b._release()
+            raise
+        if background_threads:
+            b._start_threads()
+        return b
+
+    def _load(self) -> None:
+        self._take_lock()
+        self._load_meta()
+        topics = self._read_topics_file()
+        owned = set()
+        for name, meta in topics.items():
+            for p in range(meta["partitions"]):
+                owned.add(f"{name}-{p}")
+        self._remove_strays(owned)
+        defaults = self.config.topic_config_defaults()
+        for name, meta in sorted(topics.items()):
+            tc = TopicConfig.build(meta.get("config", {}), defaults if name != OFFSETS_TOPIC
+                                   else self._offsets_topic_defaults())
+            parts = [Partition.open(name, p, self.data_dir / f"{name}-{p}", tc, self.config.broker_id,
+                                    self._clock) for p in range(meta["partitions"])]
+            self._topics[name] = _Topic(name, meta["id"], tc, parts)
+        if OFFSETS_TOPIC in self._topics:
+            self._start_groups()
+
+    def _take_lock(self) -> None:
+        lock_path = self.data_dir / ".broker.lock"
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise StorageError(f"data directory {self.data_dir} is in use by another broker") from None
+        self._lock_fd = fd
+
+    def _load_meta(self) -> None:
+        meta = self.data_dir / "meta.properties"
+        props: Dict[str, str] = {}
+        if meta.exists():
+            for line in meta.read_text().splitlines():
+                if "=" in line and not line.startswith("#"):
+                    k, v = line.split("=", 1)
+                    props[k.strip()] = v.strip()
+            if props.get("broker.id") not in (None, str(self.config.broker_id)):
+                raise InvalidConfig(f"{self.data_dir} belongs to broker.id {props['broker.id']}, "
+                                    f"not {self.config.broker_id}")
+            self.cluster_id = props.get("cluster.id", "")
+        if not self.cluster_id:
+            self.cluster_id = uuid.uuid4().hex
+            self._atomic_write(meta, f"version=1\nbroker.id={self.config.broker_id}\n"
+                                     f"cluster.id={self.cluster_id}\n")
+        block = self.data_dir / "producer-id-block"
+        try:
+            self._next_pid = self._pid_block_end = int(block.read_text().strip() or 0)
+        except FileNotFoundError:
+            self._next_pid = self._pid_block_end = 0
+        except ValueError as exc:
+            raise StorageError(f"{block} is damaged: {exc}") from exc
+
+    def _read_topics_file(self) -> Dict[str, Dict[str, Any]]:
+        path = self.data_dir / "topics.json"
+        if not path.exists():
+            return {}
+        try:
+            data = json.loads(path.read_text())
+            topics = data["topics"]
+            for name, meta in topics.items():
+                validate_topic_name(name)
+                if not isinstance(meta["partitions"], int) or meta["partitions"] < 1:
+                    raise ValueError(f"topic {name}: bad partition count")
+            return topics
+        except (ValueError, KeyError, TypeError, InvalidTopic) as exc:
+            raise StorageError(f"{path} is damaged ({exc}); the topics cannot be known") from exc
+
+    def _write_topics_file(self) -> None:
+        data = {"version": 1, "topics": {
+            t.name: {"id": t.topic_id, "partitions": len(t.partitions), "config": dict(t.config.overrides)}
+            for t in self._topics.values()}}
+        self._atomic_write(self.data_dir / "topics.json", json.dumps(data, indent=1, sort_keys=True))
+
+    def _atomic_write(self, path: Path, text: str) -> None:
+        tmp = path.with_name(path.name + ".tmp")
+        try:
+            with open(tmp, "w") as f:
+                f.write(text)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+            dfd = os.open(self.data_dir, os.O_RDONLY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
+        except OSError as exc:
+            raise StorageError(f"writing {path}: {exc}") from exc
+
+    def _remove_strays(self, owned: set) -> None:
+        for entry in self.data_dir.iterdir():
+            if not entry.is_dir():
+                continue
+            m = _PARTITION_DIR_RE.match(entry.name)
+            if entry.name.endswith("-delete") or (m and entry.name not in owned):
+                log.warning("removing partition directory %s: no topic owns it (a create or delete "
+                            "was interrupted)", entry)
+                shutil.rmtree(entry, ignore_errors=True)
+
+    def _start_threads(self) -> None:
+        t = threading.Thread(target=self._housekeeping_loop, name="pylog-housekeeping", daemon=True)
+        t.start()
+        self._threads.append(t)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise BrokerClosed(f"broker on {self.data_dir} is closed")
+
+    def close(self) -> None:
+        """Stop background work, close every partition (flushing it), release the directory."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._stop.set()
+        with self._data_cond:
+            self._data_version += 1
+            self._data_cond.notify_all()
+        for t in self._threads:
+            t.join()
+        if self._groups is not None:
+            self._groups.close()
+        with self._lock:
+            errors = []
+            for t in self._topics.values():
+                for p in t.partitions:
+                    try:
+                        p.close()
+                    except Exception as exc:  # keep closing the others
+                        errors.append(exc)
+            self._release()
+            if errors:
+                raise errors[0]
+
+    def _release(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def __enter__(self) -> "Broker":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Broker({str(self.data_dir)!r}, topics={len(self._topics)}, closed={self._closed})"
+
+    # ===================================================================== topics
+    def create_topic(self, name: str, partitions: Optional[int] = None, replication_factor: int = 1,
+                     config: Optional[Mapping[str, Any]] = None) -> TopicDescription:
+        """Create a topic of ``partitions`` partitions (default num.partitions).
+
+        ``config`` overrides topic-level settings by Kafka name.  Raises InvalidTopic,
+        TopicAlreadyExists (also for a name that differs only by '.' vs '_', as Kafka),
+        InvalidPartitions, InvalidReplicationFactor (a single broker holds one replica),
+        InvalidConfig.
+        """
+        validate_topic_name(name)
+        if name in _INTERNAL_TOPICS:
+            raise InvalidTopic(f"{name} is an internal topic; pylog creates it when needed")
+        return self._create_topic(name, partitions, replication_factor, config)
+
+    def _create_topic(self, name: str, partitions: Optional[int], replication_factor: int,
+                      config: Optional[Mapping[str, Any]], defaults: Optional[Dict[str, Any]] = None
+                      ) -> TopicDescription:
+        n = self.config.num_partitions if partitions is None else partitions
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= self.config.max_partitions_per_topic:
+            raise InvalidPartitions(f"partitions must be an integer in [1, "
+                                    f"{self.config.max_partitions_per_topic}], got {partitions!r}")
+        if isinstance(replication_factor, bool) or not isinstance(replication_factor, int) \
+                or replication_factor < 1:
+            raise InvalidReplicationFactor(f"replication_factor must be an integer >= 1, got "
+                                           f"{replication_factor!r}")
+        if replication_factor > 1:
+            raise InvalidReplicationFactor(
+                f"replication factor {replication_factor} is larger than the number of brokers (1); "
+                "use pylog.LocalCluster for replicated topics")
+        tc = TopicConfig.build(config, defaults or self.config.topic_config_defaults())
+        with self._lock:
+            self._check_open()
+            if name in self._topics:
+                raise TopicAlreadyExists(f"topic {name!r} already exists")
+            collide = name.replace(".", "_")
+            for other in self._topics:
+                if other.replace(".", "_") == collide:
+                    raise TopicAlreadyExists(
+                        f"topic {name!r} collides with existing topic {other!r}: Kafka treats '.' and "
+                        "'_' as the same in metric names")
+            parts: List[Partition] = []
+            try:
+                for p in range(n):
+                    d = self.data_dir / f"{name}-{p}"
+                    if d.exists():  # a stray from an interrupted create
+                        shutil.rmtree(d)
+                    parts.append(Partition.open(name, p, d, tc, self.config.broker_id, self._clock))
+                topic = _Topic(name, uuid.uuid4().hex, tc, parts)
+                self._topics[name] = topic
+                self._write_topics_file()
+            except BaseException:
+                self._topics.pop(name, None)
+                for part in parts:
+                    try:
+                        part.close()
+                    except Exception:
+                        pass
+                for p in range(n):
+                    shutil.rmtree(self.data_dir / f"{name}-{p}", ignore_errors=True)
+                raise
+            log.info("created topic %s with %d partitions", name, n)
+            return self._describe(topic)
+
+    def delete_topic(self, name: str) -> None:
+        """Delete a topic and its data.  Raises UnknownTopicOrPartition, InvalidTopic
+        (internal topics)."""
+        if name in _INTERNAL_TOPICS:
+            raise InvalidTopic(f"{name} is an internal topic and cannot be deleted")
+        with self._lock:
+            self._check_open()
+            topic = self._topic(name)
+            del self._topics[name]
+            try:
+                self._write_topics_file()
+            except BaseException:
+                self._topics[name] = topic
+                raise
+            for p in topic.partitions:
+                p.close()
+                d = p.log.dir
+                gone = d.with_name(f"{d.name}.{uuid.uuid4().hex[:8]}-delete")
+                os.replace(d, gone)
+                shutil.rmtree(gone, ignore_errors=True)
+            self.traffic.forget_topic(name)
+        log.info("deleted topic %s", name)
+
+    def list_topics(self, include_internal: bool = False) -> List[str]:
+        """Names of the topics, sorted."""
+        with self._lock:
+            return sorted(t for t in self._topics if include_internal or t not in _INTERNAL_TOPICS)
+
+    def describe_topic(self, name: str) -> TopicDescription:
+        """Partitions (leader, replicas, ISR, offsets, size) and configuration of a topic."""
+        with self._lock:
+            self._check_open()
+            return self._describe(self._topic(name))
+
+    def _describe(self, t: _Topic) -> TopicDescription:
+        infos = [PartitionInfo(p.index, p.leader, p.replicas, p.isr, p.log_start_offset, p.log_end_offset,
+                               p.high_watermark, p.log.size_bytes) for p in t.partitions]
+        return TopicDescription(t.name, t.topic_id, infos, dict(t.config.values), dict(t.config.overrides),
+                                t.name in _INTERNAL_TOPICS)
+
+    def topic_config(self, name: str) -> TopicConfig:
+        with self._lock:
+            return self._topic(name).config
+
+    def _topic(self, name: str) -> _Topic:
+        t = self._topics.get(name)
+        if t is None:
+            if not isinstance(name, str):
+                raise InvalidTopic(f"topic name must be a string, got {type(name).__name__}")
+            raise UnknownTopicOrPartition(f"unknown topic {name!r}")
+        return t
+
+    def partitions_for(self, topic: str) -> int:
+        """Number of partitions of ``topic`` (creating it if auto.create.topics.enable)."""
+        t = self._topics.get(topic)
+        if t is not None:
+            return len(t.partitions)
+        with self._lock:
+            self._check_open()
+            if topic not in self._topics and self.config.auto_create_topics_enable \
+                    and isinstance(topic, str) and topic not in _INTERNAL_TOPICS:
+                self.create_topic(topic)
+            return len(self._topic(topic).partitions)
+
+    def partition(self, topic: str, partition: int) -> Partition:
+        """The :class:`Partition` object (raises UnknownTopicOrPartition)."""
+        t = self._topics.get(topic)
+        if t is None:
+            t = self._topic(topic)
+        if isinstance(partition, bool) or not isinstance(partition, int) or not 0 <= partition < len(t.partitions):
+            raise UnknownTopicOrPartition(
+                f"partition {partition!r} of topic {topic!r} does not exist (it has {len(t.partitions)})")
+        return t.partitions[partition]
+
+    # ================================================================ data plane
+    def init_producer_id(self) -> Tuple[int, int]:
+        """A new (producer id, epoch) for an idempotent producer; ids are never reused."""
+        with self._lock:
+            self._check_open()
+            if self._next_pid >= self._pid_block_end:
+                end = self._pid_block_end + _PRODUCER_ID_BLOCK
+                self._atomic_write(self.data_dir / "producer-id-block", f"{end}\n")
+                self._next_pid, self._pid_block_end = self._pid_block_end, end
+            pid = self._next_pid
+            self._next_pid += 1
+            return pid, 0
+
+    def produce(self, topic: str, partition: int, data: Any, *, acks: Union[int, str] = -1,
+                timeout_ms: int = 30_000) -> AppendResult:
+        """Append Kafka v2 record batches to a partition (one ProduceRequest partition).
+
+        Raises UnknownTopicOrPartition, InvalidRequiredAcks, CorruptRecordError,
+        RecordTooLarge, OutOfOrderSequence, InvalidProducerEpoch, BrokerClosed,
+        StorageError.  Nothing is written when it raises.
+        """
+        required = parse_acks(acks)
+        self._check_open()
+        p = self.partition(topic, partition)
+        res = p.append(data, required_acks=required)
+        if res.records:
+            self.traffic.record_in(topic, partition, res.records, res.bytes, self._clock())
+            with self._data_cond:
+                self._data_version += 1
+                self._data_cond.notify_all()
+        return res
+
+    def fetch(self, topic: str, partition: int, offset: int, *, max_bytes: int = 1 << 20,
+              to_log_end: bool = False) -> FetchResult:
+        """Batches of a partition from ``offset`` below the high watermark (zero-copy).
+
+        The first batch may start below ``offset`` (a consumer skips those records).
+        Raises UnknownTopicOrPartition, OffsetOutOfRange, BrokerClosed.
+        """
+        self._check_open()
+        p = self.partition(topic, partition)
+        batches = p.read(offset, max_bytes, to_log_end=to_log_end)
+        if batches:
+            n = batches[-1].next_offset - max(offset, batches[0].base_offset)
+            self.traffic.record_out(topic, partition, n, sum(b.size_bytes for b in batches), self._clock())
+        return FetchResult(batches, p.high_watermark, p.log_start_offset, p.log_end_offset)
+
+    def list_offsets(self, topic: str, partition: int, timestamp: int) -> Tuple[Optional[int], int]:
+        """Kafka's ListOffsets: -2 earliest, -1 latest (the HW), else the first offset with
+        a timestamp >= ``timestamp``.  Returns (offset or None, record timestamp or -1)."""
+        self._check_open()
+        p = self.partition(topic, partition)
+        if timestamp == LATEST_TIMESTAMP:
+            return p.high_watermark, -1
+        if timestamp == EARLIEST_TIMESTAMP:
+            return p.log_start_offset, -1
+        off = p.offset_for_timestamp(timestamp)
+        if off is None:
+            return None, -1
+        return off, p.timestamp_at(off)
+
+    def wait_for_data(self, version: int, timeout_s: float) -> int:
+        """Block until something was produced after ``version`` (from :attr:`data_version`)
+        or ``timeout_s`` passes; returns the current version.  Consumers long-poll on it."""
+        with self._data_cond:
+            if self._data_version == version and not self._closed and timeout_s > 0:
+                self._data_cond.wait(timeout_s)
+            return self._data_version
+
+    @property
+    def data_version(self) -> int:
+        return self._data_version
+
+    # ===================================================================== groups
+    @property
+    def groups(self) -> Any:
+        """The group coordinator service (creates ``__consumer_offsets`` on first use)."""
+        if self._groups is None:
+            with self._lock:
+                self._check_open()
+                if self._groups is None:
+                    if OFFSETS_TOPIC not in self._topics:
+                        self._create_topic(OFFSETS_TOPIC, self.config.offsets_topic_num_partitions, 1, None,
+                                           self._offsets_topic_defaults())
+                    self._start_groups()
+        return self._groups
+
+    def _offsets_topic_defaults(self) -> Dict[str, Any]:
+        d = self.config.topic_config_defaults()
+        d["segment.bytes"] = self.config.offsets_topic_segment_bytes
+        d["retention.ms"] = -1
+        d["compression.type"] = "producer"
+        if "cleanup.policy" in d:
+            d["cleanup.policy"] = "compact"
+        return d
+
+    def _start_groups(self) -> None:
+        from pylog.broker.group_service import GroupService
+
+        topic = self._topics[OFFSETS_TOPIC]
+
+        def append(partition: int, records: List[Tuple[bytes, Optional[bytes]]]) -> None:
+            p = topic.partitions[partition]
+            p.log.append([v for _, v in records], keys=[k for k, _ in records])
+            p.log.flush()
+            p._high_watermark = p.log.log_end_offset
+
+        service = GroupService(
+            append=append, num_partitions=len(topic.partitions), clock=self._clock,
+            background=self._background,
+            group_min_session_timeout_ms=self.config.group_min_session_timeout_ms,
+            group_max_session_timeout_ms=self.config.group_max_session_timeout_ms,
+            group_initial_rebalance_delay_ms=self.config.group_initial_rebalance_delay_ms)
+        service.load(self._replay_offsets(topic))
+        self._groups = service
+
+    @staticmethod
+    def _replay_offsets(topic: _Topic) -> Iterable[Tuple[bytes, Optional[bytes]]]:
+        for p in topic.partitions:
+            for rec in p.log.records():
+                if rec.key is not None:
+                    yield rec.key, rec.value
+
+    # =============================================================== housekeeping
+    def _housekeeping_loop(self) -> None:
+        while not self._stop.wait(0.2):
+            try:
+                self.run_housekeeping()
+            except BrokerClosed:
+                return
+            except Exception:  # never let the thread die silently
+                log.exception("housekeeping failed")
+
+    def run_housekeeping(self, now_ms: Optional[int] = None, *, force: bool = False) -> None:
+        """Retention, compaction and skew checks that are due (all of them with ``force``)."""
+        now = self._clock() if now_ms is None else now_ms
+        cfg = self.config
+        if force or now - self._last_retention_ms >= cfg.log_retention_check_interval_ms:
+            self._last_retention_ms = now
+            for p in self._all_partitions():
+                if not p.log.closed:
+                    p.log.enforce_retention(now)
+        if cfg.log_cleaner_enable and (force or now - self._last_clean_ms >= cfg.log_cleaner_backoff_ms):
+            self._last_clean_ms = now
+            self.run_cleaner(now_ms=now)
+        for name, t in list(self._topics.items()):
+            self.traffic.check_skew(name, len(t.partitions), now)
+
+    def run_cleaner(self, now_ms: Optional[int] = None, *, force: bool = False) -> List[Any]:
+        """Compact every topic whose cleanup.policy contains "compact" (when dirty enough,
+        or always with ``force``); returns the cleaner's per-partition results."""
+        try:
+            from pylog.broker.cleaner import LogCleaner
+        except ImportError:  # compaction not available in this build
+            return []
+        if self._cleaner is None:
+            self._cleaner = LogCleaner(clock=self._clock)
+        results = []
+        for t in list(self._topics.values()):
+            if not t.config.compacted:
+                continue
+            for p in t.partitions:
+                with p._lock:
+                    if not p.log.closed:
+                        results.append(self._cleaner.clean(p.log, now_ms=now_ms, force=force))
+        return results
+
+    def _all_partitions(self) -> List[Partition]:
+        with self._lock:
+            return [p for t in self._topics.values() for p in t.partitions]
+
+    # ==================================================================== metrics
+    def metrics(self) -> Dict[str, Any]:
+        """Per-topic/partition traffic, sizes and offsets, and per-group lag (see
+        :func:`pylog.broker.metrics.render_prometheus` for the text format)."""
+        now = self._clock()
+        snap = self.traffic.snapshot(now)
+        topics: Dict[str, Any] = {}
+        with self._lock:
+            for name, t in self._topics.items():
+                tsnap = snap.get("topics", {}).get(name, {}).get("partitions", {})
+                parts = {}
+                for p in t.partitions:
+                    row = {"records_in": 0, "bytes_in": 0, "records_out": 0, "bytes_out": 0,
+                           "share_in": 0.0, "skewed": False}
+                    row.update(tsnap.get(p.index, {}))
+                    row.update(log_size_bytes=p.log.size_bytes, log_start_offset=p.log_start_offset,
+                               log_end_offset=p.log_end_offset, high_watermark=p.high_watermark)
+                    parts[p.index] = row
+                topics[name] = {"partitions": parts}
+        groups: Dict[str, Any] = {}
+        if self._groups is not None:
+            for g in self._groups.list_groups():
+                gid = g if isinstance(g, str) else getattr(g, "group_id", g[0])
+                desc = self._groups.describe_group(gid)
+                lag: Dict[str, Dict[int, int]] = {}
+                for (topic, part), (off, _meta) in self._groups.fetch_offsets(gid).items():
+                    t = self._topics.get(topic)
+                    if t is None or part >= len(t.partitions):
+                        continue
+                    lag.setdefault(topic, {})[part] = max(0, t.partitions[part].high_watermark - off)
+                groups[gid] = {"state": str(getattr(desc, "state", "")),
+                               "members": len(getattr(desc, "members", ()) or ()),
+                               "generation": int(getattr(desc, "generation_id", getattr(desc, "generation", -1))),
+                               "lag": lag}
+        return {"broker": {"id": self.config.broker_id}, "topics": topics, "groups": groups,
+                "skew_warnings_total": snap.get("skew_warnings_total", 0)}

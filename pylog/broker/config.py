@@ -1,0 +1,226 @@
+"""Broker and topic configuration, by Kafka's names and with Kafka's defaults.
+
+A topic's configuration is the broker's defaults overlaid with the topic's overrides
+(what ``create_topic(config=...)`` gave).  Settings the log engine uses are passed on
+as a :class:`~pylog.storage.LogConfig`; the rest (``compression.type``,
+``min.insync.replicas``, ``unclean.leader.election.enable``) are the broker's.
+
+Bad names or values raise :class:`~pylog.errors.InvalidConfig` naming the setting.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any, Dict, Mapping, Optional
+
+from pylog.errors import InvalidConfig
+from pylog.records.compression import CODECS
+from pylog.storage import LogConfig
+
+__all__ = ["BrokerConfig", "TopicConfig", "TOPIC_DEFAULTS", "BROKER_TOPIC_DEFAULT_NAMES"]
+
+_BROKER_ONLY_TOPIC_SETTINGS: Dict[str, Any] = {
+    "compression.type": "producer",
+    "min.insync.replicas": 1,
+    "unclean.leader.election.enable": False,
+}
+
+#: Broker-level name of each topic-level default (Kafka's server.properties names).
+BROKER_TOPIC_DEFAULT_NAMES: Dict[str, str] = {
+    "log.segment.bytes": "segment.bytes",
+    "log.roll.ms": "segment.ms",
+    "log.index.size.max.bytes": "segment.index.bytes",
+    "log.index.interval.bytes": "index.interval.bytes",
+    "log.retention.ms": "retention.ms",
+    "log.retention.bytes": "retention.bytes",
+    "log.flush.interval.messages": "flush.messages",
+    "log.flush.interval.ms": "flush.ms",
+    "message.max.bytes": "max.message.bytes",
+    "log.message.timestamp.type": "message.timestamp.type",
+    "log.cleanup.policy": "cleanup.policy",
+    "log.cleaner.delete.retention.ms": "delete.retention.ms",
+    "log.cleaner.min.cleanable.ratio": "min.cleanable.dirty.ratio",
+    "log.cleaner.min.compaction.lag.ms": "min.compaction.lag.ms",
+    "log.cleaner.max.compaction.lag.ms": "max.compaction.lag.ms",
+    "log.preallocate": "preallocate",
+    "compression.type": "compression.type",
+    "min.insync.replicas": "min.insync.replicas",
+    "unclean.leader.election.enable": "unclean.leader.election.enable",
+}
+
+
+def _log_defaults() -> Dict[str, Any]:
+    d = LogConfig()
+    return {kafka: getattr(d, name) for kafka, name in LogConfig.kafka_names().items()}
+
+
+#: Every topic-level setting pylog knows, with Kafka's default.
+TOPIC_DEFAULTS: Dict[str, Any] = {**_log_defaults(), **_BROKER_ONLY_TOPIC_SETTINGS}
+
+_COMPRESSION_TYPES = ("producer", "uncompressed", *CODECS)
+
+
+def _coerce(name: str, value: Any, default: Any) -> Any:
+    """Accept strings for numbers and booleans, as Kafka's config files give them."""
+    if isinstance(default, bool) and isinstance(value, str):
+        if value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        raise InvalidConfig(f"{name} must be true or false, got {value!r}")
+    if isinstance(value, str) and (isinstance(default, int) and not isinstance(default, bool)
+                                   or default is None):
+        try:
+            return int(value)
+        except ValueError:
+            if default is not None:
+                raise InvalidConfig(f"{name} must be an integer, got {value!r}") from None
+    if isinstance(default, float) and isinstance(value, (str, int)) and not isinstance(value, bool):
+        try:
+            return float(value)
+        except ValueError:
+            raise InvalidConfig(f"{name} must be a number, got {value!r}") from None
+    return value
+
+
+@dataclass(frozen=True)
+class TopicConfig:
+    """A topic's effective configuration: ``values`` has every known Kafka name.
+
+    ``overrides`` is what was set for this topic explicitly (what persists).
+    """
+
+    values: Mapping[str, Any]
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, overrides: Optional[Mapping[str, Any]] = None,
+              defaults: Optional[Mapping[str, Any]] = None) -> "TopicConfig":
+        """Check ``overrides`` (Kafka names) and overlay them on ``defaults``."""
+        base = dict(TOPIC_DEFAULTS if defaults is None else defaults)
+        if overrides is not None and not isinstance(overrides, Mapping):
+            raise InvalidConfig(f"topic config must be a mapping of Kafka names to values, got {overrides!r:.80}")
+        clean: Dict[str, Any] = {}
+        for key, value in (overrides or {}).items():
+            if not isinstance(key, str) or key not in TOPIC_DEFAULTS:
+                raise InvalidConfig(f"unknown topic configuration {key!r}; known: {sorted(TOPIC_DEFAULTS)}")
+            clean[key] = _coerce(key, value, TOPIC_DEFAULTS[key])
+        base.update(clean)
+        cfg = cls(values=base, overrides=clean)
+        cfg.log_config()  # validates the log engine's settings
+        cfg._check_broker_settings()
+        return cfg
+
+    def _check_broker_settings(self) -> None:
+        ct = self.values["compression.type"]
+        if ct not in _COMPRESSION_TYPES:
+            raise InvalidConfig(f"compression.type must be one of {list(_COMPRESSION_TYPES)}, got {ct!r}")
+        mir = self.values["min.insync.replicas"]
+        if isinstance(mir, bool) or not isinstance(mir, int) or mir < 1:
+            raise InvalidConfig(f"min.insync.replicas must be an integer >= 1, got {mir!r}")
+        ule = self.values["unclean.leader.election.enable"]
+        if not isinstance(ule, bool):
+            raise InvalidConfig(f"unclean.leader.election.enable must be a boolean, got {ule!r}")
+
+    def log_settings(self) -> Dict[str, Any]:
+        """The log engine's part of this configuration, by Kafka name."""
+        names = LogConfig.kafka_names()
+        return {k: v for k, v in self.values.items() if k in names}
+
+    def log_config(self) -> LogConfig:
+        """The log engine's part of this configuration."""
+        return LogConfig.from_settings(self.log_settings())
+
+    def __getitem__(self, name: str) -> Any:
+        return self.values[name]
+
+    @property
+    def compression_type(self) -> str:
+        return self.values["compression.type"]
+
+    @property
+    def min_insync_replicas(self) -> int:
+        return self.values["min.insync.replicas"]
+
+    @property
+    def compacted(self) -> bool:
+        return "compact" in str(self.values.get("cleanup.policy", "delete"))
+
+
+@dataclass(frozen=True)
+class BrokerConfig:
+    """Broker-level settings (Kafka's server.properties names, snake_case here)."""
+
+    broker_id: int = 0  #: broker.id
+    broker_rack: Optional[str] = None  #: broker.rack
+    num_partitions: int = 1  #: num.partitions — default partitions of a new topic
+    #: auto.create.topics.enable — pylog's default is False (Kafka's is true): a typo in a
+    #: topic name raises UnknownTopicOrPartition instead of creating a topic.
+    auto_create_topics_enable: bool = False
+    log_retention_check_interval_ms: int = 300_000  #: log.retention.check.interval.ms
+    log_cleaner_enable: bool = True  #: log.cleaner.enable
+    log_cleaner_backoff_ms: int = 15_000  #: log.cleaner.backoff.ms
+    offsets_topic_num_partitions: int = 50  #: offsets.topic.num.partitions
+    offsets_topic_segment_bytes: int = 100 * 1024 * 1024  #: offsets.topic.segment.bytes
+    #: group.initial.rebalance.delay.ms — 0 here (Kafka's default is 3000): an embedded
+    #: broker has no herd of consumers starting at once.
+    group_initial_rebalance_delay_ms: int = 0
+    group_min_session_timeout_ms: int = 6_000  #: group.min.session.timeout.ms
+    group_max_session_timeout_ms: int = 1_800_000  #: group.max.session.timeout.ms
+    partition_skew_window_ms: int = 60_000  #: partition.skew.window.ms (pylog)
+    partition_skew_ratio: float = 2.0  #: partition.skew.ratio (pylog)
+    partition_skew_min_records: int = 1_000  #: partition.skew.min.records (pylog)
+    max_partitions_per_topic: int = 10_000  #: pylog's limit on partitions of one topic
+    #: Topic-level defaults by their broker names (log.retention.ms, message.max.bytes, ...).
+    topic_defaults: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            if f.name in ("topic_defaults", "broker_rack"):
+                continue
+            v = getattr(self, f.name)
+            kafka = f.name.replace("_", ".")
+            if isinstance(f.default, bool):
+                if not isinstance(v, bool):
+                    raise InvalidConfig(f"{kafka} must be a boolean, got {v!r}")
+            elif isinstance(f.default, float):
+                if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
+                    raise InvalidConfig(f"{kafka} must be a positive number, got {v!r}")
+            elif isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise InvalidConfig(f"{kafka} must be a non-negative integer, got {v!r}")
+        if self.num_partitions < 1 or self.offsets_topic_num_partitions < 1:
+            raise InvalidConfig("num.partitions and offsets.topic.num.partitions must be >= 1")
+        if self.broker_rack is not None and not isinstance(self.broker_rack, str):
+            raise InvalidConfig(f"broker.rack must be a string, got {self.broker_rack!r}")
+        self.topic_config_defaults()  # validates topic_defaults
+
+    def topic_config_defaults(self) -> Dict[str, Any]:
+        """Kafka topic-level names -> this broker's defaults."""
+        out = dict(TOPIC_DEFAULTS)
+        for key, value in self.topic_defaults.items():
+            topic_name = BROKER_TOPIC_DEFAULT_NAMES.get(key)
+            if topic_name is None or topic_name not in TOPIC_DEFAULTS:
+                raise InvalidConfig(f"unknown broker configuration {key!r}")
+            out[topic_name] = _coerce(key, value, TOPIC_DEFAULTS[topic_name])
+        TopicConfig.build({}, out)
+        return out
+
+    @classmethod
+    def from_settings(cls, config: Optional[Mapping[str, Any]] = None, **kwargs: Any) -> "BrokerConfig":
+        """From Kafka names (``{"num.partitions": 3, "log.retention.ms": ...}``) and keywords."""
+        own = {f.name.replace("_", "."): f.name for f in fields(cls) if f.name != "topic_defaults"}
+        values: Dict[str, Any] = {}
+        topic_defaults: Dict[str, Any] = {}
+        for key, value in (config or {}).items():
+            if key in own:
+                default = getattr(cls, own[key], None)
+                values[own[key]] = _coerce(key, value, default)
+            elif key in BROKER_TOPIC_DEFAULT_NAMES:
+                topic_defaults[key] = value
+            else:
+                raise InvalidConfig(f"unknown broker configuration {key!r}")
+        for key, value in kwargs.items():
+            if key in own.values():
+                values[key] = value
+            elif key.replace("_", ".") in BROKER_TOPIC_DEFAULT_NAMES:
+                topic_defaults[key.replace("_", ".")] = value
+            else:
+                raise InvalidConfig(f"unknown broker configuration keyword {key!r}")
+        return cls(topic_defaults=topic_defaults, **values)

@@ -1,0 +1,230 @@
+"""One topic-partition on this broker: its log, its high watermark, its producers.
+
+:class:`Partition` is where replication plugs in (issue 4): today a partition has one
+replica, this broker, so it is always the leader, the ISR is ``[broker_id]`` and the
+high watermark follows the log end offset.  Everything a client sees goes through it:
+
+* :meth:`append` takes Kafka v2 record batches (as a ProduceRequest carries them),
+  applies idempotent-producer checks (sequence numbers, epochs, duplicate retries),
+  recompresses when the topic's ``compression.type`` asks for a codec, and writes them
+  with leader-assigned offsets;
+* :meth:`read` serves batches below the high watermark (consumers) or the log end
+  (followers, later) as zero-copy views.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, List, Optional
+
+from pylog.broker.config import TopicConfig
+from pylog.broker.producer_state import ProducerStateManager
+from pylog.errors import CorruptRecordError, InvalidArgument
+from pylog.records import RecordBatch, build_batch, iter_batches, iter_records, validate_batches
+from pylog.records.compression import CODECS
+from pylog.storage import Log
+
+__all__ = ["Partition", "AppendResult", "PRODUCER_SNAPSHOT"]
+
+#: File in the partition directory holding the producer state at a clean shutdown.
+PRODUCER_SNAPSHOT = "producer-state.json"
+
+
+@dataclass(frozen=True)
+class AppendResult:
+    """What a produce to one partition returns (Kafka's PartitionProduceResponse)."""
+
+    base_offset: int  #: offset of the first record written (or of the duplicate's first)
+    last_offset: int
+    log_append_time: int  #: -1 unless the topic uses LogAppendTime
+    log_start_offset: int
+    records: int  #: records written now (0 for a duplicate retry)
+    bytes: int
+    duplicate: bool = False
+
+
+class Partition:
+    """A topic-partition replica (today: the only one, and so the leader)."""
+
+    def __init__(self, topic: str, index: int, log: Log, config: TopicConfig,
+                 broker_id: int, clock: Callable[[], int]) -> None:
+        self.topic = topic
+        self.index = index
+        self.log = log
+        self.config = config
+        self.broker_id = broker_id
+        self._clock = clock
+        self._lock = threading.Lock()
+        self.producers = ProducerStateManager()
+        self._high_watermark = log.log_end_offset
+        self._load_producer_state()
+
+    # ------------------------------------------------------------- opening
+    @classmethod
+    def open(cls, topic: str, index: int, directory: Path, config: TopicConfig, broker_id: int,
+             clock: Callable[[], int]) -> "Partition":
+        log = Log.open(directory, config=config.log_settings(), clock=clock)
+        return cls(topic, index, log, config, broker_id, clock)
+
+    def _load_producer_state(self) -> None:
+        path = self.log.dir / PRODUCER_SNAPSHOT
+        state, end = ProducerStateManager.load(path)
+        start = self.log.log_start_offset
+        if 0 <= end <= self.log.log_end_offset:
+            self.producers = state
+            start = max(start, end)
+        try:
+            path.unlink()  # a snapshot is valid once: appends after this reopen make it stale
+        except OSError:
+            pass
+        self._scan_producers(start)
+
+    def _scan_producers(self, offset: int) -> None:
+        """Replay batch headers from ``offset`` to the log end into the producer state."""
+        end = self.log.log_end_offset
+        while offset < end:
+            batches = self.log.read(offset, 4 << 20)
+            if not batches:
+                break
+            for b in batches:
+                if b.producer_id >= 0:
+                    self.producers.update(b.producer_id, b.producer_epoch, b.base_sequence,
+                                          b.record_count, b.base_offset, b.last_offset, b.max_timestamp)
+            offset = batches[-1].next_offset
+
+    # ---------------------------------------------------------- properties
+    @property
+    def name(self) -> str:
+        return f"{self.topic}-{self.index}"
+
+    @property
+    def leader(self) -> int:
+        return self.broker_id
+
+    @property
+    def replicas(self) -> List[int]:
+        return [self.broker_id]
+
+    @property
+    def isr(self) -> List[int]:
+        return [self.broker_id]
+
+    @property
+    def high_watermark(self) -> int:
+        """Offset below which every in-sync replica has the data (consumers read below)."""
+        return self._high_watermark
+
+    @property
+    def log_end_offset(self) -> int:
+        return self.log.log_end_offset
+
+    @property
+    def log_start_offset(self) -> int:
+        return self.log.log_start_offset
+
+    # -------------------------------------------------------------- append
+    def append(self, data: bytes, *, required_acks: int = -1) -> AppendResult:
+        """Append producer batches with leader-assigned offsets.
+
+        ``data`` is one or more Kafka v2 batches.  Batches from an idempotent producer
+        (producerId >= 0) are checked against the producer state: a retried duplicate
+        returns the first write's offsets and writes nothing; an out-of-order sequence
+        raises OutOfOrderSequence; a fenced epoch InvalidProducerEpoch.  Raises also what
+        :meth:`Log.append_batches` raises.  A rejected call writes nothing.
+        """
+        if required_acks not in (-1, 0, 1):
+            raise InvalidArgument(f"required_acks must be -1, 0 or 1, got {required_acks!r}")
+        view = memoryview(data)
+        if view.ndim != 1 or view.itemsize != 1:
+            view = view.cast("B")
+        validate_batches(view)
+        batches = list(iter_batches(view))
+        codec = self._target_codec()
+        with self._lock:
+            if any(b.producer_id >= 0 for b in batches):
+                return self._append_idempotent(batches, codec)
+            payload = self._recompressed(batches, codec) if codec is not None else view
+            return self._append_locked(payload, batches)
+
+    def _target_codec(self) -> Optional[int]:
+        ct = self.config.compression_type
+        if ct == "producer":
+            return None
+        return 0 if ct == "uncompressed" else CODECS[ct]
+
+    def _append_idempotent(self, batches: List[RecordBatch], codec: Optional[int]) -> AppendResult:
+        if len(batches) != 1:
+            # A Kafka producer sends one batch per partition per request; several
+            # batches with sequence numbers would need per-batch duplicate replies.
+            raise CorruptRecordError(
+                f"a produce request carries {len(batches)} batches from an idempotent producer; "
+                "send one batch per partition per request")
+        b = batches[0]
+        dup = self.producers.check(b.producer_id, b.producer_epoch, b.base_sequence, b.record_count)
+        if dup is not None:
+            return AppendResult(dup.first_offset, dup.last_offset, -1, self.log.log_start_offset,
+                                0, 0, duplicate=True)
+        payload = self._recompressed(batches, codec) if codec is not None else b.buffer
+        res = self._append_locked(payload, batches)
+        self.producers.update(b.producer_id, b.producer_epoch, b.base_sequence, b.record_count,
+                              res.base_offset, res.last_offset, b.max_timestamp)
+        return res
+
+    def _append_locked(self, payload, batches: List[RecordBatch]) -> AppendResult:
+        info = self.log.append_batches(payload, assign_offsets=True)
+        self._high_watermark = self.log.log_end_offset  # single replica: HW = LEO
+        lat = info.max_timestamp if self.log.config.log_append_time else -1
+        return AppendResult(info.first_offset, info.last_offset, lat, self.log.log_start_offset,
+                            info.records, info.size_bytes)
+
+    def _recompressed(self, batches: List[RecordBatch], codec: int) -> bytes:
+        """Rebuild batches whose codec differs from the topic's compression.type."""
+        if all(b.compression == codec for b in batches):
+            return b"".join(bytes(b.buffer) for b in batches)
+        out = []
+        for b in batches:
+            if b.compression == codec:
+                out.append(bytes(b.buffer))
+                continue
+            recs = list(iter_records(b.buffer))
+            out.append(build_batch(
+                [r.value for r in recs], keys=[r.key for r in recs], headers=[r.headers for r in recs],
+                timestamps=[r.timestamp for r in recs], producer_id=b.producer_id,
+                producer_epoch=b.producer_epoch, base_sequence=b.base_sequence, compression=codec,
+                timestamp_type=b.timestamp_type))
+        return b"".join(out)
+
+    # ---------------------------------------------------------------- read
+    def read(self, offset: int, max_bytes: int = 1 << 20, *, to_log_end: bool = False) -> List[RecordBatch]:
+        """Zero-copy batches from ``offset``, below the high watermark (or the log end for
+        a follower, ``to_log_end=True``).  Raises OffsetOutOfRange."""
+        limit = None if to_log_end else self._high_watermark
+        return self.log.read(offset, max_bytes, max_offset=limit)
+
+    def offset_for_timestamp(self, timestamp: int) -> Optional[int]:
+        off = self.log.offset_for_timestamp(timestamp)
+        if off is not None and off > self._high_watermark:
+            return self._high_watermark if timestamp == -1 else None
+        return off
+
+    def timestamp_at(self, offset: int) -> int:
+        """Timestamp of the record at ``offset`` (-1 if there is none below the HW)."""
+        for rec in self.log.records(offset, max_offset=min(offset + 1, self._high_watermark)):
+            return rec.timestamp
+        return -1
+
+    # ------------------------------------------------------------- closing
+    def close(self) -> None:
+        """Flush and close; a clean close saves the producer state snapshot."""
+        with self._lock:
+            if self.log.closed:
+                return
+            end = self.log.log_end_offset
+            self.log.close()
+            if len(self.producers):
+                self.producers.save(self.log.dir / PRODUCER_SNAPSHOT, end)
+
+    def __repr__(self) -> str:
+        return (f"Partition({self.name}, start={self.log_start_offset}, hw={self._high_watermark}, "
+                f"end={self.log_end_offset})")

@@ -1,0 +1,179 @@
+"""Idempotent-producer state of one partition (Kafka's ProducerStateManager, in short).
+
+For each producer id the partition remembers the epoch and the last
+:data:`MAX_CACHED_BATCHES` batches written (first/last sequence, offsets).  Before a
+batch from an idempotent producer is appended, :meth:`ProducerStateManager.check`
+decides:
+
+* a batch whose sequence range equals a remembered one is a **duplicate** (a retry of a
+  batch that was written): the caller returns the remembered offset and writes nothing;
+* otherwise the batch must start at ``last sequence + 1`` (wrapping after 2^31-1), or
+  at 0 with a newer epoch; anything else is :class:`~pylog.errors.OutOfOrderSequence`;
+* an epoch older than the known one is :class:`~pylog.errors.InvalidProducerEpoch`.
+
+The state is rebuilt from batch headers (:meth:`update` in log order) and can be
+saved to / loaded from a small JSON snapshot so that a clean restart does not rescan.
+Pure data: no I/O except :meth:`save`/:meth:`load` on a path the caller gives.
+"""
+from __future__ import annotations
+
+import json
+import os
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Deque, Dict, Optional, Tuple
+
+from pylog.errors import InvalidProducerEpoch, OutOfOrderSequence, StorageError
+
+__all__ = ["ProducerStateManager", "BatchEntry", "MAX_CACHED_BATCHES", "INT32_MAX"]
+
+#: Kafka keeps the last five batches per producer (max.in.flight.requests.per.connection ≤ 5).
+MAX_CACHED_BATCHES = 5
+INT32_MAX = 0x7FFFFFFF
+
+
+@dataclass(frozen=True)
+class BatchEntry:
+    first_seq: int
+    last_seq: int
+    first_offset: int
+    last_offset: int
+    timestamp: int
+
+
+class _ProducerEntry:
+    __slots__ = ("epoch", "batches", "last_timestamp")
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.batches: Deque[BatchEntry] = deque(maxlen=MAX_CACHED_BATCHES)
+        self.last_timestamp = -1
+
+
+def _next_seq(seq: int) -> int:
+    return 0 if seq == INT32_MAX else seq + 1
+
+
+def _last_seq(base_seq: int, count: int) -> int:
+    return (base_seq + count - 1) % (INT32_MAX + 1)
+
+
+class ProducerStateManager:
+    """Producer id -> epoch and recent batches, for one partition."""
+
+    def __init__(self) -> None:
+        self._producers: Dict[int, _ProducerEntry] = {}
+
+    def __len__(self) -> int:
+        return len(self._producers)
+
+    def epoch_of(self, producer_id: int) -> Optional[int]:
+        e = self._producers.get(producer_id)
+        return None if e is None else e.epoch
+
+    def check(self, producer_id: int, epoch: int, base_seq: int, count: int) -> Optional[BatchEntry]:
+        """Validate the next batch of an idempotent producer.
+
+        Returns the remembered entry if the batch is a duplicate (do not write it), None
+        if it may be appended.  Raises OutOfOrderSequence or InvalidProducerEpoch.
+        """
+        if producer_id < 0:
+            return None
+        if base_seq < 0:
+            raise OutOfOrderSequence(
+                f"producer {producer_id} sent a batch without a sequence number (baseSequence {base_seq})")
+        entry = self._producers.get(producer_id)
+        last = _last_seq(base_seq, count)
+        if entry is None:
+            if base_seq != 0:
+                raise OutOfOrderSequence(
+                    f"producer {producer_id} (epoch {epoch}) is unknown to this partition and its first "
+                    f"batch starts at sequence {base_seq}, expected 0")
+            return None
+        if epoch < entry.epoch:
+            raise InvalidProducerEpoch(
+                f"producer {producer_id} epoch {epoch} is older than the current epoch {entry.epoch}; "
+                "it has been fenced by a newer instance")
+        if epoch > entry.epoch:
+            if base_seq != 0:
+                raise OutOfOrderSequence(
+                    f"producer {producer_id} started epoch {epoch} at sequence {base_seq}, expected 0")
+            return None
+        for b in entry.batches:
+            if b.first_seq == base_seq and b.last_seq == last:
+                return b
+        expected = _next_seq(entry.batches[-1].last_seq) if entry.batches else 0
+        if base_seq != expected:
+            raise OutOfOrderSequence(
+                f"producer {producer_id} epoch {epoch}: batch starts at sequence {base_seq}, expected "
+                f"{expected} (a batch is missing or was reordered)")
+        return None
+
+    def update(self, producer_id: int, epoch: int, base_seq: int, count: int,
+               first_offset: int, last_offset: int, timestamp: int) -> None:
+        """Record a batch that was appended (or found in the log, in log order)."""
+        if producer_id < 0:
+            return
+        entry = self._producers.get(producer_id)
+        if entry is None or epoch > entry.epoch:
+            entry = _ProducerEntry(epoch)
+            self._producers[producer_id] = entry
+        elif epoch < entry.epoch:
+            return  # an older, fenced epoch found while rescanning: the newer one rules
+        entry.batches.append(BatchEntry(base_seq, _last_seq(base_seq, count), first_offset,
+                                        last_offset, timestamp))
+        entry.last_timestamp = max(entry.last_timestamp, timestamp)
+
+    def truncate_to(self, offset: int) -> None:
+        """Forget batches at or above ``offset`` (after a log truncation)."""
+        for pid in list(self._producers):
+            e = self._producers[pid]
+            kept = [b for b in e.batches if b.last_offset < offset]
+            if len(kept) != len(e.batches):
+                e.batches = deque(kept, maxlen=MAX_CACHED_BATCHES)
+            if not e.batches:
+                del self._producers[pid]
+
+    def clear(self) -> None:
+        self._producers.clear()
+
+    # ------------------------------------------------------------ snapshots
+    def save(self, path: Path, end_offset: int) -> None:
+        """Write a snapshot valid for a log ending at ``end_offset`` (atomically)."""
+        data = {
+            "version": 1,
+            "end_offset": end_offset,
+            "producers": {
+                str(pid): {"epoch": e.epoch,
+                           "batches": [[b.first_seq, b.last_seq, b.first_offset, b.last_offset, b.timestamp]
+                                       for b in e.batches]}
+                for pid, e in self._producers.items()
+            },
+        }
+        tmp = path.with_name(path.name + ".tmp")
+        try:
+            with open(tmp, "w") as f:
+                json.dump(data, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except OSError as exc:
+            raise StorageError(f"writing producer state snapshot {path}: {exc}") from exc
+
+    @classmethod
+    def load(cls, path: Path) -> Tuple["ProducerStateManager", int]:
+        """Read a snapshot: (state, end_offset).  A missing or damaged file gives (empty, -1)."""
+        mgr = cls()
+        try:
+            data = json.loads(Path(path).read_text())
+            if data.get("version") != 1:
+                return mgr, -1
+            for pid, e in data["producers"].items():
+                entry = _ProducerEntry(int(e["epoch"]))
+                for fs, ls, fo, lo, ts in e["batches"]:
+                    entry.batches.append(BatchEntry(int(fs), int(ls), int(fo), int(lo), int(ts)))
+                mgr._producers[int(pid)] = entry
+            return mgr, int(data["end_offset"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return cls(), -1

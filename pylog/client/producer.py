@@ -1,0 +1,530 @@
+"""The Producer: per-partition batching, a background sender, acks, retries, idempotence.
+
+As Kafka's producer: :meth:`Producer.send` puts the record in its partition's open batch
+and returns at once with a future; the sender thread ships a batch when it reaches
+``batch_size`` bytes or has waited ``linger_ms``, to whatever the producer talks to (an
+embedded :class:`~pylog.broker.Broker` today, a cluster later: anything with
+``partitions_for``, ``init_producer_id`` and ``produce``).
+
+With ``enable_idempotence`` (the default, as in Kafka) the producer takes a producer id
+and numbers each partition's batches; a batch resent after a lost reply is written once,
+and a batch out of order is rejected by the broker.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from typing import Any, Callable, Deque, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
+
+from pylog.errors import (
+    InvalidArgument,
+    InvalidConfig,
+    PylogError,
+    ProducerClosed,
+    RecordTooLarge,
+    RequestTimedOut,
+    UnknownTopicOrPartition,
+    UnsupportedCompressionType,
+)
+from pylog.records import build_batch
+from pylog.records.compression import CODECS, compress
+
+__all__ = ["Producer", "RecordMetadata", "FutureRecordMetadata"]
+
+log = logging.getLogger("pylog.producer")
+
+_RECORD_OVERHEAD = 14  #: bytes a record adds to a batch beyond key and value (approx.)
+_INT32_MAX = 0x7FFFFFFF
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class RecordMetadata(NamedTuple):
+    """Where an acknowledged record was written (offset -1 with acks=0)."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp: int
+
+
+class _BatchResult:
+    """Completion of one batch, shared by the futures of its records."""
+
+    __slots__ = ("event", "base_offset", "timestamps", "error", "callbacks", "log_append_time", "split")
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.base_offset = -1
+        self.timestamps: Optional[List[int]] = None
+        self.log_append_time = -1
+        self.error: Optional[BaseException] = None
+        self.callbacks: Optional[List[Tuple["FutureRecordMetadata", Callable]]] = None
+        #: (index, base offset) when the batch was split: records from index on start there.
+        self.split: Optional[Tuple[int, int]] = None
+
+    def done(self, base_offset: int, log_append_time: int, error: Optional[BaseException]) -> None:
+        self.base_offset = base_offset
+        self.log_append_time = log_append_time
+        self.error = error
+        self.event.set()
+        cbs, self.callbacks = self.callbacks, None
+        for fut, fn in cbs or ():
+            try:
+                fn(fut)
+            except Exception:
+                log.exception("producer callback raised")
+
+
+class FutureRecordMetadata:
+    """The result of :meth:`Producer.send`: ``result(timeout)`` gives RecordMetadata or
+    raises the error the broker returned (after retries)."""
+
+    __slots__ = ("_r", "_i", "_tp", "_batch")
+
+    def __init__(self, r: _BatchResult, i: int, tp: Tuple[str, int], batch: "_Batch") -> None:
+        self._r = r
+        self._i = i
+        self._tp = tp
+        self._batch = batch
+
+    def done(self) -> bool:
+        return self._r.event.is_set()
+
+    def result(self, timeout: Optional[float] = None) -> RecordMetadata:
+        r = self._r
+        if not r.event.wait(timeout):
+            raise RequestTimedOut(f"record to {self._tp[0]}-{self._tp[1]} not acknowledged within {timeout} s")
+        if r.error is not None:
+            raise r.error
+        off = r.base_offset + self._i if r.base_offset >= 0 else -1
+        if r.split is not None and self._i >= r.split[0] and r.split[1] >= 0:
+            off = r.split[1] + self._i - r.split[0]
+        ts = r.log_append_time if r.log_append_time >= 0 else self._batch.timestamp_of(self._i)
+        return RecordMetadata(self._tp[0], self._tp[1], off, ts)
+
+    get = result
+
+    def exception(self, timeout: Optional[float] = None) -> Optional[BaseException]:
+        if not self._r.event.wait(timeout):
+            raise RequestTimedOut(f"record not acknowledged within {timeout} s")
+        return self._r.error
+
+    def add_done_callback(self, fn: Callable[["FutureRecordMetadata"], Any]) -> None:
+        """Call ``fn(future)`` when the record is acknowledged or failed (in the sender
+        thread; keep it short)."""
+        r = self._r
+        if not r.event.is_set():
+            with self._batch.lock:
+                if not r.event.is_set():
+                    if r.callbacks is None:
+                        r.callbacks = []
+                    r.callbacks.append((self, fn))
+                    return
+        fn(self)
+
+
+class _Batch:
+    """An open batch of one partition, filled by send()."""
+
+    __slots__ = ("tp", "values", "keys", "headers", "timestamps", "size", "created_ms", "result",
+                 "has_keys", "has_headers", "has_ts", "lock", "attempts", "sequence", "data",
+                 "first_send_ns")
+
+    def __init__(self, tp: Tuple[str, int], now_ms: int, lock: threading.Lock) -> None:
+        self.tp = tp
+        self.values: List[Optional[bytes]] = []
+        self.keys: List[Optional[bytes]] = []
+        self.headers: List[Any] = []
+        self.timestamps: List[Optional[int]] = []
+        self.size = 61
+        self.created_ms = now_ms
+        self.first_send_ns = time.perf_counter_ns()
+        self.result = _BatchResult()
+        self.has_keys = False
+        self.has_headers = False
+        self.has_ts = False
+        self.lock = lock
+        self.attempts = 0
+        self.sequence = -1
+        self.data: Optional[bytes] = None
+
+    def timestamp_of(self, i: int) -> int:
+        ts = self.timestamps[i] if self.has_ts else None
+        return self.created_ms if ts is None else ts
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+
+_BYTES = (bytes, bytearray, memoryview)
+
+
+class Producer:
+    """Send records to topics; see the module docstring.
+
+    Settings are Kafka's producer configs as snake_case keywords (or ``config=`` with
+    Kafka names): ``acks`` ("all", 1, 0; default "all"), ``linger_ms`` (5),
+    ``batch_size`` (16384 bytes), ``compression_type`` ("none", "gzip", "snappy",
+    "lz4", "zstd"), ``enable_idempotence`` (True; needs acks="all"), ``retries``,
+    ``retry_backoff_ms`` (100), ``delivery_timeout_ms`` (120000),
+    ``request_timeout_ms`` (30000), ``max_request_size`` (1048576),
+    ``partitioner`` ("murmur2", as Kafka's Java client, or "xxhash"),
+    ``key_serializer``/``value_serializer`` (callables to bytes).
+
+    Raises InvalidConfig for bad settings, UnsupportedCompressionType when the codec's
+    package is not installed.
+    """
+
+    def __init__(self, bootstrap: Any, config: Optional[Mapping[str, Any]] = None, *,
+                 acks: Union[int, str] = "all", linger_ms: int = 5, batch_size: int = 16384,
+                 compression_type: str = "none", enable_idempotence: Optional[bool] = None,
+                 retries: int = _INT32_MAX, retry_backoff_ms: int = 100,
+                 delivery_timeout_ms: int = 120_000, request_timeout_ms: int = 30_000,
+                 max_request_size: int = 1_048_576, partitioner: str = "murmur2",
+                 key_serializer: Optional[Callable[[Any], bytes]] = None,
+                 value_serializer: Optional[Callable[[Any], bytes]] = None,
+                 client_id: str = "") -> None:
+        settings = dict(acks=acks, linger_ms=linger_ms, batch_size=batch_size,
+                        compression_type=compression_type, enable_idempotence=enable_idempotence,
+                        retries=retries, retry_backoff_ms=retry_backoff_ms,
+                        delivery_timeout_ms=delivery_timeout_ms, request_timeout_ms=request_timeout_ms,
+                        max_request_size=max_request_size, partitioner=partitioner, client_id=client_id)
+        for key, value in (config or {}).items():
+            name = key.replace(".", "_")
+            if name not in settings:
+                raise InvalidConfig(f"unknown producer configuration {key!r}; known: "
+                                    f"{sorted(k.replace('_', '.') for k in settings)}")
+            settings[name] = value
+        from pylog.broker.broker import parse_acks  # the rule is the broker's
+        try:
+            self.acks = parse_acks(settings["acks"])
+        except PylogError as exc:
+            raise InvalidConfig(str(exc)) from None
+        for name in ("linger_ms", "batch_size", "retries", "retry_backoff_ms", "delivery_timeout_ms",
+                     "request_timeout_ms", "max_request_size"):
+            v = settings[name]
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise InvalidConfig(f"{name.replace('_', '.')} must be a non-negative integer, got {v!r}")
+        if settings["max_request_size"] < 1 or settings["batch_size"] < 0:
+            raise InvalidConfig("max.request.size must be >= 1")
+        idem = settings["enable_idempotence"]
+        if idem is None:
+            idem = self.acks == -1  # Kafka: on by default, quietly off when acks != all
+        elif idem and self.acks != -1:
+            raise InvalidConfig(f"enable.idempotence=True needs acks='all', got acks={settings['acks']!r}")
+        self.idempotent = bool(idem)
+        ct = settings["compression_type"]
+        if not isinstance(ct, str) or ct.lower() not in CODECS:
+            raise InvalidConfig(f"compression.type must be one of {sorted(CODECS)}, got {ct!r}")
+        self.compression_type = ct.lower()
+        self._codec = CODECS[self.compression_type]
+        if self._codec:
+            try:
+                compress(self._codec, b"probe")
+            except UnsupportedCompressionType:
+                raise
+            except ImportError as exc:  # pragma: no cover - depends on installed packages
+                raise UnsupportedCompressionType(f"compression.type={ct}: {exc}") from None
+        self.linger_ms = settings["linger_ms"]
+        self.batch_size = max(settings["batch_size"], 1)
+        self.retries = settings["retries"]
+        self.retry_backoff_ms = settings["retry_backoff_ms"]
+        self.delivery_timeout_ms = settings["delivery_timeout_ms"]
+        self.request_timeout_ms = settings["request_timeout_ms"]
+        self.max_request_size = settings["max_request_size"]
+        self.client_id = settings["client_id"]
+        for name, fn in (("key_serializer", key_serializer), ("value_serializer", value_serializer)):
+            if fn is not None and not callable(fn):
+                raise InvalidConfig(f"{name} must be callable, got {fn!r}")
+        self._key_ser = key_serializer
+        self._value_ser = value_serializer
+        from pylog.client.partitioner import DefaultPartitioner
+        if not isinstance(settings["partitioner"], str) or settings["partitioner"] not in ("murmur2", "xxhash"):
+            raise InvalidConfig(f"partitioner must be 'murmur2' or 'xxhash', got {settings['partitioner']!r}")
+        self._partitioner = DefaultPartitioner(batch_size=self.batch_size, hash=settings["partitioner"])
+        self._partition_of = self._partitioner.partition
+
+        self._broker = bootstrap
+        self._nparts: Dict[str, int] = {}
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._open: Dict[Tuple[str, int], _Batch] = {}
+        self._ready: Deque[_Batch] = deque()
+        self._in_flight = 0
+        self._flushing = 0
+        self._closed = False
+        self._sequences: Dict[Tuple[str, int], int] = {}
+        self._producer_id, self._producer_epoch = (-1, -1)
+        if self.idempotent:
+            self._producer_id, self._producer_epoch = bootstrap.init_producer_id()
+        #: (records, latency ns from batch open to ack) of each acknowledged batch.
+        self.ack_latencies: Optional[List[Tuple[int, int]]] = None
+        self._sender = threading.Thread(target=self._run, name="pylog-producer-sender", daemon=True)
+        self._sender.start()
+
+    # ================================================================== send
+    def send(self, topic: str, value: Any, key: Any = None, headers: Optional[Sequence[Tuple[str, Any]]] = None,
+             partition: Optional[int] = None, timestamp: Optional[int] = None) -> FutureRecordMetadata:
+        """Queue a record; returns a future of its :class:`RecordMetadata`.
+
+        ``value``/``key`` are bytes (or None), unless serializers were given;
+        ``headers`` a list of (str, bytes) pairs; ``partition`` chooses the partition
+        explicitly; ``timestamp`` is ms since the epoch (default: now).
+
+        Raises (at once) ProducerClosed, UnknownTopicOrPartition, InvalidArgument,
+        RecordTooLarge (over max.request.size).  Errors from the broker arrive through
+        the future.
+        """
+        if self._closed:
+            raise ProducerClosed("send() after the producer was closed")
+        if self._key_ser is not None and key is not None:
+            key = self._key_ser(key)
+        if self._value_ser is not None and value is not None:
+            value = self._value_ser(value)
+        vt = type(value)
+        if vt is bytes:
+            size = len(value)
+        elif value is None:
+            size = 0
+        elif vt in _BYTES:
+            value = bytes(value)
+            size = len(value)
+        else:
+            raise InvalidArgument(f"value must be bytes or None (or give value_serializer), got {vt.__name__}")
+        if key is not None:
+            if type(key) is not bytes:
+                if not isinstance(key, _BYTES):
+                    raise InvalidArgument(f"key must be bytes or None (or give key_serializer), got "
+                                          f"{type(key).__name__}")
+                key = bytes(key)
+            size += len(key)
+        n = self._nparts.get(topic)
+        if n is None:
+            n = self._partitions_for(topic)
+        if partition is None:
+            partition = self._partition_of(topic, key, n, size)
+        elif isinstance(partition, bool) or not isinstance(partition, int) or not 0 <= partition < n:
+            raise UnknownTopicOrPartition(f"partition {partition!r} of topic {topic!r} does not exist "
+                                          f"(it has {n})")
+        if headers:
+            headers = self._check_headers(headers)
+            size += sum(len(k) + (len(v) if v is not None else 0) + 4 for k, v in headers)
+        if timestamp is not None and (isinstance(timestamp, bool) or not isinstance(timestamp, int)
+                                      or timestamp < 0):
+            raise InvalidArgument(f"timestamp must be a non-negative int (ms), got {timestamp!r}")
+        size += _RECORD_OVERHEAD
+        if size + 61 > self.max_request_size:
+            raise RecordTooLarge(f"a record of about {size} bytes is over max.request.size="
+                                 f"{self.max_request_size}")
+        tp = (topic, partition)
+        with self._lock:
+            if self._closed:
+                raise ProducerClosed("send() after the producer was closed")
+            b = self._open.get(tp)
+            if b is not None and b.size + size > self.max_request_size:
+                self._seal_locked(tp, b)
+                b = None
+            if b is None:
+                b = self._open[tp] = _Batch(tp, _now_ms(), self._lock)
+                if len(self._open) == 1:
+                    self._wake.notify()  # the sender's linger timer starts now
+            i = len(b.values)
+            b.values.append(value)
+            b.keys.append(key)
+            if key is not None:
+                b.has_keys = True
+            b.headers.append(headers)
+            if headers:
+                b.has_headers = True
+            b.timestamps.append(timestamp)
+            if timestamp is not None:
+                b.has_ts = True
+            b.size += size
+            if b.size >= self.batch_size:
+                self._seal_locked(tp, b)
+        return FutureRecordMetadata(b.result, i, tp, b)
+
+    @staticmethod
+    def _check_headers(headers: Any) -> List[Tuple[str, Optional[bytes]]]:
+        out = []
+        try:
+            for k, v in headers:
+                if not isinstance(k, str) or (v is not None and not isinstance(v, _BYTES)):
+                    raise TypeError
+                out.append((k, None if v is None else bytes(v)))
+        except (TypeError, ValueError):
+            raise InvalidArgument(f"headers must be a list of (str, bytes) pairs, got {headers!r:.80}") from None
+        return out
+
+    def _partitions_for(self, topic: str) -> int:
+        if not isinstance(topic, str):
+            raise InvalidArgument(f"topic must be a str, got {type(topic).__name__}")
+        n = self._broker.partitions_for(topic)
+        self._nparts[topic] = n
+        return n
+
+    def partitions_for(self, topic: str) -> List[int]:
+        """The partition numbers of ``topic``."""
+        return list(range(self._partitions_for(topic)))
+
+    def _seal_locked(self, tp: Tuple[str, int], b: _Batch) -> None:
+        del self._open[tp]
+        self._ready.append(b)
+        self._wake.notify()
+
+    # ============================================================== flushing
+    def flush(self, timeout: Optional[float] = None) -> None:
+        """Send every queued record now and wait until each is acknowledged or failed.
+
+        Raises RequestTimedOut if ``timeout`` (s) passes first.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._lock:
+            self._flushing += 1
+            try:
+                for tp in list(self._open):
+                    self._seal_locked(tp, self._open[tp])
+                while self._ready or self._in_flight or self._open:
+                    for tp in list(self._open):
+                        self._seal_locked(tp, self._open[tp])
+                    left = None if deadline is None else deadline - time.monotonic()
+                    if left is not None and left <= 0:
+                        raise RequestTimedOut(f"flush did not finish within {timeout} s")
+                    self._wake.wait(left if left is None else min(left, 0.1))
+            finally:
+                self._flushing -= 1
+
+    def close(self, timeout: Optional[float] = None) -> None:
+        """Flush, then stop the sender.  Later sends raise ProducerClosed."""
+        if self._closed:
+            return
+        try:
+            self.flush(timeout)
+        finally:
+            with self._lock:
+                self._closed = True
+                self._wake.notify_all()
+            self._sender.join(timeout)
+
+    def __enter__(self) -> "Producer":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # ================================================================ sender
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                batches = self._drain_locked()
+                if not batches:
+                    if self._closed and not self._open:
+                        return
+                    self._wake.wait(self._linger_wait_locked())
+                    continue
+                self._in_flight += len(batches)
+            for b in batches:
+                try:
+                    self._send_batch(b)
+                except BaseException as exc:  # never leave a future hanging
+                    log.exception("sending a batch failed")
+                    b.result.done(-1, -1, exc if isinstance(exc, Exception) else PylogError(str(exc)))
+            with self._lock:
+                self._in_flight -= len(batches)
+                self._wake.notify_all()
+
+    def _linger_wait_locked(self) -> Optional[float]:
+        if not self._open:
+            return None
+        oldest = min(b.created_ms for b in self._open.values())
+        return max(0.0, (oldest + self.linger_ms - _now_ms()) / 1000.0) + 0.0005
+
+    def _drain_locked(self) -> List[_Batch]:
+        out = list(self._ready)
+        self._ready.clear()
+        if self._open:
+            now = _now_ms()
+            for tp, b in list(self._open.items()):
+                if self._closed or self._flushing or now - b.created_ms >= self.linger_ms:
+                    del self._open[tp]
+                    out.append(b)
+        return out
+
+    def _build(self, b: _Batch) -> bytes:
+        if b.data is None:
+            if self.idempotent:
+                seq = self._sequences.get(b.tp, 0)
+                b.sequence = seq
+                self._sequences[b.tp] = (seq + len(b.values)) % (_INT32_MAX + 1)
+            b.data = build_batch(
+                b.values, keys=b.keys if b.has_keys else None,
+                headers=b.headers if b.has_headers else None,
+                timestamps=[b.created_ms if t is None else t for t in b.timestamps] if b.has_ts else None,
+                base_timestamp=b.created_ms, producer_id=self._producer_id,
+                producer_epoch=self._producer_epoch, base_sequence=b.sequence, compression=self._codec)
+        return b.data
+
+    def _send_batch(self, b: _Batch) -> None:
+        topic, partition = b.tp
+        deadline = b.created_ms + self.delivery_timeout_ms
+        while True:
+            try:
+                data = self._build(b)
+            except PylogError as exc:
+                b.result.done(-1, -1, exc)
+                return
+            try:
+                res = self._broker.produce(topic, partition, data, acks=self.acks,
+                                           timeout_ms=self.request_timeout_ms)
+            except RecordTooLarge as exc:
+                if len(b) > 1:
+                    self._split_and_send(b)
+                    return
+                b.result.done(-1, -1, exc)
+                return
+            except PylogError as exc:
+                b.attempts += 1
+                if not exc.retriable or b.attempts > self.retries or _now_ms() >= deadline:
+                    b.result.done(-1, -1, exc)
+                    return
+                log.warning("retrying batch of %d records to %s-%d after %s (attempt %d)", len(b), topic,
+                            partition, exc.__class__.__name__, b.attempts)
+                time.sleep(self.retry_backoff_ms / 1000.0)
+                continue
+            if self.ack_latencies is not None:
+                self.ack_latencies.append((len(b), time.perf_counter_ns() - b.first_send_ns))
+            if self.acks == 0:
+                b.result.done(-1, -1, None)
+            else:
+                b.result.done(res.base_offset, res.log_append_time, None)
+            return
+
+    def _split_and_send(self, b: _Batch) -> None:
+        """The broker refused the batch as too large: send it as two halves (as Kafka)."""
+        if self.idempotent and b.sequence >= 0:
+            # The sequence numbers were not used (the broker wrote nothing): reuse them.
+            self._sequences[b.tp] = b.sequence
+        half = len(b) // 2
+        results = []
+        for lo, hi in ((0, half), (half, len(b))):
+            part = _Batch(b.tp, b.created_ms, b.lock)
+            part.values, part.keys = b.values[lo:hi], b.keys[lo:hi]
+            part.headers, part.timestamps = b.headers[lo:hi], b.timestamps[lo:hi]
+            part.has_keys, part.has_headers, part.has_ts = b.has_keys, b.has_headers, b.has_ts
+            part.first_send_ns = b.first_send_ns
+            self._send_batch(part)
+            results.append(part.result)
+        first, second = results
+        b.result.split = (half, second.base_offset)
+        b.result.done(first.base_offset, first.log_append_time, first.error or second.error)
+
+    def metrics(self) -> Dict[str, Any]:
+        """Queue state: open batches, batches waiting, in flight."""
+        with self._lock:
+            return {"open_batches": len(self._open), "ready_batches": len(self._ready),
+                    "in_flight_batches": self._in_flight, "producer_id": self._producer_id}
