@@ -34,6 +34,7 @@ __all__ = [
     "InvalidProducerEpoch",
     "UnknownProducerId",
     "BrokerClosed",
+    "NoOffsetForPartition",
     "ProducerClosed",
     "ConsumerClosed",
     "IllegalState",
@@ -225,6 +226,10 @@ class UnknownProducerId(PylogError):
 
 class BrokerClosed(PylogError):
     """The broker (or cluster) was closed; no request can be served any more."""
+
+
+class NoOffsetForPartition(OffsetOutOfRange):
+    """A consumer has no committed offset for a partition and auto.offset.reset is "none"."""
 
 
 class ProducerClosed(PylogError):
