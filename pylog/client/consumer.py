@@ -446,18 +446,19 @@ class Consumer:
 
     def _fetch_one(self, tp: TopicPartition, max_records: int, max_bytes: int) -> Optional[RecordArrays]:
         """Records of one partition from its position (at most ``max_records``), or None."""
-        pos = self._positions[tp]
-        assert pos is not None
-        try:
-            res = self._broker.fetch(tp.topic, tp.partition, pos, max_bytes=max_bytes)
-        except OffsetOutOfRange:
-            if self.auto_offset_reset == "none":
-                raise
-            new = self._reset_offset(tp)
-            log.warning("offset %d of %s-%d is out of range; reset to %d (auto.offset.reset=%s)", pos,
-                        tp.topic, tp.partition, new, self.auto_offset_reset)
-            self._positions[tp] = new
-            return None
+        for attempt in (0, 1):
+            pos = self._positions[tp]
+            assert pos is not None
+            try:
+                res = self._broker.fetch(tp.topic, tp.partition, pos, max_bytes=max_bytes)
+                break
+            except OffsetOutOfRange:
+                if self.auto_offset_reset == "none" or attempt:
+                    raise
+                new = self._reset_offset(tp)
+                log.warning("offset %d of %s-%d is out of range; reset to %d (auto.offset.reset=%s)", pos,
+                            tp.topic, tp.partition, new, self.auto_offset_reset)
+                self._positions[tp] = new
         batches = res.batches
         if not batches:
             return None

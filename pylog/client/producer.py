@@ -64,8 +64,8 @@ class _BatchResult:
         self.log_append_time = -1
         self.error: Optional[BaseException] = None
         self.callbacks: Optional[List[Tuple["FutureRecordMetadata", Callable]]] = None
-        #: (index, base offset) when the batch was split: records from index on start there.
-        self.split: Optional[Tuple[int, int]] = None
+        #: (index, first half's result, second half's result) when the batch was split.
+        self.split: Optional[Tuple[int, "_BatchResult", "_BatchResult"]] = None
 
     def done(self, base_offset: int, log_append_time: int, error: Optional[BaseException]) -> None:
         self.base_offset = base_offset
@@ -96,23 +96,30 @@ class FutureRecordMetadata:
         return self._r.event.is_set()
 
     def result(self, timeout: Optional[float] = None) -> RecordMetadata:
-        r = self._r
+        r, i, batch = self._r, self._i, self._batch
         if not r.event.wait(timeout):
             raise RequestTimedOut(f"record to {self._tp[0]}-{self._tp[1]} not acknowledged within {timeout} s")
+        while r.split is not None:  # the broker refused the batch as too large: it was halved
+            half, first, second = r.split
+            r, i = (first, i) if i < half else (second, i - half)
         if r.error is not None:
             raise r.error
-        off = r.base_offset + self._i if r.base_offset >= 0 else -1
-        if r.split is not None and self._i >= r.split[0] and r.split[1] >= 0:
-            off = r.split[1] + self._i - r.split[0]
-        ts = r.log_append_time if r.log_append_time >= 0 else self._batch.timestamp_of(self._i)
+        off = r.base_offset + i if r.base_offset >= 0 else -1
+        ts = r.log_append_time if r.log_append_time >= 0 else batch.timestamp_of(self._i)
         return RecordMetadata(self._tp[0], self._tp[1], off, ts)
 
     get = result
 
     def exception(self, timeout: Optional[float] = None) -> Optional[BaseException]:
-        if not self._r.event.wait(timeout):
-            raise RequestTimedOut(f"record not acknowledged within {timeout} s")
-        return self._r.error
+        try:
+            self.result(timeout)
+        except RequestTimedOut:
+            if not self._r.event.is_set():
+                raise
+            return self._r.error
+        except PylogError as exc:
+            return exc
+        return None
 
     def add_done_callback(self, fn: Callable[["FutureRecordMetadata"], Any]) -> None:
         """Call ``fn(future)`` when the record is acknowledged or failed (in the sender
@@ -520,8 +527,8 @@ class Producer:
             self._send_batch(part)
             results.append(part.result)
         first, second = results
-        b.result.split = (half, second.base_offset)
-        b.result.done(first.base_offset, first.log_append_time, first.error or second.error)
+        b.result.split = (half, first, second)
+        b.result.done(-1, -1, first.error or second.error)
 
     def metrics(self) -> Dict[str, Any]:
         """Queue state: open batches, batches waiting, in flight."""
