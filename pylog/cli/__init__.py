@@ -1,4 +1,4 @@
-"""pylog's command line: ``pylog bench`` and ``pylog dump-log``.
+"""pylog's command line: bench, topics, produce, consume, metrics, dump-log.
 
 The top layer: it may use every other layer and nothing uses it.
 """
@@ -66,6 +66,132 @@ def _cmd_dump_log(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------ broker commands
+def _open_broker(args: argparse.Namespace):
+    import pylog
+
+    return pylog.Broker.open(args.data_dir, background_threads=False)
+
+
+def _parse_config(items: List[str]) -> dict:
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ValueError(f"--config takes name=value, got {item!r}")
+        k, v = item.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out
+
+
+def _cmd_topics(args: argparse.Namespace) -> int:
+    with _open_broker(args) as broker:
+        if args.action == "create":
+            d = broker.create_topic(args.name, partitions=args.partitions, config=_parse_config(args.config))
+            print(f"created topic {d.name} with {len(d.partitions)} partitions")
+        elif args.action == "delete":
+            broker.delete_topic(args.name)
+            print(f"deleted topic {args.name}")
+        elif args.action == "list":
+            for name in broker.list_topics(include_internal=args.internal):
+                print(name)
+        else:
+            names = [args.name] if args.name else broker.list_topics(include_internal=args.internal)
+            for name in names:
+                d = broker.describe_topic(name)
+                cfg = ",".join(f"{k}={v}" for k, v in sorted(d.overrides.items()))
+                print(f"Topic: {d.name}\tTopicId: {d.topic_id}\tPartitionCount: {len(d.partitions)}\t"
+                      f"Configs: {cfg}")
+                for p in d.partitions:
+                    print(f"\tPartition: {p.partition}\tLeader: {p.leader}\tReplicas: "
+                          f"{','.join(map(str, p.replicas))}\tIsr: {','.join(map(str, p.isr))}\t"
+                          f"StartOffset: {p.log_start_offset}\tEndOffset: {p.log_end_offset}\t"
+                          f"Size: {p.size_bytes}")
+    return 0
+
+
+def _cmd_produce(args: argparse.Namespace) -> int:
+    import pylog
+
+    sep = args.key_separator.encode() if args.key_separator is not None else None
+    n = 0
+    with _open_broker(args) as broker:
+        with pylog.Producer(broker, acks=args.acks, compression_type=args.compression_type,
+                            linger_ms=args.linger_ms) as producer:
+            futures = []
+            for line in sys.stdin.buffer:
+                line = line.rstrip(b"\n").rstrip(b"\r")
+                key = None
+                if sep is not None:
+                    if sep not in line:
+                        raise ValueError(f"line {n + 1} has no key separator {args.key_separator!r}")
+                    key, line = line.split(sep, 1)
+                futures.append(producer.send(args.topic, line, key=key, partition=args.partition))
+                n += 1
+            producer.flush()
+            for f in futures:
+                f.result()
+    print(f"produced {n} records to {args.topic}", file=sys.stderr)
+    return 0
+
+
+def _cmd_consume(args: argparse.Namespace) -> int:
+    import pylog
+
+    out = sys.stdout.buffer
+    shown = 0
+    with _open_broker(args) as broker:
+        consumer = pylog.Consumer(broker, group_id=args.group,
+                                  auto_offset_reset="earliest" if args.from_beginning else "latest",
+                                  enable_auto_commit=args.group is not None)
+        n = broker.partitions_for(args.topic)
+        parts = [args.partition] if args.partition is not None else list(range(n))
+        if args.group is not None and args.partition is None and args.offset is None and args.timestamp is None:
+            consumer.subscribe([args.topic])
+        else:
+            consumer.assign([(args.topic, p) for p in parts])
+            for p in parts:
+                if args.offset is not None:
+                    consumer.seek((args.topic, p), args.offset)
+                elif args.timestamp is not None:
+                    found = consumer.offsets_for_times({(args.topic, p): args.timestamp})[(args.topic, p)]
+                    if found is None:
+                        consumer.seek_to_end([(args.topic, p)])
+                    else:
+                        consumer.seek((args.topic, p), found[0])
+                elif args.from_beginning:
+                    consumer.seek_to_beginning([(args.topic, p)])
+        try:
+            while args.max_messages is None or shown < args.max_messages:
+                recs = consumer.poll(timeout=args.timeout)
+                if not recs and not args.follow:
+                    break
+                for r in recs:
+                    if args.max_messages is not None and shown >= args.max_messages:
+                        break
+                    if args.print_key:
+                        out.write((r.key or b"") + args.key_separator.encode())
+                    out.write((r.value or b"") + b"\n")
+                    shown += 1
+                out.flush()
+        finally:
+            consumer.close()
+    print(f"consumed {shown} records", file=sys.stderr)
+    return 0
+
+
+def _cmd_metrics(args: argparse.Namespace) -> int:
+    from pylog.broker.metrics import render_prometheus
+
+    with _open_broker(args) as broker:
+        m = broker.metrics()
+        print(render_prometheus(m) if args.prometheus else json.dumps(m, indent=1, default=str))
+    return 0
+
+
+def _add_data_dir(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", default="pylog-data", help="the broker's data directory (default ./pylog-data)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pylog", description="pylog: a Kafka-style event log with a native core")
     sub = p.add_subparsers(dest="command", required=True)
@@ -83,16 +209,70 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("path", help="partition directory, e.g. data/orders-0")
     d.add_argument("--records", action="store_true", help="also print every record")
     d.set_defaults(func=_cmd_dump_log)
+
+    t = sub.add_parser("topics", help="create, list, describe or delete topics")
+    tsub = t.add_subparsers(dest="action", required=True)
+    tc = tsub.add_parser("create", help="create a topic")
+    tc.add_argument("name")
+    tc.add_argument("--partitions", type=int, default=None, help="partitions (default num.partitions=1)")
+    tc.add_argument("--config", action="append", metavar="NAME=VALUE",
+                    help="topic config by Kafka name, e.g. --config retention.ms=86400000 (repeatable)")
+    tl = tsub.add_parser("list", help="list topics")
+    tl.add_argument("--internal", action="store_true", help="include __consumer_offsets")
+    tdsc = tsub.add_parser("describe", help="partitions, offsets and configs of one or all topics")
+    tdsc.add_argument("name", nargs="?")
+    tdsc.add_argument("--internal", action="store_true", help="include __consumer_offsets")
+    tdl = tsub.add_parser("delete", help="delete a topic and its data")
+    tdl.add_argument("name")
+    for x in (tc, tl, tdsc, tdl):
+        _add_data_dir(x)
+    t.set_defaults(func=_cmd_topics)
+
+    pr = sub.add_parser("produce", help="send stdin lines to a topic, one record per line")
+    pr.add_argument("topic")
+    pr.add_argument("--key-separator", default=None,
+                    help="split each line at the first SEP into key and value (e.g. ':')")
+    pr.add_argument("--partition", type=int, default=None, help="send every record to this partition")
+    pr.add_argument("--acks", default="all", help="0, 1 or all (default all)")
+    pr.add_argument("--compression-type", default="none", help="none, gzip, snappy, lz4 or zstd")
+    pr.add_argument("--linger-ms", type=int, default=5)
+    _add_data_dir(pr)
+    pr.set_defaults(func=_cmd_produce)
+
+    co = sub.add_parser("consume", help="print a topic's records to stdout, one value per line")
+    co.add_argument("topic")
+    start = co.add_mutually_exclusive_group()
+    start.add_argument("--from-beginning", action="store_true", help="start at the log start offset")
+    start.add_argument("--offset", type=int, default=None, help="start at this offset (in every partition read)")
+    start.add_argument("--timestamp", type=int, default=None,
+                       help="start at the first record at or after this time (ms since the epoch)")
+    co.add_argument("--group", default=None,
+                    help="consume as this group: resume from its committed offsets and commit")
+    co.add_argument("--partition", type=int, default=None, help="read only this partition")
+    co.add_argument("--max-messages", type=int, default=None, help="stop after N records")
+    co.add_argument("--follow", action="store_true", help="keep waiting for new records (Ctrl-C stops)")
+    co.add_argument("--timeout", type=float, default=0.5, help="seconds one poll waits (default 0.5)")
+    co.add_argument("--print-key", action="store_true", help="print KEY<sep>VALUE")
+    co.add_argument("--key-separator", default="\t", help="separator printed after the key (default tab)")
+    _add_data_dir(co)
+    co.set_defaults(func=_cmd_consume)
+
+    me = sub.add_parser("metrics", help="per-partition traffic, sizes, offsets and group lag")
+    me.add_argument("--prometheus", action="store_true", help="Prometheus text format instead of JSON")
+    _add_data_dir(me)
+    me.set_defaults(func=_cmd_metrics)
     return p
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    from pylog.errors import PylogError
+
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         return 130
-    except ValueError as exc:
+    except (ValueError, PylogError) as exc:
         print(f"pylog: error: {exc}", file=sys.stderr)
         return 2
 
