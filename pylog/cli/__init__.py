@@ -21,7 +21,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
     results = run_benchmarks(messages=args.messages, size=args.size, runs=args.runs,
                              data_dir=args.data_dir, progress=not args.no_progress,
-                             on_result=on_result)
+                             on_result=on_result,
+                             suites=("log", "broker") if args.suite == "all" else (args.suite,),
+                             partitions=args.partitions)
     if not args.json:
         print(format_table(results, args.size))
     return 0
@@ -203,6 +205,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--runs", type=int, default=3, help="runs per workload; the median is reported (default 3)")
     b.add_argument("--json", action="store_true", help="print one JSON object per workload instead of a table")
     b.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    b.add_argument("--suite", choices=("all", "log", "broker"), default="all",
+                   help="log: the storage engine; broker: producer -> broker -> consumer (default all)")
+    b.add_argument("--partitions", type=int, default=6, help="partitions of the broker suite's topic (default 6)")
     b.set_defaults(func=_cmd_bench)
 
     d = sub.add_parser("dump-log", help="print the batches of a partition directory's segments")

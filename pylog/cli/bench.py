@@ -46,6 +46,8 @@ class BenchResult:
     pct_of_ceiling: Optional[float] = None
     ceiling_msgs_per_s: Optional[float] = None
     ceiling_mb_per_s: Optional[float] = None
+    latency_p50_ms: Optional[float] = None  #: producer: batch opened -> acknowledged, per record
+    latency_p99_ms: Optional[float] = None
 
 
 class Progress:
@@ -129,8 +131,17 @@ def run_benchmarks(
     batch_sizes: tuple = (1, 100, 1000),
     progress: bool = True,
     on_result: Optional[Callable[[BenchResult], None]] = None,
+    suites: tuple = ("log", "broker"),
+    partitions: int = 6,
 ) -> List[BenchResult]:
-    """Run every workload; return results (ceiling first)."""
+    """Run every workload; return results (ceiling first).
+
+    ``suites``: "log" (the storage engine alone) and/or "broker" (Producer -> Broker ->
+    Consumer on ``partitions`` partitions, keyless and keyed, none and zstd).
+    """
+    for name in suites:
+        if name not in ("log", "broker"):
+            raise ValueError(f"unknown benchmark suite {name!r}; use 'log' and/or 'broker'")
     if messages < 1 or size < 8 or runs < 1:
         raise ValueError("messages >= 1, size >= 8 and runs >= 1 are required")
     own_dir = data_dir is None
@@ -139,7 +150,8 @@ def run_benchmarks(
     values = make_values(messages, size)
     payload_mb = messages * size / 1e6
     results: List[BenchResult] = []
-    steps = runs * (1 + len(batch_sizes) + 2)
+    broker_cases = [(keyed, codec) for codec in ("none", "zstd") for keyed in (False, True)]
+    steps = runs * (1 + ("log" in suites) * (len(batch_sizes) + 2) + ("broker" in suites) * 2 * len(broker_cases))
     bar = Progress(steps, enabled=progress)
 
     def emit(res: BenchResult) -> None:
@@ -169,6 +181,14 @@ def run_benchmarks(
             pct = 100.0 * mps / c_msgs if name.startswith("append") else None
             emit(BenchResult(name, count, sec, mps, count * size / sec / 1e6, runs, times,
                              pct, c_msgs, c_mb))
+
+        if "broker" in suites:
+            keys = [b"key-%d" % (i % 100_000) for i in range(messages)]
+            for keyed, codec in broker_cases:
+                _broker_case(root, values, keys if keyed else None, codec, runs, partitions, bar, emit,
+                             c_msgs, c_mb, size)
+        if "log" not in suites:
+            return results
 
         read_log_dir = None
         for b in batch_sizes:
@@ -246,13 +266,110 @@ def run_benchmarks(
     return results
 
 
+def _weighted_percentile(samples: List[tuple], q: float) -> float:
+    """``samples`` are (records, latency ns) per batch; the q-quantile over records, in ms."""
+    if not samples:
+        return float("nan")
+    ordered = sorted(samples, key=lambda x: x[1])
+    total = sum(n for n, _ in ordered)
+    want = q * total
+    seen = 0
+    for n, lat in ordered:
+        seen += n
+        if seen >= want:
+            return lat / 1e6
+    return ordered[-1][1] / 1e6
+
+
+def _broker_case(root: str, values: List[bytes], keys: Optional[List[bytes]], codec: str, runs: int,
+                 partitions: int, bar: "Progress", emit: Callable[[BenchResult], None], c_msgs: float,
+                 c_mb: float, size: int) -> None:
+    """Producer.send per record -> Broker -> Consumer.poll_arrays, verified."""
+    from pylog.broker import Broker
+    from pylog.client import Consumer, Producer
+
+    messages = len(values)
+    label = f"{'keyed' if keys is not None else 'keyless'}, {codec}"
+    p_times: List[float] = []
+    c_times: List[float] = []
+    p50s: List[float] = []
+    p99s: List[float] = []
+    for r in range(runs):
+        d = os.path.join(root, f"broker-{'k' if keys else 'n'}-{codec}-{r}")
+        broker = Broker.open(d, {"log.segment.bytes": 1 << 30, "offsets.topic.num.partitions": 1},
+                             background_threads=False)
+        try:
+            broker.create_topic("bench", partitions)
+            producer = Producer(broker, compression_type=codec)
+            producer.ack_latencies = []
+            send = producer.send
+            t0 = time.perf_counter()
+            if keys is None:
+                for v in values:
+                    send("bench", v)
+            else:
+                for v, k in zip(values, keys):
+                    send("bench", v, key=k)
+            producer.flush()
+            p_times.append(time.perf_counter() - t0)
+            lat = producer.ack_latencies
+            producer.close()
+            if sum(n for n, _ in lat) != messages:
+                raise BenchmarkError(f"producer {label}: {sum(n for n, _ in lat)} records acked, sent {messages}")
+            p50s.append(_weighted_percentile(lat, 0.50))
+            p99s.append(_weighted_percentile(lat, 0.99))
+            desc = broker.describe_topic("bench")
+            stored = sum(p.log_end_offset for p in desc.partitions)
+            if stored != messages:
+                raise BenchmarkError(f"producer {label}: the topic holds {stored} records, sent {messages}")
+            bar.step(f"produce {label}")
+
+            consumer = Consumer(broker, auto_offset_reset="earliest", max_partition_fetch_bytes=8 << 20)
+            consumer.assign([("bench", p) for p in range(partitions)])
+            t0 = time.perf_counter()
+            n = 0
+            checked = 0
+            while n < messages:
+                arrays = consumer.poll_arrays(max_records=100_000)
+                if len(arrays) == 0:
+                    raise BenchmarkError(f"consumer {label}: stopped after {n} of {messages} records")
+                n += len(arrays)
+                if arrays.value_len[0] != size:
+                    raise BenchmarkError(f"consumer {label}: a value of {arrays.value_len[0]} bytes")
+                checked += 1
+            c_times.append(time.perf_counter() - t0)
+            if n != messages:
+                raise BenchmarkError(f"consumer {label}: read {n} records, wrote {messages}")
+            # Sample: the values of one partition, in order, are a subsequence of what was sent.
+            consumer.seek_to_beginning()
+            one = consumer.poll_arrays(max_records=1000)
+            sent = set(values)
+            if not all(v in sent for v in one.values()):
+                raise BenchmarkError(f"consumer {label}: a value read back was never sent")
+            consumer.close()
+            bar.step(f"consume {label}")
+        finally:
+            broker.close()
+            shutil.rmtree(d, ignore_errors=True)
+    sec = _median(p_times)
+    emit(BenchResult(f"produce send() {label}", messages, sec, messages / sec, messages * size / sec / 1e6,
+                     runs, p_times, 100.0 * messages / sec / c_msgs, c_msgs, c_mb,
+                     _median(p50s), _median(p99s)))
+    sec = _median(c_times)
+    emit(BenchResult(f"consume poll_arrays {label}", messages, sec, messages / sec,
+                     messages * size / sec / 1e6, runs, c_times, None, c_msgs, c_mb))
+
+
 def format_table(results: List[BenchResult], size: int) -> str:
-    head = f"{'workload':<32}{'messages':>10}{'median s':>10}{'msgs/s':>14}{'MB/s':>10}{'% ceiling':>11}"
+    head = (f"{'workload':<36}{'messages':>10}{'median s':>10}{'msgs/s':>14}{'MB/s':>10}{'% ceiling':>11}"
+            f"{'p50 ms':>9}{'p99 ms':>9}")
     lines = [head, "-" * len(head)]
     for r in results:
         pct = f"{r.pct_of_ceiling:.1f}" if r.pct_of_ceiling is not None else ""
-        lines.append(f"{r.name:<32}{r.messages:>10,}{r.seconds:>10.3f}{r.msgs_per_s:>14,.0f}"
-                     f"{r.mb_per_s:>10.1f}{pct:>11}")
+        p50 = f"{r.latency_p50_ms:.1f}" if r.latency_p50_ms is not None else ""
+        p99 = f"{r.latency_p99_ms:.1f}" if r.latency_p99_ms is not None else ""
+        lines.append(f"{r.name:<36}{r.messages:>10,}{r.seconds:>10.3f}{r.msgs_per_s:>14,.0f}"
+                     f"{r.mb_per_s:>10.1f}{pct:>11}{p50:>9}{p99:>9}")
     lines.append(f"({size}-byte values; MB/s counts value bytes, the ceiling's counts log bytes; "
                  f"medians of {results[0].runs if results else 0} runs)")
     return "\n".join(lines)
