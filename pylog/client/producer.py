@@ -13,6 +13,7 @@ and a batch out of order is rejected by the broker.
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import time
 from collections import deque
@@ -37,6 +38,8 @@ log = logging.getLogger("pylog.producer")
 
 _RECORD_OVERHEAD = 14  #: bytes a record adds to a batch beyond key and value (approx.)
 _INT32_MAX = 0x7FFFFFFF
+#: Keys whose partition is remembered (hot keys repeat); cleared when full.
+_KEY_CACHE_SIZE = 1 << 16
 
 
 def _now_ms() -> int:
@@ -80,33 +83,31 @@ class _BatchResult:
                 log.exception("producer callback raised")
 
 
-class FutureRecordMetadata:
+class FutureRecordMetadata(tuple):
     """The result of :meth:`Producer.send`: ``result(timeout)`` gives RecordMetadata or
-    raises the error the broker returned (after retries)."""
+    raises the error the broker returned (after retries).
 
-    __slots__ = ("_r", "_i", "_tp", "_batch")
+    (A tuple underneath — (batch result, index, (topic, partition), batch) — because
+    one is made per record on the hot path and a tuple is the cheapest object.)
+    """
 
-    def __init__(self, r: _BatchResult, i: int, tp: Tuple[str, int], batch: "_Batch") -> None:
-        self._r = r
-        self._i = i
-        self._tp = tp
-        self._batch = batch
+    __slots__ = ()
 
     def done(self) -> bool:
-        return self._r.event.is_set()
+        return self[0].event.is_set()
 
     def result(self, timeout: Optional[float] = None) -> RecordMetadata:
-        r, i, batch = self._r, self._i, self._batch
+        r, i, tp, batch = self
         if not r.event.wait(timeout):
-            raise RequestTimedOut(f"record to {self._tp[0]}-{self._tp[1]} not acknowledged within {timeout} s")
+            raise RequestTimedOut(f"record to {tp[0]}-{tp[1]} not acknowledged within {timeout} s")
         while r.split is not None:  # the broker refused the batch as too large: it was halved
             half, first, second = r.split
             r, i = (first, i) if i < half else (second, i - half)
         if r.error is not None:
             raise r.error
         off = r.base_offset + i if r.base_offset >= 0 else -1
-        ts = r.log_append_time if r.log_append_time >= 0 else batch.timestamp_of(self._i)
-        return RecordMetadata(self._tp[0], self._tp[1], off, ts)
+        ts = r.log_append_time if r.log_append_time >= 0 else batch.timestamp_of(self[1])
+        return RecordMetadata(tp[0], tp[1], off, ts)
 
     get = result
 
@@ -114,9 +115,9 @@ class FutureRecordMetadata:
         try:
             self.result(timeout)
         except RequestTimedOut:
-            if not self._r.event.is_set():
+            if not self[0].event.is_set():
                 raise
-            return self._r.error
+            return self[0].error
         except PylogError as exc:
             return exc
         return None
@@ -124,9 +125,9 @@ class FutureRecordMetadata:
     def add_done_callback(self, fn: Callable[["FutureRecordMetadata"], Any]) -> None:
         """Call ``fn(future)`` when the record is acknowledged or failed (in the sender
         thread; keep it short)."""
-        r = self._r
+        r = self[0]
         if not r.event.is_set():
-            with self._batch.lock:
+            with self[3].lock:
                 if not r.event.is_set():
                     if r.callbacks is None:
                         r.callbacks = []
@@ -134,35 +135,53 @@ class FutureRecordMetadata:
                     return
         fn(self)
 
+    def __repr__(self) -> str:
+        return f"FutureRecordMetadata({self[2][0]}-{self[2][1]}, done={self.done()})"
+
+
+_new_future = tuple.__new__
+
 
 class _Batch:
-    """An open batch of one partition, filled by send()."""
+    """An open batch of one partition, filled by send().
+
+    ``keys`` is None until a record with a key arrives (then padded with None);
+    headers and explicit timestamps are sparse: index -> value.
+    """
 
     __slots__ = ("tp", "values", "keys", "headers", "timestamps", "size", "created_ms", "result",
-                 "has_keys", "has_headers", "has_ts", "lock", "attempts", "sequence", "data",
-                 "first_send_ns")
+                 "lock", "attempts", "sequence", "data", "first_send_ns")
 
     def __init__(self, tp: Tuple[str, int], now_ms: int, lock: threading.Lock) -> None:
         self.tp = tp
         self.values: List[Optional[bytes]] = []
-        self.keys: List[Optional[bytes]] = []
-        self.headers: List[Any] = []
-        self.timestamps: List[Optional[int]] = []
+        self.keys: Optional[List[Optional[bytes]]] = None
+        self.headers: Optional[Dict[int, Any]] = None
+        self.timestamps: Optional[Dict[int, int]] = None
         self.size = 61
         self.created_ms = now_ms
         self.first_send_ns = time.perf_counter_ns()
         self.result = _BatchResult()
-        self.has_keys = False
-        self.has_headers = False
-        self.has_ts = False
         self.lock = lock
         self.attempts = 0
         self.sequence = -1
         self.data: Optional[bytes] = None
 
     def timestamp_of(self, i: int) -> int:
-        ts = self.timestamps[i] if self.has_ts else None
-        return self.created_ms if ts is None else ts
+        if self.timestamps is not None:
+            return self.timestamps.get(i, self.created_ms)
+        return self.created_ms
+
+    def slice(self, lo: int, hi: int) -> "_Batch":
+        part = _Batch(self.tp, self.created_ms, self.lock)
+        part.values = self.values[lo:hi]
+        part.keys = None if self.keys is None else self.keys[lo:hi]
+        if self.headers is not None:
+            part.headers = {i - lo: h for i, h in self.headers.items() if lo <= i < hi}
+        if self.timestamps is not None:
+            part.timestamps = {i - lo: t for i, t in self.timestamps.items() if lo <= i < hi}
+        part.first_send_ns = self.first_send_ns
+        return part
 
     def __len__(self) -> int:
         return len(self.values)
@@ -250,14 +269,17 @@ class Producer:
                 raise InvalidConfig(f"{name} must be callable, got {fn!r}")
         self._key_ser = key_serializer
         self._value_ser = value_serializer
-        from pylog.client.partitioner import DefaultPartitioner
         if not isinstance(settings["partitioner"], str) or settings["partitioner"] not in ("murmur2", "xxhash"):
             raise InvalidConfig(f"partitioner must be 'murmur2' or 'xxhash', got {settings['partitioner']!r}")
-        self._partitioner = DefaultPartitioner(batch_size=self.batch_size, hash=settings["partitioner"])
-        self._partition_of = self._partitioner.partition
+        from pylog.client.partitioner import murmur2_partition, xxhash_partition
+        self._hash_partition = murmur2_partition if settings["partitioner"] == "murmur2" else xxhash_partition
+        self._plain = key_serializer is None and value_serializer is None
+        self._random = random.Random()
 
         self._broker = bootstrap
-        self._nparts: Dict[str, int] = {}
+        self._tps: Dict[str, List[Tuple[str, int]]] = {}
+        self._sticky: Dict[str, List[int]] = {}
+        self._key_cache: Dict[bytes, int] = {}
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._open: Dict[Tuple[str, int], _Batch] = {}
@@ -281,12 +303,51 @@ class Producer:
 
         ``value``/``key`` are bytes (or None), unless serializers were given;
         ``headers`` a list of (str, bytes) pairs; ``partition`` chooses the partition
-        explicitly; ``timestamp`` is ms since the epoch (default: now).
+        explicitly; ``timestamp`` is ms since the epoch (default: when the record's
+        batch was opened, at most linger.ms before the send).
 
         Raises (at once) ProducerClosed, UnknownTopicOrPartition, InvalidArgument,
         RecordTooLarge (over max.request.size).  Errors from the broker arrive through
         the future.
         """
+        # Fast path: bytes value, bytes or no key, nothing else, topic seen before.
+        tps = self._tps.get(topic)
+        if (tps is not None and type(value) is bytes and headers is None and partition is None
+                and timestamp is None and self._plain):
+            size = len(value) + _RECORD_OVERHEAD
+            if key is None:
+                st = self._sticky[topic]
+                st[1] -= size
+                part = st[0] if st[1] >= 0 else self._next_sticky(st, len(tps))
+            elif type(key) is bytes:
+                size += len(key)
+                part = self._key_cache.get(key)
+                if part is None or part >= len(tps):
+                    part = self._key_partition(key, len(tps))
+            else:
+                return self._send_slow(topic, value, key, headers, partition, timestamp)
+            tp = tps[part]
+            with self._lock:
+                b = self._open.get(tp)
+                if b is not None and b.size + size <= self.max_request_size and not self._closed:
+                    i = len(b.values)
+                    b.values.append(value)
+                    if key is not None:
+                        ks = b.keys
+                        if ks is None:
+                            ks = b.keys = [None] * i
+                        ks.append(key)
+                    elif b.keys is not None:
+                        b.keys.append(None)
+                    b.size += size
+                    if b.size >= self.batch_size:
+                        self._seal_locked(tp, b)
+                    return _new_future(FutureRecordMetadata, (b.result, i, tp, b))
+            return self._append(tp, value, key, None, None, size)
+        return self._send_slow(topic, value, key, headers, partition, timestamp)
+
+    def _send_slow(self, topic: str, value: Any, key: Any, headers: Any, partition: Optional[int],
+                   timestamp: Optional[int]) -> FutureRecordMetadata:
         if self._closed:
             raise ProducerClosed("send() after the producer was closed")
         if self._key_ser is not None and key is not None:
@@ -310,25 +371,36 @@ class Producer:
                                           f"{type(key).__name__}")
                 key = bytes(key)
             size += len(key)
-        n = self._nparts.get(topic)
-        if n is None:
-            n = self._partitions_for(topic)
-        if partition is None:
-            partition = self._partition_of(topic, key, n, size)
-        elif isinstance(partition, bool) or not isinstance(partition, int) or not 0 <= partition < n:
-            raise UnknownTopicOrPartition(f"partition {partition!r} of topic {topic!r} does not exist "
-                                          f"(it has {n})")
+        tps = self._tps.get(topic)
+        if tps is None:
+            tps = self._learn_topic(topic)
+        n = len(tps)
         if headers:
             headers = self._check_headers(headers)
             size += sum(len(k) + (len(v) if v is not None else 0) + 4 for k, v in headers)
+        else:
+            headers = None
         if timestamp is not None and (isinstance(timestamp, bool) or not isinstance(timestamp, int)
                                       or timestamp < 0):
             raise InvalidArgument(f"timestamp must be a non-negative int (ms), got {timestamp!r}")
         size += _RECORD_OVERHEAD
+        if partition is None:
+            if key is None:
+                st = self._sticky[topic]
+                st[1] -= size
+                partition = st[0] if st[1] >= 0 else self._next_sticky(st, n)
+            else:
+                partition = self._key_partition(key, n)
+        elif isinstance(partition, bool) or not isinstance(partition, int) or not 0 <= partition < n:
+            raise UnknownTopicOrPartition(f"partition {partition!r} of topic {topic!r} does not exist "
+                                          f"(it has {n})")
+        return self._append(tps[partition], value, key, headers, timestamp, size)
+
+    def _append(self, tp: Tuple[str, int], value: Optional[bytes], key: Optional[bytes], headers: Any,
+                timestamp: Optional[int], size: int) -> FutureRecordMetadata:
         if size + 61 > self.max_request_size:
             raise RecordTooLarge(f"a record of about {size} bytes is over max.request.size="
                                  f"{self.max_request_size}")
-        tp = (topic, partition)
         with self._lock:
             if self._closed:
                 raise ProducerClosed("send() after the producer was closed")
@@ -342,19 +414,43 @@ class Producer:
                     self._wake.notify()  # the sender's linger timer starts now
             i = len(b.values)
             b.values.append(value)
-            b.keys.append(key)
             if key is not None:
-                b.has_keys = True
-            b.headers.append(headers)
-            if headers:
-                b.has_headers = True
-            b.timestamps.append(timestamp)
+                if b.keys is None:
+                    b.keys = [None] * i
+                b.keys.append(key)
+            elif b.keys is not None:
+                b.keys.append(None)
+            if headers is not None:
+                if b.headers is None:
+                    b.headers = {}
+                b.headers[i] = headers
             if timestamp is not None:
-                b.has_ts = True
+                if b.timestamps is None:
+                    b.timestamps = {}
+                b.timestamps[i] = timestamp
             b.size += size
             if b.size >= self.batch_size:
                 self._seal_locked(tp, b)
-        return FutureRecordMetadata(b.result, i, tp, b)
+        return _new_future(FutureRecordMetadata, (b.result, i, tp, b))
+
+    def _next_sticky(self, st: List[int], n: int) -> int:
+        """Uniform sticky partitioner (KIP-794): after about batch.size bytes to one
+        partition, move to another chosen at random."""
+        if n > 1:
+            nxt = self._random.randrange(n - 1)
+            st[0] = nxt + 1 if nxt >= st[0] else nxt
+        else:
+            st[0] = 0
+        st[1] = self.batch_size
+        return st[0]
+
+    def _key_partition(self, key: bytes, n: int) -> int:
+        part = self._hash_partition(key, n)
+        cache = self._key_cache
+        if len(cache) >= _KEY_CACHE_SIZE:
+            cache.clear()
+        cache[key] = part
+        return part
 
     @staticmethod
     def _check_headers(headers: Any) -> List[Tuple[str, Optional[bytes]]]:
@@ -368,16 +464,21 @@ class Producer:
             raise InvalidArgument(f"headers must be a list of (str, bytes) pairs, got {headers!r:.80}") from None
         return out
 
-    def _partitions_for(self, topic: str) -> int:
+    def _learn_topic(self, topic: str) -> List[Tuple[str, int]]:
         if not isinstance(topic, str):
             raise InvalidArgument(f"topic must be a str, got {type(topic).__name__}")
         n = self._broker.partitions_for(topic)
-        self._nparts[topic] = n
-        return n
+        tps = [(topic, p) for p in range(n)]
+        if topic not in self._sticky:
+            self._sticky[topic] = [self._random.randrange(n), self.batch_size]
+        if len({len(t) for t in self._tps.values()} | {n}) > 1:
+            self._key_cache.clear()  # the cache is per partition count
+        self._tps[topic] = tps
+        return tps
 
     def partitions_for(self, topic: str) -> List[int]:
         """The partition numbers of ``topic``."""
-        return list(range(self._partitions_for(topic)))
+        return list(range(len(self._learn_topic(topic))))
 
     def _seal_locked(self, tp: Tuple[str, int], b: _Batch) -> None:
         del self._open[tp]
@@ -468,10 +569,13 @@ class Producer:
                 seq = self._sequences.get(b.tp, 0)
                 b.sequence = seq
                 self._sequences[b.tp] = (seq + len(b.values)) % (_INT32_MAX + 1)
+            n = len(b.values)
+            hs = b.headers
+            ts = b.timestamps
             b.data = build_batch(
-                b.values, keys=b.keys if b.has_keys else None,
-                headers=b.headers if b.has_headers else None,
-                timestamps=[b.created_ms if t is None else t for t in b.timestamps] if b.has_ts else None,
+                b.values, keys=b.keys,
+                headers=None if hs is None else [hs.get(i) for i in range(n)],
+                timestamps=None if ts is None else [ts.get(i, b.created_ms) for i in range(n)],
                 base_timestamp=b.created_ms, producer_id=self._producer_id,
                 producer_epoch=self._producer_epoch, base_sequence=b.sequence, compression=self._codec)
         return b.data
@@ -519,11 +623,7 @@ class Producer:
         half = len(b) // 2
         results = []
         for lo, hi in ((0, half), (half, len(b))):
-            part = _Batch(b.tp, b.created_ms, b.lock)
-            part.values, part.keys = b.values[lo:hi], b.keys[lo:hi]
-            part.headers, part.timestamps = b.headers[lo:hi], b.timestamps[lo:hi]
-            part.has_keys, part.has_headers, part.has_ts = b.has_keys, b.has_headers, b.has_ts
-            part.first_send_ns = b.first_send_ns
+            part = b.slice(lo, hi)
             self._send_batch(part)
             results.append(part.result)
         first, second = results
