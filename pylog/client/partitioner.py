@@ -93,7 +93,8 @@ def murmur2(key: bytes) -> int:
     ``key`` is bytes, bytearray or memoryview (TypeError otherwise).
     ``murmur2(b"21") == -973932308``.
     """
-    key = _as_bytes(key)
+    if key.__class__ is not bytes:
+        key = _as_bytes(key)
     return _murmur2(key, len(key))
 
 
@@ -103,8 +104,10 @@ def murmur2_partition(key: bytes, num_partitions: int) -> int:
 
     Raises TypeError for a non-bytes key and InvalidArgument if num_partitions < 1.
     """
-    _check_num_partitions(num_partitions)
-    key = _as_bytes(key)
+    if num_partitions.__class__ is not int or num_partitions < 1:
+        _check_num_partitions(num_partitions)
+    if key.__class__ is not bytes:
+        key = _as_bytes(key)
     return (_murmur2(key, len(key)) & _MASK31) % num_partitions
 
 
@@ -113,8 +116,11 @@ def xxhash_partition(key: bytes, num_partitions: int) -> int:
 
     Not compatible with any Kafka client (see the module docstring).
     """
-    _check_num_partitions(num_partitions)
-    return _xxh32(_as_bytes(key)) % num_partitions
+    if num_partitions.__class__ is not int or num_partitions < 1:
+        _check_num_partitions(num_partitions)
+    if key.__class__ is not bytes:
+        key = _as_bytes(key)
+    return _xxh32(key) % num_partitions
 
 
 def _batch_args(buffer: Any, lengths: Any, positions: Any):
