@@ -356,6 +356,29 @@ int pl_map_detach(uint8_t *addr, uint64_t len);
 int64_t pl_bench_copy_ceiling(uint8_t *dst, uint64_t dst_cap, const uint8_t *src,
                               uint64_t src_len, uint64_t total_bytes);
 
+/* ---- key hashing for partitioning, hash.c ------------------------------- */
+/* Kafka's murmur2 (Utils.murmur2 of the Java client: MurmurHash2, seed 0x9747b28c),
+ * as a signed 32-bit value exactly as Java returns it.  len is taken modulo 2^32 as
+ * Java's int length would be (Java keys are < 2^31 bytes).  data may be NULL when
+ * len == 0. */
+int32_t pl_murmur2(const uint8_t *data, size_t len);
+
+/* Hashes `count` keys lying in buf (buf_len bytes): at positions[i] (bytes from
+ * buf), or, with positions == NULL, joined end to end from position 0 in order.
+ * lens[i] is the key's length in bytes, -1 for a null key (out[i] = 0, no bytes
+ * consumed).  out[i] = pl_murmur2 of key i.  Returns PL_OK, or PL_E_ARG with out
+ * untouched if a length is < -1, a position is negative, a key runs past buf_len or
+ * a needed pointer is NULL.  count == 0 is a no-op (pointers may be NULL). */
+int pl_murmur2_batch(const uint8_t *buf, uint64_t buf_len, const int64_t *positions,
+                     const int32_t *lens, uint32_t count, int32_t *out);
+
+/* As pl_murmur2_batch, but out[i] = the key's partition as the Java client picks it,
+ * (murmur2 & 0x7fffffff) % num_partitions, and -1 for a null key.  PL_E_ARG also when
+ * num_partitions < 1. */
+int pl_murmur2_partitions(const uint8_t *buf, uint64_t buf_len, const int64_t *positions,
+                          const int32_t *lens, uint32_t count, int32_t num_partitions,
+                          int32_t *out);
+
 /* CDEF-END */
 
 #endif /* PYLOG_H */

@@ -19,7 +19,7 @@ from cffi import FFI
 
 ROOT = Path(__file__).resolve().parents[2]
 CSRC = ROOT / "csrc"
-SOURCES = ["crc32c.c", "batch.c", "segment.c", "index.c", "bench.c"]
+SOURCES = ["crc32c.c", "batch.c", "segment.c", "index.c", "bench.c", "hash.c"]
 
 
 def read_cdef(header: Path) -> str:
