@@ -39,6 +39,9 @@ class LogConfig:
     flush_ms: Optional[int] = None  #: flush.ms — fsync when the last flush is older (checked on append)
     max_message_bytes: int = 1048588  #: max.message.bytes — largest record batch accepted
     message_timestamp_type: str = "CreateTime"  #: message.timestamp.type — CreateTime | LogAppendTime
+    #: preallocate — reserve disk for all of segment.bytes when a segment is created;
+    #: otherwise disk is reserved in growing steps as the segment fills
+    preallocate: bool = False
 
     def __post_init__(self) -> None:
         def need_int(name: str, lo: int, hi: int = 2**63 - 1, *, allow_none: bool = False) -> None:
@@ -60,6 +63,8 @@ class LogConfig:
         need_int("flush_messages", 1, allow_none=True)
         need_int("flush_ms", 0, allow_none=True)
         need_int("max_message_bytes", 0, 0x7FFFFFF0)
+        if not isinstance(self.preallocate, bool):
+            raise InvalidConfig(f"preallocate must be a bool, got {self.preallocate!r}")
         if self.message_timestamp_type not in ("CreateTime", "LogAppendTime"):
             raise InvalidConfig(
                 "message.timestamp.type must be 'CreateTime' or 'LogAppendTime', "

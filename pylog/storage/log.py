@@ -239,6 +239,7 @@ class Log:
                 seg = LogSegment.open_existing(
                     self.dir, base, active=last, segment_bytes=cfg.segment_bytes,
                     index_entries=cfg.index_entries, index_interval_bytes=cfg.index_interval_bytes,
+                    preallocate=cfg.preallocate,
                 )
                 segments.append(seg)
                 below_rp = not last and bases[i + 1] <= recovery_point
@@ -264,6 +265,7 @@ class Log:
                     if not seg.active:
                         seg.activate(cfg.segment_bytes, cfg.index_entries)
                     break
+            segments[-1].finish_open()
         except BaseException:
             for seg in segments:
                 seg.close(shrink=False)
@@ -274,7 +276,8 @@ class Log:
         cfg = self.config
         seg = LogSegment.create(self.dir, base_offset, segment_bytes=cfg.segment_bytes,
                                 index_entries=cfg.index_entries,
-                                index_interval_bytes=cfg.index_interval_bytes)
+                                index_interval_bytes=cfg.index_interval_bytes,
+                                preallocate=cfg.preallocate)
         self._dir_dirty = True
         return seg
 
@@ -342,7 +345,8 @@ class Log:
                 return self._append_oversized_bound(prepared, now)
             self._check_fits_segment(prepared.size_bound)
             res = self._append_c(prepared.count, now,
-                                 lambda seg: lib.pl_segment_append_build(seg.c, prepared.cdata, self._result))
+                                 lambda seg: lib.pl_segment_append_build(seg.c, prepared.cdata, self._result),
+                                 size=prepared.size_bound)
             self._after_append(res.max_timestamp, now)
             return int(res.first_offset)
 
@@ -355,7 +359,8 @@ class Log:
                 f"record batch of {prepared.count} records is {size} bytes, over max.message.bytes="
                 f"{self.config.max_message_bytes}; append fewer records at a time")
         res = self._append_c(prepared.count, now,
-                             lambda seg: lib.pl_segment_append(seg.c, buf, size, -1, 1, self._result))
+                             lambda seg: lib.pl_segment_append(seg.c, buf, size, -1, 1, self._result),
+                             size=size)
         self._after_append(res.max_timestamp, now)
         return int(res.first_offset)
 
@@ -410,7 +415,7 @@ class Log:
                             count, now,
                             lambda seg, src=src, n=len(chunk): lib.pl_segment_append(
                                 seg.c, src, n, leader_epoch, 1 if assign_offsets else 0, self._result),
-                            split_ok=(attempt == 0 and len(batches) > 1))
+                            split_ok=(attempt == 0 and len(batches) > 1), size=len(chunk))
                         if first < 0:
                             first = int(res.first_offset)
                         last = int(res.last_offset)
@@ -429,11 +434,15 @@ class Log:
                 f"{self.config.segment_bytes})")
 
     def _append_c(self, count: int, now: int, call: Callable[[LogSegment], int],
-                  split_ok: bool = False) -> Any:
-        """Run an append C call on the active segment, rolling once if it is full."""
+                  split_ok: bool = False, *, size: int) -> Any:
+        """Run an append C call on the active segment, rolling once if it is full.
+
+        ``size`` bounds the bytes the call writes: disk for them is reserved first
+        (StorageError, nothing written, if the disk is full)."""
         seg = self._segments[-1]
         if self._should_roll_before(seg, count, now):
             seg = self._roll_locked()
+        seg.ensure_room(size)
         rc = call(seg)
         if rc == lib.PL_E_FULL:
             if seg.is_empty:
@@ -443,6 +452,7 @@ class Log:
                     f"record batch does not fit in an empty segment (segment.bytes="
                     f"{self.config.segment_bytes}, segment.index.bytes={self.config.segment_index_bytes})")
             seg = self._roll_locked()
+            seg.ensure_room(size)
             rc = call(seg)
             if rc == lib.PL_E_FULL:
                 if split_ok:

@@ -5,9 +5,19 @@ A segment is ``<20-digit base offset>.log`` (concatenated record batches), ``.in
 the mappings (Python's ``mmap`` objects); csrc/segment.c and csrc/index.c do the per-byte
 work through the ``pl_segment`` struct whose pointers point into those mappings.
 
-While a segment is active its files are preallocated (``.log`` to segment.bytes, the
-indexes to segment.index.bytes) and mapped whole; when it becomes inactive (roll) or
-the log closes, the files shrink to what they hold.
+While a segment is active its ``.log`` is sized and mapped at segment.bytes and its
+indexes are preallocated to segment.index.bytes and mapped whole; when it becomes
+inactive (roll) or the log closes, the files shrink to what they hold.
+
+Disk reservation (Kafka's ``preallocate``).  Pages of a shared file mapping that are
+written over a hole get their disk block at the page fault, and a full disk then kills
+the process with SIGBUS.  So C may only write to reserved (``posix_fallocate``d)
+bytes: ``pl_segment.log_capacity`` is the reserved prefix, never the mapping size.
+With ``preallocate=True`` all of segment.bytes is reserved when the segment becomes
+active.  Otherwise the reservation grows in steps as the segment fills (the first step
+is min(segment.bytes, 1 MiB); each next step doubles the reservation, at most 64 MiB
+at a time), so that an idle partition holds about 1 MiB of disk, not segment.bytes.
+A reservation that fails raises StorageError before anything is written.
 
 Zero-copy views (Invariant 3).  Views handed to readers are memoryview slices of the
 ``.log`` mapping; they keep the ``mmap`` object alive, so the pages stay mapped after the
@@ -20,6 +30,7 @@ record's.  Only views at or below ``log_size`` are handed out, so shrinking the 
 """
 from __future__ import annotations
 
+import errno
 import mmap
 import os
 from pathlib import Path
@@ -34,6 +45,11 @@ LOG_SUFFIX = ".log"
 INDEX_SUFFIX = ".index"
 TIMEINDEX_SUFFIX = ".timeindex"
 _ZEROS = bytes(1 << 20)
+#: First disk reservation of a segment's .log (preallocate=False), and the most any
+#: later step adds at once.
+RESERVE_FIRST_BYTES = 1 << 20
+RESERVE_MAX_STEP_BYTES = 64 << 20
+_PAGE = mmap.PAGESIZE
 
 
 def segment_file_name(base_offset: int, suffix: str) -> str:
@@ -56,10 +72,26 @@ def _preallocate(fd: int, size: int) -> None:
     current = os.fstat(fd).st_size
     if current >= size:
         return
-    try:
-        os.posix_fallocate(fd, 0, size)  # reserves blocks: no SIGBUS on a full disk later
-    except (AttributeError, OSError):
+    _reserve(fd, size)
+    if os.fstat(fd).st_size < size:
         os.ftruncate(fd, size)
+
+
+def _reserve(fd: int, size: int) -> None:
+    """Reserve disk blocks for file bytes [0, size) (extending the file if shorter).
+
+    Raises OSError when the disk is full.  Where the OS or file system cannot reserve
+    (no posix_fallocate, EOPNOTSUPP/EINVAL), this is a no-op: nothing better is
+    possible there, and the file keeps its holes as before.
+    """
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except AttributeError:
+        return
+    except OSError as exc:
+        if exc.errno in (errno.EOPNOTSUPP, errno.EINVAL, getattr(errno, "ENOTSUP", errno.EOPNOTSUPP)):
+            return
+        raise
 
 
 class _Mapping:
@@ -118,6 +150,8 @@ class LogSegment:
         "_needs_fsync",
         "closed",
         "_index_suspect",
+        "preallocate",
+        "_mapped_log_bytes",
     )
 
     def __init__(self, directory: Path, base_offset: int) -> None:
@@ -137,6 +171,10 @@ class LogSegment:
         self.closed = False
         #: index files missing, of partial-entry size, empty beside a non-empty log
         self._index_suspect = False
+        #: reserve all of segment.bytes at once (Kafka's preallocate)
+        self.preallocate = False
+        #: size of the .log mapping (c.log_capacity is the reserved prefix of it)
+        self._mapped_log_bytes = 0
 
     # ----------------------------------------------------------------- paths
     @property
@@ -154,9 +192,11 @@ class LogSegment:
     # ------------------------------------------------------------ open/create
     @classmethod
     def create(cls, directory: Path, base_offset: int, *, segment_bytes: int,
-               index_entries: int, index_interval_bytes: int) -> "LogSegment":
-        """A new, empty, active segment (files created, preallocated, mapped)."""
+               index_entries: int, index_interval_bytes: int,
+               preallocate: bool = False) -> "LogSegment":
+        """A new, empty, active segment (files created, reserved, mapped)."""
         seg = cls(directory, base_offset)
+        seg.preallocate = preallocate
         try:
             flags = os.O_RDWR | os.O_CREAT | os.O_TRUNC
             seg._log_fd = os.open(seg.log_path, flags, 0o644)
@@ -167,6 +207,7 @@ class LogSegment:
                   f"initialising segment {base_offset}")
             seg.active = True
             seg._needs_fsync = True
+            seg._reserve_initial()
         except OSError as exc:
             seg._close_files()
             raise StorageError(exc.errno or 0, f"creating segment {seg.log_path}: {exc.strerror}") from exc
@@ -178,14 +219,18 @@ class LogSegment:
     @classmethod
     def open_existing(cls, directory: Path, base_offset: int, *, active: bool,
                       segment_bytes: int, index_entries: int,
-                      index_interval_bytes: int) -> "LogSegment":
+                      index_interval_bytes: int, preallocate: bool = False) -> "LogSegment":
         """Open a segment's files and map them; its state is loaded by
-        :meth:`load_clean` or :meth:`recover` afterwards.
+        :meth:`load_clean` or :meth:`recover` afterwards, and then an active
+        segment's disk reservation is made by :meth:`finish_open`.
 
         ``self.c.log_size`` / ``index_entries`` / ``timeindex_entries`` are set from the
         file sizes as found (the clean-shutdown view); recover() recomputes them.
+        Until finish_open, ``c.log_capacity`` is the whole mapping, so that recovery
+        scans every byte a crash may have left.
         """
         seg = cls(directory, base_offset)
+        seg.preallocate = preallocate
         try:
             seg._log_fd = os.open(seg.log_path, os.O_RDWR)
             seg._index_suspect = not (seg.index_path.exists() and seg.timeindex_path.exists())
@@ -219,7 +264,8 @@ class LogSegment:
     def _map_active(self, segment_bytes: int, index_entries: int) -> None:
         log_size = os.fstat(self._log_fd).st_size
         capacity = max(segment_bytes, log_size)
-        _preallocate(self._log_fd, capacity)
+        if log_size < capacity:
+            os.ftruncate(self._log_fd, capacity)  # sparse: disk is reserved in steps
         _preallocate(self._index_fd, index_entries * 8)
         _preallocate(self._time_fd, index_entries * 12)
         self._set_maps(
@@ -245,10 +291,59 @@ class LogSegment:
         c = self.c
         c.log = log_map.ptr
         c.log_capacity = log_map.size
+        self._mapped_log_bytes = log_map.size
         c.index = index_map.ptr
         c.index_capacity = index_map.size
         c.timeindex = time_map.ptr
         c.timeindex_capacity = time_map.size
+
+    # ------------------------------------------------------------ reservation
+    @property
+    def reserved_bytes(self) -> int:
+        """Bytes of the .log that appends may write (disk blocks reserved)."""
+        return int(self.c.log_capacity)
+
+    def _reserve_initial(self) -> None:
+        """Reserve the first step past the data (or everything with preallocate)."""
+        first = min(self._mapped_log_bytes, RESERVE_FIRST_BYTES)
+        self._reserve_to(max(int(self.c.log_size), first))
+
+    def finish_open(self) -> None:
+        """After load_clean/recover of the active segment: from now on appends may
+        write only reserved bytes."""
+        if self.active:
+            self._reserve_initial()
+
+    def ensure_room(self, nbytes: int) -> None:
+        """Make ``nbytes`` past log_size writable, if the mapping can hold them.
+
+        Grows the reservation by the next step (or to all of segment.bytes with
+        preallocate).  If the bytes do not fit the mapping at all this does nothing:
+        the append then fails with PL_E_FULL and the log rolls.  Raises StorageError
+        (nothing written) if the disk cannot give the blocks.
+        """
+        c = self.c
+        need = int(c.log_size) + nbytes
+        reserved = int(c.log_capacity)
+        if need <= reserved or not self.active or need > self._mapped_log_bytes:
+            return
+        step = min(max(reserved, RESERVE_FIRST_BYTES), RESERVE_MAX_STEP_BYTES)
+        self._reserve_to(max(need, reserved + step))
+
+    def _reserve_to(self, size: int) -> None:
+        """Reserve [0, size) rounded up to a page (all of it with preallocate) and let
+        C write there.  The reservation never ends below the data."""
+        mapped = self._mapped_log_bytes
+        size = mapped if self.preallocate else min(mapped, -(-size // _PAGE) * _PAGE)
+        size = max(size, int(self.c.log_size))
+        try:
+            _reserve(self._log_fd, size)
+        except OSError as exc:
+            raise StorageError(
+                exc.errno or 0,
+                f"reserving {size} bytes of disk for {self.log_path}: {exc.strerror}") from exc
+        self.c.log_capacity = size
+        self._needs_fsync = True
 
     # ---------------------------------------------------------------- loading
     def load_clean(self) -> bool:
@@ -372,7 +467,7 @@ class LogSegment:
 
     def activate(self, segment_bytes: int, index_entries: int) -> None:
         """Let an inactive segment take appends again (after a truncation made it the
-        last): preallocate its files and map them whole."""
+        last): size its files for appends, map them whole, reserve disk."""
         if self.active:
             return
         old = (self._log_map, self._index_map, self._time_map)
@@ -382,6 +477,7 @@ class LogSegment:
             self._map_active(segment_bytes, index_entries)
         except OSError as exc:
             raise StorageError(exc.errno or 0, f"reactivating {self.log_path}: {exc.strerror}") from exc
+        self.c.log_capacity = self.c.log_size  # nothing unreserved is writable
         log_map, index_map, time_map = old
         if log_map is not None:
             # a truncation may follow and rewrite any of these bytes: detach under views
@@ -391,6 +487,7 @@ class LogSegment:
                 m.release()
         self.active = True
         self._needs_fsync = True
+        self._reserve_initial()
 
     def _remap_detaching(self, keep_from: int, keep_to: int) -> None:
         old = self._log_map
