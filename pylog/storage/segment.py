@@ -104,31 +104,51 @@ class _Mapping:
         self.ptr = ffi.from_buffer("uint8_t[]", self.mm)
         self.size = size
 
-    def release(self, keep_bytes_from: Optional[int] = None, keep_bytes_to: int = 0) -> None:
-        """Drop this mapping.
+    def release(self, keep_bytes_from: Optional[int] = None, keep_bytes_to: int = 0) -> bool:
+        """Drop this mapping; return True if it is gone, False if views keep it alive.
 
         If views still use it and ``keep_bytes_from`` is given, first detach the pages
         covering [keep_bytes_from, keep_bytes_to) so those views keep their bytes while
         the file is rewritten elsewhere.
         """
-        if self.ptr is None:
-            return
-        ffi.release(self.ptr)
-        self.ptr = None
+        if self.ptr is not None:
+            ffi.release(self.ptr)
+            self.ptr = None
         try:
             self.mm.close()
-            return
+            return True
         except BufferError:
             pass  # views exist: the mmap lives on until the last of them is gone
-        if keep_bytes_from is not None and keep_bytes_to > keep_bytes_from:
-            ptr = ffi.from_buffer("uint8_t[]", self.mm)
-            try:
-                check(
-                    lib.pl_map_detach(ptr + keep_bytes_from, keep_bytes_to - keep_bytes_from),
-                    "detaching pages under live views",
-                )
-            finally:
-                ffi.release(ptr)
+        if keep_bytes_from is not None:
+            self.detach(keep_bytes_from, keep_bytes_to)
+        return False
+
+    def detach(self, start: int, end: int) -> None:
+        """Give the pages covering [start, end) a private copy of their bytes (views
+        of them keep what they show while the file changes)."""
+        end = min(end, self.size)
+        if end <= start or self.mm.closed:
+            return
+        ptr = ffi.from_buffer("uint8_t[]", self.mm)
+        try:
+            check(lib.pl_map_detach(ptr + start, end - start), "detaching pages under live views")
+        finally:
+            ffi.release(ptr)
+
+
+class _Superseded:
+    """A .log mapping replaced by a truncation while views still used it.
+
+    Its pages at and above ``attached_to`` were detached then; those below still show
+    the file, so each later rewrite of the file below that point (another truncation,
+    a close that lets another opener rewrite it) must detach them first.
+    """
+
+    __slots__ = ("mapping", "attached_to")
+
+    def __init__(self, mapping: _Mapping, attached_to: int) -> None:
+        self.mapping = mapping
+        self.attached_to = attached_to
 
 
 class LogSegment:
@@ -152,6 +172,8 @@ class LogSegment:
         "_index_suspect",
         "preallocate",
         "_mapped_log_bytes",
+        "_superseded",
+        "_max_index_entries",
     )
 
     def __init__(self, directory: Path, base_offset: int) -> None:
@@ -175,6 +197,10 @@ class LogSegment:
         self.preallocate = False
         #: size of the .log mapping (c.log_capacity is the reserved prefix of it)
         self._mapped_log_bytes = 0
+        #: earlier .log mappings that views still use (see _Superseded)
+        self._superseded: list = []
+        #: offset-index entries segment.index.bytes allows (for rebuilding indexes)
+        self._max_index_entries = 0
 
     # ----------------------------------------------------------------- paths
     @property
@@ -231,6 +257,7 @@ class LogSegment:
         """
         seg = cls(directory, base_offset)
         seg.preallocate = preallocate
+        seg._max_index_entries = index_entries
         try:
             seg._log_fd = os.open(seg.log_path, os.O_RDWR)
             seg._index_suspect = not (seg.index_path.exists() and seg.timeindex_path.exists())
@@ -379,6 +406,10 @@ class LogSegment:
         that a later scan cannot mistake stale bytes for batches).
         """
         c = self.c
+        if not self.active:
+            # The index files as found may be short or damaged: rebuild into mappings
+            # of full segment.index.bytes, shrink to the entries afterwards.
+            self._map_indexes_full()
         c.log_size = 0
         c.index_entries = 0
         c.timeindex_entries = 0
@@ -394,7 +425,27 @@ class LogSegment:
         c.flushed_timeindex_entries = 0
         self._needs_fsync = True
         self._load_rolling_timestamp()
+        if not self.active:
+            self._shrink_files()
         return dropped
+
+    def _map_indexes_full(self) -> None:
+        entries = max(self._max_index_entries, 1)
+        try:
+            for fd, size in ((self._index_fd, entries * 8), (self._time_fd, entries * 12)):
+                if os.fstat(fd).st_size < size:
+                    os.ftruncate(fd, size)
+            index_map = _Mapping(self._index_fd, entries * 8)
+            time_map = _Mapping(self._time_fd, entries * 12)
+        except OSError as exc:
+            raise StorageError(exc.errno or 0, f"sizing the indexes of {self.log_path}: {exc.strerror}") from exc
+        for m in (self._index_map, self._time_map):
+            if m is not None:
+                m.release()
+        self._index_map, self._time_map = index_map, time_map
+        c = self.c
+        c.index, c.index_capacity = index_map.ptr, index_map.size
+        c.timeindex, c.timeindex_capacity = time_map.ptr, time_map.size
 
     def _load_rolling_timestamp(self) -> None:
         if self.c.log_size >= lib.PL_BATCH_HEADER_BYTES:
@@ -490,15 +541,33 @@ class LogSegment:
         self._reserve_initial()
 
     def _remap_detaching(self, keep_from: int, keep_to: int) -> None:
+        """Move to a new .log mapping before bytes from ``keep_from`` on are rewritten:
+        views of the old mapping (and of any earlier one) keep their bytes."""
         old = self._log_map
         assert old is not None
         assert self._view is not None
         self._view.release()
+        self._detach_superseded(keep_from)
         new = _Mapping(self._log_fd, min(old.size, os.fstat(self._log_fd).st_size))
-        old.release(keep_from, keep_to)
+        if not old.release(keep_from, keep_to):
+            self._superseded.append(_Superseded(old, keep_from))
         self._log_map = new
         self._view = memoryview(new.mm)
         self.c.log = new.ptr
+
+    def _detach_superseded(self, start: int) -> None:
+        """Before the file is rewritten from ``start`` on: detach that part of every
+        superseded mapping still in use; forget the ones no view uses any more."""
+        keep = []
+        for sup in self._superseded:
+            if sup.mapping.release():
+                continue
+            if start < sup.attached_to:
+                sup.mapping.detach(start, sup.attached_to)
+                sup.attached_to = start
+            if sup.attached_to > 0:
+                keep.append(sup)
+        self._superseded = keep
 
     def _zero_log(self, start: int, end: int) -> None:
         """Zero log bytes [start, end) through the current mapping."""
@@ -579,6 +648,9 @@ class LogSegment:
                 raise StorageError(exc.errno or 0, f"deleting {path}: {exc.strerror}") from exc
 
     def _drop_maps(self, *, keep_views: bool) -> None:
+        if keep_views:
+            self._detach_superseded(0)
+        self._superseded = []
         if self._view is not None:
             self._view.release()
             self._view = None
