@@ -479,6 +479,10 @@ class LogSegment:
         assert 0 <= start <= end <= self.c.log_size
         return self._view[start:end]
 
+    def modified_ms(self) -> int:
+        """The .log file's modification time in ms."""
+        return os.fstat(self._log_fd).st_mtime_ns // 1_000_000
+
     def last_modified_ms(self) -> int:
         """Largest record timestamp, or the file's mtime when none is set (retention.ms)."""
         if self.c.max_timestamp >= 0:
@@ -607,7 +611,8 @@ class LogSegment:
     def _shrink_files(self) -> None:
         c = self.c
         try:
-            os.ftruncate(self._log_fd, max(int(c.log_size), 0))
+            if os.fstat(self._log_fd).st_size != int(c.log_size):  # keep mtime when unchanged
+                os.ftruncate(self._log_fd, max(int(c.log_size), 0))
             os.ftruncate(self._index_fd, int(c.index_entries) * 8)
             os.ftruncate(self._time_fd, int(c.timeindex_entries) * 12)
         except OSError as exc:
