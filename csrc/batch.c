@@ -162,6 +162,34 @@ const char *pl_strerror(int status)
 
 /* ---- building ------------------------------------------------------------- */
 
+/* Offset delta of record i (its position unless the caller gave deltas). */
+static inline int64_t offset_delta(const pl_batch_input *in, uint32_t i)
+{
+    return in->offset_deltas ? (int64_t)in->offset_deltas[i] : (int64_t)i;
+}
+
+/* The batch's lastOffsetDelta. */
+static inline int32_t batch_last_delta(const pl_batch_input *in)
+{
+    return in->offset_deltas ? in->last_offset_delta : (int32_t)(in->count - 1);
+}
+
+/* Caller-given offset deltas: each >= 0, strictly increasing, the last <=
+ * last_offset_delta. */
+static int check_offset_deltas(const pl_batch_input *in)
+{
+    if (in->offset_deltas == NULL)
+        return PL_OK;
+    int64_t prev = -1;
+    for (uint32_t i = 0; i < in->count; i++) {
+        int32_t d = in->offset_deltas[i];
+        if (d < 0 || (int64_t)d <= prev)
+            return PL_E_OFFSET_DELTA;
+        prev = d;
+    }
+    return prev <= (int64_t)in->last_offset_delta ? PL_OK : PL_E_OFFSET_DELTA;
+}
+
 /* Bytes of record i after its length varint; *dts = its timestamp delta. */
 static uint64_t record_body_size(const pl_batch_input *in, uint32_t i, int64_t base_ts, int64_t *dts)
 {
@@ -172,7 +200,7 @@ static uint64_t record_body_size(const pl_batch_input *in, uint32_t i, int64_t b
     /* delta computed in unsigned: two's complement wrap is the defined result */
     uint64_t dts_u = (uint64_t)ts - (uint64_t)base_ts;
     memcpy(dts, &dts_u, sizeof *dts);
-    return 1 + (uint64_t)varint_size(*dts) + (uint64_t)varint_size(i) +
+    return 1 + (uint64_t)varint_size(*dts) + (uint64_t)varint_size(offset_delta(in, i)) +
            (uint64_t)varint_size(klen) + (klen > 0 ? (uint64_t)klen : 0) +
            (uint64_t)varint_size(vlen) + (vlen > 0 ? (uint64_t)vlen : 0) +
            (hlen > 0 ? (uint64_t)hlen : 1);
@@ -185,6 +213,9 @@ static int plan_records(const pl_batch_input *in, uint64_t *size, int64_t *base_
         return PL_E_ARG;
     if (in->count > (uint32_t)PL_MAX_RECORDS_PER_BATCH)
         return PL_E_TOO_LARGE;
+    int dst = check_offset_deltas(in);
+    if (dst != PL_OK)
+        return dst;
     int64_t base = in->timestamps ? in->timestamps[0] : in->base_timestamp;
     int64_t max = base;
     uint64_t total = 0;
@@ -237,7 +268,7 @@ static void write_records(const pl_batch_input *in, int64_t base_ts, uint8_t *ou
         o = put_varint(o, (int64_t)body);
         *o++ = 0; /* record attributes: unused */
         o = put_varint(o, dts);
-        o = put_varint(o, i);
+        o = put_varint(o, offset_delta(in, i));
         o = put_varint(o, klen);
         if (klen > 0) {
             memcpy(o, k, (size_t)klen);
@@ -307,7 +338,7 @@ int64_t pl_batch_build(const pl_batch_input *in, uint8_t *out, uint64_t out_cap)
         .base_offset = in->base_offset,
         .partition_leader_epoch = in->partition_leader_epoch,
         .attributes = in->attributes,
-        .last_offset_delta = (int32_t)(in->count - 1),
+        .last_offset_delta = batch_last_delta(in),
         .base_timestamp = base,
         .max_timestamp = max,
         .producer_id = in->producer_id,
@@ -481,8 +512,9 @@ int pl_batch_validate(const uint8_t *buf, uint64_t len, pl_batch_info *out)
         return PL_E_TRUNCATED;
     if (pl_crc32c(0, buf + CRC_START, (size_t)(total - CRC_START)) != info.crc)
         return PL_E_CRC;
-    if (info.record_count < 0 || (info.record_count == 0 && info.last_offset_delta != 0 &&
-                                  (info.attributes & PL_ATTR_COMPRESSION_MASK) == 0))
+    /* recordCount 0 with any lastOffsetDelta is valid: the log cleaner leaves such a
+     * batch over offsets whose records it removed (as Kafka does). */
+    if (info.record_count < 0)
         return PL_E_RECORD_COUNT;
     if (info.last_offset_delta < 0)
         return PL_E_OFFSET_DELTA;

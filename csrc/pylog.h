@@ -125,7 +125,8 @@ typedef struct pl_batch_info {
 } pl_batch_info;
 
 /* What pl_batch_build encodes.  Arrays have `count` entries; an array left NULL
- * means "all absent" (keys null, no headers, every timestamp = base_timestamp). */
+ * means "all absent" (keys null, no headers, every timestamp = base_timestamp,
+ * offset deltas 0..count-1). */
 typedef struct pl_batch_input {
     uint32_t        count;           /* records, >= 1                                 */
     const uint8_t  *values;          /* values concatenated                           */
@@ -135,6 +136,11 @@ typedef struct pl_batch_input {
     const uint8_t  *headers;         /* per record, its pre-encoded header section:   */
     const int32_t  *header_lens;     /*   headerCount varint + headers; NULL = none   */
     const int64_t  *timestamps;      /* ms per record; NULL = all base_timestamp      */
+    const int32_t  *offset_deltas;   /* per record, strictly increasing, >= 0;        */
+                                     /*   NULL = 0, 1, .. count-1 (compaction keeps   */
+                                     /*   the records' true offsets with this)        */
+    int32_t         last_offset_delta; /* header lastOffsetDelta when offset_deltas   */
+                                     /*   != NULL (>= the last delta); else ignored   */
     int64_t         base_offset;     /* written to the header (leader reassigns)      */
     int64_t         base_timestamp;  /* ms; ignored when timestamps != NULL (min used) */
     int64_t         producer_id;     /* -1 = none                                     */

@@ -390,7 +390,10 @@ int pl_segment_append_build(pl_segment *seg, const pl_batch_input *in, pl_append
     }
     if (in->count - 1 > (uint32_t)INT32_MAX)
         return PL_E_ARG;
-    if (relative_last(seg, seg->next_offset, (int32_t)(in->count - 1)) < 0)
+    int32_t last_delta = in->offset_deltas ? in->last_offset_delta : (int32_t)(in->count - 1);
+    if (last_delta < 0)
+        return PL_E_ARG;
+    if (relative_last(seg, seg->next_offset, last_delta) < 0)
         return PL_E_FULL; /* offsets do not fit this segment's index: roll */
 
     uint8_t *dst = seg->log + seg->log_size;

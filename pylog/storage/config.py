@@ -39,6 +39,16 @@ class LogConfig:
     flush_ms: Optional[int] = None  #: flush.ms — fsync when the last flush is older (checked on append)
     max_message_bytes: int = 1048588  #: max.message.bytes — largest record batch accepted
     message_timestamp_type: str = "CreateTime"  #: message.timestamp.type — CreateTime | LogAppendTime
+    #: preallocate — reserve disk for all of segment.bytes when a segment is created;
+    #: otherwise disk is reserved in growing steps as the segment fills
+    preallocate: bool = False
+    #: cleanup.policy — "delete" (retention), "compact" (keep the latest record per
+    #: key, see pylog.broker.cleaner) or "compact,delete" (both)
+    cleanup_policy: str = "delete"
+    delete_retention_ms: int = _DAY_MS  #: delete.retention.ms — keep tombstones this long after cleaning
+    min_cleanable_dirty_ratio: float = 0.5  #: min.cleanable.dirty.ratio — clean when dirty/total reaches it
+    min_compaction_lag_ms: int = 0  #: min.compaction.lag.ms — records younger stay uncompacted
+    max_compaction_lag_ms: int = 2**63 - 1  #: max.compaction.lag.ms — clean dirty records older, whatever the ratio
 
     def __post_init__(self) -> None:
         def need_int(name: str, lo: int, hi: int = 2**63 - 1, *, allow_none: bool = False) -> None:
@@ -60,6 +70,20 @@ class LogConfig:
         need_int("flush_messages", 1, allow_none=True)
         need_int("flush_ms", 0, allow_none=True)
         need_int("max_message_bytes", 0, 0x7FFFFFF0)
+        need_int("delete_retention_ms", 0)
+        need_int("min_compaction_lag_ms", 0)
+        need_int("max_compaction_lag_ms", 1)
+        ratio = self.min_cleanable_dirty_ratio
+        if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0.0 <= ratio <= 1.0:
+            raise InvalidConfig(f"min.cleanable.dirty.ratio must be a number between 0 and 1, got {ratio!r}")
+        policy = self.cleanup_policy
+        parts = [p.strip() for p in policy.split(",")] if isinstance(policy, str) else None
+        if not parts or any(p not in ("delete", "compact") for p in parts) or len(set(parts)) != len(parts):
+            raise InvalidConfig(
+                f"cleanup.policy must be 'delete', 'compact' or 'compact,delete', got {policy!r}")
+        object.__setattr__(self, "cleanup_policy", ",".join(sorted(parts)))
+        if not isinstance(self.preallocate, bool):
+            raise InvalidConfig(f"preallocate must be a bool, got {self.preallocate!r}")
         if self.message_timestamp_type not in ("CreateTime", "LogAppendTime"):
             raise InvalidConfig(
                 "message.timestamp.type must be 'CreateTime' or 'LogAppendTime', "
@@ -70,6 +94,16 @@ class LogConfig:
     def index_entries(self) -> int:
         """Offset-index entries a segment can hold (segment.index.bytes // 8)."""
         return self.segment_index_bytes // 8
+
+    @property
+    def compact(self) -> bool:
+        """cleanup.policy contains "compact": the cleaner may compact this log."""
+        return "compact" in self.cleanup_policy.split(",")
+
+    @property
+    def delete(self) -> bool:
+        """cleanup.policy contains "delete": retention.ms/retention.bytes apply."""
+        return "delete" in self.cleanup_policy.split(",")
 
     @property
     def log_append_time(self) -> bool:

@@ -46,6 +46,7 @@ from typing import Any, Callable, Iterator, List, Mapping, Optional, Sequence
 from pylog._native import check, ffi, lib
 from pylog.errors import (
     InvalidArgument,
+    InvalidRecord,
     InvalidTimestamp,
     LogClosed,
     OffsetOutOfRange,
@@ -53,7 +54,15 @@ from pylog.errors import (
     RecordTooLarge,
     StorageError,
 )
-from pylog.records import Record, RecordBatch, iter_batches, iter_records, prepare_batch, validate_batches
+from pylog.records import (
+    Record,
+    RecordBatch,
+    decode_records,
+    iter_batches,
+    iter_records,
+    prepare_batch,
+    validate_batches,
+)
 from pylog.storage.checkpoint import OffsetCheckpointFile, fsync_dir
 from pylog.storage.config import LogConfig
 from pylog.storage.segment import (
@@ -62,9 +71,10 @@ from pylog.storage.segment import (
     TIMEINDEX_SUFFIX,
     LogSegment,
     parse_segment_file_name,
+    segment_file_name,
 )
 
-__all__ = ["Log", "AppendInfo", "EARLIEST_TIMESTAMP", "LATEST_TIMESTAMP"]
+__all__ = ["Log", "AppendInfo", "SegmentSnapshot", "EARLIEST_TIMESTAMP", "LATEST_TIMESTAMP"]
 
 logger = logging.getLogger("pylog.storage")
 
@@ -72,6 +82,29 @@ RECOVERY_POINT_FILE = "recovery-point-offset-checkpoint"
 LOG_START_FILE = "log-start-offset-checkpoint"
 CLEAN_SHUTDOWN_FILE = ".pylog_cleanshutdown"
 LOCK_FILE = ".lock"
+#: Cleaner staging (uncommitted) and swap (committed) directories, and file suffixes.
+CLEANED_DIR = "cleaner.cleaned"
+SWAP_DIR = "cleaner.swap"
+CLEANED_SUFFIX = ".cleaned"
+SWAP_SUFFIX = ".swap"
+
+#: Test hook: called with the name of each step of replace_segments ("cleaned",
+#: "committed", "replaced_first", "done"); crash tests kill the process there.
+SWAP_HOOK: Optional[Callable[[str], None]] = None
+
+
+def _swap_step(step: str) -> None:
+    hook = SWAP_HOOK
+    if hook is not None:
+        hook(step)
+
+
+def _remove_tree(path: Path) -> None:
+    if not path.exists():
+        return
+    for name in os.listdir(path):
+        (path / name).unlink()
+    path.rmdir()
 
 #: Kafka's ListOffsets sentinels accepted by offset_for_timestamp.
 LATEST_TIMESTAMP = -1
@@ -85,6 +118,20 @@ _TOPIC_PARTITION = re.compile(r"^(.+)-(\d+)$")
 
 def _wall_clock_ms() -> int:
     return int(time.time() * 1000)
+
+
+@dataclass(frozen=True)
+class SegmentSnapshot:
+    """One segment as :meth:`Log.snapshot_segments` saw it."""
+
+    base_offset: int  #: first offset the segment covers
+    next_offset: int  #: offset after its last batch
+    size_bytes: int  #: bytes of batches
+    max_timestamp: int  #: largest record timestamp (ms), -1 if none
+    modified_ms: int  #: file modification time (ms): when the cleaner last rewrote it
+    active: bool  #: the segment taking appends
+    data: memoryview  #: zero-copy view of its batches [0, size_bytes)
+    segment: Any  #: the LogSegment (identity checked by replace_segments)
 
 
 @dataclass(frozen=True)
@@ -180,6 +227,7 @@ class Log:
         clean = marker.exists()
         rp_ckpt = self._read_checkpoint(self._rp_file)
         ls_ckpt = self._read_checkpoint(self._ls_file)
+        self._recover_swaps()
         bases = self._scan_dir()
         if not bases:
             bases = [ls_ckpt]
@@ -239,6 +287,7 @@ class Log:
                 seg = LogSegment.open_existing(
                     self.dir, base, active=last, segment_bytes=cfg.segment_bytes,
                     index_entries=cfg.index_entries, index_interval_bytes=cfg.index_interval_bytes,
+                    preallocate=cfg.preallocate,
                 )
                 segments.append(seg)
                 below_rp = not last and bases[i + 1] <= recovery_point
@@ -264,6 +313,7 @@ class Log:
                     if not seg.active:
                         seg.activate(cfg.segment_bytes, cfg.index_entries)
                     break
+            segments[-1].finish_open()
         except BaseException:
             for seg in segments:
                 seg.close(shrink=False)
@@ -274,7 +324,8 @@ class Log:
         cfg = self.config
         seg = LogSegment.create(self.dir, base_offset, segment_bytes=cfg.segment_bytes,
                                 index_entries=cfg.index_entries,
-                                index_interval_bytes=cfg.index_interval_bytes)
+                                index_interval_bytes=cfg.index_interval_bytes,
+                                preallocate=cfg.preallocate)
         self._dir_dirty = True
         return seg
 
@@ -326,7 +377,8 @@ class Log:
         (ms) are optional and, when given, as long as ``values``.  Timestamps default
         to now; with message.timestamp.type=LogAppendTime they are always now.
 
-        Raises InvalidArgument (types, lengths, empty ``values``), InvalidTimestamp,
+        Raises InvalidRecord (a null key when cleanup.policy contains "compact"),
+        InvalidArgument (types, lengths, empty ``values``), InvalidTimestamp,
         RecordTooLarge (the batch exceeds max.message.bytes), RecordBatchTooLarge (it
         cannot fit in a segment), LogClosed.  A rejected append writes nothing.
         """
@@ -335,6 +387,10 @@ class Log:
             now = self._clock()
             if self.config.log_append_time:
                 timestamps = None
+            if self.config.compact and (keys is None or any(k is None for k in keys)):
+                raise InvalidRecord(
+                    f"log {self.dir} has cleanup.policy={self.config.cleanup_policy}: every record "
+                    "needs a key (compaction keeps the latest record per key)")
             prepared = prepare_batch(values, keys, headers, timestamps, base_timestamp=now)
             if self.config.log_append_time:
                 prepared.cdata.attributes |= lib.PL_ATTR_TIMESTAMP_TYPE
@@ -342,7 +398,8 @@ class Log:
                 return self._append_oversized_bound(prepared, now)
             self._check_fits_segment(prepared.size_bound)
             res = self._append_c(prepared.count, now,
-                                 lambda seg: lib.pl_segment_append_build(seg.c, prepared.cdata, self._result))
+                                 lambda seg: lib.pl_segment_append_build(seg.c, prepared.cdata, self._result),
+                                 size=prepared.size_bound)
             self._after_append(res.max_timestamp, now)
             return int(res.first_offset)
 
@@ -355,7 +412,8 @@ class Log:
                 f"record batch of {prepared.count} records is {size} bytes, over max.message.bytes="
                 f"{self.config.max_message_bytes}; append fewer records at a time")
         res = self._append_c(prepared.count, now,
-                             lambda seg: lib.pl_segment_append(seg.c, buf, size, -1, 1, self._result))
+                             lambda seg: lib.pl_segment_append(seg.c, buf, size, -1, 1, self._result),
+                             size=size)
         self._after_append(res.max_timestamp, now)
         return int(res.first_offset)
 
@@ -368,7 +426,8 @@ class Log:
         without (a follower copying a leader) they keep theirs, which must start at or
         above the log end offset.  ``leader_epoch`` >= 0 is written into each batch.
 
-        Raises CorruptRecordError, RecordTooLarge, RecordBatchTooLarge,
+        Raises CorruptRecordError, InvalidRecord (a record without a key when
+        cleanup.policy contains "compact"), RecordTooLarge, RecordBatchTooLarge,
         InvalidArgument, LogClosed.  A rejected call writes nothing.
         """
         try:
@@ -381,6 +440,12 @@ class Log:
             raise InvalidArgument(f"leader_epoch must be an int in [-1, 2^31-1], got {leader_epoch!r}")
         n_batches, n_records = validate_batches(view)
         batches = list(iter_batches(view))
+        if self.config.compact and any(
+                b.record_count and not b.is_control and int(decode_records(b.buffer).key_len.min()) < 0
+                for b in batches):
+            raise InvalidRecord(
+                f"log {self.dir} has cleanup.policy={self.config.cleanup_policy}: a record without a key "
+                "cannot be appended (compaction keeps the latest record per key)")
         with self._lock:
             self._check_open()
             now = self._clock()
@@ -410,7 +475,7 @@ class Log:
                             count, now,
                             lambda seg, src=src, n=len(chunk): lib.pl_segment_append(
                                 seg.c, src, n, leader_epoch, 1 if assign_offsets else 0, self._result),
-                            split_ok=(attempt == 0 and len(batches) > 1))
+                            split_ok=(attempt == 0 and len(batches) > 1), size=len(chunk))
                         if first < 0:
                             first = int(res.first_offset)
                         last = int(res.last_offset)
@@ -429,11 +494,15 @@ class Log:
                 f"{self.config.segment_bytes})")
 
     def _append_c(self, count: int, now: int, call: Callable[[LogSegment], int],
-                  split_ok: bool = False) -> Any:
-        """Run an append C call on the active segment, rolling once if it is full."""
+                  split_ok: bool = False, *, size: int) -> Any:
+        """Run an append C call on the active segment, rolling once if it is full.
+
+        ``size`` bounds the bytes the call writes: disk for them is reserved first
+        (StorageError, nothing written, if the disk is full)."""
         seg = self._segments[-1]
         if self._should_roll_before(seg, count, now):
             seg = self._roll_locked()
+        seg.ensure_room(size)
         rc = call(seg)
         if rc == lib.PL_E_FULL:
             if seg.is_empty:
@@ -443,6 +512,7 @@ class Log:
                     f"record batch does not fit in an empty segment (segment.bytes="
                     f"{self.config.segment_bytes}, segment.index.bytes={self.config.segment_index_bytes})")
             seg = self._roll_locked()
+            seg.ensure_room(size)
             rc = call(seg)
             if rc == lib.PL_E_FULL:
                 if split_ok:
@@ -705,6 +775,8 @@ class Log:
         """Delete old segments by retention.ms and retention.bytes; return how many.
 
         The active segment is never deleted.  Called automatically at every roll.
+        retention.ms/retention.bytes apply only when cleanup.policy contains "delete";
+        segments wholly below the log start offset always go.
         """
         if now_ms is not None and (isinstance(now_ms, bool) or not isinstance(now_ms, int)):
             raise InvalidArgument(f"now_ms must be an int (ms) or None, got {now_ms!r}")
@@ -718,6 +790,8 @@ class Log:
     def _enforce_retention_locked(self, now: int) -> int:
         cfg = self.config
         deleted = self._delete_below_start_locked()
+        if not cfg.delete:
+            return deleted  # cleanup.policy=compact: only the cleaner removes records
         if cfg.retention_ms >= 0:
             while len(self._segments) > 1 and now - self._segments[0].last_modified_ms() > cfg.retention_ms:
                 self._delete_oldest_locked()
@@ -729,6 +803,171 @@ class Log:
                 self._delete_oldest_locked()
                 deleted += 1
         return deleted
+
+    # ========================================================== compaction
+    @property
+    def topic_partition(self) -> tuple:
+        """(topic, partition) parsed from the directory name ``<topic>-<partition>``
+        (the whole name and 0 otherwise): the key of this log's checkpoint entries."""
+        return self._key
+
+    def snapshot_segments(self) -> List["SegmentSnapshot"]:
+        """The segments as they are now, oldest first, each with a zero-copy view of
+        its batches (valid even after the segment is replaced or deleted)."""
+        with self._lock:
+            self._check_open()
+            out = []
+            for seg in self._segments:
+                size = seg.log_size
+                out.append(SegmentSnapshot(
+                    seg.base_offset, seg.next_offset, size, seg.max_timestamp,
+                    seg.modified_ms(), seg.active, seg.view(0, size), seg))
+            return out
+
+    def replace_segments(self, replacements: Sequence[tuple], *, modified_ms: int) -> bool:
+        """Swap inactive segments for rewritten (compacted) copies, crash-safely.
+
+        ``replacements`` holds (SegmentSnapshot, data) pairs: ``data`` is the new content
+        of that segment, concatenated batches that tile exactly the same offsets
+        [base_offset, next_offset) (each batch's baseOffset is the previous batch's
+        last offset + 1).  ``modified_ms`` becomes the new files' modification time
+        (the cleaner's clock: when the segments were cleaned).
+
+        All or nothing, across a crash too: the new files are written as
+        ``<base>.log.cleaned`` in ``cleaner.cleaned/``, fsynced, and that directory is
+        renamed to ``cleaner.swap/`` (the commit point); then each old segment is
+        deleted and its ``.swap`` file renamed into place.  Opening a log finishes a
+        committed swap and discards an uncommitted one.  Views of replaced segments
+        keep their bytes (the old files are unlinked, not rewritten).
+
+        Returns False, changing nothing, if any segment changed since its snapshot
+        (truncated, deleted, re-activated).  Raises CorruptRecordError / InvalidArgument
+        if ``data`` is not a valid tiling of the segment's offsets.
+        """
+        if isinstance(modified_ms, bool) or not isinstance(modified_ms, int) or modified_ms < 0:
+            raise InvalidArgument(f"modified_ms must be an int >= 0, got {modified_ms!r}")
+        checked = []
+        for snap, data in replacements:
+            view = memoryview(data).cast("B") if not isinstance(data, memoryview) else data
+            self._check_tiling(snap, view)
+            checked.append((snap, view))
+        if not checked:
+            return True
+        staging = self.dir / CLEANED_DIR
+        swap = self.dir / SWAP_DIR
+        with self._lock:
+            self._check_open()
+            if not self._snapshots_current([snap for snap, _ in checked]):
+                return False
+            try:
+                _remove_tree(staging)
+                staging.mkdir()
+                for snap, view in checked:
+                    name = staging / (segment_file_name(snap.base_offset, LOG_SUFFIX) + CLEANED_SUFFIX)
+                    fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+                    try:
+                        pos = 0
+                        while pos < len(view):
+                            pos += os.write(fd, view[pos:])
+                        os.fsync(fd)
+                    finally:
+                        os.close(fd)
+                    os.utime(name, ns=(modified_ms * 1_000_000, modified_ms * 1_000_000))
+                fsync_dir(staging)
+                _swap_step("cleaned")
+                for name in os.listdir(staging):
+                    os.rename(staging / name, staging / (name[: -len(CLEANED_SUFFIX)] + SWAP_SUFFIX))
+                fsync_dir(staging)
+                os.rename(staging, swap)  # the commit point
+                fsync_dir(self.dir)
+                _swap_step("committed")
+            except OSError as exc:
+                _remove_tree(staging)
+                raise StorageError(exc.errno or 0, f"writing cleaned segments in {self.dir}: {exc.strerror}") from exc
+            by_base = {seg.base_offset: i for i, seg in enumerate(self._segments)}
+            for k, (snap, _) in enumerate(checked):
+                i = by_base[snap.base_offset]
+                self._segments[i].delete()
+                self._segments[i] = self._finish_swap_one(snap.base_offset)
+                if k == 0:
+                    _swap_step("replaced_first")
+            os.rmdir(swap)
+            fsync_dir(self.dir)
+            _swap_step("done")
+            return True
+
+    def _check_tiling(self, snap: "SegmentSnapshot", view: memoryview) -> None:
+        validate_batches(view)
+        expect = snap.base_offset
+        for b in iter_batches(view):
+            if b.base_offset != expect:
+                raise InvalidArgument(
+                    f"cleaned segment {snap.base_offset}: batch at offset {b.base_offset} does not "
+                    f"continue at {expect} (batches must tile the segment's offsets)")
+            expect = b.next_offset
+        if expect != snap.next_offset:
+            raise InvalidArgument(
+                f"cleaned segment {snap.base_offset} ends at offset {expect}, the segment at {snap.next_offset}")
+        if len(view) > max(self.config.segment_bytes, snap.size_bytes):
+            raise InvalidArgument(f"cleaned segment {snap.base_offset} is larger than segment.bytes")
+
+    def _snapshots_current(self, snaps: Sequence["SegmentSnapshot"]) -> bool:
+        live = {id(seg): seg for seg in self._segments}
+        for snap in snaps:
+            seg = live.get(id(snap.segment))
+            if (seg is None or seg.closed or seg.active or seg.log_size != snap.size_bytes
+                    or seg.next_offset != snap.next_offset):
+                return False
+        return True
+
+    def _finish_swap_one(self, base: int) -> LogSegment:
+        """Move ``cleaner.swap/<base>.log.swap`` into place (old files already gone)
+        and open it; its indexes are rebuilt from the data."""
+        for suffix in (INDEX_SUFFIX, TIMEINDEX_SUFFIX):
+            try:
+                (self.dir / segment_file_name(base, suffix)).unlink()
+            except FileNotFoundError:
+                pass
+        src = self.dir / SWAP_DIR / (segment_file_name(base, LOG_SUFFIX) + SWAP_SUFFIX)
+        os.replace(src, self.dir / segment_file_name(base, LOG_SUFFIX))
+        cfg = self.config
+        seg = LogSegment.open_existing(self.dir, base, active=False, segment_bytes=cfg.segment_bytes,
+                                       index_entries=cfg.index_entries,
+                                       index_interval_bytes=cfg.index_interval_bytes,
+                                       preallocate=cfg.preallocate)
+        try:
+            seg.recover()
+        except BaseException:
+            seg.close(shrink=False)
+            raise
+        return seg
+
+    def _recover_swaps(self) -> None:
+        """At open: discard an uncommitted cleaning, finish a committed one."""
+        staging = self.dir / CLEANED_DIR
+        if staging.exists():
+            logger.warning("log %s: discarding an unfinished log cleaning (%s)", self.dir, CLEANED_DIR)
+            _remove_tree(staging)
+        swap = self.dir / SWAP_DIR
+        if not swap.exists():
+            return
+        logger.warning("log %s: finishing an interrupted segment swap of the log cleaner", self.dir)
+        for name in sorted(os.listdir(swap)):
+            if not name.endswith(LOG_SUFFIX + SWAP_SUFFIX):
+                (swap / name).unlink()
+                continue
+            base = parse_segment_file_name(name[: -len(SWAP_SUFFIX)])
+            if base is None:
+                (swap / name).unlink()
+                continue
+            for suffix in (INDEX_SUFFIX, TIMEINDEX_SUFFIX):
+                try:
+                    (self.dir / segment_file_name(base, suffix)).unlink()
+                except FileNotFoundError:
+                    pass
+            os.replace(swap / name, self.dir / segment_file_name(base, LOG_SUFFIX))
+        os.rmdir(swap)
+        fsync_dir(self.dir)
 
     # ========================================================== durability
     def flush(self) -> None:

@@ -5,9 +5,19 @@ A segment is ``<20-digit base offset>.log`` (concatenated record batches), ``.in
 the mappings (Python's ``mmap`` objects); csrc/segment.c and csrc/index.c do the per-byte
 work through the ``pl_segment`` struct whose pointers point into those mappings.
 
-While a segment is active its files are preallocated (``.log`` to segment.bytes, the
-indexes to segment.index.bytes) and mapped whole; when it becomes inactive (roll) or
-the log closes, the files shrink to what they hold.
+While a segment is active its ``.log`` is sized and mapped at segment.bytes and its
+indexes are preallocated to segment.index.bytes and mapped whole; when it becomes
+inactive (roll) or the log closes, the files shrink to what they hold.
+
+Disk reservation (Kafka's ``preallocate``).  Pages of a shared file mapping that are
+written over a hole get their disk block at the page fault, and a full disk then kills
+the process with SIGBUS.  So C may only write to reserved (``posix_fallocate``d)
+bytes: ``pl_segment.log_capacity`` is the reserved prefix, never the mapping size.
+With ``preallocate=True`` all of segment.bytes is reserved when the segment becomes
+active.  Otherwise the reservation grows in steps as the segment fills (the first step
+is min(segment.bytes, 1 MiB); each next step doubles the reservation, at most 64 MiB
+at a time), so that an idle partition holds about 1 MiB of disk, not segment.bytes.
+A reservation that fails raises StorageError before anything is written.
 
 Zero-copy views (Invariant 3).  Views handed to readers are memoryview slices of the
 ``.log`` mapping; they keep the ``mmap`` object alive, so the pages stay mapped after the
@@ -20,6 +30,7 @@ record's.  Only views at or below ``log_size`` are handed out, so shrinking the 
 """
 from __future__ import annotations
 
+import errno
 import mmap
 import os
 from pathlib import Path
@@ -34,6 +45,11 @@ LOG_SUFFIX = ".log"
 INDEX_SUFFIX = ".index"
 TIMEINDEX_SUFFIX = ".timeindex"
 _ZEROS = bytes(1 << 20)
+#: First disk reservation of a segment's .log (preallocate=False), and the most any
+#: later step adds at once.
+RESERVE_FIRST_BYTES = 1 << 20
+RESERVE_MAX_STEP_BYTES = 64 << 20
+_PAGE = mmap.PAGESIZE
 
 
 def segment_file_name(base_offset: int, suffix: str) -> str:
@@ -56,10 +72,26 @@ def _preallocate(fd: int, size: int) -> None:
     current = os.fstat(fd).st_size
     if current >= size:
         return
-    try:
-        os.posix_fallocate(fd, 0, size)  # reserves blocks: no SIGBUS on a full disk later
-    except (AttributeError, OSError):
+    _reserve(fd, size)
+    if os.fstat(fd).st_size < size:
         os.ftruncate(fd, size)
+
+
+def _reserve(fd: int, size: int) -> None:
+    """Reserve disk blocks for file bytes [0, size) (extending the file if shorter).
+
+    Raises OSError when the disk is full.  Where the OS or file system cannot reserve
+    (no posix_fallocate, EOPNOTSUPP/EINVAL), this is a no-op: nothing better is
+    possible there, and the file keeps its holes as before.
+    """
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except AttributeError:
+        return
+    except OSError as exc:
+        if exc.errno in (errno.EOPNOTSUPP, errno.EINVAL, getattr(errno, "ENOTSUP", errno.EOPNOTSUPP)):
+            return
+        raise
 
 
 class _Mapping:
@@ -72,31 +104,51 @@ class _Mapping:
         self.ptr = ffi.from_buffer("uint8_t[]", self.mm)
         self.size = size
 
-    def release(self, keep_bytes_from: Optional[int] = None, keep_bytes_to: int = 0) -> None:
-        """Drop this mapping.
+    def release(self, keep_bytes_from: Optional[int] = None, keep_bytes_to: int = 0) -> bool:
+        """Drop this mapping; return True if it is gone, False if views keep it alive.
 
         If views still use it and ``keep_bytes_from`` is given, first detach the pages
         covering [keep_bytes_from, keep_bytes_to) so those views keep their bytes while
         the file is rewritten elsewhere.
         """
-        if self.ptr is None:
-            return
-        ffi.release(self.ptr)
-        self.ptr = None
+        if self.ptr is not None:
+            ffi.release(self.ptr)
+            self.ptr = None
         try:
             self.mm.close()
-            return
+            return True
         except BufferError:
             pass  # views exist: the mmap lives on until the last of them is gone
-        if keep_bytes_from is not None and keep_bytes_to > keep_bytes_from:
-            ptr = ffi.from_buffer("uint8_t[]", self.mm)
-            try:
-                check(
-                    lib.pl_map_detach(ptr + keep_bytes_from, keep_bytes_to - keep_bytes_from),
-                    "detaching pages under live views",
-                )
-            finally:
-                ffi.release(ptr)
+        if keep_bytes_from is not None:
+            self.detach(keep_bytes_from, keep_bytes_to)
+        return False
+
+    def detach(self, start: int, end: int) -> None:
+        """Give the pages covering [start, end) a private copy of their bytes (views
+        of them keep what they show while the file changes)."""
+        end = min(end, self.size)
+        if end <= start or self.mm.closed:
+            return
+        ptr = ffi.from_buffer("uint8_t[]", self.mm)
+        try:
+            check(lib.pl_map_detach(ptr + start, end - start), "detaching pages under live views")
+        finally:
+            ffi.release(ptr)
+
+
+class _Superseded:
+    """A .log mapping replaced by a truncation while views still used it.
+
+    Its pages at and above ``attached_to`` were detached then; those below still show
+    the file, so each later rewrite of the file below that point (another truncation,
+    a close that lets another opener rewrite it) must detach them first.
+    """
+
+    __slots__ = ("mapping", "attached_to")
+
+    def __init__(self, mapping: _Mapping, attached_to: int) -> None:
+        self.mapping = mapping
+        self.attached_to = attached_to
 
 
 class LogSegment:
@@ -118,6 +170,10 @@ class LogSegment:
         "_needs_fsync",
         "closed",
         "_index_suspect",
+        "preallocate",
+        "_mapped_log_bytes",
+        "_superseded",
+        "_max_index_entries",
     )
 
     def __init__(self, directory: Path, base_offset: int) -> None:
@@ -137,6 +193,14 @@ class LogSegment:
         self.closed = False
         #: index files missing, of partial-entry size, empty beside a non-empty log
         self._index_suspect = False
+        #: reserve all of segment.bytes at once (Kafka's preallocate)
+        self.preallocate = False
+        #: size of the .log mapping (c.log_capacity is the reserved prefix of it)
+        self._mapped_log_bytes = 0
+        #: earlier .log mappings that views still use (see _Superseded)
+        self._superseded: list = []
+        #: offset-index entries segment.index.bytes allows (for rebuilding indexes)
+        self._max_index_entries = 0
 
     # ----------------------------------------------------------------- paths
     @property
@@ -154,9 +218,11 @@ class LogSegment:
     # ------------------------------------------------------------ open/create
     @classmethod
     def create(cls, directory: Path, base_offset: int, *, segment_bytes: int,
-               index_entries: int, index_interval_bytes: int) -> "LogSegment":
-        """A new, empty, active segment (files created, preallocated, mapped)."""
+               index_entries: int, index_interval_bytes: int,
+               preallocate: bool = False) -> "LogSegment":
+        """A new, empty, active segment (files created, reserved, mapped)."""
         seg = cls(directory, base_offset)
+        seg.preallocate = preallocate
         try:
             flags = os.O_RDWR | os.O_CREAT | os.O_TRUNC
             seg._log_fd = os.open(seg.log_path, flags, 0o644)
@@ -167,6 +233,7 @@ class LogSegment:
                   f"initialising segment {base_offset}")
             seg.active = True
             seg._needs_fsync = True
+            seg._reserve_initial()
         except OSError as exc:
             seg._close_files()
             raise StorageError(exc.errno or 0, f"creating segment {seg.log_path}: {exc.strerror}") from exc
@@ -178,14 +245,19 @@ class LogSegment:
     @classmethod
     def open_existing(cls, directory: Path, base_offset: int, *, active: bool,
                       segment_bytes: int, index_entries: int,
-                      index_interval_bytes: int) -> "LogSegment":
+                      index_interval_bytes: int, preallocate: bool = False) -> "LogSegment":
         """Open a segment's files and map them; its state is loaded by
-        :meth:`load_clean` or :meth:`recover` afterwards.
+        :meth:`load_clean` or :meth:`recover` afterwards, and then an active
+        segment's disk reservation is made by :meth:`finish_open`.
 
         ``self.c.log_size`` / ``index_entries`` / ``timeindex_entries`` are set from the
         file sizes as found (the clean-shutdown view); recover() recomputes them.
+        Until finish_open, ``c.log_capacity`` is the whole mapping, so that recovery
+        scans every byte a crash may have left.
         """
         seg = cls(directory, base_offset)
+        seg.preallocate = preallocate
+        seg._max_index_entries = index_entries
         try:
             seg._log_fd = os.open(seg.log_path, os.O_RDWR)
             seg._index_suspect = not (seg.index_path.exists() and seg.timeindex_path.exists())
@@ -219,7 +291,8 @@ class LogSegment:
     def _map_active(self, segment_bytes: int, index_entries: int) -> None:
         log_size = os.fstat(self._log_fd).st_size
         capacity = max(segment_bytes, log_size)
-        _preallocate(self._log_fd, capacity)
+        if log_size < capacity:
+            os.ftruncate(self._log_fd, capacity)  # sparse: disk is reserved in steps
         _preallocate(self._index_fd, index_entries * 8)
         _preallocate(self._time_fd, index_entries * 12)
         self._set_maps(
@@ -245,10 +318,59 @@ class LogSegment:
         c = self.c
         c.log = log_map.ptr
         c.log_capacity = log_map.size
+        self._mapped_log_bytes = log_map.size
         c.index = index_map.ptr
         c.index_capacity = index_map.size
         c.timeindex = time_map.ptr
         c.timeindex_capacity = time_map.size
+
+    # ------------------------------------------------------------ reservation
+    @property
+    def reserved_bytes(self) -> int:
+        """Bytes of the .log that appends may write (disk blocks reserved)."""
+        return int(self.c.log_capacity)
+
+    def _reserve_initial(self) -> None:
+        """Reserve the first step past the data (or everything with preallocate)."""
+        first = min(self._mapped_log_bytes, RESERVE_FIRST_BYTES)
+        self._reserve_to(max(int(self.c.log_size), first))
+
+    def finish_open(self) -> None:
+        """After load_clean/recover of the active segment: from now on appends may
+        write only reserved bytes."""
+        if self.active:
+            self._reserve_initial()
+
+    def ensure_room(self, nbytes: int) -> None:
+        """Make ``nbytes`` past log_size writable, if the mapping can hold them.
+
+        Grows the reservation by the next step (or to all of segment.bytes with
+        preallocate).  If the bytes do not fit the mapping at all this does nothing:
+        the append then fails with PL_E_FULL and the log rolls.  Raises StorageError
+        (nothing written) if the disk cannot give the blocks.
+        """
+        c = self.c
+        need = int(c.log_size) + nbytes
+        reserved = int(c.log_capacity)
+        if need <= reserved or not self.active or need > self._mapped_log_bytes:
+            return
+        step = min(max(reserved, RESERVE_FIRST_BYTES), RESERVE_MAX_STEP_BYTES)
+        self._reserve_to(max(need, reserved + step))
+
+    def _reserve_to(self, size: int) -> None:
+        """Reserve [0, size) rounded up to a page (all of it with preallocate) and let
+        C write there.  The reservation never ends below the data."""
+        mapped = self._mapped_log_bytes
+        size = mapped if self.preallocate else min(mapped, -(-size // _PAGE) * _PAGE)
+        size = max(size, int(self.c.log_size))
+        try:
+            _reserve(self._log_fd, size)
+        except OSError as exc:
+            raise StorageError(
+                exc.errno or 0,
+                f"reserving {size} bytes of disk for {self.log_path}: {exc.strerror}") from exc
+        self.c.log_capacity = size
+        self._needs_fsync = True
 
     # ---------------------------------------------------------------- loading
     def load_clean(self) -> bool:
@@ -284,6 +406,10 @@ class LogSegment:
         that a later scan cannot mistake stale bytes for batches).
         """
         c = self.c
+        if not self.active:
+            # The index files as found may be short or damaged: rebuild into mappings
+            # of full segment.index.bytes, shrink to the entries afterwards.
+            self._map_indexes_full()
         c.log_size = 0
         c.index_entries = 0
         c.timeindex_entries = 0
@@ -299,7 +425,27 @@ class LogSegment:
         c.flushed_timeindex_entries = 0
         self._needs_fsync = True
         self._load_rolling_timestamp()
+        if not self.active:
+            self._shrink_files()
         return dropped
+
+    def _map_indexes_full(self) -> None:
+        entries = max(self._max_index_entries, 1)
+        try:
+            for fd, size in ((self._index_fd, entries * 8), (self._time_fd, entries * 12)):
+                if os.fstat(fd).st_size < size:
+                    os.ftruncate(fd, size)
+            index_map = _Mapping(self._index_fd, entries * 8)
+            time_map = _Mapping(self._time_fd, entries * 12)
+        except OSError as exc:
+            raise StorageError(exc.errno or 0, f"sizing the indexes of {self.log_path}: {exc.strerror}") from exc
+        for m in (self._index_map, self._time_map):
+            if m is not None:
+                m.release()
+        self._index_map, self._time_map = index_map, time_map
+        c = self.c
+        c.index, c.index_capacity = index_map.ptr, index_map.size
+        c.timeindex, c.timeindex_capacity = time_map.ptr, time_map.size
 
     def _load_rolling_timestamp(self) -> None:
         if self.c.log_size >= lib.PL_BATCH_HEADER_BYTES:
@@ -332,6 +478,10 @@ class LogSegment:
         """A zero-copy view of log bytes [start, end), which must be <= log_size."""
         assert 0 <= start <= end <= self.c.log_size
         return self._view[start:end]
+
+    def modified_ms(self) -> int:
+        """The .log file's modification time in ms."""
+        return os.fstat(self._log_fd).st_mtime_ns // 1_000_000
 
     def last_modified_ms(self) -> int:
         """Largest record timestamp, or the file's mtime when none is set (retention.ms)."""
@@ -372,7 +522,7 @@ class LogSegment:
 
     def activate(self, segment_bytes: int, index_entries: int) -> None:
         """Let an inactive segment take appends again (after a truncation made it the
-        last): preallocate its files and map them whole."""
+        last): size its files for appends, map them whole, reserve disk."""
         if self.active:
             return
         old = (self._log_map, self._index_map, self._time_map)
@@ -382,6 +532,7 @@ class LogSegment:
             self._map_active(segment_bytes, index_entries)
         except OSError as exc:
             raise StorageError(exc.errno or 0, f"reactivating {self.log_path}: {exc.strerror}") from exc
+        self.c.log_capacity = self.c.log_size  # nothing unreserved is writable
         log_map, index_map, time_map = old
         if log_map is not None:
             # a truncation may follow and rewrite any of these bytes: detach under views
@@ -391,17 +542,36 @@ class LogSegment:
                 m.release()
         self.active = True
         self._needs_fsync = True
+        self._reserve_initial()
 
     def _remap_detaching(self, keep_from: int, keep_to: int) -> None:
+        """Move to a new .log mapping before bytes from ``keep_from`` on are rewritten:
+        views of the old mapping (and of any earlier one) keep their bytes."""
         old = self._log_map
         assert old is not None
         assert self._view is not None
         self._view.release()
+        self._detach_superseded(keep_from)
         new = _Mapping(self._log_fd, min(old.size, os.fstat(self._log_fd).st_size))
-        old.release(keep_from, keep_to)
+        if not old.release(keep_from, keep_to):
+            self._superseded.append(_Superseded(old, keep_from))
         self._log_map = new
         self._view = memoryview(new.mm)
         self.c.log = new.ptr
+
+    def _detach_superseded(self, start: int) -> None:
+        """Before the file is rewritten from ``start`` on: detach that part of every
+        superseded mapping still in use; forget the ones no view uses any more."""
+        keep = []
+        for sup in self._superseded:
+            if sup.mapping.release():
+                continue
+            if start < sup.attached_to:
+                sup.mapping.detach(start, sup.attached_to)
+                sup.attached_to = start
+            if sup.attached_to > 0:
+                keep.append(sup)
+        self._superseded = keep
 
     def _zero_log(self, start: int, end: int) -> None:
         """Zero log bytes [start, end) through the current mapping."""
@@ -441,7 +611,8 @@ class LogSegment:
     def _shrink_files(self) -> None:
         c = self.c
         try:
-            os.ftruncate(self._log_fd, max(int(c.log_size), 0))
+            if os.fstat(self._log_fd).st_size != int(c.log_size):  # keep mtime when unchanged
+                os.ftruncate(self._log_fd, max(int(c.log_size), 0))
             os.ftruncate(self._index_fd, int(c.index_entries) * 8)
             os.ftruncate(self._time_fd, int(c.timeindex_entries) * 12)
         except OSError as exc:
@@ -482,6 +653,9 @@ class LogSegment:
                 raise StorageError(exc.errno or 0, f"deleting {path}: {exc.strerror}") from exc
 
     def _drop_maps(self, *, keep_views: bool) -> None:
+        if keep_views:
+            self._detach_superseded(0)
+        self._superseded = []
         if self._view is not None:
             self._view.release()
             self._view = None

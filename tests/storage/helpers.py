@@ -178,10 +178,12 @@ def check_log(log: Log, expected: Sequence[Rec], *, start: Optional[int] = None,
             assert next(iter(log.records(o))).offset == o
 
 
-def check_indexes_on_disk(path: Path) -> None:
+def check_indexes_on_disk(path: Path, index_interval_bytes: Optional[int] = None) -> None:
     """Every closed segment's .index / .timeindex entries are well-formed against its
     .log (the on-disk format of csrc/pylog.h): sorted, at batch starts with matching
-    base offsets; time entries increasing and naming real batches."""
+    base offsets; time entries increasing and naming real batches.  With
+    ``index_interval_bytes``, the offset index must also be as dense as the setting
+    asks (one entry per index.interval.bytes of log, give or take one batch)."""
     for name in segment_names(os.listdir(path)):
         base = int(name[:20])
         data = (path / name).read_bytes()
@@ -197,6 +199,14 @@ def check_indexes_on_disk(path: Path) -> None:
             prev = (rel, pos)
             assert pos in starts and starts[pos].base_offset == base + rel, \
                 f"{name}: index entry ({rel}, {pos}) is not at a batch of offset {base + rel}"
+        if index_interval_bytes is not None and batches:
+            positions = [struct.unpack_from(">II", idx, i)[1] for i in range(0, len(idx), 8)]
+            biggest = max(b.size for b in batches)
+            assert positions and positions[0] == 0, f"{name}: no index entry for the first batch"
+            for a, b in zip(positions, positions[1:] + [len(data)]):
+                assert b - a <= index_interval_bytes + biggest, \
+                    f"{name}: {b - a} bytes of log between index entries at {a} and {b} " \
+                    f"(index.interval.bytes={index_interval_bytes}): the index was not rebuilt"
         tidx = (path / (name[:20] + ".timeindex")).read_bytes()
         assert len(tidx) % 12 == 0, f"{name}: .timeindex size {len(tidx)} is not a multiple of 12"
         prev_ts = None
