@@ -127,6 +127,7 @@ class InvalidRecord(CorruptRecordError):
 
     code = 87
     kafka_name = "INVALID_RECORD"
+    retriable = False  # the same record will be refused again
 
 
 # ----------------------------------------------------------- broker and producer

@@ -38,6 +38,8 @@ log = logging.getLogger("pylog.consumer")
 
 EARLIEST = -2
 LATEST = -1
+#: Fetches in a row that may return only empty (compacted) batches before poll gives up.
+_MAX_EMPTY_FETCHES = 64
 
 
 class TopicPartition(NamedTuple):
@@ -445,7 +447,19 @@ class Consumer:
         self._resolve_positions()
 
     def _fetch_one(self, tp: TopicPartition, max_records: int, max_bytes: int) -> Optional[RecordArrays]:
-        """Records of one partition from its position (at most ``max_records``), or None."""
+        """Records of one partition from its position (at most ``max_records``), or None.
+
+        Batches that hold no record at or after the position (compaction leaves empty
+        batches, and the first batch may start below it) are skipped, fetching on.
+        """
+        for _ in range(_MAX_EMPTY_FETCHES):
+            pos = self._positions[tp]
+            arrays = self._fetch_once(tp, max_records, max_bytes)
+            if arrays is not None or self._positions[tp] == pos:
+                return arrays
+        return None
+
+    def _fetch_once(self, tp: TopicPartition, max_records: int, max_bytes: int) -> Optional[RecordArrays]:
         for attempt in (0, 1):
             pos = self._positions[tp]
             assert pos is not None

@@ -277,3 +277,44 @@ def test_closed_broker_refuses(open_broker):
     with pytest.raises(errors.BrokerClosed):
         b.create_topic("u")
     b.close()  # idempotent
+
+
+# --------------------------------------------------------------- compaction
+def test_compacted_topic_keeps_latest_per_key(broker):
+    broker.create_topic("state", 1, config={"cleanup.policy": "compact", "segment.bytes": 4096,
+                                            "min.cleanable.dirty.ratio": "0.01"})
+    latest = {}
+    with pylog.Producer(broker, linger_ms=0) as p:
+        for i in range(600):
+            key = b"k%d" % (i % 20)
+            latest[key] = p.send("state", b"v%d" % i, key=key).result().offset
+    part = broker.partition("state", 0)
+    assert len(part.log.segments) > 2
+    results = broker.run_cleaner(force=True)
+    assert results and results[0].records_after < results[0].records_before
+    recs = list(part.log.records())
+    by_key = {r.key: r.offset for r in recs}
+    assert by_key == {k: off for k, off in latest.items() if off < part.log.segments[-1].base_offset} | {
+        r.key: r.offset for r in recs if r.offset >= part.log.segments[-1].base_offset}
+    for r in recs:  # every kept record is still at its original offset with its value
+        assert r.value == b"v%d" % r.offset
+    assert part.log_end_offset == 600  # offsets are preserved: the end does not move
+    c = pylog.Consumer(broker, auto_offset_reset="earliest")
+    c.assign([("state", 0)])
+    got = []
+    while True:
+        batch = c.poll(timeout=0, max_records=1000)
+        if not batch:
+            break
+        got.extend(batch)
+    assert [r.offset for r in got] == [r.offset for r in recs]
+
+
+def test_compacted_topic_rejects_null_keys(broker):
+    broker.create_topic("state", 1, config={"cleanup.policy": "compact"})
+    with pytest.raises(errors.InvalidRecord):
+        broker.produce("state", 0, build_batch([b"no key"]))
+    with pylog.Producer(broker) as p:
+        f = p.send("state", b"no key")
+        p.flush()
+    assert isinstance(f.exception(), errors.InvalidRecord)
