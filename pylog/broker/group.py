@@ -31,8 +31,8 @@ Invariants kept (and asserted by the tests):
   one of them and alone receives the member list.
 * A SyncGroup is answered with an assignment only for the current generation.
 * An offset commit succeeds only from a member of the current generation, outside the
-  CompletingRebalance state, or with generation -1 and no member id from a group that has
-  no members (manual assignment, "simple" consumers).
+  CompletingRebalance state, or with generation -1 to a group that has no members
+  (manual assignment, "simple" consumers).
 * Committed offsets change only after their records are durably appended.
 
 Kafka's defaults apply except ``group.initial.rebalance.delay.ms``, which is 0 here (Kafka's
@@ -543,7 +543,7 @@ class GroupCoordinator:
     def _prepare_rebalance(self, group: _Group, now: int) -> List[Action]:
         actions: List[Action] = []
         if group.state is GroupState.COMPLETING_REBALANCE:
-            actions += self._fail_pending_syncs(group)
+            actions += self._fail_pending_syncs(group, now)
         group.sync_deadline_ms = None
         group.pending_sync.clear()
         delay = self.config.group_initial_rebalance_delay_ms
@@ -558,11 +558,13 @@ class GroupCoordinator:
         group.transition(GroupState.PREPARING_REBALANCE, now)
         return actions
 
-    def _fail_pending_syncs(self, group: _Group) -> List[Action]:
+    def _fail_pending_syncs(self, group: _Group, now: int) -> List[Action]:
         actions: List[Action] = []
         for m in group.members.values():
             m.assignment = b""
             if m.awaiting_sync:
+                # An answered member's session restarts now (it was kept alive while waiting).
+                m.heartbeat_deadline_ms = now + m.session_timeout_ms
                 actions.append(Respond(m.sync_token, error=RebalanceInProgress(
                     f"group {group.group_id!r} started another rebalance; rejoin")))
                 m.awaiting_sync = False
@@ -666,6 +668,7 @@ class GroupCoordinator:
         group.pending_sync.clear()
         for m in group.members.values():
             if m.awaiting_sync:
+                m.heartbeat_deadline_ms = now + m.session_timeout_ms
                 actions.append(Respond(m.sync_token, result=m.assignment))
                 m.awaiting_sync = False
                 m.sync_token = None
@@ -821,8 +824,9 @@ class GroupCoordinator:
         request is answered (and the offsets become visible) in :meth:`append_done`.
 
         Accepted from a member of the current generation (also while the group prepares a
-        rebalance, so a member can commit before it rejoins) and with generation -1 and
-        member id "" for a group without members.  Errors: IllegalGeneration,
+        rebalance, so a member can commit before it rejoins) and, whatever the member id,
+        with a negative generation (-1) for a group without members (Kafka's rule for
+        consumers that assign partitions themselves).  Errors: IllegalGeneration,
         UnknownMemberId, RebalanceInProgress (CompletingRebalance), OffsetMetadataTooLarge,
         InvalidArgument, CoordinatorNotAvailable.
         """
