@@ -1040,8 +1040,11 @@ class GroupCoordinator:
                     f"group {group_id!r} has {len(group.members)} members ({group.state.value})")
         except PylogError as e:
             return [Respond(token, error=e)]
-        group.transition(GroupState.DEAD, now)
         doomed = dict(group.offsets)
+        if not doomed and not group.pending_commits:
+            del self._groups[group_id]  # nothing durable to erase
+            return [Respond(token)]
+        group.transition(GroupState.DEAD, now)
         append_id = next(self._append_ids)
         self._appends[append_id] = _PendingAppend("delete", group_id, token, doomed)
         return [AppendOffsets(append_id, partition_for_group(group_id, self.num_partitions),
