@@ -461,6 +461,7 @@ class GroupMember:
             if result.is_leader:
                 assignments, group_counts = self._assign(result.protocol_name, result.members)
                 counts.update(group_counts)
+            sent_ms = self._clock()  # the next heartbeat is due one interval after this
             try:
                 data = self._service.sync_group(self.group_id, result.generation_id,
                                                 result.member_id, assignments)
@@ -472,10 +473,9 @@ class GroupMember:
                 continue
             assignment = decode_assignment(data)
             with self._cond:
-                now = self._clock()
                 self._generation = result.generation_id
-                self._next_heartbeat_ms = now + self._heartbeat_interval_ms
-                self._last_poll_ms = now
+                self._next_heartbeat_ms = sent_ms + self._heartbeat_interval_ms
+                self._last_poll_ms = max(self._last_poll_ms, self._clock())
                 self._outcome = _Outcome(result.generation_id, result.member_id,
                                          frozenset(assignment.partitions), topics, counts)
                 self._cond.notify_all()

@@ -142,11 +142,13 @@ class Group:
         SyncGroup, where the coordinator keeps it alive), advance the clock and tick."""
         for m in live:
             proxy = self.proxies[id(m)]
-            if proxy.paused or m.generation < 0:
+            if proxy.paused:
                 continue
-            wait_for(lambda: proxy.in_call > 0 or (
+            # (out of the group - e.g. it just left after max.poll.interval.ms - it owes none)
+            wait_for(lambda: m.generation < 0 or proxy.in_call > 0 or (
                 proxy.last_beat is not None
-                and proxy.last_beat > self.clock() - HEARTBEAT_MS), "a live member's heartbeat")
+                and proxy.last_beat > self.clock() - HEARTBEAT_MS),
+                f"member {m.member_id}'s heartbeat")
         self.clock.advance(STEP_MS)
         self.svc.tick()
 
