@@ -33,7 +33,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import (Any, Callable, Dict, FrozenSet, Iterable, List, Mapping, Optional,
+from typing import (Any, Callable, Dict, FrozenSet, Iterable, Mapping, Optional,
                     Sequence, Tuple, Union)
 
 from pylog.broker.group import RequestTimedOut
@@ -224,11 +224,13 @@ class GroupMember:
             step = self._next_step()
             if step is not None or not self._joining:
                 return step
-            while self._joining and self._outcome is None and self._fatal is None:
+            while self._joining and self._outcome is None and self._fatal is None \
+                    and not self._closing:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return None
                 self._cond.wait(left)
+            self._check_open()
             return self._next_step()
 
     def _next_step(self) -> Optional[Rebalance]:
@@ -454,8 +456,10 @@ class GroupMember:
                 continue
             with self._cond:
                 self._member_id = result.member_id
-                if self._closing:
-                    return  # close() leaves with the id just learned
+                closing = self._closing
+            if closing:  # close() may have stopped waiting for this thread: leave here
+                self._leave_now(True)
+                return
             counts: Dict[str, int] = {t: self._count(t) for t in topics}
             assignments = None
             if result.is_leader:
@@ -495,8 +499,9 @@ class GroupMember:
     # ------------------------------------------------------------------ close
 
     def close(self, leave: bool = True, timeout_s: float = 30.0) -> None:
-        """Stop the background thread; with ``leave`` leave the group at once (otherwise
-        the coordinator evicts the member after session.timeout.ms)."""
+        """Stop the background thread (waiting for it up to ``timeout_s``); with ``leave``
+        leave the group at once (otherwise the coordinator evicts the member after
+        session.timeout.ms).  A poll waiting in another thread raises."""
         with self._cond:
             if self._closed or self._closing:
                 return
@@ -504,7 +509,9 @@ class GroupMember:
             self._cond.notify_all()
             thread = self._thread
         if thread is not None:
-            # A leave makes a JoinGroup waiting in the thread return at once.
+            # A leave makes a JoinGroup waiting in the thread return at once.  A first
+            # JoinGroup (no member id yet) cannot be cut short: if it outlasts timeout_s,
+            # the thread leaves the group itself when it returns.
             self._leave_now(leave)
             thread.join(timeout_s)
         if leave:

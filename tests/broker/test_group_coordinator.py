@@ -12,7 +12,7 @@ from typing import Dict, List, Optional
 import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from pylog.broker.group import (AppendOffsets, GroupConfig, GroupCoordinator, GroupState,
                                 JoinGroupResult, NonEmptyGroup, OffsetMetadataTooLarge,

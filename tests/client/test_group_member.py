@@ -9,6 +9,7 @@ member talks to the service through a proxy that records its heartbeats and can 
 """
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Dict, List
 
 import pytest
@@ -272,6 +273,22 @@ def test_slow_consumer_stays_until_max_poll_interval_then_leaves(group):
     rb = b.poll(0)
     assert rb is not None and rb.lost and rb.revoked
     group.settle([a, b])
+
+
+def test_close_interrupts_a_waiting_poll_and_the_member_still_leaves(group):
+    a = group.add()
+    group.settle([a])
+    b = group.add()
+    with ThreadPoolExecutor(1) as pool:
+        f = pool.submit(b.poll, WAIT_S)
+        wait_for(lambda: group.proxies[id(b)].in_call > 0, "b's first join to wait for a")
+        b.close(timeout_s=0.05)  # b has no member id yet: its join cannot be cut short
+        with pytest.raises(InvalidArgument, match="closed"):
+            f.result(WAIT_S)
+    group.members.remove(b)
+    # a rejoins; b's join completes and b's thread leaves; a ends alone with everything
+    group.settle([a])
+    assert a.assignment == ALL
 
 
 def test_subscription_change_and_unsubscribe(group):
