@@ -35,9 +35,20 @@ __all__ = [
     "UnknownProducerId",
     "BrokerClosed",
     "NoOffsetForPartition",
+    "OffsetMetadataTooLarge",
+    "NonEmptyGroup",
     "ProducerClosed",
     "ConsumerClosed",
     "IllegalState",
+    "CoordinatorNotAvailable",
+    "IllegalGeneration",
+    "InconsistentGroupProtocol",
+    "InvalidGroupId",
+    "UnknownMemberId",
+    "InvalidSessionTimeout",
+    "RebalanceInProgress",
+    "GroupIdNotFound",
+    "CommitFailed",
     "error_for_code",
 ]
 
@@ -229,6 +240,20 @@ class BrokerClosed(PylogError):
     """The broker (or cluster) was closed; no request can be served any more."""
 
 
+class OffsetMetadataTooLarge(PylogError, ValueError):
+    """A committed offset's metadata string is longer than offset.metadata.max.bytes."""
+
+    code = 12
+    kafka_name = "OFFSET_METADATA_TOO_LARGE"
+
+
+class NonEmptyGroup(PylogError):
+    """The group cannot be deleted while it has members."""
+
+    code = 68
+    kafka_name = "NON_EMPTY_GROUP"
+
+
 class NoOffsetForPartition(OffsetOutOfRange):
     """A consumer has no committed offset for a partition and auto.offset.reset is "none"."""
 
@@ -243,6 +268,75 @@ class ConsumerClosed(PylogError):
 
 class IllegalState(PylogError):
     """The call is not valid in the object's current state (e.g. poll with no assignment)."""
+
+
+# --- consumer groups (group coordinator, GroupService, GroupMember) ---------------------
+
+
+class CoordinatorNotAvailable(PylogError):
+    """The group coordinator is not running (closed service, or a group being deleted)."""
+
+    code = 15
+    kafka_name = "COORDINATOR_NOT_AVAILABLE"
+    retriable = True
+
+
+class IllegalGeneration(PylogError):
+    """The request names a generation of the group that is not the current one."""
+
+    code = 22
+    kafka_name = "ILLEGAL_GENERATION"
+
+
+class InconsistentGroupProtocol(PylogError, ValueError):
+    """The member's protocol type or protocols match none the group's members support."""
+
+    code = 23
+    kafka_name = "INCONSISTENT_GROUP_PROTOCOL"
+
+
+class InvalidGroupId(PylogError, ValueError):
+    """The group id is not a string, or is empty where a group must be named."""
+
+    code = 24
+    kafka_name = "INVALID_GROUP_ID"
+
+
+class UnknownMemberId(PylogError):
+    """The member id is not a member of the group (never joined, left, or was evicted)."""
+
+    code = 25
+    kafka_name = "UNKNOWN_MEMBER_ID"
+
+
+class InvalidSessionTimeout(PylogError, ValueError):
+    """session.timeout.ms is outside group.min/max.session.timeout.ms of the broker."""
+
+    code = 26
+    kafka_name = "INVALID_SESSION_TIMEOUT"
+
+
+class RebalanceInProgress(PylogError):
+    """The group is rebalancing; the member must rejoin before this request can succeed."""
+
+    code = 27
+    kafka_name = "REBALANCE_IN_PROGRESS"
+
+
+class GroupIdNotFound(PylogError, LookupError):
+    """No group with this id exists on the coordinator."""
+
+    code = 69
+    kafka_name = "GROUP_ID_NOT_FOUND"
+
+
+class CommitFailed(PylogError):
+    """Client side: a commit failed because the member is no longer part of the group's
+    current generation (it was evicted or the group rebalanced); its message names the
+    coordinator's reason.  The partitions may already belong to another member."""
+
+    code = -1
+    kafka_name = "UNKNOWN_SERVER_ERROR"
 
 
 def _all_subclasses(cls: type) -> list[type]:

@@ -603,7 +603,7 @@ class Broker:
 
         service = GroupService(
             append=append, num_partitions=len(topic.partitions), clock=self._clock,
-            background=self._background,
+            tick_interval_ms=100 if self._background else 0,
             group_min_session_timeout_ms=self.config.group_min_session_timeout_ms,
             group_max_session_timeout_ms=self.config.group_max_session_timeout_ms,
             group_initial_rebalance_delay_ms=self.config.group_initial_rebalance_delay_ms)
@@ -641,6 +641,8 @@ class Broker:
             self.run_cleaner(now_ms=now)
         for name, t in list(self._topics.items()):
             self.traffic.check_skew(name, len(t.partitions), now)
+        if self._groups is not None and not self._background:
+            self._groups.tick()
 
     def run_cleaner(self, now_ms: Optional[int] = None, *, force: bool = False) -> List[Any]:
         """Compact every topic whose cleanup.policy contains "compact" (when dirty enough,
@@ -686,8 +688,8 @@ class Broker:
                 topics[name] = {"partitions": parts}
         groups: Dict[str, Any] = {}
         if self._groups is not None:
-            for g in self._groups.list_groups():
-                gid = g if isinstance(g, str) else getattr(g, "group_id", g[0])
+            for listing in self._groups.list_groups():
+                gid = listing.group_id
                 desc = self._groups.describe_group(gid)
                 lag: Dict[str, Dict[int, int]] = {}
                 for (topic, part), (off, _meta) in self._groups.fetch_offsets(gid).items():
@@ -695,9 +697,8 @@ class Broker:
                     if t is None or part >= len(t.partitions):
                         continue
                     lag.setdefault(topic, {})[part] = max(0, t.partitions[part].high_watermark - off)
-                groups[gid] = {"state": str(getattr(desc, "state", "")),
-                               "members": len(getattr(desc, "members", ()) or ()),
-                               "generation": int(getattr(desc, "generation_id", getattr(desc, "generation", -1))),
-                               "lag": lag}
+                state = getattr(desc.state, "value", desc.state)
+                groups[gid] = {"state": str(state), "members": len(desc.members),
+                               "generation": desc.generation_id, "lag": lag}
         return {"broker": {"id": self.config.broker_id}, "topics": topics, "groups": groups,
                 "skew_warnings_total": snap.get("skew_warnings_total", 0)}

@@ -164,7 +164,9 @@ def _cmd_consume(args: argparse.Namespace) -> int:
                     consumer.seek_to_beginning([(args.topic, p)])
         try:
             while args.max_messages is None or shown < args.max_messages:
-                recs = consumer.poll(timeout=args.timeout)
+                # Never take more than will be printed: the group commits what poll returned.
+                left = None if args.max_messages is None else max(1, min(500, args.max_messages - shown))
+                recs = consumer.poll(timeout=args.timeout, max_records=left)
                 if not recs and not args.follow:
                     break
                 for r in recs:

@@ -21,12 +21,14 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, NamedTuple, Opt
 import numpy as np
 
 from pylog.errors import (
+    CommitFailed,
     ConsumerClosed,
     IllegalState,
     InvalidArgument,
     InvalidConfig,
     NoOffsetForPartition,
     OffsetOutOfRange,
+    RebalanceInProgress,
     UnknownTopicOrPartition,
 )
 from pylog.records import decode_records
@@ -38,6 +40,8 @@ log = logging.getLogger("pylog.consumer")
 
 EARLIEST = -2
 LATEST = -1
+#: Membership steps one poll applies at most (a rebalance takes two or three).
+_MAX_REBALANCE_STEPS = 8
 #: Fetches in a row that may return only empty (compacted) batches before poll gives up.
 _MAX_EMPTY_FETCHES = 64
 
@@ -286,7 +290,7 @@ class Consumer:
         revoked = [TopicPartition(*tp) for tp in sorted(change.revoked)]
         assigned = [TopicPartition(*tp) for tp in sorted(change.assigned)]
         if revoked:
-            if self.enable_auto_commit:
+            if self.enable_auto_commit and not getattr(change, "lost", False):
                 self._commit_positions(only=revoked)
             if self._on_revoke is not None:
                 self._on_revoke(revoked)
@@ -437,13 +441,23 @@ class Consumer:
     def _prepare_poll(self, timeout_s: float) -> None:
         self._check_open()
         if self._member is not None:
+            # One membership step per member.poll: eager revoke-all, then the new
+            # assignment; cooperative revoke/assign pairs.  Loop until nothing is pending.
+            deadline = time.monotonic() + timeout_s
             change = self._member.poll(timeout_s)
-            if change is not None and (change.revoked or change.assigned):
+            for _ in range(_MAX_REBALANCE_STEPS):
+                if change is None:
+                    break
                 self._apply_rebalance(change)
+                change = self._member.poll(max(0.0, deadline - time.monotonic()))
         elif self._subscription is None and not self._assigned:
             raise IllegalState("poll() with no assignment: call subscribe() or assign() first")
         if self.enable_auto_commit and _now_ms() - self._last_commit_ms >= self.auto_commit_interval_ms:
-            self._commit_positions()
+            try:
+                self._commit_positions()
+            except (CommitFailed, RebalanceInProgress) as exc:  # as Kafka: logged, retried later
+                log.warning("auto-commit of group %s failed: %s", self.group_id, exc)
+                self._last_commit_ms = _now_ms()
         self._resolve_positions()
 
     def _fetch_one(self, tp: TopicPartition, max_records: int, max_bytes: int) -> Optional[RecordArrays]:

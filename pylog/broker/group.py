@@ -1,0 +1,1040 @@
+"""The group coordinator: Kafka's classic consumer-group protocol as a sans-I/O state machine.
+
+This module owns group membership (join, sync, heartbeat, leave, generations, leader,
+protocol selection, session and rebalance timeouts) and the committed offsets of every
+group that lives on one coordinator.  It owns no thread, lock, clock, socket or file:
+
+* **Events in** are method calls.  Each request carries a caller-chosen ``token`` and the
+  current time ``now`` in ms; :meth:`GroupCoordinator.tick` reports the passage of time.
+* **Actions out** are the returned lists: :class:`Respond` answers the request with that
+  token (possibly much later: a JoinGroup is answered when the rebalance completes, a
+  follower's SyncGroup when the leader's arrives), :class:`AppendOffsets` asks the driver to
+  append records to ``__consumer_offsets`` and then report :meth:`append_done`.
+
+The driver (:class:`pylog.broker.group_service.GroupService`, the simulator, later the
+network server) performs the actions.  AppendOffsets actions of one partition must be
+performed, and their ``append_done`` reported, in the order they were returned.
+
+Group states (Kafka's names) and transitions::
+
+    Empty --join--> PreparingRebalance --all joined / rebalance timeout--> CompletingRebalance
+    CompletingRebalance --leader's SyncGroup--> Stable
+    Stable / CompletingRebalance --join of a new or changed member, leave, eviction-->
+        PreparingRebalance
+    PreparingRebalance --every member gone--> Empty          (generation still advances)
+    Empty --delete_group--> Dead (removed once the tombstones are written)
+
+Invariants kept (and asserted by the tests):
+
+* The generation only grows; every completed rebalance advances it by one.
+* Join responses of a generation go only to the members of that generation; the leader is
+  one of them and alone receives the member list.
+* A SyncGroup is answered with an assignment only for the current generation.
+* An offset commit succeeds only from a member of the current generation, outside the
+  CompletingRebalance state, or with generation -1 to a group that has no members
+  (manual assignment, "simple" consumers).
+* Committed offsets change only after their records are durably appended.
+
+Kafka's defaults apply except ``group.initial.rebalance.delay.ms``, which is 0 here (Kafka's
+is 3000): an embedded consumer should not wait three seconds for its first assignment.
+Not implemented: static membership (group.instance.id), KIP-394's MEMBER_ID_REQUIRED
+round trip, group.max.size, group metadata records (members are not persisted; after a
+restart they rejoin, as when a Kafka coordinator moves).
+"""
+from __future__ import annotations
+
+import enum
+import itertools
+from dataclasses import dataclass, field
+from typing import (Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Set,
+                    Tuple, Union)
+
+from pylog.broker.offsets_topic import (OFFSETS_TOPIC_NUM_PARTITIONS, OffsetValue,
+                                        offset_commit_record, offset_tombstone,
+                                        partition_for_group)
+from pylog.errors import (CoordinatorNotAvailable, GroupIdNotFound, IllegalGeneration,
+                          InconsistentGroupProtocol, InvalidArgument, InvalidConfig,
+                          InvalidGroupId, InvalidSessionTimeout, PylogError,
+                          NonEmptyGroup, OffsetMetadataTooLarge, RebalanceInProgress,
+                          RequestTimedOut, UnknownMemberId)
+
+__all__ = [
+    "GroupState",
+    "GroupConfig",
+    "GroupCoordinator",
+    "Respond",
+    "AppendOffsets",
+    "Action",
+    "JoinGroupResult",
+    "MemberDescription",
+    "GroupDescription",
+    "GroupListing",
+    "OffsetMetadataTooLarge",
+    "NonEmptyGroup",
+    "RequestTimedOut",
+]
+
+TopicPartition = Tuple[str, int]
+_DAY_MS = 24 * 3600 * 1000
+
+
+# --- errors this module raises that pylog.errors does not (yet) define ------------------
+
+
+# --- public value types -------------------------------------------------------------------
+
+
+class GroupState(str, enum.Enum):
+    """A group's state, with Kafka's names."""
+
+    EMPTY = "Empty"
+    PREPARING_REBALANCE = "PreparingRebalance"
+    COMPLETING_REBALANCE = "CompletingRebalance"
+    STABLE = "Stable"
+    DEAD = "Dead"
+
+
+@dataclass(frozen=True)
+class GroupConfig:
+    """Broker-side group settings (Kafka's names in snake_case; Kafka's defaults except
+    ``group_initial_rebalance_delay_ms``, 0 here and 3000 in Kafka)."""
+
+    group_min_session_timeout_ms: int = 6000
+    group_max_session_timeout_ms: int = 1_800_000
+    group_initial_rebalance_delay_ms: int = 0
+    offsets_retention_ms: int = 7 * _DAY_MS
+    offsets_retention_check_interval_ms: int = 600_000
+    offset_metadata_max_bytes: int = 4096
+
+    def __post_init__(self) -> None:
+        for f in ("group_min_session_timeout_ms", "group_max_session_timeout_ms",
+                  "group_initial_rebalance_delay_ms", "offsets_retention_ms",
+                  "offsets_retention_check_interval_ms", "offset_metadata_max_bytes"):
+            v = getattr(self, f)
+            kafka = f.replace("_", ".")
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise InvalidConfig(f"{kafka} must be an integer, got {v!r}")
+            lo = 1 if f in ("offsets_retention_ms", "offsets_retention_check_interval_ms") else 0
+            if v < lo:
+                raise InvalidConfig(f"{kafka} must be >= {lo}, got {v}")
+        if self.group_min_session_timeout_ms > self.group_max_session_timeout_ms:
+            raise InvalidConfig(
+                "group.min.session.timeout.ms must not exceed group.max.session.timeout.ms "
+                f"({self.group_min_session_timeout_ms} > {self.group_max_session_timeout_ms})")
+
+    @classmethod
+    def from_mapping(cls, settings: Mapping[str, Any]) -> "GroupConfig":
+        """Build from Kafka-style dotted names (``"group.min.session.timeout.ms"``) or
+        snake_case names; an unknown name raises :class:`InvalidConfig`."""
+        known = set(cls.__dataclass_fields__)
+        kwargs = {}
+        for name, value in settings.items():
+            key = str(name).replace(".", "_")
+            if key not in known:
+                raise InvalidConfig(f"unknown group configuration {name!r}")
+            kwargs[key] = value
+        return cls(**kwargs)
+
+
+@dataclass(frozen=True)
+class JoinGroupResult:
+    """The answer to a JoinGroup: the generation the member is now part of.  ``members``
+    (member id, protocol metadata) is filled for the leader only."""
+
+    generation_id: int
+    protocol_name: Optional[str]
+    leader_id: str
+    member_id: str
+    members: Tuple[Tuple[str, bytes], ...] = ()
+
+    @property
+    def is_leader(self) -> bool:
+        return self.leader_id == self.member_id
+
+
+@dataclass(frozen=True)
+class MemberDescription:
+    """One member as DescribeGroups shows it."""
+
+    member_id: str
+    client_id: str
+    metadata: bytes  #: its metadata for the group's selected protocol (b"" when none yet)
+    assignment: bytes  #: its assignment of the current generation (b"" until synced)
+
+
+@dataclass(frozen=True)
+class GroupDescription:
+    """A group as DescribeGroups shows it; an unknown group is reported as Dead."""
+
+    group_id: str
+    state: GroupState
+    protocol_type: str
+    protocol_name: str
+    generation_id: int
+    leader_id: str
+    members: Tuple[MemberDescription, ...]
+
+
+@dataclass(frozen=True)
+class GroupListing:
+    """One entry of ListGroups."""
+
+    group_id: str
+    protocol_type: str
+    state: GroupState
+
+
+@dataclass(frozen=True)
+class Respond:
+    """Answer the request that carried ``token``: ``error`` is the exception to raise
+    (or send as its code), otherwise ``result`` is the answer (JoinGroupResult for joins,
+    the assignment bytes for syncs, None for the others)."""
+
+    token: Any
+    result: Any = None
+    error: Optional[BaseException] = None
+
+
+@dataclass(frozen=True)
+class AppendOffsets:
+    """Append ``records`` (key, value-or-None) to ``__consumer_offsets-<partition>`` as one
+    batch, then call :meth:`GroupCoordinator.append_done` with ``append_id``."""
+
+    append_id: int
+    partition: int
+    records: Tuple[Tuple[bytes, Optional[bytes]], ...]
+
+
+Action = Union[Respond, AppendOffsets]
+
+
+# --- internal state ----------------------------------------------------------------------
+
+
+class _Member:
+    __slots__ = ("member_id", "client_id", "protocols", "session_timeout_ms",
+                 "rebalance_timeout_ms", "join_token", "sync_token", "assignment",
+                 "heartbeat_deadline_ms", "awaiting_join", "awaiting_sync")
+
+    def __init__(self, member_id: str, client_id: str, protocols: List[Tuple[str, bytes]],
+                 session_timeout_ms: int, rebalance_timeout_ms: int) -> None:
+        self.member_id = member_id
+        self.client_id = client_id
+        self.protocols = protocols  #: (name, metadata) in the member's preference order
+        self.session_timeout_ms = session_timeout_ms
+        self.rebalance_timeout_ms = rebalance_timeout_ms
+        self.join_token: Any = None
+        self.sync_token: Any = None
+        self.awaiting_join = False  #: a JoinGroup of this member waits for the rebalance
+        self.awaiting_sync = False  #: a SyncGroup of this member waits for the leader's
+        self.assignment = b""
+        self.heartbeat_deadline_ms = 0
+
+    def metadata_for(self, protocol: Optional[str]) -> bytes:
+        for name, meta in self.protocols:
+            if name == protocol:
+                return meta
+        return b""
+
+    def protocol_names(self) -> List[str]:
+        return [name for name, _ in self.protocols]
+
+
+class _Group:
+    __slots__ = ("group_id", "state", "generation_id", "protocol_type", "protocol_name",
+                 "leader_id", "members", "offsets", "pending_commits", "pending_expiry",
+                 "state_timestamp_ms", "join_deadline_ms", "initial_delay", "new_member_added",
+                 "sync_deadline_ms", "pending_sync")
+
+    def __init__(self, group_id: str, now: int) -> None:
+        self.group_id = group_id
+        self.state = GroupState.EMPTY
+        self.generation_id = 0
+        self.protocol_type: Optional[str] = None
+        self.protocol_name: Optional[str] = None
+        self.leader_id: Optional[str] = None
+        self.members: Dict[str, _Member] = {}  # insertion order = join order
+        self.offsets: Dict[TopicPartition, OffsetValue] = {}
+        self.pending_commits: Dict[TopicPartition, int] = {}
+        self.pending_expiry: Set[TopicPartition] = set()
+        self.state_timestamp_ms = now
+        self.join_deadline_ms: Optional[int] = None
+        #: (delay_ms, remaining_ms) while the initial rebalance delay is running
+        self.initial_delay: Optional[Tuple[int, int]] = None
+        self.new_member_added = False
+        self.sync_deadline_ms: Optional[int] = None
+        self.pending_sync: Set[str] = set()
+
+    def transition(self, state: GroupState, now: int) -> None:
+        self.state = state
+        self.state_timestamp_ms = now
+
+    def rebalance_timeout_ms(self) -> int:
+        return max((m.rebalance_timeout_ms for m in self.members.values()), default=0)
+
+    def all_members_joined(self) -> bool:
+        return all(m.awaiting_join for m in self.members.values())
+
+    def candidate_protocols(self) -> List[str]:
+        """Protocols every member supports, in no particular order."""
+        common: Optional[Set[str]] = None
+        for m in self.members.values():
+            names = set(m.protocol_names())
+            common = names if common is None else common & names
+        return sorted(common or ())
+
+    def supports(self, protocol_type: str, protocols: List[Tuple[str, bytes]],
+                 exclude: Optional[str] = None) -> bool:
+        others = [m for mid, m in self.members.items() if mid != exclude]
+        if not others:
+            return True
+        if self.protocol_type != protocol_type:
+            return False
+        names = {n for n, _ in protocols}
+        for m in others:
+            names &= set(m.protocol_names())
+        return bool(names)
+
+
+@dataclass
+class _PendingAppend:
+    kind: str  # "commit" | "expire" | "delete"
+    group_id: str
+    token: Any = None
+    offsets: Dict[TopicPartition, OffsetValue] = field(default_factory=dict)
+
+
+def _default_member_ids() -> Callable[[str], str]:
+    counter = itertools.count(1)
+    return lambda client_id: f"{client_id or 'member'}-{next(counter)}"
+
+
+# --- argument checks ----------------------------------------------------------------------
+
+
+def _check_group_id(group_id: Any, *, allow_empty: bool = False) -> str:
+    if not isinstance(group_id, str):
+        raise InvalidGroupId(f"group id must be a str, got {type(group_id).__name__}")
+    if not group_id and not allow_empty:
+        raise InvalidGroupId("group id must not be empty")
+    return group_id
+
+
+def _check_int(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidArgument(f"{what} must be an int, got {value!r}")
+    return value
+
+
+def _check_member_id(member_id: Any) -> str:
+    if not isinstance(member_id, str):
+        raise InvalidArgument(f"member id must be a str, got {type(member_id).__name__}")
+    return member_id
+
+
+def _check_protocols(protocol_type: Any, protocols: Any) -> List[Tuple[str, bytes]]:
+    if not isinstance(protocol_type, str):
+        raise InvalidArgument(f"protocol type must be a str, got {type(protocol_type).__name__}")
+    if isinstance(protocols, (str, bytes)) or not isinstance(protocols, Iterable):
+        raise InvalidArgument("protocols must be a list of (name, metadata bytes) pairs")
+    out: List[Tuple[str, bytes]] = []
+    seen: Set[str] = set()
+    for item in protocols:
+        if not (isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str)
+                and isinstance(item[1], (bytes, bytearray, memoryview))):
+            raise InvalidArgument(f"a protocol must be a (str, bytes) pair, got {item!r}")
+        if item[0] not in seen:  # a repeated name adds nothing; the first one counts
+            seen.add(item[0])
+            out.append((item[0], bytes(item[1])))
+    if not protocol_type or not out:
+        raise InconsistentGroupProtocol(
+            "a member must name a protocol type and at least one protocol "
+            f"(protocol type {protocol_type!r}, {len(out)} protocols)")
+    return out
+
+
+# --- the coordinator ----------------------------------------------------------------------
+
+
+class GroupCoordinator:
+    """Every group of one coordinator: membership state machines and committed offsets.
+
+    ``num_partitions`` is the partition count of ``__consumer_offsets``
+    (offsets.topic.num.partitions); ``member_id_factory(client_id)`` makes a new member's
+    id (the default counts, which is deterministic; a driver that outlives restarts should
+    pass one that cannot repeat, e.g. client id + UUID, as Kafka does).
+    """
+
+    def __init__(self, config: Optional[GroupConfig] = None, *,
+                 num_partitions: int = OFFSETS_TOPIC_NUM_PARTITIONS,
+                 member_id_factory: Optional[Callable[[str], str]] = None,
+                 now: int = 0) -> None:
+        if config is None:
+            config = GroupConfig()
+        if not isinstance(config, GroupConfig):
+            raise InvalidArgument(f"config must be a GroupConfig, got {type(config).__name__}")
+        if isinstance(num_partitions, bool) or not isinstance(num_partitions, int) \
+                or num_partitions < 1:
+            raise InvalidConfig(
+                f"offsets.topic.num.partitions must be a positive int, got {num_partitions!r}")
+        self.config = config
+        self.num_partitions = num_partitions
+        self._new_member_id = member_id_factory or _default_member_ids()
+        self._groups: Dict[str, _Group] = {}
+        self._appends: Dict[int, _PendingAppend] = {}
+        self._append_ids = itertools.count(1)
+        self._next_expiry_check_ms = now + config.offsets_retention_check_interval_ms
+
+    # ---------------------------------------------------------------- replay at startup
+
+    def load_offset(self, group_id: str, tp: TopicPartition, value: Optional[OffsetValue],
+                    now: int) -> None:
+        """Replay one ``__consumer_offsets`` record (last write wins; None deletes)."""
+        group = self._groups.get(group_id)
+        if value is None:
+            if group is not None:
+                group.offsets.pop(tp, None)
+                if not group.offsets and not group.members:
+                    del self._groups[group_id]
+            return
+        if group is None:
+            group = self._groups[group_id] = _Group(group_id, now)
+        group.offsets[tp] = value
+
+    # ---------------------------------------------------------------- JoinGroup
+
+    def join_group(self, token: Any, group_id: str, member_id: str, protocol_type: str,
+                   protocols: Sequence[Tuple[str, bytes]], session_timeout_ms: int,
+                   rebalance_timeout_ms: int, now: int, *, client_id: str = "") -> List[Action]:
+        """A member joins (``member_id`` "" for a new member) or rejoins the group.
+
+        The answer (a :class:`JoinGroupResult`) comes when the rebalance completes: when
+        every known member has rejoined, or the group's rebalance timeout passes (members
+        that did not rejoin are removed).  A known member rejoining a Stable group with
+        unchanged protocols (and not the leader) is answered at once with the current
+        generation.  Errors: InvalidGroupId, InvalidSessionTimeout,
+        InconsistentGroupProtocol, UnknownMemberId, CoordinatorNotAvailable.
+        """
+        try:
+            group_id = _check_group_id(group_id)
+            member_id = _check_member_id(member_id)
+            protos = _check_protocols(protocol_type, protocols)
+            session_timeout_ms = _check_int(session_timeout_ms, "session timeout")
+            rebalance_timeout_ms = _check_int(rebalance_timeout_ms, "rebalance timeout")
+            if not isinstance(client_id, str):
+                raise InvalidArgument(f"client id must be a str, got {client_id!r}")
+            cfg = self.config
+            if not cfg.group_min_session_timeout_ms <= session_timeout_ms \
+                    <= cfg.group_max_session_timeout_ms:
+                raise InvalidSessionTimeout(
+                    f"session.timeout.ms {session_timeout_ms} is outside the broker's range "
+                    f"[{cfg.group_min_session_timeout_ms}, {cfg.group_max_session_timeout_ms}] "
+                    "(group.min/max.session.timeout.ms)")
+            if rebalance_timeout_ms == -1:  # JoinGroup v0: the session timeout serves
+                rebalance_timeout_ms = session_timeout_ms
+            if rebalance_timeout_ms <= 0:
+                raise InvalidArgument(
+                    f"rebalance timeout must be positive (or -1), got {rebalance_timeout_ms}")
+        except PylogError as e:
+            return [Respond(token, error=e)]
+
+        group = self._groups.get(group_id)
+        if member_id == "":
+            if group is None:
+                group = self._groups[group_id] = _Group(group_id, now)
+            return self._join_new(token, group, client_id, protocol_type, protos,
+                                  session_timeout_ms, rebalance_timeout_ms, now)
+        if group is not None and group.state is GroupState.DEAD:
+            return [Respond(token, error=CoordinatorNotAvailable(
+                f"group {group_id!r} is being deleted"))]
+        if group is None or member_id not in group.members:
+            return [Respond(token, error=UnknownMemberId(
+                f"member {member_id!r} is not in group {group_id!r}; rejoin with an empty "
+                "member id"))]
+        return self._join_known(token, group, group.members[member_id], protocol_type, protos,
+                                session_timeout_ms, rebalance_timeout_ms, now)
+
+    def _join_new(self, token: Any, group: _Group, client_id: str, protocol_type: str,
+                  protos: List[Tuple[str, bytes]], session_timeout_ms: int,
+                  rebalance_timeout_ms: int, now: int) -> List[Action]:
+        if group.state is GroupState.DEAD:
+            return [Respond(token, error=CoordinatorNotAvailable(
+                f"group {group.group_id!r} is being deleted"))]
+        if not group.supports(protocol_type, protos):
+            return [Respond(token, error=InconsistentGroupProtocol(
+                f"group {group.group_id!r} uses protocol type {group.protocol_type!r} with "
+                f"protocols {group.candidate_protocols()}; the member offers "
+                f"{protocol_type!r} {[n for n, _ in protos]}"))]
+        mid = self._new_member_id(client_id)
+        if not isinstance(mid, str) or not mid or mid in group.members:
+            raise AssertionError(f"member_id_factory returned a bad or repeated id {mid!r}")
+        member = _Member(mid, client_id, protos, session_timeout_ms, rebalance_timeout_ms)
+        group.members[mid] = member
+        if group.leader_id is None:
+            group.leader_id = mid
+        group.protocol_type = protocol_type
+        group.new_member_added = True
+        member.join_token = token
+        member.awaiting_join = True
+        member.heartbeat_deadline_ms = now + session_timeout_ms
+        actions: List[Action] = []
+        if group.state is not GroupState.PREPARING_REBALANCE:
+            actions += self._prepare_rebalance(group, now)
+        actions += self._maybe_complete_join(group, now)
+        return actions
+
+    def _join_known(self, token: Any, group: _Group, member: _Member, protocol_type: str,
+                    protos: List[Tuple[str, bytes]], session_timeout_ms: int,
+                    rebalance_timeout_ms: int, now: int) -> List[Action]:
+        if not group.supports(protocol_type, protos, exclude=member.member_id):
+            return [Respond(token, error=InconsistentGroupProtocol(
+                f"the member's protocols {[n for n, _ in protos]} (type {protocol_type!r}) "
+                f"match none of group {group.group_id!r}'s other members"))]
+        actions: List[Action] = []
+        member.heartbeat_deadline_ms = now + session_timeout_ms
+        unchanged = protos == member.protocols
+        if group.state in (GroupState.STABLE, GroupState.COMPLETING_REBALANCE) and unchanged \
+                and not (group.state is GroupState.STABLE and member.member_id == group.leader_id):
+            # A follower that lost its join response: give it the current generation.
+            return [Respond(token, result=self._join_result(group, member))]
+        if member.awaiting_join:  # a repeated JoinGroup replaces the waiting one
+            actions.append(Respond(member.join_token, error=RebalanceInProgress(
+                "superseded by a newer JoinGroup of the same member")))
+        member.protocols = protos
+        member.session_timeout_ms = session_timeout_ms
+        member.rebalance_timeout_ms = rebalance_timeout_ms
+        member.join_token = token
+        member.awaiting_join = True
+        if group.state is not GroupState.PREPARING_REBALANCE:
+            actions += self._prepare_rebalance(group, now)
+        actions += self._maybe_complete_join(group, now)
+        return actions
+
+    def _join_result(self, group: _Group, member: _Member) -> JoinGroupResult:
+        members: Tuple[Tuple[str, bytes], ...] = ()
+        if member.member_id == group.leader_id:
+            members = tuple((m.member_id, m.metadata_for(group.protocol_name))
+                            for m in group.members.values())
+        assert group.leader_id is not None
+        return JoinGroupResult(group.generation_id, group.protocol_name, group.leader_id,
+                               member.member_id, members)
+
+    def _prepare_rebalance(self, group: _Group, now: int) -> List[Action]:
+        actions: List[Action] = []
+        if group.state is GroupState.COMPLETING_REBALANCE:
+            actions += self._fail_pending_syncs(group, now)
+        group.sync_deadline_ms = None
+        group.pending_sync.clear()
+        delay = self.config.group_initial_rebalance_delay_ms
+        timeout = group.rebalance_timeout_ms()
+        if group.state is GroupState.EMPTY and delay > 0:
+            group.initial_delay = (delay, max(timeout - delay, 0))
+            group.new_member_added = False
+            group.join_deadline_ms = now + delay
+        else:
+            group.initial_delay = None
+            group.join_deadline_ms = now + timeout
+        group.transition(GroupState.PREPARING_REBALANCE, now)
+        return actions
+
+    def _fail_pending_syncs(self, group: _Group, now: int) -> List[Action]:
+        actions: List[Action] = []
+        for m in group.members.values():
+            m.assignment = b""
+            if m.awaiting_sync:
+                # An answered member's session restarts now (it was kept alive while waiting).
+                m.heartbeat_deadline_ms = now + m.session_timeout_ms
+                actions.append(Respond(m.sync_token, error=RebalanceInProgress(
+                    f"group {group.group_id!r} started another rebalance; rejoin")))
+                m.awaiting_sync = False
+                m.sync_token = None
+        return actions
+
+    def _maybe_complete_join(self, group: _Group, now: int) -> List[Action]:
+        if group.state is not GroupState.PREPARING_REBALANCE or group.initial_delay is not None:
+            return []
+        if not group.all_members_joined():
+            return []
+        return self._complete_join(group, now)
+
+    def _complete_join(self, group: _Group, now: int) -> List[Action]:
+        """End PreparingRebalance: drop members that did not rejoin, start a generation."""
+        assert group.state is GroupState.PREPARING_REBALANCE
+        actions: List[Action] = []
+        for m in [m for m in group.members.values() if not m.awaiting_join]:
+            actions += self._remove_member_quietly(group, m)
+        group.join_deadline_ms = None
+        group.initial_delay = None
+        group.generation_id += 1
+        if not group.members:
+            group.protocol_name = None
+            group.protocol_type = None
+            group.leader_id = None
+            group.transition(GroupState.EMPTY, now)
+            return actions
+        if group.leader_id not in group.members:
+            group.leader_id = next(iter(group.members))
+        group.protocol_name = self._select_protocol(group)
+        group.transition(GroupState.COMPLETING_REBALANCE, now)
+        group.sync_deadline_ms = now + group.rebalance_timeout_ms()
+        group.pending_sync = set(group.members)
+        for m in group.members.values():
+            actions.append(Respond(m.join_token, result=self._join_result(group, m)))
+            m.join_token = None
+            m.awaiting_join = False
+            m.assignment = b""
+            m.heartbeat_deadline_ms = now + m.session_timeout_ms
+        return actions
+
+    def _select_protocol(self, group: _Group) -> str:
+        """The protocol every member supports with the most first-choice votes among the
+        candidates; ties go to the earlier protocol in the leader's preference order."""
+        candidates = set(group.candidate_protocols())
+        assert candidates, "members were admitted only with a common protocol"
+        votes: Dict[str, int] = {}
+        for m in group.members.values():
+            vote = next(n for n in m.protocol_names() if n in candidates)
+            votes[vote] = votes.get(vote, 0) + 1
+        leader = group.members[group.leader_id]  # type: ignore[index]
+        order = {n: i for i, n in enumerate(leader.protocol_names())}
+        return min(votes, key=lambda n: (-votes[n], order.get(n, len(order)), n))
+
+    # ---------------------------------------------------------------- SyncGroup
+
+    def sync_group(self, token: Any, group_id: str, generation_id: int, member_id: str,
+                   assignments: Optional[Mapping[str, bytes]], now: int) -> List[Action]:
+        """A member asks for its assignment of ``generation_id``; the leader brings every
+        member's assignment in ``assignments`` (member id -> bytes; other members send
+        nothing).  Followers are answered when the leader's sync arrives.  Errors:
+        UnknownMemberId, IllegalGeneration, RebalanceInProgress, CoordinatorNotAvailable.
+        """
+        try:
+            group_id = _check_group_id(group_id)
+            member_id = _check_member_id(member_id)
+            generation_id = _check_int(generation_id, "generation id")
+            assigned: Dict[str, bytes] = {}
+            if assignments is not None:
+                if not isinstance(assignments, Mapping):
+                    raise InvalidArgument("assignments must map member id to bytes")
+                for k, v in assignments.items():
+                    if not isinstance(k, str) or not isinstance(v, (bytes, bytearray, memoryview)):
+                        raise InvalidArgument(
+                            f"assignments must map member id (str) to bytes, got {k!r}: {v!r}")
+                    assigned[k] = bytes(v)
+            group, member = self._member_of(group_id, member_id, generation_id)
+        except PylogError as e:
+            return [Respond(token, error=e)]
+        if group.state is GroupState.PREPARING_REBALANCE:
+            return [Respond(token, error=RebalanceInProgress(
+                f"group {group_id!r} is rebalancing; rejoin"))]
+        member.heartbeat_deadline_ms = now + member.session_timeout_ms
+        if group.state is GroupState.STABLE:
+            return [Respond(token, result=member.assignment)]
+        assert group.state is GroupState.COMPLETING_REBALANCE
+        actions: List[Action] = []
+        if member.awaiting_sync:
+            actions.append(Respond(member.sync_token, error=RebalanceInProgress(
+                "superseded by a newer SyncGroup of the same member")))
+        member.sync_token = token
+        member.awaiting_sync = True
+        group.pending_sync.discard(member_id)
+        if member_id != group.leader_id:
+            return actions
+        for m in group.members.values():
+            m.assignment = assigned.get(m.member_id, b"")
+        group.transition(GroupState.STABLE, now)
+        group.sync_deadline_ms = None
+        group.pending_sync.clear()
+        for m in group.members.values():
+            if m.awaiting_sync:
+                m.heartbeat_deadline_ms = now + m.session_timeout_ms
+                actions.append(Respond(m.sync_token, result=m.assignment))
+                m.awaiting_sync = False
+                m.sync_token = None
+        return actions
+
+    def _member_of(self, group_id: str, member_id: str,
+                   generation_id: int) -> Tuple[_Group, _Member]:
+        group = self._groups.get(group_id)
+        if group is not None and group.state is GroupState.DEAD:
+            raise CoordinatorNotAvailable(f"group {group_id!r} is being deleted")
+        if group is None or member_id not in group.members:
+            raise UnknownMemberId(f"member {member_id!r} is not in group {group_id!r}")
+        if generation_id != group.generation_id:
+            raise IllegalGeneration(
+                f"generation {generation_id} of group {group_id!r} is not the current one "
+                f"({group.generation_id})")
+        return group, group.members[member_id]
+
+    # ---------------------------------------------------------------- Heartbeat / LeaveGroup
+
+    def heartbeat(self, token: Any, group_id: str, generation_id: int, member_id: str,
+                  now: int) -> List[Action]:
+        """The member is alive.  RebalanceInProgress tells it to rejoin; UnknownMemberId or
+        IllegalGeneration that it is no longer part of the group's current generation."""
+        try:
+            group_id = _check_group_id(group_id)
+            member_id = _check_member_id(member_id)
+            generation_id = _check_int(generation_id, "generation id")
+            group, member = self._member_of(group_id, member_id, generation_id)
+        except PylogError as e:
+            return [Respond(token, error=e)]
+        member.heartbeat_deadline_ms = now + member.session_timeout_ms
+        if group.state is GroupState.PREPARING_REBALANCE:
+            return [Respond(token, error=RebalanceInProgress(
+                f"group {group_id!r} is rebalancing; rejoin"))]
+        return [Respond(token)]
+
+    def leave_group(self, token: Any, group_id: str, member_id: str, now: int) -> List[Action]:
+        """The member leaves; the group rebalances without it."""
+        try:
+            group_id = _check_group_id(group_id)
+            member_id = _check_member_id(member_id)
+            group = self._groups.get(group_id)
+            if group is not None and group.state is GroupState.DEAD:
+                raise CoordinatorNotAvailable(f"group {group_id!r} is being deleted")
+            if group is None or member_id not in group.members:
+                raise UnknownMemberId(f"member {member_id!r} is not in group {group_id!r}")
+        except PylogError as e:
+            return [Respond(token, error=e)]
+        actions = self._remove_member(group, group.members[member_id], now,
+                                      f"member {member_id!r} left group {group_id!r}")
+        actions.append(Respond(token))
+        return actions
+
+    def _remove_member_quietly(self, group: _Group, member: _Member) -> List[Action]:
+        """Drop ``member``, failing its waiting requests; no state transition."""
+        actions: List[Action] = []
+        reason = (f"member {member.member_id!r} was removed from group {group.group_id!r} "
+                  "(it did not rejoin or sync within the rebalance timeout)")
+        if member.awaiting_join:
+            actions.append(Respond(member.join_token, error=UnknownMemberId(reason)))
+        if member.awaiting_sync:
+            actions.append(Respond(member.sync_token, error=UnknownMemberId(reason)))
+        del group.members[member.member_id]
+        group.pending_sync.discard(member.member_id)
+        if group.leader_id == member.member_id:
+            group.leader_id = next(iter(group.members), None)
+        return actions
+
+    def _remove_member(self, group: _Group, member: _Member, now: int,
+                       reason: str) -> List[Action]:
+        actions: List[Action] = []
+        if member.awaiting_join:
+            actions.append(Respond(member.join_token, error=UnknownMemberId(reason)))
+            member.awaiting_join = False
+        if member.awaiting_sync:
+            actions.append(Respond(member.sync_token, error=UnknownMemberId(reason)))
+            member.awaiting_sync = False
+        actions += self._remove_member_quietly(group, member)
+        if group.state in (GroupState.STABLE, GroupState.COMPLETING_REBALANCE):
+            actions += self._prepare_rebalance(group, now)
+        actions += self._maybe_complete_join(group, now)
+        return actions
+
+    # ---------------------------------------------------------------- time
+
+    def tick(self, now: int) -> List[Action]:
+        """Let time pass: evict members whose session expired, complete rebalances whose
+        delay or timeout ran out, remove members that did not sync in time, and expire old
+        offsets of groups without members (offsets.retention.ms)."""
+        actions: List[Action] = []
+        for group in list(self._groups.values()):
+            actions += self._tick_group(group, now)
+        if now >= self._next_expiry_check_ms:
+            self._next_expiry_check_ms = now + self.config.offsets_retention_check_interval_ms
+            actions += self._expire_offsets(now)
+        return actions
+
+    def _tick_group(self, group: _Group, now: int) -> List[Action]:
+        actions: List[Action] = []
+        if group.state is GroupState.PREPARING_REBALANCE and group.join_deadline_ms is not None \
+                and now >= group.join_deadline_ms:
+            if group.initial_delay is not None:
+                delay, remaining = group.initial_delay
+                if group.new_member_added and remaining > 0:
+                    step = min(delay, remaining)
+                    group.initial_delay = (delay, max(remaining - step, 0))
+                    group.new_member_added = False
+                    group.join_deadline_ms = now + step
+                    return actions
+                group.initial_delay = None
+            actions += self._complete_join(group, now)
+        if group.state is GroupState.COMPLETING_REBALANCE and group.sync_deadline_ms is not None \
+                and now >= group.sync_deadline_ms:
+            late = [group.members[mid] for mid in list(group.pending_sync)
+                    if mid in group.members]
+            group.pending_sync.clear()
+            for m in late:
+                actions += self._remove_member_quietly(group, m)
+            actions += self._prepare_rebalance(group, now)
+            actions += self._maybe_complete_join(group, now)
+        for m in list(group.members.values()):
+            if m.member_id not in group.members:
+                continue
+            if m.awaiting_join or m.awaiting_sync:
+                continue  # bounded by the rebalance / sync timeout instead
+            if now >= m.heartbeat_deadline_ms:
+                actions += self._remove_member(
+                    group, m, now, f"member {m.member_id!r} of group {group.group_id!r} "
+                    f"missed its session timeout ({m.session_timeout_ms} ms)")
+        return actions
+
+    def next_deadline_ms(self) -> Optional[int]:
+        """The earliest time at which :meth:`tick` has something to do, or None."""
+        times: List[int] = [self._next_expiry_check_ms]
+        for g in self._groups.values():
+            if g.state is GroupState.PREPARING_REBALANCE and g.join_deadline_ms is not None:
+                times.append(g.join_deadline_ms)
+            if g.state is GroupState.COMPLETING_REBALANCE and g.sync_deadline_ms is not None:
+                times.append(g.sync_deadline_ms)
+            for m in g.members.values():
+                if not (m.awaiting_join or m.awaiting_sync):
+                    times.append(m.heartbeat_deadline_ms)
+        return min(times)
+
+    # ---------------------------------------------------------------- offsets
+
+    def commit_offsets(self, token: Any, group_id: str, generation_id: int, member_id: str,
+                       offsets: Mapping[TopicPartition, Tuple[Any, ...]],
+                       now: int) -> List[Action]:
+        """Commit ``offsets``: (topic, partition) -> (offset, metadata) or (offset,
+        metadata, leader_epoch).  On success the answer is an :class:`AppendOffsets`; the
+        request is answered (and the offsets become visible) in :meth:`append_done`.
+
+        Accepted from a member of the current generation (also while the group prepares a
+        rebalance, so a member can commit before it rejoins) and, whatever the member id,
+        with a negative generation (-1) for a group without members (Kafka's rule for
+        consumers that assign partitions themselves).  Errors: IllegalGeneration,
+        UnknownMemberId, RebalanceInProgress (CompletingRebalance), OffsetMetadataTooLarge,
+        InvalidArgument, CoordinatorNotAvailable.
+        """
+        try:
+            group_id = _check_group_id(group_id, allow_empty=True)
+            member_id = _check_member_id(member_id)
+            generation_id = _check_int(generation_id, "generation id")
+            values = self._check_offsets(offsets, now)
+            group = self._groups.get(group_id)
+            if group is None:
+                if generation_id >= 0:
+                    raise IllegalGeneration(
+                        f"group {group_id!r} has no generation {generation_id}; commit with "
+                        "generation -1 when not using group management")
+                group = self._groups[group_id] = _Group(group_id, now)
+            self._check_commit(group, generation_id, member_id, now)
+        except PylogError as e:
+            return [Respond(token, error=e)]
+        if not values:
+            return [Respond(token)]
+        for tp in values:
+            group.pending_commits[tp] = group.pending_commits.get(tp, 0) + 1
+        records = tuple(offset_commit_record(group_id, t, p, v) for (t, p), v in values.items())
+        append_id = next(self._append_ids)
+        self._appends[append_id] = _PendingAppend("commit", group_id, token, values)
+        return [AppendOffsets(append_id, partition_for_group(group_id, self.num_partitions),
+                              records)]
+
+    def _check_offsets(self, offsets: Any, now: int) -> Dict[TopicPartition, OffsetValue]:
+        if not isinstance(offsets, Mapping):
+            raise InvalidArgument("offsets must map (topic, partition) to (offset, metadata)")
+        limit = self.config.offset_metadata_max_bytes
+        out: Dict[TopicPartition, OffsetValue] = {}
+        for tp, v in offsets.items():
+            if not (isinstance(tp, tuple) and len(tp) == 2 and isinstance(tp[0], str) and tp[0]
+                    and isinstance(tp[1], int) and not isinstance(tp[1], bool) and tp[1] >= 0):
+                raise InvalidArgument(
+                    f"an offsets key must be (topic, partition >= 0), got {tp!r}")
+            if not (isinstance(v, tuple) and len(v) in (2, 3)):
+                raise InvalidArgument(
+                    f"offset of {tp} must be (offset, metadata[, leader_epoch]), got {v!r}")
+            offset, metadata = v[0], v[1]
+            epoch = v[2] if len(v) == 3 else -1
+            if isinstance(offset, bool) or not isinstance(offset, int) or not 0 <= offset < 2**63:
+                raise InvalidArgument(f"offset of {tp} must be an int >= 0, got {offset!r}")
+            if isinstance(epoch, bool) or not isinstance(epoch, int) or not -1 <= epoch < 2**31:
+                raise InvalidArgument(f"leader epoch of {tp} must be an int >= -1, got {epoch!r}")
+            if metadata is None:
+                metadata = ""
+            if not isinstance(metadata, str):
+                raise InvalidArgument(f"metadata of {tp} must be a str, got {metadata!r}")
+            size = len(metadata.encode("utf-8"))
+            if size > limit:
+                raise OffsetMetadataTooLarge(
+                    f"metadata of {tp} is {size} bytes; offset.metadata.max.bytes is {limit}")
+            out[tp] = OffsetValue(offset, metadata, now, epoch)
+        return out
+
+    def _check_commit(self, group: _Group, generation_id: int, member_id: str,
+                      now: int) -> None:
+        if group.state is GroupState.DEAD:
+            raise CoordinatorNotAvailable(f"group {group.group_id!r} is being deleted")
+        if generation_id < 0 and group.state is GroupState.EMPTY:
+            return  # the group only stores offsets (manual assignment)
+        if group.state is GroupState.COMPLETING_REBALANCE:
+            raise RebalanceInProgress(
+                f"group {group.group_id!r} is completing a rebalance; commit after it syncs")
+        member = group.members.get(member_id)
+        if member is None:
+            raise UnknownMemberId(f"member {member_id!r} is not in group {group.group_id!r}")
+        if generation_id != group.generation_id:
+            raise IllegalGeneration(
+                f"commit from generation {generation_id} of group {group.group_id!r}; the "
+                f"current generation is {group.generation_id}")
+        member.heartbeat_deadline_ms = now + member.session_timeout_ms
+
+    def append_done(self, append_id: int, now: int,
+                    error: Optional[BaseException] = None) -> List[Action]:
+        """The driver finished the :class:`AppendOffsets` ``append_id``: ``error`` is what
+        the append raised (then nothing changes and the request fails with it)."""
+        pending = self._appends.pop(append_id, None)
+        if pending is None:
+            raise InvalidArgument(f"no append {append_id} is pending")
+        group = self._groups.get(pending.group_id)
+        if pending.kind == "commit":
+            if group is not None:
+                for tp in pending.offsets:
+                    n = group.pending_commits.get(tp, 0) - 1
+                    if n > 0:
+                        group.pending_commits[tp] = n
+                    else:
+                        group.pending_commits.pop(tp, None)
+            if error is not None:
+                return [Respond(pending.token, error=error)]
+            if group is None:  # deleted meanwhile: the records are in the log, so keep them
+                group = self._groups[pending.group_id] = _Group(pending.group_id, now)
+            group.offsets.update(pending.offsets)
+            return [Respond(pending.token)]
+        if pending.kind == "expire":
+            if group is not None:
+                for tp, v in pending.offsets.items():
+                    group.pending_expiry.discard(tp)
+                    if error is None and group.offsets.get(tp) is v:
+                        del group.offsets[tp]
+                self._maybe_drop(group)
+            return []
+        assert pending.kind == "delete"
+        if group is None:
+            return [Respond(pending.token)]
+        if error is not None:
+            group.transition(GroupState.EMPTY, now)
+            return [Respond(pending.token, error=error)]
+        for tp, v in pending.offsets.items():
+            if group.offsets.get(tp) is v:
+                del group.offsets[tp]
+        if not group.offsets and not group.pending_commits:
+            del self._groups[group.group_id]
+        else:  # a commit slipped in between: the group lives on with it
+            group.transition(GroupState.EMPTY, now)
+        return [Respond(pending.token)]
+
+    def _maybe_drop(self, group: _Group) -> None:
+        if group.state is GroupState.EMPTY and not group.members and not group.offsets \
+                and not group.pending_commits and not group.pending_expiry:
+            self._groups.pop(group.group_id, None)
+
+    def _expire_offsets(self, now: int) -> List[Action]:
+        """Kafka's rules for groups without members: all offsets of a group that has been
+        Empty for offsets.retention.ms; for groups that never used group management,
+        offsets whose last commit is that old.  Offsets of groups with members are kept."""
+        retention = self.config.offsets_retention_ms
+        actions: List[Action] = []
+        for group in list(self._groups.values()):
+            if group.state is not GroupState.EMPTY:
+                continue
+            managed = group.generation_id > 0
+            expired: Dict[TopicPartition, OffsetValue] = {}
+            for tp, v in group.offsets.items():
+                if tp in group.pending_commits or tp in group.pending_expiry:
+                    continue
+                base = group.state_timestamp_ms if managed else v.commit_timestamp
+                if now - base >= retention:
+                    expired[tp] = v
+            if not expired:
+                self._maybe_drop(group)
+                continue
+            group.pending_expiry.update(expired)
+            append_id = next(self._append_ids)
+            self._appends[append_id] = _PendingAppend("expire", group.group_id, None, expired)
+            actions.append(AppendOffsets(
+                append_id, partition_for_group(group.group_id, self.num_partitions),
+                tuple(offset_tombstone(group.group_id, t, p) for t, p in expired)))
+        return actions
+
+    def fetch_offsets(self, group_id: str,
+                      partitions: Optional[Iterable[TopicPartition]] = None
+                      ) -> Dict[TopicPartition, Tuple[int, str]]:
+        """Committed offsets of the group: (topic, partition) -> (offset, metadata), for
+        ``partitions`` (all when None).  Partitions without a committed offset, and groups
+        the coordinator does not know, are simply absent."""
+        group_id = _check_group_id(group_id, allow_empty=True)
+        group = self._groups.get(group_id)
+        if group is None:
+            return {}
+        if partitions is None:
+            return {tp: (v.offset, v.metadata) for tp, v in group.offsets.items()}
+        out = {}
+        for tp in partitions:
+            if not (isinstance(tp, tuple) and len(tp) == 2):
+                raise InvalidArgument(f"a partition must be (topic, partition), got {tp!r}")
+            v = group.offsets.get(tp)
+            if v is not None:
+                out[tp] = (v.offset, v.metadata)
+        return out
+
+    def committed_value(self, group_id: str, tp: TopicPartition) -> Optional[OffsetValue]:
+        """The full committed record (with leader epoch and commit time), or None."""
+        group = self._groups.get(group_id)
+        return None if group is None else group.offsets.get(tp)
+
+    # ---------------------------------------------------------------- admin
+
+    def describe_group(self, group_id: str) -> GroupDescription:
+        """The group's state and members (state Dead and no members if unknown, as Kafka)."""
+        group_id = _check_group_id(group_id, allow_empty=True)
+        g = self._groups.get(group_id)
+        if g is None:
+            return GroupDescription(group_id, GroupState.DEAD, "", "", -1, "", ())
+        members = tuple(MemberDescription(m.member_id, m.client_id,
+                                          m.metadata_for(g.protocol_name), m.assignment)
+                        for m in g.members.values())
+        return GroupDescription(g.group_id, g.state, g.protocol_type or "",
+                                g.protocol_name or "", g.generation_id, g.leader_id or "",
+                                members)
+
+    def list_groups(self) -> List[GroupListing]:
+        """Every group the coordinator knows, in no particular order."""
+        return [GroupListing(g.group_id, g.protocol_type or "", g.state)
+                for g in self._groups.values()]
+
+    def delete_group(self, token: Any, group_id: str, now: int) -> List[Action]:
+        """Delete a group without members and its committed offsets (tombstones are
+        appended first).  Errors: GroupIdNotFound, NonEmptyGroup."""
+        try:
+            group_id = _check_group_id(group_id, allow_empty=True)
+            group = self._groups.get(group_id)
+            if group is None or group.state is GroupState.DEAD:
+                raise GroupIdNotFound(f"group {group_id!r} does not exist")
+            if group.state is not GroupState.EMPTY:
+                raise NonEmptyGroup(
+                    f"group {group_id!r} has {len(group.members)} members ({group.state.value})")
+        except PylogError as e:
+            return [Respond(token, error=e)]
+        doomed = dict(group.offsets)
+        if not doomed and not group.pending_commits:
+            del self._groups[group_id]  # nothing durable to erase
+            return [Respond(token)]
+        group.transition(GroupState.DEAD, now)
+        append_id = next(self._append_ids)
+        self._appends[append_id] = _PendingAppend("delete", group_id, token, doomed)
+        return [AppendOffsets(append_id, partition_for_group(group_id, self.num_partitions),
+                              tuple(offset_tombstone(group_id, t, p) for t, p in doomed))]
+
+    def group_state(self, group_id: str) -> Optional[GroupState]:
+        """The group's state, or None if the coordinator does not know it."""
+        g = self._groups.get(group_id)
+        return None if g is None else g.state
+
+    def generation(self, group_id: str) -> Optional[int]:
+        """The group's current generation id, or None if unknown."""
+        g = self._groups.get(group_id)
+        return None if g is None else g.generation_id

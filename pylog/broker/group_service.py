@@ -1,0 +1,319 @@
+"""GroupService: the thread-safe, blocking driver of the group coordinator.
+
+This module owns the one place where the sans-I/O :class:`~pylog.broker.group.GroupCoordinator`
+meets threads, the clock and storage.  In-process consumers (and later the network server)
+call its blocking methods from any thread; a daemon ticker thread reports the passage of
+time so that a member that stops heartbeating is evicted even when no call arrives.
+
+Durability: every offset commit becomes one batch appended through the ``append`` callable
+the broker provides (``append(partition, [(key, value), ...])`` writes to
+``__consumer_offsets-<partition>`` and raises on failure).  Offsets become visible to
+:meth:`GroupService.fetch_offsets` only after ``append`` returned; if it raises, the commit
+raises the same exception and nothing changes.  At startup the broker replays the topic
+through :meth:`GroupService.load`.
+
+Concurrency: one lock guards the coordinator, and ``append`` runs under it, so appends to a
+partition happen in the order the coordinator asked for them (keeping the log and the
+in-memory offsets identical).  Blocking calls (a JoinGroup waiting for the rebalance, a
+follower's SyncGroup waiting for the leader's) wait outside the lock.
+"""
+from __future__ import annotations
+
+import copy
+import itertools
+import logging
+import threading
+import time
+import uuid
+from collections import deque
+from typing import (Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple)
+
+from pylog.broker.group import (Action, AppendOffsets, GroupConfig, GroupCoordinator,
+                                GroupDescription, GroupListing, JoinGroupResult, Respond,
+                                RequestTimedOut)
+from pylog.broker.offsets_topic import (GroupMetadataKey, OffsetKey, decode_key,
+                                        decode_offset_value)
+from pylog.errors import CoordinatorNotAvailable, InvalidArgument, InvalidConfig
+
+__all__ = ["GroupService", "JoinGroupResult", "DEFAULT_SYNC_TIMEOUT_S"]
+
+log = logging.getLogger(__name__)
+
+TopicPartition = Tuple[str, int]
+AppendFn = Callable[[int, List[Tuple[bytes, Optional[bytes]]]], None]
+
+#: How long sync_group waits for the leader's assignment by default (request.timeout.ms).
+DEFAULT_SYNC_TIMEOUT_S = 30.0
+#: Extra time a JoinGroup waits beyond the rebalance timeout (as Kafka's consumer does).
+JOIN_TIMEOUT_SLACK_S = 5.0
+
+
+def _wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _uuid_member_id(client_id: str) -> str:
+    return f"{client_id or 'member'}-{uuid.uuid4()}"
+
+
+class _Waiter:
+    __slots__ = ("event", "response")
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.response: Optional[Respond] = None
+
+
+def _fresh(error: BaseException) -> BaseException:
+    """A copy of ``error`` to raise in this thread (one instance may answer several)."""
+    try:
+        return copy.copy(error)
+    except Exception:  # an exception type copy cannot rebuild: raise the original
+        return error
+
+
+class GroupService:
+    """Consumer groups of one broker: blocking, thread-safe calls over a GroupCoordinator.
+
+    ``append`` persists offset records (see the module docstring); ``num_partitions`` is
+    offsets.topic.num.partitions; ``clock`` returns ms since the epoch; the ticker thread
+    runs every ``tick_interval_ms`` (0 starts no thread: the caller then calls
+    :meth:`tick` itself, which deterministic tests do with a fake clock).  Group settings
+    are keyword arguments with Kafka's names in snake_case (see
+    :class:`~pylog.broker.group.GroupConfig`): ``group_min_session_timeout_ms=6000``,
+    ``group_max_session_timeout_ms=1800000``, ``group_initial_rebalance_delay_ms=0``
+    (Kafka: 3000), ``offsets_retention_ms=604800000``,
+    ``offsets_retention_check_interval_ms=600000``, ``offset_metadata_max_bytes=4096``.
+
+    Every error is an exception from :mod:`pylog.errors` (or the exception ``append``
+    raised); a call on a closed service raises CoordinatorNotAvailable.
+    """
+
+    def __init__(self, *, append: AppendFn, num_partitions: int,
+                 clock: Callable[[], int] = _wall_clock_ms, tick_interval_ms: int = 100,
+                 member_id_factory: Optional[Callable[[str], str]] = None,
+                 **config: Any) -> None:
+        if not callable(append):
+            raise InvalidArgument("append must be callable(partition, records)")
+        if not callable(clock):
+            raise InvalidArgument("clock must be a callable returning ms")
+        if isinstance(tick_interval_ms, bool) or not isinstance(tick_interval_ms, int) \
+                or tick_interval_ms < 0:
+            raise InvalidConfig(f"tick_interval_ms must be an int >= 0, got {tick_interval_ms!r}")
+        unknown = set(config) - set(GroupConfig.__dataclass_fields__)
+        if unknown:
+            raise InvalidConfig(f"unknown group configuration {sorted(unknown)}")
+        self._append = append
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._coord = GroupCoordinator(GroupConfig(**config), num_partitions=num_partitions,
+                                       member_id_factory=member_id_factory or _uuid_member_id,
+                                       now=self._now())
+        self._waiters: Dict[int, _Waiter] = {}
+        self._tokens = itertools.count(1)
+        self._closed = False
+        self._stop = threading.Event()
+        self._ticker: Optional[threading.Thread] = None
+        if tick_interval_ms > 0:
+            self._ticker = threading.Thread(target=self._tick_loop, args=(tick_interval_ms,),
+                                            name="pylog-group-ticker", daemon=True)
+            self._ticker.start()
+
+    # ------------------------------------------------------------------ plumbing
+
+    @property
+    def config(self) -> GroupConfig:
+        return self._coord.config
+
+    @property
+    def num_partitions(self) -> int:
+        return self._coord.num_partitions
+
+    def _now(self) -> int:
+        now = self._clock()
+        if isinstance(now, bool) or not isinstance(now, int):
+            raise InvalidArgument(f"clock must return an int (ms), got {now!r}")
+        return now
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise CoordinatorNotAvailable("the group service is closed")
+
+    def _drive(self, actions: List[Action]) -> None:
+        """Perform ``actions`` (lock held): appends in order, answers to their waiters."""
+        queue = deque(actions)
+        while queue:
+            action = queue.popleft()
+            if isinstance(action, AppendOffsets):
+                error: Optional[BaseException] = None
+                try:
+                    self._append(action.partition, list(action.records))
+                except BaseException as e:  # noqa: B902 - the coordinator must hear of it
+                    error = e
+                queue.extend(self._coord.append_done(action.append_id, self._now(), error))
+                if error is not None and not isinstance(error, Exception):
+                    raise error  # KeyboardInterrupt & co: recorded, then propagated
+            else:
+                waiter = self._waiters.pop(action.token, None)
+                if waiter is not None:  # None: the caller gave up waiting
+                    waiter.response = action
+                    waiter.event.set()
+
+    def _call(self, submit: Callable[[int, int], List[Action]],
+              timeout_s: Optional[float] = None, what: str = "request") -> Any:
+        token = next(self._tokens)
+        waiter = _Waiter()
+        with self._lock:
+            self._check_open()
+            self._waiters[token] = waiter
+            try:
+                self._drive(submit(token, self._now()))
+            except BaseException:
+                self._waiters.pop(token, None)
+                raise
+        if not waiter.event.wait(timeout_s):
+            with self._lock:
+                gave_up = self._waiters.pop(token, None) is not None
+            if gave_up:
+                raise RequestTimedOut(f"{what} got no answer within {timeout_s} s")
+        response = waiter.response
+        assert response is not None
+        if response.error is not None:
+            raise _fresh(response.error)
+        return response.result
+
+    def _tick_loop(self, interval_ms: int) -> None:
+        while not self._stop.wait(interval_ms / 1000.0):
+            try:
+                self.tick()
+            except CoordinatorNotAvailable:
+                return
+            except Exception:  # a bug: keep the groups alive, but say so
+                log.exception("group coordinator tick failed")
+
+    # ------------------------------------------------------------------ startup
+
+    def load(self, records: Iterable[Tuple[bytes, Optional[bytes]]]) -> int:
+        """Replay ``__consumer_offsets`` records (key, value-or-None) in log order: the last
+        record per key wins and a null value deletes.  Group metadata records are skipped.
+        Returns the number of offset records applied; a record that does not decode raises
+        CorruptRecordError naming the problem."""
+        n = 0
+        with self._lock:
+            self._check_open()
+            now = self._now()
+            for key, value in records:
+                if key is None:
+                    raise InvalidArgument("a __consumer_offsets record must have a key")
+                k = decode_key(key)
+                if isinstance(k, GroupMetadataKey):
+                    continue
+                assert isinstance(k, OffsetKey)
+                v = None if value is None else decode_offset_value(value)
+                self._coord.load_offset(k.group, (k.topic, k.partition), v, now)
+                n += 1
+        return n
+
+    # ------------------------------------------------------------------ membership
+
+    def join_group(self, group_id: str, member_id: str, protocol_type: str,
+                   protocols: Sequence[Tuple[str, bytes]], session_timeout_ms: int,
+                   rebalance_timeout_ms: int, group_instance_id: Optional[str] = None, *,
+                   client_id: str = "", timeout_s: Optional[float] = None) -> JoinGroupResult:
+        """Join (``member_id`` "") or rejoin the group; blocks until the rebalance completes
+        and returns the member's place in the new generation (the leader also gets every
+        member's metadata).  ``timeout_s`` defaults to the rebalance timeout + 5 s.
+        Static membership is not supported: ``group_instance_id`` must be None."""
+        if group_instance_id is not None:
+            raise InvalidArgument("static membership (group.instance.id) is not supported")
+        if timeout_s is None and isinstance(rebalance_timeout_ms, int) and rebalance_timeout_ms > 0:
+            timeout_s = rebalance_timeout_ms / 1000.0 + JOIN_TIMEOUT_SLACK_S
+        return self._call(
+            lambda tok, now: self._coord.join_group(
+                tok, group_id, member_id, protocol_type, protocols, session_timeout_ms,
+                rebalance_timeout_ms, now, client_id=client_id),
+            timeout_s, "JoinGroup")
+
+    def sync_group(self, group_id: str, generation_id: int, member_id: str,
+                   assignments: Optional[Mapping[str, bytes]] = None, *,
+                   timeout_s: Optional[float] = DEFAULT_SYNC_TIMEOUT_S) -> bytes:
+        """Return the member's assignment of ``generation_id``; the leader passes every
+        member's assignment.  Followers block until the leader's sync arrives."""
+        return self._call(
+            lambda tok, now: self._coord.sync_group(tok, group_id, generation_id, member_id,
+                                                    assignments, now),
+            timeout_s, "SyncGroup")
+
+    def heartbeat(self, group_id: str, generation_id: int, member_id: str) -> None:
+        """Keep the member's session alive; raises RebalanceInProgress when it must rejoin,
+        IllegalGeneration / UnknownMemberId when it is out of the group."""
+        self._call(lambda tok, now: self._coord.heartbeat(tok, group_id, generation_id,
+                                                          member_id, now))
+
+    def leave_group(self, group_id: str, member_id: str) -> None:
+        """Leave the group at once (no wait for the session timeout)."""
+        self._call(lambda tok, now: self._coord.leave_group(tok, group_id, member_id, now))
+
+    # ------------------------------------------------------------------ offsets
+
+    def commit_offsets(self, group_id: str, generation_id: int, member_id: str,
+                       offsets: Mapping[TopicPartition, Tuple[Any, ...]]) -> None:
+        """Durably commit (topic, partition) -> (offset, metadata) for the group; returns
+        once ``append`` has written them.  Use generation -1 and member id "" for a group
+        without members (manual assignment)."""
+        self._call(lambda tok, now: self._coord.commit_offsets(
+            tok, group_id, generation_id, member_id, offsets, now))
+
+    def fetch_offsets(self, group_id: str,
+                      partitions: Optional[Iterable[TopicPartition]] = None
+                      ) -> Dict[TopicPartition, Tuple[int, str]]:
+        """Committed (offset, metadata) per partition; partitions without a commit are
+        absent."""
+        with self._lock:
+            self._check_open()
+            return self._coord.fetch_offsets(group_id, partitions)
+
+    # ------------------------------------------------------------------ admin
+
+    def describe_group(self, group_id: str) -> GroupDescription:
+        """State, generation, protocol, leader and members (Dead if unknown)."""
+        with self._lock:
+            self._check_open()
+            return self._coord.describe_group(group_id)
+
+    def list_groups(self) -> List[GroupListing]:
+        """Every group this service knows."""
+        with self._lock:
+            self._check_open()
+            return self._coord.list_groups()
+
+    def delete_group(self, group_id: str) -> None:
+        """Delete a group without members and its offsets (GroupIdNotFound, NonEmptyGroup)."""
+        self._call(lambda tok, now: self._coord.delete_group(tok, group_id, now))
+
+    def tick(self) -> None:
+        """Report the clock to the coordinator now (the ticker thread calls this)."""
+        with self._lock:
+            self._check_open()
+            self._drive(self._coord.tick(self._now()))
+
+    def close(self) -> None:
+        """Stop the ticker; waiting calls and later calls raise CoordinatorNotAvailable."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            waiters, self._waiters = self._waiters, {}
+            for w in waiters.values():
+                w.response = Respond(None, error=CoordinatorNotAvailable(
+                    "the group service was closed"))
+                w.event.set()
+        self._stop.set()
+        if self._ticker is not None and self._ticker is not threading.current_thread():
+            self._ticker.join()
+
+    def __enter__(self) -> "GroupService":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()

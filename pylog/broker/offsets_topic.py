@@ -1,0 +1,272 @@
+"""Records of the internal topic ``__consumer_offsets``, byte for byte as Kafka writes them.
+
+This module owns the key/value encoding of committed offsets and the mapping of a group to
+its partition of the topic.  It does no I/O: the group service hands the encoded pairs to
+the broker, which appends them as one batch, and replays them through :func:`decode_key` /
+:func:`decode_offset_value` at startup.
+
+Layouts (Kafka's ``OffsetCommitKey`` / ``OffsetCommitValue`` / ``GroupMetadataKey``
+schemas; big-endian; ``string`` = int16 byte length + UTF-8, never null here)::
+
+    key   = version:int16 (0 or 1)  group:string  topic:string  partition:int32
+    key   = version:int16 (2)       group:string                     -- group metadata
+    value = version:int16 (0, 2)  offset:int64                metadata:string  commit_ts:int64
+    value = version:int16 (1)     offset:int64                metadata:string  commit_ts:int64  expire_ts:int64
+    value = version:int16 (3)     offset:int64  leader_epoch:int32  metadata:string  commit_ts:int64
+
+A record with an offset-commit key and a null value (a tombstone) deletes the committed
+offset; the topic is compacted, so the last record per key is the state.  pylog writes key
+version 1 and value version 3, as Kafka 2.1+ does; it reads every version above.
+
+Group metadata records (key version 2) are recognised so that a replay can skip them;
+pylog does not write them (group membership is not persisted: after a restart members
+rejoin, as they do when a Kafka coordinator moves).
+"""
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import Optional, Tuple, Union
+
+from pylog.errors import CorruptRecordError, InvalidArgument
+
+__all__ = [
+    "OFFSETS_TOPIC",
+    "OFFSETS_TOPIC_NUM_PARTITIONS",
+    "OFFSET_COMMIT_KEY_VERSION",
+    "OFFSET_COMMIT_VALUE_VERSION",
+    "GROUP_METADATA_KEY_VERSION",
+    "OffsetKey",
+    "GroupMetadataKey",
+    "OffsetValue",
+    "encode_offset_key",
+    "encode_offset_value",
+    "encode_group_metadata_key",
+    "decode_key",
+    "decode_offset_value",
+    "offset_commit_record",
+    "offset_tombstone",
+    "java_string_hash",
+    "partition_for_group",
+]
+
+#: Name of the internal topic.
+OFFSETS_TOPIC = "__consumer_offsets"
+#: Kafka's offsets.topic.num.partitions default.
+OFFSETS_TOPIC_NUM_PARTITIONS = 50
+#: Key version pylog writes for committed offsets (versions 0 and 1 share one layout).
+OFFSET_COMMIT_KEY_VERSION = 1
+#: Value version pylog writes (with the leader epoch; no expire timestamp).
+OFFSET_COMMIT_VALUE_VERSION = 3
+#: Key version of group metadata records.
+GROUP_METADATA_KEY_VERSION = 2
+#: Longest string the int16 length prefix can describe.
+MAX_STRING_BYTES = 0x7FFF
+
+_I16 = struct.Struct(">h")
+_I32 = struct.Struct(">i")
+_I64 = struct.Struct(">q")
+
+
+@dataclass(frozen=True)
+class OffsetKey:
+    """Key of a committed offset: which group's position in which partition."""
+
+    group: str
+    topic: str
+    partition: int
+
+
+@dataclass(frozen=True)
+class GroupMetadataKey:
+    """Key of a group metadata record (key version 2)."""
+
+    group: str
+
+
+@dataclass(frozen=True)
+class OffsetValue:
+    """A committed offset.  ``leader_epoch`` -1 = unknown; ``expire_timestamp`` is only
+    carried by value version 1 (-1 = none); timestamps are ms since the epoch."""
+
+    offset: int
+    metadata: str = ""
+    commit_timestamp: int = -1
+    leader_epoch: int = -1
+    expire_timestamp: int = -1
+
+
+# --- primitive writers / readers ---------------------------------------------------------
+
+
+def _w_string(out: bytearray, value: str, what: str) -> None:
+    if not isinstance(value, str):
+        raise InvalidArgument(f"{what} must be a str, got {type(value).__name__}")
+    raw = value.encode("utf-8")
+    if len(raw) > MAX_STRING_BYTES:
+        raise InvalidArgument(f"{what} is {len(raw)} bytes in UTF-8; at most {MAX_STRING_BYTES}")
+    out += _I16.pack(len(raw))
+    out += raw
+
+
+def _w_int(out: bytearray, st: struct.Struct, value: int, what: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidArgument(f"{what} must be an int, got {value!r}")
+    try:
+        out += st.pack(value)
+    except struct.error:
+        raise InvalidArgument(f"{what} {value} does not fit in {st.size * 8} bits") from None
+
+
+class _Reader:
+    __slots__ = ("data", "pos", "what")
+
+    def __init__(self, data: bytes, what: str) -> None:
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise InvalidArgument(f"{what} must be bytes, got {type(data).__name__}")
+        self.data = bytes(data)
+        self.pos = 0
+        self.what = what
+
+    def _take(self, n: int, field: str) -> bytes:
+        end = self.pos + n
+        if end > len(self.data):
+            raise CorruptRecordError(
+                f"{self.what}: truncated at byte {self.pos} reading {field} "
+                f"({n} bytes needed, {len(self.data) - self.pos} left)")
+        chunk = self.data[self.pos:end]
+        self.pos = end
+        return chunk
+
+    def i16(self, field: str) -> int:
+        return _I16.unpack(self._take(2, field))[0]
+
+    def i32(self, field: str) -> int:
+        return _I32.unpack(self._take(4, field))[0]
+
+    def i64(self, field: str) -> int:
+        return _I64.unpack(self._take(8, field))[0]
+
+    def string(self, field: str) -> str:
+        n = self.i16(field + " length")
+        if n < 0:
+            raise CorruptRecordError(f"{self.what}: {field} is null (length {n})")
+        raw = self._take(n, field)
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise CorruptRecordError(f"{self.what}: {field} is not UTF-8: {e}") from None
+
+    def end(self) -> None:
+        if self.pos != len(self.data):
+            raise CorruptRecordError(
+                f"{self.what}: {len(self.data) - self.pos} trailing bytes after the last field")
+
+
+# --- keys and values ----------------------------------------------------------------------
+
+
+def encode_offset_key(group: str, topic: str, partition: int,
+                      version: int = OFFSET_COMMIT_KEY_VERSION) -> bytes:
+    """The ``__consumer_offsets`` key of ``group``'s offset for ``topic``-``partition``."""
+    if version not in (0, 1):
+        raise InvalidArgument(f"offset commit key version must be 0 or 1, got {version!r}")
+    out = bytearray(_I16.pack(version))
+    _w_string(out, group, "group id")
+    _w_string(out, topic, "topic")
+    _w_int(out, _I32, partition, "partition")
+    return bytes(out)
+
+
+def encode_group_metadata_key(group: str) -> bytes:
+    """The key (version 2) of ``group``'s metadata record."""
+    out = bytearray(_I16.pack(GROUP_METADATA_KEY_VERSION))
+    _w_string(out, group, "group id")
+    return bytes(out)
+
+
+def encode_offset_value(value: OffsetValue, version: int = OFFSET_COMMIT_VALUE_VERSION) -> bytes:
+    """Encode ``value`` in value ``version`` 0-3.  Fields the version lacks are dropped
+    (leader epoch below 3, expire timestamp outside 1)."""
+    if version not in (0, 1, 2, 3):
+        raise InvalidArgument(f"offset commit value version must be 0-3, got {version!r}")
+    if not isinstance(value, OffsetValue):
+        raise InvalidArgument(f"value must be an OffsetValue, got {type(value).__name__}")
+    out = bytearray(_I16.pack(version))
+    _w_int(out, _I64, value.offset, "offset")
+    if version >= 3:
+        _w_int(out, _I32, value.leader_epoch, "leader epoch")
+    _w_string(out, value.metadata, "offset metadata")
+    _w_int(out, _I64, value.commit_timestamp, "commit timestamp")
+    if version == 1:
+        _w_int(out, _I64, value.expire_timestamp, "expire timestamp")
+    return bytes(out)
+
+
+def decode_key(data: bytes) -> Union[OffsetKey, GroupMetadataKey]:
+    """Decode a ``__consumer_offsets`` key; raises :class:`CorruptRecordError` naming the
+    problem for a truncated key, trailing bytes or an unknown key version."""
+    r = _Reader(data, "__consumer_offsets key")
+    version = r.i16("version")
+    if version in (0, 1):
+        key: Union[OffsetKey, GroupMetadataKey] = OffsetKey(
+            r.string("group"), r.string("topic"), r.i32("partition"))
+    elif version == GROUP_METADATA_KEY_VERSION:
+        key = GroupMetadataKey(r.string("group"))
+    else:
+        raise CorruptRecordError(f"__consumer_offsets key: unknown key version {version}")
+    r.end()
+    return key
+
+
+def decode_offset_value(data: bytes) -> OffsetValue:
+    """Decode an offset commit value of version 0-3 (see the module docstring)."""
+    r = _Reader(data, "__consumer_offsets offset value")
+    version = r.i16("version")
+    if version not in (0, 1, 2, 3):
+        raise CorruptRecordError(
+            f"__consumer_offsets offset value: unknown value version {version}")
+    offset = r.i64("offset")
+    leader_epoch = r.i32("leader epoch") if version >= 3 else -1
+    metadata = r.string("metadata")
+    commit_ts = r.i64("commit timestamp")
+    expire_ts = r.i64("expire timestamp") if version == 1 else -1
+    r.end()
+    return OffsetValue(offset, metadata, commit_ts, leader_epoch, expire_ts)
+
+
+def offset_commit_record(group: str, topic: str, partition: int,
+                         value: OffsetValue) -> Tuple[bytes, bytes]:
+    """The (key, value) record that commits ``value`` for the group and partition."""
+    return encode_offset_key(group, topic, partition), encode_offset_value(value)
+
+
+def offset_tombstone(group: str, topic: str, partition: int) -> Tuple[bytes, Optional[bytes]]:
+    """The (key, None) record that deletes the group's committed offset for the partition."""
+    return encode_offset_key(group, topic, partition), None
+
+
+# --- partitioning ---------------------------------------------------------------------------
+
+
+def java_string_hash(s: str) -> int:
+    """Java's ``String.hashCode()``: ``s[0]*31^(n-1) + ... + s[n-1]`` over UTF-16 code
+    units, wrapped to a signed 32-bit int."""
+    if not isinstance(s, str):
+        raise InvalidArgument(f"expected a str, got {type(s).__name__}")
+    units = s.encode("utf-16-be", "surrogatepass")
+    h = 0
+    for i in range(0, len(units), 2):
+        h = (31 * h + ((units[i] << 8) | units[i + 1])) & 0xFFFFFFFF
+    return h - (1 << 32) if h & 0x80000000 else h
+
+
+def partition_for_group(group_id: str, num_partitions: int) -> int:
+    """The partition of ``__consumer_offsets`` that holds ``group_id``'s offsets:
+    ``Utils.abs(groupId.hashCode()) % num_partitions`` as Kafka computes it (``Utils.abs``
+    maps ``Integer.MIN_VALUE`` to 0), so a group lands where Kafka puts it."""
+    if isinstance(num_partitions, bool) or not isinstance(num_partitions, int) or num_partitions < 1:
+        raise InvalidArgument(f"num_partitions must be a positive int, got {num_partitions!r}")
+    h = java_string_hash(group_id)
+    h = 0 if h == -(1 << 31) else abs(h)
+    return h % num_partitions

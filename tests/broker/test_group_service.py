@@ -1,0 +1,292 @@
+"""GroupService: the blocking, thread-safe driver.  Members in threads joining at once;
+eviction by session timeout with a fake clock (with and without the ticker thread);
+durability through ``append`` and ``load``; timeouts, close and bad input."""
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from pylog.broker.group import GroupState
+from pylog.errors import NonEmptyGroup, RequestTimedOut
+from pylog.broker.group_service import GroupService
+from pylog.broker.offsets_topic import (OffsetKey, decode_key, decode_offset_value,
+                                        encode_group_metadata_key, partition_for_group)
+from pylog.errors import (CoordinatorNotAvailable, CorruptRecordError, GroupIdNotFound,
+                          IllegalGeneration, InvalidArgument, InvalidConfig,
+                          RebalanceInProgress, UnknownMemberId)
+
+PROTOS = [("range", b"")]
+WAIT_S = 20.0  # upper bound for conditions other threads must bring about
+
+
+class FakeClock:
+    def __init__(self, now=1_000_000):
+        self.now = now
+        self.lock = threading.Lock()
+
+    def __call__(self):
+        with self.lock:
+            return self.now
+
+    def advance(self, ms):
+        with self.lock:
+            self.now += ms
+
+
+class Log:
+    """Stands in for __consumer_offsets: a list of batches per partition."""
+
+    def __init__(self):
+        self.batches = []
+        self.fail = None
+
+    def append(self, partition, records):
+        if self.fail is not None:
+            raise self.fail
+        assert records, "empty batches are never appended"
+        self.batches.append((partition, list(records)))
+
+    def records(self):
+        return [r for _, batch in self.batches for r in batch]
+
+
+def wait_for(cond, what):
+    deadline = time.monotonic() + WAIT_S
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up waiting for {what}")
+        time.sleep(0.005)
+
+
+@pytest.fixture
+def log():
+    return Log()
+
+
+@pytest.fixture
+def clock():
+    return FakeClock()
+
+
+@pytest.fixture
+def svc(log, clock):
+    s = GroupService(append=log.append, num_partitions=8, clock=clock, tick_interval_ms=0)
+    yield s
+    s.close()
+
+
+def two_stable_members(svc):
+    """a and b in a Stable group (b joins while a rejoins, in two threads)."""
+    a = svc.join_group("g", "", "consumer", PROTOS, 10_000, 30_000)
+    svc.sync_group("g", a.generation_id, a.member_id, {a.member_id: b"A"})
+    with ThreadPoolExecutor(2) as pool:
+        fb = pool.submit(svc.join_group, "g", "", "consumer", PROTOS, 10_000, 30_000)
+        wait_for(lambda: svc.describe_group("g").state is GroupState.PREPARING_REBALANCE,
+                 "b's join to start a rebalance")
+        ra = svc.join_group("g", a.member_id, "consumer", PROTOS, 10_000, 30_000)
+        rb = fb.result(WAIT_S)
+        fsb = pool.submit(svc.sync_group, "g", rb.generation_id, rb.member_id)
+        svc.sync_group("g", ra.generation_id, ra.member_id,
+                       {ra.member_id: b"A", rb.member_id: b"B"})
+        assert fsb.result(WAIT_S) == b"B"
+    return ra, rb
+
+
+def test_members_joining_at_once_end_in_one_stable_generation():
+    log = Log()
+    n = 5
+    svc = GroupService(append=log.append, num_partitions=8, tick_interval_ms=10)
+    stop = threading.Event()
+    errors = []
+
+    def member():
+        mid = ""
+        try:
+            while not stop.is_set():
+                r = svc.join_group("g", mid, "consumer", PROTOS, 6000, 10_000)
+                mid = r.member_id
+                plan = {m: m.encode() for m, _ in r.members} if r.is_leader else None
+                try:
+                    got = svc.sync_group("g", r.generation_id, mid, plan)
+                except (RebalanceInProgress, IllegalGeneration):
+                    continue
+                assert got == mid.encode(), "a member got another member's assignment"
+                while not stop.is_set():
+                    try:
+                        svc.heartbeat("g", r.generation_id, mid)
+                    except (RebalanceInProgress, IllegalGeneration):
+                        break
+                    time.sleep(0.01)
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=member) for _ in range(n)]
+    for t in threads:
+        t.start()
+
+    def settled():
+        d = svc.describe_group("g")
+        return (d.state is GroupState.STABLE and len(d.members) == n
+                and all(m.assignment == m.member_id.encode() for m in d.members))
+    try:
+        wait_for(settled, "five members in one Stable generation")
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(WAIT_S)
+        svc.close()
+    assert errors == []
+
+
+def test_silent_member_is_evicted_after_its_session_timeout(svc, clock):
+    a, b = two_stable_members(svc)
+    gen = a.generation_id
+    for _ in range(4):
+        clock.advance(3000)
+        svc.heartbeat("g", gen, a.member_id)
+        svc.tick()
+    # b has been silent for 12 s > 10 s
+    with pytest.raises(UnknownMemberId):
+        svc.heartbeat("g", gen, b.member_id)
+    with pytest.raises(RebalanceInProgress):
+        svc.heartbeat("g", gen, a.member_id)
+    r = svc.join_group("g", a.member_id, "consumer", PROTOS, 10_000, 30_000)
+    assert r.members == ((a.member_id, b""),) and r.generation_id == gen + 1
+
+
+def test_ticker_thread_evicts_without_any_call(log, clock):
+    svc = GroupService(append=log.append, num_partitions=8, clock=clock, tick_interval_ms=5)
+    try:
+        r = svc.join_group("g", "", "consumer", PROTOS, 10_000, 30_000)
+        svc.sync_group("g", r.generation_id, r.member_id, {})
+        clock.advance(10_000)
+        wait_for(lambda: svc.describe_group("g").state is GroupState.EMPTY,
+                 "the ticker to evict the member")
+    finally:
+        svc.close()
+
+
+def test_commits_are_appended_then_replayed_by_load(svc, log, clock):
+    r = svc.join_group("g", "", "consumer", PROTOS, 10_000, 30_000)
+    svc.sync_group("g", r.generation_id, r.member_id, {})
+    svc.commit_offsets("g", r.generation_id, r.member_id, {("t", 0): (5, "a"), ("t", 1): (6, "")})
+    svc.commit_offsets("g", r.generation_id, r.member_id, {("t", 0): (9, "b")})
+    svc.commit_offsets("other", -1, "", {("u", 2): (1, "")})
+    assert [p for p, _ in log.batches] == [partition_for_group("g", 8)] * 2 + \
+        [partition_for_group("other", 8)]
+    first = {decode_key(k): decode_offset_value(v) for k, v in log.batches[0][1]}
+    assert first[OffsetKey("g", "t", 0)].offset == 5
+    assert first[OffsetKey("g", "t", 0)].commit_timestamp == clock()
+    expected = {("t", 0): (9, "b"), ("t", 1): (6, "")}
+    assert svc.fetch_offsets("g") == expected
+    again = GroupService(append=log.append, num_partitions=8, clock=clock, tick_interval_ms=0)
+    try:
+        assert again.load(log.records()) == 4
+        assert again.fetch_offsets("g") == expected
+        assert again.fetch_offsets("g", [("t", 1), ("zz", 0)]) == {("t", 1): (6, "")}
+        assert again.fetch_offsets("other") == {("u", 2): (1, "")}
+        # delete_group writes tombstones; a third replay no longer has the group
+        again.delete_group("other")
+        assert log.batches[-1][1][0][1] is None
+    finally:
+        again.close()
+    third = GroupService(append=log.append, num_partitions=8, clock=clock, tick_interval_ms=0)
+    try:
+        third.load(log.records())
+        assert third.fetch_offsets("other") == {}
+        assert third.fetch_offsets("g") == expected
+    finally:
+        third.close()
+
+
+def test_failed_append_fails_the_commit_and_keeps_the_offsets(svc, log):
+    svc.commit_offsets("g", -1, "", {("t", 0): (5, "")})
+    log.fail = OSError("disk full")
+    with pytest.raises(OSError, match="disk full"):
+        svc.commit_offsets("g", -1, "", {("t", 0): (6, "")})
+    assert svc.fetch_offsets("g") == {("t", 0): (5, "")}
+    log.fail = None
+    svc.commit_offsets("g", -1, "", {("t", 0): (7, "")})
+    assert svc.fetch_offsets("g") == {("t", 0): (7, "")}
+
+
+def test_stale_generation_commit_is_rejected(svc):
+    a, b = two_stable_members(svc)
+    with pytest.raises(IllegalGeneration):
+        svc.commit_offsets("g", a.generation_id - 1, a.member_id, {("t", 0): (1, "")})
+    with pytest.raises(UnknownMemberId):
+        svc.commit_offsets("g", a.generation_id, "ghost", {("t", 0): (1, "")})
+    assert svc.fetch_offsets("g") == {}
+
+
+def test_load_skips_group_metadata_and_refuses_garbage(svc):
+    assert svc.load([(encode_group_metadata_key("g"), b"whatever")]) == 0
+    with pytest.raises(CorruptRecordError):
+        svc.load([(b"\x00\x01\x00", b"")])
+    with pytest.raises(InvalidArgument):
+        svc.load([(None, b"")])
+
+
+def test_join_timeout_raises_request_timed_out(svc):
+    a = svc.join_group("g", "", "consumer", PROTOS, 10_000, 30_000)
+    svc.sync_group("g", a.generation_id, a.member_id, {})
+    # a new member waits for a, which does not rejoin: the caller gives up first
+    with pytest.raises(RequestTimedOut):
+        svc.join_group("g", "", "consumer", PROTOS, 10_000, 30_000, timeout_s=0.05)
+
+
+def test_close_fails_waiting_calls_and_refuses_new_ones(log, clock):
+    svc = GroupService(append=log.append, num_partitions=8, clock=clock, tick_interval_ms=0)
+    a = svc.join_group("g", "", "consumer", PROTOS, 10_000, 30_000)
+    svc.sync_group("g", a.generation_id, a.member_id, {})
+    with ThreadPoolExecutor(1) as pool:
+        f = pool.submit(svc.join_group, "g", "", "consumer", PROTOS, 10_000, 30_000)
+        wait_for(lambda: svc.describe_group("g").state is GroupState.PREPARING_REBALANCE,
+                 "the second join to wait")
+        svc.close()
+        with pytest.raises(CoordinatorNotAvailable):
+            f.result(WAIT_S)
+    with pytest.raises(CoordinatorNotAvailable):
+        svc.heartbeat("g", 1, a.member_id)
+    with pytest.raises(CoordinatorNotAvailable):
+        svc.fetch_offsets("g")
+    svc.close()  # twice is fine
+
+
+def test_admin_calls(svc):
+    a = svc.join_group("g", "", "consumer", PROTOS, 10_000, 30_000, client_id="cli")
+    assert a.member_id.startswith("cli-")
+    svc.sync_group("g", a.generation_id, a.member_id, {a.member_id: b"x"})
+    svc.commit_offsets("solo", -1, "", {("t", 0): (1, "")})
+    assert {(g.group_id, g.protocol_type, g.state) for g in svc.list_groups()} == {
+        ("g", "consumer", GroupState.STABLE), ("solo", "", GroupState.EMPTY)}
+    d = svc.describe_group("g")
+    assert d.members[0].client_id == "cli" and d.members[0].assignment == b"x"
+    with pytest.raises(NonEmptyGroup):
+        svc.delete_group("g")
+    with pytest.raises(GroupIdNotFound):
+        svc.delete_group("nope")
+    svc.leave_group("g", a.member_id)
+    svc.delete_group("g")
+    assert svc.describe_group("g").state is GroupState.DEAD
+
+
+def test_bad_construction_and_arguments(log):
+    with pytest.raises(InvalidConfig, match="group_bogus"):
+        GroupService(append=log.append, num_partitions=8, group_bogus=1)
+    with pytest.raises(InvalidConfig):
+        GroupService(append=log.append, num_partitions=0, tick_interval_ms=0)
+    with pytest.raises(InvalidConfig):
+        GroupService(append=log.append, num_partitions=8, tick_interval_ms=-1)
+    with pytest.raises(InvalidArgument):
+        GroupService(append=None, num_partitions=8)
+    s = GroupService(append=log.append, num_partitions=8, tick_interval_ms=0,
+                     group_min_session_timeout_ms=1000)
+    try:
+        with pytest.raises(InvalidArgument, match="static membership"):
+            s.join_group("g", "", "consumer", PROTOS, 1000, 1000, group_instance_id="i")
+        r = s.join_group("g", "", "consumer", PROTOS, 1000, 1000)  # the lowered minimum
+        assert r.generation_id == 1
+    finally:
+        s.close()
