@@ -318,3 +318,37 @@ def test_compacted_topic_rejects_null_keys(broker):
         f = p.send("state", b"no key")
         p.flush()
     assert isinstance(f.exception(), errors.InvalidRecord)
+
+
+# ------------------------------------------------------------------ key skew
+def test_hot_partition_is_loud(open_broker, clock, caplog):
+    broker = open_broker({"partition.skew.window.ms": 60_000, "partition.skew.min.records": 100},
+                         clock=clock, background_threads=False)
+    broker.create_topic("orders", 4)
+    for i in range(40):  # partition 2 takes 70% of the records
+        broker.produce("orders", 2 if i % 10 < 7 else i % 4 if i % 4 != 2 else 0,
+                       build_batch([b"x"] * 10))
+    clock.advance(61_000)  # the window is over: judge it
+    with caplog.at_level("WARNING", logger="pylog.broker"):
+        broker.run_housekeeping()
+    warnings = [r for r in caplog.records if r.levelname == "WARNING" and "orders" in r.getMessage()]
+    assert len(warnings) == 1 and "partition 2" in warnings[0].getMessage()
+    m = broker.metrics()
+    part2 = m["topics"]["orders"]["partitions"][2]
+    assert part2["skewed"] and part2["share_in"] == pytest.approx(0.7)
+    assert not m["topics"]["orders"]["partitions"][1]["skewed"]
+    assert m["skew_warnings_total"] == 1
+    assert part2["records_in"] == 280 and sum(
+        p["records_in"] for p in m["topics"]["orders"]["partitions"].values()) == 400
+
+
+def test_even_traffic_is_quiet(open_broker, clock, caplog):
+    broker = open_broker({"partition.skew.min.records": 100}, clock=clock, background_threads=False)
+    broker.create_topic("orders", 4)
+    for i in range(40):
+        broker.produce("orders", i % 4, build_batch([b"x"] * 10))
+    clock.advance(61_000)
+    with caplog.at_level("WARNING", logger="pylog.broker"):
+        broker.run_housekeeping()
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+    assert broker.metrics()["skew_warnings_total"] == 0
