@@ -39,7 +39,7 @@ log = logging.getLogger("pylog.producer")
 _RECORD_OVERHEAD = 14  #: bytes a record adds to a batch beyond key and value (approx.)
 _INT32_MAX = 0x7FFFFFFF
 #: Keys whose partition is remembered (hot keys repeat); cleared when full.
-_KEY_CACHE_SIZE = 1 << 16
+_KEY_CACHE_SIZE = 1 << 17
 
 
 def _now_ms() -> int:
