@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Optional, Tuple, Union
 
 from pylog.errors import CorruptRecordError, InvalidArgument
+from pylog.records.wire import I16, I32, I64, WireReader
 
 __all__ = [
     "OFFSETS_TOPIC",
@@ -63,9 +64,7 @@ GROUP_METADATA_KEY_VERSION = 2
 #: Longest string the int16 length prefix can describe.
 MAX_STRING_BYTES = 0x7FFF
 
-_I16 = struct.Struct(">h")
-_I32 = struct.Struct(">i")
-_I64 = struct.Struct(">q")
+_I16, _I32, _I64 = I16, I32, I64
 
 
 @dataclass(frozen=True)
@@ -118,51 +117,6 @@ def _w_int(out: bytearray, st: struct.Struct, value: int, what: str) -> None:
         raise InvalidArgument(f"{what} {value} does not fit in {st.size * 8} bits") from None
 
 
-class _Reader:
-    __slots__ = ("data", "pos", "what")
-
-    def __init__(self, data: bytes, what: str) -> None:
-        if not isinstance(data, (bytes, bytearray, memoryview)):
-            raise InvalidArgument(f"{what} must be bytes, got {type(data).__name__}")
-        self.data = bytes(data)
-        self.pos = 0
-        self.what = what
-
-    def _take(self, n: int, field: str) -> bytes:
-        end = self.pos + n
-        if end > len(self.data):
-            raise CorruptRecordError(
-                f"{self.what}: truncated at byte {self.pos} reading {field} "
-                f"({n} bytes needed, {len(self.data) - self.pos} left)")
-        chunk = self.data[self.pos:end]
-        self.pos = end
-        return chunk
-
-    def i16(self, field: str) -> int:
-        return _I16.unpack(self._take(2, field))[0]
-
-    def i32(self, field: str) -> int:
-        return _I32.unpack(self._take(4, field))[0]
-
-    def i64(self, field: str) -> int:
-        return _I64.unpack(self._take(8, field))[0]
-
-    def string(self, field: str) -> str:
-        n = self.i16(field + " length")
-        if n < 0:
-            raise CorruptRecordError(f"{self.what}: {field} is null (length {n})")
-        raw = self._take(n, field)
-        try:
-            return raw.decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise CorruptRecordError(f"{self.what}: {field} is not UTF-8: {e}") from None
-
-    def end(self) -> None:
-        if self.pos != len(self.data):
-            raise CorruptRecordError(
-                f"{self.what}: {len(self.data) - self.pos} trailing bytes after the last field")
-
-
 # --- keys and values ----------------------------------------------------------------------
 
 
@@ -206,7 +160,7 @@ def encode_offset_value(value: OffsetValue, version: int = OFFSET_COMMIT_VALUE_V
 def decode_key(data: bytes) -> Union[OffsetKey, GroupMetadataKey]:
     """Decode a ``__consumer_offsets`` key; raises :class:`CorruptRecordError` naming the
     problem for a truncated key, trailing bytes or an unknown key version."""
-    r = _Reader(data, "__consumer_offsets key")
+    r = WireReader(data, "__consumer_offsets key")
     version = r.i16("version")
     if version in (0, 1):
         key: Union[OffsetKey, GroupMetadataKey] = OffsetKey(
@@ -221,7 +175,7 @@ def decode_key(data: bytes) -> Union[OffsetKey, GroupMetadataKey]:
 
 def decode_offset_value(data: bytes) -> OffsetValue:
     """Decode an offset commit value of version 0-3 (see the module docstring)."""
-    r = _Reader(data, "__consumer_offsets offset value")
+    r = WireReader(data, "__consumer_offsets offset value")
     version = r.i16("version")
     if version not in (0, 1, 2, 3):
         raise CorruptRecordError(

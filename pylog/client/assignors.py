@@ -38,6 +38,7 @@ from typing import (Callable, Dict, FrozenSet, Iterable, List, Mapping, Optional
                     Set, Tuple)
 
 from pylog.errors import CorruptRecordError, InvalidArgument
+from pylog.records.wire import WireReader
 
 __all__ = [
     "TopicPartition",
@@ -147,55 +148,10 @@ class _Writer:
                 self.i32(p, f"{what} partition")
 
 
-class _Reader:
-    __slots__ = ("data", "pos", "what")
+class _Reader(WireReader):
+    """WireReader plus ConsumerProtocol's topic-partition arrays and versioned end."""
 
-    def __init__(self, data: bytes, what: str) -> None:
-        if not isinstance(data, (bytes, bytearray, memoryview)):
-            raise InvalidArgument(f"{what} must be bytes, got {type(data).__name__}")
-        self.data = bytes(data)
-        self.pos = 0
-        self.what = what
-
-    def _take(self, n: int, field: str) -> bytes:
-        if n < 0 or self.pos + n > len(self.data):
-            raise CorruptRecordError(
-                f"{self.what}: truncated at byte {self.pos} reading {field} ({n} bytes needed, "
-                f"{len(self.data) - self.pos} left)")
-        chunk = self.data[self.pos:self.pos + n]
-        self.pos += n
-        return chunk
-
-    def i16(self, field: str) -> int:
-        return _I16.unpack(self._take(2, field))[0]
-
-    def i32(self, field: str) -> int:
-        return _I32.unpack(self._take(4, field))[0]
-
-    def count(self, field: str, min_item_bytes: int) -> int:
-        n = self.i32(field + " count")
-        if n < 0 or n * min_item_bytes > len(self.data) - self.pos:
-            raise CorruptRecordError(f"{self.what}: bad {field} count {n}")
-        return n
-
-    def string(self, field: str, nullable: bool = False) -> Optional[str]:
-        n = self.i16(field + " length")
-        if n == -1 and nullable:
-            return None
-        if n < 0:
-            raise CorruptRecordError(f"{self.what}: {field} has length {n}")
-        try:
-            return self._take(n, field).decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise CorruptRecordError(f"{self.what}: {field} is not UTF-8: {e}") from None
-
-    def nbytes(self, field: str) -> Optional[bytes]:
-        n = self.i32(field + " length")
-        if n == -1:
-            return None
-        if n < 0:
-            raise CorruptRecordError(f"{self.what}: {field} has length {n}")
-        return self._take(n, field)
+    __slots__ = ()
 
     def partitions(self, field: str) -> Tuple[TopicPartition, ...]:
         out: List[TopicPartition] = []
@@ -206,7 +162,7 @@ class _Reader:
                 out.append((topic, self.i32(field + " partition")))
         return tuple(out)
 
-    def end(self, version: int, highest: int) -> None:
+    def end(self, version: int = -1, highest: int = -1) -> None:  # type: ignore[override]
         if version <= highest and self.pos != len(self.data):
             raise CorruptRecordError(
                 f"{self.what}: {len(self.data) - self.pos} trailing bytes after version "
