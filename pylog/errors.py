@@ -22,6 +22,8 @@ __all__ = [
     "UnsupportedCompressionType",
     "UnknownTopicOrPartition",
     "RequestTimedOut",
+    "NotLeaderOrFollower",
+    "FencedLeaderEpoch",
     "InvalidTopic",
     "NotEnoughReplicas",
     "NotEnoughReplicasAfterAppend",
@@ -147,6 +149,22 @@ class UnknownTopicOrPartition(PylogError, LookupError):
 
     code = 3
     kafka_name = "UNKNOWN_TOPIC_OR_PARTITION"
+
+
+class NotLeaderOrFollower(PylogError):
+    """This broker does not lead the partition (any more): refresh metadata and retry."""
+
+    code = 6
+    kafka_name = "NOT_LEADER_OR_FOLLOWER"
+    retriable = True
+
+
+class FencedLeaderEpoch(PylogError):
+    """A request carried an older leader epoch than the replica knows."""
+
+    code = 74
+    kafka_name = "FENCED_LEADER_EPOCH"
+    retriable = True
 
 
 class RequestTimedOut(PylogError, TimeoutError):

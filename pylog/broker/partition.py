@@ -16,7 +16,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, List, Optional
+from typing import Any, Callable, List, Optional
 
 from pylog.broker.config import TopicConfig
 from pylog.broker.producer_state import ProducerStateManager
@@ -58,6 +58,11 @@ class Partition:
         self._lock = threading.Lock()
         self.producers = ProducerStateManager()
         self._high_watermark = log.log_end_offset
+        #: False: one replica, the HW follows the log end.  True (a replicated
+        #: partition): the replication driver sets the HW with set_high_watermark.
+        self.replicated = False
+        #: Stamped into every batch a leader appends (partitionLeaderEpoch); -1: none.
+        self.leader_epoch = -1
         self._load_producer_state()
 
     # ------------------------------------------------------------- opening
@@ -172,8 +177,9 @@ class Partition:
         return res
 
     def _append_locked(self, payload, batches: List[RecordBatch]) -> AppendResult:
-        info = self.log.append_batches(payload, assign_offsets=True)
-        self._high_watermark = self.log.log_end_offset  # single replica: HW = LEO
+        info = self.log.append_batches(payload, assign_offsets=True, leader_epoch=self.leader_epoch)
+        if not self.replicated:
+            self._high_watermark = self.log.log_end_offset  # single replica: HW = LEO
         lat = info.max_timestamp if self.log.config.log_append_time else -1
         return AppendResult(info.first_offset, info.last_offset, lat, self.log.log_start_offset,
                             info.records, info.size_bytes)
@@ -194,6 +200,34 @@ class Partition:
                 producer_epoch=b.producer_epoch, base_sequence=b.base_sequence, compression=codec,
                 timestamp_type=b.timestamp_type))
         return b"".join(out)
+
+    # ------------------------------------------------------------ replication
+    def append_as_follower(self, data: Any) -> List[RecordBatch]:
+        """Append batches copied from the leader, keeping their offsets and epochs.
+
+        Returns the appended batches (views of ``data``).  Raises CorruptRecordError,
+        InvalidArgument (a gap or overlap with the log end)."""
+        view = memoryview(data)
+        validate_batches(view)
+        batches = list(iter_batches(view))
+        with self._lock:
+            self.log.append_batches(view, assign_offsets=False)
+            for b in batches:
+                if b.producer_id >= 0:
+                    self.producers.update(b.producer_id, b.producer_epoch, b.base_sequence,
+                                          b.record_count, b.base_offset, b.last_offset, b.max_timestamp)
+        return batches
+
+    def truncate_to(self, offset: int) -> None:
+        """Drop offsets >= ``offset`` (a follower diverging from its leader)."""
+        with self._lock:
+            self.log.truncate_to(offset)
+            self.producers.truncate_to(offset)
+            self._high_watermark = min(self._high_watermark, self.log.log_end_offset)
+
+    def set_high_watermark(self, hw: int) -> None:
+        """The replication driver's HW (clamped to the log end)."""
+        self._high_watermark = max(0, min(hw, self.log.log_end_offset))
 
     # ---------------------------------------------------------------- read
     def read(self, offset: int, max_bytes: int = 1 << 20, *, to_log_end: bool = False) -> List[RecordBatch]:
