@@ -316,7 +316,6 @@ class Controller:
         self.log = logger
         self._active = False
         self._epoch = 0  # the controller epoch this broker holds while active
-        self._session_id: Optional[int] = None
         self._registrations: Dict[int, Tuple[Optional[str], Optional[int]]] = {}
         self._next_rebalance_ms = 0
         self._dirty = False  # a CAS gave up: reconcile everything at the next tick
@@ -356,8 +355,17 @@ class Controller:
                     and owner == session_id):
                 return False
             # Our own registration (a Controller object recreated on the same session).
-        self._session_id = session_id
-        self._epoch = self._bump_controller_epoch()
+        epoch = self._bump_controller_epoch()
+        if epoch is None:
+            self.log.error("broker %d could not bump %s after %d conflicts; giving up the "
+                           "controller registration", self.broker_id, CONTROLLER_EPOCH_PATH,
+                           MAX_CAS_ATTEMPTS)
+            try:
+                self.store.delete(CONTROLLER_PATH)
+            except NoNode:
+                pass
+            return False
+        self._epoch = epoch
         self._active = True
         self._registrations = _read_registrations(self.store)
         self._next_rebalance_ms = now + self.leader_imbalance_check_interval_ms
@@ -366,8 +374,10 @@ class Controller:
         self._reconcile_all(set(self._registrations), now)
         return self._active
 
-    def _bump_controller_epoch(self) -> int:
-        while True:
+    def _bump_controller_epoch(self) -> Optional[int]:
+        """+1 on /controller_epoch by compare-and-set (None after MAX_CAS_ATTEMPTS conflicts,
+        which needs another writer of a node only the /controller holder writes)."""
+        for _ in range(MAX_CAS_ATTEMPTS):
             try:
                 value, version = self.store.get(CONTROLLER_EPOCH_PATH)
             except NoNode:
@@ -381,6 +391,7 @@ class Controller:
                 return int(value) + 1
             except BadVersion:
                 continue
+        return None
 
     def _check_still_controller(self) -> bool:
         """Resign unless ``/controller`` is ours and ``/controller_epoch`` is our epoch."""

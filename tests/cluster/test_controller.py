@@ -535,6 +535,24 @@ def test_cas_gives_up_after_repeated_conflicts_and_retries_on_tick(caplog):
     assert c.state("t").leader == 2
 
 
+def test_controller_gives_up_registration_if_epoch_cannot_be_bumped():
+    store = InterferingStore()
+    sid = store.create_session(SESSION_MS, 0)
+    store.create(CONTROLLER_EPOCH_PATH, 4)
+
+    def touch():
+        value, version = InMemoryMetadataStore.get(store, CONTROLLER_EPOCH_PATH)
+        InMemoryMetadataStore.set(store, CONTROLLER_EPOCH_PATH, value + 1, version)
+
+    store.target, store.meddle, store.always = CONTROLLER_EPOCH_PATH, touch, True
+    ctl = Controller(1, store)
+    assert ctl.try_elect_self(sid, 0) is False
+    assert not ctl.is_active and not store.exists(CONTROLLER_PATH)
+    store.meddle = None
+    assert ctl.try_elect_self(sid, 0) is True
+    assert ctl.epoch == store.get(CONTROLLER_EPOCH_PATH)[0] == 4 + MAX_CAS_ATTEMPTS + 1
+
+
 # ------------------------------------------------------------------ metrics, helpers
 def test_metrics_from_the_store():
     c = Cluster({1: None, 2: None, 3: None})
