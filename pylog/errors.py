@@ -357,6 +357,28 @@ class CommitFailed(PylogError):
     kafka_name = "UNKNOWN_SERVER_ERROR"
 
 
+# --- cluster metadata (MetadataStore; ZooKeeper's errors, client-side only) -----------
+__all__ += ["NoNode", "NodeExists", "BadVersion", "SessionExpired"]
+
+
+class NoNode(PylogError, LookupError):
+    """A MetadataStore path does not exist (ZooKeeper's NONODE)."""
+
+
+class NodeExists(PylogError):
+    """A MetadataStore path already exists (ZooKeeper's NODEEXISTS)."""
+
+
+class BadVersion(PylogError):
+    """A compare-and-set write named a version the node no longer has (ZooKeeper's
+    BADVERSION): someone else wrote it first; re-read and decide again."""
+
+
+class SessionExpired(PylogError):
+    """A MetadataStore session expired (or was closed): its ephemeral nodes are gone and
+    it can neither heartbeat nor create ephemeral nodes (ZooKeeper's SESSIONEXPIRED)."""
+
+
 def _all_subclasses(cls: type) -> list[type]:
     out, todo = [], [cls]
     while todo:

@@ -1,0 +1,437 @@
+"""InMemoryMetadataStore: the MetadataStore contract (pylog/cluster/metadata.py).
+
+Example tests of each promise, then a hypothesis stateful test against a plain model:
+a dict of path -> (data, version, owner), a dict of sessions, and per-watcher event lists.
+"""
+import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+
+from pylog.cluster.metadata import (
+    MAX_NODE_DATA_BYTES,
+    InMemoryMetadataStore,
+    NodeStat,
+    WatchEvent,
+    parent_path,
+)
+from pylog.errors import BadVersion, InvalidArgument, NodeExists, NoNode, SessionExpired
+
+
+@pytest.fixture
+def store():
+    return InMemoryMetadataStore()
+
+
+# ------------------------------------------------------------------ nodes and CAS
+def test_create_get_set_versions(store):
+    assert store.create("/a/b", {"x": 1}) == 0
+    assert store.get("/a/b") == ({"x": 1}, 0)
+    assert store.get("/a") == (None, 0)  # parent made persistent with null data
+    assert store.set("/a/b", [1, 2], 0) == 1
+    assert store.set("/a/b", "s", -1) == 2
+    assert store.get("/a/b") == ("s", 2)
+    with pytest.raises(BadVersion):
+        store.set("/a/b", "t", 1)
+    assert store.get("/a/b") == ("s", 2)  # a failed CAS changes nothing
+
+
+def test_data_is_a_copy_as_json(store):
+    data = {"l": [1, 2], "t": (3, 4), 5: "five"}
+    store.create("/n", data)
+    data["l"].append(99)
+    got, _ = store.get("/n")
+    assert got == {"l": [1, 2], "t": [3, 4], "5": "five"}
+    got["l"].append(100)
+    assert store.get("/n")[0]["l"] == [1, 2]
+
+
+def test_bad_data_and_paths_refused(store):
+    for bad in ({1, 2}, object(), float("nan")):
+        with pytest.raises(InvalidArgument):
+            store.create("/x", bad)
+    assert not store.exists("/x")
+    with pytest.raises(InvalidArgument, match="limit"):
+        store.create("/big", "x" * MAX_NODE_DATA_BYTES)
+    for path in ("", "a", "/a/", "//a", "/a//b", "/a/./b", "/a/..", 5, "/a\x00"):
+        with pytest.raises(InvalidArgument):
+            store.create(path, 1)
+    with pytest.raises(NodeExists):
+        store.create("/", 1)
+    with pytest.raises(InvalidArgument):
+        store.delete("/")
+    assert store.snapshot() == {}
+
+
+def test_create_existing_and_missing_parent(store):
+    store.create("/a", 1)
+    with pytest.raises(NodeExists):
+        store.create("/a", 2)
+    assert store.get("/a") == (1, 0)
+    with pytest.raises(NoNode):
+        store.create("/p/q", 1, make_parents=False)
+    assert not store.exists("/p")
+    store.create("/a/c", 3, make_parents=False)
+    assert store.children("/a") == ["c"]
+
+
+def test_get_set_delete_missing(store):
+    with pytest.raises(NoNode):
+        store.get("/nope")
+    with pytest.raises(NoNode):
+        store.set("/nope", 1)
+    with pytest.raises(NoNode):
+        store.delete("/nope")
+    with pytest.raises(NoNode):
+        store.children("/nope")
+    assert not store.exists("/nope")
+
+
+def test_delete_version_children_recursive(store):
+    store.create("/t/x/1", 1)
+    store.create("/t/x/2", 2)
+    store.create("/t/y", 3)
+    store.create("/tz", 4)
+    with pytest.raises(InvalidArgument, match="children"):
+        store.delete("/t/x")
+    store.set("/t", "v")
+    with pytest.raises(BadVersion):
+        store.delete("/t", 0, recursive=True)
+    store.delete("/t", 1, recursive=True)
+    assert store.snapshot() == {"/tz": (4, 0, None)}  # "/tz" is not under "/t"
+    store.create("/t", 5)  # re-created nodes start at version 0 again
+    assert store.get("/t") == (5, 0)
+
+
+def test_children_sorted_and_stat(store):
+    for name in ("b", "a", "c10", "c2"):
+        store.create(f"/r/{name}", None)
+    assert store.children("/r") == ["a", "b", "c10", "c2"]
+    assert store.children("/") == ["r"]
+    assert store.stat("/r") == NodeStat(0, None, 4)
+
+
+def test_create_sequential(store):
+    p0 = store.create_sequential("/ledger/entry-", {"n": 0})
+    p1 = store.create_sequential("/ledger/entry-", {"n": 1})
+    p2 = store.create_sequential("/ledger/", {"n": 2})
+    assert (p0, p1, p2) == ("/ledger/entry-0000000000", "/ledger/entry-0000000001",
+                            "/ledger/0000000002")
+    assert store.get(p1) == ({"n": 1}, 0)
+    store.delete(p0)
+    assert store.create_sequential("/ledger/entry-") == "/ledger/entry-0000000003"
+    with pytest.raises(InvalidArgument):
+        store.create_sequential("nope")
+
+
+# ------------------------------------------------------------------ sessions
+def test_session_expiry_deletes_ephemerals(store):
+    s1 = store.create_session(1000, now=0)
+    s2 = store.create_session(5000, now=0)
+    store.create("/brokers/ids/1", {"rack": "a"}, ephemeral_session=s1)
+    store.create("/brokers/ids/2", {"rack": "b"}, ephemeral_session=s2)
+    assert store.stat("/brokers/ids/1").ephemeral_owner == s1
+    store.heartbeat(s1, 900)
+    assert store.tick(1900) == []  # 1000 ms since the heartbeat: not older than the timeout
+    assert store.tick(1901) == [s1]
+    assert store.children("/brokers/ids") == ["2"]
+    assert not store.session_alive(s1)
+    with pytest.raises(SessionExpired):
+        store.heartbeat(s1, 1902)
+    with pytest.raises(SessionExpired):
+        store.create("/e", 1, ephemeral_session=s1)
+    assert not store.exists("/e")
+    assert store.tick(5000) == [] and store.tick(5001) == [s2]
+    assert store.children("/brokers/ids") == []
+
+
+def test_late_heartbeat_expires_without_tick(store):
+    s = store.create_session(100, now=0)
+    store.create("/eph", 1, ephemeral_session=s)
+    with pytest.raises(SessionExpired):
+        store.heartbeat(s, 101)
+    assert not store.exists("/eph")
+    assert not store.session_alive(s)
+
+
+def test_close_session(store):
+    s = store.create_session(100, now=0)
+    store.create("/eph", 1, ephemeral_session=s)
+    store.close_session(s, now=10)
+    assert not store.exists("/eph")
+    store.close_session(s, now=11)  # already closed: nothing to do
+    with pytest.raises(InvalidArgument):
+        store.close_session(999, now=0)
+    with pytest.raises(InvalidArgument):
+        store.heartbeat(999, now=0)
+    with pytest.raises(InvalidArgument):
+        store.create_session(0, now=0)
+
+
+def test_ephemeral_nodes_cannot_have_children(store):
+    s = store.create_session(100, now=0)
+    store.create("/eph", 1, ephemeral_session=s)
+    with pytest.raises(InvalidArgument, match="ephemeral"):
+        store.create("/eph/child", 2)
+    with pytest.raises(InvalidArgument):
+        store.create("/eph/a/b", 2)  # nor grandchildren through make_parents
+    assert store.snapshot() == {"/eph": (1, 0, s)}
+
+
+def test_deleting_an_ephemeral_by_hand_then_expiry(store):
+    s = store.create_session(100, now=0)
+    store.create("/eph", 1, ephemeral_session=s)
+    store.delete("/eph")
+    store.create("/eph", 2)  # now persistent
+    store.tick(1000)
+    assert store.get("/eph") == (2, 0)
+
+
+# ------------------------------------------------------------------ watches
+def test_watch_events(store):
+    store.watch("/brokers", "w")
+    store.watch("/controller", "c")
+    s = store.create_session(100, now=0)
+    store.create("/brokers/ids/1", {"rack": None}, ephemeral_session=s)
+    store.create("/brokersX", 1)  # not under /brokers
+    store.create("/controller", {"broker_id": 1}, ephemeral_session=s)
+    store.create("/controller_epoch", 1)  # not under /controller
+    store.set("/brokers", "d")
+    store.tick(200)
+    assert store.drain("w") == [
+        WatchEvent("created", "/brokers", 0),
+        WatchEvent("created", "/brokers/ids", 0),
+        WatchEvent("created", "/brokers/ids/1", 0),
+        WatchEvent("changed", "/brokers", 1),
+        WatchEvent("deleted", "/brokers/ids/1", 0),
+    ]
+    assert store.drain("w") == []
+    assert store.drain("c") == [WatchEvent("created", "/controller", 0),
+                                WatchEvent("deleted", "/controller", 0)]
+    store.unwatch("w")
+    store.create("/brokers/x", 1)
+    with pytest.raises(InvalidArgument):
+        store.drain("w")
+
+
+def test_watch_overlapping_prefixes_once_and_root(store):
+    store.watch("/a", 1)
+    store.watch("/a/b", 1)
+    store.watch("/", 2)
+    store.create("/a/b/c", 1)
+    store.set("/a/b/c", 2)
+    store.delete("/a", recursive=True)
+    evs = store.drain(1)
+    assert evs == store.drain(2)
+    assert [(e.kind, e.path, e.version) for e in evs] == [
+        ("created", "/a", 0), ("created", "/a/b", 0), ("created", "/a/b/c", 0),
+        ("changed", "/a/b/c", 1),
+        ("deleted", "/a/b/c", 1), ("deleted", "/a/b", 0), ("deleted", "/a", 0)]
+
+
+def test_failed_writes_fire_nothing(store):
+    store.create("/a", 1)
+    store.watch("/", "w")
+    for bad in (lambda: store.create("/a", 2), lambda: store.set("/a", 2, 7),
+                lambda: store.delete("/a", 3), lambda: store.set("/a", {1, 2}),
+                lambda: store.delete("/zz")):
+        with pytest.raises((NodeExists, BadVersion, InvalidArgument, NoNode)):
+            bad()
+    assert store.drain("w") == []
+
+
+# ------------------------------------------------------------------ stateful model test
+paths = st.sampled_from(["/a", "/a/b", "/a/c", "/a/b/d", "/e", "/e/f"])
+datas = st.one_of(st.none(), st.integers(-5, 5), st.text(max_size=3),
+                  st.lists(st.integers(0, 3), max_size=3),
+                  st.dictionaries(st.sampled_from(["k", "l"]), st.integers(0, 3), max_size=2))
+prefixes = st.sampled_from(["/", "/a", "/a/b", "/e"])
+watchers = st.sampled_from(["w1", "w2"])
+
+
+def _under(path, prefix):
+    return prefix == "/" or path == prefix or path.startswith(prefix + "/")
+
+
+class StoreModel(RuleBasedStateMachine):
+    """The store against a dict model.  Every operation is tried; whether it raises, and
+    which error, must match what the model predicts."""
+
+    def __init__(self):
+        super().__init__()
+        self.store = InMemoryMetadataStore()
+        self.nodes = {}  # path -> [data, version, owner]
+        self.sessions = {}  # id -> [timeout, last heartbeat]
+        self.ended = set()
+        self.now = 0
+        self.watches = {}  # watcher -> set of prefixes
+        self.queues = {}  # watcher -> [WatchEvent]
+
+    # --- model helpers
+    def _fire(self, kind, path, version):
+        for w, prefixes in self.watches.items():
+            if any(_under(path, p) for p in prefixes):
+                self.queues[w].append(WatchEvent(kind, path, version))
+
+    def _model_remove(self, path):
+        _, version, _ = self.nodes.pop(path)
+        self._fire("deleted", path, version)
+
+    def _model_end(self, sid):
+        del self.sessions[sid]
+        self.ended.add(sid)
+        for p in sorted(p for p, n in self.nodes.items() if n[2] == sid):
+            self._model_remove(p)
+
+    def _has_children(self, path):
+        return any(parent_path(p) == path for p in self.nodes)
+
+    # --- rules
+    @rule(path=paths, data=datas, eph=st.booleans(), make_parents=st.booleans())
+    def create(self, path, data, eph, make_parents):
+        sid = max(self.sessions) if eph and self.sessions else None
+        ancestors = []
+        p = parent_path(path)
+        while p != "/":
+            ancestors.append(p)
+            p = parent_path(p)
+        missing = [a for a in ancestors if a not in self.nodes]
+        parent = parent_path(path)
+        if path in self.nodes:
+            expect = NodeExists
+        elif missing and not make_parents:
+            expect = NoNode
+        elif parent in self.nodes and self.nodes[parent][2] is not None:
+            expect = InvalidArgument
+        elif any(self.nodes.get(a, [0, 0, None])[2] is not None for a in ancestors):
+            expect = InvalidArgument
+        else:
+            expect = None
+        if expect is not None:
+            with pytest.raises(expect):
+                self.store.create(path, data, ephemeral_session=sid, make_parents=make_parents)
+            return
+        assert self.store.create(path, data, ephemeral_session=sid, make_parents=make_parents) == 0
+        for a in reversed(missing):
+            self.nodes[a] = [None, 0, None]
+            self._fire("created", a, 0)
+        self.nodes[path] = [data, 0, sid]
+        self._fire("created", path, 0)
+
+    @rule(path=paths, data=datas, stale=st.booleans())
+    def set(self, path, data, stale):
+        if path not in self.nodes:
+            with pytest.raises(NoNode):
+                self.store.set(path, data, -1)
+            return
+        node = self.nodes[path]
+        expected = node[1] + 1 if stale else node[1]
+        if stale:
+            with pytest.raises(BadVersion):
+                self.store.set(path, data, expected)
+            return
+        assert self.store.set(path, data, expected) == node[1] + 1
+        node[0], node[1] = data, node[1] + 1
+        self._fire("changed", path, node[1])
+
+    @rule(path=paths, stale=st.booleans(), recursive=st.booleans())
+    def delete(self, path, stale, recursive):
+        if path not in self.nodes:
+            with pytest.raises(NoNode):
+                self.store.delete(path)
+            return
+        version = self.nodes[path][1] + (1 if stale else 0)
+        if stale:
+            with pytest.raises(BadVersion):
+                self.store.delete(path, version, recursive=recursive)
+            return
+        if self._has_children(path) and not recursive:
+            with pytest.raises(InvalidArgument):
+                self.store.delete(path, version)
+            return
+        self.store.delete(path, version, recursive=recursive)
+        for p in sorted((p for p in self.nodes if _under(p, path)), reverse=True):
+            self._model_remove(p)
+
+    @rule(timeout=st.integers(1, 50))
+    def create_session(self, timeout):
+        sid = self.store.create_session(timeout, self.now)
+        assert sid not in self.sessions and sid not in self.ended
+        self.sessions[sid] = [timeout, self.now]
+
+    @rule(ms=st.integers(0, 40))
+    def advance_and_tick(self, ms):
+        self.now += ms
+        expired = sorted(s for s, (t, hb) in self.sessions.items() if self.now - hb > t)
+        assert self.store.tick(self.now) == expired
+        for s in expired:
+            self._model_end(s)
+
+    @rule(data=st.data())
+    def heartbeat(self, data):
+        known = sorted(self.sessions) + sorted(self.ended)
+        if not known:
+            return
+        sid = data.draw(st.sampled_from(known))
+        if sid in self.ended:
+            with pytest.raises(SessionExpired):
+                self.store.heartbeat(sid, self.now)
+            return
+        timeout, hb = self.sessions[sid]
+        if self.now - hb > timeout:
+            with pytest.raises(SessionExpired):
+                self.store.heartbeat(sid, self.now)
+            self._model_end(sid)
+        else:
+            self.store.heartbeat(sid, self.now)
+            self.sessions[sid][1] = self.now
+
+    @rule(data=st.data())
+    def close_session(self, data):
+        if not self.sessions:
+            return
+        sid = data.draw(st.sampled_from(sorted(self.sessions)))
+        self.store.close_session(sid, self.now)
+        self._model_end(sid)
+
+    @rule(prefix=prefixes, w=watchers)
+    def watch(self, prefix, w):
+        self.store.watch(prefix, w)
+        self.watches.setdefault(w, set()).add(prefix)
+        self.queues.setdefault(w, [])
+
+    @rule(w=watchers)
+    def unwatch(self, w):
+        self.store.unwatch(w)
+        self.watches.pop(w, None)
+        self.queues.pop(w, None)
+
+    @rule(w=watchers)
+    def drain(self, w):
+        if w not in self.queues:
+            with pytest.raises(InvalidArgument):
+                self.store.drain(w)
+            return
+        assert self.store.drain(w) == self.queues[w]
+        self.queues[w] = []
+
+    # --- invariants
+    @invariant()
+    def same_tree(self):
+        expected = {p: (n[0], n[1], n[2]) for p, n in sorted(self.nodes.items())}
+        assert self.store.snapshot() == expected
+        for p in ["/", "/a", "/a/b", "/e"]:
+            if p == "/" or p in self.nodes:
+                assert self.store.children(p) == sorted(
+                    q.rsplit("/", 1)[1] for q in self.nodes if parent_path(q) == p)
+
+    @invariant()
+    def sessions_agree(self):
+        for sid in self.sessions:
+            assert self.store.session_alive(sid)
+        for sid in self.ended:
+            assert not self.store.session_alive(sid)
+
+
+StoreModel.TestCase.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
+test_store_matches_model = StoreModel.TestCase
