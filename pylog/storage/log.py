@@ -1019,6 +1019,15 @@ class Log:
                 self._closed = True
                 self._abandon()
 
+    def abandon(self) -> None:
+        """Let go of the log as a killed process would (SIGKILL): no flush, no
+        checkpoint, no clean-shutdown marker, files left as they are (the page cache
+        keeps every write).  Mappings, files and the directory lock are released, so
+        the directory can be opened again — that open runs crash recovery.  Views
+        handed out keep their bytes.  Idempotent; a closed log is left alone."""
+        with self._lock:
+            self._abandon()
+
     def _abandon(self) -> None:
         """Release files and the directory lock without any shutdown work."""
         for seg in self._segments:
