@@ -44,7 +44,7 @@ import logging
 import os
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, List, NamedTuple, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Iterable, List, NamedTuple, Optional, Tuple
 
 from pylog.errors import InvalidArgument, StorageError
 from pylog.storage.checkpoint import fsync_dir
