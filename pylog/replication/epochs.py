@@ -44,7 +44,7 @@ import logging
 import os
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, List, NamedTuple, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Iterable, List, NamedTuple, Optional, Tuple
 
 from pylog.errors import InvalidArgument, StorageError
 from pylog.storage.checkpoint import fsync_dir
@@ -381,7 +381,7 @@ def _scan_into(cache: LeaderEpochCache, log: "Log", start: int, end: int) -> boo
             elif epoch > latest:
                 first = max(b.base_offset, start)
                 if starts and first <= starts[-1]:
-                    return False  # a newer epoch where the cache has an older one start
+                    return False  # a newer epoch at or below the latest entry's start
                 epochs.append(epoch)
                 starts.append(first)
                 latest = epoch

@@ -87,12 +87,11 @@ def kill_process(log: "Log") -> None:
 
 def power_loss_log(log: "Log", rng: random.Random, *, tear: bool = True,
                    partial_writeback: bool = False) -> PowerLossReport:
-    """Kill ``log``'s process and cut power: :func:`kill_process`, then :func:`power_loss`
-    on its directory with the log's recovery point (what it had fsynced) as the
-    durable offset.  A closed log loses nothing."""
-    if log.closed:
-        return power_loss(log.dir, durable_offset=0, rng=rng, tear=tear,
-                          partial_writeback=partial_writeback)
+    """Kill ``log``'s process (if it is still open) and cut power: :func:`kill_process`,
+    then :func:`power_loss` on its directory with the log's recovery point (what it had
+    fsynced when it was last open) as the durable offset.  A log that was closed
+    cleanly loses nothing.  ``log`` must be the last Log that had the directory open.
+    """
     durable = log.recovery_point
     kill_process(log)
     return power_loss(log.dir, durable_offset=durable, rng=rng, tear=tear,

@@ -150,6 +150,23 @@ def test_power_loss_after_kill_then_again_after_recovery(tmp_path):
                            segment_bytes=2048) >= recovered
 
 
+def test_power_loss_after_the_process_was_killed(tmp_path):
+    """A rack loses power after its broker process died: the killed Log's recovery
+    point is still what was fsynced."""
+    rng = random.Random(11)
+    path = tmp_path / "t-0"
+    log = Log.open(path, **SETTINGS)
+    for i in range(30):
+        log.append([value(log.log_end_offset + j) for j in range(2)])
+        if i == 12:
+            log.flush()
+    durable, written = log.recovery_point, log.log_end_offset
+    kill_process(log)
+    report = power_loss_log(log, rng, tear=False)
+    assert report.durable_offset == durable == 26 and report.cut_offset == durable
+    assert check_recovered(path, durable=durable, written_end=written, start_at_least=0) == durable
+
+
 def test_everything_flushed_loses_nothing_without_tearing(tmp_path):
     log, _ = build(tmp_path / "t-0", random.Random(3), segment_bytes=1024)
     log.flush()
@@ -165,10 +182,11 @@ def test_nothing_flushed_can_lose_everything(tmp_path):
     for _ in range(30):
         log.append([value(log.log_end_offset + j) for j in range(4)])
     assert log.recovery_point == 0 and len(log.segments) > 2
+    bases = [seg.base_offset for seg in log.segments]
     report = power_loss_log(log, random.Random(0), tear=False)
     assert report.cut_offset == 0 and report.cut_segment == 0
-    assert len(report.deleted_segments) == len([n for n in os.listdir(path) if n.endswith(".index")]) - 1 \
-        or report.deleted_segments
+    assert report.deleted_segments == bases[1:]
+    assert sorted(n for n in os.listdir(path) if n.endswith(".log")) == ["%020d.log" % 0]
     assert check_recovered(path, durable=0, written_end=120, start_at_least=0) == 0
 
 
