@@ -6,6 +6,7 @@ partition's durable log on its own.
 """
 from pylog import errors
 from pylog.broker import Broker, TopicDescription
+from pylog.cluster import LocalCluster
 from pylog.client import (
     Consumer,
     ConsumerArrays,
@@ -34,6 +35,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Broker",
+    "LocalCluster",
     "TopicDescription",
     "Producer",
     "RecordMetadata",

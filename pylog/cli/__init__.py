@@ -22,7 +22,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     results = run_benchmarks(messages=args.messages, size=args.size, runs=args.runs,
                              data_dir=args.data_dir, progress=not args.no_progress,
                              on_result=on_result,
-                             suites=("log", "broker") if args.suite == "all" else (args.suite,),
+                             suites=("log", "broker", "replication") if args.suite == "all" else (args.suite,),
                              partitions=args.partitions)
     if not args.json:
         print(format_table(results, args.size))
@@ -192,6 +192,42 @@ def _cmd_metrics(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from pylog.cli.demo import run_demo
+
+    return run_demo(records=args.records)
+
+
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    import time
+
+    from pylog.cluster.simulator import InvariantViolation, random_run
+
+    seeds = [args.seed] if args.seed is not None else list(range(args.start, args.start + args.seeds))
+    t0 = time.perf_counter()
+    acked = failed = 0
+    bad = []
+    for i, seed in enumerate(seeds):
+        try:
+            rep = random_run(seed, steps=args.steps, unclean=args.unclean)
+            acked += rep.acked
+            failed += rep.failed
+            if args.seed is not None:
+                print("\n".join(rep.faults))
+        except InvariantViolation as exc:
+            bad.append(seed)
+            print(f"FAILED {exc}", file=sys.stderr)
+        if not args.no_progress and sys.stderr.isatty():
+            print(f"\r{i + 1}/{len(seeds)} seeds, {len(bad)} failed", end="", file=sys.stderr, flush=True)
+    if not args.no_progress and sys.stderr.isatty():
+        print(file=sys.stderr)
+    dt = time.perf_counter() - t0
+    print(f"{len(seeds)} seeds in {dt:.1f} s: {len(bad)} violated an invariant"
+          f"{' (' + ', '.join(map(str, bad[:20])) + ')' if bad else ''}; {acked} batches acknowledged, "
+          f"{failed} not (retries exhausted while the cluster was degraded)")
+    return 1 if bad else 0
+
+
 def _add_data_dir(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", default="pylog-data", help="the broker's data directory (default ./pylog-data)")
 
@@ -207,8 +243,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--runs", type=int, default=3, help="runs per workload; the median is reported (default 3)")
     b.add_argument("--json", action="store_true", help="print one JSON object per workload instead of a table")
     b.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
-    b.add_argument("--suite", choices=("all", "log", "broker"), default="all",
-                   help="log: the storage engine; broker: producer -> broker -> consumer (default all)")
+    b.add_argument("--suite", choices=("all", "log", "broker", "replication"), default="all",
+                   help="log: the storage engine; broker: producer -> broker -> consumer; replication: "
+                        "a 3-broker LocalCluster, RF=3 acks=1/all against RF=1 (default all)")
     b.add_argument("--partitions", type=int, default=6, help="partitions of the broker suite's topic (default 6)")
     b.set_defaults(func=_cmd_bench)
 
@@ -263,6 +300,19 @@ def build_parser() -> argparse.ArgumentParser:
     co.add_argument("--key-separator", default="\t", help="separator printed after the key (default tab)")
     _add_data_dir(co)
     co.set_defaults(func=_cmd_consume)
+
+    dm = sub.add_parser("demo", help="a 3-broker cluster loses its leader and gets it back; nothing acked is lost")
+    dm.add_argument("--records", type=int, default=200, help="records to produce first (default 200)")
+    dm.set_defaults(func=_cmd_demo)
+
+    si = sub.add_parser("simulate", help="randomised fault-simulation runs with an invariant checker")
+    si.add_argument("--seed", type=int, default=None, help="run this one seed (and print its faults)")
+    si.add_argument("--seeds", type=int, default=100, help="how many seeds (default 100)")
+    si.add_argument("--start", type=int, default=0, help="first seed (default 0)")
+    si.add_argument("--steps", type=int, default=30, help="fault/produce steps per run (default 30)")
+    si.add_argument("--unclean", action="store_true", help="unclean leader election on (loss is then allowed)")
+    si.add_argument("--no-progress", action="store_true")
+    si.set_defaults(func=_cmd_simulate)
 
     me = sub.add_parser("metrics", help="per-partition traffic, sizes, offsets and group lag")
     me.add_argument("--prometheus", action="store_true", help="Prometheus text format instead of JSON")

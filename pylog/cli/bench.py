@@ -140,8 +140,8 @@ def run_benchmarks(
     Consumer on ``partitions`` partitions, keyless and keyed, none and zstd).
     """
     for name in suites:
-        if name not in ("log", "broker"):
-            raise ValueError(f"unknown benchmark suite {name!r}; use 'log' and/or 'broker'")
+        if name not in ("log", "broker", "replication"):
+            raise ValueError(f"unknown benchmark suite {name!r}; use 'log', 'broker' and/or 'replication'")
     if messages < 1 or size < 8 or runs < 1:
         raise ValueError("messages >= 1, size >= 8 and runs >= 1 are required")
     own_dir = data_dir is None
@@ -151,7 +151,9 @@ def run_benchmarks(
     payload_mb = messages * size / 1e6
     results: List[BenchResult] = []
     broker_cases = [(keyed, codec) for codec in ("none", "zstd") for keyed in (False, True)]
-    steps = runs * (1 + ("log" in suites) * (len(batch_sizes) + 2) + ("broker" in suites) * 2 * len(broker_cases))
+    repl_cases = [(1, "all"), (3, "1"), (3, "all")]
+    steps = runs * (1 + ("log" in suites) * (len(batch_sizes) + 2) + ("broker" in suites) * 2 * len(broker_cases)
+                    + ("replication" in suites) * len(repl_cases))
     bar = Progress(steps, enabled=progress)
 
     def emit(res: BenchResult) -> None:
@@ -187,6 +189,8 @@ def run_benchmarks(
             for keyed, codec in broker_cases:
                 _broker_case(root, values, keys if keyed else None, codec, runs, partitions, bar, emit,
                              c_msgs, c_mb, size)
+        if "replication" in suites:
+            _replication_cases(root, values, repl_cases, runs, partitions, bar, emit, c_msgs, c_mb, size)
         if "log" not in suites:
             return results
 
@@ -360,15 +364,65 @@ def _broker_case(root: str, values: List[bytes], keys: Optional[List[bytes]], co
                      messages * size / sec / 1e6, runs, c_times, None, c_msgs, c_mb))
 
 
+def _replication_cases(root: str, values: List[bytes], cases: List[tuple], runs: int, partitions: int,
+                       bar: "Progress", emit: Callable[[BenchResult], None], c_msgs: float, c_mb: float,
+                       size: int) -> None:
+    """Producer.send per record into an in-process 3-broker LocalCluster: RF=1 against
+    RF=3 with acks=1 and acks=all, verified by the leaders' high watermarks and a sample."""
+    from pylog.client import Consumer, Producer
+    from pylog.cluster import LocalCluster
+
+    messages = len(values)
+    base: Optional[float] = None
+    for rf, acks in cases:
+        times: List[float] = []
+        for r in range(runs):
+            d = os.path.join(root, f"repl-rf{rf}-{acks}-{r}")
+            cluster = LocalCluster.open(d, brokers=3, racks=["r1", "r2", "r3"],
+                                        config={"log.segment.bytes": 1 << 30})
+            try:
+                cluster.create_topic("bench", partitions, replication_factor=rf,
+                                     config={"min.insync.replicas": min(2, rf)})
+                producer = Producer(cluster, acks=acks)
+                send = producer.send
+                t0 = time.perf_counter()
+                for v in values:
+                    send("bench", v)
+                producer.flush()
+                times.append(time.perf_counter() - t0)
+                producer.close()
+                rows = cluster.describe_topic("bench")
+                committed = sum(row["high_watermark"] for row in rows)
+                if committed != messages:
+                    raise BenchmarkError(f"RF={rf} acks={acks}: {committed} records committed, sent {messages}")
+                c = Consumer(cluster, auto_offset_reset="earliest")
+                c.assign([("bench", 0)])
+                sample = c.poll_arrays(max_records=1000)
+                if len(sample) == 0 or not set(sample.values()) <= set(values):
+                    raise BenchmarkError(f"RF={rf} acks={acks}: read-back sample differs")
+                c.close()
+            finally:
+                cluster.close()
+                shutil.rmtree(d, ignore_errors=True)
+            bar.step(f"replicated produce RF={rf} acks={acks}")
+        sec = _median(times)
+        mps = messages / sec
+        if rf == 1:
+            base = mps
+        name = f"replicated RF={rf} acks={acks}" + (f" ({100 * mps / base:.0f}% of RF=1)" if base and rf > 1 else "")
+        emit(BenchResult(name, messages, sec, mps, messages * size / sec / 1e6, runs, times,
+                         100.0 * mps / c_msgs, c_msgs, c_mb))
+
+
 def format_table(results: List[BenchResult], size: int) -> str:
-    head = (f"{'workload':<36}{'messages':>10}{'median s':>10}{'msgs/s':>14}{'MB/s':>10}{'% ceiling':>11}"
+    head = (f"{'workload':<42}{'messages':>10}{'median s':>10}{'msgs/s':>14}{'MB/s':>10}{'% ceiling':>11}"
             f"{'p50 ms':>9}{'p99 ms':>9}")
     lines = [head, "-" * len(head)]
     for r in results:
         pct = f"{r.pct_of_ceiling:.1f}" if r.pct_of_ceiling is not None else ""
         p50 = f"{r.latency_p50_ms:.1f}" if r.latency_p50_ms is not None else ""
         p99 = f"{r.latency_p99_ms:.1f}" if r.latency_p99_ms is not None else ""
-        lines.append(f"{r.name:<36}{r.messages:>10,}{r.seconds:>10.3f}{r.msgs_per_s:>14,.0f}"
+        lines.append(f"{r.name:<42}{r.messages:>10,}{r.seconds:>10.3f}{r.msgs_per_s:>14,.0f}"
                      f"{r.mb_per_s:>10.1f}{pct:>11}{p50:>9}{p99:>9}")
     lines.append(f"({size}-byte values; MB/s counts value bytes, the ceiling's counts log bytes; "
                  f"medians of {results[0].runs if results else 0} runs)")

@@ -28,6 +28,7 @@ from pylog.errors import (
     InvalidConfig,
     NoOffsetForPartition,
     OffsetOutOfRange,
+    PylogError,
     RebalanceInProgress,
     UnknownTopicOrPartition,
 )
@@ -314,8 +315,12 @@ class Consumer:
             off = committed.get(tp)
             if off is not None:
                 self._positions[tp] = off
-            else:
+                continue
+            try:
                 self._positions[tp] = self._reset_offset(tp)
+            except PylogError as exc:
+                if not exc.retriable:  # e.g. no leader during an election: try next poll
+                    raise
 
     def _reset_offset(self, tp: TopicPartition) -> int:
         if self.auto_offset_reset == "none":
@@ -480,7 +485,11 @@ class Consumer:
             try:
                 res = self._broker.fetch(tp.topic, tp.partition, pos, max_bytes=max_bytes)
                 break
-            except OffsetOutOfRange:
+            except PylogError as exc:
+                if not isinstance(exc, OffsetOutOfRange):
+                    if exc.retriable:  # leadership moving: nothing from this partition now
+                        return None
+                    raise
                 if self.auto_offset_reset == "none" or attempt:
                     raise
                 new = self._reset_offset(tp)
@@ -507,7 +516,7 @@ class Consumer:
 
     def _round(self, max_records: int) -> List[Tuple[TopicPartition, RecordArrays]]:
         out: List[Tuple[TopicPartition, RecordArrays]] = []
-        tps = [tp for tp in self._assigned if tp not in self._paused]
+        tps = [tp for tp in self._assigned if tp not in self._paused and self._positions.get(tp) is not None]
         if not tps:
             return out
         left = max_records

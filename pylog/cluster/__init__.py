@@ -36,8 +36,10 @@ from pylog.cluster.metadata import (
     WatchEvent,
 )
 from pylog.cluster.placement import assign_replicas, leader_imbalance, preferred_leader
+from pylog.cluster.local import LocalCluster
 
 __all__ = [
+    "LocalCluster",
     "InMemoryMetadataStore",
     "WatchEvent",
     "NodeStat",

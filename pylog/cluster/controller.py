@@ -461,6 +461,21 @@ class Controller:
             self._next_rebalance_ms = now + self.leader_imbalance_check_interval_ms
             self._elect_preferred(now, None)
 
+    def handle_restarted(self, broker_ids: Sequence[int], now: int) -> None:
+        """Brokers that restarted while no controller watched (so no bounce was seen):
+        handled as offline, then online, so they lead again only at a new epoch, and
+        another in-sync replica takes over where one is alive (as KIP-380's broker
+        epochs make Kafka's controller do)."""
+        if not self._active:
+            raise NotController(f"broker {self.broker_id} is not the active controller")
+        self._sync_brokers(now)
+        live = set(self._registrations)
+        bounced = live & set(broker_ids)
+        if bounced:
+            self.log.warning("broker(s) %s restarted unseen: handled as offline, then online", sorted(bounced))
+            self._reconcile_all(live - bounced, now)
+            self._reconcile_all(live, now)
+
     def _sync_brokers(self, now: int) -> bool:
         """Compare the registrations with the last ones seen; reconcile every topic if any
         changed (returns whether).  A registration owned by a new session is a broker that

@@ -1,0 +1,750 @@
+"""The cluster kernel: brokers, their replicas, the network between them, the metadata
+store — stepped by a driver that owns time.
+
+The kernel holds no thread and reads no clock: :meth:`ClusterKernel.step` is called
+with ``now`` (ms).  Two drivers run it unchanged: :class:`pylog.cluster.LocalCluster`
+(a background thread, wall-clock time, instant delivery) and
+:class:`pylog.cluster.simulator.Simulation` (virtual time, a seeded RNG, delayed,
+dropped and reordered messages, network partitions, pauses, kills and power loss).
+
+Per broker the kernel runs Kafka's pieces: a metadata session with an ephemeral
+registration, the controller when this broker holds ``/controller``
+(:class:`~pylog.cluster.controller.Controller`), and per partition a
+:class:`~pylog.broker.Partition` (log, producer state) with a
+:class:`~pylog.replication.ReplicaState` (ISR, HW, acks) and a leader-epoch cache.
+Followers fetch from their leader with their log end offset and last epoch; a leader
+answers with batches or with the epoch/offset at which the follower's log diverged
+(KIP-101/KIP-320), and the follower truncates there.  ISR changes are written by the
+leader to the store by compare-and-set and logged at WARNING.
+"""
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
+
+from pylog.broker.config import TopicConfig
+from pylog.broker.partition import AppendResult, Partition
+from pylog.errors import (
+    BadVersion,
+    FencedLeaderEpoch,
+    NoNode,
+    NodeExists,
+    NotLeaderOrFollower,
+    PylogError,
+    SessionExpired,
+    UnknownTopicOrPartition,
+)
+from pylog.replication.epochs import LeaderEpochCache, recover_cache, truncation_step
+from pylog.replication.replica import LEADER, AckDone, IsrProposal, ReplicaState
+from pylog.cluster.controller import WATCH_PREFIXES, Controller, append_loss_ledger, read_loss_ledger
+from pylog.cluster.metadata import InMemoryMetadataStore
+
+__all__ = ["ClusterKernel", "KernelConfig", "Network", "STORE"]
+
+log = logging.getLogger("pylog.replication")
+
+#: The metadata store's network address (links to it can be cut like any other).
+STORE = "store"
+#: A client (producer/consumer) address in the simulator.
+CLIENT = "client"
+
+
+@dataclass
+class KernelConfig:
+    replica_lag_time_max_ms: int = 30_000  #: replica.lag.time.max.ms
+    session_timeout_ms: int = 18_000  #: zookeeper.session.timeout.ms
+    heartbeat_interval_ms: int = 2_000
+    replica_fetch_backoff_ms: int = 50  #: wait before refetching after an error
+    replica_fetch_wait_max_ms: int = 500  #: replica.fetch.wait.max.ms: a leader holds an empty fetch this long
+    replica_fetch_max_bytes: int = 1 << 20  #: replica.fetch.max.bytes
+    hw_checkpoint_interval_ms: int = 5_000  #: replica.high.watermark.checkpoint.interval.ms
+    auto_leader_rebalance_enable: bool = True
+    leader_imbalance_check_interval_ms: int = 300_000
+    unclean_leader_election_enable: bool = False  #: the broker-wide default
+    topic_defaults: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(order=True)
+class _Msg:
+    deliver_at: int
+    seq: int
+    src: Any = field(compare=False)
+    dst: Any = field(compare=False)
+    kind: str = field(compare=False)
+    body: Dict[str, Any] = field(compare=False)
+
+
+class Network:
+    """Messages between brokers (and the store), with optional delay, drop and cuts.
+
+    ``rng`` None: instant and lossless (LocalCluster).  Otherwise each message waits
+    a uniform delay in [min_delay_ms, max_delay_ms] — which reorders them — and is
+    dropped with probability ``drop_rate``.
+    """
+
+    def __init__(self, rng: Optional[random.Random] = None, *, min_delay_ms: int = 0, max_delay_ms: int = 0,
+                 drop_rate: float = 0.0) -> None:
+        self.rng = rng
+        self.min_delay_ms = min_delay_ms
+        self.max_delay_ms = max_delay_ms
+        self.drop_rate = drop_rate
+        self._queue: List[_Msg] = []
+        self._seq = itertools.count()
+        self._cuts: Set[frozenset] = set()
+        self.sent = self.dropped = 0
+
+    def cut(self, a: Any, b: Any) -> None:
+        self._cuts.add(frozenset((a, b)))
+
+    def heal(self) -> None:
+        self._cuts.clear()
+
+    def reachable(self, a: Any, b: Any) -> bool:
+        return a == b or frozenset((a, b)) not in self._cuts
+
+    def send(self, src: Any, dst: Any, kind: str, body: Dict[str, Any], now: int) -> None:
+        self.sent += 1
+        if not self.reachable(src, dst):
+            self.dropped += 1
+            return
+        delay = 0
+        if self.rng is not None:
+            if self.drop_rate and self.rng.random() < self.drop_rate:
+                self.dropped += 1
+                return
+            delay = self.rng.randint(self.min_delay_ms, self.max_delay_ms)
+        heapq.heappush(self._queue, _Msg(now + delay, next(self._seq), src, dst, kind, body))
+
+    def due(self, now: int) -> List[_Msg]:
+        out = []
+        while self._queue and self._queue[0].deliver_at <= now:
+            m = heapq.heappop(self._queue)
+            if self.reachable(m.src, m.dst):  # a cut made while in flight loses it
+                out.append(m)
+            else:
+                self.dropped += 1
+        return out
+
+    def next_time(self) -> Optional[int]:
+        return self._queue[0].deliver_at if self._queue else None
+
+
+class _Replica:
+    """One partition on one broker: storage, replication state, fetch bookkeeping."""
+
+    __slots__ = ("tp", "partition", "state", "epochs", "fetch_inflight", "next_fetch_at", "min_isr",
+                 "unclean", "replicas")
+
+    def __init__(self, tp: Tuple[str, int], partition: Partition, state: ReplicaState,
+                 epochs: LeaderEpochCache, min_isr: int, unclean: bool, replicas: Tuple[int, ...]) -> None:
+        self.tp = tp
+        self.partition = partition
+        self.state = state
+        self.epochs = epochs
+        self.fetch_inflight = False
+        self.next_fetch_at = 0
+        self.min_isr = min_isr
+        self.unclean = unclean
+        self.replicas = replicas
+
+
+class BrokerNode:
+    """One broker's process state inside the kernel."""
+
+    def __init__(self, broker_id: int, rack: Optional[str], data_dir: Path) -> None:
+        self.id = broker_id
+        self.rack = rack
+        self.data_dir = data_dir
+        self.status = "stopped"  #: running | paused | stopped
+        self.session: Optional[int] = None
+        self.last_heartbeat = 0
+        self.controller: Optional[Controller] = None
+        self.replicas: Dict[Tuple[str, int], _Replica] = {}
+        self.watcher = f"broker-{broker_id}"
+        self.dirty = True  #: re-read partition states at the next step
+        #: Long-polling follower fetches with nothing to return yet: tp -> [(follower, request, deadline)].
+        self.parked: Dict[Tuple[str, int], List[Tuple[int, Dict[str, Any], int]]] = {}
+        self.last_hw_checkpoint = 0
+        self.registered = False
+        self.stale_epochs: Dict[Tuple[str, int], int] = {}
+
+    @property
+    def running(self) -> bool:
+        return self.status == "running"
+
+
+class ClusterKernel:
+    """Brokers sharing one metadata store and network; see the module docstring."""
+
+    def __init__(self, root: Path, brokers: Dict[int, Optional[str]], *, config: Optional[KernelConfig] = None,
+                 network: Optional[Network] = None, store: Optional[InMemoryMetadataStore] = None) -> None:
+        self.root = Path(root)
+        self.config = config or KernelConfig()
+        self.network = network or Network()
+        self.store = store or InMemoryMetadataStore()
+        self.nodes: Dict[int, BrokerNode] = {b: BrokerNode(b, rack, self.root / f"broker-{b}")
+                                             for b, rack in sorted(brokers.items())}
+        self.now = 0
+        self._tokens = itertools.count()
+        self._waiting: Dict[int, Callable[[Optional[PylogError], Optional[AppendResult]], None]] = {}
+        self._results: Dict[int, AppendResult] = {}
+        #: Every ISR change, unclean loss and election the kernel saw (for tests/metrics).
+        self.events: List[Dict[str, Any]] = []
+        self.counters: Dict[str, int] = {"isr_shrinks_total": 0, "isr_expands_total": 0}
+        self.data_version = 0
+        self._listeners: List[Callable[[], None]] = []
+
+    # ================================================================= brokers
+    def start_broker(self, broker_id: int, now: int) -> None:
+        """Start (or restart) a broker: open its logs (recovering), register, fetch."""
+        node = self.nodes[broker_id]
+        if node.status != "stopped":
+            return
+        node.data_dir.mkdir(parents=True, exist_ok=True)
+        node.session = self.store.create_session(self.config.session_timeout_ms, now)
+        node.last_heartbeat = now
+        for prefix in WATCH_PREFIXES:
+            self.store.watch(prefix, node.watcher)
+        node.registered = False
+        # Leadership recorded for us before this start belongs to a previous process:
+        # we lead again only at an epoch the controller gives us after we registered.
+        node.stale_epochs = {}
+        for topic in self.topics():
+            for p in self.assignment(topic):
+                try:
+                    st, _ = self.partition_state(topic, p)
+                except NoNode:
+                    continue
+                if st["leader"] == broker_id:
+                    node.stale_epochs[(topic, p)] = st["leader_epoch"]
+        self._register(node)
+        node.controller = Controller(
+            broker_id, self.store, unclean_default=self.config.unclean_leader_election_enable,
+            auto_leader_rebalance_enable=self.config.auto_leader_rebalance_enable,
+            leader_imbalance_check_interval_ms=self.config.leader_imbalance_check_interval_ms)
+        node.status = "running"
+        node.dirty = True
+        self._sync_node(node, now)
+        log.info("broker %d started (rack %s)", broker_id, node.rack)
+
+    def stop_broker(self, broker_id: int, now: int, *, mode: str = "clean",
+                    rng: Optional[random.Random] = None) -> None:
+        """Stop a broker: ``clean`` (flush, close, leave), ``kill`` (SIGKILL: no flush,
+        the page cache survives) or ``power`` (unflushed bytes lost, tails torn)."""
+        from pylog.storage import faults
+
+        node = self.nodes[broker_id]
+        if node.status == "stopped":
+            return
+        for r in node.replicas.values():
+            self._finish(r.state.go_offline())
+            if mode == "clean":
+                _write_hw(r.partition.log.dir, r.state.high_watermark)
+                r.partition.close()
+                r.epochs.flush()
+            elif mode == "kill":
+                faults.kill_process(r.partition.log)
+            else:
+                faults.power_loss_log(r.partition.log, rng or random.Random(0))
+        node.replicas.clear()
+        if node.session is not None:
+            try:
+                if mode == "clean":
+                    self.store.close_session(node.session, now)  # ephemerals go at once
+            except SessionExpired:
+                pass
+        self.store.unwatch(node.watcher)
+        node.session = None
+        node.controller = None
+        node.status = "stopped"
+        log.info("broker %d stopped (%s)", broker_id, mode)
+
+    def pause_broker(self, broker_id: int) -> None:
+        """The broker stays registered (its session lives) but serves and fetches nothing:
+        a stuck disk or a long GC as the ISR sees it."""
+        if self.nodes[broker_id].status == "running":
+            self.nodes[broker_id].status = "paused"
+
+    def resume_broker(self, broker_id: int) -> None:
+        if self.nodes[broker_id].status == "paused":
+            self.nodes[broker_id].status = "running"
+            self.nodes[broker_id].dirty = True
+
+    def alive(self) -> List[int]:
+        return [b for b, n in self.nodes.items() if n.status != "stopped"]
+
+    # ================================================================== topics
+    def controller_node(self) -> Optional[BrokerNode]:
+        for n in self.nodes.values():
+            if n.running and n.controller is not None and n.controller.is_active:
+                return n
+        return None
+
+    def create_topic(self, topic: str, partitions: int, replication_factor: int,
+                     config: Dict[str, Any], now: int) -> None:
+        node = self.controller_node()
+        if node is None:
+            self.step(now)
+            node = self.controller_node()
+        if node is None:
+            raise NotLeaderOrFollower("no controller is available (no broker is running)")
+        TopicConfig.build(config, self._topic_defaults())  # validates before anything is written
+        node.controller.create_topic(topic, partitions, replication_factor, dict(config), now)
+        self.step(now)
+
+    def _topic_defaults(self) -> Dict[str, Any]:
+        from pylog.broker.config import TOPIC_DEFAULTS
+
+        d = dict(TOPIC_DEFAULTS)
+        d.update(self.config.topic_defaults)
+        return d
+
+    def topic_config(self, topic: str) -> TopicConfig:
+        try:
+            data, _ = self.store.get(f"/brokers/topics/{topic}")
+        except NoNode:
+            raise UnknownTopicOrPartition(f"unknown topic {topic!r}") from None
+        return TopicConfig.build(data.get("config", {}), self._topic_defaults())
+
+    def topics(self) -> List[str]:
+        try:
+            return self.store.children("/brokers/topics")
+        except NoNode:
+            return []
+
+    def partition_state(self, topic: str, partition: int) -> Tuple[Dict[str, Any], int]:
+        return self.store.get(f"/brokers/topics/{topic}/partitions/{partition}/state")
+
+    def assignment(self, topic: str) -> Dict[int, List[int]]:
+        try:
+            data, _ = self.store.get(f"/brokers/topics/{topic}")
+        except NoNode:
+            raise UnknownTopicOrPartition(f"unknown topic {topic!r}") from None
+        return {int(p): list(r) for p, r in data["partitions"].items()}
+
+    # ==================================================================== step
+    def step(self, now: int) -> None:
+        """Advance everything to ``now``: sessions, controller, metadata, fetches, messages."""
+        self.now = max(self.now, now)
+        now = self.now
+        for node in self.nodes.values():
+            if node.status != "stopped" and self.network.reachable(node.id, STORE) \
+                    and now - node.last_heartbeat >= self.config.heartbeat_interval_ms:
+                try:
+                    self.store.heartbeat(node.session, now)
+                    node.last_heartbeat = now
+                except SessionExpired:
+                    self._reregister(node, now)
+        self.store.tick(now)
+        for node in self.nodes.values():
+            if node.running and self.network.reachable(node.id, STORE):
+                if not node.registered:
+                    self._register(node)
+                    if not node.registered:
+                        continue  # the previous process's session still holds our id
+                self._sync_node(node, now)
+        for msg in self.network.due(now):
+            self._deliver(msg, now)
+        for node in self.nodes.values():
+            if node.running and node.parked:
+                self._answer_parked(node, now, expired_only=True)
+        for node in self.nodes.values():
+            if not node.running:
+                continue
+            for r in list(node.replicas.values()):
+                if r.state.role == LEADER:
+                    prop = r.state.tick(now)
+                    if prop is not None:
+                        self._propose_isr(node, r, prop, now)
+                elif r.state.leader_id >= 0 and now >= r.next_fetch_at:
+                    # Not in flight, or in flight too long (a lost request or reply): fetch.
+                    self._send_fetch(node, r, now)
+
+    def _register(self, node: BrokerNode) -> None:
+        """Create our ephemeral registration.  After a kill the previous process's session
+        may still hold it until it expires; we retry at each step until then."""
+        try:
+            self.store.create(f"/brokers/ids/{node.id}", {"rack": node.rack}, ephemeral_session=node.session)
+            node.registered = True
+        except NodeExists:
+            node.registered = False
+
+    def _reregister(self, node: BrokerNode, now: int) -> None:
+        """Our session expired (we were cut off from the store): register again."""
+        log.warning("broker %d lost its metadata session; registering again", node.id)
+        node.session = self.store.create_session(self.config.session_timeout_ms, now)
+        node.last_heartbeat = now
+        node.dirty = True
+        self._register(node)
+
+    # ----------------------------------------------------------- metadata sync
+    def _sync_node(self, node: BrokerNode, now: int) -> None:
+        ctl = node.controller
+        assert ctl is not None
+        events = self.store.drain(node.watcher)
+        if not ctl.is_active:
+            ctl.try_elect_self(node.session, now)
+        if ctl.is_active:
+            ctl.on_events(events, now)
+            ctl.tick(now)
+        if events or node.dirty:
+            node.dirty = False
+            self._apply_partition_states(node, now)
+        if now - node.last_hw_checkpoint >= self.config.hw_checkpoint_interval_ms:
+            node.last_hw_checkpoint = now
+            for r in node.replicas.values():
+                _write_hw(r.partition.log.dir, r.state.high_watermark)
+
+    def _apply_partition_states(self, node: BrokerNode, now: int) -> None:
+        for topic in self.topics():
+            try:
+                assign = self.assignment(topic)
+            except UnknownTopicOrPartition:
+                continue
+            for p, replicas in assign.items():
+                tp = (topic, p)
+                if node.id not in replicas:
+                    continue
+                try:
+                    st, _ = self.partition_state(topic, p)
+                except NoNode:
+                    continue
+                r = node.replicas.get(tp)
+                if r is None:
+                    r = self._open_replica(node, tp, tuple(replicas))
+                self._apply_state(node, r, st, now)
+        live_topics = set(self.topics())
+        for tp in [tp for tp in node.replicas if tp[0] not in live_topics]:
+            r = node.replicas.pop(tp)
+            self._finish(r.state.go_offline())
+            r.partition.close()
+
+    def _open_replica(self, node: BrokerNode, tp: Tuple[str, int], replicas: Tuple[int, ...]) -> _Replica:
+        cfg = self.topic_config(tp[0])
+        d = node.data_dir / f"{tp[0]}-{tp[1]}"
+        part = Partition.open(tp[0], tp[1], d, cfg, node.id, lambda: self.now)
+        part.replicated = True
+        epochs = recover_cache(part.log)
+        state = ReplicaState(node.id, replica_lag_time_max_ms=self.config.replica_lag_time_max_ms)
+        # A restarted replica only knows what it flushed as its HW; it starts from the
+        # log start and learns the rest from its leader.
+        state.log_end_offset = part.log_end_offset
+        hw = _read_hw(d)
+        state.high_watermark = min(hw, part.log_end_offset)
+        part.set_high_watermark(state.high_watermark)
+        unclean = bool(cfg.values.get("unclean.leader.election.enable", False))
+        r = _Replica(tp, part, state, epochs, cfg.min_insync_replicas, unclean, replicas)
+        node.replicas[tp] = r
+        return r
+
+    def _apply_state(self, node: BrokerNode, r: _Replica, st: Dict[str, Any], now: int) -> None:
+        leader, epoch, isr = st["leader"], st["leader_epoch"], tuple(st["isr"])
+        s = r.state
+        if leader == node.id and epoch <= node.stale_epochs.get(r.tp, -1):
+            if s.role != "offline":
+                self._finish(s.go_offline())
+            # Our previous process led at this epoch: ask the controller to elect afresh
+            # (a ControlledShutdown-like request; the controller may be ourselves).
+            ctl = self.controller_node()
+            if ctl is not None and node.registered:
+                ctl.controller.handle_restarted([node.id], now)
+                node.dirty = True
+            return
+        if leader == node.id:
+            if s.role != LEADER or s.leader_epoch != epoch:
+                r.partition.leader_epoch = epoch
+                r.epochs.assign(epoch, r.partition.log_end_offset)
+                r.epochs.flush()
+                self._finish(s.become_leader(epoch, isr, r.replicas, r.partition.log_end_offset,
+                                             r.partition.high_watermark, now))
+                r.partition.set_high_watermark(s.high_watermark)
+                self.events.append({"at_ms": now, "type": "leader", "topic": r.tp[0], "partition": r.tp[1],
+                                    "leader": node.id, "leader_epoch": epoch, "isr": list(isr)})
+                log.info("broker %d leads %s-%d at epoch %d (ISR %s, log end %d)", node.id, r.tp[0], r.tp[1],
+                         epoch, list(isr), r.partition.log_end_offset)
+            elif frozenset(isr) != s.isr:
+                self._finish(s.on_isr_changed(isr))
+                r.partition.set_high_watermark(s.high_watermark)
+        else:
+            if s.role == LEADER or s.leader_id != leader or s.leader_epoch != epoch:
+                self._finish(s.become_follower(leader, epoch, r.replicas, isr))
+                r.partition.leader_epoch = -1
+                r.fetch_inflight = False
+                r.next_fetch_at = now
+            else:
+                s.isr = frozenset(isr)
+
+    # --------------------------------------------------------------------- ISR
+    def _propose_isr(self, node: BrokerNode, r: _Replica, prop: IsrProposal, now: int) -> None:
+        topic, p = r.tp
+        path = f"/brokers/topics/{topic}/partitions/{p}/state"
+        if not self.network.reachable(node.id, STORE):
+            r.state.proposal_failed()
+            return
+        try:
+            st, version = self.store.get(path)
+            if st["leader"] != node.id or st["leader_epoch"] != r.state.leader_epoch:
+                r.state.proposal_failed()
+                return
+            new = dict(st)
+            new["isr"] = list(prop.new_isr)
+            self.store.set(path, new, version)
+        except (BadVersion, NoNode):
+            r.state.proposal_failed()
+            return
+        shrink = len(prop.new_isr) < len(prop.old_isr)
+        self.counters["isr_shrinks_total" if shrink else "isr_expands_total"] += 1
+        self.events.append({"at_ms": now, "type": "isr_shrink" if shrink else "isr_expand", "topic": topic,
+                            "partition": p, "old_isr": list(prop.old_isr), "new_isr": list(prop.new_isr),
+                            "reason": prop.reason})
+        log.warning("ISR %s for %s-%d: %s -> %s (%s)", "shrink" if shrink else "expand", topic, p,
+                    list(prop.old_isr), list(prop.new_isr), prop.reason)
+        self._finish(r.state.on_isr_changed(prop.new_isr))
+        r.partition.set_high_watermark(r.state.high_watermark)
+        self._data_changed()
+
+    # ------------------------------------------------------------------ fetches
+    def _send_fetch(self, node: BrokerNode, r: _Replica, now: int) -> None:
+        r.fetch_inflight = True
+        body = {"topic": r.tp[0], "partition": r.tp[1], "offset": r.partition.log_end_offset,
+                "last_epoch": r.epochs.latest_epoch, "leader_epoch": r.state.leader_epoch}
+        self.network.send(node.id, r.state.leader_id, "fetch", body, now)
+        # A lost request or reply must not stall the follower forever.
+        r.next_fetch_at = now + self.config.replica_fetch_wait_max_ms + 500
+
+    def _deliver(self, msg: _Msg, now: int) -> None:
+        node = self.nodes.get(msg.dst) if isinstance(msg.dst, int) else None
+        if node is None or node.status == "stopped":
+            return
+        if node.status == "paused":  # a stuck process: it will read its socket later
+            self.network.send(msg.src, msg.dst, msg.kind, msg.body, now + 1)
+            return
+        if msg.kind == "fetch":
+            self._handle_fetch(node, msg.src, msg.body, now)
+        elif msg.kind == "fetch_response":
+            self._handle_fetch_response(node, msg.src, msg.body, now)
+
+    def _answer_parked(self, node: BrokerNode, now: int, tp: Optional[Tuple[str, int]] = None,
+                       expired_only: bool = False) -> None:
+        """Answer long-polling fetches: those of ``tp`` (new data), or those whose wait is over."""
+        keys = [tp] if tp is not None else list(node.parked)
+        for key in keys:
+            waiting = node.parked.pop(key, [])
+            keep = []
+            for follower, req, deadline in waiting:
+                if expired_only and now < deadline:
+                    keep.append((follower, req, deadline))
+                else:
+                    self._handle_fetch(node, follower, req, now, may_park=False)
+            if keep:
+                node.parked[key] = keep
+
+    def _handle_fetch(self, node: BrokerNode, follower: int, req: Dict[str, Any], now: int,
+                      may_park: bool = True) -> None:
+        tp = (req["topic"], req["partition"])
+        r = node.replicas.get(tp)
+        reply: Dict[str, Any] = {"topic": tp[0], "partition": tp[1], "leader_epoch": req["leader_epoch"]}
+        if r is None or r.state.role != LEADER:
+            reply["error"] = "NOT_LEADER_OR_FOLLOWER"
+        elif req["leader_epoch"] != r.state.leader_epoch:
+            reply["error"] = "FENCED_LEADER_EPOCH"
+        else:
+            offset, last_epoch = req["offset"], req["last_epoch"]
+            leo = r.partition.log_end_offset
+            diverged = None
+            if last_epoch >= 0:
+                # OffsetsForLeaderEpoch folded into the fetch (KIP-320): our end offset for
+                # the follower's last epoch; the follower works out where to truncate.
+                e, end = r.epochs.end_offset_for(last_epoch, leo)
+                if e != last_epoch or end < offset:
+                    diverged = (e, end)
+            if diverged is None and offset > leo:
+                diverged = (r.epochs.latest_epoch, leo)
+            if diverged is not None:
+                reply["diverging"] = diverged
+            else:
+                if offset < r.partition.log_start_offset:
+                    offset = r.partition.log_start_offset
+                    reply["reset_to"] = offset
+                hw, prop, done = r.state.on_fetch(follower, req["offset"], now)
+                if may_park and offset >= leo and prop is None and not done:
+                    # Nothing to send: hold the fetch until data arrives (long poll).
+                    node.parked.setdefault(tp, []).append(
+                        (follower, req, now + self.config.replica_fetch_wait_max_ms))
+                    r.partition.set_high_watermark(hw)
+                    return
+                r.partition.set_high_watermark(hw)
+                self._finish(done)
+                if prop is not None:
+                    self._propose_isr(node, r, prop, now)
+                batches = r.partition.read(offset, self.config.replica_fetch_max_bytes, to_log_end=True) \
+                    if offset < leo else []
+                reply["data"] = b"".join(bytes(b.buffer) for b in batches)
+                reply["hw"] = r.state.high_watermark
+                reply["log_start"] = r.partition.log_start_offset
+        self.network.send(node.id, follower, "fetch_response", reply, now)
+
+    def _handle_fetch_response(self, node: BrokerNode, leader: int, resp: Dict[str, Any], now: int) -> None:
+        tp = (resp["topic"], resp["partition"])
+        r = node.replicas.get(tp)
+        if r is None or r.state.role == LEADER or r.state.leader_id != leader \
+                or resp["leader_epoch"] != r.state.leader_epoch:
+            return  # a stale reply
+        r.fetch_inflight = False
+        if "error" in resp:
+            r.next_fetch_at = now + self.config.replica_fetch_backoff_ms
+            return
+        part = r.partition
+        if "diverging" in resp:
+            e, end = resp["diverging"]
+            off, _done = truncation_step(r.epochs, part.log_end_offset, e, end)
+            # Not done: the next fetch carries our new, lower last epoch (KIP-279).
+            self._truncate(node, r, max(part.log_start_offset, min(off, part.log_end_offset)), now,
+                           why=f"diverged from leader {leader} at epoch {e}")
+            r.next_fetch_at = now
+            return
+        if "reset_to" in resp and resp["reset_to"] > part.log_end_offset:
+            part.log.delete_records(min(resp["reset_to"], part.log_end_offset))
+        data = resp.get("data", b"")
+        if data:
+            try:
+                batches = part.append_as_follower(data)
+            except PylogError as exc:  # e.g. a gap after a lost reply: refetch from our LEO
+                log.debug("broker %d: follower append to %s-%d failed: %s", node.id, tp[0], tp[1], exc)
+                r.next_fetch_at = now + self.config.replica_fetch_backoff_ms
+                return
+            for b in batches:
+                if b.partition_leader_epoch > r.epochs.latest_epoch:
+                    r.epochs.assign(b.partition_leader_epoch, b.base_offset)
+        r.next_fetch_at = now  # the leader long-polls: ask again at once
+        r.state.on_follower_progress(part.log_end_offset, resp["hw"])
+        part.set_high_watermark(r.state.high_watermark)
+
+    def _truncate(self, node: BrokerNode, r: _Replica, offset: int, now: int, why: str) -> None:
+        part = r.partition
+        if offset >= part.log_end_offset:
+            # Nothing to cut from the log; epochs starting at the end (elected, never
+            # written) still go, so the next fetch asks about an older epoch.
+            if r.epochs.truncate_from_end(offset):
+                r.epochs.flush()
+            return
+        old_end, hw = part.log_end_offset, r.state.high_watermark
+        unclean = self._unclean_epoch(r.tp, r.state.leader_epoch)
+        if offset < hw or unclean:
+            # Records are thrown away that were committed (below our HW), or that the
+            # old ISR held when an out-of-sync replica was elected: a loss to record.
+            end = old_end if unclean else hw
+            entry = {"at_ms": now, "type": "loss", "topic": r.tp[0], "partition": r.tp[1], "broker": node.id,
+                     "first_offset": offset, "end_offset": end, "leader_epoch": r.state.leader_epoch,
+                     "reason": why + (" after an unclean leader election" if unclean else "")}
+            self.events.append(entry)
+            self._ledger(entry)
+            log.error("broker %d discards offsets [%d, %d) of %s-%d (%s)", node.id, offset, end,
+                      r.tp[0], r.tp[1], entry["reason"])
+        else:
+            log.info("broker %d truncates %s-%d from %d to %d (%s)", node.id, r.tp[0], r.tp[1], old_end, offset, why)
+        part.truncate_to(offset)
+        r.epochs.truncate_from_end(offset)
+        r.epochs.flush()
+        r.state.log_end_offset = offset
+        r.state.high_watermark = min(r.state.high_watermark, offset)
+
+    def _unclean_epoch(self, tp: Tuple[str, int], epoch: int) -> bool:
+        """Whether the controller recorded leader ``epoch`` of ``tp`` as an unclean election."""
+        return any(e.get("topic") == tp[0] and e.get("partition") == tp[1] and e.get("leader_epoch") == epoch
+                   and "first_offset" not in e for e in read_loss_ledger(self.store))
+
+    def _ledger(self, entry: Dict[str, Any]) -> None:
+        append_loss_ledger(self.store, entry)
+
+    # ------------------------------------------------------------------ produce
+    def leader_of(self, topic: str, partition: int) -> Optional[BrokerNode]:
+        try:
+            st, _ = self.partition_state(topic, partition)
+        except NoNode:
+            raise UnknownTopicOrPartition(f"partition {partition} of topic {topic!r} does not exist") from None
+        node = self.nodes.get(st["leader"])
+        if node is None or not node.running:
+            return None
+        r = node.replicas.get((topic, partition))
+        if r is None or r.state.role != LEADER:
+            return None
+        return node
+
+    def produce(self, topic: str, partition: int, data: Any, acks: int,
+                callback: Callable[[Optional[PylogError], Optional[AppendResult]], None],
+                *, via: Any = None) -> None:
+        """A produce request arriving at the partition's leader.  ``callback(error,
+        result)`` runs when acks are satisfied (or at once for acks 0/1 and errors)."""
+        node = self.leader_of(topic, partition)
+        if node is None or (via is not None and not self.network.reachable(via, node.id)):
+            callback(NotLeaderOrFollower(f"no reachable leader for {topic}-{partition} right now"), None)
+            return
+        r = node.replicas[(topic, partition)]
+        try:
+            r.state.check_can_append(acks, r.min_isr)
+            res = r.partition.append(data, required_acks=acks)
+        except PylogError as exc:
+            callback(exc, None)
+            return
+        token = next(self._tokens)
+        self._waiting[token] = callback
+        self._results[token] = res
+        done = r.state.on_appended(r.partition.log_end_offset, token=token, required_offset=res.last_offset + 1,
+                                   required_acks=acks, min_isr=r.min_isr)
+        r.partition.set_high_watermark(r.state.high_watermark)
+        if acks != -1:
+            done.append(AckDone(token, None))
+        self._finish(done)
+        if node.parked:
+            self._answer_parked(node, self.now, (topic, partition))
+        self._data_changed()
+
+    def _finish(self, done: List[AckDone]) -> None:
+        for d in done:
+            cb = self._waiting.pop(d.token, None)
+            res = self._results.pop(d.token, None)
+            if cb is not None:
+                cb(d.error, res if d.error is None else None)
+        if done:
+            self._data_changed()
+
+    def on_data(self, fn: Callable[[], None]) -> None:
+        self._listeners.append(fn)
+
+    def _data_changed(self) -> None:
+        self.data_version += 1
+        for fn in self._listeners:
+            fn()
+
+    # ------------------------------------------------------------------- status
+    def metrics(self) -> Dict[str, Any]:
+        out = dict(self.counters)
+        ctl = self.controller_node()
+        if ctl is not None:
+            out.update(ctl.controller.metrics())
+        return out
+
+
+_HW_FILE = "replication-offset-checkpoint"
+
+
+def _read_hw(directory: Path) -> int:
+    try:
+        return int((directory / _HW_FILE).read_text().split()[-1])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def _write_hw(directory: Path, hw: int) -> None:
+    """The replica's last known HW (Kafka checkpoints it every few seconds); not
+    fsynced: a stale value only makes a restarted replica start lower."""
+    try:
+        (directory / _HW_FILE).write_text(f"0\n1\n{hw}\n")
+    except OSError:
+        pass

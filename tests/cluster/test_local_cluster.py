@@ -1,0 +1,122 @@
+"""LocalCluster: the Producer/Consumer API on a replicated in-process cluster."""
+from __future__ import annotations
+
+import io
+
+import pytest
+
+import pylog
+from pylog import errors
+from pylog.cluster import LocalCluster
+
+FAST = {"replica.lag.time.max.ms": 2000, "zookeeper.session.timeout.ms": 1000,
+        "log.index.size.max.bytes": 4096}
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    c = LocalCluster.open(tmp_path / "c", brokers=3, racks=["r1", "r2", "r3"], config=FAST)
+    yield c
+    c.close()
+
+
+def test_replicated_topic_placement_and_describe(cluster):
+    rows = cluster.create_topic("payments", partitions=6, replication_factor=3,
+                                config={"min.insync.replicas": 2, "unclean.leader.election.enable": False})
+    assert len(rows) == 6
+    for r in rows:
+        assert sorted(r["replicas"]) == [1, 2, 3] and sorted(r["isr"]) == [1, 2, 3]
+        assert r["leader"] == r["replicas"][0] and r["leader_epoch"] >= 0
+    leaders = [r["leader"] for r in rows]
+    assert sorted(leaders.count(b) for b in (1, 2, 3)) == [2, 2, 2]  # leaders spread evenly
+
+
+def test_producer_and_consumer_work_on_a_cluster(cluster):
+    cluster.create_topic("t", partitions=2, replication_factor=3, config={"min.insync.replicas": 2})
+    with pylog.Producer(cluster, acks="all") as p:
+        metas = [p.send("t", b"v%d" % i, key=b"k%d" % (i % 5)).result(timeout=30) for i in range(100)]
+    c = pylog.Consumer(cluster, auto_offset_reset="earliest")
+    c.assign([("t", 0), ("t", 1)])
+    got = []
+    for _ in range(100):
+        got.extend(c.poll(timeout=0.1, max_records=1000))
+        if len(got) >= 100:
+            break
+    assert sorted(r.value for r in got) == sorted(b"v%d" % i for i in range(100))
+    assert {(m.partition, m.offset) for m in metas} == {(r.partition, r.offset) for r in got}
+    for row in cluster.describe_topic("t"):  # every replica has everything: HW = LEO
+        assert row["high_watermark"] == row["log_end_offset"]
+
+
+def test_acks_all_fails_fast_without_enough_replicas(cluster):
+    cluster.create_topic("t", partitions=1, replication_factor=3, config={"min.insync.replicas": 3})
+    follower = [b for b in (1, 2, 3) if b != cluster.describe_topic("t")[0]["leader"]][0]
+    cluster.stop_broker(follower)
+    import time
+    deadline = time.monotonic() + 20
+    while follower in cluster.describe_topic("t")[0]["isr"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    with pylog.Producer(cluster, acks="all", delivery_timeout_ms=1500, retry_backoff_ms=50) as p:
+        f = p.send("t", b"x")
+        p.flush()
+    assert isinstance(f.exception(), errors.NotEnoughReplicas)
+    cluster.start_broker(follower)
+
+
+def test_stop_start_broker_loses_nothing_acked(cluster):
+    cluster.create_topic("t", partitions=1, replication_factor=3, config={"min.insync.replicas": 2})
+    acked = []
+    with pylog.Producer(cluster, acks="all") as p:
+        for i in range(30):
+            acked.append(p.send("t", b"a%d" % i).result(timeout=30).offset)
+        leader = cluster.describe_topic("t")[0]["leader"]
+        cluster.kill_broker(leader)
+        for i in range(30):
+            acked.append(p.send("t", b"b%d" % i).result(timeout=30).offset)
+        cluster.start_broker(leader)
+    assert acked == list(range(60))
+    c = pylog.Consumer(cluster, auto_offset_reset="earliest")
+    c.assign([("t", 0)])
+    got = []
+    for _ in range(100):
+        got.extend(r.value for r in c.poll(timeout=0.1, max_records=1000))
+        if len(got) >= 60:
+            break
+    assert got == [b"a%d" % i for i in range(30)] + [b"b%d" % i for i in range(30)]
+
+
+def test_bad_cluster_arguments(tmp_path, cluster):
+    with pytest.raises(errors.InvalidConfig):
+        LocalCluster.open(tmp_path / "x", brokers=0)
+    with pytest.raises(errors.InvalidConfig):
+        LocalCluster.open(tmp_path / "x", brokers=2, racks=["a"])
+    with pytest.raises(errors.InvalidConfig):
+        LocalCluster.open(tmp_path / "x", brokers=1, config={"no.such": 1})
+    with pytest.raises(errors.InvalidReplicationFactor):
+        cluster.create_topic("t", 1, replication_factor=4)
+    with pytest.raises(errors.InvalidTopic):
+        cluster.create_topic("bad name", 1)
+    with pytest.raises(errors.InvalidConfig):
+        cluster.stop_broker(9)
+    with pytest.raises(errors.UnknownTopicOrPartition):
+        cluster.describe_topic("nope")
+
+
+def test_topics_survive_cluster_reopen(tmp_path):
+    with LocalCluster.open(tmp_path / "c", brokers=3, config=FAST) as c:
+        c.create_topic("t", 2, 3)
+        with pylog.Producer(c) as p:
+            p.send("t", b"x", partition=1).result(timeout=30)
+    with LocalCluster.open(tmp_path / "c", brokers=3, config=FAST) as c:
+        assert c.list_topics() == ["t"]
+        rows = c.describe_topic("t")
+        assert rows[1]["log_end_offset"] == 1
+
+
+def test_demo_runs_and_loses_nothing():
+    from pylog.cli.demo import run_demo
+
+    out = io.StringIO()
+    assert run_demo(out, records=40) == 0
+    text = out.getvalue()
+    assert "ISR shrank" in text and "ISR expanded" in text and "Nothing acknowledged was lost." in text
