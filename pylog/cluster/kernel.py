@@ -198,6 +198,9 @@ class ClusterKernel:
         self.counters: Dict[str, int] = {"isr_shrinks_total": 0, "isr_expands_total": 0}
         self.data_version = 0
         self._listeners: List[Callable[[], None]] = []
+        #: Last ISR seen per partition, to count every change (leader's or controller's).
+        self._isr_seen: Dict[str, Tuple[int, ...]] = {}
+        self.store.watch("/brokers/topics", "kernel-metrics")
 
     # ================================================================= brokers
     def start_broker(self, broker_id: int, now: int) -> None:
@@ -348,6 +351,7 @@ class ClusterKernel:
                     if not node.registered:
                         continue  # the previous process's session still holds our id
                 self._sync_node(node, now)
+        self._count_isr_changes()
         for msg in self.network.due(now):
             self._deliver(msg, now)
         for node in self.nodes.values():
@@ -480,6 +484,27 @@ class ClusterKernel:
                 s.isr = frozenset(isr)
 
     # --------------------------------------------------------------------- ISR
+    def _count_isr_changes(self) -> None:
+        """isr_shrinks_total / isr_expands_total over every ISR write, whoever made it."""
+        for ev in self.store.drain("kernel-metrics"):
+            if not ev.path.endswith("/state"):
+                continue
+            if ev.kind == "deleted":
+                self._isr_seen.pop(ev.path, None)
+                continue
+            try:
+                isr = tuple(sorted(self.store.get(ev.path)[0]["isr"]))
+            except NoNode:
+                continue
+            old = self._isr_seen.get(ev.path)
+            self._isr_seen[ev.path] = isr
+            if old is None or old == isr:
+                continue
+            if set(old) - set(isr):
+                self.counters["isr_shrinks_total"] += 1
+            if set(isr) - set(old):
+                self.counters["isr_expands_total"] += 1
+
     def _propose_isr(self, node: BrokerNode, r: _Replica, prop: IsrProposal, now: int) -> None:
         topic, p = r.tp
         path = f"/brokers/topics/{topic}/partitions/{p}/state"
@@ -498,7 +523,6 @@ class ClusterKernel:
             r.state.proposal_failed()
             return
         shrink = len(prop.new_isr) < len(prop.old_isr)
-        self.counters["isr_shrinks_total" if shrink else "isr_expands_total"] += 1
         self.events.append({"at_ms": now, "type": "isr_shrink" if shrink else "isr_expand", "topic": topic,
                             "partition": p, "old_isr": list(prop.old_isr), "new_isr": list(prop.new_isr),
                             "reason": prop.reason})
@@ -724,6 +748,7 @@ class ClusterKernel:
 
     # ------------------------------------------------------------------- status
     def metrics(self) -> Dict[str, Any]:
+        self._count_isr_changes()
         out = dict(self.counters)
         ctl = self.controller_node()
         if ctl is not None:
