@@ -391,8 +391,14 @@ def _replication_cases(root: str, values: List[bytes], cases: List[tuple], runs:
                 producer.flush()
                 times.append(time.perf_counter() - t0)
                 producer.close()
-                rows = cluster.describe_topic("bench")
-                committed = sum(row["high_watermark"] for row in rows)
+                # acks=1 returns before the followers copy: let replication finish.
+                deadline = time.monotonic() + 60
+                committed = 0
+                while time.monotonic() < deadline:
+                    committed = sum(row.get("high_watermark", 0) for row in cluster.describe_topic("bench"))
+                    if committed >= messages:
+                        break
+                    time.sleep(0.05)
                 if committed != messages:
                     raise BenchmarkError(f"RF={rf} acks={acks}: {committed} records committed, sent {messages}")
                 c = Consumer(cluster, auto_offset_reset="earliest")

@@ -38,6 +38,9 @@ log = logging.getLogger("pylog.producer")
 
 _RECORD_OVERHEAD = 14  #: bytes a record adds to a batch beyond key and value (approx.)
 _INT32_MAX = 0x7FFFFFFF
+#: max.in.flight.requests.per.connection: batches of one partition in flight (the
+#: broker remembers the last five per producer, so a retry is still found a duplicate).
+_MAX_IN_FLIGHT = 5
 #: Keys whose partition is remembered (hot keys repeat); cleared when full.
 _KEY_CACHE_SIZE = 1 << 17
 
@@ -293,6 +296,8 @@ class Producer:
             self._producer_id, self._producer_epoch = bootstrap.init_producer_id()
         #: (records, latency ns from batch open to ack) of each acknowledged batch.
         self.ack_latencies: Optional[List[Tuple[int, int]]] = None
+        #: A bootstrap that answers produce requests asynchronously gets pipelined batches.
+        self._pipelined = hasattr(bootstrap, "produce_async") and hasattr(bootstrap, "drive")
         self._sender = threading.Thread(target=self._run, name="pylog-producer-sender", daemon=True)
         self._sender.start()
 
@@ -536,12 +541,18 @@ class Producer:
                     self._wake.wait(self._linger_wait_locked())
                     continue
                 self._in_flight += len(batches)
-            for b in batches:
-                try:
-                    self._send_batch(b)
-                except BaseException as exc:  # never leave a future hanging
-                    log.exception("sending a batch failed")
-                    b.result.done(-1, -1, exc if isinstance(exc, Exception) else PylogError(str(exc)))
+            try:
+                if self._pipelined:
+                    self._send_pipelined(batches)
+                else:
+                    for b in batches:
+                        self._send_batch(b)
+            except BaseException as exc:  # never leave a future hanging
+                log.exception("sending batches failed")
+                err = exc if isinstance(exc, Exception) else PylogError(str(exc))
+                for b in batches:
+                    if not b.result.event.is_set():
+                        b.result.done(-1, -1, err)
             with self._lock:
                 self._in_flight -= len(batches)
                 self._wake.notify_all()
@@ -614,6 +625,61 @@ class Producer:
             else:
                 b.result.done(res.base_offset, res.log_append_time, None)
             return
+
+    def _send_pipelined(self, batches: List[_Batch]) -> None:
+        """Have up to max.in.flight (5) batches per partition in flight at once, for a
+        bootstrap whose ``produce_async`` answers later (a replicated cluster waiting for
+        its followers).  A partition whose batch fails stops sending in this round, so
+        later batches never overtake it; failed retriable batches go round again."""
+        pending = list(batches)
+        while pending:
+            answers: Dict[int, Tuple[Optional[PylogError], Any]] = {}
+            sent: List[_Batch] = []
+            held: List[_Batch] = []
+            blocked: set = set()
+            per_tp: Dict[Tuple[str, int], int] = {}
+            for b in pending:
+                if b.tp in blocked or per_tp.get(b.tp, 0) >= _MAX_IN_FLIGHT:
+                    held.append(b)
+                    continue
+                try:
+                    data = self._build(b)
+                except PylogError as exc:
+                    b.result.done(-1, -1, exc)
+                    continue
+                key = id(b)
+
+                def cb(error: Optional[PylogError], result: Any, key: int = key) -> None:
+                    answers[key] = (error, result)
+
+                self._broker.produce_async(b.tp[0], b.tp[1], data, acks=self.acks, callback=cb)
+                sent.append(b)
+                per_tp[b.tp] = per_tp.get(b.tp, 0) + 1
+                if key in answers and answers[key][0] is not None:
+                    blocked.add(b.tp)  # refused at once: keep the partition's order
+            self._broker.drive(lambda: len(answers) >= len(sent), self.request_timeout_ms / 1000.0)
+            retry: List[_Batch] = []
+            for b in sent:
+                error, res = answers.get(id(b), (RequestTimedOut("no answer within request.timeout.ms"), None))
+                if error is None:
+                    if self.ack_latencies is not None:
+                        self.ack_latencies.append((len(b), time.perf_counter_ns() - b.first_send_ns))
+                    b.result.done(-1 if self.acks == 0 else res.base_offset,
+                                  -1 if self.acks == 0 else res.log_append_time, None)
+                elif isinstance(error, RecordTooLarge) and len(b) > 1:
+                    self._split_and_send(b)
+                else:
+                    b.attempts += 1
+                    if error.retriable and b.attempts <= self.retries \
+                            and _now_ms() < b.created_ms + self.delivery_timeout_ms:
+                        retry.append(b)
+                    else:
+                        b.result.done(-1, -1, error)
+            if retry:
+                log.warning("retrying %d batches after %s", len(retry), type(answers.get(id(retry[0]), (None,))[0]).__name__)
+                time.sleep(self.retry_backoff_ms / 1000.0)
+            # Retried batches keep their bytes and sequence numbers; held ones follow them.
+            pending = sorted(retry + held, key=lambda b: (b.tp, b.sequence if b.sequence >= 0 else 0))
 
     def _split_and_send(self, b: _Batch) -> None:
         """The broker refused the batch as too large: send it as two halves (as Kafka)."""

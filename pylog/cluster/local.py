@@ -339,6 +339,29 @@ class LocalCluster:
             raise error
         return result
 
+    def produce_async(self, topic: str, partition: int, data: Any, *, acks: Union[int, str] = -1,
+                      callback: Callable[[Optional[PylogError], Optional[AppendResult]], None]) -> None:
+        """Start a produce; ``callback(error, result)`` runs when it is acknowledged or
+        failed (possibly at once).  Progress needs :meth:`drive` or the background thread."""
+        self._check_open()
+        required = parse_acks(acks)
+        with self._lock:
+            self.kernel.produce(topic, partition, bytes(data) if not isinstance(data, bytes) else data,
+                                required, callback)
+
+    def drive(self, done: Callable[[], bool], timeout_s: float) -> bool:
+        """Step the cluster until ``done()`` or ``timeout_s`` passes; returns done()."""
+        deadline = time.monotonic() + timeout_s
+        while not done():
+            with self._lock:
+                self.kernel.step(_wall_ms())
+            if done():
+                return True
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.0002)
+        return True
+
     def fetch(self, topic: str, partition: int, offset: int, *, max_bytes: int = 1 << 20,
               to_log_end: bool = False) -> FetchResult:
         """Batches from the leader below its high watermark."""
