@@ -231,6 +231,9 @@ class LocalCluster:
             if name in self.kernel.topics():
                 raise TopicAlreadyExists(f"topic {name!r} already exists")
             self.kernel.create_topic(name, partitions, replication_factor, dict(config or {}), _wall_ms())
+            # The in-memory store stands in for ZooKeeper's durability: save it now, so a
+            # crash of this process does not forget the topic.
+            _save_store(self.kernel.store, self.root / "metadata.json")
         self._await_leaders(name, 10.0)
         return self.describe_topic(name)
 
@@ -489,8 +492,14 @@ def _save_store(store: InMemoryMetadataStore, path: Path) -> None:
 
     walk("/")
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(nodes, sort_keys=True))
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as f:
+            f.write(json.dumps(nodes, sort_keys=True))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise StorageError(f"saving cluster metadata to {path}: {exc}") from exc
 
 
 def _load_store(store: InMemoryMetadataStore, path: Path) -> None:
