@@ -120,3 +120,22 @@ def test_demo_runs_and_loses_nothing():
     assert run_demo(out, records=40) == 0
     text = out.getvalue()
     assert "ISR shrank" in text and "ISR expanded" in text and "Nothing acknowledged was lost." in text
+
+
+def test_consumer_group_commits_to_replicated_offsets_topic(cluster):
+    cluster.create_topic("t", partitions=2, replication_factor=3)
+    with pylog.Producer(cluster) as p:
+        for i in range(10):
+            p.send("t", b"%d" % i, partition=i % 2)
+    c = pylog.Consumer(cluster, group_id="g", auto_offset_reset="earliest", enable_auto_commit=False)
+    c.assign([("t", 0), ("t", 1)])
+    got = []
+    for _ in range(50):
+        got.extend(c.poll(timeout=0.1))
+        if len(got) >= 10:
+            break
+    c.commit()
+    assert c.committed([("t", 0), ("t", 1)]) == {("t", 0): 5, ("t", 1): 5}
+    rows = cluster.describe_topic("__consumer_offsets")
+    assert sum(r["high_watermark"] for r in rows) >= 1  # the commit is a replicated record
+    assert all(len(r["replicas"]) == 3 for r in rows)
