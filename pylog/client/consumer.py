@@ -338,7 +338,13 @@ class Consumer:
             raise IllegalState(f"{tp.topic}-{tp.partition} is not assigned to this consumer")
         if self._positions[tp] is None:
             self._resolve_positions()
-        return int(self._positions[tp])  # type: ignore[arg-type]
+        pos = self._positions[tp]
+        if pos is None:
+            from pylog.errors import NotLeaderOrFollower
+
+            raise NotLeaderOrFollower(f"{tp.topic}-{tp.partition} has no leader to ask for a starting offset "
+                                      "right now; retry")
+        return int(pos)
 
     def seek(self, partition: Any, offset: int) -> None:
         """Make the next poll of ``partition`` start at ``offset``."""
