@@ -32,7 +32,7 @@ from pylog.errors import (
     RebalanceInProgress,
     UnknownTopicOrPartition,
 )
-from pylog.records import decode_records
+from pylog.records import decode_batches, decode_records
 from pylog.records.batch import RecordArrays
 
 __all__ = ["Consumer", "ConsumerRecord", "ConsumerArrays", "TopicPartition"]
@@ -506,10 +506,11 @@ class Consumer:
         if not batches:
             return None
         if len(batches) == 1:
-            buf: Any = batches[0].buffer
+            arrays = decode_records(batches[0].buffer, pos)
+        elif batches[0].compression:  # decompressed batch by batch anyway: no join first
+            arrays = decode_batches(batches, pos)
         else:
-            buf = b"".join([b.buffer for b in batches])
-        arrays = decode_records(buf, pos)
+            arrays = decode_records(b"".join([b.buffer for b in batches]), pos)
         n = len(arrays)
         if n > max_records:
             cols = {name: getattr(arrays, name)[:max_records] for name in ConsumerArrays._COLS}
@@ -615,8 +616,9 @@ class Consumer:
             cols = {n: getattr(a, n) for n in ConsumerArrays._COLS}
             pidx = np.zeros(len(a), dtype=np.int32)
             return ConsumerArrays(buf, tps, pidx, cols)
-        bufs = [a.buffer for _, a in parts]
-        shifts = np.cumsum([0] + [len(b) for b in bufs[:-1]])
+        chunks = [a.chunks() for _, a in parts]
+        sizes = [sum(len(c) for c in cs) for cs in chunks]
+        shifts = np.cumsum([0] + sizes[:-1])
         cols = {}
         for name in ConsumerArrays._COLS:
             arrs = [getattr(a, name) for _, a in parts]
@@ -624,7 +626,7 @@ class Consumer:
                 arrs = [x + int(s) for x, s in zip(arrs, shifts)]
             cols[name] = np.concatenate(arrs)
         pidx = np.concatenate([np.full(len(a), index_of[tp], dtype=np.int32) for tp, a in parts])
-        return ConsumerArrays(b"".join(bufs), tps, pidx, cols)
+        return ConsumerArrays(b"".join([c for cs in chunks for c in cs]), tps, pidx, cols)
 
     # ================================================================= close
     def close(self, autocommit: bool = True) -> None:

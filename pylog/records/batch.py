@@ -425,13 +425,32 @@ class RecordArrays:
     mean null.
     """
 
-    __slots__ = ("buffer", "offsets", "timestamps", "key_pos", "key_len", "value_pos",
+    __slots__ = ("_buf", "_chunks", "offsets", "timestamps", "key_pos", "key_len", "value_pos",
                  "value_len", "headers_pos", "headers_count")
 
-    def __init__(self, buffer: Any, cols: dict) -> None:
-        self.buffer = buffer
+    def __init__(self, buffer: Any, cols: dict, chunks: Optional[List[Any]] = None) -> None:
+        # ``chunks``: the buffer as pieces, joined only if ``buffer`` is asked for (a
+        # consumer joining several partitions' records copies each byte once, not twice).
+        self._buf = buffer
+        self._chunks = chunks if buffer is None else None
         for name, arr in cols.items():
             setattr(self, name, arr)
+
+    @property
+    def buffer(self) -> Any:
+        if self._buf is None:
+            self._buf = b"".join(self._chunks or ())
+            self._chunks = None
+        return self._buf
+
+    @buffer.setter
+    def buffer(self, value: Any) -> None:
+        self._buf = value
+        self._chunks = None
+
+    def chunks(self) -> List[Any]:
+        """The buffer as a list of bytes-like pieces whose concatenation is :attr:`buffer`."""
+        return list(self._chunks) if self._buf is None else [self._buf]
 
     def __len__(self) -> int:
         return len(self.offsets)
@@ -516,6 +535,8 @@ def decode_records(buffer: Any, min_offset: int = 0) -> RecordArrays:
     if total == 0:
         cols, _ = _alloc(0)
         return RecordArrays(mv, cols)
+    if total >= 61 and mv[22] & 0x07:  # the first batch is compressed: no zero-copy path
+        return _decode_mixed(mv, min_offset)
     capacity = _estimate_records(mv)
     cols, (arr, keep) = _alloc(max(capacity, 1))
     src = ffi.from_buffer("uint8_t[]", mv)
@@ -531,30 +552,66 @@ def decode_records(buffer: Any, min_offset: int = 0) -> RecordArrays:
 
 
 def _decode_mixed(mv: memoryview, min_offset: int) -> RecordArrays:
-    """Slow path: some batch is compressed; decode batch by batch into a new buffer."""
-    parts: List[bytes] = []
-    col_parts: List[dict] = []
+    """Slow path: some batch is compressed.  Walks the headers, then :func:`_decode_list`."""
+    items = []
+    pos, end = 0, len(mv)
+    unpack = _HEADER.unpack_from
+    while end - pos >= 61:
+        h = unpack(mv, pos)
+        size = 12 + h[1]
+        if h[1] < 49 or size > end - pos:
+            raise CorruptRecordError(f"record batch at byte {pos} has a bad batchLength {h[1]}")
+        items.append((h, mv[pos:pos + size]))
+        pos += size
+    if pos != end:
+        raise CorruptRecordError(f"{end - pos} trailing bytes after the last record batch")
+    return _decode_list(items, min_offset)
+
+
+def decode_batches(batches: Sequence[RecordBatch], min_offset: int = 0) -> RecordArrays:
+    """Like :func:`decode_records` over a list of batches (such as a fetch returns),
+    without first joining them: a compressed batch's records are decompressed into a
+    new buffer, an uncompressed batch's records are referenced where they are."""
+    return _decode_list([(b._header(), b.buffer) for b in batches], min_offset)
+
+
+def _decode_list(items: List[Tuple[tuple, memoryview]], min_offset: int) -> RecordArrays:
+    """Records (offset >= min_offset) of batches given as (header tuple, batch view).
+
+    Each batch's records section (decompressed if needed) becomes one piece of the
+    result's buffer; all records are decoded into one set of arrays, one C call per
+    batch (no per-batch array allocation)."""
+    capacity = 0
+    for h, _ in items:
+        if h[12] < 0:
+            raise CorruptRecordError(f"record batch at offset {h[0]} has a negative recordCount {h[12]}")
+        capacity += h[12]
+    cols, (arr, keep) = _alloc(max(capacity, 1))
+    parts: List[Any] = []
     base = 0
-    for b in iter_batches(mv):
-        if b.last_offset < min_offset or b.record_count == 0:
+    filled = 0
+    for h, view in items:
+        count = h[12]
+        if not count or h[0] + h[6] < min_offset:
             continue
-        codec = b.compression
-        body = b.buffer[61:b.size_bytes]
-        recs = decompress(codec, body) if codec else bytes(body)
-        cols, (arr, keep) = _alloc(b.record_count)
-        buf = ffi.from_buffer("uint8_t[]", recs) if recs else ffi.NULL
-        check(lib.pl_records_decode(buf, len(recs), b.record_count, b.base_offset, b.base_timestamp,
-                                    b.max_timestamp, b.attributes, base, arr, 0),
-              f"decoding records of batch at offset {b.base_offset}")
-        keepmask = cols["offsets"] >= min_offset
-        col_parts.append({k: v[keepmask] for k, v in cols.items()})
+        attrs = h[5]
+        codec = attrs & 0x07
+        body = view[61:12 + h[1]]
+        recs = decompress(codec, body) if codec else body
+        n = len(recs)
+        buf = ffi.from_buffer("uint8_t[]", recs) if n else ffi.NULL
+        check(lib.pl_records_decode(buf, n, count, h[0], h[7], h[8], attrs, base, arr, filled),
+              f"decoding records of batch at offset {h[0]}")
         parts.append(recs)
-        base += len(recs)
-    data = b"".join(parts)
-    if not col_parts:
-        cols, _ = _alloc(0)
-        return RecordArrays(data, cols)
-    return RecordArrays(data, {name: np.concatenate([c[name] for c in col_parts]) for name, _ in _COLS})
+        base += n
+        filled += count
+    cols = {k: v[:filled] for k, v in cols.items()}
+    if filled and int(cols["offsets"][0]) < min_offset:
+        keepmask = cols["offsets"] >= min_offset
+        cols = {k: v[keepmask] for k, v in cols.items()}
+    if len(parts) == 1:
+        return RecordArrays(parts[0], cols)
+    return RecordArrays(None, cols, chunks=parts)
 
 
 def iter_records(buffer: Any, min_offset: int = 0) -> Iterator[Record]:

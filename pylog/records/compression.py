@@ -136,7 +136,7 @@ def decompress(codec: int, data: bytes, limit: int = MAX_DECOMPRESSED_BYTES) -> 
         if codec == 4:
             import zstandard
 
-            raw = bytes(data)
+            raw = data if isinstance(data, (bytes, memoryview)) else bytes(data)
             dctx = _zstd_contexts().d
             size = zstandard.frame_content_size(raw)
             if 0 <= size <= limit:  # one frame that states its size: one call

@@ -11,8 +11,8 @@ from pylog import errors
 from pylog.records import build_batch
 
 
-def fill(broker, topic, partitions, per_partition, size=0):
-    with pylog.Producer(broker, linger_ms=0) as p:
+def fill(broker, topic, partitions, per_partition, size=0, compression="none"):
+    with pylog.Producer(broker, linger_ms=0, compression_type=compression) as p:
         for i in range(per_partition):
             for part in range(partitions):
                 p.send(topic, (b"%d-%d|" % (part, i)).ljust(size, b"."), partition=part)
@@ -65,9 +65,11 @@ def test_consuming_deletes_nothing_and_each_consumer_sees_all(broker):
     assert seen[0] == seen[1] == seen[2] and len(seen[0]) == 60
 
 
-def test_poll_arrays_matches_poll(broker):
+@pytest.mark.parametrize("compression", ["none", "zstd"])
+def test_poll_arrays_matches_poll(broker, compression):
+    """Compressed batches take another decode path (batch by batch, pieces joined once)."""
     broker.create_topic("t", 3)
-    fill(broker, "t", 3, 300, size=40)
+    fill(broker, "t", 3, 300, size=40, compression=compression)
     a = pylog.Consumer(broker, auto_offset_reset="earliest")
     a.assign([("t", p) for p in range(3)])
     arrays = a.poll_arrays(max_records=100_000)

@@ -12,6 +12,7 @@ from pylog.records import (
     Record,
     RecordBatch,
     build_batch,
+    decode_batches,
     decode_records,
     iter_batches,
     iter_records,
@@ -184,3 +185,33 @@ def test_mutations_never_crash(noise, seed):
         except (CorruptRecordError, UnsupportedCompressionType):
             continue
         assert len(decode_records(candidate, min_offset=-2**63)) == n_records
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["none", "gzip", "zstd"]), st.integers(0, 30),
+                          st.booleans()), min_size=1, max_size=8),
+       st.integers(0, 400), st.data())
+def test_decode_paths_agree(specs, skip, data):
+    """A run of batches, some compressed (maybe empty), decodes to the same records whether
+    it is decoded joined (decode_records) or as a list (decode_batches), from any offset;
+    and the buffer handed out is the records' bytes, joined once if it came in pieces."""
+    batches, expect, off = [], [], 7
+    for codec, n, with_headers in specs:
+        values = [data.draw(st.one_of(st.none(), st.binary(max_size=20))) for _ in range(n)]
+        keys = [b"k%d" % (off + i) if i % 3 else None for i in range(n)]
+        headers = [[("h", b"x%d" % i)] if with_headers else [] for i in range(n)]
+        batches.append(build_batch(values, keys=keys, headers=headers, base_offset=off,
+                                   compression=codec) if n else build_batch([b"one"], base_offset=off))
+        if not n:
+            values, keys, headers = [b"one"], [None], [[]]
+        expect += [(off + i, k, v, tuple(h)) for i, (k, v, h) in enumerate(zip(keys, values, headers))]
+        off += max(n, 1)
+    min_offset = 7 + skip
+    want = [e for e in expect if e[0] >= min_offset]
+    joined = decode_records(b"".join(batches), min_offset)
+    listed = decode_batches([RecordBatch(b) for b in batches], min_offset)
+    for arrays in (joined, listed):
+        pieces = b"".join(bytes(c) for c in arrays.chunks())  # before .buffer joins them
+        recs = arrays.records()
+        assert [(r.offset, r.key, r.value, tuple(r.headers)) for r in recs] == want
+        assert pieces == bytes(arrays.buffer)
