@@ -686,6 +686,12 @@ class ClusterKernel:
     def _ledger(self, entry: Dict[str, Any]) -> None:
         append_loss_ledger(self.store, entry)
 
+    def work_due(self) -> bool:
+        """True if a message is due by the current time: another :meth:`step` now would
+        make progress (an in-process driver steps again at once instead of sleeping)."""
+        t = self.network.next_time()
+        return t is not None and t <= self.now
+
     # ------------------------------------------------------------------ produce
     def leader_of(self, topic: str, partition: int) -> Optional[BrokerNode]:
         try:

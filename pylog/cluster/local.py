@@ -331,12 +331,14 @@ class LocalCluster:
         while not done.is_set():  # drive replication ourselves rather than wait for the thread
             with self._lock:
                 self.kernel.step(_wall_ms())
+                busy = self.kernel.work_due()
             if done.is_set():
                 break
             if time.monotonic() > deadline:
                 raise RequestTimedOut(f"produce to {topic}-{partition} not acknowledged within {timeout_ms} ms "
                                       f"(acks={acks})")
-            done.wait(0.0005)
+            if not busy:  # nothing to deliver before time passes: wait a little
+                done.wait(0.0005)
         error, result = box[0]
         if error is not None:
             raise error
@@ -358,11 +360,13 @@ class LocalCluster:
         while not done():
             with self._lock:
                 self.kernel.step(_wall_ms())
+                busy = self.kernel.work_due()
             if done():
                 return True
             if time.monotonic() > deadline:
                 return False
-            time.sleep(0.0002)
+            if not busy:  # each sleep can cost a GIL switch interval (5 ms) under load
+                time.sleep(0.0002)
         return True
 
     def fetch(self, topic: str, partition: int, offset: int, *, max_bytes: int = 1 << 20,
