@@ -16,7 +16,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, List, Optional, Tuple
 
 from pylog.broker.config import TopicConfig
 from pylog.broker.producer_state import ProducerStateManager
@@ -143,14 +143,15 @@ class Partition:
         view = memoryview(data)
         if view.ndim != 1 or view.itemsize != 1:
             view = view.cast("B")
-        validate_batches(view)
+        counts = validate_batches(view)
         batches = list(iter_batches(view))
         codec = self._target_codec()
         with self._lock:
             if any(b.producer_id >= 0 for b in batches):
-                return self._append_idempotent(batches, codec)
-            payload = self._recompressed(batches, codec) if codec is not None else view
-            return self._append_locked(payload, batches)
+                return self._append_idempotent(batches, codec, counts)
+            if codec is not None:
+                return self._append_locked(self._recompressed(batches, codec), batches)
+            return self._append_locked(view, batches, counts)
 
     def _target_codec(self) -> Optional[int]:
         ct = self.config.compression_type
@@ -158,7 +159,8 @@ class Partition:
             return None
         return 0 if ct == "uncompressed" else CODECS[ct]
 
-    def _append_idempotent(self, batches: List[RecordBatch], codec: Optional[int]) -> AppendResult:
+    def _append_idempotent(self, batches: List[RecordBatch], codec: Optional[int],
+                           counts: Tuple[int, int]) -> AppendResult:
         if len(batches) != 1:
             # A Kafka producer sends one batch per partition per request; several
             # batches with sequence numbers would need per-batch duplicate replies.
@@ -170,14 +172,20 @@ class Partition:
         if dup is not None:
             return AppendResult(dup.first_offset, dup.last_offset, -1, self.log.log_start_offset,
                                 0, 0, duplicate=True)
-        payload = self._recompressed(batches, codec) if codec is not None else b.buffer
-        res = self._append_locked(payload, batches)
+        if codec is not None:
+            res = self._append_locked(self._recompressed(batches, codec), batches)
+        else:
+            res = self._append_locked(b.buffer, batches, counts)  # validated just now
         self.producers.update(b.producer_id, b.producer_epoch, b.base_sequence, b.record_count,
                               res.base_offset, res.last_offset, b.max_timestamp)
         return res
 
-    def _append_locked(self, payload, batches: List[RecordBatch]) -> AppendResult:
-        info = self.log.append_batches(payload, assign_offsets=True, leader_epoch=self.leader_epoch)
+    def _append_locked(self, payload: Any, batches: List[RecordBatch],
+                       validated: Optional[Tuple[int, int]] = None) -> AppendResult:
+        """``validated``: the counts of validate_batches when ``payload`` is the very
+        bytes just validated (not a rebuilt payload), so the log skips its CRC pass."""
+        info = self.log.append_batches(payload, assign_offsets=True, leader_epoch=self.leader_epoch,
+                                       validated=validated)
         if not self.replicated:
             self._high_watermark = self.log.log_end_offset  # single replica: HW = LEO
         lat = info.max_timestamp if self.log.config.log_append_time else -1
@@ -208,10 +216,10 @@ class Partition:
         Returns the appended batches (views of ``data``).  Raises CorruptRecordError,
         InvalidArgument (a gap or overlap with the log end)."""
         view = memoryview(data)
-        validate_batches(view)
+        counts = validate_batches(view)
         batches = list(iter_batches(view))
         with self._lock:
-            self.log.append_batches(view, assign_offsets=False)
+            self.log.append_batches(view, assign_offsets=False, validated=counts)
             for b in batches:
                 if b.producer_id >= 0:
                     self.producers.update(b.producer_id, b.producer_epoch, b.base_sequence,

@@ -41,7 +41,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 from pylog._native import check, ffi, lib
 from pylog.errors import (
@@ -418,7 +418,7 @@ class Log:
         return int(res.first_offset)
 
     def append_batches(self, data: Any, *, assign_offsets: bool = True,
-                       leader_epoch: int = -1) -> AppendInfo:
+                       leader_epoch: int = -1, validated: Optional[Tuple[int, int]] = None) -> AppendInfo:
         """Append ready-made Kafka v2 record batches (bytes-like, concatenated).
 
         Every batch is validated (lengths, magic, CRC32C, records) before anything is
@@ -429,6 +429,10 @@ class Log:
         Raises CorruptRecordError, InvalidRecord (a record without a key when
         cleanup.policy contains "compact"), RecordTooLarge, RecordBatchTooLarge,
         InvalidArgument, LogClosed.  A rejected call writes nothing.
+
+        ``validated``: (batches, records) as :func:`validate_batches` returned them for
+        these very bytes, when the caller (a partition) has just validated them; the
+        CRC pass is then not repeated.
         """
         try:
             view = memoryview(data)
@@ -438,7 +442,7 @@ class Log:
             view = view.cast("B")
         if not isinstance(leader_epoch, int) or not -1 <= leader_epoch <= 0x7FFFFFFF:
             raise InvalidArgument(f"leader_epoch must be an int in [-1, 2^31-1], got {leader_epoch!r}")
-        n_batches, n_records = validate_batches(view)
+        n_batches, n_records = validated if validated is not None else validate_batches(view)
         batches = list(iter_batches(view))
         if self.config.compact and any(
                 b.record_count and not b.is_control and int(decode_records(b.buffer).key_len.min()) < 0
