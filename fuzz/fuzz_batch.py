@@ -2,16 +2,17 @@
 
     pip install atheris && python fuzz/fuzz_batch.py -atheris_runs=200000
 
-Contract checked: validate_batches / decode_records never crash the process; they
-return or raise CorruptRecordError (or UnsupportedCompressionType) — nothing else —
-and whatever validates also decodes to exactly the records it claims.
+Contract checked: validate_batches / decode_records / decode_batches never crash the
+process; they return or raise CorruptRecordError (or UnsupportedCompressionType) —
+nothing else — whatever validates also decodes to exactly the records it claims, and
+decoding the batches as a list (decode_batches) gives what decoding them joined gives.
 """
 from __future__ import annotations
 
 import sys
 
 from pylog.errors import CorruptRecordError, UnsupportedCompressionType
-from pylog.records import decode_records, validate_batches
+from pylog.records import decode_batches, decode_records, iter_batches, validate_batches
 
 
 def one_input(data: bytes) -> None:
@@ -19,6 +20,11 @@ def one_input(data: bytes) -> None:
         n_batches, n_records = validate_batches(data)
     except (CorruptRecordError, UnsupportedCompressionType):
         n_records = None
+    if n_records is None:  # invalid input: the list decoder may refuse it, never crash
+        try:
+            decode_batches(list(iter_batches(data)), min_offset=-2**63)
+        except (CorruptRecordError, UnsupportedCompressionType):
+            pass
     try:
         arrays = decode_records(data, min_offset=-2**63)
     except (CorruptRecordError, UnsupportedCompressionType):
@@ -27,6 +33,10 @@ def one_input(data: bytes) -> None:
         return
     if n_records is not None and len(arrays) != n_records:
         raise AssertionError(f"decoded {len(arrays)} records, validated {n_records}")
+    if n_records is not None:  # valid batches: the list decoder must agree exactly
+        listed = decode_batches(list(iter_batches(data)), min_offset=-2**63)
+        if listed.offsets.tolist() != arrays.offsets.tolist() or listed.values() != arrays.values():
+            raise AssertionError("decode_batches and decode_records disagree")
 
 
 def main() -> None:

@@ -515,10 +515,15 @@ def _alloc(capacity: int) -> Tuple[dict, Any]:
     return cols, (arr, keep)
 
 
+_MIN_RECORD_BYTES = 7  # length, attributes, timestampDelta, offsetDelta, keyLength, valueLength, headers
+
+
 def _estimate_records(mv: memoryview) -> int:
+    """Records the uncompressed batches can hold: recordCount, but never more than the
+    bytes allow (a damaged count must not make us allocate gigabytes)."""
     n = 0
     for b in iter_batches(mv):
-        n += b.record_count
+        n += max(0, min(b.record_count, (b.size_bytes - 61) // _MIN_RECORD_BYTES))
     return n
 
 
@@ -546,7 +551,7 @@ def decode_records(buffer: Any, min_offset: int = 0) -> RecordArrays:
     if rc == lib.PL_OK and int(consumed[0]) == total:
         n = int(n_out[0])
         return RecordArrays(mv, {k: v[:n] for k, v in cols.items()})
-    if rc not in (lib.PL_OK, lib.PL_E_COMPRESSED):
+    if rc not in (lib.PL_OK, lib.PL_E_COMPRESSED, lib.PL_E_NOSPACE):  # NOSPACE: a damaged count
         check(rc, f"decoding records at byte {int(consumed[0])}")
     return _decode_mixed(mv, min_offset)
 
@@ -581,30 +586,34 @@ def _decode_list(items: List[Tuple[tuple, memoryview]], min_offset: int) -> Reco
     Each batch's records section (decompressed if needed) becomes one piece of the
     result's buffer; all records are decoded into one set of arrays, one C call per
     batch (no per-batch array allocation)."""
+    todo = []  # (header, records section), decompressed
     capacity = 0
-    for h, _ in items:
-        if h[12] < 0:
-            raise CorruptRecordError(f"record batch at offset {h[0]} has a negative recordCount {h[12]}")
-        capacity += h[12]
+    for h, view in items:
+        count = h[12]
+        if count < 0:
+            raise CorruptRecordError(f"record batch at offset {h[0]} has a negative recordCount {count}")
+        if not count or h[0] + h[6] < min_offset:
+            continue
+        codec = h[5] & 0x07
+        body = view[61:12 + h[1]]
+        recs = decompress(codec, body) if codec else body
+        if count > len(recs) // _MIN_RECORD_BYTES:  # before allocating for that many
+            raise CorruptRecordError(f"record batch at offset {h[0]} claims {count} records in "
+                                     f"{len(recs)} bytes of records")
+        todo.append((h, recs))
+        capacity += count
     cols, (arr, keep) = _alloc(max(capacity, 1))
     parts: List[Any] = []
     base = 0
     filled = 0
-    for h, view in items:
-        count = h[12]
-        if not count or h[0] + h[6] < min_offset:
-            continue
-        attrs = h[5]
-        codec = attrs & 0x07
-        body = view[61:12 + h[1]]
-        recs = decompress(codec, body) if codec else body
+    for h, recs in todo:
         n = len(recs)
         buf = ffi.from_buffer("uint8_t[]", recs) if n else ffi.NULL
-        check(lib.pl_records_decode(buf, n, count, h[0], h[7], h[8], attrs, base, arr, filled),
+        check(lib.pl_records_decode(buf, n, h[12], h[0], h[7], h[8], h[5], base, arr, filled),
               f"decoding records of batch at offset {h[0]}")
         parts.append(recs)
         base += n
-        filled += count
+        filled += h[12]
     cols = {k: v[:filled] for k, v in cols.items()}
     if filled and int(cols["offsets"][0]) < min_offset:
         keepmask = cols["offsets"] >= min_offset

@@ -215,3 +215,14 @@ def test_decode_paths_agree(specs, skip, data):
         recs = arrays.records()
         assert [(r.offset, r.key, r.value, tuple(r.headers)) for r in recs] == want
         assert pieces == bytes(arrays.buffer)
+
+
+@pytest.mark.parametrize("codec", ["none", "zstd"])
+def test_huge_record_count_is_refused_before_allocating(codec):
+    """recordCount is read before the records: a damaged one (2^31-1) must give
+    CorruptRecordError, not an allocation of gigabytes of columns."""
+    data = _with(build_batch([b"v"] * 3, compression=codec), 57, ">i", 2**31 - 1)
+    with pytest.raises(CorruptRecordError, match="recordCount|records|claims"):
+        decode_records(data)
+    with pytest.raises(CorruptRecordError):
+        decode_batches([RecordBatch(data)])
