@@ -16,6 +16,7 @@ still in the log is answered as a duplicate with its first offsets.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -30,6 +31,7 @@ import pylog
 from pylog import errors
 from pylog.broker.partition import PRODUCER_SNAPSHOT
 from pylog.records import RecordBatch, build_batch, iter_records
+from pylog.storage.log import RECOVERY_POINT_FILE
 
 from tests.conftest import SMALL
 
@@ -207,7 +209,7 @@ CHILD = textwrap.dedent("""
 """)
 
 
-def test_producer_state_after_sigkill_following_a_cleaning(tmp_path):
+def test_producer_state_after_sigkill_following_a_cleaning(tmp_path, caplog):
     data = tmp_path / "data"
     proc = subprocess.run([sys.executable, "-c", CHILD.format(repo=str(REPO)), str(data)],
                           cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)),
@@ -217,7 +219,11 @@ def test_producer_state_after_sigkill_following_a_cleaning(tmp_path):
     ids = {who: tuple(v) for who, v in out["ids"].items()}
     ranges = {(w, s): (lo, hi) for w, s, lo, hi in out["ranges"]}
     assert not (data / "c-0" / PRODUCER_SNAPSHOT).exists()
+    # no recovery point: every segment, the cleaned ones too, is recovered (validated)
+    (data / "c-0" / RECOVERY_POINT_FILE).unlink(missing_ok=True)
+    caplog.set_level(logging.WARNING, logger="pylog.storage")
     broker = pylog.Broker.open(data, dict(SMALL), background_threads=False, clock=lambda: NOW)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
     try:
         check_headers(broker, ids, ranges)
         check_producers_go_on(broker, ids, ranges)
