@@ -2,7 +2,9 @@
 
 Properties checked: the latest record of every key survives with its offset, value,
 timestamp and headers (hypothesis, against a dict model); offsets never change and the
-rewritten batches tile the offsets densely (so recovery accepts them); tombstones
+rewritten batches tile the offsets densely (so recovery accepts them); a batch with a
+producer id keeps its offset range and base sequence, each producer's last batch stays,
+and every offset stays in a batch of the leader epoch it was written in; tombstones
 expire delete.retention.ms after their segment was cleaned (fake clock); views and
 readers taken before a cleaning keep their bytes; a process SIGKILLed at each step of
 the segment swap reopens to exactly the content before or after the cleaning.
