@@ -23,14 +23,27 @@ rewrites the log's closed segments from the log start up to the active segment:
   segment holding them was cleaned (the segment file's modification time, set by the
   swap), then dropped.  Records without a key (possible only if the log was not
   always compacted) are kept.
-* **Offsets are preserved.**  Records keep their offsets; batches keep their producer
-  id, epoch, base sequence, leader epoch, timestamp type, timestamps and compression
-  codec (re-compressed when a compressed batch lost records).  The new batches still
-  tile the offsets densely, so recovery's "dense batch ranges" check holds: a batch
-  after removed batches absorbs their offsets into the previous kept batch's
-  lastOffsetDelta; the first kept batch of a segment starts at the segment's base
-  offset (its records carrying their true offset deltas); a segment left with no
-  record holds one empty batch over its offsets.
+* **Offsets are preserved.**  Records keep their offsets (a rebuilt batch's records
+  carry their true offset deltas, so its first record may sit after its baseOffset);
+  batches keep their leader epoch, timestamp type and compression codec
+  (re-compressed when a compressed batch lost records).
+* **Producer state survives** (Kafka's rule, KIP-98).  After a crash the broker
+  rebuilds its idempotent-producer state from batch headers, a batch covering the
+  sequences baseSequence .. baseSequence + lastOffsetDelta.  So a batch with a
+  producer id keeps its exact baseOffset, lastOffsetDelta, producer id, epoch and
+  baseSequence when it loses records, and the last batch of each producer id in the
+  examined segments is kept even when all its records go (an empty batch, recordCount
+  0, with those header fields and the batch's max timestamp).  Its other batches that
+  lose every record go.  There is no producer id expiry yet, so each producer id that
+  wrote to a compacted partition keeps one batch (at least a 61-byte header) there.
+* **Dense tiling.**  The new batches still tile the offsets densely, so recovery's
+  "dense batch ranges" check holds.  Offsets of removed batches are covered by the
+  kept batch without a producer id just before them (its lastOffsetDelta grows), or
+  else by the next kept batch without a producer id (it starts earlier: the first
+  kept batch of a segment may start at the segment's base offset), or else by an
+  empty batch without a producer id carrying the removed batches' max timestamp (the
+  segment's, for a segment left with no batch at all).  Batches with a producer id
+  never move.
 * **Swap.**  :meth:`pylog.storage.Log.replace_segments` swaps the rewritten segments in
   all at once, crash-safely; views of the old segments stay valid.
 
@@ -44,7 +57,7 @@ import struct
 import time
 from array import array
 from dataclasses import dataclass
-from typing import Any, Callable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 import xxhash
@@ -318,9 +331,10 @@ class LogCleaner:
 
         # ---- rewrite the clean section and the mapped part of the dirty section
         examined = [_Segment(s) for s in clean_sec] + decoded
+        retained = _last_batch_of_each_producer(examined)
         replacements = []
         rec_before = rec_after = bytes_before = bytes_after = tombstones = 0
-        for seg in examined:
+        for seg, retain in zip(examined, retained):
             snap = seg.snap
             arr = seg.arrays
             n = len(arr)
@@ -342,7 +356,7 @@ class LogCleaner:
                 rec_after += n
                 bytes_after += snap.size_bytes
                 continue
-            data = _rewrite(seg, keep)
+            data = _rewrite(seg, keep, retain)
             rec_after += n_keep
             bytes_after += len(data)
             replacements.append((snap, data))
@@ -356,32 +370,84 @@ class LogCleaner:
 
 
 # ---------------------------------------------------------------- rewriting
-def _rewrite(seg: _Segment, keep: np.ndarray) -> bytes:
-    """The segment's batches keeping the records where ``keep``, tiling its offsets."""
+def _last_batch_of_each_producer(segments: Sequence[_Segment]) -> List[Set[int]]:
+    """For each segment, the indexes of its batches that are the last batch of their
+    producer id in all of ``segments`` (those batches are kept even if empty)."""
+    last: Dict[int, Tuple[int, int]] = {}
+    for si, seg in enumerate(segments):
+        for bi, b in enumerate(seg.batches):
+            if b.producer_id >= 0:
+                last[b.producer_id] = (si, bi)
+    out: List[Set[int]] = [set() for _ in segments]
+    for si, bi in last.values():
+        out[si].add(bi)
+    return out
+
+
+def _rewrite(seg: _Segment, keep: np.ndarray, retain: Set[int]) -> bytes:
+    """The segment's batches keeping the records where ``keep``, tiling its offsets.
+
+    A batch with a producer id keeps its exact offset range, producer fields and base
+    sequence if it keeps a record or its index is in ``retain`` (then possibly empty);
+    otherwise it goes.  Offsets of removed batches go, run by run of one leader epoch,
+    to a kept batch without a producer id of that epoch next to them (the one before
+    grows, else the one after starts earlier), else to an empty batch without a
+    producer id of that epoch.  So the first offset of each leader epoch still lies in
+    a batch of that epoch.
+    """
     snap = seg.snap
     out: List[Any] = []
-    expected = snap.base_offset  # next offset the output must cover
+    # leader epoch of out[-1] if it has no producer id (its range may grow), else None
+    tail_epoch: Optional[int] = None
+    expected = snap.base_offset  # next offset the output (with `gap`) must cover
+    # offsets of removed batches not covered yet: runs of one leader epoch,
+    # [first offset, last offset, leader epoch, max timestamp]
+    gap: List[List[int]] = []
+
+    def remove(b: RecordBatch) -> None:
+        if gap and gap[-1][2] == b.partition_leader_epoch:
+            gap[-1][1] = b.last_offset
+            gap[-1][3] = max(gap[-1][3], b.max_timestamp)
+        else:
+            gap.append([expected, b.last_offset, b.partition_leader_epoch, b.max_timestamp])
+
+    def cover_gap() -> None:
+        nonlocal tail_epoch
+        for first, last, epoch, ts in gap:
+            if tail_epoch == epoch:
+                out[-1] = _set_last_offset(out[-1], last)
+            else:
+                out.append(_empty_batch(first, last, ts, leader_epoch=epoch))
+                tail_epoch = epoch
+        gap.clear()
+
     for i, b in enumerate(seg.batches):
         lo, hi = int(seg.batch_first[i]), int(seg.batch_first[i + 1])
-        k = keep[lo:hi]
-        n_keep = int(k.sum())
-        if n_keep == 0 and hi > lo:
-            continue  # its offsets go to a neighbour batch
-        if hi == lo:  # an empty batch (an earlier cleaning's): nothing to keep
+        idx = np.nonzero(keep[lo:hi])[0] + lo
+        n_keep = len(idx)
+        pid = b.producer_id
+        # (an empty batch without a producer id is an earlier cleaning's filler)
+        if n_keep == 0 and (pid < 0 or i not in retain):
+            remove(b)
+            expected = b.next_offset
             continue
-        if n_keep == hi - lo and b.base_offset == expected:
-            out.append(b.buffer)
+        start = b.base_offset
+        epoch = b.partition_leader_epoch
+        if pid < 0 and gap and gap[-1][2] == epoch and tail_epoch != epoch:
+            start = gap.pop()[0]  # it starts earlier, its records keep their true offsets
+        cover_gap()
+        if n_keep == hi - lo and start == b.base_offset:
+            out.append(b.buffer)  # unchanged (for a producer's, maybe an earlier empty one)
+        elif n_keep == 0:
+            out.append(_empty_batch(b.base_offset, b.last_offset, b.max_timestamp, like=b))
         else:
-            if out and b.base_offset != expected:
-                out[-1] = _set_last_offset(out[-1], b.base_offset - 1)
-                expected = b.base_offset
-            idx = np.nonzero(k)[0] + lo
-            out.append(_build(seg, b, idx, expected))
+            out.append(_build(seg, b, idx, start))
+        tail_epoch = epoch if pid < 0 else None
         expected = b.next_offset
-    if not out:
-        out.append(_empty_batch(snap.base_offset, snap.next_offset - 1, snap.max_timestamp))
-    elif expected != snap.next_offset:
-        out[-1] = _set_last_offset(out[-1], snap.next_offset - 1)
+    if expected < snap.next_offset:  # offsets after the last batch (not in a valid log)
+        gap.append([expected, snap.next_offset - 1, -1 if tail_epoch is None else tail_epoch,
+                    snap.max_timestamp])
+    cover_gap()
     return b"".join(bytes(x) if isinstance(x, memoryview) else x for x in out)
 
 
@@ -403,18 +469,29 @@ def _reseal(buf: bytearray) -> None:
     _CRC.pack_into(buf, 17, crc)
 
 
-def _empty_batch(base_offset: int, last_offset: int, timestamp: int) -> bytes:
-    """A batch of no records covering [base_offset, last_offset].  It carries the
-    segment's max timestamp, so that time retention and the time index still see it."""
+def _empty_batch(base_offset: int, last_offset: int, timestamp: int, *, leader_epoch: int = -1,
+                 like: Optional[RecordBatch] = None) -> bytes:
+    """A batch of no records covering [base_offset, last_offset] with ``timestamp`` as
+    its timestamps (so that time retention and the time index still see the removed
+    records' time).  Without ``like`` it has no producer id and ``leader_epoch``; with
+    it, it has ``like``'s producer id, epoch, base sequence, leader epoch and timestamp
+    type (Kafka's empty batch that keeps a producer's state in the log)."""
     info = ffi.new("pl_batch_info *")
     info.base_offset = base_offset
-    info.partition_leader_epoch = -1
     info.last_offset_delta = last_offset - base_offset
     info.base_timestamp = timestamp
     info.max_timestamp = timestamp
-    info.producer_id = -1
-    info.producer_epoch = -1
-    info.base_sequence = -1
+    if like is None:
+        info.partition_leader_epoch = leader_epoch
+        info.producer_id = -1
+        info.producer_epoch = -1
+        info.base_sequence = -1
+    else:
+        info.partition_leader_epoch = like.partition_leader_epoch
+        info.attributes = like.attributes & ~lib.PL_ATTR_COMPRESSION_MASK
+        info.producer_id = like.producer_id
+        info.producer_epoch = like.producer_epoch
+        info.base_sequence = like.base_sequence
     info.record_count = 0
     out = ffi.new("uint8_t[]", lib.PL_BATCH_HEADER_BYTES)
     n = check(lib.pl_batch_seal(out, lib.PL_BATCH_HEADER_BYTES, 0, info), "sealing an empty batch")

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, List, Optional, Tuple
 
 from pylog.broker.config import TopicConfig
-from pylog.broker.producer_state import ProducerStateManager
+from pylog.broker.producer_state import ProducerStateManager, batch_sequence_count
 from pylog.errors import CorruptRecordError, InvalidArgument
 from pylog.records import RecordBatch, build_batch, iter_batches, iter_records, validate_batches
 from pylog.records.compression import CODECS
@@ -86,16 +86,16 @@ class Partition:
         self._scan_producers(start)
 
     def _scan_producers(self, offset: int) -> None:
-        """Replay batch headers from ``offset`` to the log end into the producer state."""
+        """Replay batch headers from ``offset`` to the log end into the producer state
+        (after a crash: no snapshot).  A compacted log rebuilds the same state: the
+        cleaner keeps the header range of a producer's batches and its last batch."""
         end = self.log.log_end_offset
         while offset < end:
             batches = self.log.read(offset, 4 << 20)
             if not batches:
                 break
             for b in batches:
-                if b.producer_id >= 0:
-                    self.producers.update(b.producer_id, b.producer_epoch, b.base_sequence,
-                                          b.record_count, b.base_offset, b.last_offset, b.max_timestamp)
+                self.producers.replay(b)
             offset = batches[-1].next_offset
 
     # ---------------------------------------------------------- properties
@@ -168,7 +168,10 @@ class Partition:
                 f"a produce request carries {len(batches)} batches from an idempotent producer; "
                 "send one batch per partition per request")
         b = batches[0]
-        dup = self.producers.check(b.producer_id, b.producer_epoch, b.base_sequence, b.record_count)
+        # sequences span lastOffsetDelta + 1 (Kafka's lastSequence), as a rebuild from
+        # the headers will count them
+        count = batch_sequence_count(b)
+        dup = self.producers.check(b.producer_id, b.producer_epoch, b.base_sequence, count)
         if dup is not None:
             return AppendResult(dup.first_offset, dup.last_offset, -1, self.log.log_start_offset,
                                 0, 0, duplicate=True)
@@ -176,7 +179,7 @@ class Partition:
             res = self._append_locked(self._recompressed(batches, codec), batches)
         else:
             res = self._append_locked(b.buffer, batches, counts)  # validated just now
-        self.producers.update(b.producer_id, b.producer_epoch, b.base_sequence, b.record_count,
+        self.producers.update(b.producer_id, b.producer_epoch, b.base_sequence, count,
                               res.base_offset, res.last_offset, b.max_timestamp)
         return res
 
@@ -221,9 +224,7 @@ class Partition:
         with self._lock:
             self.log.append_batches(view, assign_offsets=False, validated=counts)
             for b in batches:
-                if b.producer_id >= 0:
-                    self.producers.update(b.producer_id, b.producer_epoch, b.base_sequence,
-                                          b.record_count, b.base_offset, b.last_offset, b.max_timestamp)
+                self.producers.replay(b)
         return batches
 
     def truncate_to(self, offset: int) -> None:

@@ -11,9 +11,16 @@ decides:
   at 0 with a newer epoch; anything else is :class:`~pylog.errors.OutOfOrderSequence`;
 * an epoch older than the known one is :class:`~pylog.errors.InvalidProducerEpoch`.
 
-The state is rebuilt from batch headers (:meth:`update` in log order) and can be
-saved to / loaded from a small JSON snapshot so that a clean restart does not rescan.
-Pure data: no I/O except :meth:`save`/:meth:`load` on a path the caller gives.
+A batch's sequences are ``baseSequence .. baseSequence + lastOffsetDelta`` (Kafka's
+``lastSequence``), not ``.. + recordCount - 1``: the log cleaner removes records from a
+batch but keeps its baseOffset, lastOffsetDelta and baseSequence, and keeps each
+producer's last batch even when it has no record left, so the same headers give the
+same state before and after compaction (see :func:`batch_sequence_count`).
+
+The state is rebuilt from batch headers (:meth:`ProducerStateManager.replay` in log
+order) and can be saved to / loaded from a small JSON snapshot so that a clean restart
+does not rescan.  Pure data: no I/O except :meth:`save`/:meth:`load` on a path the
+caller gives.
 """
 from __future__ import annotations
 
@@ -25,8 +32,9 @@ from pathlib import Path
 from typing import Deque, Dict, Optional, Tuple
 
 from pylog.errors import InvalidProducerEpoch, OutOfOrderSequence, StorageError
+from pylog.records import RecordBatch
 
-__all__ = ["ProducerStateManager", "BatchEntry", "MAX_CACHED_BATCHES", "INT32_MAX"]
+__all__ = ["ProducerStateManager", "BatchEntry", "MAX_CACHED_BATCHES", "INT32_MAX", "batch_sequence_count"]
 
 #: Kafka keeps the last five batches per producer (max.in.flight.requests.per.connection ≤ 5).
 MAX_CACHED_BATCHES = 5
@@ -57,6 +65,16 @@ def _next_seq(seq: int) -> int:
 
 def _last_seq(base_seq: int, count: int) -> int:
     return (base_seq + count - 1) % (INT32_MAX + 1)
+
+
+def batch_sequence_count(batch: RecordBatch) -> int:
+    """How many sequence numbers ``batch`` spans: lastOffsetDelta + 1.
+
+    A producer numbers its records one per offset, so this equals the record count of
+    a batch as the producer sent it; a compacted batch keeps the range with fewer (or
+    no) records.
+    """
+    return batch.last_offset_delta + 1
 
 
 class ProducerStateManager:
@@ -124,6 +142,15 @@ class ProducerStateManager:
         entry.batches.append(BatchEntry(base_seq, _last_seq(base_seq, count), first_offset,
                                         last_offset, timestamp))
         entry.last_timestamp = max(entry.last_timestamp, timestamp)
+
+    def replay(self, batch: RecordBatch) -> None:
+        """Record a batch found in the log at its own offsets (a rebuild after a crash,
+        a follower's copy); a batch without a producer id is ignored."""
+        if batch.producer_id < 0:
+            return
+        self.update(batch.producer_id, batch.producer_epoch, batch.base_sequence,
+                    batch_sequence_count(batch), batch.base_offset, batch.last_offset,
+                    batch.max_timestamp)
 
     def truncate_to(self, offset: int) -> None:
         """Forget batches at or above ``offset`` (after a log truncation)."""

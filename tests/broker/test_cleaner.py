@@ -2,7 +2,9 @@
 
 Properties checked: the latest record of every key survives with its offset, value,
 timestamp and headers (hypothesis, against a dict model); offsets never change and the
-rewritten batches tile the offsets densely (so recovery accepts them); tombstones
+rewritten batches tile the offsets densely (so recovery accepts them); a batch with a
+producer id keeps its offset range and base sequence, each producer's last batch stays,
+and every offset stays in a batch of the leader epoch it was written in; tombstones
 expire delete.retention.ms after their segment was cleaned (fake clock); views and
 readers taken before a cleaning keep their bytes; a process SIGKILLed at each step of
 the segment swap reopens to exactly the content before or after the cleaning.
@@ -25,6 +27,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from pylog.broker.cleaner import CLEANER_CHECKPOINT_FILE, LogCleaner, OffsetMap
 from pylog.errors import CorruptRecordError, InvalidArgument, InvalidConfig, InvalidRecord
 from pylog.records import build_batch
+from pylog.replication.epochs import rebuild_from_log
 from pylog.storage import Log, LogConfig
 from tests.storage.helpers import FakeClock
 
@@ -112,13 +115,23 @@ def test_time_and_size_retention_only_with_delete_in_the_policy(tmp_path):
 ops = st.lists(
     st.tuples(st.integers(0, 7),  # key
               st.one_of(st.none(), st.binary(min_size=0, max_size=40)),  # value (None = tombstone)
-              st.integers(0, 9)),  # 0: clean after this append, 1: roll, else nothing
+              st.integers(0, 9)),  # 0: clean after this append, 1: roll, 2: new leader epoch, else nothing
     min_size=1, max_size=120)
 
 
+def all_batches(log):
+    """Every batch of the log, in order (one read stops at a segment's end)."""
+    out = []
+    while not out or out[-1].next_offset < log.log_end_offset:
+        out += log.read(out[-1].next_offset if out else log.log_start_offset, 1 << 20)
+    return out
+
+
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(ops=ops, codec=st.sampled_from(["none", "zstd"]), per_batch=st.integers(1, 3))
-def test_latest_record_per_key_survives_with_its_offset(tmp_path_factory, ops, codec, per_batch):
+@given(ops=ops, codec=st.sampled_from(["none", "zstd"]), per_batch=st.integers(1, 3),
+       producers=st.lists(st.sampled_from([7, 9, -1]), min_size=1, max_size=5))
+def test_latest_record_per_key_survives_with_its_offset(tmp_path_factory, ops, codec, per_batch, producers):
+    """``producers``, cycled, gives each batch's producer id (-1: none)."""
     path = tmp_path_factory.mktemp("prop") / "p-0"
     log = open_log(path, segment_bytes=700)
     cleaner = LogCleaner(clock=lambda: T)
@@ -126,6 +139,11 @@ def test_latest_record_per_key_survives_with_its_offset(tmp_path_factory, ops, c
     latest = {}  # key -> offset
     pending = []
     cleaned_to = 0
+    written = {}  # base offset -> (producer id, base sequence, last offset) of each batch appended
+    of_offset = {}  # offset -> base offset of the batch it was appended in
+    next_seq = {7: 0, 9: 0}
+    epoch_of = {}  # offset -> partitionLeaderEpoch it was appended with
+    leader_epoch = [-1]
 
     def flush_pending():
         if not pending:
@@ -134,13 +152,20 @@ def test_latest_record_per_key_survives_with_its_offset(tmp_path_factory, ops, c
         keys = [k for k, _ in pending]
         vals = [v for _, v in pending]
         tss = [T + base + i for i in range(len(pending))]
+        pid = producers[len(written) % len(producers)]
+        seq = next_seq[pid] if pid >= 0 else -1
         data = build_batch(vals, keys=keys, timestamps=tss, compression=codec,
-                           producer_id=7, producer_epoch=1, base_sequence=base)
-        info = log.append_batches(data)
+                           producer_id=pid, producer_epoch=1 if pid >= 0 else -1, base_sequence=seq)
+        info = log.append_batches(data, leader_epoch=leader_epoch[0])
         for i in range(len(pending)):
             appended[base + i] = (keys[i], vals[i], tss[i])
             latest[keys[i]] = base + i
+            of_offset[base + i] = base
+            epoch_of[base + i] = leader_epoch[0]
         assert info.first_offset == base
+        written[base] = (pid, seq, base + len(pending) - 1)
+        if pid >= 0:
+            next_seq[pid] += len(pending)
         pending.clear()
 
     for key, value, action in ops:
@@ -150,6 +175,9 @@ def test_latest_record_per_key_survives_with_its_offset(tmp_path_factory, ops, c
         if action == 1:
             flush_pending()
             log.roll()
+        elif action == 2:
+            flush_pending()
+            leader_epoch[0] += 1
         elif action == 0:
             flush_pending()
             res = cleaner.clean(log, force=True)
@@ -178,15 +206,32 @@ def test_latest_record_per_key_survives_with_its_offset(tmp_path_factory, ops, c
             else:
                 assert off in got
         check_tiling(log)
+        # a batch with a producer id keeps its offset range and base sequence (so its
+        # last sequence, baseSequence + lastOffsetDelta, too); each producer's last
+        # batch stays, possibly empty; records stay in a batch of their producer
+        last_of = {pid: base for base, (pid, _, _) in sorted(written.items()) if pid >= 0}
+        kept_last = set()
+        for b in all_batches(log):
+            if b.producer_id >= 0:
+                assert b.base_offset in written, "a producer's batch moved"
+                assert (b.producer_id, b.base_sequence, b.last_offset) == written[b.base_offset]
+                assert b.producer_epoch == 1
+                if last_of[b.producer_id] == b.base_offset:
+                    kept_last.add(b.producer_id)
+            for r in b.records():
+                assert b.producer_id == written[of_offset[r.offset]][0]
+            # every offset stays in a batch of the leader epoch it was written in (so the
+            # epoch cache's start offsets still hold)
+            assert {epoch_of[o] for o in range(b.base_offset, b.next_offset)} == {b.partition_leader_epoch}
+            if b.record_count:
+                assert b.compression_type == codec
+        assert kept_last == set(last_of)
 
     check(log)
     assert log.log_end_offset == len(appended)
     log.close()
     with open_log(path, segment_bytes=700) as log:
         check(log)
-        for b in log.read(0, 1 << 30):
-            if b.record_count:
-                assert (b.producer_id, b.producer_epoch, b.compression_type) == (7, 1, codec)
 
 
 def test_offset_map_against_a_dict():
@@ -310,6 +355,49 @@ def test_compressed_batch_rebuilt_keeps_codec_producer_fields_and_headers(tmp_pa
     assert (first.base_offset, first.last_offset, first.record_count) == (0, 3, 2)
     assert (first.compression_type, first.producer_id, first.producer_epoch, first.base_sequence) == \
         ("zstd", 42, 3, 17)
+    log.close()
+
+
+def test_producer_batches_keep_their_range_and_offsets_keep_their_leader_epoch(tmp_path):
+    """Removed batches next to batches with a producer id (which never move) leave empty
+    filler batches of the removed batches' leader epoch, or grow a neighbour without a
+    producer id of that epoch; the epochs rebuilt from the batches are unchanged."""
+    log = open_log(tmp_path / "e-0", segment_bytes=1 << 20)
+
+    def put(key, epoch, pid=-1, seq=-1):
+        data = build_batch([key + b"v"], keys=[key], timestamps=[T + log.log_end_offset],
+                           producer_id=pid, producer_epoch=0 if pid >= 0 else -1, base_sequence=seq)
+        log.append_batches(data, leader_epoch=epoch)
+
+    put(b"k1", 0, pid=7, seq=0)  # 0 kept
+    put(b"k2", 0)                # 1 removed
+    put(b"k3", 1)                # 2 removed: the first offset of epoch 1
+    put(b"k4", 1, pid=7, seq=1)  # 3 kept
+    put(b"k5", 2, pid=7, seq=2)  # 4 removed: the first offset of epoch 2
+    put(b"k6", 2)                # 5 kept
+    put(b"k7", 3)                # 6 removed: the first offset of epoch 3
+    put(b"k8", 3, pid=9, seq=0)  # 7 kept
+    log.roll()
+    log.append_batches(build_batch([b"x"] * 4, keys=[b"k2", b"k3", b"k5", b"k7"], timestamps=[T + 8] * 4,
+                                   producer_id=7, producer_epoch=0, base_sequence=3), leader_epoch=3)
+    log.roll()
+    epochs_before = rebuild_from_log(log).entries
+    res = LogCleaner(clock=lambda: T).clean(log, force=True)
+    assert res.segments_cleaned == 1 and res.records_after == 8
+    got = [(b.base_offset, b.last_offset, b.partition_leader_epoch, b.producer_id, b.base_sequence,
+            [r.offset for r in b.records()]) for b in all_batches(log)]
+    assert got == [
+        (0, 0, 0, 7, 0, [0]),
+        (1, 1, 0, -1, -1, []),  # filler, epoch 0
+        (2, 2, 1, -1, -1, []),  # filler, epoch 1
+        (3, 3, 1, 7, 1, [3]),
+        (4, 5, 2, -1, -1, [5]),  # starts earlier over the removed offset of its epoch
+        (6, 6, 3, -1, -1, []),  # filler, epoch 3
+        (7, 7, 3, 9, 0, [7]),
+        (8, 11, 3, 7, 3, [8, 9, 10, 11]),
+    ]
+    assert rebuild_from_log(log).entries == epochs_before
+    check_tiling(log)
     log.close()
 
 
