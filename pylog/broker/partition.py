@@ -20,7 +20,7 @@ from typing import Any, Callable, List, Optional, Tuple
 
 from pylog.broker.config import TopicConfig
 from pylog.broker.producer_state import ProducerStateManager, batch_sequence_count
-from pylog.errors import CorruptRecordError, InvalidArgument
+from pylog.errors import CorruptRecordError, InvalidArgument, InvalidRecord
 from pylog.records import RecordBatch, build_batch, iter_batches, iter_records, validate_batches
 from pylog.records.compression import CODECS
 from pylog.storage import Log
@@ -135,7 +135,8 @@ class Partition:
         ``data`` is one or more Kafka v2 batches.  Batches from an idempotent producer
         (producerId >= 0) are checked against the producer state: a retried duplicate
         returns the first write's offsets and writes nothing; an out-of-order sequence
-        raises OutOfOrderSequence; a fenced epoch InvalidProducerEpoch.  Raises also what
+        raises OutOfOrderSequence; a fenced epoch InvalidProducerEpoch; a batch whose
+        recordCount is not lastOffsetDelta + 1 InvalidRecord.  Raises also what
         :meth:`Log.append_batches` raises.  A rejected call writes nothing.
         """
         if required_acks not in (-1, 0, 1):
@@ -145,6 +146,11 @@ class Partition:
             view = view.cast("B")
         counts = validate_batches(view)
         batches = list(iter_batches(view))
+        for b in batches:  # as Kafka's validator: a producer numbers its records densely
+            if b.record_count != b.last_offset_delta + 1:
+                raise InvalidRecord(
+                    f"record batch with base sequence {b.base_sequence} has recordCount {b.record_count} "
+                    f"but its offsets span lastOffsetDelta + 1 = {b.last_offset_delta + 1}")
         codec = self._target_codec()
         with self._lock:
             if any(b.producer_id >= 0 for b in batches):

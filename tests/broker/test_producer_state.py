@@ -16,7 +16,7 @@ import pytest
 
 from pylog.broker.config import TopicConfig
 from pylog.broker.partition import PRODUCER_SNAPSHOT, Partition
-from pylog.errors import OutOfOrderSequence
+from pylog.errors import InvalidRecord, OutOfOrderSequence
 from tests.native.pl_native_helpers import crc32c, encode_record
 from tests.storage.helpers import FakeClock
 
@@ -64,3 +64,16 @@ def test_last_sequence_comes_from_last_offset_delta_live_and_rebuilt(tmp_path):
         check_state(part)
     finally:
         part.close()
+
+
+@pytest.mark.parametrize("deltas, last_delta", [([0, 3], 4), ([], 2), ([1], 1)])
+def test_leader_refuses_a_batch_whose_count_is_not_its_offset_span(tmp_path, deltas, last_delta):
+    """A producer numbers its records densely: recordCount == lastOffsetDelta + 1 (Kafka's
+    "inconsistent batch offset range").  Only a follower or the cleaner writes others."""
+    part = open_partition(tmp_path / "t-0")
+    data = producer_batch(0, 5, 1, 10, deltas, last_delta)
+    before = part.log_end_offset
+    with pytest.raises(InvalidRecord, match="lastOffsetDelta"):
+        part.append(data)
+    assert part.log_end_offset == before and part.producers.check(5, 1, 0, 1) is None
+    part.close()
