@@ -142,7 +142,7 @@ typedef struct pl_batch_input {
     int32_t         last_offset_delta; /* header lastOffsetDelta when offset_deltas   */
                                      /*   != NULL (>= the last delta); else ignored   */
     int64_t         base_offset;     /* written to the header (leader reassigns)      */
-    int64_t         base_timestamp;  /* ms; ignored when timestamps != NULL (min used) */
+    int64_t         base_timestamp;  /* ms; ignored when timestamps != NULL (the first is used) */
     int64_t         producer_id;     /* -1 = none                                     */
     int16_t         producer_epoch;  /* -1 = none                                     */
     int32_t         base_sequence;   /* -1 = none                                     */
