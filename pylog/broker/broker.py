@@ -164,7 +164,7 @@ class Broker:
         self._pid_block_end = 0
         self._stop = threading.Event()
         self._threads: List[threading.Thread] = []
-        self._last_retention_ms = self._last_clean_ms = self._clock()
+        self._last_retention_ms = self._last_clean_ms = self._last_expiry_ms = self._clock()
         self.cluster_id = ""
         from pylog.broker.metrics import TrafficMetrics
         self.traffic = TrafficMetrics(window_ms=config.partition_skew_window_ms,
@@ -628,7 +628,8 @@ class Broker:
                 log.exception("housekeeping failed")
 
     def run_housekeeping(self, now_ms: Optional[int] = None, *, force: bool = False) -> None:
-        """Retention, compaction and skew checks that are due (all of them with ``force``)."""
+        """Retention, producer-id expiry, compaction and skew checks that are due (all of
+        them with ``force``)."""
         now = self._clock() if now_ms is None else now_ms
         cfg = self.config
         if force or now - self._last_retention_ms >= cfg.log_retention_check_interval_ms:
@@ -636,6 +637,11 @@ class Broker:
             for p in self._all_partitions():
                 if not p.log.closed:
                     p.log.enforce_retention(now)
+        if force or now - self._last_expiry_ms >= cfg.producer_id_expiration_check_interval_ms:
+            self._last_expiry_ms = now
+            for p in self._all_partitions():
+                if not p.log.closed:
+                    p.expire_producers(now, cfg.producer_id_expiration_ms)
         if cfg.log_cleaner_enable and (force or now - self._last_clean_ms >= cfg.log_cleaner_backoff_ms):
             self._last_clean_ms = now
             self.run_cleaner(now_ms=now)
@@ -660,7 +666,8 @@ class Broker:
             for p in t.partitions:
                 with p._lock:
                     if not p.log.closed:
-                        results.append(self._cleaner.clean(p.log, now_ms=now_ms, force=force))
+                        results.append(self._cleaner.clean(p.log, now_ms=now_ms, force=force,
+                                                           producer_ids=p.producers.producer_ids()))
         return results
 
     def _all_partitions(self) -> List[Partition]:

@@ -34,8 +34,9 @@ rewrites the log's closed segments from the log start up to the active segment:
   baseSequence when it loses records, and the last batch of each producer id in the
   examined segments is kept even when all its records go (an empty batch, recordCount
   0, with those header fields and the batch's max timestamp).  Its other batches that
-  lose every record go.  There is no producer id expiry yet, so each producer id that
-  wrote to a compacted partition keeps one batch (at least a 61-byte header) there.
+  lose every record go.  Given ``producer_ids`` (the producers the partition still
+  remembers: the broker forgets one silent for producer.id.expiration.ms, a day by
+  default), an expired producer's empty last batch goes at the next cleaning.
 * **Dense tiling.**  The new batches still tile the offsets densely, so recovery's
   "dense batch ranges" check holds.  Offsets of removed batches are covered by the
   kept batch without a producer id just before them (its lastOffsetDelta grows), or
@@ -57,7 +58,7 @@ import struct
 import time
 from array import array
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Collection, Dict, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 import xxhash
@@ -258,8 +259,13 @@ class LogCleaner:
         OffsetCheckpointFile(log.dir / CLEANER_CHECKPOINT_FILE).write({log.topic_partition: offset})
 
     # ----------------------------------------------------------------- clean
-    def clean(self, log: Log, now_ms: Optional[int] = None, *, force: bool = False) -> CleanResult:
+    def clean(self, log: Log, now_ms: Optional[int] = None, *, force: bool = False,
+              producer_ids: Optional[Collection[int]] = None) -> CleanResult:
         """Compact ``log``'s closed segments once (see the module doc).
+
+        ``producer_ids``: the idempotent producers the partition still remembers (the
+        others expired, producer.id.expiration.ms); only their last batches are kept
+        when empty.  None keeps every producer's last batch.
 
         Returns a CleanResult; ``skipped`` says why nothing was done (policy is not
         compact, nothing dirty, ratio below min.cleanable.dirty.ratio, the log changed
@@ -331,7 +337,7 @@ class LogCleaner:
 
         # ---- rewrite the clean section and the mapped part of the dirty section
         examined = [_Segment(s) for s in clean_sec] + decoded
-        retained = _last_batch_of_each_producer(examined)
+        retained = _last_batch_of_each_producer(examined, producer_ids)
         replacements = []
         rec_before = rec_after = bytes_before = bytes_after = tombstones = 0
         for seg, retain in zip(examined, retained):
@@ -352,7 +358,8 @@ class LogCleaner:
             n_keep = int(keep.sum())
             # a dirty segment with tombstones is rewritten even if unchanged: its new
             # modification time starts their delete.retention.ms
-            if n_keep == n and not (not was_clean and tomb.any()):
+            # so is one holding an expired producer's empty batch (it goes now)
+            if n_keep == n and not (not was_clean and tomb.any()) and not _drops_empty(seg, retain):
                 rec_after += n
                 bytes_after += snap.size_bytes
                 continue
@@ -370,18 +377,26 @@ class LogCleaner:
 
 
 # ---------------------------------------------------------------- rewriting
-def _last_batch_of_each_producer(segments: Sequence[_Segment]) -> List[Set[int]]:
+def _last_batch_of_each_producer(segments: Sequence[_Segment],
+                                 producer_ids: Optional[Collection[int]] = None) -> List[Set[int]]:
     """For each segment, the indexes of its batches that are the last batch of their
-    producer id in all of ``segments`` (those batches are kept even if empty)."""
+    producer id in all of ``segments`` (those batches are kept even if empty); only of
+    ``producer_ids`` when given (the others expired)."""
     last: Dict[int, Tuple[int, int]] = {}
     for si, seg in enumerate(segments):
         for bi, b in enumerate(seg.batches):
-            if b.producer_id >= 0:
+            if b.producer_id >= 0 and (producer_ids is None or b.producer_id in producer_ids):
                 last[b.producer_id] = (si, bi)
     out: List[Set[int]] = [set() for _ in segments]
     for si, bi in last.values():
         out[si].add(bi)
     return out
+
+
+def _drops_empty(seg: _Segment, retain: Set[int]) -> bool:
+    """Whether the segment holds a producer's empty batch that is no longer retained."""
+    return any(b.producer_id >= 0 and b.record_count == 0 and i not in retain
+               for i, b in enumerate(seg.batches))
 
 
 def _rewrite(seg: _Segment, keep: np.ndarray, retain: Set[int]) -> bytes:

@@ -157,6 +157,11 @@ class BrokerConfig:
     log_retention_check_interval_ms: int = 300_000  #: log.retention.check.interval.ms
     log_cleaner_enable: bool = True  #: log.cleaner.enable
     log_cleaner_backoff_ms: int = 15_000  #: log.cleaner.backoff.ms
+    #: producer.id.expiration.ms — a producer id not heard from (by its batches' max
+    #: timestamp) for this long is forgotten by each partition (KIP-854).
+    producer_id_expiration_ms: int = 86_400_000
+    #: producer.id.expiration.check.interval.ms
+    producer_id_expiration_check_interval_ms: int = 600_000
     offsets_topic_num_partitions: int = 50  #: offsets.topic.num.partitions
     offsets_topic_segment_bytes: int = 100 * 1024 * 1024  #: offsets.topic.segment.bytes
     #: group.initial.rebalance.delay.ms — 0 here (Kafka's default is 3000): an embedded

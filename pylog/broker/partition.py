@@ -13,6 +13,7 @@ high watermark follows the log end offset.  Everything a client sees goes throug
 """
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,8 @@ from pylog.records.compression import CODECS
 from pylog.storage import Log
 
 __all__ = ["Partition", "AppendResult", "PRODUCER_SNAPSHOT"]
+
+_logger = logging.getLogger(__name__)
 
 #: File in the partition directory holding the producer state at a clean shutdown.
 PRODUCER_SNAPSHOT = "producer-state.json"
@@ -232,6 +235,16 @@ class Partition:
             for b in batches:
                 self.producers.replay(b)
         return batches
+
+    def expire_producers(self, now_ms: int, expiration_ms: int) -> List[int]:
+        """Forget idempotent producers silent for ``expiration_ms`` (producer.id.expiration.ms);
+        the cleaner then stops keeping their last batch.  Returns their ids."""
+        with self._lock:
+            gone = self.producers.expire(now_ms, expiration_ms)
+        if gone:
+            _logger.info("%s-%d: %d producer id(s) expired (producer.id.expiration.ms=%d)", self.topic,
+                     self.index, len(gone), expiration_ms)
+        return gone
 
     def truncate_to(self, offset: int) -> None:
         """Drop offsets >= ``offset`` (a follower diverging from its leader)."""

@@ -29,7 +29,7 @@ import os
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Deque, Dict, Optional, Tuple
+from typing import Deque, Dict, List, Optional, Set, Tuple
 
 from pylog.errors import InvalidProducerEpoch, OutOfOrderSequence, StorageError
 from pylog.records import RecordBatch
@@ -151,6 +151,20 @@ class ProducerStateManager:
         self.update(batch.producer_id, batch.producer_epoch, batch.base_sequence,
                     batch_sequence_count(batch), batch.base_offset, batch.last_offset,
                     batch.max_timestamp)
+
+    def producer_ids(self) -> Set[int]:
+        """The producer ids this partition remembers."""
+        return set(self._producers)
+
+    def expire(self, now_ms: int, expiration_ms: int) -> List[int]:
+        """Forget producers whose last batch's max timestamp is ``expiration_ms`` or more
+        before ``now_ms`` (Kafka's producer.id.expiration.ms); returns their ids.  An
+        expired producer that sends again must start a new epoch or sequence 0, as an
+        unknown one."""
+        gone = [pid for pid, e in self._producers.items() if now_ms - e.last_timestamp >= expiration_ms]
+        for pid in gone:
+            del self._producers[pid]
+        return gone
 
     def truncate_to(self, offset: int) -> None:
         """Forget batches at or above ``offset`` (after a log truncation)."""

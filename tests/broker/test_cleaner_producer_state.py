@@ -229,3 +229,37 @@ def test_producer_state_after_sigkill_following_a_cleaning(tmp_path, caplog):
         check_producers_go_on(broker, ids, ranges)
     finally:
         broker.close()
+
+
+def test_expired_producers_last_batch_goes_at_the_next_cleaning(open_broker):
+    """producer.id.expiration.ms: a producer silent that long is forgotten by the
+    partition, and the cleaner stops keeping its (empty) last batch; a live one's stays."""
+    now = [NOW]
+    expiry = 3_600_000
+    broker = open_broker({"producer.id.expiration.ms": expiry}, background_threads=False,
+                         clock=lambda: now[0])
+    ids, ranges = write_and_clean(broker)
+    part = broker.partition("c", 0)
+    (a, ea), (b, eb) = ids["A"], ids["B"]
+    # B is heard from later than A: only A's last batch (timestamps T + 11, T + 12) expires.
+    broker.produce("c", 0, batch(b, eb, 11, [b"k20"], first_ts=T + expiry))
+    assert part.producers.producer_ids() == {a, b}
+    now[0] = T + 12 + expiry  # A's last timestamp + producer.id.expiration.ms
+    broker.run_housekeeping(force=True)
+    assert part.producers.producer_ids() == {b}
+    part.log.roll()
+    broker.run_cleaner(force=True)
+    batches = all_batches(broker)
+    assert not any(x.producer_id == a and x.record_count == 0 for x in batches)  # A's empty one went
+    assert any(x.producer_id == a for x in batches)  # A's batches with live records stay
+    off = 0
+    for x in batches:  # still densely tiled
+        assert x.base_offset == off
+        off = x.next_offset
+    assert off == part.log_end_offset
+    # A is now unknown: it must start again at sequence 0 (or a new epoch), as Kafka's.
+    with pytest.raises(errors.OutOfOrderSequence, match="unknown"):
+        broker.produce("c", 0, batch(a, ea, 9, [b"k30"]))
+    assert not broker.produce("c", 0, batch(a, ea, 0, [b"k30"])).duplicate
+    # B goes on where it was.
+    assert not broker.produce("c", 0, batch(b, eb, 12, [b"k31"])).duplicate
