@@ -10,6 +10,12 @@ watermark.
 Brokers are numbered 1..n (broker *i* is on ``racks[i-1]``).  The metadata store is
 in memory; its persistent part is saved to ``metadata.json`` at close and loaded at
 open, so a reopened cluster has its topics.
+
+The background thread also does each broker's housekeeping, as a Kafka broker does
+for its own replicas: retention (log.retention.check.interval.ms), producer-id
+expiry (producer.id.expiration.ms) and compaction of compacted topics
+(log.cleaner.enable, every log.cleaner.backoff.ms); :meth:`LocalCluster.run_housekeeping`
+runs it on demand.
 """
 from __future__ import annotations
 
@@ -22,6 +28,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from pylog.broker.broker import FetchResult, parse_acks, validate_topic_name
+from pylog.broker.config import BrokerConfig
 from pylog.broker.partition import AppendResult
 from pylog.cluster.kernel import ClusterKernel, KernelConfig
 from pylog.cluster.metadata import InMemoryMetadataStore
@@ -29,6 +36,7 @@ from pylog.errors import (
     BrokerClosed,
     InvalidConfig,
     InvalidReplicationFactor,
+    LogClosed,
     NoNode,
     NotLeaderOrFollower,
     PylogError,
@@ -44,6 +52,9 @@ __all__ = ["LocalCluster"]
 log = logging.getLogger("pylog.cluster")
 
 _EPHEMERAL_PREFIXES = ("/brokers/ids/", "/controller")
+#: Broker settings of the housekeeping (Kafka names), validated as the Broker's.
+_HOUSEKEEPING_KEYS = ("log.retention.check.interval.ms", "log.cleaner.enable", "log.cleaner.backoff.ms",
+                      "producer.id.expiration.ms", "producer.id.expiration.check.interval.ms")
 _OFFSETS_TOPIC = "__consumer_offsets"
 
 
@@ -54,9 +65,15 @@ def _wall_ms() -> int:
 class LocalCluster:
     """An in-process cluster of ``brokers`` replicated brokers; see the module docstring."""
 
-    def __init__(self, root: Path, kernel: ClusterKernel, tick_ms: float) -> None:
+    def __init__(self, root: Path, kernel: ClusterKernel, tick_ms: float,
+                 housekeeping: Optional[BrokerConfig] = None) -> None:
         self.root = root
         self.kernel = kernel
+        self._hk = housekeeping or BrokerConfig()
+        self._cleaner: Any = None
+        self._last_hk_check = 0.0
+        t0 = _wall_ms()
+        self._last_retention_ms = self._last_clean_ms = self._last_expiry_ms = t0
         self._lock = threading.RLock()
         self._cond = threading.Condition(self._lock)
         self._tick_s = tick_ms / 1000.0
@@ -75,13 +92,18 @@ class LocalCluster:
         ``config`` takes Kafka names: replica.lag.time.max.ms,
         zookeeper.session.timeout.ms, unclean.leader.election.enable (broker default),
         auto.leader.rebalance.enable, leader.imbalance.check.interval.seconds,
-        replica.fetch.wait.max.ms, and topic defaults (log.segment.bytes, ...).
+        replica.fetch.wait.max.ms, the housekeeping settings
+        (log.retention.check.interval.ms, log.cleaner.enable, log.cleaner.backoff.ms,
+        producer.id.expiration.ms, producer.id.expiration.check.interval.ms), and topic
+        defaults (log.segment.bytes, ...).
         """
         if isinstance(brokers, bool) or not isinstance(brokers, int) or not 1 <= brokers <= 64:
             raise InvalidConfig(f"brokers must be an integer in [1, 64], got {brokers!r}")
         if racks is not None and (len(racks) != brokers or not all(isinstance(r, str) for r in racks)):
             raise InvalidConfig(f"racks must name one rack per broker ({brokers}), got {racks!r}")
-        kcfg = _kernel_config(config or {})
+        config = dict(config or {})
+        hk = BrokerConfig.from_settings({k: config.pop(k) for k in _HOUSEKEEPING_KEYS if k in config})
+        kcfg = _kernel_config(config)
         root = Path(data_dir)
         try:
             root.mkdir(parents=True, exist_ok=True)
@@ -91,7 +113,7 @@ class LocalCluster:
         _load_store(store, root / "metadata.json")
         ids = {i + 1: (racks[i] if racks else None) for i in range(brokers)}
         kernel = ClusterKernel(root, ids, config=kcfg, store=store)
-        c = cls(root, kernel, tick_ms)
+        c = cls(root, kernel, tick_ms, hk)
         now = _wall_ms()
         with c._lock:
             for b in ids:
@@ -138,6 +160,52 @@ class LocalCluster:
                     self._cond.notify_all()
             except Exception:
                 log.exception("cluster step failed")
+            if time.monotonic() - self._last_hk_check >= 1.0:
+                self._last_hk_check = time.monotonic()
+                try:
+                    self.run_housekeeping()
+                except Exception:
+                    log.exception("cluster housekeeping failed")
+
+    def run_housekeeping(self, now_ms: Optional[int] = None, *, force: bool = False) -> List[Any]:
+        """Retention, producer-id expiry and compaction that are due (all with ``force``)
+        on every replica of every running broker, leader or follower, each on its own
+        log as a Kafka broker does.  Returns the cleaner's results."""
+        now = _wall_ms() if now_ms is None else now_ms
+        cfg = self._hk
+        with self._lock:
+            if self._closed and not force:
+                return []
+            parts = [r.partition for node in self.kernel.nodes.values() if node.running
+                     for r in node.replicas.values()]
+            retention = force or now - self._last_retention_ms >= cfg.log_retention_check_interval_ms
+            expiry = force or now - self._last_expiry_ms >= cfg.producer_id_expiration_check_interval_ms
+            clean = cfg.log_cleaner_enable and (force or now - self._last_clean_ms >= cfg.log_cleaner_backoff_ms)
+            if retention:
+                self._last_retention_ms = now
+            if expiry:
+                self._last_expiry_ms = now
+            if clean:
+                self._last_clean_ms = now
+        results = []
+        if clean and self._cleaner is None:
+            from pylog.broker.cleaner import LogCleaner
+
+            self._cleaner = LogCleaner(clock=_wall_ms)
+        for p in parts:
+            try:
+                if retention:
+                    p.log.enforce_retention(now)
+                if expiry:
+                    p.expire_producers(now, cfg.producer_id_expiration_ms)
+                if clean and p.config.compacted:
+                    with p._lock:  # as the Broker: no append or truncation mid-clean
+                        if not p.log.closed:
+                            results.append(self._cleaner.clean(p.log, now_ms=now, force=force,
+                                                               producer_ids=p.producers.producer_ids()))
+            except LogClosed:  # its broker stopped meanwhile
+                continue
+        return results
 
     def _notify(self) -> None:
         self._cond.notify_all()

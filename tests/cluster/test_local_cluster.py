@@ -139,3 +139,79 @@ def test_consumer_group_commits_to_replicated_offsets_topic(cluster):
     rows = cluster.describe_topic("__consumer_offsets")
     assert sum(r["high_watermark"] for r in rows) >= 1  # the commit is a replicated record
     assert all(len(r["replicas"]) == 3 for r in rows)
+
+
+def _replica_logs(cluster, topic, partition):
+    """Each running broker's Partition of (topic, partition)."""
+    return {node.id: node.replicas[(topic, partition)].partition
+            for node in cluster.kernel.nodes.values() if (topic, partition) in node.replicas}
+
+
+def _latest(cluster, topic, n):
+    c = pylog.Consumer(cluster, auto_offset_reset="earliest")
+    c.assign([(topic, 0)])
+    latest = {}
+    for _ in range(200):
+        recs = c.poll(timeout=0.05, max_records=10_000)
+        for r in recs:
+            latest[r.key] = r.value
+        if not recs and len(latest) >= n:
+            break
+    c.close()
+    return latest
+
+
+def test_housekeeping_compacts_every_replica_and_replication_goes_on(tmp_path):
+    """Each broker of a LocalCluster compacts its own replica of a compacted topic (as
+    Kafka's brokers do); consumers see the latest value per key; replication and
+    idempotent production continue afterwards."""
+    cfg = dict(FAST, **{"log.cleaner.backoff.ms": 3_600_000})  # only when asked
+    with LocalCluster.open(tmp_path / "c", brokers=3, config=cfg) as cluster:
+        cluster.create_topic("kv", 1, replication_factor=3,
+                             config={"cleanup.policy": "compact", "segment.bytes": 4096,
+                                     "min.cleanable.dirty.ratio": 0.01, "min.insync.replicas": 2})
+        with pylog.Producer(cluster, acks="all", linger_ms=0) as p:
+            for i in range(600):
+                p.send("kv", b"v%d" % i, key=b"k%d" % (i % 10)).result(timeout=30)
+        before = {b: len(list(part.log.records())) for b, part in _replica_logs(cluster, "kv", 0).items()}
+        assert before == {1: 600, 2: 600, 3: 600}
+        results = cluster.run_housekeeping(force=True)
+        assert len(results) == 3 and all(r.skipped is None for r in results)
+        after = {b: len(list(part.log.records())) for b, part in _replica_logs(cluster, "kv", 0).items()}
+        assert all(n < 100 for n in after.values()), after  # the active segment keeps its records
+        assert _latest(cluster, "kv", 10) == {b"k%d" % k: b"v%d" % (590 + k) for k in range(10)}
+        with pylog.Producer(cluster, acks="all", linger_ms=0) as p:
+            for i in range(600, 650):
+                p.send("kv", b"v%d" % i, key=b"k%d" % (i % 10)).result(timeout=30)
+        row = cluster.describe_topic("kv")[0]
+        assert sorted(row["isr"]) == [1, 2, 3] and row["high_watermark"] == 650
+        assert _latest(cluster, "kv", 10) == {b"k%d" % k: b"v%d" % (640 + k) for k in range(10)}
+
+
+def test_housekeeping_applies_retention_on_every_replica(tmp_path):
+    """Retention runs on each replica when due, not only when a segment rolls: records
+    that age past retention.ms while nothing is written go at the next check."""
+    import time
+    with LocalCluster.open(tmp_path / "c", brokers=3, config=dict(FAST)) as cluster:
+        cluster.create_topic("old", 1, replication_factor=3,
+                             config={"retention.ms": 60_000, "segment.bytes": 4096})
+        with pylog.Producer(cluster, acks="all", linger_ms=0) as p:
+            for i in range(300):
+                p.send("old", b"x" * 50).result(timeout=30)
+        logs = _replica_logs(cluster, "old", 0)
+        assert {b: part.log_start_offset for b, part in logs.items()} == {1: 0, 2: 0, 3: 0}
+        cluster.run_housekeeping(force=True)  # nothing is old yet
+        assert {b: part.log_start_offset for b, part in logs.items()} == {1: 0, 2: 0, 3: 0}
+        later = int(time.time() * 1000) + 120_000  # two minutes on: past retention.ms
+        cluster.run_housekeeping(now_ms=later, force=True)
+        starts = {b: part.log_start_offset for b, part in logs.items()}
+        assert all(s > 0 for s in starts.values()), starts
+        with pylog.Producer(cluster, acks="all") as p:
+            p.send("old", b"new").result(timeout=30)
+        row = cluster.describe_topic("old")[0]
+        assert sorted(row["isr"]) == [1, 2, 3] and row["high_watermark"] == 301
+
+
+def test_housekeeping_settings_are_validated(tmp_path):
+    with pytest.raises(errors.InvalidConfig, match="log.cleaner.backoff.ms"):
+        LocalCluster.open(tmp_path / "c", brokers=1, config={"log.cleaner.backoff.ms": -1})
