@@ -416,7 +416,7 @@ class Producer:
             if b is None:
                 b = self._open[tp] = _Batch(tp, _now_ms(), self._lock)
                 if len(self._open) == 1:
-                    self._wake.notify()  # the sender's linger timer starts now
+                    self._wake.notify_all()  # the sender's linger timer starts now
             i = len(b.values)
             b.values.append(value)
             if key is not None:
@@ -488,7 +488,8 @@ class Producer:
     def _seal_locked(self, tp: Tuple[str, int], b: _Batch) -> None:
         del self._open[tp]
         self._ready.append(b)
-        self._wake.notify()
+        # All: flush() waits on the same condition, and must not take the sender's wake-up.
+        self._wake.notify_all()
 
     # ============================================================== flushing
     def flush(self, timeout: Optional[float] = None) -> None:
