@@ -268,3 +268,32 @@ def test_buffer_configs_by_kafka_name_and_defaults(broker):
     assert (q.buffer_memory, q.max_block_ms) == (33_554_432, 60_000)
     assert q.metrics()["buffer_available_bytes"] == 33_554_432
     q.close()
+
+
+def test_many_threads_share_a_small_buffer(broker):
+    broker.create_topic("t", 3)
+    n_threads, per, room = 6, 300, 8
+    results: List[List[Any]] = [[] for _ in range(n_threads)]
+    p = pylog.Producer(broker, buffer_memory=room * RECORD_BYTES, batch_size=4 * RECORD_BYTES,
+                       max_block_ms=60_000)
+
+    def work(i: int) -> None:
+        for j in range(per):
+            results[i].append(p.send("t", value(i * per + j), key=b"%d" % i))
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(n_threads)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(WAIT_S * 6)
+        assert not t.is_alive()
+    p.flush()
+    m = p.metrics()
+    assert m["blocked_sends_total"] > 0 and m["buffer_exhausted_total"] == 0
+    assert m["buffer_available_bytes"] == room * RECORD_BYTES and m["waiting_threads"] == 0
+    p.close()
+    for futs in results:
+        offsets = [f.result().offset for f in futs]
+        assert offsets == sorted(offsets)  # one thread, one key: its order is kept
+    written = sorted(v for part in range(3) for v in values_in_log(broker, "t", part))
+    assert written == [value(k) for k in range(n_threads * per)]
