@@ -15,9 +15,10 @@ holds (open, waiting, or in flight, until their batch is acknowledged or failed)
 at most ``buffer_memory`` bytes.  pylog counts each record's serialized size (key + value
 + header keys and values + a small fixed per-record overhead), not Kafka's whole-batch
 allocations, and not the 61-byte batch headers.  When a record does not fit, ``send()``
-ships every lingering batch and waits, first come first served, up to ``max_block_ms``
-for completed batches to free room, then raises
-:class:`~pylog.errors.BufferExhausted`.  pylog's producer never waits for metadata
+waits, first come first served, up to ``max_block_ms`` for completed batches to free
+room, then raises :class:`~pylog.errors.BufferExhausted`; if the batches already on
+their way would not free enough, lingering batches are sent at once (oldest first)
+rather than after ``linger_ms``.  pylog's producer never waits for metadata
 (``partitions_for`` answers at once), so ``max_block_ms`` bounds only this wait.
 """
 from __future__ import annotations
@@ -487,8 +488,10 @@ class Producer:
                     b.timestamps = {}
                 b.timestamps[i] = timestamp
             b.size += size
-            if b.size >= self.batch_size or self._space_waiters:  # Kafka: a full buffer ships at once
+            if b.size >= self.batch_size:
                 self._seal_locked(tp, b)
+            elif self._space_waiters:  # this record's bytes may be what another send waits for
+                self._ship_if_starved_locked()
         return _new_future(FutureRecordMetadata, (b.result, i, tp, b))
 
     # ========================================================= buffer.memory
@@ -509,9 +512,6 @@ class Producer:
         waiter = _SpaceWaiter(size, self._lock)
         self._space_waiters.append(waiter)
         self._grant_locked()
-        # As Kafka's accumulator: while sends wait for room, every lingering batch is ready.
-        for tp in list(self._open):
-            self._seal_locked(tp, self._open[tp])
         start_ns = time.monotonic_ns()
         deadline_ns = start_ns + self.max_block_ms * 1_000_000
         reserved = False
@@ -541,7 +541,8 @@ class Producer:
 
     def _grant_locked(self) -> None:
         """Hand free buffer.memory to the blocked sends, oldest first; wake each one that
-        now holds all it needs.  Afterwards either no send waits or no byte is free."""
+        now holds all it needs.  Afterwards either no send waits or no byte is free, and
+        the sends still waiting have enough bytes on their way back."""
         waiters = self._space_waiters
         while waiters and self._available > 0:
             w = waiters[0]
@@ -552,6 +553,29 @@ class Producer:
                 break
             waiters.popleft()
             w.cond.notify()
+        if waiters:
+            self._ship_if_starved_locked()
+
+    def _ship_if_starved_locked(self) -> None:
+        """While sends wait for room, make sure their bytes are on the way: if the batches
+        already sealed (ready or in flight, to be released when they complete) hold fewer
+        bytes than the waiting sends still need, seal lingering batches, oldest first,
+        instead of letting them wait out linger.ms.  (Kafka makes every batch ready while
+        its buffer is exhausted; sealing only what is needed keeps batches full.)"""
+        needed = granted = 0
+        for w in self._space_waiters:
+            needed += w.need - w.granted
+            granted += w.granted
+        open_bytes = sum(b.size for b in self._open.values()) - _BATCH_HEADER * len(self._open)
+        # Over-counts the bytes of a woken send not yet appended; its append checks again.
+        on_the_way = self.buffer_memory - self._available - granted - open_bytes
+        if on_the_way >= needed:
+            return
+        for b in sorted(self._open.values(), key=lambda b: b.created_ms):
+            self._seal_locked(b.tp, b)
+            on_the_way += b.size - _BATCH_HEADER
+            if on_the_way >= needed:
+                return
 
     def _release_locked(self, batches: Sequence[_Batch]) -> None:
         """Give the record bytes of completed (acknowledged or failed) batches back to

@@ -178,6 +178,41 @@ def test_a_waiting_send_takes_free_room_first_so_later_small_ones_cannot_overtak
     assert values_in_log(broker, "t")[5] == b"B" * (8 * RECORD_BYTES)
 
 
+def test_a_woken_send_ships_its_batch_when_another_still_waits_for_those_bytes(broker):
+    """With a long linger.ms, the record a woken send appends may hold the very bytes the
+    next waiting send needs: its batch must be sent, not left to linger."""
+    broker.create_topic("t", 1)
+    conn = Stalls(broker)
+    p = pylog.Producer(conn, buffer_memory=2 * RECORD_BYTES, linger_ms=10**9, max_block_ms=30_000)
+    p.send("t", value(0))
+    p.send("t", value(1))  # the buffer is full; both linger in one open batch
+    big = b"B" * (2 * RECORD_BYTES - 14 - 28)  # needs 2 records' room minus 28 bytes
+    got: List[Any] = []
+    failures: List[BaseException] = []
+
+    def send(v: bytes) -> None:
+        try:
+            got.append(p.send("t", v))
+        except BaseException as exc:  # noqa: B902 - reported below
+            failures.append(exc)
+
+    first = threading.Thread(target=send, args=(value(2),))
+    first.start()
+    wait_for(lambda: p.metrics()["waiting_threads"] == 1, "the first send to block")
+    second = threading.Thread(target=send, args=(big,))
+    second.start()
+    wait_for(lambda: p.metrics()["waiting_threads"] == 2, "the second send to block")
+    # The stalled batch's release wakes the first send and gives the rest to the second,
+    # which then needs bytes that only the first send's record will free.
+    conn.go.set()
+    for t in (first, second):
+        t.join(WAIT_S * 4)
+        assert not t.is_alive()
+    assert failures == []
+    p.close()
+    assert values_in_log(broker, "t") == [value(0), value(1), value(2), big]
+
+
 def test_close_wakes_a_blocked_send_with_producer_closed(broker):
     broker.create_topic("t", 1)
     conn = Stalls(broker)
@@ -270,16 +305,21 @@ def test_buffer_configs_by_kafka_name_and_defaults(broker):
     q.close()
 
 
-def test_many_threads_share_a_small_buffer(broker):
+@pytest.mark.parametrize("linger_ms", [5, 10**9])  # 10**9: only the waiting sends ship batches
+def test_many_threads_share_a_small_buffer(broker, linger_ms):
     broker.create_topic("t", 3)
     n_threads, per, room = 6, 300, 8
     results: List[List[Any]] = [[] for _ in range(n_threads)]
+    failures: List[BaseException] = []
     p = pylog.Producer(broker, buffer_memory=room * RECORD_BYTES, batch_size=4 * RECORD_BYTES,
-                       max_block_ms=60_000)
+                       linger_ms=linger_ms, max_block_ms=60_000)
 
     def work(i: int) -> None:
-        for j in range(per):
-            results[i].append(p.send("t", value(i * per + j), key=b"%d" % i))
+        try:
+            for j in range(per):
+                results[i].append(p.send("t", value(i * per + j), key=b"%d" % i))
+        except BaseException as exc:  # noqa: B902 - reported below
+            failures.append(exc)
 
     threads = [threading.Thread(target=work, args=(i,)) for i in range(n_threads)]
     for t in threads:
@@ -287,6 +327,7 @@ def test_many_threads_share_a_small_buffer(broker):
     for t in threads:
         t.join(WAIT_S * 6)
         assert not t.is_alive()
+    assert failures == []
     p.flush()
     m = p.metrics()
     assert m["blocked_sends_total"] > 0 and m["buffer_exhausted_total"] == 0
