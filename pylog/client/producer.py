@@ -14,7 +14,9 @@ Back-pressure, as Kafka's ``buffer.memory`` / ``max.block.ms``: the records the 
 holds (open, waiting, or in flight, until their batch is acknowledged or failed) may take
 at most ``buffer_memory`` bytes.  pylog counts each record's serialized size (key + value
 + header keys and values + a small fixed per-record overhead), not Kafka's whole-batch
-allocations, and not the 61-byte batch headers.  When a record does not fit, ``send()``
+allocations, and not the 61-byte batch headers.  The sender gives completed batches'
+bytes back in chunks of 1/16 of ``buffer_memory`` (and at the end of each of its rounds),
+so a blocked send is not woken for every batch.  When a record does not fit, ``send()``
 waits, first come first served, up to ``max_block_ms`` for completed batches to free
 room, then raises :class:`~pylog.errors.BufferExhausted`; if the batches already on
 their way would not free enough, lingering batches are sent at once (oldest first)
@@ -54,6 +56,10 @@ _INT32_MAX = 0x7FFFFFFF
 #: max.in.flight.requests.per.connection: batches of one partition in flight (the
 #: broker remembers the last five per producer, so a retry is still found a duplicate).
 _MAX_IN_FLIGHT = 5
+#: The sender gives completed batches' bytes back to buffer.memory in chunks of at least
+#: buffer.memory / this, and at the end of each round: waking a blocked send for every
+#: batch passes the GIL back and forth per batch (measured: ~30% of producer throughput).
+_RELEASE_CHUNKS = 16
 #: Keys whose partition is remembered (hot keys repeat); cleared when full.
 _KEY_CACHE_SIZE = 1 << 17
 
@@ -329,6 +335,7 @@ class Producer:
         #: buffer.memory not taken by records held (open, ready, in flight); never < 0.
         self._available = self.buffer_memory
         self._space_waiters: Deque[_SpaceWaiter] = deque()
+        self._release_chunk_bytes = max(1, self.buffer_memory // _RELEASE_CHUNKS)
         self._blocked_sends_total = 0  #: send() calls that had to wait for room
         self._bufferpool_wait_ns_total = 0  #: time send() calls spent blocked for room
         self._buffer_exhausted_total = 0  #: send() calls that gave up after max.block.ms
@@ -703,10 +710,16 @@ class Producer:
                 if self._pipelined:
                     self._send_pipelined(batches)
                 else:
+                    done: List[_Batch] = []
+                    done_bytes = 0
                     for b in batches:
                         self._send_batch(b)
-                        with self._lock:
-                            self._release_locked((b,))
+                        done.append(b)
+                        done_bytes += b.size - _BATCH_HEADER
+                        if done_bytes >= self._release_chunk_bytes:
+                            with self._lock:
+                                self._release_locked(done)
+                            done, done_bytes = [], 0
             except BaseException as exc:  # never leave a future hanging
                 log.exception("sending batches failed")
                 err = exc if isinstance(exc, Exception) else PylogError(str(exc))
@@ -715,7 +728,7 @@ class Producer:
                         b.result.done(-1, -1, err)
             with self._lock:
                 self._in_flight -= len(batches)
-                self._release_locked(batches)  # those a failure left unreleased
+                self._release_locked(batches)  # the rest of the round (each batch once)
                 self._wake.notify_all()
 
     def _linger_wait_locked(self) -> Optional[float]:
