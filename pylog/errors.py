@@ -22,6 +22,7 @@ __all__ = [
     "UnsupportedCompressionType",
     "UnknownTopicOrPartition",
     "RequestTimedOut",
+    "BufferExhausted",
     "NotLeaderOrFollower",
     "FencedLeaderEpoch",
     "InvalidTopic",
@@ -173,6 +174,11 @@ class RequestTimedOut(PylogError, TimeoutError):
     code = 7
     kafka_name = "REQUEST_TIMED_OUT"
     retriable = True
+
+
+class BufferExhausted(RequestTimedOut):
+    """Client side: a producer's send() waited max.block.ms for room in its buffer.memory
+    and not enough was freed (Kafka's BufferExhaustedException, a TimeoutException)."""
 
 
 class InvalidTopic(PylogError, ValueError):

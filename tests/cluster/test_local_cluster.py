@@ -20,6 +20,20 @@ def cluster(tmp_path):
     c.close()
 
 
+def test_producer_buffer_memory_is_given_back_by_the_pipelined_sender(cluster):
+    """A cluster answers produce requests asynchronously (the pipelined sender): completed
+    batches must free buffer.memory there too, or the sends would run out of room."""
+    cluster.create_topic("t", partitions=2, replication_factor=3, config={"min.insync.replicas": 2})
+    room = 20 * 114  # twenty 100-byte records (+14 bytes each of overhead)
+    with pylog.Producer(cluster, acks="all", buffer_memory=room, batch_size=500, max_block_ms=30_000) as p:
+        futs = [p.send("t", b"%05d" % i + b"." * 95) for i in range(300)]
+        p.flush()
+        m = p.metrics()
+    assert m["blocked_sends_total"] > 0 and m["buffer_exhausted_total"] == 0
+    assert m["buffer_available_bytes"] == room
+    assert len({(f.result().partition, f.result().offset) for f in futs}) == 300
+
+
 def test_replicated_topic_placement_and_describe(cluster):
     rows = cluster.create_topic("payments", partitions=6, replication_factor=3,
                                 config={"min.insync.replicas": 2, "unclean.leader.election.enable": False})
