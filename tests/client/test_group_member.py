@@ -117,7 +117,9 @@ class Group:
                 self.events[id(m)].append(rb)
         if check_disjoint:
             owned = [p for m in members for p in m.assignment]
-            assert len(owned) == len(set(owned)), "two members own one partition"
+            assert len(owned) == len(set(owned)), "two members own one partition: " + "; ".join(
+                f"{m.member_id} gen {m.generation} owns {sorted(m.assignment)} after {self.events[id(m)]}"
+                for m in members)
 
     def settled(self, members, partitions=ALL):
         d = self.svc.describe_group("g")
