@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import enum
 import itertools
+import logging
 from dataclasses import dataclass, field
 from typing import (Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Set,
                     Tuple, Union)
@@ -57,6 +58,8 @@ from pylog.errors import (CoordinatorNotAvailable, GroupIdNotFound, IllegalGener
                           InvalidGroupId, InvalidSessionTimeout, PylogError,
                           NonEmptyGroup, OffsetMetadataTooLarge, RebalanceInProgress,
                           RequestTimedOut, UnknownMemberId)
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "GroupState",
@@ -534,6 +537,8 @@ class GroupCoordinator:
         else:
             group.initial_delay = None
             group.join_deadline_ms = now + timeout
+        log.info("group %r: preparing to rebalance (generation %d, %d members, was %s)", group.group_id,
+                 group.generation_id, len(group.members), group.state.name)
         group.transition(GroupState.PREPARING_REBALANCE, now)
         return actions
 
@@ -562,6 +567,8 @@ class GroupCoordinator:
         assert group.state is GroupState.PREPARING_REBALANCE
         actions: List[Action] = []
         for m in [m for m in group.members.values() if not m.awaiting_join]:
+            log.info("member %r of group %r did not rejoin within the rebalance timeout; removed",
+                     m.member_id, group.group_id)
             actions += self._remove_member_quietly(group, m)
         group.join_deadline_ms = None
         group.initial_delay = None
@@ -726,6 +733,7 @@ class GroupCoordinator:
         if member.awaiting_sync:
             actions.append(Respond(member.sync_token, error=UnknownMemberId(reason)))
             member.awaiting_sync = False
+        log.info("%s", reason)
         actions += self._remove_member_quietly(group, member)
         if group.state in (GroupState.STABLE, GroupState.COMPLETING_REBALANCE):
             actions += self._prepare_rebalance(group, now)
@@ -766,6 +774,8 @@ class GroupCoordinator:
                     if mid in group.members]
             group.pending_sync.clear()
             for m in late:
+                log.info("member %r of group %r did not send SyncGroup within the rebalance timeout; "
+                         "removed", m.member_id, group.group_id)
                 actions += self._remove_member_quietly(group, m)
             actions += self._prepare_rebalance(group, now)
             actions += self._maybe_complete_join(group, now)

@@ -17,8 +17,8 @@ import pytest
 from pylog.broker.group import GroupState
 from pylog.broker.group_service import GroupService
 from pylog.client.group_member import GroupMember, Rebalance
-from pylog.errors import (CommitFailed, InconsistentGroupProtocol, InvalidArgument,
-                          InvalidConfig, InvalidGroupId)
+from pylog.errors import (CommitFailed, IllegalGeneration, InconsistentGroupProtocol,
+                          InvalidArgument, InvalidConfig, InvalidGroupId, UnknownMemberId)
 
 WAIT_S = 20.0
 HEARTBEAT_MS = 1000
@@ -53,6 +53,8 @@ class Proxy:
         self.paused = False
         self.last_beat = None
         self.in_call = 0
+        self.mid_join = False  #: between a JoinGroup's answer and the SyncGroup
+        self.in_group = False  #: synced into a generation, not told it is out since
         self.lock = threading.Lock()
 
     def _counted(self, fn, *args, **kw):
@@ -64,20 +66,45 @@ class Proxy:
             with self.lock:
                 self.in_call -= 1
 
+    # The coordinator's deadlines run on our clock, so the clock must not pass while a
+    # member owes the coordinator something its (maybe starved, on a loaded machine)
+    # thread has not sent yet: a SyncGroup after a JoinGroup's answer (``mid_join``), or
+    # heartbeats while it is in the group (``in_group``).
     def join_group(self, *args, **kw):
-        return self._counted(self.svc.join_group, *args, **kw)
+        self.mid_join = False
+        try:
+            result = self._counted(self.svc.join_group, *args, **kw)
+        except UnknownMemberId:
+            self.in_group = False
+            raise
+        self.mid_join = True
+        return result
 
     def sync_group(self, *args, **kw):
         try:
-            return self._counted(self.svc.sync_group, *args, **kw)
+            result = self._counted(self.svc.sync_group, *args, **kw)
+        except UnknownMemberId:
+            self.mid_join = self.in_group = False
+            raise
         finally:  # the member schedules its next heartbeat from here
             self.last_beat = self.clock()
+        self.mid_join = False  # (after another error it rejoins at once: still owing)
+        self.in_group = True
+        return result
+
+    def leave_group(self, *args, **kw):
+        self.in_group = self.mid_join = False
+        return self.svc.leave_group(*args, **kw)
 
     def heartbeat(self, group_id, generation_id, member_id):
         if self.paused:
             return None  # lost on the way: the coordinator never hears it
         self.last_beat = self.clock()
-        return self.svc.heartbeat(group_id, generation_id, member_id)
+        try:
+            return self.svc.heartbeat(group_id, generation_id, member_id)
+        except (UnknownMemberId, IllegalGeneration):
+            self.in_group = False  # out of the group: it owes nothing until it rejoins
+            raise
 
     def __getattr__(self, name):
         return getattr(self.svc, name)
@@ -148,7 +175,7 @@ class Group:
             if proxy.paused:
                 continue
             # (out of the group - e.g. it just left after max.poll.interval.ms - it owes none)
-            wait_for(lambda: m.generation < 0 or proxy.in_call > 0 or (
+            wait_for(lambda: proxy.in_call > 0 or not (proxy.mid_join or proxy.in_group) or (
                 proxy.last_beat is not None
                 and proxy.last_beat > self.clock() - HEARTBEAT_MS),
                 f"member {m.member_id}'s heartbeat")
