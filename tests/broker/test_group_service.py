@@ -16,22 +16,10 @@ from pylog.errors import (CoordinatorNotAvailable, CorruptRecordError, GroupIdNo
                           IllegalGeneration, InvalidArgument, InvalidConfig,
                           RebalanceInProgress, UnknownMemberId)
 
+from tests.storage.helpers import FakeClock
+
 PROTOS = [("range", b"")]
 WAIT_S = 20.0  # upper bound for conditions other threads must bring about
-
-
-class FakeClock:
-    def __init__(self, now=1_000_000):
-        self.now = now
-        self.lock = threading.Lock()
-
-    def __call__(self):
-        with self.lock:
-            return self.now
-
-    def advance(self, ms):
-        with self.lock:
-            self.now += ms
 
 
 class Log:
@@ -66,7 +54,7 @@ def log():
 
 @pytest.fixture
 def clock():
-    return FakeClock()
+    return FakeClock(1_000_000)
 
 
 @pytest.fixture

@@ -20,26 +20,14 @@ from pylog.client.group_member import GroupMember, Rebalance
 from pylog.errors import (CommitFailed, IllegalGeneration, InconsistentGroupProtocol,
                           InvalidArgument, InvalidConfig, InvalidGroupId, UnknownMemberId)
 
+from tests.storage.helpers import FakeClock
+
 WAIT_S = 20.0
 HEARTBEAT_MS = 1000
 STEP_MS = 1000
 SESSION_MS = 6000
 TOPICS = {"t": 6}
 ALL = {("t", p) for p in range(6)}
-
-
-class FakeClock:
-    def __init__(self, now=1_000_000):
-        self.now = now
-        self.lock = threading.Lock()
-
-    def __call__(self):
-        with self.lock:
-            return self.now
-
-    def advance(self, ms):
-        with self.lock:
-            self.now += ms
 
 
 class Proxy:
@@ -120,7 +108,7 @@ def wait_for(cond, what):
 
 class Group:
     def __init__(self, **service_config):
-        self.clock = FakeClock()
+        self.clock = FakeClock(1_000_000)
         self.svc = GroupService(append=lambda p, recs: None, num_partitions=4,
                                 clock=self.clock, tick_interval_ms=0, **service_config)
         self.members: List[GroupMember] = []

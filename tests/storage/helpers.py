@@ -29,7 +29,8 @@ T0 = 1_700_000_000_000
 
 
 class FakeClock:
-    """A virtual clock in ms for segment.ms / retention.ms / flush.ms tests."""
+    """A virtual clock in ms (segment.ms / retention.ms / flush.ms, group session tests);
+    only the test's own thread advances it, others just read it."""
 
     def __init__(self, now: int = T0 + 10_000_000) -> None:
         self.now = now
