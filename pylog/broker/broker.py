@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
 from pylog.broker.config import BrokerConfig, TopicConfig
+from pylog.broker.maintenance import LogMaintenance
 from pylog.broker.partition import AppendResult, Partition
 from pylog.errors import (
     BrokerClosed,
@@ -159,12 +160,11 @@ class Broker:
         self._closed = False
         self._lock_fd: Optional[int] = None
         self._groups: Any = None
-        self._cleaner: Any = None
         self._next_pid = 0
         self._pid_block_end = 0
         self._stop = threading.Event()
         self._threads: List[threading.Thread] = []
-        self._last_retention_ms = self._last_clean_ms = self._last_expiry_ms = self._clock()
+        self._maintenance = LogMaintenance(config, self._clock)
         self.cluster_id = ""
         from pylog.broker.metrics import TrafficMetrics
         self.traffic = TrafficMetrics(window_ms=config.partition_skew_window_ms,
@@ -631,20 +631,7 @@ class Broker:
         """Retention, producer-id expiry, compaction and skew checks that are due (all of
         them with ``force``)."""
         now = self._clock() if now_ms is None else now_ms
-        cfg = self.config
-        if force or now - self._last_retention_ms >= cfg.log_retention_check_interval_ms:
-            self._last_retention_ms = now
-            for p in self._all_partitions():
-                if not p.log.closed:
-                    p.log.enforce_retention(now)
-        if force or now - self._last_expiry_ms >= cfg.producer_id_expiration_check_interval_ms:
-            self._last_expiry_ms = now
-            for p in self._all_partitions():
-                if not p.log.closed:
-                    p.expire_producers(now, cfg.producer_id_expiration_ms)
-        if cfg.log_cleaner_enable and (force or now - self._last_clean_ms >= cfg.log_cleaner_backoff_ms):
-            self._last_clean_ms = now
-            self.run_cleaner(now_ms=now)
+        self._maintenance.run(self._all_partitions(), now, force=force)
         for name, t in list(self._topics.items()):
             self.traffic.check_skew(name, len(t.partitions), now)
         if self._groups is not None and not self._background:
@@ -653,22 +640,8 @@ class Broker:
     def run_cleaner(self, now_ms: Optional[int] = None, *, force: bool = False) -> List[Any]:
         """Compact every topic whose cleanup.policy contains "compact" (when dirty enough,
         or always with ``force``); returns the cleaner's per-partition results."""
-        try:
-            from pylog.broker.cleaner import LogCleaner
-        except ImportError:  # compaction not available in this build
-            return []
-        if self._cleaner is None:
-            self._cleaner = LogCleaner(clock=self._clock)
-        results = []
-        for t in list(self._topics.values()):
-            if not t.config.compacted:
-                continue
-            for p in t.partitions:
-                with p._lock:
-                    if not p.log.closed:
-                        results.append(self._cleaner.clean(p.log, now_ms=now_ms, force=force,
-                                                           producer_ids=p.producers.producer_ids()))
-        return results
+        now = self._clock() if now_ms is None else now_ms
+        return self._maintenance.compact(self._all_partitions(), now, force=force)
 
     def _all_partitions(self) -> List[Partition]:
         with self._lock:

@@ -236,6 +236,16 @@ class Partition:
                 self.producers.replay(b)
         return batches
 
+    def compact(self, cleaner: Any, now_ms: int, *, force: bool = False) -> Any:
+        """Run ``cleaner`` (a :class:`~pylog.broker.cleaner.LogCleaner`) on this log, with no
+        append or truncation meanwhile; only the producers still remembered keep their
+        last batch.  Returns its CleanResult, or None if the partition is closed."""
+        with self._lock:
+            if self.log.closed:
+                return None
+            return cleaner.clean(self.log, now_ms=now_ms, force=force,
+                                 producer_ids=self.producers.producer_ids())
+
     def expire_producers(self, now_ms: int, expiration_ms: int) -> List[int]:
         """Forget idempotent producers silent for ``expiration_ms`` (producer.id.expiration.ms);
         the cleaner then stops keeping their last batch.  Returns their ids."""

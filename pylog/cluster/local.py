@@ -29,6 +29,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from pylog.broker.broker import FetchResult, parse_acks, validate_topic_name
 from pylog.broker.config import BrokerConfig
+from pylog.broker.maintenance import LogMaintenance
 from pylog.broker.partition import AppendResult
 from pylog.cluster.kernel import ClusterKernel, KernelConfig
 from pylog.cluster.metadata import InMemoryMetadataStore
@@ -36,7 +37,6 @@ from pylog.errors import (
     BrokerClosed,
     InvalidConfig,
     InvalidReplicationFactor,
-    LogClosed,
     NoNode,
     NotLeaderOrFollower,
     PylogError,
@@ -69,11 +69,8 @@ class LocalCluster:
                  housekeeping: Optional[BrokerConfig] = None) -> None:
         self.root = root
         self.kernel = kernel
-        self._hk = housekeeping or BrokerConfig()
-        self._cleaner: Any = None
+        self._maintenance = LogMaintenance(housekeeping or BrokerConfig(), _wall_ms)
         self._last_hk_check = 0.0
-        t0 = _wall_ms()
-        self._last_retention_ms = self._last_clean_ms = self._last_expiry_ms = t0
         self._lock = threading.RLock()
         self._cond = threading.Condition(self._lock)
         self._tick_s = tick_ms / 1000.0
@@ -172,40 +169,12 @@ class LocalCluster:
         on every replica of every running broker, leader or follower, each on its own
         log as a Kafka broker does.  Returns the cleaner's results."""
         now = _wall_ms() if now_ms is None else now_ms
-        cfg = self._hk
         with self._lock:
             if self._closed and not force:
                 return []
             parts = [r.partition for node in self.kernel.nodes.values() if node.running
                      for r in node.replicas.values()]
-            retention = force or now - self._last_retention_ms >= cfg.log_retention_check_interval_ms
-            expiry = force or now - self._last_expiry_ms >= cfg.producer_id_expiration_check_interval_ms
-            clean = cfg.log_cleaner_enable and (force or now - self._last_clean_ms >= cfg.log_cleaner_backoff_ms)
-            if retention:
-                self._last_retention_ms = now
-            if expiry:
-                self._last_expiry_ms = now
-            if clean:
-                self._last_clean_ms = now
-        results = []
-        if clean and self._cleaner is None:
-            from pylog.broker.cleaner import LogCleaner
-
-            self._cleaner = LogCleaner(clock=_wall_ms)
-        for p in parts:
-            try:
-                if retention:
-                    p.log.enforce_retention(now)
-                if expiry:
-                    p.expire_producers(now, cfg.producer_id_expiration_ms)
-                if clean and p.config.compacted:
-                    with p._lock:  # as the Broker: no append or truncation mid-clean
-                        if not p.log.closed:
-                            results.append(self._cleaner.clean(p.log, now_ms=now, force=force,
-                                                               producer_ids=p.producers.producer_ids()))
-            except LogClosed:  # its broker stopped meanwhile
-                continue
-        return results
+        return self._maintenance.run(parts, now, force=force)
 
     def _notify(self) -> None:
         self._cond.notify_all()

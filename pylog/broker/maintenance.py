@@ -1,0 +1,72 @@
+"""Log maintenance of a broker's partitions: retention, producer-id expiry, compaction.
+
+One :class:`LogMaintenance` per broker keeps when each task last ran and runs the due
+ones over the partitions it is given: the single :class:`~pylog.broker.Broker` passes
+all of its partitions, a replicated broker (LocalCluster) the replicas it holds, leader
+or follower, as each Kafka broker maintains its own logs.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable, List
+
+from pylog.broker.config import BrokerConfig
+from pylog.broker.partition import Partition
+from pylog.errors import LogClosed
+
+__all__ = ["LogMaintenance"]
+
+
+class LogMaintenance:
+    """Runs, when due (every log.retention.check.interval.ms,
+    producer.id.expiration.check.interval.ms and log.cleaner.backoff.ms), retention,
+    producer-id expiry and (with log.cleaner.enable) compaction of compacted topics."""
+
+    def __init__(self, config: BrokerConfig, clock: Callable[[], int]) -> None:
+        self.config = config
+        self._clock = clock
+        self._cleaner: Any = None
+        self._last_retention_ms = self._last_expiry_ms = self._last_clean_ms = clock()
+
+    def run(self, partitions: Iterable[Partition], now: int, *, force: bool = False) -> List[Any]:
+        """The tasks that are due (all of them with ``force``); returns the cleaner's
+        results.  A partition closed meanwhile is skipped."""
+        cfg = self.config
+        retention = force or now - self._last_retention_ms >= cfg.log_retention_check_interval_ms
+        expiry = force or now - self._last_expiry_ms >= cfg.producer_id_expiration_check_interval_ms
+        clean = cfg.log_cleaner_enable and (force or now - self._last_clean_ms >= cfg.log_cleaner_backoff_ms)
+        if retention:
+            self._last_retention_ms = now
+        if expiry:
+            self._last_expiry_ms = now
+        if clean:
+            self._last_clean_ms = now
+        results: List[Any] = []
+        for p in partitions:
+            try:
+                if retention:
+                    p.log.enforce_retention(now)
+                if expiry:
+                    p.expire_producers(now, cfg.producer_id_expiration_ms)
+                if clean:
+                    results += self._compact(p, now, force)
+            except LogClosed:  # closed (its broker stopped) meanwhile
+                continue
+        return results
+
+    def compact(self, partitions: Iterable[Partition], now: int, *, force: bool = False) -> List[Any]:
+        """Compact the compacted topics' partitions now (when dirty enough, or always with
+        ``force``); returns the cleaner's results."""
+        results: List[Any] = []
+        for p in partitions:
+            results += self._compact(p, now, force)
+        return results
+
+    def _compact(self, p: Partition, now: int, force: bool) -> List[Any]:
+        if not p.config.compacted:
+            return []
+        if self._cleaner is None:
+            from pylog.broker.cleaner import LogCleaner
+
+            self._cleaner = LogCleaner(clock=self._clock)
+        res = p.compact(self._cleaner, now, force=force)
+        return [] if res is None else [res]
