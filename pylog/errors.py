@@ -363,6 +363,103 @@ class CommitFailed(PylogError):
     kafka_name = "UNKNOWN_SERVER_ERROR"
 
 
+# --- errors of the network protocol (server and network clients) ---------------------
+__all__ += ["LeaderNotAvailable", "NetworkException", "CoordinatorLoadInProgress", "NotCoordinator",
+            "UnsupportedVersion", "InvalidRequest", "UnknownLeaderEpoch", "MemberIdRequired",
+            "GroupSubscribedToTopic", "UnknownTopicId", "TransactionsNotSupported",
+            "InvalidReplicaAssignment"]
+
+
+class LeaderNotAvailable(PylogError):
+    """The partition has no leader right now (an election is under way)."""
+
+    code = 5
+    kafka_name = "LEADER_NOT_AVAILABLE"
+    retriable = True
+
+
+class NetworkException(PylogError, ConnectionError):
+    """The connection to a broker failed or was closed before the answer came."""
+
+    code = 13
+    kafka_name = "NETWORK_EXCEPTION"
+    retriable = True
+
+
+class CoordinatorLoadInProgress(PylogError):
+    """The group coordinator is still loading the group's offsets."""
+
+    code = 14
+    kafka_name = "COORDINATOR_LOAD_IN_PROGRESS"
+    retriable = True
+
+
+class NotCoordinator(PylogError):
+    """This broker is not the coordinator of the group (ask FindCoordinator again)."""
+
+    code = 16
+    kafka_name = "NOT_COORDINATOR"
+    retriable = True
+
+
+class InvalidReplicaAssignment(PylogError, ValueError):
+    """A manual replica assignment names brokers that do not exist or numbers its
+    partitions wrongly."""
+
+    code = 39
+    kafka_name = "INVALID_REPLICA_ASSIGNMENT"
+
+
+class UnsupportedVersion(PylogError):
+    """The broker does not implement this API or this version of it."""
+
+    code = 35
+    kafka_name = "UNSUPPORTED_VERSION"
+
+
+class InvalidRequest(PylogError, ValueError):
+    """A protocol request that does not parse (bad sizes, truncated fields, bad strings,
+    trailing bytes) or that breaks the protocol's rules."""
+
+    code = 42
+    kafka_name = "INVALID_REQUEST"
+
+
+class UnknownLeaderEpoch(PylogError):
+    """The client knows a newer leader epoch than this broker (its metadata is ahead)."""
+
+    code = 75
+    kafka_name = "UNKNOWN_LEADER_EPOCH"
+    retriable = True
+
+
+class MemberIdRequired(PylogError):
+    """JoinGroup: rejoin with the member id this response carries (KIP-394)."""
+
+    code = 79
+    kafka_name = "MEMBER_ID_REQUIRED"
+
+
+class GroupSubscribedToTopic(PylogError):
+    """OffsetDelete: the group still consumes the topic, so its offsets must stay."""
+
+    code = 86
+    kafka_name = "GROUP_SUBSCRIBED_TO_TOPIC"
+
+
+class UnknownTopicId(PylogError, LookupError):
+    """No topic has this topic id (Fetch v13+, Metadata by id, DeleteTopics by id)."""
+
+    code = 100
+    kafka_name = "UNKNOWN_TOPIC_ID"
+    retriable = True
+
+
+class TransactionsNotSupported(InvalidRequest):
+    """pylog does not offer Kafka transactions (transactional ids, read_committed
+    markers); the request is refused as INVALID_REQUEST."""
+
+
 # --- cluster metadata (MetadataStore; ZooKeeper's errors, client-side only) -----------
 __all__ += ["NoNode", "NodeExists", "BadVersion", "SessionExpired"]
 

@@ -50,10 +50,11 @@ from dataclasses import dataclass, field
 from typing import (Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Set,
                     Tuple, Union)
 
+from pylog.records.wire import WireReader
 from pylog.broker.offsets_topic import (OFFSETS_TOPIC_NUM_PARTITIONS, OffsetValue,
                                         offset_commit_record, offset_tombstone,
                                         partition_for_group)
-from pylog.errors import (CoordinatorNotAvailable, GroupIdNotFound, IllegalGeneration,
+from pylog.errors import (CoordinatorNotAvailable, GroupIdNotFound, GroupSubscribedToTopic, IllegalGeneration,
                           InconsistentGroupProtocol, InvalidArgument, InvalidConfig,
                           InvalidGroupId, InvalidSessionTimeout, PylogError,
                           NonEmptyGroup, OffsetMetadataTooLarge, RebalanceInProgress,
@@ -301,7 +302,7 @@ class _Group:
 
 @dataclass
 class _PendingAppend:
-    kind: str  # "commit" | "expire" | "delete"
+    kind: str  # "commit" | "expire" | "delete" | "delete_offsets"
     group_id: str
     token: Any = None
     offsets: Dict[TopicPartition, OffsetValue] = field(default_factory=dict)
@@ -310,6 +311,25 @@ class _PendingAppend:
 def _default_member_ids() -> Callable[[str], str]:
     counter = itertools.count(1)
     return lambda client_id: f"{client_id or 'member'}-{next(counter)}"
+
+
+def _subscribed_topics(group: _Group) -> Set[str]:
+    """Topics the members of a consumer group subscribe to, read from the first fields
+    of their ConsumerProtocol subscription (version int16, topics [string]); metadata
+    that does not parse counts as no subscription."""
+    if group.protocol_type != "consumer":
+        return set()
+    topics: Set[str] = set()
+    for m in group.members.values():
+        meta = m.metadata_for(group.protocol_name) or (m.protocols[0][1] if m.protocols else b"")
+        try:
+            r = WireReader(meta, "consumer subscription")
+            r.i16("version")
+            for _ in range(r.count("topics", 2)):
+                topics.add(r.string("topic") or "")
+        except PylogError:
+            continue
+    return topics
 
 
 # --- argument checks ----------------------------------------------------------------------
@@ -385,6 +405,8 @@ class GroupCoordinator:
         self._new_member_id = member_id_factory or _default_member_ids()
         self._groups: Dict[str, _Group] = {}
         self._appends: Dict[int, _PendingAppend] = {}
+        #: per pending OffsetDelete append: its per-partition answer
+        self._offset_delete_results: Dict[int, Dict[TopicPartition, Optional[BaseException]]] = {}
         self._append_ids = itertools.count(1)
         self._next_expiry_check_ms = now + config.offsets_retention_check_interval_ms
 
@@ -914,6 +936,17 @@ class GroupCoordinator:
                 group = self._groups[pending.group_id] = _Group(pending.group_id, now)
             group.offsets.update(pending.offsets)
             return [Respond(pending.token)]
+        if pending.kind == "delete_offsets":
+            result = self._offset_delete_results.pop(append_id)
+            if group is not None:
+                for tp, v in pending.offsets.items():
+                    group.pending_expiry.discard(tp)
+                    if error is None and group.offsets.get(tp) is v:
+                        del group.offsets[tp]
+                self._maybe_drop(group)
+            if error is not None:
+                return [Respond(pending.token, error=error)]
+            return [Respond(pending.token, result)]
         if pending.kind == "expire":
             if group is not None:
                 for tp, v in pending.offsets.items():
@@ -1036,6 +1069,48 @@ class GroupCoordinator:
         group.transition(GroupState.DEAD, now)
         append_id = next(self._append_ids)
         self._appends[append_id] = _PendingAppend("delete", group_id, token, doomed)
+        return [AppendOffsets(append_id, partition_for_group(group_id, self.num_partitions),
+                              tuple(offset_tombstone(group_id, t, p) for t, p in doomed))]
+
+    def delete_offsets(self, token: Any, group_id: str, partitions: Iterable[TopicPartition],
+                       now: int) -> List[Action]:
+        """Kafka's OffsetDelete: remove the group's committed offsets of ``partitions``.
+
+        Answers a dict (topic, partition) -> error (None when deleted or when there was
+        nothing to delete).  A partition whose topic a member of a consumer group still
+        subscribes to keeps its offset (GroupSubscribedToTopic).  Errors of the whole
+        request: GroupIdNotFound (unknown group), NonEmptyGroup is never raised here.
+        """
+        try:
+            group_id = _check_group_id(group_id)
+            group = self._groups.get(group_id)
+            if group is None or group.state is GroupState.DEAD:
+                raise GroupIdNotFound(f"group {group_id!r} does not exist")
+            wanted = []
+            for tp in partitions:
+                if not (isinstance(tp, tuple) and len(tp) == 2 and isinstance(tp[0], str)):
+                    raise InvalidArgument(f"a partition must be (topic, partition), got {tp!r}")
+                wanted.append(tp)
+        except PylogError as e:
+            return [Respond(token, error=e)]
+        subscribed = _subscribed_topics(group)
+        result: Dict[TopicPartition, Optional[BaseException]] = {}
+        doomed: Dict[TopicPartition, OffsetValue] = {}
+        for tp in wanted:
+            if tp[0] in subscribed:
+                result[tp] = GroupSubscribedToTopic(
+                    f"group {group_id!r} still consumes topic {tp[0]!r}")
+                continue
+            result[tp] = None
+            v = group.offsets.get(tp)
+            if v is not None and tp not in group.pending_expiry:
+                doomed[tp] = v
+        if not doomed:
+            return [Respond(token, result)]
+        group.pending_expiry.update(doomed)
+        append_id = next(self._append_ids)
+        self._appends[append_id] = _PendingAppend("delete_offsets", group_id, token, doomed)
+        self._offset_delete_results[append_id] = result
         return [AppendOffsets(append_id, partition_for_group(group_id, self.num_partitions),
                               tuple(offset_tombstone(group_id, t, p) for t, p in doomed))]
 

@@ -56,12 +56,27 @@ def _uuid_member_id(client_id: str) -> str:
     return f"{client_id or 'member'}-{uuid.uuid4()}"
 
 
-class _Waiter:
-    __slots__ = ("event", "response")
+#: ``callback(result, error)`` of a non-blocking call (see :meth:`GroupService.submit`).
+Callback = Callable[[Any, Optional[BaseException]], None]
 
-    def __init__(self) -> None:
+
+class _Waiter:
+    __slots__ = ("event", "response", "callback")
+
+    def __init__(self, callback: Optional[Callback] = None) -> None:
         self.event = threading.Event()
         self.response: Optional[Respond] = None
+        self.callback = callback
+
+    def answer(self, response: Respond) -> None:
+        self.response = response
+        if self.callback is None:
+            self.event.set()
+            return
+        try:
+            self.callback(response.result, response.error)
+        except Exception:  # the coordinator must go on
+            log.exception("group request callback raised")
 
 
 def _fresh(error: BaseException) -> BaseException:
@@ -156,21 +171,32 @@ class GroupService:
             else:
                 waiter = self._waiters.pop(action.token, None)
                 if waiter is not None:  # None: the caller gave up waiting
-                    waiter.response = action
-                    waiter.event.set()
+                    waiter.answer(action)
 
     def _call(self, submit: Callable[[int, int], List[Action]],
-              timeout_s: Optional[float] = None, what: str = "request") -> Any:
+              timeout_s: Optional[float] = None, what: str = "request",
+              callback: Optional[Callback] = None) -> Any:
+        """Submit a request to the coordinator; block for its answer, or with
+        ``callback`` return None at once and deliver ``callback(result, error)`` when the
+        answer comes (errors of the submission included)."""
         token = next(self._tokens)
-        waiter = _Waiter()
+        waiter = _Waiter(callback)
         with self._lock:
-            self._check_open()
-            self._waiters[token] = waiter
             try:
+                self._check_open()
+                self._waiters[token] = waiter
                 self._drive(submit(token, self._now()))
+            except Exception as exc:
+                self._waiters.pop(token, None)
+                if callback is None:
+                    raise
+                waiter.answer(Respond(token, error=exc))
+                return None
             except BaseException:
                 self._waiters.pop(token, None)
                 raise
+        if callback is not None:
+            return None
         if not waiter.event.wait(timeout_s):
             with self._lock:
                 gave_up = self._waiters.pop(token, None) is not None
@@ -219,50 +245,63 @@ class GroupService:
     def join_group(self, group_id: str, member_id: str, protocol_type: str,
                    protocols: Sequence[Tuple[str, bytes]], session_timeout_ms: int,
                    rebalance_timeout_ms: int, group_instance_id: Optional[str] = None, *,
-                   client_id: str = "", timeout_s: Optional[float] = None) -> JoinGroupResult:
+                   client_id: str = "", timeout_s: Optional[float] = None,
+                   callback: Optional[Callback] = None) -> JoinGroupResult:
         """Join (``member_id`` "") or rejoin the group; blocks until the rebalance completes
         and returns the member's place in the new generation (the leader also gets every
         member's metadata).  ``timeout_s`` defaults to the rebalance timeout + 5 s.
-        Static membership is not supported: ``group_instance_id`` must be None."""
+        Static membership is not supported: ``group_instance_id`` must be None.
+
+        Every blocking call of this class also takes ``callback``: then it returns None at
+        once and ``callback(result, error)`` gets the answer later, from whichever thread
+        produces it (while the service's lock is held: be quick, never call back in)."""
         if group_instance_id is not None:
-            raise InvalidArgument("static membership (group.instance.id) is not supported")
+            error = InvalidArgument("static membership (group.instance.id) is not supported")
+            if callback is None:
+                raise error
+            callback(None, error)
+            return None  # type: ignore[return-value]
         if timeout_s is None and isinstance(rebalance_timeout_ms, int) and rebalance_timeout_ms > 0:
             timeout_s = rebalance_timeout_ms / 1000.0 + JOIN_TIMEOUT_SLACK_S
         return self._call(
             lambda tok, now: self._coord.join_group(
                 tok, group_id, member_id, protocol_type, protocols, session_timeout_ms,
                 rebalance_timeout_ms, now, client_id=client_id),
-            timeout_s, "JoinGroup")
+            timeout_s, "JoinGroup", callback)
 
     def sync_group(self, group_id: str, generation_id: int, member_id: str,
                    assignments: Optional[Mapping[str, bytes]] = None, *,
-                   timeout_s: Optional[float] = DEFAULT_SYNC_TIMEOUT_S) -> bytes:
+                   timeout_s: Optional[float] = DEFAULT_SYNC_TIMEOUT_S,
+                   callback: Optional[Callback] = None) -> bytes:
         """Return the member's assignment of ``generation_id``; the leader passes every
         member's assignment.  Followers block until the leader's sync arrives."""
         return self._call(
             lambda tok, now: self._coord.sync_group(tok, group_id, generation_id, member_id,
                                                     assignments, now),
-            timeout_s, "SyncGroup")
+            timeout_s, "SyncGroup", callback)
 
-    def heartbeat(self, group_id: str, generation_id: int, member_id: str) -> None:
+    def heartbeat(self, group_id: str, generation_id: int, member_id: str, *,
+                  callback: Optional[Callback] = None) -> None:
         """Keep the member's session alive; raises RebalanceInProgress when it must rejoin,
         IllegalGeneration / UnknownMemberId when it is out of the group."""
         self._call(lambda tok, now: self._coord.heartbeat(tok, group_id, generation_id,
-                                                          member_id, now))
+                                                          member_id, now), callback=callback)
 
-    def leave_group(self, group_id: str, member_id: str) -> None:
+    def leave_group(self, group_id: str, member_id: str, *, callback: Optional[Callback] = None) -> None:
         """Leave the group at once (no wait for the session timeout)."""
-        self._call(lambda tok, now: self._coord.leave_group(tok, group_id, member_id, now))
+        self._call(lambda tok, now: self._coord.leave_group(tok, group_id, member_id, now),
+                   callback=callback)
 
     # ------------------------------------------------------------------ offsets
 
     def commit_offsets(self, group_id: str, generation_id: int, member_id: str,
-                       offsets: Mapping[TopicPartition, Tuple[Any, ...]]) -> None:
+                       offsets: Mapping[TopicPartition, Tuple[Any, ...]], *,
+                       callback: Optional[Callback] = None) -> None:
         """Durably commit (topic, partition) -> (offset, metadata) for the group; returns
         once ``append`` has written them.  Use generation -1 and member id "" for a group
         without members (manual assignment)."""
         self._call(lambda tok, now: self._coord.commit_offsets(
-            tok, group_id, generation_id, member_id, offsets, now))
+            tok, group_id, generation_id, member_id, offsets, now), callback=callback)
 
     def fetch_offsets(self, group_id: str,
                       partitions: Optional[Iterable[TopicPartition]] = None
@@ -287,9 +326,17 @@ class GroupService:
             self._check_open()
             return self._coord.list_groups()
 
-    def delete_group(self, group_id: str) -> None:
+    def delete_group(self, group_id: str, *, callback: Optional[Callback] = None) -> None:
         """Delete a group without members and its offsets (GroupIdNotFound, NonEmptyGroup)."""
-        self._call(lambda tok, now: self._coord.delete_group(tok, group_id, now))
+        self._call(lambda tok, now: self._coord.delete_group(tok, group_id, now), callback=callback)
+
+    def delete_offsets(self, group_id: str, partitions: Iterable[TopicPartition], *,
+                       callback: Optional[Callback] = None) -> Dict[TopicPartition, Optional[BaseException]]:
+        """Kafka's OffsetDelete: per partition None (deleted, or nothing to delete) or
+        GroupSubscribedToTopic; GroupIdNotFound for an unknown group."""
+        parts = list(partitions)
+        return self._call(lambda tok, now: self._coord.delete_offsets(tok, group_id, parts, now),
+                          callback=callback)
 
     def tick(self) -> None:
         """Report the clock to the coordinator now (the ticker thread calls this)."""
@@ -305,9 +352,7 @@ class GroupService:
             self._closed = True
             waiters, self._waiters = self._waiters, {}
             for w in waiters.values():
-                w.response = Respond(None, error=CoordinatorNotAvailable(
-                    "the group service was closed"))
-                w.event.set()
+                w.answer(Respond(None, error=CoordinatorNotAvailable("the group service was closed")))
         self._stop.set()
         if self._ticker is not None and self._ticker is not threading.current_thread():
             self._ticker.join()

@@ -1,4 +1,4 @@
-"""pylog's command line: bench, topics, produce, consume, metrics, dump-log.
+"""pylog's command line: serve, bench, topics, produce, consume, metrics, dump-log.
 
 The top layer: it may use every other layer and nothing uses it.
 """
@@ -79,7 +79,7 @@ def _parse_config(items: List[str]) -> dict:
     out = {}
     for item in items or []:
         if "=" not in item:
-            raise ValueError(f"--config takes name=value, got {item!r}")
+            raise ValueError(f"expected NAME=VALUE, got {item!r}")
         k, v = item.split("=", 1)
         out[k.strip()] = v.strip()
     return out
@@ -228,6 +228,21 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     return 1 if bad else 0
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import logging
+
+    from pylog.server import print_ready, run
+    from pylog.server.config import ServerConfig
+
+    logging.basicConfig(level=getattr(logging, args.log_level.upper()), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = ServerConfig.from_sources(
+        data_dir=args.data_dir, config_file=args.config, overrides=_parse_config(args.override),
+        listeners=args.listeners, advertised_listeners=args.advertised_listeners, node_id=args.node_id,
+        metrics_listener=args.metrics_listener)
+    return run(config, event_loop=args.event_loop, on_ready=print_ready)
+
+
 def _add_data_dir(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", default="pylog-data", help="the broker's data directory (default ./pylog-data)")
 
@@ -235,6 +250,29 @@ def _add_data_dir(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pylog", description="pylog: a Kafka-style event log with a native core")
     sub = p.add_subparsers(dest="command", required=True)
+
+    sv = sub.add_parser("serve", help="serve a data directory to Kafka clients over Kafka's wire protocol",
+                        description="A Kafka-protocol broker on one node: any Kafka client (librdkafka/"
+                                    "confluent-kafka, kafka-python, aiokafka, kcat, Java) can produce and "
+                                    "consume.  SIGTERM or SIGINT shuts it down cleanly.")
+    sv.add_argument("--data-dir", default=None,
+                    help="the data directory (default: log.dirs from --config, else ./pylog-data)")
+    sv.add_argument("--listeners", default=None, metavar="PLAINTEXT://HOST:PORT[,...]",
+                    help="where to accept connections (default PLAINTEXT://127.0.0.1:9092; port 0 picks a free one)")
+    sv.add_argument("--advertised-listeners", default=None, metavar="PLAINTEXT://HOST:PORT[,...]",
+                    help="the address clients are told to use (default: the listeners)")
+    sv.add_argument("--node-id", type=int, default=None, help="this broker's id (node.id / broker.id, default 0)")
+    sv.add_argument("--config", default=None, metavar="FILE",
+                    help="a server.properties file with Kafka's keys (num.partitions, log.retention.ms, ...)")
+    sv.add_argument("--override", action="append", metavar="KEY=VALUE",
+                    help="a setting by Kafka name, over --config (repeatable)")
+    sv.add_argument("--metrics-listener", default=None, metavar="HOST:PORT",
+                    help="serve Prometheus metrics at http://HOST:PORT/metrics")
+    sv.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"),
+                    help="stderr log level (default info)")
+    sv.add_argument("--event-loop", default="auto", choices=("auto", "uvloop", "asyncio"),
+                    help="auto: uvloop when installed (default)")
+    sv.set_defaults(func=_cmd_serve)
 
     b = sub.add_parser("bench", help="measure append/read throughput against the machine's ceiling")
     b.add_argument("--data-dir", default=None, help="where to write (default: a temporary directory, removed)")

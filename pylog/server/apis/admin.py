@@ -1,0 +1,324 @@
+"""Admin APIs: topics, partitions, records, configs, log dirs, producer ids.
+
+Each maps onto one :class:`~pylog.broker.interface.BrokerInterface` call per resource;
+errors are answered per resource with Kafka's code and the exception's message, and
+a refused resource changed nothing (the broker's guarantee).
+
+Configs: topics have Kafka's topic settings (DescribeConfigs shows every one, with its
+source: set for the topic, or the broker's default); the broker resource shows the
+settings `pylog serve` started with, read-only — pylog has no dynamic broker configs.
+"""
+from __future__ import annotations
+
+import logging
+import shutil
+import uuid
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
+
+from pylog.broker.config import BROKER_TOPIC_DEFAULT_NAMES, TOPIC_DEFAULTS
+from pylog.errors import (InvalidConfig, InvalidReplicaAssignment, InvalidRequest, PylogError,
+                          UnknownTopicOrPartition)
+from pylog.server.apis import error_code
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pylog.server.apis import KafkaApis, RequestContext
+
+__all__ = ["AdminHandler"]
+
+log = logging.getLogger("pylog.server")
+
+TOPIC_RESOURCE = 2
+BROKER_RESOURCE = 4
+# Kafka's ConfigSource ids
+_SOURCE_TOPIC = 1
+_SOURCE_STATIC_BROKER = 4
+_SOURCE_DEFAULT = 5
+# IncrementalAlterConfigs operations
+_SET, _DELETE, _APPEND, _SUBTRACT = 0, 1, 2, 3
+_LIST_SETTINGS = frozenset({"cleanup.policy"})
+
+
+def config_string(value: Any) -> Optional[str]:
+    """A setting's value as Kafka's admin APIs show it."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return repr(value)
+    return str(value)
+
+
+def _config_type(default: Any) -> int:
+    if isinstance(default, bool):
+        return 1  # BOOLEAN
+    if isinstance(default, int):
+        return 5  # LONG
+    if isinstance(default, float):
+        return 6  # DOUBLE
+    return 2  # STRING
+
+
+class AdminHandler:
+    def __init__(self, apis: "KafkaApis") -> None:
+        self.apis = apis
+        self.broker = apis.broker
+        self.config = apis.server.config
+
+    def _topics_changed(self, name: Optional[str] = None) -> None:
+        self.apis.meta.topic_ids.forget(name)
+        self.apis.server.forget_epochs(name)
+
+    # ------------------------------------------------------------------ producer ids
+    def init_producer_id(self, ctx: "RequestContext", req: Any) -> Any:
+        if req.transactional_id is not None:
+            return ctx.respond({"throttle_time": 0, "error_code": 42, "producer_id": -1, "producer_epoch": -1})
+        try:
+            pid, epoch = self.broker.init_producer_id()
+        except PylogError as exc:
+            return ctx.respond({"throttle_time": 0, "error_code": error_code(exc), "producer_id": -1,
+                                "producer_epoch": -1})
+        return ctx.respond({"throttle_time": 0, "error_code": 0, "producer_id": pid, "producer_epoch": epoch})
+
+    # ------------------------------------------------------------------ topics
+    def create_topics(self, ctx: "RequestContext", req: Any) -> Any:
+        rows = []
+        for t in req.topics:
+            row: Dict[str, Any] = {"name": t.name, "topic_id": uuid.UUID(int=0), "error_code": 0,
+                                   "error_message": None, "num_partitions": -1, "replication_factor": -1,
+                                   "configs": []}
+            try:
+                rf = t.replication_factor if t.replication_factor != -1 else self.config.default_replication_factor
+                partitions = None if t.num_partitions == -1 else t.num_partitions
+                if t.assignments:
+                    if partitions is not None:
+                        raise InvalidRequest("give either num_partitions or assignments, not both")
+                    nodes = {n.node_id for n in self.broker.nodes()}
+                    for a in t.assignments:
+                        bad = [b for b in a.broker_ids if b not in nodes]
+                        if bad or not a.broker_ids:
+                            raise InvalidReplicaAssignment(f"partition {a.partition_index}: brokers {list(a.broker_ids)} "
+                                                     f"are not all live brokers {sorted(nodes)}")
+                    if sorted(a.partition_index for a in t.assignments) != list(range(len(t.assignments))):
+                        raise InvalidReplicaAssignment("assignments must number partitions 0..n-1")
+                    partitions = len(t.assignments)
+                    rf = len(t.assignments[0].broker_ids)
+                configs = {c.name: c.value for c in t.configs}
+                d = self.broker.create_topic(t.name, partitions, rf, configs, validate_only=req.validate_only)
+                self._topics_changed(t.name)
+                row.update(topic_id=uuid.UUID(hex=d.topic_id) if not req.validate_only else uuid.UUID(int=0),
+                           num_partitions=len(d.partitions),
+                           replication_factor=len(d.partitions[0].replicas) if d.partitions else rf,
+                           configs=self._topic_config_rows(d, None, False, False))
+                log.info("%s topic %s (%d partitions) for %s", "validated" if req.validate_only else "created",
+                         t.name, len(d.partitions), ctx.client)
+            except PylogError as exc:
+                row.update(error_code=error_code(exc), error_message=str(exc))
+            rows.append(row)
+        return ctx.respond({"throttle_time": 0, "topics": rows})
+
+    def delete_topics(self, ctx: "RequestContext", req: Any) -> Any:
+        if ctx.version >= 6:
+            wanted: List[Tuple[Optional[str], Optional[uuid.UUID]]] = [(t.name, t.topic_id) for t in req.topics]
+        else:
+            wanted = [(n, None) for n in req.topic_names]
+        rows = []
+        for name, tid in wanted:
+            row: Dict[str, Any] = {"name": name, "topic_id": tid or uuid.UUID(int=0), "error_code": 0,
+                                   "error_message": None}
+            try:
+                if name is None:
+                    name = self.apis.meta.topic_ids.name_of(tid)  # type: ignore[arg-type]
+                    row["name"] = name
+                if row["topic_id"] == uuid.UUID(int=0):
+                    row["topic_id"] = self.apis.meta.topic_ids.id_of(name)
+                self.broker.delete_topic(name)
+                self._topics_changed(name)
+                log.info("deleted topic %s for %s", name, ctx.client)
+            except PylogError as exc:
+                row.update(error_code=error_code(exc), error_message=str(exc))
+            rows.append(row)
+        return ctx.respond({"throttle_time": 0, "responses": rows})
+
+    def create_partitions(self, ctx: "RequestContext", req: Any) -> Any:
+        rows = []
+        for t in req.topics:
+            try:
+                if t.assignments:
+                    nodes = {n.node_id for n in self.broker.nodes()}
+                    for a in t.assignments:
+                        if not a.broker_ids or any(b not in nodes for b in a.broker_ids):
+                            raise InvalidReplicaAssignment(f"brokers {list(a.broker_ids)} are not all live brokers "
+                                                     f"{sorted(nodes)}")
+                self.broker.create_partitions(t.name, t.count, validate_only=req.validate_only)
+                self._topics_changed(t.name)
+                rows.append({"name": t.name, "error_code": 0, "error_message": None})
+            except PylogError as exc:
+                rows.append({"name": t.name, "error_code": error_code(exc), "error_message": str(exc)})
+        return ctx.respond({"throttle_time": 0, "results": rows})
+
+    def delete_records(self, ctx: "RequestContext", req: Any) -> Any:
+        out = []
+        for t in req.topics:
+            parts = []
+            for p in t.partitions:
+                try:
+                    low = self.broker.delete_records(t.name, p.partition_index, p.offset)
+                    parts.append({"partition_index": p.partition_index, "low_watermark": low, "error_code": 0})
+                except PylogError as exc:
+                    parts.append({"partition_index": p.partition_index, "low_watermark": -1,
+                                  "error_code": error_code(exc)})
+            out.append({"name": t.name, "partitions": parts})
+        return ctx.respond({"throttle_time": 0, "topics": out})
+
+    # ------------------------------------------------------------------ configs
+    def _topic_config_rows(self, d: Any, keys: Optional[List[str]], synonyms: bool,
+                           documentation: bool) -> List[Dict[str, Any]]:
+        rows = []
+        for name in sorted(d.config):
+            if keys and name not in keys:
+                continue
+            value = d.config[name]
+            overridden = name in d.overrides
+            source = _SOURCE_TOPIC if overridden else _SOURCE_DEFAULT
+            row: Dict[str, Any] = {"name": name, "value": config_string(value), "read_only": False,
+                                   "config_source": source, "is_sensitive": False, "synonyms": [],
+                                   "config_type": _config_type(TOPIC_DEFAULTS.get(name)),
+                                   "documentation": None}
+            if synonyms:
+                row["synonyms"] = [{"name": name, "value": config_string(value), "source": source}]
+            rows.append(row)
+        return rows
+
+    def _broker_config_rows(self, keys: Optional[List[str]]) -> List[Dict[str, Any]]:
+        from dataclasses import fields
+
+        b = self.config.broker
+        values: Dict[str, Any] = {}
+        for f in fields(b):
+            if f.name == "topic_defaults":
+                continue
+            values[f.name.replace("_", ".")] = getattr(b, f.name)
+        defaults = b.topic_config_defaults()
+        for broker_name, topic_name in BROKER_TOPIC_DEFAULT_NAMES.items():
+            values[broker_name] = defaults.get(topic_name)
+        values.update({"socket.request.max.bytes": self.config.socket_request_max_bytes,
+                       "connections.max.idle.ms": self.config.connections_max_idle_ms,
+                       "queued.max.requests": self.config.queued_max_requests,
+                       "default.replication.factor": self.config.default_replication_factor,
+                       "listeners": ",".join(map(str, self.config.listeners)),
+                       "advertised.listeners": ",".join(map(str, self.config.advertised_listeners)),
+                       "log.dirs": str(self.config.data_dir)})
+        given = set(self.config.broker_settings)
+        rows = []
+        for name in sorted(values):
+            if keys and name not in keys:
+                continue
+            rows.append({"name": name, "value": config_string(values[name]), "read_only": True,
+                         "config_source": _SOURCE_STATIC_BROKER if name in given else _SOURCE_DEFAULT,
+                         "is_sensitive": False, "synonyms": [], "config_type": _config_type(values[name]),
+                         "documentation": None})
+        return rows
+
+    def describe_configs(self, ctx: "RequestContext", req: Any) -> Any:
+        results = []
+        for r in req.resources:
+            keys = list(r.configuration_keys) if r.configuration_keys else None
+            row: Dict[str, Any] = {"error_code": 0, "error_message": None, "resource_type": r.resource_type,
+                                   "resource_name": r.resource_name, "configs": []}
+            try:
+                if r.resource_type == TOPIC_RESOURCE:
+                    d = self.broker.describe_topic(r.resource_name)
+                    row["configs"] = self._topic_config_rows(d, keys, req.include_synonyms,
+                                                             getattr(req, "include_documentation", False))
+                elif r.resource_type == BROKER_RESOURCE:
+                    if r.resource_name not in ("", str(self.config.node_id)):
+                        raise InvalidRequest(f"broker {r.resource_name!r} is not this broker ({self.config.node_id})")
+                    row["configs"] = self._broker_config_rows(keys)
+                else:
+                    raise InvalidRequest(f"resource type {r.resource_type} is not supported (2 topic, 4 broker)")
+            except PylogError as exc:
+                row.update(error_code=error_code(exc), error_message=str(exc))
+            results.append(row)
+        return ctx.respond({"throttle_time": 0, "results": results})
+
+    def _alter(self, r: Any, changes: Dict[str, Optional[Any]], replace: bool, validate_only: bool) -> None:
+        if r.resource_type == BROKER_RESOURCE:
+            raise InvalidRequest("pylog has no dynamic broker configs; change server.properties and restart")
+        if r.resource_type != TOPIC_RESOURCE:
+            raise InvalidRequest(f"resource type {r.resource_type} is not supported (2 topic)")
+        self.broker.alter_topic_config(r.resource_name, changes, replace=replace, validate_only=validate_only)
+
+    def alter_configs(self, ctx: "RequestContext", req: Any) -> Any:
+        rows = []
+        for r in req.resources:
+            row: Dict[str, Any] = {"error_code": 0, "error_message": None, "resource_type": r.resource_type,
+                                   "resource_name": r.resource_name}
+            try:
+                self._alter(r, {c.name: c.value for c in r.configs}, True, req.validate_only)
+                log.info("configs of %s %r replaced by %s", "topic", r.resource_name, ctx.client)
+            except PylogError as exc:
+                row.update(error_code=error_code(exc), error_message=str(exc))
+            rows.append(row)
+        return ctx.respond({"throttle_time": 0, "responses": rows})
+
+    def incremental_alter_configs(self, ctx: "RequestContext", req: Any) -> Any:
+        rows = []
+        for r in req.resources:
+            row: Dict[str, Any] = {"error_code": 0, "error_message": None, "resource_type": r.resource_type,
+                                   "resource_name": r.resource_name}
+            try:
+                changes: Dict[str, Optional[Any]] = {}
+                current: Dict[str, Any] = {}
+                if r.resource_type == TOPIC_RESOURCE and any(c.config_operation in (_APPEND, _SUBTRACT)
+                                                             for c in r.configs):
+                    current = dict(self.broker.describe_topic(r.resource_name).config)
+                for c in r.configs:
+                    op = c.config_operation
+                    if op == _SET:
+                        changes[c.name] = c.value
+                    elif op == _DELETE:
+                        changes[c.name] = None
+                    elif op in (_APPEND, _SUBTRACT):
+                        if c.name not in _LIST_SETTINGS:
+                            raise InvalidConfig(f"{c.name} is not a list setting; APPEND/SUBTRACT need one")
+                        items = [x for x in str(changes.get(c.name, current.get(c.name, ""))).split(",") if x]
+                        given = [x.strip() for x in (c.value or "").split(",") if x.strip()]
+                        if op == _APPEND:
+                            items += [x for x in given if x not in items]
+                        else:
+                            items = [x for x in items if x not in given]
+                        changes[c.name] = ",".join(items)
+                    else:
+                        raise InvalidRequest(f"unknown config operation {op} for {c.name}")
+                self._alter(r, changes, False, req.validate_only)
+            except PylogError as exc:
+                row.update(error_code=error_code(exc), error_message=str(exc))
+            rows.append(row)
+        return ctx.respond({"throttle_time": 0, "responses": rows})
+
+    # ------------------------------------------------------------------ log dirs
+    def describe_log_dirs(self, ctx: "RequestContext", req: Any) -> Any:
+        data_dir = str(self.config.data_dir.resolve())
+        if req.topics is None:
+            wanted = {t: None for t in self.broker.list_topics(include_internal=True)}
+        else:
+            wanted = {t.topic: set(t.partitions) for t in req.topics}
+        topics = []
+        for name, parts in wanted.items():
+            try:
+                d = self.broker.describe_topic(name)
+            except UnknownTopicOrPartition:
+                continue
+            rows = [{"partition_index": p.partition, "partition_size": p.size_bytes,
+                     "offset_lag": max(0, p.log_end_offset - p.high_watermark), "is_future_key": False}
+                    for p in d.partitions if parts is None or p.partition in parts]
+            topics.append({"name": name, "partitions": rows})
+        try:
+            usage = shutil.disk_usage(data_dir)
+            total, free = usage.total, usage.free
+        except OSError:
+            total = free = -1
+        return ctx.respond({"throttle_time": 0, "error_code": 0, "results": [
+            {"error_code": 0, "log_dir": data_dir, "topics": topics, "total_bytes": total, "usable_bytes": free}]})
+

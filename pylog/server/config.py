@@ -1,0 +1,276 @@
+"""`pylog serve` settings: Kafka's server.properties names and defaults.
+
+Settings come from, in increasing precedence: Kafka's defaults, a server.properties
+file (``--config FILE``), ``--override KEY=VALUE`` and the dedicated options
+(``--listeners``, ``--node-id``, ...).  They split in two:
+
+* the server's own (listeners, advertised.listeners, socket.request.max.bytes,
+  connections.max.idle.ms, queued.max.requests, metrics listener);
+* everything else goes to :class:`~pylog.broker.config.BrokerConfig` (num.partitions,
+  log.retention.*, group.*, offsets.*, ...), which refuses names it does not know.
+
+Two broker defaults differ from an embedded :class:`~pylog.broker.Broker` and follow
+Kafka instead, as a server's users expect: ``auto.create.topics.enable=true`` and
+``group.initial.rebalance.delay.ms=3000``.
+
+Keys of Kafka's own server.properties that have no meaning for pylog (thread pools,
+socket buffer sizes, ...) are accepted and reported once at WARNING, so a Kafka
+configuration file can be reused; an unknown key is an error (a typo should not pass).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Tuple
+
+from pylog.broker.config import BrokerConfig
+from pylog.errors import InvalidConfig
+
+__all__ = ["ServerConfig", "Listener", "parse_properties", "parse_listeners", "DEFAULT_LISTENER"]
+
+DEFAULT_LISTENER = "PLAINTEXT://127.0.0.1:9092"
+
+#: Kafka server.properties keys pylog accepts but does not use (reported at WARNING).
+IGNORED_KAFKA_KEYS = frozenset({
+    "num.network.threads", "num.io.threads", "num.replica.fetchers", "num.recovery.threads.per.data.dir",
+    "socket.send.buffer.bytes", "socket.receive.buffer.bytes", "background.threads",
+    "transaction.state.log.replication.factor", "transaction.state.log.min.isr",
+    "transaction.state.log.num.partitions", "offsets.topic.replication.factor",
+    "log.flush.scheduler.interval.ms", "log.flush.offset.checkpoint.interval.ms",
+    "zookeeper.connection.timeout.ms", "group.max.size", "delete.topic.enable",
+    "inter.broker.protocol.version", "log.message.format.version", "listener.security.protocol.map",
+    "inter.broker.listener.name", "confluent.support.metrics.enable",
+})
+
+#: The server's own keys, with Kafka's defaults.
+SERVER_DEFAULTS: Dict[str, Any] = {
+    "listeners": DEFAULT_LISTENER,
+    "advertised.listeners": None,
+    "socket.request.max.bytes": 104_857_600,
+    "connections.max.idle.ms": 600_000,
+    "queued.max.requests": 500,
+    "max.connections": 2_147_483_647,
+    "default.replication.factor": 1,
+    "log.dirs": None,
+    "log.dir": None,
+}
+
+#: Broker defaults of a server that differ from an embedded Broker's (Kafka's values).
+SERVER_BROKER_DEFAULTS: Dict[str, Any] = {
+    "auto.create.topics.enable": True,
+    "group.initial.rebalance.delay.ms": 3000,
+}
+
+_LISTENER_RE = re.compile(r"^(?P<name>[A-Za-z_][A-Za-z0-9_]*)://(?P<host>\[[0-9a-fA-F:.]+\]|[^:/\s]*):(?P<port>\d+)$")
+
+
+@dataclass(frozen=True)
+class Listener:
+    """One ``NAME://HOST:PORT`` entry; only PLAINTEXT is served today."""
+
+    name: str
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.name}://{self.host}:{self.port}"
+
+
+def parse_listeners(value: str, what: str = "listeners") -> List[Listener]:
+    """``PLAINTEXT://HOST:PORT[,...]``; InvalidConfig names the bad entry."""
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidConfig(f"{what} must be NAME://HOST:PORT[,...], got {value!r}")
+    out = []
+    for item in value.split(","):
+        item = item.strip()
+        m = _LISTENER_RE.match(item)
+        if m is None:
+            raise InvalidConfig(f"{what}: {item!r} is not NAME://HOST:PORT")
+        name = m.group("name").upper()
+        if name != "PLAINTEXT":
+            raise InvalidConfig(f"{what}: {item!r}: only PLAINTEXT listeners are supported "
+                                "(TLS and SASL are not implemented yet)")
+        port = int(m.group("port"))
+        if not 0 <= port <= 65535:
+            raise InvalidConfig(f"{what}: port {port} of {item!r} is out of range")
+        out.append(Listener(name, m.group("host").strip("[]"), port))
+    names = [x.name for x in out]
+    if len(set((x.host, x.port) for x in out)) != len(out):
+        raise InvalidConfig(f"{what}: {value!r} lists the same address twice")
+    if len(names) != len(set(names)) and what == "advertised.listeners":
+        raise InvalidConfig(f"{what}: each listener name may appear once, got {value!r}")
+    return out
+
+
+def parse_properties(text: str, source: str = "server.properties") -> Dict[str, str]:
+    """A Java properties file: ``key=value`` or ``key: value`` (or ``key value``)
+    lines, ``#``/``!`` comments, backslash line continuations and escapes."""
+    out: Dict[str, str] = {}
+    logical: List[Tuple[int, str]] = []
+    buf = ""
+    start = 0
+    for lineno, raw in enumerate(text.splitlines(), 1):
+        line = raw.lstrip() if not buf else raw.lstrip()
+        if not buf and (not line or line[0] in "#!"):
+            continue
+        if not buf:
+            start = lineno
+        # a line continues when it ends in an odd number of backslashes
+        stripped = line.rstrip("\r")
+        n = len(stripped) - len(stripped.rstrip("\\"))
+        if n % 2 == 1:
+            buf += stripped[:-1]
+            continue
+        logical.append((start, buf + stripped))
+        buf = ""
+    if buf:
+        logical.append((start, buf))
+    for lineno, line in logical:
+        m = re.match(r"^((?:\\.|[^=:\s\\])+)\s*[=:\s]\s*(.*)$", line)
+        if m is None:
+            key, value = line.strip(), ""
+        else:
+            key, value = m.group(1), m.group(2)
+        key = _unescape(key).strip()
+        if not key:
+            raise InvalidConfig(f"{source}:{lineno}: line has no key")
+        out[key] = _unescape(value).strip()
+    return out
+
+
+def _unescape(s: str) -> str:
+    out = []
+    i = 0
+    while i < len(s):
+        c = s[i]
+        if c == "\\" and i + 1 < len(s):
+            nxt = s[i + 1]
+            if nxt == "u" and i + 5 < len(s) + 0 and re.match(r"[0-9a-fA-F]{4}", s[i + 2:i + 6]):
+                out.append(chr(int(s[i + 2:i + 6], 16)))
+                i += 6
+                continue
+            out.append({"t": "\t", "n": "\n", "r": "\r", "f": "\f"}.get(nxt, nxt))
+            i += 2
+            continue
+        out.append(c)
+        i += 1
+    return "".join(out)
+
+
+def _int(key: str, value: Any, low: int, high: int = 2**63 - 1) -> int:
+    try:
+        v = int(value)
+    except (TypeError, ValueError):
+        raise InvalidConfig(f"{key} must be an integer, got {value!r}") from None
+    if isinstance(value, bool) or not low <= v <= high:
+        raise InvalidConfig(f"{key} must be in [{low}, {high}], got {value!r}")
+    return v
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Everything `pylog serve` runs with; build it with :meth:`from_sources`."""
+
+    data_dir: Path
+    listeners: Tuple[Listener, ...]
+    advertised_listeners: Tuple[Listener, ...]
+    node_id: int
+    broker: BrokerConfig
+    broker_settings: Mapping[str, Any]  #: the Kafka names given to BrokerConfig
+    socket_request_max_bytes: int = 104_857_600
+    connections_max_idle_ms: int = 600_000
+    queued_max_requests: int = 500
+    max_connections: int = 2_147_483_647
+    default_replication_factor: int = 1
+    metrics_listener: Optional[Tuple[str, int]] = None
+    ignored_keys: Tuple[str, ...] = ()
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_sources(cls, *, data_dir: Optional[str] = None, config_file: Optional[str] = None,
+                     overrides: Optional[Mapping[str, str]] = None, listeners: Optional[str] = None,
+                     advertised_listeners: Optional[str] = None, node_id: Optional[int] = None,
+                     metrics_listener: Optional[str] = None) -> "ServerConfig":
+        """Merge the sources (see the module docstring).  InvalidConfig names the key."""
+        settings: Dict[str, Any] = {}
+        if config_file is not None:
+            try:
+                text = Path(config_file).read_text(encoding="utf-8")
+            except OSError as exc:
+                raise InvalidConfig(f"cannot read --config {config_file}: {exc.strerror or exc}") from None
+            settings.update(parse_properties(text, config_file))
+        settings.update(overrides or {})
+        if listeners is not None:
+            settings["listeners"] = listeners
+        if advertised_listeners is not None:
+            settings["advertised.listeners"] = advertised_listeners
+        if node_id is not None:
+            settings["node.id"] = node_id
+        return cls.from_settings(settings, data_dir=data_dir, metrics_listener=metrics_listener)
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any], *, data_dir: Optional[str] = None,
+                      metrics_listener: Optional[str] = None) -> "ServerConfig":
+        own = dict(SERVER_DEFAULTS)
+        broker: Dict[str, Any] = dict(SERVER_BROKER_DEFAULTS)
+        ignored: List[str] = []
+        node: Optional[int] = None
+        for key, value in settings.items():
+            if key in ("node.id", "broker.id"):
+                v = _int(key, value, 0, 2**31 - 1)
+                if node is not None and v != node:
+                    raise InvalidConfig(f"node.id ({node}) and broker.id ({v}) disagree")
+                node = v
+            elif key == "zookeeper.connect":
+                raise InvalidConfig("zookeeper.connect: clusters of `pylog serve` processes on ZooKeeper are "
+                                    "not supported yet; `pylog serve` runs one node with embedded metadata")
+            elif key in ("broker.rack",):
+                broker["broker.rack"] = value
+            elif key in own:
+                own[key] = value
+            elif key in IGNORED_KAFKA_KEYS:
+                ignored.append(key)
+            else:
+                broker[key] = value
+        node = 0 if node is None else node
+        broker["broker.id"] = node
+        try:
+            bcfg = BrokerConfig.from_settings(broker)
+        except InvalidConfig as exc:
+            raise InvalidConfig(f"{exc} (a server key, or a broker/topic default such as num.partitions, "
+                                "log.retention.ms, group.initial.rebalance.delay.ms)") from None
+        lst = parse_listeners(str(own["listeners"]))
+        adv_raw = own["advertised.listeners"]
+        adv = parse_listeners(str(adv_raw), "advertised.listeners") if adv_raw else lst
+        for a in adv:
+            if a.host in ("", "0.0.0.0", "::"):
+                raise InvalidConfig(f"advertised.listeners: {a} is not an address clients can connect to; "
+                                    "set advertised.listeners to the host name clients should use")
+        rf = _int("default.replication.factor", own["default.replication.factor"], 1, 32767)
+        if rf != 1:
+            raise InvalidConfig(f"default.replication.factor={rf}: a single `pylog serve` node holds one replica")
+        dirs = own["log.dirs"] or own["log.dir"]
+        if data_dir is None:
+            data_dir = str(dirs).split(",")[0].strip() if dirs else "pylog-data"
+        metrics = None
+        if metrics_listener is not None:
+            m = re.match(r"^(?:https?://)?(\[[0-9a-fA-F:.]+\]|[^:/\s]+):(\d+)/?$", metrics_listener.strip())
+            if m is None:
+                raise InvalidConfig(f"--metrics-listener must be HOST:PORT, got {metrics_listener!r}")
+            metrics = (m.group(1).strip("[]"), _int("metrics listener port", m.group(2), 0, 65535))
+        return cls(
+            data_dir=Path(data_dir), listeners=tuple(lst), advertised_listeners=tuple(adv), node_id=node,
+            broker=bcfg, broker_settings=broker,
+            socket_request_max_bytes=_int("socket.request.max.bytes", own["socket.request.max.bytes"], 1024, 2**31 - 1),
+            connections_max_idle_ms=_int("connections.max.idle.ms", own["connections.max.idle.ms"], -1),
+            queued_max_requests=_int("queued.max.requests", own["queued.max.requests"], 1, 2**31 - 1),
+            max_connections=_int("max.connections", own["max.connections"], 1, 2**31 - 1),
+            default_replication_factor=rf, metrics_listener=metrics, ignored_keys=tuple(sorted(ignored)))
+
+    def advertised_for(self, listener: Listener) -> Listener:
+        """The advertised address of the listener a client connected to (same name)."""
+        for a in self.advertised_listeners:
+            if a.name == listener.name:
+                return a
+        return self.advertised_listeners[0]

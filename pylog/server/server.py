@@ -1,0 +1,178 @@
+"""KafkaServer: listeners, connections and an orderly shutdown, over one broker.
+
+The server is Kafka's SocketServer + KafkaApis on an asyncio loop (uvloop when it is
+installed): :mod:`pylog.server.connection` frames bytes, :mod:`pylog.server.apis`
+answers requests, and everything reaches the data through
+:class:`~pylog.broker.interface.BrokerInterface` — an embedded
+:class:`~pylog.broker.Broker` today, a cluster node with another metadata store later.
+
+Shutdown (:meth:`KafkaServer.stop`), in Kafka's order: stop accepting connections;
+answer every waiting request (parked fetches answer with what they have, pending
+produces finish); stop reading new requests; flush what is being written; close the
+connections.  The caller then closes the broker, which closes every log cleanly so
+the next start needs no recovery.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any, Dict, List, Optional, Set, Tuple
+
+from pylog.broker.interface import BrokerInterface
+from pylog.errors import PylogError
+from pylog.server.apis import KafkaApis
+from pylog.server.config import Listener, ServerConfig
+from pylog.server.connection import KafkaConnection
+from pylog.server.metrics import MetricsHTTPServer, ServerMetrics
+from pylog.server.purgatory import Purgatory
+
+__all__ = ["KafkaServer"]
+
+log = logging.getLogger("pylog.server")
+
+
+def _is_uvloop(loop: asyncio.AbstractEventLoop) -> bool:
+    return type(loop).__module__.startswith("uvloop")
+
+
+class KafkaServer:
+    """A Kafka-protocol server of ``broker`` on ``loop`` (see the module docstring)."""
+
+    def __init__(self, config: ServerConfig, broker: BrokerInterface,
+                 loop: Optional[asyncio.AbstractEventLoop] = None) -> None:
+        self.config = config
+        self.broker = broker
+        self.loop = loop or asyncio.get_event_loop()
+        #: sendmsg from a duplicate descriptor where the loop's transport would copy
+        #: (asyncio before 3.12 joins writelines' buffers; uvloop gathers them itself).
+        self.gather_writes = not _is_uvloop(self.loop)
+        self.metrics = ServerMetrics(broker.metrics)
+        self.purgatory = Purgatory(self.loop)
+        self.apis = KafkaApis(self)
+        self.connections: Set[KafkaConnection] = set()
+        self._servers: List[asyncio.AbstractServer] = []
+        self.bound: List[Tuple[Listener, Listener]] = []  # (configured, actually bound)
+        self._sweeper: Optional[asyncio.TimerHandle] = None
+        self._metrics_http: Optional[MetricsHTTPServer] = None
+        self._epochs: Dict[Tuple[str, int], int] = {}
+        self._stopping = False
+        broker.add_data_listener(self.purgatory.notify)
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        """Bind every listener (and the metrics endpoint) or raise OSError."""
+        for lst in self.config.listeners:
+            srv = await self.loop.create_server(lambda lst=lst: KafkaConnection(self, self._bound_of(lst)),
+                                                host=lst.host or None, port=lst.port, reuse_address=True,
+                                                backlog=1024)
+            port = srv.sockets[0].getsockname()[1] if srv.sockets else lst.port
+            self._servers.append(srv)
+            self.bound.append((lst, Listener(lst.name, lst.host, port)))
+        if self.config.metrics_listener is not None:
+            host, port = self.config.metrics_listener
+            self._metrics_http = MetricsHTTPServer(self.metrics, host, port)
+        self._schedule_sweep()
+
+    def _bound_of(self, lst: Listener) -> Listener:
+        for configured, bound in self.bound:
+            if configured == lst:
+                return bound
+        return lst
+
+    @property
+    def metrics_address(self) -> Optional[Tuple[str, int]]:
+        return None if self._metrics_http is None else self._metrics_http.address
+
+    def advertised_for(self, listener: Listener) -> Listener:
+        """The address clients are told to use for ``listener`` (port 0 in the
+        configuration means the port actually bound)."""
+        adv = self.config.advertised_for(listener)
+        if adv.port == 0:
+            return Listener(adv.name, adv.host, listener.port)
+        return adv
+
+    async def stop(self, timeout_s: float = 10.0) -> None:
+        """Stop in order (see the module docstring); waits up to ``timeout_s`` for
+        answers in progress."""
+        if self._stopping:
+            return
+        self._stopping = True
+        self.broker.remove_data_listener(self.purgatory.notify)
+        for srv in self._servers:
+            srv.close()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        self.purgatory.expire_all()
+        deadline = time.monotonic() + timeout_s
+        for conn in list(self.connections):
+            conn.stop_reading()
+        while any(c.busy for c in self.connections) and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        while any(c.transport is not None and c.transport.get_write_buffer_size() for c in self.connections) \
+                and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        for conn in list(self.connections):
+            conn.close()
+        await asyncio.sleep(0)
+        if self._metrics_http is not None:
+            self._metrics_http.close()
+        log.info("server stopped")
+
+    # ------------------------------------------------------------------ connections
+    def connection_opened(self, conn: KafkaConnection) -> bool:
+        if self._stopping or len(self.connections) >= self.config.max_connections:
+            return False
+        self.connections.add(conn)
+        self.metrics.connections.inc()
+        self.metrics.connections_accepted.inc()
+        log.debug("connection from %s on %s", conn.peer, conn.listener)
+        return True
+
+    def connection_closed(self, conn: KafkaConnection) -> None:
+        if conn in self.connections:
+            self.connections.discard(conn)
+            self.metrics.connections.dec()
+            self.metrics.connections_closed.inc()
+
+    def _schedule_sweep(self) -> None:
+        idle_ms = self.config.connections_max_idle_ms
+        if idle_ms < 0:
+            return
+        interval = min(max(idle_ms / 10_000.0, 0.05), 30.0)
+        self._sweeper = self.loop.call_later(interval, self._sweep)
+
+    def _sweep(self) -> None:
+        limit = self.config.connections_max_idle_ms / 1000.0
+        now = time.monotonic()
+        for conn in list(self.connections):
+            if conn.idle_for(now) > limit:
+                conn.close(f"idle for more than connections.max.idle.ms ({self.config.connections_max_idle_ms})")
+        self._schedule_sweep()
+
+    # ------------------------------------------------------------------ leader epochs
+    def leader_epoch(self, topic: str, partition: int, refresh: bool = False) -> int:
+        """The partition's leader epoch (cached from describe_topic; -1 if unknown)."""
+        key = (topic, partition)
+        epoch = None if refresh else self._epochs.get(key)
+        if epoch is None:
+            try:
+                d = self.broker.describe_topic(topic)
+            except PylogError:
+                return -1
+            for p in d.partitions:
+                self._epochs[(topic, p.partition)] = max(p.leader_epoch, 0)
+            epoch = self._epochs.get(key, -1)
+        return epoch
+
+    def forget_epochs(self, topic: Optional[str] = None) -> None:
+        if topic is None:
+            self._epochs.clear()
+        else:
+            for k in [k for k in self._epochs if k[0] == topic]:
+                del self._epochs[k]
+
+    def addresses(self) -> List[str]:
+        """``NAME://HOST:PORT`` of every bound listener."""
+        return [str(b) for _, b in self.bound]
+
