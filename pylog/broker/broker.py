@@ -31,11 +31,11 @@ import shutil
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
 from pylog.broker.config import BrokerConfig, TopicConfig
+from pylog.broker.interface import FetchResult, PartitionInfo, TopicDescription
 from pylog.broker.maintenance import LogMaintenance
 from pylog.broker.partition import AppendResult, Partition
 from pylog.errors import (
@@ -50,7 +50,6 @@ from pylog.errors import (
     TopicAlreadyExists,
     UnknownTopicOrPartition,
 )
-from pylog.records import RecordBatch
 from pylog.storage.log import EARLIEST_TIMESTAMP, LATEST_TIMESTAMP
 
 __all__ = ["Broker", "TopicDescription", "PartitionInfo", "FetchResult", "OFFSETS_TOPIC",
@@ -97,39 +96,6 @@ def parse_acks(acks: Any) -> int:
     if isinstance(acks, int) and not isinstance(acks, bool) and acks in (-1, 0, 1):
         return acks
     raise InvalidRequiredAcks(f"acks must be 0, 1, -1 or 'all', got {acks!r}")
-
-
-@dataclass(frozen=True)
-class PartitionInfo:
-    partition: int
-    leader: int
-    replicas: List[int]
-    isr: List[int]
-    log_start_offset: int
-    log_end_offset: int
-    high_watermark: int
-    size_bytes: int
-    leader_epoch: int = 0
-
-
-@dataclass(frozen=True)
-class TopicDescription:
-    name: str
-    topic_id: str
-    partitions: List[PartitionInfo]
-    config: Dict[str, Any]  #: effective configuration (every known name)
-    overrides: Dict[str, Any] = field(default_factory=dict)  #: what was set for this topic
-    internal: bool = False
-
-
-@dataclass(frozen=True)
-class FetchResult:
-    """Batches of one partition (zero-copy views) and its offsets at fetch time."""
-
-    batches: List[RecordBatch]
-    high_watermark: int
-    log_start_offset: int
-    log_end_offset: int
 
 
 class _Topic:

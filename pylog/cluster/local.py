@@ -27,7 +27,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
-from pylog.broker.broker import FetchResult, parse_acks, validate_topic_name
+from pylog.broker.broker import parse_acks, validate_topic_name
+from pylog.broker.interface import FetchResult
 from pylog.broker.config import BrokerConfig
 from pylog.broker.maintenance import LogMaintenance
 from pylog.broker.partition import AppendResult
