@@ -29,7 +29,6 @@ import os
 import re
 import shutil
 import threading
-import time
 import uuid
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple, Union
@@ -51,6 +50,7 @@ from pylog.errors import (
     UnknownTopicOrPartition,
 )
 from pylog.storage.log import EARLIEST_TIMESTAMP, LATEST_TIMESTAMP
+from pylog.util import check_int, now_ms
 
 __all__ = ["Broker", "TopicDescription", "PartitionInfo", "FetchResult", "OFFSETS_TOPIC",
            "validate_topic_name", "parse_acks"]
@@ -64,10 +64,6 @@ _TOPIC_RE = re.compile(r"^[a-zA-Z0-9._-]+$")
 _MAX_TOPIC_NAME = 249
 _PARTITION_DIR_RE = re.compile(r"^(?P<topic>[a-zA-Z0-9._-]+)-(?P<p>\d+)$")
 _PRODUCER_ID_BLOCK = 1000
-
-
-def _wall_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def validate_topic_name(name: Any) -> str:
@@ -118,7 +114,7 @@ class Broker:
                  background: bool) -> None:
         self.data_dir = data_dir
         self.config = config
-        self._clock = clock or _wall_ms
+        self._clock = clock or now_ms
         self._lock = threading.RLock()
         self._data_cond = threading.Condition(threading.Lock())
         self._data_version = 0
@@ -341,13 +337,8 @@ class Broker:
                       config: Optional[Mapping[str, Any]], defaults: Optional[Dict[str, Any]] = None
                       ) -> TopicDescription:
         n = self.config.num_partitions if partitions is None else partitions
-        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= self.config.max_partitions_per_topic:
-            raise InvalidPartitions(f"partitions must be an integer in [1, "
-                                    f"{self.config.max_partitions_per_topic}], got {partitions!r}")
-        if isinstance(replication_factor, bool) or not isinstance(replication_factor, int) \
-                or replication_factor < 1:
-            raise InvalidReplicationFactor(f"replication_factor must be an integer >= 1, got "
-                                           f"{replication_factor!r}")
+        check_int("partitions", n, min=1, max=self.config.max_partitions_per_topic, error=InvalidPartitions)
+        check_int("replication_factor", replication_factor, min=1, error=InvalidReplicationFactor)
         if replication_factor > 1:
             raise InvalidReplicationFactor(
                 f"replication factor {replication_factor} is larger than the number of brokers (1); "
@@ -455,9 +446,8 @@ class Broker:
         t = self._topics.get(topic)
         if t is None:
             t = self._topic(topic)
-        if isinstance(partition, bool) or not isinstance(partition, int) or not 0 <= partition < len(t.partitions):
-            raise UnknownTopicOrPartition(
-                f"partition {partition!r} of topic {topic!r} does not exist (it has {len(t.partitions)})")
+        check_int(f"partition of topic {topic!r} (it has {len(t.partitions)})", partition, min=0,
+                  max=len(t.partitions) - 1, error=UnknownTopicOrPartition)
         return t.partitions[partition]
 
     # ================================================================ data plane

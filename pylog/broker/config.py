@@ -15,6 +15,7 @@ from typing import Any, Dict, Mapping, Optional
 from pylog.errors import InvalidConfig
 from pylog.records.compression import CODECS
 from pylog.storage import LogConfig
+from pylog.util import check_int
 
 __all__ = ["BrokerConfig", "TopicConfig", "TOPIC_DEFAULTS", "BROKER_TOPIC_DEFAULT_NAMES"]
 
@@ -113,8 +114,7 @@ class TopicConfig:
         if ct not in _COMPRESSION_TYPES:
             raise InvalidConfig(f"compression.type must be one of {list(_COMPRESSION_TYPES)}, got {ct!r}")
         mir = self.values["min.insync.replicas"]
-        if isinstance(mir, bool) or not isinstance(mir, int) or mir < 1:
-            raise InvalidConfig(f"min.insync.replicas must be an integer >= 1, got {mir!r}")
+        check_int("min.insync.replicas", mir, min=1, error=InvalidConfig)
         ule = self.values["unclean.leader.election.enable"]
         if not isinstance(ule, bool):
             raise InvalidConfig(f"unclean.leader.election.enable must be a boolean, got {ule!r}")
@@ -188,8 +188,8 @@ class BrokerConfig:
             elif isinstance(f.default, float):
                 if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
                     raise InvalidConfig(f"{kafka} must be a positive number, got {v!r}")
-            elif isinstance(v, bool) or not isinstance(v, int) or v < 0:
-                raise InvalidConfig(f"{kafka} must be a non-negative integer, got {v!r}")
+            else:
+                check_int(kafka, v, min=0, error=InvalidConfig)
         if self.num_partitions < 1 or self.offsets_topic_num_partitions < 1:
             raise InvalidConfig("num.partitions and offsets.topic.num.partitions must be >= 1")
         if self.broker_rack is not None and not isinstance(self.broker_rack, str):

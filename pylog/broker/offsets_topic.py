@@ -30,6 +30,7 @@ from typing import Optional, Tuple, Union
 
 from pylog.errors import CorruptRecordError, InvalidArgument
 from pylog.records.wire import I16, I32, I64, WireReader
+from pylog.util import check_int
 
 __all__ = [
     "OFFSETS_TOPIC",
@@ -109,8 +110,7 @@ def _w_string(out: bytearray, value: str, what: str) -> None:
 
 
 def _w_int(out: bytearray, st: struct.Struct, value: int, what: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidArgument(f"{what} must be an int, got {value!r}")
+    check_int(what, value)
     try:
         out += st.pack(value)
     except struct.error:
@@ -219,8 +219,7 @@ def partition_for_group(group_id: str, num_partitions: int) -> int:
     """The partition of ``__consumer_offsets`` that holds ``group_id``'s offsets:
     ``Utils.abs(groupId.hashCode()) % num_partitions`` as Kafka computes it (``Utils.abs``
     maps ``Integer.MIN_VALUE`` to 0), so a group lands where Kafka puts it."""
-    if isinstance(num_partitions, bool) or not isinstance(num_partitions, int) or num_partitions < 1:
-        raise InvalidArgument(f"num_partitions must be a positive int, got {num_partitions!r}")
+    check_int("num_partitions", num_partitions, min=1)
     h = java_string_hash(group_id)
     h = 0 if h == -(1 << 31) else abs(h)
     return h % num_partitions
