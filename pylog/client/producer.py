@@ -341,8 +341,9 @@ class Producer:
             self._producer_id, self._producer_epoch = bootstrap.init_producer_id()
         #: (records, latency ns from batch open to ack) of each acknowledged batch.
         self.ack_latencies: Optional[List[Tuple[int, int]]] = None
-        #: A bootstrap that answers produce requests asynchronously gets pipelined batches.
-        self._pipelined = hasattr(bootstrap, "produce_async") and hasattr(bootstrap, "drive")
+        #: A bootstrap whose acknowledgements come later (a replicated cluster, a network
+        #: node) gets pipelined batches: BrokerInterface.pipelined_produce says which.
+        self._pipelined = bool(getattr(bootstrap, "pipelined_produce", False))
         self._sender = threading.Thread(target=self._run, name="pylog-producer-sender", daemon=True)
         self._sender.start()
 

@@ -63,6 +63,9 @@ _OFFSETS_TOPIC = "__consumer_offsets"
 class LocalCluster:
     """An in-process cluster of ``brokers`` replicated brokers; see the module docstring."""
 
+    #: acks=all waits for followers: the Producer keeps several batches in flight.
+    pipelined_produce = True
+
     def __init__(self, root: Path, kernel: ClusterKernel, tick_ms: float,
                  housekeeping: Optional[BrokerConfig] = None) -> None:
         self.root = root

@@ -500,7 +500,7 @@ class Log:
         ``size`` bounds the bytes the call writes: disk for them is reserved first
         (StorageError, nothing written, if the disk is full)."""
         seg = self._segments[-1]
-        if self._should_roll_before(seg, count, now):
+        if self._should_roll_before(seg, count, now, size):
             seg = self._roll_locked()
         seg.ensure_room(size)
         rc = call(seg)
@@ -524,11 +524,13 @@ class Log:
         seg.note_appended(int(self._result.max_timestamp))
         return self._result
 
-    def _should_roll_before(self, seg: LogSegment, count: int, now: int) -> bool:
+    def _should_roll_before(self, seg: LogSegment, count: int, now: int, size: int) -> bool:
         if seg.is_empty:
             return False
         if seg.c.next_offset + count - seg.base_offset > _MAX_RELATIVE_OFFSET:
             return True
+        if seg.mapped_bytes > self.config.segment_bytes and seg.log_size + size > self.config.segment_bytes:
+            return True  # segment.bytes was lowered (reconfigure) after this segment was made
         rolling = seg.rolling_timestamp_ms
         return rolling is not None and rolling >= 0 and now - rolling > self.config.segment_ms
 
@@ -538,6 +540,27 @@ class Log:
             self._flush_locked(now)
         elif cfg.flush_ms is not None and now - self._last_flush_ms >= cfg.flush_ms:
             self._flush_locked(now)
+
+    # ============================================================ settings
+    def reconfigure(self, config: Optional[Mapping[str, Any]] = None, **settings: Any) -> LogConfig:
+        """Replace this open log's settings; returns the new :class:`LogConfig`.
+
+        Settings are given as :meth:`open` takes them (Kafka names in ``config`` and/or
+        snake_case keywords; a setting not given gets its default, as at open): this is
+        the log's whole configuration, not a patch.  Every setting can change on an open
+        log.  Retention, flushing, segment.ms, max.message.bytes, message.timestamp.type
+        and cleanup.policy apply from the next call that uses them.  The shape of a
+        segment (segment.bytes, segment.index.bytes, index.interval.bytes, preallocate)
+        applies to segments created from now on; the active segment rolls at the next
+        append that would take it past a lowered segment.bytes (a raised one applies
+        from the next segment).  Thread-safe; raises InvalidConfig (nothing changes) or
+        LogClosed.
+        """
+        new = LogConfig.from_settings(config, **settings)
+        with self._lock:
+            self._check_open()
+            self.config = new
+        return new
 
     # ================================================================== roll
     def roll(self) -> None:
