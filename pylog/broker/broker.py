@@ -15,10 +15,15 @@ first and then removes the directories.  On open, partition directories that no 
 owns (a create or delete cut short by a crash) are removed, so a crash never leaves a
 half-made topic.
 
-The request methods (:meth:`produce`, :meth:`fetch`, :meth:`list_offsets`,
-:meth:`init_producer_id`, :attr:`groups`) mirror Kafka's requests: the in-process
-Producer and Consumer call them, and a network server will map the wire protocol onto
-them.  All methods are thread-safe.
+Growing a topic (:meth:`Broker.create_partitions`) is made crash-safe the same way:
+the new partition directories first, then ``topics.json`` with the new count; a crash
+in between leaves the old count (the new directories are strays, removed at open).
+A configuration change (:meth:`Broker.alter_topic_config`) rewrites ``topics.json``
+and then applies the new settings to the open partitions.
+
+:class:`Broker` implements :class:`~pylog.broker.interface.BrokerInterface`, whose
+methods mirror Kafka's requests: the in-process Producer and Consumer call them, and the
+network server maps the wire protocol onto them.  All methods are thread-safe.
 """
 from __future__ import annotations
 
@@ -29,14 +34,15 @@ import os
 import re
 import shutil
 import threading
-import time
 import uuid
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
 from pylog.broker.config import BrokerConfig, TopicConfig
+from pylog.broker.interface import (DataListener, FetchResult, NodeInfo, PartitionInfo, ProduceCallback,
+                                    TopicDescription)
 from pylog.broker.maintenance import LogMaintenance
+from pylog.broker.offsets_topic import offsets_topic_spec
 from pylog.broker.partition import AppendResult, Partition
 from pylog.errors import (
     BrokerClosed,
@@ -46,15 +52,16 @@ from pylog.errors import (
     InvalidReplicationFactor,
     InvalidRequiredAcks,
     InvalidTopic,
+    PylogError,
     StorageError,
     TopicAlreadyExists,
     UnknownTopicOrPartition,
 )
-from pylog.records import RecordBatch
 from pylog.storage.log import EARLIEST_TIMESTAMP, LATEST_TIMESTAMP
+from pylog.util import check_int, now_ms
 
-__all__ = ["Broker", "TopicDescription", "PartitionInfo", "FetchResult", "OFFSETS_TOPIC",
-           "validate_topic_name", "parse_acks"]
+__all__ = ["Broker", "TopicDescription", "PartitionInfo", "FetchResult", "OFFSETS_TOPIC", "ZERO_TOPIC_ID",
+           "validate_topic_name", "parse_acks", "call_data_listeners"]
 
 log = logging.getLogger("pylog.broker")
 
@@ -65,10 +72,8 @@ _TOPIC_RE = re.compile(r"^[a-zA-Z0-9._-]+$")
 _MAX_TOPIC_NAME = 249
 _PARTITION_DIR_RE = re.compile(r"^(?P<topic>[a-zA-Z0-9._-]+)-(?P<p>\d+)$")
 _PRODUCER_ID_BLOCK = 1000
-
-
-def _wall_ms() -> int:
-    return time.time_ns() // 1_000_000
+#: Kafka's zero UUID: the topic id reported for a topic that was only validated.
+ZERO_TOPIC_ID = "0" * 32
 
 
 def validate_topic_name(name: Any) -> str:
@@ -99,37 +104,14 @@ def parse_acks(acks: Any) -> int:
     raise InvalidRequiredAcks(f"acks must be 0, 1, -1 or 'all', got {acks!r}")
 
 
-@dataclass(frozen=True)
-class PartitionInfo:
-    partition: int
-    leader: int
-    replicas: List[int]
-    isr: List[int]
-    log_start_offset: int
-    log_end_offset: int
-    high_watermark: int
-    size_bytes: int
-    leader_epoch: int = 0
-
-
-@dataclass(frozen=True)
-class TopicDescription:
-    name: str
-    topic_id: str
-    partitions: List[PartitionInfo]
-    config: Dict[str, Any]  #: effective configuration (every known name)
-    overrides: Dict[str, Any] = field(default_factory=dict)  #: what was set for this topic
-    internal: bool = False
-
-
-@dataclass(frozen=True)
-class FetchResult:
-    """Batches of one partition (zero-copy views) and its offsets at fetch time."""
-
-    batches: List[RecordBatch]
-    high_watermark: int
-    log_start_offset: int
-    log_end_offset: int
+def call_data_listeners(listeners: Iterable[DataListener], topic: str, partition: int) -> None:
+    """Call each data listener with (topic, partition); one that raises is logged and the
+    others still run (a listener must never break the produce that moved the data)."""
+    for fn in listeners:
+        try:
+            fn(topic, partition)
+        except Exception:
+            log.exception("data listener %r failed for %s-%d", fn, topic, partition)
 
 
 class _Topic:
@@ -145,14 +127,21 @@ class _Topic:
 class Broker:
     """An embedded single-node broker over a data directory.
 
-    Open with :meth:`open`; use as a context manager or call :meth:`close`.
+    Open with :meth:`open`; use as a context manager or call :meth:`close`.  It is the
+    only node of its cluster: its own controller, the leader and only replica of every
+    partition (so the high watermark is the log end offset), with no leader epochs.
+    Implements :class:`~pylog.broker.interface.BrokerInterface`.
     """
+
+    #: Produce requests are answered at once (the append is the acknowledgement): the
+    #: Producer sends batch after batch rather than pipelining them.
+    pipelined_produce = False
 
     def __init__(self, data_dir: Path, config: BrokerConfig, clock: Optional[Callable[[], int]],
                  background: bool) -> None:
         self.data_dir = data_dir
         self.config = config
-        self._clock = clock or _wall_ms
+        self._clock = clock or now_ms
         self._lock = threading.RLock()
         self._data_cond = threading.Condition(threading.Lock())
         self._data_version = 0
@@ -165,7 +154,10 @@ class Broker:
         self._stop = threading.Event()
         self._threads: List[threading.Thread] = []
         self._maintenance = LogMaintenance(config, self._clock)
+        #: Kafka's cluster.id, made at the first open and kept in meta.properties.
         self.cluster_id = ""
+        self._listeners_lock = threading.Lock()
+        self._data_listeners: Tuple[DataListener, ...] = ()
         from pylog.broker.metrics import TrafficMetrics
         self.traffic = TrafficMetrics(window_ms=config.partition_skew_window_ms,
                                       ratio=config.partition_skew_ratio,
@@ -212,10 +204,8 @@ class Broker:
             for p in range(meta["partitions"]):
                 owned.add(f"{name}-{p}")
         self._remove_strays(owned)
-        defaults = self.config.topic_config_defaults()
         for name, meta in sorted(topics.items()):
-            tc = TopicConfig.build(meta.get("config", {}), defaults if name != OFFSETS_TOPIC
-                                   else self._offsets_topic_defaults())
+            tc = TopicConfig.build(meta.get("config", {}), self._topic_defaults(name))
             parts = [Partition.open(name, p, self.data_dir / f"{name}-{p}", tc, self.config.broker_id,
                                     self._clock) for p in range(meta["partitions"])]
             self._topics[name] = _Topic(name, meta["id"], tc, parts)
@@ -356,32 +346,39 @@ class Broker:
     def __repr__(self) -> str:
         return f"Broker({str(self.data_dir)!r}, topics={len(self._topics)}, closed={self._closed})"
 
+    # =================================================================== identity
+    @property
+    def controller_id(self) -> int:
+        """This broker's id: a single broker is its own controller."""
+        return self.config.broker_id
+
+    def nodes(self) -> List[NodeInfo]:
+        """This broker (broker.id and broker.rack): the only node of its cluster."""
+        return [NodeInfo(self.config.broker_id, self.config.broker_rack)]
+
     # ===================================================================== topics
     def create_topic(self, name: str, partitions: Optional[int] = None, replication_factor: int = 1,
-                     config: Optional[Mapping[str, Any]] = None) -> TopicDescription:
+                     config: Optional[Mapping[str, Any]] = None, *,
+                     validate_only: bool = False) -> TopicDescription:
         """Create a topic of ``partitions`` partitions (default num.partitions).
 
         ``config`` overrides topic-level settings by Kafka name.  Raises InvalidTopic,
         TopicAlreadyExists (also for a name that differs only by '.' vs '_', as Kafka),
         InvalidPartitions, InvalidReplicationFactor (a single broker holds one replica),
-        InvalidConfig.
+        InvalidConfig.  ``validate_only`` checks all of that, creates nothing and returns
+        the description the topic would have (topic id :data:`ZERO_TOPIC_ID`).
         """
         validate_topic_name(name)
         if name in _INTERNAL_TOPICS:
             raise InvalidTopic(f"{name} is an internal topic; pylog creates it when needed")
-        return self._create_topic(name, partitions, replication_factor, config)
+        return self._create_topic(name, partitions, replication_factor, config, validate_only=validate_only)
 
     def _create_topic(self, name: str, partitions: Optional[int], replication_factor: int,
-                      config: Optional[Mapping[str, Any]], defaults: Optional[Dict[str, Any]] = None
-                      ) -> TopicDescription:
+                      config: Optional[Mapping[str, Any]], defaults: Optional[Dict[str, Any]] = None,
+                      *, validate_only: bool = False) -> TopicDescription:
         n = self.config.num_partitions if partitions is None else partitions
-        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= self.config.max_partitions_per_topic:
-            raise InvalidPartitions(f"partitions must be an integer in [1, "
-                                    f"{self.config.max_partitions_per_topic}], got {partitions!r}")
-        if isinstance(replication_factor, bool) or not isinstance(replication_factor, int) \
-                or replication_factor < 1:
-            raise InvalidReplicationFactor(f"replication_factor must be an integer >= 1, got "
-                                           f"{replication_factor!r}")
+        check_int("partitions", n, min=1, max=self.config.max_partitions_per_topic, error=InvalidPartitions)
+        check_int("replication_factor", replication_factor, min=1, error=InvalidReplicationFactor)
         if replication_factor > 1:
             raise InvalidReplicationFactor(
                 f"replication factor {replication_factor} is larger than the number of brokers (1); "
@@ -397,6 +394,9 @@ class Broker:
                     raise TopicAlreadyExists(
                         f"topic {name!r} collides with existing topic {other!r}: Kafka treats '.' and "
                         "'_' as the same in metric names")
+            if validate_only:
+                return TopicDescription(name, ZERO_TOPIC_ID, [self._new_partition_info(p) for p in range(n)],
+                                        dict(tc.values), dict(tc.overrides), name in _INTERNAL_TOPICS)
             parts: List[Partition] = []
             try:
                 for p in range(n):
@@ -443,6 +443,81 @@ class Broker:
             self.traffic.forget_topic(name)
         log.info("deleted topic %s", name)
 
+    def create_partitions(self, name: str, count: int, *, validate_only: bool = False) -> TopicDescription:
+        """Grow topic ``name`` to ``count`` partitions (Kafka's CreatePartitions).
+
+        The new partitions start empty; keyed records of the topic map to other
+        partitions from now on (as in Kafka).  Raises UnknownTopicOrPartition,
+        InvalidTopic (an internal topic), InvalidPartitions (``count`` not above today's
+        count, or above max.partitions.per.topic).  ``validate_only`` checks and changes
+        nothing.  Crash-safe: see the module docstring.
+        """
+        with self._lock:
+            self._check_open()
+            t = self._topic(name)
+            if name in _INTERNAL_TOPICS:
+                raise InvalidTopic(f"{name} is an internal topic; its partition count cannot change")
+            old = t.partitions
+            check_int(f"the new partition count of topic {name!r} (it has {len(old)})", count,
+                      min=len(old) + 1, max=self.config.max_partitions_per_topic, error=InvalidPartitions)
+            if validate_only:
+                d = self._describe(t)
+                extra = [self._new_partition_info(p) for p in range(len(old), count)]
+                return TopicDescription(d.name, d.topic_id, d.partitions + extra, d.config, d.overrides, d.internal)
+            new: List[Partition] = []
+            try:
+                for p in range(len(old), count):
+                    d = self.data_dir / f"{name}-{p}"
+                    if d.exists():  # a stray from an interrupted create_partitions
+                        shutil.rmtree(d)
+                    new.append(Partition.open(name, p, d, t.config, self.config.broker_id, self._clock))
+                t.partitions = old + new  # a new list: readers without the lock see old or new
+                self._write_topics_file()
+            except BaseException:
+                t.partitions = old
+                for part in new:
+                    try:
+                        part.close()
+                    except Exception:
+                        pass
+                for p in range(len(old), count):
+                    shutil.rmtree(self.data_dir / f"{name}-{p}", ignore_errors=True)
+                raise
+            log.info("topic %s grew from %d to %d partitions", name, len(old), count)
+            return self._describe(t)
+
+    def alter_topic_config(self, name: str, changes: Mapping[str, Optional[Any]], *,
+                           replace: bool = False, validate_only: bool = False) -> TopicDescription:
+        """Change topic ``name``'s configuration overrides (Kafka's AlterConfigs).
+
+        A value sets an override, None removes it (back to the broker default);
+        ``replace=True`` makes the overrides exactly the non-None ``changes``.  The new
+        configuration is validated first (InvalidConfig names the bad setting, and
+        nothing changes), written to ``topics.json``, then applied to the open
+        partitions at once (see :meth:`Partition.reconfigure`).  Returns the new
+        description (with ``validate_only``, the one it would have: nothing changes).
+        Raises UnknownTopicOrPartition, InvalidConfig, StorageError.
+        """
+        with self._lock:
+            self._check_open()
+            t = self._topic(name)
+            tc = t.config.altered(changes, replace=replace, defaults=self._topic_defaults(name))
+            if validate_only:
+                d = self._describe(t)
+                return TopicDescription(d.name, d.topic_id, d.partitions, dict(tc.values), dict(tc.overrides),
+                                        d.internal)
+            old = t.config
+            t.config = tc
+            try:
+                self._write_topics_file()
+            except BaseException:
+                t.config = old
+                raise
+            for p in t.partitions:
+                p.reconfigure(tc)
+            log.info("topic %s configuration overrides are now %s", name, dict(tc.overrides))
+            return self._describe(t)
+
     def list_topics(self, include_internal: bool = False) -> List[str]:
         """Names of the topics, sorted."""
         with self._lock:
@@ -459,6 +534,20 @@ class Broker:
                                p.high_watermark, p.log.size_bytes) for p in t.partitions]
         return TopicDescription(t.name, t.topic_id, infos, dict(t.config.values), dict(t.config.overrides),
                                 t.name in _INTERNAL_TOPICS)
+
+    def _new_partition_info(self, index: int) -> PartitionInfo:
+        """What a partition about to be created would look like (validate_only)."""
+        b = self.config.broker_id
+        return PartitionInfo(index, b, [b], [b], 0, 0, 0, 0)
+
+    def _topic_defaults(self, name: str) -> Dict[str, Any]:
+        """The defaults a topic's overrides lie over: the broker's topic defaults, and for
+        ``__consumer_offsets`` its own settings on top (kept as defaults, not overrides,
+        so ``topics.json`` holds only what an operator set)."""
+        d = self.config.topic_config_defaults()
+        if name == OFFSETS_TOPIC:
+            d.update(offsets_topic_spec(self.config).config)
+        return d
 
     def topic_config(self, name: str) -> TopicConfig:
         with self._lock:
@@ -489,9 +578,8 @@ class Broker:
         t = self._topics.get(topic)
         if t is None:
             t = self._topic(topic)
-        if isinstance(partition, bool) or not isinstance(partition, int) or not 0 <= partition < len(t.partitions):
-            raise UnknownTopicOrPartition(
-                f"partition {partition!r} of topic {topic!r} does not exist (it has {len(t.partitions)})")
+        check_int(f"partition of topic {topic!r} (it has {len(t.partitions)})", partition, min=0,
+                  max=len(t.partitions) - 1, error=UnknownTopicOrPartition)
         return t.partitions[partition]
 
     # ================================================================ data plane
@@ -524,7 +612,27 @@ class Broker:
             with self._data_cond:
                 self._data_version += 1
                 self._data_cond.notify_all()
+            call_data_listeners(self._data_listeners, topic, partition)
         return res
+
+    def produce_async(self, topic: str, partition: int, data: Any, *, acks: Union[int, str] = -1,
+                      callback: ProduceCallback) -> None:
+        """:meth:`produce` now, then ``callback(None, result)`` or ``callback(error, None)``
+        before returning: one broker has no followers to wait for.  PylogErrors go to the
+        callback, never out of this call; TypeError if ``callback`` is not callable."""
+        if not callable(callback):
+            raise TypeError(f"callback must be callable(error, result), got {callback!r}")
+        try:
+            res = self.produce(topic, partition, data, acks=acks)
+        except PylogError as exc:
+            callback(exc, None)
+            return
+        callback(None, res)
+
+    def drive(self, done: Callable[[], bool], timeout_s: float) -> bool:
+        """Nothing is ever pending on one broker (:meth:`produce_async` answers at once):
+        returns ``done()`` without waiting."""
+        return bool(done())
 
     def fetch(self, topic: str, partition: int, offset: int, *, max_bytes: int = 1 << 20,
               to_log_end: bool = False) -> FetchResult:
@@ -567,6 +675,40 @@ class Broker:
     def data_version(self) -> int:
         return self._data_version
 
+    def add_data_listener(self, listener: DataListener) -> None:
+        """Call ``listener(topic, partition)`` after every produce that made records of
+        that partition readable, from the producing thread, holding no broker lock.  A
+        listener that raises is logged; the produce succeeds all the same."""
+        if not callable(listener):
+            raise TypeError(f"listener must be callable(topic, partition), got {listener!r}")
+        with self._listeners_lock:
+            self._data_listeners = self._data_listeners + (listener,)
+
+    def remove_data_listener(self, listener: DataListener) -> None:
+        """Stop calling ``listener`` (nothing happens if it was not added)."""
+        with self._listeners_lock:
+            ls = list(self._data_listeners)
+            if listener in ls:
+                ls.remove(listener)
+            self._data_listeners = tuple(ls)
+
+    def offset_for_leader_epoch(self, topic: str, partition: int, leader_epoch: int) -> Tuple[int, int]:
+        """Kafka's OffsetsForLeaderEpoch.  One broker never changes leader: its one epoch
+        holds the whole log, so an epoch >= 0 answers (that epoch, the log end offset)
+        and -1 answers (-1, -1) (see :meth:`Partition.offset_for_leader_epoch`).  Raises
+        UnknownTopicOrPartition, InvalidArgument, BrokerClosed."""
+        self._check_open()
+        return self.partition(topic, partition).offset_for_leader_epoch(leader_epoch)
+
+    def delete_records(self, topic: str, partition: int, before_offset: int) -> int:
+        """Kafka's DeleteRecords: move the log start offset of a partition up to
+        ``before_offset`` (-1: the high watermark); returns the new log start offset.
+        Fetching below it then raises OffsetOutOfRange.  Raises OffsetOutOfRange
+        (``before_offset`` above the high watermark or below -1),
+        UnknownTopicOrPartition, BrokerClosed."""
+        self._check_open()
+        return self.partition(topic, partition).delete_records(before_offset)
+
     # ===================================================================== groups
     @property
     def groups(self) -> Any:
@@ -576,19 +718,11 @@ class Broker:
                 self._check_open()
                 if self._groups is None:
                     if OFFSETS_TOPIC not in self._topics:
-                        self._create_topic(OFFSETS_TOPIC, self.config.offsets_topic_num_partitions, 1, None,
-                                           self._offsets_topic_defaults())
+                        spec = offsets_topic_spec(self.config)
+                        self._create_topic(OFFSETS_TOPIC, spec.partitions, spec.replication_factor, None,
+                                           self._topic_defaults(OFFSETS_TOPIC))
                     self._start_groups()
         return self._groups
-
-    def _offsets_topic_defaults(self) -> Dict[str, Any]:
-        d = self.config.topic_config_defaults()
-        d["segment.bytes"] = self.config.offsets_topic_segment_bytes
-        d["retention.ms"] = -1
-        d["compression.type"] = "producer"
-        if "cleanup.policy" in d:
-            d["cleanup.policy"] = "compact"
-        return d
 
     def _start_groups(self) -> None:
         from pylog.broker.group_service import GroupService

@@ -55,7 +55,6 @@ from __future__ import annotations
 
 import math
 import struct
-import time
 from array import array
 from dataclasses import dataclass
 from typing import Any, Callable, Collection, Dict, List, Optional, Sequence, Set, Tuple
@@ -70,6 +69,7 @@ from pylog.records.batch import _decode_headers  # header bytes -> pairs (same p
 from pylog.storage import Log
 from pylog.storage.checkpoint import OffsetCheckpointFile
 from pylog.storage.log import SegmentSnapshot
+from pylog.util import check_int, now_ms
 
 __all__ = ["LogCleaner", "CleanResult", "OffsetMap", "CLEANER_CHECKPOINT_FILE", "key_hashes"]
 
@@ -231,8 +231,7 @@ class LogCleaner:
                  clock: Optional[Callable[[], int]] = None) -> None:
         for name, value, lo in (("log.cleaner.dedupe.buffer.size", log_cleaner_dedupe_buffer_size, MAP_SLOT_BYTES),
                                 ("log.cleaner.io.buffer.size", log_cleaner_io_buffer_size, 1)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < lo:
-                raise InvalidConfig(f"{name} must be an int >= {lo}, got {value!r}")
+            check_int(name, value, min=lo, error=InvalidConfig)
         lf = log_cleaner_io_buffer_load_factor
         if isinstance(lf, bool) or not isinstance(lf, (int, float)) or not 0 < lf <= 1:
             raise InvalidConfig(f"log.cleaner.io.buffer.load.factor must be in (0, 1], got {lf!r}")
@@ -241,7 +240,7 @@ class LogCleaner:
         self.dedupe_buffer_size = log_cleaner_dedupe_buffer_size
         self.io_buffer_size = log_cleaner_io_buffer_size
         self.load_factor = float(lf)
-        self._clock = clock or (lambda: int(time.time() * 1000))
+        self._clock = clock or now_ms
         #: slots of the largest offset map this cleaner may build (a power of two)
         self.max_slots = 1 << int(math.log2(self.dedupe_buffer_size // MAP_SLOT_BYTES))
 
@@ -274,8 +273,8 @@ class LogCleaner:
         """
         if now_ms is None:
             now_ms = self._clock()
-        elif isinstance(now_ms, bool) or not isinstance(now_ms, int):
-            raise InvalidArgument(f"now_ms must be an int (ms) or None, got {now_ms!r}")
+        else:
+            check_int("now_ms (ms, or None for now)", now_ms)
         if not isinstance(log, Log):
             raise InvalidArgument(f"log must be a pylog.storage.Log, got {type(log).__name__}")
         cfg = log.config

@@ -15,6 +15,7 @@ from typing import Any, Dict, Mapping, Optional
 from pylog.errors import InvalidConfig
 from pylog.records.compression import CODECS
 from pylog.storage import LogConfig
+from pylog.util import check_int
 
 __all__ = ["BrokerConfig", "TopicConfig", "TOPIC_DEFAULTS", "BROKER_TOPIC_DEFAULT_NAMES"]
 
@@ -108,13 +109,36 @@ class TopicConfig:
         cfg._check_broker_settings()
         return cfg
 
+    def altered(self, changes: Mapping[str, Optional[Any]], *, replace: bool = False,
+                defaults: Optional[Mapping[str, Any]] = None) -> "TopicConfig":
+        """This configuration after Kafka's AlterConfigs: a value in ``changes`` sets an
+        override, None removes it (back to the default); with ``replace`` (the legacy,
+        non-incremental AlterConfigs) the overrides become exactly the non-None
+        ``changes``.  ``defaults`` are the ones this configuration was built on.
+
+        Raises InvalidConfig naming the first bad setting (an unknown name, also for a
+        removal, or a bad value); ``self`` never changes.
+        """
+        if not isinstance(changes, Mapping):
+            raise InvalidConfig(f"config changes must be a mapping of Kafka names to values (None "
+                                f"removes), got {changes!r:.80}")
+        for key in changes:
+            if not isinstance(key, str) or key not in TOPIC_DEFAULTS:
+                raise InvalidConfig(f"unknown topic configuration {key!r}; known: {sorted(TOPIC_DEFAULTS)}")
+        overrides = {} if replace else dict(self.overrides)
+        for key, value in changes.items():
+            if value is None:
+                overrides.pop(key, None)
+            else:
+                overrides[key] = value
+        return TopicConfig.build(overrides, defaults)
+
     def _check_broker_settings(self) -> None:
         ct = self.values["compression.type"]
         if ct not in _COMPRESSION_TYPES:
             raise InvalidConfig(f"compression.type must be one of {list(_COMPRESSION_TYPES)}, got {ct!r}")
         mir = self.values["min.insync.replicas"]
-        if isinstance(mir, bool) or not isinstance(mir, int) or mir < 1:
-            raise InvalidConfig(f"min.insync.replicas must be an integer >= 1, got {mir!r}")
+        check_int("min.insync.replicas", mir, min=1, error=InvalidConfig)
         ule = self.values["unclean.leader.election.enable"]
         if not isinstance(ule, bool):
             raise InvalidConfig(f"unclean.leader.election.enable must be a boolean, got {ule!r}")
@@ -163,6 +187,8 @@ class BrokerConfig:
     #: producer.id.expiration.check.interval.ms
     producer_id_expiration_check_interval_ms: int = 600_000
     offsets_topic_num_partitions: int = 50  #: offsets.topic.num.partitions
+    #: offsets.topic.replication.factor — on a cluster with fewer brokers, one per broker
+    offsets_topic_replication_factor: int = 3
     offsets_topic_segment_bytes: int = 100 * 1024 * 1024  #: offsets.topic.segment.bytes
     #: group.initial.rebalance.delay.ms — 0 here (Kafka's default is 3000): an embedded
     #: broker has no herd of consumers starting at once.
@@ -188,10 +214,10 @@ class BrokerConfig:
             elif isinstance(f.default, float):
                 if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
                     raise InvalidConfig(f"{kafka} must be a positive number, got {v!r}")
-            elif isinstance(v, bool) or not isinstance(v, int) or v < 0:
-                raise InvalidConfig(f"{kafka} must be a non-negative integer, got {v!r}")
-        if self.num_partitions < 1 or self.offsets_topic_num_partitions < 1:
-            raise InvalidConfig("num.partitions and offsets.topic.num.partitions must be >= 1")
+            else:
+                check_int(kafka, v, min=0, error=InvalidConfig)
+        for name in ("num_partitions", "offsets_topic_num_partitions", "offsets_topic_replication_factor"):
+            check_int(name.replace("_", "."), getattr(self, name), min=1, error=InvalidConfig)
         if self.broker_rack is not None and not isinstance(self.broker_rack, str):
             raise InvalidConfig(f"broker.rack must be a string, got {self.broker_rack!r}")
         self.topic_config_defaults()  # validates topic_defaults

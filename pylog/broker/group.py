@@ -59,6 +59,7 @@ from pylog.errors import (CoordinatorNotAvailable, GroupIdNotFound, GroupSubscri
                           InvalidGroupId, InvalidSessionTimeout, PylogError,
                           NonEmptyGroup, OffsetMetadataTooLarge, RebalanceInProgress,
                           RequestTimedOut, UnknownMemberId)
+from pylog.util import check_int
 
 log = logging.getLogger(__name__)
 
@@ -116,11 +117,8 @@ class GroupConfig:
                   "offsets_retention_check_interval_ms", "offset_metadata_max_bytes"):
             v = getattr(self, f)
             kafka = f.replace("_", ".")
-            if isinstance(v, bool) or not isinstance(v, int):
-                raise InvalidConfig(f"{kafka} must be an integer, got {v!r}")
             lo = 1 if f in ("offsets_retention_ms", "offsets_retention_check_interval_ms") else 0
-            if v < lo:
-                raise InvalidConfig(f"{kafka} must be >= {lo}, got {v}")
+            check_int(kafka, v, min=lo, error=InvalidConfig)
         if self.group_min_session_timeout_ms > self.group_max_session_timeout_ms:
             raise InvalidConfig(
                 "group.min.session.timeout.ms must not exceed group.max.session.timeout.ms "
@@ -343,12 +341,6 @@ def _check_group_id(group_id: Any, *, allow_empty: bool = False) -> str:
     return group_id
 
 
-def _check_int(value: Any, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidArgument(f"{what} must be an int, got {value!r}")
-    return value
-
-
 def _check_member_id(member_id: Any) -> str:
     if not isinstance(member_id, str):
         raise InvalidArgument(f"member id must be a str, got {type(member_id).__name__}")
@@ -396,10 +388,7 @@ class GroupCoordinator:
             config = GroupConfig()
         if not isinstance(config, GroupConfig):
             raise InvalidArgument(f"config must be a GroupConfig, got {type(config).__name__}")
-        if isinstance(num_partitions, bool) or not isinstance(num_partitions, int) \
-                or num_partitions < 1:
-            raise InvalidConfig(
-                f"offsets.topic.num.partitions must be a positive int, got {num_partitions!r}")
+        check_int("offsets.topic.num.partitions", num_partitions, min=1, error=InvalidConfig)
         self.config = config
         self.num_partitions = num_partitions
         self._new_member_id = member_id_factory or _default_member_ids()
@@ -444,8 +433,8 @@ class GroupCoordinator:
             group_id = _check_group_id(group_id)
             member_id = _check_member_id(member_id)
             protos = _check_protocols(protocol_type, protocols)
-            session_timeout_ms = _check_int(session_timeout_ms, "session timeout")
-            rebalance_timeout_ms = _check_int(rebalance_timeout_ms, "rebalance timeout")
+            session_timeout_ms = check_int("session timeout", session_timeout_ms)
+            rebalance_timeout_ms = check_int("rebalance timeout", rebalance_timeout_ms)
             if not isinstance(client_id, str):
                 raise InvalidArgument(f"client id must be a str, got {client_id!r}")
             cfg = self.config
@@ -640,7 +629,7 @@ class GroupCoordinator:
         try:
             group_id = _check_group_id(group_id)
             member_id = _check_member_id(member_id)
-            generation_id = _check_int(generation_id, "generation id")
+            generation_id = check_int("generation id", generation_id)
             assigned: Dict[str, bytes] = {}
             if assignments is not None:
                 if not isinstance(assignments, Mapping):
@@ -704,7 +693,7 @@ class GroupCoordinator:
         try:
             group_id = _check_group_id(group_id)
             member_id = _check_member_id(member_id)
-            generation_id = _check_int(generation_id, "generation id")
+            generation_id = check_int("generation id", generation_id)
             group, member = self._member_of(group_id, member_id, generation_id)
         except PylogError as e:
             return [Respond(token, error=e)]
@@ -844,7 +833,7 @@ class GroupCoordinator:
         try:
             group_id = _check_group_id(group_id, allow_empty=True)
             member_id = _check_member_id(member_id)
-            generation_id = _check_int(generation_id, "generation id")
+            generation_id = check_int("generation id", generation_id)
             values = self._check_offsets(offsets, now)
             group = self._groups.get(group_id)
             if group is None:
@@ -881,10 +870,8 @@ class GroupCoordinator:
                     f"offset of {tp} must be (offset, metadata[, leader_epoch]), got {v!r}")
             offset, metadata = v[0], v[1]
             epoch = v[2] if len(v) == 3 else -1
-            if isinstance(offset, bool) or not isinstance(offset, int) or not 0 <= offset < 2**63:
-                raise InvalidArgument(f"offset of {tp} must be an int >= 0, got {offset!r}")
-            if isinstance(epoch, bool) or not isinstance(epoch, int) or not -1 <= epoch < 2**31:
-                raise InvalidArgument(f"leader epoch of {tp} must be an int >= -1, got {epoch!r}")
+            check_int(f"offset of {tp}", offset, min=0, max=2**63 - 1)
+            check_int(f"leader epoch of {tp}", epoch, min=-1, max=2**31 - 1)
             if metadata is None:
                 metadata = ""
             if not isinstance(metadata, str):

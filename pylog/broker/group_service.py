@@ -23,7 +23,6 @@ import copy
 import itertools
 import logging
 import threading
-import time
 import uuid
 from collections import deque
 from typing import (Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple)
@@ -34,6 +33,7 @@ from pylog.broker.group import (Action, AppendOffsets, GroupConfig, GroupCoordin
 from pylog.broker.offsets_topic import (GroupMetadataKey, OffsetKey, decode_key,
                                         decode_offset_value)
 from pylog.errors import CoordinatorNotAvailable, InvalidArgument, InvalidConfig
+from pylog.util import check_int, now_ms
 
 __all__ = ["GroupService", "JoinGroupResult", "DEFAULT_SYNC_TIMEOUT_S"]
 
@@ -46,10 +46,6 @@ AppendFn = Callable[[int, List[Tuple[bytes, Optional[bytes]]]], None]
 DEFAULT_SYNC_TIMEOUT_S = 30.0
 #: Extra time a JoinGroup waits beyond the rebalance timeout (as Kafka's consumer does).
 JOIN_TIMEOUT_SLACK_S = 5.0
-
-
-def _wall_clock_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def _uuid_member_id(client_id: str) -> str:
@@ -105,16 +101,14 @@ class GroupService:
     """
 
     def __init__(self, *, append: AppendFn, num_partitions: int,
-                 clock: Callable[[], int] = _wall_clock_ms, tick_interval_ms: int = 100,
+                 clock: Callable[[], int] = now_ms, tick_interval_ms: int = 100,
                  member_id_factory: Optional[Callable[[str], str]] = None,
                  **config: Any) -> None:
         if not callable(append):
             raise InvalidArgument("append must be callable(partition, records)")
         if not callable(clock):
             raise InvalidArgument("clock must be a callable returning ms")
-        if isinstance(tick_interval_ms, bool) or not isinstance(tick_interval_ms, int) \
-                or tick_interval_ms < 0:
-            raise InvalidConfig(f"tick_interval_ms must be an int >= 0, got {tick_interval_ms!r}")
+        check_int("tick_interval_ms", tick_interval_ms, min=0, error=InvalidConfig)
         unknown = set(config) - set(GroupConfig.__dataclass_fields__)
         if unknown:
             raise InvalidConfig(f"unknown group configuration {sorted(unknown)}")
@@ -146,9 +140,7 @@ class GroupService:
 
     def _now(self) -> int:
         now = self._clock()
-        if isinstance(now, bool) or not isinstance(now, int):
-            raise InvalidArgument(f"clock must return an int (ms), got {now!r}")
-        return now
+        return check_int("the clock's value (ms)", now)
 
     def _check_open(self) -> None:
         if self._closed:

@@ -149,6 +149,12 @@ class BrokerInterface(Protocol):
         ...
 
     # ------------------------------------------------------------------ data plane
+    #: Whether a producer should pipeline: keep several produce_async calls in flight
+    #: and :meth:`drive` them (True where acknowledgements come later, from followers or
+    #: over a network), or send one batch after another with :meth:`produce` (False where
+    #: produce answers at once, as on one embedded broker, which is faster there).
+    pipelined_produce: bool
+
     def init_producer_id(self) -> Tuple[int, int]:
         """A new (producer id, epoch) for an idempotent producer."""
         ...

@@ -53,6 +53,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from pylog.errors import InvalidConfig
+from pylog.util import check_int
 
 __all__ = [
     "TrafficMetrics",
@@ -107,12 +108,6 @@ class _TopicWindow:
         self.last_skewed: frozenset = frozenset()
 
 
-def _check_int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise InvalidConfig(f"{name} must be an int >= {minimum}, got {value!r}")
-    return value
-
-
 def _check_ratio(value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) \
             or not math.isfinite(value) or value < 1.0:
@@ -134,9 +129,9 @@ class SkewDetector:
 
     def __init__(self, window_ms: int = 60_000, ratio: float = 2.0,
                  min_records: int = 1_000, *, logger: Optional[logging.Logger] = None) -> None:
-        self.window_ms = _check_int("partition.skew.window.ms", window_ms, 1)
+        self.window_ms = check_int("partition.skew.window.ms", window_ms, min=1, error=InvalidConfig)
         self.ratio = _check_ratio(ratio)
-        self.min_records = _check_int("partition.skew.min.records", min_records, 0)
+        self.min_records = check_int("partition.skew.min.records", min_records, min=0, error=InvalidConfig)
         self.warnings_total = 0
         self._log = logger if logger is not None else log
         self._topics: Dict[str, _TopicWindow] = {}
@@ -165,9 +160,7 @@ class SkewDetector:
 
     def set_partitions(self, topic: str, num_partitions: int) -> None:
         """Tell the detector how many partitions ``topic`` has (fair share = 1/n)."""
-        if isinstance(num_partitions, bool) or not isinstance(num_partitions, int) \
-                or num_partitions < 1:
-            raise ValueError(f"num_partitions must be an int >= 1, got {num_partitions!r}")
+        check_int("num_partitions", num_partitions, min=1, error=ValueError)
         w = self._topics.get(topic)
         if w is None:
             self._topics[topic] = _TopicWindow(-1, num_partitions)

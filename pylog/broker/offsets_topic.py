@@ -1,7 +1,9 @@
 """Records of the internal topic ``__consumer_offsets``, byte for byte as Kafka writes them.
 
-This module owns the key/value encoding of committed offsets and the mapping of a group to
-its partition of the topic.  It does no I/O: the group service hands the encoded pairs to
+This module owns the key/value encoding of committed offsets, the mapping of a group to
+its partition of the topic, and the topic's own shape (:func:`offsets_topic_spec`:
+partition count, replication factor and settings, from the broker configuration) that the
+embedded Broker and LocalCluster both create it with.  It does no I/O: the group service hands the encoded pairs to
 the broker, which appends them as one batch, and replays them through :func:`decode_key` /
 :func:`decode_offset_value` at startup.
 
@@ -26,10 +28,11 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from typing import Optional, Tuple, Union
+from typing import Any, Dict, Optional, Tuple, Union
 
 from pylog.errors import CorruptRecordError, InvalidArgument
 from pylog.records.wire import I16, I32, I64, WireReader
+from pylog.util import check_int
 
 __all__ = [
     "OFFSETS_TOPIC",
@@ -49,6 +52,8 @@ __all__ = [
     "offset_tombstone",
     "java_string_hash",
     "partition_for_group",
+    "OffsetsTopicSpec",
+    "offsets_topic_spec",
 ]
 
 #: Name of the internal topic.
@@ -109,8 +114,7 @@ def _w_string(out: bytearray, value: str, what: str) -> None:
 
 
 def _w_int(out: bytearray, st: struct.Struct, value: int, what: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidArgument(f"{what} must be an int, got {value!r}")
+    check_int(what, value)
     try:
         out += st.pack(value)
     except struct.error:
@@ -215,12 +219,37 @@ def java_string_hash(s: str) -> int:
     return h - (1 << 32) if h & 0x80000000 else h
 
 
+@dataclass(frozen=True)
+class OffsetsTopicSpec:
+    """How ``__consumer_offsets`` is created: partitions, replication factor, and the
+    topic-level settings it has whatever the broker's topic defaults are."""
+
+    partitions: int  #: offsets.topic.num.partitions
+    replication_factor: int  #: offsets.topic.replication.factor, at most the brokers
+    config: Dict[str, Any]  #: Kafka topic-level names -> values
+
+
+def offsets_topic_spec(config: Any, brokers: int = 1) -> OffsetsTopicSpec:
+    """``__consumer_offsets`` for a broker configuration (a
+    :class:`~pylog.broker.config.BrokerConfig`) and a cluster of ``brokers`` brokers, as
+    Kafka's GroupMetadataManager makes it: offsets.topic.num.partitions partitions,
+    offsets.topic.replication.factor replicas (here capped at the number of brokers, so
+    that a small cluster can still run groups), compacted (the last commit per key is the
+    state), segments of offsets.topic.segment.bytes, kept forever by time, and the batches
+    stored as the coordinator writes them (compression.type=producer)."""
+    check_int("brokers", brokers, min=1)
+    return OffsetsTopicSpec(
+        partitions=config.offsets_topic_num_partitions,
+        replication_factor=max(1, min(config.offsets_topic_replication_factor, brokers)),
+        config={"cleanup.policy": "compact", "retention.ms": -1, "compression.type": "producer",
+                "segment.bytes": config.offsets_topic_segment_bytes})
+
+
 def partition_for_group(group_id: str, num_partitions: int) -> int:
     """The partition of ``__consumer_offsets`` that holds ``group_id``'s offsets:
     ``Utils.abs(groupId.hashCode()) % num_partitions`` as Kafka computes it (``Utils.abs``
     maps ``Integer.MIN_VALUE`` to 0), so a group lands where Kafka puts it."""
-    if isinstance(num_partitions, bool) or not isinstance(num_partitions, int) or num_partitions < 1:
-        raise InvalidArgument(f"num_partitions must be a positive int, got {num_partitions!r}")
+    check_int("num_partitions", num_partitions, min=1)
     h = java_string_hash(group_id)
     h = 0 if h == -(1 << 31) else abs(h)
     return h % num_partitions

@@ -21,10 +21,11 @@ from typing import Any, Callable, List, Optional, Tuple
 
 from pylog.broker.config import TopicConfig
 from pylog.broker.producer_state import ProducerStateManager, batch_sequence_count
-from pylog.errors import CorruptRecordError, InvalidArgument, InvalidRecord
+from pylog.errors import CorruptRecordError, InvalidArgument, InvalidRecord, OffsetOutOfRange
 from pylog.records import RecordBatch, build_batch, iter_batches, iter_records, validate_batches
 from pylog.records.compression import CODECS
 from pylog.storage import Log
+from pylog.util import check_int
 
 __all__ = ["Partition", "AppendResult", "PRODUCER_SNAPSHOT"]
 
@@ -66,6 +67,10 @@ class Partition:
         self.replicated = False
         #: Stamped into every batch a leader appends (partitionLeaderEpoch); -1: none.
         self.leader_epoch = -1
+        #: The leader-epoch cache of a replicated partition
+        #: (:class:`~pylog.replication.epochs.LeaderEpochCache`), set by the replication
+        #: driver; None on a single broker, whose batches carry no epoch.
+        self.epochs: Any = None
         self._load_producer_state()
 
     # ------------------------------------------------------------- opening
@@ -220,6 +225,56 @@ class Partition:
                 producer_epoch=b.producer_epoch, base_sequence=b.base_sequence, compression=codec,
                 timestamp_type=b.timestamp_type))
         return b"".join(out)
+
+    # ------------------------------------------------------------ settings
+    def reconfigure(self, config: TopicConfig) -> None:
+        """Apply a topic's new configuration to this open partition at once: its log's
+        settings (see :meth:`Log.reconfigure`) and compression.type for the next append.
+        Raises InvalidConfig (nothing changes), LogClosed."""
+        with self._lock:
+            self.log.reconfigure(config.log_settings())
+            self.config = config
+
+    # ------------------------------------------------------------ offsets
+    def delete_records(self, before_offset: int) -> int:
+        """Kafka's DeleteRecords on this replica: records below ``before_offset`` (-1:
+        the high watermark) become unreadable at once and their whole segments go.
+
+        A ``before_offset`` at or below the log start offset changes nothing.  Returns
+        the log start offset (Kafka's low watermark).  Raises OffsetOutOfRange if
+        ``before_offset`` is above the high watermark or below -1, InvalidArgument if it
+        is not an integer, LogClosed.
+        """
+        check_int("before_offset", before_offset)
+        with self._lock:
+            hw = self._high_watermark
+            target = hw if before_offset == -1 else before_offset
+            if not 0 <= target <= hw:
+                raise OffsetOutOfRange(
+                    f"cannot delete the records of {self.name} before offset {before_offset}: it must be "
+                    f"between 0 and the high watermark {hw} (or -1 for the high watermark)")
+            self.log.delete_records(target)
+            start = self.log.log_start_offset
+            if self.epochs is not None:
+                self.epochs.truncate_from_start(start)
+            return start
+
+    def offset_for_leader_epoch(self, leader_epoch: int) -> Tuple[int, int]:
+        """Kafka's OffsetsForLeaderEpoch: (the largest epoch <= ``leader_epoch`` this
+        replica holds, the end offset of that epoch); (-1, -1) for ``leader_epoch`` -1.
+
+        From the leader-epoch cache when there is one.  A partition without one (a
+        single broker: its batches carry no epoch) has one unbroken epoch, so any
+        ``leader_epoch`` >= 0 is the current one and ends at the log end offset.
+        Raises InvalidArgument for an epoch that is not an integer in [-1, 2^31-1].
+        """
+        check_int("leader_epoch", leader_epoch, min=-1, max=(1 << 31) - 1)
+        leo = self.log.log_end_offset
+        if self.epochs is not None:
+            return self.epochs.end_offset_for(leader_epoch, leo)
+        if leader_epoch < 0:
+            return -1, -1
+        return leader_epoch, leo
 
     # ------------------------------------------------------------ replication
     def append_as_follower(self, data: Any) -> List[RecordBatch]:

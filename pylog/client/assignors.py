@@ -39,6 +39,7 @@ from typing import (Callable, Dict, FrozenSet, Iterable, List, Mapping, Optional
 
 from pylog.errors import CorruptRecordError, InvalidArgument
 from pylog.records.wire import WireReader
+from pylog.util import check_int
 
 __all__ = [
     "TopicPartition",
@@ -109,8 +110,7 @@ class _Writer:
         self.out += _I16.pack(v)
 
     def i32(self, v: int, what: str) -> None:
-        if isinstance(v, bool) or not isinstance(v, int) or not -(1 << 31) <= v < (1 << 31):
-            raise InvalidArgument(f"{what} must be a 32-bit int, got {v!r}")
+        check_int(f"{what} (int32)", v, min=-(1 << 31), max=(1 << 31) - 1)
         self.out += _I32.pack(v)
 
     def string(self, s: Optional[str], what: str, nullable: bool = False) -> None:
@@ -170,8 +170,7 @@ class _Reader(WireReader):
 
 
 def _check_version(version: int, highest: int, what: str) -> None:
-    if isinstance(version, bool) or not isinstance(version, int) or not 0 <= version <= highest:
-        raise InvalidArgument(f"{what} version must be 0-{highest}, got {version!r}")
+    check_int(f"{what} version", version, min=0, max=highest)
 
 
 def encode_subscription(sub: Subscription, version: int = SUBSCRIPTION_VERSION) -> bytes:
@@ -262,8 +261,7 @@ def _check_inputs(members: Mapping[str, Subscription],
         raise InvalidArgument("partitions_per_topic must map topic to partition count")
     counts: Dict[str, int] = {}
     for t, n in partitions_per_topic.items():
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-            raise InvalidArgument(f"partition count of {t!r} must be an int >= 0, got {n!r}")
+        check_int(f"partition count of {t!r}", n, min=0)
         counts[t] = n
     return counts
 

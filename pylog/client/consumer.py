@@ -34,6 +34,7 @@ from pylog.errors import (
 )
 from pylog.records import decode_batches, decode_records
 from pylog.records.batch import RecordArrays
+from pylog.util import check_int, now_ms as _now_ms
 
 __all__ = ["Consumer", "ConsumerRecord", "ConsumerArrays", "TopicPartition"]
 
@@ -131,10 +132,6 @@ def _tp(x: Any) -> TopicPartition:
     return TopicPartition(topic, partition)
 
 
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
 class Consumer:
     """Read records from topics; see the module docstring.
 
@@ -182,8 +179,7 @@ class Consumer:
                      "fetch_max_bytes", "fetch_max_wait_ms", "session_timeout_ms", "heartbeat_interval_ms",
                      "max_poll_interval_ms"):
             v = s[name]
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1 and name != "fetch_max_wait_ms" or v < 0:
-                raise InvalidConfig(f"{name.replace('_', '.')} must be a positive integer, got {v!r}")
+            check_int(name.replace("_", "."), v, min=0 if name == "fetch_max_wait_ms" else 1, error=InvalidConfig)
         if not isinstance(s["enable_auto_commit"], bool):
             raise InvalidConfig(f"enable.auto.commit must be a boolean, got {s['enable_auto_commit']!r}")
         strategies = s["partition_assignment_strategy"]
@@ -352,8 +348,7 @@ class Consumer:
         tp = _tp(partition)
         if tp not in self._positions:
             raise IllegalState(f"{tp.topic}-{tp.partition} is not assigned to this consumer")
-        if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
-            raise InvalidArgument(f"offset must be a non-negative int, got {offset!r}")
+        check_int("offset", offset, min=0)
         self._positions[tp] = offset
 
     def seek_to_beginning(self, partitions: Optional[Iterable[Any]] = None) -> None:
@@ -389,8 +384,7 @@ class Consumer:
         out: Dict[TopicPartition, Optional[Tuple[int, int]]] = {}
         for x, ts in timestamps.items():
             tp = _tp(x)
-            if isinstance(ts, bool) or not isinstance(ts, int) or ts < 0:
-                raise InvalidArgument(f"timestamp for {tp} must be a non-negative int (ms), got {ts!r}")
+            check_int(f"timestamp (ms) for {tp}", ts, min=0)
             off, rts = self._broker.list_offsets(tp.topic, tp.partition, ts)
             out[tp] = None if off is None else (int(off), int(rts))
         return out
@@ -416,8 +410,7 @@ class Consumer:
             return
         clean: Dict[TopicPartition, int] = {}
         for x, off in offsets.items():
-            if isinstance(off, bool) or not isinstance(off, int) or off < 0:
-                raise InvalidArgument(f"offset for {x!r} must be a non-negative int, got {off!r}")
+            check_int(f"offset for {x!r}", off, min=0)
             clean[_tp(x)] = off
         self._commit(clean)
 
@@ -567,8 +560,7 @@ class Consumer:
         NoOffsetForPartition / OffsetOutOfRange with auto.offset.reset "none".
         """
         limit = self.max_poll_records if max_records is None else max_records
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-            raise InvalidArgument(f"max_records must be a positive int, got {max_records!r}")
+        check_int("max_records", limit, min=1)
         out: List[ConsumerRecord] = []
         kd, vd = self._key_de, self._value_de
         for tp, arrays in self._poll_rounds(limit, timeout):
@@ -588,8 +580,7 @@ class Consumer:
         Fetches until ``max_records`` records or nothing more is available now; waits
         up to ``timeout`` s only if nothing is available at all.
         """
-        if isinstance(max_records, bool) or not isinstance(max_records, int) or max_records < 1:
-            raise InvalidArgument(f"max_records must be a positive int, got {max_records!r}")
+        check_int("max_records", max_records, min=1)
         parts = self._poll_rounds(max_records, timeout)
         left = max_records - sum(len(a) for _, a in parts)
         while parts and left > 0:

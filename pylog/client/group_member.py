@@ -44,6 +44,7 @@ from pylog.client.assignors import (COOPERATIVE, Assignment, Subscription, decod
 from pylog.errors import (CommitFailed, CoordinatorNotAvailable, IllegalGeneration,
                           InvalidArgument, InvalidConfig, InvalidGroupId, PylogError,
                           RebalanceInProgress, UnknownMemberId)
+from pylog.util import check_int, now_ms
 
 __all__ = ["GroupMember", "Rebalance", "PROTOCOL_TYPE"]
 
@@ -55,10 +56,6 @@ PROTOCOL_TYPE = "consumer"
 _EMPTY: FrozenSet[TopicPartition] = frozenset()
 #: Longest real time the background thread sleeps between looks at the clock.
 _MAX_WAKE_S = 0.1
-
-
-def _wall_clock_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 @dataclass(frozen=True)
@@ -96,7 +93,7 @@ class GroupMember:
                  session_timeout_ms: int = 45_000, max_poll_interval_ms: int = 300_000,
                  heartbeat_interval_ms: int = 3_000, group_instance_id: Optional[str] = None,
                  client_id: str = "pylog-consumer",
-                 clock: Callable[[], int] = _wall_clock_ms) -> None:
+                 clock: Callable[[], int] = now_ms) -> None:
         if not isinstance(group_id, str) or not group_id:
             raise InvalidGroupId(f"group id must be a non-empty str, got {group_id!r}")
         if not callable(partitions_for):
@@ -112,8 +109,7 @@ class GroupMember:
         for name, value, lo in (("session.timeout.ms", session_timeout_ms, 1),
                                 ("max.poll.interval.ms", max_poll_interval_ms, 1),
                                 ("heartbeat.interval.ms", heartbeat_interval_ms, 1)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < lo:
-                raise InvalidConfig(f"{name} must be an int >= {lo}, got {value!r}")
+            check_int(name, value, min=lo, error=InvalidConfig)
         if heartbeat_interval_ms >= session_timeout_ms:
             raise InvalidConfig(
                 f"heartbeat.interval.ms ({heartbeat_interval_ms}) must be lower than "

@@ -37,6 +37,7 @@ import xxhash
 
 from pylog._native import ffi, lib
 from pylog.errors import InvalidArgument, InvalidConfig
+from pylog.util import check_int
 
 __all__ = [
     "DefaultPartitioner",
@@ -82,9 +83,7 @@ def _as_bytes(key: Any) -> bytes:
 
 
 def _check_num_partitions(num_partitions: Any) -> None:
-    if not isinstance(num_partitions, int) or isinstance(num_partitions, bool) \
-            or num_partitions < 1:
-        raise InvalidArgument(f"num_partitions must be an int >= 1, got {num_partitions!r}")
+    check_int("num_partitions", num_partitions, min=1)
 
 
 def murmur2(key: bytes) -> int:
@@ -204,8 +203,7 @@ class DefaultPartitioner:
 
     def __init__(self, batch_size: int = DEFAULT_BATCH_SIZE, hash: str = "murmur2", *,
                  rng: Optional[random.Random] = None) -> None:
-        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 0:
-            raise InvalidConfig(f"batch.size must be an int >= 0, got {batch_size!r}")
+        check_int("batch.size", batch_size, min=0, error=InvalidConfig)
         if hash not in PARTITIONER_HASHES:
             raise InvalidConfig(
                 f"partitioner must be one of {', '.join(PARTITIONER_HASHES)}, got {hash!r}")

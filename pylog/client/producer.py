@@ -45,6 +45,7 @@ from pylog.errors import (
 )
 from pylog.records import build_batch
 from pylog.records.compression import CODECS, compress
+from pylog.util import check_int, now_ms as _now_ms
 
 __all__ = ["Producer", "RecordMetadata", "FutureRecordMetadata"]
 
@@ -62,10 +63,6 @@ _MAX_IN_FLIGHT = 5
 _RELEASE_CHUNKS = 16
 #: Keys whose partition is remembered (hot keys repeat); cleared when full.
 _KEY_CACHE_SIZE = 1 << 17
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 class RecordMetadata(NamedTuple):
@@ -275,8 +272,7 @@ class Producer:
         for name in ("linger_ms", "batch_size", "retries", "retry_backoff_ms", "delivery_timeout_ms",
                      "request_timeout_ms", "max_request_size", "buffer_memory", "max_block_ms"):
             v = settings[name]
-            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-                raise InvalidConfig(f"{name.replace('_', '.')} must be a non-negative integer, got {v!r}")
+            check_int(name.replace("_", "."), v, min=0, error=InvalidConfig)
         if settings["max_request_size"] < 1 or settings["batch_size"] < 0:
             raise InvalidConfig("max.request.size must be >= 1")
         if settings["buffer_memory"] < 1:
@@ -345,8 +341,9 @@ class Producer:
             self._producer_id, self._producer_epoch = bootstrap.init_producer_id()
         #: (records, latency ns from batch open to ack) of each acknowledged batch.
         self.ack_latencies: Optional[List[Tuple[int, int]]] = None
-        #: A bootstrap that answers produce requests asynchronously gets pipelined batches.
-        self._pipelined = hasattr(bootstrap, "produce_async") and hasattr(bootstrap, "drive")
+        #: A bootstrap whose acknowledgements come later (a replicated cluster, a network
+        #: node) gets pipelined batches: BrokerInterface.pipelined_produce says which.
+        self._pipelined = bool(getattr(bootstrap, "pipelined_produce", False))
         self._sender = threading.Thread(target=self._run, name="pylog-producer-sender", daemon=True)
         self._sender.start()
 
@@ -439,9 +436,8 @@ class Producer:
             size += sum(len(k) + (len(v) if v is not None else 0) + 4 for k, v in headers)
         else:
             headers = None
-        if timestamp is not None and (isinstance(timestamp, bool) or not isinstance(timestamp, int)
-                                      or timestamp < 0):
-            raise InvalidArgument(f"timestamp must be a non-negative int (ms), got {timestamp!r}")
+        if timestamp is not None:
+            check_int("timestamp (ms)", timestamp, min=0)
         size += _RECORD_OVERHEAD
         if partition is None:
             if key is None:
@@ -450,9 +446,9 @@ class Producer:
                 partition = st[0] if st[1] >= 0 else self._next_sticky(st, n)
             else:
                 partition = self._key_partition(key, n)
-        elif isinstance(partition, bool) or not isinstance(partition, int) or not 0 <= partition < n:
-            raise UnknownTopicOrPartition(f"partition {partition!r} of topic {topic!r} does not exist "
-                                          f"(it has {n})")
+        else:
+            check_int(f"partition of topic {topic!r} (it has {n})", partition, min=0, max=n - 1,
+                      error=UnknownTopicOrPartition)
         return self._append(tps[partition], value, key, headers, timestamp, size)
 
     def _append(self, tp: Tuple[str, int], value: Optional[bytes], key: Optional[bytes], headers: Any,

@@ -74,6 +74,7 @@ from pylog.errors import (
     TopicAlreadyExists,
     UnknownTopicOrPartition,
 )
+from pylog.util import check_int
 
 __all__ = [
     "Controller",
@@ -140,8 +141,7 @@ def partition_state_path(topic: str, partition: int) -> str:
 
 def register_broker(store: Any, session_id: int, broker_id: int, rack: Optional[str] = None) -> None:
     """Create the broker's ephemeral registration (NodeExists if it is registered)."""
-    if isinstance(broker_id, bool) or not isinstance(broker_id, int) or broker_id < 0:
-        raise InvalidArgument(f"broker id must be an integer >= 0, got {broker_id!r}")
+    check_int("broker id", broker_id, min=0)
     if rack is not None and not isinstance(rack, str):
         raise InvalidArgument(f"broker.rack must be a string or None, got {rack!r}")
     store.create(broker_path(broker_id), {"rack": rack}, ephemeral_session=session_id)
@@ -297,17 +297,12 @@ class Controller:
                  auto_leader_rebalance_enable: bool = True,
                  leader_imbalance_check_interval_ms: int = 300_000,
                  logger: logging.Logger = logging.getLogger("pylog.controller")) -> None:
-        if isinstance(broker_id, bool) or not isinstance(broker_id, int) or broker_id < 0:
-            raise InvalidArgument(f"broker id must be an integer >= 0, got {broker_id!r}")
+        check_int("broker id", broker_id, min=0)
         for name, value in (("unclean_default", unclean_default),
                             ("auto_leader_rebalance_enable", auto_leader_rebalance_enable)):
             if not isinstance(value, bool):
                 raise InvalidArgument(f"{name} must be a boolean, got {value!r}")
-        if isinstance(leader_imbalance_check_interval_ms, bool) \
-                or not isinstance(leader_imbalance_check_interval_ms, int) \
-                or leader_imbalance_check_interval_ms < 1:
-            raise InvalidArgument("leader_imbalance_check_interval_ms must be an integer >= 1, got "
-                                  f"{leader_imbalance_check_interval_ms!r}")
+        check_int("leader_imbalance_check_interval_ms", leader_imbalance_check_interval_ms, min=1)
         self.broker_id = broker_id
         self.store = store
         self.unclean_default = unclean_default

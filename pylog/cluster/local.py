@@ -27,7 +27,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
-from pylog.broker.broker import FetchResult, parse_acks, validate_topic_name
+from pylog.broker.broker import parse_acks, validate_topic_name
+from pylog.broker.interface import FetchResult
 from pylog.broker.config import BrokerConfig
 from pylog.broker.maintenance import LogMaintenance
 from pylog.broker.partition import AppendResult
@@ -46,6 +47,7 @@ from pylog.errors import (
     UnknownTopicOrPartition,
 )
 from pylog.storage.log import EARLIEST_TIMESTAMP, LATEST_TIMESTAMP
+from pylog.util import check_int, now_ms as _now_ms
 
 __all__ = ["LocalCluster"]
 
@@ -58,18 +60,17 @@ _HOUSEKEEPING_KEYS = ("log.retention.check.interval.ms", "log.cleaner.enable", "
 _OFFSETS_TOPIC = "__consumer_offsets"
 
 
-def _wall_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
 class LocalCluster:
     """An in-process cluster of ``brokers`` replicated brokers; see the module docstring."""
+
+    #: acks=all waits for followers: the Producer keeps several batches in flight.
+    pipelined_produce = True
 
     def __init__(self, root: Path, kernel: ClusterKernel, tick_ms: float,
                  housekeeping: Optional[BrokerConfig] = None) -> None:
         self.root = root
         self.kernel = kernel
-        self._maintenance = LogMaintenance(housekeeping or BrokerConfig(), _wall_ms)
+        self._maintenance = LogMaintenance(housekeeping or BrokerConfig(), _now_ms)
         self._last_hk_check = 0.0
         self._lock = threading.RLock()
         self._cond = threading.Condition(self._lock)
@@ -94,8 +95,7 @@ class LocalCluster:
         producer.id.expiration.ms, producer.id.expiration.check.interval.ms), and topic
         defaults (log.segment.bytes, ...).
         """
-        if isinstance(brokers, bool) or not isinstance(brokers, int) or not 1 <= brokers <= 64:
-            raise InvalidConfig(f"brokers must be an integer in [1, 64], got {brokers!r}")
+        check_int("brokers", brokers, min=1, max=64, error=InvalidConfig)
         if racks is not None and (len(racks) != brokers or not all(isinstance(r, str) for r in racks)):
             raise InvalidConfig(f"racks must name one rack per broker ({brokers}), got {racks!r}")
         config = dict(config or {})
@@ -111,7 +111,7 @@ class LocalCluster:
         ids = {i + 1: (racks[i] if racks else None) for i in range(brokers)}
         kernel = ClusterKernel(root, ids, config=kcfg, store=store)
         c = cls(root, kernel, tick_ms, hk)
-        now = _wall_ms()
+        now = _now_ms()
         with c._lock:
             for b in ids:
                 kernel.start_broker(b, now)
@@ -133,7 +133,7 @@ class LocalCluster:
         if self._groups is not None:
             self._groups.close()
         with self._lock:
-            now = _wall_ms()
+            now = _now_ms()
             _save_store(self.kernel.store, self.root / "metadata.json")
             for b in list(self.kernel.nodes):
                 self.kernel.stop_broker(b, now)
@@ -153,7 +153,7 @@ class LocalCluster:
         while not self._stop.wait(self._tick_s):
             try:
                 with self._lock:
-                    self.kernel.step(_wall_ms())
+                    self.kernel.step(_now_ms())
                     self._cond.notify_all()
             except Exception:
                 log.exception("cluster step failed")
@@ -168,7 +168,7 @@ class LocalCluster:
         """Retention, producer-id expiry and compaction that are due (all with ``force``)
         on every replica of every running broker, leader or follower, each on its own
         log as a Kafka broker does.  Returns the cleaner's results."""
-        now = _wall_ms() if now_ms is None else now_ms
+        now = _now_ms() if now_ms is None else now_ms
         with self._lock:
             if self._closed and not force:
                 return []
@@ -186,7 +186,7 @@ class LocalCluster:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise RequestTimedOut(f"waited {timeout_s} s for {what}")
-                self.kernel.step(_wall_ms())
+                self.kernel.step(_now_ms())
                 if pred():
                     return
                 self._cond.wait(min(left, self._tick_s))
@@ -206,8 +206,8 @@ class LocalCluster:
         if mode not in ("clean", "kill", "power"):
             raise InvalidConfig(f"mode must be 'clean', 'kill' or 'power', got {mode!r}")
         with self._lock:
-            self.kernel.stop_broker(broker_id, _wall_ms(), mode=mode)
-            self.kernel.step(_wall_ms())
+            self.kernel.stop_broker(broker_id, _now_ms(), mode=mode)
+            self.kernel.step(_now_ms())
 
     def kill_broker(self, broker_id: int) -> None:
         self.stop_broker(broker_id, mode="kill")
@@ -215,8 +215,8 @@ class LocalCluster:
     def start_broker(self, broker_id: int) -> None:
         self._broker_id(broker_id)
         with self._lock:
-            self.kernel.start_broker(broker_id, _wall_ms())
-            self.kernel.step(_wall_ms())
+            self.kernel.start_broker(broker_id, _now_ms())
+            self.kernel.step(_now_ms())
 
     def pause_broker(self, broker_id: int) -> None:
         """The broker stays registered but stops fetching and serving (a stuck process)."""
@@ -259,15 +259,12 @@ class LocalCluster:
         """Create a replicated topic; waits until every partition has a leader."""
         self._check_open()
         validate_topic_name(name)
-        if isinstance(replication_factor, bool) or not isinstance(replication_factor, int) \
-                or not 1 <= replication_factor <= len(self.kernel.nodes):
-            raise InvalidReplicationFactor(
-                f"replication_factor must be in [1, {len(self.kernel.nodes)}] (the brokers), got "
-                f"{replication_factor!r}")
+        check_int(f"replication_factor (there are {len(self.kernel.nodes)} brokers)", replication_factor,
+                  min=1, max=len(self.kernel.nodes), error=InvalidReplicationFactor)
         with self._lock:
             if name in self.kernel.topics():
                 raise TopicAlreadyExists(f"topic {name!r} already exists")
-            self.kernel.create_topic(name, partitions, replication_factor, dict(config or {}), _wall_ms())
+            self.kernel.create_topic(name, partitions, replication_factor, dict(config or {}), _now_ms())
             # The in-memory store stands in for ZooKeeper's durability: save it now, so a
             # crash of this process does not forget the topic.
             _save_store(self.kernel.store, self.root / "metadata.json")
@@ -322,8 +319,8 @@ class LocalCluster:
         """The leader's partition object (validates that it exists)."""
         with self._lock:
             n = len(self.kernel.assignment(topic))
-            if isinstance(partition, bool) or not isinstance(partition, int) or not 0 <= partition < n:
-                raise UnknownTopicOrPartition(f"partition {partition!r} of {topic!r} does not exist (it has {n})")
+            check_int(f"partition of topic {topic!r} (it has {n})", partition, min=0, max=n - 1,
+                      error=UnknownTopicOrPartition)
             node = self.kernel.leader_of(topic, partition)
             return None if node is None else node.replicas[(topic, partition)].partition
 
@@ -367,7 +364,7 @@ class LocalCluster:
         deadline = time.monotonic() + timeout_ms / 1000.0
         while not done.is_set():  # drive replication ourselves rather than wait for the thread
             with self._lock:
-                self.kernel.step(_wall_ms())
+                self.kernel.step(_now_ms())
                 busy = self.kernel.work_due()
             if done.is_set():
                 break
@@ -396,7 +393,7 @@ class LocalCluster:
         deadline = time.monotonic() + timeout_s
         while not done():
             with self._lock:
-                self.kernel.step(_wall_ms())
+                self.kernel.step(_now_ms())
                 busy = self.kernel.work_due()
             if done():
                 return True
@@ -454,7 +451,7 @@ class LocalCluster:
                 if self._groups is None:
                     n = min(3, len(self.kernel.nodes))
                     if _OFFSETS_TOPIC not in self.kernel.topics():
-                        self.kernel.create_topic(_OFFSETS_TOPIC, 3, n, {"cleanup.policy": "compact"}, _wall_ms())
+                        self.kernel.create_topic(_OFFSETS_TOPIC, 3, n, {"cleanup.policy": "compact"}, _now_ms())
             self._await_leaders(_OFFSETS_TOPIC, 10.0)
 
             def append(partition: int, records: List[Tuple[bytes, Optional[bytes]]]) -> None:

@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, Hashable, List, Optional, Set, Tuple
 
 from pylog.errors import BadVersion, InvalidArgument, NodeExists, NoNode, SessionExpired
+from pylog.util import check_int
 
 __all__ = [
     "InMemoryMetadataStore",
@@ -152,12 +153,6 @@ def _encode(path: str, data: Any) -> str:
     return text
 
 
-def _check_int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise InvalidArgument(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return value
-
-
 class InMemoryMetadataStore:
     """The MetadataStore contract (see the module docstring), held in process memory."""
 
@@ -172,8 +167,8 @@ class InMemoryMetadataStore:
     # ------------------------------------------------------------------ sessions
     def create_session(self, timeout_ms: int, now: int) -> int:
         """Open a session that expires when not heartbeaten for more than ``timeout_ms``."""
-        _check_int("timeout_ms", timeout_ms, 1)
-        _check_int("now", now, 0)
+        check_int("timeout_ms", timeout_ms, min=1)
+        check_int("now", now, min=0)
         with self._lock:
             sid = self._next_session_id
             self._next_session_id += 1
@@ -183,7 +178,7 @@ class InMemoryMetadataStore:
     def heartbeat(self, session_id: int, now: int) -> None:
         """Keep a session alive.  Raises SessionExpired if it has expired (by ``now``, even
         if no tick noticed yet — its ephemeral nodes are then deleted here) or was closed."""
-        _check_int("now", now, 0)
+        check_int("now", now, min=0)
         with self._lock:
             s = self._live_session(session_id)
             if s.expired_at(now):
@@ -195,7 +190,7 @@ class InMemoryMetadataStore:
     def close_session(self, session_id: int, now: int) -> None:
         """End a session now, deleting its ephemeral nodes.  Closing a session that already
         expired or was closed does nothing; an id never handed out raises InvalidArgument."""
-        _check_int("now", now, 0)
+        check_int("now", now, min=0)
         with self._lock:
             self._check_session_id(session_id)
             if session_id in self._sessions:
@@ -209,7 +204,7 @@ class InMemoryMetadataStore:
     def tick(self, now: int) -> List[int]:
         """Expire every session whose last heartbeat is more than its timeout before ``now``
         (in session-id order); returns the ids expired."""
-        _check_int("now", now, 0)
+        check_int("now", now, min=0)
         with self._lock:
             expired = [sid for sid in sorted(self._sessions) if self._sessions[sid].expired_at(now)]
             for sid in expired:
@@ -324,7 +319,7 @@ class InMemoryMetadataStore:
         """Replace a node's data if its version is ``expected_version`` (-1: any); returns
         the new version.  Raises NoNode or BadVersion."""
         validate_path(path)
-        _check_int("expected_version", expected_version, ANY_VERSION)
+        check_int("expected_version", expected_version, min=ANY_VERSION)
         with self._lock:
             node = self._node(path)
             text = _encode(path, data)
@@ -343,7 +338,7 @@ class InMemoryMetadataStore:
         only).  The root cannot be deleted.  Raises NoNode or BadVersion.
         """
         validate_path(path)
-        _check_int("expected_version", expected_version, ANY_VERSION)
+        check_int("expected_version", expected_version, min=ANY_VERSION)
         if path == "/":
             raise InvalidArgument("the root node cannot be deleted")
         with self._lock:

@@ -29,6 +29,7 @@ from collections import defaultdict
 from typing import Any, Dict, Hashable, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from pylog.errors import InvalidArgument, InvalidPartitions, InvalidReplicationFactor
+from pylog.util import check_int
 
 __all__ = [
     "assign_replicas",
@@ -73,23 +74,16 @@ def _check_args(brokers: Any, partitions: Any, replication_factor: Any, start: A
     if not isinstance(brokers, Mapping):
         raise InvalidArgument(f"brokers must map broker id -> rack, got {type(brokers).__name__}")
     for b, rack in brokers.items():
-        if isinstance(b, bool) or not isinstance(b, int) or b < 0:
-            raise InvalidArgument(f"broker ids must be integers >= 0, got {b!r}")
+        check_int("a broker id", b, min=0)
         if rack is not None and not isinstance(rack, str):
             raise InvalidArgument(f"the rack of broker {b} must be a string or None, got {rack!r}")
-    if isinstance(partitions, bool) or not isinstance(partitions, int) \
-            or not 1 <= partitions <= MAX_PARTITIONS:
-        raise InvalidPartitions(f"partitions must be an integer in [1, {MAX_PARTITIONS}], "
-                                f"got {partitions!r}")
-    if isinstance(replication_factor, bool) or not isinstance(replication_factor, int) \
-            or not 1 <= replication_factor <= MAX_REPLICATION_FACTOR:
-        raise InvalidReplicationFactor(f"replication factor must be an integer in [1, "
-                                       f"{MAX_REPLICATION_FACTOR}], got {replication_factor!r}")
+    check_int("partitions", partitions, min=1, max=MAX_PARTITIONS, error=InvalidPartitions)
+    check_int("replication factor", replication_factor, min=1, max=MAX_REPLICATION_FACTOR,
+              error=InvalidReplicationFactor)
     if replication_factor > len(brokers):
         raise InvalidReplicationFactor(f"replication factor {replication_factor} is larger than "
                                        f"the number of available brokers ({len(brokers)})")
-    if isinstance(start, bool) or not isinstance(start, int) or start < 0:
-        raise InvalidArgument(f"start must be an integer >= 0, got {start!r}")
+    check_int("start", start, min=0)
 
 
 def assign_replicas(brokers: Mapping[int, Optional[str]], partitions: int,

@@ -7,7 +7,6 @@ and decoding fills numpy arrays that Python turns into records column by column.
 from __future__ import annotations
 
 import struct
-import time
 from array import array
 from typing import Any, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
 
@@ -22,6 +21,7 @@ from pylog.errors import (
     UnsupportedCompressionType,
 )
 from pylog.records.compression import CODEC_NAMES, codec_id, compress, decompress
+from pylog.util import now_ms as _now_ms
 
 __all__ = [
     "Record",
@@ -55,10 +55,6 @@ class Record(NamedTuple):
 
 
 _new_record = tuple.__new__
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def _bytes_like(x: Any) -> bool:

@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING, Iterable, List, NamedTuple, Optional, Tuple
 
 from pylog.errors import InvalidArgument, StorageError
 from pylog.storage.checkpoint import fsync_dir
+from pylog.util import check_int
 
 if TYPE_CHECKING:  # pragma: no cover
     from pylog.storage import Log
@@ -89,12 +90,6 @@ class EpochEntry(NamedTuple):
     start_offset: int
 
 
-def _check_int(name: str, value: object, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise InvalidArgument(f"{name} must be an int in [{low}, {high}], got {value!r}")
-    return value
-
-
 class LeaderEpochCache:
     """Kafka's LeaderEpochFileCache: (epoch, start_offset) entries of one partition.
 
@@ -113,8 +108,8 @@ class LeaderEpochCache:
         prev: Optional[EpochEntry] = None
         for item in entries:
             epoch, start = item
-            _check_int("epoch", epoch, 0, MAX_EPOCH)
-            _check_int("start_offset", start, 0, MAX_OFFSET)
+            check_int("epoch", epoch, min=0, max=MAX_EPOCH)
+            check_int("start_offset", start, min=0, max=MAX_OFFSET)
             if prev is not None and not (epoch > prev.epoch and start > prev.start_offset):
                 raise InvalidArgument(
                     f"leader epoch entries must increase strictly in epoch and start offset: "
@@ -229,8 +224,8 @@ class LeaderEpochCache:
         a requested epoch below the first answers UNDEFINED where Kafka answers
         (requested, first start offset) — the follower then truncates fully.
         """
-        _check_int("requested_epoch", requested_epoch, -1, MAX_EPOCH)
-        _check_int("log_end_offset", log_end_offset, 0, MAX_OFFSET)
+        check_int("requested_epoch", requested_epoch, min=-1, max=MAX_EPOCH)
+        check_int("log_end_offset", log_end_offset, min=0, max=MAX_OFFSET)
         with self._lock:
             if requested_epoch == UNDEFINED_EPOCH:
                 return UNDEFINED_EPOCH, UNDEFINED_EPOCH_OFFSET
@@ -253,8 +248,8 @@ class LeaderEpochCache:
         :meth:`truncate_from_end`'s job, after the log truncation that causes it.)
         Raises InvalidArgument for a negative epoch or offset.
         """
-        _check_int("epoch", epoch, 0, MAX_EPOCH)
-        _check_int("start_offset", start_offset, 0, MAX_OFFSET)
+        check_int("epoch", epoch, min=0, max=MAX_EPOCH)
+        check_int("start_offset", start_offset, min=0, max=MAX_OFFSET)
         with self._lock:
             if self._epochs:
                 last_epoch, last_start = self._epochs[-1], self._starts[-1]
@@ -274,7 +269,7 @@ class LeaderEpochCache:
     def truncate_from_end(self, end_offset: int) -> bool:
         """After the log was truncated to ``end_offset``: drop the entries starting at or
         beyond it; return whether anything changed (then the checkpoint is written)."""
-        _check_int("end_offset", end_offset, 0, MAX_OFFSET)
+        check_int("end_offset", end_offset, min=0, max=MAX_OFFSET)
         with self._lock:
             if not self._truncate_from_end_locked(end_offset):
                 return False
@@ -292,7 +287,7 @@ class LeaderEpochCache:
         """After the log start moved to ``start_offset``: drop the entries wholly below it;
         the first kept entry starts at max(its start, ``start_offset``).  Returns
         whether anything changed (then the checkpoint is written)."""
-        _check_int("start_offset", start_offset, 0, MAX_OFFSET)
+        check_int("start_offset", start_offset, min=0, max=MAX_OFFSET)
         with self._lock:
             if not self._truncate_from_start_locked(start_offset):
                 return False
@@ -487,7 +482,7 @@ def divergence(follower_epoch: int, follower_leo: int, leader_cache: LeaderEpoch
     follower must then look up its own end offset for the leader's epoch —
     :func:`truncation_step` does that, :func:`truncation_offset` loops it to the end.
     """
-    _check_int("follower_leo", follower_leo, 0, MAX_OFFSET)
+    check_int("follower_leo", follower_leo, min=0, max=MAX_OFFSET)
     epoch, end = leader_cache.end_offset_for(follower_epoch, leader_leo)
     if epoch == UNDEFINED_EPOCH:
         return None
@@ -507,8 +502,8 @@ def truncation_step(follower_cache: LeaderEpochCache, follower_leo: int,
     the follower's log is known to agree — truncate fully (if 0 is below the
     follower's log start, delete everything and restart at the leader's log start).
     """
-    _check_int("follower_leo", follower_leo, 0, MAX_OFFSET)
-    _check_int("leader_epoch", leader_epoch, -1, MAX_EPOCH)
+    check_int("follower_leo", follower_leo, min=0, max=MAX_OFFSET)
+    check_int("leader_epoch", leader_epoch, min=-1, max=MAX_EPOCH)
     if leader_epoch == UNDEFINED_EPOCH or leader_end_offset < 0:
         return 0, True
     f_epoch, f_end = follower_cache.end_offset_for(leader_epoch, follower_leo)
@@ -532,8 +527,8 @@ def truncation_offset(follower_cache: LeaderEpochCache, follower_leo: int,
     with no common epoch the answer is 0, even if both logs begin with records
     without an epoch.  Neither cache is changed.
     """
-    _check_int("follower_leo", follower_leo, 0, MAX_OFFSET)
-    _check_int("leader_leo", leader_leo, 0, MAX_OFFSET)
+    check_int("follower_leo", follower_leo, min=0, max=MAX_OFFSET)
+    check_int("leader_leo", leader_leo, min=0, max=MAX_OFFSET)
     follower = LeaderEpochCache(None, follower_cache.entries)
     leo = follower_leo
     follower.truncate_from_end(leo)

@@ -44,6 +44,7 @@ from pylog.errors import InvalidArgument, StorageError
 from pylog.storage.checkpoint import OffsetCheckpointFile
 from pylog.storage.log import CLEAN_SHUTDOWN_FILE, LOCK_FILE, RECOVERY_POINT_FILE
 from pylog.storage.segment import INDEX_SUFFIX, LOG_SUFFIX, TIMEINDEX_SUFFIX, parse_segment_file_name, segment_file_name
+from pylog.util import check_int
 
 if TYPE_CHECKING:  # pragma: no cover
     from pylog.storage.log import Log
@@ -114,8 +115,7 @@ def power_loss(log_dir: "os.PathLike[str] | str", *, durable_offset: int, rng: r
     directory open (call :func:`kill_process` first) or it cannot be read/written,
     InvalidArgument for a bad argument.
     """
-    if isinstance(durable_offset, bool) or not isinstance(durable_offset, int) or durable_offset < 0:
-        raise InvalidArgument(f"durable_offset must be an int >= 0, got {durable_offset!r}")
+    check_int("durable_offset", durable_offset, min=0)
     if not isinstance(rng, random.Random):
         raise InvalidArgument(f"rng must be a random.Random, got {type(rng).__name__}")
     directory = Path(log_dir)

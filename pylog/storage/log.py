@@ -38,7 +38,6 @@ import os
 import re
 import struct
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, List, Mapping, Optional, Sequence, Tuple
@@ -73,6 +72,7 @@ from pylog.storage.segment import (
     parse_segment_file_name,
     segment_file_name,
 )
+from pylog.util import check_int, now_ms
 
 __all__ = ["Log", "AppendInfo", "SegmentSnapshot", "EARLIEST_TIMESTAMP", "LATEST_TIMESTAMP"]
 
@@ -114,10 +114,6 @@ _MAX_READ_BATCHES = 4096  #: batch positions one C read call may return
 _RECORDS_CHUNK_BYTES = 4 << 20  #: bytes records() decodes per chunk
 _MAX_RELATIVE_OFFSET = 0x7FFFFFFF  #: index offsets are relative u32; Kafka keeps them < 2^31
 _TOPIC_PARTITION = re.compile(r"^(.+)-(\d+)$")
-
-
-def _wall_clock_ms() -> int:
-    return int(time.time() * 1000)
 
 
 @dataclass(frozen=True)
@@ -203,7 +199,7 @@ class Log:
             raise StorageError(exc.errno or 0, f"creating log directory {directory}: {exc.strerror}") from exc
         if not directory.is_dir():
             raise StorageError(0, f"{directory} is not a directory")
-        log = cls(directory, cfg, clock or _wall_clock_ms)
+        log = cls(directory, cfg, clock or now_ms)
         log._take_dir_lock()
         try:
             log._load()
@@ -504,7 +500,7 @@ class Log:
         ``size`` bounds the bytes the call writes: disk for them is reserved first
         (StorageError, nothing written, if the disk is full)."""
         seg = self._segments[-1]
-        if self._should_roll_before(seg, count, now):
+        if self._should_roll_before(seg, count, now, size):
             seg = self._roll_locked()
         seg.ensure_room(size)
         rc = call(seg)
@@ -528,11 +524,13 @@ class Log:
         seg.note_appended(int(self._result.max_timestamp))
         return self._result
 
-    def _should_roll_before(self, seg: LogSegment, count: int, now: int) -> bool:
+    def _should_roll_before(self, seg: LogSegment, count: int, now: int, size: int) -> bool:
         if seg.is_empty:
             return False
         if seg.c.next_offset + count - seg.base_offset > _MAX_RELATIVE_OFFSET:
             return True
+        if seg.mapped_bytes > self.config.segment_bytes and seg.log_size + size > self.config.segment_bytes:
+            return True  # segment.bytes was lowered (reconfigure) after this segment was made
         rolling = seg.rolling_timestamp_ms
         return rolling is not None and rolling >= 0 and now - rolling > self.config.segment_ms
 
@@ -542,6 +540,27 @@ class Log:
             self._flush_locked(now)
         elif cfg.flush_ms is not None and now - self._last_flush_ms >= cfg.flush_ms:
             self._flush_locked(now)
+
+    # ============================================================ settings
+    def reconfigure(self, config: Optional[Mapping[str, Any]] = None, **settings: Any) -> LogConfig:
+        """Replace this open log's settings; returns the new :class:`LogConfig`.
+
+        Settings are given as :meth:`open` takes them (Kafka names in ``config`` and/or
+        snake_case keywords; a setting not given gets its default, as at open): this is
+        the log's whole configuration, not a patch.  Every setting can change on an open
+        log.  Retention, flushing, segment.ms, max.message.bytes, message.timestamp.type
+        and cleanup.policy apply from the next call that uses them.  The shape of a
+        segment (segment.bytes, segment.index.bytes, index.interval.bytes, preallocate)
+        applies to segments created from now on; the active segment rolls at the next
+        append that would take it past a lowered segment.bytes (a raised one applies
+        from the next segment).  Thread-safe; raises InvalidConfig (nothing changes) or
+        LogClosed.
+        """
+        new = LogConfig.from_settings(config, **settings)
+        with self._lock:
+            self._check_open()
+            self.config = new
+        return new
 
     # ================================================================== roll
     def roll(self) -> None:
@@ -589,8 +608,7 @@ class Log:
         return [RecordBatch(v) for v in views]
 
     def _check_offset(self, offset: Any) -> None:
-        if isinstance(offset, bool) or not isinstance(offset, int):
-            raise InvalidArgument(f"offset must be an int, got {offset!r}")
+        check_int("offset", offset)
         if not self._log_start_offset <= offset <= self.log_end_offset:
             raise OffsetOutOfRange(
                 f"offset {offset} is outside the log's range [{self._log_start_offset}, "
@@ -602,8 +620,8 @@ class Log:
         self._check_offset(offset)
         if max_offset is None:
             max_offset = 2**63 - 1
-        elif isinstance(max_offset, bool) or not isinstance(max_offset, int):
-            raise InvalidArgument(f"max_offset must be an int or None, got {max_offset!r}")
+        else:
+            check_int("max_offset (or None)", max_offset)
         if offset >= max_offset or offset == self.log_end_offset:
             return None
         i = bisect.bisect_right(self._bases, offset) - 1
@@ -634,8 +652,8 @@ class Log:
             self._check_open()
             start = self._log_start_offset if offset is None else offset
             self._check_offset(start)
-            if max_offset is not None and (isinstance(max_offset, bool) or not isinstance(max_offset, int)):
-                raise InvalidArgument(f"max_offset must be an int or None, got {max_offset!r}")
+            if max_offset is not None:
+                check_int("max_offset (or None)", max_offset)
             end = self.log_end_offset if max_offset is None else min(max_offset, self.log_end_offset)
         return self._iter_records(start, end)
 
@@ -667,8 +685,7 @@ class Log:
         Kafka's sentinels: -1 (LATEST) gives the log end offset, -2 (EARLIEST) the log
         start offset.
         """
-        if isinstance(timestamp, bool) or not isinstance(timestamp, int):
-            raise InvalidArgument(f"timestamp must be an int, got {timestamp!r}")
+        check_int("timestamp (ms, or -1 latest, -2 earliest)", timestamp)
         with self._lock:
             self._check_open()
             if timestamp == LATEST_TIMESTAMP:
@@ -748,8 +765,7 @@ class Log:
         a segment's files go when every record in it is below.  Raises OffsetOutOfRange
         if ``before`` > log_end_offset.
         """
-        if isinstance(before, bool) or not isinstance(before, int):
-            raise InvalidArgument(f"before must be an int, got {before!r}")
+        check_int("before", before)
         with self._lock:
             self._check_open()
             if before > self.log_end_offset or before < 0:
@@ -782,8 +798,8 @@ class Log:
         retention.ms/retention.bytes apply only when cleanup.policy contains "delete";
         segments wholly below the log start offset always go.
         """
-        if now_ms is not None and (isinstance(now_ms, bool) or not isinstance(now_ms, int)):
-            raise InvalidArgument(f"now_ms must be an int (ms) or None, got {now_ms!r}")
+        if now_ms is not None:
+            check_int("now_ms (ms, or None for now)", now_ms)
         with self._lock:
             self._check_open()
             deleted = self._enforce_retention_locked(self._clock() if now_ms is None else now_ms)
@@ -848,8 +864,7 @@ class Log:
         (truncated, deleted, re-activated).  Raises CorruptRecordError / InvalidArgument
         if ``data`` is not a valid tiling of the segment's offsets.
         """
-        if isinstance(modified_ms, bool) or not isinstance(modified_ms, int) or modified_ms < 0:
-            raise InvalidArgument(f"modified_ms must be an int >= 0, got {modified_ms!r}")
+        check_int("modified_ms", modified_ms, min=0)
         checked = []
         for snap, data in replacements:
             view = memoryview(data).cast("B") if not isinstance(data, memoryview) else data

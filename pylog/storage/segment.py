@@ -326,6 +326,12 @@ class LogSegment:
 
     # ------------------------------------------------------------ reservation
     @property
+    def mapped_bytes(self) -> int:
+        """Size of the .log mapping: the most this segment can hold (segment.bytes when
+        it was created or activated, or its data if that was larger)."""
+        return self._mapped_log_bytes
+
+    @property
     def reserved_bytes(self) -> int:
         """Bytes of the .log that appends may write (disk blocks reserved)."""
         return int(self.c.log_capacity)

@@ -115,6 +115,71 @@ def test_stray_partition_directories_removed_on_open(open_broker):
     assert b2.list_topics() == ["keep"]
 
 
+def test_create_partitions_cut_short_keeps_the_old_count(open_broker, monkeypatch):
+    """Growing a topic makes the new partition directories first and rewrites topics.json
+    last: a failure (or a crash) in between leaves the old count and no new directory."""
+    b = open_broker()
+    b.create_topic("t", 2)
+    b.produce("t", 1, build_batch([b"kept"]))
+
+    def fail() -> None:
+        raise errors.StorageError("disk full (test)")
+
+    monkeypatch.setattr(b, "_write_topics_file", fail)
+    with pytest.raises(errors.StorageError):
+        b.create_partitions("t", 4)
+    assert len(b.describe_topic("t").partitions) == 2
+    assert not (b.data_dir / "t-2").exists() and not (b.data_dir / "t-3").exists()
+    monkeypatch.undo()
+    b.close()
+    (b.data_dir / "t-2").mkdir()  # as a crash after the directories, before topics.json
+    (b.data_dir / "t-2" / "00000000000000000000.log").write_bytes(b"")
+    b2 = open_broker()
+    assert len(b2.describe_topic("t").partitions) == 2 and not (b2.data_dir / "t-2").exists()
+    assert values_of(b2, "t", 1) == [b"kept"]
+    b2.create_partitions("t", 3)
+    b2.close()
+    assert len(open_broker().describe_topic("t").partitions) == 3
+
+
+def test_alter_topic_config_persists_and_applies_to_the_offsets_topic_too(open_broker):
+    b = open_broker()
+    b.create_topic("t", 1, config={"retention.ms": 1000})
+    b.alter_topic_config("t", {"max.message.bytes": 2000})
+    b.groups  # creates __consumer_offsets with its own settings
+    d = b.alter_topic_config("__consumer_offsets", {"min.cleanable.dirty.ratio": 0.1})
+    assert d.config["cleanup.policy"] == "compact" and d.overrides == {"min.cleanable.dirty.ratio": 0.1}
+    b.close()
+    b2 = open_broker()
+    assert b2.describe_topic("t").overrides == {"retention.ms": 1000, "max.message.bytes": 2000}
+    assert b2.partition("t", 0).log.config.max_message_bytes == 2000
+    d = b2.describe_topic("__consumer_offsets")
+    assert d.config["cleanup.policy"] == "compact" and d.config["min.cleanable.dirty.ratio"] == 0.1
+    with pytest.raises(errors.InvalidTopic):
+        b2.create_partitions("__consumer_offsets", 10)
+
+
+def test_a_failing_data_listener_is_logged_and_the_produce_succeeds(broker, caplog):
+    broker.create_topic("t", 1)
+    calls = []
+
+    def bad(topic, partition):
+        raise RuntimeError("listener bug")
+
+    broker.add_data_listener(bad)
+    broker.add_data_listener(lambda t, p: calls.append((t, p)))
+    res = broker.produce("t", 0, build_batch([b"a"]))
+    assert res.base_offset == 0 and calls == [("t", 0)]
+    assert "listener bug" in caplog.text
+    broker.remove_data_listener(bad)
+    broker.remove_data_listener(bad)  # not there any more: nothing happens
+    broker.produce("t", 0, build_batch([b"b"]), acks=0)
+    assert calls == [("t", 0), ("t", 0)]
+    with pytest.raises(errors.UnknownTopicOrPartition):
+        broker.produce("t", 1, build_batch([b"c"]))
+    assert len(calls) == 2  # nothing became readable
+
+
 def test_damaged_topics_file_is_a_clear_error(open_broker):
     b = open_broker()
     b.create_topic("t")

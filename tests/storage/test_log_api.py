@@ -741,3 +741,32 @@ def test_iterator_raises_log_closed_when_the_log_closes_mid_iteration(tmp_path):
         return
     # or it ends with records that are exactly the log's
     assert [r.offset for r in rest] == list(range(1, len(rest) + 1))
+
+
+# ------------------------------------------------------------------ reconfigure
+def test_reconfigure_changes_an_open_log_at_once(tmp_path):
+    """Log.reconfigure replaces the settings of an open log: a lowered segment.bytes
+    rolls the active segment at the next append that would pass it, retention applies at
+    the next check, max.message.bytes at the next append; a bad value changes nothing."""
+    log = open_log(tmp_path / "t-0", segment_bytes=1 << 20)
+    for i in range(20):
+        log.append([b"x" * 200], timestamps=[T0 + i])
+    assert len(log.segments) == 1
+    with pytest.raises(InvalidConfig, match="segment.bytes"):
+        log.reconfigure(segment_bytes=1, segment_index_bytes=4096)
+    assert log.config.segment_bytes == 1 << 20
+    cfg = log.reconfigure({"segment.bytes": 1024, "max.message.bytes": 600}, segment_index_bytes=4096)
+    assert cfg is log.config and cfg.segment_bytes == 1024 and cfg.retention_bytes == -1
+    log.append([b"y" * 200])  # the active segment holds 4 KiB: this append rolls first
+    assert len(log.segments) == 2 and log.segments[-1].base_offset == 20
+    for _ in range(10):
+        log.append([b"z" * 200])
+    assert all(s.size_bytes <= 1024 for s in log.segments[1:])
+    with pytest.raises(RecordTooLarge):
+        log.append([b"w" * 700])
+    log.reconfigure(segment_bytes=1024, segment_index_bytes=4096, retention_bytes=2048)
+    log.enforce_retention()
+    assert log.log_start_offset > 20 and log.size_bytes - log.segments[0].size_bytes < 2048
+    log.close()
+    with pytest.raises(LogClosed):
+        log.reconfigure(segment_bytes=1024)
