@@ -11,8 +11,10 @@ for anything that does not parse (the server closes the connection, as Kafka doe
 :class:`UnsupportedRequest` for an API or version outside
 :data:`~pylog.protocol.apis.SUPPORTED` (it carries the parsed header, so the server can
 answer an ApiVersions request it does not speak with Kafka's v0 UNSUPPORTED_VERSION
-answer).  Bodies are read by kio's native reader and written by its writer; the Fetch
-response, the hot path, is written by :mod:`pylog.protocol.fetch` instead.
+answer).  Bodies are read by :mod:`pylog.protocol.reader` (bounds-checked, driven by
+kio's schemas; kio's own native reader can be made to abort the process) and written
+by kio's writer; the Fetch response, the hot path, is written by
+:mod:`pylog.protocol.fetch` instead.
 """
 from __future__ import annotations
 
@@ -24,15 +26,15 @@ import types
 import typing
 import uuid
 from functools import lru_cache
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Type
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Type
 
 from kio.schema.errors import ErrorCode
-from kio.serial import entity_reader, entity_writer
-from kio.serial.errors import SerialError
+from kio.serial import entity_writer
 
 from pylog.errors import InvalidRequest, UnsupportedVersion
 from pylog.protocol.apis import (SUPPORTED, is_flexible, request_class, request_header_version,
                                  response_class, response_header_version)
+from pylog.protocol.reader import entity_decoder
 
 __all__ = ["RequestHeader", "UnsupportedRequest", "parse_request_header", "decode_request",
            "encode_response", "encode_request", "decode_response", "build", "MAX_FRAME_BYTES",
@@ -45,10 +47,6 @@ _I16 = struct.Struct(">h")
 _HDR = struct.Struct(">hhi")  # api key, api version, correlation id
 _I32 = struct.Struct(">i")
 
-#: What kio's readers raise on bytes that do not parse (plus what a bad value raises
-#: when turned into a Python object).
-_DECODE_ERRORS = (SerialError, ValueError, TypeError, OverflowError, IndexError, KeyError,
-                  UnicodeError, struct.error)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -106,6 +104,11 @@ def _skip_tagged_fields(buf: Any, pos: int) -> int:
     return pos
 
 
+def _view(frame: Any) -> memoryview:
+    view = memoryview(frame)
+    return view if view.format == "B" and view.ndim == 1 else view.cast("B")
+
+
 # ----------------------------------------------------------------------- requests
 def parse_request_header(frame: Any) -> Tuple[RequestHeader, int]:
     """The header of a request frame (without its size prefix): (header, body offset).
@@ -146,11 +149,6 @@ def parse_request_header(frame: Any) -> Tuple[RequestHeader, int]:
 
 
 @lru_cache(maxsize=None)
-def _reader(cls: Type) -> Callable[[Any, int], Tuple[Any, int]]:
-    return entity_reader(cls)
-
-
-@lru_cache(maxsize=None)
 def _writer(cls: Type) -> Callable[[Any, Any], None]:
     return entity_writer(cls)
 
@@ -162,10 +160,9 @@ def decode_request(frame: Any) -> Tuple[RequestHeader, Any]:
     header, pos = parse_request_header(frame)
     cls = request_class(header.api_key, header.api_version)
     try:
-        request, _size = _reader(cls)(frame, pos)
-    except _DECODE_ERRORS as exc:
-        raise InvalidRequest(f"{cls.__name__} v{header.api_version} does not parse: "
-                             f"{type(exc).__name__}: {exc}") from None
+        request, _end = entity_decoder(cls)(_view(frame), pos)
+    except InvalidRequest as exc:
+        raise InvalidRequest(f"{cls.__name__} v{header.api_version} does not parse: {exc}") from None
     # Bytes after the last field are ignored, as Kafka's parser ignores them (some
     # clients send a field of a neighbouring version there).
     return header, request
@@ -224,9 +221,9 @@ def decode_response(api_key: int, version: int, frame: Any) -> Tuple[int, Any]:
         pos = _skip_tagged_fields(frame, pos)
     cls = response_class(api_key, version)
     try:
-        response, size = _reader(cls)(frame, pos)
-    except _DECODE_ERRORS as exc:
-        raise InvalidRequest(f"{cls.__name__} v{version} does not parse: {type(exc).__name__}: {exc}") from None
+        response, _end = entity_decoder(cls)(_view(frame), pos)
+    except InvalidRequest as exc:
+        raise InvalidRequest(f"{cls.__name__} v{version} does not parse: {exc}") from None
     return correlation_id, response
 
 
@@ -280,10 +277,18 @@ def _plan(cls: Type) -> Dict[str, Tuple[Optional[Callable[[Any], Any]], Optional
     plan = {}
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
-        nested, many = _entity_of(hints.get(f.name, f.type))
-        conv = _CONVERT.get(f.metadata.get("kafka_type", ""))
+        hint = hints.get(f.name, f.type)
+        nested, many = _entity_of(hint)
+        kafka_type = f.metadata.get("kafka_type", "")
+        conv = _CONVERT.get(kafka_type)
+        if kafka_type == "string" and type(None) not in typing.get_args(hint):
+            conv = _not_null_string  # Kafka's rule: versions without null get ""
         plan[f.name] = (conv, nested, many)
     return plan
+
+
+def _not_null_string(v: Any) -> Any:
+    return "" if v is None else v
 
 
 def build(cls: Type, data: Mapping[str, Any]) -> Any:

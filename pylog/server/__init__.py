@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-import sys
 from typing import Callable, List, Optional
 
 from pylog.server.config import Listener, ServerConfig

@@ -218,6 +218,11 @@ class KafkaConnection(asyncio.BufferedProtocol):
             self.close(str(exc))
             return
         except asyncio.CancelledError:
+            self.close("request cancelled")
+            return
+        except Exception as exc:  # never leave the connection muted forever
+            log.error("answering %s failed", self.peer, exc_info=exc)
+            self.close(f"internal error: {exc!r}")
             return
         if result is not None:
             self._write(result)

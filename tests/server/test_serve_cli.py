@@ -1,13 +1,11 @@
 """`pylog serve` as a command: start, ready line, settings, shutdown, exclusive data dir."""
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import struct
 import subprocess
 import sys
-import time
 
 import pytest
 

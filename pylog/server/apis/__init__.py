@@ -150,24 +150,33 @@ class KafkaApis:
             self.metrics.request_error(API_NAMES[header.api_key], "INVALID_REQUEST")
             raise CloseConnection(f"invalid {API_NAMES[header.api_key]} v{header.api_version}: {exc}") from None
         except Exception as exc:  # a bug: say so loudly, and drop only this client
-            log.exception("%s v%d from %s failed", API_NAMES[header.api_key], header.api_version, ctx.client)
-            self.metrics.request_error(API_NAMES[header.api_key], "UNKNOWN_SERVER_ERROR")
-            raise CloseConnection(f"internal error answering {API_NAMES[header.api_key]}: {exc!r}") from None
+            raise self._internal_error(header, ctx, exc) from None
         if isinstance(result, asyncio.Future):
             out = self.loop.create_future()
 
             def finish(fut: "asyncio.Future[Any]") -> None:
                 if out.done():
                     return
-                exc = fut.exception()
-                if exc is not None:
-                    out.set_exception(exc)
-                else:
+                try:
                     out.set_result(self._encode(header, fut.result(), start))
+                except CloseConnection as exc:
+                    out.set_exception(exc)
+                except Exception as exc:
+                    out.set_exception(self._internal_error(header, ctx, exc))
 
             result.add_done_callback(finish)
             return out
-        return self._encode(header, result, start)
+        try:
+            return self._encode(header, result, start)
+        except Exception as exc:
+            raise self._internal_error(header, ctx, exc) from None
+
+    def _internal_error(self, header: RequestHeader, ctx: RequestContext, exc: BaseException) -> CloseConnection:
+        """A handler bug: log it with its traceback; only this client's connection closes."""
+        name = API_NAMES.get(header.api_key, str(header.api_key))
+        log.error("%s v%d from %s failed", name, header.api_version, ctx.client, exc_info=exc)
+        self.metrics.request_error(name, "UNKNOWN_SERVER_ERROR")
+        return CloseConnection(f"internal error answering {name}: {exc!r}")
 
     def _encode(self, header: RequestHeader, result: Any, start: float) -> Optional[Response]:
         name = API_NAMES[header.api_key]

@@ -131,7 +131,7 @@ class MetadataHandler:
                     pass
                 d = self.broker.describe_topic(name)
         except PylogError as exc:
-            return {"error_code": exc.code, "name": name, "topic_id": topic_id or ZERO_UUID,
+            return {"error_code": exc.code, "name": name or "", "topic_id": topic_id or ZERO_UUID,
                     "is_internal": False, "partitions": [],
                     "topic_authorized_operations": _NO_OPERATIONS}
         parts = []
