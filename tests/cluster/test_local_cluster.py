@@ -369,3 +369,23 @@ def test_a_follower_behind_the_leaders_new_log_start_restarts_there(cluster):
     assert {b: (p.log_start_offset, p.log_end_offset) for b, p in logs.items()} == \
         {1: (15, 20), 2: (15, 20), 3: (15, 20)}
     assert [r.value for r in logs[follower].log.records()] == [b"v%d" % i for i in range(15, 20)]
+
+
+def test_offset_for_leader_epoch_answers_from_the_new_leaders_cache(cluster):
+    """After a leader change the new leader knows where the old epoch ended (KIP-101)."""
+    cluster.create_topic("t", 1, replication_factor=3, config={"min.insync.replicas": 1})
+    with pylog.Producer(cluster, acks="all") as p:
+        for i in range(5):
+            p.send("t", b"a%d" % i).result(timeout=30)
+    first = cluster.describe_topic("t").partitions[0]
+    cluster.stop_broker(first.leader)
+    _wait_for(lambda: cluster.describe_topic("t").partitions[0].leader not in (first.leader, -1))
+    with pylog.Producer(cluster, acks="all") as p:
+        for i in range(3):
+            p.send("t", b"b%d" % i).result(timeout=30)
+    now = cluster.describe_topic("t").partitions[0]
+    assert now.leader_epoch > first.leader_epoch
+    assert cluster.offset_for_leader_epoch("t", 0, first.leader_epoch) == (first.leader_epoch, 5)
+    assert cluster.offset_for_leader_epoch("t", 0, now.leader_epoch) == (now.leader_epoch, 8)
+    assert cluster.offset_for_leader_epoch("t", 0, now.leader_epoch + 10) == (now.leader_epoch, 8)
+    cluster.start_broker(first.leader)
