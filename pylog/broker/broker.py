@@ -621,7 +621,9 @@ class Broker:
             with self._data_cond:
                 self._data_version += 1
                 self._data_cond.notify_all()
-            call_data_listeners(self._data_listeners, topic, partition)
+            listeners = self._data_listeners
+            if listeners:
+                call_data_listeners(listeners, topic, partition)
         return res
 
     def produce_async(self, topic: str, partition: int, data: Any, *, acks: Union[int, str] = -1,
