@@ -42,6 +42,7 @@ from pylog.broker.config import BrokerConfig, TopicConfig
 from pylog.broker.interface import (DataListener, FetchResult, NodeInfo, PartitionInfo, ProduceCallback,
                                     TopicDescription)
 from pylog.broker.maintenance import LogMaintenance
+from pylog.broker.metrics import TrafficMetrics, group_metrics, partition_metrics
 from pylog.broker.offsets_topic import offsets_topic_spec
 from pylog.broker.partition import AppendResult, Partition
 from pylog.errors import (
@@ -61,13 +62,15 @@ from pylog.storage.log import EARLIEST_TIMESTAMP, LATEST_TIMESTAMP
 from pylog.util import check_int, now_ms
 
 __all__ = ["Broker", "TopicDescription", "PartitionInfo", "FetchResult", "OFFSETS_TOPIC", "ZERO_TOPIC_ID",
-           "validate_topic_name", "parse_acks", "call_data_listeners"]
+           "INTERNAL_TOPICS", "validate_topic_name", "check_topic_is_new", "parse_acks", "call_data_listeners"]
 
 log = logging.getLogger("pylog.broker")
 
 #: Kafka's internal topic of committed consumer-group offsets.
 OFFSETS_TOPIC = "__consumer_offsets"
-_INTERNAL_TOPICS = frozenset({OFFSETS_TOPIC, "__transaction_state"})
+#: Topics pylog (as Kafka) makes and guards itself: not created, grown or deleted by hand.
+INTERNAL_TOPICS = frozenset({OFFSETS_TOPIC, "__transaction_state"})
+_INTERNAL_TOPICS = INTERNAL_TOPICS
 _TOPIC_RE = re.compile(r"^[a-zA-Z0-9._-]+$")
 _MAX_TOPIC_NAME = 249
 _PARTITION_DIR_RE = re.compile(r"^(?P<topic>[a-zA-Z0-9._-]+)-(?P<p>\d+)$")
@@ -91,6 +94,18 @@ def validate_topic_name(name: Any) -> str:
         raise InvalidTopic(f"topic name {name!r} has characters Kafka does not allow: {bad}; "
                            "use ASCII letters, digits, '.', '_' and '-'")
     return name
+
+
+def check_topic_is_new(name: str, existing: Iterable[str]) -> None:
+    """Raise TopicAlreadyExists if ``name`` is among ``existing`` or collides with one of
+    them after swapping '.' and '_' (Kafka's rule: the two are one in metric names)."""
+    collide = name.replace(".", "_")
+    for other in existing:
+        if other == name:
+            raise TopicAlreadyExists(f"topic {name!r} already exists")
+        if other.replace(".", "_") == collide:
+            raise TopicAlreadyExists(f"topic {name!r} collides with existing topic {other!r}: Kafka treats "
+                                     "'.' and '_' as the same in metric names")
 
 
 def parse_acks(acks: Any) -> int:
@@ -158,7 +173,6 @@ class Broker:
         self.cluster_id = ""
         self._listeners_lock = threading.Lock()
         self._data_listeners: Tuple[DataListener, ...] = ()
-        from pylog.broker.metrics import TrafficMetrics
         self.traffic = TrafficMetrics(window_ms=config.partition_skew_window_ms,
                                       ratio=config.partition_skew_ratio,
                                       min_records=config.partition_skew_min_records)
@@ -388,12 +402,7 @@ class Broker:
             self._check_open()
             if name in self._topics:
                 raise TopicAlreadyExists(f"topic {name!r} already exists")
-            collide = name.replace(".", "_")
-            for other in self._topics:
-                if other.replace(".", "_") == collide:
-                    raise TopicAlreadyExists(
-                        f"topic {name!r} collides with existing topic {other!r}: Kafka treats '.' and "
-                        "'_' as the same in metric names")
+            check_topic_is_new(name, self._topics)
             if validate_only:
                 return TopicDescription(name, ZERO_TOPIC_ID, [self._new_partition_info(p) for p in range(n)],
                                         dict(tc.values), dict(tc.overrides), name in _INTERNAL_TOPICS)
@@ -612,7 +621,9 @@ class Broker:
             with self._data_cond:
                 self._data_version += 1
                 self._data_cond.notify_all()
-            call_data_listeners(self._data_listeners, topic, partition)
+            listeners = self._data_listeners
+            if listeners:
+                call_data_listeners(listeners, topic, partition)
         return res
 
     def produce_async(self, topic: str, partition: int, data: Any, *, acks: Union[int, str] = -1,
@@ -791,28 +802,14 @@ class Broker:
         with self._lock:
             for name, t in self._topics.items():
                 tsnap = snap.get("topics", {}).get(name, {}).get("partitions", {})
-                parts = {}
-                for p in t.partitions:
-                    row = {"records_in": 0, "bytes_in": 0, "records_out": 0, "bytes_out": 0,
-                           "share_in": 0.0, "skewed": False}
-                    row.update(tsnap.get(p.index, {}))
-                    row.update(log_size_bytes=p.log.size_bytes, log_start_offset=p.log_start_offset,
-                               log_end_offset=p.log_end_offset, high_watermark=p.high_watermark)
-                    parts[p.index] = row
-                topics[name] = {"partitions": parts}
-        groups: Dict[str, Any] = {}
-        if self._groups is not None:
-            for listing in self._groups.list_groups():
-                gid = listing.group_id
-                desc = self._groups.describe_group(gid)
-                lag: Dict[str, Dict[int, int]] = {}
-                for (topic, part), (off, _meta) in self._groups.fetch_offsets(gid).items():
-                    t = self._topics.get(topic)
-                    if t is None or part >= len(t.partitions):
-                        continue
-                    lag.setdefault(topic, {})[part] = max(0, t.partitions[part].high_watermark - off)
-                state = getattr(desc.state, "value", desc.state)
-                groups[gid] = {"state": str(state), "members": len(desc.members),
-                               "generation": desc.generation_id, "lag": lag}
+                topics[name] = {"partitions": {p.index: partition_metrics(
+                    tsnap, p.index, log_size_bytes=p.log.size_bytes, log_start_offset=p.log_start_offset,
+                    log_end_offset=p.log_end_offset, high_watermark=p.high_watermark) for p in t.partitions}}
+
+        def hw(topic: str, part: int) -> Optional[int]:
+            t = self._topics.get(topic)
+            return None if t is None or part >= len(t.partitions) else t.partitions[part].high_watermark
+
+        groups = {} if self._groups is None else group_metrics(self._groups, hw)
         return {"broker": {"id": self.config.broker_id}, "topics": topics, "groups": groups,
                 "skew_warnings_total": snap.get("skew_warnings_total", 0)}

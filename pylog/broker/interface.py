@@ -152,7 +152,8 @@ class BrokerInterface(Protocol):
     #: Whether a producer should pipeline: keep several produce_async calls in flight
     #: and :meth:`drive` them (True where acknowledgements come later, from followers or
     #: over a network), or send one batch after another with :meth:`produce` (False where
-    #: produce answers at once, as on one embedded broker, which is faster there).
+    #: produce answers at once, as on one embedded broker: there batches are acknowledged
+    #: sooner one after another, and pipelining gains nothing).
     pipelined_produce: bool
 
     def init_producer_id(self) -> Tuple[int, int]:

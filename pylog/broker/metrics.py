@@ -50,7 +50,7 @@ import math
 import re
 import threading
 from dataclasses import dataclass
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from pylog.errors import InvalidConfig
 from pylog.util import check_int
@@ -62,6 +62,8 @@ __all__ = [
     "render_prometheus",
     "PROMETHEUS_CONTENT_TYPE",
     "SKEW_CONFIG_DEFAULTS",
+    "partition_metrics",
+    "group_metrics",
 ]
 
 log = logging.getLogger("pylog.broker")
@@ -469,6 +471,37 @@ def _partition_label(p: Any, where: str) -> str:
     if isinstance(p, bool) or not isinstance(p, int):
         raise ValueError(f"{where}: partition keys must be ints, got {p!r}")
     return str(p)
+
+
+def partition_metrics(traffic: Mapping[int, Mapping[str, Any]], partition: int, *, log_size_bytes: int,
+                      log_start_offset: int, log_end_offset: int, high_watermark: int) -> Dict[str, Any]:
+    """One partition's row of the metrics dict: its traffic (from the ``"partitions"`` of
+    a :meth:`TrafficMetrics.snapshot` topic; zeros if none yet) and its log's figures."""
+    row: Dict[str, Any] = {"records_in": 0, "bytes_in": 0, "records_out": 0, "bytes_out": 0,
+                           "share_in": 0.0, "skewed": False}
+    row.update(traffic.get(partition, {}))
+    row.update(log_size_bytes=log_size_bytes, log_start_offset=log_start_offset,
+               log_end_offset=log_end_offset, high_watermark=high_watermark)
+    return row
+
+
+def group_metrics(groups: Any, high_watermark: Callable[[str, int], Optional[int]]) -> Dict[str, Any]:
+    """The ``"groups"`` section of the metrics dict from a group service: state, members,
+    generation and lag per group.  ``high_watermark(topic, partition)`` gives a
+    partition's HW, or None for one that is gone or unknown (left out of the lag)."""
+    out: Dict[str, Any] = {}
+    for listing in groups.list_groups():
+        gid = listing.group_id
+        desc = groups.describe_group(gid)
+        lag: Dict[str, Dict[int, int]] = {}
+        for (topic, part), (off, _meta) in groups.fetch_offsets(gid).items():
+            hw = high_watermark(topic, part)
+            if hw is not None:
+                lag.setdefault(topic, {})[part] = max(0, hw - off)
+        state = getattr(desc.state, "value", desc.state)
+        out[gid] = {"state": str(state), "members": len(desc.members), "generation": desc.generation_id,
+                    "lag": lag}
+    return out
 
 
 def render_prometheus(metrics: Mapping[str, Any]) -> str:

@@ -318,6 +318,16 @@ class Partition:
             self.producers.truncate_to(offset)
             self._high_watermark = min(self._high_watermark, self.log.log_end_offset)
 
+    def truncate_fully_and_start_at(self, offset: int) -> None:
+        """Empty this replica and start it at ``offset`` (a follower whose leader's log
+        starts past this one's end): log, producer state, epochs and HW all restart there."""
+        with self._lock:
+            self.log.truncate_fully_and_start_at(offset)
+            self.producers = ProducerStateManager()
+            self._high_watermark = offset
+            if self.epochs is not None:
+                self.epochs.clear()
+
     def set_high_watermark(self, hw: int) -> None:
         """The replication driver's HW (clamped to the log end)."""
         self._high_watermark = max(0, min(hw, self.log.log_end_offset))

@@ -395,7 +395,7 @@ def _replication_cases(root: str, values: List[bytes], cases: List[tuple], runs:
                 deadline = time.monotonic() + 60
                 committed = 0
                 while time.monotonic() < deadline:
-                    committed = sum(row.get("high_watermark", 0) for row in cluster.describe_topic("bench"))
+                    committed = sum(p.high_watermark for p in cluster.describe_topic("bench").partitions)
                     if committed >= messages:
                         break
                     time.sleep(0.05)

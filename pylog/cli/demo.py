@@ -11,17 +11,21 @@ import logging
 import shutil
 import tempfile
 import time
-from typing import Callable, List, Optional, TextIO
+from typing import TYPE_CHECKING, Callable, List, Optional, TextIO
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pylog.broker.interface import PartitionInfo
 
 __all__ = ["run_demo"]
 
 
-def _table(rows: List[dict]) -> str:
+def _table(rows: List["PartitionInfo"]) -> str:
     out = ["  partition  leader  replicas   ISR        epoch  HW"]
     for r in rows:
-        leader = "none (offline)" if r["leader"] < 0 else str(r["leader"])
-        out.append(f"  {r['partition']:<9}  {leader:<6}  {','.join(map(str, r['replicas'])):<9}  "
-                   f"{','.join(map(str, r['isr'])):<9}  {r['leader_epoch']:<5}  {r.get('high_watermark', '-')}")
+        leader = "none (offline)" if r.offline else str(r.leader)
+        hw = "-" if r.offline else str(r.high_watermark)
+        out.append(f"  {r.partition:<9}  {leader:<6}  {','.join(map(str, r.replicas)):<9}  "
+                   f"{','.join(map(str, r.isr)):<9}  {r.leader_epoch:<5}  {hw}")
     return "\n".join(out)
 
 
@@ -64,7 +68,7 @@ def run_demo(out: Optional[TextIO] = None, records: int = 200, data_dir: Optiona
             cluster.create_topic("payments", partitions=1, replication_factor=3,
                                  config={"min.insync.replicas": 2})
             say("   Topic 'payments': 1 partition, 3 replicas (one per rack), min.insync.replicas=2.")
-            say(_table(cluster.describe_topic("payments")))
+            say(_table(cluster.describe_topic("payments").partitions))
             say()
             acked: List[bytes] = []
             with pylog.Producer(cluster, acks="all", linger_ms=1) as p:
@@ -74,14 +78,14 @@ def run_demo(out: Optional[TextIO] = None, records: int = 200, data_dir: Optiona
                     acked.append(v)
             say(f"2. Produced {len(acked)} records with acks=all: each is on every in-sync replica.")
             say()
-            leader = cluster.describe_topic("payments")[0]["leader"]
+            leader = cluster.describe_topic("payments").partitions[0].leader
             say(f"3. Killing broker {leader}, the leader (as kill -9: no clean shutdown).")
             cluster.kill_broker(leader)
-            _wait(lambda: cluster.describe_topic("payments")[0]["leader"] not in (leader, -1)
-                  and leader not in cluster.describe_topic("payments")[0]["isr"], 20)
-            row = cluster.describe_topic("payments")[0]
-            say(f"   The controller noticed its session expire: broker {row['leader']} now leads "
-                f"(epoch {row['leader_epoch']}), and the ISR shrank to {row['isr']}.")
+            _wait(lambda: cluster.describe_topic("payments").partitions[0].leader not in (leader, -1)
+                  and leader not in cluster.describe_topic("payments").partitions[0].isr, 20)
+            row = cluster.describe_topic("payments").partitions[0]
+            say(f"   The controller noticed its session expire: broker {row.leader} now leads "
+                f"(epoch {row.leader_epoch}), and the ISR shrank to {row.isr}.")
             say(_table([row]))
             say()
             with pylog.Producer(cluster, acks="all", linger_ms=1) as p:
@@ -94,9 +98,9 @@ def run_demo(out: Optional[TextIO] = None, records: int = 200, data_dir: Optiona
             say()
             say(f"5. Restarting broker {leader}: it recovers its log, truncates by leader epoch, catches up.")
             cluster.start_broker(leader)
-            _wait(lambda: sorted(cluster.describe_topic("payments")[0]["isr"]) == [1, 2, 3], 30)
-            row = cluster.describe_topic("payments")[0]
-            say(f"   ISR expanded back to {row['isr']}.")
+            _wait(lambda: sorted(cluster.describe_topic("payments").partitions[0].isr) == [1, 2, 3], 30)
+            row = cluster.describe_topic("payments").partitions[0]
+            say(f"   ISR expanded back to {row.isr}.")
             say(_table([row]))
             say()
             if warnings:

@@ -228,7 +228,9 @@ class Consumer:
             raise IllegalState("assign() after subscribe(): call unsubscribe() first")
         tps = [_tp(x) for x in partitions]
         for tp in tps:
-            self._broker.partition(tp.topic, tp.partition)  # raises if unknown
+            n = self._broker.partitions_for(tp.topic)  # raises if the topic is unknown
+            check_int(f"partition of topic {tp.topic!r} (it has {n})", tp.partition, min=0, max=n - 1,
+                      error=UnknownTopicOrPartition)
         keep = {tp: self._positions.get(tp) for tp in tps}
         self._assigned = list(dict.fromkeys(tps))
         self._positions = keep

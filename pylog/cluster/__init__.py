@@ -4,7 +4,8 @@
   nodes, sessions with ephemeral nodes, sans-I/O watches) and its in-memory implementation.
 - :mod:`pylog.cluster.placement` — rack-aware replica assignment, preferred leaders.
 - :mod:`pylog.cluster.controller` — the controller state machine: leader election (clean
-  and unclean), ISR pruning of dead brokers, preferred-leader rebalancing, topic creation.
+  and unclean), ISR pruning of dead brokers, preferred-leader rebalancing, topic creation,
+  growth (CreatePartitions), configuration changes and deletion.
 
 Everything here is sans-I/O: no clock reads, sleeps, threads or sockets; callers pass
 ``now`` in ms.

@@ -17,8 +17,9 @@ Data model in the store (the kernel reads and writes the same nodes; helpers bel
 ``/controller_epoch``
     persistent int, +1 each time a broker becomes controller (first controller: 1).
 ``/brokers/topics/<topic>``
-    ``{"partitions": {"<p>": [replica ids]}, "config": {Kafka name: value}}`` (the
-    topic's configuration overrides).
+    ``{"partitions": {"<p>": [replica ids]}, "config": {Kafka name: value}, "id": hex}``
+    (the topic's configuration overrides, and its topic id: 32 hex digits, Kafka's
+    topic UUID, absent on topics made by older versions).
 ``/brokers/topics/<topic>/partitions/<p>/state``
     ``{"leader": id or -1, "leader_epoch": int, "isr": [ids], "controller_epoch": int}``.
     The partition's leader changes "isr" by compare-and-set (shrink/expand); the
@@ -60,14 +61,15 @@ import logging
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
-from pylog.broker.broker import validate_topic_name
+from pylog.broker.broker import check_topic_is_new, validate_topic_name
 from pylog.broker.config import TOPIC_DEFAULTS, TopicConfig
 from pylog.cluster.metadata import WatchEvent
-from pylog.cluster.placement import assign_replicas
+from pylog.cluster.placement import MAX_PARTITIONS, assign_replicas
 from pylog.errors import (
     BadVersion,
     IllegalState,
     InvalidArgument,
+    InvalidPartitions,
     NodeExists,
     NoNode,
     SessionExpired,
@@ -595,10 +597,10 @@ class Controller:
 
     # ------------------------------------------------------------------ topics
     def create_topic(self, topic: str, partitions: int, replication_factor: int,
-                     config: Optional[Mapping[str, Any]], now: int) -> None:
+                     config: Optional[Mapping[str, Any]], now: int, *, topic_id: Optional[str] = None) -> None:
         """Place a new topic's replicas over the live brokers (rack-aware) and write its
         topic node and every partition state: the leader is the first replica, the ISR all
-        replicas, leader epoch 0.
+        replicas, leader epoch 0.  ``topic_id`` (32 hex digits) goes into the topic node.
 
         Raises NotController, InvalidTopic, InvalidConfig, TopicAlreadyExists (also for a
         name that collides after swapping '.' and '_'), InvalidPartitions,
@@ -607,22 +609,13 @@ class Controller:
         self._require_active()
         validate_topic_name(topic)
         overrides = dict(TopicConfig.build(config).overrides)
-        existing = self._topics()
-        if topic in existing:
-            raise TopicAlreadyExists(f"topic {topic!r} already exists")
-        collide = topic.replace(".", "_")
-        for other in existing:
-            if other.replace(".", "_") == collide:
-                raise TopicAlreadyExists(f"topic {topic!r} collides with existing topic {other!r}: "
-                                         "Kafka treats '.' and '_' as the same in metric names")
-        live = live_brokers(self.store)
-        # Continue the leader round-robin where the previous topics left it.
-        start = sum(len(_topic_data(self.store, t)["partitions"]) for t in existing)
-        assignment = assign_replicas(live, partitions, replication_factor,
-                                     start=start % max(1, len(live)))
+        check_topic_is_new(topic, self._topics())
+        assignment = self.plan_partitions(partitions, replication_factor)
+        node: Dict[str, Any] = {"partitions": {str(p): r for p, r in enumerate(assignment)}, "config": overrides}
+        if topic_id is not None:
+            node["id"] = topic_id
         try:
-            self.store.create(topic_path(topic), {
-                "partitions": {str(p): r for p, r in enumerate(assignment)}, "config": overrides})
+            self.store.create(topic_path(topic), node)
         except NodeExists:
             raise TopicAlreadyExists(f"topic {topic!r} already exists") from None
         for p, replicas in enumerate(assignment):
@@ -631,6 +624,83 @@ class Controller:
             self.store.create(partition_state_path(topic, p), state.state_data())
         self.log.info("created topic %s: %d partitions, replication factor %d, config %s",
                       topic, partitions, replication_factor, overrides)
+
+    def plan_partitions(self, partitions: int, replication_factor: int) -> List[List[int]]:
+        """Replicas for ``partitions`` new partitions over the live brokers (rack-aware,
+        :func:`~pylog.cluster.placement.assign_replicas`), continuing the leader
+        round-robin where the existing partitions left it.  Writes nothing.  Raises
+        InvalidPartitions, InvalidReplicationFactor (more than the live brokers)."""
+        live = live_brokers(self.store)
+        start = 0
+        for t in self._topics():
+            try:
+                start += len(_topic_data(self.store, t)["partitions"])
+            except UnknownTopicOrPartition:
+                continue
+        return assign_replicas(live, partitions, replication_factor, start=start % max(1, len(live)))
+
+    def create_partitions(self, topic: str, count: int, now: int, *,
+                          max_partitions: int = MAX_PARTITIONS) -> List[List[int]]:
+        """Grow ``topic`` to ``count`` partitions (Kafka's CreatePartitions): the new
+        partitions get the topic's replication factor, placed as :meth:`plan_partitions`
+        does, leader the first replica, ISR all replicas, leader epoch 0.  Their state
+        nodes are written first and the topic node (compare-and-set) last, so until that
+        write the topic keeps its old count.  Returns the new partitions' replicas.
+
+        Raises NotController, UnknownTopicOrPartition, InvalidPartitions (``count`` not
+        above today's count, or above ``max_partitions``), InvalidReplicationFactor (fewer
+        live brokers than the topic's replication factor).
+        """
+        self._require_active()
+        for _ in range(MAX_CAS_ATTEMPTS):
+            try:
+                data, version = self.store.get(topic_path(topic))
+            except NoNode:
+                raise UnknownTopicOrPartition(f"topic {topic!r} does not exist") from None
+            current = len(data["partitions"])
+            check_int(f"the new partition count of topic {topic!r} (it has {current})", count,
+                      min=current + 1, max=max_partitions, error=InvalidPartitions)
+            rf = len(data["partitions"]["0"])
+            added = self.plan_partitions(count - current, rf)
+            for i, replicas in enumerate(added):
+                state = PartitionState(topic, current + i, tuple(replicas), replicas[0], 0, tuple(replicas),
+                                       self._epoch, 0)
+                path = partition_state_path(topic, current + i)
+                try:
+                    self.store.create(path, state.state_data())
+                except NodeExists:  # left by an attempt that lost the race below
+                    self.store.set(path, state.state_data())
+            new = dict(data)
+            new["partitions"] = {**data["partitions"], **{str(current + i): r for i, r in enumerate(added)}}
+            try:
+                self.store.set(topic_path(topic), new, version)
+            except BadVersion:
+                continue  # the topic node changed meanwhile (a config change): read it again
+            self.log.info("topic %s grew from %d to %d partitions: %s", topic, current, count, added)
+            return added
+        raise BadVersion(f"topic {topic!r} kept changing during create_partitions; try again")
+
+    def alter_topic_config(self, topic: str, overrides: Mapping[str, Any], now: int) -> None:
+        """Make ``overrides`` the configuration overrides of ``topic`` (the whole set, by
+        compare-and-set on the topic node); the brokers apply them to their replicas when
+        they see the change.  Raises NotController, UnknownTopicOrPartition, InvalidConfig.
+        """
+        self._require_active()
+        clean = dict(TopicConfig.build(overrides).overrides)
+        for _ in range(MAX_CAS_ATTEMPTS):
+            try:
+                data, version = self.store.get(topic_path(topic))
+            except NoNode:
+                raise UnknownTopicOrPartition(f"topic {topic!r} does not exist") from None
+            new = dict(data)
+            new["config"] = clean
+            try:
+                self.store.set(topic_path(topic), new, version)
+            except BadVersion:
+                continue
+            self.log.info("topic %s configuration overrides are now %s", topic, clean)
+            return
+        raise BadVersion(f"topic {topic!r} kept changing during alter_topic_config; try again")
 
     def delete_topic(self, topic: str, now: int) -> None:
         """Delete a topic's nodes (the brokers see the events and remove its logs).

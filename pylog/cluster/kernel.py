@@ -16,16 +16,26 @@ Followers fetch from their leader with their log end offset and last epoch; a le
 answers with batches or with the epoch/offset at which the follower's log diverged
 (KIP-101/KIP-320), and the follower truncates there.  ISR changes are written by the
 leader to the store by compare-and-set and logged at WARNING.
+
+Topics change through the controller (create, grow, reconfigure, delete); each broker
+applies what the store says when it next syncs: it opens the replicas assigned to it,
+applies a topic's new configuration to its open replicas, and closes and removes the
+replicas of deleted topics.  Each replica directory holds ``partition.metadata`` (Kafka's
+name) with its topic id, so that a directory left by a deleted topic is never taken for
+a new topic of the same name.
 """
 from __future__ import annotations
 
 import heapq
 import itertools
 import logging
+import os
 import random
+import shutil
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Set, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Set, Tuple
 
 from pylog.broker.config import TopicConfig
 from pylog.broker.partition import AppendResult, Partition
@@ -44,7 +54,7 @@ from pylog.replication.replica import LEADER, AckDone, IsrProposal, ReplicaState
 from pylog.cluster.controller import WATCH_PREFIXES, Controller, append_loss_ledger, read_loss_ledger
 from pylog.cluster.metadata import InMemoryMetadataStore
 
-__all__ = ["ClusterKernel", "KernelConfig", "Network", "STORE"]
+__all__ = ["ClusterKernel", "KernelConfig", "Network", "STORE", "PARTITION_METADATA_FILE"]
 
 log = logging.getLogger("pylog.replication")
 
@@ -52,6 +62,8 @@ log = logging.getLogger("pylog.replication")
 STORE = "store"
 #: A client (producer/consumer) address in the simulator.
 CLIENT = "client"
+#: In each replica directory: the topic id it belongs to (Kafka's file name).
+PARTITION_METADATA_FILE = "partition.metadata"
 
 
 @dataclass
@@ -138,10 +150,11 @@ class _Replica:
     """One partition on one broker: storage, replication state, fetch bookkeeping."""
 
     __slots__ = ("tp", "partition", "state", "epochs", "fetch_inflight", "next_fetch_at", "min_isr",
-                 "unclean", "replicas")
+                 "unclean", "replicas", "topic_id")
 
     def __init__(self, tp: Tuple[str, int], partition: Partition, state: ReplicaState,
-                 epochs: LeaderEpochCache, min_isr: int, unclean: bool, replicas: Tuple[int, ...]) -> None:
+                 epochs: LeaderEpochCache, min_isr: int, unclean: bool, replicas: Tuple[int, ...],
+                 topic_id: str = "") -> None:
         self.tp = tp
         self.partition = partition
         self.state = state
@@ -151,6 +164,14 @@ class _Replica:
         self.min_isr = min_isr
         self.unclean = unclean
         self.replicas = replicas
+        self.topic_id = topic_id  #: "" for a topic made before topic ids
+
+    def apply_config(self, cfg: TopicConfig) -> None:
+        """A topic configuration change reaching this replica: its log settings and
+        compression at once, min.insync.replicas and unclean election for what follows."""
+        self.partition.reconfigure(cfg)
+        self.min_isr = cfg.min_insync_replicas
+        self.unclean = bool(cfg.values.get("unclean.leader.election.enable", False))
 
 
 class BrokerNode:
@@ -198,6 +219,7 @@ class ClusterKernel:
         self.counters: Dict[str, int] = {"isr_shrinks_total": 0, "isr_expands_total": 0}
         self.data_version = 0
         self._listeners: List[Callable[[], None]] = []
+        self._readable_listeners: List[Callable[[str, int], None]] = []
         #: Last ISR seen per partition, to count every change (leader's or controller's).
         self._isr_seen: Dict[str, Tuple[int, ...]] = {}
         self.store.watch("/brokers/topics", "kernel-metrics")
@@ -209,6 +231,7 @@ class ClusterKernel:
         if node.status != "stopped":
             return
         node.data_dir.mkdir(parents=True, exist_ok=True)
+        self._remove_stray_replicas(node)
         node.session = self.store.create_session(self.config.session_timeout_ms, now)
         node.last_heartbeat = now
         for prefix in WATCH_PREFIXES:
@@ -288,19 +311,63 @@ class ClusterKernel:
                 return n
         return None
 
-    def create_topic(self, topic: str, partitions: int, replication_factor: int,
-                     config: Dict[str, Any], now: int) -> None:
+    def _controller(self, now: int) -> Controller:
         node = self.controller_node()
         if node is None:
             self.step(now)
             node = self.controller_node()
         if node is None:
             raise NotLeaderOrFollower("no controller is available (no broker is running)")
-        TopicConfig.build(config, self._topic_defaults())  # validates before anything is written
-        node.controller.create_topic(topic, partitions, replication_factor, dict(config), now)
+        assert node.controller is not None
+        return node.controller
+
+    def create_topic(self, topic: str, partitions: int, replication_factor: int,
+                     config: Dict[str, Any], now: int, *, topic_id: Optional[str] = None) -> None:
+        """Create a topic through the controller (a new topic id unless one is given)."""
+        ctl = self._controller(now)
+        TopicConfig.build(config, self.topic_defaults())  # validates before anything is written
+        ctl.create_topic(topic, partitions, replication_factor, dict(config), now,
+                         topic_id=topic_id or uuid.uuid4().hex)
         self.step(now)
 
-    def _topic_defaults(self) -> Dict[str, Any]:
+    def plan_partitions(self, partitions: int, replication_factor: int, now: int) -> List[List[int]]:
+        """Where the controller would place ``partitions`` new partitions (writes nothing)."""
+        return self._controller(now).plan_partitions(partitions, replication_factor)
+
+    def create_partitions(self, topic: str, count: int, now: int, *, max_partitions: int) -> None:
+        """Grow ``topic`` to ``count`` partitions through the controller; the brokers open
+        the new replicas at this step."""
+        self._controller(now).create_partitions(topic, count, now, max_partitions=max_partitions)
+        self.step(now)
+
+    def altered_topic_config(self, topic: str, changes: Mapping[str, Any], replace: bool) -> TopicConfig:
+        """``topic``'s configuration after ``changes`` (see :meth:`TopicConfig.altered`),
+        validated against this cluster's defaults; nothing is written."""
+        return self.topic_config(topic).altered(changes, replace=replace, defaults=self.topic_defaults())
+
+    def alter_topic_config(self, topic: str, overrides: Mapping[str, Any], now: int) -> None:
+        """Make ``overrides`` the topic's overrides through the controller; every running
+        broker applies them to its replicas at this step (stopped ones when they start)."""
+        TopicConfig.build(overrides, self.topic_defaults())
+        self._controller(now).alter_topic_config(topic, overrides, now)
+        self.step(now)
+
+    def delete_topic(self, topic: str, now: int) -> None:
+        """Delete a topic through the controller; every running broker closes and removes
+        its replicas at this step (a stopped one when it starts)."""
+        self._controller(now).delete_topic(topic, now)
+        self.step(now)
+
+    def topic_id(self, topic: str) -> str:
+        """The topic's id (32 hex digits; "" for a topic made before topic ids)."""
+        try:
+            data, _ = self.store.get(f"/brokers/topics/{topic}")
+        except NoNode:
+            raise UnknownTopicOrPartition(f"unknown topic {topic!r}") from None
+        return str(data.get("id", ""))
+
+    def topic_defaults(self) -> Dict[str, Any]:
+        """Every topic-level setting with this cluster's default (Kafka's, then topic_defaults)."""
         from pylog.broker.config import TOPIC_DEFAULTS
 
         d = dict(TOPIC_DEFAULTS)
@@ -312,7 +379,7 @@ class ClusterKernel:
             data, _ = self.store.get(f"/brokers/topics/{topic}")
         except NoNode:
             raise UnknownTopicOrPartition(f"unknown topic {topic!r}") from None
-        return TopicConfig.build(data.get("config", {}), self._topic_defaults())
+        return TopicConfig.build(data.get("config", {}), self.topic_defaults())
 
     def topics(self) -> List[str]:
         try:
@@ -408,6 +475,8 @@ class ClusterKernel:
         for topic in self.topics():
             try:
                 assign = self.assignment(topic)
+                cfg = self.topic_config(topic)
+                topic_id = self.topic_id(topic)
             except UnknownTopicOrPartition:
                 continue
             for p, replicas in assign.items():
@@ -419,21 +488,56 @@ class ClusterKernel:
                 except NoNode:
                     continue
                 r = node.replicas.get(tp)
+                if r is not None and r.topic_id != topic_id:
+                    # Deleted and made again while this broker did not look (paused).
+                    self._remove_replica(node, tp)
+                    r = None
                 if r is None:
-                    r = self._open_replica(node, tp, tuple(replicas))
+                    r = self._open_replica(node, tp, tuple(replicas), cfg, topic_id)
+                elif r.partition.config.overrides != cfg.overrides:
+                    r.apply_config(cfg)
                 self._apply_state(node, r, st, now)
         live_topics = set(self.topics())
         for tp in [tp for tp in node.replicas if tp[0] not in live_topics]:
-            r = node.replicas.pop(tp)
-            self._finish(r.state.go_offline())
-            r.partition.close()
+            self._remove_replica(node, tp)
 
-    def _open_replica(self, node: BrokerNode, tp: Tuple[str, int], replicas: Tuple[int, ...]) -> _Replica:
-        cfg = self.topic_config(tp[0])
+    def _remove_replica(self, node: BrokerNode, tp: Tuple[str, int]) -> None:
+        """Close a replica of a deleted topic and remove its directory."""
+        r = node.replicas.pop(tp)
+        self._finish(r.state.go_offline())
+        node.parked.pop(tp, None)
+        r.partition.close()
+        _remove_dir(r.partition.log.dir)
+        log.info("broker %d removed its replica of %s-%d (topic deleted)", node.id, tp[0], tp[1])
+
+    def _remove_stray_replicas(self, node: BrokerNode) -> None:
+        """At start: remove replica directories whose ``partition.metadata`` names a topic id
+        that no topic has any more (deleted while this broker was stopped)."""
+        ids = {self.topic_id(t) for t in self.topics()}
+        try:
+            entries = list(node.data_dir.iterdir())
+        except OSError:
+            return
+        for d in entries:
+            tid = _read_topic_id(d)
+            if tid and tid not in ids:
+                log.warning("broker %d removes %s: its topic (id %s) was deleted", node.id, d, tid)
+                _remove_dir(d)
+
+    def _open_replica(self, node: BrokerNode, tp: Tuple[str, int], replicas: Tuple[int, ...],
+                      cfg: TopicConfig, topic_id: str) -> _Replica:
         d = node.data_dir / f"{tp[0]}-{tp[1]}"
+        old_id = _read_topic_id(d)
+        if old_id and topic_id and old_id != topic_id:
+            log.warning("broker %d: %s belongs to an earlier topic %s (id %s); removing it", node.id, d,
+                        tp[0], old_id)
+            _remove_dir(d)
         part = Partition.open(tp[0], tp[1], d, cfg, node.id, lambda: self.now)
+        if topic_id and old_id != topic_id:
+            _write_topic_id(d, topic_id)
         part.replicated = True
         epochs = recover_cache(part.log)
+        part.epochs = epochs
         state = ReplicaState(node.id, replica_lag_time_max_ms=self.config.replica_lag_time_max_ms)
         # A restarted replica only knows what it flushed as its HW; it starts from the
         # log start and learns the rest from its leader.
@@ -442,7 +546,7 @@ class ClusterKernel:
         state.high_watermark = min(hw, part.log_end_offset)
         part.set_high_watermark(state.high_watermark)
         unclean = bool(cfg.values.get("unclean.leader.election.enable", False))
-        r = _Replica(tp, part, state, epochs, cfg.min_insync_replicas, unclean, replicas)
+        r = _Replica(tp, part, state, epochs, cfg.min_insync_replicas, unclean, replicas, topic_id)
         node.replicas[tp] = r
         return r
 
@@ -466,14 +570,14 @@ class ClusterKernel:
                 r.epochs.flush()
                 self._finish(s.become_leader(epoch, isr, r.replicas, r.partition.log_end_offset,
                                              r.partition.high_watermark, now))
-                r.partition.set_high_watermark(s.high_watermark)
+                self._set_leader_hw(r, s.high_watermark)
                 self.events.append({"at_ms": now, "type": "leader", "topic": r.tp[0], "partition": r.tp[1],
                                     "leader": node.id, "leader_epoch": epoch, "isr": list(isr)})
                 log.info("broker %d leads %s-%d at epoch %d (ISR %s, log end %d)", node.id, r.tp[0], r.tp[1],
                          epoch, list(isr), r.partition.log_end_offset)
             elif frozenset(isr) != s.isr:
                 self._finish(s.on_isr_changed(isr))
-                r.partition.set_high_watermark(s.high_watermark)
+                self._set_leader_hw(r, s.high_watermark)
         else:
             if s.role == LEADER or s.leader_id != leader or s.leader_epoch != epoch:
                 self._finish(s.become_follower(leader, epoch, r.replicas, isr))
@@ -529,7 +633,7 @@ class ClusterKernel:
         log.warning("ISR %s for %s-%d: %s -> %s (%s)", "shrink" if shrink else "expand", topic, p,
                     list(prop.old_isr), list(prop.new_isr), prop.reason)
         self._finish(r.state.on_isr_changed(prop.new_isr))
-        r.partition.set_high_watermark(r.state.high_watermark)
+        self._set_leader_hw(r, r.state.high_watermark)
         self._data_changed()
 
     # ------------------------------------------------------------------ fetches
@@ -600,9 +704,9 @@ class ClusterKernel:
                     # Nothing to send: hold the fetch until data arrives (long poll).
                     node.parked.setdefault(tp, []).append(
                         (follower, req, now + self.config.replica_fetch_wait_max_ms))
-                    r.partition.set_high_watermark(hw)
+                    self._set_leader_hw(r, hw)
                     return
-                r.partition.set_high_watermark(hw)
+                self._set_leader_hw(r, hw)
                 self._finish(done)
                 if prop is not None:
                     self._propose_isr(node, r, prop, now)
@@ -633,7 +737,12 @@ class ClusterKernel:
             r.next_fetch_at = now
             return
         if "reset_to" in resp and resp["reset_to"] > part.log_end_offset:
-            part.log.delete_records(min(resp["reset_to"], part.log_end_offset))
+            # The leader's log now starts past our end (retention, delete_records while we
+            # were away): nothing we hold is needed; start over where the leader starts.
+            log.info("broker %d: %s-%d restarts empty at offset %d, the leader's log start", node.id,
+                     tp[0], tp[1], resp["reset_to"])
+            part.truncate_fully_and_start_at(resp["reset_to"])
+            r.state.log_end_offset = r.state.high_watermark = part.log_end_offset
         data = resp.get("data", b"")
         if data:
             try:
@@ -648,6 +757,11 @@ class ClusterKernel:
         r.next_fetch_at = now  # the leader long-polls: ask again at once
         r.state.on_follower_progress(part.log_end_offset, resp["hw"])
         part.set_high_watermark(r.state.high_watermark)
+        # Adopt the leader's log start offset (its retention or delete_records), lazily at
+        # each fetch as Kafka's followers do, never past what we hold below our HW.
+        start = min(resp.get("log_start", 0), part.high_watermark)
+        if start > part.log_start_offset:
+            part.delete_records(start)
 
     def _truncate(self, node: BrokerNode, r: _Replica, offset: int, now: int, why: str) -> None:
         part = r.partition
@@ -727,13 +841,26 @@ class ClusterKernel:
         self._results[token] = res
         done = r.state.on_appended(r.partition.log_end_offset, token=token, required_offset=res.last_offset + 1,
                                    required_acks=acks, min_isr=r.min_isr)
-        r.partition.set_high_watermark(r.state.high_watermark)
+        self._set_leader_hw(r, r.state.high_watermark)
         if acks != -1:
             done.append(AckDone(token, None))
         self._finish(done)
         if node.parked:
             self._answer_parked(node, self.now, (topic, partition))
         self._data_changed()
+
+    def delete_records(self, topic: str, partition: int, before_offset: int) -> int:
+        """DeleteRecords at the partition's leader (see :meth:`Partition.delete_records`);
+        the followers' parked fetches are answered now, so that they adopt the new log
+        start offset without waiting for data.  Returns the leader's log start offset.
+        Raises NotLeaderOrFollower (no leader), UnknownTopicOrPartition, OffsetOutOfRange."""
+        node = self.leader_of(topic, partition)
+        if node is None:
+            raise NotLeaderOrFollower(f"{topic}-{partition} has no leader right now")
+        start = node.replicas[(topic, partition)].partition.delete_records(before_offset)
+        if node.parked:
+            self._answer_parked(node, self.now, (topic, partition))
+        return start
 
     def _finish(self, done: List[AckDone]) -> None:
         for d in done:
@@ -745,7 +872,23 @@ class ClusterKernel:
             self._data_changed()
 
     def on_data(self, fn: Callable[[], None]) -> None:
+        """Call ``fn()`` (inside :meth:`step` or :meth:`produce`) whenever something changed
+        that a waiting client may care about: an acknowledgement, an HW or ISR move."""
         self._listeners.append(fn)
+
+    def on_readable(self, fn: Callable[[str, int], None]) -> None:
+        """Call ``fn(topic, partition)`` (inside :meth:`step` or :meth:`produce`, so the
+        driver's lock is held: ``fn`` should only note it) whenever a leader's high
+        watermark moves up: records became readable by consumers."""
+        self._readable_listeners.append(fn)
+
+    def _set_leader_hw(self, r: _Replica, hw: int) -> None:
+        part = r.partition
+        before = part.high_watermark
+        part.set_high_watermark(hw)
+        if part.high_watermark > before:
+            for fn in self._readable_listeners:
+                fn(r.tp[0], r.tp[1])
 
     def _data_changed(self) -> None:
         self.data_version += 1
@@ -779,3 +922,40 @@ def _write_hw(directory: Path, hw: int) -> None:
         (directory / _HW_FILE).write_text(f"0\n1\n{hw}\n")
     except OSError:
         pass
+
+
+def _read_topic_id(directory: Path) -> str:
+    """The topic id in a replica directory's ``partition.metadata`` ("" if none)."""
+    try:
+        text = (directory / PARTITION_METADATA_FILE).read_text()
+    except (OSError, UnicodeDecodeError):
+        return ""
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "topic_id":
+            return value.strip()
+    return ""
+
+
+def _write_topic_id(directory: Path, topic_id: str) -> None:
+    """Kafka's ``partition.metadata`` layout (the id in hex here); replaced atomically."""
+    path = directory / PARTITION_METADATA_FILE
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_text(f"version: 0\ntopic_id: {topic_id}\n")
+        os.replace(tmp, path)
+    except OSError as exc:
+        log.warning("cannot write %s: %s", path, exc)
+
+
+def _remove_dir(directory: Path) -> None:
+    """Remove a replica directory: renamed aside first, so that a crash midway leaves no
+    half-removed directory under the partition's name."""
+    gone = directory.with_name(f"{directory.name}.{uuid.uuid4().hex[:8]}-delete")
+    try:
+        os.replace(directory, gone)
+    except FileNotFoundError:
+        return
+    except OSError:
+        gone = directory
+    shutil.rmtree(gone, ignore_errors=True)

@@ -21,7 +21,8 @@ same broker).  How it works: leaders are dealt round-robin over the brokers in a
 rack-alternating order; each follower goes to the least-loaded broker that keeps the
 partition's racks distinct, preferring brokers that follow this leader least often (so a
 dead broker's leadership moves to many brokers, not one); a final pass moves followers from the most to the least loaded
-brokers while that keeps every rule.
+brokers while that keeps every rule, directly or, when no direct move keeps the racks
+distinct, through a third broker (heavy -> mid in one partition, mid -> light in another).
 """
 from __future__ import annotations
 
@@ -134,39 +135,92 @@ def assign_replicas(brokers: Mapping[int, Optional[str]], partitions: int,
 def _rebalance_followers(assignment: List[List[int]], load: Dict[int, int],
                          rack: Mapping[int, Hashable], racks_wanted: int) -> None:
     """Move followers from the most to the least loaded brokers while that keeps every
-    partition on distinct brokers and on ``racks_wanted`` racks.  Each move lowers the sum
-    of squared loads, so this ends."""
-    brokers = sorted(load)
-    while True:
-        moved = False
-        low = min(load.values())
-        for heavy in sorted(brokers, key=lambda b: -load[b]):
-            if load[heavy] < low + 2:
-                break
-            for replicas in assignment:
-                if heavy not in replicas[1:]:
-                    continue
-                slot = replicas.index(heavy)
-                others = replicas[:slot] + replicas[slot + 1:]
-                other_racks = {rack[r] for r in others}
-                for light in sorted(brokers, key=lambda b: (load[b], b)):
-                    if load[light] > load[heavy] - 2:
+    partition on distinct brokers and on ``racks_wanted`` racks: directly where one move
+    keeps the racks distinct, else through a broker in between (:func:`_move_through`).
+    Each move lowers the sum of squared loads, so this ends."""
+    while _move_direct(assignment, load, rack, racks_wanted) or \
+            _move_through(assignment, load, rack, racks_wanted):
+        pass
+
+
+def _can_take(replicas: List[int], slot: int, broker: int, rack: Mapping[int, Hashable],
+              racks_wanted: int) -> bool:
+    """Whether ``broker`` may replace ``replicas[slot]`` keeping the rules."""
+    if broker in replicas:
+        return False
+    others = {rack[r] for i, r in enumerate(replicas) if i != slot}
+    return len(others | {rack[broker]}) >= racks_wanted
+
+
+def _move_through(assignment: List[List[int]], load: Dict[int, int], rack: Mapping[int, Hashable],
+                  racks_wanted: int) -> bool:
+    """One follower move from a most loaded broker to a light one (loads differing by 2
+    or more) through a broker in between: heavy -> mid in one partition, mid -> light in
+    another, so mid's load is unchanged.  Needed when every light broker shares a rack
+    with the other replicas of each partition the heavy broker follows (racks of equal
+    size can need it).  Returns whether it moved one."""
+    top = max(load.values())
+    lights = sorted((b for b in load if load[b] <= top - 2), key=lambda b: (load[b], b))
+    if not lights:
+        return False
+    follows: Dict[int, List[Tuple[int, int]]] = defaultdict(list)  # broker -> (partition, slot)
+    for j, replicas in enumerate(assignment):
+        for slot in range(1, len(replicas)):
+            follows[replicas[slot]].append((j, slot))
+    hand_offs: Dict[int, List[Tuple[int, int, int]]] = {}
+
+    def hand_off(mid: int) -> List[Tuple[int, int, int]]:
+        """Where ``mid`` could give a follower slot to a light broker: up to two
+        (partition, slot, light), in different partitions."""
+        found = hand_offs.get(mid)
+        if found is None:
+            found = hand_offs[mid] = []
+            for j, s2 in follows[mid]:
+                light = next((b for b in lights if _can_take(assignment[j], s2, b, rack, racks_wanted)), None)
+                if light is not None:
+                    found.append((j, s2, light))
+                    if len(found) == 2:
                         break
-                    if light in replicas:
-                        continue
-                    if len(other_racks | {rack[light]}) < racks_wanted:
-                        continue
+        return found
+
+    for heavy in sorted(b for b in load if load[b] == top):
+        for i, s1 in follows[heavy]:
+            first = assignment[i]
+            for mid in sorted(load):
+                if mid == heavy or load[mid] <= top - 2:
+                    continue  # a light broker would have been a direct move
+                for j, s2, light in hand_off(mid):
+                    if j != i and _can_take(first, s1, mid, rack, racks_wanted):
+                        first[s1], assignment[j][s2] = mid, light
+                        load[heavy] -= 1
+                        load[light] += 1
+                        return True
+    return False
+
+
+def _move_direct(assignment: List[List[int]], load: Dict[int, int], rack: Mapping[int, Hashable],
+                 racks_wanted: int) -> bool:
+    """One follower move straight from a heavy broker to a light one (loads differing by
+    2 or more); returns whether it moved one."""
+    brokers = sorted(load)
+    low = min(load.values())
+    for heavy in sorted(brokers, key=lambda b: -load[b]):
+        if load[heavy] < low + 2:
+            return False
+        for replicas in assignment:
+            if heavy not in replicas[1:]:
+                continue
+            slot = replicas.index(heavy)
+            other_racks = {rack[r] for r in replicas[:slot] + replicas[slot + 1:]}
+            for light in sorted(brokers, key=lambda b: (load[b], b)):
+                if load[light] > load[heavy] - 2:
+                    break
+                if light not in replicas and len(other_racks | {rack[light]}) >= racks_wanted:
                     replicas[slot] = light
                     load[heavy] -= 1
                     load[light] += 1
-                    moved = True
-                    break
-                if moved:
-                    break
-            if moved:
-                break
-        if not moved:
-            return
+                    return True
+    return False
 
 
 def preferred_leader(replicas: Sequence[int]) -> int:

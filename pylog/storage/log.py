@@ -758,6 +758,23 @@ class Log:
             self._log_start_offset = min(self._log_start_offset, self.log_end_offset)
             self._write_checkpoints()
 
+    def truncate_fully_and_start_at(self, offset: int) -> None:
+        """Remove every record and make the log empty, starting at ``offset`` (Kafka's
+        truncateFullyAndStartAt): for a follower whose leader's log now starts past this
+        log's end.  Afterwards log_start_offset == log_end_offset == ``offset``.  Views of
+        removed batches keep their bytes.  Raises InvalidArgument, LogClosed.
+        """
+        check_int("offset", offset, min=0)
+        with self._lock:
+            self._check_open()
+            for seg in self._segments:
+                seg.delete()
+            self._dir_dirty = True
+            self._segments = [self._new_segment(offset)]
+            self._bases = [offset]
+            self._log_start_offset = self._recovery_point = offset
+            self._write_checkpoints()
+
     def delete_records(self, before: int) -> None:
         """Advance the log start offset to ``before`` and delete segments wholly below it.
 

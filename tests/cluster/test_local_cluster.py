@@ -35,13 +35,14 @@ def test_producer_buffer_memory_is_given_back_by_the_pipelined_sender(cluster):
 
 
 def test_replicated_topic_placement_and_describe(cluster):
-    rows = cluster.create_topic("payments", partitions=6, replication_factor=3,
-                                config={"min.insync.replicas": 2, "unclean.leader.election.enable": False})
-    assert len(rows) == 6
+    d = cluster.create_topic("payments", partitions=6, replication_factor=3,
+                             config={"min.insync.replicas": 2, "unclean.leader.election.enable": False})
+    rows = d.partitions
+    assert len(rows) == 6 and len(d.topic_id) == 32 and d.overrides["min.insync.replicas"] == 2
     for r in rows:
-        assert sorted(r["replicas"]) == [1, 2, 3] and sorted(r["isr"]) == [1, 2, 3]
-        assert r["leader"] == r["replicas"][0] and r["leader_epoch"] >= 0
-    leaders = [r["leader"] for r in rows]
+        assert sorted(r.replicas) == [1, 2, 3] and sorted(r.isr) == [1, 2, 3]
+        assert r.leader == r.replicas[0] and r.leader_epoch >= 0 and not r.offline and r.losses == ()
+    leaders = [r.leader for r in rows]
     assert sorted(leaders.count(b) for b in (1, 2, 3)) == [2, 2, 2]  # leaders spread evenly
 
 
@@ -58,17 +59,17 @@ def test_producer_and_consumer_work_on_a_cluster(cluster):
             break
     assert sorted(r.value for r in got) == sorted(b"v%d" % i for i in range(100))
     assert {(m.partition, m.offset) for m in metas} == {(r.partition, r.offset) for r in got}
-    for row in cluster.describe_topic("t"):  # every replica has everything: HW = LEO
-        assert row["high_watermark"] == row["log_end_offset"]
+    for row in cluster.describe_topic("t").partitions:  # every replica has everything: HW = LEO
+        assert row.high_watermark == row.log_end_offset
 
 
 def test_acks_all_fails_fast_without_enough_replicas(cluster):
     cluster.create_topic("t", partitions=1, replication_factor=3, config={"min.insync.replicas": 3})
-    follower = [b for b in (1, 2, 3) if b != cluster.describe_topic("t")[0]["leader"]][0]
+    follower = [b for b in (1, 2, 3) if b != cluster.describe_topic("t").partitions[0].leader][0]
     cluster.stop_broker(follower)
     import time
     deadline = time.monotonic() + 20
-    while follower in cluster.describe_topic("t")[0]["isr"] and time.monotonic() < deadline:
+    while follower in cluster.describe_topic("t").partitions[0].isr and time.monotonic() < deadline:
         time.sleep(0.05)
     with pylog.Producer(cluster, acks="all", delivery_timeout_ms=1500, retry_backoff_ms=50) as p:
         f = p.send("t", b"x")
@@ -83,7 +84,7 @@ def test_stop_start_broker_loses_nothing_acked(cluster):
     with pylog.Producer(cluster, acks="all") as p:
         for i in range(30):
             acked.append(p.send("t", b"a%d" % i).result(timeout=30).offset)
-        leader = cluster.describe_topic("t")[0]["leader"]
+        leader = cluster.describe_topic("t").partitions[0].leader
         cluster.kill_broker(leader)
         for i in range(30):
             acked.append(p.send("t", b"b%d" % i).result(timeout=30).offset)
@@ -123,8 +124,8 @@ def test_topics_survive_cluster_reopen(tmp_path):
             p.send("t", b"x", partition=1).result(timeout=30)
     with LocalCluster.open(tmp_path / "c", brokers=3, config=FAST) as c:
         assert c.list_topics() == ["t"]
-        rows = c.describe_topic("t")
-        assert rows[1]["log_end_offset"] == 1
+        rows = c.describe_topic("t").partitions
+        assert rows[1].log_end_offset == 1
 
 
 def test_demo_runs_and_loses_nothing():
@@ -150,9 +151,9 @@ def test_consumer_group_commits_to_replicated_offsets_topic(cluster):
             break
     c.commit()
     assert c.committed([("t", 0), ("t", 1)]) == {("t", 0): 5, ("t", 1): 5}
-    rows = cluster.describe_topic("__consumer_offsets")
-    assert sum(r["high_watermark"] for r in rows) >= 1  # the commit is a replicated record
-    assert all(len(r["replicas"]) == 3 for r in rows)
+    rows = cluster.describe_topic("__consumer_offsets").partitions
+    assert sum(r.high_watermark for r in rows) >= 1  # the commit is a replicated record
+    assert all(len(r.replicas) == 3 for r in rows)
 
 
 def _replica_logs(cluster, topic, partition):
@@ -197,8 +198,8 @@ def test_housekeeping_compacts_every_replica_and_replication_goes_on(tmp_path):
         with pylog.Producer(cluster, acks="all", linger_ms=0) as p:
             for i in range(600, 650):
                 p.send("kv", b"v%d" % i, key=b"k%d" % (i % 10)).result(timeout=30)
-        row = cluster.describe_topic("kv")[0]
-        assert sorted(row["isr"]) == [1, 2, 3] and row["high_watermark"] == 650
+        row = cluster.describe_topic("kv").partitions[0]
+        assert sorted(row.isr) == [1, 2, 3] and row.high_watermark == 650
         assert _latest(cluster, "kv", 10) == {b"k%d" % k: b"v%d" % (640 + k) for k in range(10)}
 
 
@@ -222,10 +223,169 @@ def test_housekeeping_applies_retention_on_every_replica(tmp_path):
         assert all(s > 0 for s in starts.values()), starts
         with pylog.Producer(cluster, acks="all") as p:
             p.send("old", b"new").result(timeout=30)
-        row = cluster.describe_topic("old")[0]
-        assert sorted(row["isr"]) == [1, 2, 3] and row["high_watermark"] == 301
+        row = cluster.describe_topic("old").partitions[0]
+        assert sorted(row.isr) == [1, 2, 3] and row.high_watermark == 301
 
 
 def test_housekeeping_settings_are_validated(tmp_path):
     with pytest.raises(errors.InvalidConfig, match="log.cleaner.backoff.ms"):
         LocalCluster.open(tmp_path / "c", brokers=1, config={"log.cleaner.backoff.ms": -1})
+
+
+def test_concurrent_first_groups_calls_make_one_service_that_close_stops(tmp_path, monkeypatch):
+    """Many threads asking for ``cluster.groups`` at once get one GroupService, and close()
+    stops it.  A slow GroupService construction widens the window in which a check
+    outside the lock let each thread make its own (and close stop only the last)."""
+    import threading
+    import time
+
+    from pylog.broker import group_service
+
+    made = []
+    real_init = group_service.GroupService.__init__
+
+    def slow_init(self, *args, **kwargs):
+        time.sleep(0.3)  # the window: every thread has seen "no service yet"
+        real_init(self, *args, **kwargs)
+        made.append(self)
+
+    monkeypatch.setattr(group_service.GroupService, "__init__", slow_init)
+    c = LocalCluster.open(tmp_path / "c", brokers=3, config=dict(FAST, **{"offsets.topic.num.partitions": 1}))
+    try:
+        barrier = threading.Barrier(8)
+        got = []
+
+        def first_use():
+            barrier.wait()
+            got.append(c.groups)
+
+        threads = [threading.Thread(target=first_use) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert len(got) == 8 and len(made) == 1, f"{len(made)} GroupServices were made"
+        assert all(g is made[0] for g in got)
+    finally:
+        c.close()
+    assert all(s._closed for s in made)
+    with pytest.raises(errors.BrokerClosed):
+        c.groups
+
+
+def _wait_for(pred, timeout_s=20.0):
+    import time
+    deadline = time.monotonic() + timeout_s
+    while not pred():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.02)
+
+
+def test_deleted_topic_directories_never_come_back(cluster):
+    """Deleting a topic removes every running broker's replicas; a broker stopped during
+    the delete removes its stale directories when it starts, and a paused one when it
+    resumes; a new topic of the same name starts empty everywhere."""
+    cluster.create_topic("t", 1, replication_factor=3)
+    with pylog.Producer(cluster, acks="all") as p:
+        for i in range(5):
+            p.send("t", b"old%d" % i).result(timeout=30)
+    leader = cluster.describe_topic("t").partitions[0].leader
+    stopped, paused = [b for b in (1, 2, 3) if b != leader]
+    cluster.stop_broker(stopped)
+    cluster.pause_broker(paused)
+    old_id = cluster.describe_topic("t").topic_id
+    cluster.delete_topic("t")
+    assert cluster.list_topics() == [] and not (cluster.root / f"broker-{leader}" / "t-0").exists()
+    with pytest.raises(errors.UnknownTopicOrPartition):
+        cluster.delete_topic("t")
+    cluster.start_broker(stopped)
+    assert not (cluster.root / f"broker-{stopped}" / "t-0").exists()
+    new = cluster.create_topic("t", 1, replication_factor=3, config={"min.insync.replicas": 1})
+    assert new.topic_id != old_id
+    cluster.resume_broker(paused)
+    with pylog.Producer(cluster, acks="all") as p:
+        p.send("t", b"new").result(timeout=30)
+    _wait_for(lambda: sorted(cluster.describe_topic("t").partitions[0].isr) == [1, 2, 3])
+    for b, part in _replica_logs(cluster, "t", 0).items():
+        assert [r.value for r in part.log.records()] == [b"new"], b
+        assert (part.log.dir / "partition.metadata").read_text().endswith(f"topic_id: {new.topic_id}\n")
+
+
+def test_create_partitions_and_alter_config_reach_every_broker(tmp_path):
+    """New partitions are placed rack-aware and led; a configuration change reaches the
+    running brokers' replicas at once and a stopped broker's when it starts; both persist."""
+    with LocalCluster.open(tmp_path / "c", brokers=4, racks=["a", "a", "b", "b"], config=FAST) as c:
+        c.create_topic("t", 2, replication_factor=2)
+        d = c.create_partitions("t", 6)
+        assert len(d.partitions) == 6 and all(not p.offline for p in d.partitions)
+        racks = {1: "a", 2: "a", 3: "b", 4: "b"}
+        assert all({racks[b] for b in p.replicas} == {"a", "b"} for p in d.partitions)
+        with pytest.raises(errors.InvalidPartitions):
+            c.create_partitions("t", 6)
+        c.stop_broker(4)
+        c.alter_topic_config("t", {"max.message.bytes": 4000, "min.insync.replicas": 2})
+        for node in c.kernel.nodes.values():
+            for (topic, _), r in node.replicas.items():
+                if topic == "t":
+                    assert r.partition.log.config.max_message_bytes == 4000 and r.min_isr == 2
+        c.start_broker(4)
+        r4 = [r for (topic, _), r in c.kernel.nodes[4].replicas.items() if topic == "t"]
+        assert r4 and all(r.partition.log.config.max_message_bytes == 4000 for r in r4)
+    with LocalCluster.open(tmp_path / "c", brokers=4, racks=["a", "a", "b", "b"], config=FAST) as c:
+        d = c.describe_topic("t")
+        assert len(d.partitions) == 6 and d.overrides == {"max.message.bytes": 4000, "min.insync.replicas": 2}
+
+
+def test_offsets_topic_follows_the_broker_settings(tmp_path):
+    cfg = dict(FAST, **{"offsets.topic.num.partitions": 2, "offsets.topic.replication.factor": 5,
+                        "offsets.topic.segment.bytes": 1 << 16})
+    with LocalCluster.open(tmp_path / "c", brokers=2, config=cfg) as c:
+        assert c.groups.num_partitions == 2
+        d = c.describe_topic("__consumer_offsets")
+        assert len(d.partitions) == 2 and all(len(p.replicas) == 2 for p in d.partitions)  # capped
+        assert d.internal and d.config["cleanup.policy"] == "compact" and d.config["segment.bytes"] == 1 << 16
+        assert c.list_topics() == [] and c.list_topics(include_internal=True) == ["__consumer_offsets"]
+        with pytest.raises(errors.InvalidTopic):
+            c.create_partitions("__consumer_offsets", 3)
+    with pytest.raises(errors.InvalidConfig, match="offsets.topic.replication.factor"):
+        LocalCluster.open(tmp_path / "x", brokers=1, config={"offsets.topic.replication.factor": 0})
+
+
+def test_a_follower_behind_the_leaders_new_log_start_restarts_there(cluster):
+    """delete_records moves the leader's log start; a follower that was down holds less
+    than that and, when it returns, empties its log and starts at the leader's start."""
+    cluster.create_topic("t", 1, replication_factor=3, config={"min.insync.replicas": 1})
+    leader = cluster.describe_topic("t").partitions[0].leader
+    follower = [b for b in (1, 2, 3) if b != leader][0]
+    cluster.stop_broker(follower)
+    with pylog.Producer(cluster, acks=1) as p:
+        for i in range(20):
+            p.send("t", b"v%d" % i).result(timeout=30)
+    _wait_for(lambda: cluster.describe_topic("t").partitions[0].high_watermark == 20)
+    assert cluster.delete_records("t", 0, 15) == 15
+    cluster.start_broker(follower)
+    _wait_for(lambda: sorted(cluster.describe_topic("t").partitions[0].isr) == [1, 2, 3])
+    logs = _replica_logs(cluster, "t", 0)
+    assert {b: (p.log_start_offset, p.log_end_offset) for b, p in logs.items()} == \
+        {1: (15, 20), 2: (15, 20), 3: (15, 20)}
+    assert [r.value for r in logs[follower].log.records()] == [b"v%d" % i for i in range(15, 20)]
+
+
+def test_offset_for_leader_epoch_answers_from_the_new_leaders_cache(cluster):
+    """After a leader change the new leader knows where the old epoch ended (KIP-101)."""
+    cluster.create_topic("t", 1, replication_factor=3, config={"min.insync.replicas": 1})
+    with pylog.Producer(cluster, acks="all") as p:
+        for i in range(5):
+            p.send("t", b"a%d" % i).result(timeout=30)
+    first = cluster.describe_topic("t").partitions[0]
+    cluster.stop_broker(first.leader)
+    _wait_for(lambda: cluster.describe_topic("t").partitions[0].leader not in (first.leader, -1))
+    with pylog.Producer(cluster, acks="all") as p:
+        for i in range(3):
+            p.send("t", b"b%d" % i).result(timeout=30)
+    now = cluster.describe_topic("t").partitions[0]
+    assert now.leader_epoch > first.leader_epoch
+    assert cluster.offset_for_leader_epoch("t", 0, first.leader_epoch) == (first.leader_epoch, 5)
+    assert cluster.offset_for_leader_epoch("t", 0, now.leader_epoch) == (now.leader_epoch, 8)
+    assert cluster.offset_for_leader_epoch("t", 0, now.leader_epoch + 10) == (now.leader_epoch, 8)
+    cluster.start_broker(first.leader)

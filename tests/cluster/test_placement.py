@@ -146,3 +146,14 @@ def test_followers_of_a_leader_spread_over_all_other_brokers(n, rounds, start):
     a = assign_replicas(brokers, n * (n - 1) * rounds, 2, start=start)
     for leader in brokers:
         assert {r[1] for r in a if r[0] == leader} == set(brokers) - {leader}
+
+
+def test_even_load_needs_a_move_through_another_broker():
+    """Found by hypothesis: 12 brokers on 4 racks of 3, RF 3, 12 partitions from start 3.
+    The spread left loads 2..4, and no single follower move from the 4 to the 2 kept
+    the racks distinct; a move through a third broker does."""
+    brokers = {b: f"r{b % 4}" for b in range(12)}
+    a = assign_replicas(brokers, 12, 3, start=3)
+    assert set(_counts(a, brokers)) == {3}
+    assert all(len({brokers[b] for b in r}) == 3 for r in a)
+    assert set(_counts(a, brokers, leaders_only=True)) == {1}
