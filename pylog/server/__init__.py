@@ -45,6 +45,7 @@ def run(config: ServerConfig, *, event_loop: str = "auto",
 
     for key in config.ignored_keys:
         log.warning("%s has no effect in pylog (accepted for compatibility with Kafka's server.properties)", key)
+    _raise_open_files_limit()
     loop = new_event_loop(event_loop)
     asyncio.set_event_loop(loop)
     broker = Broker.open(config.data_dir, dict(config.broker_settings))
@@ -71,6 +72,21 @@ def run(config: ServerConfig, *, event_loop: str = "auto",
         asyncio.set_event_loop(None)
     log.info("stopped cleanly")
     return 0
+
+
+def _raise_open_files_limit() -> None:
+    """Every connection and segment file is a descriptor: take the hard limit (as
+    Kafka's packaging asks operators to raise ulimit -n)."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard == resource.RLIM_INFINITY:
+            hard = 1 << 20
+        if soft != resource.RLIM_INFINITY and soft < hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ImportError, ValueError, OSError) as exc:  # not fatal: fewer connections
+        log.warning("could not raise the open files limit: %s", exc)
 
 
 def _version() -> str:
