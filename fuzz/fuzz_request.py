@@ -71,8 +71,11 @@ class Harness:
             result = self.server.apis.handle(self.conn, frame, time.perf_counter())
         except CloseConnection:
             return
-        if isinstance(result, asyncio.Future):
-            self.loop.run_until_complete(asyncio.sleep(0))
+        if isinstance(result, asyncio.Future):  # let it finish if it can do so soon
+            try:
+                self.loop.run_until_complete(asyncio.wait_for(asyncio.shield(result), 0.05))
+            except (asyncio.TimeoutError, Exception):
+                pass
         if self.errors.records:
             rec = self.errors.records[0]
             self.errors.records.clear()
@@ -80,6 +83,7 @@ class Harness:
                                  f"{rec.exc_text or ''}")
 
     def close(self) -> None:
+        self.server.apis.close()
         self._logger.removeHandler(self.errors)
         self._logger.setLevel(self._saved[0])
         self._logger.propagate = self._saved[1]

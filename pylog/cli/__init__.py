@@ -79,7 +79,7 @@ def _parse_config(items: List[str]) -> dict:
     out = {}
     for item in items or []:
         if "=" not in item:
-            raise ValueError(f"expected NAME=VALUE, got {item!r}")
+            raise ValueError(f"expected name=value, got {item!r}")
         k, v = item.split("=", 1)
         out[k.strip()] = v.strip()
     return out
@@ -281,9 +281,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--runs", type=int, default=3, help="runs per workload; the median is reported (default 3)")
     b.add_argument("--json", action="store_true", help="print one JSON object per workload instead of a table")
     b.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
-    b.add_argument("--suite", choices=("all", "log", "broker", "replication"), default="all",
+    b.add_argument("--suite", choices=("all", "log", "broker", "replication", "network"), default="all",
                    help="log: the storage engine; broker: producer -> broker -> consumer; replication: "
-                        "a 3-broker LocalCluster, RF=3 acks=1/all against RF=1 (default all)")
+                        "a 3-broker LocalCluster, RF=3 acks=1/all against RF=1; network: `pylog serve` with "
+                        "confluent-kafka and pylog's network clients (needs confluent-kafka; not in 'all') "
+                        "(default all: log, broker, replication)")
     b.add_argument("--partitions", type=int, default=6, help="partitions of the broker suite's topic (default 6)")
     b.set_defaults(func=_cmd_bench)
 

@@ -140,8 +140,9 @@ def run_benchmarks(
     Consumer on ``partitions`` partitions, keyless and keyed, none and zstd).
     """
     for name in suites:
-        if name not in ("log", "broker", "replication"):
-            raise ValueError(f"unknown benchmark suite {name!r}; use 'log', 'broker' and/or 'replication'")
+        if name not in ("log", "broker", "replication", "network"):
+            raise ValueError(f"unknown benchmark suite {name!r}; use 'log', 'broker', 'replication' and/or "
+                             "'network'")
     if messages < 1 or size < 8 or runs < 1:
         raise ValueError("messages >= 1, size >= 8 and runs >= 1 are required")
     own_dir = data_dir is None
@@ -152,8 +153,13 @@ def run_benchmarks(
     results: List[BenchResult] = []
     broker_cases = [(keyed, codec) for codec in ("none", "zstd") for keyed in (False, True)]
     repl_cases = [(1, "all"), (3, "1"), (3, "all")]
+    net_parts = (1, 6)
     steps = runs * (1 + ("log" in suites) * (len(batch_sizes) + 2) + ("broker" in suites) * 2 * len(broker_cases)
                     + ("replication" in suites) * len(repl_cases))
+    if "network" in suites:
+        from pylog.cli.bench_network import network_steps
+
+        steps += network_steps(runs, net_parts)
     bar = Progress(steps, enabled=progress)
 
     def emit(res: BenchResult) -> None:
@@ -191,6 +197,19 @@ def run_benchmarks(
                              c_msgs, c_mb, size)
         if "replication" in suites:
             _replication_cases(root, values, repl_cases, runs, partitions, bar, emit, c_msgs, c_mb, size)
+        if "network" in suites:
+            from pylog.cli.bench_network import run_network_suite
+
+            def net_emit(name: str, count: int, times: List[float], extra: Optional[Dict]) -> None:
+                sec = _median(times)
+                mps = count / sec
+                res = BenchResult(name, count, sec, mps, count * size / sec / 1e6, runs, times,
+                                  100.0 * mps / c_msgs, c_msgs, c_mb)
+                if extra is not None:
+                    res.latency_p50_ms, res.latency_p99_ms = extra["p50"], extra["p99"]
+                emit(res)
+
+            run_network_suite(root, values, runs, net_parts, bar.step, net_emit)
         if "log" not in suites:
             return results
 

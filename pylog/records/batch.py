@@ -292,8 +292,9 @@ def validate_batches(data: Any) -> Tuple[int, int]:
     n = ffi.new("uint32_t *")
     valid = ffi.new("uint64_t *")
     recs = ffi.new("uint64_t *")
-    size = len(buf)
-    rc = lib.pl_batches_validate(buf, size, n, valid, recs)
+    with buf:  # released before any error is raised (see _released)
+        size = len(buf)
+        rc = lib.pl_batches_validate(buf, size, n, valid, recs)
     if rc != lib.PL_OK:
         if size == 0:
             raise CorruptRecordError("no record batch: the input is empty")
@@ -378,9 +379,9 @@ class RecordBatch:
 
     def validate(self) -> None:
         """Full check (length, magic, CRC32C, records); CorruptRecordError if bad."""
-        buf = ffi.from_buffer("uint8_t[]", self.buffer)
-        check(lib.pl_batch_validate(buf, len(self.buffer), ffi.NULL),
-              f"record batch at offset {self.base_offset}")
+        with ffi.from_buffer("uint8_t[]", self.buffer) as buf:
+            rc = lib.pl_batch_validate(buf, len(self.buffer), ffi.NULL)
+        check(rc, f"record batch at offset {self.base_offset}")
 
     def records(self) -> Iterator[Record]:
         return iter_records(self.buffer)
@@ -540,10 +541,10 @@ def decode_records(buffer: Any, min_offset: int = 0) -> RecordArrays:
         return _decode_mixed(mv, min_offset)
     capacity = _estimate_records(mv)
     cols, (arr, keep) = _alloc(max(capacity, 1))
-    src = ffi.from_buffer("uint8_t[]", mv)
     n_out = ffi.new("uint32_t *")
     consumed = ffi.new("uint64_t *")
-    rc = lib.pl_batches_decode(src, total, min_offset, arr, 0, n_out, consumed)
+    with ffi.from_buffer("uint8_t[]", mv) as src:
+        rc = lib.pl_batches_decode(src, total, min_offset, arr, 0, n_out, consumed)
     if rc == lib.PL_OK and int(consumed[0]) == total:
         n = int(n_out[0])
         return RecordArrays(mv, {k: v[:n] for k, v in cols.items()})
@@ -604,9 +605,12 @@ def _decode_list(items: List[Tuple[tuple, memoryview]], min_offset: int) -> Reco
     filled = 0
     for h, recs in todo:
         n = len(recs)
-        buf = ffi.from_buffer("uint8_t[]", recs) if n else ffi.NULL
-        check(lib.pl_records_decode(buf, n, h[12], h[0], h[7], h[8], h[5], base, arr, filled),
-              f"decoding records of batch at offset {h[0]}")
+        if n:
+            with ffi.from_buffer("uint8_t[]", recs) as buf:
+                rc = lib.pl_records_decode(buf, n, h[12], h[0], h[7], h[8], h[5], base, arr, filled)
+        else:
+            rc = lib.pl_records_decode(ffi.NULL, 0, h[12], h[0], h[7], h[8], h[5], base, arr, filled)
+        check(rc, f"decoding records of batch at offset {h[0]}")
         parts.append(recs)
         base += n
         filled += h[12]

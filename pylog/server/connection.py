@@ -111,6 +111,7 @@ class KafkaConnection(asyncio.BufferedProtocol):
             self.close("too many connections (max.connections)")
 
     def connection_lost(self, exc: Optional[BaseException]) -> None:
+        log.debug("connection from %s closed%s", self.peer, f": {exc!r}" if exc else "")
         self._closed = True
         self._queue.clear()
         self._big = self._big_view = None

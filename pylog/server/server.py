@@ -73,6 +73,10 @@ class KafkaServer:
             host, port = self.config.metrics_listener
             self._metrics_http = MetricsHTTPServer(self.metrics, host, port)
         self._schedule_sweep()
+        # The group coordinator creates __consumer_offsets (offsets.topic.num.partitions
+        # directories) on first use: do it now on a worker thread, not on the event
+        # loop when the first consumer arrives.
+        self.apis.in_thread(lambda: self.broker.groups)
 
     def _bound_of(self, lst: Listener) -> Listener:
         for configured, bound in self.bound:
@@ -117,6 +121,7 @@ class KafkaServer:
         await asyncio.sleep(0)
         if self._metrics_http is not None:
             self._metrics_http.close()
+        self.apis.close()
         log.info("server stopped")
 
     # ------------------------------------------------------------------ connections

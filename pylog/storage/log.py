@@ -470,12 +470,14 @@ class Log:
             for attempt in (0, 1):
                 try:
                     for chunk, count in chunks:
-                        src = ffi.from_buffer("uint8_t[]", chunk)
-                        res = self._append_c(
-                            count, now,
-                            lambda seg, src=src, n=len(chunk): lib.pl_segment_append(
-                                seg.c, src, n, leader_epoch, 1 if assign_offsets else 0, self._result),
-                            split_ok=(attempt == 0 and len(batches) > 1), size=len(chunk))
+                        # released when the call returns or raises: a live export of the
+                        # caller's buffer must never sit in an exception's traceback
+                        with ffi.from_buffer("uint8_t[]", chunk) as src:
+                            res = self._append_c(
+                                count, now,
+                                lambda seg, src=src, n=len(chunk): lib.pl_segment_append(
+                                    seg.c, src, n, leader_epoch, 1 if assign_offsets else 0, self._result),
+                                split_ok=(attempt == 0 and len(batches) > 1), size=len(chunk))
                         if first < 0:
                             first = int(res.first_offset)
                         last = int(res.last_offset)

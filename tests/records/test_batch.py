@@ -226,3 +226,22 @@ def test_huge_record_count_is_refused_before_allocating(codec):
         decode_records(data)
     with pytest.raises(CorruptRecordError):
         decode_batches([RecordBatch(data)])
+
+
+def test_an_error_kept_in_a_reference_cycle_is_collected_safely():
+    """A validation error whose traceback sits in a reference cycle (as a server keeps
+    errors for its answers) must not leave a live cffi export of the caller's buffer:
+    the garbage collector would clear the memoryview anyway (CPython's memory_clear
+    drops its buffer even with exports) and the process crashed.  The buffers are now
+    released before any error is raised.  Run in a child process: a crash kills it."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import pylog
+
+    script = Path(__file__).with_name("gc_cycle_script.py")
+    root = str(Path(pylog.__file__).resolve().parents[1])
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
+                       env={**__import__("os").environ, "PYTHONPATH": root})
+    assert r.returncode == 0 and r.stdout.strip() == "ok", (r.returncode, r.stderr[-2000:])

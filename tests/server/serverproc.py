@@ -64,7 +64,7 @@ class ServerProcess:
         return self.proc.pid
 
     def command(self) -> List[str]:
-        return [sys.executable, "-m", "pylog", "serve", "--data-dir", str(self.data_dir),
+        return [sys.executable, "-X", "faulthandler", "-m", "pylog", "serve", "--data-dir", str(self.data_dir),
                 "--listeners", f"PLAINTEXT://127.0.0.1:{self.port}", *self.args]
 
     def start(self, timeout_s: float = 30.0) -> "ServerProcess":

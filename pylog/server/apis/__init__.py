@@ -18,6 +18,7 @@ import asyncio
 import logging
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Callable, Dict, Optional
 
 from kio.schema.errors import ErrorCode
@@ -125,6 +126,13 @@ class KafkaApis:
         missing = set(SUPPORTED) - set(h)
         assert not missing, f"advertised APIs without a handler: {missing}"
         self._handlers = h
+        #: APIs whose work can take long (creating or deleting thousands of partition
+        #: directories, fsyncs): they run on worker threads, so the event loop — every
+        #: other client — never waits for them.  The broker is thread-safe.
+        self.threaded = frozenset({ApiKey.CREATE_TOPICS, ApiKey.DELETE_TOPICS, ApiKey.CREATE_PARTITIONS,
+                                   ApiKey.DELETE_RECORDS, ApiKey.ALTER_CONFIGS, ApiKey.INCREMENTAL_ALTER_CONFIGS,
+                                   ApiKey.DESCRIBE_LOG_DIRS})
+        self.executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="pylog-admin")
 
     # ------------------------------------------------------------------ dispatch
     def handle(self, conn: "KafkaConnection", frame: Any, start: float) -> Any:
@@ -143,7 +151,10 @@ class KafkaApis:
             raise CloseConnection(f"malformed request: {exc}") from None
         ctx = RequestContext(header, conn, self, start)
         try:
-            result = self._handlers[header.api_key](ctx, request)
+            if header.api_key in self.threaded:
+                result = self.in_thread(self._handlers[header.api_key], ctx, request)
+            else:
+                result = self._handlers[header.api_key](ctx, request)
         except CloseConnection:
             raise
         except InvalidRequest as exc:
@@ -192,6 +203,14 @@ class KafkaApis:
         return resp
 
     # ------------------------------------------------------------------ helpers
+    def in_thread(self, fn: Callable[..., Any], *args: Any) -> "asyncio.Future[Any]":
+        """Run ``fn(*args)`` on a worker thread; a future (on the loop) of its result."""
+        return asyncio.wrap_future(self.executor.submit(fn, *args), loop=self.loop)
+
+    def close(self) -> None:
+        """Wait for work on the worker threads to finish."""
+        self.executor.shutdown(wait=True)
+
     def future(self) -> "asyncio.Future[Any]":
         return self.loop.create_future()
 

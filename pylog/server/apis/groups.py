@@ -48,7 +48,7 @@ class GroupHandler:
         fut = self.apis.future()
 
         def callback(result: Any, error: Optional[BaseException]) -> None:
-            self.apis.resolve(fut, (result, error))
+            self.apis.resolve(fut, (result, None if error is None else error.with_traceback(None)))
 
         try:
             method(*args, callback=callback, **kwargs)

@@ -1,6 +1,7 @@
 """ApiVersions, Metadata and DescribeCluster: what a client asks before anything else."""
 from __future__ import annotations
 
+import threading
 import uuid
 from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
@@ -99,6 +100,9 @@ class MetadataHandler:
         return out
 
     # ------------------------------------------------------------------ Metadata
+    def _known(self) -> set:
+        return set(self.broker.list_topics(include_internal=True))
+
     def metadata(self, ctx: "RequestContext", req: Any) -> Any:
         v = ctx.version
         requested = req.topics
@@ -107,6 +111,10 @@ class MetadataHandler:
             names: List[Any] = [(n, None) for n in self.broker.list_topics(include_internal=True)]
         else:
             names = [(getattr(t, "name", None), getattr(t, "topic_id", None)) for t in requested]
+        if allow_create and self.server.config.broker.auto_create_topics_enable and threading.get_ident() == \
+                self.apis.loop_thread and any(n is not None and n not in self._known() for n, _ in names):
+            # creating topics writes directories and fsyncs: not on the event loop
+            return self.apis.in_thread(self.metadata, ctx, req)
         topics = [self._topic_metadata(name, tid, allow_create, v) for name, tid in names]
         return ctx.respond({
             "throttle_time": 0, "brokers": self.brokers(ctx), "cluster_id": self.broker.cluster_id,

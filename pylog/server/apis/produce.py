@@ -64,6 +64,8 @@ class ProduceHandler:
             key = (topic, partition)
 
             def done(error: Optional[BaseException], result: Any, key: Tuple[str, int] = key) -> None:
+                if error is not None:  # keep the message, not the frames (and their buffers)
+                    error = error.with_traceback(None)
                 with pending.lock:
                     pending.answers[key] = (error, result)
                     pending.left -= 1

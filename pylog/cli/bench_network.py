@@ -1,0 +1,337 @@
+"""`pylog bench --suite network`: `pylog serve` against real Kafka clients, verified.
+
+For each partition count (1 and 6) and each run, a fresh `pylog serve` process is
+started on a free loopback port and a fresh data directory, and these workloads run
+against it, each checking its own work:
+
+* confluent-kafka's Producer (linger.ms=5, batch.size=1 MiB) with acks=1 and acks=all,
+  one ``produce()`` call per record — and, to show the server's side without the
+  per-call Python cost, ``produce_batch()`` of 10,000 records at a time (acks=1).
+  Checked: no delivery error, and the topic's end offsets sum to the records sent;
+* confluent-kafka's Consumer reading all of them back (``consume()`` of up to 10,000
+  at a time): checked, the count and a sample of values;
+* pylog's own network Producer and Consumer (``poll()`` and ``poll_arrays()``),
+  checked the same way;
+* produce latency at a fixed 50,000 records/s (not saturated), confluent-kafka
+  acks=all, linger.ms=5: the time from ``produce()`` to its delivery report, p50 and
+  p99 over every record of the run.
+
+Medians of ``runs`` runs are reported next to the machine's ceiling measured in the
+same command (see :mod:`pylog.cli.bench`).  Client and server share this machine.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Tuple
+
+__all__ = ["run_network_suite", "NETWORK_CASES"]
+
+_READY = re.compile(r"listening on PLAINTEXT://(?P<host>[^:,\s]+):(?P<port>\d+)")
+#: Every workload, in report order (per partition count).
+NETWORK_CASES = ("ck produce acks=1", "ck produce acks=all", "ck produce_batch acks=1", "ck consume",
+                 "pylog produce acks=1", "pylog consume poll", "pylog consume poll_arrays",
+                 "ck latency 50k/s acks=all")
+_LATENCY_RATE = 50_000
+_LATENCY_SECONDS = 4.0
+
+
+class _Server:
+    """A `pylog serve` subprocess on a free port (stopped by PID, also on errors)."""
+
+    def __init__(self, data_dir: str) -> None:
+        import pylog
+
+        root = str(Path(pylog.__file__).resolve().parents[1])
+        env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""),
+                   PYTHONUNBUFFERED="1")
+        self.log_path = os.path.join(data_dir, "..", os.path.basename(data_dir) + ".log")
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "pylog", "serve", "--data-dir", data_dir, "--listeners",
+             "PLAINTEXT://127.0.0.1:0", "--log-level", "warning"],
+            stdout=subprocess.PIPE, stderr=self._log, env=env)
+        line = self.proc.stdout.readline().decode() if self.proc.stdout else ""
+        m = _READY.search(line)
+        if m is None:
+            self.stop()
+            raise RuntimeError(f"pylog serve did not start: {line!r}; see {self.log_path}")
+        self.bootstrap = f"{m.group('host')}:{m.group('port')}"
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        if self.proc.stdout:
+            self.proc.stdout.close()
+        self._log.close()
+
+
+def _create_topic(bootstrap: str, name: str, partitions: int) -> None:
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)])[name].result(60)
+
+
+def _end_offsets(bootstrap: str, topic: str, partitions: int) -> int:
+    from confluent_kafka import Consumer, TopicPartition
+
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench-offsets"})
+    try:
+        total = 0
+        for p in range(partitions):
+            _low, high = c.get_watermark_offsets(TopicPartition(topic, p), timeout=30)
+            total += high
+        return total
+    finally:
+        c.close()
+
+
+def _ck_producer(bootstrap: str, acks: str) -> object:
+    from confluent_kafka import Producer
+
+    return Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "batch.size": 1 << 20, "acks": acks,
+                     "queue.buffering.max.messages": 2_000_000, "queue.buffering.max.kbytes": 1 << 21,
+                     "enable.idempotence": False})
+
+
+def _ck_produce(bootstrap: str, topic: str, values: List[bytes], acks: str, batch: bool) -> float:
+    errors: List[object] = []
+
+    def on_error(err: object, msg: object = None) -> None:
+        if err is not None:
+            errors.append(err)
+
+    p = _ck_producer(bootstrap, acks)
+    produce = p.produce
+    t0 = time.perf_counter()
+    if batch:
+        step = 10_000
+        for i in range(0, len(values), step):
+            chunk = [{"value": v} for v in values[i:i + step]]
+            while True:
+                try:
+                    p.produce_batch(topic, chunk, on_delivery=on_error)
+                    break
+                except BufferError:
+                    p.poll(0.01)
+            p.poll(0)
+    else:
+        for v in values:
+            try:
+                produce(topic, v, on_delivery=None)
+            except BufferError:
+                p.poll(0.01)
+                produce(topic, v)
+    left = p.flush(120)
+    dt = time.perf_counter() - t0
+    if left or errors:
+        raise RuntimeError(f"confluent-kafka producer: {left} records not delivered, errors {errors[:3]}")
+    return dt
+
+
+def _ck_consume(bootstrap: str, topic: str, partitions: int, values: List[bytes]) -> float:
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench-ck", "enable.auto.commit": False,
+                  "fetch.max.bytes": 64 << 20, "max.partition.fetch.bytes": 8 << 20,
+                  "queued.max.messages.kbytes": 1 << 20})
+    c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
+    n = 0
+    t0 = time.perf_counter()
+    idle = 0
+    while n < len(values):
+        msgs = c.consume(num_messages=10_000, timeout=1.0)
+        if not msgs:
+            idle += 1
+            if idle > 30:
+                break
+            continue
+        idle = 0
+        for m in msgs:
+            if m.error() is not None:
+                raise RuntimeError(f"confluent-kafka consumer: {m.error()}")
+        n += len(msgs)
+        _check_value(msgs[-1].value(), values)
+    dt = time.perf_counter() - t0
+    c.close()
+    if n != len(values):
+        raise RuntimeError(f"confluent-kafka consumer read {n} records, {len(values)} were written")
+    return dt
+
+
+def _ck_latency(bootstrap: str, topic: str, values: List[bytes]) -> Tuple[float, float, int]:
+    """Records at _LATENCY_RATE/s for _LATENCY_SECONDS: (p50 ms, p99 ms, records)."""
+    from confluent_kafka import Producer
+
+    p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "batch.size": 1 << 20, "acks": "all",
+                  "enable.idempotence": False})
+    total = int(_LATENCY_RATE * _LATENCY_SECONDS)
+    lat: List[float] = []
+    errors: List[object] = []
+    perf = time.perf_counter
+
+    def delivered(err: object, msg: object, sent_at: float) -> None:
+        if err is not None:
+            errors.append(err)
+        lat.append(perf() - sent_at)
+
+    tick = 0.001
+    per_tick = int(_LATENCY_RATE * tick)
+    start = perf()
+    i = 0
+    while i < total:
+        due = start + (i // per_tick) * tick
+        now = perf()
+        if now < due:
+            p.poll(max(0.0, due - now))
+            continue
+        for _ in range(per_tick):
+            t = perf()
+            p.produce(topic, values[i % len(values)],
+                      on_delivery=lambda err, msg, t=t: delivered(err, msg, t))
+            i += 1
+        p.poll(0)
+    p.flush(60)
+    if errors or len(lat) != total:
+        raise RuntimeError(f"latency run: {len(lat)} of {total} delivered, errors {errors[:3]}")
+    lat.sort()
+    return lat[len(lat) // 2] * 1000, lat[int(len(lat) * 0.99)] * 1000, total
+
+
+def _pylog_produce(bootstrap: str, topic: str, values: List[bytes]) -> float:
+    from pylog.client import Producer
+
+    p = Producer(bootstrap, acks=1, linger_ms=5, batch_size=1 << 20)
+    send = p.send
+    t0 = time.perf_counter()
+    last = None
+    for v in values:
+        last = send(topic, v)
+    p.flush()
+    dt = time.perf_counter() - t0
+    assert last is not None
+    last.result(60)
+    p.close()
+    return dt
+
+
+def _pylog_consume(bootstrap: str, topic: str, partitions: int, values: List[bytes], arrays: bool) -> float:
+    from pylog.client import Consumer
+
+    c = Consumer(bootstrap, auto_offset_reset="earliest", max_partition_fetch_bytes=8 << 20,
+                 fetch_max_bytes=64 << 20)
+    c.assign([(topic, p) for p in range(partitions)])
+    n = 0
+    t0 = time.perf_counter()
+    idle = 0
+    while n < len(values):
+        if arrays:
+            got = c.poll_arrays(max_records=100_000, timeout=1.0)
+            k = len(got)
+            if k:
+                pos, ln = int(got.value_pos[-1]), int(got.value_len[-1])
+                _check_value(bytes(memoryview(got.buffer)[pos:pos + ln]), values)
+        else:
+            recs = c.poll(timeout=1.0, max_records=10_000)
+            k = len(recs)
+            if k:
+                _check_value(recs[-1].value, values)
+        if not k:
+            idle += 1
+            if idle > 30:
+                break
+            continue
+        idle = 0
+        n += k
+    dt = time.perf_counter() - t0
+    c.close()
+    if n != len(values):
+        raise RuntimeError(f"pylog consumer read {n} records, {len(values)} were written")
+    return dt
+
+
+def run_network_suite(root: str, values: List[bytes], runs: int, partitions_list: Tuple[int, ...],
+                      step: Callable[[str], None], emit: Callable[[str, int, List[float], Optional[Dict]], None],
+                      include_pylog_clients: bool = True) -> None:
+    """Run every workload ``runs`` times per partition count; ``emit(name, messages,
+    seconds per run, extra)`` reports each row (extra: latency percentiles)."""
+    try:
+        import confluent_kafka  # noqa: F401
+    except ImportError:
+        raise RuntimeError("the network suite needs confluent-kafka: pip install confluent-kafka") from None
+    n = len(values)
+    for parts in partitions_list:
+        times: Dict[str, List[float]] = {name: [] for name in NETWORK_CASES}
+        lat50: List[float] = []
+        lat99: List[float] = []
+        lat_n = 0
+        for r in range(runs):
+            d = os.path.join(root, f"net-p{parts}-r{r}")
+            os.makedirs(d, exist_ok=True)
+            srv = _Server(d)
+            try:
+                b = srv.bootstrap
+                for t in ("ck1", "ckall", "ckbatch", "pl", "lat"):
+                    _create_topic(b, t, parts)
+                times["ck produce acks=1"].append(_ck_produce(b, "ck1", values, "1", False))
+                _check_count(b, "ck1", parts, n)
+                step(f"p={parts} ck produce acks=1")
+                times["ck produce acks=all"].append(_ck_produce(b, "ckall", values, "all", False))
+                _check_count(b, "ckall", parts, n)
+                step(f"p={parts} ck produce acks=all")
+                times["ck produce_batch acks=1"].append(_ck_produce(b, "ckbatch", values, "1", True))
+                _check_count(b, "ckbatch", parts, n)
+                step(f"p={parts} ck produce_batch")
+                times["ck consume"].append(_ck_consume(b, "ck1", parts, values))
+                step(f"p={parts} ck consume")
+                if include_pylog_clients:
+                    times["pylog produce acks=1"].append(_pylog_produce(b, "pl", values))
+                    _check_count(b, "pl", parts, n)
+                    step(f"p={parts} pylog produce")
+                    times["pylog consume poll"].append(_pylog_consume(b, "pl", parts, values, False))
+                    step(f"p={parts} pylog poll")
+                    times["pylog consume poll_arrays"].append(_pylog_consume(b, "pl", parts, values, True))
+                    step(f"p={parts} pylog poll_arrays")
+                p50, p99, lat_n = _ck_latency(b, "lat", values)
+                lat50.append(p50)
+                lat99.append(p99)
+                step(f"p={parts} latency")
+            finally:
+                srv.stop()
+                shutil.rmtree(d, ignore_errors=True)
+        for name in NETWORK_CASES:
+            if name.startswith("ck latency"):
+                emit(f"net p={parts} {name}", lat_n, [lat_n / _LATENCY_RATE] * runs,
+                     {"p50": sorted(lat50)[len(lat50) // 2], "p99": sorted(lat99)[len(lat99) // 2]})
+            elif times[name]:
+                emit(f"net p={parts} {name}", n, times[name], None)
+
+
+def _check_value(value: bytes, values: List[bytes]) -> None:
+    """A value read back is one that was written (values carry their index first)."""
+    i = int.from_bytes(value[:8], "big") if value and len(value) >= 8 else -1
+    if not 0 <= i < len(values) or values[i] != value:
+        raise RuntimeError(f"a record read back ({value[:16]!r}...) was never written")
+
+
+def _check_count(bootstrap: str, topic: str, partitions: int, expected: int) -> None:
+    got = _end_offsets(bootstrap, topic, partitions)
+    if got != expected:
+        raise RuntimeError(f"topic {topic} holds {got} records, {expected} were sent")
+
+
+def network_steps(runs: int, partitions_list: Tuple[int, ...], include_pylog_clients: bool = True) -> int:
+    per_run = 5 + (3 if include_pylog_clients else 0)
+    return runs * len(partitions_list) * per_run
