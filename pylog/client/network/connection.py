@@ -321,8 +321,9 @@ class BrokerConnection:
             log.exception("reader of %s failed", self.address)
             self.close(NetworkException(f"reader of {self.address} failed: {exc!r}"))
 
-    def _read_big(self, have: memoryview, size: int) -> bytearray:
-        """A frame larger than half the shared buffer: into a buffer of its own."""
+    def _read_big(self, have: memoryview, size: int) -> memoryview:
+        """A frame larger than half the shared buffer: into a buffer of its own (handed
+        out as a read-only view, as kio's reader wants)."""
         frame = bytearray(size)
         mv = memoryview(frame)
         got = len(have)
@@ -332,7 +333,7 @@ class BrokerConnection:
             if n == 0:
                 raise OSError(f"{self.address} closed the connection mid-answer")
             got += n
-        return frame
+        return mv.toreadonly()
 
     def _complete(self, frame: Any) -> bool:
         if not self._pending:
