@@ -281,8 +281,12 @@ class BrokerConnection:
         poller.register(self.sock.fileno(), select.POLLIN | select.POLLERR | select.POLLHUP)
         try:
             while not self._closed:
-                if self._pending and time.monotonic() > self._pending[0].deadline:
-                    late = self._pending[0]
+                try:
+                    oldest: Optional[PendingRequest] = self._pending[0]
+                except IndexError:  # nothing pending (or closed meanwhile)
+                    oldest = None
+                if oldest is not None and time.monotonic() > oldest.deadline:
+                    late = oldest
                     self.close(RequestTimedOut(f"{late.what or 'request'} to {self.address} got no answer "
                                                "within request.timeout.ms"), first=late)
                     return
