@@ -2,9 +2,12 @@
 
 As Kafka's producer: :meth:`Producer.send` puts the record in its partition's open batch
 and returns at once with a future; the sender thread ships a batch when it reaches
-``batch_size`` bytes or has waited ``linger_ms``, to whatever the producer talks to (an
-embedded :class:`~pylog.broker.Broker` today, a cluster later: anything with
-``partitions_for``, ``init_producer_id`` and ``produce``).
+``batch_size`` bytes or has waited ``linger_ms``, to whatever the producer talks to: an
+embedded :class:`~pylog.broker.Broker` or :class:`~pylog.cluster.LocalCluster` (anything
+with ``partitions_for``, ``init_producer_id`` and ``produce``, or ``produce_async`` +
+``drive``), or a Kafka cluster over the network when given a ``"host:port[,...]"``
+bootstrap string (:class:`~pylog.client.network.NetworkClient`, owned and closed by the
+producer; the batches of a round go out as one Produce request per broker).
 
 With ``enable_idempotence`` (the default, as in Kafka) the producer takes a producer id
 and numbers each partition's batches; a batch resent after a lost reply is written once,
@@ -20,8 +23,10 @@ so a blocked send is not woken for every batch.  When a record does not fit, ``s
 waits, first come first served, up to ``max_block_ms`` for completed batches to free
 room, then raises :class:`~pylog.errors.BufferExhausted`; if the batches already on
 their way would not free enough, lingering batches are sent at once (oldest first)
-rather than after ``linger_ms``.  pylog's producer never waits for metadata
-(``partitions_for`` answers at once), so ``max_block_ms`` bounds only this wait.
+rather than after ``linger_ms``.  pylog's producer does not wait for metadata either:
+an embedded broker answers ``partitions_for`` at once, and over the network the first
+send to a topic asks Metadata right away (blocking up to ``request_timeout_ms``), so
+``max_block_ms`` bounds only the wait for buffer room.
 """
 from __future__ import annotations
 
@@ -237,6 +242,10 @@ class Producer:
     ``buffer_memory`` (33554432 bytes of records held until acknowledged; at least 1),
     ``max_block_ms`` (60000: how long send() may wait for buffer room),
     ``key_serializer``/``value_serializer`` (callables to bytes).
+
+    ``bootstrap`` is a broker object or a ``"host:port[,host:port...]"`` string (see the
+    module docstring); over the network the constructor connects and raises
+    NetworkException (naming the address) when no bootstrap server answers.
 
     Raises InvalidConfig for bad settings, UnsupportedCompressionType when the codec's
     package is not installed.

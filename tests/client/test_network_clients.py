@@ -349,3 +349,108 @@ def test_clients_share_nothing_across_threads_unsafely(srv):
     for w in range(4):
         mine = [int(r.value.split(b"-")[1]) for r in got if r.key == b"%d" % w]
         assert mine == list(range(300))
+
+
+# ----------------------------------------------------------------------------- lost answers
+def _kill(*socks: socket.socket) -> None:
+    for s in socks:  # shutdown first: a plain close does not end a recv in another thread
+        try:
+            s.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        s.close()
+
+
+class AnswerDroppingProxy:
+    """A TCP proxy in front of a server that forwards the ``drop_at``-th Produce request
+    and then, instead of its answer, closes the client's connection: the write happened,
+    the producer never hears of it."""
+
+    def __init__(self, drop_at: int) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.upstream: Tuple[str, int] = ("127.0.0.1", 0)
+        self.drop_at = drop_at
+        self.produces = 0
+        self.dropped = 0
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(self.upstream)
+            doomed: List[int] = []  # correlation ids whose answer must not arrive
+            threading.Thread(target=self._requests, args=(client, server, doomed), daemon=True).start()
+            threading.Thread(target=self._answers, args=(server, client, doomed), daemon=True).start()
+
+    @staticmethod
+    def _frame(s: socket.socket) -> bytes:
+        head = b""
+        while len(head) < 4:
+            chunk = s.recv(4 - len(head))
+            if not chunk:
+                raise OSError("closed")
+            head += chunk
+        size = int.from_bytes(head, "big")
+        body = b""
+        while len(body) < size:
+            chunk = s.recv(size - len(body))
+            if not chunk:
+                raise OSError("closed")
+            body += chunk
+        return head + body
+
+    def _requests(self, client: socket.socket, server: socket.socket, doomed: List[int]) -> None:
+        try:
+            while True:
+                frame = self._frame(client)
+                if int.from_bytes(frame[4:6], "big") == 0:  # Produce
+                    with self._lock:
+                        self.produces += 1
+                        if self.produces == self.drop_at:
+                            doomed.append(int.from_bytes(frame[8:12], "big"))
+                server.sendall(frame)
+        except OSError:
+            _kill(client, server)
+
+    def _answers(self, server: socket.socket, client: socket.socket, doomed: List[int]) -> None:
+        try:
+            while True:
+                frame = self._frame(server)
+                if int.from_bytes(frame[4:8], "big") in doomed:
+                    self.dropped += 1
+                    raise OSError("answer dropped")
+                client.sendall(frame)
+        except OSError:
+            _kill(client, server)
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def test_a_lost_produce_answer_is_retried_and_written_once(start_server):
+    proxy = AnswerDroppingProxy(drop_at=3)
+    try:
+        srv = start_server("--override", "num.partitions=1",
+                           "--advertised-listeners", f"PLAINTEXT://127.0.0.1:{proxy.port}")
+        proxy.upstream = ("127.0.0.1", srv.port)
+        with pylog.Producer(f"127.0.0.1:{proxy.port}", linger_ms=0, retry_backoff_ms=20) as p:
+            futs = []
+            for i in range(20):
+                futs.append(p.send("once", b"r%d" % i))
+                p.flush(30)  # one batch per request: the third request's answer is lost
+            metas = [f.result(30) for f in futs]
+        assert proxy.dropped == 1
+        assert [m.offset for m in metas] == list(range(20))  # the retry got the first write's offset
+    finally:
+        proxy.close()
+    with pylog.Consumer(srv.bootstrap, auto_offset_reset="earliest") as c:
+        c.assign([("once", 0)])
+        got = consume_all(c, 20)
+        assert c.poll(timeout=0.3) == []
+        assert c.end_offsets([("once", 0)]) == {("once", 0): 20}
+    assert [r.value for r in got] == [b"r%d" % i for i in range(20)]
