@@ -25,7 +25,7 @@ import threading
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from pylog.errors import CorruptRecordError, OffsetOutOfRange, PylogError, UnknownTopicOrPartition
+from pylog.errors import OffsetOutOfRange, PylogError, UnknownTopicOrPartition
 from pylog.records import decode_records, validate_batches
 from pylog.records.batch import RecordArrays
 from pylog.client.network.records import whole_prefix

@@ -18,7 +18,6 @@ import pytest
 
 import pylog
 from pylog.errors import NetworkException, RecordTooLarge, UnknownTopicOrPartition
-from tests.server.conftest import start_server  # noqa: F401  (the fixture, for tests with a server of their own)
 from tests.server.serverproc import FAST, ServerProcess
 
 PARTITIONS = 3
