@@ -236,6 +236,7 @@ class NetworkClient:
         self._produce_queue: List[Tuple[str, int, Any, int, Callable]] = []
         self._produce_in_flight: List[_ProduceInFlight] = []
         self._produce_event = threading.Event()
+        self._delivering = 0  #: answers taken off _produce_in_flight whose callbacks still run
         self._groups: Any = None
         self._closed = False
         self._refresh_metadata([])  # reach the cluster now: fail fast when nothing answers
@@ -514,7 +515,7 @@ class NetworkClient:
             if left <= 0:
                 return bool(done())
             with self._lock:
-                waiting = bool(self._produce_in_flight)
+                waiting = bool(self._produce_in_flight) or self._delivering > 0
             if not waiting:
                 return bool(done())
             self._produce_event.wait(min(left, 0.5))
@@ -572,7 +573,16 @@ class NetworkClient:
             done = [r for r in self._produce_in_flight if r.pending.done()]
             if not done:
                 return
-            self._produce_in_flight = [r for r in self._produce_in_flight if not r.pending.done()]
+            self._produce_in_flight = [r for r in self._produce_in_flight if r not in done]
+            self._delivering += 1
+        try:
+            self._deliver(done)
+        finally:
+            with self._lock:
+                self._delivering -= 1
+            self._produce_event.set()  # another driver may wait for these callbacks
+
+    def _deliver(self, done: List[_ProduceInFlight]) -> None:
         for r in done:
             try:
                 resp = r.pending.response()
