@@ -144,6 +144,16 @@ class Consumer:
     ``session_timeout_ms`` (45000), ``heartbeat_interval_ms`` (3000),
     ``max_poll_interval_ms`` (300000), ``partition_assignment_strategy``
     (["range", "cooperative-sticky"]), ``key_deserializer``/``value_deserializer``.
+
+    ``bootstrap`` is a broker object (an embedded :class:`~pylog.Broker`, a
+    :class:`~pylog.LocalCluster`), or a string ``"host:port[,host:port...]"``: then the
+    consumer speaks Kafka's protocol to that cluster (``pylog serve`` or any Kafka
+    broker) through a :class:`~pylog.client.network.NetworkClient` it owns, with the
+    same API.  Over the network it fetches every partition of a broker in one Fetch
+    request that long-polls (``fetch_min_bytes`` (1), ``fetch_max_wait_ms``),
+    prefetches while the application works, validates batches with ``check_crcs``
+    (True), and gives up on a request after ``request_timeout_ms`` (30000); topics are
+    never auto-created by a consumer.
     """
 
     def __init__(self, bootstrap: Any, config: Optional[Mapping[str, Any]] = None, *,
@@ -157,8 +167,10 @@ class Consumer:
                  group_instance_id: Optional[str] = None,
                  key_deserializer: Optional[Callable[[bytes], Any]] = None,
                  value_deserializer: Optional[Callable[[bytes], Any]] = None,
-                 client_id: str = "") -> None:
-        s = dict(group_id=group_id, auto_offset_reset=auto_offset_reset, enable_auto_commit=enable_auto_commit,
+                 client_id: str = "", fetch_min_bytes: int = 1, request_timeout_ms: int = 30_000,
+                 check_crcs: bool = True, retry_backoff_ms: int = 100) -> None:
+        s = dict(fetch_min_bytes=fetch_min_bytes, request_timeout_ms=request_timeout_ms, check_crcs=check_crcs,
+                 retry_backoff_ms=retry_backoff_ms, group_id=group_id, auto_offset_reset=auto_offset_reset, enable_auto_commit=enable_auto_commit,
                  auto_commit_interval_ms=auto_commit_interval_ms, max_poll_records=max_poll_records,
                  max_partition_fetch_bytes=max_partition_fetch_bytes, fetch_max_bytes=fetch_max_bytes,
                  fetch_max_wait_ms=fetch_max_wait_ms, session_timeout_ms=session_timeout_ms,
@@ -177,9 +189,13 @@ class Consumer:
                                 f"{s['auto_offset_reset']!r}")
         for name in ("auto_commit_interval_ms", "max_poll_records", "max_partition_fetch_bytes",
                      "fetch_max_bytes", "fetch_max_wait_ms", "session_timeout_ms", "heartbeat_interval_ms",
-                     "max_poll_interval_ms"):
+                     "max_poll_interval_ms", "fetch_min_bytes", "request_timeout_ms", "retry_backoff_ms"):
             v = s[name]
-            check_int(name.replace("_", "."), v, min=0 if name == "fetch_max_wait_ms" else 1, error=InvalidConfig)
+            check_int(name.replace("_", "."), v,
+                      min=0 if name in ("fetch_max_wait_ms", "fetch_min_bytes", "retry_backoff_ms") else 1,
+                      error=InvalidConfig)
+        if not isinstance(s["check_crcs"], bool):
+            raise InvalidConfig(f"check.crcs must be a boolean, got {s['check_crcs']!r}")
         if not isinstance(s["enable_auto_commit"], bool):
             raise InvalidConfig(f"enable.auto.commit must be a boolean, got {s['enable_auto_commit']!r}")
         strategies = s["partition_assignment_strategy"]
@@ -200,7 +216,27 @@ class Consumer:
         self._group_instance_id = s["group_instance_id"]
         self._key_de = key_deserializer
         self._value_de = value_deserializer
+        #: A string bootstrap means a Kafka cluster over the network: the consumer owns
+        #: that client (topics are not auto-created by consumers) and closes it.
+        self._owns_broker = isinstance(bootstrap, str)
+        if self._owns_broker:
+            from pylog.client.network import NetworkClient
+
+            bootstrap = NetworkClient(bootstrap, client_id=s["client_id"] or "pylog-consumer",
+                                      allow_auto_topic_creation=False,
+                                      request_timeout_ms=s["request_timeout_ms"],
+                                      retry_backoff_ms=s["retry_backoff_ms"])
         self._broker = bootstrap
+        #: A broker reached by Fetch requests (send_fetches): batched long-polls with
+        #: prefetch (see pylog.client.fetcher); in-process brokers are read directly.
+        self._fetcher: Any = None
+        if hasattr(bootstrap, "send_fetches"):
+            from pylog.client.fetcher import Fetcher
+
+            self._fetcher = Fetcher(bootstrap, max_wait_ms=self.fetch_max_wait_ms, min_bytes=s["fetch_min_bytes"],
+                                    max_bytes=self.fetch_max_bytes, max_partition_bytes=self.max_partition_fetch_bytes,
+                                    check_crcs=s["check_crcs"], retry_backoff_ms=s["retry_backoff_ms"])
+        self._client_id = s["client_id"]
         self._assigned: List[TopicPartition] = []
         self._positions: Dict[TopicPartition, Optional[int]] = {}
         self._paused: set = set()
@@ -267,7 +303,7 @@ class Consumer:
                 assignors=self._strategies, session_timeout_ms=self._session_timeout_ms,
                 max_poll_interval_ms=self._max_poll_interval_ms,
                 heartbeat_interval_ms=self._heartbeat_interval_ms,
-                group_instance_id=self._group_instance_id)
+                group_instance_id=self._group_instance_id, client_id=self._client_id or "pylog-consumer")
         self._member.subscribe(topics)
 
     def subscription(self) -> Optional[List[str]]:
@@ -519,6 +555,10 @@ class Consumer:
     def _round(self, max_records: int) -> List[Tuple[TopicPartition, RecordArrays]]:
         out: List[Tuple[TopicPartition, RecordArrays]] = []
         tps = [tp for tp in self._assigned if tp not in self._paused and self._positions.get(tp) is not None]
+        if self._fetcher is not None:
+            out = self._fetcher.collect(tps, self._positions, max_records, self._out_of_range)
+            self._fetcher.send(tps, self._positions)  # prefetch what was drained
+            return out
         if not tps:
             return out
         left = max_records
@@ -536,11 +576,32 @@ class Consumer:
                 budget -= self.max_partition_fetch_bytes
         return out
 
+    def _out_of_range(self, tp: TopicPartition, error: PylogError) -> None:
+        """A Fetch answered OFFSET_OUT_OF_RANGE: reset by auto.offset.reset, or raise."""
+        if self.auto_offset_reset == "none":
+            raise error
+        pos = self._positions.get(tp)
+        new = self._reset_offset(tp)
+        log.warning("offset %s of %s-%d is out of range; reset to %d (auto.offset.reset=%s)", pos,
+                    tp.topic, tp.partition, new, self.auto_offset_reset)
+        self._positions[tp] = new
+
     def _poll_rounds(self, max_records: int, timeout: float) -> List[Tuple[TopicPartition, RecordArrays]]:
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0:
             raise InvalidArgument(f"timeout must be a non-negative number of seconds, got {timeout!r}")
         deadline = time.monotonic() + timeout
         self._prepare_poll(timeout)
+        if self._fetcher is not None:  # over the network: the Fetch long-polls
+            while True:
+                got = self._round(max_records)
+                if got:
+                    return got
+                left = deadline - time.monotonic()
+                if left <= 0 or self._closed:
+                    return []
+                self._fetcher.wait(min(left, self.fetch_max_wait_ms / 1000.0 + 0.1))
+                if self._member is not None:
+                    self._prepare_poll(0)
         while True:
             version = self._broker.data_version
             got = self._round(max_records)
@@ -637,6 +698,10 @@ class Consumer:
         finally:
             self._member = None
             self._closed = True
+            if self._fetcher is not None:
+                self._fetcher.clear()
+            if self._owns_broker:
+                self._broker.close()
 
     def __enter__(self) -> "Consumer":
         return self

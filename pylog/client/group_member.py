@@ -407,6 +407,13 @@ class GroupMember:
                 self._lost = True
                 self._need_rejoin = True
                 self._cond.notify_all()
+        except PylogError as e:
+            if not e.retriable:
+                raise
+            # The coordinator is moving or unreachable for now (over the network): the
+            # next heartbeat tries again; the session timeout decides if it was too long.
+            log.warning("heartbeat of group %r failed (%s: %s); will retry", self.group_id,
+                        type(e).__name__, e)
 
     def _leave(self, why: str) -> None:
         with self._cond:

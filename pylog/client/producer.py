@@ -2,9 +2,12 @@
 
 As Kafka's producer: :meth:`Producer.send` puts the record in its partition's open batch
 and returns at once with a future; the sender thread ships a batch when it reaches
-``batch_size`` bytes or has waited ``linger_ms``, to whatever the producer talks to (an
-embedded :class:`~pylog.broker.Broker` today, a cluster later: anything with
-``partitions_for``, ``init_producer_id`` and ``produce``).
+``batch_size`` bytes or has waited ``linger_ms``, to whatever the producer talks to: an
+embedded :class:`~pylog.broker.Broker` or :class:`~pylog.cluster.LocalCluster` (anything
+with ``partitions_for``, ``init_producer_id`` and ``produce``, or ``produce_async`` +
+``drive``), or a Kafka cluster over the network when given a ``"host:port[,...]"``
+bootstrap string (:class:`~pylog.client.network.NetworkClient`, owned and closed by the
+producer; the batches of a round go out as one Produce request per broker).
 
 With ``enable_idempotence`` (the default, as in Kafka) the producer takes a producer id
 and numbers each partition's batches; a batch resent after a lost reply is written once,
@@ -20,8 +23,10 @@ so a blocked send is not woken for every batch.  When a record does not fit, ``s
 waits, first come first served, up to ``max_block_ms`` for completed batches to free
 room, then raises :class:`~pylog.errors.BufferExhausted`; if the batches already on
 their way would not free enough, lingering batches are sent at once (oldest first)
-rather than after ``linger_ms``.  pylog's producer never waits for metadata
-(``partitions_for`` answers at once), so ``max_block_ms`` bounds only this wait.
+rather than after ``linger_ms``.  pylog's producer does not wait for metadata either:
+an embedded broker answers ``partitions_for`` at once, and over the network the first
+send to a topic asks Metadata right away (blocking up to ``request_timeout_ms``), so
+``max_block_ms`` bounds only the wait for buffer room.
 """
 from __future__ import annotations
 
@@ -238,6 +243,10 @@ class Producer:
     ``max_block_ms`` (60000: how long send() may wait for buffer room),
     ``key_serializer``/``value_serializer`` (callables to bytes).
 
+    ``bootstrap`` is a broker object or a ``"host:port[,host:port...]"`` string (see the
+    module docstring); over the network the constructor connects and raises
+    NetworkException (naming the address) when no bootstrap server answers.
+
     Raises InvalidConfig for bad settings, UnsupportedCompressionType when the codec's
     package is not installed.
     """
@@ -317,6 +326,16 @@ class Producer:
         self._plain = key_serializer is None and value_serializer is None
         self._random = random.Random()
 
+        #: A string bootstrap ("host:port[,host:port]") means a Kafka cluster over the
+        #: network: the producer owns that client and closes it in close().
+        self._owns_broker = isinstance(bootstrap, str)
+        if self._owns_broker:
+            from pylog.client.network import NetworkClient
+
+            bootstrap = NetworkClient(bootstrap, client_id=self.client_id or "pylog-producer",
+                                      allow_auto_topic_creation=True,
+                                      request_timeout_ms=self.request_timeout_ms,
+                                      retry_backoff_ms=self.retry_backoff_ms)
         self._broker = bootstrap
         self._tps: Dict[str, List[Tuple[str, int]]] = {}
         self._sticky: Dict[str, List[int]] = {}
@@ -338,7 +357,12 @@ class Producer:
         self._sequences: Dict[Tuple[str, int], int] = {}
         self._producer_id, self._producer_epoch = (-1, -1)
         if self.idempotent:
-            self._producer_id, self._producer_epoch = bootstrap.init_producer_id()
+            try:
+                self._producer_id, self._producer_epoch = bootstrap.init_producer_id()
+            except BaseException:
+                if self._owns_broker:
+                    bootstrap.close()
+                raise
         #: (records, latency ns from batch open to ack) of each acknowledged batch.
         self.ack_latencies: Optional[List[Tuple[int, int]]] = None
         #: A bootstrap whose acknowledgements come later (a replicated cluster, a network
@@ -684,6 +708,8 @@ class Producer:
             self.flush(timeout)
         finally:
             self._sender.join(timeout)
+            if self._owns_broker:
+                self._broker.close()
 
     def __enter__(self) -> "Producer":
         return self
@@ -777,11 +803,14 @@ class Producer:
                 if len(b) > 1:
                     self._split_and_send(b)
                     return
+                self._rewind_sequence(b)
                 b.result.done(-1, -1, exc)
                 return
             except PylogError as exc:
                 b.attempts += 1
                 if not exc.retriable or b.attempts > self.retries or _now_ms() >= deadline:
+                    if not exc.retriable:  # refused: the broker wrote none of it
+                        self._rewind_sequence(b)
                     b.result.done(-1, -1, exc)
                     return
                 log.warning("retrying batch of %d records to %s-%d after %s (attempt %d)", len(b), topic,
@@ -829,6 +858,10 @@ class Producer:
                     blocked.add(b.tp)  # refused at once: keep the partition's order
             self._broker.drive(lambda: len(answers) >= len(sent), self.request_timeout_ms / 1000.0)
             retry: List[_Batch] = []
+            #: Partitions with a batch going round again: a later batch of the same
+            #: partition failed because of it (an idempotent broker refuses it as out of
+            #: order), so it goes round too, behind it.
+            retrying: set = set()
             for b in sent:
                 error, res = answers.get(id(b), (RequestTimedOut("no answer within request.timeout.ms"), None))
                 if error is None:
@@ -840,10 +873,13 @@ class Producer:
                     self._split_and_send(b)
                 else:
                     b.attempts += 1
-                    if error.retriable and b.attempts <= self.retries \
+                    if (error.retriable or b.tp in retrying) and b.attempts <= self.retries \
                             and _now_ms() < b.created_ms + self.delivery_timeout_ms:
                         retry.append(b)
+                        retrying.add(b.tp)
                     else:
+                        if not error.retriable and b.tp not in retrying:  # refused: nothing written
+                            self._rewind_sequence(b)
                         b.result.done(-1, -1, error)
             done = [b for b in pending if b.result.event.is_set()]
             if done:
@@ -854,6 +890,14 @@ class Producer:
                 time.sleep(self.retry_backoff_ms / 1000.0)
             # Retried batches keep their bytes and sequence numbers; held ones follow them.
             pending = sorted(retry + held, key=lambda b: (b.tp, b.sequence if b.sequence >= 0 else 0))
+
+    def _rewind_sequence(self, b: _Batch) -> None:
+        """A batch the broker refused (so it wrote none of it): if it was the last
+        batch numbered for its partition, the next batch takes its sequence numbers (a
+        gap would make an idempotent broker refuse every later batch as out of order)."""
+        if self.idempotent and b.sequence >= 0 \
+                and self._sequences.get(b.tp) == (b.sequence + len(b)) % (_INT32_MAX + 1):
+            self._sequences[b.tp] = b.sequence
 
     def _split_and_send(self, b: _Batch) -> None:
         """The broker refused the batch as too large: send it as two halves (as Kafka)."""
