@@ -48,6 +48,8 @@ class BenchResult:
     ceiling_mb_per_s: Optional[float] = None
     latency_p50_ms: Optional[float] = None  #: producer: batch opened -> acknowledged, per record
     latency_p99_ms: Optional[float] = None
+    server_cpu_s: Optional[float] = None  #: network suite: CPU the `pylog serve` process spent
+    client_cpu_s: Optional[float] = None  #: network suite: CPU the client spent
 
 
 class Progress:
@@ -205,8 +207,9 @@ def run_benchmarks(
                 mps = count / sec
                 res = BenchResult(name, count, sec, mps, count * size / sec / 1e6, runs, times,
                                   100.0 * mps / c_msgs, c_msgs, c_mb)
-                if extra is not None:
-                    res.latency_p50_ms, res.latency_p99_ms = extra["p50"], extra["p99"]
+                if extra:
+                    res.latency_p50_ms, res.latency_p99_ms = extra.get("p50"), extra.get("p99")
+                    res.server_cpu_s, res.client_cpu_s = extra.get("server_cpu_s"), extra.get("client_cpu_s")
                 emit(res)
 
             run_network_suite(root, values, runs, net_parts, bar.step, net_emit)
@@ -440,15 +443,21 @@ def _replication_cases(root: str, values: List[bytes], cases: List[tuple], runs:
 
 
 def format_table(results: List[BenchResult], size: int) -> str:
+    cpu = any(r.server_cpu_s is not None for r in results)
     head = (f"{'workload':<42}{'messages':>10}{'median s':>10}{'msgs/s':>14}{'MB/s':>10}{'% ceiling':>11}"
-            f"{'p50 ms':>9}{'p99 ms':>9}")
+            f"{'p50 ms':>9}{'p99 ms':>9}" + (f"{'srv cpu s':>11}{'cli cpu s':>11}" if cpu else ""))
     lines = [head, "-" * len(head)]
+
+    def num(x: Optional[float], fmt: str) -> str:
+        return "" if x is None or x != x else format(x, fmt)
+
     for r in results:
         pct = f"{r.pct_of_ceiling:.1f}" if r.pct_of_ceiling is not None else ""
-        p50 = f"{r.latency_p50_ms:.1f}" if r.latency_p50_ms is not None else ""
-        p99 = f"{r.latency_p99_ms:.1f}" if r.latency_p99_ms is not None else ""
-        lines.append(f"{r.name:<42}{r.messages:>10,}{r.seconds:>10.3f}{r.msgs_per_s:>14,.0f}"
-                     f"{r.mb_per_s:>10.1f}{pct:>11}{p50:>9}{p99:>9}")
+        line = (f"{r.name:<42}{r.messages:>10,}{r.seconds:>10.3f}{r.msgs_per_s:>14,.0f}"
+                f"{r.mb_per_s:>10.1f}{pct:>11}{num(r.latency_p50_ms, '.1f'):>9}{num(r.latency_p99_ms, '.1f'):>9}")
+        if cpu:
+            line += f"{num(r.server_cpu_s, '.2f'):>11}{num(r.client_cpu_s, '.2f'):>11}"
+        lines.append(line)
     lines.append(f"({size}-byte values; MB/s counts value bytes, the ceiling's counts log bytes; "
                  f"medians of {results[0].runs if results else 0} runs)")
     return "\n".join(lines)

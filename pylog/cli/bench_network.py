@@ -9,7 +9,13 @@ against it, each checking its own work:
   per-call Python cost, ``produce_batch()`` of 10,000 records at a time (acks=1).
   Checked: no delivery error, and the topic's end offsets sum to the records sent;
 * confluent-kafka's Consumer reading all of them back (``consume()`` of up to 10,000
-  at a time): checked, the count and a sample of values;
+  at a time): checked, the count and a sample of values.  Consumers are timed from
+  their first records: start-up (connections, metadata, offset lookups, a first
+  long-poll on an empty partition) is not throughput, as kafka-consumer-perf-test
+  reports it;
+* kcat (librdkafka in C, with no Python between it and the wire): producing the same
+  records from a file, one per line, and reading them back (only offsets printed) —
+  what the server sustains when the client is not the bottleneck;
 * pylog's own network Producer and Consumer (``poll()`` and ``poll_arrays()``),
   checked the same way;
 * produce latency at a fixed 50,000 records/s (not saturated), confluent-kafka
@@ -17,7 +23,9 @@ against it, each checking its own work:
   p99 over every record of the run.
 
 Medians of ``runs`` runs are reported next to the machine's ceiling measured in the
-same command (see :mod:`pylog.cli.bench`).  Client and server share this machine.
+same command (see :mod:`pylog.cli.bench`), with the CPU seconds the server process and
+the client spent on each workload: client and server share this machine, and the CPU
+split shows which of them set the pace.
 """
 from __future__ import annotations
 
@@ -36,6 +44,7 @@ __all__ = ["run_network_suite", "NETWORK_CASES"]
 _READY = re.compile(r"listening on PLAINTEXT://(?P<host>[^:,\s]+):(?P<port>\d+)")
 #: Every workload, in report order (per partition count).
 NETWORK_CASES = ("ck produce acks=1", "ck produce acks=all", "ck produce_batch acks=1", "ck consume",
+                 "kcat produce acks=1", "kcat consume",
                  "pylog produce acks=1", "pylog consume poll", "pylog consume poll_arrays",
                  "ck latency 50k/s acks=all")
 _LATENCY_RATE = 50_000
@@ -75,6 +84,68 @@ class _Server:
         if self.proc.stdout:
             self.proc.stdout.close()
         self._log.close()
+
+
+def _process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process so far (Linux /proc)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return float("nan")
+
+
+def _self_cpu_s() -> float:
+    """CPU seconds of this process, every thread (librdkafka's included)."""
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def _kcat() -> Optional[str]:
+    return shutil.which("kcat")
+
+
+def _kcat_produce(bootstrap: str, topic: str, lines_path: str) -> float:
+    """kcat (librdkafka in C, no Python) producing one record per line of a file."""
+    t0 = time.perf_counter()
+    subprocess.run([_kcat() or "kcat", "-b", bootstrap, "-t", topic, "-P", "-l", "-X", "linger.ms=5",
+                    "-X", "batch.size=1048576", "-X", "acks=1", "-X", "queue.buffering.max.messages=2000000",
+                    lines_path], check=True, timeout=300, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - t0
+
+
+def _kcat_consume(bootstrap: str, topic: str, expected: int) -> Tuple[float, float]:
+    """kcat reading every record (printing only its offset): (seconds, kcat's CPU
+    seconds), timed from the first records kcat prints."""
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    proc = subprocess.Popen([_kcat() or "kcat", "-b", bootstrap, "-t", topic, "-C", "-e", "-q", "-o", "beginning",
+                             "-f", "%o\n", "-X", "queued.min.messages=1000000", "-X", "fetch.error.backoff.ms=10",
+                             "-X", "fetch.wait.max.ms=10"],  # -e waits for an empty fetch at the end
+                            stdout=subprocess.PIPE)
+    assert proc.stdout is not None
+    try:
+        chunk = proc.stdout.read1(1 << 20)
+        t0 = time.perf_counter()
+        first = n = chunk.count(b"\n")
+        while chunk:
+            chunk = proc.stdout.read1(1 << 20)
+            n += chunk.count(b"\n")
+        proc.wait(300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        proc.stdout.close()
+    dt = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if n != expected or proc.returncode != 0:
+        raise RuntimeError(f"kcat read {n} records (exit {proc.returncode}), {expected} were written")
+    return _scaled(dt, n, first), (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 def _create_topic(bootstrap: str, name: str, partitions: int) -> None:
@@ -144,12 +215,16 @@ def _ck_produce(bootstrap: str, topic: str, values: List[bytes], acks: str, batc
 def _ck_consume(bootstrap: str, topic: str, partitions: int, values: List[bytes]) -> float:
     from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
+    # fetch.queue.backoff.ms: librdkafka stops fetching for 1 s (its default) whenever
+    # its local queue holds queued.min.messages; a Python consumer drains 100,000
+    # messages in well under that, so the default leaves it idle most of the time.
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench-ck", "enable.auto.commit": False,
                   "fetch.max.bytes": 64 << 20, "max.partition.fetch.bytes": 8 << 20,
-                  "queued.max.messages.kbytes": 1 << 20})
+                  "queued.max.messages.kbytes": 1 << 20, "fetch.queue.backoff.ms": 10})
     c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
     n = 0
-    t0 = time.perf_counter()
+    t0: Optional[float] = None
+    first = 0
     idle = 0
     while n < len(values):
         msgs = c.consume(num_messages=10_000, timeout=1.0)
@@ -158,17 +233,19 @@ def _ck_consume(bootstrap: str, topic: str, partitions: int, values: List[bytes]
             if idle > 30:
                 break
             continue
+        if t0 is None:  # the clock starts when the first records arrive (startup excluded)
+            t0 = time.perf_counter()
+            first = len(msgs)
         idle = 0
         for m in msgs:
             if m.error() is not None:
                 raise RuntimeError(f"confluent-kafka consumer: {m.error()}")
         n += len(msgs)
         _check_value(msgs[-1].value(), values)
-    dt = time.perf_counter() - t0
     c.close()
-    if n != len(values):
+    if n != len(values) or t0 is None:
         raise RuntimeError(f"confluent-kafka consumer read {n} records, {len(values)} were written")
-    return dt
+    return _scaled(time.perf_counter() - t0, n, first)
 
 
 def _ck_latency(bootstrap: str, topic: str, values: List[bytes]) -> Tuple[float, float, int]:
@@ -187,6 +264,10 @@ def _ck_latency(bootstrap: str, topic: str, values: List[bytes]) -> Tuple[float,
             errors.append(err)
         lat.append(perf() - sent_at)
 
+    # warm up: connections, metadata and the topic's partitions known before the clock
+    for v in values[:1000]:
+        p.produce(topic, v)
+    p.flush(60)
     tick = 0.001
     per_tick = int(_LATENCY_RATE * tick)
     start = perf()
@@ -234,7 +315,8 @@ def _pylog_consume(bootstrap: str, topic: str, partitions: int, values: List[byt
                  fetch_max_bytes=64 << 20)
     c.assign([(topic, p) for p in range(partitions)])
     n = 0
-    t0 = time.perf_counter()
+    t0: Optional[float] = None
+    first = 0
     idle = 0
     while n < len(values):
         if arrays:
@@ -253,27 +335,36 @@ def _pylog_consume(bootstrap: str, topic: str, partitions: int, values: List[byt
             if idle > 30:
                 break
             continue
+        if t0 is None:  # the clock starts when the first records arrive (startup excluded)
+            t0 = time.perf_counter()
+            first = k
         idle = 0
         n += k
-    dt = time.perf_counter() - t0
     c.close()
-    if n != len(values):
+    if n != len(values) or t0 is None:
         raise RuntimeError(f"pylog consumer read {n} records, {len(values)} were written")
-    return dt
+    return _scaled(time.perf_counter() - t0, n, first)
 
 
 def run_network_suite(root: str, values: List[bytes], runs: int, partitions_list: Tuple[int, ...],
                       step: Callable[[str], None], emit: Callable[[str, int, List[float], Optional[Dict]], None],
                       include_pylog_clients: bool = True) -> None:
     """Run every workload ``runs`` times per partition count; ``emit(name, messages,
-    seconds per run, extra)`` reports each row (extra: latency percentiles)."""
+    seconds per run, extra)`` reports each row.  ``extra`` has the median CPU seconds
+    the server and the client spent on the workload ("server_cpu_s", "client_cpu_s":
+    where the time went), and for the latency row "p50"/"p99" in ms."""
     try:
         import confluent_kafka  # noqa: F401
     except ImportError:
         raise RuntimeError("the network suite needs confluent-kafka: pip install confluent-kafka") from None
     n = len(values)
+    lines_path = os.path.join(root, "net-values.txt")
+    with open(lines_path, "wb") as f:  # kcat -l: one record per line (values without newlines)
+        for v in values:
+            f.write(v.replace(b"\n", b" ") + b"\n")
     for parts in partitions_list:
         times: Dict[str, List[float]] = {name: [] for name in NETWORK_CASES}
+        cpu: Dict[str, List[Tuple[float, float]]] = {name: [] for name in NETWORK_CASES}
         lat50: List[float] = []
         lat99: List[float] = []
         lat_n = 0
@@ -283,28 +374,37 @@ def run_network_suite(root: str, values: List[bytes], runs: int, partitions_list
             srv = _Server(d)
             try:
                 b = srv.bootstrap
-                for t in ("ck1", "ckall", "ckbatch", "pl", "lat"):
+                for t in ("ck1", "ckall", "ckbatch", "pl", "lat", "kc"):
                     _create_topic(b, t, parts)
-                times["ck produce acks=1"].append(_ck_produce(b, "ck1", values, "1", False))
-                _check_count(b, "ck1", parts, n)
-                step(f"p={parts} ck produce acks=1")
-                times["ck produce acks=all"].append(_ck_produce(b, "ckall", values, "all", False))
-                _check_count(b, "ckall", parts, n)
-                step(f"p={parts} ck produce acks=all")
-                times["ck produce_batch acks=1"].append(_ck_produce(b, "ckbatch", values, "1", True))
-                _check_count(b, "ckbatch", parts, n)
-                step(f"p={parts} ck produce_batch")
-                times["ck consume"].append(_ck_consume(b, "ck1", parts, values))
-                step(f"p={parts} ck consume")
+
+                def measure(name: str, fn: Callable[[], object], topic: Optional[str] = None) -> None:
+                    s0, c0 = _process_cpu_s(srv.proc.pid), _self_cpu_s()
+                    out = fn()
+                    s1, c1 = _process_cpu_s(srv.proc.pid), _self_cpu_s()
+                    if isinstance(out, tuple):  # (seconds, CPU of a child process client)
+                        dt, client = out
+                    else:
+                        dt, client = float(out), c1 - c0  # type: ignore[arg-type]
+                    times[name].append(dt)
+                    cpu[name].append((s1 - s0, client))
+                    if topic is not None:
+                        _check_count(b, topic, parts, n)
+                    step(f"p={parts} {name}")
+
+                measure("ck produce acks=1", lambda: _ck_produce(b, "ck1", values, "1", False), "ck1")
+                measure("ck produce acks=all", lambda: _ck_produce(b, "ckall", values, "all", False), "ckall")
+                measure("ck produce_batch acks=1", lambda: _ck_produce(b, "ckbatch", values, "1", True), "ckbatch")
+                measure("ck consume", lambda: _ck_consume(b, "ck1", parts, values))
+                if _kcat():
+                    measure("kcat produce acks=1", lambda: _kcat_cpu(lambda: _kcat_produce(b, "kc", lines_path)), "kc")
+                    measure("kcat consume", lambda: _kcat_consume(b, "kc", n))
                 if include_pylog_clients:
-                    times["pylog produce acks=1"].append(_pylog_produce(b, "pl", values))
-                    _check_count(b, "pl", parts, n)
-                    step(f"p={parts} pylog produce")
-                    times["pylog consume poll"].append(_pylog_consume(b, "pl", parts, values, False))
-                    step(f"p={parts} pylog poll")
-                    times["pylog consume poll_arrays"].append(_pylog_consume(b, "pl", parts, values, True))
-                    step(f"p={parts} pylog poll_arrays")
+                    measure("pylog produce acks=1", lambda: _pylog_produce(b, "pl", values), "pl")
+                    measure("pylog consume poll", lambda: _pylog_consume(b, "pl", parts, values, False))
+                    measure("pylog consume poll_arrays", lambda: _pylog_consume(b, "pl", parts, values, True))
+                s0 = _process_cpu_s(srv.proc.pid)
                 p50, p99, lat_n = _ck_latency(b, "lat", values)
+                cpu["ck latency 50k/s acks=all"].append((_process_cpu_s(srv.proc.pid) - s0, float("nan")))
                 lat50.append(p50)
                 lat99.append(p99)
                 step(f"p={parts} latency")
@@ -312,11 +412,40 @@ def run_network_suite(root: str, values: List[bytes], runs: int, partitions_list
                 srv.stop()
                 shutil.rmtree(d, ignore_errors=True)
         for name in NETWORK_CASES:
+            rows = cpu[name]
+            extra: Dict[str, float] = {}
+            if rows:
+                extra = {"server_cpu_s": _median([a for a, _ in rows]), "client_cpu_s": _median([b for _, b in rows])}
             if name.startswith("ck latency"):
-                emit(f"net p={parts} {name}", lat_n, [lat_n / _LATENCY_RATE] * runs,
-                     {"p50": sorted(lat50)[len(lat50) // 2], "p99": sorted(lat99)[len(lat99) // 2]})
+                extra.update(p50=_median(lat50), p99=_median(lat99))
+                emit(f"net p={parts} {name}", lat_n, [lat_n / _LATENCY_RATE] * runs, extra)
             elif times[name]:
-                emit(f"net p={parts} {name}", n, times[name], None)
+                emit(f"net p={parts} {name}", n, times[name], extra)
+
+
+def _median(xs: List[float]) -> float:
+    xs = sorted(xs)
+    return xs[len(xs) // 2] if xs else float("nan")
+
+
+def _kcat_cpu(fn: Callable[[], float]) -> Tuple[float, float]:
+    """Run a kcat workload: (seconds, kcat's CPU seconds)."""
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    dt = fn()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return dt, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+def _scaled(seconds: float, total: int, first: int) -> float:
+    """Seconds for ``total`` records at the rate measured after the first ``first``
+    (consumers are timed from their first records: start-up — connections, metadata,
+    offset lookups, a first long-poll on an empty partition — is not throughput)."""
+    rest = total - first
+    if rest <= 0:
+        return seconds
+    return seconds * total / rest
 
 
 def _check_value(value: bytes, values: List[bytes]) -> None:
@@ -333,5 +462,5 @@ def _check_count(bootstrap: str, topic: str, partitions: int, expected: int) -> 
 
 
 def network_steps(runs: int, partitions_list: Tuple[int, ...], include_pylog_clients: bool = True) -> int:
-    per_run = 5 + (3 if include_pylog_clients else 0)
+    per_run = 5 + (3 if include_pylog_clients else 0) + (2 if _kcat() else 0)
     return runs * len(partitions_list) * per_run

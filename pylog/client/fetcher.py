@@ -7,7 +7,8 @@
   again at once, at the end of the poll that drained it, so the next answer travels
   while the application works on this one.  At most one Fetch is in flight per broker
   (a broker answers a connection's requests one at a time: a second one would wait
-  behind the long poll).
+  behind the long poll), so a Fetch sent while records are still buffered does not
+  long-poll: it would hold back the partition being drained once that one runs dry.
 * **Columns from the answer's bytes**: each partition's records are decoded into numpy
   columns by :func:`pylog.records.decode_records` (C, no Python per record) straight
   from the bytes of the answer; uncompressed records are not copied again.  With
@@ -199,7 +200,12 @@ class Fetcher:
         if not wanted:
             return
         self._event.clear()
-        handles, errors = self._client.send_fetches(wanted, max_wait_ms=self.max_wait_ms, min_bytes=self.min_bytes,
+        # Long-poll only when nothing else is buffered: a long poll on partitions at
+        # their end would hold back the next fetch of a partition still being drained
+        # (one Fetch in flight per broker); with records in hand an immediate answer,
+        # empty or not, costs one round trip.
+        wait_ms = 0 if self._buffers else self.max_wait_ms
+        handles, errors = self._client.send_fetches(wanted, max_wait_ms=wait_ms, min_bytes=self.min_bytes,
                                                     max_bytes=self.max_bytes, waiter=self._event)
         for h in handles:
             self._in_flight[h.node] = h
