@@ -30,7 +30,6 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _cmd_dump_log(args: argparse.Namespace) -> int:
-    from pylog._native import ffi, lib
     from pylog.errors import PylogError
     from pylog.records import RecordBatch
     from pylog.storage.segment import parse_segment_file_name

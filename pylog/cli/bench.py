@@ -151,7 +151,6 @@ def run_benchmarks(
     root = tempfile.mkdtemp(prefix="pylog-bench-") if own_dir else data_dir
     os.makedirs(root, exist_ok=True)
     values = make_values(messages, size)
-    payload_mb = messages * size / 1e6
     results: List[BenchResult] = []
     broker_cases = [(keyed, codec) for codec in ("none", "zstd") for keyed in (False, True)]
     repl_cases = [(1, "all"), (3, "1"), (3, "all")]

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from pylog.protocol import ApiKey, decode_response
+from pylog.protocol import ApiKey
 from pylog.records import build_batch
 from tests.server.rawclient import RawClient
 
