@@ -1,6 +1,6 @@
 """pylog.replication: partition leader/follower state machines — ISR, HW, leader epochs.
 
-Sans-I/O (ARCHITECTURE.md): events in, actions out; no threads, sockets or clock reads.
+Sans-I/O (docs/architecture.md): events in, actions out; no threads, sockets or clock reads.
 Uses pylog.storage and pylog.records only.
 """
 from pylog.replication.epochs import (

@@ -3,7 +3,7 @@
 Owns the file ``leader-epoch-checkpoint`` in a partition directory and the logic by
 which a returning follower finds where its log stops agreeing with the leader's
 (KIP-101, KIP-279: OffsetsForLeaderEpoch), so that replicas never diverge
-(ARCHITECTURE.md, Invariant 6).
+(docs/architecture.md, Invariant 6).
 
 Model.  Every batch a leader appends carries the leader's epoch (partitionLeaderEpoch).
 The cache holds one entry per epoch present in the log: (epoch, start_offset), the

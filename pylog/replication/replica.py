@@ -7,7 +7,7 @@ reason), produce requests whose acks are now complete or failed.  It reads no cl
 file or socket; the driver (``pylog.cluster.kernel``) does the log I/O and carries
 messages, under real time (LocalCluster) or a simulator's virtual time.
 
-Kafka's rules, as ARCHITECTURE.md states them:
+Kafka's rules, as docs/architecture.md states them:
 
 * the leader tracks each follower's log end offset (the offset it fetches from) and the
   last time it was caught up; HW = min LEO over the ISR, and never moves backwards;

@@ -2,7 +2,7 @@
 
 The deterministic simulator (issue 4, point 8) uses these to put a partition's
 directory in a state a real failure could leave, then reopens it with
-:meth:`Log.open`, which must recover (ARCHITECTURE.md, Invariant 2).
+:meth:`Log.open`, which must recover (docs/architecture.md, Invariant 2).
 
 ``kill_process``
     SIGKILL: the Log is dropped with no flush, no checkpoint and no clean-shutdown

@@ -15,7 +15,7 @@ from typing import Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
 from pylog import Log
 
-#: The 61-byte v2 batch header (ARCHITECTURE.md / csrc/pylog.h).
+#: The 61-byte v2 batch header (docs/architecture.md / csrc/pylog.h).
 BATCH_HEADER = struct.Struct(">qiiBIhiqqqhii")
 HEADER_BYTES = 61
 LOCK_FILE = ".lock"
