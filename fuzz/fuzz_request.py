@@ -50,7 +50,10 @@ class Harness:
 
         self.loop = asyncio.new_event_loop()
         asyncio.set_event_loop(self.loop)
+        # small files and few partitions per topic: a fuzzer creates topics by the
+        # thousand, and every partition preallocates its segment and indexes
         settings = {"listeners": "PLAINTEXT://127.0.0.1:9092", "log.segment.bytes": 1 << 20,
+                    "log.index.size.max.bytes": 4096, "max.partitions.per.topic": 8,
                     "offsets.topic.num.partitions": 2, "group.initial.rebalance.delay.ms": 0}
         self.config = ServerConfig.from_settings(settings, data_dir=data_dir)
         self.broker = Broker.open(data_dir, dict(self.config.broker_settings))
@@ -109,7 +112,11 @@ def main() -> None:
 
     from tests.protocol.samples import sample_frames
 
+    import atexit
+    import shutil
+
     tmp = tempfile.mkdtemp(prefix="pylog-fuzz-request-")
+    atexit.register(shutil.rmtree, tmp, True)
     harness = Harness(tmp)
     corpus = os.path.join(tmp, "corpus")
     os.makedirs(corpus)
