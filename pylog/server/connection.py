@@ -143,7 +143,9 @@ class KafkaConnection(asyncio.BufferedProtocol):
         if self._big is not None:
             self._big_filled += nbytes
             if self._big_filled == len(self._big):
-                frame = self._big
+                # read-only, as the small frames (bytes) are: kio's reader refuses a
+                # writable buffer
+                frame = memoryview(self._big).toreadonly()
                 self._big = self._big_view = None
                 self._enqueue(frame)
             self._process()
