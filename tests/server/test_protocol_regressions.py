@@ -32,3 +32,19 @@ def test_produce_request_larger_than_the_read_buffer_parses(module_server):
     (rec,) = list(batch.records())
     assert rec.key == b"k" and rec.value == value
 
+
+def test_list_offsets_answers_a_duplicated_partition_invalid_request(module_server):
+    """confluent-kafka (offsets_for_times with one partition twice): each entry was
+    answered on its own, and librdkafka, which matches answers by partition, reported
+    the wrong offset.  Kafka answers every entry of a duplicated partition
+    INVALID_REQUEST, and the other partitions normally."""
+    bs = module_server.bootstrap
+    create_topic(bs, "dup-list-offsets", 2)
+    _produce(bs, "dup-list-offsets", build_batch([b"a", b"b"]))
+    resp = call(bs, ApiKey.LIST_OFFSETS, 6, {"replica_id": -1, "isolation_level": 0, "topics": [
+        {"name": "dup-list-offsets", "partitions": [
+            {"partition_index": 0, "current_leader_epoch": -1, "timestamp": -2},
+            {"partition_index": 1, "current_leader_epoch": -1, "timestamp": -1},
+            {"partition_index": 0, "current_leader_epoch": -1, "timestamp": -1}]}]})
+    rows = [(r.partition_index, r.error_code, r.offset) for r in resp.topics[0].partitions]
+    assert rows == [(0, 42, -1), (1, 0, 0), (0, 42, -1)]
