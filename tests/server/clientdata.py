@@ -84,7 +84,8 @@ def expected_by_partition(sent: Sequence[Tuple[Rec, int]]) -> Dict[int, List[Rec
     return out
 
 
-def assert_partitions(got: Iterable[Got], expected: Dict[int, List[Rec]], first_offsets: Optional[Dict[int, int]] = None) -> None:
+def assert_partitions(got: Iterable[Got], expected: Dict[int, List[Rec]],
+                      first_offsets: Optional[Dict[int, int]] = None) -> None:
     """``got`` holds, per partition, exactly ``expected``'s records in that order at
     dense offsets starting at ``first_offsets[p]`` (0 by default); no partition more."""
     by_p: Dict[int, List[Got]] = {}
@@ -96,9 +97,11 @@ def assert_partitions(got: Iterable[Got], expected: Dict[int, List[Rec]], first_
         first = (first_offsets or {}).get(p, 0)
         offsets = [g.offset for g in by_p[p]]
         assert offsets == list(range(first, first + len(recs))), \
-            f"partition {p}: offsets {offsets[:5]}...{offsets[-5:]} ({len(offsets)}), expected {first}..{first + len(recs) - 1}"
+            (f"partition {p}: offsets {offsets[:5]}...{offsets[-5:]} ({len(offsets)}), "
+             f"expected {first}..{first + len(recs) - 1}")
         for i, (g, r) in enumerate(zip(by_p[p], recs)):
-            assert g.rec == r, f"partition {p} offset {g.offset} (record {i} of the partition): got {g.rec}, expected {r}"
+            assert g.rec == r, \
+                f"partition {p} offset {g.offset} (record {i} of the partition): got {g.rec}, expected {r}"
 
 
 def assert_keys_partitioned(sent: Sequence[Tuple[Rec, int]], partitions: int) -> None:
@@ -124,7 +127,8 @@ def recent_timestamps(n: int, step_ms: int = 1000) -> List[int]:
 T = TypeVar("T")
 
 
-def wait_for(what: str, check: Callable[[], Optional[T]], timeout_s: float = 30.0, step: Optional[Callable[[], None]] = None) -> T:
+def wait_for(what: str, check: Callable[[], Optional[T]], timeout_s: float = 30.0,
+             step: Optional[Callable[[], None]] = None) -> T:
     """Call ``step`` (e.g. a poll) and ``check`` until check returns something truthy,
     which is returned; AssertionError naming ``what`` after ``timeout_s``."""
     deadline = time.monotonic() + timeout_s
