@@ -202,15 +202,18 @@ def test_group_of_two_splits_partitions_rebalances_commits_and_resumes(module_se
         return {tp.partition for tp in c.assignment()}
 
     try:
-        produce_wave(0)
         c1.subscribe([topic])
         c2.subscribe([topic])
-        # both members get partitions, none twice, all four between them
+        # both members get partitions, none twice, all four between them; the records
+        # come after, so that no member reads a partition it is about to lose
         wait_for("the two members to split four partitions",
-                 lambda: owned(c1) and owned(c2) and len(owned(c1)) + len(owned(c2)) == 4
-                 and len(got[0]) + len(got[1]) == 20, 30, lambda: poll_all([0, 1]))
+                 lambda: owned(c1) and owned(c2) and len(owned(c1)) + len(owned(c2)) == 4, 30,
+                 lambda: poll_all([0, 1]))
         a1, a2 = owned(c1), owned(c2)
         assert not a1 & a2 and a1 | a2 == {0, 1, 2, 3}
+        produce_wave(0)
+        wait_for("wave 0", lambda: len(got[0]) + len(got[1]) >= 20, 30, lambda: poll_all([0, 1]))
+        assert (owned(c1), owned(c2)) == (a1, a2)
         assert_partitions(got[0], {part: waves[0][part] for part in a1})
         assert_partitions(got[1], {part: waves[0][part] for part in a2})
         c1.commit(asynchronous=False)

@@ -315,16 +315,19 @@ def test_group_of_two_splits_partitions_rebalances_commits_and_resumes(module_se
 
     members: List[GroupMember] = []
     try:
-        produce_wave(0)
         a = GroupMember(kcat, bs, group, topic, tmp_path, "a")
         members.append(a)
         b = GroupMember(kcat, bs, group, topic, tmp_path, "b")
         members.append(b)
-        wait_for("the two members to split four partitions and read wave 0",
-                 lambda: a.assignment() and b.assignment() and len(a.assignment()) + len(b.assignment()) == 4
-                 and len(a.records()) + len(b.records()) == 20)
+        # the records come once the members have split the partitions, so that no
+        # member reads a partition it is about to lose
+        wait_for("the two members to split four partitions",
+                 lambda: a.assignment() and b.assignment() and len(a.assignment()) + len(b.assignment()) == 4)
         owned_a, owned_b = a.assignment(), b.assignment()
         assert not owned_a & owned_b and owned_a | owned_b == {0, 1, 2, 3}
+        produce_wave(0)
+        wait_for("wave 0", lambda: len(a.records()) + len(b.records()) >= 20)
+        assert (a.assignment(), b.assignment()) == (owned_a, owned_b)
         assert_partitions(a.records(), {part: waves[0][part] for part in owned_a})
         assert_partitions(b.records(), {part: waves[0][part] for part in owned_b})
 
