@@ -48,3 +48,22 @@ def test_list_offsets_answers_a_duplicated_partition_invalid_request(module_serv
             {"partition_index": 0, "current_leader_epoch": -1, "timestamp": -1}]}]})
     rows = [(r.partition_index, r.error_code, r.offset) for r in resp.topics[0].partitions]
     assert rows == [(0, 42, -1), (1, 0, 0), (0, 42, -1)]
+
+
+def test_join_group_errors_are_answered_before_v7(module_server):
+    """confluent-kafka and kcat (librdkafka speaks JoinGroup v5; a consumer with
+    group.instance.id): every JoinGroup error of v0-v6 failed to encode (protocol_name
+    None, which those versions cannot carry), so the request was never answered and
+    the connection hung.  Kafka answers protocol_name "" there."""
+    for version in (0, 5, 6, 7):
+        resp = call(module_server.bootstrap, ApiKey.JOIN_GROUP, version, {
+            "group_id": f"join-error-v{version}", "session_timeout": 10, "rebalance_timeout": 1000,
+            "member_id": "", "group_instance_id": None, "protocol_type": "consumer",
+            "protocols": [{"name": "range", "metadata": b""}]})
+        assert resp.error_code == 26, (version, resp)  # INVALID_SESSION_TIMEOUT
+        assert resp.protocol_name == ("" if version < 7 else None)
+    resp = call(module_server.bootstrap, ApiKey.JOIN_GROUP, 5, {
+        "group_id": "join-error-unknown", "session_timeout": 10_000, "rebalance_timeout": 1000,
+        "member_id": "nobody", "group_instance_id": None, "protocol_type": "consumer",
+        "protocols": [{"name": "range", "metadata": b""}]})
+    assert resp.error_code == 25  # UNKNOWN_MEMBER_ID
