@@ -5,9 +5,10 @@ codec (kio's schemas), sent over a plain socket to a real `pylog serve`, and the
 decoded the same way (tests/server/wire.py), so the test needs no Kafka client."""
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
-from pylog.protocol import ApiKey
+from pylog.protocol import ApiKey, build_request, encode_request
 from pylog.records import build_batch, iter_batches
 from tests.server.wire import call, create_topic, fetch_once
 
@@ -67,3 +68,44 @@ def test_join_group_errors_are_answered_before_v7(module_server):
         "member_id": "nobody", "group_instance_id": None, "protocol_type": "consumer",
         "protocols": [{"name": "range", "metadata": b""}]})
     assert resp.error_code == 25  # UNKNOWN_MEMBER_ID
+
+
+def test_an_answer_that_cannot_be_made_closes_the_connection(tmp_path):
+    """Found with the JoinGroup bug above: when the answer of a request that had waited
+    (a future) could not be encoded, the error went to the event loop, the request
+    never completed, and its connection stayed busy forever: no answer, no close, and
+    every later request of the client queued behind it.  Now the connection is closed
+    with the error logged, as a failing synchronous handler already did.  In-process,
+    with a handler replaced by one whose answer kio cannot write."""
+    from pylog.broker import Broker
+    from pylog.server import KafkaServer, ServerConfig
+
+    cfg = ServerConfig.from_settings({"listeners": "PLAINTEXT://127.0.0.1:0"}, data_dir=str(tmp_path / "data"))
+    loop = asyncio.new_event_loop()
+    broker = Broker.open(cfg.data_dir, dict(cfg.broker_settings))
+    server = KafkaServer(cfg, broker, loop)
+    try:
+        loop.run_until_complete(server.start())
+        port = server.bound[0][1].port
+
+        def later(ctx: Any, req: Any) -> Any:
+            fut = loop.create_future()
+            loop.call_soon(fut.set_result, object())  # not a response
+            return fut
+
+        async def ask() -> bytes:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(encode_request(ApiKey.API_VERSIONS, 3, 1, "regressions", build_request(
+                ApiKey.API_VERSIONS, 3, {"client_software_name": "t", "client_software_version": "1"})))
+            try:
+                return await asyncio.wait_for(reader.read(), 10)  # b"" once the server closes
+            finally:
+                writer.close()
+
+        for handler in (later, lambda ctx, req: object()):
+            server.apis._handlers[ApiKey.API_VERSIONS] = handler
+            assert loop.run_until_complete(ask()) == b""
+    finally:
+        loop.run_until_complete(server.stop())
+        broker.close()
+        loop.close()

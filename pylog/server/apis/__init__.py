@@ -160,14 +160,30 @@ class KafkaApis:
                 if out.done():
                     return
                 exc = fut.exception()
-                if exc is not None:
+                if isinstance(exc, CloseConnection):
                     out.set_exception(exc)
+                elif exc is not None:
+                    out.set_exception(self._failed(ctx, exc))
                 else:
-                    out.set_result(self._encode(header, fut.result(), start))
+                    try:
+                        out.set_result(self._encode(header, fut.result(), start))
+                    except Exception as exc:
+                        out.set_exception(self._failed(ctx, exc))
 
             result.add_done_callback(finish)
             return out
-        return self._encode(header, result, start)
+        try:
+            return self._encode(header, result, start)
+        except Exception as exc:
+            raise self._failed(ctx, exc) from None
+
+    def _failed(self, ctx: RequestContext, exc: BaseException) -> CloseConnection:
+        """A request whose answer could not be made (a bug): log it with its traceback
+        and close only this client's connection, which would otherwise wait forever."""
+        name = API_NAMES[ctx.header.api_key]
+        log.error("%s v%d from %s failed", name, ctx.version, ctx.client, exc_info=exc)
+        self.metrics.request_error(name, "UNKNOWN_SERVER_ERROR")
+        return CloseConnection(f"internal error answering {name}: {exc!r}")
 
     def _encode(self, header: RequestHeader, result: Any, start: float) -> Optional[Response]:
         name = API_NAMES[header.api_key]
