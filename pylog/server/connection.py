@@ -152,7 +152,8 @@ class KafkaConnection(asyncio.BufferedProtocol):
         if self._big is not None:
             self._big_filled += nbytes
             if self._big_filled == len(self._big):
-                # Read-only, as the codec's reader (kio) accepts no writable buffer.
+                # read-only, as small frames (bytes) are: nothing downstream may
+                # write into a request
                 frame = self._big_view.toreadonly()
                 self._big = self._big_view = None
                 self._enqueue(frame)

@@ -41,6 +41,27 @@ def server(start_server):
     return start_server()
 
 
+@pytest.fixture(scope="module")
+def module_server(request, tmp_path_factory):
+    """One `pylog serve` for a whole test module, whose tests use topics and groups of
+    their own.  It gets the module's ``SERVER_ARGS`` (a sequence of command-line
+    arguments, none by default) after the fast defaults, and is stopped by PID at the
+    module's teardown, also when a test failed."""
+    args = list(getattr(request.module, "SERVER_ARGS", ()))
+    d = tmp_path_factory.mktemp("module-server")
+    srv = ServerProcess(d / "data", d / "server.log", FAST + args)
+    try:
+        srv.start()
+        yield srv
+        if srv.proc is not None and srv.proc.poll() is not None:
+            pytest.fail(f"the module's pylog serve exited with {srv.proc.returncode}:\n{srv.log_tail()}")
+    finally:
+        try:
+            srv.stop(timeout_s=20)
+        finally:
+            srv.kill()
+
+
 @pytest.fixture
 def kcat():
     path = shutil.which("kcat")

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Set, Tuple
 
 from pylog.errors import (FencedLeaderEpoch, NotLeaderOrFollower, OffsetOutOfRange, PylogError,
                           UnknownLeaderEpoch, UnknownTopicId)
@@ -34,6 +34,7 @@ log = logging.getLogger("pylog.server")
 
 _FETCH_SESSION_ID_NOT_FOUND = 70
 _INVALID_FETCH_SESSION_EPOCH = 71
+_INVALID_REQUEST = 42
 
 
 def _ms(value: Any) -> int:
@@ -196,11 +197,23 @@ class FetchHandler:
 
     # ------------------------------------------------------------------ ListOffsets
     def list_offsets(self, ctx: "RequestContext", req: Any) -> Any:
+        # As Kafka: a partition asked for more than once is answered INVALID_REQUEST
+        # every time (which answer is which could not be told apart).
+        seen: Set[Tuple[str, int]] = set()
+        duplicated = set()
+        for t in req.topics:
+            for p in t.partitions:
+                key = (t.name, p.partition_index)
+                (duplicated if key in seen else seen).add(key)
         out = []
         for t in req.topics:
             rows = []
             for p in t.partitions:
                 row: Dict[str, Any] = {"partition_index": p.partition_index}
+                if (t.name, p.partition_index) in duplicated:
+                    row.update(error_code=_INVALID_REQUEST, offset=-1, timestamp=-1)
+                    rows.append(row)
+                    continue
                 try:
                     self.check_epoch(t.name, p.partition_index, getattr(p, "current_leader_epoch", -1))
                     off, ts = self.broker.list_offsets(t.name, p.partition_index, p.timestamp)

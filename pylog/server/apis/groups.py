@@ -101,8 +101,10 @@ class GroupHandler:
 
         def answer(result: Any, error: Optional[BaseException]) -> Any:
             if error is not None:
+                # protocol_name is nullable from v7; before, Kafka answers "" (v0-v6 cannot carry null)
                 return ctx.respond({"throttle_time": 0, "error_code": error_code(error, "JoinGroup"),
-                                    "generation_id": -1, "protocol_type": None, "protocol_name": None,
+                                    "generation_id": -1, "protocol_type": None,
+                                    "protocol_name": None if ctx.version >= 7 else "",
                                     "leader": "", "member_id": req.member_id, "members": []})
             self._hosts[result.member_id] = host
             return ctx.respond({
