@@ -33,10 +33,16 @@ def _produce(client: RawClient, topic: str, records: bytes, acks: int = 1):
 
 
 def _offsets(client: RawClient, topic: str):
-    resp = client.call(ApiKey.LIST_OFFSETS, 6, {"replica_id": -1, "isolation_level": 0, "topics": [
-        {"name": topic, "partitions": [{"partition_index": 0, "timestamp": t} for t in (-2, -1)]}]})
-    parts = resp.topics[0].partitions
-    return parts[0].offset, parts[1].offset
+    """(log start, high watermark) of partition 0 (one ListOffsets each: Kafka refuses a
+    partition named twice in one request)."""
+    out = []
+    for t in (-2, -1):
+        resp = client.call(ApiKey.LIST_OFFSETS, 6, {"replica_id": -1, "isolation_level": 0, "topics": [
+            {"name": topic, "partitions": [{"partition_index": 0, "timestamp": t}]}]})
+        part = resp.topics[0].partitions[0]
+        assert part.error_code == 0
+        out.append(part.offset)
+    return tuple(out)
 
 
 @pytest.fixture
