@@ -27,6 +27,7 @@ from pylog.cluster import (
 )
 from pylog.cluster.controller import MAX_CAS_ATTEMPTS
 from pylog.errors import (
+    SessionExpired,
     BadVersion,
     InvalidArgument,
     InvalidConfig,
@@ -91,10 +92,14 @@ class Cluster:
         end = self.now + ms
         while self.now < end:
             self.now = min(end, self.now + step_ms)
+            expired = []
             for b in sorted(self.sessions if heartbeat is None else heartbeat):
                 if b in self.sessions:
-                    self.store.heartbeat(self.sessions[b], self.now)
-            for sid in self.store.tick(self.now):
+                    try:
+                        self.store.heartbeat(self.sessions[b], self.now)
+                    except SessionExpired:  # a resumed broker learns its session is gone
+                        expired.append(self.sessions[b])
+            for sid in expired + list(self.store.tick(self.now)):
                 b = next(b for b, s in self.sessions.items() if s == sid)
                 del self.sessions[b]
                 self.store.unwatch(("ctl", b))
