@@ -4,34 +4,17 @@ For what no client shows: regression tests send one exact request, and the clien
 read the stored batches as they are on the wire (codec, producer id, sequence numbers)."""
 from __future__ import annotations
 
-import socket
-import struct
 from typing import Any, Dict, List
 
-from pylog.protocol import ApiKey, build_request, decode_response, encode_request
+from pylog.protocol import ApiKey
 from pylog.records import RecordBatch, iter_batches
+from tests.server.rawclient import RawClient
 
 
-def _read_exactly(s: socket.socket, n: int) -> bytes:
-    out = bytearray()
-    while len(out) < n:
-        chunk = s.recv(n - len(out))
-        if not chunk:
-            raise ConnectionError(f"server closed the connection after {len(out)} of {n} bytes")
-        out += chunk
-    return bytes(out)
-
-
-def call(bootstrap: str, api_key: int, version: int, body: Dict[str, Any], correlation_id: int = 1) -> Any:
+def call(bootstrap: str, api_key: int, version: int, body: Dict[str, Any]) -> Any:
     """Send one request on a new connection and return the decoded answer."""
-    host, port = bootstrap.rsplit(":", 1)
-    with socket.create_connection((host, int(port)), timeout=15) as s:
-        s.sendall(encode_request(api_key, version, correlation_id, "pylog-tests",
-                                 build_request(api_key, version, body)))
-        size = struct.unpack(">i", _read_exactly(s, 4))[0]
-        cid, resp = decode_response(api_key, version, _read_exactly(s, size))
-        assert cid == correlation_id
-        return resp
+    with RawClient(bootstrap, timeout_s=15) as c:
+        return c.call(api_key, version, body)
 
 
 def create_topic(bootstrap: str, topic: str, partitions: int = 1) -> None:
