@@ -120,9 +120,7 @@ def _kcat_produce(bootstrap: str, topic: str, lines_path: str) -> float:
 def _kcat_consume(bootstrap: str, topic: str, expected: int) -> Tuple[float, float]:
     """kcat reading every record (printing only its offset): (seconds, kcat's CPU
     seconds), timed from the first records kcat prints."""
-    import resource
-
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    before = _children_cpu_s()
     proc = subprocess.Popen([_kcat() or "kcat", "-b", bootstrap, "-t", topic, "-C", "-e", "-q", "-o", "beginning",
                              "-f", "%o\n", "-X", "queued.min.messages=1000000", "-X", "fetch.error.backoff.ms=10",
                              "-X", "fetch.wait.max.ms=10"],  # -e waits for an empty fetch at the end
@@ -142,10 +140,9 @@ def _kcat_consume(bootstrap: str, topic: str, expected: int) -> Tuple[float, flo
             proc.wait(10)
         proc.stdout.close()
     dt = time.perf_counter() - t0
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if n != expected or proc.returncode != 0:
         raise RuntimeError(f"kcat read {n} records (exit {proc.returncode}), {expected} were written")
-    return _scaled(dt, n, first), (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return _scaled(dt, n, first), _children_cpu_s() - before
 
 
 def _create_topic(bootstrap: str, name: str, partitions: int) -> None:
@@ -428,14 +425,19 @@ def _median(xs: List[float]) -> float:
     return xs[len(xs) // 2] if xs else float("nan")
 
 
-def _kcat_cpu(fn: Callable[[], float]) -> Tuple[float, float]:
-    """Run a kcat workload: (seconds, kcat's CPU seconds)."""
+def _children_cpu_s() -> float:
+    """CPU seconds of this process's finished children (kcat runs)."""
     import resource
 
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def _kcat_cpu(fn: Callable[[], float]) -> Tuple[float, float]:
+    """Run a kcat workload: (seconds, kcat's CPU seconds)."""
+    before = _children_cpu_s()
     dt = fn()
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return dt, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return dt, _children_cpu_s() - before
 
 
 def _scaled(seconds: float, total: int, first: int) -> float:

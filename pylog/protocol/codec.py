@@ -34,7 +34,8 @@ from kio.serial import entity_writer
 from pylog.errors import InvalidRequest, UnsupportedVersion
 from pylog.protocol.apis import (SUPPORTED, is_flexible, request_class, request_header_version,
                                  response_class, response_header_version)
-from pylog.protocol.reader import entity_decoder
+from pylog.protocol.reader import ShortMessage, entity_decoder
+from pylog.protocol.reader import read_uvarint as reader_uvarint
 
 __all__ = ["RequestHeader", "UnsupportedRequest", "parse_request_header", "decode_request",
            "encode_response", "encode_request", "decode_response", "build", "MAX_FRAME_BYTES",
@@ -70,18 +71,10 @@ class UnsupportedRequest(UnsupportedVersion):
 def read_uvarint(buf: Any, pos: int) -> Tuple[int, int]:
     """An unsigned varint at ``pos``: (value, position after it).  InvalidRequest if it
     runs past the buffer or past 5 bytes (the protocol's varints are 32-bit)."""
-    value = shift = 0
-    end = len(buf)
-    for _ in range(5):
-        if pos >= end:
-            raise InvalidRequest("varint runs past the end of the message")
-        b = buf[pos]
-        pos += 1
-        value |= (b & 0x7F) << shift
-        if not b & 0x80:
-            return value, pos
-        shift += 7
-    raise InvalidRequest("varint longer than 5 bytes")
+    try:
+        return reader_uvarint(buf, pos)
+    except ShortMessage:
+        raise InvalidRequest("varint runs past the end of the message") from None
 
 
 def write_uvarint(value: int) -> bytes:

@@ -30,7 +30,7 @@ from kio.schema.errors import ErrorCode
 
 from pylog.errors import InvalidRequest
 
-__all__ = ["entity_decoder"]
+__all__ = ["entity_decoder", "read_uvarint", "ShortMessage"]
 
 Reader = Callable[[memoryview, int], Tuple[Any, int]]
 
@@ -45,8 +45,11 @@ _F64 = struct.Struct(">d")
 _EPOCH = datetime.datetime.fromtimestamp(0, datetime.timezone.utc)
 
 
-class _Short(Exception):
-    """Internal: the message ended early (turned into InvalidRequest with context)."""
+class ShortMessage(Exception):
+    """The message ended early (turned into InvalidRequest with context by the caller)."""
+
+
+_Short = ShortMessage
 
 
 def _fixed(s: struct.Struct) -> Reader:
@@ -61,7 +64,9 @@ def _fixed(s: struct.Struct) -> Reader:
     return read
 
 
-def _uvarint(buf: memoryview, pos: int) -> Tuple[int, int]:
+def read_uvarint(buf: Any, pos: int) -> Tuple[int, int]:
+    """An unsigned varint (at most 5 bytes) at ``pos``: (value, position after it).
+    Raises ShortMessage at the end of ``buf``, InvalidRequest past 5 bytes."""
     value = shift = 0
     end = len(buf)
     for _ in range(5):
@@ -93,7 +98,7 @@ def _length(flexible: bool) -> Reader:
     """Length of a string/bytes/array: -1 (null) or the count."""
     if flexible:
         def read(buf: memoryview, pos: int) -> Tuple[int, int]:
-            n, pos = _uvarint(buf, pos)
+            n, pos = read_uvarint(buf, pos)
             return n - 1, pos
         return read
     return _fixed(_I32)
@@ -254,10 +259,10 @@ def entity_decoder(cls: type) -> Reader:
                 raise InvalidRequest(f"{name}.{fname}: the message ends at byte {len(buf)}") from None
         if flexible:
             try:
-                count, pos = _uvarint(buf, pos)
+                count, pos = read_uvarint(buf, pos)
                 for _ in range(count):
-                    tag, pos = _uvarint(buf, pos)
-                    size, pos = _uvarint(buf, pos)
+                    tag, pos = read_uvarint(buf, pos)
+                    size, pos = read_uvarint(buf, pos)
                     end = pos + size
                     if end > len(buf):
                         raise _Short()

@@ -19,9 +19,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Mapping, Optional, Sequence, Tuple
 
+from pylog.broker.group import JoinGroupResult
 from pylog.errors import (CoordinatorLoadInProgress, CoordinatorNotAvailable, InvalidArgument, NetworkException,
                           NotCoordinator, PylogError, RequestTimedOut, error_for_code)
 from pylog.protocol import ApiKey
@@ -41,20 +41,8 @@ _COORDINATOR_ERRORS = (NotCoordinator, CoordinatorNotAvailable, CoordinatorLoadI
 _JOIN_SLACK_S = 5.0
 
 
-@dataclass(frozen=True)
-class JoinResult:
-    """A JoinGroup answer: the generation joined; ``members`` (member id, metadata) for
-    the leader only."""
-
-    generation_id: int
-    protocol_name: Optional[str]
-    leader_id: str
-    member_id: str
-    members: Tuple[Tuple[str, bytes], ...] = ()
-
-    @property
-    def is_leader(self) -> bool:
-        return self.leader_id == self.member_id
+#: A JoinGroup answer, the same value the in-process coordinator gives GroupMember.
+JoinResult = JoinGroupResult
 
 
 def _raise_for(code: int, what: str, message: Optional[str] = None) -> None:

@@ -81,6 +81,14 @@ class AdminHandler:
         return ctx.respond({"throttle_time": 0, "error_code": 0, "producer_id": pid, "producer_epoch": epoch})
 
     # ------------------------------------------------------------------ topics
+    def _check_assignment(self, replicas: List[Any]) -> None:
+        """A manual replica assignment names live brokers only (InvalidReplicaAssignment)."""
+        nodes = {n.node_id for n in self.broker.nodes()}
+        for i, brokers in enumerate(replicas):
+            if not brokers or any(b not in nodes for b in brokers):
+                raise InvalidReplicaAssignment(f"partition {i}: brokers {list(brokers)} are not all live brokers "
+                                               f"{sorted(nodes)}")
+
     def create_topics(self, ctx: "RequestContext", req: Any) -> Any:
         rows = []
         for t in req.topics:
@@ -93,12 +101,7 @@ class AdminHandler:
                 if t.assignments:
                     if partitions is not None:
                         raise InvalidRequest("give either num_partitions or assignments, not both")
-                    nodes = {n.node_id for n in self.broker.nodes()}
-                    for a in t.assignments:
-                        bad = [b for b in a.broker_ids if b not in nodes]
-                        if bad or not a.broker_ids:
-                            raise InvalidReplicaAssignment(f"partition {a.partition_index}: brokers {list(a.broker_ids)} "
-                                                     f"are not all live brokers {sorted(nodes)}")
+                    self._check_assignment([a.broker_ids for a in t.assignments])
                     if sorted(a.partition_index for a in t.assignments) != list(range(len(t.assignments))):
                         raise InvalidReplicaAssignment("assignments must number partitions 0..n-1")
                     partitions = len(t.assignments)
@@ -145,11 +148,7 @@ class AdminHandler:
         for t in req.topics:
             try:
                 if t.assignments:
-                    nodes = {n.node_id for n in self.broker.nodes()}
-                    for a in t.assignments:
-                        if not a.broker_ids or any(b not in nodes for b in a.broker_ids):
-                            raise InvalidReplicaAssignment(f"brokers {list(a.broker_ids)} are not all live brokers "
-                                                     f"{sorted(nodes)}")
+                    self._check_assignment([a.broker_ids for a in t.assignments])
                 self.broker.create_partitions(t.name, t.count, validate_only=req.validate_only)
                 self._topics_changed(t.name)
                 rows.append({"name": t.name, "error_code": 0, "error_message": None})
