@@ -47,7 +47,6 @@ from pylog.broker.offsets_topic import offsets_topic_spec
 from pylog.broker.partition import AppendResult, Partition
 from pylog.errors import (
     BrokerClosed,
-    InvalidArgument,
     InvalidConfig,
     InvalidPartitions,
     InvalidReplicationFactor,
@@ -62,7 +61,7 @@ from pylog.storage.log import EARLIEST_TIMESTAMP, LATEST_TIMESTAMP
 from pylog.util import check_int, now_ms
 
 __all__ = ["Broker", "TopicDescription", "PartitionInfo", "FetchResult", "OFFSETS_TOPIC", "ZERO_TOPIC_ID",
-           "INTERNAL_TOPICS", "validate_topic_name", "check_topic_is_new", "parse_acks", "call_data_listeners"]
+           "INTERNAL_TOPICS", "validate_topic_name", "check_topic_is_new", "parse_acks", "call_data_listeners", "DataListeners"]
 
 log = logging.getLogger("pylog.broker")
 
@@ -129,6 +128,37 @@ def call_data_listeners(listeners: Iterable[DataListener], topic: str, partition
             log.exception("data listener %r failed for %s-%d", fn, topic, partition)
 
 
+class DataListeners:
+    """The data listeners of one broker implementation (BrokerInterface.add_data_listener):
+    a copy-on-write tuple, so calling them takes no lock."""
+
+    __slots__ = ("_lock", "listeners")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.listeners: Tuple[DataListener, ...] = ()
+
+    def add(self, listener: DataListener) -> None:
+        if not callable(listener):
+            raise TypeError(f"listener must be callable(topic, partition), got {listener!r}")
+        with self._lock:
+            self.listeners = self.listeners + (listener,)
+
+    def remove(self, listener: DataListener) -> None:
+        """Nothing happens if ``listener`` was not added."""
+        with self._lock:
+            ls = list(self.listeners)
+            if listener in ls:
+                ls.remove(listener)
+            self.listeners = tuple(ls)
+
+    def __bool__(self) -> bool:
+        return bool(self.listeners)
+
+    def call(self, topic: str, partition: int) -> None:
+        call_data_listeners(self.listeners, topic, partition)
+
+
 class _Topic:
     __slots__ = ("name", "topic_id", "config", "partitions")
 
@@ -171,8 +201,7 @@ class Broker:
         self._maintenance = LogMaintenance(config, self._clock)
         #: Kafka's cluster.id, made at the first open and kept in meta.properties.
         self.cluster_id = ""
-        self._listeners_lock = threading.Lock()
-        self._data_listeners: Tuple[DataListener, ...] = ()
+        self._data_listeners = DataListeners()
         self.traffic = TrafficMetrics(window_ms=config.partition_skew_window_ms,
                                       ratio=config.partition_skew_ratio,
                                       min_records=config.partition_skew_min_records)
@@ -621,9 +650,8 @@ class Broker:
             with self._data_cond:
                 self._data_version += 1
                 self._data_cond.notify_all()
-            listeners = self._data_listeners
-            if listeners:
-                call_data_listeners(listeners, topic, partition)
+            if self._data_listeners:
+                self._data_listeners.call(topic, partition)
         return res
 
     def produce_async(self, topic: str, partition: int, data: Any, *, acks: Union[int, str] = -1,
@@ -690,18 +718,11 @@ class Broker:
         """Call ``listener(topic, partition)`` after every produce that made records of
         that partition readable, from the producing thread, holding no broker lock.  A
         listener that raises is logged; the produce succeeds all the same."""
-        if not callable(listener):
-            raise TypeError(f"listener must be callable(topic, partition), got {listener!r}")
-        with self._listeners_lock:
-            self._data_listeners = self._data_listeners + (listener,)
+        self._data_listeners.add(listener)
 
     def remove_data_listener(self, listener: DataListener) -> None:
         """Stop calling ``listener`` (nothing happens if it was not added)."""
-        with self._listeners_lock:
-            ls = list(self._data_listeners)
-            if listener in ls:
-                ls.remove(listener)
-            self._data_listeners = tuple(ls)
+        self._data_listeners.remove(listener)
 
     def offset_for_leader_epoch(self, topic: str, partition: int, leader_epoch: int) -> Tuple[int, int]:
         """Kafka's OffsetsForLeaderEpoch.  One broker never changes leader: its one epoch

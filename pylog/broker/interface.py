@@ -20,7 +20,7 @@ See ``docs/architecture.md`` for where this sits among the layers.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import (Any, Callable, Dict, Iterable, List, Mapping, Optional, Protocol, Tuple, Union,
+from typing import (Any, Callable, Dict, List, Mapping, Optional, Protocol, Tuple, Union,
                     runtime_checkable)
 
 __all__ = ["BrokerInterface", "NodeInfo", "PartitionInfo", "TopicDescription", "FetchResult",

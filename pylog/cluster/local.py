@@ -41,7 +41,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable, Deque, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
-from pylog.broker.broker import (INTERNAL_TOPICS, ZERO_TOPIC_ID, call_data_listeners, check_topic_is_new,
+from pylog.broker.broker import (INTERNAL_TOPICS, ZERO_TOPIC_ID, DataListeners, check_topic_is_new,
                                  parse_acks, validate_topic_name)
 from pylog.broker.config import BrokerConfig, TopicConfig
 from pylog.broker.interface import (DataListener, FetchResult, NodeInfo, PartitionInfo, ProduceCallback,
@@ -112,8 +112,7 @@ class LocalCluster:
         #: ``_lock`` is needed by another thread that holds it (see :attr:`groups`).
         self._groups_lock = threading.Lock()
         self._groups: Any = None
-        self._listeners_lock = threading.Lock()
-        self._data_listeners: Tuple[DataListener, ...] = ()
+        self._data_listeners = DataListeners()
         #: (topic, partition) whose leader HW moved, noted under ``_lock`` by the kernel
         #: and given to the data listeners after ``_lock`` is released.
         self._readable: Deque[Tuple[str, int]] = collections.deque()
@@ -710,18 +709,11 @@ class LocalCluster:
         """Call ``listener(topic, partition)`` whenever that partition's leader's high
         watermark moves up (records became readable), from whichever thread stepped the
         cluster, holding no cluster lock.  A listener that raises is logged."""
-        if not callable(listener):
-            raise TypeError(f"listener must be callable(topic, partition), got {listener!r}")
-        with self._listeners_lock:
-            self._data_listeners = self._data_listeners + (listener,)
+        self._data_listeners.add(listener)
 
     def remove_data_listener(self, listener: DataListener) -> None:
         """Stop calling ``listener`` (nothing happens if it was not added)."""
-        with self._listeners_lock:
-            ls = list(self._data_listeners)
-            if listener in ls:
-                ls.remove(listener)
-            self._data_listeners = tuple(ls)
+        self._data_listeners.remove(listener)
 
     def _note_readable(self, topic: str, partition: int) -> None:
         """The kernel's on_readable hook (called under ``_lock``): only note it."""
@@ -738,7 +730,7 @@ class LocalCluster:
                 return
             if tp not in seen:
                 seen.add(tp)
-                call_data_listeners(self._data_listeners, tp[0], tp[1])
+                self._data_listeners.call(tp[0], tp[1])
 
     # ================================================================== groups
     @property
