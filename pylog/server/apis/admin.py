@@ -255,7 +255,7 @@ class AdminHandler:
                                    "resource_name": r.resource_name}
             try:
                 self._alter(r, {c.name: c.value for c in r.configs}, True, req.validate_only)
-                log.info("configs of %s %r replaced by %s", "topic", r.resource_name, ctx.client)
+                log.info("configs of topic %r replaced by %s", r.resource_name, ctx.client)
             except PylogError as exc:
                 row.update(error_code=error_code(exc), error_message=str(exc))
             rows.append(row)
