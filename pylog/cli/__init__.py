@@ -238,7 +238,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     config = ServerConfig.from_sources(
         data_dir=args.data_dir, config_file=args.config, overrides=_parse_config(args.override),
         listeners=args.listeners, advertised_listeners=args.advertised_listeners, node_id=args.node_id,
-        metrics_listener=args.metrics_listener)
+        metrics_listener=args.metrics_listener, zookeeper=args.zookeeper, rack=args.rack)
     return run(config, event_loop=args.event_loop, on_ready=print_ready)
 
 
@@ -251,9 +251,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     sv = sub.add_parser("serve", help="serve a data directory to Kafka clients over Kafka's wire protocol",
-                        description="A Kafka-protocol broker on one node: any Kafka client (librdkafka/"
+                        description="A Kafka-protocol broker: any Kafka client (librdkafka/"
                                     "confluent-kafka, kafka-python, aiokafka, kcat, Java) can produce and "
-                                    "consume.  SIGTERM or SIGINT shuts it down cleanly.")
+                                    "consume.  Alone, or with --zookeeper one broker of a replicated cluster.  "
+                                    "SIGTERM or SIGINT shuts it down cleanly.")
     sv.add_argument("--data-dir", default=None,
                     help="the data directory (default: log.dirs from --config, else ./pylog-data)")
     sv.add_argument("--listeners", default=None, metavar="PLAINTEXT://HOST:PORT[,...]",
@@ -261,6 +262,10 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--advertised-listeners", default=None, metavar="PLAINTEXT://HOST:PORT[,...]",
                     help="the address clients are told to use (default: the listeners)")
     sv.add_argument("--node-id", type=int, default=None, help="this broker's id (node.id / broker.id, default 0)")
+    sv.add_argument("--zookeeper", default=None, metavar="HOST:PORT[,HOST:PORT...][/chroot]",
+                    help="join the cluster whose metadata is in this ZooKeeper (zookeeper.connect); "
+                         "without it, one node with its metadata in the data directory")
+    sv.add_argument("--rack", default=None, help="this broker's rack (broker.rack): replicas spread over racks")
     sv.add_argument("--config", default=None, metavar="FILE",
                     help="a server.properties file with Kafka's keys (num.partitions, log.retention.ms, ...)")
     sv.add_argument("--override", action="append", metavar="KEY=VALUE",

@@ -293,7 +293,16 @@ class Controller:
 
     Inactive until :meth:`try_elect_self` succeeds; inactive again once it notices that
     ``/controller`` or ``/controller_epoch`` is no longer its own.
+
+    With :attr:`allow_admin_writes`, the topic changes (:meth:`create_topic`,
+    :meth:`create_partitions`, :meth:`alter_topic_config`, :meth:`delete_topic`) also
+    work while inactive: a broker of a cluster of processes writes them to the store for
+    an operator, as Kafka's AdminZkClient does, and the active controller reacts to the
+    store's events (it reconciles a new or changed topic with the live brokers).
     """
+
+    #: Let an inactive controller write topic changes (see the class docstring).
+    allow_admin_writes = False
 
     def __init__(self, broker_id: int, store: Any, *, unclean_default: bool = False,
                  auto_leader_rebalance_enable: bool = True,
@@ -421,6 +430,13 @@ class Controller:
     def _require_active(self) -> None:
         if not self._check_still_controller():
             raise NotController(f"broker {self.broker_id} is not the controller")
+
+    def _require_writer(self) -> None:
+        """Topic changes: the active controller, or any broker with allow_admin_writes."""
+        if self.allow_admin_writes:
+            self._check_still_controller()
+            return
+        self._require_active()
 
     # ------------------------------------------------------------------ events, time
     def on_events(self, events: Iterable[WatchEvent], now: int) -> None:
@@ -606,7 +622,7 @@ class Controller:
         name that collides after swapping '.' and '_'), InvalidPartitions,
         InvalidReplicationFactor (more than the live brokers).
         """
-        self._require_active()
+        self._require_writer()
         validate_topic_name(topic)
         overrides = dict(TopicConfig.build(config).overrides)
         check_topic_is_new(topic, self._topics())
@@ -651,7 +667,7 @@ class Controller:
         above today's count, or above ``max_partitions``), InvalidReplicationFactor (fewer
         live brokers than the topic's replication factor).
         """
-        self._require_active()
+        self._require_writer()
         for _ in range(MAX_CAS_ATTEMPTS):
             try:
                 data, version = self.store.get(topic_path(topic))
@@ -685,7 +701,7 @@ class Controller:
         compare-and-set on the topic node); the brokers apply them to their replicas when
         they see the change.  Raises NotController, UnknownTopicOrPartition, InvalidConfig.
         """
-        self._require_active()
+        self._require_writer()
         clean = dict(TopicConfig.build(overrides).overrides)
         for _ in range(MAX_CAS_ATTEMPTS):
             try:
@@ -705,7 +721,7 @@ class Controller:
     def delete_topic(self, topic: str, now: int) -> None:
         """Delete a topic's nodes (the brokers see the events and remove its logs).
         Raises NotController, UnknownTopicOrPartition."""
-        self._require_active()
+        self._require_writer()
         validate_topic_name(topic)
         try:
             self.store.delete(topic_path(topic), recursive=True)

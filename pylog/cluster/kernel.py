@@ -51,7 +51,8 @@ from pylog.errors import (
 )
 from pylog.replication.epochs import LeaderEpochCache, recover_cache, truncation_step
 from pylog.replication.replica import LEADER, AckDone, IsrProposal, ReplicaState
-from pylog.cluster.controller import WATCH_PREFIXES, Controller, append_loss_ledger, read_loss_ledger
+from pylog.cluster.controller import (CONTROLLER_PATH, WATCH_PREFIXES, Controller, append_loss_ledger,
+                                     read_loss_ledger)
 from pylog.cluster.metadata import InMemoryMetadataStore
 
 __all__ = ["ClusterKernel", "KernelConfig", "Network", "STORE", "PARTITION_METADATA_FILE"]
@@ -79,6 +80,16 @@ class KernelConfig:
     leader_imbalance_check_interval_ms: int = 300_000
     unclean_leader_election_enable: bool = False  #: the broker-wide default
     topic_defaults: Dict[str, Any] = field(default_factory=dict)
+    #: Topic changes (create, grow, reconfigure, delete) may be written by any running
+    #: broker of this kernel, not only by the active controller: a cluster of processes,
+    #: where an operator's broker is often not the controller (Kafka's AdminZkClient).
+    admin_from_any_broker: bool = False
+    #: The controller's periodic work (broker changes missed by events, CAS retries,
+    #: preferred leaders) at most this often; 0: at every step.  Events act at once.
+    controller_tick_interval_ms: int = 0
+    #: A broker that is not the controller tries to become it when ``/controller``
+    #: changes, and otherwise at most this often; 0: at every step.
+    controller_election_retry_ms: int = 0
 
 
 @dataclass(order=True)
@@ -193,6 +204,10 @@ class BrokerNode:
         self.last_hw_checkpoint = 0
         self.registered = False
         self.stale_epochs: Dict[Tuple[str, int], int] = {}
+        #: Extra registration data (a process's advertised listeners: host, port, endpoints).
+        self.registration: Dict[str, Any] = {}
+        self.next_election_try = 0
+        self.next_controller_tick = 0
 
     @property
     def running(self) -> bool:
@@ -203,12 +218,16 @@ class ClusterKernel:
     """Brokers sharing one metadata store and network; see the module docstring."""
 
     def __init__(self, root: Path, brokers: Dict[int, Optional[str]], *, config: Optional[KernelConfig] = None,
-                 network: Optional[Network] = None, store: Optional[InMemoryMetadataStore] = None) -> None:
+                 network: Optional[Any] = None, store: Optional[Any] = None,
+                 data_dirs: Optional[Mapping[int, Path]] = None) -> None:
         self.root = Path(root)
         self.config = config or KernelConfig()
+        #: :class:`Network` here; a process driver gives one with the same methods
+        #: (send, due, next_time, reachable) that carries messages over TCP.
         self.network = network or Network()
         self.store = store or InMemoryMetadataStore()
-        self.nodes: Dict[int, BrokerNode] = {b: BrokerNode(b, rack, self.root / f"broker-{b}")
+        dirs = dict(data_dirs or {})
+        self.nodes: Dict[int, BrokerNode] = {b: BrokerNode(b, rack, Path(dirs.get(b, self.root / f"broker-{b}")))
                                              for b, rack in sorted(brokers.items())}
         self.now = 0
         self._tokens = itertools.count()
@@ -253,6 +272,8 @@ class ClusterKernel:
             broker_id, self.store, unclean_default=self.config.unclean_leader_election_enable,
             auto_leader_rebalance_enable=self.config.auto_leader_rebalance_enable,
             leader_imbalance_check_interval_ms=self.config.leader_imbalance_check_interval_ms)
+        node.controller.allow_admin_writes = self.config.admin_from_any_broker
+        node.next_election_try = node.next_controller_tick = 0
         node.status = "running"
         node.dirty = True
         self._sync_node(node, now)
@@ -316,6 +337,10 @@ class ClusterKernel:
         if node is None:
             self.step(now)
             node = self.controller_node()
+        if node is None and self.config.admin_from_any_broker:
+            # The controller is another process: topic changes are written to the store
+            # by this broker and the controller reacts to them (Kafka's ZooKeeper mode).
+            node = next((n for n in self.nodes.values() if n.running and n.controller is not None), None)
         if node is None:
             raise NotLeaderOrFollower("no controller is available (no broker is running)")
         assert node.controller is not None
@@ -440,7 +465,8 @@ class ClusterKernel:
         """Create our ephemeral registration.  After a kill the previous process's session
         may still hold it until it expires; we retry at each step until then."""
         try:
-            self.store.create(f"/brokers/ids/{node.id}", {"rack": node.rack}, ephemeral_session=node.session)
+            self.store.create(f"/brokers/ids/{node.id}", {**node.registration, "rack": node.rack},
+                              ephemeral_session=node.session)
             node.registered = True
         except NodeExists:
             node.registered = False
@@ -458,11 +484,15 @@ class ClusterKernel:
         ctl = node.controller
         assert ctl is not None
         events = self.store.drain(node.watcher)
-        if not ctl.is_active:
+        if not ctl.is_active and (now >= node.next_election_try
+                                  or any(e.path == CONTROLLER_PATH for e in events)):
+            node.next_election_try = now + self.config.controller_election_retry_ms
             ctl.try_elect_self(node.session, now)
         if ctl.is_active:
             ctl.on_events(events, now)
-            ctl.tick(now)
+            if now >= node.next_controller_tick:
+                node.next_controller_tick = now + self.config.controller_tick_interval_ms
+                ctl.tick(now)
         if events or node.dirty:
             node.dirty = False
             self._apply_partition_states(node, now)
@@ -656,6 +686,34 @@ class ClusterKernel:
             self._handle_fetch(node, msg.src, msg.body, now)
         elif msg.kind == "fetch_response":
             self._handle_fetch_response(node, msg.src, msg.body, now)
+
+    def deliver(self, msg: Any, now: int) -> None:
+        """Deliver one message at once (a process driver's incoming replica fetch),
+        as :meth:`step` delivers what the network has due."""
+        self.now = max(self.now, now)
+        self._deliver(msg, self.now)
+
+    def answer_parked_now(self, broker_id: int, follower: int, tps: Any, now: int) -> None:
+        """Answer now, with what there is, the long-polling fetches of ``follower`` for
+        ``tps`` parked at ``broker_id``: a process driver answers one wire request for
+        many partitions as soon as one of them has something."""
+        node = self.nodes.get(broker_id)
+        if node is None or not node.running:
+            return
+        for tp in tps:
+            waiting = node.parked.get(tp)
+            if not waiting:
+                continue
+            mine = [w for w in waiting if w[0] == follower]
+            if not mine:
+                continue
+            rest = [w for w in waiting if w[0] != follower]
+            if rest:
+                node.parked[tp] = rest
+            else:
+                del node.parked[tp]
+            for f, req, _deadline in mine:
+                self._handle_fetch(node, f, req, now, may_park=False)
 
     def _answer_parked(self, node: BrokerNode, now: int, tp: Optional[Tuple[str, int]] = None,
                        expired_only: bool = False) -> None:

@@ -182,7 +182,7 @@ class LocalCluster:
             groups.close()
         with self._lock:
             now = _now_ms()
-            _save_store(self.kernel.store, self.root / "metadata.json")
+            self._persist()
             for b in list(self.kernel.nodes):
                 self.kernel.stop_broker(b, now)
             self._cond.notify_all()
@@ -253,10 +253,24 @@ class LocalCluster:
     def _await_leaders(self, topic: str, timeout_s: float) -> None:
         def ready() -> bool:
             try:
-                return all(self.kernel.leader_of(topic, p) is not None for p in self.kernel.assignment(topic))
+                return all(self._leader_id(topic, p) >= 0 for p in self.kernel.assignment(topic))
             except UnknownTopicOrPartition:
                 return False
         self._await(ready, timeout_s, f"leaders of every partition of {topic}")
+
+    def _leader_id(self, topic: str, partition: int) -> int:
+        """Under the lock: the broker leading ``topic-partition`` now, -1 when none does."""
+        node = self.kernel.leader_of(topic, partition)
+        return -1 if node is None else node.id
+
+    def _broker_count(self) -> int:
+        """Brokers a replication factor may use (every broker of this cluster)."""
+        return len(self.kernel.nodes)
+
+    def _persist(self) -> None:
+        """The in-memory store stands in for ZooKeeper's durability: save it now, so a
+        crash of this process does not forget a topic change."""
+        _save_store(self.kernel.store, self.root / "metadata.json")
 
     # ================================================================= brokers
     def stop_broker(self, broker_id: int, *, mode: str = "clean") -> None:
@@ -349,8 +363,9 @@ class LocalCluster:
             raise InvalidTopic(f"{name} is an internal topic; pylog creates it when needed")
         n = self.config.num_partitions if partitions is None else partitions
         check_int("partitions", n, min=1, max=self.config.max_partitions_per_topic, error=InvalidPartitions)
-        check_int(f"replication_factor (there are {len(self.kernel.nodes)} brokers)", replication_factor,
-                  min=1, max=len(self.kernel.nodes), error=InvalidReplicationFactor)
+        brokers = self._broker_count()
+        check_int(f"replication_factor (there are {brokers} brokers)", replication_factor,
+                  min=1, max=brokers, error=InvalidReplicationFactor)
         with self._lock:
             tc = TopicConfig.build(config, self.kernel.topic_defaults())
             check_topic_is_new(name, self.kernel.topics())
@@ -366,9 +381,7 @@ class LocalCluster:
         """Under the lock: create through the controller and save the store at once."""
         self.kernel.create_topic(name, partitions, replication_factor, overrides, _now_ms(),
                                  topic_id=uuid.uuid4().hex)
-        # The in-memory store stands in for ZooKeeper's durability: save it now, so a
-        # crash of this process does not forget the topic.
-        _save_store(self.kernel.store, self.root / "metadata.json")
+        self._persist()
 
     def delete_topic(self, name: str) -> None:
         """Delete a topic: the controller removes it from the store and each running
@@ -382,7 +395,7 @@ class LocalCluster:
                 validate_topic_name(name)
                 raise UnknownTopicOrPartition(f"unknown topic {name!r}")
             self.kernel.delete_topic(name, _now_ms())
-            _save_store(self.kernel.store, self.root / "metadata.json")
+            self._persist()
         self.traffic.forget_topic(name)
         log.info("deleted topic %s", name)
 
@@ -410,7 +423,7 @@ class LocalCluster:
                 return dataclasses.replace(d, partitions=d.partitions + extra)
             self.kernel.create_partitions(name, count, _now_ms(),
                                           max_partitions=self.config.max_partitions_per_topic)
-            _save_store(self.kernel.store, self.root / "metadata.json")
+            self._persist()
         self._await_leaders(name, _LEADERS_TIMEOUT_S)
         return self.describe_topic(name)
 
@@ -431,7 +444,7 @@ class LocalCluster:
                 return dataclasses.replace(self._describe(name), config=dict(tc.values),
                                            overrides=dict(tc.overrides))
             self.kernel.alter_topic_config(name, dict(tc.overrides), _now_ms())
-            _save_store(self.kernel.store, self.root / "metadata.json")
+            self._persist()
             return self._describe(name)
 
     def list_topics(self, include_internal: bool = False) -> List[str]:
@@ -459,8 +472,9 @@ class LocalCluster:
             losses = tuple(e for e in ledger if e.get("topic") == name and e.get("partition") == p)
             part = self._leader_partition_or_none(name, p)
             if part is None:
-                infos.append(PartitionInfo(p, -1, replicas, list(st["isr"]), 0, 0, 0, 0, st["leader_epoch"],
-                                           True, losses))
+                leader = self._leader_id(name, p)
+                infos.append(PartitionInfo(p, leader, replicas, list(st["isr"]), 0, 0, 0, 0, st["leader_epoch"],
+                                           leader < 0, losses))
             else:
                 infos.append(PartitionInfo(p, part.broker_id, replicas, list(st["isr"]), part.log_start_offset,
                                            part.log_end_offset, part.high_watermark, part.log.size_bytes,
@@ -756,7 +770,7 @@ class LocalCluster:
         from pylog.broker.group_service import GroupService
         from pylog.records import build_batch
 
-        spec = offsets_topic_spec(self.config, brokers=len(self.kernel.nodes))
+        spec = offsets_topic_spec(self.config, brokers=self._broker_count())
         with self._lock:
             if OFFSETS_TOPIC not in self.kernel.topics():
                 try:
@@ -816,6 +830,7 @@ def _kernel_config(config: Mapping[str, Any]) -> KernelConfig:
         "auto.leader.rebalance.enable": "auto_leader_rebalance_enable",
         "unclean.leader.election.enable": "unclean_leader_election_enable",
         "replica.high.watermark.checkpoint.interval.ms": "hw_checkpoint_interval_ms",
+        "replica.fetch.backoff.ms": "replica_fetch_backoff_ms",
     }
     kw: Dict[str, Any] = {}
     topic_defaults: Dict[str, Any] = {}
@@ -823,9 +838,9 @@ def _kernel_config(config: Mapping[str, Any]) -> KernelConfig:
 
     for key, value in config.items():
         if key in names:
-            kw[names[key]] = value
+            kw[names[key]] = _typed(key, value)
         elif key == "leader.imbalance.check.interval.seconds":
-            kw["leader_imbalance_check_interval_ms"] = int(value) * 1000
+            kw["leader_imbalance_check_interval_ms"] = _typed(key, value) * 1000
         elif key in BROKER_TOPIC_DEFAULT_NAMES:
             topic_defaults[BROKER_TOPIC_DEFAULT_NAMES[key]] = value
         elif key in TOPIC_DEFAULTS:
@@ -833,6 +848,25 @@ def _kernel_config(config: Mapping[str, Any]) -> KernelConfig:
         else:
             raise InvalidConfig(f"unknown cluster configuration {key!r}")
     return KernelConfig(topic_defaults=topic_defaults, **kw)
+
+
+def _typed(key: str, value: Any) -> Any:
+    """A replication setting as given in Python or as text (server.properties): the
+    ``*.enable`` ones are booleans, the others non-negative integers."""
+    if key.endswith(".enable"):
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+            return value.strip().lower() == "true"
+        raise InvalidConfig(f"{key} must be true or false, got {value!r}")
+    if isinstance(value, str):
+        try:
+            value = int(value.strip())
+        except ValueError:
+            raise InvalidConfig(f"{key} must be an integer, got {value!r}") from None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidConfig(f"{key} must be a non-negative integer, got {value!r}")
+    return value
 
 
 def _save_store(store: InMemoryMetadataStore, path: Path) -> None:

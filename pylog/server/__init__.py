@@ -48,11 +48,21 @@ def run(config: ServerConfig, *, event_loop: str = "auto",
     _raise_open_files_limit()
     loop = new_event_loop(event_loop)
     asyncio.set_event_loop(loop)
-    broker = Broker.open(config.data_dir, dict(config.broker_settings))
+    if config.zookeeper_connect is not None:
+        from pylog.server.cluster import open_cluster_node
+
+        broker = open_cluster_node(config)
+    else:
+        broker = Broker.open(config.data_dir, dict(config.broker_settings))
     server: Optional[KafkaServer] = None
     try:
         server = KafkaServer(config, broker, loop)
         loop.run_until_complete(server.start())
+        start = getattr(broker, "start", None)
+        if start is not None:  # a cluster node registers once its listeners are bound
+            from pylog.server.cluster import registration
+
+            loop.run_until_complete(loop.run_in_executor(None, start, registration(server)))
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
@@ -63,6 +73,9 @@ def run(config: ServerConfig, *, event_loop: str = "auto",
             on_ready(server)
         loop.run_until_complete(stop.wait())
         log.info("shutting down")
+        shutdown = getattr(broker, "controlled_shutdown", None)
+        if shutdown is not None:  # move leaderships away while still serving
+            loop.run_until_complete(loop.run_in_executor(None, shutdown))
         loop.run_until_complete(server.stop())
     finally:
         if server is not None and not server._stopping:

@@ -43,6 +43,22 @@ IGNORED_KAFKA_KEYS = frozenset({
     "inter.broker.listener.name", "confluent.support.metrics.enable",
 })
 
+#: Replication and controller settings: used by a cluster node (``zookeeper.connect``
+#: set); a single node has no followers and reports them once at WARNING.
+CLUSTER_KEYS = frozenset({
+    "replica.lag.time.max.ms", "zookeeper.session.timeout.ms", "replica.fetch.wait.max.ms",
+    "replica.fetch.max.bytes", "replica.fetch.backoff.ms", "auto.leader.rebalance.enable",
+    "unclean.leader.election.enable", "leader.imbalance.check.interval.seconds",
+    "replica.high.watermark.checkpoint.interval.ms",
+})
+#: A cluster node's own keys (not the kernel's), with Kafka's defaults.
+NODE_DEFAULTS: Dict[str, Any] = {
+    "replica.socket.timeout.ms": 30_000,
+    "controlled.shutdown.enable": True,
+    "controlled.shutdown.max.retries": 3,
+    "controlled.shutdown.retry.backoff.ms": 5_000,
+}
+
 #: The server's own keys, with Kafka's defaults.
 SERVER_DEFAULTS: Dict[str, Any] = {
     "listeners": DEFAULT_LISTENER,
@@ -186,12 +202,21 @@ class ServerConfig:
     metrics_listener: Optional[Tuple[str, int]] = None
     ignored_keys: Tuple[str, ...] = ()
     extra: Mapping[str, Any] = field(default_factory=dict)
+    #: ZooKeeper's ``host:port[,host:port...][/chroot]``: this server is one broker of a
+    #: cluster (None: a single node with its metadata in its data directory).
+    zookeeper_connect: Optional[str] = None
+    broker_rack: Optional[str] = None
+    #: Replication and controller settings (Kafka names, see CLUSTER_KEYS).
+    cluster_settings: Mapping[str, Any] = field(default_factory=dict)
+    #: replica.socket.timeout.ms and controlled.shutdown.* (Kafka names).
+    node_settings: Mapping[str, Any] = field(default_factory=lambda: dict(NODE_DEFAULTS))
 
     @classmethod
     def from_sources(cls, *, data_dir: Optional[str] = None, config_file: Optional[str] = None,
                      overrides: Optional[Mapping[str, str]] = None, listeners: Optional[str] = None,
                      advertised_listeners: Optional[str] = None, node_id: Optional[int] = None,
-                     metrics_listener: Optional[str] = None) -> "ServerConfig":
+                     metrics_listener: Optional[str] = None, zookeeper: Optional[str] = None,
+                     rack: Optional[str] = None) -> "ServerConfig":
         """Merge the sources (see the module docstring).  InvalidConfig names the key."""
         settings: Dict[str, Any] = {}
         if config_file is not None:
@@ -207,6 +232,10 @@ class ServerConfig:
             settings["advertised.listeners"] = advertised_listeners
         if node_id is not None:
             settings["node.id"] = node_id
+        if zookeeper is not None:
+            settings["zookeeper.connect"] = zookeeper
+        if rack is not None:
+            settings["broker.rack"] = rack
         return cls.from_settings(settings, data_dir=data_dir, metrics_listener=metrics_listener)
 
     @classmethod
@@ -216,6 +245,11 @@ class ServerConfig:
         broker: Dict[str, Any] = dict(SERVER_BROKER_DEFAULTS)
         ignored: List[str] = []
         node: Optional[int] = None
+        zk: Optional[str] = None
+        rack: Optional[str] = None
+        cluster: Dict[str, Any] = {}
+        node_settings: Dict[str, Any] = dict(NODE_DEFAULTS)
+        offsets_rf: Any = None
         for key, value in settings.items():
             if key in ("node.id", "broker.id"):
                 v = _int(key, value, 0, 2**31 - 1)
@@ -223,10 +257,20 @@ class ServerConfig:
                     raise InvalidConfig(f"node.id ({node}) and broker.id ({v}) disagree")
                 node = v
             elif key == "zookeeper.connect":
-                raise InvalidConfig("zookeeper.connect: clusters of `pylog serve` processes on ZooKeeper are "
-                                    "not supported yet; `pylog serve` runs one node with embedded metadata")
-            elif key in ("broker.rack",):
-                broker["broker.rack"] = value
+                if not isinstance(value, str) or not value.strip():
+                    raise InvalidConfig(f"zookeeper.connect must be HOST:PORT[,HOST:PORT...][/chroot], got {value!r}")
+                zk = value.strip()
+            elif key == "broker.rack":
+                if value is not None and (not isinstance(value, str) or not value.strip()):
+                    raise InvalidConfig(f"broker.rack must be a non-empty name, got {value!r}")
+                rack = value.strip() if value is not None else None
+                broker["broker.rack"] = rack
+            elif key in CLUSTER_KEYS:
+                cluster[key] = value
+            elif key in NODE_DEFAULTS:
+                node_settings[key] = value
+            elif key == "offsets.topic.replication.factor":
+                offsets_rf = value
             elif key in own:
                 own[key] = value
             elif key in IGNORED_KAFKA_KEYS:
@@ -235,6 +279,28 @@ class ServerConfig:
                 broker[key] = value
         node = 0 if node is None else node
         broker["broker.id"] = node
+        if zk is not None:
+            if offsets_rf is not None:
+                broker["offsets.topic.replication.factor"] = offsets_rf
+            node_settings["replica.socket.timeout.ms"] = _int(
+                "replica.socket.timeout.ms", node_settings["replica.socket.timeout.ms"], 1, 2**31 - 1)
+            node_settings["controlled.shutdown.max.retries"] = _int(
+                "controlled.shutdown.max.retries", node_settings["controlled.shutdown.max.retries"], 0, 2**31 - 1)
+            node_settings["controlled.shutdown.retry.backoff.ms"] = _int(
+                "controlled.shutdown.retry.backoff.ms", node_settings["controlled.shutdown.retry.backoff.ms"],
+                0, 2**31 - 1)
+            enable = node_settings["controlled.shutdown.enable"]
+            if isinstance(enable, str):
+                if enable.strip().lower() not in ("true", "false"):
+                    raise InvalidConfig(f"controlled.shutdown.enable must be true or false, got {enable!r}")
+                enable = enable.strip().lower() == "true"
+            node_settings["controlled.shutdown.enable"] = bool(enable)
+        else:
+            ignored.extend(k for k in cluster if k not in ignored)
+            ignored.extend(k for k in settings if k in NODE_DEFAULTS and k not in ignored)
+            if offsets_rf is not None:
+                ignored.append("offsets.topic.replication.factor")
+            cluster = {}
         try:
             bcfg = BrokerConfig.from_settings(broker)
         except InvalidConfig as exc:
@@ -248,8 +314,9 @@ class ServerConfig:
                 raise InvalidConfig(f"advertised.listeners: {a} is not an address clients can connect to; "
                                     "set advertised.listeners to the host name clients should use")
         rf = _int("default.replication.factor", own["default.replication.factor"], 1, 32767)
-        if rf != 1:
-            raise InvalidConfig(f"default.replication.factor={rf}: a single `pylog serve` node holds one replica")
+        if rf != 1 and zk is None:
+            raise InvalidConfig(f"default.replication.factor={rf}: a single `pylog serve` node holds one replica "
+                                "(a cluster on ZooKeeper, --zookeeper, can hold more)")
         dirs = own["log.dirs"] or own["log.dir"]
         if data_dir is None:
             data_dir = str(dirs).split(",")[0].strip() if dirs else "pylog-data"
@@ -266,7 +333,8 @@ class ServerConfig:
             connections_max_idle_ms=_int("connections.max.idle.ms", own["connections.max.idle.ms"], -1),
             queued_max_requests=_int("queued.max.requests", own["queued.max.requests"], 1, 2**31 - 1),
             max_connections=_int("max.connections", own["max.connections"], 1, 2**31 - 1),
-            default_replication_factor=rf, metrics_listener=metrics, ignored_keys=tuple(sorted(ignored)))
+            default_replication_factor=rf, metrics_listener=metrics, ignored_keys=tuple(sorted(ignored)),
+            zookeeper_connect=zk, broker_rack=rack, cluster_settings=cluster, node_settings=node_settings)
 
     def advertised_for(self, listener: Listener) -> Listener:
         """The advertised address of the listener a client connected to (same name)."""

@@ -76,7 +76,13 @@ class KafkaServer:
         # The group coordinator creates __consumer_offsets (offsets.topic.num.partitions
         # directories) on first use: do it now on a worker thread, not on the event
         # loop when the first consumer arrives.
-        self.apis.in_thread(lambda: self.broker.groups)
+        self.apis.in_thread(self._warm_groups)
+
+    def _warm_groups(self) -> None:
+        try:
+            self.broker.groups
+        except PylogError as exc:  # a cluster node still joining: the first client asks again
+            log.info("the group coordinator is not ready yet: %s", exc)
 
     def _bound_of(self, lst: Listener) -> Listener:
         for configured, bound in self.bound:

@@ -23,6 +23,7 @@ from pylog.errors import (FencedLeaderEpoch, NotLeaderOrFollower, OffsetOutOfRan
 from pylog.protocol.fetch import FetchPartitionData, FetchTopicData, encode_fetch_response
 from pylog.server.apis import error_code
 from pylog.server.connection import Response
+from pylog.server.replication import encode_error
 from pylog.server.purgatory import DelayedOperation
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -104,7 +105,10 @@ class FetchHandler:
                 wanted.append(_Wanted(name or "", tid, p.partition, p.fetch_offset, p.partition_max_bytes,
                                       getattr(p, "current_leader_epoch", -1), error))
         if replica_id >= 0:
-            for w in wanted:  # one node: there are no followers to serve
+            serve = getattr(self.broker, "replica_fetch", None)
+            if serve is not None and v >= 12:
+                return self._replica_fetch(ctx, req, replica_id, wanted, serve)
+            for w in wanted:  # one node (or an old follower): no followers to serve
                 w.error = w.error or NotLeaderOrFollower.code
         max_wait_ms = _ms(req.max_wait)
         min_bytes = req.min_bytes
@@ -128,6 +132,48 @@ class FetchHandler:
 
         keys = {(w.topic, w.partition) for w in wanted}
         self.purgatory.add(DelayedOperation(keys, try_complete, expire), max_wait_ms / 1000.0)
+        return fut
+
+    def _replica_fetch(self, ctx: "RequestContext", req: Any, replica_id: int, wanted: List[_Wanted],
+                       serve: Any) -> Any:
+        """A follower's Fetch: the cluster node's replication answers it (see
+        :mod:`pylog.server.replication`); replies become Fetch partitions here."""
+        last_epochs: Dict[Tuple[str, int], int] = {}
+        for t in req.topics:
+            for p in t.partitions:
+                name = getattr(t, "topic", None) or ""
+                last_epochs[(name, p.partition)] = getattr(p, "last_fetched_epoch", -1)
+        parts = [{"topic": w.topic, "partition": w.partition, "offset": w.offset,
+                  "last_epoch": last_epochs.get((w.topic, w.partition), -1), "leader_epoch": w.leader_epoch}
+                 for w in wanted if not w.error]
+        failed = [w for w in wanted if w.error]
+        fut = self.apis.future()
+
+        def done(replies: List[Dict[str, Any]]) -> None:
+            topics: Dict[str, FetchTopicData] = {}
+            for w in failed:
+                topics.setdefault(w.topic, FetchTopicData(w.topic, w.topic_id, [])).partitions.append(
+                    FetchPartitionData(w.partition, error_code=w.error))
+            for r in replies:
+                pd = FetchPartitionData(r["partition"])
+                if "error" in r:
+                    pd.error_code = encode_error(r["error"])
+                elif "diverging" in r:
+                    pd.diverging_epoch = tuple(r["diverging"])
+                else:
+                    pd.high_watermark = pd.last_stable_offset = r["hw"]
+                    pd.log_start_offset = r["log_start"]
+                    data = r.get("data") or b""
+                    if data:
+                        pd.records = [data]
+                        pd.records_size = len(data)
+                topics.setdefault(r["topic"], FetchTopicData(r["topic"], None, [])).partitions.append(pd)
+            self.apis.resolve(fut, self._encode(ctx, list(topics.values())))
+
+        if not parts:
+            done([])
+        else:
+            serve(replica_id, parts, done)
         return fut
 
     def _read(self, wanted: List[_Wanted], max_bytes: int) -> Tuple[List[FetchTopicData], int, int]:

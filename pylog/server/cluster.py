@@ -1,0 +1,66 @@
+"""`pylog serve --zookeeper ...`: the server over a :class:`~pylog.cluster.node.ClusterNode`.
+
+Builds the node's parts from the server's configuration: the metadata store on
+ZooKeeper, the :class:`~pylog.server.replication.WireNetwork` that carries replication
+as Kafka Fetch requests, and the registration (host, port, endpoints, rack) other
+brokers and clients read once the listeners are bound.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Dict
+
+from pylog.server.config import ServerConfig
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pylog.server.server import KafkaServer
+
+__all__ = ["open_cluster_node", "registration"]
+
+
+def open_cluster_node(config: ServerConfig) -> Any:
+    """The ClusterNode for ``config`` (not started: :meth:`ClusterNode.start` registers it)."""
+    from pylog.cluster.node import ClusterNode
+    from pylog.cluster.zookeeper import ZooKeeperMetadataStore
+    from pylog.server.replication import WireNetwork
+
+    assert config.zookeeper_connect is not None
+    cluster = dict(config.cluster_settings)
+    session_ms = int(cluster.get("zookeeper.session.timeout.ms", 18_000))
+    store = ZooKeeperMetadataStore(config.zookeeper_connect)
+    try:
+        holder: Dict[str, Any] = {}
+        network = WireNetwork(config.node_id, lambda b: holder["node"].address_of(b),
+                              fetch_max_wait_ms=int(cluster.get("replica.fetch.wait.max.ms", 500)),
+                              fetch_max_bytes=int(cluster.get("replica.fetch.max.bytes", 1 << 20)),
+                              socket_timeout_ms=int(config.node_settings["replica.socket.timeout.ms"]))
+        settings = dict(config.broker_settings)
+        settings.pop("broker.id", None)
+        rack = settings.pop("broker.rack", None)
+        settings.update(cluster)
+        settings.setdefault("zookeeper.session.timeout.ms", session_ms)
+        node = ClusterNode.open(config.data_dir, config.node_id, store, rack=rack, network=network,
+                                config=settings, default_replication_factor=config.default_replication_factor,
+                                node_settings=config.node_settings)
+        holder["node"] = node
+    except BaseException:
+        store.close()
+        raise
+    return node
+
+
+def registration(server: "KafkaServer") -> Dict[str, Any]:
+    """What this broker writes to ``/brokers/ids/<id>``: Kafka's fields (the first
+    advertised listener as host/port, every one as endpoints)."""
+    adv = [server.config.advertised_for(configured) for configured, _bound in server.bound]
+    bound = [b for _c, b in server.bound]
+    endpoints = []
+    first = None
+    for a, b in zip(adv, bound):
+        port = a.port if a.port else b.port
+        host = a.host if a.host not in ("", "0.0.0.0", "::") else "127.0.0.1"
+        endpoints.append(f"{a.name}://{host}:{port}")
+        if first is None:
+            first = (host, port)
+    assert first is not None
+    return {"host": first[0], "port": first[1], "endpoints": endpoints,
+            "listener_security_protocol_map": {"PLAINTEXT": "PLAINTEXT"}}

@@ -1,0 +1,351 @@
+"""Replication between `pylog serve` processes: the cluster kernel's messages over TCP.
+
+The cluster kernel (:mod:`pylog.cluster.kernel`) replicates by messages: a follower
+sends ``fetch`` (topic, partition, its log end offset, the epoch of its last batch, the
+leader epoch it follows) and the leader answers ``fetch_response`` (batches, high
+watermark, log start, or where the follower's log diverged, or an error).  In one
+process :class:`~pylog.cluster.kernel.Network` carries them; between processes
+:class:`WireNetwork` does, with Kafka's own request, so that a Kafka tool watching the
+wire sees what it knows:
+
+- **Follower side.** One :class:`ReplicaFetcher` thread per leader broker gathers the
+  kernel's ``fetch`` messages for that leader into one Fetch request (v12: replica id
+  set, ``current_leader_epoch``, ``fetch_offset``, ``last_fetched_epoch``), sends it on
+  its own connection and turns the answer's partitions back into ``fetch_response``
+  messages: records, high watermark and log start offset; ``diverging_epoch`` (KIP-320:
+  the follower truncates there); a log start above the fetch offset (the leader's log
+  begins later: start over there); or an error code (the kernel backs off and asks
+  again).  A connection that fails gives every partition of the request an error.
+- **Leader side.** The server's Fetch handler hands a request with a replica id to
+  :meth:`WireNetwork.serve`, which delivers one ``fetch`` per partition to the kernel at
+  once.  The kernel answers a partition with data at once and holds (parks) one that
+  has nothing new, up to replica.fetch.wait.max.ms; the wire request is answered as soon
+  as any of its partitions has an answer, the parked ones then answering with what they
+  have (nothing), so one partition's data never waits for another's timeout.
+
+The kernel stays sans-I/O: this module is one of its drivers' parts.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
+
+from pylog.errors import PylogError
+
+__all__ = ["WireNetwork", "ReplicaFetcher", "WireMessage", "FETCH_VERSION"]
+
+log = logging.getLogger("pylog.replication")
+
+#: The Fetch version followers send: the first with last_fetched_epoch/diverging_epoch
+#: (KIP-320) that still names topics (v13 uses topic ids).
+FETCH_VERSION = 12
+_FETCH = 1
+
+#: Kafka error codes the kernel's replies name.
+_CODES = {"NOT_LEADER_OR_FOLLOWER": 6, "FENCED_LEADER_EPOCH": 74, "UNKNOWN_TOPIC_OR_PARTITION": 3,
+          "NETWORK_EXCEPTION": 13, "REQUEST_TIMED_OUT": 7}
+_NAMES = {v: k for k, v in _CODES.items()}
+
+TopicPartition = Tuple[str, int]
+
+
+@dataclass
+class WireMessage:
+    """A kernel message that came over the wire (the fields the kernel's delivery reads)."""
+
+    src: Any
+    dst: Any
+    kind: str
+    body: Dict[str, Any]
+    deliver_at: int = 0
+
+
+@dataclass
+class _Served:
+    """One follower's Fetch request, answered when every partition has its reply."""
+
+    follower: int
+    tps: List[TopicPartition]
+    done: Callable[[List[Dict[str, Any]]], None]
+    replies: Dict[TopicPartition, Dict[str, Any]] = field(default_factory=dict)
+    collecting: bool = True  #: still handing the partitions to the kernel
+    finished: bool = False
+
+
+class WireNetwork:
+    """The kernel's network for one broker process (see the module docstring).
+
+    ``resolve(broker_id)`` gives a broker's ``(host, port)`` (from its registration) or
+    None; ``wake()`` is called when messages arrived for the kernel, so that the driver
+    steps at once.  The driver sets :attr:`kernel` and calls every method that touches
+    the kernel under its lock."""
+
+    def __init__(self, broker_id: int, resolve: Callable[[int], Optional[Tuple[str, int]]], *,
+                 fetch_max_wait_ms: int = 500, fetch_max_bytes: int = 1 << 20,
+                 socket_timeout_ms: int = 30_000, connect_timeout_s: float = 5.0) -> None:
+        self.broker_id = broker_id
+        self.resolve = resolve
+        self.fetch_max_wait_ms = fetch_max_wait_ms
+        self.fetch_max_bytes = fetch_max_bytes
+        self.socket_timeout_ms = socket_timeout_ms
+        self.connect_timeout_s = connect_timeout_s
+        self.kernel: Any = None
+        self.wake: Callable[[], None] = lambda: None
+        self._inbox: Deque[WireMessage] = deque()
+        self._fetchers: Dict[int, "ReplicaFetcher"] = {}
+        self._serving: Dict[Tuple[int, str, int], _Served] = {}
+        self._fetchers_lock = threading.Lock()
+        self._closed = False
+        self.sent = self.dropped = 0
+
+    # ------------------------------------------------------------- kernel's side
+    def reachable(self, a: Any, b: Any) -> bool:
+        """Cuts are real here (a dead or unreachable broker fails its requests)."""
+        return True
+
+    def send(self, src: Any, dst: Any, kind: str, body: Dict[str, Any], now: int) -> None:
+        self.sent += 1
+        if kind == "fetch":
+            self._fetcher(int(dst)).add(body)
+        elif kind == "fetch_response":
+            self._reply(int(dst), body, now)
+        else:  # pragma: no cover - the kernel sends nothing else
+            raise ValueError(f"the wire network carries no {kind!r} messages")
+
+    def due(self, now: int) -> List[WireMessage]:
+        out = []
+        while True:
+            try:
+                out.append(self._inbox.popleft())
+            except IndexError:
+                return out
+
+    def next_time(self) -> Optional[int]:
+        return 0 if self._inbox else None
+
+    def deliver_later(self, msg: WireMessage) -> None:
+        """From a fetcher thread: queue a message for the kernel's next step."""
+        self._inbox.append(msg)
+        self.wake()
+
+    # ------------------------------------------------------------- leader's side
+    def serve(self, follower: int, parts: List[Dict[str, Any]], now: int,
+              done: Callable[[List[Dict[str, Any]]], None]) -> None:
+        """A follower's Fetch request (``parts``: the kernel's fetch bodies).  Call under
+        the driver's lock; ``done(replies)`` runs once, maybe inside this call, maybe
+        later from the thread that steps the kernel or appends."""
+        req = _Served(follower, [(p["topic"], p["partition"]) for p in parts], done)
+        for tp in req.tps:
+            old = self._serving.get((follower,) + tp)
+            if old is not None and not old.finished:
+                self._finish(old, now, give_up=True)  # a retry: the old request is dead
+            self._serving[(follower,) + tp] = req
+        for body in parts:
+            if (body["topic"], body["partition"]) in req.replies:
+                continue  # asked twice in one request: answered once
+            self.kernel.deliver(WireMessage(follower, self.broker_id, "fetch", body), now)
+        req.collecting = False
+        if req.replies and not req.finished:
+            self._finish(req, now)
+
+    def _reply(self, follower: int, body: Dict[str, Any], now: int) -> None:
+        tp = (body["topic"], body["partition"])
+        req = self._serving.get((follower,) + tp)
+        if req is None or req.finished:
+            self.dropped += 1  # its request was answered already (or abandoned)
+            return
+        req.replies.setdefault(tp, body)
+        if not req.collecting:
+            self._finish(req, now)
+
+    def _finish(self, req: _Served, now: int, give_up: bool = False) -> None:
+        if req.finished:
+            return
+        req.finished = True  # before answering the parked ones: their replies come back here
+        missing = [tp for tp in req.tps if tp not in req.replies]
+        if missing and not give_up:
+            req.finished = False
+            req.collecting = True  # their replies arrive during this call
+            self.kernel.answer_parked_now(self.broker_id, req.follower, missing, now)
+            req.collecting = False
+            req.finished = True
+        for tp in req.tps:
+            if self._serving.get((req.follower,) + tp) is req:
+                del self._serving[(req.follower,) + tp]
+        out = []
+        for tp in req.tps:
+            body = req.replies.get(tp)
+            if body is None:
+                body = {"topic": tp[0], "partition": tp[1], "error": "REQUEST_TIMED_OUT"}
+            out.append(body)
+        try:
+            req.done(out)
+        except Exception:  # never let a connection's trouble reach the kernel
+            log.exception("answering broker %d's replica fetch failed", req.follower)
+
+    # ------------------------------------------------------------- fetchers
+    def _fetcher(self, leader: int) -> "ReplicaFetcher":
+        f = self._fetchers.get(leader)
+        if f is None:
+            with self._fetchers_lock:
+                f = self._fetchers.get(leader)
+                if f is None:
+                    f = ReplicaFetcher(self, leader)
+                    self._fetchers[leader] = f
+                    if not self._closed:
+                        f.start()
+        return f
+
+    def close(self) -> None:
+        """Stop every fetcher thread (waits for them)."""
+        with self._fetchers_lock:
+            self._closed = True
+            fetchers = list(self._fetchers.values())
+        for f in fetchers:
+            f.stop()
+        for f in fetchers:
+            f.join()
+
+
+def encode_error(name: str) -> int:
+    """Kafka's error code for a kernel reply's error name."""
+    return _CODES.get(name, -1)
+
+
+class ReplicaFetcher:
+    """One thread fetching every partition this broker follows from one leader."""
+
+    def __init__(self, network: WireNetwork, leader: int) -> None:
+        self.network = network
+        self.leader = leader
+        self._cond = threading.Condition()
+        self._pending: Dict[TopicPartition, Dict[str, Any]] = {}
+        self._stopped = False
+        self._conn: Any = None
+        self._last_error = ""
+        self._thread = threading.Thread(target=self._run, name=f"pylog-replica-fetcher-{leader}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def add(self, body: Dict[str, Any]) -> None:
+        with self._cond:
+            self._pending[(body["topic"], body["partition"])] = body
+            self._cond.notify()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopped = True
+            self._cond.notify()
+        conn = self._conn
+        if conn is not None:
+            conn.close()
+
+    def join(self, timeout_s: float = 10.0) -> None:
+        if self._thread.is_alive():
+            self._thread.join(timeout_s)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._pending and not self._stopped:
+                    self._cond.wait()
+                if self._stopped:
+                    break
+                batch, self._pending = self._pending, {}
+            try:
+                replies = self._fetch(list(batch.values()))
+            except Exception as exc:  # a bug: fail this round, keep fetching (logged once)
+                if repr(exc) != self._last_error:
+                    log.exception("broker %d: replica fetch from broker %d failed", self.network.broker_id,
+                                  self.leader)
+                replies = self._errors(list(batch.values()), "NETWORK_EXCEPTION", repr(exc))
+            for body in replies:
+                self.network.deliver_later(WireMessage(self.leader, self.network.broker_id, "fetch_response", body))
+        conn = self._conn
+        if conn is not None:
+            conn.close()
+
+    def _errors(self, bodies: List[Dict[str, Any]], name: str, why: str) -> List[Dict[str, Any]]:
+        if why != self._last_error:
+            self._last_error = why
+            log.info("broker %d: fetching from broker %d: %s", self.network.broker_id, self.leader, why)
+        return [{"topic": b["topic"], "partition": b["partition"], "leader_epoch": b["leader_epoch"],
+                 "error": name} for b in bodies]
+
+    def _connection(self) -> Any:
+        from pylog.client.network.connection import BrokerConnection
+
+        conn = self._conn
+        if conn is not None and not conn.closed:
+            return conn
+        addr = self.network.resolve(self.leader)
+        if addr is None:
+            raise ConnectionError(f"broker {self.leader} is not registered")
+        conn = BrokerConnection.open(addr[0], addr[1], client_id=f"pylog-replica-{self.network.broker_id}",
+                                     name=f"replica fetcher {self.network.broker_id}->{self.leader}",
+                                     connect_timeout_s=self.network.connect_timeout_s,
+                                     request_timeout_s=self.network.socket_timeout_ms / 1000.0)
+        self._conn = conn
+        return conn
+
+    def _fetch(self, bodies: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+        net = self.network
+        try:
+            conn = self._connection()
+        except (OSError, PylogError, ConnectionError) as exc:
+            return self._errors(bodies, "NETWORK_EXCEPTION", f"cannot connect: {exc}")
+        topics: Dict[str, List[Dict[str, Any]]] = {}
+        for b in bodies:
+            topics.setdefault(b["topic"], []).append({
+                "partition": b["partition"], "current_leader_epoch": b["leader_epoch"],
+                "fetch_offset": b["offset"], "last_fetched_epoch": b["last_epoch"], "log_start_offset": -1,
+                "partition_max_bytes": net.fetch_max_bytes})
+        data = {"cluster_id": None, "replica_id": net.broker_id, "max_wait": net.fetch_max_wait_ms, "min_bytes": 1,
+                "max_bytes": max(net.fetch_max_bytes, 1 << 20) * 4, "isolation_level": 0, "session_id": 0,
+                "session_epoch": -1, "topics": [{"topic": t, "partitions": ps} for t, ps in topics.items()],
+                "forgotten_topics_data": [], "rack_id": ""}
+        timeout_s = (net.fetch_max_wait_ms + net.socket_timeout_ms) / 1000.0
+        try:
+            pending = conn.send(_FETCH, data, timeout_s=timeout_s, version=FETCH_VERSION,
+                                what=f"replica Fetch from broker {self.leader}")
+            resp = pending.result()
+        except PylogError as exc:
+            conn.close()
+            return self._errors(bodies, "NETWORK_EXCEPTION", str(exc))
+        self._last_error = ""
+        return self._replies(bodies, resp)
+
+    def _replies(self, bodies: List[Dict[str, Any]], resp: Any) -> List[Dict[str, Any]]:
+        from pylog.client.network.records import whole_prefix
+
+        asked = {(b["topic"], b["partition"]): b for b in bodies}
+        out: Dict[TopicPartition, Dict[str, Any]] = {}
+        top_error = getattr(resp, "error_code", 0)
+        for t in resp.responses:
+            for p in t.partitions:
+                tp = (t.topic, p.partition_index)
+                b = asked.get(tp)
+                if b is None or tp in out:
+                    continue
+                reply: Dict[str, Any] = {"topic": tp[0], "partition": tp[1], "leader_epoch": b["leader_epoch"]}
+                if p.error_code or top_error:
+                    reply["error"] = _NAMES.get(p.error_code or top_error, f"ERROR_{p.error_code or top_error}")
+                elif p.diverging_epoch is not None and p.diverging_epoch.epoch >= 0:
+                    reply["diverging"] = (int(p.diverging_epoch.epoch), int(p.diverging_epoch.end_offset))
+                else:
+                    records = p.records or b""
+                    n, _ = whole_prefix(records)
+                    reply["data"] = bytes(records[:n])
+                    reply["hw"] = int(p.high_watermark)
+                    reply["log_start"] = int(p.log_start_offset)
+                    if p.log_start_offset > b["offset"]:
+                        reply["reset_to"] = int(p.log_start_offset)
+                out[tp] = reply
+        missing = [b for tp, b in asked.items() if tp not in out]
+        return list(out.values()) + self._errors(missing, "UNKNOWN_TOPIC_OR_PARTITION",
+                                                 "the leader's answer left partitions out") if missing \
+            else list(out.values())
