@@ -242,6 +242,19 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return run(config, event_loop=args.event_loop, on_ready=print_ready)
 
 
+def _cmd_cluster(args: argparse.Namespace) -> int:
+    import logging
+
+    from pylog.cli.cluster_up import run_cluster_up
+
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    racks = [r.strip() for r in args.racks.split(",")] if args.racks else None
+    if racks is not None and len(racks) != args.brokers:
+        print(f"pylog cluster up: --racks names {len(racks)} racks for {args.brokers} brokers", file=sys.stderr)
+        return 2
+    return run_cluster_up(args.data_dir, args.brokers, racks, args.zookeeper, _parse_config(args.override))
+
+
 def _add_data_dir(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", default="pylog-data", help="the broker's data directory (default ./pylog-data)")
 
@@ -277,6 +290,22 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--event-loop", default="auto", choices=("auto", "uvloop", "asyncio"),
                     help="auto: uvloop when installed (default)")
     sv.set_defaults(func=_cmd_serve)
+
+    cl = sub.add_parser("cluster", help="run a local cluster: a private ZooKeeper and N `pylog serve` brokers")
+    clsub = cl.add_subparsers(dest="action", required=True)
+    up = clsub.add_parser("up", help="start ZooKeeper and the brokers on loopback; Ctrl-C stops them all",
+                          description="Starts Debian's ZooKeeper (apt-get install zookeeper) with its data in "
+                                      "DATA/zookeeper, then --brokers `pylog serve --zookeeper` processes on free "
+                                      "loopback ports (DATA/broker-N, rack rack-N), prints their addresses and "
+                                      "waits; Ctrl-C stops every process.")
+    up.add_argument("--brokers", type=int, default=3, help="how many brokers (default 3)")
+    up.add_argument("--data-dir", default="pylog-cluster", help="where ZooKeeper and the brokers keep their data")
+    up.add_argument("--racks", default=None, metavar="R1,R2,...", help="one rack per broker (default rack-N)")
+    up.add_argument("--zookeeper", default=None, metavar="HOST:PORT[/chroot]",
+                    help="use this ZooKeeper instead of starting one")
+    up.add_argument("--override", action="append", metavar="KEY=VALUE",
+                    help="a broker setting by Kafka name for every broker (repeatable)")
+    cl.set_defaults(func=_cmd_cluster)
 
     b = sub.add_parser("bench", help="measure append/read throughput against the machine's ceiling")
     b.add_argument("--data-dir", default=None, help="where to write (default: a temporary directory, removed)")
