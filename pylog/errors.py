@@ -461,7 +461,8 @@ class TransactionsNotSupported(InvalidRequest):
 
 
 # --- cluster metadata (MetadataStore; ZooKeeper's errors, client-side only) -----------
-__all__ += ["NoNode", "NodeExists", "BadVersion", "SessionExpired"]
+__all__ += ["BadVersion", "MetadataStoreUnavailable", "NoNode", "NodeExists", "SessionExpired",
+            "ZooKeeperServerError"]
 
 
 class NoNode(PylogError, LookupError):
@@ -480,6 +481,19 @@ class BadVersion(PylogError):
 class SessionExpired(PylogError):
     """A MetadataStore session expired (or was closed): its ephemeral nodes are gone and
     it can neither heartbeat nor create ephemeral nodes (ZooKeeper's SESSIONEXPIRED)."""
+
+
+class MetadataStoreUnavailable(RequestTimedOut):
+    """The metadata store (ZooKeeper) could not be reached before the call's deadline.
+
+    Retriable.  A read changed nothing; a write whose connection was lost after it was sent
+    may or may not have been applied (its message says so): re-read and decide again, as
+    after a :class:`BadVersion`."""
+
+
+class ZooKeeperServerError(PylogError, RuntimeError):
+    """A private ZooKeeper server (``pylog.cluster.zkserver``) could not be found, started
+    or stopped; the message says why (a missing install names the Debian package)."""
 
 
 def _all_subclasses(cls: type) -> list[type]:

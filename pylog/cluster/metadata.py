@@ -51,6 +51,7 @@ __all__ = [
     "validate_path",
     "parent_path",
     "join_path",
+    "encode_data",
 ]
 
 #: ``expected_version`` meaning "whatever the version is".
@@ -141,7 +142,9 @@ def _under(path: str, prefix: str) -> bool:
     return prefix == "/" or path == prefix or path.startswith(prefix + "/")
 
 
-def _encode(path: str, data: Any) -> str:
+def encode_data(path: str, data: Any) -> str:
+    """``data`` as compact JSON text, as every store holds it; InvalidArgument if it is not
+    JSON-serialisable or larger than :data:`MAX_NODE_DATA_BYTES` in UTF-8."""
     try:
         text = json.dumps(data, allow_nan=False, separators=(",", ":"))
     except (TypeError, ValueError) as e:
@@ -271,7 +274,7 @@ class InMemoryMetadataStore:
                 make_parents: bool) -> None:
         if path == "/" or path in self._nodes:
             raise NodeExists(f"{path} already exists")
-        text = _encode(path, data)
+        text = encode_data(path, data)
         if ephemeral_session is not None:
             self._live_session(ephemeral_session)
         missing: List[str] = []
@@ -322,7 +325,7 @@ class InMemoryMetadataStore:
         check_int("expected_version", expected_version, min=ANY_VERSION)
         with self._lock:
             node = self._node(path)
-            text = _encode(path, data)
+            text = encode_data(path, data)
             self._check_version(path, node, expected_version)
             node.data_json = text
             node.version += 1
