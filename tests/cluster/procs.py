@@ -1,0 +1,133 @@
+"""Clusters of real `pylog serve` processes on a real ZooKeeper, for tests.
+
+``start_cluster(brokers=3, racks=..., overrides=...)`` (the ``process_cluster`` fixture)
+starts a :class:`~pylog.cli.cluster_up.ProcessCluster` in its own ZooKeeper chroot on the
+session's ZooKeeper (tests/zk.py: PYLOG_TEST_ZOOKEEPER or a private server) and stops
+every broker by its PID at the end of the test, also when it failed; the brokers' logs
+are printed then.  Settings are small so that the fault tests finish quickly: sessions
+of 4 s, a lag time of 2 s, short fetch waits.
+"""
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+import uuid
+from typing import Any, Callable, Dict, List, Optional
+
+import pytest
+
+from pylog.cli.cluster_up import ProcessCluster
+
+#: What every test cluster runs with (Kafka names), unless a test overrides it.
+FAST_CLUSTER = {
+    "zookeeper.session.timeout.ms": 4000,
+    "replica.lag.time.max.ms": 2000,
+    "replica.fetch.wait.max.ms": 200,
+    "group.initial.rebalance.delay.ms": 0,
+    "offsets.topic.num.partitions": 6,
+    "offsets.topic.replication.factor": 3,
+    "leader.imbalance.check.interval.seconds": 3600,
+}
+WAIT_S = 90.0
+
+
+def wait_for(pred: Callable[[], Any], what: str, timeout_s: float = WAIT_S, interval_s: float = 0.1) -> Any:
+    """Poll until ``pred()`` is truthy (its value is returned); fail after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = pred()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout_s} s waiting for {what}")
+        time.sleep(interval_s)
+
+
+def metrics_text(broker: Any) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{broker.metrics_port}/metrics", timeout=10) as r:
+        return r.read().decode()
+
+
+def metric(broker: Any, name: str, **labels: str) -> Optional[float]:
+    """A sample's value from a broker's /metrics (None if absent)."""
+    for line in metrics_text(broker).splitlines():
+        if line.startswith("#") or not line.startswith(name):
+            continue
+        head, _, value = line.rpartition(" ")
+        if head.split("{")[0] != name:
+            continue
+        if all(f'{k}="{v}"' in head for k, v in labels.items()):
+            return float(value)
+    return None
+
+
+def admin(cluster: ProcessCluster) -> Any:
+    from confluent_kafka.admin import AdminClient
+
+    return AdminClient({"bootstrap.servers": cluster.bootstrap})
+
+
+def describe(cluster: ProcessCluster, topic: str) -> List[Dict[str, Any]]:
+    """Partitions of ``topic`` as the cluster's Metadata tells (leader, replicas, isr)."""
+    md = admin(cluster).list_topics(topic, timeout=20)
+    t = md.topics[topic]
+    if t.error is not None:
+        return []
+    return [{"partition": p.id, "leader": p.leader, "replicas": list(p.replicas), "isr": list(p.isrs)}
+            for p in sorted(t.partitions.values(), key=lambda p: p.id)]
+
+
+def create_topic(cluster: ProcessCluster, topic: str, partitions: int, rf: int,
+                 config: Optional[Dict[str, str]] = None) -> None:
+    from confluent_kafka.admin import NewTopic
+
+    a = admin(cluster)  # the futures need the client alive
+    fs = a.create_topics([NewTopic(topic, partitions, rf, config=config or {})], operation_timeout=30)
+    fs[topic].result(60)
+    wait_for(lambda: (lambda d: len(d) == partitions and all(p["leader"] >= 0 for p in d))(describe(cluster, topic)),
+             f"leaders for every partition of {topic}")
+
+
+def loss_ledger(cluster: ProcessCluster) -> List[Dict[str, Any]]:
+    """The loss ledger straight from ZooKeeper (kazoo)."""
+    from pylog.cluster.controller import read_loss_ledger
+    from pylog.cluster.zookeeper import ZooKeeperMetadataStore
+
+    store = ZooKeeperMetadataStore(cluster.zookeeper)
+    try:
+        return read_loss_ledger(store)
+    finally:
+        store.close()
+
+
+@pytest.fixture
+def process_cluster(tmp_path, zookeeper, request):
+    """``start(brokers=3, racks=None, overrides=None)`` -> a started ProcessCluster."""
+    made: List[ProcessCluster] = []
+
+    def start(brokers: int = 3, racks: Optional[List[str]] = None,
+              overrides: Optional[Dict[str, Any]] = None, start: bool = True) -> ProcessCluster:
+        o = dict(FAST_CLUSTER)
+        o.update(overrides or {})
+        c = ProcessCluster(tmp_path / f"cluster-{len(made)}", brokers, racks=racks,
+                           zookeeper=zookeeper.connect + f"/pylog-{uuid.uuid4().hex[:12]}", overrides=o)
+        made.append(c)
+        if start:
+            c.start()
+        return c
+
+    yield start
+    failed = getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed
+    for c in made:
+        if failed:
+            for b in c.brokers.values():
+                print(f"----- broker {b.broker_id} log (end) -----\n{b.log_tail(80)}")
+        try:
+            c.stop()
+        except RuntimeError as exc:
+            print(f"stopping the cluster: {exc}")
+
+
+def json_lines(text: str) -> List[Dict[str, Any]]:
+    return [json.loads(x) for x in text.splitlines() if x.startswith("{")]
