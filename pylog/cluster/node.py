@@ -268,6 +268,71 @@ class ClusterNode(LocalCluster):
             return -1
         return leader
 
+    def metrics(self) -> Dict[str, Any]:
+        """:meth:`LocalCluster.metrics` plus this broker's replication figures, as Kafka's
+        ReplicaManager reports them per broker: ``leader_count``, ``partition_count``,
+        ``under_replicated_partitions`` and ``under_min_isr_partitions`` (of the
+        partitions this broker leads), and ``offline_partitions`` (cluster-wide, from the
+        store, on every broker) and ``active_controller``."""
+        from pylog.replication.replica import LEADER
+
+        m = super().metrics()
+        with self._lock:
+            node = self.kernel.nodes[self.broker_id]
+            leaders = [r for r in node.replicas.values() if r.state.role == LEADER]
+            m["leader_count"] = len(leaders)
+            m["partition_count"] = len(node.replicas)
+            m["under_replicated_partitions"] = sum(len(r.state.isr) < len(r.replicas) for r in leaders)
+            m["under_min_isr_partitions"] = sum(len(r.state.isr) < r.min_isr for r in leaders)
+            m["active_controller"] = int(node.controller is not None and node.controller.is_active)
+            offline = 0
+            for topic in self.kernel.topics():
+                try:
+                    parts = self.kernel.assignment(topic)
+                except PylogError:
+                    continue
+                offline += sum(self._leader_id(topic, p) < 0 for p in parts)
+            m["offline_partitions"] = offline
+        return m
+
+    def controlled_shutdown(self) -> bool:
+        """Kafka's controlled shutdown, before :meth:`close`: ask the controller to move
+        this broker's leaderships to other in-sync replicas (and take it out of the ISRs),
+        and wait until it leads nothing that can move.  controlled.shutdown.max.retries
+        attempts, each waiting up to controlled.shutdown.retry.backoff.ms.  Returns
+        whether every movable leadership moved (False: the broker stops anyway, as Kafka
+        does, and the controller elects when its registration goes)."""
+        from pylog.cluster.admin import leaderships, request_controlled_shutdown
+
+        if not self._started or self._closed or not self.node_settings.get("controlled.shutdown.enable", True):
+            return False
+        store = self.kernel.store
+        retries = int(self.node_settings.get("controlled.shutdown.max.retries", 3))
+        backoff_s = int(self.node_settings.get("controlled.shutdown.retry.backoff.ms", 5000)) / 1000.0
+        left: List[Any] = []
+        for attempt in range(retries + 1):
+            try:
+                request_controlled_shutdown(store, self.broker_id)
+                deadline = time.monotonic() + backoff_s
+                while True:
+                    left = leaderships(store, self.broker_id, movable_only=True)
+                    if not left or time.monotonic() > deadline:
+                        break
+                    self._wake.set()
+                    time.sleep(0.02)
+            except PylogError as exc:
+                log.warning("broker %d: controlled shutdown attempt %d failed: %s", self.broker_id, attempt + 1, exc)
+                time.sleep(min(backoff_s, 1.0))
+                continue
+            if not left:
+                log.info("broker %d: controlled shutdown moved every leadership away", self.broker_id)
+                return True
+            log.warning("broker %d: controlled shutdown attempt %d: still leading %s", self.broker_id, attempt + 1,
+                        ", ".join(f"{t}-{p}" for t, p in left[:10]))
+        log.warning("broker %d: controlled shutdown incomplete after %d attempts; stopping anyway",
+                    self.broker_id, retries + 1)
+        return False
+
     # ================================================================ replication
     def replica_fetch(self, follower: int, parts: List[Dict[str, Any]],
                       done: Callable[[List[Dict[str, Any]]], None]) -> None:
