@@ -314,10 +314,13 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--runs", type=int, default=3, help="runs per workload; the median is reported (default 3)")
     b.add_argument("--json", action="store_true", help="print one JSON object per workload instead of a table")
     b.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
-    b.add_argument("--suite", choices=("all", "log", "broker", "replication", "network"), default="all",
+    b.add_argument("--suite", choices=("all", "log", "broker", "replication", "network", "cluster"), default="all",
                    help="log: the storage engine; broker: producer -> broker -> consumer; replication: "
                         "a 3-broker LocalCluster, RF=3 acks=1/all against RF=1; network: `pylog serve` with "
-                        "confluent-kafka and pylog's network clients (needs confluent-kafka; not in 'all') "
+                        "confluent-kafka and pylog's network clients (needs confluent-kafka; not in 'all'); "
+                        "cluster: three `pylog serve` processes on a private ZooKeeper, confluent-kafka RF=1 "
+                        "acks=1 against RF=3 acks=1/all and a consumer (needs confluent-kafka and Debian's "
+                        "zookeeper; not in 'all') "
                         "(default all: log, broker, replication)")
     b.add_argument("--partitions", type=int, default=6, help="partitions of the broker suite's topic (default 6)")
     b.set_defaults(func=_cmd_bench)

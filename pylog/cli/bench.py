@@ -50,6 +50,7 @@ class BenchResult:
     latency_p99_ms: Optional[float] = None
     server_cpu_s: Optional[float] = None  #: network suite: CPU the `pylog serve` process spent
     client_cpu_s: Optional[float] = None  #: network suite: CPU the client spent
+    note: Optional[str] = None  #: a sentence the table prints under the rows
 
 
 class Progress:
@@ -142,9 +143,9 @@ def run_benchmarks(
     Consumer on ``partitions`` partitions, keyless and keyed, none and zstd).
     """
     for name in suites:
-        if name not in ("log", "broker", "replication", "network"):
-            raise ValueError(f"unknown benchmark suite {name!r}; use 'log', 'broker', 'replication' and/or "
-                             "'network'")
+        if name not in ("log", "broker", "replication", "network", "cluster"):
+            raise ValueError(f"unknown benchmark suite {name!r}; use 'log', 'broker', 'replication', "
+                             "'network' and/or 'cluster'")
     if messages < 1 or size < 8 or runs < 1:
         raise ValueError("messages >= 1, size >= 8 and runs >= 1 are required")
     own_dir = data_dir is None
@@ -161,6 +162,10 @@ def run_benchmarks(
         from pylog.cli.bench_network import network_steps
 
         steps += network_steps(runs, net_parts)
+    if "cluster" in suites:
+        from pylog.cli.bench_cluster import cluster_steps
+
+        steps += cluster_steps(runs)
     bar = Progress(steps, enabled=progress)
 
     def emit(res: BenchResult) -> None:
@@ -212,6 +217,22 @@ def run_benchmarks(
                 emit(res)
 
             run_network_suite(root, values, runs, net_parts, bar.step, net_emit)
+        if "cluster" in suites:
+            from pylog.cli.bench_cluster import run_cluster_suite
+
+            def cluster_emit(name: str, count: int, times: List[float], extra: Optional[Dict]) -> None:
+                sec = _median(times)
+                mps = count / sec
+                res = BenchResult(name, count, sec, mps, count * size / sec / 1e6, runs, times,
+                                  100.0 * mps / c_msgs, c_msgs, c_mb)
+                if extra:
+                    res.server_cpu_s, res.client_cpu_s = extra.get("server_cpu_s"), extra.get("client_cpu_s")
+                emit(res)
+
+            summary = run_cluster_suite(root, values, runs, bar.step, cluster_emit)
+            results[-1].note = (f"cluster: RF=3 acks=all at {100 * summary['ratio_all_vs_rf1']:.0f}% of RF=1 "
+                                f"acks=1; the consumer at {summary['consume_vs_produce']:.1f}x the acks=all "
+                                f"produce rate; ISR shrinks during the runs: {summary['isr_shrinks']:.0f}")
         if "log" not in suites:
             return results
 
@@ -457,6 +478,7 @@ def format_table(results: List[BenchResult], size: int) -> str:
         if cpu:
             line += f"{num(r.server_cpu_s, '.2f'):>11}{num(r.client_cpu_s, '.2f'):>11}"
         lines.append(line)
+    lines.extend(r.note for r in results if r.note)
     lines.append(f"({size}-byte values; MB/s counts value bytes, the ceiling's counts log bytes; "
                  f"medians of {results[0].runs if results else 0} runs)")
     return "\n".join(lines)

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
@@ -50,6 +51,9 @@ _CODES = {"NOT_LEADER_OR_FOLLOWER": 6, "FENCED_LEADER_EPOCH": 74, "UNKNOWN_TOPIC
 _NAMES = {v: k for k, v in _CODES.items()}
 
 TopicPartition = Tuple[str, int]
+#: How long a fetcher waits for the partitions of its last answer to be asked again
+#: before it sends what it has (the kernel asks again at its next step, at once).
+_REGROUP_S = 0.02
 
 
 @dataclass
@@ -249,10 +253,21 @@ class ReplicaFetcher:
             self._thread.join(timeout_s)
 
     def _run(self) -> None:
+        expect: set = set()
         while True:
             with self._cond:
                 while not self._pending and not self._stopped:
                     self._cond.wait()
+                # Keep the partitions of one leader in one request: the partitions the
+                # last answer carried come back from the kernel's next step; wait for
+                # them briefly, or a partition asked for alone would wait behind a
+                # request parked at the leader (up to replica.fetch.wait.max.ms).
+                deadline = time.monotonic() + _REGROUP_S
+                while expect - self._pending.keys() and not self._stopped:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._cond.wait(left)
                 if self._stopped:
                     break
                 batch, self._pending = self._pending, {}
@@ -263,6 +278,7 @@ class ReplicaFetcher:
                     log.exception("broker %d: replica fetch from broker %d failed", self.network.broker_id,
                                   self.leader)
                 replies = self._errors(list(batch.values()), "NETWORK_EXCEPTION", repr(exc))
+            expect = {(r["topic"], r["partition"]) for r in replies if "error" not in r}
             for body in replies:
                 self.network.deliver_later(WireMessage(self.leader, self.network.broker_id, "fetch_response", body))
         conn = self._conn
