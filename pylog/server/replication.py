@@ -11,7 +11,10 @@ wire sees what it knows:
 - **Follower side.** One :class:`ReplicaFetcher` thread per leader broker gathers the
   kernel's ``fetch`` messages for that leader into one Fetch request (v12: replica id
   set, ``current_leader_epoch``, ``fetch_offset``, ``last_fetched_epoch``), sends it on
-  its own connection and turns the answer's partitions back into ``fetch_response``
+  its own connection — first, for a partition it has not yet fetched at the current
+  leader epoch, an OffsetsForLeaderEpoch request (replica id set) to learn where its last
+  epoch ends on the leader, as Kafka's fetcher does before fetching — and turns the
+  answer's partitions back into ``fetch_response``
   messages: records, high watermark and log start offset; ``diverging_epoch`` (KIP-320:
   the follower truncates there); a log start above the fetch offset (the leader's log
   begins later: start over there); or an error code (the kernel backs off and asks
@@ -44,6 +47,9 @@ log = logging.getLogger("pylog.replication")
 #: (KIP-320) that still names topics (v13 uses topic ids).
 FETCH_VERSION = 12
 _FETCH = 1
+_OFFSET_FOR_LEADER_EPOCH = 23
+#: The first OffsetForLeaderEpoch version with a replica id.
+_OFFSET_FOR_LEADER_EPOCH_VERSION = 3
 
 #: Kafka error codes the kernel's replies name.
 _CODES = {"NOT_LEADER_OR_FOLLOWER": 6, "FENCED_LEADER_EPOCH": 74, "UNKNOWN_TOPIC_OR_PARTITION": 3,
@@ -230,6 +236,8 @@ class ReplicaFetcher:
         self._stopped = False
         self._conn: Any = None
         self._last_error = ""
+        #: partition -> the leader epoch at which OffsetsForLeaderEpoch found it in line
+        self._validated: Dict[TopicPartition, int] = {}
         self._thread = threading.Thread(target=self._run, name=f"pylog-replica-fetcher-{leader}", daemon=True)
 
     def start(self) -> None:
@@ -314,6 +322,9 @@ class ReplicaFetcher:
             conn = self._connection()
         except (OSError, PylogError, ConnectionError) as exc:
             return self._errors(bodies, "NETWORK_EXCEPTION", f"cannot connect: {exc}")
+        diverged, bodies = self._validate(conn, bodies)
+        if not bodies:
+            return diverged
         topics: Dict[str, List[Dict[str, Any]]] = {}
         for b in bodies:
             topics.setdefault(b["topic"], []).append({
@@ -333,7 +344,53 @@ class ReplicaFetcher:
             conn.close()
             return self._errors(bodies, "NETWORK_EXCEPTION", str(exc))
         self._last_error = ""
-        return self._replies(bodies, resp)
+        return diverged + self._replies(bodies, resp)
+
+    def _validate(self, conn: Any, bodies: List[Dict[str, Any]]) -> Tuple[List[Dict[str, Any]], List[Dict[str, Any]]]:
+        """Before the first fetch of a partition from this leader at a leader epoch, ask
+        OffsetsForLeaderEpoch (replica id set) where the follower's last epoch ends on the
+        leader, as Kafka's fetcher does in its truncating state: a partition whose log
+        diverged gets its diverging (epoch, end offset) now and is not fetched this round.
+        The Fetch's last_fetched_epoch checks the same again at every fetch (KIP-320).
+        Returns (replies for diverged partitions, bodies to fetch)."""
+        todo = [b for b in bodies if b["last_epoch"] >= 0
+                and self._validated.get((b["topic"], b["partition"])) != b["leader_epoch"]]
+        if not todo:
+            return [], bodies
+        topics: Dict[str, List[Dict[str, Any]]] = {}
+        for b in todo:
+            topics.setdefault(b["topic"], []).append({"partition": b["partition"],
+                                                      "current_leader_epoch": b["leader_epoch"],
+                                                      "leader_epoch": b["last_epoch"]})
+        data = {"replica_id": self.network.broker_id,
+                "topics": [{"topic": t, "partitions": ps} for t, ps in topics.items()]}
+        try:
+            pending = conn.send(_OFFSET_FOR_LEADER_EPOCH, data, timeout_s=self.network.socket_timeout_ms / 1000.0,
+                                version=_OFFSET_FOR_LEADER_EPOCH_VERSION,
+                                what=f"OffsetsForLeaderEpoch to broker {self.leader}")
+            resp = pending.result()
+        except PylogError:
+            return [], bodies  # the Fetch's own epoch check still applies
+        answers: Dict[TopicPartition, Tuple[int, int, int]] = {}
+        for t in resp.topics:
+            for p in t.partitions:
+                answers[(t.topic, p.partition)] = (p.error_code, int(p.leader_epoch), int(p.end_offset))
+        diverged: List[Dict[str, Any]] = []
+        keep: List[Dict[str, Any]] = []
+        for b in bodies:
+            tp = (b["topic"], b["partition"])
+            ans = answers.get(tp) if b in todo else None
+            if ans is None or ans[0] != 0:
+                keep.append(b)  # not asked, or an error: the Fetch decides
+                continue
+            _err, epoch, end = ans
+            if epoch != b["last_epoch"] or end < b["offset"]:
+                diverged.append({"topic": tp[0], "partition": tp[1], "leader_epoch": b["leader_epoch"],
+                                 "diverging": (epoch, end)})
+            else:
+                self._validated[tp] = b["leader_epoch"]
+                keep.append(b)
+        return diverged, keep
 
     def _replies(self, bodies: List[Dict[str, Any]], resp: Any) -> List[Dict[str, Any]]:
         from pylog.client.network.records import whole_prefix

@@ -12,7 +12,8 @@ from typing import Dict, List, Tuple
 import confluent_kafka
 from confluent_kafka.admin import AdminClient, ConfigResource
 
-from tests.cluster.procs import create_topic, describe, wait_for
+from pylog.protocol.apis import API_NAMES
+from tests.cluster.procs import create_topic, describe, metric, wait_for
 
 
 def test_three_processes_form_a_cluster(process_cluster):
@@ -160,6 +161,9 @@ def test_kill9_the_leader_twice_under_acks_all_idempotent_load(process_cluster):
                      f"broker {victim} back in every ISR")
     assert len(set(killed)) == 2
     assert not load.errors, load.errors[:5]
+    # the restarted followers asked their leaders where their last epoch ends
+    asked = sum(metric(b, "pylog_server_requests_total", api=API_NAMES[23]) or 0 for b in c.brokers.values())
+    assert asked > 0
     records = _read_all(c, "events", 3)
     _check_no_loss_no_dup(load.acked, records, 3)
     assert len(load.acked) == load.sent
