@@ -176,6 +176,26 @@ def test_watches_survive_a_dropped_connection(zk_store):
                                    WatchEvent("deleted", "/brokers", -1)]
 
 
+
+def test_watches_survive_the_main_session_expiring(zookeeper, zk_store):
+    """kazoo opens a new session for the main client; the store watches again on it."""
+    zk_store.watch("/a", "w")
+    client = zk_store._main.client
+    old_id = client.client_id
+    killer = KazooClient(hosts=zookeeper.connect, client_id=old_id)
+    killer.start(timeout=WAIT_TIMEOUT_S)
+    killer.stop()
+    killer.close()
+
+    def on_new_session():
+        now_id = client.client_id
+        return now_id is not None and now_id[0] != old_id[0] and zk_store._main.connected.is_set()
+
+    wait_until(on_new_session, "the main client's new session")
+    assert zk_store.reconnections >= 1
+    zk_store.create("/a/b", 1)
+    assert zk_store.drain("w") == [WatchEvent("created", "/a", 0), WatchEvent("created", "/a/b", 0)]
+
 def test_server_restart_keeps_sessions_watches_and_data(tmp_path):
     with ZooKeeperServer(tmp_path / "zk", tick_time_ms=TEST_TICK_TIME_MS, force_sync=False) as server:
         port = server.port
