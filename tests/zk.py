@@ -103,8 +103,8 @@ def provide_zookeeper(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ZooK
     try:
         server.start()
     except PylogError as e:
-        pytest.fail(f"could not start a ZooKeeper server for the tests ({INSTALL_HINT}): {e}",
-                    pytrace=False)
+        hint = "" if "apt-get install zookeeper" in str(e) else f" ({INSTALL_HINT})"
+        pytest.fail(f"could not start a ZooKeeper server for the tests{hint}: {e}", pytrace=False)
     try:
         yield ZooKeeperForTests(server.connect_string, server)
     finally:
