@@ -36,3 +36,20 @@ def open_broker(tmp_path):
 @pytest.fixture
 def broker(open_broker):
     return open_broker()
+
+
+@pytest.fixture(scope="session")
+def zookeeper(tmp_path_factory):
+    """A running ZooKeeper for the whole run (tests/zk.py): PYLOG_TEST_ZOOKEEPER's, or a
+    private server stopped at the end.  Fails, never skips, if none can be had."""
+    from tests.zk import provide_zookeeper
+
+    yield from provide_zookeeper(tmp_path_factory)
+
+
+@pytest.fixture
+def zk_store(zookeeper):
+    """A ZooKeeperMetadataStore in a fresh chroot, closed after the test."""
+    store = zookeeper.store()
+    yield store
+    store.close()

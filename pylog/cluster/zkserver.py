@@ -92,10 +92,13 @@ def find_zookeeper() -> ZooKeeperInstall:
     return ZooKeeperInstall(java, (jar, *extra))
 
 
-def _free_port(host: str) -> int:
+def _bind_probe(host: str, port: int) -> int:
+    """Bind ``host:port`` as the server will (SO_REUSEADDR, so a port in TIME_WAIT after a
+    restart counts as free) and return the port bound; OSError if it is in use."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((host, port))
         return int(s.getsockname()[1])
 
 
@@ -200,8 +203,12 @@ class ZooKeeperServer:
         install = find_zookeeper()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         for _attempt in range(3):
-            if not self._port_chosen:
-                self._port = _free_port(self.host)
+            # A server already on the port would answer the readiness probe for ours.
+            try:
+                self._port = _bind_probe(self.host, self._port if self._port_chosen else 0)
+            except OSError as e:
+                raise ZooKeeperServerError(f"cannot start ZooKeeper on {self.host}:{self._port}: "
+                                           f"the port is in use or not bindable ({e})") from None
             self._spawn(install)
             failure = self._wait_ready()
             if failure is None:
