@@ -194,6 +194,10 @@ def _cmd_metrics(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from pylog.cli.demo import run_demo
 
+    if args.network:
+        from pylog.cli.demo import run_network_demo
+
+        return run_network_demo(records=args.records)
     return run_demo(records=args.records)
 
 
@@ -379,6 +383,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     dm = sub.add_parser("demo", help="a 3-broker cluster loses its leader and gets it back; nothing acked is lost")
     dm.add_argument("--records", type=int, default=200, help="records to produce first (default 200)")
+    dm.add_argument("--network", action="store_true",
+                    help="the same with real processes: a private ZooKeeper and three `pylog serve` brokers "
+                         "(needs Debian's zookeeper package), pylog's network clients and a kill -9")
     dm.set_defaults(func=_cmd_demo)
 
     si = sub.add_parser("simulate", help="randomised fault-simulation runs with an invariant checker")

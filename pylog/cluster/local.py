@@ -834,7 +834,7 @@ def _kernel_config(config: Mapping[str, Any]) -> KernelConfig:
     }
     kw: Dict[str, Any] = {}
     topic_defaults: Dict[str, Any] = {}
-    from pylog.broker.config import BROKER_TOPIC_DEFAULT_NAMES, TOPIC_DEFAULTS
+    from pylog.broker.config import BROKER_TOPIC_DEFAULT_NAMES, TOPIC_DEFAULTS, _coerce
 
     for key, value in config.items():
         if key in names:
@@ -842,9 +842,10 @@ def _kernel_config(config: Mapping[str, Any]) -> KernelConfig:
         elif key == "leader.imbalance.check.interval.seconds":
             kw["leader_imbalance_check_interval_ms"] = _typed(key, value) * 1000
         elif key in BROKER_TOPIC_DEFAULT_NAMES:
-            topic_defaults[BROKER_TOPIC_DEFAULT_NAMES[key]] = value
+            name = BROKER_TOPIC_DEFAULT_NAMES[key]
+            topic_defaults[name] = _coerce(key, value, TOPIC_DEFAULTS[name])  # text from server.properties
         elif key in TOPIC_DEFAULTS:
-            topic_defaults[key] = value
+            topic_defaults[key] = _coerce(key, value, TOPIC_DEFAULTS[key])
         else:
             raise InvalidConfig(f"unknown cluster configuration {key!r}")
     return KernelConfig(topic_defaults=topic_defaults, **kw)
