@@ -489,6 +489,11 @@ class Controller:
             self._reconcile_all(live - bounced, now)
             self._reconcile_all(live, now)
 
+    def mark_dirty(self) -> None:
+        """Reconcile every partition at the next :meth:`tick`: the driver may have missed
+        events (a store that lost its connection raises none for what changed meanwhile)."""
+        self._dirty = True
+
     def _sync_brokers(self, now: int) -> bool:
         """Compare the registrations with the last ones seen; reconcile every topic if any
         changed (returns whether).  A registration owned by a new session is a broker that

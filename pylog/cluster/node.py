@@ -65,6 +65,7 @@ class ClusterNode(LocalCluster):
         self._wake = threading.Event()
         self._lock_fd = -1
         self._started = False
+        self._reconnections = 0
         #: default.replication.factor: topics made without one (auto-created, or
         #: CreateTopics with -1) get it.
         self.default_replication_factor = 1
@@ -177,6 +178,7 @@ class ClusterNode(LocalCluster):
                 break
             try:
                 with self._lock:
+                    self._after_reconnection()
                     self.kernel.step(_now_ms())
                     self._cond.notify_all()
             except PylogError as exc:  # the store is unreachable for now: keep trying
@@ -200,6 +202,19 @@ class ClusterNode(LocalCluster):
         Kafka's CreateTopics says it) takes default.replication.factor."""
         rf = self.default_replication_factor if replication_factor in (None, -1) else replication_factor
         return super().create_topic(name, partitions, rf, config, validate_only=validate_only)
+
+    def _after_reconnection(self) -> None:
+        """Under the lock: after the store reconnected, events of what changed meanwhile
+        were lost; re-read every partition state and let the controller reconcile."""
+        n = getattr(self.kernel.store, "reconnections", 0)
+        if n == self._reconnections:
+            return
+        self._reconnections = n
+        node = self.kernel.nodes[self.broker_id]
+        node.dirty = True
+        if node.controller is not None:
+            node.controller.mark_dirty()
+        log.info("broker %d: the metadata store reconnected; re-reading the partition states", self.broker_id)
 
     # ================================================================ the cluster
     def _persist(self) -> None:
