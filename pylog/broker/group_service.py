@@ -12,6 +12,14 @@ the broker provides (``append(partition, [(key, value), ...])`` writes to
 raises the same exception and nothing changes.  At startup the broker replays the topic
 through :meth:`GroupService.load`.
 
+In a cluster of broker processes a service coordinates only the groups of the
+``__consumer_offsets`` partitions its broker leads (``owned_partitions=()`` at
+construction): the broker calls :meth:`GroupService.load_partition` when it becomes a
+partition's leader (the partition's records are replayed from its own log, without this
+service's lock held, while the partition's groups answer CoordinatorLoadInProgress) and
+:meth:`GroupService.unload_partition` when it stops leading one (its groups' members get
+NotCoordinator and find the new coordinator).
+
 Concurrency: one lock guards the coordinator, and ``append`` runs under it, so appends to a
 partition happen in the order the coordinator asked for them (keeping the log and the
 in-memory offsets identical).  Blocking calls (a JoinGroup waiting for the rebalance, a
@@ -89,7 +97,9 @@ class GroupService:
     ``append`` persists offset records (see the module docstring); ``num_partitions`` is
     offsets.topic.num.partitions; ``clock`` returns ms since the epoch; the ticker thread
     runs every ``tick_interval_ms`` (0 starts no thread: the caller then calls
-    :meth:`tick` itself, which deterministic tests do with a fake clock).  Group settings
+    :meth:`tick` itself, which deterministic tests do with a fake clock).
+    ``owned_partitions`` None coordinates every group; ``()`` none until
+    :meth:`load_partition` (see the module docstring).  Group settings
     are keyword arguments with Kafka's names in snake_case (see
     :class:`~pylog.broker.group.GroupConfig`): ``group_min_session_timeout_ms=6000``,
     ``group_max_session_timeout_ms=1800000``, ``group_initial_rebalance_delay_ms=0``
@@ -103,6 +113,7 @@ class GroupService:
     def __init__(self, *, append: AppendFn, num_partitions: int,
                  clock: Callable[[], int] = now_ms, tick_interval_ms: int = 100,
                  member_id_factory: Optional[Callable[[str], str]] = None,
+                 owned_partitions: Optional[Iterable[int]] = None,
                  **config: Any) -> None:
         if not callable(append):
             raise InvalidArgument("append must be callable(partition, records)")
@@ -117,7 +128,7 @@ class GroupService:
         self._lock = threading.Lock()
         self._coord = GroupCoordinator(GroupConfig(**config), num_partitions=num_partitions,
                                        member_id_factory=member_id_factory or _uuid_member_id,
-                                       now=self._now())
+                                       now=self._now(), owned_partitions=owned_partitions)
         self._waiters: Dict[int, _Waiter] = {}
         self._tokens = itertools.count(1)
         self._closed = False
@@ -216,21 +227,96 @@ class GroupService:
         record per key wins and a null value deletes.  Group metadata records are skipped.
         Returns the number of offset records applied; a record that does not decode raises
         CorruptRecordError naming the problem."""
-        n = 0
         with self._lock:
             self._check_open()
-            now = self._now()
-            for key, value in records:
-                if key is None:
-                    raise InvalidArgument("a __consumer_offsets record must have a key")
-                k = decode_key(key)
-                if isinstance(k, GroupMetadataKey):
-                    continue
-                assert isinstance(k, OffsetKey)
-                v = None if value is None else decode_offset_value(value)
-                self._coord.load_offset(k.group, (k.topic, k.partition), v, now)
-                n += 1
+            return self._apply(records, self._now())
+
+    def _apply(self, records: Iterable[Tuple[bytes, Optional[bytes]]], now: int,
+               partition: Optional[int] = None) -> int:
+        """Replay ``records`` (lock held); with ``partition``, only the groups of that
+        partition of __consumer_offsets (a record of another group is not its own)."""
+        n = 0
+        for key, value in records:
+            if key is None:
+                raise InvalidArgument("a __consumer_offsets record must have a key")
+            k = decode_key(key)
+            if isinstance(k, GroupMetadataKey):
+                continue
+            assert isinstance(k, OffsetKey)
+            if partition is not None and self._coord.partition_for(k.group) != partition:
+                continue
+            v = None if value is None else decode_offset_value(value)
+            self._coord.load_offset(k.group, (k.topic, k.partition), v, now)
+            n += 1
         return n
+
+    # ------------------------------------------------------------------ leadership
+
+    @property
+    def owned_partitions(self) -> frozenset:
+        """Partitions of ``__consumer_offsets`` whose groups this service serves now."""
+        with self._lock:
+            return self._coord.owned_partitions
+
+    @property
+    def loading_partitions(self) -> frozenset:
+        """Partitions being loaded by :meth:`load_partition` right now."""
+        with self._lock:
+            return self._coord.loading_partitions
+
+    def partition_for(self, group_id: str) -> int:
+        """The partition of ``__consumer_offsets`` that holds ``group_id``."""
+        return self._coord.partition_for(group_id)
+
+    def load_partition(self, partition: int, leader_epoch: int,
+                       records: Iterable[Tuple[bytes, Optional[bytes]]], *,
+                       chunk: int = 1000) -> Optional[int]:
+        """This broker leads ``partition`` of ``__consumer_offsets`` at ``leader_epoch``:
+        replay ``records`` (key, value-or-None, in log order: the partition's log from its
+        start) and then serve its groups.  Meanwhile their requests fail with
+        CoordinatorLoadInProgress.
+
+        ``records`` is consumed without this service's lock held (reading the log may
+        take the broker's locks; other groups are served meanwhile) and applied
+        ``chunk`` records at a time under it.  Returns the number of offset records
+        applied, or None when there was nothing to do (already owned at this or an older
+        epoch, or unloaded meanwhile).  If reading or decoding raises, the partition is
+        unloaded again and the exception propagates (the caller may try again)."""
+        check_int("chunk", chunk, min=1)
+        with self._lock:
+            self._check_open()
+            if not self._coord.begin_load(partition, leader_epoch):
+                return None
+        n = 0
+        try:
+            it = iter(records)
+            while True:
+                batch: List[Tuple[bytes, Optional[bytes]]] = []
+                for rec in it:
+                    batch.append(rec)
+                    if len(batch) >= chunk:
+                        break
+                with self._lock:
+                    self._check_open()
+                    if partition not in self._coord.loading_partitions:
+                        return None  # unloaded meanwhile
+                    n += self._apply(batch, self._now(), partition)
+                    if len(batch) < chunk:
+                        return n if self._coord.finish_load(partition) else None
+        except BaseException:
+            with self._lock:
+                if not self._closed and partition in self._coord.loading_partitions:
+                    self._drive(self._coord.unload(partition, self._now()))
+            raise
+
+    def unload_partition(self, partition: int, leader_epoch: Optional[int] = None) -> None:
+        """This broker stopped leading ``partition`` (``leader_epoch``: the epoch it now
+        follows; None: unconditionally): forget its groups; their waiting JoinGroup and
+        SyncGroup calls, and later calls, fail with NotCoordinator."""
+        with self._lock:
+            if self._closed:
+                return
+            self._drive(self._coord.unload(partition, self._now(), leader_epoch))
 
     # ------------------------------------------------------------------ membership
 

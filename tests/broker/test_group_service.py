@@ -278,3 +278,105 @@ def test_bad_construction_and_arguments(log):
         assert r.generation_id == 1
     finally:
         s.close()
+
+
+# ---------------------------------------------------------------- per-partition coordination
+
+def _group_on(partition, n=8, prefix="g"):
+    return next(f"{prefix}{i}" for i in range(10_000) if partition_for_group(f"{prefix}{i}", n) == partition)
+
+
+def test_load_partition_replays_its_groups_outside_the_lock_then_serves_them(log, clock):
+    from pylog.errors import CoordinatorLoadInProgress, NotCoordinator
+
+    writer = GroupService(append=log.append, num_partitions=8, clock=clock, tick_interval_ms=0)
+    mine, other = _group_on(3), _group_on(5)
+    try:
+        writer.commit_offsets(mine, -1, "", {("t", 0): (4, "")})
+        writer.commit_offsets(other, -1, "", {("t", 0): (8, "")})
+        writer.commit_offsets(mine, -1, "", {("t", 0): (6, "x")})
+    finally:
+        writer.close()
+    svc = GroupService(append=log.append, num_partitions=8, clock=clock, tick_interval_ms=0,
+                       owned_partitions=())
+    try:
+        assert svc.owned_partitions == frozenset()
+        with pytest.raises(NotCoordinator):
+            svc.fetch_offsets(mine)
+        reading, release = threading.Event(), threading.Event()
+        seen = []
+
+        def records():
+            # the whole log, as a broker that also held the other partition's records would
+            for r in log.records():
+                yield r
+                if not reading.is_set():
+                    reading.set()
+                    # the service's lock is not held while the log is read: others are served
+                    with pytest.raises(CoordinatorLoadInProgress):
+                        svc.join_group(mine, "", "consumer", PROTOS, 10_000, 30_000)
+                    with pytest.raises(NotCoordinator):
+                        svc.join_group(other, "", "consumer", PROTOS, 10_000, 30_000)
+                    seen.append(svc.loading_partitions)
+                    release.set()
+
+        assert svc.load_partition(3, 0, records(), chunk=1) == 2
+        assert seen == [frozenset({3})] and release.is_set()
+        assert svc.owned_partitions == frozenset({3}) and svc.loading_partitions == frozenset()
+        assert svc.fetch_offsets(mine) == {("t", 0): (6, "x")}
+        with pytest.raises(NotCoordinator):
+            svc.fetch_offsets(other)  # replayed records of another partition are not ours
+        assert svc.load_partition(3, 1, iter(())) is None  # owned already: nothing to do
+        r = svc.join_group(mine, "", "consumer", PROTOS, 10_000, 30_000)
+        assert r.generation_id == 1
+    finally:
+        svc.close()
+
+
+def test_unload_partition_sends_waiting_members_to_the_new_coordinator(log, clock):
+    from pylog.errors import NotCoordinator
+
+    svc = GroupService(append=log.append, num_partitions=8, clock=clock, tick_interval_ms=0,
+                       owned_partitions=())
+    g = _group_on(2)
+    try:
+        assert svc.load_partition(2, 0, []) == 0
+        a = svc.join_group(g, "", "consumer", PROTOS, 10_000, 30_000)
+        svc.sync_group(g, a.generation_id, a.member_id, {a.member_id: b"A"})
+        results = []
+        svc.join_group(g, "", "consumer", PROTOS, 10_000, 30_000,
+                       callback=lambda res, err: results.append((res, err)))
+        assert results == []  # waits for a to rejoin
+        svc.unload_partition(2, 1)
+        (res, err), = results
+        assert res is None and isinstance(err, NotCoordinator)
+        with pytest.raises(NotCoordinator):
+            svc.heartbeat(g, a.generation_id, a.member_id)
+        assert svc.owned_partitions == frozenset() and svc.list_groups() == []
+    finally:
+        svc.close()
+
+
+def test_a_load_that_fails_leaves_the_partition_unowned_and_can_be_tried_again(log, clock):
+    from pylog.errors import NotCoordinator
+
+    svc = GroupService(append=log.append, num_partitions=8, clock=clock, tick_interval_ms=0,
+                       owned_partitions=())
+    g = _group_on(1)
+
+    def broken():
+        yield b"\x00\x01\x00\x01g", None
+        raise OSError("log read failed")
+
+    try:
+        with pytest.raises(OSError, match="log read failed"):
+            svc.load_partition(1, 0, broken())
+        assert svc.owned_partitions == frozenset() and svc.loading_partitions == frozenset()
+        with pytest.raises(NotCoordinator):
+            svc.fetch_offsets(g)
+        with pytest.raises(CorruptRecordError):
+            svc.load_partition(1, 0, [(b"\x00\x09", None)])
+        assert svc.load_partition(1, 0, []) == 0
+        assert svc.fetch_offsets(g) == {}
+    finally:
+        svc.close()
