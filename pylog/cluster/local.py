@@ -834,17 +834,18 @@ def _kernel_config(config: Mapping[str, Any]) -> KernelConfig:
     }
     kw: Dict[str, Any] = {}
     topic_defaults: Dict[str, Any] = {}
-    from pylog.broker.config import BROKER_TOPIC_DEFAULT_NAMES, TOPIC_DEFAULTS
+    from pylog.broker.config import BROKER_TOPIC_DEFAULT_NAMES, TOPIC_DEFAULTS, _coerce
 
     for key, value in config.items():
         if key in names:
             kw[names[key]] = _typed(key, value)
         elif key == "leader.imbalance.check.interval.seconds":
             kw["leader_imbalance_check_interval_ms"] = _typed(key, value) * 1000
-        elif key in BROKER_TOPIC_DEFAULT_NAMES:
-            topic_defaults[BROKER_TOPIC_DEFAULT_NAMES[key]] = value
+        elif key in BROKER_TOPIC_DEFAULT_NAMES:  # as text from server.properties, or typed
+            name = BROKER_TOPIC_DEFAULT_NAMES[key]
+            topic_defaults[name] = _coerce(key, value, TOPIC_DEFAULTS.get(name))
         elif key in TOPIC_DEFAULTS:
-            topic_defaults[key] = value
+            topic_defaults[key] = _coerce(key, value, TOPIC_DEFAULTS[key])
         else:
             raise InvalidConfig(f"unknown cluster configuration {key!r}")
     return KernelConfig(topic_defaults=topic_defaults, **kw)

@@ -409,3 +409,15 @@ def test_leadership_listener_hears_every_leader_and_resignation(cluster):
     for b, t, _p, lead, e in heard:
         if t == "t" and b == second and not lead:
             assert e > epoch
+
+
+def test_topic_defaults_given_as_text_are_typed(tmp_path):
+    """Broker-level topic defaults arrive as text from server.properties and --override
+    (a `pylog serve --zookeeper` node passes them on): they are typed like the Broker's,
+    or every topic creation failed ("segment.bytes must be an integer, got '1048576'")."""
+    with LocalCluster.open(tmp_path / "c", brokers=1, config=dict(FAST, **{"log.segment.bytes": "1048576",
+                                                                          "log.retention.ms": "-1"})) as c:
+        d = c.create_topic("t", 1)
+        assert d.config["segment.bytes"] == 1 << 20 and d.config["retention.ms"] == -1
+    with pytest.raises(errors.InvalidConfig, match="log.segment.bytes"):
+        LocalCluster.open(tmp_path / "d", brokers=1, config={"log.segment.bytes": "big"})
