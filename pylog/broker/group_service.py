@@ -24,23 +24,33 @@ Concurrency: one lock guards the coordinator, and ``append`` runs under it, so a
 partition happen in the order the coordinator asked for them (keeping the log and the
 in-memory offsets identical).  Blocking calls (a JoinGroup waiting for the rebalance, a
 follower's SyncGroup waiting for the leader's) wait outside the lock.
+
+A broker whose appends wait for other brokers (acks=all over the network) passes
+``append_async(partition, records, done)`` instead: it starts the append and returns,
+and ``done(error_or_None)`` is called once it is acknowledged or failed, from any thread
+and possibly under the broker's own locks.  The service then keeps at most one append
+per partition in flight (the next starts when the previous is done, so the order holds)
+and completes them on a thread of its own, so nothing waits for the followers under its
+lock: a network server's event loop, which also serves the followers' fetches, never
+blocks on a commit.
 """
 from __future__ import annotations
 
 import copy
 import itertools
 import logging
+import queue
 import threading
 import uuid
 from collections import deque
-from typing import (Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple)
+from typing import (Any, Callable, Deque, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple)
 
 from pylog.broker.group import (Action, AppendOffsets, GroupConfig, GroupCoordinator,
                                 GroupDescription, GroupListing, JoinGroupResult, Respond,
                                 RequestTimedOut)
 from pylog.broker.offsets_topic import (GroupMetadataKey, OffsetKey, decode_key,
                                         decode_offset_value)
-from pylog.errors import CoordinatorNotAvailable, InvalidArgument, InvalidConfig
+from pylog.errors import CoordinatorNotAvailable, InvalidArgument, InvalidConfig, NotCoordinator
 from pylog.util import check_int, now_ms
 
 __all__ = ["GroupService", "JoinGroupResult", "DEFAULT_SYNC_TIMEOUT_S"]
@@ -49,6 +59,8 @@ log = logging.getLogger(__name__)
 
 TopicPartition = Tuple[str, int]
 AppendFn = Callable[[int, List[Tuple[bytes, Optional[bytes]]]], None]
+#: ``append_async(partition, records, done)``: ``done(error or None)`` once acknowledged.
+AsyncAppendFn = Callable[[int, List[Tuple[bytes, Optional[bytes]]], Callable[[Optional[BaseException]], None]], None]
 
 #: How long sync_group waits for the leader's assignment by default (request.timeout.ms).
 DEFAULT_SYNC_TIMEOUT_S = 30.0
@@ -107,15 +119,20 @@ class GroupService:
     ``offsets_retention_check_interval_ms=600000``, ``offset_metadata_max_bytes=4096``.
 
     Every error is an exception from :mod:`pylog.errors` (or the exception ``append``
-    raised); a call on a closed service raises CoordinatorNotAvailable.
+    raised); a call on a closed service raises CoordinatorNotAvailable.  Exactly one of
+    ``append`` and ``append_async`` is given (see the module docstring).
     """
 
-    def __init__(self, *, append: AppendFn, num_partitions: int,
+    def __init__(self, *, append: Optional[AppendFn] = None, num_partitions: int,
                  clock: Callable[[], int] = now_ms, tick_interval_ms: int = 100,
                  member_id_factory: Optional[Callable[[str], str]] = None,
                  owned_partitions: Optional[Iterable[int]] = None,
+                 append_async: Optional[AsyncAppendFn] = None,
                  **config: Any) -> None:
-        if not callable(append):
+        if (append is None) == (append_async is None):
+            raise InvalidArgument("give one of append(partition, records) and "
+                                  "append_async(partition, records, done)")
+        if not callable(append if append_async is None else append_async):
             raise InvalidArgument("append must be callable(partition, records)")
         if not callable(clock):
             raise InvalidArgument("clock must be a callable returning ms")
@@ -124,6 +141,13 @@ class GroupService:
         if unknown:
             raise InvalidConfig(f"unknown group configuration {sorted(unknown)}")
         self._append = append
+        self._append_async = append_async
+        #: async appends: per partition, those not started yet, and the one in flight
+        self._queued: Dict[int, Deque[AppendOffsets]] = {}
+        self._in_flight: Dict[int, int] = {}
+        self._completions: "queue.SimpleQueue[Optional[Tuple[int, int, Optional[BaseException]]]]" = \
+            queue.SimpleQueue()
+        self._completer: Optional[threading.Thread] = None
         self._clock = clock
         self._lock = threading.Lock()
         self._coord = GroupCoordinator(GroupConfig(**config), num_partitions=num_partitions,
@@ -138,6 +162,10 @@ class GroupService:
             self._ticker = threading.Thread(target=self._tick_loop, args=(tick_interval_ms,),
                                             name="pylog-group-ticker", daemon=True)
             self._ticker.start()
+        if append_async is not None:
+            self._completer = threading.Thread(target=self._complete_loop, name="pylog-group-appends",
+                                               daemon=True)
+            self._completer.start()
 
     # ------------------------------------------------------------------ plumbing
 
@@ -159,22 +187,64 @@ class GroupService:
 
     def _drive(self, actions: List[Action]) -> None:
         """Perform ``actions`` (lock held): appends in order, answers to their waiters."""
-        queue = deque(actions)
-        while queue:
-            action = queue.popleft()
-            if isinstance(action, AppendOffsets):
+        todo = deque(actions)
+        while todo:
+            action = todo.popleft()
+            if isinstance(action, AppendOffsets) and self._append_async is not None:
+                self._queued.setdefault(action.partition, deque()).append(action)
+                todo.extend(self._start_append(action.partition))
+            elif isinstance(action, AppendOffsets):
                 error: Optional[BaseException] = None
                 try:
                     self._append(action.partition, list(action.records))
                 except BaseException as e:  # noqa: B902 - the coordinator must hear of it
                     error = e
-                queue.extend(self._coord.append_done(action.append_id, self._now(), error))
+                todo.extend(self._coord.append_done(action.append_id, self._now(), error))
                 if error is not None and not isinstance(error, Exception):
                     raise error  # KeyboardInterrupt & co: recorded, then propagated
             else:
                 waiter = self._waiters.pop(action.token, None)
                 if waiter is not None:  # None: the caller gave up waiting
                     waiter.answer(action)
+
+    def _start_append(self, partition: int) -> List[Action]:
+        """(Lock held.)  Start the next queued append of ``partition`` unless one is in
+        flight; one that fails to start is done at once (its actions are returned)."""
+        actions: List[Action] = []
+        pending = self._queued.get(partition)
+        while pending and partition not in self._in_flight:
+            action = pending.popleft()
+            self._in_flight[partition] = action.append_id
+
+            def done(error: Optional[BaseException], p: int = partition, aid: int = action.append_id) -> None:
+                self._completions.put((p, aid, error))
+
+            try:
+                assert self._append_async is not None
+                self._append_async(partition, list(action.records), done)
+            except Exception as exc:  # noqa: B902 - the coordinator must hear of it
+                del self._in_flight[partition]
+                actions += self._coord.append_done(action.append_id, self._now(), exc)
+        if not pending:
+            self._queued.pop(partition, None)
+        return actions
+
+    def _complete_loop(self) -> None:
+        """The thread that reports finished async appends to the coordinator."""
+        while True:
+            item = self._completions.get()
+            if item is None:
+                return
+            partition, append_id, error = item
+            try:
+                with self._lock:
+                    if self._closed or self._in_flight.get(partition) != append_id:
+                        continue
+                    del self._in_flight[partition]
+                    actions = self._coord.append_done(append_id, self._now(), error)
+                    self._drive(actions + self._start_append(partition))
+            except Exception:  # a bug: keep completing the others, but say so
+                log.exception("completing an append to partition %d failed", partition)
 
     def _call(self, submit: Callable[[int, int], List[Action]],
               timeout_s: Optional[float] = None, what: str = "request",
@@ -306,7 +376,7 @@ class GroupService:
         except BaseException:
             with self._lock:
                 if not self._closed and partition in self._coord.loading_partitions:
-                    self._drive(self._coord.unload(partition, self._now()))
+                    self._unload(partition)
             raise
 
     def unload_partition(self, partition: int, leader_epoch: Optional[int] = None) -> None:
@@ -314,9 +384,18 @@ class GroupService:
         follows; None: unconditionally): forget its groups; their waiting JoinGroup and
         SyncGroup calls, and later calls, fail with NotCoordinator."""
         with self._lock:
-            if self._closed:
-                return
-            self._drive(self._coord.unload(partition, self._now(), leader_epoch))
+            if not self._closed:
+                self._unload(partition, leader_epoch)
+
+    def _unload(self, partition: int, leader_epoch: Optional[int] = None) -> None:
+        """(Lock held.)  Unload ``partition``; its appends not started yet fail."""
+        now = self._now()
+        actions = self._coord.unload(partition, now, leader_epoch)
+        if partition not in self._coord.owned_partitions | self._coord.loading_partitions:
+            for action in self._queued.pop(partition, ()):  # never started: nothing was written
+                actions += self._coord.append_done(action.append_id, now, NotCoordinator(
+                    f"partition {partition} of __consumer_offsets moved before the append started"))
+        self._drive(actions)
 
     # ------------------------------------------------------------------ membership
 
@@ -434,6 +513,10 @@ class GroupService:
         self._stop.set()
         if self._ticker is not None and self._ticker is not threading.current_thread():
             self._ticker.join()
+        if self._completer is not None:
+            self._completions.put(None)
+            if self._completer is not threading.current_thread():
+                self._completer.join()
 
     def __enter__(self) -> "GroupService":
         return self

@@ -380,3 +380,50 @@ def test_a_load_that_fails_leaves_the_partition_unowned_and_can_be_tried_again(l
         assert svc.fetch_offsets(g) == {}
     finally:
         svc.close()
+
+
+def test_async_appends_run_one_at_a_time_per_partition_and_never_block_the_service(clock):
+    """append_async: the service starts an append and goes on serving; the next append
+    of the same partition starts only when the previous one is done; done() may come
+    from any thread."""
+    from pylog.errors import NotCoordinator
+
+    started = []
+    svc = GroupService(append_async=lambda p, recs, done: started.append((p, recs, done)),
+                       num_partitions=8, clock=clock, tick_interval_ms=0, owned_partitions=())
+    g = _group_on(4)
+    answers = {}
+
+    def answer(name):
+        return lambda res, err: answers.__setitem__(name, (res, err))
+
+    try:
+        svc.load_partition(4, 0, [])
+        a = svc.join_group(g, "", "consumer", PROTOS, 10_000, 30_000)
+        svc.sync_group(g, a.generation_id, a.member_id, {a.member_id: b""})
+        svc.commit_offsets(g, a.generation_id, a.member_id, {("t", 0): (5, "")}, callback=answer("first"))
+        svc.commit_offsets(g, a.generation_id, a.member_id, {("t", 0): (6, "")}, callback=answer("second"))
+        assert [p for p, _, _ in started] == [4] and answers == {}
+        svc.heartbeat(g, a.generation_id, a.member_id)  # served while the append waits
+        assert svc.fetch_offsets(g) == {}  # visible only once acknowledged
+        threading.Thread(target=started[0][2], args=(None,)).start()
+        wait_for(lambda: "first" in answers and len(started) == 2, "the first commit's answer")
+        assert answers["first"] == (None, None) and svc.fetch_offsets(g) == {("t", 0): (5, "")}
+        started[1][2](OSError("not enough replicas"))
+        wait_for(lambda: "second" in answers, "the second commit's answer")
+        assert isinstance(answers["second"][1], OSError) and svc.fetch_offsets(g) == {("t", 0): (5, "")}
+        # an append queued behind one in flight when the partition moves never starts
+        svc.commit_offsets(g, a.generation_id, a.member_id, {("t", 0): (7, "")}, callback=answer("third"))
+        svc.commit_offsets(g, a.generation_id, a.member_id, {("t", 0): (8, "")}, callback=answer("fourth"))
+        assert len(started) == 3
+        svc.unload_partition(4, 1)
+        assert isinstance(answers["fourth"][1], NotCoordinator)
+        started[2][2](NotCoordinator("moved"))
+        wait_for(lambda: "third" in answers, "the third commit's answer")
+        assert isinstance(answers["third"][1], NotCoordinator) and len(started) == 3
+    finally:
+        svc.close()
+    with pytest.raises(InvalidArgument, match="one of"):
+        GroupService(num_partitions=8)
+    with pytest.raises(InvalidArgument, match="one of"):
+        GroupService(append=lambda p, r: None, append_async=lambda p, r, d: None, num_partitions=8)
