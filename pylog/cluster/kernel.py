@@ -892,6 +892,15 @@ class ClusterKernel:
             return None
         return node
 
+    def led_partitions(self, broker_id: int, topic: str) -> Dict[int, int]:
+        """The partitions of ``topic`` that running broker ``broker_id`` leads now, with
+        the leader epoch of each (what :meth:`on_leadership` reported last for them)."""
+        node = self.nodes[broker_id]
+        if not node.running:
+            return {}
+        return {tp[1]: r.state.leader_epoch for tp, r in node.replicas.items()
+                if tp[0] == topic and r.state.role == LEADER}
+
     def produce(self, topic: str, partition: int, data: Any, acks: int,
                 callback: Callable[[Optional[PylogError], Optional[AppendResult]], None],
                 *, via: Any = None) -> None:
