@@ -54,6 +54,7 @@ from pylog.cluster.kernel import ClusterKernel, KernelConfig
 from pylog.cluster.metadata import InMemoryMetadataStore
 from pylog.errors import (
     BrokerClosed,
+    CoordinatorNotAvailable,
     InvalidConfig,
     InvalidPartitions,
     InvalidReplicationFactor,
@@ -765,6 +766,18 @@ class LocalCluster:
                 self._check_open()
                 self._groups = self._start_groups()
             return self._groups
+
+    def coordinator_id(self, group_id: str) -> int:
+        """The leader of ``group_id``'s ``__consumer_offsets`` partition (created first,
+        as :attr:`groups` does): the broker Kafka would name as its coordinator.  In this
+        process one group service serves every group whatever the leader.  Raises
+        CoordinatorNotAvailable while that partition has no leader."""
+        p = self.groups.partition_for(group_id)
+        with self._lock:
+            leader = self._leader_id(OFFSETS_TOPIC, p)
+        if leader < 0:
+            raise CoordinatorNotAvailable(f"partition {p} of {OFFSETS_TOPIC} has no leader right now")
+        return leader
 
     def _start_groups(self) -> Any:
         from pylog.broker.group_service import GroupService
