@@ -239,6 +239,7 @@ class ClusterKernel:
         self.data_version = 0
         self._listeners: List[Callable[[], None]] = []
         self._readable_listeners: List[Callable[[str, int], None]] = []
+        self._leadership_listeners: List[Callable[[int, str, int, bool, int], None]] = []
         #: Last ISR seen per partition, to count every change (leader's or controller's).
         self._isr_seen: Dict[str, Tuple[int, ...]] = {}
         self.store.watch("/brokers/topics", "kernel-metrics")
@@ -289,7 +290,10 @@ class ClusterKernel:
         if node.status == "stopped":
             return
         for r in node.replicas.values():
+            was_leader = r.state.role == LEADER
             self._finish(r.state.go_offline())
+            if was_leader:
+                self._leadership_changed(node, r, False, -1)
             if mode == "clean":
                 _write_hw(r.partition.log.dir, r.state.high_watermark)
                 r.partition.close()
@@ -534,7 +538,10 @@ class ClusterKernel:
     def _remove_replica(self, node: BrokerNode, tp: Tuple[str, int]) -> None:
         """Close a replica of a deleted topic and remove its directory."""
         r = node.replicas.pop(tp)
+        was_leader = r.state.role == LEADER
         self._finish(r.state.go_offline())
+        if was_leader:
+            self._leadership_changed(node, r, False, -1)
         node.parked.pop(tp, None)
         r.partition.close()
         _remove_dir(r.partition.log.dir)
@@ -585,7 +592,10 @@ class ClusterKernel:
         s = r.state
         if leader == node.id and epoch <= node.stale_epochs.get(r.tp, -1):
             if s.role != "offline":
+                was_leader = s.role == LEADER
                 self._finish(s.go_offline())
+                if was_leader:
+                    self._leadership_changed(node, r, False, -1)
             # Our previous process led at this epoch: ask the controller to elect afresh
             # (a ControlledShutdown-like request; the controller may be ourselves).
             ctl = self.controller_node()
@@ -605,15 +615,19 @@ class ClusterKernel:
                                     "leader": node.id, "leader_epoch": epoch, "isr": list(isr)})
                 log.info("broker %d leads %s-%d at epoch %d (ISR %s, log end %d)", node.id, r.tp[0], r.tp[1],
                          epoch, list(isr), r.partition.log_end_offset)
+                self._leadership_changed(node, r, True, epoch)
             elif frozenset(isr) != s.isr:
                 self._finish(s.on_isr_changed(isr))
                 self._set_leader_hw(r, s.high_watermark)
         else:
             if s.role == LEADER or s.leader_id != leader or s.leader_epoch != epoch:
+                was_leader = s.role == LEADER
                 self._finish(s.become_follower(leader, epoch, r.replicas, isr))
                 r.partition.leader_epoch = -1
                 r.fetch_inflight = False
                 r.next_fetch_at = now
+                if was_leader:
+                    self._leadership_changed(node, r, False, epoch)
             else:
                 s.isr = frozenset(isr)
 
@@ -878,6 +892,15 @@ class ClusterKernel:
             return None
         return node
 
+    def led_partitions(self, broker_id: int, topic: str) -> Dict[int, int]:
+        """The partitions of ``topic`` that running broker ``broker_id`` leads now, with
+        the leader epoch of each (what :meth:`on_leadership` reported last for them)."""
+        node = self.nodes[broker_id]
+        if not node.running:
+            return {}
+        return {tp[1]: r.state.leader_epoch for tp, r in node.replicas.items()
+                if tp[0] == topic and r.state.role == LEADER}
+
     def produce(self, topic: str, partition: int, data: Any, acks: int,
                 callback: Callable[[Optional[PylogError], Optional[AppendResult]], None],
                 *, via: Any = None) -> None:
@@ -939,6 +962,23 @@ class ClusterKernel:
         driver's lock is held: ``fn`` should only note it) whenever a leader's high
         watermark moves up: records became readable by consumers."""
         self._readable_listeners.append(fn)
+
+    def on_leadership(self, fn: Callable[[int, str, int, bool, int], None]) -> None:
+        """Call ``fn(broker_id, topic, partition, leading, leader_epoch)`` whenever a
+        broker's replica starts leading (``leading`` True, at ``leader_epoch``; again at
+        each new epoch it leads) or stops leading (``leading`` False; ``leader_epoch`` is
+        the epoch it now follows, -1 when the replica went offline, was removed or its
+        broker stopped).  Called inside :meth:`step` and the other calls that change
+        replica roles, so the driver's lock is held: ``fn`` should only note it (Kafka's
+        onLeadershipChange callback to the group coordinator)."""
+        self._leadership_listeners.append(fn)
+
+    def _leadership_changed(self, node: BrokerNode, r: _Replica, leading: bool, epoch: int) -> None:
+        for fn in self._leadership_listeners:
+            try:
+                fn(node.id, r.tp[0], r.tp[1], leading, epoch)
+            except Exception:  # a listener's bug must not break replication
+                log.exception("leadership listener failed for %s-%d", r.tp[0], r.tp[1])
 
     def _set_leader_hw(self, r: _Replica, hw: int) -> None:
         part = r.partition

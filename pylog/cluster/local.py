@@ -54,6 +54,7 @@ from pylog.cluster.kernel import ClusterKernel, KernelConfig
 from pylog.cluster.metadata import InMemoryMetadataStore
 from pylog.errors import (
     BrokerClosed,
+    CoordinatorNotAvailable,
     InvalidConfig,
     InvalidPartitions,
     InvalidReplicationFactor,
@@ -766,6 +767,18 @@ class LocalCluster:
                 self._groups = self._start_groups()
             return self._groups
 
+    def coordinator_id(self, group_id: str) -> int:
+        """The leader of ``group_id``'s ``__consumer_offsets`` partition (created first,
+        as :attr:`groups` does): the broker Kafka would name as its coordinator.  In this
+        process one group service serves every group whatever the leader.  Raises
+        CoordinatorNotAvailable while that partition has no leader."""
+        p = self.groups.partition_for(group_id)
+        with self._lock:
+            leader = self._leader_id(OFFSETS_TOPIC, p)
+        if leader < 0:
+            raise CoordinatorNotAvailable(f"partition {p} of {OFFSETS_TOPIC} has no leader right now")
+        return leader
+
     def _start_groups(self) -> Any:
         from pylog.broker.group_service import GroupService
         from pylog.records import build_batch
@@ -841,9 +854,9 @@ def _kernel_config(config: Mapping[str, Any]) -> KernelConfig:
             kw[names[key]] = _typed(key, value)
         elif key == "leader.imbalance.check.interval.seconds":
             kw["leader_imbalance_check_interval_ms"] = _typed(key, value) * 1000
-        elif key in BROKER_TOPIC_DEFAULT_NAMES:
+        elif key in BROKER_TOPIC_DEFAULT_NAMES:  # as text from server.properties, or typed
             name = BROKER_TOPIC_DEFAULT_NAMES[key]
-            topic_defaults[name] = _coerce(key, value, TOPIC_DEFAULTS[name])  # text from server.properties
+            topic_defaults[name] = _coerce(key, value, TOPIC_DEFAULTS.get(name))
         elif key in TOPIC_DEFAULTS:
             topic_defaults[key] = _coerce(key, value, TOPIC_DEFAULTS[key])
         else:
