@@ -11,7 +11,9 @@ Controller is not thread-safe: the driver serialises calls to it.
 Data model in the store (the kernel reads and writes the same nodes; helpers below):
 
 ``/brokers/ids/<id>``
-    ephemeral (the broker's session), ``{"rack": str | None}``.
+    ephemeral (the broker's session), ``{"rack": str | None}``, plus
+    ``"shutting_down": true`` once the broker asked for a controlled shutdown
+    (:func:`pylog.cluster.admin.request_controlled_shutdown`, compare-and-set).
 ``/controller``
     ephemeral (the controller's session), ``{"broker_id": id}``.
 ``/controller_epoch``
@@ -42,6 +44,14 @@ Election rules (Kafka's):
   that returns can lead.  An offline partition gets a leader as soon as an eligible
   replica is alive again.
 - A dead broker is removed from the ISR of partitions it follows (never emptying it).
+- **Controlled shutdown** (Kafka's ControlledShutdown): a broker shutting down may not be
+  elected (not even as preferred leader) and leaves the ISR of partitions it follows; a
+  partition it leads moves, by clean election only, to the first other replica that is
+  live, not shutting down and in the ISR; with none, it keeps its leader until the
+  broker is gone.  The leaders do not take a shutting-down or unregistered broker back
+  into an ISR (KIP-841).
+- The ISR holds replicas only, and a leader that is no longer a replica hands over
+  (clean election) as a shutting-down one does.
 - Every leader change, including to and from -1, bumps ``leader_epoch``; an ISR-only
   change does not.
 - **Preferred leader**: with ``auto_leader_rebalance_enable``, every
@@ -59,7 +69,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Set, Tuple
 
 from pylog.broker.broker import check_topic_is_new, validate_topic_name
 from pylog.broker.config import TOPIC_DEFAULTS, TopicConfig
@@ -95,6 +105,8 @@ __all__ = [
     "partition_state_path",
     "register_broker",
     "live_brokers",
+    "shutting_down_brokers",
+    "SHUTTING_DOWN",
     "read_partition_state",
     "read_loss_ledger",
     "append_loss_ledger",
@@ -105,6 +117,8 @@ TOPICS_PATH = "/brokers/topics"
 CONTROLLER_PATH = "/controller"
 CONTROLLER_EPOCH_PATH = "/controller_epoch"
 LOSS_LEDGER_PATH = "/loss_ledger"
+#: In a broker's registration data: it asked for a controlled shutdown.
+SHUTTING_DOWN = "shutting_down"
 #: The prefixes whose events :meth:`Controller.on_events` wants to see.
 WATCH_PREFIXES = (BROKER_IDS_PATH, TOPICS_PATH, CONTROLLER_PATH)
 #: ``leader`` of an offline partition.
@@ -149,9 +163,17 @@ def register_broker(store: Any, session_id: int, broker_id: int, rack: Optional[
     store.create(broker_path(broker_id), {"rack": rack}, ephemeral_session=session_id)
 
 
-def _read_registrations(store: Any) -> Dict[int, Tuple[Optional[str], Optional[int]]]:
-    """Live broker id -> (rack, owning session)."""
-    out: Dict[int, Tuple[Optional[str], Optional[int]]] = {}
+class _Registration(NamedTuple):
+    """What the controller reads from one ``/brokers/ids/<id>`` node."""
+
+    rack: Optional[str]
+    owner: Optional[int]  #: the owning session
+    shutting_down: bool  #: controlled shutdown requested (see request_controlled_shutdown)
+
+
+def _read_registrations(store: Any) -> Dict[int, _Registration]:
+    """Live broker id -> its registration."""
+    out: Dict[int, _Registration] = {}
     try:
         names = store.children(BROKER_IDS_PATH)
     except NoNode:
@@ -165,14 +187,21 @@ def _read_registrations(store: Any) -> Dict[int, Tuple[Optional[str], Optional[i
             owner = store.stat(path).ephemeral_owner
         except NoNode:  # gone between children() and get()
             continue
-        rack = data.get("rack") if isinstance(data, dict) else None
-        out[int(name)] = (rack if isinstance(rack, str) else None, owner)
+        data = data if isinstance(data, dict) else {}
+        rack = data.get("rack")
+        out[int(name)] = _Registration(rack if isinstance(rack, str) else None, owner,
+                                       data.get(SHUTTING_DOWN) is True)
     return out
+
+
+def shutting_down_brokers(store: Any) -> Set[int]:
+    """Registered brokers that asked for a controlled shutdown."""
+    return {b for b, reg in _read_registrations(store).items() if reg.shutting_down}
 
 
 def live_brokers(store: Any) -> Dict[int, Optional[str]]:
     """Registered (live) broker id -> rack, sorted by id."""
-    return {b: rack for b, (rack, _) in sorted(_read_registrations(store).items())}
+    return {b: reg.rack for b, reg in sorted(_read_registrations(store).items())}
 
 
 @dataclass(frozen=True)
@@ -257,22 +286,48 @@ class _Decision:
     isr: Tuple[int, ...]
     reason: str
     unclean: bool = False
+    routine: bool = False  #: an operator's doing (shutdown, reassignment): logged at INFO
 
 
-def _decide(s: PartitionState, live: Set[int], unclean_enabled: bool) -> Optional[_Decision]:
-    """What the controller writes for a partition given the live brokers (None: nothing)."""
-    live_isr = tuple(b for b in s.isr if b in live)
-    if s.leader != NO_LEADER and s.leader in live:
-        if live_isr and live_isr != s.isr:
-            gone = [b for b in s.isr if b not in live]
-            return _Decision(s.leader, live_isr, f"broker(s) {gone} offline")
-        return None
+def _decide(s: PartitionState, live: Set[int], unclean_enabled: bool,
+            shutting: Set[int] = frozenset()) -> Optional[_Decision]:
+    """What the controller writes for a partition given the live brokers and those
+    shutting down (None: nothing).  Only a live broker that is not shutting down may be
+    elected; the ISR keeps only live replicas that are not shutting down (and the leader)."""
+    eligible = live - shutting
+    reps = set(s.replicas)
     isr_set = set(s.isr)
-    clean = [b for b in s.replicas if b in live and b in isr_set]
+    if s.leader != NO_LEADER and s.leader in live:
+        move = None
+        if s.leader in shutting:
+            move = f"controlled shutdown of broker {s.leader}"
+        elif s.leader not in reps:
+            move = f"broker {s.leader} is no longer a replica"
+        if move is not None:
+            # Clean only: another ISR member takes over, or the leader stays until it goes.
+            cands = [b for b in s.replicas if b in eligible and b in isr_set]
+            if cands:
+                isr = tuple(b for b in s.isr if b in eligible and b in reps)
+                return _Decision(cands[0], isr, f"clean election: {move}", routine=True)
+        keep = tuple(b for b in s.isr if b == s.leader or (b in live and b in reps and b not in shutting))
+        if keep and keep != s.isr:
+            gone = [b for b in s.isr if b not in keep]
+            dead = [b for b in gone if b not in live]
+            parts = [f"broker(s) {dead} offline"] if dead else []
+            stopping = [b for b in gone if b in live and b in shutting]
+            if stopping:
+                parts.append(f"broker(s) {stopping} shutting down")
+            moved = [b for b in gone if b in live and b not in shutting]
+            if moved:
+                parts.append(f"broker(s) {moved} no longer replicas")
+            return _Decision(s.leader, keep, ", ".join(parts), routine=not dead)
+        return None
+    clean = [b for b in s.replicas if b in eligible and b in isr_set]
     why = (f"leader {s.leader} offline" if s.leader != NO_LEADER else "partition was offline")
     if clean:
-        return _Decision(clean[0], live_isr, f"clean election: {why}")
-    alive = [b for b in s.replicas if b in live]
+        return _Decision(clean[0], tuple(b for b in s.isr if b in eligible and b in reps),
+                         f"clean election: {why}")
+    alive = [b for b in s.replicas if b in eligible]
     if unclean_enabled and alive:
         return _Decision(alive[0], (alive[0],), f"unclean election: {why}, no ISR member alive",
                          unclean=True)
@@ -281,9 +336,9 @@ def _decide(s: PartitionState, live: Set[int], unclean_enabled: bool) -> Optiona
     return _Decision(NO_LEADER, s.isr, f"{why}, no eligible replica alive")
 
 
-def _decide_preferred(s: PartitionState, live: Set[int]) -> Optional[_Decision]:
+def _decide_preferred(s: PartitionState, eligible: Set[int]) -> Optional[_Decision]:
     pref = s.preferred_leader
-    if s.leader != pref and pref in live and pref in s.isr:
+    if s.leader != pref and pref in eligible and pref in s.isr:
         return _Decision(pref, s.isr, "preferred leader election")
     return None
 
@@ -313,7 +368,7 @@ class Controller:
         self.log = logger
         self._active = False
         self._epoch = 0  # the controller epoch this broker holds while active
-        self._registrations: Dict[int, Tuple[Optional[str], Optional[int]]] = {}
+        self._registrations: Dict[int, _Registration] = {}
         self._next_rebalance_ms = 0
         self._dirty = False  # a CAS gave up: reconcile everything at the next tick
         self._counters = {"leader_elections": 0, "unclean_leader_elections": 0,
@@ -479,16 +534,21 @@ class Controller:
         restarted in between."""
         old = self._registrations
         new = _read_registrations(self.store)
-        bounced = {b for b in old.keys() & new.keys() if old[b][1] != new[b][1]}
+        bounced = {b for b in old.keys() & new.keys() if old[b].owner != new[b].owner}
         died = sorted(old.keys() - new.keys())
         returned = sorted(new.keys() - old.keys())
+        stopping = sorted(b for b in new.keys() - bounced
+                          if new[b].shutting_down and not (b in old and old[b].shutting_down))
         self._registrations = new
-        if not (died or returned or bounced):
+        if not (died or returned or bounced or stopping):
             return False
         for b in died:
             self.log.warning("broker %d is offline (its registration is gone)", b)
         for b in returned:
-            self.log.info("broker %d is online (rack %s)", b, new[b][0])
+            self.log.info("broker %d is online (rack %s)", b, new[b].rack)
+        for b in stopping:
+            self.log.info("broker %d is shutting down (controlled shutdown): moving its leaderships "
+                          "to other in-sync replicas and taking it out of the ISRs", b)
         for b in sorted(bounced):
             self.log.warning("broker %d restarted (new registration): handled as offline, then online", b)
         live = set(new)
@@ -516,11 +576,20 @@ class Controller:
         except UnknownTopicOrPartition:
             return
         unclean = self._unclean_enabled(data)
+        shutting = self._shutting_down()
         for p, replicas in sorted(data["partitions"].items(), key=lambda kv: int(kv[0])):
             if not self._active:
                 return
             self._update_partition(topic, int(p), replicas,
-                                   lambda s: _decide(s, live, unclean), now)
+                                   lambda s: _decide(s, live, unclean, shutting), now)
+
+    def _shutting_down(self) -> Set[int]:
+        """Live brokers in controlled shutdown (as of the last registrations read)."""
+        return {b for b, reg in self._registrations.items() if reg.shutting_down}
+
+    def _eligible(self) -> Set[int]:
+        """Brokers that may be elected leader: live and not shutting down."""
+        return {b for b, reg in self._registrations.items() if not reg.shutting_down}
 
     def _unclean_enabled(self, topic_data: Mapping[str, Any]) -> bool:
         value = (topic_data.get("config") or {}).get(_UNCLEAN)
@@ -567,7 +636,8 @@ class Controller:
         tp = f"{new.topic}-{new.partition}"
         if new.leader == old.leader:
             self._counters["controller_isr_shrinks"] += 1
-            self.log.warning("%s: ISR %s -> %s (%s)", tp, list(old.isr), list(new.isr), d.reason)
+            self.log.log(logging.INFO if d.routine else logging.WARNING, "%s: ISR %s -> %s (%s)", tp,
+                         list(old.isr), list(new.isr), d.reason)
             return
         if new.leader == NO_LEADER:
             self._counters["offline_transitions"] += 1
@@ -729,7 +799,7 @@ class Controller:
         return self._elect_preferred(now, names)
 
     def _elect_preferred(self, now: int, topics: Optional[List[str]]) -> List[Tuple[str, int]]:
-        live = set(self._registrations)
+        eligible = self._eligible()
         moved: List[Tuple[str, int]] = []
         for topic in (self._topics() if topics is None else topics):
             try:
@@ -740,7 +810,7 @@ class Controller:
                 if not self._active:
                     return moved
                 if self._update_partition(topic, int(p), replicas,
-                                          lambda s: _decide_preferred(s, live), now):
+                                          lambda s: _decide_preferred(s, eligible), now):
                     moved.append((topic, int(p)))
         return moved
 

@@ -41,6 +41,7 @@ from pylog.broker.config import TopicConfig
 from pylog.broker.partition import AppendResult, Partition
 from pylog.errors import (
     BadVersion,
+    BrokerNotAvailable,
     FencedLeaderEpoch,
     NoNode,
     NodeExists,
@@ -51,7 +52,15 @@ from pylog.errors import (
 )
 from pylog.replication.epochs import LeaderEpochCache, recover_cache, truncation_step
 from pylog.replication.replica import LEADER, AckDone, IsrProposal, ReplicaState
-from pylog.cluster.controller import WATCH_PREFIXES, Controller, append_loss_ledger, read_loss_ledger
+from pylog.cluster.admin import leaderships, request_controlled_shutdown
+from pylog.cluster.controller import (
+    SHUTTING_DOWN,
+    WATCH_PREFIXES,
+    Controller,
+    append_loss_ledger,
+    broker_path,
+    read_loss_ledger,
+)
 from pylog.cluster.metadata import InMemoryMetadataStore
 
 __all__ = ["ClusterKernel", "KernelConfig", "Network", "STORE", "PARTITION_METADATA_FILE"]
@@ -79,6 +88,9 @@ class KernelConfig:
     leader_imbalance_check_interval_ms: int = 300_000
     unclean_leader_election_enable: bool = False  #: the broker-wide default
     topic_defaults: Dict[str, Any] = field(default_factory=dict)
+    controlled_shutdown_enable: bool = True  #: controlled.shutdown.enable
+    controlled_shutdown_max_retries: int = 3  #: controlled.shutdown.max.retries (attempts)
+    controlled_shutdown_retry_backoff_ms: int = 5_000  #: controlled.shutdown.retry.backoff.ms
 
 
 @dataclass(order=True)
@@ -193,10 +205,21 @@ class BrokerNode:
         self.last_hw_checkpoint = 0
         self.registered = False
         self.stale_epochs: Dict[Tuple[str, int], int] = {}
+        #: Set while a controlled shutdown is under way (see ClusterKernel.begin_controlled_shutdown).
+        self.controlled_shutdown: Optional[_ControlledShutdown] = None
 
     @property
     def running(self) -> bool:
         return self.status == "running"
+
+
+@dataclass
+class _ControlledShutdown:
+    """Progress of one broker's controlled shutdown (Kafka's retry loop, on ``now``)."""
+
+    attempt: int  #: 1-based; at most controlled.shutdown.max.retries
+    attempt_started_ms: int
+    finished: bool = False
 
 
 class ClusterKernel:
@@ -261,7 +284,10 @@ class ClusterKernel:
     def stop_broker(self, broker_id: int, now: int, *, mode: str = "clean",
                     rng: Optional[random.Random] = None) -> None:
         """Stop a broker: ``clean`` (flush, close, leave), ``kill`` (SIGKILL: no flush,
-        the page cache survives) or ``power`` (unflushed bytes lost, tails torn)."""
+        the page cache survives) or ``power`` (unflushed bytes lost, tails torn).  A
+        clean stop is at once; a driver that wants Kafka's controlled shutdown first
+        calls :meth:`begin_controlled_shutdown` and steps until
+        :meth:`controlled_shutdown_done`."""
         from pylog.storage import faults
 
         node = self.nodes[broker_id]
@@ -278,6 +304,7 @@ class ClusterKernel:
             else:
                 faults.power_loss_log(r.partition.log, rng or random.Random(0))
         node.replicas.clear()
+        node.controlled_shutdown = None
         if node.session is not None:
             try:
                 if mode == "clean":
@@ -289,6 +316,62 @@ class ClusterKernel:
         node.controller = None
         node.status = "stopped"
         log.info("broker %d stopped (%s)", broker_id, mode)
+
+    def begin_controlled_shutdown(self, broker_id: int, now: int) -> bool:
+        """Phase one of a clean stop (Kafka's ControlledShutdown): mark the broker's
+        registration as shutting down, so that the controller moves its leaderships to
+        other in-sync replicas and takes it out of the ISRs it follows in; the broker
+        stops fetching as a follower.  The driver then steps the cluster until
+        :meth:`controlled_shutdown_done` and calls :meth:`stop_broker`.  Returns False
+        (nothing to wait for) when controlled.shutdown.enable is off,
+        controlled.shutdown.max.retries is 0 or the broker is not running."""
+        node = self.nodes[broker_id]
+        if not node.running or not self.config.controlled_shutdown_enable \
+                or self.config.controlled_shutdown_max_retries < 1:
+            return False
+        node.controlled_shutdown = _ControlledShutdown(1, now)
+        log.info("broker %d: starting controlled shutdown", broker_id)
+        self._request_controlled_shutdown(node)
+        self.step(now)
+        return True
+
+    def controlled_shutdown_done(self, broker_id: int, now: int) -> bool:
+        """Whether the broker may stop now: it leads no partition that another replica
+        could take over, or its attempts are used up (each attempt waits
+        controlled.shutdown.retry.backoff.ms, at most controlled.shutdown.max.retries
+        attempts, as Kafka's broker does; then it stops anyway, logged at WARNING)."""
+        node = self.nodes[broker_id]
+        cs = node.controlled_shutdown
+        if cs is None or cs.finished or not node.running:
+            return True
+        remaining = leaderships(self.store, broker_id, movable_only=True) \
+            if self.network.reachable(broker_id, STORE) else ["(the metadata store is unreachable)"]
+        if not remaining:
+            cs.finished = True
+            log.info("broker %d: controlled shutdown succeeded (attempt %d): it leads no partition "
+                     "another replica could take over", broker_id, cs.attempt)
+            return True
+        if now - cs.attempt_started_ms < self.config.controlled_shutdown_retry_backoff_ms:
+            return False
+        if cs.attempt >= self.config.controlled_shutdown_max_retries:
+            cs.finished = True
+            log.warning("broker %d: controlled shutdown failed after %d attempt(s); still leading %s; "
+                        "proceeding to stop anyway", broker_id, cs.attempt, remaining[:10])
+            return True
+        cs.attempt += 1
+        cs.attempt_started_ms = now
+        log.warning("broker %d: retrying controlled shutdown (attempt %d of %d); still leading %s",
+                    broker_id, cs.attempt, self.config.controlled_shutdown_max_retries, remaining[:10])
+        self._request_controlled_shutdown(node)
+        return False
+
+    def _request_controlled_shutdown(self, node: BrokerNode) -> None:
+        if not self.network.reachable(node.id, STORE):
+            return  # the next attempt asks again
+        try:
+            request_controlled_shutdown(self.store, node.id)
+        except BrokerNotAvailable:
+            pass  # not (yet) registered: the next attempt asks again
 
     def pause_broker(self, broker_id: int) -> None:
         """The broker stays registered (its session lives) but serves and fetches nothing:
@@ -432,8 +515,9 @@ class ClusterKernel:
                     prop = r.state.tick(now)
                     if prop is not None:
                         self._propose_isr(node, r, prop, now)
-                elif r.state.leader_id >= 0 and now >= r.next_fetch_at:
+                elif r.state.leader_id >= 0 and now >= r.next_fetch_at and node.controlled_shutdown is None:
                     # Not in flight, or in flight too long (a lost request or reply): fetch.
+                    # (A broker shutting down stops fetching, as Kafka's StopReplica makes it.)
                     self._send_fetch(node, r, now)
 
     def _register(self, node: BrokerNode) -> None:
@@ -458,7 +542,7 @@ class ClusterKernel:
         ctl = node.controller
         assert ctl is not None
         events = self.store.drain(node.watcher)
-        if not ctl.is_active:
+        if not ctl.is_active and node.controlled_shutdown is None:
             ctl.try_elect_self(node.session, now)
         if ctl.is_active:
             ctl.on_events(events, now)
@@ -616,6 +700,9 @@ class ClusterKernel:
             r.state.proposal_failed()
             return
         try:
+            if not self._may_join_isr(set(prop.new_isr) - set(prop.old_isr)):
+                r.state.proposal_failed()
+                return
             st, version = self.store.get(path)
             if st["leader"] != node.id or st["leader_epoch"] != r.state.leader_epoch:
                 r.state.proposal_failed()
@@ -635,6 +722,19 @@ class ClusterKernel:
         self._finish(r.state.on_isr_changed(prop.new_isr))
         self._set_leader_hw(r, r.state.high_watermark)
         self._data_changed()
+
+    def _may_join_isr(self, brokers: Set[int]) -> bool:
+        """Whether every broker in ``brokers`` is registered and not shutting down (as in
+        KIP-841: a fetch that was parked or in flight when its broker began a controlled
+        shutdown, or stopped, must not bring it back into the ISR)."""
+        for b in brokers:
+            try:
+                data, _ = self.store.get(broker_path(b))
+            except NoNode:
+                return False
+            if isinstance(data, dict) and data.get(SHUTTING_DOWN) is True:
+                return False
+        return True
 
     # ------------------------------------------------------------------ fetches
     def _send_fetch(self, node: BrokerNode, r: _Replica, now: int) -> None:

@@ -128,6 +128,8 @@ class LocalCluster:
 
         ``config`` takes Kafka names: replica.lag.time.max.ms,
         zookeeper.session.timeout.ms, unclean.leader.election.enable (broker default),
+        controlled.shutdown.enable, controlled.shutdown.max.retries,
+        controlled.shutdown.retry.backoff.ms,
         auto.leader.rebalance.enable, leader.imbalance.check.interval.seconds,
         replica.fetch.wait.max.ms, topic defaults (log.segment.bytes, ...), and the
         Broker's settings: num.partitions, auto.create.topics.enable,
@@ -260,11 +262,24 @@ class LocalCluster:
 
     # ================================================================= brokers
     def stop_broker(self, broker_id: int, *, mode: str = "clean") -> None:
-        """Stop a broker: "clean" (controlled shutdown), "kill" (SIGKILL-like) or "power"."""
+        """Stop a broker: "clean", "kill" (SIGKILL-like) or "power".
+
+        A clean stop is Kafka's controlled shutdown (unless controlled.shutdown.enable is
+        off): the broker asks the controller to move its leaderships to other in-sync
+        replicas and waits until it leads nothing that could move (at most
+        controlled.shutdown.max.retries attempts of controlled.shutdown.retry.backoff.ms
+        each), then flushes, closes and leaves."""
         self._broker_id(broker_id)
         if mode not in ("clean", "kill", "power"):
             raise InvalidConfig(f"mode must be 'clean', 'kill' or 'power', got {mode!r}")
         with self._lock:
+            controlled = mode == "clean" and self.kernel.begin_controlled_shutdown(broker_id, _now_ms())
+        if controlled:
+            self._await(lambda: self.kernel.controlled_shutdown_done(broker_id, _now_ms()), 3600.0,
+                        f"the controlled shutdown of broker {broker_id}")
+        with self._lock:
+            if controlled:
+                self.kernel.step(_now_ms())  # the new leaders take over before the old one goes
             self.kernel.stop_broker(broker_id, _now_ms(), mode=mode)
             self.kernel.step(_now_ms())
 
@@ -816,6 +831,9 @@ def _kernel_config(config: Mapping[str, Any]) -> KernelConfig:
         "auto.leader.rebalance.enable": "auto_leader_rebalance_enable",
         "unclean.leader.election.enable": "unclean_leader_election_enable",
         "replica.high.watermark.checkpoint.interval.ms": "hw_checkpoint_interval_ms",
+        "controlled.shutdown.enable": "controlled_shutdown_enable",
+        "controlled.shutdown.max.retries": "controlled_shutdown_max_retries",
+        "controlled.shutdown.retry.backoff.ms": "controlled_shutdown_retry_backoff_ms",
     }
     kw: Dict[str, Any] = {}
     topic_defaults: Dict[str, Any] = {}
