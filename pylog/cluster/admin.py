@@ -8,26 +8,54 @@ nothing else of the cluster: it works on any broker, controller or not.
 
 - **Controlled shutdown**: :func:`request_controlled_shutdown` marks the broker's own
   registration; :func:`leaderships` tells the stopping broker what it still leads.
+- **Preferred leader election** (Kafka's ElectLeaders, type PREFERRED):
+  :func:`request_preferred_election`, then :func:`preferred_election_result`.
+
+A request returns a request id at once.  Requests made before the controller took the
+previous one are merged into it (the node is Kafka's single znode); the controller
+answers each request id with its own partitions' outcomes, as Kafka error names
+("NONE" for success), under a results node that any broker can poll.
 """
 from __future__ import annotations
 
-from typing import Any, List, Tuple
+import uuid
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from pylog.cluster.controller import (
+    PREFERRED_ELECTION_PATH,
+    PREFERRED_ELECTION_RESULTS_PATH,
     SHUTTING_DOWN,
     TOPICS_PATH,
     broker_path,
     live_brokers,
+    merge_admin_request,
     partition_state_path,
+    read_admin_result,
     shutting_down_brokers,
     topic_path,
 )
-from pylog.errors import BadVersion, BrokerNotAvailable, NoNode
+from pylog.errors import (
+    BadVersion,
+    BrokerNotAvailable,
+    ElectionNotNeeded,
+    EligibleLeadersNotAvailable,
+    InvalidArgument,
+    InvalidReplicaAssignment,
+    InvalidRequest,
+    NoNode,
+    NoReassignmentInProgress,
+    PreferredLeaderNotAvailable,
+    PylogError,
+    UnknownTopicOrPartition,
+)
 from pylog.util import check_int
 
 __all__ = [
+    "error_for",
     "leaderships",
+    "preferred_election_result",
     "request_controlled_shutdown",
+    "request_preferred_election",
 ]
 
 TopicPartition = Tuple[str, int]
@@ -88,3 +116,68 @@ def leaderships(store: Any, broker_id: int, *, movable_only: bool = False) -> Li
                 continue
             out.append((topic, int(p)))
     return sorted(out)
+
+
+# ------------------------------------------------------------------ preferred leader election
+def request_preferred_election(store: Any, partitions: Optional[Iterable[TopicPartition]] = None) -> str:
+    """Ask the controller to move leadership of ``partitions`` (``(topic, partition)``
+    pairs; None: every partition of every topic) back to their preferred (first)
+    replica, through Kafka's ``/admin/preferred_replica_election`` node
+    (``{"version": 1, "partitions": [{"topic": t, "partition": p}, ...]}``; "partitions"
+    absent means all).  Returns the request id for :func:`preferred_election_result`.
+    Raises InvalidArgument for an empty or malformed list (pass None for all)."""
+    wanted = None if partitions is None else _partitions(partitions)
+    rid = uuid.uuid4().hex
+
+    def merge(current: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+        requests = dict((current or {}).get("requests") or {})
+        requests[rid] = None if wanted is None else [[t, p] for t, p in wanted]
+        if wanted is None or (current is not None and current.get("partitions") is None):
+            return {"version": 1, "requests": requests}  # every partition
+        union = list(current["partitions"]) if current is not None else []
+        seen = {(e.get("topic"), e.get("partition")) for e in union if isinstance(e, dict)}
+        union += [{"topic": t, "partition": p} for t, p in wanted if (t, p) not in seen]
+        return {"version": 1, "partitions": union, "requests": requests}
+
+    merge_admin_request(store, PREFERRED_ELECTION_PATH, merge)
+    return rid
+
+
+def preferred_election_result(store: Any, request_id: str) -> Optional[Dict[TopicPartition, Dict[str, Any]]]:
+    """The outcome of a :func:`request_preferred_election` (None until the controller has
+    carried it out): per partition ``{"error": Kafka error name, "leader": id}`` with
+    "NONE" (leadership moved to the preferred replica), "ELECTION_NOT_NEEDED" (it already
+    led), "PREFERRED_LEADER_NOT_AVAILABLE" (not alive, shutting down or not in the ISR)
+    or "UNKNOWN_TOPIC_OR_PARTITION"."""
+    answer = read_admin_result(store, PREFERRED_ELECTION_RESULTS_PATH, request_id)
+    if answer is None:
+        return None
+    return {(e["topic"], e["partition"]): {"error": e["error"], "leader": e.get("leader", -1)} for e in answer}
+
+
+def _partitions(partitions: Iterable[TopicPartition]) -> List[TopicPartition]:
+    """Validated ``(topic, partition)`` pairs, duplicates dropped, in order."""
+    out: List[TopicPartition] = []
+    for tp in partitions:
+        if not (isinstance(tp, tuple) and len(tp) == 2 and isinstance(tp[0], str)):
+            raise InvalidArgument(f"a partition is a (topic, partition) pair, got {tp!r}")
+        check_int(f"partition of topic {tp[0]!r}", tp[1], min=0)
+        if tp not in out:
+            out.append(tp)
+    if not out:
+        raise InvalidArgument("no partitions given; pass None for every partition")
+    return out
+
+
+_ERRORS = {e.kafka_name: e for e in (ElectionNotNeeded, EligibleLeadersNotAvailable, InvalidReplicaAssignment,
+                                     InvalidRequest, NoReassignmentInProgress, PreferredLeaderNotAvailable,
+                                     UnknownTopicOrPartition)}
+
+
+def error_for(name: str, what: str) -> Optional[PylogError]:
+    """The exception for an error name in a controller's answer (None for "NONE"), its
+    message naming ``what``."""
+    if name == "NONE":
+        return None
+    cls = _ERRORS.get(name, PylogError)
+    return cls(f"{what}: {name}")

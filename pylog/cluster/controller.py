@@ -32,6 +32,21 @@ Data model in the store (the kernel reads and writes the same nodes; helpers bel
     (``{"topic", "partition", "new_leader", "leader_epoch", "at_ms", "reason": "unclean
     election", "previous_leader", "previous_leader_epoch", "previous_isr"}``); the kernel
     adds the exact offset ranges lost when replicas truncate.
+``/admin/preferred_replica_election``
+    persistent, an operator's request (Kafka's znode; written by
+    :func:`pylog.cluster.admin.request_preferred_election` on any broker):
+    ``{"version": 1, "partitions": [{"topic": t, "partition": p}, ...],
+    "requests": {"<request id>": [[t, p], ...] | null}}``.  "partitions" absent (or
+    null) means every partition; requests made before the controller took the node are
+    merged into it (compare-and-set), each keeping its own partitions under "requests".
+    The controller elects the preferred leaders (the rules below), writes one answer
+    and deletes the node (compare-and-set: a request merged meanwhile makes it run again).
+``/admin/preferred_replica_election_results/result-<10 digits>``
+    persistent, the controller's answers, the newest :data:`MAX_ADMIN_RESULTS` kept:
+    ``{"results": {"<request id>": [{"topic", "partition", "error", "leader"}, ...]},
+    "controller_epoch", "at_ms"}`` with ElectLeaders' error names: "NONE" (moved),
+    "ELECTION_NOT_NEEDED", "PREFERRED_LEADER_NOT_AVAILABLE",
+    "UNKNOWN_TOPIC_OR_PARTITION".  The first answer naming a request id is its answer.
 
 Election rules (Kafka's):
 
@@ -56,8 +71,9 @@ Election rules (Kafka's):
   change does not.
 - **Preferred leader**: with ``auto_leader_rebalance_enable``, every
   ``leader_imbalance_check_interval_ms`` (and on demand,
-  :meth:`Controller.elect_preferred_leaders`) leadership moves back to the first replica
-  wherever it is alive, in the ISR and not leading.
+  :meth:`Controller.elect_preferred_leaders` or an ``/admin/preferred_replica_election``
+  request) leadership moves back to the first replica wherever it is alive, not shutting
+  down, in the ISR and not leading.
 - A broker whose registration was replaced by a new session (it restarted between two
   looks) is handled as a death followed by a return, as Kafka does with broker epochs.
 
@@ -97,6 +113,12 @@ __all__ = [
     "CONTROLLER_PATH",
     "CONTROLLER_EPOCH_PATH",
     "LOSS_LEDGER_PATH",
+    "ADMIN_PATH",
+    "PREFERRED_ELECTION_PATH",
+    "PREFERRED_ELECTION_RESULTS_PATH",
+    "MAX_ADMIN_RESULTS",
+    "merge_admin_request",
+    "read_admin_result",
     "WATCH_PREFIXES",
     "NO_LEADER",
     "MAX_CAS_ATTEMPTS",
@@ -119,13 +141,23 @@ CONTROLLER_EPOCH_PATH = "/controller_epoch"
 LOSS_LEDGER_PATH = "/loss_ledger"
 #: In a broker's registration data: it asked for a controlled shutdown.
 SHUTTING_DOWN = "shutting_down"
+#: Operator requests for the controller (Kafka's ZooKeeper-mode admin znodes) and the
+#: controller's answers to them.
+ADMIN_PATH = "/admin"
+PREFERRED_ELECTION_PATH = "/admin/preferred_replica_election"
+PREFERRED_ELECTION_RESULTS_PATH = "/admin/preferred_replica_election_results"
+#: How many answers the controller keeps under each results node (the oldest go first).
+MAX_ADMIN_RESULTS = 64
 #: The prefixes whose events :meth:`Controller.on_events` wants to see.
-WATCH_PREFIXES = (BROKER_IDS_PATH, TOPICS_PATH, CONTROLLER_PATH)
+WATCH_PREFIXES = (BROKER_IDS_PATH, TOPICS_PATH, CONTROLLER_PATH, ADMIN_PATH)
 #: ``leader`` of an offline partition.
 NO_LEADER = -1
 #: Compare-and-set attempts on one partition state before the controller leaves it to
 #: the next tick (a conflict needs another writer between our read and our write).
 MAX_CAS_ATTEMPTS = 16
+
+#: The request nodes the controller carries out.
+_REQUEST_PATHS = (PREFERRED_ELECTION_PATH,)
 
 _UNCLEAN = "unclean.leader.election.enable"
 _MIN_ISR = "min.insync.replicas"
@@ -279,6 +311,64 @@ def append_loss_ledger(store: Any, entry: Mapping[str, Any]) -> str:
     return store.create_sequential(f"{LOSS_LEDGER_PATH}/entry-", dict(entry))
 
 
+def merge_admin_request(store: Any, path: str,
+                        merge: Callable[[Optional[Dict[str, Any]]], Dict[str, Any]]) -> None:
+    """Create or update the request node ``path`` to ``merge(current data or None)`` by
+    compare-and-set, so that requests made while the controller has not yet taken an
+    earlier one are added to it rather than lost.  Raises BadVersion after
+    MAX_CAS_ATTEMPTS conflicts."""
+    for _ in range(MAX_CAS_ATTEMPTS):
+        try:
+            data, version = store.get(path)
+        except NoNode:
+            try:
+                store.create(path, merge(None))
+                return
+            except NodeExists:
+                continue
+        try:
+            store.set(path, merge(data if isinstance(data, dict) else None), version)
+            return
+        except (BadVersion, NoNode):
+            continue  # taken by the controller or changed by another operator meanwhile
+    raise BadVersion(f"{path} kept changing; try again")
+
+
+def read_admin_result(store: Any, results_path: str, request_id: str) -> Optional[List[Dict[str, Any]]]:
+    """The controller's answer to request ``request_id`` (None until it has processed it):
+    the first answer under ``results_path`` that names it, oldest first."""
+    try:
+        names = store.children(results_path)
+    except NoNode:
+        return None
+    for name in names:
+        try:
+            data, _ = store.get(f"{results_path}/{name}")
+        except NoNode:
+            continue
+        answers = data.get("results") if isinstance(data, dict) else None
+        if isinstance(answers, dict) and request_id in answers:
+            return list(answers[request_id])
+    return None
+
+
+def _request_ids(data: Mapping[str, Any]) -> Dict[str, Any]:
+    """A request node's ``{"<request id>": its own partitions or None}``."""
+    requests = data.get("requests")
+    return dict(requests) if isinstance(requests, dict) else {}
+
+
+def _partition_key(entry: Any) -> Optional[Tuple[str, int]]:
+    """``(topic, partition)`` of a request entry ``{"topic": t, "partition": p, ...}``, or
+    None if it is malformed."""
+    if not isinstance(entry, dict):
+        return None
+    topic, p = entry.get("topic"), entry.get("partition")
+    if not isinstance(topic, str) or isinstance(p, bool) or not isinstance(p, int) or p < 0:
+        return None
+    return topic, p
+
+
 # ---------------------------------------------------------------------- decisions
 @dataclass(frozen=True)
 class _Decision:
@@ -424,6 +514,7 @@ class Controller:
         self.log.info("broker %d is the controller (epoch %d); live brokers %s", self.broker_id,
                       self._epoch, sorted(self._registrations))
         self._reconcile_all(set(self._registrations), now)
+        self._process_admin_requests(now)  # those left by the previous controller
         return self._active
 
     def _bump_controller_epoch(self) -> Optional[int]:
@@ -487,17 +578,19 @@ class Controller:
             return
         if not self._check_still_controller():
             return
+        synced = False
         if any(e.path == BROKER_IDS_PATH or e.path.startswith(BROKER_IDS_PATH + "/") for e in events):
-            if self._sync_brokers(now):
-                return  # every topic was reconciled
-        topics = sorted({e.path.split("/")[3] for e in events
-                         if e.path.startswith(TOPICS_PATH + "/")})
+            synced = self._sync_brokers(now)  # True: every topic was reconciled
+        topics = [] if synced else sorted({e.path.split("/")[3] for e in events
+                                           if e.path.startswith(TOPICS_PATH + "/")})
         live = set(self._registrations)
         for topic in topics:
             if not self._active:
                 return
             if self.store.exists(topic_path(topic)):
                 self._reconcile_topic(topic, live, now)
+        if self._active and any(e.path in _REQUEST_PATHS and e.kind != "deleted" for e in events):
+            self._process_admin_requests(now)
 
     def tick(self, now: int) -> None:
         """Periodic work: notice broker changes missed by events, retry partitions left by
@@ -509,6 +602,7 @@ class Controller:
         if self._active and self._dirty:
             self._dirty = False
             self._reconcile_all(set(self._registrations), now)
+            self._process_admin_requests(now)
         if self._active and self.auto_leader_rebalance_enable and now >= self._next_rebalance_ms:
             self._next_rebalance_ms = now + self.leader_imbalance_check_interval_ms
             self._elect_preferred(now, None)
@@ -785,34 +879,135 @@ class Controller:
 
     def elect_preferred_leaders(self, now: int, topics: Optional[Iterable[str]] = None
                                 ) -> List[Tuple[str, int]]:
-        """Move leadership to each partition's first replica where it is alive, in the ISR
-        and not leading (of ``topics``, default all); returns the partitions moved.
-        Raises NotController, UnknownTopicOrPartition for a named topic that is absent."""
+        """Move leadership to each partition's first replica where it is alive, not
+        shutting down, in the ISR and not leading (of ``topics``, default all); returns
+        the partitions moved.  Raises NotController, UnknownTopicOrPartition for a named
+        topic that is absent."""
         self._require_active()
-        names = None if topics is None else list(topics)
-        if names is not None:
-            for t in names:
-                _topic_data(self.store, t)
+        targets = None
+        if topics is not None:
+            targets = [(t, int(p)) for t in topics for p in _topic_data(self.store, t)["partitions"]]
         self._sync_brokers(now)
         if not self._active:
             raise NotController(f"broker {self.broker_id} is not the controller")
-        return self._elect_preferred(now, names)
+        return [tp for tp, error in self._elect_preferred(now, targets).items() if error == "NONE"]
 
-    def _elect_preferred(self, now: int, topics: Optional[List[str]]) -> List[Tuple[str, int]]:
+    def _elect_preferred(self, now: int, targets: Optional[Sequence[Tuple[str, int]]]
+                         ) -> Dict[Tuple[str, int], str]:
+        """The preferred leader election of ``targets`` (None: every partition), as
+        ElectLeaders answers it per partition: "NONE" (moved), "ELECTION_NOT_NEEDED",
+        "PREFERRED_LEADER_NOT_AVAILABLE" (not alive, shutting down or not in the ISR),
+        "UNKNOWN_TOPIC_OR_PARTITION"."""
+        if targets is None:
+            targets = []
+            for topic in self._topics():
+                try:
+                    targets += [(topic, int(p)) for p in _topic_data(self.store, topic)["partitions"]]
+                except UnknownTopicOrPartition:
+                    continue
         eligible = self._eligible()
-        moved: List[Tuple[str, int]] = []
-        for topic in (self._topics() if topics is None else topics):
+        out: Dict[Tuple[str, int], str] = {}
+        for topic, p in sorted(targets, key=lambda tp: (tp[0], tp[1])):
+            if not self._active:
+                break
             try:
-                data = _topic_data(self.store, topic)
+                s = read_partition_state(self.store, topic, p)
             except UnknownTopicOrPartition:
+                out[(topic, p)] = "UNKNOWN_TOPIC_OR_PARTITION"
                 continue
-            for p, replicas in sorted(data["partitions"].items(), key=lambda kv: int(kv[0])):
-                if not self._active:
-                    return moved
-                if self._update_partition(topic, int(p), replicas,
-                                          lambda s: _decide_preferred(s, eligible), now):
-                    moved.append((topic, int(p)))
-        return moved
+            if s.leader == s.preferred_leader:
+                out[(topic, p)] = "ELECTION_NOT_NEEDED"
+            elif self._update_partition(topic, p, s.replicas, lambda st: _decide_preferred(st, eligible), now):
+                out[(topic, p)] = "NONE"
+            else:
+                out[(topic, p)] = "PREFERRED_LEADER_NOT_AVAILABLE"
+        return out
+
+    # ------------------------------------------------------------------ operator requests
+    def _process_admin_requests(self, now: int) -> None:
+        """Carry out the requests waiting under /admin (see the module docstring)."""
+        self._process_request(PREFERRED_ELECTION_PATH, PREFERRED_ELECTION_RESULTS_PATH,
+                              self._carry_out_preferred_election, now)
+
+    def _process_request(self, path: str, results_path: str,
+                         carry_out: Callable[[Dict[str, Any], int], Dict[Tuple[str, int], Dict[str, Any]]],
+                         now: int) -> None:
+        """Take the request node ``path``, carry it out, write each request's answer under
+        ``results_path`` and delete the node (compare-and-set: a request merged into it
+        meanwhile makes us carry it out again; the first answer to a request id stands)."""
+        for _ in range(MAX_CAS_ATTEMPTS):
+            if not self._active:
+                return
+            try:
+                data, version = self.store.get(path)
+            except NoNode:
+                return
+            if not isinstance(data, dict):
+                self.log.warning("%s holds %r, not a request; deleting it", path, data)
+                data = {}
+            outcome = carry_out(data, now)
+            if not self._active:
+                return  # resigned midway: the next controller carries it out
+            answers: Dict[str, List[Dict[str, Any]]] = {}
+            for rid, wanted in _request_ids(data).items():
+                if wanted is None:
+                    answers[str(rid)] = [entry for _, entry in sorted(outcome.items())]
+                    continue
+                keys = sorted({(k[0], k[1]) for k in wanted if isinstance(k, list) and len(k) == 2})
+                # Absent from the outcome: not a partition of any topic ("all" covers only those).
+                answers[str(rid)] = [outcome.get(tp) or {"topic": tp[0], "partition": tp[1],
+                                                         "error": "UNKNOWN_TOPIC_OR_PARTITION"}
+                                     for tp in keys]
+            self._write_answer(results_path, {"results": answers, "controller_epoch": self._epoch,
+                                              "at_ms": now})
+            try:
+                self.store.delete(path, version)
+                return
+            except BadVersion:
+                continue
+            except NoNode:
+                return
+        self._dirty = True  # kept changing: again at the next tick
+
+    def _write_answer(self, results_path: str, answer: Dict[str, Any]) -> None:
+        self.store.create_sequential(f"{results_path}/result-", answer)
+        try:
+            names = self.store.children(results_path)
+        except NoNode:
+            return
+        for name in names[:max(0, len(names) - MAX_ADMIN_RESULTS)]:
+            try:
+                self.store.delete(f"{results_path}/{name}")
+            except NoNode:
+                pass
+
+    def _carry_out_preferred_election(self, data: Dict[str, Any], now: int
+                                      ) -> Dict[Tuple[str, int], Dict[str, Any]]:
+        """``/admin/preferred_replica_election``: elect the preferred leader of the listed
+        partitions (every partition when "partitions" is absent or null)."""
+        self._sync_brokers(now)
+        entries = data.get("partitions")
+        targets: Optional[List[Tuple[str, int]]] = None
+        out: Dict[Tuple[str, int], Dict[str, Any]] = {}
+        if entries is not None:
+            targets = []
+            for entry in entries if isinstance(entries, list) else [entries]:
+                tp = _partition_key(entry)
+                if tp is None:
+                    self.log.warning("%s: ignoring malformed entry %r", PREFERRED_ELECTION_PATH, entry)
+                else:
+                    targets.append(tp)
+        for tp, error in self._elect_preferred(now, targets).items():
+            try:
+                leader = read_partition_state(self.store, tp[0], tp[1]).leader
+            except UnknownTopicOrPartition:
+                leader = NO_LEADER
+            out[tp] = {"topic": tp[0], "partition": tp[1], "error": error, "leader": leader}
+        moved = sorted(tp for tp, e in out.items() if e["error"] == "NONE")
+        self.log.info("preferred leader election on request (%s): moved %d partition(s) %s; %d unchanged",
+                      "all partitions" if targets is None else f"{len(targets)} partition(s)", len(moved),
+                      [f"{t}-{p}" for t, p in moved[:20]], len(out) - len(moved))
+        return out
 
     # ------------------------------------------------------------------ reading
     def describe(self, topic: str) -> List[PartitionState]:

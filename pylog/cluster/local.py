@@ -50,6 +50,7 @@ from pylog.broker.maintenance import LogMaintenance
 from pylog.broker.metrics import TrafficMetrics, group_metrics, partition_metrics
 from pylog.broker.offsets_topic import OFFSETS_TOPIC, offsets_topic_spec
 from pylog.broker.partition import AppendResult, Partition
+from pylog.cluster.admin import error_for, preferred_election_result, request_preferred_election
 from pylog.cluster.kernel import ClusterKernel, KernelConfig
 from pylog.cluster.metadata import InMemoryMetadataStore
 from pylog.errors import (
@@ -448,6 +449,26 @@ class LocalCluster:
             self.kernel.alter_topic_config(name, dict(tc.overrides), _now_ms())
             _save_store(self.kernel.store, self.root / "metadata.json")
             return self._describe(name)
+
+    def elect_leaders(self, partitions: Optional[Sequence[Tuple[str, int]]] = None, *,
+                      timeout_s: float = 30.0) -> Dict[Tuple[str, int], Optional[PylogError]]:
+        """Kafka's ElectLeaders (type PREFERRED): leadership of ``partitions`` (None: every
+        partition) moves back to each one's first replica where that replica is alive,
+        not shutting down and in the ISR.  The request goes through the metadata store to
+        the controller (see :mod:`pylog.cluster.admin`); returns per partition None (moved)
+        or ElectionNotNeeded, PreferredLeaderNotAvailable, UnknownTopicOrPartition.
+        Raises InvalidArgument (an empty list), RequestTimedOut."""
+        self._check_open()
+        with self._lock:
+            rid = request_preferred_election(self.kernel.store, partitions)
+        self._await(lambda: preferred_election_result(self.kernel.store, rid) is not None, timeout_s,
+                    "the controller's preferred leader election")
+        answer = preferred_election_result(self.kernel.store, rid) or {}
+        moved = [tp for tp, a in answer.items() if a["error"] == "NONE"]
+        self._await(lambda: all(self.kernel.leader_of(t, p) is not None for t, p in moved), timeout_s,
+                    "the new leaders to take over")
+        return {tp: error_for(a["error"], f"preferred leader election of {tp[0]}-{tp[1]}")
+                for tp, a in answer.items()}
 
     def list_topics(self, include_internal: bool = False) -> List[str]:
         """Topic names, sorted."""
