@@ -10,6 +10,10 @@ nothing else of the cluster: it works on any broker, controller or not.
   registration; :func:`leaderships` tells the stopping broker what it still leads.
 - **Preferred leader election** (Kafka's ElectLeaders, type PREFERRED):
   :func:`request_preferred_election`, then :func:`preferred_election_result`.
+- **Partition reassignment** (KIP-455's AlterPartitionReassignments and
+  ListPartitionReassignments): :func:`request_reassignment`, then
+  :func:`reassignment_result`; :func:`list_reassignments` reads the reassignments in
+  progress from the topic nodes.
 
 A request returns a request id at once.  Requests made before the controller took the
 previous one are merged into it (the node is Kafka's single znode); the controller
@@ -19,18 +23,22 @@ answers each request id with its own partitions' outcomes, as Kafka error names
 from __future__ import annotations
 
 import uuid
-from typing import Any, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from pylog.cluster.controller import (
     PREFERRED_ELECTION_PATH,
     PREFERRED_ELECTION_RESULTS_PATH,
+    REASSIGN_PARTITIONS_PATH,
+    REASSIGN_RESULTS_PATH,
     SHUTTING_DOWN,
     TOPICS_PATH,
     broker_path,
+    check_reassignment,
     live_brokers,
     merge_admin_request,
     partition_state_path,
     read_admin_result,
+    reassignment_of,
     shutting_down_brokers,
     topic_path,
 )
@@ -53,9 +61,12 @@ from pylog.util import check_int
 __all__ = [
     "error_for",
     "leaderships",
+    "list_reassignments",
     "preferred_election_result",
+    "reassignment_result",
     "request_controlled_shutdown",
     "request_preferred_election",
+    "request_reassignment",
 ]
 
 TopicPartition = Tuple[str, int]
@@ -167,6 +178,86 @@ def _partitions(partitions: Iterable[TopicPartition]) -> List[TopicPartition]:
     if not out:
         raise InvalidArgument("no partitions given; pass None for every partition")
     return out
+
+
+# ------------------------------------------------------------------ partition reassignment
+def request_reassignment(store: Any, reassignments: Mapping[TopicPartition, Optional[Sequence[int]]]) -> str:
+    """Ask the controller to move partitions to new replicas (KIP-455's
+    AlterPartitionReassignments): ``{(topic, partition): [target replica ids], ...}``,
+    None instead of a list cancelling that partition's reassignment (back to its
+    original replicas).  A partition already being reassigned gets the new target (its
+    original replicas stay the ones it had before the first reassignment).
+
+    Every entry is checked first, as the controller will (nothing is written if one
+    fails): UnknownTopicOrPartition, InvalidReplicaAssignment (an empty list, a duplicate,
+    a broker that is not registered), NoReassignmentInProgress (cancelling a partition
+    not being reassigned); InvalidArgument for an empty mapping.  Then the request goes
+    to Kafka's ``/admin/reassign_partitions`` node (``{"version": 1, "partitions":
+    [{"topic", "partition", "replicas"}]}``, merged with entries the controller has not
+    taken yet: the later entry for a partition wins).  Returns the request id for
+    :func:`reassignment_result`."""
+    if not reassignments:
+        raise InvalidArgument("no partitions to reassign")
+    live = set(live_brokers(store))
+    topics: Dict[str, Any] = {}
+    wanted: Dict[TopicPartition, Optional[List[int]]] = {}
+    for tp, replicas in reassignments.items():
+        if not (isinstance(tp, tuple) and len(tp) == 2 and isinstance(tp[0], str)):
+            raise InvalidArgument(f"a partition is a (topic, partition) pair, got {tp!r}")
+        if tp[0] not in topics:
+            try:
+                topics[tp[0]] = store.get(topic_path(tp[0]))[0]
+            except NoNode:
+                raise UnknownTopicOrPartition(f"topic {tp[0]!r} does not exist") from None
+        check_reassignment(store, tp[0], tp[1], replicas, live=live, topic_data=topics[tp[0]])
+        wanted[tp] = None if replicas is None else list(replicas)
+    rid = uuid.uuid4().hex
+
+    def merge(current: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+        requests = dict((current or {}).get("requests") or {})
+        requests[rid] = [[t, p] for t, p in wanted]
+        entries = [e for e in (current or {}).get("partitions") or []
+                   if not (isinstance(e, dict) and (e.get("topic"), e.get("partition")) in wanted)]
+        entries += [{"topic": t, "partition": p, "replicas": r} for (t, p), r in wanted.items()]
+        return {"version": 1, "partitions": entries, "requests": requests}
+
+    merge_admin_request(store, REASSIGN_PARTITIONS_PATH, merge)
+    return rid
+
+
+def reassignment_result(store: Any, request_id: str) -> Optional[Dict[TopicPartition, Dict[str, str]]]:
+    """The outcome of a :func:`request_reassignment` once the controller has taken it
+    (None until then): per partition ``{"error": Kafka error name, "message": str}``,
+    "NONE" when the reassignment started (or was cancelled, or there was nothing to do).
+    Its progress shows in :func:`list_reassignments` until it completes."""
+    answer = read_admin_result(store, REASSIGN_RESULTS_PATH, request_id)
+    if answer is None:
+        return None
+    return {(e["topic"], e["partition"]): {"error": e["error"], "message": e.get("message", "")}
+            for e in answer}
+
+
+def list_reassignments(store: Any, partitions: Optional[Iterable[TopicPartition]] = None
+                       ) -> Dict[TopicPartition, Dict[str, List[int]]]:
+    """The reassignments in progress (KIP-455's ListPartitionReassignments), from the topic
+    nodes: ``{(topic, partition): {"replicas": all current replicas, "adding": [...],
+    "removing": [...]}}``, of ``partitions`` only when given."""
+    only = None if partitions is None else set(partitions)
+    out: Dict[TopicPartition, Dict[str, List[int]]] = {}
+    try:
+        names = store.children(TOPICS_PATH)
+    except NoNode:
+        return out
+    for topic in names:
+        try:
+            data, _ = store.get(topic_path(topic))
+        except NoNode:
+            continue
+        for key in data["partitions"]:
+            moving = reassignment_of(data, int(key))
+            if moving is not None and (only is None or (topic, int(key)) in only):
+                out[(topic, int(key))] = {"replicas": moving[0], "adding": moving[1], "removing": moving[2]}
+    return dict(sorted(out.items()))
 
 
 _ERRORS = {e.kafka_name: e for e in (ElectionNotNeeded, EligibleLeadersNotAvailable, InvalidReplicaAssignment,

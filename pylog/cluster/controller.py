@@ -21,7 +21,11 @@ Data model in the store (the kernel reads and writes the same nodes; helpers bel
 ``/brokers/topics/<topic>``
     ``{"partitions": {"<p>": [replica ids]}, "config": {Kafka name: value}, "id": hex}``
     (the topic's configuration overrides, and its topic id: 32 hex digits, Kafka's
-    topic UUID, absent on topics made by older versions).
+    topic UUID, absent on topics made by older versions).  While partitions are being
+    reassigned (Kafka's topic znode v2), also ``"adding_replicas"`` and
+    ``"removing_replicas"``: ``{"<p>": [ids]}``, and pylog's ``"original_replicas"``:
+    ``{"<p>": [ids before the reassignment, in order]}``; such a partition's replicas are
+    the target replicas followed by the original ones not in the target.
 ``/brokers/topics/<topic>/partitions/<p>/state``
     ``{"leader": id or -1, "leader_epoch": int, "isr": [ids], "controller_epoch": int}``.
     The partition's leader changes "isr" by compare-and-set (shrink/expand); the
@@ -47,6 +51,21 @@ Data model in the store (the kernel reads and writes the same nodes; helpers bel
     "controller_epoch", "at_ms"}`` with ElectLeaders' error names: "NONE" (moved),
     "ELECTION_NOT_NEEDED", "PREFERRED_LEADER_NOT_AVAILABLE",
     "UNKNOWN_TOPIC_OR_PARTITION".  The first answer naming a request id is its answer.
+``/admin/reassign_partitions``
+    persistent, an operator's request (Kafka's znode; written by
+    :func:`pylog.cluster.admin.request_reassignment`): ``{"version": 1, "partitions":
+    [{"topic": t, "partition": p, "replicas": [target ids] | null}, ...], "requests":
+    {...}}``, null cancelling; merged as above (the later entry for a partition wins).
+    Unlike Kafka's legacy znode, the controller takes it at once: it checks each entry
+    again, starts, replaces or cancels the reassignments in the topic nodes (which then
+    hold their progress, as with KIP-455's API), answers and deletes the node.
+``/admin/reassign_partitions_results/result-<10 digits>``
+    the answers, as for elections: per partition ``{"topic", "partition", "error",
+    "message"}`` with "NONE" (started, cancelled, or nothing to do),
+    "UNKNOWN_TOPIC_OR_PARTITION", "INVALID_REPLICA_ASSIGNMENT" (empty, duplicates, a
+    broker not registered), "NO_REASSIGNMENT_IN_PROGRESS" (cancelling nothing),
+    "ELIGIBLE_LEADERS_NOT_AVAILABLE" (the new assignment drops the leader and no other
+    replica can take over).
 
 Election rules (Kafka's):
 
@@ -77,12 +96,24 @@ Election rules (Kafka's):
 - A broker whose registration was replaced by a new session (it restarted between two
   looks) is handled as a death followed by a return, as Kafka does with broker epochs.
 
+Reassignment (KIP-455, as Kafka's controller does it): the replicas become the target
+followed by the original ones; the brokers of added replicas open them and fetch from the
+leader, which tracks them and adds them to the ISR once caught up.  When every target
+replica is in the ISR, the controller (1) elects a leader among the target replicas if
+the leader is not one (clean; epoch + 1), (2) writes the target as the assignment and
+drops the reassignment's entries, (3) takes the removed replicas out of the ISR; their
+brokers then close and delete them.  A cancellation restores the original replicas at
+once (leadership first moves off a replica it drops, if needed).  A new target for a
+partition being reassigned replaces the old one; the original replicas stay those from
+before the first.
+
 Fencing: the controller re-reads ``/controller`` and ``/controller_epoch`` at each entry
 point and resigns (becomes inactive) when either is no longer its own, or when it reads a
 partition state written under a newer controller epoch.
 """
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Set, Tuple
@@ -96,8 +127,11 @@ from pylog.errors import (
     IllegalState,
     InvalidArgument,
     InvalidPartitions,
+    InvalidReplicaAssignment,
     NodeExists,
     NoNode,
+    NoReassignmentInProgress,
+    PylogError,
     SessionExpired,
     TopicAlreadyExists,
     UnknownTopicOrPartition,
@@ -116,7 +150,14 @@ __all__ = [
     "ADMIN_PATH",
     "PREFERRED_ELECTION_PATH",
     "PREFERRED_ELECTION_RESULTS_PATH",
+    "REASSIGN_PARTITIONS_PATH",
+    "REASSIGN_RESULTS_PATH",
+    "ADDING_REPLICAS",
+    "REMOVING_REPLICAS",
+    "ORIGINAL_REPLICAS",
     "MAX_ADMIN_RESULTS",
+    "check_reassignment",
+    "reassignment_of",
     "merge_admin_request",
     "read_admin_result",
     "WATCH_PREFIXES",
@@ -146,6 +187,17 @@ SHUTTING_DOWN = "shutting_down"
 ADMIN_PATH = "/admin"
 PREFERRED_ELECTION_PATH = "/admin/preferred_replica_election"
 PREFERRED_ELECTION_RESULTS_PATH = "/admin/preferred_replica_election_results"
+REASSIGN_PARTITIONS_PATH = "/admin/reassign_partitions"
+REASSIGN_RESULTS_PATH = "/admin/reassign_partitions_results"
+#: In a topic node (Kafka's topic znode v2): partition -> replicas being added / removed
+#: by a reassignment in progress.
+ADDING_REPLICAS = "adding_replicas"
+REMOVING_REPLICAS = "removing_replicas"
+#: pylog's addition: partition -> its replicas, in order, before the reassignment (what a
+#: cancellation restores; Kafka derives them from "partitions" minus "adding_replicas",
+#: which loses their order when the target lists them first).
+ORIGINAL_REPLICAS = "original_replicas"
+_REASSIGNMENT_KEYS = (ADDING_REPLICAS, REMOVING_REPLICAS, ORIGINAL_REPLICAS)
 #: How many answers the controller keeps under each results node (the oldest go first).
 MAX_ADMIN_RESULTS = 64
 #: The prefixes whose events :meth:`Controller.on_events` wants to see.
@@ -157,7 +209,7 @@ NO_LEADER = -1
 MAX_CAS_ATTEMPTS = 16
 
 #: The request nodes the controller carries out.
-_REQUEST_PATHS = (PREFERRED_ELECTION_PATH,)
+_REQUEST_PATHS = (PREFERRED_ELECTION_PATH, REASSIGN_PARTITIONS_PATH)
 
 _UNCLEAN = "unclean.leader.election.enable"
 _MIN_ISR = "min.insync.replicas"
@@ -350,6 +402,84 @@ def read_admin_result(store: Any, results_path: str, request_id: str) -> Optiona
         if isinstance(answers, dict) and request_id in answers:
             return list(answers[request_id])
     return None
+
+
+def reassignment_of(topic_data: Mapping[str, Any], partition: int
+                    ) -> Optional[Tuple[List[int], List[int], List[int]]]:
+    """``(replicas, adding, removing)`` of a partition being reassigned (its replicas are
+    then the target replicas followed by the original ones not in the target), or None."""
+    key = str(partition)
+    adding = (topic_data.get(ADDING_REPLICAS) or {}).get(key)
+    removing = (topic_data.get(REMOVING_REPLICAS) or {}).get(key)
+    if adding is None and removing is None:
+        return None
+    return list(topic_data["partitions"][key]), list(adding or []), list(removing or [])
+
+
+def _original_replicas(topic_data: Mapping[str, Any], key: str) -> List[int]:
+    """The replicas ``key`` had before its reassignment (its replicas if none)."""
+    current = list(topic_data["partitions"][key])
+    derived = [b for b in current if b not in (topic_data.get(ADDING_REPLICAS) or {}).get(key, [])]
+    kept = (topic_data.get(ORIGINAL_REPLICAS) or {}).get(key)
+    return list(kept) if kept is not None and sorted(kept) == sorted(derived) else derived
+
+
+def _reassignment_maps(topic_data: Mapping[str, Any]) -> Dict[str, Dict[str, List[int]]]:
+    """Copies of a topic node's adding / removing / original replica maps."""
+    return {name: dict(topic_data.get(name) or {}) for name in _REASSIGNMENT_KEYS}
+
+
+def _with_reassignment_maps(topic_data: Mapping[str, Any], maps: Mapping[str, Dict[str, List[int]]],
+                            partitions: Mapping[str, List[int]]) -> Dict[str, Any]:
+    """The topic node with these partitions and maps (empty maps left out)."""
+    new = dict(topic_data)
+    new["partitions"] = dict(partitions)
+    for name in _REASSIGNMENT_KEYS:
+        if maps[name]:
+            new[name] = maps[name]
+        else:
+            new.pop(name, None)
+    return new
+
+
+def check_reassignment(store: Any, topic: str, partition: int, replicas: Optional[Sequence[int]], *,
+                       live: Optional[Set[int]] = None,
+                       topic_data: Optional[Mapping[str, Any]] = None) -> None:
+    """Kafka's checks of one AlterPartitionReassignments entry (``replicas`` None:
+    cancel).  Raises UnknownTopicOrPartition, NoReassignmentInProgress (a cancellation of
+    a partition not being reassigned), InvalidReplicaAssignment (an empty list, a
+    duplicate, or a broker that is not registered).  ``live`` and ``topic_data`` save the
+    reads when the caller has them."""
+    if topic_data is None:
+        topic_data = _topic_data(store, topic)
+    if isinstance(partition, bool) or not isinstance(partition, int) \
+            or str(partition) not in topic_data["partitions"]:
+        raise UnknownTopicOrPartition(f"topic {topic!r} has no partition {partition!r}")
+    if replicas is None:
+        if reassignment_of(topic_data, partition) is None:
+            raise NoReassignmentInProgress(f"{topic}-{partition} is not being reassigned: nothing to cancel")
+        return
+    if not isinstance(replicas, (list, tuple)) or not all(
+            isinstance(b, int) and not isinstance(b, bool) and b >= 0 for b in replicas):
+        raise InvalidReplicaAssignment(f"{topic}-{partition}: replicas must be a list of broker ids, "
+                                       f"got {replicas!r}")
+    if not replicas:
+        raise InvalidReplicaAssignment(f"{topic}-{partition}: the replica list is empty")
+    if len(set(replicas)) != len(replicas):
+        raise InvalidReplicaAssignment(f"{topic}-{partition}: the replica list {list(replicas)} has duplicates")
+    live = set(live_brokers(store)) if live is None else live
+    unknown = sorted(set(replicas) - live)
+    if unknown:
+        raise InvalidReplicaAssignment(f"{topic}-{partition}: broker(s) {unknown} are not registered "
+                                       f"(live brokers: {sorted(live)})")
+
+
+def _distinct(ids: Iterable[int]) -> List[int]:
+    out: List[int] = []
+    for b in ids:
+        if b not in out:
+            out.append(b)
+    return out
 
 
 def _request_ids(data: Mapping[str, Any]) -> Dict[str, Any]:
@@ -676,6 +806,8 @@ class Controller:
                 return
             self._update_partition(topic, int(p), replicas,
                                    lambda s: _decide(s, live, unclean, shutting), now)
+        if self._active and (data.get(ADDING_REPLICAS) or data.get(REMOVING_REPLICAS)):
+            self._complete_reassignments(topic, live, now)
 
     def _shutting_down(self) -> Set[int]:
         """Live brokers in controlled shutdown (as of the last registrations read)."""
@@ -824,7 +956,8 @@ class Controller:
             current = len(data["partitions"])
             check_int(f"the new partition count of topic {topic!r} (it has {current})", count,
                       min=current + 1, max=max_partitions, error=InvalidPartitions)
-            rf = len(data["partitions"]["0"])
+            moving = reassignment_of(data, 0)  # partition 0's target replicas give the factor
+            rf = len(data["partitions"]["0"]) - (len(moving[2]) if moving else 0)
             added = self.plan_partitions(count - current, rf)
             for i, replicas in enumerate(added):
                 state = PartitionState(topic, current + i, tuple(replicas), replicas[0], 0, tuple(replicas),
@@ -928,6 +1061,8 @@ class Controller:
         """Carry out the requests waiting under /admin (see the module docstring)."""
         self._process_request(PREFERRED_ELECTION_PATH, PREFERRED_ELECTION_RESULTS_PATH,
                               self._carry_out_preferred_election, now)
+        self._process_request(REASSIGN_PARTITIONS_PATH, REASSIGN_RESULTS_PATH,
+                              self._carry_out_reassignments, now)
 
     def _process_request(self, path: str, results_path: str,
                          carry_out: Callable[[Dict[str, Any], int], Dict[Tuple[str, int], Dict[str, Any]]],
@@ -1009,6 +1144,176 @@ class Controller:
                       [f"{t}-{p}" for t, p in moved[:20]], len(out) - len(moved))
         return out
 
+    # ------------------------------------------------------------------ reassignments
+    def _carry_out_reassignments(self, data: Dict[str, Any], now: int
+                                 ) -> Dict[Tuple[str, int], Dict[str, Any]]:
+        """``/admin/reassign_partitions``: start (or replace, or cancel) the reassignment of
+        each listed partition (a later entry for the same partition wins)."""
+        self._sync_brokers(now)
+        wanted: Dict[str, Dict[int, Optional[List[int]]]] = {}
+        out: Dict[Tuple[str, int], Dict[str, Any]] = {}
+        entries = data.get("partitions")
+        for entry in entries if isinstance(entries, list) else []:
+            tp = _partition_key(entry)
+            replicas = entry.get("replicas") if isinstance(entry, dict) else None
+            if tp is None:
+                self.log.warning("%s: ignoring malformed entry %r", REASSIGN_PARTITIONS_PATH, entry)
+                continue
+            wanted.setdefault(tp[0], {})[tp[1]] = replicas
+        for topic in sorted(wanted):
+            if not self._active:
+                break
+            for p, (error, message) in self._reassign_topic(topic, wanted[topic], now).items():
+                out[(topic, p)] = {"topic": topic, "partition": p, "error": error, "message": message}
+        return out
+
+    def _reassign_topic(self, topic: str, wanted: Dict[int, Optional[List[int]]], now: int
+                        ) -> Dict[int, Tuple[str, str]]:
+        """Start the reassignments of ``topic``'s partitions (``wanted``: partition ->
+        target replicas, None to cancel): validate each, then write the topic node once
+        (compare-and-set) with each partition's replicas = target + original (Kafka's
+        order) and its adding / removing replicas.  A cancellation (or a new target equal
+        to the original replicas) reverts to the original replicas at once.  Replicas that
+        the new assignment drops (those a replaced or cancelled reassignment was adding)
+        first hand over leadership (clean election) and leave the ISR after the write.
+        Returns partition -> (Kafka error name, message)."""
+        live = set(self._registrations)
+        for _ in range(MAX_CAS_ATTEMPTS):
+            try:
+                data, version = self.store.get(topic_path(topic))
+            except NoNode:
+                return {p: ("UNKNOWN_TOPIC_OR_PARTITION", f"topic {topic!r} does not exist") for p in wanted}
+            maps = _reassignment_maps(data)
+            adding, removing = maps[ADDING_REPLICAS], maps[REMOVING_REPLICAS]
+            results: Dict[int, Tuple[str, str]] = {}
+            # partition -> (current replicas, final replicas, (adding, removing) or None: no reassignment)
+            plans: Dict[int, Tuple[List[int], List[int], Optional[Tuple[List[int], List[int]]]]] = {}
+            for p, target in sorted(wanted.items()):
+                try:
+                    check_reassignment(self.store, topic, p, target, live=live, topic_data=data)
+                except PylogError as exc:
+                    results[p] = (exc.kafka_name, str(exc))
+                    continue
+                key = str(p)
+                current = list(data["partitions"][key])
+                original = _original_replicas(data, key)
+                ongoing = key in adding or key in removing
+                target = original if target is None else list(target)
+                results[p] = ("NONE", "")
+                if target == original:
+                    if ongoing:  # a cancellation: back to the original replicas at once
+                        plans[p] = (current, original, None)
+                elif ongoing or target != current:
+                    final = _distinct(target + original)
+                    moving = ([b for b in target if b not in original], [b for b in original if b not in target])
+                    if not (final == current and list(moving) == [adding.get(key), removing.get(key)]):
+                        plans[p] = (current, final, moving)  # (else: the same reassignment again)
+            for p, (current, final, _) in list(plans.items()):
+                dropped = [b for b in current if b not in final]
+                if dropped and not self._lead_from(topic, p, current, final, now):
+                    results[p] = ("ELIGIBLE_LEADERS_NOT_AVAILABLE",
+                                  (f"{topic}-{p}: its leader is among {dropped}, which the new assignment "
+                                   "drops, and no other replica is alive and in the ISR"))
+                    del plans[p]
+            if not plans:
+                return results
+            parts = dict(data["partitions"])
+            for p, (current, final, moving) in plans.items():
+                key = str(p)
+                original = _original_replicas(data, key)
+                parts[key] = final
+                for m in maps.values():
+                    m.pop(key, None)
+                if moving is not None:
+                    adding[key], removing[key] = moving
+                    maps[ORIGINAL_REPLICAS][key] = original
+            new = _with_reassignment_maps(data, maps, parts)
+            try:
+                self.store.set(topic_path(topic), new, version)
+            except BadVersion:
+                continue
+            for p, (current, final, moving) in sorted(plans.items()):
+                if moving is None:
+                    self.log.info("reassignment of %s-%d cancelled: replicas %s -> %s (the original ones)",
+                                  topic, p, current, final)
+                else:
+                    self.log.info("reassignment of %s-%d started: replicas %s -> %s (adding %s, removing %s)",
+                                  topic, p, current, final, moving[0], moving[1])
+            # Dropped replicas leave the ISR; a reassignment already caught up completes.
+            self._reconcile_topic(topic, set(self._registrations), now)
+            return results
+        return {p: ("REQUEST_TIMED_OUT", f"topic {topic!r} kept changing") for p in wanted}
+
+    def _lead_from(self, topic: str, partition: int, replicas: Sequence[int], allowed: Sequence[int],
+                   now: int) -> bool:
+        """Make sure the partition's leader is in ``allowed``: if it is not, elect the first
+        member of ``allowed`` that is eligible and in the ISR (clean; the epoch goes up).
+        Returns whether the leader is now in ``allowed`` (an offline partition counts as
+        done: its next election picks from the new replicas)."""
+        eligible = self._eligible()
+
+        def decide(s: PartitionState) -> Optional[_Decision]:
+            if s.leader == NO_LEADER or s.leader in allowed:
+                return None
+            cands = [b for b in allowed if b in eligible and b in s.isr]
+            if not cands:
+                return None
+            return _Decision(cands[0], s.isr, f"reassignment: leader {s.leader} is not among {list(allowed)}",
+                             routine=True)
+
+        self._update_partition(topic, partition, replicas, decide, now)
+        try:
+            s = read_partition_state(self.store, topic, partition, replicas)
+        except UnknownTopicOrPartition:
+            return False
+        return s.leader == NO_LEADER or s.leader in allowed
+
+    def _complete_reassignments(self, topic: str, live: Set[int], now: int) -> None:
+        """Finish the reassignments of ``topic`` whose target replicas are all in the ISR
+        (Kafka's rule): lead from the target replicas (a clean election if the leader is
+        not one of them), then make the assignment exactly the target replicas (one
+        compare-and-set of the topic node), then take the removed replicas out of the ISR;
+        their brokers delete them when they see the new assignment."""
+        for _ in range(MAX_CAS_ATTEMPTS):
+            if not self._active:
+                return
+            try:
+                data, version = self.store.get(topic_path(topic))
+            except NoNode:
+                return
+            maps = _reassignment_maps(data)
+            adding, removing = maps[ADDING_REPLICAS], maps[REMOVING_REPLICAS]
+            ready: List[Tuple[int, List[int], List[int]]] = []
+            for key in sorted(set(adding) | set(removing), key=int):
+                current = list(data["partitions"][key])
+                target = [b for b in current if b not in removing.get(key, [])]
+                try:
+                    s = read_partition_state(self.store, topic, int(key), current)
+                except UnknownTopicOrPartition:
+                    continue
+                if not set(target) <= set(s.isr) or s.leader == NO_LEADER:
+                    continue
+                if self._lead_from(topic, int(key), current, target, now):
+                    ready.append((int(key), current, target))
+            if not ready:
+                return
+            parts = dict(data["partitions"])
+            for p, _, target in ready:
+                parts[str(p)] = target
+                for m in maps.values():
+                    m.pop(str(p), None)
+            new = _with_reassignment_maps(data, maps, parts)
+            try:
+                self.store.set(topic_path(topic), new, version)
+            except BadVersion:
+                continue
+            decide = functools.partial(_decide, live=live, unclean_enabled=self._unclean_enabled(data),
+                                       shutting=self._shutting_down())
+            for p, current, target in ready:
+                self.log.info("reassignment of %s-%d complete: replicas %s -> %s", topic, p, current, target)
+                self._update_partition(topic, p, target, decide, now)  # the removed replicas leave the ISR
+            return
+
     # ------------------------------------------------------------------ reading
     def describe(self, topic: str) -> List[PartitionState]:
         """Every partition's state, by partition number (UnknownTopicOrPartition if absent).
@@ -1025,12 +1330,13 @@ class Controller:
         smaller than the topic's min.insync.replicas.  (Offline partitions count only as
         offline, as in Kafka, where leaders report the other two.)
         ``preferred_replica_imbalance``: online partitions not led by their first replica.
+        ``reassigning_partitions``: partitions with a reassignment in progress.
         """
         out = {"active_controller": int(self._active), "controller_epoch": 0,
                "live_brokers": len(_read_registrations(self.store)), "global_topic_count": 0,
                "global_partition_count": 0, "offline_partitions": 0,
                "under_replicated_partitions": 0, "under_min_isr_partitions": 0,
-               "preferred_replica_imbalance": 0,
+               "preferred_replica_imbalance": 0, "reassigning_partitions": 0,
                "loss_ledger_entries": len(read_loss_ledger(self.store))}
         try:
             out["controller_epoch"] = int(self.store.get(CONTROLLER_EPOCH_PATH)[0])
@@ -1044,6 +1350,8 @@ class Controller:
                 continue
             min_isr = (data.get("config") or {}).get(_MIN_ISR, TOPIC_DEFAULTS[_MIN_ISR])
             out["global_topic_count"] += 1
+            out["reassigning_partitions"] += len(set(data.get(ADDING_REPLICAS) or {})
+                                                 | set(data.get(REMOVING_REPLICAS) or {}))
             for s in states:
                 out["global_partition_count"] += 1
                 if s.offline:

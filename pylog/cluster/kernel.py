@@ -17,10 +17,13 @@ answers with batches or with the epoch/offset at which the follower's log diverg
 (KIP-101/KIP-320), and the follower truncates there.  ISR changes are written by the
 leader to the store by compare-and-set and logged at WARNING.
 
-Topics change through the controller (create, grow, reconfigure, delete); each broker
-applies what the store says when it next syncs: it opens the replicas assigned to it,
-applies a topic's new configuration to its open replicas, and closes and removes the
-replicas of deleted topics.  Each replica directory holds ``partition.metadata`` (Kafka's
+Topics change through the controller (create, grow, reconfigure, reassign, delete);
+each broker applies what the store says when it next syncs: it opens the replicas
+assigned to it (a reassignment's new replicas fetch from the leader, which tracks them
+and takes them into the ISR once caught up), applies a topic's new configuration to its
+open replicas, and closes and removes the replicas of deleted topics and those the
+assignment no longer lists (never while the store still names this broker leader; a
+broker stopped meanwhile removes them when it starts).  Each replica directory holds ``partition.metadata`` (Kafka's
 name) with its topic id, so that a directory left by a deleted topic is never taken for
 a new topic of the same name.
 """
@@ -245,6 +248,10 @@ class ClusterKernel:
         self._readable_listeners: List[Callable[[str, int], None]] = []
         #: Last ISR seen per partition, to count every change (leader's or controller's).
         self._isr_seen: Dict[str, Tuple[int, ...]] = {}
+        #: Called before a broker deletes a replica that a reassignment took away from it,
+        #: for a driver whose store is not durable by itself (LocalCluster saves its
+        #: metadata.json): the assignment that drops the replica must outlive its data.
+        self.save_metadata: Optional[Callable[[], None]] = None
         self.store.watch("/brokers/topics", "kernel-metrics")
 
     # ================================================================= brokers
@@ -566,6 +573,8 @@ class ClusterKernel:
             for p, replicas in assign.items():
                 tp = (topic, p)
                 if node.id not in replicas:
+                    if tp in node.replicas:
+                        self._remove_reassigned_replica(node, tp)
                     continue
                 try:
                     st, _ = self.partition_state(topic, p)
@@ -578,34 +587,72 @@ class ClusterKernel:
                     r = None
                 if r is None:
                     r = self._open_replica(node, tp, tuple(replicas), cfg, topic_id)
-                elif r.partition.config.overrides != cfg.overrides:
-                    r.apply_config(cfg)
+                else:
+                    if r.partition.config.overrides != cfg.overrides:
+                        r.apply_config(cfg)
+                    if r.replicas != tuple(replicas):  # a reassignment added or removed replicas
+                        r.replicas = tuple(replicas)
+                        r.state.set_replicas(r.replicas, now)
                 self._apply_state(node, r, st, now)
         live_topics = set(self.topics())
         for tp in [tp for tp in node.replicas if tp[0] not in live_topics]:
             self._remove_replica(node, tp)
 
-    def _remove_replica(self, node: BrokerNode, tp: Tuple[str, int]) -> None:
-        """Close a replica of a deleted topic and remove its directory."""
+    def _remove_replica(self, node: BrokerNode, tp: Tuple[str, int], why: str = "topic deleted") -> None:
+        """Close a replica (of a deleted topic, or no longer assigned here) and remove its
+        directory."""
         r = node.replicas.pop(tp)
         self._finish(r.state.go_offline())
         node.parked.pop(tp, None)
         r.partition.close()
         _remove_dir(r.partition.log.dir)
-        log.info("broker %d removed its replica of %s-%d (topic deleted)", node.id, tp[0], tp[1])
+        log.info("broker %d removed its replica of %s-%d (%s)", node.id, tp[0], tp[1], why)
+
+    def _remove_reassigned_replica(self, node: BrokerNode, tp: Tuple[str, int]) -> None:
+        """The topic node, read just now, no longer lists this broker among the partition's
+        replicas (a reassignment completed or was cancelled): close and delete ours —
+        unless the partition state still names us leader (the controller moves
+        leadership before it changes the assignment; we wait for that)."""
+        try:
+            st, _ = self.partition_state(*tp)
+        except NoNode:
+            return
+        if st["leader"] == node.id:
+            return
+        if self.save_metadata is not None:
+            self.save_metadata()  # the assignment that drops us must outlive our data
+        self._remove_replica(node, tp, "no longer a replica: reassigned")
 
     def _remove_stray_replicas(self, node: BrokerNode) -> None:
         """At start: remove replica directories whose ``partition.metadata`` names a topic id
-        that no topic has any more (deleted while this broker was stopped)."""
-        ids = {self.topic_id(t) for t in self.topics()}
+        that no topic has any more (deleted while this broker was stopped), or a partition
+        of a live topic whose replicas no longer include this broker (reassigned away
+        while it was stopped)."""
+        ids = {t: self.topic_id(t) for t in self.topics()}
         try:
             entries = list(node.data_dir.iterdir())
         except OSError:
             return
         for d in entries:
             tid = _read_topic_id(d)
-            if tid and tid not in ids:
+            if not tid:
+                continue
+            if tid not in ids.values():
                 log.warning("broker %d removes %s: its topic (id %s) was deleted", node.id, d, tid)
+                _remove_dir(d)
+                continue
+            topic, _, p = d.name.rpartition("-")
+            if ids.get(topic) != tid or not p.isdigit():
+                continue
+            try:
+                replicas = self.assignment(topic).get(int(p))
+            except UnknownTopicOrPartition:
+                continue
+            if replicas is not None and node.id not in replicas:
+                if self.save_metadata is not None:
+                    self.save_metadata()
+                log.warning("broker %d removes %s: %s-%s was reassigned to %s while it was stopped",
+                            node.id, d, topic, p, replicas)
                 _remove_dir(d)
 
     def _open_replica(self, node: BrokerNode, tp: Tuple[str, int], replicas: Tuple[int, ...],

@@ -50,7 +50,15 @@ from pylog.broker.maintenance import LogMaintenance
 from pylog.broker.metrics import TrafficMetrics, group_metrics, partition_metrics
 from pylog.broker.offsets_topic import OFFSETS_TOPIC, offsets_topic_spec
 from pylog.broker.partition import AppendResult, Partition
-from pylog.cluster.admin import error_for, preferred_election_result, request_preferred_election
+from pylog.cluster.admin import (
+    error_for,
+    list_reassignments,
+    preferred_election_result,
+    reassignment_result,
+    request_preferred_election,
+    request_reassignment,
+)
+from pylog.cluster.controller import check_reassignment
 from pylog.cluster.kernel import ClusterKernel, KernelConfig
 from pylog.cluster.metadata import InMemoryMetadataStore
 from pylog.errors import (
@@ -119,6 +127,9 @@ class LocalCluster:
         self._readable: Deque[Tuple[str, int]] = collections.deque()
         kernel.on_data(self._notify)
         kernel.on_readable(self._note_readable)
+        # The in-memory store stands in for ZooKeeper's durability: a broker deleting a
+        # replica that a reassignment took from it saves the assignment first.
+        kernel.save_metadata = lambda: _save_store(kernel.store, root / "metadata.json")
         self._thread = threading.Thread(target=self._run, name="pylog-cluster", daemon=True)
 
     # ================================================================ open/close
@@ -469,6 +480,46 @@ class LocalCluster:
                     "the new leaders to take over")
         return {tp: error_for(a["error"], f"preferred leader election of {tp[0]}-{tp[1]}")
                 for tp, a in answer.items()}
+
+    def alter_partition_reassignments(self, reassignments: Mapping[Tuple[str, int], Optional[Sequence[int]]], *,
+                                      timeout_s: float = 30.0) -> Dict[Tuple[str, int], Optional[PylogError]]:
+        """KIP-455's AlterPartitionReassignments: move each ``(topic, partition)`` to the
+        target replica ids (None cancels its reassignment: back to the original
+        replicas).  Returns per partition None (started, cancelled or nothing to do) or
+        the error: UnknownTopicOrPartition, InvalidReplicaAssignment (empty, duplicates,
+        a broker that is not running), NoReassignmentInProgress (a cancellation),
+        EligibleLeadersNotAvailable.  The request goes through the metadata store to the
+        controller (:mod:`pylog.cluster.admin`); the new replicas then copy the data and
+        the reassignment completes in the background once they are all in the ISR (see
+        :meth:`list_partition_reassignments`).  Raises RequestTimedOut."""
+        self._check_open()
+        out: Dict[Tuple[str, int], Optional[PylogError]] = {}
+        valid: Dict[Tuple[str, int], Optional[Sequence[int]]] = {}
+        with self._lock:
+            for tp, replicas in reassignments.items():
+                try:
+                    check_reassignment(self.kernel.store, tp[0], tp[1], replicas)
+                    valid[tp] = replicas
+                except PylogError as exc:
+                    out[tp] = exc
+            if not valid:
+                return out
+            rid = request_reassignment(self.kernel.store, valid)
+        self._await(lambda: reassignment_result(self.kernel.store, rid) is not None, timeout_s,
+                    "the controller to take the reassignment")
+        for tp, a in (reassignment_result(self.kernel.store, rid) or {}).items():
+            out[tp] = error_for(a["error"], a["message"] or f"reassignment of {tp[0]}-{tp[1]}")
+        with self._lock:
+            _save_store(self.kernel.store, self.root / "metadata.json")
+        return out
+
+    def list_partition_reassignments(self, partitions: Optional[Sequence[Tuple[str, int]]] = None
+                                     ) -> Dict[Tuple[str, int], Dict[str, List[int]]]:
+        """KIP-455's ListPartitionReassignments: the reassignments in progress,
+        ``{(topic, partition): {"replicas", "adding", "removing"}}``."""
+        self._check_open()
+        with self._lock:
+            return list_reassignments(self.kernel.store, partitions)
 
     def list_topics(self, include_internal: bool = False) -> List[str]:
         """Topic names, sorted."""

@@ -179,7 +179,7 @@ def test_controlled_shutdown_gives_up_after_its_retries(tmp_path, caplog):
 
 
 # ------------------------------------------------------------------ LocalCluster
-CLUSTER = {"replica.lag.time.max.ms": 10_000, "zookeeper.session.timeout.ms": 1000,
+CLUSTER = {"replica.lag.time.max.ms": 10_000, "zookeeper.session.timeout.ms": 10_000,
            "log.index.size.max.bytes": 4096}
 
 

@@ -123,7 +123,7 @@ def test_bad_requests_and_old_answers():
 
 
 def test_local_cluster_elect_leaders(tmp_path):
-    cfg = {"zookeeper.session.timeout.ms": 1000, "auto.leader.rebalance.enable": False,
+    cfg = {"zookeeper.session.timeout.ms": 10_000, "auto.leader.rebalance.enable": False,
            "log.index.size.max.bytes": 4096}
     with LocalCluster.open(tmp_path / "c", brokers=3, config=cfg) as cluster:
         cluster.create_topic("t", 3, replication_factor=3)
