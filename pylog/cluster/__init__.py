@@ -9,6 +9,8 @@
   configuration changes and deletion.
 - :mod:`pylog.cluster.admin` — operator requests through the store, from any broker:
   controlled shutdown, preferred leader election, partition reassignment.
+- :mod:`pylog.cluster.throttle` — the replication throttle (Kafka's replication quotas):
+  a token bucket on the driver's time, and the dynamic broker rates in the store.
 
 Everything here is sans-I/O: no clock reads, sleeps, threads or sockets; callers pass
 ``now`` in ms.
@@ -42,6 +44,7 @@ from pylog.cluster.admin import (
     request_preferred_election,
     request_reassignment,
 )
+from pylog.cluster.throttle import set_replication_throttle
 from pylog.cluster.metadata import (
     ANY_VERSION,
     InMemoryMetadataStore,
@@ -85,4 +88,5 @@ __all__ = [
     "request_reassignment",
     "reassignment_result",
     "list_reassignments",
+    "set_replication_throttle",
 ]

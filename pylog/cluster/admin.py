@@ -48,6 +48,7 @@ from pylog.errors import (
     ElectionNotNeeded,
     EligibleLeadersNotAvailable,
     InvalidArgument,
+    InvalidConfig,
     InvalidReplicaAssignment,
     InvalidRequest,
     NoNode,
@@ -181,7 +182,8 @@ def _partitions(partitions: Iterable[TopicPartition]) -> List[TopicPartition]:
 
 
 # ------------------------------------------------------------------ partition reassignment
-def request_reassignment(store: Any, reassignments: Mapping[TopicPartition, Optional[Sequence[int]]]) -> str:
+def request_reassignment(store: Any, reassignments: Mapping[TopicPartition, Optional[Sequence[int]]], *,
+                         throttle_bytes_per_s: Optional[int] = None) -> str:
     """Ask the controller to move partitions to new replicas (KIP-455's
     AlterPartitionReassignments): ``{(topic, partition): [target replica ids], ...}``,
     None instead of a list cancelling that partition's reassignment (back to its
@@ -195,9 +197,20 @@ def request_reassignment(store: Any, reassignments: Mapping[TopicPartition, Opti
     to Kafka's ``/admin/reassign_partitions`` node (``{"version": 1, "partitions":
     [{"topic", "partition", "replicas"}]}``, merged with entries the controller has not
     taken yet: the later entry for a partition wins).  Returns the request id for
-    :func:`reassignment_result`."""
+    :func:`reassignment_result`.
+
+    ``throttle_bytes_per_s`` limits the copying (Kafka's ``--throttle``): the controller
+    lists each moving partition's original replicas in the topic's
+    ``leader.replication.throttled.replicas`` and its added ones in
+    ``follower.replication.throttled.replicas``, and sets
+    ``leader/follower.replication.throttled.rate`` on ``/config/brokers/<default>``; it
+    removes those entries when each partition's reassignment ends, and the rates when no
+    throttled reassignment is left (see :mod:`pylog.cluster.throttle`).  InvalidConfig if
+    it is not a positive int."""
     if not reassignments:
         raise InvalidArgument("no partitions to reassign")
+    if throttle_bytes_per_s is not None:
+        check_int("throttle_bytes_per_s", throttle_bytes_per_s, min=1, error=InvalidConfig)
     live = set(live_brokers(store))
     topics: Dict[str, Any] = {}
     wanted: Dict[TopicPartition, Optional[List[int]]] = {}
@@ -218,7 +231,11 @@ def request_reassignment(store: Any, reassignments: Mapping[TopicPartition, Opti
         requests[rid] = [[t, p] for t, p in wanted]
         entries = [e for e in (current or {}).get("partitions") or []
                    if not (isinstance(e, dict) and (e.get("topic"), e.get("partition")) in wanted)]
-        entries += [{"topic": t, "partition": p, "replicas": r} for (t, p), r in wanted.items()]
+        for (t, p), r in wanted.items():
+            entry: Dict[str, Any] = {"topic": t, "partition": p, "replicas": r}
+            if throttle_bytes_per_s is not None and r is not None:
+                entry["throttle"] = throttle_bytes_per_s
+            entries.append(entry)
         return {"version": 1, "partitions": entries, "requests": requests}
 
     merge_admin_request(store, REASSIGN_PARTITIONS_PATH, merge)

@@ -25,12 +25,24 @@ Data model in the store (the kernel reads and writes the same nodes; helpers bel
     reassigned (Kafka's topic znode v2), also ``"adding_replicas"`` and
     ``"removing_replicas"``: ``{"<p>": [ids]}``, and pylog's ``"original_replicas"``:
     ``{"<p>": [ids before the reassignment, in order]}``; such a partition's replicas are
-    the target replicas followed by the original ones not in the target.
+    the target replicas followed by the original ones not in the target.  A throttled
+    reassignment adds its partitions' "p:broker" entries to the topic's
+    ``leader.replication.throttled.replicas`` (original replicas) and
+    ``follower.replication.throttled.replicas`` (added ones) and records them under
+    pylog's ``"throttled_replicas"``: ``{"<p>": {"leader": [ids], "follower": [ids]}}``,
+    to take exactly those out again when the partition's reassignment ends.
 ``/brokers/topics/<topic>/partitions/<p>/state``
     ``{"leader": id or -1, "leader_epoch": int, "isr": [ids], "controller_epoch": int}``.
     The partition's leader changes "isr" by compare-and-set (shrink/expand); the
     controller changes "leader" and "leader_epoch" (and "isr" in elections and when a
     broker dies) by compare-and-set too.  A conflict means: re-read, decide again.
+``/config/brokers/<default>``, ``/config/brokers/<id>``
+    persistent, dynamic broker configuration (Kafka's entity nodes): ``{"version": 1,
+    "config": {"leader.replication.throttled.rate": "<bytes/s>",
+    "follower.replication.throttled.rate": "<bytes/s>"}}``, the per-broker node winning;
+    read by each broker's kernel (:mod:`pylog.cluster.throttle`).  A throttled
+    reassignment sets the ``<default>`` rates with ``"set_by_reassignment": true`` and the
+    controller removes them once no throttled reassignment is left.
 ``/loss_ledger/entry-<10 digits>``
     persistent, one per loss: the controller writes one per unclean election
     (``{"topic", "partition", "new_leader", "leader_epoch", "at_ms", "reason": "unclean
@@ -54,8 +66,9 @@ Data model in the store (the kernel reads and writes the same nodes; helpers bel
 ``/admin/reassign_partitions``
     persistent, an operator's request (Kafka's znode; written by
     :func:`pylog.cluster.admin.request_reassignment`): ``{"version": 1, "partitions":
-    [{"topic": t, "partition": p, "replicas": [target ids] | null}, ...], "requests":
-    {...}}``, null cancelling; merged as above (the later entry for a partition wins).
+    [{"topic": t, "partition": p, "replicas": [target ids] | null, "throttle": bytes/s
+    (optional, pylog's)}, ...], "requests": {...}}``, null cancelling; merged as above
+    (the later entry for a partition wins).
     Unlike Kafka's legacy znode, the controller takes it at once: it checks each entry
     again, starts, replaces or cancels the reassignments in the topic nodes (which then
     hold their progress, as with KIP-455's API), answers and deletes the node.
@@ -119,9 +132,21 @@ from dataclasses import dataclass, replace
 from typing import Any, Callable, Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Set, Tuple
 
 from pylog.broker.broker import check_topic_is_new, validate_topic_name
-from pylog.broker.config import TOPIC_DEFAULTS, TopicConfig
+from pylog.broker.config import (
+    FOLLOWER_THROTTLED_REPLICAS,
+    LEADER_THROTTLED_REPLICAS,
+    TOPIC_DEFAULTS,
+    TopicConfig,
+    format_throttled_replicas,
+    parse_throttled_replicas,
+)
 from pylog.cluster.metadata import WatchEvent
 from pylog.cluster.placement import MAX_PARTITIONS, assign_replicas
+from pylog.cluster.throttle import (
+    DEFAULT_BROKER_CONFIG_PATH,
+    REASSIGNMENT_MARK,
+    set_replication_throttle,
+)
 from pylog.errors import (
     BadVersion,
     IllegalState,
@@ -155,6 +180,7 @@ __all__ = [
     "ADDING_REPLICAS",
     "REMOVING_REPLICAS",
     "ORIGINAL_REPLICAS",
+    "THROTTLED_REPLICAS",
     "MAX_ADMIN_RESULTS",
     "check_reassignment",
     "reassignment_of",
@@ -197,7 +223,10 @@ REMOVING_REPLICAS = "removing_replicas"
 #: cancellation restores; Kafka derives them from "partitions" minus "adding_replicas",
 #: which loses their order when the target lists them first).
 ORIGINAL_REPLICAS = "original_replicas"
-_REASSIGNMENT_KEYS = (ADDING_REPLICAS, REMOVING_REPLICAS, ORIGINAL_REPLICAS)
+#: pylog's: partition -> ``{"leader": [ids], "follower": [ids]}``, the entries a throttled
+#: reassignment added to the topic's throttled-replicas configs (removed when it ends).
+THROTTLED_REPLICAS = "throttled_replicas"
+_REASSIGNMENT_KEYS = (ADDING_REPLICAS, REMOVING_REPLICAS, ORIGINAL_REPLICAS, THROTTLED_REPLICAS)
 #: How many answers the controller keeps under each results node (the oldest go first).
 MAX_ADMIN_RESULTS = 64
 #: The prefixes whose events :meth:`Controller.on_events` wants to see.
@@ -440,6 +469,25 @@ def _with_reassignment_maps(topic_data: Mapping[str, Any], maps: Mapping[str, Di
         else:
             new.pop(name, None)
     return new
+
+
+def _edit_throttled(config: Dict[str, Any], partition: int, remove: Optional[Mapping[str, List[int]]],
+                    add: Optional[Mapping[str, List[int]]]) -> Dict[str, Any]:
+    """``config`` with ``partition``'s throttled-replica entries ``remove`` taken out of
+    and ``add`` put into leader/follower.replication.throttled.replicas (a "*" value is
+    left alone; an emptied list goes back to the default)."""
+    out = dict(config)
+    for side, name in (("leader", LEADER_THROTTLED_REPLICAS), ("follower", FOLLOWER_THROTTLED_REPLICAS)):
+        pairs = parse_throttled_replicas(out.get(name, ""), name)
+        if pairs is None:
+            continue
+        edited = set(pairs) - {(partition, b) for b in (remove or {}).get(side, [])}
+        edited |= {(partition, b) for b in (add or {}).get(side, [])}
+        if edited:
+            out[name] = format_throttled_replicas(edited)
+        else:
+            out.pop(name, None)
+    return out
 
 
 def check_reassignment(store: Any, topic: str, partition: int, replicas: Optional[Sequence[int]], *,
@@ -1150,16 +1198,18 @@ class Controller:
         """``/admin/reassign_partitions``: start (or replace, or cancel) the reassignment of
         each listed partition (a later entry for the same partition wins)."""
         self._sync_brokers(now)
-        wanted: Dict[str, Dict[int, Optional[List[int]]]] = {}
+        wanted: Dict[str, Dict[int, Tuple[Optional[List[int]], Optional[int]]]] = {}
         out: Dict[Tuple[str, int], Dict[str, Any]] = {}
         entries = data.get("partitions")
         for entry in entries if isinstance(entries, list) else []:
             tp = _partition_key(entry)
-            replicas = entry.get("replicas") if isinstance(entry, dict) else None
             if tp is None:
                 self.log.warning("%s: ignoring malformed entry %r", REASSIGN_PARTITIONS_PATH, entry)
                 continue
-            wanted.setdefault(tp[0], {})[tp[1]] = replicas
+            throttle = entry.get("throttle")
+            if isinstance(throttle, bool) or not isinstance(throttle, int) or throttle < 1:
+                throttle = None
+            wanted.setdefault(tp[0], {})[tp[1]] = (entry.get("replicas"), throttle)
         for topic in sorted(wanted):
             if not self._active:
                 break
@@ -1167,16 +1217,19 @@ class Controller:
                 out[(topic, p)] = {"topic": topic, "partition": p, "error": error, "message": message}
         return out
 
-    def _reassign_topic(self, topic: str, wanted: Dict[int, Optional[List[int]]], now: int
-                        ) -> Dict[int, Tuple[str, str]]:
+    def _reassign_topic(self, topic: str, wanted: Dict[int, Tuple[Optional[List[int]], Optional[int]]],
+                        now: int) -> Dict[int, Tuple[str, str]]:
         """Start the reassignments of ``topic``'s partitions (``wanted``: partition ->
-        target replicas, None to cancel): validate each, then write the topic node once
-        (compare-and-set) with each partition's replicas = target + original (Kafka's
-        order) and its adding / removing replicas.  A cancellation (or a new target equal
-        to the original replicas) reverts to the original replicas at once.  Replicas that
-        the new assignment drops (those a replaced or cancelled reassignment was adding)
-        first hand over leadership (clean election) and leave the ISR after the write.
-        Returns partition -> (Kafka error name, message)."""
+        (target replicas or None to cancel, throttle in bytes/s or None)): validate each,
+        then write the topic node once (compare-and-set) with each partition's replicas =
+        target + original (Kafka's order) and its adding / removing replicas.  A
+        cancellation (or a new target equal to the original replicas) reverts to the
+        original replicas at once.  Replicas that the new assignment drops (those a
+        replaced or cancelled reassignment was adding) first hand over leadership (clean
+        election) and leave the ISR after the write.  With a throttle, the original
+        replicas are throttled as leaders and the added ones as followers (topic
+        configs) and the cluster-wide rate is set.  Returns partition -> (Kafka error
+        name, message)."""
         live = set(self._registrations)
         for _ in range(MAX_CAS_ATTEMPTS):
             try:
@@ -1188,7 +1241,7 @@ class Controller:
             results: Dict[int, Tuple[str, str]] = {}
             # partition -> (current replicas, final replicas, (adding, removing) or None: no reassignment)
             plans: Dict[int, Tuple[List[int], List[int], Optional[Tuple[List[int], List[int]]]]] = {}
-            for p, target in sorted(wanted.items()):
+            for p, (target, _) in sorted(wanted.items()):
                 try:
                     check_reassignment(self.store, topic, p, target, live=live, topic_data=data)
                 except PylogError as exc:
@@ -1206,8 +1259,10 @@ class Controller:
                 elif ongoing or target != current:
                     final = _distinct(target + original)
                     moving = ([b for b in target if b not in original], [b for b in original if b not in target])
-                    if not (final == current and list(moving) == [adding.get(key), removing.get(key)]):
-                        plans[p] = (current, final, moving)  # (else: the same reassignment again)
+                    same = final == current and list(moving) == [adding.get(key), removing.get(key)] \
+                        and wanted[p][1] is None and key not in maps[THROTTLED_REPLICAS]
+                    if not same:  # (else: the same reassignment again, nothing to write)
+                        plans[p] = (current, final, moving)
             for p, (current, final, _) in list(plans.items()):
                 dropped = [b for b in current if b not in final]
                 if dropped and not self._lead_from(topic, p, current, final, now):
@@ -1218,20 +1273,34 @@ class Controller:
             if not plans:
                 return results
             parts = dict(data["partitions"])
+            config = dict(data.get("config") or {})
+            rate = None
             for p, (current, final, moving) in plans.items():
                 key = str(p)
                 original = _original_replicas(data, key)
                 parts[key] = final
+                throttled = maps[THROTTLED_REPLICAS].get(key)
                 for m in maps.values():
                     m.pop(key, None)
                 if moving is not None:
                     adding[key], removing[key] = moving
                     maps[ORIGINAL_REPLICAS][key] = original
+                new_throttle = wanted[p][1] if moving is not None else None
+                if new_throttle is not None:
+                    rate = new_throttle if rate is None else min(rate, new_throttle)
+                    maps[THROTTLED_REPLICAS][key] = {"leader": original, "follower": moving[0]}
+                config = _edit_throttled(config, p, throttled, maps[THROTTLED_REPLICAS].get(key))
             new = _with_reassignment_maps(data, maps, parts)
+            new["config"] = config
             try:
                 self.store.set(topic_path(topic), new, version)
             except BadVersion:
                 continue
+            if rate is not None:
+                set_replication_throttle(self.store, rate, by_reassignment=True)
+                self.log.info("replication throttle for reassignments: %d bytes/s (leader and follower side)", rate)
+            elif data.get(THROTTLED_REPLICAS):
+                self._clear_reassignment_throttle()
             for p, (current, final, moving) in sorted(plans.items()):
                 if moving is None:
                     self.log.info("reassignment of %s-%d cancelled: replicas %s -> %s (the original ones)",
@@ -1243,6 +1312,23 @@ class Controller:
             self._reconcile_topic(topic, set(self._registrations), now)
             return results
         return {p: ("REQUEST_TIMED_OUT", f"topic {topic!r} kept changing") for p in wanted}
+
+    def _clear_reassignment_throttle(self) -> None:
+        """Remove the cluster-wide throttle rate a reassignment set, once no partition is
+        throttled by a reassignment any more."""
+        for topic in self._topics():
+            try:
+                if _topic_data(self.store, topic).get(THROTTLED_REPLICAS):
+                    return
+            except UnknownTopicOrPartition:
+                continue
+        try:
+            data, _ = self.store.get(DEFAULT_BROKER_CONFIG_PATH)
+        except NoNode:
+            return
+        if isinstance(data, dict) and data.get(REASSIGNMENT_MARK):
+            set_replication_throttle(self.store, None)
+            self.log.info("replication throttle for reassignments removed: no throttled reassignment is left")
 
     def _lead_from(self, topic: str, partition: int, replicas: Sequence[int], allowed: Sequence[int],
                    now: int) -> bool:
@@ -1298,15 +1384,24 @@ class Controller:
             if not ready:
                 return
             parts = dict(data["partitions"])
+            config = dict(data.get("config") or {})
+            unthrottled = False
             for p, _, target in ready:
                 parts[str(p)] = target
+                throttled = maps[THROTTLED_REPLICAS].get(str(p))
+                if throttled is not None:
+                    config = _edit_throttled(config, p, throttled, None)
+                    unthrottled = True
                 for m in maps.values():
                     m.pop(str(p), None)
             new = _with_reassignment_maps(data, maps, parts)
+            new["config"] = config
             try:
                 self.store.set(topic_path(topic), new, version)
             except BadVersion:
                 continue
+            if unthrottled:
+                self._clear_reassignment_throttle()
             decide = functools.partial(_decide, live=live, unclean_enabled=self._unclean_enabled(data),
                                        shutting=self._shutting_down())
             for p, current, target in ready:

@@ -14,7 +14,11 @@ registration, the controller when this broker holds ``/controller``
 :class:`~pylog.replication.ReplicaState` (ISR, HW, acks) and a leader-epoch cache.
 Followers fetch from their leader with their log end offset and last epoch; a leader
 answers with batches or with the epoch/offset at which the follower's log diverged
-(KIP-101/KIP-320), and the follower truncates there.  ISR changes are written by the
+(KIP-101/KIP-320), and the follower truncates there.  Replication of replicas listed as
+throttled, while they are out of the ISR, goes at most at the broker's
+leader/follower.replication.throttled.rate (:mod:`pylog.cluster.throttle`: token
+buckets on the step's ``now``; a throttled fetch waits at the leader until its bucket
+refills, and still gets at least one batch each time).  ISR changes are written by the
 leader to the store by compare-and-set and logged at WARNING.
 
 Topics change through the controller (create, grow, reconfigure, reassign, delete);
@@ -40,7 +44,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Set, Tuple
 
-from pylog.broker.config import TopicConfig
+from pylog.broker.config import (
+    FOLLOWER_THROTTLED_REPLICAS,
+    LEADER_THROTTLED_REPLICAS,
+    TopicConfig,
+    parse_throttled_replicas,
+)
 from pylog.broker.partition import AppendResult, Partition
 from pylog.errors import (
     BadVersion,
@@ -65,6 +74,7 @@ from pylog.cluster.controller import (
     read_loss_ledger,
 )
 from pylog.cluster.metadata import InMemoryMetadataStore
+from pylog.cluster.throttle import BROKER_CONFIG_PATH, ReplicationThrottle, TokenBucket, read_throttle_rates
 
 __all__ = ["ClusterKernel", "KernelConfig", "Network", "STORE", "PARTITION_METADATA_FILE"]
 
@@ -94,6 +104,10 @@ class KernelConfig:
     controlled_shutdown_enable: bool = True  #: controlled.shutdown.enable
     controlled_shutdown_max_retries: int = 3  #: controlled.shutdown.max.retries (attempts)
     controlled_shutdown_retry_backoff_ms: int = 5_000  #: controlled.shutdown.retry.backoff.ms
+    #: leader.replication.throttled.rate / follower.replication.throttled.rate (bytes/s,
+    #: None: unlimited) unless /config/brokers sets them (see pylog.cluster.throttle).
+    leader_replication_throttled_rate: Optional[int] = None
+    follower_replication_throttled_rate: Optional[int] = None
 
 
 @dataclass(order=True)
@@ -165,7 +179,7 @@ class _Replica:
     """One partition on one broker: storage, replication state, fetch bookkeeping."""
 
     __slots__ = ("tp", "partition", "state", "epochs", "fetch_inflight", "next_fetch_at", "min_isr",
-                 "unclean", "replicas", "topic_id")
+                 "unclean", "replicas", "topic_id", "leader_throttled", "follower_throttled")
 
     def __init__(self, tp: Tuple[str, int], partition: Partition, state: ReplicaState,
                  epochs: LeaderEpochCache, min_isr: int, unclean: bool, replicas: Tuple[int, ...],
@@ -180,13 +194,25 @@ class _Replica:
         self.unclean = unclean
         self.replicas = replicas
         self.topic_id = topic_id  #: "" for a topic made before topic ids
+        #: Whether the topic config lists this replica as throttled when leading / following.
+        self.leader_throttled = self.follower_throttled = False
+        self._set_throttled(partition.config)
 
     def apply_config(self, cfg: TopicConfig) -> None:
         """A topic configuration change reaching this replica: its log settings and
-        compression at once, min.insync.replicas and unclean election for what follows."""
+        compression at once, min.insync.replicas, unclean election and the replication
+        throttle for what follows."""
         self.partition.reconfigure(cfg)
         self.min_isr = cfg.min_insync_replicas
         self.unclean = bool(cfg.values.get("unclean.leader.election.enable", False))
+        self._set_throttled(cfg)
+
+    def _set_throttled(self, cfg: TopicConfig) -> None:
+        me = (self.tp[1], self.state.broker_id)
+        for attr, name in (("leader_throttled", LEADER_THROTTLED_REPLICAS),
+                           ("follower_throttled", FOLLOWER_THROTTLED_REPLICAS)):
+            pairs = parse_throttled_replicas(cfg.values.get(name, ""), name)
+            setattr(self, attr, pairs is None or me in pairs)
 
 
 class BrokerNode:
@@ -210,6 +236,7 @@ class BrokerNode:
         self.stale_epochs: Dict[Tuple[str, int], int] = {}
         #: Set while a controlled shutdown is under way (see ClusterKernel.begin_controlled_shutdown).
         self.controlled_shutdown: Optional[_ControlledShutdown] = None
+        self.throttle = ReplicationThrottle()
 
     @property
     def running(self) -> bool:
@@ -264,8 +291,9 @@ class ClusterKernel:
         self._remove_stray_replicas(node)
         node.session = self.store.create_session(self.config.session_timeout_ms, now)
         node.last_heartbeat = now
-        for prefix in WATCH_PREFIXES:
+        for prefix in (*WATCH_PREFIXES, BROKER_CONFIG_PATH):
             self.store.watch(prefix, node.watcher)
+        self._configure_throttle(node, now)
         node.registered = False
         # Leadership recorded for us before this start belongs to a previous process:
         # we lead again only at an epoch the controller gives us after we registered.
@@ -554,6 +582,8 @@ class ClusterKernel:
         if ctl.is_active:
             ctl.on_events(events, now)
             ctl.tick(now)
+        if any(e.path.startswith(BROKER_CONFIG_PATH + "/") for e in events):
+            self._configure_throttle(node, now)
         if events or node.dirty:
             node.dirty = False
             self._apply_partition_states(node, now)
@@ -561,6 +591,12 @@ class ClusterKernel:
             node.last_hw_checkpoint = now
             for r in node.replicas.values():
                 _write_hw(r.partition.log.dir, r.state.high_watermark)
+
+    def _configure_throttle(self, node: BrokerNode, now: int) -> None:
+        """The broker's replication throttle rates: /config/brokers, else KernelConfig."""
+        leader, follower = read_throttle_rates(self.store, node.id)
+        node.throttle.configure(leader or self.config.leader_replication_throttled_rate,
+                                follower or self.config.follower_replication_throttled_rate, now)
 
     def _apply_partition_states(self, node: BrokerNode, now: int) -> None:
         for topic in self.topics():
@@ -785,12 +821,27 @@ class ClusterKernel:
 
     # ------------------------------------------------------------------ fetches
     def _send_fetch(self, node: BrokerNode, r: _Replica, now: int) -> None:
-        r.fetch_inflight = True
         body = {"topic": r.tp[0], "partition": r.tp[1], "offset": r.partition.log_end_offset,
                 "last_epoch": r.epochs.latest_epoch, "leader_epoch": r.state.leader_epoch}
+        bucket = self._follower_throttle(node, r)
+        if bucket is not None:
+            allowance = bucket.allowance(now)
+            if allowance <= 0:  # over follower.replication.throttled.rate: fetch later
+                r.next_fetch_at = bucket.ready_at(now)
+                return
+            body["max_bytes"] = allowance
+        r.fetch_inflight = True
         self.network.send(node.id, r.state.leader_id, "fetch", body, now)
         # A lost request or reply must not stall the follower forever.
         r.next_fetch_at = now + self.config.replica_fetch_wait_max_ms + 500
+
+    @staticmethod
+    def _follower_throttle(node: BrokerNode, r: _Replica) -> Optional[TokenBucket]:
+        """The follower-side limiter for ``r``, if it applies: the replica is listed in
+        follower.replication.throttled.replicas and not in the ISR."""
+        if r.follower_throttled and node.throttle.follower is not None and node.id not in r.state.isr:
+            return node.throttle.follower
+        return None
 
     def _deliver(self, msg: _Msg, now: int) -> None:
         node = self.nodes.get(msg.dst) if isinstance(msg.dst, int) else None
@@ -857,9 +908,22 @@ class ClusterKernel:
                 self._finish(done)
                 if prop is not None:
                     self._propose_isr(node, r, prop, now)
-                batches = r.partition.read(offset, self.config.replica_fetch_max_bytes, to_log_end=True) \
-                    if offset < leo else []
+                max_bytes = min(self.config.replica_fetch_max_bytes, req.get("max_bytes", 1 << 62))
+                bucket = node.throttle.leader if r.leader_throttled and follower not in r.state.isr else None
+                if bucket is not None and offset < leo:
+                    allowance = bucket.allowance(now)
+                    if allowance <= 0:  # over leader.replication.throttled.rate
+                        if may_park:  # answer when the bucket has refilled (or new data came)
+                            node.parked.setdefault(tp, []).append(
+                                (follower, req, min(now + self.config.replica_fetch_wait_max_ms,
+                                                    bucket.ready_at(now))))
+                            return
+                        offset = leo  # an empty answer; the follower asks again
+                    max_bytes = min(max_bytes, allowance)
+                batches = r.partition.read(offset, max_bytes, to_log_end=True) if offset < leo else []
                 reply["data"] = b"".join(bytes(b.buffer) for b in batches)
+                if bucket is not None:
+                    bucket.consume(len(reply["data"]), now)
                 reply["hw"] = r.state.high_watermark
                 reply["log_start"] = r.partition.log_start_offset
         self.network.send(node.id, follower, "fetch_response", reply, now)
@@ -891,6 +955,9 @@ class ClusterKernel:
             part.truncate_fully_and_start_at(resp["reset_to"])
             r.state.log_end_offset = r.state.high_watermark = part.log_end_offset
         data = resp.get("data", b"")
+        bucket = self._follower_throttle(node, r)
+        if bucket is not None and data:
+            bucket.consume(len(data), now)
         if data:
             try:
                 batches = part.append_as_follower(data)

@@ -141,7 +141,8 @@ class LocalCluster:
         ``config`` takes Kafka names: replica.lag.time.max.ms,
         zookeeper.session.timeout.ms, unclean.leader.election.enable (broker default),
         controlled.shutdown.enable, controlled.shutdown.max.retries,
-        controlled.shutdown.retry.backoff.ms,
+        controlled.shutdown.retry.backoff.ms, leader.replication.throttled.rate,
+        follower.replication.throttled.rate (bytes/s),
         auto.leader.rebalance.enable, leader.imbalance.check.interval.seconds,
         replica.fetch.wait.max.ms, topic defaults (log.segment.bytes, ...), and the
         Broker's settings: num.partitions, auto.create.topics.enable,
@@ -482,6 +483,7 @@ class LocalCluster:
                 for tp, a in answer.items()}
 
     def alter_partition_reassignments(self, reassignments: Mapping[Tuple[str, int], Optional[Sequence[int]]], *,
+                                      throttle_bytes_per_s: Optional[int] = None,
                                       timeout_s: float = 30.0) -> Dict[Tuple[str, int], Optional[PylogError]]:
         """KIP-455's AlterPartitionReassignments: move each ``(topic, partition)`` to the
         target replica ids (None cancels its reassignment: back to the original
@@ -491,7 +493,9 @@ class LocalCluster:
         EligibleLeadersNotAvailable.  The request goes through the metadata store to the
         controller (:mod:`pylog.cluster.admin`); the new replicas then copy the data and
         the reassignment completes in the background once they are all in the ISR (see
-        :meth:`list_partition_reassignments`).  Raises RequestTimedOut."""
+        :meth:`list_partition_reassignments`).  ``throttle_bytes_per_s`` limits the
+        copying while it lasts (see :func:`pylog.cluster.admin.request_reassignment`).
+        Raises RequestTimedOut, InvalidConfig (a bad throttle)."""
         self._check_open()
         out: Dict[Tuple[str, int], Optional[PylogError]] = {}
         valid: Dict[Tuple[str, int], Optional[Sequence[int]]] = {}
@@ -504,7 +508,7 @@ class LocalCluster:
                     out[tp] = exc
             if not valid:
                 return out
-            rid = request_reassignment(self.kernel.store, valid)
+            rid = request_reassignment(self.kernel.store, valid, throttle_bytes_per_s=throttle_bytes_per_s)
         self._await(lambda: reassignment_result(self.kernel.store, rid) is not None, timeout_s,
                     "the controller to take the reassignment")
         for tp, a in (reassignment_result(self.kernel.store, rid) or {}).items():
@@ -906,6 +910,8 @@ def _kernel_config(config: Mapping[str, Any]) -> KernelConfig:
         "controlled.shutdown.enable": "controlled_shutdown_enable",
         "controlled.shutdown.max.retries": "controlled_shutdown_max_retries",
         "controlled.shutdown.retry.backoff.ms": "controlled_shutdown_retry_backoff_ms",
+        "leader.replication.throttled.rate": "leader_replication_throttled_rate",
+        "follower.replication.throttled.rate": "follower_replication_throttled_rate",
     }
     kw: Dict[str, Any] = {}
     topic_defaults: Dict[str, Any] = {}

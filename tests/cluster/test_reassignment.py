@@ -269,8 +269,12 @@ def test_local_cluster_cancellation_and_bad_requests(tmp_path):
                 p.send("t", b"v%d" % i, partition=0)
         cluster.pause_broker(4)  # it cannot copy: the reassignment stays in progress
         res = cluster.alter_partition_reassignments({("t", 0): [4, r0.replicas[1]], ("t", 9): [1],
-                                                     ("t", 1): [1, 1], ("t", 2): None, ("x", 0): [1]})
+                                                     ("t", 1): [1, 1], ("t", 2): None, ("x", 0): [1]},
+                                                    throttle_bytes_per_s=1 << 20)
         assert res[("t", 0)] is None
+        overrides = cluster.describe_topic("t").overrides
+        assert overrides["follower.replication.throttled.replicas"] == "0:4"
+        assert overrides["leader.replication.throttled.replicas"] == ",".join(f"0:{b}" for b in sorted(r0.replicas))
         assert isinstance(res[("t", 9)], errors.UnknownTopicOrPartition)
         assert isinstance(res[("x", 0)], errors.UnknownTopicOrPartition)
         assert isinstance(res[("t", 1)], errors.InvalidReplicaAssignment)
@@ -281,6 +285,7 @@ def test_local_cluster_cancellation_and_bad_requests(tmp_path):
         assert cluster.list_partition_reassignments() == {}
         row = cluster.describe_topic("t").partitions[0]
         assert (row.replicas, row.leader, row.leader_epoch) == (r0.replicas, r0.leader, r0.leader_epoch)
+        assert cluster.describe_topic("t").overrides == {"min.insync.replicas": 2}  # the throttle went too
         cluster.resume_broker(4)
         assert cluster.drive(lambda: _replica(cluster, 4, "t", 0) is None, 10)
         assert not (cluster.root / "broker-4" / "t-0").exists()
