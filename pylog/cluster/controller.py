@@ -1153,11 +1153,22 @@ class Controller:
         self._dirty = True  # kept changing: again at the next tick
 
     def _write_answer(self, results_path: str, answer: Dict[str, Any]) -> None:
-        self.store.create_sequential(f"{results_path}/result-", answer)
-        try:
-            names = self.store.children(results_path)
-        except NoNode:
-            return
+        """Add ``answer`` as ``result-<n>`` (n one past the newest; numbered here rather
+        than by the store's sequential counter, which a store restored from a copy, as
+        LocalCluster's, would start again at 0) and drop the oldest past
+        MAX_ADMIN_RESULTS."""
+        for _ in range(MAX_CAS_ATTEMPTS):
+            try:
+                names = self.store.children(results_path)
+            except NoNode:
+                names = []
+            numbers = [int(n[7:]) for n in names if n.startswith("result-") and n[7:].isdigit()]
+            try:
+                self.store.create(f"{results_path}/result-{max(numbers, default=-1) + 1:010d}", answer)
+                break
+            except NodeExists:
+                continue  # another writer took that number: count again
+        names = self.store.children(results_path)
         for name in names[:max(0, len(names) - MAX_ADMIN_RESULTS)]:
             try:
                 self.store.delete(f"{results_path}/{name}")

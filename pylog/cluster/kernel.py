@@ -27,9 +27,9 @@ assigned to it (a reassignment's new replicas fetch from the leader, which track
 and takes them into the ISR once caught up), applies a topic's new configuration to its
 open replicas, and closes and removes the replicas of deleted topics and those the
 assignment no longer lists (never while the store still names this broker leader; a
-broker stopped meanwhile removes them when it starts).  Each replica directory holds ``partition.metadata`` (Kafka's
-name) with its topic id, so that a directory left by a deleted topic is never taken for
-a new topic of the same name.
+broker stopped meanwhile removes them when it starts).  Each replica directory holds
+``partition.metadata`` (Kafka's name) with its topic id, so that a directory left by a
+deleted topic is never taken for a new topic of the same name.
 """
 from __future__ import annotations
 

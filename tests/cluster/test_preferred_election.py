@@ -143,3 +143,16 @@ def test_local_cluster_elect_leaders(tmp_path):
         again = cluster.elect_leaders([("t", 0), ("x", 1)])
         assert isinstance(again[("t", 0)], errors.ElectionNotNeeded)
         assert isinstance(again[("x", 1)], errors.UnknownTopicOrPartition)
+
+
+def test_answers_go_on_after_a_local_cluster_reopens(tmp_path):
+    """metadata.json brings the old answers back; new ones are numbered after them."""
+    cfg = {"zookeeper.session.timeout.ms": 10_000, "log.index.size.max.bytes": 4096}
+    with LocalCluster.open(tmp_path / "c", brokers=2, config=cfg) as cluster:
+        cluster.create_topic("t", 1, replication_factor=2)
+        cluster.elect_leaders()
+        cluster.elect_leaders([("t", 0)])
+    with LocalCluster.open(tmp_path / "c", brokers=2, config=cfg) as cluster:
+        assert len(cluster.kernel.store.children(PREFERRED_ELECTION_RESULTS_PATH)) == 2
+        assert isinstance(cluster.elect_leaders([("t", 0)])[("t", 0)], errors.ElectionNotNeeded)
+        assert cluster.kernel.store.children(PREFERRED_ELECTION_RESULTS_PATH)[-1] == "result-0000000002"
