@@ -53,8 +53,10 @@ Data model in the store (the kernel reads and writes the same nodes; helpers bel
     :func:`pylog.cluster.admin.request_preferred_election` on any broker):
     ``{"version": 1, "partitions": [{"topic": t, "partition": p}, ...],
     "requests": {"<request id>": [[t, p], ...] | null}}``.  "partitions" absent (or
-    null) means every partition; requests made before the controller took the node are
-    merged into it (compare-and-set), each keeping its own partitions under "requests".
+    null) means every partition, an empty list none (the helper refuses one; Kafka's
+    tool always lists the partitions).  Requests made before the controller took the
+    node are merged into it (compare-and-set), each keeping its own partitions under
+    "requests".
     The controller elects the preferred leaders (the rules below), writes one answer
     and deletes the node (compare-and-set: a request merged meanwhile makes it run again).
 ``/admin/preferred_replica_election_results/result-<10 digits>``

@@ -66,6 +66,7 @@ from pylog.replication.epochs import LeaderEpochCache, recover_cache, truncation
 from pylog.replication.replica import LEADER, AckDone, IsrProposal, ReplicaState
 from pylog.cluster.admin import leaderships, request_controlled_shutdown
 from pylog.cluster.controller import (
+    ADMIN_PATH,
     SHUTTING_DOWN,
     WATCH_PREFIXES,
     Controller,
@@ -584,7 +585,9 @@ class ClusterKernel:
             ctl.tick(now)
         if any(e.path.startswith(BROKER_CONFIG_PATH + "/") for e in events):
             self._configure_throttle(node, now)
-        if events or node.dirty:
+        # (Requests and answers under /admin, and broker configs, change no partition.)
+        if node.dirty or any(not e.path.startswith((ADMIN_PATH + "/", BROKER_CONFIG_PATH + "/"))
+                             for e in events):
             node.dirty = False
             self._apply_partition_states(node, now)
         if now - node.last_hw_checkpoint >= self.config.hw_checkpoint_interval_ms:
