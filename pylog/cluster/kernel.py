@@ -93,7 +93,7 @@ PARTITION_METADATA_FILE = "partition.metadata"
 class KernelConfig:
     replica_lag_time_max_ms: int = 30_000  #: replica.lag.time.max.ms
     session_timeout_ms: int = 18_000  #: zookeeper.session.timeout.ms
-    heartbeat_interval_ms: int = 2_000
+    heartbeat_interval_ms: int = 2_000  #: at most a third of session_timeout_ms is used
     replica_fetch_backoff_ms: int = 50  #: wait before refetching after an error
     replica_fetch_wait_max_ms: int = 500  #: replica.fetch.wait.max.ms: a leader holds an empty fetch this long
     replica_fetch_max_bytes: int = 1 << 20  #: replica.fetch.max.bytes
@@ -281,6 +281,9 @@ class ClusterKernel:
         #: metadata.json): the assignment that drops the replica must outlive its data.
         self.save_metadata: Optional[Callable[[], None]] = None
         self.store.watch("/brokers/topics", "kernel-metrics")
+        #: As ZooKeeper's client does: heartbeat at least three times per session timeout
+        #: (a longer heartbeat_interval_ms would let every session expire between beats).
+        self._heartbeat_ms = max(1, min(self.config.heartbeat_interval_ms, self.config.session_timeout_ms // 3))
 
     # ================================================================= brokers
     def start_broker(self, broker_id: int, now: int) -> None:
@@ -523,7 +526,7 @@ class ClusterKernel:
         now = self.now
         for node in self.nodes.values():
             if node.status != "stopped" and self.network.reachable(node.id, STORE) \
-                    and now - node.last_heartbeat >= self.config.heartbeat_interval_ms:
+                    and now - node.last_heartbeat >= self._heartbeat_ms:
                 try:
                     self.store.heartbeat(node.session, now)
                     node.last_heartbeat = now
