@@ -87,7 +87,7 @@ class ClusterNode(LocalCluster):
         #: default.replication.factor: topics made without one (auto-created, or
         #: CreateTopics with -1) get it.
         self.default_replication_factor = 1
-        #: replica.socket.timeout.ms, controlled.shutdown.* (Kafka names).
+        #: replica.socket.timeout.ms (Kafka's name).
         self.node_settings: Dict[str, Any] = {}
         #: This broker's leadership changes of __consumer_offsets partitions, noted under
         #: ``_lock`` by the kernel (partition, leading, leader epoch) for the group loader.
@@ -343,42 +343,30 @@ class ClusterNode(LocalCluster):
         return m
 
     def controlled_shutdown(self) -> bool:
-        """Kafka's controlled shutdown, before :meth:`close`: ask the controller to move
-        this broker's leaderships to other in-sync replicas (and take it out of the ISRs),
-        and wait until it leads nothing that can move.  controlled.shutdown.max.retries
-        attempts, each waiting up to controlled.shutdown.retry.backoff.ms.  Returns
-        whether every movable leadership moved (False: the broker stops anyway, as Kafka
-        does, and the controller elects when its registration goes)."""
-        from pylog.cluster.admin import leaderships, request_controlled_shutdown
+        """Kafka's controlled shutdown, before :meth:`close` (while the server still
+        answers): the kernel marks this broker shutting down, the controller moves its
+        leaderships to other in-sync replicas and takes it out of the ISRs, and this waits
+        until it leads nothing that could move (controlled.shutdown.max.retries attempts
+        of controlled.shutdown.retry.backoff.ms; then it stops anyway, as Kafka does, and
+        the controller elects when its registration goes).  Returns whether every
+        movable leadership moved."""
+        from pylog.cluster.admin import leaderships
 
-        if not self._started or self._closed or not self.node_settings.get("controlled.shutdown.enable", True):
+        if not self._started or self._closed:
             return False
-        store = self.kernel.store
-        retries = int(self.node_settings.get("controlled.shutdown.max.retries", 3))
-        backoff_s = int(self.node_settings.get("controlled.shutdown.retry.backoff.ms", 5000)) / 1000.0
-        left: List[Any] = []
-        for attempt in range(retries + 1):
-            try:
-                request_controlled_shutdown(store, self.broker_id)
-                deadline = time.monotonic() + backoff_s
-                while True:
-                    left = leaderships(store, self.broker_id, movable_only=True)
-                    if not left or time.monotonic() > deadline:
-                        break
-                    self._wake.set()
-                    time.sleep(0.02)
-            except PylogError as exc:
-                log.warning("broker %d: controlled shutdown attempt %d failed: %s", self.broker_id, attempt + 1, exc)
-                time.sleep(min(backoff_s, 1.0))
-                continue
-            if not left:
-                log.info("broker %d: controlled shutdown moved every leadership away", self.broker_id)
-                return True
-            log.warning("broker %d: controlled shutdown attempt %d: still leading %s", self.broker_id, attempt + 1,
-                        ", ".join(f"{t}-{p}" for t, p in left[:10]))
-        log.warning("broker %d: controlled shutdown incomplete after %d attempts; stopping anyway",
-                    self.broker_id, retries + 1)
-        return False
+        with self._lock:
+            controlled = self.kernel.begin_controlled_shutdown(self.broker_id, _now_ms())
+        if not controlled:
+            return False
+        try:
+            self._await(lambda: self.kernel.controlled_shutdown_done(self.broker_id, _now_ms()), 3600.0,
+                        f"the controlled shutdown of broker {self.broker_id}")
+            with self._lock:
+                self.kernel.step(_now_ms())  # our replicas follow the new leaders before we go
+                return not leaderships(self.kernel.store, self.broker_id, movable_only=True)
+        except PylogError as exc:
+            log.warning("broker %d: controlled shutdown failed: %s; stopping anyway", self.broker_id, exc)
+            return False
 
     # ================================================================ groups
     def coordinator_id(self, group_id: str) -> int:
