@@ -275,7 +275,12 @@ class ClusterNode(LocalCluster):
         """Nothing: the store is durable (ZooKeeper)."""
 
     def _broker_count(self) -> int:
-        return max(1, len(self._registrations()))
+        """Registered brokers, read from the store itself (topic creation must not
+        refuse a replication factor because the cache has not seen a broker yet)."""
+        try:
+            return max(1, sum(1 for n in self.kernel.store.children(BROKER_IDS_PATH) if n.isdigit()))
+        except NoNode:
+            return 1
 
     def _registrations(self) -> Dict[int, Dict[str, Any]]:
         out: Dict[int, Dict[str, Any]] = {}
