@@ -650,6 +650,16 @@ class ClusterKernel:
             if st["leader"] != node.id or st["leader_epoch"] != r.state.leader_epoch:
                 r.state.proposal_failed()
                 return
+            joining = [b for b in prop.new_isr if b not in prop.old_isr]
+            gone = [b for b in joining if not self.store.exists(f"/brokers/ids/{b}")]
+            if gone:
+                # A replica whose broker is not registered (its session ended, it is
+                # shutting down) may still fetch; it joins no ISR until it registers
+                # again (Kafka's controller refuses such an ISR, KIP-841).  Otherwise the
+                # controller takes it out at once and the ISR flaps at every fetch.
+                log.debug("%s-%d: not taking broker(s) %s into the ISR: not registered", topic, p, gone)
+                r.state.proposal_failed()
+                return
             new = dict(st)
             new["isr"] = list(prop.new_isr)
             self.store.set(path, new, version)
