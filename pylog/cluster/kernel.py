@@ -435,7 +435,13 @@ class ClusterKernel:
                     node.last_heartbeat = now
                 except SessionExpired:
                     self._reregister(node, now)
-        self.store.tick(now)
+        expired = set(self.store.tick(now))
+        for node in self.nodes.values():
+            # A store that learns of expiries by itself (ZooKeeper) reports them here: act
+            # at once rather than at the next heartbeat, up to heartbeat_interval_ms later,
+            # while this broker would go on as leader and follower on a dead session.
+            if node.status != "stopped" and node.session in expired and self.network.reachable(node.id, STORE):
+                self._reregister(node, now)
         for node in self.nodes.values():
             if node.running and self.network.reachable(node.id, STORE):
                 if not node.registered:

@@ -254,3 +254,24 @@ def test_d_rolling_restart_under_idempotent_acks_all(tmp_path):
             assert vals == sorted(vals)  # per-partition order intact
     finally:
         sim.close()
+
+
+def test_a_session_the_store_reports_expired_is_replaced_at_once(tmp_path):
+    """A store that learns of an expiry by itself (ZooKeeper tells the client; here a
+    heartbeat interval longer than the session) reports it at ``tick``: the broker
+    registers again in that step, not at its next heartbeat, up to
+    heartbeat_interval_ms later, while it would act on a dead session."""
+    from pylog.cluster.kernel import ClusterKernel
+
+    k = ClusterKernel(tmp_path, {1: "r1"}, config=KernelConfig(session_timeout_ms=1_000,
+                                                               heartbeat_interval_ms=60_000))
+    try:
+        k.start_broker(1, 0)
+        k.step(10)
+        first = k.nodes[1].session
+        assert k.store.exists("/brokers/ids/1") and k.nodes[1].registered
+        k.step(1_500)  # the session has expired: the store reports it in this step
+        assert k.nodes[1].session != first
+        assert k.store.exists("/brokers/ids/1") and k.store.stat("/brokers/ids/1").ephemeral_owner == k.nodes[1].session
+    finally:
+        k.stop_broker(1, 2_000)
