@@ -216,6 +216,10 @@ class BrokerProxy:
             self._closed = True
             conns = list(self._conns)
         try:
+            self._server.shutdown(socket.SHUT_RDWR)  # wakes accept() (close alone does not)
+        except OSError:
+            pass
+        try:
             self._server.close()
         except OSError:
             pass
