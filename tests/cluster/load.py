@@ -91,7 +91,6 @@ class Load:
 
     def __init__(self, cluster: Any, topic: str, keys: int = 12, *, pace_s: float = 0.002,
                  conf: Optional[Dict[str, Any]] = None) -> None:
-        self.p = producer(cluster, **(conf or {}))
         self.topic = topic
         self.keys = keys
         self.pace_s = pace_s
@@ -99,6 +98,7 @@ class Load:
         self.errors: List[str] = []
         #: The producer's fatal error, if it had one (it stops sending then).
         self.fatal: Optional[str] = None
+        self.p = producer(cluster, error_cb=self._error, **(conf or {}))
         self.stop = threading.Event()
         self.sent = 0
         self.thread = threading.Thread(target=self._run, daemon=True, name=f"load-{topic}")
@@ -108,6 +108,12 @@ class Load:
             self.errors.append(str(err))
         else:
             self.acked.append((msg.partition(), msg.offset(), msg.value()))
+
+    def _error(self, err: Any) -> None:
+        """librdkafka's error callback: a fatal error (the producer stops) is kept."""
+        if err.fatal():
+            self.fatal = str(err)
+            self.errors.append(f"fatal: {err}")
 
     def _run(self) -> None:
         seq = 0
@@ -124,14 +130,16 @@ class Load:
                 if seq % 50 == 0:
                     time.sleep(self.pace_s)
         except confluent_kafka.KafkaException as exc:  # a fatal producer error: stop sending
-            self.fatal = str(exc)
+            self.fatal = self.fatal or str(exc)
             self.errors.append(f"produce raised {exc}")
         self.sent = seq
         try:
             left = self.p.flush(180)
-        except confluent_kafka.KafkaException as exc:
-            self.fatal = str(exc)
-            self.errors.append(f"flush raised {exc}")
+        except (confluent_kafka.KafkaException, SystemError) as exc:
+            # After a fatal error flush raises it (confluent-kafka 2.16 sometimes as a
+            # SystemError from inside the delivery callback).
+            self.fatal = self.fatal or str(exc)
+            self.errors.append(f"flush raised {exc!r}")
             left = len(self.p)
         if left:
             self.errors.append(f"{left} records without a delivery report at the end")
