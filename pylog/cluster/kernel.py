@@ -566,7 +566,13 @@ class ClusterKernel:
                     node.last_heartbeat = now
                 except SessionExpired:
                     self._reregister(node, now)
-        self.store.tick(now)
+        expired = set(self.store.tick(now))
+        for node in self.nodes.values():
+            # A store that learns of expiries by itself (ZooKeeper) reports them here: act
+            # at once rather than at the next heartbeat, up to heartbeat_interval_ms later,
+            # while this broker would go on as leader and follower on a dead session.
+            if node.status != "stopped" and node.session in expired and self.network.reachable(node.id, STORE):
+                self._reregister(node, now)
         for node in self.nodes.values():
             if node.running and self.network.reachable(node.id, STORE):
                 if not node.registered:
@@ -867,6 +873,16 @@ class ClusterKernel:
                 return
             st, version = self.store.get(path)
             if st["leader"] != node.id or st["leader_epoch"] != r.state.leader_epoch:
+                r.state.proposal_failed()
+                return
+            joining = [b for b in prop.new_isr if b not in prop.old_isr]
+            gone = [b for b in joining if not self.store.exists(f"/brokers/ids/{b}")]
+            if gone:
+                # A replica whose broker is not registered (its session ended, it is
+                # shutting down) may still fetch; it joins no ISR until it registers
+                # again (Kafka's controller refuses such an ISR, KIP-841).  Otherwise the
+                # controller takes it out at once and the ISR flaps at every fetch.
+                log.debug("%s-%d: not taking broker(s) %s into the ISR: not registered", topic, p, gone)
                 r.state.proposal_failed()
                 return
             new = dict(st)
