@@ -197,11 +197,12 @@ class ClusterNode(LocalCluster):
 
     def create_topic(self, name: str, partitions: Optional[int] = None,  # type: ignore[override]
                      replication_factor: Optional[int] = None, config: Optional[Mapping[str, Any]] = None, *,
-                     validate_only: bool = False) -> Any:
+                     validate_only: bool = False, replica_assignment: Optional[Any] = None) -> Any:
         """As :meth:`LocalCluster.create_topic`; ``replication_factor`` None (or -1, as
         Kafka's CreateTopics says it) takes default.replication.factor."""
         rf = self.default_replication_factor if replication_factor in (None, -1) else replication_factor
-        return super().create_topic(name, partitions, rf, config, validate_only=validate_only)
+        return super().create_topic(name, partitions, rf, config, validate_only=validate_only,
+                                    replica_assignment=replica_assignment)
 
     def _after_reconnection(self) -> None:
         """Under the lock: after the store reconnected, events of what changed meanwhile

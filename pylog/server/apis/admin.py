@@ -99,15 +99,19 @@ class AdminHandler:
                 rf = t.replication_factor if t.replication_factor != -1 else self.config.default_replication_factor
                 partitions = None if t.num_partitions == -1 else t.num_partitions
                 if t.assignments:
-                    if partitions is not None:
-                        raise InvalidRequest("give either num_partitions or assignments, not both")
+                    if partitions is not None or t.replication_factor != -1:
+                        raise InvalidRequest("give either num_partitions and replication_factor or assignments, "
+                                             "not both")
                     self._check_assignment([a.broker_ids for a in t.assignments])
                     if sorted(a.partition_index for a in t.assignments) != list(range(len(t.assignments))):
                         raise InvalidReplicaAssignment("assignments must number partitions 0..n-1")
                     partitions = len(t.assignments)
                     rf = len(t.assignments[0].broker_ids)
                 configs = {c.name: c.value for c in t.configs}
-                d = self.broker.create_topic(t.name, partitions, rf, configs, validate_only=req.validate_only)
+                assignment = [list(a.broker_ids) for a in sorted(t.assignments, key=lambda a: a.partition_index)] \
+                    if t.assignments else None
+                d = self.broker.create_topic(t.name, partitions, rf, configs, validate_only=req.validate_only,
+                                             replica_assignment=assignment)
                 self._topics_changed(t.name)
                 row.update(topic_id=uuid.UUID(hex=d.topic_id) if not req.validate_only else uuid.UUID(int=0),
                            num_partitions=len(d.partitions),
