@@ -74,10 +74,11 @@ def kafka_uuid(u: Optional[uuid.UUID]) -> str:
 
 
 def kafka_error(code: int, what: str, message: Optional[str] = None) -> PylogError:
-    """The pylog exception for Kafka error ``code``, its message naming ``what`` (and the
-    broker's ``message`` when it sent one).  A code pylog has no class for gives a
+    """The pylog exception for Kafka error ``code``, its message naming ``what``, Kafka's
+    error name and the broker's ``message`` when it sent one.  A code pylog has no class for gives a
     PylogError whose ``code``/``kafka_name`` are that code's."""
     cls = error_for_code(code)
+    name = cls.kafka_name
     if cls is PylogError:
         try:
             from kio.schema.errors import ErrorCode
@@ -85,11 +86,11 @@ def kafka_error(code: int, what: str, message: Optional[str] = None) -> PylogErr
             name = ErrorCode(code).name.upper()
         except ValueError:
             name = f"ERROR_{code}"
-        exc = PylogError(f"{what}: {message}" if message else f"{what}: {name}")
+    exc = cls(f"{what}: {name}: {message}" if message else f"{what}: {name}")
+    if cls is PylogError:
         exc.code = code
         exc.kafka_name = name
-        return exc
-    return cls(f"{what}: {message}" if message else f"{what}: {cls.kafka_name}")
+    return exc
 
 
 # ====================================================================== results
