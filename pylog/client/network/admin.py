@@ -14,10 +14,13 @@ protocol only (it works against ``pylog serve`` and against Kafka):
   :meth:`~AdminClient.create_topic`, :meth:`~AdminClient.create_partitions`,
   :meth:`~AdminClient.delete_topic`, :meth:`~AdminClient.wait_for_topic`;
 * configs: :meth:`~AdminClient.describe_configs` and
-  :meth:`~AdminClient.incremental_alter_configs` of topics and brokers.
+  :meth:`~AdminClient.incremental_alter_configs` of topics and brokers;
+* leaders and replicas: :meth:`~AdminClient.elect_leaders` (ElectLeaders),
+  :meth:`~AdminClient.alter_partition_reassignments` and
+  :meth:`~AdminClient.list_partition_reassignments` (KIP-455).
 
 Routing, as Kafka's admin client does it: topic creation, deletion and partition
-growth go to the controller (NOT_CONTROLLER: look the controller up again and retry
+growth, elections and reassignments go to the controller (NOT_CONTROLLER: look the controller up again and retry
 until the request's deadline); a broker's configs go to that broker; everything else
 to any broker — one with an open connection first, then the others, then the
 bootstrap servers.  A broker that cannot be reached is skipped for the next one.
@@ -35,7 +38,7 @@ import logging
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 from pylog.broker.interface import NodeInfo
@@ -46,7 +49,8 @@ from pylog.errors import (InvalidArgument, LeaderNotAvailable, NetworkException,
 from pylog.protocol import ApiKey
 
 __all__ = ["AdminClient", "ClusterDescription", "TopicDescription", "TopicPartitionInfo", "ConfigEntry",
-           "CreatedTopic", "kafka_error", "kafka_uuid", "CONFIG_SOURCES", "RESOURCE_TYPES"]
+           "CreatedTopic", "PartitionReassignment", "kafka_error", "kafka_uuid", "CONFIG_SOURCES",
+           "RESOURCE_TYPES", "ELECTION_TYPES"]
 
 log = logging.getLogger("pylog.client.admin")
 
@@ -64,6 +68,9 @@ CONFIG_SOURCES: Dict[int, str] = {0: "UNKNOWN", 1: "DYNAMIC_TOPIC_CONFIG", 2: "D
                                   7: "CLIENT_METRICS_CONFIG", 8: "GROUP_CONFIG"}
 # IncrementalAlterConfigs operations
 _SET, _DELETE, _APPEND, _SUBTRACT = 0, 1, 2, 3
+#: ElectLeaders' election types by name.
+ELECTION_TYPES: Dict[str, int] = {"preferred": 0, "unclean": 1}
+TopicPartition = Tuple[str, int]
 
 
 def kafka_uuid(u: Optional[uuid.UUID]) -> str:
@@ -164,6 +171,16 @@ class ConfigEntry:
     @property
     def is_default(self) -> bool:
         return self.source == "DEFAULT_CONFIG"
+
+
+@dataclass(frozen=True)
+class PartitionReassignment:
+    """A reassignment in progress (Kafka's PartitionReassignment): every replica the
+    partition has now, and those being added and removed."""
+
+    replicas: List[int]
+    adding: List[int]
+    removing: List[int]
 
 
 @dataclass(frozen=True)
@@ -361,12 +378,14 @@ class AdminClient:
         return sorted(t.name for t in md.topics
                       if t.name is not None and int(t.error_code) == 0 and (include_internal or not t.is_internal))
 
-    def describe_topics(self, names: Optional[Iterable[str]] = None, *,
-                        include_internal: bool = False) -> Dict[str, TopicDescription]:
+    def describe_topics(self, names: Optional[Iterable[str]] = None, *, include_internal: bool = False,
+                        include_reassignments: bool = False) -> Dict[str, TopicDescription]:
         """Each topic's partitions (leader, replicas, ISR, offline replicas, offline and
         under-replicated marks) by name, sorted; every topic when ``names`` is None
         (internal ones only with ``include_internal``).  A named topic that does not
-        exist raises UnknownTopicOrPartition (another topic error its exception)."""
+        exist raises UnknownTopicOrPartition (another topic error its exception).
+        ``include_reassignments`` also asks ListPartitionReassignments and fills each
+        partition's ``adding``/``removing`` (skipped where the cluster does not offer it)."""
         wanted = None if names is None else list(dict.fromkeys(names))
         md = self.metadata(wanted)
         live = {int(b.node_id) for b in md.brokers}
@@ -395,6 +414,18 @@ class AdminClient:
             for n in wanted:
                 if n not in out:
                     raise UnknownTopicOrPartition(f"topic {n!r} does not exist")
+        if include_reassignments and out:
+            try:
+                moving = self.list_partition_reassignments()
+            except UnsupportedVersion:
+                moving = {}
+            for name, d in out.items():
+                if any((name, p.partition) in moving for p in d.partitions):
+                    parts = [p if (name, p.partition) not in moving else
+                             replace(p, adding=list(moving[(name, p.partition)].adding),
+                                     removing=list(moving[(name, p.partition)].removing))
+                             for p in d.partitions]
+                    out[name] = replace(d, partitions=parts)
         return dict(sorted(out.items()))
 
     def describe_topic(self, name: str) -> TopicDescription:
@@ -529,6 +560,94 @@ class AdminClient:
             raise kafka_error(int(row.error_code), f"altering configs of {resource_type} {name!r}",
                               row.error_message)
 
+    # ================================================================ leaders and replicas
+    def elect_leaders(self, partitions: Optional[Iterable[TopicPartition]] = None, *,
+                      election_type: str = "preferred") -> Dict[TopicPartition, Optional[PylogError]]:
+        """ElectLeaders through the controller: move each partition's leadership to its
+        preferred (first) replica ("preferred"), or elect a leader for partitions that
+        have none from replicas out of the ISR ("unclean").  ``partitions`` None: every
+        partition.  Returns each partition's outcome: None (elected), or its error —
+        ElectionNotNeeded (already led by the preferred replica / has a leader),
+        PreferredLeaderNotAvailable, EligibleLeadersNotAvailable,
+        UnknownTopicOrPartition.  A request-level error raises."""
+        try:
+            etype = ELECTION_TYPES[election_type.lower()]
+        except (KeyError, AttributeError):
+            raise InvalidArgument(f"election type must be one of {sorted(ELECTION_TYPES)}, got "
+                                  f"{election_type!r}") from None
+        wanted = None if partitions is None else _group(partitions)
+        data = {"election_type": etype, "timeout": int(self.request_timeout_s * 1000),
+                "topic_partitions": None if wanted is None else
+                [{"topic": t, "partitions": ps} for t, ps in wanted.items()]}
+        if etype != 0:
+            node = self._controller_id if self._controller_id in self._brokers else self._candidates()[0]
+            if self.version_for(node, ApiKey.ELECT_LEADERS) < 1:
+                raise UnsupportedVersion("ElectLeaders v0 only elects preferred leaders; the broker offers no "
+                                         "unclean election")
+        resp = self.request_controller(ApiKey.ELECT_LEADERS, data, what="ElectLeaders",
+                                       check=lambda r: int(getattr(r, "error_code", 0)) == _NOT_CONTROLLER)
+        top = int(getattr(resp, "error_code", 0))
+        if top:
+            raise kafka_error(top, "ElectLeaders")
+        out: Dict[TopicPartition, Optional[PylogError]] = {}
+        for t in resp.replica_election_results:
+            for p in t.partition_result:
+                code = int(p.error_code)
+                out[(t.topic, int(p.partition_id))] = None if code == 0 else \
+                    kafka_error(code, f"electing a leader of {t.topic}-{int(p.partition_id)}", p.error_message)
+        return dict(sorted(out.items()))
+
+    def alter_partition_reassignments(self, reassignments: Mapping[TopicPartition, Optional[Sequence[int]]]
+                                      ) -> Dict[TopicPartition, Optional[PylogError]]:
+        """AlterPartitionReassignments through the controller: move each partition to
+        the target replicas (the first one the preferred leader), or cancel its
+        reassignment in progress with None.  Returns each partition's outcome: None
+        (started, or cancelled), or its error — InvalidReplicaAssignment,
+        UnknownTopicOrPartition, NoReassignmentInProgress, ...  A request-level error
+        raises.  The move itself goes on after the answer: see
+        :meth:`list_partition_reassignments`."""
+        if not reassignments:
+            raise InvalidArgument("no partitions to reassign")
+        topics: Dict[str, List[Dict[str, Any]]] = {}
+        for (t, p), replicas in reassignments.items():
+            topics.setdefault(t, []).append({"partition_index": int(p), "replicas":
+                                             None if replicas is None else [int(b) for b in replicas]})
+        data = {"timeout": int(self.request_timeout_s * 1000),
+                "topics": [{"name": t, "partitions": ps} for t, ps in topics.items()]}
+        resp = self.request_controller(ApiKey.ALTER_PARTITION_REASSIGNMENTS, data,
+                                       what="AlterPartitionReassignments",
+                                       check=lambda r: int(r.error_code) == _NOT_CONTROLLER)
+        if int(resp.error_code):
+            raise kafka_error(int(resp.error_code), "AlterPartitionReassignments", resp.error_message)
+        out: Dict[TopicPartition, Optional[PylogError]] = {}
+        for t in resp.responses:
+            for p in t.partitions:
+                code = int(p.error_code)
+                out[(t.name, int(p.partition_index))] = None if code == 0 else \
+                    kafka_error(code, f"reassigning {t.name}-{int(p.partition_index)}", p.error_message)
+        return dict(sorted(out.items()))
+
+    def list_partition_reassignments(self, partitions: Optional[Iterable[TopicPartition]] = None
+                                     ) -> Dict[TopicPartition, PartitionReassignment]:
+        """ListPartitionReassignments through the controller: the reassignments in
+        progress (of ``partitions`` only, when given), sorted."""
+        wanted = None if partitions is None else _group(partitions)
+        data = {"timeout": int(self.request_timeout_s * 1000),
+                "topics": None if wanted is None else
+                [{"name": t, "partition_indexes": ps} for t, ps in wanted.items()]}
+        resp = self.request_controller(ApiKey.LIST_PARTITION_REASSIGNMENTS, data,
+                                       what="ListPartitionReassignments",
+                                       check=lambda r: int(r.error_code) == _NOT_CONTROLLER)
+        if int(resp.error_code):
+            raise kafka_error(int(resp.error_code), "ListPartitionReassignments", resp.error_message)
+        out: Dict[TopicPartition, PartitionReassignment] = {}
+        for t in resp.topics:
+            for p in t.partitions:
+                out[(t.name, int(p.partition_index))] = PartitionReassignment(
+                    [int(b) for b in p.replicas], [int(b) for b in p.adding_replicas],
+                    [int(b) for b in p.removing_replicas])
+        return dict(sorted(out.items()))
+
     def _route(self, rtype: int, names: List[str]) -> List[Tuple[Optional[int], List[str]]]:
         """Which broker each resource's config request goes to: a broker's to itself,
         everything else to any (None)."""
@@ -571,6 +690,21 @@ def _source(c: Any) -> str:
     if src < 0:  # DescribeConfigs v0 has is_default only
         return "DEFAULT_CONFIG" if getattr(c, "is_default", False) else "UNKNOWN"
     return CONFIG_SOURCES.get(src, "UNKNOWN")
+
+
+def _group(partitions: Iterable[TopicPartition]) -> Dict[str, List[int]]:
+    """``(topic, partition)`` pairs grouped by topic (in order, duplicates dropped);
+    InvalidArgument for something else or an empty list."""
+    out: Dict[str, List[int]] = {}
+    for tp in partitions:
+        if not (isinstance(tp, tuple) and len(tp) == 2 and isinstance(tp[0], str) and isinstance(tp[1], int)):
+            raise InvalidArgument(f"a partition is a (topic, partition) pair, got {tp!r}")
+        ps = out.setdefault(tp[0], [])
+        if tp[1] not in ps:
+            ps.append(tp[1])
+    if not out:
+        raise InvalidArgument("no partitions given (None means every partition)")
+    return out
 
 
 def _one(rows: Iterable[Any], pred: Any, what: str) -> Any:
