@@ -460,6 +460,51 @@ class TransactionsNotSupported(InvalidRequest):
     markers); the request is refused as INVALID_REQUEST."""
 
 
+# --- cluster administration (controlled shutdown, elections, reassignments) ----------
+__all__ += ["BrokerNotAvailable", "ElectionNotNeeded", "EligibleLeadersNotAvailable",
+            "NoReassignmentInProgress", "PreferredLeaderNotAvailable"]
+
+
+class BrokerNotAvailable(PylogError):
+    """The broker is not registered (not running, or its session ended)."""
+
+    code = 8
+    kafka_name = "BROKER_NOT_AVAILABLE"
+
+
+class PreferredLeaderNotAvailable(PylogError):
+    """ElectLeaders (preferred): the partition's first replica is not alive, is shutting
+    down or is not in the ISR, so it cannot lead now."""
+
+    code = 80
+    kafka_name = "PREFERRED_LEADER_NOT_AVAILABLE"
+    retriable = True
+
+
+class EligibleLeadersNotAvailable(PylogError):
+    """No replica that may lead (alive, not shutting down, in the ISR) is available for
+    the leader change the request needs."""
+
+    code = 83
+    kafka_name = "ELIGIBLE_LEADERS_NOT_AVAILABLE"
+    retriable = True
+
+
+class ElectionNotNeeded(PylogError):
+    """ElectLeaders: the partition is already led by its preferred replica."""
+
+    code = 84
+    kafka_name = "ELECTION_NOT_NEEDED"
+
+
+class NoReassignmentInProgress(PylogError):
+    """A cancellation (AlterPartitionReassignments with no replicas) named a partition
+    that is not being reassigned."""
+
+    code = 85
+    kafka_name = "NO_REASSIGNMENT_IN_PROGRESS"
+
+
 # --- cluster metadata (MetadataStore; ZooKeeper's errors, client-side only) -----------
 __all__ += ["BadVersion", "MetadataStoreUnavailable", "NoNode", "NodeExists", "SessionExpired",
             "ZooKeeperServerError"]

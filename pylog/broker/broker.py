@@ -767,6 +767,11 @@ class Broker:
                     self._start_groups()
         return self._groups
 
+    def coordinator_id(self, group_id: str) -> int:
+        """The broker coordinating ``group_id``: this one (it coordinates every group)."""
+        self._check_open()
+        return self.config.broker_id
+
     def _start_groups(self) -> None:
         from pylog.broker.group_service import GroupService
 

@@ -3,26 +3,38 @@
 A topic's configuration is the broker's defaults overlaid with the topic's overrides
 (what ``create_topic(config=...)`` gave).  Settings the log engine uses are passed on
 as a :class:`~pylog.storage.LogConfig`; the rest (``compression.type``,
-``min.insync.replicas``, ``unclean.leader.election.enable``) are the broker's.
+``min.insync.replicas``, ``unclean.leader.election.enable`` and the replication
+throttle's ``leader.replication.throttled.replicas`` /
+``follower.replication.throttled.replicas``) are the broker's.
 
 Bad names or values raise :class:`~pylog.errors.InvalidConfig` naming the setting.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, FrozenSet, Iterable, Mapping, Optional, Tuple
 
 from pylog.errors import InvalidConfig
 from pylog.records.compression import CODECS
 from pylog.storage import LogConfig
 from pylog.util import check_int
 
-__all__ = ["BrokerConfig", "TopicConfig", "TOPIC_DEFAULTS", "BROKER_TOPIC_DEFAULT_NAMES"]
+__all__ = ["BrokerConfig", "TopicConfig", "TOPIC_DEFAULTS", "BROKER_TOPIC_DEFAULT_NAMES",
+           "LEADER_THROTTLED_REPLICAS", "FOLLOWER_THROTTLED_REPLICAS", "parse_throttled_replicas",
+           "format_throttled_replicas"]
+
+#: Topic configs naming the replicas whose replication is throttled (Kafka's names): on
+#: the leader side ("partition:leader broker") and on the follower side
+#: ("partition:follower broker"); "*" throttles every replica of the topic.
+LEADER_THROTTLED_REPLICAS = "leader.replication.throttled.replicas"
+FOLLOWER_THROTTLED_REPLICAS = "follower.replication.throttled.replicas"
 
 _BROKER_ONLY_TOPIC_SETTINGS: Dict[str, Any] = {
     "compression.type": "producer",
     "min.insync.replicas": 1,
     "unclean.leader.election.enable": False,
+    LEADER_THROTTLED_REPLICAS: "",
+    FOLLOWER_THROTTLED_REPLICAS: "",
 }
 
 #: Broker-level name of each topic-level default (Kafka's server.properties names).
@@ -79,6 +91,34 @@ def _coerce(name: str, value: Any, default: Any) -> Any:
         except ValueError:
             raise InvalidConfig(f"{name} must be a number, got {value!r}") from None
     return value
+
+
+def parse_throttled_replicas(value: Any, name: str = LEADER_THROTTLED_REPLICAS
+                             ) -> Optional[FrozenSet[Tuple[int, int]]]:
+    """A throttled-replicas list (Kafka's format: ``"0:1,0:2,3:4"``, partition:broker
+    pairs, or ``"*"`` for every replica; ``""`` for none) as a set of (partition, broker)
+    pairs, or None for ``"*"``.  Raises InvalidConfig naming ``name``."""
+    if not isinstance(value, str):
+        raise InvalidConfig(f"{name} must be a string of partition:broker pairs or '*', got {value!r:.80}")
+    text = value.strip()
+    if text == "*":
+        return None
+    out = set()
+    for item in text.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        p, sep, b = item.partition(":")
+        if not sep or not p.strip().isdigit() or not b.strip().isdigit():
+            raise InvalidConfig(f"{name} must list partition:broker pairs (e.g. '0:1,0:2') or be '*'; "
+                                f"{item!r} is neither")
+        out.add((int(p), int(b)))
+    return frozenset(out)
+
+
+def format_throttled_replicas(pairs: Iterable[Tuple[int, int]]) -> str:
+    """The config value for (partition, broker) pairs, sorted (``""`` for none)."""
+    return ",".join(f"{p}:{b}" for p, b in sorted(set(pairs)))
 
 
 @dataclass(frozen=True)
@@ -142,6 +182,8 @@ class TopicConfig:
         ule = self.values["unclean.leader.election.enable"]
         if not isinstance(ule, bool):
             raise InvalidConfig(f"unclean.leader.election.enable must be a boolean, got {ule!r}")
+        for name in (LEADER_THROTTLED_REPLICAS, FOLLOWER_THROTTLED_REPLICAS):
+            parse_throttled_replicas(self.values[name], name)
 
     def log_settings(self) -> Dict[str, Any]:
         """The log engine's part of this configuration, by Kafka name."""

@@ -37,6 +37,11 @@ Invariants kept (and asserted by the tests):
 
 Kafka's defaults apply except ``group.initial.rebalance.delay.ms``, which is 0 here (Kafka's
 is 3000): an embedded consumer should not wait three seconds for its first assignment.
+A coordinator serves the groups of the ``__consumer_offsets`` partitions it owns: every
+partition by default (one broker, or an in-process cluster), or, in a cluster of broker
+processes, those its broker leads, loaded and unloaded as leadership moves (see
+:class:`GroupCoordinator`).
+
 Not implemented: static membership (group.instance.id), KIP-394's MEMBER_ID_REQUIRED
 round trip, group.max.size, group metadata records (members are not persisted; after a
 restart they rejoin, as when a Kafka coordinator moves).
@@ -54,11 +59,11 @@ from pylog.records.wire import WireReader
 from pylog.broker.offsets_topic import (OFFSETS_TOPIC_NUM_PARTITIONS, OffsetValue,
                                         offset_commit_record, offset_tombstone,
                                         partition_for_group)
-from pylog.errors import (CoordinatorNotAvailable, GroupIdNotFound, GroupSubscribedToTopic, IllegalGeneration,
-                          InconsistentGroupProtocol, InvalidArgument, InvalidConfig,
-                          InvalidGroupId, InvalidSessionTimeout, PylogError,
-                          NonEmptyGroup, OffsetMetadataTooLarge, RebalanceInProgress,
-                          RequestTimedOut, UnknownMemberId)
+from pylog.errors import (CoordinatorLoadInProgress, CoordinatorNotAvailable, GroupIdNotFound,
+                          GroupSubscribedToTopic, IllegalGeneration, InconsistentGroupProtocol,
+                          InvalidArgument, InvalidConfig, InvalidGroupId, InvalidSessionTimeout,
+                          NonEmptyGroup, NotCoordinator, OffsetMetadataTooLarge, PylogError,
+                          RebalanceInProgress, RequestTimedOut, UnknownMemberId)
 from pylog.util import check_int
 
 log = logging.getLogger(__name__)
@@ -304,6 +309,8 @@ class _PendingAppend:
     group_id: str
     token: Any = None
     offsets: Dict[TopicPartition, OffsetValue] = field(default_factory=dict)
+    partition: int = 0  #: of __consumer_offsets
+    incarnation: int = 0  #: the partition's incarnation when the append was asked for
 
 
 def _default_member_ids() -> Callable[[str], str]:
@@ -378,12 +385,29 @@ class GroupCoordinator:
     (offsets.topic.num.partitions); ``member_id_factory(client_id)`` makes a new member's
     id (the default counts, which is deterministic; a driver that outlives restarts should
     pass one that cannot repeat, e.g. client id + UUID, as Kafka does).
+
+    **Which groups it coordinates.**  A group belongs to partition
+    :func:`~pylog.broker.offsets_topic.partition_for_group` of ``__consumer_offsets``.
+    With ``owned_partitions`` None (the default) this coordinator owns every partition
+    from the start: one coordinator for the whole broker or in-process cluster.  In a
+    cluster of processes each broker coordinates the groups of the partitions it leads
+    (Kafka's rule): the driver passes ``owned_partitions=()`` and reports leadership:
+
+    * :meth:`begin_load` (this broker now leads the partition at a leader epoch): the
+      partition is *loading*; its groups' requests fail with CoordinatorLoadInProgress
+      while the driver replays the partition's records with :meth:`load_offset`;
+    * :meth:`finish_load`: the partition is *owned*; its groups are served;
+    * :meth:`unload` (it stopped leading): its groups are forgotten, their waiting
+      requests fail with NotCoordinator, and so do later requests for them.
+
+    A request for a group of a partition neither loading nor owned fails with
+    NotCoordinator, which sends a Kafka client back to FindCoordinator.
     """
 
     def __init__(self, config: Optional[GroupConfig] = None, *,
                  num_partitions: int = OFFSETS_TOPIC_NUM_PARTITIONS,
                  member_id_factory: Optional[Callable[[str], str]] = None,
-                 now: int = 0) -> None:
+                 now: int = 0, owned_partitions: Optional[Iterable[int]] = None) -> None:
         if config is None:
             config = GroupConfig()
         if not isinstance(config, GroupConfig):
@@ -391,6 +415,18 @@ class GroupCoordinator:
         check_int("offsets.topic.num.partitions", num_partitions, min=1, error=InvalidConfig)
         self.config = config
         self.num_partitions = num_partitions
+        if owned_partitions is None:
+            owned: Set[int] = set(range(num_partitions))
+        else:
+            owned = {self._check_partition(p) for p in owned_partitions}
+        #: partitions of __consumer_offsets whose groups this coordinator serves
+        self._owned = owned
+        #: partitions being replayed (their groups answer CoordinatorLoadInProgress)
+        self._loading: Set[int] = set()
+        #: the newest leader epoch heard of per partition (older reports are stale)
+        self._epochs: Dict[int, int] = {}
+        #: bumped when a partition is unloaded: appends asked for before are stale
+        self._incarnations: Dict[int, int] = {}
         self._new_member_id = member_id_factory or _default_member_ids()
         self._groups: Dict[str, _Group] = {}
         self._appends: Dict[int, _PendingAppend] = {}
@@ -398,6 +434,112 @@ class GroupCoordinator:
         self._offset_delete_results: Dict[int, Dict[TopicPartition, Optional[BaseException]]] = {}
         self._append_ids = itertools.count(1)
         self._next_expiry_check_ms = now + config.offsets_retention_check_interval_ms
+
+    # ---------------------------------------------------------------- ownership
+
+    def _check_partition(self, partition: Any) -> int:
+        return check_int(f"partition of __consumer_offsets (it has {self.num_partitions})", partition,
+                         min=0, max=self.num_partitions - 1)
+
+    def partition_for(self, group_id: str) -> int:
+        """The partition of ``__consumer_offsets`` that holds ``group_id``."""
+        return partition_for_group(group_id, self.num_partitions)
+
+    def _check_coordinator(self, group_id: str) -> None:
+        """Raise unless this coordinator serves ``group_id`` now: NotCoordinator (its
+        partition is not ours), CoordinatorLoadInProgress (we are replaying it)."""
+        p = partition_for_group(group_id, self.num_partitions)
+        if p in self._owned:
+            return
+        if p in self._loading:
+            raise CoordinatorLoadInProgress(
+                f"group {group_id!r}: partition {p} of __consumer_offsets is still being loaded")
+        raise NotCoordinator(f"this broker is not the coordinator of group {group_id!r} "
+                             f"(it does not lead partition {p} of __consumer_offsets)")
+
+    @property
+    def owned_partitions(self) -> frozenset:
+        """Partitions of ``__consumer_offsets`` whose groups are served now."""
+        return frozenset(self._owned)
+
+    @property
+    def loading_partitions(self) -> frozenset:
+        """Partitions being loaded (between :meth:`begin_load` and :meth:`finish_load`)."""
+        return frozenset(self._loading)
+
+    def begin_load(self, partition: int, leader_epoch: int) -> bool:
+        """This broker leads ``partition`` at ``leader_epoch``: start loading it.
+
+        Returns True when the driver must now replay the partition (then
+        :meth:`finish_load`); False when there is nothing to do: the partition is
+        already owned or loading (a new epoch of the same leadership: its state is this
+        coordinator's own, as Kafka keeps it), or ``leader_epoch`` is older than one
+        already reported."""
+        partition = self._check_partition(partition)
+        leader_epoch = check_int("leader epoch", leader_epoch, min=0)
+        if leader_epoch < self._epochs.get(partition, -1):
+            return False
+        self._epochs[partition] = leader_epoch
+        if partition in self._owned or partition in self._loading:
+            return False
+        self._loading.add(partition)
+        log.info("loading the groups of partition %d of __consumer_offsets (leader epoch %d)",
+                 partition, leader_epoch)
+        return True
+
+    def finish_load(self, partition: int) -> bool:
+        """The replay of ``partition`` is complete: serve its groups.  Returns False if
+        it was not loading (it was unloaded meanwhile)."""
+        partition = self._check_partition(partition)
+        if partition not in self._loading:
+            return False
+        self._loading.discard(partition)
+        self._owned.add(partition)
+        n = sum(1 for g in self._groups if partition_for_group(g, self.num_partitions) == partition)
+        log.info("partition %d of __consumer_offsets loaded: coordinating its %d groups", partition, n)
+        return True
+
+    def unload(self, partition: int, now: int, leader_epoch: Optional[int] = None) -> List[Action]:
+        """This broker no longer leads ``partition`` (``leader_epoch``: the epoch of the
+        new leadership; None: unconditionally, e.g. the replica went offline).  Its groups
+        are forgotten: waiting JoinGroup and SyncGroup requests fail with NotCoordinator
+        (their members find the new coordinator and rejoin there), later requests too.
+        An append asked for before and finished after is answered, but changes nothing
+        here.  A report older than the newest epoch heard of is ignored."""
+        partition = self._check_partition(partition)
+        if leader_epoch is not None:
+            leader_epoch = check_int("leader epoch", leader_epoch)
+            if leader_epoch < self._epochs.get(partition, -1):
+                return []
+            self._epochs[partition] = leader_epoch
+        was = partition in self._owned or partition in self._loading
+        self._owned.discard(partition)
+        self._loading.discard(partition)
+        if not was:
+            return []
+        self._incarnations[partition] = self._incarnations.get(partition, 0) + 1
+        actions: List[Action] = []
+        gone = [g for g in self._groups.values()
+                if partition_for_group(g.group_id, self.num_partitions) == partition]
+        for g in gone:
+            why = (f"this broker is no longer the coordinator of group {g.group_id!r} "
+                   f"(partition {partition} of __consumer_offsets moved)")
+            for m in g.members.values():
+                if m.awaiting_join:
+                    actions.append(Respond(m.join_token, error=NotCoordinator(why)))
+                    m.awaiting_join = False
+                if m.awaiting_sync:
+                    actions.append(Respond(m.sync_token, error=NotCoordinator(why)))
+                    m.awaiting_sync = False
+            del self._groups[g.group_id]
+        log.info("partition %d of __consumer_offsets unloaded: %d groups are coordinated elsewhere now",
+                 partition, len(gone))
+        return actions
+
+    def _pending(self, kind: str, group_id: str, token: Any,
+                 offsets: Dict[TopicPartition, OffsetValue]) -> _PendingAppend:
+        p = partition_for_group(group_id, self.num_partitions)
+        return _PendingAppend(kind, group_id, token, offsets, p, self._incarnations.get(p, 0))
 
     # ---------------------------------------------------------------- replay at startup
 
@@ -431,6 +573,7 @@ class GroupCoordinator:
         """
         try:
             group_id = _check_group_id(group_id)
+            self._check_coordinator(group_id)
             member_id = _check_member_id(member_id)
             protos = _check_protocols(protocol_type, protocols)
             session_timeout_ms = check_int("session timeout", session_timeout_ms)
@@ -628,6 +771,7 @@ class GroupCoordinator:
         """
         try:
             group_id = _check_group_id(group_id)
+            self._check_coordinator(group_id)
             member_id = _check_member_id(member_id)
             generation_id = check_int("generation id", generation_id)
             assigned: Dict[str, bytes] = {}
@@ -692,6 +836,7 @@ class GroupCoordinator:
         IllegalGeneration that it is no longer part of the group's current generation."""
         try:
             group_id = _check_group_id(group_id)
+            self._check_coordinator(group_id)
             member_id = _check_member_id(member_id)
             generation_id = check_int("generation id", generation_id)
             group, member = self._member_of(group_id, member_id, generation_id)
@@ -707,6 +852,7 @@ class GroupCoordinator:
         """The member leaves; the group rebalances without it."""
         try:
             group_id = _check_group_id(group_id)
+            self._check_coordinator(group_id)
             member_id = _check_member_id(member_id)
             group = self._groups.get(group_id)
             if group is not None and group.state is GroupState.DEAD:
@@ -832,6 +978,7 @@ class GroupCoordinator:
         """
         try:
             group_id = _check_group_id(group_id, allow_empty=True)
+            self._check_coordinator(group_id)
             member_id = _check_member_id(member_id)
             generation_id = check_int("generation id", generation_id)
             values = self._check_offsets(offsets, now)
@@ -851,7 +998,7 @@ class GroupCoordinator:
             group.pending_commits[tp] = group.pending_commits.get(tp, 0) + 1
         records = tuple(offset_commit_record(group_id, t, p, v) for (t, p), v in values.items())
         append_id = next(self._append_ids)
-        self._appends[append_id] = _PendingAppend("commit", group_id, token, values)
+        self._appends[append_id] = self._pending("commit", group_id, token, values)
         return [AppendOffsets(append_id, partition_for_group(group_id, self.num_partitions),
                               records)]
 
@@ -908,6 +1055,8 @@ class GroupCoordinator:
         pending = self._appends.pop(append_id, None)
         if pending is None:
             raise InvalidArgument(f"no append {append_id} is pending")
+        if pending.incarnation != self._incarnations.get(pending.partition, 0):
+            return self._stale_append_done(append_id, pending, error)
         group = self._groups.get(pending.group_id)
         if pending.kind == "commit":
             if group is not None:
@@ -957,6 +1106,17 @@ class GroupCoordinator:
             group.transition(GroupState.EMPTY, now)
         return [Respond(pending.token)]
 
+    def _stale_append_done(self, append_id: int, pending: _PendingAppend,
+                           error: Optional[BaseException]) -> List[Action]:
+        """An append asked for before its partition was unloaded: answer its request
+        (what was written is in the log, for the next coordinator), change nothing."""
+        result = self._offset_delete_results.pop(append_id, None)
+        if pending.token is None:
+            return []
+        if error is not None:
+            return [Respond(pending.token, error=error)]
+        return [Respond(pending.token, result if pending.kind == "delete_offsets" else None)]
+
     def _maybe_drop(self, group: _Group) -> None:
         if group.state is GroupState.EMPTY and not group.members and not group.offsets \
                 and not group.pending_commits and not group.pending_expiry:
@@ -971,6 +1131,8 @@ class GroupCoordinator:
         for group in list(self._groups.values()):
             if group.state is not GroupState.EMPTY:
                 continue
+            if partition_for_group(group.group_id, self.num_partitions) in self._loading:
+                continue  # half replayed: a later record may renew it
             managed = group.generation_id > 0
             expired: Dict[TopicPartition, OffsetValue] = {}
             for tp, v in group.offsets.items():
@@ -984,7 +1146,7 @@ class GroupCoordinator:
                 continue
             group.pending_expiry.update(expired)
             append_id = next(self._append_ids)
-            self._appends[append_id] = _PendingAppend("expire", group.group_id, None, expired)
+            self._appends[append_id] = self._pending("expire", group.group_id, None, expired)
             actions.append(AppendOffsets(
                 append_id, partition_for_group(group.group_id, self.num_partitions),
                 tuple(offset_tombstone(group.group_id, t, p) for t, p in expired)))
@@ -997,6 +1159,7 @@ class GroupCoordinator:
         ``partitions`` (all when None).  Partitions without a committed offset, and groups
         the coordinator does not know, are simply absent."""
         group_id = _check_group_id(group_id, allow_empty=True)
+        self._check_coordinator(group_id)
         group = self._groups.get(group_id)
         if group is None:
             return {}
@@ -1021,6 +1184,7 @@ class GroupCoordinator:
     def describe_group(self, group_id: str) -> GroupDescription:
         """The group's state and members (state Dead and no members if unknown, as Kafka)."""
         group_id = _check_group_id(group_id, allow_empty=True)
+        self._check_coordinator(group_id)
         g = self._groups.get(group_id)
         if g is None:
             return GroupDescription(group_id, GroupState.DEAD, "", "", -1, "", ())
@@ -1032,15 +1196,18 @@ class GroupCoordinator:
                                 members)
 
     def list_groups(self) -> List[GroupListing]:
-        """Every group the coordinator knows, in no particular order."""
+        """Every group the coordinator serves (none of a partition still loading), in no
+        particular order."""
         return [GroupListing(g.group_id, g.protocol_type or "", g.state)
-                for g in self._groups.values()]
+                for g in self._groups.values()
+                if not self._loading or partition_for_group(g.group_id, self.num_partitions) not in self._loading]
 
     def delete_group(self, token: Any, group_id: str, now: int) -> List[Action]:
         """Delete a group without members and its committed offsets (tombstones are
         appended first).  Errors: GroupIdNotFound, NonEmptyGroup."""
         try:
             group_id = _check_group_id(group_id, allow_empty=True)
+            self._check_coordinator(group_id)
             group = self._groups.get(group_id)
             if group is None or group.state is GroupState.DEAD:
                 raise GroupIdNotFound(f"group {group_id!r} does not exist")
@@ -1055,7 +1222,7 @@ class GroupCoordinator:
             return [Respond(token)]
         group.transition(GroupState.DEAD, now)
         append_id = next(self._append_ids)
-        self._appends[append_id] = _PendingAppend("delete", group_id, token, doomed)
+        self._appends[append_id] = self._pending("delete", group_id, token, doomed)
         return [AppendOffsets(append_id, partition_for_group(group_id, self.num_partitions),
                               tuple(offset_tombstone(group_id, t, p) for t, p in doomed))]
 
@@ -1070,6 +1237,7 @@ class GroupCoordinator:
         """
         try:
             group_id = _check_group_id(group_id)
+            self._check_coordinator(group_id)
             group = self._groups.get(group_id)
             if group is None or group.state is GroupState.DEAD:
                 raise GroupIdNotFound(f"group {group_id!r} does not exist")
@@ -1096,7 +1264,7 @@ class GroupCoordinator:
             return [Respond(token, result)]
         group.pending_expiry.update(doomed)
         append_id = next(self._append_ids)
-        self._appends[append_id] = _PendingAppend("delete_offsets", group_id, token, doomed)
+        self._appends[append_id] = self._pending("delete_offsets", group_id, token, doomed)
         self._offset_delete_results[append_id] = result
         return [AppendOffsets(append_id, partition_for_group(group_id, self.num_partitions),
                               tuple(offset_tombstone(group_id, t, p) for t, p in doomed))]

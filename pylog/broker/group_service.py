@@ -12,27 +12,45 @@ the broker provides (``append(partition, [(key, value), ...])`` writes to
 raises the same exception and nothing changes.  At startup the broker replays the topic
 through :meth:`GroupService.load`.
 
+In a cluster of broker processes a service coordinates only the groups of the
+``__consumer_offsets`` partitions its broker leads (``owned_partitions=()`` at
+construction): the broker calls :meth:`GroupService.load_partition` when it becomes a
+partition's leader (the partition's records are replayed from its own log, without this
+service's lock held, while the partition's groups answer CoordinatorLoadInProgress) and
+:meth:`GroupService.unload_partition` when it stops leading one (its groups' members get
+NotCoordinator and find the new coordinator).
+
 Concurrency: one lock guards the coordinator, and ``append`` runs under it, so appends to a
 partition happen in the order the coordinator asked for them (keeping the log and the
 in-memory offsets identical).  Blocking calls (a JoinGroup waiting for the rebalance, a
 follower's SyncGroup waiting for the leader's) wait outside the lock.
+
+A broker whose appends wait for other brokers (acks=all over the network) passes
+``append_async(partition, records, done)`` instead: it starts the append and returns,
+and ``done(error_or_None)`` is called once it is acknowledged or failed, from any thread
+and possibly under the broker's own locks.  The service then keeps at most one append
+per partition in flight (the next starts when the previous is done, so the order holds)
+and completes them on a thread of its own, so nothing waits for the followers under its
+lock: a network server's event loop, which also serves the followers' fetches, never
+blocks on a commit.
 """
 from __future__ import annotations
 
 import copy
 import itertools
 import logging
+import queue
 import threading
 import uuid
 from collections import deque
-from typing import (Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple)
+from typing import (Any, Callable, Deque, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple)
 
 from pylog.broker.group import (Action, AppendOffsets, GroupConfig, GroupCoordinator,
                                 GroupDescription, GroupListing, JoinGroupResult, Respond,
                                 RequestTimedOut)
 from pylog.broker.offsets_topic import (GroupMetadataKey, OffsetKey, decode_key,
                                         decode_offset_value)
-from pylog.errors import CoordinatorNotAvailable, InvalidArgument, InvalidConfig
+from pylog.errors import CoordinatorNotAvailable, InvalidArgument, InvalidConfig, NotCoordinator
 from pylog.util import check_int, now_ms
 
 __all__ = ["GroupService", "JoinGroupResult", "DEFAULT_SYNC_TIMEOUT_S"]
@@ -41,6 +59,8 @@ log = logging.getLogger(__name__)
 
 TopicPartition = Tuple[str, int]
 AppendFn = Callable[[int, List[Tuple[bytes, Optional[bytes]]]], None]
+#: ``append_async(partition, records, done)``: ``done(error or None)`` once acknowledged.
+AsyncAppendFn = Callable[[int, List[Tuple[bytes, Optional[bytes]]], Callable[[Optional[BaseException]], None]], None]
 
 #: How long sync_group waits for the leader's assignment by default (request.timeout.ms).
 DEFAULT_SYNC_TIMEOUT_S = 30.0
@@ -89,7 +109,9 @@ class GroupService:
     ``append`` persists offset records (see the module docstring); ``num_partitions`` is
     offsets.topic.num.partitions; ``clock`` returns ms since the epoch; the ticker thread
     runs every ``tick_interval_ms`` (0 starts no thread: the caller then calls
-    :meth:`tick` itself, which deterministic tests do with a fake clock).  Group settings
+    :meth:`tick` itself, which deterministic tests do with a fake clock).
+    ``owned_partitions`` None coordinates every group; ``()`` none until
+    :meth:`load_partition` (see the module docstring).  Group settings
     are keyword arguments with Kafka's names in snake_case (see
     :class:`~pylog.broker.group.GroupConfig`): ``group_min_session_timeout_ms=6000``,
     ``group_max_session_timeout_ms=1800000``, ``group_initial_rebalance_delay_ms=0``
@@ -97,14 +119,20 @@ class GroupService:
     ``offsets_retention_check_interval_ms=600000``, ``offset_metadata_max_bytes=4096``.
 
     Every error is an exception from :mod:`pylog.errors` (or the exception ``append``
-    raised); a call on a closed service raises CoordinatorNotAvailable.
+    raised); a call on a closed service raises CoordinatorNotAvailable.  Exactly one of
+    ``append`` and ``append_async`` is given (see the module docstring).
     """
 
-    def __init__(self, *, append: AppendFn, num_partitions: int,
+    def __init__(self, *, append: Optional[AppendFn] = None, num_partitions: int,
                  clock: Callable[[], int] = now_ms, tick_interval_ms: int = 100,
                  member_id_factory: Optional[Callable[[str], str]] = None,
+                 owned_partitions: Optional[Iterable[int]] = None,
+                 append_async: Optional[AsyncAppendFn] = None,
                  **config: Any) -> None:
-        if not callable(append):
+        if (append is None) == (append_async is None):
+            raise InvalidArgument("give one of append(partition, records) and "
+                                  "append_async(partition, records, done)")
+        if not callable(append if append_async is None else append_async):
             raise InvalidArgument("append must be callable(partition, records)")
         if not callable(clock):
             raise InvalidArgument("clock must be a callable returning ms")
@@ -113,11 +141,18 @@ class GroupService:
         if unknown:
             raise InvalidConfig(f"unknown group configuration {sorted(unknown)}")
         self._append = append
+        self._append_async = append_async
+        #: async appends: per partition, those not started yet, and the one in flight
+        self._queued: Dict[int, Deque[AppendOffsets]] = {}
+        self._in_flight: Dict[int, int] = {}
+        self._completions: "queue.SimpleQueue[Optional[Tuple[int, int, Optional[BaseException]]]]" = \
+            queue.SimpleQueue()
+        self._completer: Optional[threading.Thread] = None
         self._clock = clock
         self._lock = threading.Lock()
         self._coord = GroupCoordinator(GroupConfig(**config), num_partitions=num_partitions,
                                        member_id_factory=member_id_factory or _uuid_member_id,
-                                       now=self._now())
+                                       now=self._now(), owned_partitions=owned_partitions)
         self._waiters: Dict[int, _Waiter] = {}
         self._tokens = itertools.count(1)
         self._closed = False
@@ -127,6 +162,10 @@ class GroupService:
             self._ticker = threading.Thread(target=self._tick_loop, args=(tick_interval_ms,),
                                             name="pylog-group-ticker", daemon=True)
             self._ticker.start()
+        if append_async is not None:
+            self._completer = threading.Thread(target=self._complete_loop, name="pylog-group-appends",
+                                               daemon=True)
+            self._completer.start()
 
     # ------------------------------------------------------------------ plumbing
 
@@ -148,22 +187,64 @@ class GroupService:
 
     def _drive(self, actions: List[Action]) -> None:
         """Perform ``actions`` (lock held): appends in order, answers to their waiters."""
-        queue = deque(actions)
-        while queue:
-            action = queue.popleft()
-            if isinstance(action, AppendOffsets):
+        todo = deque(actions)
+        while todo:
+            action = todo.popleft()
+            if isinstance(action, AppendOffsets) and self._append_async is not None:
+                self._queued.setdefault(action.partition, deque()).append(action)
+                todo.extend(self._start_append(action.partition))
+            elif isinstance(action, AppendOffsets):
                 error: Optional[BaseException] = None
                 try:
                     self._append(action.partition, list(action.records))
                 except BaseException as e:  # noqa: B902 - the coordinator must hear of it
                     error = e
-                queue.extend(self._coord.append_done(action.append_id, self._now(), error))
+                todo.extend(self._coord.append_done(action.append_id, self._now(), error))
                 if error is not None and not isinstance(error, Exception):
                     raise error  # KeyboardInterrupt & co: recorded, then propagated
             else:
                 waiter = self._waiters.pop(action.token, None)
                 if waiter is not None:  # None: the caller gave up waiting
                     waiter.answer(action)
+
+    def _start_append(self, partition: int) -> List[Action]:
+        """(Lock held.)  Start the next queued append of ``partition`` unless one is in
+        flight; one that fails to start is done at once (its actions are returned)."""
+        actions: List[Action] = []
+        pending = self._queued.get(partition)
+        while pending and partition not in self._in_flight:
+            action = pending.popleft()
+            self._in_flight[partition] = action.append_id
+
+            def done(error: Optional[BaseException], p: int = partition, aid: int = action.append_id) -> None:
+                self._completions.put((p, aid, error))
+
+            try:
+                assert self._append_async is not None
+                self._append_async(partition, list(action.records), done)
+            except Exception as exc:  # noqa: B902 - the coordinator must hear of it
+                del self._in_flight[partition]
+                actions += self._coord.append_done(action.append_id, self._now(), exc)
+        if not pending:
+            self._queued.pop(partition, None)
+        return actions
+
+    def _complete_loop(self) -> None:
+        """The thread that reports finished async appends to the coordinator."""
+        while True:
+            item = self._completions.get()
+            if item is None:
+                return
+            partition, append_id, error = item
+            try:
+                with self._lock:
+                    if self._closed or self._in_flight.get(partition) != append_id:
+                        continue
+                    del self._in_flight[partition]
+                    actions = self._coord.append_done(append_id, self._now(), error)
+                    self._drive(actions + self._start_append(partition))
+            except Exception:  # a bug: keep completing the others, but say so
+                log.exception("completing an append to partition %d failed", partition)
 
     def _call(self, submit: Callable[[int, int], List[Action]],
               timeout_s: Optional[float] = None, what: str = "request",
@@ -216,21 +297,105 @@ class GroupService:
         record per key wins and a null value deletes.  Group metadata records are skipped.
         Returns the number of offset records applied; a record that does not decode raises
         CorruptRecordError naming the problem."""
-        n = 0
         with self._lock:
             self._check_open()
-            now = self._now()
-            for key, value in records:
-                if key is None:
-                    raise InvalidArgument("a __consumer_offsets record must have a key")
-                k = decode_key(key)
-                if isinstance(k, GroupMetadataKey):
-                    continue
-                assert isinstance(k, OffsetKey)
-                v = None if value is None else decode_offset_value(value)
-                self._coord.load_offset(k.group, (k.topic, k.partition), v, now)
-                n += 1
+            return self._apply(records, self._now())
+
+    def _apply(self, records: Iterable[Tuple[bytes, Optional[bytes]]], now: int,
+               partition: Optional[int] = None) -> int:
+        """Replay ``records`` (lock held); with ``partition``, only the groups of that
+        partition of __consumer_offsets (a record of another group is not its own)."""
+        n = 0
+        for key, value in records:
+            if key is None:
+                raise InvalidArgument("a __consumer_offsets record must have a key")
+            k = decode_key(key)
+            if isinstance(k, GroupMetadataKey):
+                continue
+            assert isinstance(k, OffsetKey)
+            if partition is not None and self._coord.partition_for(k.group) != partition:
+                continue
+            v = None if value is None else decode_offset_value(value)
+            self._coord.load_offset(k.group, (k.topic, k.partition), v, now)
+            n += 1
         return n
+
+    # ------------------------------------------------------------------ leadership
+
+    @property
+    def owned_partitions(self) -> frozenset:
+        """Partitions of ``__consumer_offsets`` whose groups this service serves now."""
+        with self._lock:
+            return self._coord.owned_partitions
+
+    @property
+    def loading_partitions(self) -> frozenset:
+        """Partitions being loaded by :meth:`load_partition` right now."""
+        with self._lock:
+            return self._coord.loading_partitions
+
+    def partition_for(self, group_id: str) -> int:
+        """The partition of ``__consumer_offsets`` that holds ``group_id``."""
+        return self._coord.partition_for(group_id)
+
+    def load_partition(self, partition: int, leader_epoch: int,
+                       records: Iterable[Tuple[bytes, Optional[bytes]]], *,
+                       chunk: int = 1000) -> Optional[int]:
+        """This broker leads ``partition`` of ``__consumer_offsets`` at ``leader_epoch``:
+        replay ``records`` (key, value-or-None, in log order: the partition's log from its
+        start) and then serve its groups.  Meanwhile their requests fail with
+        CoordinatorLoadInProgress.
+
+        ``records`` is consumed without this service's lock held (reading the log may
+        take the broker's locks; other groups are served meanwhile) and applied
+        ``chunk`` records at a time under it.  Returns the number of offset records
+        applied, or None when there was nothing to do (already owned at this or an older
+        epoch, or unloaded meanwhile).  If reading or decoding raises, the partition is
+        unloaded again and the exception propagates (the caller may try again)."""
+        check_int("chunk", chunk, min=1)
+        with self._lock:
+            self._check_open()
+            if not self._coord.begin_load(partition, leader_epoch):
+                return None
+        n = 0
+        try:
+            it = iter(records)
+            while True:
+                batch: List[Tuple[bytes, Optional[bytes]]] = []
+                for rec in it:
+                    batch.append(rec)
+                    if len(batch) >= chunk:
+                        break
+                with self._lock:
+                    self._check_open()
+                    if partition not in self._coord.loading_partitions:
+                        return None  # unloaded meanwhile
+                    n += self._apply(batch, self._now(), partition)
+                    if len(batch) < chunk:
+                        return n if self._coord.finish_load(partition) else None
+        except BaseException:
+            with self._lock:
+                if not self._closed and partition in self._coord.loading_partitions:
+                    self._unload(partition)
+            raise
+
+    def unload_partition(self, partition: int, leader_epoch: Optional[int] = None) -> None:
+        """This broker stopped leading ``partition`` (``leader_epoch``: the epoch it now
+        follows; None: unconditionally): forget its groups; their waiting JoinGroup and
+        SyncGroup calls, and later calls, fail with NotCoordinator."""
+        with self._lock:
+            if not self._closed:
+                self._unload(partition, leader_epoch)
+
+    def _unload(self, partition: int, leader_epoch: Optional[int] = None) -> None:
+        """(Lock held.)  Unload ``partition``; its appends not started yet fail."""
+        now = self._now()
+        actions = self._coord.unload(partition, now, leader_epoch)
+        if partition not in self._coord.owned_partitions | self._coord.loading_partitions:
+            for action in self._queued.pop(partition, ()):  # never started: nothing was written
+                actions += self._coord.append_done(action.append_id, now, NotCoordinator(
+                    f"partition {partition} of __consumer_offsets moved before the append started"))
+        self._drive(actions)
 
     # ------------------------------------------------------------------ membership
 
@@ -348,6 +513,10 @@ class GroupService:
         self._stop.set()
         if self._ticker is not None and self._ticker is not threading.current_thread():
             self._ticker.join()
+        if self._completer is not None:
+            self._completions.put(None)
+            if self._completer is not threading.current_thread():
+                self._completer.join()
 
     def __enter__(self) -> "GroupService":
         return self

@@ -226,6 +226,12 @@ class BrokerInterface(Protocol):
         creates ``__consumer_offsets`` on first use."""
         ...
 
+    def coordinator_id(self, group_id: str) -> int:
+        """The broker id of ``group_id``'s coordinator (what FindCoordinator answers):
+        the leader of its ``__consumer_offsets`` partition.  Raises
+        CoordinatorNotAvailable when there is none right now."""
+        ...
+
     # ------------------------------------------------------------------ the rest
     def metrics(self) -> Dict[str, Any]:
         """Counters and gauges: "topics" (per partition traffic, offsets, skew), "groups"

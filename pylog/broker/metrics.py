@@ -52,7 +52,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
-from pylog.errors import InvalidConfig
+from pylog.errors import InvalidConfig, PylogError
 from pylog.util import check_int
 
 __all__ = [
@@ -492,9 +492,13 @@ def group_metrics(groups: Any, high_watermark: Callable[[str, int], Optional[int
     out: Dict[str, Any] = {}
     for listing in groups.list_groups():
         gid = listing.group_id
-        desc = groups.describe_group(gid)
+        try:
+            desc = groups.describe_group(gid)
+            offsets = groups.fetch_offsets(gid)
+        except PylogError:  # moved to another coordinator since it was listed
+            continue
         lag: Dict[str, Dict[int, int]] = {}
-        for (topic, part), (off, _meta) in groups.fetch_offsets(gid).items():
+        for (topic, part), (off, _meta) in offsets.items():
             hw = high_watermark(topic, part)
             if hw is not None:
                 lag.setdefault(topic, {})[part] = max(0, hw - off)

@@ -225,22 +225,28 @@ class OffsetsTopicSpec:
     topic-level settings it has whatever the broker's topic defaults are."""
 
     partitions: int  #: offsets.topic.num.partitions
-    replication_factor: int  #: offsets.topic.replication.factor, at most the brokers
+    replication_factor: int  #: offsets.topic.replication.factor (capped: at most the brokers)
     config: Dict[str, Any]  #: Kafka topic-level names -> values
 
 
-def offsets_topic_spec(config: Any, brokers: int = 1) -> OffsetsTopicSpec:
+def offsets_topic_spec(config: Any, brokers: int = 1, *, capped: bool = True) -> OffsetsTopicSpec:
     """``__consumer_offsets`` for a broker configuration (a
     :class:`~pylog.broker.config.BrokerConfig`) and a cluster of ``brokers`` brokers, as
     Kafka's GroupMetadataManager makes it: offsets.topic.num.partitions partitions,
-    offsets.topic.replication.factor replicas (here capped at the number of brokers, so
-    that a small cluster can still run groups), compacted (the last commit per key is the
+    offsets.topic.replication.factor replicas, compacted (the last commit per key is the
     state), segments of offsets.topic.segment.bytes, kept forever by time, and the batches
-    stored as the coordinator writes them (compression.type=producer)."""
+    stored as the coordinator writes them (compression.type=producer).
+
+    ``capped`` (the embedded Broker and the in-process LocalCluster) caps the
+    replication factor at ``brokers``, so that a small cluster can still run groups.
+    ``capped=False`` is Kafka's rule, which a cluster of broker processes follows: the
+    factor as configured, and the topic cannot be created while fewer brokers are alive
+    (``brokers`` is then not used)."""
     check_int("brokers", brokers, min=1)
+    rf = config.offsets_topic_replication_factor
     return OffsetsTopicSpec(
         partitions=config.offsets_topic_num_partitions,
-        replication_factor=max(1, min(config.offsets_topic_replication_factor, brokers)),
+        replication_factor=max(1, min(rf, brokers)) if capped else rf,
         config={"cleanup.policy": "compact", "retention.ms": -1, "compression.type": "producer",
                 "segment.bytes": config.offsets_topic_segment_bytes})
 

@@ -4,8 +4,13 @@
   nodes, sessions with ephemeral nodes, sans-I/O watches) and its in-memory implementation.
 - :mod:`pylog.cluster.placement` — rack-aware replica assignment, preferred leaders.
 - :mod:`pylog.cluster.controller` — the controller state machine: leader election (clean
-  and unclean), ISR pruning of dead brokers, preferred-leader rebalancing, topic creation,
-  growth (CreatePartitions), configuration changes and deletion.
+  and unclean), ISR pruning of dead brokers, preferred-leader rebalancing, controlled
+  shutdown, partition reassignment, topic creation, growth (CreatePartitions),
+  configuration changes and deletion.
+- :mod:`pylog.cluster.admin` — operator requests through the store, from any broker:
+  controlled shutdown, preferred leader election, partition reassignment.
+- :mod:`pylog.cluster.throttle` — the replication throttle (Kafka's replication quotas):
+  a token bucket on the driver's time, and the dynamic broker rates in the store.
 
 Everything here is sans-I/O: no clock reads, sleeps, threads or sockets; callers pass
 ``now`` in ms.
@@ -30,6 +35,16 @@ from pylog.cluster.controller import (
     register_broker,
     topic_path,
 )
+from pylog.cluster.admin import (
+    leaderships,
+    list_reassignments,
+    preferred_election_result,
+    reassignment_result,
+    request_controlled_shutdown,
+    request_preferred_election,
+    request_reassignment,
+)
+from pylog.cluster.throttle import set_replication_throttle
 from pylog.cluster.metadata import (
     ANY_VERSION,
     InMemoryMetadataStore,
@@ -66,4 +81,12 @@ __all__ = [
     "read_partition_state",
     "read_loss_ledger",
     "append_loss_ledger",
+    "request_controlled_shutdown",
+    "leaderships",
+    "request_preferred_election",
+    "preferred_election_result",
+    "request_reassignment",
+    "reassignment_result",
+    "list_reassignments",
+    "set_replication_throttle",
 ]

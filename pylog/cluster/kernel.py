@@ -14,15 +14,22 @@ registration, the controller when this broker holds ``/controller``
 :class:`~pylog.replication.ReplicaState` (ISR, HW, acks) and a leader-epoch cache.
 Followers fetch from their leader with their log end offset and last epoch; a leader
 answers with batches or with the epoch/offset at which the follower's log diverged
-(KIP-101/KIP-320), and the follower truncates there.  ISR changes are written by the
+(KIP-101/KIP-320), and the follower truncates there.  Replication of replicas listed as
+throttled, while they are out of the ISR, goes at most at the broker's
+leader/follower.replication.throttled.rate (:mod:`pylog.cluster.throttle`: token
+buckets on the step's ``now``; a throttled fetch waits at the leader until its bucket
+refills, and still gets at least one batch each time).  ISR changes are written by the
 leader to the store by compare-and-set and logged at WARNING.
 
-Topics change through the controller (create, grow, reconfigure, delete); each broker
-applies what the store says when it next syncs: it opens the replicas assigned to it,
-applies a topic's new configuration to its open replicas, and closes and removes the
-replicas of deleted topics.  Each replica directory holds ``partition.metadata`` (Kafka's
-name) with its topic id, so that a directory left by a deleted topic is never taken for
-a new topic of the same name.
+Topics change through the controller (create, grow, reconfigure, reassign, delete);
+each broker applies what the store says when it next syncs: it opens the replicas
+assigned to it (a reassignment's new replicas fetch from the leader, which tracks them
+and takes them into the ISR once caught up), applies a topic's new configuration to its
+open replicas, and closes and removes the replicas of deleted topics and those the
+assignment no longer lists (never while the store still names this broker leader; a
+broker stopped meanwhile removes them when it starts).  Each replica directory holds
+``partition.metadata`` (Kafka's name) with its topic id, so that a directory left by a
+deleted topic is never taken for a new topic of the same name.
 """
 from __future__ import annotations
 
@@ -37,10 +44,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Set, Tuple
 
-from pylog.broker.config import TopicConfig
+from pylog.broker.config import (
+    FOLLOWER_THROTTLED_REPLICAS,
+    LEADER_THROTTLED_REPLICAS,
+    TopicConfig,
+    parse_throttled_replicas,
+)
 from pylog.broker.partition import AppendResult, Partition
 from pylog.errors import (
     BadVersion,
+    BrokerNotAvailable,
     FencedLeaderEpoch,
     NoNode,
     NodeExists,
@@ -51,9 +64,19 @@ from pylog.errors import (
 )
 from pylog.replication.epochs import LeaderEpochCache, recover_cache, truncation_step
 from pylog.replication.replica import LEADER, AckDone, IsrProposal, ReplicaState
-from pylog.cluster.controller import (CONTROLLER_PATH, WATCH_PREFIXES, Controller, append_loss_ledger,
-                                     read_loss_ledger)
+from pylog.cluster.admin import leaderships, request_controlled_shutdown
+from pylog.cluster.controller import (
+    ADMIN_PATH,
+    CONTROLLER_PATH,
+    SHUTTING_DOWN,
+    WATCH_PREFIXES,
+    Controller,
+    append_loss_ledger,
+    broker_path,
+    read_loss_ledger,
+)
 from pylog.cluster.metadata import InMemoryMetadataStore
+from pylog.cluster.throttle import BROKER_CONFIG_PATH, ReplicationThrottle, TokenBucket, read_throttle_rates
 
 __all__ = ["ClusterKernel", "KernelConfig", "Network", "STORE", "PARTITION_METADATA_FILE"]
 
@@ -71,7 +94,7 @@ PARTITION_METADATA_FILE = "partition.metadata"
 class KernelConfig:
     replica_lag_time_max_ms: int = 30_000  #: replica.lag.time.max.ms
     session_timeout_ms: int = 18_000  #: zookeeper.session.timeout.ms
-    heartbeat_interval_ms: int = 2_000
+    heartbeat_interval_ms: int = 2_000  #: at most a third of session_timeout_ms is used
     replica_fetch_backoff_ms: int = 50  #: wait before refetching after an error
     replica_fetch_wait_max_ms: int = 500  #: replica.fetch.wait.max.ms: a leader holds an empty fetch this long
     replica_fetch_max_bytes: int = 1 << 20  #: replica.fetch.max.bytes
@@ -90,6 +113,13 @@ class KernelConfig:
     #: A broker that is not the controller tries to become it when ``/controller``
     #: changes, and otherwise at most this often; 0: at every step.
     controller_election_retry_ms: int = 0
+    controlled_shutdown_enable: bool = True  #: controlled.shutdown.enable
+    controlled_shutdown_max_retries: int = 3  #: controlled.shutdown.max.retries (attempts)
+    controlled_shutdown_retry_backoff_ms: int = 5_000  #: controlled.shutdown.retry.backoff.ms
+    #: leader.replication.throttled.rate / follower.replication.throttled.rate (bytes/s,
+    #: None: unlimited) unless /config/brokers sets them (see pylog.cluster.throttle).
+    leader_replication_throttled_rate: Optional[int] = None
+    follower_replication_throttled_rate: Optional[int] = None
 
 
 @dataclass(order=True)
@@ -161,7 +191,7 @@ class _Replica:
     """One partition on one broker: storage, replication state, fetch bookkeeping."""
 
     __slots__ = ("tp", "partition", "state", "epochs", "fetch_inflight", "next_fetch_at", "min_isr",
-                 "unclean", "replicas", "topic_id")
+                 "unclean", "replicas", "topic_id", "leader_throttled", "follower_throttled")
 
     def __init__(self, tp: Tuple[str, int], partition: Partition, state: ReplicaState,
                  epochs: LeaderEpochCache, min_isr: int, unclean: bool, replicas: Tuple[int, ...],
@@ -176,13 +206,25 @@ class _Replica:
         self.unclean = unclean
         self.replicas = replicas
         self.topic_id = topic_id  #: "" for a topic made before topic ids
+        #: Whether the topic config lists this replica as throttled when leading / following.
+        self.leader_throttled = self.follower_throttled = False
+        self._set_throttled(partition.config)
 
     def apply_config(self, cfg: TopicConfig) -> None:
         """A topic configuration change reaching this replica: its log settings and
-        compression at once, min.insync.replicas and unclean election for what follows."""
+        compression at once, min.insync.replicas, unclean election and the replication
+        throttle for what follows."""
         self.partition.reconfigure(cfg)
         self.min_isr = cfg.min_insync_replicas
         self.unclean = bool(cfg.values.get("unclean.leader.election.enable", False))
+        self._set_throttled(cfg)
+
+    def _set_throttled(self, cfg: TopicConfig) -> None:
+        me = (self.tp[1], self.state.broker_id)
+        for attr, name in (("leader_throttled", LEADER_THROTTLED_REPLICAS),
+                           ("follower_throttled", FOLLOWER_THROTTLED_REPLICAS)):
+            pairs = parse_throttled_replicas(cfg.values.get(name, ""), name)
+            setattr(self, attr, pairs is None or me in pairs)
 
 
 class BrokerNode:
@@ -208,10 +250,22 @@ class BrokerNode:
         self.registration: Dict[str, Any] = {}
         self.next_election_try = 0
         self.next_controller_tick = 0
+        #: Set while a controlled shutdown is under way (see ClusterKernel.begin_controlled_shutdown).
+        self.controlled_shutdown: Optional[_ControlledShutdown] = None
+        self.throttle = ReplicationThrottle()
 
     @property
     def running(self) -> bool:
         return self.status == "running"
+
+
+@dataclass
+class _ControlledShutdown:
+    """Progress of one broker's controlled shutdown (Kafka's retry loop, on ``now``)."""
+
+    attempt: int  #: 1-based; at most controlled.shutdown.max.retries
+    attempt_started_ms: int
+    finished: bool = False
 
 
 class ClusterKernel:
@@ -239,9 +293,17 @@ class ClusterKernel:
         self.data_version = 0
         self._listeners: List[Callable[[], None]] = []
         self._readable_listeners: List[Callable[[str, int], None]] = []
+        self._leadership_listeners: List[Callable[[int, str, int, bool, int], None]] = []
         #: Last ISR seen per partition, to count every change (leader's or controller's).
         self._isr_seen: Dict[str, Tuple[int, ...]] = {}
+        #: Called before a broker deletes a replica that a reassignment took away from it,
+        #: for a driver whose store is not durable by itself (LocalCluster saves its
+        #: metadata.json): the assignment that drops the replica must outlive its data.
+        self.save_metadata: Optional[Callable[[], None]] = None
         self.store.watch("/brokers/topics", "kernel-metrics")
+        #: As ZooKeeper's client does: heartbeat at least three times per session timeout
+        #: (a longer heartbeat_interval_ms would let every session expire between beats).
+        self._heartbeat_ms = max(1, min(self.config.heartbeat_interval_ms, self.config.session_timeout_ms // 3))
 
     # ================================================================= brokers
     def start_broker(self, broker_id: int, now: int) -> None:
@@ -253,8 +315,9 @@ class ClusterKernel:
         self._remove_stray_replicas(node)
         node.session = self.store.create_session(self.config.session_timeout_ms, now)
         node.last_heartbeat = now
-        for prefix in WATCH_PREFIXES:
+        for prefix in (*WATCH_PREFIXES, BROKER_CONFIG_PATH):
             self.store.watch(prefix, node.watcher)
+        self._configure_throttle(node, now)
         node.registered = False
         # Leadership recorded for us before this start belongs to a previous process:
         # we lead again only at an epoch the controller gives us after we registered.
@@ -282,14 +345,20 @@ class ClusterKernel:
     def stop_broker(self, broker_id: int, now: int, *, mode: str = "clean",
                     rng: Optional[random.Random] = None) -> None:
         """Stop a broker: ``clean`` (flush, close, leave), ``kill`` (SIGKILL: no flush,
-        the page cache survives) or ``power`` (unflushed bytes lost, tails torn)."""
+        the page cache survives) or ``power`` (unflushed bytes lost, tails torn).  A
+        clean stop is at once; a driver that wants Kafka's controlled shutdown first
+        calls :meth:`begin_controlled_shutdown` and steps until
+        :meth:`controlled_shutdown_done`."""
         from pylog.storage import faults
 
         node = self.nodes[broker_id]
         if node.status == "stopped":
             return
         for r in node.replicas.values():
+            was_leader = r.state.role == LEADER
             self._finish(r.state.go_offline())
+            if was_leader:
+                self._leadership_changed(node, r, False, -1)
             if mode == "clean":
                 _write_hw(r.partition.log.dir, r.state.high_watermark)
                 r.partition.close()
@@ -299,6 +368,7 @@ class ClusterKernel:
             else:
                 faults.power_loss_log(r.partition.log, rng or random.Random(0))
         node.replicas.clear()
+        node.controlled_shutdown = None
         if node.session is not None:
             try:
                 if mode == "clean":
@@ -310,6 +380,62 @@ class ClusterKernel:
         node.controller = None
         node.status = "stopped"
         log.info("broker %d stopped (%s)", broker_id, mode)
+
+    def begin_controlled_shutdown(self, broker_id: int, now: int) -> bool:
+        """Phase one of a clean stop (Kafka's ControlledShutdown): mark the broker's
+        registration as shutting down, so that the controller moves its leaderships to
+        other in-sync replicas and takes it out of the ISRs it follows in; the broker
+        stops fetching as a follower.  The driver then steps the cluster until
+        :meth:`controlled_shutdown_done` and calls :meth:`stop_broker`.  Returns False
+        (nothing to wait for) when controlled.shutdown.enable is off,
+        controlled.shutdown.max.retries is 0 or the broker is not running."""
+        node = self.nodes[broker_id]
+        if not node.running or not self.config.controlled_shutdown_enable \
+                or self.config.controlled_shutdown_max_retries < 1:
+            return False
+        node.controlled_shutdown = _ControlledShutdown(1, now)
+        log.info("broker %d: starting controlled shutdown", broker_id)
+        self._request_controlled_shutdown(node)
+        self.step(now)
+        return True
+
+    def controlled_shutdown_done(self, broker_id: int, now: int) -> bool:
+        """Whether the broker may stop now: it leads no partition that another replica
+        could take over, or its attempts are used up (each attempt waits
+        controlled.shutdown.retry.backoff.ms, at most controlled.shutdown.max.retries
+        attempts, as Kafka's broker does; then it stops anyway, logged at WARNING)."""
+        node = self.nodes[broker_id]
+        cs = node.controlled_shutdown
+        if cs is None or cs.finished or not node.running:
+            return True
+        remaining = leaderships(self.store, broker_id, movable_only=True) \
+            if self.network.reachable(broker_id, STORE) else ["(the metadata store is unreachable)"]
+        if not remaining:
+            cs.finished = True
+            log.info("broker %d: controlled shutdown succeeded (attempt %d): it leads no partition "
+                     "another replica could take over", broker_id, cs.attempt)
+            return True
+        if now - cs.attempt_started_ms < self.config.controlled_shutdown_retry_backoff_ms:
+            return False
+        if cs.attempt >= self.config.controlled_shutdown_max_retries:
+            cs.finished = True
+            log.warning("broker %d: controlled shutdown failed after %d attempt(s); still leading %s; "
+                        "proceeding to stop anyway", broker_id, cs.attempt, remaining[:10])
+            return True
+        cs.attempt += 1
+        cs.attempt_started_ms = now
+        log.warning("broker %d: retrying controlled shutdown (attempt %d of %d); still leading %s",
+                    broker_id, cs.attempt, self.config.controlled_shutdown_max_retries, remaining[:10])
+        self._request_controlled_shutdown(node)
+        return False
+
+    def _request_controlled_shutdown(self, node: BrokerNode) -> None:
+        if not self.network.reachable(node.id, STORE):
+            return  # the next attempt asks again
+        try:
+            request_controlled_shutdown(self.store, node.id)
+        except BrokerNotAvailable:
+            pass  # not (yet) registered: the next attempt asks again
 
     def pause_broker(self, broker_id: int) -> None:
         """The broker stays registered (its session lives) but serves and fetches nothing:
@@ -431,7 +557,7 @@ class ClusterKernel:
         now = self.now
         for node in self.nodes.values():
             if node.status != "stopped" and self.network.reachable(node.id, STORE) \
-                    and now - node.last_heartbeat >= self.config.heartbeat_interval_ms:
+                    and now - node.last_heartbeat >= self._heartbeat_ms:
                 try:
                     self.store.heartbeat(node.session, now)
                     node.last_heartbeat = now
@@ -459,8 +585,9 @@ class ClusterKernel:
                     prop = r.state.tick(now)
                     if prop is not None:
                         self._propose_isr(node, r, prop, now)
-                elif r.state.leader_id >= 0 and now >= r.next_fetch_at:
+                elif r.state.leader_id >= 0 and now >= r.next_fetch_at and node.controlled_shutdown is None:
                     # Not in flight, or in flight too long (a lost request or reply): fetch.
+                    # (A broker shutting down stops fetching, as Kafka's StopReplica makes it.)
                     self._send_fetch(node, r, now)
 
     def _register(self, node: BrokerNode) -> None:
@@ -486,8 +613,8 @@ class ClusterKernel:
         ctl = node.controller
         assert ctl is not None
         events = self.store.drain(node.watcher)
-        if not ctl.is_active and (now >= node.next_election_try
-                                  or any(e.path == CONTROLLER_PATH for e in events)):
+        if not ctl.is_active and node.controlled_shutdown is None and (
+                now >= node.next_election_try or any(e.path == CONTROLLER_PATH for e in events)):
             node.next_election_try = now + self.config.controller_election_retry_ms
             ctl.try_elect_self(node.session, now)
         if ctl.is_active:
@@ -495,13 +622,23 @@ class ClusterKernel:
             if now >= node.next_controller_tick:
                 node.next_controller_tick = now + self.config.controller_tick_interval_ms
                 ctl.tick(now)
-        if events or node.dirty:
+        if any(e.path.startswith(BROKER_CONFIG_PATH + "/") for e in events):
+            self._configure_throttle(node, now)
+        # (Requests and answers under /admin, and broker configs, change no partition.)
+        if node.dirty or any(not e.path.startswith((ADMIN_PATH + "/", BROKER_CONFIG_PATH + "/"))
+                             for e in events):
             node.dirty = False
             self._apply_partition_states(node, now)
         if now - node.last_hw_checkpoint >= self.config.hw_checkpoint_interval_ms:
             node.last_hw_checkpoint = now
             for r in node.replicas.values():
                 _write_hw(r.partition.log.dir, r.state.high_watermark)
+
+    def _configure_throttle(self, node: BrokerNode, now: int) -> None:
+        """The broker's replication throttle rates: /config/brokers, else KernelConfig."""
+        leader, follower = read_throttle_rates(self.store, node.id)
+        node.throttle.configure(leader or self.config.leader_replication_throttled_rate,
+                                follower or self.config.follower_replication_throttled_rate, now)
 
     def _apply_partition_states(self, node: BrokerNode, now: int) -> None:
         for topic in self.topics():
@@ -514,6 +651,8 @@ class ClusterKernel:
             for p, replicas in assign.items():
                 tp = (topic, p)
                 if node.id not in replicas:
+                    if tp in node.replicas:
+                        self._remove_reassigned_replica(node, tp)
                     continue
                 try:
                     st, _ = self.partition_state(topic, p)
@@ -526,34 +665,75 @@ class ClusterKernel:
                     r = None
                 if r is None:
                     r = self._open_replica(node, tp, tuple(replicas), cfg, topic_id)
-                elif r.partition.config.overrides != cfg.overrides:
-                    r.apply_config(cfg)
+                else:
+                    if r.partition.config.overrides != cfg.overrides:
+                        r.apply_config(cfg)
+                    if r.replicas != tuple(replicas):  # a reassignment added or removed replicas
+                        r.replicas = tuple(replicas)
+                        r.state.set_replicas(r.replicas, now)
                 self._apply_state(node, r, st, now)
         live_topics = set(self.topics())
         for tp in [tp for tp in node.replicas if tp[0] not in live_topics]:
             self._remove_replica(node, tp)
 
-    def _remove_replica(self, node: BrokerNode, tp: Tuple[str, int]) -> None:
-        """Close a replica of a deleted topic and remove its directory."""
+    def _remove_replica(self, node: BrokerNode, tp: Tuple[str, int], why: str = "topic deleted") -> None:
+        """Close a replica (of a deleted topic, or no longer assigned here) and remove its
+        directory."""
         r = node.replicas.pop(tp)
+        was_leader = r.state.role == LEADER
         self._finish(r.state.go_offline())
+        if was_leader:
+            self._leadership_changed(node, r, False, -1)
         node.parked.pop(tp, None)
         r.partition.close()
         _remove_dir(r.partition.log.dir)
-        log.info("broker %d removed its replica of %s-%d (topic deleted)", node.id, tp[0], tp[1])
+        log.info("broker %d removed its replica of %s-%d (%s)", node.id, tp[0], tp[1], why)
+
+    def _remove_reassigned_replica(self, node: BrokerNode, tp: Tuple[str, int]) -> None:
+        """The topic node, read just now, no longer lists this broker among the partition's
+        replicas (a reassignment completed or was cancelled): close and delete ours —
+        unless the partition state still names us leader (the controller moves
+        leadership before it changes the assignment; we wait for that)."""
+        try:
+            st, _ = self.partition_state(*tp)
+        except NoNode:
+            return
+        if st["leader"] == node.id:
+            return
+        if self.save_metadata is not None:
+            self.save_metadata()  # the assignment that drops us must outlive our data
+        self._remove_replica(node, tp, "no longer a replica: reassigned")
 
     def _remove_stray_replicas(self, node: BrokerNode) -> None:
         """At start: remove replica directories whose ``partition.metadata`` names a topic id
-        that no topic has any more (deleted while this broker was stopped)."""
-        ids = {self.topic_id(t) for t in self.topics()}
+        that no topic has any more (deleted while this broker was stopped), or a partition
+        of a live topic whose replicas no longer include this broker (reassigned away
+        while it was stopped)."""
+        ids = {t: self.topic_id(t) for t in self.topics()}
         try:
             entries = list(node.data_dir.iterdir())
         except OSError:
             return
         for d in entries:
             tid = _read_topic_id(d)
-            if tid and tid not in ids:
+            if not tid:
+                continue
+            if tid not in ids.values():
                 log.warning("broker %d removes %s: its topic (id %s) was deleted", node.id, d, tid)
+                _remove_dir(d)
+                continue
+            topic, _, p = d.name.rpartition("-")
+            if ids.get(topic) != tid or not p.isdigit():
+                continue
+            try:
+                replicas = self.assignment(topic).get(int(p))
+            except UnknownTopicOrPartition:
+                continue
+            if replicas is not None and node.id not in replicas:
+                if self.save_metadata is not None:
+                    self.save_metadata()
+                log.warning("broker %d removes %s: %s-%s was reassigned to %s while it was stopped",
+                            node.id, d, topic, p, replicas)
                 _remove_dir(d)
 
     def _open_replica(self, node: BrokerNode, tp: Tuple[str, int], replicas: Tuple[int, ...],
@@ -587,7 +767,10 @@ class ClusterKernel:
         s = r.state
         if leader == node.id and epoch <= node.stale_epochs.get(r.tp, -1):
             if s.role != "offline":
+                was_leader = s.role == LEADER
                 self._finish(s.go_offline())
+                if was_leader:
+                    self._leadership_changed(node, r, False, -1)
             # Our previous process led at this epoch: ask the controller to elect afresh
             # (a ControlledShutdown-like request; the controller may be ourselves).
             ctl = self.controller_node()
@@ -607,15 +790,19 @@ class ClusterKernel:
                                     "leader": node.id, "leader_epoch": epoch, "isr": list(isr)})
                 log.info("broker %d leads %s-%d at epoch %d (ISR %s, log end %d)", node.id, r.tp[0], r.tp[1],
                          epoch, list(isr), r.partition.log_end_offset)
+                self._leadership_changed(node, r, True, epoch)
             elif frozenset(isr) != s.isr:
                 self._finish(s.on_isr_changed(isr))
                 self._set_leader_hw(r, s.high_watermark)
         else:
             if s.role == LEADER or s.leader_id != leader or s.leader_epoch != epoch:
+                was_leader = s.role == LEADER
                 self._finish(s.become_follower(leader, epoch, r.replicas, isr))
                 r.partition.leader_epoch = -1
                 r.fetch_inflight = False
                 r.next_fetch_at = now
+                if was_leader:
+                    self._leadership_changed(node, r, False, epoch)
             else:
                 s.isr = frozenset(isr)
 
@@ -648,6 +835,9 @@ class ClusterKernel:
             r.state.proposal_failed()
             return
         try:
+            if not self._may_join_isr(set(prop.new_isr) - set(prop.old_isr)):
+                r.state.proposal_failed()
+                return
             st, version = self.store.get(path)
             if st["leader"] != node.id or st["leader_epoch"] != r.state.leader_epoch:
                 r.state.proposal_failed()
@@ -668,14 +858,42 @@ class ClusterKernel:
         self._set_leader_hw(r, r.state.high_watermark)
         self._data_changed()
 
+    def _may_join_isr(self, brokers: Set[int]) -> bool:
+        """Whether every broker in ``brokers`` is registered and not shutting down (as in
+        KIP-841: a fetch that was parked or in flight when its broker began a controlled
+        shutdown, or stopped, must not bring it back into the ISR)."""
+        for b in brokers:
+            try:
+                data, _ = self.store.get(broker_path(b))
+            except NoNode:
+                return False
+            if isinstance(data, dict) and data.get(SHUTTING_DOWN) is True:
+                return False
+        return True
+
     # ------------------------------------------------------------------ fetches
     def _send_fetch(self, node: BrokerNode, r: _Replica, now: int) -> None:
-        r.fetch_inflight = True
         body = {"topic": r.tp[0], "partition": r.tp[1], "offset": r.partition.log_end_offset,
                 "last_epoch": r.epochs.latest_epoch, "leader_epoch": r.state.leader_epoch}
+        bucket = self._follower_throttle(node, r)
+        if bucket is not None:
+            allowance = bucket.allowance(now)
+            if allowance <= 0:  # over follower.replication.throttled.rate: fetch later
+                r.next_fetch_at = bucket.ready_at(now)
+                return
+            body["max_bytes"] = allowance
+        r.fetch_inflight = True
         self.network.send(node.id, r.state.leader_id, "fetch", body, now)
         # A lost request or reply must not stall the follower forever.
         r.next_fetch_at = now + self.config.replica_fetch_wait_max_ms + 500
+
+    @staticmethod
+    def _follower_throttle(node: BrokerNode, r: _Replica) -> Optional[TokenBucket]:
+        """The follower-side limiter for ``r``, if it applies: the replica is listed in
+        follower.replication.throttled.replicas and not in the ISR."""
+        if r.follower_throttled and node.throttle.follower is not None and node.id not in r.state.isr:
+            return node.throttle.follower
+        return None
 
     def _deliver(self, msg: _Msg, now: int) -> None:
         node = self.nodes.get(msg.dst) if isinstance(msg.dst, int) else None
@@ -770,9 +988,22 @@ class ClusterKernel:
                 self._finish(done)
                 if prop is not None:
                     self._propose_isr(node, r, prop, now)
-                batches = r.partition.read(offset, self.config.replica_fetch_max_bytes, to_log_end=True) \
-                    if offset < leo else []
+                max_bytes = min(self.config.replica_fetch_max_bytes, req.get("max_bytes", 1 << 62))
+                bucket = node.throttle.leader if r.leader_throttled and follower not in r.state.isr else None
+                if bucket is not None and offset < leo:
+                    allowance = bucket.allowance(now)
+                    if allowance <= 0:  # over leader.replication.throttled.rate
+                        if may_park:  # answer when the bucket has refilled (or new data came)
+                            node.parked.setdefault(tp, []).append(
+                                (follower, req, min(now + self.config.replica_fetch_wait_max_ms,
+                                                    bucket.ready_at(now))))
+                            return
+                        offset = leo  # an empty answer; the follower asks again
+                    max_bytes = min(max_bytes, allowance)
+                batches = r.partition.read(offset, max_bytes, to_log_end=True) if offset < leo else []
                 reply["data"] = b"".join(bytes(b.buffer) for b in batches)
+                if bucket is not None:
+                    bucket.consume(len(reply["data"]), now)
                 reply["hw"] = r.state.high_watermark
                 reply["log_start"] = r.partition.log_start_offset
         self.network.send(node.id, follower, "fetch_response", reply, now)
@@ -804,6 +1035,9 @@ class ClusterKernel:
             part.truncate_fully_and_start_at(resp["reset_to"])
             r.state.log_end_offset = r.state.high_watermark = part.log_end_offset
         data = resp.get("data", b"")
+        bucket = self._follower_throttle(node, r)
+        if bucket is not None and data:
+            bucket.consume(len(data), now)
         if data:
             try:
                 batches = part.append_as_follower(data)
@@ -880,6 +1114,15 @@ class ClusterKernel:
             return None
         return node
 
+    def led_partitions(self, broker_id: int, topic: str) -> Dict[int, int]:
+        """The partitions of ``topic`` that running broker ``broker_id`` leads now, with
+        the leader epoch of each (what :meth:`on_leadership` reported last for them)."""
+        node = self.nodes[broker_id]
+        if not node.running:
+            return {}
+        return {tp[1]: r.state.leader_epoch for tp, r in node.replicas.items()
+                if tp[0] == topic and r.state.role == LEADER}
+
     def produce(self, topic: str, partition: int, data: Any, acks: int,
                 callback: Callable[[Optional[PylogError], Optional[AppendResult]], None],
                 *, via: Any = None) -> None:
@@ -941,6 +1184,23 @@ class ClusterKernel:
         driver's lock is held: ``fn`` should only note it) whenever a leader's high
         watermark moves up: records became readable by consumers."""
         self._readable_listeners.append(fn)
+
+    def on_leadership(self, fn: Callable[[int, str, int, bool, int], None]) -> None:
+        """Call ``fn(broker_id, topic, partition, leading, leader_epoch)`` whenever a
+        broker's replica starts leading (``leading`` True, at ``leader_epoch``; again at
+        each new epoch it leads) or stops leading (``leading`` False; ``leader_epoch`` is
+        the epoch it now follows, -1 when the replica went offline, was removed or its
+        broker stopped).  Called inside :meth:`step` and the other calls that change
+        replica roles, so the driver's lock is held: ``fn`` should only note it (Kafka's
+        onLeadershipChange callback to the group coordinator)."""
+        self._leadership_listeners.append(fn)
+
+    def _leadership_changed(self, node: BrokerNode, r: _Replica, leading: bool, epoch: int) -> None:
+        for fn in self._leadership_listeners:
+            try:
+                fn(node.id, r.tp[0], r.tp[1], leading, epoch)
+            except Exception:  # a listener's bug must not break replication
+                log.exception("leadership listener failed for %s-%d", r.tp[0], r.tp[1])
 
     def _set_leader_hw(self, r: _Replica, hw: int) -> None:
         part = r.partition

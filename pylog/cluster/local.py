@@ -50,10 +50,20 @@ from pylog.broker.maintenance import LogMaintenance
 from pylog.broker.metrics import TrafficMetrics, group_metrics, partition_metrics
 from pylog.broker.offsets_topic import OFFSETS_TOPIC, offsets_topic_spec
 from pylog.broker.partition import AppendResult, Partition
+from pylog.cluster.admin import (
+    error_for,
+    list_reassignments,
+    preferred_election_result,
+    reassignment_result,
+    request_preferred_election,
+    request_reassignment,
+)
+from pylog.cluster.controller import check_reassignment
 from pylog.cluster.kernel import ClusterKernel, KernelConfig
 from pylog.cluster.metadata import InMemoryMetadataStore
 from pylog.errors import (
     BrokerClosed,
+    CoordinatorNotAvailable,
     InvalidConfig,
     InvalidPartitions,
     InvalidReplicaAssignment,
@@ -119,6 +129,9 @@ class LocalCluster:
         self._readable: Deque[Tuple[str, int]] = collections.deque()
         kernel.on_data(self._notify)
         kernel.on_readable(self._note_readable)
+        # The in-memory store stands in for ZooKeeper's durability: a broker deleting a
+        # replica that a reassignment took from it saves the assignment first.
+        kernel.save_metadata = lambda: _save_store(kernel.store, root / "metadata.json")
         self._thread = threading.Thread(target=self._run, name="pylog-cluster", daemon=True)
 
     # ================================================================ open/close
@@ -129,6 +142,9 @@ class LocalCluster:
 
         ``config`` takes Kafka names: replica.lag.time.max.ms,
         zookeeper.session.timeout.ms, unclean.leader.election.enable (broker default),
+        controlled.shutdown.enable, controlled.shutdown.max.retries,
+        controlled.shutdown.retry.backoff.ms, leader.replication.throttled.rate,
+        follower.replication.throttled.rate (bytes/s),
         auto.leader.rebalance.enable, leader.imbalance.check.interval.seconds,
         replica.fetch.wait.max.ms, topic defaults (log.segment.bytes, ...), and the
         Broker's settings: num.partitions, auto.create.topics.enable,
@@ -275,11 +291,24 @@ class LocalCluster:
 
     # ================================================================= brokers
     def stop_broker(self, broker_id: int, *, mode: str = "clean") -> None:
-        """Stop a broker: "clean" (controlled shutdown), "kill" (SIGKILL-like) or "power"."""
+        """Stop a broker: "clean", "kill" (SIGKILL-like) or "power".
+
+        A clean stop is Kafka's controlled shutdown (unless controlled.shutdown.enable is
+        off): the broker asks the controller to move its leaderships to other in-sync
+        replicas and waits until it leads nothing that could move (at most
+        controlled.shutdown.max.retries attempts of controlled.shutdown.retry.backoff.ms
+        each), then flushes, closes and leaves."""
         self._broker_id(broker_id)
         if mode not in ("clean", "kill", "power"):
             raise InvalidConfig(f"mode must be 'clean', 'kill' or 'power', got {mode!r}")
         with self._lock:
+            controlled = mode == "clean" and self.kernel.begin_controlled_shutdown(broker_id, _now_ms())
+        if controlled:
+            self._await(lambda: self.kernel.controlled_shutdown_done(broker_id, _now_ms()), 3600.0,
+                        f"the controlled shutdown of broker {broker_id}")
+        with self._lock:
+            if controlled:
+                self.kernel.step(_now_ms())  # the new leaders take over before the old one goes
             self.kernel.stop_broker(broker_id, _now_ms(), mode=mode)
             self.kernel.step(_now_ms())
 
@@ -463,6 +492,69 @@ class LocalCluster:
             self.kernel.alter_topic_config(name, dict(tc.overrides), _now_ms())
             self._persist()
             return self._describe(name)
+
+    def elect_leaders(self, partitions: Optional[Sequence[Tuple[str, int]]] = None, *,
+                      timeout_s: float = 30.0) -> Dict[Tuple[str, int], Optional[PylogError]]:
+        """Kafka's ElectLeaders (type PREFERRED): leadership of ``partitions`` (None: every
+        partition) moves back to each one's first replica where that replica is alive,
+        not shutting down and in the ISR.  The request goes through the metadata store to
+        the controller (see :mod:`pylog.cluster.admin`); returns per partition None (moved)
+        or ElectionNotNeeded, PreferredLeaderNotAvailable, UnknownTopicOrPartition.
+        Raises InvalidArgument (an empty list), RequestTimedOut."""
+        self._check_open()
+        with self._lock:
+            rid = request_preferred_election(self.kernel.store, partitions)
+        self._await(lambda: preferred_election_result(self.kernel.store, rid) is not None, timeout_s,
+                    "the controller's preferred leader election")
+        answer = preferred_election_result(self.kernel.store, rid) or {}
+        moved = [tp for tp, a in answer.items() if a["error"] == "NONE"]
+        self._await(lambda: all(self.kernel.leader_of(t, p) is not None for t, p in moved), timeout_s,
+                    "the new leaders to take over")
+        return {tp: error_for(a["error"], f"preferred leader election of {tp[0]}-{tp[1]}")
+                for tp, a in answer.items()}
+
+    def alter_partition_reassignments(self, reassignments: Mapping[Tuple[str, int], Optional[Sequence[int]]], *,
+                                      throttle_bytes_per_s: Optional[int] = None,
+                                      timeout_s: float = 30.0) -> Dict[Tuple[str, int], Optional[PylogError]]:
+        """KIP-455's AlterPartitionReassignments: move each ``(topic, partition)`` to the
+        target replica ids (None cancels its reassignment: back to the original
+        replicas).  Returns per partition None (started, cancelled or nothing to do) or
+        the error: UnknownTopicOrPartition, InvalidReplicaAssignment (empty, duplicates,
+        a broker that is not running), NoReassignmentInProgress (a cancellation),
+        EligibleLeadersNotAvailable.  The request goes through the metadata store to the
+        controller (:mod:`pylog.cluster.admin`); the new replicas then copy the data and
+        the reassignment completes in the background once they are all in the ISR (see
+        :meth:`list_partition_reassignments`).  ``throttle_bytes_per_s`` limits the
+        copying while it lasts (see :func:`pylog.cluster.admin.request_reassignment`).
+        Raises RequestTimedOut, InvalidConfig (a bad throttle)."""
+        self._check_open()
+        out: Dict[Tuple[str, int], Optional[PylogError]] = {}
+        valid: Dict[Tuple[str, int], Optional[Sequence[int]]] = {}
+        with self._lock:
+            for tp, replicas in reassignments.items():
+                try:
+                    check_reassignment(self.kernel.store, tp[0], tp[1], replicas)
+                    valid[tp] = replicas
+                except PylogError as exc:
+                    out[tp] = exc
+            if not valid:
+                return out
+            rid = request_reassignment(self.kernel.store, valid, throttle_bytes_per_s=throttle_bytes_per_s)
+        self._await(lambda: reassignment_result(self.kernel.store, rid) is not None, timeout_s,
+                    "the controller to take the reassignment")
+        for tp, a in (reassignment_result(self.kernel.store, rid) or {}).items():
+            out[tp] = error_for(a["error"], a["message"] or f"reassignment of {tp[0]}-{tp[1]}")
+        with self._lock:
+            _save_store(self.kernel.store, self.root / "metadata.json")
+        return out
+
+    def list_partition_reassignments(self, partitions: Optional[Sequence[Tuple[str, int]]] = None
+                                     ) -> Dict[Tuple[str, int], Dict[str, List[int]]]:
+        """KIP-455's ListPartitionReassignments: the reassignments in progress,
+        ``{(topic, partition): {"replicas", "adding", "removing"}}``."""
+        self._check_open()
+        with self._lock:
+            return list_reassignments(self.kernel.store, partitions)
 
     def list_topics(self, include_internal: bool = False) -> List[str]:
         """Topic names, sorted."""
@@ -783,6 +875,18 @@ class LocalCluster:
                 self._groups = self._start_groups()
             return self._groups
 
+    def coordinator_id(self, group_id: str) -> int:
+        """The leader of ``group_id``'s ``__consumer_offsets`` partition (created first,
+        as :attr:`groups` does): the broker Kafka would name as its coordinator.  In this
+        process one group service serves every group whatever the leader.  Raises
+        CoordinatorNotAvailable while that partition has no leader."""
+        p = self.groups.partition_for(group_id)
+        with self._lock:
+            leader = self._leader_id(OFFSETS_TOPIC, p)
+        if leader < 0:
+            raise CoordinatorNotAvailable(f"partition {p} of {OFFSETS_TOPIC} has no leader right now")
+        return leader
+
     def _start_groups(self) -> Any:
         from pylog.broker.group_service import GroupService
         from pylog.records import build_batch
@@ -848,6 +952,11 @@ def _kernel_config(config: Mapping[str, Any]) -> KernelConfig:
         "unclean.leader.election.enable": "unclean_leader_election_enable",
         "replica.high.watermark.checkpoint.interval.ms": "hw_checkpoint_interval_ms",
         "replica.fetch.backoff.ms": "replica_fetch_backoff_ms",
+        "controlled.shutdown.enable": "controlled_shutdown_enable",
+        "controlled.shutdown.max.retries": "controlled_shutdown_max_retries",
+        "controlled.shutdown.retry.backoff.ms": "controlled_shutdown_retry_backoff_ms",
+        "leader.replication.throttled.rate": "leader_replication_throttled_rate",
+        "follower.replication.throttled.rate": "follower_replication_throttled_rate",
     }
     kw: Dict[str, Any] = {}
     topic_defaults: Dict[str, Any] = {}
@@ -858,9 +967,9 @@ def _kernel_config(config: Mapping[str, Any]) -> KernelConfig:
             kw[names[key]] = _typed(key, value)
         elif key == "leader.imbalance.check.interval.seconds":
             kw["leader_imbalance_check_interval_ms"] = _typed(key, value) * 1000
-        elif key in BROKER_TOPIC_DEFAULT_NAMES:
+        elif key in BROKER_TOPIC_DEFAULT_NAMES:  # as text from server.properties, or typed
             name = BROKER_TOPIC_DEFAULT_NAMES[key]
-            topic_defaults[name] = _coerce(key, value, TOPIC_DEFAULTS[name])  # text from server.properties
+            topic_defaults[name] = _coerce(key, value, TOPIC_DEFAULTS.get(name))
         elif key in TOPIC_DEFAULTS:
             topic_defaults[key] = _coerce(key, value, TOPIC_DEFAULTS[key])
         else:

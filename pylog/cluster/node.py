@@ -21,9 +21,21 @@ What changes with other processes around:
   through the store — reacts to them (Kafka's ZooKeeper mode).
 - **Durability** of the metadata is the store's (ZooKeeper's); nothing is saved locally
   but ``meta.properties`` (broker.id and cluster.id, as Kafka writes it).
+- **Consumer groups** are coordinated as Kafka does: a group's coordinator is the leader
+  of its ``__consumer_offsets`` partition (:meth:`ClusterNode.coordinator_id`, which
+  FindCoordinator answers).  This broker's :class:`~pylog.broker.group_service.GroupService`
+  serves only the groups of the partitions it leads: the kernel reports each leadership
+  change (:meth:`~pylog.cluster.kernel.ClusterKernel.on_leadership`), and a loader
+  thread replays a partition it now leads from its own log (never holding the node's
+  lock while the records are applied) or forgets the groups of one it no longer leads.
+  ``__consumer_offsets`` is created by the first broker asked for a coordinator, with
+  offsets.topic.replication.factor replicas (Kafka's default 3; while fewer brokers are
+  alive it is not created and FindCoordinator answers COORDINATOR_NOT_AVAILABLE); offsets
+  are written with acks=all.
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import fcntl
 import logging
@@ -32,14 +44,17 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Union
+from typing import Any, Callable, Deque, Dict, Iterator, List, Mapping, Optional, Tuple, Union
 
 from pylog.broker.config import BrokerConfig
 from pylog.broker.interface import NodeInfo
+from pylog.broker.offsets_topic import OFFSETS_TOPIC, offsets_topic_spec, partition_for_group
 from pylog.cluster.controller import BROKER_IDS_PATH, CONTROLLER_PATH
 from pylog.cluster.kernel import ClusterKernel
-from pylog.cluster.local import _BROKER_KEYS, CLUSTER_ID_PATH, LocalCluster, _kernel_config
-from pylog.errors import InvalidConfig, NodeExists, NoNode, PylogError, StorageError
+from pylog.cluster.local import _BROKER_KEYS, CLUSTER_ID_PATH, LocalCluster, _Copy, _kernel_config
+from pylog.errors import (BrokerClosed, CoordinatorNotAvailable, InvalidConfig, NodeExists, NoNode,
+                          NotCoordinator, NotEnoughReplicas, NotEnoughReplicasAfterAppend, NotLeaderOrFollower,
+                          PylogError, StorageError, TopicAlreadyExists, UnknownTopicOrPartition)
 from pylog.util import check_int, now_ms as _now_ms
 
 __all__ = ["ClusterNode"]
@@ -47,6 +62,9 @@ __all__ = ["ClusterNode"]
 log = logging.getLogger("pylog.cluster")
 
 _META = "meta.properties"
+#: How often the group loader looks again at a load that failed (and at a missing
+#: __consumer_offsets that was asked for) without being woken.
+_GROUP_RETRY_S = 1.0
 
 
 class ClusterNode(LocalCluster):
@@ -69,8 +87,19 @@ class ClusterNode(LocalCluster):
         #: default.replication.factor: topics made without one (auto-created, or
         #: CreateTopics with -1) get it.
         self.default_replication_factor = 1
-        #: replica.socket.timeout.ms, controlled.shutdown.* (Kafka names).
+        #: replica.socket.timeout.ms (Kafka's name).
         self.node_settings: Dict[str, Any] = {}
+        #: This broker's leadership changes of __consumer_offsets partitions, noted under
+        #: ``_lock`` by the kernel (partition, leading, leader epoch) for the group loader.
+        self._offsets_events: Deque[Tuple[int, bool, int]] = collections.deque()
+        #: Loads that failed for another reason than a lost leadership: partition -> epoch.
+        self._failed_loads: Dict[int, int] = {}
+        self._want_offsets_topic = False
+        self._offsets_rf_warned = -1
+        self._group_wake = threading.Event()
+        self._group_thread = threading.Thread(target=self._run_groups, name=f"pylog-group-loader-{broker_id}",
+                                              daemon=True)
+        kernel.on_leadership(self._note_leadership)
 
     # ================================================================ open/close
     @classmethod
@@ -135,6 +164,7 @@ class ClusterNode(LocalCluster):
             self.kernel.step(_now_ms())
         self._started = True
         self._thread.start()
+        self._group_thread.start()
         wait = timeout_s if timeout_s is not None else self.kernel.config.session_timeout_ms / 1000.0 + 10.0
         if not node.registered:
             log.warning("broker %d: another session still holds /brokers/ids/%d (a previous process of this "
@@ -152,8 +182,10 @@ class ClusterNode(LocalCluster):
             self._closed = True
         self._stop.set()
         self._wake.set()
+        self._group_wake.set()
         if self._started:
             self._thread.join()
+            self._group_thread.join(10.0)
         with self._groups_lock:
             groups, self._groups = self._groups, None
         if groups is not None:
@@ -312,42 +344,212 @@ class ClusterNode(LocalCluster):
         return m
 
     def controlled_shutdown(self) -> bool:
-        """Kafka's controlled shutdown, before :meth:`close`: ask the controller to move
-        this broker's leaderships to other in-sync replicas (and take it out of the ISRs),
-        and wait until it leads nothing that can move.  controlled.shutdown.max.retries
-        attempts, each waiting up to controlled.shutdown.retry.backoff.ms.  Returns
-        whether every movable leadership moved (False: the broker stops anyway, as Kafka
-        does, and the controller elects when its registration goes)."""
-        from pylog.cluster.admin import leaderships, request_controlled_shutdown
+        """Kafka's controlled shutdown, before :meth:`close` (while the server still
+        answers): the kernel marks this broker shutting down, the controller moves its
+        leaderships to other in-sync replicas and takes it out of the ISRs, and this waits
+        until it leads nothing that could move (controlled.shutdown.max.retries attempts
+        of controlled.shutdown.retry.backoff.ms; then it stops anyway, as Kafka does, and
+        the controller elects when its registration goes).  Returns whether every
+        movable leadership moved."""
+        from pylog.cluster.admin import leaderships
 
-        if not self._started or self._closed or not self.node_settings.get("controlled.shutdown.enable", True):
+        if not self._started or self._closed:
             return False
-        store = self.kernel.store
-        retries = int(self.node_settings.get("controlled.shutdown.max.retries", 3))
-        backoff_s = int(self.node_settings.get("controlled.shutdown.retry.backoff.ms", 5000)) / 1000.0
-        left: List[Any] = []
-        for attempt in range(retries + 1):
+        with self._lock:
+            controlled = self.kernel.begin_controlled_shutdown(self.broker_id, _now_ms())
+        if not controlled:
+            return False
+        try:
+            self._await(lambda: self.kernel.controlled_shutdown_done(self.broker_id, _now_ms()), 3600.0,
+                        f"the controlled shutdown of broker {self.broker_id}")
+            with self._lock:
+                self.kernel.step(_now_ms())  # our replicas follow the new leaders before we go
+                return not leaderships(self.kernel.store, self.broker_id, movable_only=True)
+        except PylogError as exc:
+            log.warning("broker %d: controlled shutdown failed: %s; stopping anyway", self.broker_id, exc)
+            return False
+
+    # ================================================================ groups
+    def coordinator_id(self, group_id: str) -> int:
+        """The broker coordinating ``group_id``: the leader of its ``__consumer_offsets``
+        partition, as Kafka's FindCoordinator answers.  Raises CoordinatorNotAvailable
+        when that partition has no live leader now, or when the topic does not exist
+        yet; then its creation is asked for (done by the group loader thread, never in
+        this call, which an event loop may make)."""
+        if self._closed:
+            raise CoordinatorNotAvailable(f"broker {self.broker_id} is shutting down")
+        with self._lock:
             try:
-                request_controlled_shutdown(store, self.broker_id)
-                deadline = time.monotonic() + backoff_s
-                while True:
-                    left = leaderships(store, self.broker_id, movable_only=True)
-                    if not left or time.monotonic() > deadline:
-                        break
-                    self._wake.set()
-                    time.sleep(0.02)
+                p = partition_for_group(group_id, len(self.kernel.assignment(OFFSETS_TOPIC)))
+            except UnknownTopicOrPartition:
+                p = -1
+            leader = -1 if p < 0 else self._leader_id(OFFSETS_TOPIC, p)
+        if p < 0:
+            self._want_offsets_topic = True
+            self._group_wake.set()
+            raise CoordinatorNotAvailable(f"{OFFSETS_TOPIC} does not exist yet (it is being created)")
+        if leader < 0:
+            raise CoordinatorNotAvailable(f"partition {p} of {OFFSETS_TOPIC} (group {group_id!r}) has no leader "
+                                          "right now")
+        return leader
+
+    def _start_groups(self) -> Any:
+        """This broker's group coordinator: it owns no partition of __consumer_offsets
+        until the loader has replayed one this broker leads (see the module docstring).
+        It never creates the topic (that waits for a FindCoordinator)."""
+        from pylog.broker.group_service import GroupService
+
+        with self._lock:
+            try:
+                partitions = len(self.kernel.assignment(OFFSETS_TOPIC))
+            except UnknownTopicOrPartition:
+                partitions = self.config.offsets_topic_num_partitions
+            # Leaderships held now are loaded first; later changes arrive as events.
+            self._offsets_events.clear()
+            for p, epoch in sorted(self.kernel.led_partitions(self.broker_id, OFFSETS_TOPIC).items()):
+                self._offsets_events.append((p, True, epoch))
+        service = GroupService(
+            append_async=self._append_offsets, num_partitions=partitions, owned_partitions=(),
+            group_min_session_timeout_ms=self.config.group_min_session_timeout_ms,
+            group_max_session_timeout_ms=self.config.group_max_session_timeout_ms,
+            group_initial_rebalance_delay_ms=self.config.group_initial_rebalance_delay_ms)
+        self._group_wake.set()
+        return service
+
+    def _append_offsets(self, partition: int, records: List[Tuple[bytes, Optional[bytes]]],
+                        done: Callable[[Optional[BaseException]], None]) -> None:
+        """The coordinator's append (GroupService's ``append_async``): one batch to our
+        partition of __consumer_offsets with acks=all; ``done`` hears of it once the
+        followers in the ISR have it (this never waits for them: the server's event loop
+        calls in here, and it also serves their fetches).  Errors as Kafka's coordinator
+        maps them: the partition moved, NOT_COORDINATOR; too few replicas,
+        COORDINATOR_NOT_AVAILABLE."""
+        from pylog.records import build_batch
+
+        def acked(error: Optional[BaseException], _result: Any) -> None:
+            if isinstance(error, NotLeaderOrFollower):
+                error = NotCoordinator(f"broker {self.broker_id} no longer leads {OFFSETS_TOPIC}-{partition}: "
+                                       f"{error}")
+            elif isinstance(error, (UnknownTopicOrPartition, NotEnoughReplicas, NotEnoughReplicasAfterAppend,
+                                    BrokerClosed)):
+                error = CoordinatorNotAvailable(f"cannot write to {OFFSETS_TOPIC}-{partition}: {error}")
+            done(error)
+
+        data = build_batch([v for _, v in records], keys=[k for k, _ in records])
+        self.produce_async(OFFSETS_TOPIC, partition, data, acks=-1, callback=acked)
+
+    def _note_leadership(self, broker_id: int, topic: str, partition: int, leading: bool, epoch: int) -> None:
+        """The kernel's on_leadership hook (under ``_lock``): note it for the loader."""
+        if topic == OFFSETS_TOPIC and broker_id == self.broker_id:
+            self._offsets_events.append((partition, leading, epoch))
+            self._group_wake.set()
+
+    def _run_groups(self) -> None:
+        """The group loader thread: creates __consumer_offsets when asked to, and loads or
+        unloads the partitions whose leadership this broker gained or lost, in order."""
+        while not self._stop.is_set():
+            self._group_wake.wait(_GROUP_RETRY_S)
+            self._group_wake.clear()
+            if self._stop.is_set():
+                break
+            try:
+                service = self.groups
+                if self._want_offsets_topic:
+                    self._create_offsets_topic()
+                self._retry_failed_loads()
+                while not self._stop.is_set():
+                    with self._lock:
+                        if not self._offsets_events:
+                            break
+                        p, leading, epoch = self._offsets_events.popleft()
+                    if leading:
+                        self._load_offsets_partition(service, p, epoch)
+                    else:
+                        self._failed_loads.pop(p, None)
+                        service.unload_partition(p, epoch if epoch >= 0 else None)
+            except (BrokerClosed, CoordinatorNotAvailable):  # closing
+                if self._closed:
+                    break
+            except Exception:  # a bug: say so, keep the groups going
+                log.exception("broker %d: group loader failed", self.broker_id)
+                time.sleep(0.1)
+
+    def _load_offsets_partition(self, service: Any, partition: int, epoch: int) -> None:
+        try:
+            n = service.load_partition(partition, epoch, self._read_offsets(partition))
+        except (NotLeaderOrFollower, UnknownTopicOrPartition) as exc:
+            # The leadership went meanwhile: its event follows (or the topic was deleted).
+            log.info("broker %d: loading %s-%d stopped: %s", self.broker_id, OFFSETS_TOPIC, partition, exc)
+            return
+        except PylogError as exc:
+            if self._closed:
+                return
+            log.warning("broker %d: loading %s-%d failed (tried again in %.0f s): %s", self.broker_id,
+                        OFFSETS_TOPIC, partition, _GROUP_RETRY_S, exc)
+            self._failed_loads[partition] = epoch
+            return
+        self._failed_loads.pop(partition, None)
+        if n is not None:
+            log.info("broker %d coordinates the groups of %s-%d (leader epoch %d; %d offset records replayed)",
+                     self.broker_id, OFFSETS_TOPIC, partition, epoch, n)
+
+    def _retry_failed_loads(self) -> None:
+        """Loads that failed while the leadership stayed ours are asked for again."""
+        if not self._failed_loads:
+            return
+        with self._lock:
+            led = self.kernel.led_partitions(self.broker_id, OFFSETS_TOPIC)
+            for p, epoch in list(self._failed_loads.items()):
+                del self._failed_loads[p]
+                if led.get(p) == epoch:
+                    self._offsets_events.append((p, True, epoch))
+
+    def _read_offsets(self, partition: int) -> Iterator[Tuple[bytes, Optional[bytes]]]:
+        """Our log of ``__consumer_offsets-<partition>`` from its start to its end, as
+        (key, value) pairs: the node's lock is held only to copy each chunk out.
+        Raises NotLeaderOrFollower once this broker no longer leads it."""
+        from pylog.records import iter_records
+
+        with self._lock:
+            offset = self._leader_partition(OFFSETS_TOPIC, partition).log_start_offset
+        while True:
+            with self._lock:
+                part = self._leader_partition(OFFSETS_TOPIC, partition)
+                batches = [_Copy(b) for b in part.read(offset, 1 << 20, to_log_end=True)]
+            if not batches:
+                return
+            for b in batches:
+                for rec in iter_records(b.buffer):
+                    if rec.key is not None and rec.offset >= offset:
+                        yield rec.key, rec.value
+            offset = batches[-1].next_offset
+
+    def _create_offsets_topic(self) -> None:
+        """Create __consumer_offsets with offsets.topic.replication.factor replicas, if
+        enough brokers are alive (Kafka's rule); another broker may do it first."""
+        self._want_offsets_topic = False
+        spec = offsets_topic_spec(self.config, capped=False)
+        live = len(self._registrations())
+        if live < spec.replication_factor:
+            if self._offsets_rf_warned != live:
+                self._offsets_rf_warned = live
+                log.warning("broker %d: %s needs offsets.topic.replication.factor=%d live brokers and %d are "
+                            "registered; consumer groups wait (COORDINATOR_NOT_AVAILABLE) until enough are up",
+                            self.broker_id, OFFSETS_TOPIC, spec.replication_factor, live)
+            return
+        with self._lock:
+            if OFFSETS_TOPIC in self.kernel.topics():
+                return
+            try:
+                self._create(OFFSETS_TOPIC, spec.partitions, spec.replication_factor, spec.config)
+            except TopicAlreadyExists:  # another broker was first
+                return
             except PylogError as exc:
-                log.warning("broker %d: controlled shutdown attempt %d failed: %s", self.broker_id, attempt + 1, exc)
-                time.sleep(min(backoff_s, 1.0))
-                continue
-            if not left:
-                log.info("broker %d: controlled shutdown moved every leadership away", self.broker_id)
-                return True
-            log.warning("broker %d: controlled shutdown attempt %d: still leading %s", self.broker_id, attempt + 1,
-                        ", ".join(f"{t}-{p}" for t, p in left[:10]))
-        log.warning("broker %d: controlled shutdown incomplete after %d attempts; stopping anyway",
-                    self.broker_id, retries + 1)
-        return False
+                log.warning("broker %d: creating %s failed (tried again at the next FindCoordinator): %s",
+                            self.broker_id, OFFSETS_TOPIC, exc)
+                return
+        log.info("broker %d created %s: %d partitions, replication factor %d", self.broker_id, OFFSETS_TOPIC,
+                 spec.partitions, spec.replication_factor)
 
     # ================================================================ replication
     def replica_fetch(self, follower: int, parts: List[Dict[str, Any]],

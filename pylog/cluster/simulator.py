@@ -99,7 +99,13 @@ class Simulation:
     def power_off(self, b: int) -> None:
         self.kernel.stop_broker(b, self.now, mode="power", rng=self.rng)
 
-    def stop(self, b: int) -> None:
+    def stop(self, b: int, *, controlled: bool = True) -> None:
+        """A clean stop; with ``controlled`` (and controlled.shutdown.enable), Kafka's
+        controlled shutdown first, stepping virtual time until it is done."""
+        if controlled and self.kernel.begin_controlled_shutdown(b, self.now):
+            while not self.kernel.controlled_shutdown_done(b, self.now):
+                self.step()
+            self.step()  # the new leaders take over before the old one goes
         self.kernel.stop_broker(b, self.now, mode="clean")
 
     def start(self, b: int) -> None:

@@ -116,6 +116,19 @@ class ReplicaState:
         self._proposed = None
         return failed
 
+    def set_replicas(self, replicas: Tuple[int, ...], now: int) -> None:
+        """The partition's assignment changed (a reassignment).  A leader starts tracking
+        the added followers (caught up as of now, as at election; they join the ISR once
+        they reach the HW) and forgets the removed ones."""
+        self.replicas = tuple(replicas)
+        if self.role != LEADER:
+            return
+        keep = {r: f for r, f in self._followers.items() if r in self.replicas}
+        for r in self.replicas:
+            if r != self.broker_id and r not in keep:
+                keep[r] = _Follower(last_caught_up_ms=now)
+        self._followers = keep
+
     def go_offline(self) -> List[AckDone]:
         failed = self._fail_pending("replica went offline")
         self.role = OFFLINE

@@ -7,7 +7,7 @@ brokers and clients read once the listeners are bound.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Dict
+from typing import TYPE_CHECKING, Any, Dict, Optional
 
 from pylog.server.config import ServerConfig
 
@@ -17,16 +17,24 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["open_cluster_node", "registration"]
 
 
-def open_cluster_node(config: ServerConfig) -> Any:
-    """The ClusterNode for ``config`` (not started: :meth:`ClusterNode.start` registers it)."""
+def open_cluster_node(config: ServerConfig, store: Optional[Any] = None) -> Any:
+    """The ClusterNode for ``config`` (not started: :meth:`ClusterNode.start` registers it).
+
+    ``store`` is a metadata store to use instead of ZooKeeper at zookeeper.connect: tests
+    run several nodes in one process over one
+    :class:`~pylog.cluster.metadata.InMemoryMetadataStore` (which has nothing to close,
+    so closing one node leaves it to the others)."""
     from pylog.cluster.node import ClusterNode
-    from pylog.cluster.zookeeper import ZooKeeperMetadataStore
     from pylog.server.replication import WireNetwork
 
     assert config.zookeeper_connect is not None
     cluster = dict(config.cluster_settings)
     session_ms = int(cluster.get("zookeeper.session.timeout.ms", 18_000))
-    store = ZooKeeperMetadataStore(config.zookeeper_connect)
+    owned = store is None
+    if store is None:
+        from pylog.cluster.zookeeper import ZooKeeperMetadataStore
+
+        store = ZooKeeperMetadataStore(config.zookeeper_connect)
     try:
         holder: Dict[str, Any] = {}
         network = WireNetwork(config.node_id, lambda b: holder["node"].address_of(b),
@@ -43,7 +51,8 @@ def open_cluster_node(config: ServerConfig) -> Any:
                                 node_settings=config.node_settings)
         holder["node"] = node
     except BaseException:
-        store.close()
+        if owned:
+            store.close()
         raise
     return node
 

@@ -49,14 +49,13 @@ CLUSTER_KEYS = frozenset({
     "replica.lag.time.max.ms", "zookeeper.session.timeout.ms", "replica.fetch.wait.max.ms",
     "replica.fetch.max.bytes", "replica.fetch.backoff.ms", "auto.leader.rebalance.enable",
     "unclean.leader.election.enable", "leader.imbalance.check.interval.seconds",
-    "replica.high.watermark.checkpoint.interval.ms",
+    "replica.high.watermark.checkpoint.interval.ms", "controlled.shutdown.enable",
+    "controlled.shutdown.max.retries", "controlled.shutdown.retry.backoff.ms",
+    "leader.replication.throttled.rate", "follower.replication.throttled.rate",
 })
 #: A cluster node's own keys (not the kernel's), with Kafka's defaults.
 NODE_DEFAULTS: Dict[str, Any] = {
     "replica.socket.timeout.ms": 30_000,
-    "controlled.shutdown.enable": True,
-    "controlled.shutdown.max.retries": 3,
-    "controlled.shutdown.retry.backoff.ms": 5_000,
 }
 
 #: The server's own keys, with Kafka's defaults.
@@ -208,7 +207,7 @@ class ServerConfig:
     broker_rack: Optional[str] = None
     #: Replication and controller settings (Kafka names, see CLUSTER_KEYS).
     cluster_settings: Mapping[str, Any] = field(default_factory=dict)
-    #: replica.socket.timeout.ms and controlled.shutdown.* (Kafka names).
+    #: replica.socket.timeout.ms (Kafka's name).
     node_settings: Mapping[str, Any] = field(default_factory=lambda: dict(NODE_DEFAULTS))
 
     @classmethod
@@ -284,17 +283,7 @@ class ServerConfig:
                 broker["offsets.topic.replication.factor"] = offsets_rf
             node_settings["replica.socket.timeout.ms"] = _int(
                 "replica.socket.timeout.ms", node_settings["replica.socket.timeout.ms"], 1, 2**31 - 1)
-            node_settings["controlled.shutdown.max.retries"] = _int(
-                "controlled.shutdown.max.retries", node_settings["controlled.shutdown.max.retries"], 0, 2**31 - 1)
-            node_settings["controlled.shutdown.retry.backoff.ms"] = _int(
-                "controlled.shutdown.retry.backoff.ms", node_settings["controlled.shutdown.retry.backoff.ms"],
-                0, 2**31 - 1)
-            enable = node_settings["controlled.shutdown.enable"]
-            if isinstance(enable, str):
-                if enable.strip().lower() not in ("true", "false"):
-                    raise InvalidConfig(f"controlled.shutdown.enable must be true or false, got {enable!r}")
-                enable = enable.strip().lower() == "true"
-            node_settings["controlled.shutdown.enable"] = bool(enable)
+
         else:
             ignored.extend(k for k in cluster if k not in ignored)
             ignored.extend(k for k in settings if k in NODE_DEFAULTS and k not in ignored)

@@ -330,7 +330,8 @@ class ReplicaFetcher:
             topics.setdefault(b["topic"], []).append({
                 "partition": b["partition"], "current_leader_epoch": b["leader_epoch"],
                 "fetch_offset": b["offset"], "last_fetched_epoch": b["last_epoch"], "log_start_offset": -1,
-                "partition_max_bytes": net.fetch_max_bytes})
+                # a throttled follower asks for less (pylog.cluster.throttle)
+                "partition_max_bytes": max(1, min(net.fetch_max_bytes, b.get("max_bytes", net.fetch_max_bytes)))})
         data = {"cluster_id": None, "replica_id": net.broker_id, "max_wait": net.fetch_max_wait_ms, "min_bytes": 1,
                 "max_bytes": max(net.fetch_max_bytes, 1 << 20) * 4, "isolation_level": 0, "session_id": 0,
                 "session_epoch": -1, "topics": [{"topic": t, "partitions": ps} for t, ps in topics.items()],

@@ -73,9 +73,11 @@ class KafkaServer:
             host, port = self.config.metrics_listener
             self._metrics_http = MetricsHTTPServer(self.metrics, host, port)
         self._schedule_sweep()
-        # The group coordinator creates __consumer_offsets (offsets.topic.num.partitions
-        # directories) on first use: do it now on a worker thread, not on the event
-        # loop when the first consumer arrives.
+        # A single broker's group coordinator creates __consumer_offsets
+        # (offsets.topic.num.partitions directories) on first use: do it now on a worker
+        # thread, not on the event loop when the first consumer arrives.  A cluster node
+        # (not started yet) only makes its coordinator here: the topic is created when a
+        # client first asks FindCoordinator, by a registered broker.
         self.apis.in_thread(self._warm_groups)
 
     def _warm_groups(self) -> None:

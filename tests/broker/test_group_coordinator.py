@@ -19,9 +19,9 @@ from pylog.broker.group import (AppendOffsets, GroupConfig, GroupCoordinator, Gr
                                 Respond)
 from pylog.broker.offsets_topic import (OffsetKey, decode_key, decode_offset_value,
                                         partition_for_group)
-from pylog.errors import (GroupIdNotFound, IllegalGeneration, InconsistentGroupProtocol,
-                          InvalidArgument, InvalidConfig, InvalidGroupId,
-                          InvalidSessionTimeout, RebalanceInProgress, UnknownMemberId)
+from pylog.errors import (CoordinatorLoadInProgress, GroupIdNotFound, IllegalGeneration,
+                          InconsistentGroupProtocol, InvalidArgument, InvalidConfig, InvalidGroupId,
+                          InvalidSessionTimeout, NotCoordinator, RebalanceInProgress, UnknownMemberId)
 
 SESSION = 10_000
 REBALANCE = 30_000
@@ -31,8 +31,9 @@ PROTOS = [("range", b"meta")]
 class Harness:
     """Feeds events to a coordinator and collects its actions by request token."""
 
-    def __init__(self, **config):
-        self.c = GroupCoordinator(GroupConfig(**config), num_partitions=10)
+    def __init__(self, owned_partitions=None, **config):
+        self.c = GroupCoordinator(GroupConfig(**config), num_partitions=10,
+                                  owned_partitions=owned_partitions)
         self.now = 0
         self.answers: Dict[int, Respond] = {}
         self.appends: List[AppendOffsets] = []
@@ -565,6 +566,110 @@ def test_describe_unknown_group_is_dead():
     h = Harness()
     d = h.c.describe_group("nobody")
     assert d.state is GroupState.DEAD and d.members == () and d.generation_id == -1
+
+
+# --- coordination per __consumer_offsets partition (a cluster of broker processes) ---------------
+
+G = partition_for_group("g", 10)
+#: a group on another partition than "g"
+OTHER = next(f"o{i}" for i in itertools.count() if partition_for_group(f"o{i}", 10) != G)
+
+
+def owning(*partitions, **config) -> Harness:
+    """A coordinator that owns ``partitions`` (loaded, with nothing to replay)."""
+    h = Harness(owned_partitions=(), **config)
+    for p in partitions:
+        assert h.c.begin_load(p, 0) and h.c.finish_load(p)
+    return h
+
+
+def test_a_coordinator_that_owns_no_partition_answers_not_coordinator():
+    h = Harness(owned_partitions=())
+    assert h.c.owned_partitions == frozenset() and h.c.loading_partitions == frozenset()
+    assert isinstance(h.error(h.join()), NotCoordinator)
+    assert isinstance(h.error(h.heartbeat("m", 1)), NotCoordinator)
+    assert isinstance(h.error(h.commit("", -1, {("t", 0): (1, "")})), NotCoordinator)
+    with pytest.raises(NotCoordinator, match=f"partition {G} of __consumer_offsets"):
+        h.c.fetch_offsets("g")
+    with pytest.raises(NotCoordinator):
+        h.c.describe_group("g")
+    assert h.c.list_groups() == [] and h.appends == []
+    # a bad group id is still reported as such first
+    assert isinstance(h.error(h.join(group="")), InvalidGroupId)
+
+
+def test_default_coordinator_owns_every_partition():
+    h = Harness()
+    assert h.c.owned_partitions == frozenset(range(10))
+
+
+def test_a_loading_partition_answers_load_in_progress_then_serves_what_was_replayed():
+    from pylog.broker.offsets_topic import OffsetValue
+    h = Harness(owned_partitions=(), offsets_retention_ms=1000, offsets_retention_check_interval_ms=1)
+    assert h.c.begin_load(G, 4)
+    assert h.c.loading_partitions == frozenset({G})
+    assert isinstance(h.error(h.join()), CoordinatorLoadInProgress)
+    with pytest.raises(CoordinatorLoadInProgress):
+        h.c.fetch_offsets("g")
+    h.c.load_offset("g", ("t", 0), OffsetValue(7, "", commit_timestamp=0), h.now)
+    h.tick(5000)  # an old commit half replayed is not expired: a later record may renew it
+    assert h.appends == [] and h.c.list_groups() == []
+    h.c.load_offset("g", ("t", 0), OffsetValue(9, "", commit_timestamp=5000), h.now)
+    assert h.c.finish_load(G) and not h.c.finish_load(G)
+    assert h.c.owned_partitions == frozenset({G})
+    assert h.c.fetch_offsets("g") == {("t", 0): (9, "")}
+    assert [g.group_id for g in h.c.list_groups()] == ["g"]
+    assert h.result(h.join()).generation_id == 1
+
+
+def test_unload_fails_the_waiting_members_and_forgets_only_that_partitions_groups():
+    h = owning(G, partition_for_group(OTHER, 10))
+    a, b = h.stable_group(2)
+    h.commit(a, 2, {("t", 0): (5, "")})
+    (o,) = h.stable_group(1, group=OTHER)
+    waiting = h.join(a)  # a rebalance starts; b has not rejoined yet
+    assert h.answer(waiting) is None
+    h.take(h.c.unload(G, h.now, 1))
+    assert isinstance(h.error(waiting), NotCoordinator)
+    assert G not in h.c.owned_partitions and h.c.group_state("g") is None
+    assert isinstance(h.error(h.heartbeat(b, 2)), NotCoordinator)
+    with pytest.raises(NotCoordinator):
+        h.c.fetch_offsets("g")
+    assert h.result(h.heartbeat(o, 1, group=OTHER)) is None
+    assert [g.group_id for g in h.c.list_groups()] == [OTHER]
+    h.tick(h.now + 10 * SESSION)  # nothing of the unloaded group is left to time out
+    assert h.c.group_state("g") is None
+
+
+def test_leader_epochs_make_old_reports_stale():
+    h = Harness(owned_partitions=())
+    assert h.c.begin_load(G, 3)
+    assert not h.c.begin_load(G, 4)  # the same leadership at a new epoch: nothing to reload
+    assert h.c.unload(G, h.now, 2) == [] and h.c.loading_partitions == frozenset({G})
+    h.c.unload(G, h.now, 5)
+    assert h.c.loading_partitions == frozenset() and not h.c.finish_load(G)
+    assert not h.c.begin_load(G, 4)  # older than the resignation
+    assert h.c.begin_load(G, 6) and h.c.finish_load(G)
+    h.c.unload(G, h.now)  # without an epoch (the replica went offline): always
+    assert h.c.owned_partitions == frozenset()
+    with pytest.raises(InvalidArgument):
+        h.c.begin_load(10, 0)
+
+
+def test_an_append_finishing_after_its_partition_moved_is_answered_and_changes_nothing():
+    h = owning(G)
+    (a,) = h.stable_group(1)
+    t = h.commit(a, 1, {("t", 0): (5, "")}, complete=False)
+    (app,) = h.appends
+    h.take(h.c.unload(G, h.now, 1))
+    assert h.c.begin_load(G, 2) and h.c.finish_load(G)  # back, replaying nothing
+    h.take(h.c.append_done(app.append_id, h.now))
+    assert h.result(t) is None  # the records are in the log: the next load reads them
+    assert h.c.fetch_offsets("g") == {} and h.c.group_state("g") is None
+    t2 = h.commit("", -1, {("t", 0): (6, "")}, complete=False)
+    h.take(h.c.unload(G, h.now, 3))
+    h.take(h.c.append_done(h.appends[-1].append_id, h.now, OSError("not the leader")))
+    assert isinstance(h.error(t2), OSError)
 
 
 # --- the state machine under random schedules -------------------------------------------------

@@ -278,3 +278,152 @@ def test_bad_construction_and_arguments(log):
         assert r.generation_id == 1
     finally:
         s.close()
+
+
+# ---------------------------------------------------------------- per-partition coordination
+
+def _group_on(partition, n=8, prefix="g"):
+    return next(f"{prefix}{i}" for i in range(10_000) if partition_for_group(f"{prefix}{i}", n) == partition)
+
+
+def test_load_partition_replays_its_groups_outside_the_lock_then_serves_them(log, clock):
+    from pylog.errors import CoordinatorLoadInProgress, NotCoordinator
+
+    writer = GroupService(append=log.append, num_partitions=8, clock=clock, tick_interval_ms=0)
+    mine, other = _group_on(3), _group_on(5)
+    try:
+        writer.commit_offsets(mine, -1, "", {("t", 0): (4, "")})
+        writer.commit_offsets(other, -1, "", {("t", 0): (8, "")})
+        writer.commit_offsets(mine, -1, "", {("t", 0): (6, "x")})
+    finally:
+        writer.close()
+    svc = GroupService(append=log.append, num_partitions=8, clock=clock, tick_interval_ms=0,
+                       owned_partitions=())
+    try:
+        assert svc.owned_partitions == frozenset()
+        with pytest.raises(NotCoordinator):
+            svc.fetch_offsets(mine)
+        reading, release = threading.Event(), threading.Event()
+        seen = []
+
+        def records():
+            # the whole log, as a broker that also held the other partition's records would
+            for r in log.records():
+                yield r
+                if not reading.is_set():
+                    reading.set()
+                    # the service's lock is not held while the log is read: others are served
+                    with pytest.raises(CoordinatorLoadInProgress):
+                        svc.join_group(mine, "", "consumer", PROTOS, 10_000, 30_000)
+                    with pytest.raises(NotCoordinator):
+                        svc.join_group(other, "", "consumer", PROTOS, 10_000, 30_000)
+                    seen.append(svc.loading_partitions)
+                    release.set()
+
+        assert svc.load_partition(3, 0, records(), chunk=1) == 2
+        assert seen == [frozenset({3})] and release.is_set()
+        assert svc.owned_partitions == frozenset({3}) and svc.loading_partitions == frozenset()
+        assert svc.fetch_offsets(mine) == {("t", 0): (6, "x")}
+        with pytest.raises(NotCoordinator):
+            svc.fetch_offsets(other)  # replayed records of another partition are not ours
+        assert svc.load_partition(3, 1, iter(())) is None  # owned already: nothing to do
+        r = svc.join_group(mine, "", "consumer", PROTOS, 10_000, 30_000)
+        assert r.generation_id == 1
+    finally:
+        svc.close()
+
+
+def test_unload_partition_sends_waiting_members_to_the_new_coordinator(log, clock):
+    from pylog.errors import NotCoordinator
+
+    svc = GroupService(append=log.append, num_partitions=8, clock=clock, tick_interval_ms=0,
+                       owned_partitions=())
+    g = _group_on(2)
+    try:
+        assert svc.load_partition(2, 0, []) == 0
+        a = svc.join_group(g, "", "consumer", PROTOS, 10_000, 30_000)
+        svc.sync_group(g, a.generation_id, a.member_id, {a.member_id: b"A"})
+        results = []
+        svc.join_group(g, "", "consumer", PROTOS, 10_000, 30_000,
+                       callback=lambda res, err: results.append((res, err)))
+        assert results == []  # waits for a to rejoin
+        svc.unload_partition(2, 1)
+        (res, err), = results
+        assert res is None and isinstance(err, NotCoordinator)
+        with pytest.raises(NotCoordinator):
+            svc.heartbeat(g, a.generation_id, a.member_id)
+        assert svc.owned_partitions == frozenset() and svc.list_groups() == []
+    finally:
+        svc.close()
+
+
+def test_a_load_that_fails_leaves_the_partition_unowned_and_can_be_tried_again(log, clock):
+    from pylog.errors import NotCoordinator
+
+    svc = GroupService(append=log.append, num_partitions=8, clock=clock, tick_interval_ms=0,
+                       owned_partitions=())
+    g = _group_on(1)
+
+    def broken():
+        yield b"\x00\x01\x00\x01g", None
+        raise OSError("log read failed")
+
+    try:
+        with pytest.raises(OSError, match="log read failed"):
+            svc.load_partition(1, 0, broken())
+        assert svc.owned_partitions == frozenset() and svc.loading_partitions == frozenset()
+        with pytest.raises(NotCoordinator):
+            svc.fetch_offsets(g)
+        with pytest.raises(CorruptRecordError):
+            svc.load_partition(1, 0, [(b"\x00\x09", None)])
+        assert svc.load_partition(1, 0, []) == 0
+        assert svc.fetch_offsets(g) == {}
+    finally:
+        svc.close()
+
+
+def test_async_appends_run_one_at_a_time_per_partition_and_never_block_the_service(clock):
+    """append_async: the service starts an append and goes on serving; the next append
+    of the same partition starts only when the previous one is done; done() may come
+    from any thread."""
+    from pylog.errors import NotCoordinator
+
+    started = []
+    svc = GroupService(append_async=lambda p, recs, done: started.append((p, recs, done)),
+                       num_partitions=8, clock=clock, tick_interval_ms=0, owned_partitions=())
+    g = _group_on(4)
+    answers = {}
+
+    def answer(name):
+        return lambda res, err: answers.__setitem__(name, (res, err))
+
+    try:
+        svc.load_partition(4, 0, [])
+        a = svc.join_group(g, "", "consumer", PROTOS, 10_000, 30_000)
+        svc.sync_group(g, a.generation_id, a.member_id, {a.member_id: b""})
+        svc.commit_offsets(g, a.generation_id, a.member_id, {("t", 0): (5, "")}, callback=answer("first"))
+        svc.commit_offsets(g, a.generation_id, a.member_id, {("t", 0): (6, "")}, callback=answer("second"))
+        assert [p for p, _, _ in started] == [4] and answers == {}
+        svc.heartbeat(g, a.generation_id, a.member_id)  # served while the append waits
+        assert svc.fetch_offsets(g) == {}  # visible only once acknowledged
+        threading.Thread(target=started[0][2], args=(None,)).start()
+        wait_for(lambda: "first" in answers and len(started) == 2, "the first commit's answer")
+        assert answers["first"] == (None, None) and svc.fetch_offsets(g) == {("t", 0): (5, "")}
+        started[1][2](OSError("not enough replicas"))
+        wait_for(lambda: "second" in answers, "the second commit's answer")
+        assert isinstance(answers["second"][1], OSError) and svc.fetch_offsets(g) == {("t", 0): (5, "")}
+        # an append queued behind one in flight when the partition moves never starts
+        svc.commit_offsets(g, a.generation_id, a.member_id, {("t", 0): (7, "")}, callback=answer("third"))
+        svc.commit_offsets(g, a.generation_id, a.member_id, {("t", 0): (8, "")}, callback=answer("fourth"))
+        assert len(started) == 3
+        svc.unload_partition(4, 1)
+        assert isinstance(answers["fourth"][1], NotCoordinator)
+        started[2][2](NotCoordinator("moved"))
+        wait_for(lambda: "third" in answers, "the third commit's answer")
+        assert isinstance(answers["third"][1], NotCoordinator) and len(started) == 3
+    finally:
+        svc.close()
+    with pytest.raises(InvalidArgument, match="one of"):
+        GroupService(num_partitions=8)
+    with pytest.raises(InvalidArgument, match="one of"):
+        GroupService(append=lambda p, r: None, append_async=lambda p, r, d: None, num_partitions=8)

@@ -410,3 +410,35 @@ def test_offset_for_leader_epoch_answers_from_the_new_leaders_cache(cluster):
     assert cluster.offset_for_leader_epoch("t", 0, now.leader_epoch) == (now.leader_epoch, 8)
     assert cluster.offset_for_leader_epoch("t", 0, now.leader_epoch + 10) == (now.leader_epoch, 8)
     cluster.start_broker(first.leader)
+
+
+def test_leadership_listener_hears_every_leader_and_resignation(cluster):
+    """The kernel's on_leadership hook: a replica that starts leading is reported with its
+    epoch; one that stops leading (a stopped broker, or one that now follows) too."""
+    heard = []
+    cluster.kernel.on_leadership(lambda b, t, p, leading, epoch: heard.append((b, t, p, leading, epoch)))
+    d = cluster.create_topic("t", partitions=1, replication_factor=3)
+    first = d.partitions[0].leader
+    assert (first, "t", 0, True, 0) in heard
+    cluster.stop_broker(first)
+    assert (first, "t", 0, False, -1) in heard
+    assert cluster.drive(lambda: any(lead and b != first and e > 0 for b, t, _p, lead, e in heard if t == "t"), 10)
+    second, epoch = next((b, e) for b, t, _p, lead, e in heard if t == "t" and lead and b != first)
+    assert cluster.describe_topic("t").partitions[0].leader == second
+    cluster.start_broker(first)
+    # the preferred leader may come back later (auto rebalance): then the second resigns at its epoch
+    for b, t, _p, lead, e in heard:
+        if t == "t" and b == second and not lead:
+            assert e > epoch
+
+
+def test_topic_defaults_given_as_text_are_typed(tmp_path):
+    """Broker-level topic defaults arrive as text from server.properties and --override
+    (a `pylog serve --zookeeper` node passes them on): they are typed like the Broker's,
+    or every topic creation failed ("segment.bytes must be an integer, got '1048576'")."""
+    with LocalCluster.open(tmp_path / "c", brokers=1, config=dict(FAST, **{"log.segment.bytes": "1048576",
+                                                                          "log.retention.ms": "-1"})) as c:
+        d = c.create_topic("t", 1)
+        assert d.config["segment.bytes"] == 1 << 20 and d.config["retention.ms"] == -1
+    with pytest.raises(errors.InvalidConfig, match="log.segment.bytes"):
+        LocalCluster.open(tmp_path / "d", brokers=1, config={"log.segment.bytes": "big"})

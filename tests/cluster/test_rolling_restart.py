@@ -112,7 +112,7 @@ def test_rolling_restart_under_idempotent_acks_all_load_and_a_consumer_group(pro
             assert b.stop() == 0, b.log_tail()  # SIGTERM: controlled shutdown, exit 0
             stopped = time.monotonic()
             log = b.log_text()
-            assert "controlled shutdown moved every leadership away" in log, b.log_tail()
+            assert "controlled shutdown succeeded" in log, b.log_tail()
             b.restart()
             wait_for(lambda: all(sorted(p["isr"]) == [1, 2, 3] for p in describe(c, TOPIC)),
                      f"broker {bid} back in every ISR")

@@ -144,7 +144,8 @@ class FetchHandler:
                 name = getattr(t, "topic", None) or ""
                 last_epochs[(name, p.partition)] = getattr(p, "last_fetched_epoch", -1)
         parts = [{"topic": w.topic, "partition": w.partition, "offset": w.offset,
-                  "last_epoch": last_epochs.get((w.topic, w.partition), -1), "leader_epoch": w.leader_epoch}
+                  "last_epoch": last_epochs.get((w.topic, w.partition), -1), "leader_epoch": w.leader_epoch,
+                  "max_bytes": max(1, w.max_bytes)}
                  for w in wanted if not w.error]
         failed = [w for w in wanted if w.error]
         fut = self.apis.future()

@@ -5,15 +5,22 @@ OffsetDelete.
 The coordinator is the broker's :class:`~pylog.broker.group_service.GroupService`
 (a sans-I/O state machine under a thin driver); every call here uses its
 non-blocking form, so a JoinGroup waiting for a rebalance holds no thread — it is a
-future completed by the coordinator's answer.  This node is the coordinator of every
-group (one node; a cluster maps groups to ``__consumer_offsets`` partition leaders).
+future completed by the coordinator's answer.
+
+FindCoordinator names the broker the broker interface's ``coordinator_id`` gives: this
+one for a single node; in a cluster the leader of the group's ``__consumer_offsets``
+partition (COORDINATOR_NOT_AVAILABLE while there is none).  A cluster node's service
+answers NOT_COORDINATOR for the groups of partitions it does not lead and
+COORDINATOR_LOAD_IN_PROGRESS while it replays one it just took over; clients then ask
+FindCoordinator again, or retry.
 """
 from __future__ import annotations
 
 import logging
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
-from pylog.errors import InvalidArgument, PylogError
+from pylog.errors import (CoordinatorLoadInProgress, CoordinatorNotAvailable, InvalidArgument,
+                          NotCoordinator, PylogError)
 from pylog.protocol.apis import API_NAMES
 from pylog.server.apis import error_code
 from pylog.server.apis.fetch import _ms
@@ -26,6 +33,8 @@ __all__ = ["GroupHandler"]
 log = logging.getLogger("pylog.server")
 
 _INVALID_REQUEST = 42
+#: Errors that say "ask another broker, or later", not something about one member.
+_NOT_HERE = (NotCoordinator, CoordinatorLoadInProgress, CoordinatorNotAvailable)
 #: Kafka's "authorized operations not requested" marker.
 _NO_OPERATIONS = -2147483648
 
@@ -69,8 +78,10 @@ class GroupHandler:
 
     # ------------------------------------------------------------------ coordinator
     def find_coordinator(self, ctx: "RequestContext", req: Any) -> Any:
-        node = self.apis.meta.brokers(ctx)
-        me = next((b for b in node if b["node_id"] == self.apis.server.config.node_id), None)
+        """Each key's coordinator with the address its broker registered (v4: many keys
+        at once).  COORDINATOR_NOT_AVAILABLE when there is none now, never another
+        broker than the one coordinating the group."""
+        brokers = {b["node_id"]: b for b in self.apis.meta.brokers(ctx)}
         key_type = getattr(req, "key_type", 0)
         keys = list(req.coordinator_keys) if ctx.version >= 4 else [req.key]
         rows = []
@@ -78,12 +89,19 @@ class GroupHandler:
             if key_type != 0:
                 rows.append({"key": key, "node_id": -1, "host": "", "port": -1, "error_code": _INVALID_REQUEST,
                              "error_message": "transactions are not supported by pylog"})
-            elif me is None:
-                rows.append({"key": key, "node_id": -1, "host": "", "port": -1, "error_code": 15,
-                             "error_message": "no coordinator is available"})
-            else:
-                rows.append({"key": key, "node_id": me["node_id"], "host": me["host"], "port": me["port"],
-                             "error_code": 0, "error_message": None})
+                continue
+            try:
+                node = brokers.get(self.broker.coordinator_id(key))
+                if node is None:
+                    raise CoordinatorNotAvailable(f"the coordinator of group {key!r} is not registered")
+            except PylogError as exc:
+                code = error_code(exc, "FindCoordinator")
+                rows.append({"key": key, "node_id": -1, "host": "", "port": -1,
+                             "error_code": code if code > 0 else CoordinatorNotAvailable.code,
+                             "error_message": str(exc)})
+                continue
+            rows.append({"key": key, "node_id": node["node_id"], "host": node["host"], "port": node["port"],
+                         "error_code": 0, "error_message": None})
         if ctx.version >= 4:
             return ctx.respond({"throttle_time": 0, "coordinators": rows})
         r = rows[0]
@@ -158,6 +176,10 @@ class GroupHandler:
             self.groups.leave_group(req.group_id, m.member_id, callback=callback)
 
         def finish(results: List[Tuple[Any, Optional[BaseException]]]) -> Any:
+            wrong = next((e for _, e in results if isinstance(e, _NOT_HERE)), None)
+            if wrong is not None:  # Kafka answers the whole request with it
+                return ctx.respond({"throttle_time": 0, "error_code": error_code(wrong, "LeaveGroup"),
+                                    "members": []})
             rows = []
             for m, (_, err) in zip(members, results):
                 if err is None:
@@ -222,13 +244,19 @@ class GroupHandler:
                 groups.append({"group_id": g.group_id, "topics": rows, "error_code": code})
             return ctx.respond({"throttle_time": 0, "groups": groups})
         rows, code = self._fetch_group_offsets(req.group_id, req.topics)
+        if code and ctx.version < 2 and req.topics is not None:  # no top-level error code before v2
+            rows = [{"name": t.name, "partitions": [
+                {"partition_index": p, "committed_offset": -1, "committed_leader_epoch": -1, "metadata": "",
+                 "error_code": code} for p in t.partition_indexes]} for t in req.topics]
         return ctx.respond({"throttle_time": 0, "topics": rows, "error_code": code})
 
     # ------------------------------------------------------------------ admin
     def list_groups(self, ctx: "RequestContext", req: Any) -> Any:
         wanted = {s.lower() for s in getattr(req, "states_filter", ())}
         try:
-            listing = self.groups.list_groups()
+            groups = self.groups
+            loading = bool(groups.loading_partitions)
+            listing = groups.list_groups()
         except PylogError as exc:
             return ctx.respond({"throttle_time": 0, "error_code": error_code(exc), "groups": []})
         rows = []
@@ -237,7 +265,9 @@ class GroupHandler:
             if wanted and state.lower() not in wanted:
                 continue
             rows.append({"group_id": g.group_id, "protocol_type": g.protocol_type, "group_state": state})
-        return ctx.respond({"throttle_time": 0, "error_code": 0, "groups": rows})
+        # Kafka: the groups it has, and COORDINATOR_LOAD_IN_PROGRESS while it loads more
+        return ctx.respond({"throttle_time": 0, "error_code": CoordinatorLoadInProgress.code if loading else 0,
+                            "groups": rows})
 
     def describe_groups(self, ctx: "RequestContext", req: Any) -> Any:
         out = []
