@@ -141,7 +141,10 @@ def test_admin_client_topics_and_configs(process_cluster):
         with pytest.raises(UnknownTopicOrPartition):
             admin.describe_configs("missing")
         broker2 = admin.describe_configs("2", resource_type="broker")["2"]
-        assert broker2 and all(e.read_only for e in broker2.values())  # static broker configs
+        # static broker configs, read-only; the replication throttle's rates are dynamic
+        assert broker2 and all(e.read_only for n, e in broker2.items() if not n.endswith(".throttled.rate"))
+        assert broker2["leader.replication.throttled.rate"].is_default
+        assert not broker2["leader.replication.throttled.rate"].read_only
         admin.delete_topic("pinned")
         wait_for(lambda: "pinned" not in admin.list_topics(), "pinned to go")
         with pytest.raises(UnknownTopicOrPartition):
