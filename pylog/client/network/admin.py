@@ -553,8 +553,16 @@ class AdminClient:
                 "validate_only": validate_only}
         what = f"IncrementalAlterConfigs {resource_type} {name}"
         [(node, _group)] = self._route(rtype, [name])
-        resp = self.request_any(ApiKey.INCREMENTAL_ALTER_CONFIGS, data, what=what)[1] if node is None else \
-            self.request(node, ApiKey.INCREMENTAL_ALTER_CONFIGS, data, what=what)
+        resp = None
+        if node is not None:
+            try:
+                resp = self.request(node, ApiKey.INCREMENTAL_ALTER_CONFIGS, data, what=what)
+            except (NetworkException, RequestTimedOut) as exc:
+                # the broker is down or hung; a pylog cluster keeps dynamic broker configs
+                # in its metadata store, so any broker can write them (Kafka's would refuse)
+                log.warning("%s: broker %s did not answer (%s); asking another broker", what, node, exc)
+        if resp is None:
+            resp = self.request_any(ApiKey.INCREMENTAL_ALTER_CONFIGS, data, what=what)[1]
         row = _one(resp.responses, lambda r: r.resource_name == name, what)
         if int(row.error_code):
             raise kafka_error(int(row.error_code), f"altering configs of {resource_type} {name!r}",
