@@ -1,4 +1,5 @@
-"""pylog's command line: serve, bench, topics, produce, consume, metrics, dump-log.
+"""pylog's command line: serve, cluster, topics, leader-election, reassign-partitions,
+produce, consume, metrics, bench, dump-log, demo, simulate.
 
 The top layer: it may use every other layer and nothing uses it.
 """
@@ -426,6 +427,11 @@ def build_parser() -> argparse.ArgumentParser:
         x.add_argument("--timeout-ms", type=int, default=30_000,
                        help="how long one request to the cluster may take (default 30000)")
     t.set_defaults(func=_cmd_topics)
+
+    from pylog.cli.replicas import add_leader_election_parser, add_reassign_partitions_parser
+
+    add_leader_election_parser(sub)
+    add_reassign_partitions_parser(sub)
 
     pr = sub.add_parser("produce", help="send stdin lines to a topic, one record per line")
     pr.add_argument("topic")
