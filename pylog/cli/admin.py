@@ -12,7 +12,8 @@ kafka-topics.sh's flags and output:
   Kafka's lines (``Topic: T<TAB>TopicId: ..<TAB>PartitionCount: ..<TAB>
   ReplicationFactor: ..<TAB>Configs: ..`` and one ``<TAB>Topic: T<TAB>Partition: p<TAB>
   Leader: l<TAB>Replicas: a,b,c<TAB>Isr: a,b`` per partition, ``Leader: none`` when it
-  has none, ``Offline: x`` naming replicas on brokers that are down), and at the end of
+  has none, ``Adding Replicas``/``Removing Replicas`` while it is being reassigned,
+  ``Offline: x`` naming replicas on brokers that are down), and at the end of
   a partition's line the marks `` (offline)``, `` (under-replicated)`` and
   `` (under-min-isr)`` so an operator sees them at a glance.  With a partition filter
   only the partitions that match one of the filters are printed, without the topic
@@ -192,10 +193,10 @@ def _describe(admin: Any, args: argparse.Namespace) -> int:
     name = _topic_name(args, required=False)
     include_internal = args.internal and not args.exclude_internal
     if name is None:
-        topics = admin.describe_topics(include_internal=include_internal)
+        topics = admin.describe_topics(include_internal=include_internal, include_reassignments=True)
     else:
         try:
-            topics = admin.describe_topics([name])
+            topics = admin.describe_topics([name], include_reassignments=True)
         except UnknownTopicOrPartition:
             # kafka-topics.sh's --topic is a regular expression over the topic names
             try:
@@ -205,7 +206,7 @@ def _describe(admin: Any, args: argparse.Namespace) -> int:
             matching = [t for t in admin.list_topics(include_internal=True) if pattern.fullmatch(t)]
             if not matching:
                 raise UnknownTopicOrPartition(f"topic {name!r} does not exist") from None
-            topics = admin.describe_topics(matching)
+            topics = admin.describe_topics(matching, include_reassignments=True)
     configs = admin.describe_configs(list(topics)) if topics else {}
     filters = (args.under_replicated_partitions, args.unavailable_partitions, args.under_min_isr_partitions,
                args.at_min_isr_partitions)

@@ -239,9 +239,13 @@ def test_cancel_and_errors(process_cluster, tmp_path):
         live = ",".join(c.brokers[i].bootstrap for i in (1, 2))
         r = pylog("reassign-partitions", "--bootstrap-server", live, "--execute", "--reassignment-json-file",
                   str(plan), check=False)
+        print("the move onto paused broker 3", "started" if r.returncode == 0 else "was refused (not live)")
         if r.returncode == 0:  # broker 3 still registered: the move started and cannot finish
             out = pylog("reassign-partitions", "--bootstrap-server", live, "--list").stdout
             assert "t-0: replicas: 3,1" in out and "adding: 3." in out
+            out = pylog("topics", "describe", "t", "--bootstrap-server", live).stdout
+            line = next(x for x in out.splitlines() if "\tPartition: 0\t" in x)
+            assert "\tAdding Replicas: 3\tRemoving Replicas: 2" in line, line
             out = pylog("reassign-partitions", "--bootstrap-server", live, "--verify", "--reassignment-json-file",
                         str(plan)).stdout
             assert "Reassignment of partition t-0 is still in progress." in out
