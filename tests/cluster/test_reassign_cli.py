@@ -328,3 +328,37 @@ def test_confluent_kafka_admin_against_the_cluster(process_cluster):
         assert out[("pinned", 0)] is None and out[("pinned", 1)].kafka_name == "INVALID_REPLICA_ASSIGNMENT"
         wait_for(lambda: mine.list_partition_reassignments() == {} and
                  mine.describe_topic("pinned").partitions[0].replicas == [1, 2], "pinned-0 to move to 1,2")
+
+
+def test_execute_throttle_limits_the_copy(process_cluster, tmp_path):
+    """--throttle 500000: copying 3 MB to a new replica takes at least ~5 s (a second's
+    worth may go at once), and --verify then removes the throttle."""
+    import os
+
+    c = process_cluster(3)
+    b = c.bootstrap
+    pylog("topics", "create", "big", "--replica-assignment", "1", "--bootstrap-server", b)
+    with AdminClient(b) as a:
+        a.wait_for_topic("big")
+    p = confluent_kafka.Producer({"bootstrap.servers": b, "acks": "all", "compression.type": "none"})
+    for i in range(3000):
+        p.produce("big", os.urandom(1000))
+        if i % 500 == 0:
+            p.poll(0)
+    assert p.flush(60) == 0
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps({"version": 1, "partitions": [{"topic": "big", "partition": 0, "replicas": [2]}]}))
+    t0 = time.monotonic()
+    pylog("reassign-partitions", "--bootstrap-server", b, "--execute", "--reassignment-json-file", str(plan),
+          "--throttle", "500000")
+    with AdminClient(b) as a:
+        cfg = a.describe_configs("big")["big"]
+        assert cfg[L_REPLICAS].value == "0:1" and cfg[F_REPLICAS].value == "0:2"
+    out = wait_for(lambda: (lambda t: t if "still in progress" not in t else "")(
+        pylog("reassign-partitions", "--bootstrap-server", b, "--verify", "--reassignment-json-file",
+              str(plan)).stdout), "the throttled move to complete", timeout_s=120, interval_s=0.2)
+    elapsed = time.monotonic() - t0
+    print(f"3 MB moved at --throttle 500000 in {elapsed:.1f} s")
+    assert elapsed >= 4.0
+    assert "Clearing broker-level throttles on brokers 1,2,3" in out
+    assert describe(b, "big")[0].replicas == [2]
