@@ -269,7 +269,7 @@ def propose_assignment(current: Mapping[TopicPartition, Sequence[int]], brokers:
     for t, parts in topics.items():
         rf = len(current[(t, parts[0])])
         placed = assign_replicas(dict(brokers), len(parts), rf, start=start % len(brokers))
-        for p, replicas in zip(sorted(parts), placed):
+        for p, replicas in zip(sorted(parts), placed, strict=True):
             out[(t, p)] = list(replicas)
         start += len(parts)
     return out

@@ -167,7 +167,11 @@ def test_fourth_broker_takes_partitions_under_load(process_cluster, tmp_path):
 
         t0 = time.monotonic()
         out = wait_for(verified, "the reassignment to complete", timeout_s=180, interval_s=1.0)
-        print(f"reassignment of {len(on4)} partitions onto broker 4 (of 12 moved) verified complete after "
+        changed = sum(e["replicas"] != c_["replicas"] for e, c_ in zip(
+            sorted(proposed["partitions"], key=lambda e: (e["topic"], e["partition"])),
+            sorted(current["partitions"], key=lambda e: (e["topic"], e["partition"])), strict=True))
+        print(f"reassignment of {changed} of 12 partitions ({len(on4)} now with a replica on broker 4) verified "
+              f"complete after "
               f"{time.monotonic() - t0:.1f} s; {sum(len(v) for v in load.acked.values())} records acked so far")
         assert out.count("is completed.") == 12, out
         assert "Clearing broker-level throttles on brokers 1,2,3,4" in out
