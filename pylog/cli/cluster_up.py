@@ -40,7 +40,7 @@ class BrokerProcess:
 
     def __init__(self, broker_id: int, data_dir: Path, zookeeper: str, *, rack: Optional[str] = None,
                  port: int = 0, overrides: Optional[Mapping[str, object]] = None, metrics: bool = True,
-                 log_level: str = "info") -> None:
+                 log_level: str = "info", advertised_listeners: Optional[str] = None) -> None:
         self.broker_id = broker_id
         self.data_dir = Path(data_dir)
         self.zookeeper = zookeeper
@@ -49,9 +49,14 @@ class BrokerProcess:
         self.overrides = dict(overrides or {})
         self.metrics = metrics
         self.log_level = log_level
+        #: ``advertised.listeners`` (e.g. a proxy in front of the listener), or None: the
+        #: listener itself is advertised.
+        self.advertised_listeners = advertised_listeners
         self.host = "127.0.0.1"
         self.metrics_port: Optional[int] = None
         self.proc: Optional[subprocess.Popen] = None
+        #: Stopped by :meth:`pause` (SIGSTOP) and not resumed since.
+        self.paused = False
         self.log_path = self.data_dir.with_name(self.data_dir.name + ".log")
 
     @property
@@ -73,6 +78,8 @@ class BrokerProcess:
                "--listeners", f"PLAINTEXT://127.0.0.1:{self.port}", "--log-level", self.log_level]
         if self.rack is not None:
             cmd += ["--rack", self.rack]
+        if self.advertised_listeners is not None:
+            cmd += ["--advertised-listeners", self.advertised_listeners]
         if self.metrics:
             cmd += ["--metrics-listener", f"127.0.0.1:{self.metrics_port or 0}"]
         for k, v in self.overrides.items():
@@ -84,6 +91,7 @@ class BrokerProcess:
         or is not ready in time; the process is killed then)."""
         assert not self.running, f"broker {self.broker_id} is already running"
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+        self.paused = False
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(self.command(), stdout=subprocess.PIPE, stderr=log, env=broker_env())
         assert self.proc.stdout is not None
@@ -136,11 +144,13 @@ class BrokerProcess:
         """SIGSTOP: the process stays, its sockets and ZooKeeper session go silent."""
         if self.running:
             os.kill(self.pid, signal.SIGSTOP)
+            self.paused = True
 
     def resume(self) -> None:
         """SIGCONT."""
         if self.running:
             os.kill(self.pid, signal.SIGCONT)
+        self.paused = False
 
     def restart(self, timeout_s: float = 60.0) -> "BrokerProcess":
         """Start again on the same data directory and port."""
@@ -162,7 +172,8 @@ class ProcessCluster:
     def __init__(self, data_dir: os.PathLike, brokers: int = 3, *, racks: Optional[Sequence[str]] = None,
                  zookeeper: Optional[str] = None, chroot: str = "/pylog",
                  overrides: Optional[Mapping[str, object]] = None, zk_tick_time_ms: int = 500,
-                 metrics: bool = True, log_level: str = "info") -> None:
+                 metrics: bool = True, log_level: str = "info",
+                 advertised_listeners: Optional[Mapping[int, str]] = None) -> None:
         if brokers < 1:
             raise ValueError(f"brokers must be >= 1, got {brokers}")
         if racks is not None and len(racks) != brokers:
@@ -174,6 +185,9 @@ class ProcessCluster:
         self.overrides = dict(overrides or {})
         self.metrics = metrics
         self.log_level = log_level
+        #: broker id -> ``advertised.listeners`` of that broker (brokers not named
+        #: advertise their listener).
+        self.advertised_listeners: Dict[int, str] = dict(advertised_listeners or {})
         self.zk_server = None
         self._zk_given = zookeeper
         self._zk_tick_time_ms = zk_tick_time_ms
@@ -191,7 +205,9 @@ class ProcessCluster:
 
     @property
     def bootstrap(self) -> str:
-        return ",".join(b.bootstrap for b in self.brokers.values() if b.running)
+        """The running brokers that are not paused (a paused one would hold a client's
+        first request until it times out)."""
+        return ",".join(b.bootstrap for b in self.brokers.values() if b.running and not b.paused)
 
     def start_zookeeper(self) -> None:
         """Start the private ZooKeeper (ZooKeeperServerError naming the Debian package
@@ -205,14 +221,20 @@ class ProcessCluster:
         self.zk_server.start()
 
     def add_broker(self, broker_id: int, rack: Optional[str] = None, *, start: bool = True,
-                   overrides: Optional[Mapping[str, object]] = None) -> BrokerProcess:
-        """A new broker process (started unless ``start`` is False)."""
+                   overrides: Optional[Mapping[str, object]] = None,
+                   advertised_listeners: Optional[str] = None) -> BrokerProcess:
+        """A new broker process (started unless ``start`` is False); ``advertised_listeners``
+        as :class:`BrokerProcess` takes it (default: :attr:`advertised_listeners` of this
+        cluster for ``broker_id``, else the listener itself)."""
         if broker_id in self.brokers:
             raise ValueError(f"broker {broker_id} exists")
         o = dict(self.overrides)
         o.update(overrides or {})
+        if advertised_listeners is None:
+            advertised_listeners = self.advertised_listeners.get(broker_id)
         b = BrokerProcess(broker_id, self.data_dir / f"broker-{broker_id}", self.zookeeper, rack=rack, overrides=o,
-                          metrics=self.metrics, log_level=self.log_level)
+                          metrics=self.metrics, log_level=self.log_level,
+                          advertised_listeners=advertised_listeners)
         self.brokers[broker_id] = b
         if start:
             b.start()

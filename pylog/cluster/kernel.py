@@ -113,6 +113,9 @@ class KernelConfig:
     #: A broker that is not the controller tries to become it when ``/controller``
     #: changes, and otherwise at most this often; 0: at every step.
     controller_election_retry_ms: int = 0
+    #: Re-read only the topics and partition states that watch events name (a process
+    #: driver on a remote store); False: every partition state at every event.
+    incremental_sync: bool = False
     controlled_shutdown_enable: bool = True  #: controlled.shutdown.enable
     controlled_shutdown_max_retries: int = 3  #: controlled.shutdown.max.retries (attempts)
     controlled_shutdown_retry_backoff_ms: int = 5_000  #: controlled.shutdown.retry.backoff.ms
@@ -300,6 +303,8 @@ class ClusterKernel:
         #: for a driver whose store is not durable by itself (LocalCluster saves its
         #: metadata.json): the assignment that drops the replica must outlive its data.
         self.save_metadata: Optional[Callable[[], None]] = None
+        #: See :meth:`leader_of`.
+        self.leader_lookup: Optional[Callable[[str, int], Optional[BrokerNode]]] = None
         self.store.watch("/brokers/topics", "kernel-metrics")
         #: As ZooKeeper's client does: heartbeat at least three times per session timeout
         #: (a longer heartbeat_interval_ms would let every session expire between beats).
@@ -563,7 +568,13 @@ class ClusterKernel:
                     node.last_heartbeat = now
                 except SessionExpired:
                     self._reregister(node, now)
-        self.store.tick(now)
+        expired = set(self.store.tick(now))
+        for node in self.nodes.values():
+            # A store that learns of expiries by itself (ZooKeeper) reports them here: act
+            # at once rather than at the next heartbeat, up to heartbeat_interval_ms later,
+            # while this broker would go on as leader and follower on a dead session.
+            if node.status != "stopped" and node.session in expired and self.network.reachable(node.id, STORE):
+                self._reregister(node, now)
         for node in self.nodes.values():
             if node.running and self.network.reachable(node.id, STORE):
                 if not node.registered:
@@ -625,10 +636,11 @@ class ClusterKernel:
         if any(e.path.startswith(BROKER_CONFIG_PATH + "/") for e in events):
             self._configure_throttle(node, now)
         # (Requests and answers under /admin, and broker configs, change no partition.)
-        if node.dirty or any(not e.path.startswith((ADMIN_PATH + "/", BROKER_CONFIG_PATH + "/"))
-                             for e in events):
+        relevant = [e for e in events if not e.path.startswith((ADMIN_PATH + "/", BROKER_CONFIG_PATH + "/"))]
+        if node.dirty or relevant:
+            changed = None if node.dirty or not self.config.incremental_sync else _changed_topics(relevant)
             node.dirty = False
-            self._apply_partition_states(node, now)
+            self._apply_partition_states(node, now, changed)
         if now - node.last_hw_checkpoint >= self.config.hw_checkpoint_interval_ms:
             node.last_hw_checkpoint = now
             for r in node.replicas.values():
@@ -640,16 +652,35 @@ class ClusterKernel:
         node.throttle.configure(leader or self.config.leader_replication_throttled_rate,
                                 follower or self.config.follower_replication_throttled_rate, now)
 
-    def _apply_partition_states(self, node: BrokerNode, now: int) -> None:
-        for topic in self.topics():
+    def _apply_partition_states(self, node: BrokerNode, now: int,
+                                changed: Optional[Dict[str, Optional[Set[int]]]] = None) -> None:
+        """Open, reconfigure, follow or lead what the store says for this broker.
+
+        ``changed`` (from the watch events) limits the reading to what changed: topic ->
+        None (its topic node: read it all) or the partitions whose state changed; None
+        reads every topic.  A remote store makes each read a round trip, taken under the
+        driver's lock, so a process driver must not re-read a thousand partition states
+        because one ISR changed."""
+        topics = self.topics() if changed is None else sorted(changed)
+        for topic in topics:
             try:
-                assign = self.assignment(topic)
-                cfg = self.topic_config(topic)
-                topic_id = self.topic_id(topic)
-            except UnknownTopicOrPartition:
+                data, _ = self.store.get(f"/brokers/topics/{topic}")
+            except NoNode:
+                if changed is not None:  # deleted: below
+                    continue
                 continue
+            try:
+                assign = {int(p): list(r) for p, r in data["partitions"].items()}
+                cfg = TopicConfig.build(data.get("config", {}), self.topic_defaults())
+            except (KeyError, TypeError, ValueError, PylogError) as exc:
+                log.warning("broker %d: topic %s has unreadable metadata: %s", node.id, topic, exc)
+                continue
+            topic_id = str(data.get("id", ""))
+            only = None if changed is None else changed.get(topic)
             for p, replicas in assign.items():
                 tp = (topic, p)
+                if only is not None and p not in only:
+                    continue
                 if node.id not in replicas:
                     if tp in node.replicas:
                         self._remove_reassigned_replica(node, tp)
@@ -672,8 +703,12 @@ class ClusterKernel:
                         r.replicas = tuple(replicas)
                         r.state.set_replicas(r.replicas, now)
                 self._apply_state(node, r, st, now)
-        live_topics = set(self.topics())
-        for tp in [tp for tp in node.replicas if tp[0] not in live_topics]:
+        if changed is None:
+            live_topics = set(self.topics())
+            gone = [tp for tp in node.replicas if tp[0] not in live_topics]
+        else:
+            gone = [tp for tp in node.replicas if tp[0] in changed and not self.store.exists(f"/brokers/topics/{tp[0]}")]
+        for tp in gone:
             self._remove_replica(node, tp)
 
     def _remove_replica(self, node: BrokerNode, tp: Tuple[str, int], why: str = "topic deleted") -> None:
@@ -840,6 +875,16 @@ class ClusterKernel:
                 return
             st, version = self.store.get(path)
             if st["leader"] != node.id or st["leader_epoch"] != r.state.leader_epoch:
+                r.state.proposal_failed()
+                return
+            joining = [b for b in prop.new_isr if b not in prop.old_isr]
+            gone = [b for b in joining if not self.store.exists(f"/brokers/ids/{b}")]
+            if gone:
+                # A replica whose broker is not registered (its session ended, it is
+                # shutting down) may still fetch; it joins no ISR until it registers
+                # again (Kafka's controller refuses such an ISR, KIP-841).  Otherwise the
+                # controller takes it out at once and the ISR flaps at every fetch.
+                log.debug("%s-%d: not taking broker(s) %s into the ISR: not registered", topic, p, gone)
                 r.state.proposal_failed()
                 return
             new = dict(st)
@@ -1102,6 +1147,12 @@ class ClusterKernel:
 
     # ------------------------------------------------------------------ produce
     def leader_of(self, topic: str, partition: int) -> Optional[BrokerNode]:
+        """The running broker leading ``topic-partition`` now (its replica leads and the
+        store names it), None while there is none; UnknownTopicOrPartition.  A process
+        driver sets :attr:`leader_lookup` to answer from its own replicas and its cache of
+        the store instead (a store read per produce or fetch is a network round trip)."""
+        if self.leader_lookup is not None:
+            return self.leader_lookup(topic, partition)
         try:
             st, _ = self.partition_state(topic, partition)
         except NoNode:
@@ -1223,6 +1274,29 @@ class ClusterKernel:
         if ctl is not None:
             out.update(ctl.controller.metrics())
         return out
+
+
+def _changed_topics(events: List[Any]) -> Optional[Dict[str, Optional[Set[int]]]]:
+    """What watch events name: topic -> None (its topic node changed: all of it) or the
+    partitions whose state changed.  None (read everything) when an event is about
+    something else that may matter to partitions (a registration, the controller)."""
+    out: Dict[str, Optional[Set[int]]] = {}
+    for e in events:
+        parts = e.path.split("/")  # "", "brokers", "topics", t, "partitions", p, "state"
+        if len(parts) >= 4 and parts[1] == "brokers" and parts[2] == "topics":
+            topic = parts[3]
+            if len(parts) == 7 and parts[4] == "partitions" and parts[6] == "state" and parts[5].isdigit():
+                if topic not in out or out[topic] is not None:
+                    out.setdefault(topic, set()).add(int(parts[5]))  # type: ignore[union-attr]
+            else:
+                out[topic] = None
+        elif e.path == "/brokers/topics":
+            return None
+        elif e.path.startswith(("/brokers/ids", "/controller")):
+            continue  # registrations and the controller change no partition state by themselves
+        else:
+            return None
+    return out
 
 
 _HW_FILE = "replication-offset-checkpoint"

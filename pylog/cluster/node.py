@@ -46,8 +46,8 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable, Deque, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
-from pylog.broker.config import BrokerConfig
-from pylog.broker.interface import NodeInfo
+from pylog.broker.config import BrokerConfig, TopicConfig
+from pylog.broker.interface import NodeInfo, PartitionInfo, TopicDescription
 from pylog.broker.offsets_topic import OFFSETS_TOPIC, offsets_topic_spec, partition_for_group
 from pylog.cluster.controller import BROKER_IDS_PATH, CONTROLLER_PATH
 from pylog.cluster.kernel import ClusterKernel
@@ -62,6 +62,8 @@ __all__ = ["ClusterNode"]
 log = logging.getLogger("pylog.cluster")
 
 _META = "meta.properties"
+#: A step holding the node's lock longer than this is logged (it delays every client).
+_SLOW_STEP_S = 0.1
 #: How often the group loader looks again at a load that failed (and at a missing
 #: __consumer_offsets that was asked for) without being woken.
 _GROUP_RETRY_S = 1.0
@@ -118,7 +120,7 @@ class ClusterNode(LocalCluster):
         config = dict(config or {})
         bcfg = BrokerConfig.from_settings({k: config.pop(k) for k in list(config) if k in _BROKER_KEYS})
         kcfg = _kernel_config(config)
-        kcfg = dataclasses.replace(kcfg, admin_from_any_broker=True,
+        kcfg = dataclasses.replace(kcfg, admin_from_any_broker=True, incremental_sync=True,
                                    controller_tick_interval_ms=max(kcfg.controller_tick_interval_ms, 200),
                                    controller_election_retry_ms=max(kcfg.controller_election_retry_ms, 1000))
         root = Path(data_dir)
@@ -138,6 +140,12 @@ class ClusterNode(LocalCluster):
             raise
         node._lock_fd = lock_fd
         node._cluster_id = cluster_id
+        try:
+            node.cache = StoreCache(store, f"node-cache-{broker_id}")
+        except BaseException:
+            os.close(lock_fd)
+            raise
+        kernel.leader_lookup = node._leader_lookup
         node.default_replication_factor = check_int("default.replication.factor", default_replication_factor,
                                                     min=1, max=32767, error=InvalidConfig)
         node.node_settings = dict(node_settings or {})
@@ -210,10 +218,20 @@ class ClusterNode(LocalCluster):
             if self._stop.is_set():
                 break
             try:
+                reconnected = self._reconnected()
+                if reconnected:
+                    self.cache.reload()
+                else:
+                    self.cache.refresh()
                 with self._lock:
-                    self._after_reconnection()
+                    t0 = time.monotonic()
+                    if reconnected:
+                        self._after_reconnection()
                     self.kernel.step(_now_ms())
                     self._cond.notify_all()
+                    took = time.monotonic() - t0
+                if took > _SLOW_STEP_S:  # the lock was held that long: clients waited
+                    log.info("broker %d: a cluster step took %.0f ms", self.broker_id, took * 1000)
             except PylogError as exc:  # the store is unreachable for now: keep trying
                 log.warning("broker %d: cluster step failed: %s", self.broker_id, exc)
                 time.sleep(0.1)
@@ -237,13 +255,17 @@ class ClusterNode(LocalCluster):
         return super().create_topic(name, partitions, rf, config, validate_only=validate_only,
                                     replica_assignment=replica_assignment)
 
+    def _reconnected(self) -> bool:
+        """Whether the store reconnected since the last look (events may be lost)."""
+        n = getattr(self.kernel.store, "reconnections", 0)
+        if n == self._reconnections:
+            return False
+        self._reconnections = n
+        return True
+
     def _after_reconnection(self) -> None:
         """Under the lock: after the store reconnected, events of what changed meanwhile
         were lost; re-read every partition state and let the controller reconcile."""
-        n = getattr(self.kernel.store, "reconnections", 0)
-        if n == self._reconnections:
-            return
-        self._reconnections = n
         node = self.kernel.nodes[self.broker_id]
         node.dirty = True
         if node.controller is not None:
@@ -255,20 +277,20 @@ class ClusterNode(LocalCluster):
         """Nothing: the store is durable (ZooKeeper)."""
 
     def _broker_count(self) -> int:
-        return max(1, len(self._registrations()))
+        """Registered brokers, read from the store itself (topic creation must not
+        refuse a replication factor because the cache has not seen a broker yet)."""
+        try:
+            return max(1, sum(1 for n in self.kernel.store.children(BROKER_IDS_PATH) if n.isdigit()))
+        except NoNode:
+            return 1
 
     def _registrations(self) -> Dict[int, Dict[str, Any]]:
-        store = self.kernel.store
         out: Dict[int, Dict[str, Any]] = {}
-        try:
-            names = store.children(BROKER_IDS_PATH)
-        except NoNode:
-            return out
-        for name in names:
+        for name in self.cache.children(BROKER_IDS_PATH):
             if not name.isdigit():
                 continue
             try:
-                data, _ = store.get(f"{BROKER_IDS_PATH}/{name}")
+                data = self.cache.get(f"{BROKER_IDS_PATH}/{name}")
             except NoNode:
                 continue
             out[int(name)] = data if isinstance(data, dict) else {}
@@ -277,9 +299,12 @@ class ClusterNode(LocalCluster):
     def address_of(self, broker_id: int) -> Optional[tuple]:
         """``(host, port)`` a broker registered, or None (not registered)."""
         try:
-            data, _ = self.kernel.store.get(f"{BROKER_IDS_PATH}/{broker_id}")
-        except (NoNode, PylogError):
-            return None
+            data = self.cache.get(f"{BROKER_IDS_PATH}/{broker_id}")
+        except NoNode:
+            try:  # maybe newer than the cache: ask the store
+                data, _ = self.kernel.store.get(f"{BROKER_IDS_PATH}/{broker_id}")
+            except (NoNode, PylogError):
+                return None
         if not isinstance(data, dict) or not isinstance(data.get("host"), str) or not isinstance(data.get("port"), int):
             return None
         return data["host"], data["port"]
@@ -288,8 +313,8 @@ class ClusterNode(LocalCluster):
     def controller_id(self) -> int:
         """The broker id holding ``/controller``, -1 while there is none."""
         try:
-            data, _ = self.kernel.store.get(CONTROLLER_PATH)
-        except (NoNode, PylogError):
+            data = self.cache.get(CONTROLLER_PATH)
+        except NoNode:
             return -1
         bid = data.get("broker_id") if isinstance(data, dict) else None
         return bid if isinstance(bid, int) else -1
@@ -305,17 +330,120 @@ class ClusterNode(LocalCluster):
         return out
 
     def _leader_id(self, topic: str, partition: int) -> int:
-        """The leader the partition state names, when that broker is registered."""
+        """The leader the partition state names (as cached), when that broker is
+        registered; this broker only once its replica leads."""
         try:
-            st, _ = self.kernel.partition_state(topic, partition)
+            st = self.cache.get(f"/brokers/topics/{topic}/partitions/{partition}/state")
         except NoNode:
             return -1
-        leader = st.get("leader", -1)
+        leader = st.get("leader", -1) if isinstance(st, dict) else -1
         if leader == self.broker_id:
-            return leader if self.kernel.leader_of(topic, partition) is not None else -1
-        if leader < 0 or not self.kernel.store.exists(f"{BROKER_IDS_PATH}/{leader}"):
+            return leader if self._local_leader(topic, partition) is not None else -1
+        if not isinstance(leader, int) or leader < 0 or not self.cache.exists(f"{BROKER_IDS_PATH}/{leader}"):
             return -1
         return leader
+
+    def _local_leader(self, topic: str, partition: int) -> Any:
+        from pylog.replication.replica import LEADER
+
+        node = self.kernel.nodes[self.broker_id]
+        r = node.replicas.get((topic, partition))
+        return node if node.running and r is not None and r.state.role == LEADER else None
+
+    def _leader_lookup(self, topic: str, partition: int) -> Any:
+        """The kernel's leader_of for this process: this broker's replica leads, or None;
+        UnknownTopicOrPartition when the cache has no such partition."""
+        node = self._local_leader(topic, partition)
+        if node is not None:
+            return node
+        self._check_partition(topic, partition)
+        return None
+
+    def _assignment(self, topic: str) -> Dict[int, List[int]]:
+        try:
+            data = self.cache.get(f"/brokers/topics/{topic}")
+        except NoNode:
+            raise UnknownTopicOrPartition(f"unknown topic {topic!r}") from None
+        return {int(p): list(r) for p, r in (data.get("partitions") or {}).items()}
+
+    def _check_partition(self, topic: str, partition: int) -> None:
+        n = len(self._assignment(topic)) if isinstance(topic, str) else 0
+        if n == 0:
+            raise UnknownTopicOrPartition(f"unknown topic {topic!r}")
+        check_int(f"partition of topic {topic!r} (it has {n})", partition, min=0, max=n - 1,
+                  error=UnknownTopicOrPartition)
+
+    def list_topics(self, include_internal: bool = False) -> List[str]:
+        """Topic names, sorted (from the cache of the store)."""
+        from pylog.broker.broker import INTERNAL_TOPICS
+
+        return [t for t in self.cache.children("/brokers/topics") if include_internal or t not in INTERNAL_TOPICS]
+
+    def partitions_for(self, topic: str) -> int:
+        """Partition count of ``topic``; creates it when auto.create.topics.enable is on."""
+        from pylog.broker.broker import INTERNAL_TOPICS
+
+        try:
+            return len(self._assignment(topic))
+        except UnknownTopicOrPartition:
+            if not (self.config.auto_create_topics_enable and isinstance(topic, str)
+                    and topic not in INTERNAL_TOPICS):
+                raise
+        try:
+            self.create_topic(topic)
+        except TopicAlreadyExists:
+            pass
+        self._await(lambda: self.cache.exists(f"/brokers/topics/{topic}"), 10.0, f"topic {topic} in the cache")
+        return len(self._assignment(topic))
+
+    def loss_ledger(self) -> List[Dict[str, Any]]:
+        """The loss ledger (from the cache of the store), oldest first."""
+        out = []
+        for name in self.cache.children("/loss_ledger"):
+            try:
+                data = self.cache.get(f"/loss_ledger/{name}")
+            except NoNode:
+                continue
+            out.append({**data, "id": name})
+        return out
+
+    def describe_topic(self, name: str) -> TopicDescription:
+        """As :meth:`LocalCluster.describe_topic`, from the cache of the store (offsets
+        and size for the partitions this broker leads, 0 for the others)."""
+        from pylog.broker.broker import INTERNAL_TOPICS, validate_topic_name
+
+        try:
+            data = self.cache.get(f"/brokers/topics/{name}")
+        except NoNode:
+            if isinstance(name, str):
+                validate_topic_name(name)
+            raise UnknownTopicOrPartition(f"unknown topic {name!r}") from None
+        cfg = TopicConfig.build(data.get("config", {}), self.kernel.topic_defaults())
+        ledger = self.loss_ledger()
+        infos = []
+        for p, replicas in sorted((int(k), list(v)) for k, v in (data.get("partitions") or {}).items()):
+            try:
+                st = self.cache.get(f"/brokers/topics/{name}/partitions/{p}/state")
+            except NoNode:  # being created: no state yet
+                st = {"leader": -1, "isr": [], "leader_epoch": 0}
+            losses = tuple(e for e in ledger if e.get("topic") == name and e.get("partition") == p)
+            leader = self._leader_id(name, p)
+            part = None
+            if leader == self.broker_id:
+                with self._lock:
+                    node = self._local_leader(name, p)
+                    if node is not None:
+                        part = node.replicas[(name, p)].partition
+                        offsets = (part.log_start_offset, part.log_end_offset, part.high_watermark,
+                                   part.log.size_bytes)
+            if part is None:
+                infos.append(PartitionInfo(p, leader, replicas, list(st["isr"]), 0, 0, 0, 0, st["leader_epoch"],
+                                           leader < 0, losses))
+            else:
+                infos.append(PartitionInfo(p, leader, replicas, list(st["isr"]), *offsets, st["leader_epoch"],
+                                           False, losses))
+        return TopicDescription(name, str(data.get("id", "")), infos, dict(cfg.values), dict(cfg.overrides),
+                                name in INTERNAL_TOPICS)
 
     def metrics(self) -> Dict[str, Any]:
         """:meth:`LocalCluster.metrics` plus this broker's replication figures, as Kafka's
@@ -334,14 +462,14 @@ class ClusterNode(LocalCluster):
             m["under_replicated_partitions"] = sum(len(r.state.isr) < len(r.replicas) for r in leaders)
             m["under_min_isr_partitions"] = sum(len(r.state.isr) < r.min_isr for r in leaders)
             m["active_controller"] = int(node.controller is not None and node.controller.is_active)
-            offline = 0
-            for topic in self.kernel.topics():
-                try:
-                    parts = self.kernel.assignment(topic)
-                except PylogError:
-                    continue
-                offline += sum(self._leader_id(topic, p) < 0 for p in parts)
-            m["offline_partitions"] = offline
+        offline = 0
+        for topic in self.cache.children("/brokers/topics"):
+            try:
+                parts = self._assignment(topic)
+            except UnknownTopicOrPartition:
+                continue
+            offline += sum(self._leader_id(topic, p) < 0 for p in parts)
+        m["offline_partitions"] = offline
         return m
 
     def controlled_shutdown(self) -> bool:
@@ -756,6 +884,104 @@ class ClusterNode(LocalCluster):
         with self._lock:
             network.serve(follower, parts, _now_ms(), done)
         self._dispatch_readable()
+
+
+class StoreCache:
+    """A copy of what clients ask about — registrations, ``/controller``, topic nodes,
+    partition states, the loss ledger — kept current from a watch on the store.
+
+    Metadata, describe and every produce/fetch's "does this partition exist" read it
+    instead of the store: on ZooKeeper each read is a network round trip, and the
+    answers were taken under the node's lock, stalling every client of the broker (as
+    Kafka's brokers answer Metadata from their MetadataCache, not from ZooKeeper).  The
+    node's stepping thread calls :meth:`refresh` before each step (outside the node's
+    lock); it re-reads the nodes the watch events name.  :meth:`reload` reads it all
+    again (at start and after the store reconnected: events of the gap are lost)."""
+
+    _PREFIXES = ("/brokers", CONTROLLER_PATH, "/loss_ledger")
+
+    def __init__(self, store: Any, watcher: str) -> None:
+        self.store = store
+        self.watcher = watcher
+        self._lock = threading.Lock()
+        self._nodes: Dict[str, Any] = {}
+        for prefix in self._PREFIXES:
+            store.watch(prefix, watcher)
+        self.reload()
+
+    def reload(self) -> None:
+        nodes: Dict[str, Any] = {}
+        self.store.drain(self.watcher)  # whatever it says is in the full read below
+
+        def walk(path: str, depth: int) -> None:
+            try:
+                names = self.store.children(path)
+            except NoNode:
+                return
+            for name in names:
+                child = f"{path}/{name}"
+                try:
+                    nodes[child] = self.store.get(child)[0]
+                except NoNode:
+                    continue
+                if depth > 0:
+                    walk(child, depth - 1)
+
+        walk("/brokers", 4)  # ids/<id>; topics/<t>/partitions/<p>/state
+        walk("/loss_ledger", 0)
+        try:
+            nodes[CONTROLLER_PATH] = self.store.get(CONTROLLER_PATH)[0]
+        except NoNode:
+            pass
+        with self._lock:
+            self._nodes = nodes
+
+    def refresh(self) -> bool:
+        """Re-read what changed since the last call; returns whether anything did."""
+        events = self.store.drain(self.watcher)
+        if not events:
+            return False
+        latest: Dict[str, str] = {}
+        for e in events:
+            latest[e.path] = e.kind
+        fresh: Dict[str, Any] = {}
+        for path, kind in latest.items():
+            if kind == "deleted":
+                fresh[path] = _GONE
+                continue
+            try:
+                fresh[path] = self.store.get(path)[0]
+            except NoNode:
+                fresh[path] = _GONE
+        with self._lock:
+            for path, data in fresh.items():
+                if data is _GONE:
+                    self._nodes.pop(path, None)
+                else:
+                    self._nodes[path] = data
+        return True
+
+    def get(self, path: str) -> Any:
+        """A node's data (NoNode if the cache does not hold it)."""
+        with self._lock:
+            try:
+                return self._nodes[path]
+            except KeyError:
+                raise NoNode(f"{path} does not exist") from None
+
+    def exists(self, path: str) -> bool:
+        with self._lock:
+            return path in self._nodes
+
+    def children(self, path: str) -> List[str]:
+        """Names of the cached nodes directly under ``path``, sorted."""
+        prefix = path.rstrip("/") + "/"
+        with self._lock:
+            return sorted({p[len(prefix):] for p in self._nodes
+                           if p.startswith(prefix) and "/" not in p[len(prefix):]})
+
+
+_GONE = object()
 
 
 def _take_lock(root: Path) -> int:

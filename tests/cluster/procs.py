@@ -10,6 +10,7 @@ of 4 s, a lag time of 2 s, short fetch waits.
 from __future__ import annotations
 
 import json
+import re
 import time
 import urllib.request
 import uuid
@@ -101,20 +102,64 @@ def loss_ledger(cluster: ProcessCluster) -> List[Dict[str, Any]]:
         store.close()
 
 
+def controller_id(cluster: ProcessCluster) -> int:
+    """The controller's broker id as Metadata tells it (-1 if none)."""
+    return admin(cluster).list_topics(timeout=20).controller_id
+
+
+def registered(cluster: ProcessCluster) -> List[int]:
+    """The broker ids Metadata lists (the registered brokers)."""
+    return sorted(admin(cluster).list_topics(timeout=20).brokers)
+
+
+def log_lines(broker: Any, pattern: str, since: int = 0) -> List[re.Match]:
+    """Matches of the regular expression ``pattern`` in the broker's log file, one per
+    line, from character ``since`` on (a position from :func:`log_mark`)."""
+    rx = re.compile(pattern)
+    return [m for m in (rx.search(line) for line in broker.log_text()[since:].splitlines()) if m]
+
+
+def log_mark(broker: Any) -> int:
+    """Where the broker's log ends now (for :func:`log_lines`)."""
+    return len(broker.log_text())
+
+
 @pytest.fixture
 def process_cluster(tmp_path, zookeeper, request):
-    """``start(brokers=3, racks=None, overrides=None)`` -> a started ProcessCluster."""
+    """``start(brokers=3, racks=None, overrides=None, start=True, zookeeper_connect=None,
+    proxied=False)`` -> a ProcessCluster (started unless ``start`` is False).
+
+    ``zookeeper_connect``: a connect string (without chroot) to use instead of the session's
+    ZooKeeper (a test's private server).  ``proxied``: every broker advertises a
+    fault-injecting proxy in front of its listener (tests/cluster/kproxy.py), reachable as
+    ``cluster.proxies`` (a ProxyNet); clients and replica fetchers connect through it."""
     made: List[ProcessCluster] = []
+    nets: List[Any] = []
 
     def start(brokers: int = 3, racks: Optional[List[str]] = None,
-              overrides: Optional[Dict[str, Any]] = None, start: bool = True) -> ProcessCluster:
+              overrides: Optional[Dict[str, Any]] = None, start: bool = True,
+              zookeeper_connect: Optional[str] = None, proxied: bool = False) -> ProcessCluster:
         o = dict(FAST_CLUSTER)
         o.update(overrides or {})
+        base = zookeeper_connect if zookeeper_connect is not None else zookeeper.connect
+        net = None
+        if proxied:
+            from tests.cluster.kproxy import ProxyNet
+
+            net = ProxyNet(range(1, brokers + 1))
+            nets.append(net)
         c = ProcessCluster(tmp_path / f"cluster-{len(made)}", brokers, racks=racks,
-                           zookeeper=zookeeper.connect + f"/pylog-{uuid.uuid4().hex[:12]}", overrides=o)
+                           zookeeper=base + f"/pylog-{uuid.uuid4().hex[:12]}", overrides=o,
+                           advertised_listeners=net.advertised_listeners() if net is not None else None)
+        c.proxies = net  # type: ignore[attr-defined]
         made.append(c)
         if start:
-            c.start()
+            if net is None:
+                c.start()
+            else:  # each proxy learns its broker's port as soon as the broker is ready
+                for i in range(1, brokers + 1):
+                    b = c.add_broker(i, c.racks[i - 1])
+                    net.set_target(i, b.host, b.port)
         return c
 
     yield start
@@ -127,6 +172,8 @@ def process_cluster(tmp_path, zookeeper, request):
             c.stop()
         except RuntimeError as exc:
             print(f"stopping the cluster: {exc}")
+    for net in nets:
+        net.close()
 
 
 def json_lines(text: str) -> List[Dict[str, Any]]:

@@ -45,7 +45,7 @@ class _SteadyProducer:
         if err is not None:
             self.errors.append(str(err))
         else:
-            self.acks[msg.partition()].append((time.monotonic(), msg.offset(), msg.value()))
+            self.acks[msg.partition()].append((time.time(), msg.offset(), msg.value()))
 
     def _run(self) -> None:
         seq = 0
@@ -85,13 +85,12 @@ class _GroupReader:
         self.c.close()
 
 
-def _windows(acks: List[Tuple[float, int, bytes]], start: float, end: float) -> float:
-    """The longest gap between consecutive acknowledgement times in [start, end]."""
+def _windows(acks: List[Tuple[float, int, bytes]], start: float, end: float) -> Tuple[float, float]:
+    """The longest gap between consecutive acknowledgement times in [start, end], and
+    when it began (wall clock, to find it in the brokers' logs)."""
     times = [t for t, _, _ in acks if start <= t <= end]
-    if len(times) < 2:
-        return end - start
     edges = [start] + times + [end]
-    return max(b - a for a, b in zip(edges, edges[1:]))
+    return max((b - a, a) for a, b in zip(edges, edges[1:]))
 
 
 def test_rolling_restart_under_idempotent_acks_all_load_and_a_consumer_group(process_cluster, tmp_path):
@@ -108,18 +107,21 @@ def test_rolling_restart_under_idempotent_acks_all_load_and_a_consumer_group(pro
         for bid in (1, 2, 3):
             b = c.brokers[bid]
             before = prod.acked()
-            t0 = time.monotonic()
+            t0 = time.time()
             assert b.stop() == 0, b.log_tail()  # SIGTERM: controlled shutdown, exit 0
-            stopped = time.monotonic()
+            stopped = time.time()
             log = b.log_text()
             assert "controlled shutdown succeeded" in log, b.log_tail()
             b.restart()
             wait_for(lambda: all(sorted(p["isr"]) == [1, 2, 3] for p in describe(c, TOPIC)),
                      f"broker {bid} back in every ISR")
             wait_for(lambda: prod.acked() > before + 2000, f"acknowledgements after broker {bid} returned")
-            t1 = time.monotonic()
+            t1 = time.time()
+            w = [_windows(prod.acks[p], t0, t1) for p in range(PARTITIONS)]
             restarts.append({"broker": bid, "shutdown_s": round(stopped - t0, 3),
-                             "windows_s": [round(_windows(prod.acks[p], t0, t1), 3) for p in range(PARTITIONS)]})
+                             "windows_s": [round(x, 3) for x, _ in w],
+                             "worst_at": time.strftime("%H:%M:%S", time.localtime(max(w)[1]))
+                             + f".{int(max(w)[1] * 1000) % 1000:03d}"})
     finally:
         prod.stop.set()
         prod.thread.join(180)

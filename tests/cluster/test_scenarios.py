@@ -8,7 +8,7 @@ import logging
 
 import pytest
 
-from pylog.cluster.kernel import KernelConfig
+from pylog.cluster.kernel import STORE, KernelConfig
 from pylog.cluster.simulator import SimProducer, Simulation
 
 FAST = dict(replica_lag_time_max_ms=30_000, session_timeout_ms=1_500, heartbeat_interval_ms=300,
@@ -186,6 +186,37 @@ def test_c_paused_follower_leaves_isr_loudly_and_rejoins(tmp_path, caplog):
         sim.close()
 
 
+def test_c_a_follower_cut_from_the_store_joins_no_isr_until_it_registers_again(tmp_path):
+    """A follower cut off from the metadata store (not from its leader): its session ends,
+    the controller takes it out of the ISR, and it goes on fetching.  No leader takes it
+    back while it is not registered — the controller would take it out again at once, and
+    the ISR would flap at every fetch (found with real processes: a broker resumed after
+    its session ended fetched for a while before it registered again).  Once it reaches
+    the store again it registers and rejoins, once."""
+    sim = sim_for(302, tmp_path, replica_lag_time_max_ms=2_000)
+    try:
+        sim.create_topic("t", 1, 3, {"min.insync.replicas": 2})
+        prod = SimProducer(sim, acks=-1)
+        assert prod.send("t", 0, [b"x"]).done
+        settle(sim)
+        follower = [b for b in (1, 2, 3) if b != sim.leader("t", 0)][0]
+        sim.partition_network([follower], [STORE])
+        assert sim.run_until(lambda: follower not in sim.state("t", 0)["isr"], 10_000), sim.seed
+        cut_at = len(sim.kernel.events)
+        for i in range(10):
+            prod.send("t", 0, [b"y%d" % i])
+            sim.run_for(300)
+        assert len(values(sim, follower)) == 11  # it fetched everything ...
+        rejoins = [e for e in sim.kernel.events[cut_at:] if e["type"] == "isr_expand" and follower in e["new_isr"]]
+        assert rejoins == [] and follower not in sim.state("t", 0)["isr"], (sim.seed, rejoins[:3])  # ... and stayed out
+        sim.heal()
+        settle(sim)
+        rejoins = [e for e in sim.kernel.events[cut_at:] if e["type"] == "isr_expand" and follower in e["new_isr"]]
+        assert len(rejoins) == 1, (sim.seed, rejoins)
+    finally:
+        sim.close()
+
+
 # ---------------------------------------------------------------- scenario d
 def test_d_rolling_restart_under_idempotent_acks_all(tmp_path):
     sim = sim_for(401, tmp_path)
@@ -223,3 +254,24 @@ def test_d_rolling_restart_under_idempotent_acks_all(tmp_path):
             assert vals == sorted(vals)  # per-partition order intact
     finally:
         sim.close()
+
+
+def test_a_session_the_store_reports_expired_is_replaced_at_once(tmp_path):
+    """A store that learns of an expiry by itself (ZooKeeper tells the client; here a
+    heartbeat interval longer than the session) reports it at ``tick``: the broker
+    registers again in that step, not at its next heartbeat, up to
+    heartbeat_interval_ms later, while it would act on a dead session."""
+    from pylog.cluster.kernel import ClusterKernel
+
+    k = ClusterKernel(tmp_path, {1: "r1"}, config=KernelConfig(session_timeout_ms=1_000,
+                                                               heartbeat_interval_ms=60_000))
+    try:
+        k.start_broker(1, 0)
+        k.step(10)
+        first = k.nodes[1].session
+        assert k.store.exists("/brokers/ids/1") and k.nodes[1].registered
+        k.step(1_500)  # the session has expired: the store reports it in this step
+        assert k.nodes[1].session != first
+        assert k.store.exists("/brokers/ids/1") and k.store.stat("/brokers/ids/1").ephemeral_owner == k.nodes[1].session
+    finally:
+        k.stop_broker(1, 2_000)
