@@ -706,22 +706,21 @@ class ClusterNode(LocalCluster):
             return {}
         if election_type == "unclean":
             out: Dict[TopicPartition, Optional[PylogError]] = {}
-            with self._lock:
-                wanted = partitions if partitions is not None else [
-                    (t, p) for t in self.kernel.topics() for p in sorted(self.kernel.assignment(t))]
-                for t, p in wanted:
-                    try:
-                        if p not in self.kernel.assignment(t):
-                            raise UnknownTopicOrPartition(f"topic {t!r} has no partition {p}")
-                    except UnknownTopicOrPartition as exc:
-                        out[(t, p)] = exc
-                        continue
-                    leader = self._leader_id(t, p)
-                    out[(t, p)] = ElectionNotNeeded(f"{t}-{p} has a live leader ({leader})") if leader >= 0 else \
-                        EligibleLeadersNotAvailable(
-                            f"{t}-{p} has no live leader; pylog elects a replica out of the ISR only where the "
-                            f"topic sets unclean.leader.election.enable=true (then at once, by itself), not on "
-                            f"request")
+            wanted = list(partitions) if partitions is not None else [
+                (t, p) for t in self.list_topics(include_internal=True) for p in sorted(self._assignment(t))]
+            for t, p in wanted:  # from the cache of the store, as Metadata answers
+                try:
+                    if p not in self._assignment(t):
+                        raise UnknownTopicOrPartition(f"topic {t!r} has no partition {p}")
+                except UnknownTopicOrPartition as exc:
+                    out[(t, p)] = exc
+                    continue
+                leader = self._leader_id(t, p)
+                out[(t, p)] = ElectionNotNeeded(f"{t}-{p} has a live leader ({leader})") if leader >= 0 else \
+                    EligibleLeadersNotAvailable(
+                        f"{t}-{p} has no live leader; pylog elects a replica out of the ISR only where the "
+                        f"topic sets unclean.leader.election.enable=true (then at once, by itself), not on "
+                        f"request")
             return dict(sorted(out.items()))
         if election_type != "preferred":
             raise InvalidArgument(f"election type must be 'preferred' or 'unclean', got {election_type!r}")
