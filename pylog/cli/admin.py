@@ -188,7 +188,7 @@ def _alter(admin: Any, args: argparse.Namespace) -> int:
 
 def _describe(admin: Any, args: argparse.Namespace) -> int:
     from pylog.client.network.admin import kafka_uuid
-    from pylog.errors import UnknownTopicOrPartition
+    from pylog.errors import InvalidTopic, UnknownTopicOrPartition
 
     name = _topic_name(args, required=False)
     include_internal = args.internal and not args.exclude_internal
@@ -197,7 +197,7 @@ def _describe(admin: Any, args: argparse.Namespace) -> int:
     else:
         try:
             topics = admin.describe_topics([name], include_reassignments=True)
-        except UnknownTopicOrPartition:
+        except (UnknownTopicOrPartition, InvalidTopic):  # no such topic, or not a topic name
             # kafka-topics.sh's --topic is a regular expression over the topic names
             try:
                 pattern = re.compile(name)
