@@ -146,16 +146,17 @@ def test_fourth_broker_takes_partitions_under_load(process_cluster, tmp_path):
         plan = tmp_path / "plan.json"
         plan.write_text(json.dumps(proposed))
 
-        # --execute with a throttle: the throttle is set where Kafka's tool sets it
+        # --execute with a throttle (above the load's write rate, or the new replicas never
+        # catch up): the throttle is set where Kafka's tool sets it
         out = pylog("reassign-partitions", "--bootstrap-server", b, "--execute", "--reassignment-json-file",
-                    str(plan), "--throttle", "2000000").stdout
+                    str(plan), "--throttle", "10000000").stdout
         assert "Save this to use as the --reassignment-json-file option during rollback" in out
-        assert "The inter-broker throttle limit was set to 2000000 B/s" in out
+        assert "The inter-broker throttle limit was set to 10000000 B/s" in out
         assert "Successfully started partition reassignments for" in out
         with AdminClient(b) as a:
             cfg = a.describe_configs("4", resource_type="broker")["4"]
-            assert cfg[RATE].value == "2000000" and cfg[RATE].source == "DYNAMIC_BROKER_CONFIG"
-            assert cfg[F_RATE].value == "2000000"
+            assert cfg[RATE].value == "10000000" and cfg[RATE].source == "DYNAMIC_BROKER_CONFIG"
+            assert cfg[F_RATE].value == "10000000"
             tcfg = a.describe_configs("rf3")["rf3"]
             assert tcfg[L_REPLICAS].value and tcfg[F_REPLICAS].value
 
