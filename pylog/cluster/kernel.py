@@ -53,6 +53,7 @@ from pylog.broker.config import (
 from pylog.broker.partition import AppendResult, Partition
 from pylog.errors import (
     BadVersion,
+    MetadataStoreUnavailable,
     BrokerNotAvailable,
     FencedLeaderEpoch,
     NoNode,
@@ -194,7 +195,7 @@ class _Replica:
     """One partition on one broker: storage, replication state, fetch bookkeeping."""
 
     __slots__ = ("tp", "partition", "state", "epochs", "fetch_inflight", "next_fetch_at", "min_isr",
-                 "unclean", "replicas", "topic_id", "leader_throttled", "follower_throttled")
+                 "unclean", "replicas", "topic_id", "leader_throttled", "follower_throttled", "acked_end")
 
     def __init__(self, tp: Tuple[str, int], partition: Partition, state: ReplicaState,
                  epochs: LeaderEpochCache, min_isr: int, unclean: bool, replicas: Tuple[int, ...],
@@ -209,6 +210,10 @@ class _Replica:
         self.unclean = unclean
         self.replicas = replicas
         self.topic_id = topic_id  #: "" for a topic made before topic ids
+        #: End of what this broker acknowledged as leader to acks=0/1 producers (kept in
+        #: ACKED_FILE): records below it that a later truncation throws away were
+        #: acknowledged and never replicated — a loss the ledger records.
+        self.acked_end = 0
         #: Whether the topic config lists this replica as throttled when leading / following.
         self.leader_throttled = self.follower_throttled = False
         self._set_throttled(partition.config)
@@ -305,6 +310,7 @@ class ClusterKernel:
         self.save_metadata: Optional[Callable[[], None]] = None
         #: See :meth:`leader_of`.
         self.leader_lookup: Optional[Callable[[str, int], Optional[BrokerNode]]] = None
+        self._store_away = False
         self.store.watch("/brokers/topics", "kernel-metrics")
         #: As ZooKeeper's client does: heartbeat at least three times per session timeout
         #: (a longer heartbeat_interval_ms would let every session expire between beats).
@@ -560,6 +566,41 @@ class ClusterKernel:
         """Advance everything to ``now``: sessions, controller, metadata, fetches, messages."""
         self.now = max(self.now, now)
         now = self.now
+        try:
+            if not getattr(self.store, "connected", True):
+                raise MetadataStoreUnavailable("not connected")
+            self._step_metadata(now)
+        except MetadataStoreUnavailable as exc:
+            # The store is away (ZooKeeper restarting): replication goes on with what each
+            # broker knows; the store's work is done again at the next step.
+            if not self._store_away:
+                log.warning("the metadata store is unavailable (%s); replication continues with the last "
+                            "known leaders and ISRs", exc)
+            self._store_away = True
+        else:
+            if self._store_away:
+                log.info("the metadata store is available again")
+                self._store_away = False
+        for msg in self.network.due(now):
+            self._deliver(msg, now)
+        for node in self.nodes.values():
+            if node.running and node.parked:
+                self._answer_parked(node, now, expired_only=True)
+        for node in self.nodes.values():
+            if not node.running:
+                continue
+            for r in list(node.replicas.values()):
+                if r.state.role == LEADER:
+                    prop = r.state.tick(now)
+                    if prop is not None:
+                        self._propose_isr(node, r, prop, now)
+                elif r.state.leader_id >= 0 and now >= r.next_fetch_at and node.controlled_shutdown is None:
+                    # Not in flight, or in flight too long (a lost request or reply): fetch.
+                    # (A broker shutting down stops fetching, as Kafka's StopReplica makes it.)
+                    self._send_fetch(node, r, now)
+
+    def _step_metadata(self, now: int) -> None:
+        """The store's part of a step: sessions, registrations, controller, partition states."""
         for node in self.nodes.values():
             if node.status != "stopped" and self.network.reachable(node.id, STORE) \
                     and now - node.last_heartbeat >= self._heartbeat_ms:
@@ -583,23 +624,6 @@ class ClusterKernel:
                         continue  # the previous process's session still holds our id
                 self._sync_node(node, now)
         self._count_isr_changes()
-        for msg in self.network.due(now):
-            self._deliver(msg, now)
-        for node in self.nodes.values():
-            if node.running and node.parked:
-                self._answer_parked(node, now, expired_only=True)
-        for node in self.nodes.values():
-            if not node.running:
-                continue
-            for r in list(node.replicas.values()):
-                if r.state.role == LEADER:
-                    prop = r.state.tick(now)
-                    if prop is not None:
-                        self._propose_isr(node, r, prop, now)
-                elif r.state.leader_id >= 0 and now >= r.next_fetch_at and node.controlled_shutdown is None:
-                    # Not in flight, or in flight too long (a lost request or reply): fetch.
-                    # (A broker shutting down stops fetching, as Kafka's StopReplica makes it.)
-                    self._send_fetch(node, r, now)
 
     def _register(self, node: BrokerNode) -> None:
         """Create our ephemeral registration.  After a kill the previous process's session
@@ -794,6 +818,7 @@ class ClusterKernel:
         part.set_high_watermark(state.high_watermark)
         unclean = bool(cfg.values.get("unclean.leader.election.enable", False))
         r = _Replica(tp, part, state, epochs, cfg.min_insync_replicas, unclean, replicas, topic_id)
+        r.acked_end = min(_read_acked(d), part.log_end_offset)
         node.replicas[tp] = r
         return r
 
@@ -866,8 +891,8 @@ class ClusterKernel:
     def _propose_isr(self, node: BrokerNode, r: _Replica, prop: IsrProposal, now: int) -> None:
         topic, p = r.tp
         path = f"/brokers/topics/{topic}/partitions/{p}/state"
-        if not self.network.reachable(node.id, STORE):
-            r.state.proposal_failed()
+        if not self.network.reachable(node.id, STORE) or not getattr(self.store, "connected", True):
+            r.state.proposal_failed()  # ISR changes need the store: the ISR stays as it is
             return
         try:
             if not self._may_join_isr(set(prop.new_isr) - set(prop.old_isr)):
@@ -890,7 +915,7 @@ class ClusterKernel:
             new = dict(st)
             new["isr"] = list(prop.new_isr)
             self.store.set(path, new, version)
-        except (BadVersion, NoNode):
+        except (BadVersion, NoNode, MetadataStoreUnavailable):
             r.state.proposal_failed()
             return
         shrink = len(prop.new_isr) < len(prop.old_isr)
@@ -1112,6 +1137,18 @@ class ClusterKernel:
             return
         old_end, hw = part.log_end_offset, r.state.high_watermark
         unclean = self._unclean_epoch(r.tp, r.state.leader_epoch)
+        acked_end = min(r.acked_end, old_end)
+        if offset >= hw and not unclean and acked_end > offset:
+            # We led before, and acknowledged these to acks=0/1 producers; no follower
+            # copied them before we stopped leading: the acknowledged writes are gone.
+            entry = {"at_ms": now, "type": "loss", "topic": r.tp[0], "partition": r.tp[1], "broker": node.id,
+                     "first_offset": offset, "end_offset": acked_end, "leader_epoch": r.state.leader_epoch,
+                     "reason": why + f"; broker {node.id} had acknowledged them as leader with acks=0/1 and no "
+                                     "follower had copied them"}
+            self.events.append(entry)
+            self._ledger(entry)
+            log.error("broker %d discards offsets [%d, %d) of %s-%d that it acknowledged as leader (acks=0/1) "
+                      "before any follower copied them (%s)", node.id, offset, acked_end, r.tp[0], r.tp[1], why)
         if offset < hw or unclean:
             # Records are thrown away that were committed (below our HW), or that the
             # old ISR held when an out-of-sync replica was elected: a loss to record.
@@ -1130,11 +1167,22 @@ class ClusterKernel:
         r.epochs.flush()
         r.state.log_end_offset = offset
         r.state.high_watermark = min(r.state.high_watermark, offset)
+        if r.acked_end > offset:
+            r.acked_end = offset
+            _write_acked(part.log.dir, offset)
 
     def _unclean_epoch(self, tp: Tuple[str, int], epoch: int) -> bool:
-        """Whether the controller recorded leader ``epoch`` of ``tp`` as an unclean election."""
+        """Whether the controller recorded leader ``epoch`` of ``tp`` as an unclean election
+        (False, with a WARNING, while the store cannot say)."""
+        try:
+            if not getattr(self.store, "connected", True):
+                raise MetadataStoreUnavailable("not connected")
+            ledger = read_loss_ledger(self.store)
+        except MetadataStoreUnavailable as exc:
+            log.warning("cannot read the loss ledger to classify a truncation of %s-%d: %s", tp[0], tp[1], exc)
+            return False
         return any(e.get("topic") == tp[0] and e.get("partition") == tp[1] and e.get("leader_epoch") == epoch
-                   and "first_offset" not in e for e in read_loss_ledger(self.store))
+                   and "first_offset" not in e for e in ledger)
 
     def _ledger(self, entry: Dict[str, Any]) -> None:
         append_loss_ledger(self.store, entry)
@@ -1198,6 +1246,9 @@ class ClusterKernel:
         self._set_leader_hw(r, r.state.high_watermark)
         if acks != -1:
             done.append(AckDone(token, None))
+            if res.last_offset + 1 > r.acked_end:
+                r.acked_end = res.last_offset + 1
+                _write_acked(r.partition.log.dir, r.acked_end)
         self._finish(done)
         if node.parked:
             self._answer_parked(node, self.now, (topic, partition))
@@ -1300,6 +1351,29 @@ def _changed_topics(events: List[Any]) -> Optional[Dict[str, Optional[Set[int]]]
 
 
 _HW_FILE = "replication-offset-checkpoint"
+#: In each replica directory: :attr:`_Replica.acked_end` (decimal text).
+ACKED_FILE = "leader-acked-offset"
+
+
+def _read_acked(directory: Path) -> int:
+    try:
+        return int((directory / ACKED_FILE).read_text().strip() or 0)
+    except (OSError, ValueError):
+        return 0
+
+
+def _write_acked(directory: Path, offset: int) -> None:
+    """One small write per acks=0/1 produce, not fsynced: it survives a killed process
+    (the page cache does), and a power loss takes the unflushed records with it too."""
+    try:
+        fd = os.open(directory / ACKED_FILE, os.O_WRONLY | os.O_CREAT, 0o644)
+        try:
+            data = b"%020d\n" % offset
+            os.pwrite(fd, data, 0)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        log.warning("cannot write %s: %s", directory / ACKED_FILE, exc)
 
 
 def _read_hw(directory: Path) -> int:

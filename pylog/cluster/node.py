@@ -219,7 +219,9 @@ class ClusterNode(LocalCluster):
                 break
             try:
                 reconnected = self._reconnected()
-                if reconnected:
+                if not getattr(self.kernel.store, "connected", True):
+                    pass  # the cache keeps what it knew; the step replicates without the store
+                elif reconnected:
                     self.cache.reload()
                 else:
                     self.cache.refresh()

@@ -301,6 +301,12 @@ class ZooKeeperMetadataStore:
         changes made while it was away raised no watch event."""
         return self._reconnections
 
+    @property
+    def connected(self) -> bool:
+        """Whether the main client is connected now (a driver skips its store work while
+        not, rather than wait out the operation timeout under its lock)."""
+        return self._main.connected.is_set()
+
     def set_wakeup(self, callback: Callable[[], None] | None) -> None:
         """Call ``callback()`` after every watch event is queued and after every
         reconnection of the main client.  It runs on kazoo's connection thread, so it

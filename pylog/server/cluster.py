@@ -34,7 +34,9 @@ def open_cluster_node(config: ServerConfig, store: Optional[Any] = None) -> Any:
     if store is None:
         from pylog.cluster.zookeeper import ZooKeeperMetadataStore
 
-        store = ZooKeeperMetadataStore(config.zookeeper_connect)
+        # A store call that finds ZooKeeper away waits this long under the node's lock
+        # before the step goes on without it (replication does not need ZooKeeper).
+        store = ZooKeeperMetadataStore(config.zookeeper_connect, operation_timeout_s=0.5)
     try:
         holder: Dict[str, Any] = {}
         network = WireNetwork(config.node_id, lambda b: holder["node"].address_of(b),
