@@ -61,3 +61,47 @@ def test_errors_are_messages_not_tracebacks(capsys, monkeypatch, d):
     assert rc == 2 and "unknown topic" in err
     rc, _, err = run(capsys, monkeypatch, ["topics", "create", "t", "--config", "retention.ms", *d])
     assert rc == 2 and "name=value" in err
+
+
+def test_topics_kafka_flags_on_a_data_directory(capsys, monkeypatch, d):
+    # kafka-topics.sh's own form: the action as a flag, the topic as --topic
+    rc, out, _ = run(capsys, monkeypatch, ["topics", "--create", "--topic", "t", "--partitions", "2",
+                                           "--config", "min.insync.replicas=1", *d])
+    assert rc == 0 and "created topic t with 2 partitions" in out
+    assert run(capsys, monkeypatch, ["topics", "create", "t", "--if-not-exists", *d])[0] == 0
+    assert run(capsys, monkeypatch, ["topics", "create", "t", *d])[0] == 2
+    assert run(capsys, monkeypatch, ["topics", "alter", "--topic", "t", "--partitions", "3", *d])[0] == 0
+    out = run(capsys, monkeypatch, ["topics", "--describe", "--topic", "t", *d])[1]
+    assert "PartitionCount: 3" in out
+    # a single broker: nothing is under-replicated or unavailable; ISR 1 is min.insync.replicas 1
+    assert run(capsys, monkeypatch, ["topics", "describe", "--under-replicated-partitions",
+                                     "--unavailable-partitions", *d])[1] == ""
+    assert run(capsys, monkeypatch, ["topics", "describe", "--at-min-isr-partitions", *d])[1].count("Partition:") == 3
+    assert run(capsys, monkeypatch, ["topics", "describe", "--topics-with-overrides", *d])[1].startswith("Topic: t\t")
+    rc, _, err = run(capsys, monkeypatch, ["topics", "describe", "x", "--topic", "y", *d])
+    assert rc == 2 and "two topic names" in err
+    assert run(capsys, monkeypatch, ["topics", "--delete", "--topic", "t", *d])[0] == 0
+    assert run(capsys, monkeypatch, ["topics", "delete", "t", *d])[0] == 2
+    assert run(capsys, monkeypatch, ["topics", "delete", "t", "--if-exists", *d])[0] == 0
+
+
+def test_kafka_topics_argv_and_helpers():
+    from pylog.cli.admin import format_partition, kafka_topics_argv, parse_replica_assignment
+    from pylog.client.network.admin import TopicPartitionInfo
+
+    assert kafka_topics_argv(["topics", "--bootstrap-server", "b:1", "--describe", "--topic", "t"]) == \
+        ["topics", "describe", "--bootstrap-server", "b:1", "--topic", "t"]
+    assert kafka_topics_argv(["topics", "describe", "t"]) == ["topics", "describe", "t"]
+    assert kafka_topics_argv(["produce", "--list"]) == ["produce", "--list"]
+    assert parse_replica_assignment("1:2,2:3,3:1") == [[1, 2], [2, 3], [3, 1]]
+    for bad in ("1:x", "1:1", "1:2,3"):
+        with pytest.raises(ValueError):
+            parse_replica_assignment(bad)
+    p = TopicPartitionInfo(0, -1, 3, [2, 3], [2], offline_replicas=[2, 3], offline=True)
+    assert format_partition("t", p, 1) == ("\tTopic: t\tPartition: 0\tLeader: none\tReplicas: 2,3\tIsr: 2"
+                                           "\tOffline: 2,3 (offline) (under-replicated)")
+    p = TopicPartitionInfo(1, 2, 3, [2, 3, 1], [2, 3], adding=[1])
+    assert format_partition("t", p, 2) == ("\tTopic: t\tPartition: 1\tLeader: 2\tReplicas: 2,3,1\tIsr: 2,3"
+                                           "\tAdding Replicas: 1")
+    p = TopicPartitionInfo(1, 2, 3, [2, 3, 1], [2])
+    assert format_partition("t", p, 2).endswith("Isr: 2 (under-replicated) (under-min-isr)")

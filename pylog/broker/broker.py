@@ -36,7 +36,7 @@ import shutil
 import threading
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 from pylog.broker.config import BrokerConfig, TopicConfig
 from pylog.broker.interface import (DataListener, FetchResult, NodeInfo, PartitionInfo, ProduceCallback,
@@ -49,6 +49,7 @@ from pylog.errors import (
     BrokerClosed,
     InvalidConfig,
     InvalidPartitions,
+    InvalidReplicaAssignment,
     InvalidReplicationFactor,
     InvalidRequiredAcks,
     InvalidTopic,
@@ -401,19 +402,29 @@ class Broker:
 
     # ===================================================================== topics
     def create_topic(self, name: str, partitions: Optional[int] = None, replication_factor: int = 1,
-                     config: Optional[Mapping[str, Any]] = None, *,
-                     validate_only: bool = False) -> TopicDescription:
+                     config: Optional[Mapping[str, Any]] = None, *, validate_only: bool = False,
+                     replica_assignment: Optional[Sequence[Sequence[int]]] = None) -> TopicDescription:
         """Create a topic of ``partitions`` partitions (default num.partitions).
 
-        ``config`` overrides topic-level settings by Kafka name.  Raises InvalidTopic,
-        TopicAlreadyExists (also for a name that differs only by '.' vs '_', as Kafka),
-        InvalidPartitions, InvalidReplicationFactor (a single broker holds one replica),
-        InvalidConfig.  ``validate_only`` checks all of that, creates nothing and returns
-        the description the topic would have (topic id :data:`ZERO_TOPIC_ID`).
+        ``config`` overrides topic-level settings by Kafka name.  ``replica_assignment``
+        (replica ids per partition) can only name this broker, once per partition; it
+        sets the partition count.  Raises InvalidTopic, TopicAlreadyExists (also for a
+        name that differs only by '.' vs '_', as Kafka), InvalidPartitions,
+        InvalidReplicationFactor (a single broker holds one replica),
+        InvalidReplicaAssignment, InvalidConfig.  ``validate_only`` checks all of that,
+        creates nothing and returns the description the topic would have (topic id
+        :data:`ZERO_TOPIC_ID`).
         """
         validate_topic_name(name)
         if name in _INTERNAL_TOPICS:
             raise InvalidTopic(f"{name} is an internal topic; pylog creates it when needed")
+        if replica_assignment is not None:
+            rows = [list(r) for r in replica_assignment]
+            if not rows or any(r != [self.config.broker_id] for r in rows) \
+                    or partitions not in (None, len(rows)):
+                raise InvalidReplicaAssignment(f"a single broker's topic has one replica per partition, on broker "
+                                               f"{self.config.broker_id}; got {rows}")
+            partitions = len(rows)
         return self._create_topic(name, partitions, replication_factor, config, validate_only=validate_only)
 
     def _create_topic(self, name: str, partitions: Optional[int], replication_factor: int,

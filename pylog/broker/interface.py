@@ -20,7 +20,7 @@ See ``docs/architecture.md`` for where this sits among the layers.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import (Any, Callable, Dict, List, Mapping, Optional, Protocol, Tuple, Union,
+from typing import (Any, Callable, Dict, List, Mapping, Optional, Protocol, Sequence, Tuple, Union,
                     runtime_checkable)
 
 __all__ = ["BrokerInterface", "NodeInfo", "PartitionInfo", "TopicDescription", "FetchResult",
@@ -111,11 +111,13 @@ class BrokerInterface(Protocol):
 
     # ------------------------------------------------------------------ topics
     def create_topic(self, name: str, partitions: Optional[int] = None, replication_factor: int = 1,
-                     config: Optional[Mapping[str, Any]] = None, *,
-                     validate_only: bool = False) -> TopicDescription:
-        """Create a topic (``partitions`` None: num.partitions).  InvalidTopic,
-        TopicAlreadyExists, InvalidPartitions, InvalidReplicationFactor, InvalidConfig.
-        ``validate_only`` checks everything and creates nothing."""
+                     config: Optional[Mapping[str, Any]] = None, *, validate_only: bool = False,
+                     replica_assignment: Optional[Sequence[Sequence[int]]] = None) -> TopicDescription:
+        """Create a topic (``partitions`` None: num.partitions; ``replica_assignment``:
+        the replicas of each partition instead of the broker's placement).  InvalidTopic,
+        TopicAlreadyExists, InvalidPartitions, InvalidReplicationFactor,
+        InvalidReplicaAssignment, InvalidConfig.  ``validate_only`` checks everything and
+        creates nothing."""
         ...
 
     def delete_topic(self, name: str) -> None:

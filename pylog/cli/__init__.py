@@ -1,4 +1,5 @@
-"""pylog's command line: serve, bench, topics, produce, consume, metrics, dump-log.
+"""pylog's command line: serve, cluster, topics, leader-election, reassign-partitions,
+produce, consume, metrics, bench, dump-log, demo, simulate.
 
 The top layer: it may use every other layer and nothing uses it.
 """
@@ -85,24 +86,68 @@ def _parse_config(items: List[str]) -> dict:
 
 
 def _cmd_topics(args: argparse.Namespace) -> int:
+    if args.bootstrap_server:
+        from pylog.cli.admin import run_topics_network
+
+        return run_topics_network(args)
+    from pylog.cli.admin import _topic_name
+    from pylog.errors import TopicAlreadyExists, UnknownTopicOrPartition
+
+    include_internal = args.action in ("list", "describe") and args.internal and not args.exclude_internal
     with _open_broker(args) as broker:
         if args.action == "create":
-            d = broker.create_topic(args.name, partitions=args.partitions, config=_parse_config(args.config))
+            name = _topic_name(args)
+            if args.replica_assignment:
+                raise ValueError("--replica-assignment needs --bootstrap-server (a cluster)")
+            try:
+                d = broker.create_topic(name, partitions=args.partitions,
+                                        replication_factor=args.replication_factor or 1,
+                                        config=_parse_config(args.config))
+            except TopicAlreadyExists:
+                if args.if_not_exists:
+                    return 0
+                raise
             print(f"created topic {d.name} with {len(d.partitions)} partitions")
         elif args.action == "delete":
-            broker.delete_topic(args.name)
-            print(f"deleted topic {args.name}")
+            name = _topic_name(args)
+            try:
+                broker.delete_topic(name)
+            except UnknownTopicOrPartition:
+                if args.if_exists:
+                    return 0
+                raise
+            print(f"deleted topic {name}")
+        elif args.action == "alter":
+            name = _topic_name(args)
+            if args.partitions is None:
+                raise ValueError("alter needs --partitions N")
+            d = broker.create_partitions(name, args.partitions)
+            print(f"topic {name} now has {len(d.partitions)} partitions")
         elif args.action == "list":
-            for name in broker.list_topics(include_internal=args.internal):
+            for name in broker.list_topics(include_internal=include_internal):
                 print(name)
         else:
-            names = [args.name] if args.name else broker.list_topics(include_internal=args.internal)
+            name = _topic_name(args, required=False)
+            names = [name] if name else broker.list_topics(include_internal=include_internal)
+            filters = (args.under_replicated_partitions, args.unavailable_partitions,
+                       args.under_min_isr_partitions, args.at_min_isr_partitions)
             for name in names:
                 d = broker.describe_topic(name)
+                if args.topics_with_overrides and not d.overrides:
+                    continue
                 cfg = ",".join(f"{k}={v}" for k, v in sorted(d.overrides.items()))
-                print(f"Topic: {d.name}\tTopicId: {d.topic_id}\tPartitionCount: {len(d.partitions)}\t"
-                      f"Configs: {cfg}")
+                min_isr = int(d.config.get("min.insync.replicas", 1))
+                if not any(filters):
+                    print(f"Topic: {d.name}\tTopicId: {d.topic_id}\tPartitionCount: {len(d.partitions)}\t"
+                          f"Configs: {cfg}")
+                if args.topics_with_overrides:
+                    continue
                 for p in d.partitions:
+                    if any(filters) and not ((args.under_replicated_partitions and len(p.isr) < len(p.replicas))
+                                             or (args.unavailable_partitions and p.offline)
+                                             or (args.under_min_isr_partitions and len(p.isr) < min_isr)
+                                             or (args.at_min_isr_partitions and len(p.isr) == min_isr)):
+                        continue
                     print(f"\tPartition: {p.partition}\tLeader: {p.leader}\tReplicas: "
                           f"{','.join(map(str, p.replicas))}\tIsr: {','.join(map(str, p.isr))}\t"
                           f"StartOffset: {p.log_start_offset}\tEndOffset: {p.log_end_offset}\t"
@@ -334,23 +379,59 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--records", action="store_true", help="also print every record")
     d.set_defaults(func=_cmd_dump_log)
 
-    t = sub.add_parser("topics", help="create, list, describe or delete topics")
+    t = sub.add_parser("topics", help="create, list, describe, alter or delete topics (kafka-topics.sh)",
+                       description="On a data directory (--data-dir), or on a cluster with --bootstrap-server "
+                                   "HOST:PORT, as Kafka's kafka-topics.sh: its flags are accepted, also in its "
+                                   "own form (pylog topics --bootstrap-server B --create --topic T ...).")
     tsub = t.add_subparsers(dest="action", required=True)
     tc = tsub.add_parser("create", help="create a topic")
-    tc.add_argument("name")
-    tc.add_argument("--partitions", type=int, default=None, help="partitions (default num.partitions=1)")
+    tc.add_argument("--partitions", type=int, default=None, help="partitions (default num.partitions)")
+    tc.add_argument("--replication-factor", type=int, default=None,
+                    help="replicas per partition (default default.replication.factor)")
+    tc.add_argument("--replica-assignment", default=None, metavar="B:B,B:B,...",
+                    help="replicas of each partition, partition 0 first, e.g. 1:2,2:3,3:1 (with --bootstrap-server)")
     tc.add_argument("--config", action="append", metavar="NAME=VALUE",
                     help="topic config by Kafka name, e.g. --config retention.ms=86400000 (repeatable)")
+    tc.add_argument("--if-not-exists", action="store_true", help="no error if the topic exists")
     tl = tsub.add_parser("list", help="list topics")
-    tl.add_argument("--internal", action="store_true", help="include __consumer_offsets")
-    tdsc = tsub.add_parser("describe", help="partitions, offsets and configs of one or all topics")
-    tdsc.add_argument("name", nargs="?")
-    tdsc.add_argument("--internal", action="store_true", help="include __consumer_offsets")
+    tdsc = tsub.add_parser("describe", help="partitions (leader, replicas, ISR), configs of one or all topics",
+                           description="Kafka's describe; with a filter flag only the partitions that match one "
+                                       "are printed.  Over --bootstrap-server, partition lines end with "
+                                       "(offline), (under-replicated) or (under-min-isr) where that holds.")
+    tdsc.add_argument("--under-replicated-partitions", action="store_true",
+                      help="only partitions whose ISR is smaller than their replicas")
+    tdsc.add_argument("--unavailable-partitions", action="store_true",
+                      help="only partitions without a live leader (offline)")
+    tdsc.add_argument("--under-min-isr-partitions", action="store_true",
+                      help="only partitions whose ISR is smaller than min.insync.replicas (or without leader)")
+    tdsc.add_argument("--at-min-isr-partitions", action="store_true",
+                      help="only partitions whose ISR is exactly min.insync.replicas")
+    tdsc.add_argument("--topics-with-overrides", action="store_true",
+                      help="only the topic lines of topics with configs set")
+    tal = tsub.add_parser("alter", help="add partitions to a topic")
+    tal.add_argument("--partitions", type=int, default=None, help="the new (larger) number of partitions")
     tdl = tsub.add_parser("delete", help="delete a topic and its data")
-    tdl.add_argument("name")
-    for x in (tc, tl, tdsc, tdl):
+    tdl.add_argument("--if-exists", action="store_true", help="no error if the topic does not exist")
+    for x in (tc, tdsc, tal, tdl):
+        x.add_argument("name", nargs="?", help="the topic (or --topic)")
+        x.add_argument("--topic", default=None,
+                       help="the topic (kafka-topics.sh's flag; a regular expression for describe)")
+    for x in (tl, tdsc):
+        x.add_argument("--internal", action="store_true", help="include internal topics (__consumer_offsets)")
+        x.add_argument("--exclude-internal", action="store_true",
+                       help="leave internal topics out (kafka-topics.sh's flag; the default here)")
+    for x in (tc, tl, tdsc, tal, tdl):
         _add_data_dir(x)
+        x.add_argument("--bootstrap-server", default=None, metavar="HOST:PORT[,HOST:PORT...]",
+                       help="a cluster's brokers: administer it over Kafka's protocol instead of --data-dir")
+        x.add_argument("--timeout-ms", type=int, default=30_000,
+                       help="how long one request to the cluster may take (default 30000)")
     t.set_defaults(func=_cmd_topics)
+
+    from pylog.cli.replicas import add_leader_election_parser, add_reassign_partitions_parser
+
+    add_leader_election_parser(sub)
+    add_reassign_partitions_parser(sub)
 
     pr = sub.add_parser("produce", help="send stdin lines to a topic, one record per line")
     pr.add_argument("topic")
@@ -407,7 +488,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[List[str]] = None) -> int:
     from pylog.errors import PylogError
 
-    args = build_parser().parse_args(argv)
+    from pylog.cli.admin import kafka_topics_argv
+
+    args = build_parser().parse_args(kafka_topics_argv(sys.argv[1:] if argv is None else argv))
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

@@ -196,6 +196,7 @@ __all__ = [
     "partition_state_path",
     "register_broker",
     "live_brokers",
+    "check_replica_assignment",
     "shutting_down_brokers",
     "SHUTTING_DOWN",
     "read_partition_state",
@@ -306,6 +307,27 @@ def _read_registrations(store: Any) -> Dict[int, _Registration]:
         rack = data.get("rack")
         out[int(name)] = _Registration(rack if isinstance(rack, str) else None, owner,
                                        data.get(SHUTTING_DOWN) is True)
+    return out
+
+
+def check_replica_assignment(assignment: Sequence[Sequence[int]], partitions: int, replication_factor: int,
+                             live: Iterable[int]) -> List[List[int]]:
+    """A manual replica assignment (replica ids per partition, partition 0 first) as
+    lists, checked: ``partitions`` partitions of ``replication_factor`` distinct replicas
+    each, every one a live broker.  InvalidReplicaAssignment otherwise."""
+    alive = set(live)
+    out = [list(r) for r in assignment]
+    if len(out) != partitions:
+        raise InvalidReplicaAssignment(f"the assignment names {len(out)} partitions, not {partitions}")
+    for p, replicas in enumerate(out):
+        if len(replicas) != replication_factor:
+            raise InvalidReplicaAssignment(f"partition {p} has {len(replicas)} replicas; every partition needs "
+                                           f"{replication_factor} (the first partition's count)")
+        if len(set(replicas)) != len(replicas):
+            raise InvalidReplicaAssignment(f"partition {p} names a broker twice: {replicas}")
+        dead = [b for b in replicas if b not in alive]
+        if dead:
+            raise InvalidReplicaAssignment(f"partition {p}: brokers {dead} are not live brokers {sorted(alive)}")
     return out
 
 
@@ -964,20 +986,28 @@ class Controller:
 
     # ------------------------------------------------------------------ topics
     def create_topic(self, topic: str, partitions: int, replication_factor: int,
-                     config: Optional[Mapping[str, Any]], now: int, *, topic_id: Optional[str] = None) -> None:
+                     config: Optional[Mapping[str, Any]], now: int, *, topic_id: Optional[str] = None,
+                     assignment: Optional[Sequence[Sequence[int]]] = None) -> None:
         """Place a new topic's replicas over the live brokers (rack-aware) and write its
         topic node and every partition state: the leader is the first replica, the ISR all
         replicas, leader epoch 0.  ``topic_id`` (32 hex digits) goes into the topic node.
+        ``assignment`` (replica ids per partition, partition 0 first) replaces the
+        placement: ``partitions`` and ``replication_factor`` must match it.
 
         Raises NotController, InvalidTopic, InvalidConfig, TopicAlreadyExists (also for a
         name that collides after swapping '.' and '_'), InvalidPartitions,
-        InvalidReplicationFactor (more than the live brokers).
+        InvalidReplicationFactor (more than the live brokers), InvalidReplicaAssignment
+        (a partition of another size, a duplicate or a broker that is not live).
         """
         self._require_writer()
         validate_topic_name(topic)
         overrides = dict(TopicConfig.build(config).overrides)
         check_topic_is_new(topic, self._topics())
-        assignment = self.plan_partitions(partitions, replication_factor)
+        if assignment is None:
+            assignment = self.plan_partitions(partitions, replication_factor)
+        else:
+            assignment = check_replica_assignment(assignment, partitions, replication_factor,
+                                                  live_brokers(self.store))
         node: Dict[str, Any] = {"partitions": {str(p): r for p, r in enumerate(assignment)}, "config": overrides}
         if topic_id is not None:
             node["id"] = topic_id

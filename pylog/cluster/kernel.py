@@ -42,7 +42,7 @@ import shutil
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Set, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Set, Tuple
 
 from pylog.broker.config import (
     FOLLOWER_THROTTLED_REPLICAS,
@@ -484,12 +484,14 @@ class ClusterKernel:
         return node.controller
 
     def create_topic(self, topic: str, partitions: int, replication_factor: int,
-                     config: Dict[str, Any], now: int, *, topic_id: Optional[str] = None) -> None:
-        """Create a topic through the controller (a new topic id unless one is given)."""
+                     config: Dict[str, Any], now: int, *, topic_id: Optional[str] = None,
+                     assignment: Optional[Sequence[Sequence[int]]] = None) -> None:
+        """Create a topic through the controller (a new topic id unless one is given;
+        ``assignment``: replicas per partition instead of the controller's placement)."""
         ctl = self._controller(now)
         TopicConfig.build(config, self.topic_defaults())  # validates before anything is written
         ctl.create_topic(topic, partitions, replication_factor, dict(config), now,
-                         topic_id=topic_id or uuid.uuid4().hex)
+                         topic_id=topic_id or uuid.uuid4().hex, assignment=assignment)
         self.step(now)
 
     def plan_partitions(self, partitions: int, replication_factor: int, now: int) -> List[List[int]]:

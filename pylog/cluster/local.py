@@ -66,6 +66,7 @@ from pylog.errors import (
     CoordinatorNotAvailable,
     InvalidConfig,
     InvalidPartitions,
+    InvalidReplicaAssignment,
     InvalidReplicationFactor,
     InvalidTopic,
     NodeExists,
@@ -375,21 +376,30 @@ class LocalCluster:
 
     # ================================================================== topics
     def create_topic(self, name: str, partitions: Optional[int] = None, replication_factor: int = 1,
-                     config: Optional[Mapping[str, Any]] = None, *,
-                     validate_only: bool = False) -> TopicDescription:
+                     config: Optional[Mapping[str, Any]] = None, *, validate_only: bool = False,
+                     replica_assignment: Optional[Sequence[Sequence[int]]] = None) -> TopicDescription:
         """Create a replicated topic of ``partitions`` partitions (None: num.partitions),
-        its replicas placed rack-aware by the controller; waits until every partition
-        has a leader.  ``validate_only`` checks everything and creates nothing (the
-        description shows the placement it would get, topic id :data:`ZERO_TOPIC_ID`).
-        Raises InvalidTopic (also for internal names), TopicAlreadyExists (also for a
-        '.'/'_' collision), InvalidPartitions, InvalidReplicationFactor (more than the
-        brokers, or than the live brokers), InvalidConfig, NotLeaderOrFollower (no
-        controller), RequestTimedOut.
+        its replicas placed rack-aware by the controller — or as ``replica_assignment``
+        says (replica ids per partition, partition 0 first; it then sets the partition
+        count and replication factor, and ``partitions`` may be None or agree); waits
+        until every partition has a leader.  ``validate_only`` checks everything and
+        creates nothing (the description shows the placement it would get, topic id
+        :data:`ZERO_TOPIC_ID`).  Raises InvalidTopic (also for internal names),
+        TopicAlreadyExists (also for a '.'/'_' collision), InvalidPartitions,
+        InvalidReplicationFactor (more than the brokers, or than the live brokers),
+        InvalidReplicaAssignment, InvalidConfig, NotLeaderOrFollower (no controller),
+        RequestTimedOut.
         """
         self._check_open()
         validate_topic_name(name)
         if name in INTERNAL_TOPICS:
             raise InvalidTopic(f"{name} is an internal topic; pylog creates it when needed")
+        if replica_assignment is not None:
+            replica_assignment = [list(r) for r in replica_assignment]
+            if not replica_assignment or partitions not in (None, len(replica_assignment)):
+                raise InvalidReplicaAssignment(f"the assignment names {len(replica_assignment)} partitions, "
+                                               f"not {partitions}")
+            partitions, replication_factor = len(replica_assignment), len(replica_assignment[0])
         n = self.config.num_partitions if partitions is None else partitions
         check_int("partitions", n, min=1, max=self.config.max_partitions_per_topic, error=InvalidPartitions)
         brokers = self._broker_count()
@@ -399,17 +409,24 @@ class LocalCluster:
             tc = TopicConfig.build(config, self.kernel.topic_defaults())
             check_topic_is_new(name, self.kernel.topics())
             if validate_only:
-                placed = self.kernel.plan_partitions(n, replication_factor, _now_ms())
+                if replica_assignment is not None:
+                    from pylog.cluster.controller import check_replica_assignment, live_brokers
+
+                    placed = check_replica_assignment(replica_assignment, n, replication_factor,
+                                                      live_brokers(self.kernel.store))
+                else:
+                    placed = self.kernel.plan_partitions(n, replication_factor, _now_ms())
                 infos = [PartitionInfo(p, r[0], list(r), list(r), 0, 0, 0, 0) for p, r in enumerate(placed)]
                 return TopicDescription(name, ZERO_TOPIC_ID, infos, dict(tc.values), dict(tc.overrides))
-            self._create(name, n, replication_factor, dict(tc.overrides))
+            self._create(name, n, replication_factor, dict(tc.overrides), replica_assignment)
         self._await_leaders(name, _LEADERS_TIMEOUT_S)
         return self.describe_topic(name)
 
-    def _create(self, name: str, partitions: int, replication_factor: int, overrides: Dict[str, Any]) -> None:
+    def _create(self, name: str, partitions: int, replication_factor: int, overrides: Dict[str, Any],
+                assignment: Optional[Sequence[Sequence[int]]] = None) -> None:
         """Under the lock: create through the controller and save the store at once."""
         self.kernel.create_topic(name, partitions, replication_factor, overrides, _now_ms(),
-                                 topic_id=uuid.uuid4().hex)
+                                 topic_id=uuid.uuid4().hex, assignment=assignment)
         self._persist()
 
     def delete_topic(self, name: str) -> None:

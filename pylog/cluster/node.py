@@ -44,7 +44,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Deque, Dict, Iterator, List, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Deque, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 from pylog.broker.config import BrokerConfig, TopicConfig
 from pylog.broker.interface import NodeInfo, PartitionInfo, TopicDescription
@@ -52,7 +52,7 @@ from pylog.broker.offsets_topic import OFFSETS_TOPIC, offsets_topic_spec, partit
 from pylog.cluster.controller import BROKER_IDS_PATH, CONTROLLER_PATH
 from pylog.cluster.kernel import ClusterKernel
 from pylog.cluster.local import _BROKER_KEYS, CLUSTER_ID_PATH, LocalCluster, _Copy, _kernel_config
-from pylog.errors import (BrokerClosed, CoordinatorNotAvailable, InvalidConfig, NodeExists, NoNode,
+from pylog.errors import (BrokerClosed, CoordinatorNotAvailable, InvalidArgument, InvalidConfig, NodeExists, NoNode,
                           NotCoordinator, NotEnoughReplicas, NotEnoughReplicasAfterAppend, NotLeaderOrFollower,
                           PylogError, StorageError, TopicAlreadyExists, UnknownTopicOrPartition)
 from pylog.util import check_int, now_ms as _now_ms
@@ -67,6 +67,7 @@ _SLOW_STEP_S = 0.1
 #: How often the group loader looks again at a load that failed (and at a missing
 #: __consumer_offsets that was asked for) without being woken.
 _GROUP_RETRY_S = 1.0
+TopicPartition = Tuple[str, int]
 
 
 class ClusterNode(LocalCluster):
@@ -249,11 +250,12 @@ class ClusterNode(LocalCluster):
 
     def create_topic(self, name: str, partitions: Optional[int] = None,  # type: ignore[override]
                      replication_factor: Optional[int] = None, config: Optional[Mapping[str, Any]] = None, *,
-                     validate_only: bool = False) -> Any:
+                     validate_only: bool = False, replica_assignment: Optional[Any] = None) -> Any:
         """As :meth:`LocalCluster.create_topic`; ``replication_factor`` None (or -1, as
         Kafka's CreateTopics says it) takes default.replication.factor."""
         rf = self.default_replication_factor if replication_factor in (None, -1) else replication_factor
-        return super().create_topic(name, partitions, rf, config, validate_only=validate_only)
+        return super().create_topic(name, partitions, rf, config, validate_only=validate_only,
+                                    replica_assignment=replica_assignment)
 
     def _reconnected(self) -> bool:
         """Whether the store reconnected since the last look (events may be lost)."""
@@ -679,6 +681,197 @@ class ClusterNode(LocalCluster):
                 return
         log.info("broker %d created %s: %d partitions, replication factor %d", self.broker_id, OFFSETS_TOPIC,
                  spec.partitions, spec.replication_factor)
+
+    # ================================================================ operator requests
+    # Elections and reassignments are the controller's: they go through the store
+    # (pylog.cluster.admin), wherever the controller runs, and this broker waits for the
+    # controller's answer.  They block: the server runs them on its worker threads.
+
+    def elect_leaders(self, partitions: Optional[Sequence[TopicPartition]], election_type: str = "preferred", *,
+                      timeout_s: float = 30.0) -> Dict[TopicPartition, Optional[PylogError]]:
+        """Kafka's ElectLeaders: each partition's outcome, None when its leadership moved.
+
+        ``"preferred"`` asks the controller to move the leadership of ``partitions``
+        (None: every partition) to their preferred (first) replica and waits for its
+        answer: ElectionNotNeeded (it already leads), PreferredLeaderNotAvailable (not
+        alive, shutting down or out of the ISR), UnknownTopicOrPartition.
+        ``"unclean"``: a partition with a live leader answers ElectionNotNeeded; one
+        without answers EligibleLeadersNotAvailable — pylog elects out of the ISR only
+        where the topic allows it (``unclean.leader.election.enable``), by itself, and
+        offers no unclean election on request.  RequestTimedOut when the controller does
+        not answer within ``timeout_s``."""
+        from pylog.cluster.admin import error_for, preferred_election_result, request_preferred_election
+        from pylog.errors import ElectionNotNeeded, EligibleLeadersNotAvailable, UnknownTopicOrPartition
+
+        self._check_open()
+        if partitions is not None and not partitions:
+            return {}
+        if election_type == "unclean":
+            out: Dict[TopicPartition, Optional[PylogError]] = {}
+            wanted = list(partitions) if partitions is not None else [
+                (t, p) for t in self.list_topics(include_internal=True) for p in sorted(self._assignment(t))]
+            for t, p in wanted:  # from the cache of the store, as Metadata answers
+                try:
+                    if p not in self._assignment(t):
+                        raise UnknownTopicOrPartition(f"topic {t!r} has no partition {p}")
+                except UnknownTopicOrPartition as exc:
+                    out[(t, p)] = exc
+                    continue
+                leader = self._leader_id(t, p)
+                out[(t, p)] = ElectionNotNeeded(f"{t}-{p} has a live leader ({leader})") if leader >= 0 else \
+                    EligibleLeadersNotAvailable(
+                        f"{t}-{p} has no live leader; pylog elects a replica out of the ISR only where the "
+                        f"topic sets unclean.leader.election.enable=true (then at once, by itself), not on "
+                        f"request")
+            return dict(sorted(out.items()))
+        if election_type != "preferred":
+            raise InvalidArgument(f"election type must be 'preferred' or 'unclean', got {election_type!r}")
+        store = self.kernel.store
+        rid = request_preferred_election(store, None if partitions is None else list(partitions))
+        answer = self._await_controller(lambda: preferred_election_result(store, rid), timeout_s,
+                                        "the preferred leader election")
+        return {tp: error_for(r["error"], f"{tp[0]}-{tp[1]}") for tp, r in sorted(answer.items())}
+
+    def alter_partition_reassignments(self, reassignments: Mapping[TopicPartition, Optional[Sequence[int]]], *,
+                                      timeout_s: float = 30.0) -> Dict[TopicPartition, Optional[PylogError]]:
+        """KIP-455's AlterPartitionReassignments: start (or replace) the reassignment of
+        each partition to its target replicas, or cancel it (None).  Each entry is
+        checked on its own (UnknownTopicOrPartition, InvalidReplicaAssignment,
+        NoReassignmentInProgress: that partition only is refused); the others go to the
+        controller in one request, and this waits for its answer (RequestTimedOut after
+        ``timeout_s``).  Returns each partition's outcome, None when started or
+        cancelled; the copying goes on afterwards (:meth:`list_partition_reassignments`)."""
+        from pylog.cluster.admin import error_for, reassignment_result, request_reassignment
+        from pylog.cluster.controller import check_reassignment, live_brokers, topic_path
+        from pylog.errors import UnknownTopicOrPartition
+
+        self._check_open()
+        store = self.kernel.store
+        out: Dict[TopicPartition, Optional[PylogError]] = {}
+        good: Dict[TopicPartition, Optional[List[int]]] = {}
+        live = set(live_brokers(store))
+        topics: Dict[str, Any] = {}
+        for (t, p), replicas in reassignments.items():
+            try:
+                if t not in topics:
+                    try:
+                        topics[t] = store.get(topic_path(t))[0]
+                    except NoNode:
+                        topics[t] = None
+                if topics[t] is None:
+                    raise UnknownTopicOrPartition(f"topic {t!r} does not exist")
+                check_reassignment(store, t, p, replicas, live=live, topic_data=topics[t])
+                good[(t, p)] = None if replicas is None else list(replicas)
+            except PylogError as exc:
+                out[(t, p)] = exc
+        if good:
+            rid = request_reassignment(store, good)
+            answer = self._await_controller(lambda: reassignment_result(store, rid), timeout_s,
+                                            "the partition reassignment")
+            for (t, p) in good:
+                e = answer.get((t, p), {"error": "NONE"})
+                what = f"{t}-{p}: {e['message']}" if e.get("message") else f"{t}-{p}"
+                out[(t, p)] = error_for(e["error"], what)
+        return dict(sorted(out.items()))
+
+    def list_partition_reassignments(self, partitions: Optional[Sequence[TopicPartition]] = None
+                                     ) -> Dict[TopicPartition, Dict[str, List[int]]]:
+        """The reassignments in progress (of ``partitions`` only, when given):
+        ``{(topic, partition): {"replicas", "adding", "removing"}}``, sorted."""
+        from pylog.cluster.admin import list_reassignments
+
+        self._check_open()
+        return list_reassignments(self.kernel.store, partitions)
+
+    def dynamic_broker_configs(self, broker_id: Optional[int]) -> Dict[str, Any]:
+        """The dynamic broker configs (the replication throttle rates) of ``broker_id``'s
+        node in the store, or of the cluster-wide default node (None)."""
+        from pylog.cluster.throttle import broker_config_path
+
+        try:
+            data, _ = self.kernel.store.get(broker_config_path(broker_id))
+        except NoNode:
+            return {}
+        config = data.get("config") if isinstance(data, dict) else None
+        return dict(config) if isinstance(config, dict) else {}
+
+    def alter_broker_config(self, broker_id: Optional[int], changes: Mapping[str, Optional[Any]], *,
+                            replace: bool = False, validate_only: bool = False) -> None:
+        """Change dynamic broker configs of ``broker_id`` (None: the cluster-wide default)
+        in the store, as Kafka's IncrementalAlterConfigs (``replace``: AlterConfigs, the
+        settings not named go) on a BROKER resource.  Only the replication throttle's
+        ``leader.replication.throttled.rate`` and ``follower.replication.throttled.rate``
+        (bytes/s, a positive integer; None removes) are dynamic: InvalidRequest for
+        another name, InvalidConfig for a bad value.  Every broker's kernel applies
+        them (:mod:`pylog.cluster.throttle`)."""
+        from pylog.cluster.throttle import (FOLLOWER_THROTTLED_RATE, LEADER_THROTTLED_RATE, REASSIGNMENT_MARK,
+                                            broker_config_path)
+        from pylog.errors import BadVersion, InvalidRequest
+
+        dynamic = (LEADER_THROTTLED_RATE, FOLLOWER_THROTTLED_RATE)
+        values: Dict[str, Optional[str]] = {}
+        for name, value in changes.items():
+            if name not in dynamic:
+                raise InvalidRequest(f"{name} is not a dynamic broker config in pylog (only {', '.join(dynamic)}); "
+                                     f"set it in server.properties and restart")
+            if value is None:
+                values[name] = None
+                continue
+            try:
+                rate = int(str(value).strip())
+            except ValueError:
+                rate = 0
+            if rate < 1:
+                raise InvalidConfig(f"{name} must be a positive number of bytes per second, got {value!r}")
+            values[name] = str(rate)
+        if broker_id is not None:
+            check_int("broker id", broker_id, min=0, error=InvalidRequest)
+        if validate_only:
+            return
+        store = self.kernel.store
+        path = broker_config_path(broker_id)
+        while True:
+            try:
+                data, version = store.get(path)
+            except NoNode:
+                data, version = None, -1
+            node = dict(data) if isinstance(data, dict) else {"version": 1}
+            config = {} if replace else dict(node.get("config") or {})
+            for name, value in values.items():
+                if value is None:
+                    config.pop(name, None)
+                else:
+                    config[name] = value
+            node["config"] = config
+            node.pop(REASSIGNMENT_MARK, None)  # the operator's now: no reassignment clears it
+            try:
+                if version < 0:
+                    store.create(path, node)
+                else:
+                    store.set(path, node, version)
+            except (BadVersion, NodeExists, NoNode):
+                continue  # changed meanwhile: read it again
+            log.info("dynamic broker config of %s: %s", "every broker" if broker_id is None else f"broker {broker_id}",
+                     ", ".join(f"{k}={v}" for k, v in sorted(config.items())) or "none")
+            self._wake.set()
+            return
+
+    def _await_controller(self, answer: Callable[[], Any], timeout_s: float, what: str) -> Any:
+        """Poll ``answer()`` (a read of the controller's answer in the store) until it is
+        not None; RequestTimedOut after ``timeout_s``."""
+        from pylog.errors import RequestTimedOut
+
+        deadline = time.monotonic() + timeout_s
+        delay = 0.01
+        while True:
+            self._wake.set()  # this broker may be the controller: let it step now
+            got = answer()
+            if got is not None:
+                return got
+            if time.monotonic() > deadline:
+                raise RequestTimedOut(f"the controller did not answer {what} within {timeout_s:g} s")
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)
 
     # ================================================================ replication
     def replica_fetch(self, follower: int, parts: List[Dict[str, Any]],

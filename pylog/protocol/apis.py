@@ -20,7 +20,7 @@ __all__ = ["ApiSpec", "SUPPORTED", "API_NAMES", "request_class", "response_class
 
 
 class ApiKey:
-    """Kafka's API keys (the ones pylog implements)."""
+    """Kafka's API keys (the ones pylog implements, server or client side)."""
 
     PRODUCE = 0
     FETCH = 1
@@ -46,7 +46,10 @@ class ApiKey:
     DESCRIBE_LOG_DIRS = 35
     CREATE_PARTITIONS = 37
     DELETE_GROUPS = 42
+    ELECT_LEADERS = 43
     INCREMENTAL_ALTER_CONFIGS = 44
+    ALTER_PARTITION_REASSIGNMENTS = 45
+    LIST_PARTITION_REASSIGNMENTS = 46
     OFFSET_DELETE = 47
     DESCRIBE_CLUSTER = 60
 
@@ -83,7 +86,10 @@ SUPPORTED: Dict[int, ApiSpec] = {
     ApiKey.DESCRIBE_LOG_DIRS: ApiSpec("DescribeLogDirs", 1, 4),
     ApiKey.CREATE_PARTITIONS: ApiSpec("CreatePartitions", 0, 3),
     ApiKey.DELETE_GROUPS: ApiSpec("DeleteGroups", 0, 2),
+    ApiKey.ELECT_LEADERS: ApiSpec("ElectLeaders", 0, 2),
     ApiKey.INCREMENTAL_ALTER_CONFIGS: ApiSpec("IncrementalAlterConfigs", 0, 1),
+    ApiKey.ALTER_PARTITION_REASSIGNMENTS: ApiSpec("AlterPartitionReassignments", 0, 0),
+    ApiKey.LIST_PARTITION_REASSIGNMENTS: ApiSpec("ListPartitionReassignments", 0, 0),
     ApiKey.OFFSET_DELETE: ApiSpec("OffsetDelete", 0, 0),
     ApiKey.DESCRIBE_CLUSTER: ApiSpec("DescribeCluster", 0, 1),
 }

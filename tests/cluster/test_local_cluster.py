@@ -46,6 +46,27 @@ def test_replicated_topic_placement_and_describe(cluster):
     assert sorted(leaders.count(b) for b in (1, 2, 3)) == [2, 2, 2]  # leaders spread evenly
 
 
+def test_manual_replica_assignment(cluster):
+    d = cluster.create_topic("pinned", replica_assignment=[[3, 1], [1, 2], [2, 3]])
+    assert [p.replicas for p in d.partitions] == [[3, 1], [1, 2], [2, 3]]
+    assert [p.leader for p in d.partitions] == [3, 1, 2]
+    v = cluster.create_topic("check", replica_assignment=[[2]], validate_only=True)
+    assert [p.replicas for p in v.partitions] == [[2]] and "check" not in cluster.list_topics()
+    for bad in ([[1, 2], [3]], [[1, 1]], [[1, 9]], []):
+        with pytest.raises(errors.InvalidReplicaAssignment):
+            cluster.create_topic("bad", replica_assignment=bad)
+    with pytest.raises(errors.InvalidReplicaAssignment):
+        cluster.create_topic("bad", 3, replica_assignment=[[1]])
+    assert "bad" not in cluster.list_topics()
+
+
+def test_single_broker_replica_assignment(open_broker):
+    b = open_broker()
+    assert len(b.create_topic("t", replica_assignment=[[0], [0]]).partitions) == 2
+    with pytest.raises(errors.InvalidReplicaAssignment):
+        b.create_topic("u", replica_assignment=[[1]])
+
+
 def test_producer_and_consumer_work_on_a_cluster(cluster):
     cluster.create_topic("t", partitions=2, replication_factor=3, config={"min.insync.replicas": 2})
     with pylog.Producer(cluster, acks="all") as p:

@@ -111,6 +111,9 @@ class KafkaApis:
             ApiKey.ALTER_CONFIGS: self.admin.alter_configs,
             ApiKey.INCREMENTAL_ALTER_CONFIGS: self.admin.incremental_alter_configs,
             ApiKey.DESCRIBE_LOG_DIRS: self.admin.describe_log_dirs,
+            ApiKey.ELECT_LEADERS: self.admin.elect_leaders,
+            ApiKey.ALTER_PARTITION_REASSIGNMENTS: self.admin.alter_partition_reassignments,
+            ApiKey.LIST_PARTITION_REASSIGNMENTS: self.admin.list_partition_reassignments,
             ApiKey.FIND_COORDINATOR: self.group_handler.find_coordinator,
             ApiKey.JOIN_GROUP: self.group_handler.join_group,
             ApiKey.SYNC_GROUP: self.group_handler.sync_group,
@@ -127,11 +130,13 @@ class KafkaApis:
         assert not missing, f"advertised APIs without a handler: {missing}"
         self._handlers = h
         #: APIs whose work can take long (creating or deleting thousands of partition
-        #: directories, fsyncs): they run on worker threads, so the event loop — every
-        #: other client — never waits for them.  The broker is thread-safe.
+        #: directories, fsyncs, waiting for the controller's answer to an election or a
+        #: reassignment): they run on worker threads, so the event loop — every other
+        #: client — never waits for them.  The broker is thread-safe.
         self.threaded = frozenset({ApiKey.CREATE_TOPICS, ApiKey.DELETE_TOPICS, ApiKey.CREATE_PARTITIONS,
                                    ApiKey.DELETE_RECORDS, ApiKey.ALTER_CONFIGS, ApiKey.INCREMENTAL_ALTER_CONFIGS,
-                                   ApiKey.DESCRIBE_LOG_DIRS})
+                                   ApiKey.DESCRIBE_LOG_DIRS, ApiKey.ELECT_LEADERS,
+                                   ApiKey.ALTER_PARTITION_REASSIGNMENTS, ApiKey.LIST_PARTITION_REASSIGNMENTS})
         self.executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="pylog-admin")
 
     # ------------------------------------------------------------------ dispatch

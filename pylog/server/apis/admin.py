@@ -1,4 +1,5 @@
-"""Admin APIs: topics, partitions, records, configs, log dirs, producer ids.
+"""Admin APIs: topics, partitions, records, configs, log dirs, producer ids, leader
+elections and partition reassignments.
 
 Each maps onto one :class:`~pylog.broker.interface.BrokerInterface` call per resource;
 errors are answered per resource with Kafka's code and the exception's message, and
@@ -6,7 +7,16 @@ a refused resource changed nothing (the broker's guarantee).
 
 Configs: topics have Kafka's topic settings (DescribeConfigs shows every one, with its
 source: set for the topic, or the broker's default); the broker resource shows the
-settings `pylog serve` started with, read-only — pylog has no dynamic broker configs.
+settings `pylog serve` started with, read-only.  A cluster's only dynamic broker configs
+are the replication throttle's ``leader.replication.throttled.rate`` and
+``follower.replication.throttled.rate`` (IncrementalAlterConfigs/AlterConfigs on a BROKER
+resource: a broker id, or "" for every broker), kept in the metadata store where Kafka's
+ZooKeeper mode keeps them; the replicas they throttle are the topic configs
+``leader/follower.replication.throttled.replicas``.
+
+ElectLeaders, AlterPartitionReassignments and ListPartitionReassignments go to the
+cluster's controller through the metadata store (:class:`~pylog.cluster.node.ClusterNode`
+waits for its answer, on a worker thread); a single broker answers them itself.
 """
 from __future__ import annotations
 
@@ -16,8 +26,8 @@ import uuid
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
 from pylog.broker.config import BROKER_TOPIC_DEFAULT_NAMES, TOPIC_DEFAULTS
-from pylog.errors import (InvalidConfig, InvalidReplicaAssignment, InvalidRequest, PylogError,
-                          UnknownTopicOrPartition)
+from pylog.errors import (ElectionNotNeeded, InvalidConfig, InvalidReplicaAssignment, InvalidRequest,
+                          NoReassignmentInProgress, PylogError, UnknownTopicOrPartition)
 from pylog.server.apis import error_code
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -31,8 +41,14 @@ TOPIC_RESOURCE = 2
 BROKER_RESOURCE = 4
 # Kafka's ConfigSource ids
 _SOURCE_TOPIC = 1
+_SOURCE_DYNAMIC_BROKER = 2
+_SOURCE_DYNAMIC_DEFAULT_BROKER = 3
 _SOURCE_STATIC_BROKER = 4
 _SOURCE_DEFAULT = 5
+#: The dynamic broker configs of a cluster (the replication throttle's rates, bytes/s)
+#: and their default, Kafka's: no limit (Long.MAX_VALUE).
+_DYNAMIC_BROKER_CONFIGS = ("follower.replication.throttled.rate", "leader.replication.throttled.rate")
+_NO_RATE_LIMIT = (1 << 63) - 1
 # IncrementalAlterConfigs operations
 _SET, _DELETE, _APPEND, _SUBTRACT = 0, 1, 2, 3
 _LIST_SETTINGS = frozenset({"cleanup.policy"})
@@ -99,15 +115,19 @@ class AdminHandler:
                 rf = t.replication_factor if t.replication_factor != -1 else self.config.default_replication_factor
                 partitions = None if t.num_partitions == -1 else t.num_partitions
                 if t.assignments:
-                    if partitions is not None:
-                        raise InvalidRequest("give either num_partitions or assignments, not both")
+                    if partitions is not None or t.replication_factor != -1:
+                        raise InvalidRequest("give either num_partitions and replication_factor or assignments, "
+                                             "not both")
                     self._check_assignment([a.broker_ids for a in t.assignments])
                     if sorted(a.partition_index for a in t.assignments) != list(range(len(t.assignments))):
                         raise InvalidReplicaAssignment("assignments must number partitions 0..n-1")
                     partitions = len(t.assignments)
                     rf = len(t.assignments[0].broker_ids)
                 configs = {c.name: c.value for c in t.configs}
-                d = self.broker.create_topic(t.name, partitions, rf, configs, validate_only=req.validate_only)
+                assignment = [list(a.broker_ids) for a in sorted(t.assignments, key=lambda a: a.partition_index)] \
+                    if t.assignments else None
+                d = self.broker.create_topic(t.name, partitions, rf, configs, validate_only=req.validate_only,
+                                             replica_assignment=assignment)
                 self._topics_changed(t.name)
                 row.update(topic_id=uuid.UUID(hex=d.topic_id) if not req.validate_only else uuid.UUID(int=0),
                            num_partitions=len(d.partitions),
@@ -217,6 +237,19 @@ class AdminHandler:
                          "config_source": _SOURCE_STATIC_BROKER if name in given else _SOURCE_DEFAULT,
                          "is_sensitive": False, "synonyms": [], "config_type": _config_type(values[name]),
                          "documentation": None})
+        dynamic = getattr(self.broker, "dynamic_broker_configs", None)
+        if dynamic is not None:  # a cluster: the replication throttle's rates
+            own, default = dynamic(self.config.node_id), dynamic(None)
+            for name in _DYNAMIC_BROKER_CONFIGS:
+                if keys and name not in keys:
+                    continue
+                value, source = (own[name], _SOURCE_DYNAMIC_BROKER) if name in own else \
+                    (default[name], _SOURCE_DYNAMIC_DEFAULT_BROKER) if name in default else \
+                    (str(_NO_RATE_LIMIT), _SOURCE_DEFAULT)
+                rows.append({"name": name, "value": config_string(value), "read_only": False,
+                             "config_source": source, "is_sensitive": False, "synonyms": [],
+                             "config_type": 5, "documentation": None})
+            rows.sort(key=lambda r: r["name"])
         return rows
 
     def describe_configs(self, ctx: "RequestContext", req: Any) -> Any:
@@ -243,7 +276,16 @@ class AdminHandler:
 
     def _alter(self, r: Any, changes: Dict[str, Optional[Any]], replace: bool, validate_only: bool) -> None:
         if r.resource_type == BROKER_RESOURCE:
-            raise InvalidRequest("pylog has no dynamic broker configs; change server.properties and restart")
+            alter = getattr(self.broker, "alter_broker_config", None)
+            if alter is None:
+                raise InvalidRequest("a single pylog broker has no dynamic broker configs; change "
+                                     "server.properties and restart")
+            name = r.resource_name
+            if name != "" and not name.isdigit():
+                raise InvalidRequest(f"a broker resource is named by a broker id (or '' for every broker), "
+                                     f"got {name!r}")
+            alter(None if name == "" else int(name), changes, replace=replace, validate_only=validate_only)
+            return
         if r.resource_type != TOPIC_RESOURCE:
             raise InvalidRequest(f"resource type {r.resource_type} is not supported (2 topic)")
         self.broker.alter_topic_config(r.resource_name, changes, replace=replace, validate_only=validate_only)
@@ -321,3 +363,119 @@ class AdminHandler:
         return ctx.respond({"throttle_time": 0, "error_code": 0, "results": [
             {"error_code": 0, "log_dir": data_dir, "topics": topics, "total_bytes": total, "usable_bytes": free}]})
 
+
+    # ------------------------------------------------------------------ leaders and replicas
+    # A cluster (ClusterNode) carries these out through its controller; a single broker
+    # answers them itself: its one replica per partition always leads and cannot move.
+    def _single_broker_partitions(self, wanted: Optional[List[Tuple[str, int]]]) -> Dict[Tuple[str, int], bool]:
+        """(topic, partition) -> whether it exists on this single broker (every partition
+        when ``wanted`` is None)."""
+        out: Dict[Tuple[str, int], bool] = {}
+        counts: Dict[str, int] = {}
+
+        def count(topic: str) -> int:  # describe_topic never auto-creates a topic
+            if topic not in counts:
+                try:
+                    counts[topic] = len(self.broker.describe_topic(topic).partitions)
+                except UnknownTopicOrPartition:
+                    counts[topic] = 0
+            return counts[topic]
+
+        if wanted is None:
+            for t in self.broker.list_topics(include_internal=True):
+                for p in range(count(t)):
+                    out[(t, p)] = True
+            return out
+        for t, p in wanted:
+            out[(t, p)] = 0 <= p < count(t)
+        return out
+
+    def elect_leaders(self, ctx: "RequestContext", req: Any) -> Any:
+        """ElectLeaders (v0: preferred only; v1+: election_type 0 preferred, 1 unclean)."""
+        etype = int(getattr(req, "election_type", 0))
+        wanted = None if req.topic_partitions is None else \
+            [(t.topic, int(p)) for t in req.topic_partitions for p in t.partitions]
+        top = 0
+        results: Dict[Tuple[str, int], Optional[PylogError]] = {}
+        elect = getattr(self.broker, "elect_leaders", None)
+        if etype not in (0, 1):
+            top = InvalidRequest.code
+        elif elect is None:
+            for tp, exists in self._single_broker_partitions(wanted).items():
+                results[tp] = ElectionNotNeeded(f"{tp[0]}-{tp[1]}: its only replica leads") if exists else \
+                    UnknownTopicOrPartition(f"{tp[0]}-{tp[1]} does not exist")
+        else:
+            try:
+                results = elect(wanted, "preferred" if etype == 0 else "unclean",
+                                timeout_s=_timeout_s(req.timeout))
+                log.info("%s leader election for %s: %d partitions", "preferred" if etype == 0 else "unclean",
+                         ctx.client, len(results))
+            except PylogError as exc:
+                top = error_code(exc)
+        topics: Dict[str, List[Dict[str, Any]]] = {}
+        for (t, p), exc in results.items():
+            topics.setdefault(t, []).append({"partition_id": p, "error_code": 0 if exc is None else error_code(exc),
+                                             "error_message": None if exc is None else str(exc)})
+        if top and wanted is not None:  # v0 has no top-level error: every partition gets it
+            for t, p in wanted:
+                topics.setdefault(t, []).append({"partition_id": p, "error_code": top, "error_message": None})
+        return ctx.respond({"throttle_time": 0, "error_code": top, "replica_election_results": [
+            {"topic": t, "partition_result": rows} for t, rows in topics.items()]})
+
+    def alter_partition_reassignments(self, ctx: "RequestContext", req: Any) -> Any:
+        """AlterPartitionReassignments v0 (KIP-455)."""
+        wanted: Dict[Tuple[str, int], Optional[List[int]]] = {}
+        for t in req.topics:
+            for p in t.partitions:
+                wanted[(t.name, int(p.partition_index))] = None if p.replicas is None else [int(b) for b in p.replicas]
+        alter = getattr(self.broker, "alter_partition_reassignments", None)
+        results: Dict[Tuple[str, int], Optional[PylogError]] = {}
+        if alter is None:
+            exists = self._single_broker_partitions(list(wanted))
+            me = [self.config.node_id]
+            for tp, replicas in wanted.items():
+                results[tp] = (UnknownTopicOrPartition(f"{tp[0]}-{tp[1]} does not exist") if not exists[tp] else
+                               NoReassignmentInProgress(f"{tp[0]}-{tp[1]} is not being reassigned")
+                               if replicas is None else None if replicas == me else
+                               InvalidReplicaAssignment(f"{tp[0]}-{tp[1]}: this single broker ({me[0]}) is the "
+                                                        f"only one, got {replicas}"))
+        else:
+            try:
+                results = alter(wanted, timeout_s=_timeout_s(req.timeout))
+            except PylogError as exc:
+                return ctx.respond({"throttle_time": 0, "error_code": error_code(exc), "error_message": str(exc),
+                                    "responses": []})
+            log.info("partition reassignment for %s: %s", ctx.client,
+                     ", ".join(f"{t}-{p} -> {r if r is not None else 'cancel'}" for (t, p), r in wanted.items()))
+        topics: Dict[str, List[Dict[str, Any]]] = {}
+        for (t, p), exc in results.items():
+            topics.setdefault(t, []).append({"partition_index": p,
+                                             "error_code": 0 if exc is None else error_code(exc),
+                                             "error_message": None if exc is None else str(exc)})
+        return ctx.respond({"throttle_time": 0, "error_code": 0, "error_message": None,
+                            "responses": [{"name": t, "partitions": rows} for t, rows in topics.items()]})
+
+    def list_partition_reassignments(self, ctx: "RequestContext", req: Any) -> Any:
+        """ListPartitionReassignments v0 (KIP-455): the reassignments in progress."""
+        wanted = None if req.topics is None else \
+            [(t.name, int(p)) for t in req.topics for p in t.partition_indexes]
+        listing = getattr(self.broker, "list_partition_reassignments", None)
+        moving: Dict[Tuple[str, int], Dict[str, List[int]]] = {}
+        if listing is not None:
+            try:
+                moving = listing(wanted)
+            except PylogError as exc:
+                return ctx.respond({"throttle_time": 0, "error_code": error_code(exc), "error_message": str(exc),
+                                    "topics": []})
+        topics: Dict[str, List[Dict[str, Any]]] = {}
+        for (t, p), r in moving.items():
+            topics.setdefault(t, []).append({"partition_index": p, "replicas": r["replicas"],
+                                             "adding_replicas": r["adding"], "removing_replicas": r["removing"]})
+        return ctx.respond({"throttle_time": 0, "error_code": 0, "error_message": None,
+                            "topics": [{"name": t, "partitions": rows} for t, rows in topics.items()]})
+
+
+def _timeout_s(value: Any) -> float:
+    """A request's timeout field (kio gives a timedelta) in seconds, 30 s when unset."""
+    seconds = value.total_seconds() if hasattr(value, "total_seconds") else float(value or 0) / 1000.0
+    return seconds if seconds > 0 else 30.0

@@ -115,14 +115,18 @@ class MetadataHandler:
                 self.apis.loop_thread and any(n is not None and n not in self._known() for n, _ in names):
             # creating topics writes directories and fsyncs: not on the event loop
             return self.apis.in_thread(self.metadata, ctx, req)
-        topics = [self._topic_metadata(name, tid, allow_create, v) for name, tid in names]
+        brokers = self.brokers(ctx)
+        live = {b["node_id"] for b in brokers}
+        topics = [self._topic_metadata(name, tid, allow_create, v, live) for name, tid in names]
         return ctx.respond({
-            "throttle_time": 0, "brokers": self.brokers(ctx), "cluster_id": self.broker.cluster_id,
+            "throttle_time": 0, "brokers": brokers, "cluster_id": self.broker.cluster_id,
             "controller_id": self.broker.controller_id, "topics": topics,
             "cluster_authorized_operations": _NO_OPERATIONS})
 
     def _topic_metadata(self, name: Optional[str], topic_id: Optional[uuid.UUID], allow_create: bool,
-                        version: int) -> Dict[str, Any]:
+                        version: int, live: set) -> Dict[str, Any]:
+        """One topic of a Metadata answer.  ``offline_replicas`` are the replicas on
+        brokers that are not alive (not in ``live``), as Kafka's metadata cache says."""
         try:
             if name is None:
                 if topic_id is None or topic_id == ZERO_UUID:
@@ -149,7 +153,7 @@ class MetadataHandler:
                 "partition_index": p.partition, "leader_id": p.leader,
                 "leader_epoch": max(p.leader_epoch, 0), "replica_nodes": list(p.replicas),
                 "isr_nodes": list(p.isr),
-                "offline_replicas": [],
+                "offline_replicas": [r for r in p.replicas if r not in live],
             })
         tid = uuid.UUID(hex=d.topic_id)
         return {"error_code": 0, "name": d.name, "topic_id": tid, "is_internal": d.internal,

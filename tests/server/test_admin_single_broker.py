@@ -1,0 +1,52 @@
+"""The AdminClient against one `pylog serve` without a cluster: topics and configs, and
+the cluster-only APIs answered as a single broker must (its one replica always leads and
+cannot move)."""
+from __future__ import annotations
+
+import pytest
+
+from pylog.client.network.admin import AdminClient
+from pylog.errors import (ElectionNotNeeded, InvalidReplicaAssignment, InvalidRequest, NoReassignmentInProgress,
+                          UnknownTopicOrPartition)
+from pylog.protocol import ApiKey
+from tests.server.wire import call
+
+
+def test_single_broker_admin(server):
+    with AdminClient(server.bootstrap) as admin:
+        cluster = admin.describe_cluster()
+        assert [b.node_id for b in cluster.brokers] == [0] and cluster.controller_id == 0
+        made = admin.create_topic("t", 2, config={"retention.ms": "60000"})
+        assert (made.partitions, made.replication_factor) == (2, 1)
+        d = admin.wait_for_topic("t")
+        assert [(p.leader, p.replicas, p.isr, p.offline, p.under_replicated) for p in d.partitions] == \
+            [(0, [0], [0], False, False)] * 2
+        assert admin.describe_configs("t")["t"]["retention.ms"].value == "60000"
+
+        assert set(admin.elect_leaders(None)) >= {("t", 0), ("t", 1)}
+        out = admin.elect_leaders([("t", 0), ("t", 7), ("nope", 0)])
+        assert isinstance(out[("t", 0)], ElectionNotNeeded)
+        assert isinstance(out[("t", 7)], UnknownTopicOrPartition) and isinstance(out[("nope", 0)],
+                                                                                  UnknownTopicOrPartition)
+        out = admin.elect_leaders([("t", 1)], election_type="unclean")
+        assert isinstance(out[("t", 1)], ElectionNotNeeded)
+
+        out = admin.alter_partition_reassignments({("t", 0): [0], ("t", 1): None, ("nope", 0): [0]})
+        assert out[("t", 0)] is None and isinstance(out[("t", 1)], NoReassignmentInProgress)
+        assert isinstance(out[("nope", 0)], UnknownTopicOrPartition)
+        out = admin.alter_partition_reassignments({("t", 0): [0, 1]})
+        assert isinstance(out[("t", 0)], InvalidReplicaAssignment)
+        assert admin.list_partition_reassignments() == {}
+        assert admin.describe_topics(["t"], include_reassignments=True)["t"].partitions[0].adding == []
+
+        with pytest.raises(InvalidRequest, match="dynamic broker configs"):
+            admin.incremental_alter_configs("0", {"leader.replication.throttled.rate": "1000"},
+                                            resource_type="broker")
+        assert "leader.replication.throttled.rate" not in admin.describe_configs("0", resource_type="broker")["0"]
+        admin.delete_topic("t")
+        assert "t" not in admin.list_topics()
+    # ElectLeaders v0: no election type, no top-level error code
+    resp = call(server.bootstrap, ApiKey.ELECT_LEADERS, 0, {"topic_partitions": [{"topic": "gone", "partitions": [0]}],
+                                                           "timeout": 5000})
+    [row] = resp.replica_election_results
+    assert row.topic == "gone" and [int(p.error_code) for p in row.partition_result] == [3]
