@@ -298,8 +298,10 @@ def test_confluent_kafka_admin_against_the_cluster(process_cluster):
     a.incremental_alter_configs([ConfigResource(ConfigResource.Type.TOPIC, "ck", incremental_configs=[
         ConfigEntry("retention.ms", "900000", incremental_operation=AlterConfigOpType.SET),
         ConfigEntry(L_REPLICAS, "0:1,0:2", incremental_operation=AlterConfigOpType.SET)])])[res].result(30)
-    cfg = a.describe_configs([res])[res].result(30)
-    assert cfg["retention.ms"].value == "900000" and cfg[L_REPLICAS].value == "0:1,0:2"
+    # brokers answer DescribeConfigs from their cache of the store, which follows it at once
+    # but not atomically with the write (as Kafka's config change notifications)
+    wait_for(lambda: (lambda c: c["retention.ms"].value == "900000" and c[L_REPLICAS].value == "0:1,0:2")(
+        a.describe_configs([res])[res].result(30)), "the altered topic config in DescribeConfigs")
     # the throttle rate is a dynamic broker config
     bres = ConfigResource(ConfigResource.Type.BROKER, "2", incremental_configs=[
         ConfigEntry(RATE, "5000000", incremental_operation=AlterConfigOpType.SET)])

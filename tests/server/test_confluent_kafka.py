@@ -139,7 +139,11 @@ def test_keyed_and_keyless_records_with_headers_round_trip(module_server, codec)
     assert_partitions(read_all(bs, topic, [0, 1, 2]), expected)
     for part in expected:
         batches = stored_batches(bs, topic, part)
-        assert {b.compression for b in batches} == {codec_id(codec)}, f"partition {part} stored {batches[:3]}"
+        # librdkafka sends a batch uncompressed when compressing would not make it smaller
+        # (one small record): every stored batch is the codec's or uncompressed, some the codec's
+        kinds = [b.compression for b in batches]
+        assert set(kinds) <= {codec_id(codec), 0} and codec_id(codec) in kinds, \
+            f"partition {part} stored {batches[:3]}"
 
 
 def test_idempotent_producer_writes_each_record_once_in_order(module_server):
