@@ -18,6 +18,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kazoo.client import KazooClient
@@ -35,13 +36,19 @@ TEST_TICK_TIME_MS = 500
 WAIT_TIMEOUT_S = 60.0
 
 
-def wait_until(predicate: Callable[[], bool], what: str, timeout_s: float = WAIT_TIMEOUT_S) -> None:
-    """Poll ``predicate`` until it holds; fail the test after ``timeout_s``."""
+def wait_until(predicate: Callable[[], Any], what: str, timeout_s: float = WAIT_TIMEOUT_S,
+               interval_s: float = 0.02) -> Any:
+    """Poll ``predicate`` until it returns something truthy (returned); fail the test
+    after ``timeout_s``.  The one polling loop of the tests (procs.wait_for and
+    inproc_cluster.wait_until only choose other defaults)."""
     deadline = time.monotonic() + timeout_s
-    while not predicate():
+    while True:
+        value = predicate()
+        if value:
+            return value
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(0.02)
+        time.sleep(interval_s)
 
 
 class ZooKeeperForTests:

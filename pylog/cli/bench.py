@@ -203,33 +203,25 @@ def run_benchmarks(
                              c_msgs, c_mb, size)
         if "replication" in suites:
             _replication_cases(root, values, repl_cases, runs, partitions, bar, emit, c_msgs, c_mb, size)
+        def suite_emit(name: str, count: int, times: List[float], extra: Optional[Dict]) -> None:
+            """A row of the network or cluster suite (CPU split and latency in ``extra``)."""
+            sec = _median(times)
+            mps = count / sec
+            res = BenchResult(name, count, sec, mps, count * size / sec / 1e6, runs, times,
+                              100.0 * mps / c_msgs, c_msgs, c_mb)
+            if extra:
+                res.latency_p50_ms, res.latency_p99_ms = extra.get("p50"), extra.get("p99")
+                res.server_cpu_s, res.client_cpu_s = extra.get("server_cpu_s"), extra.get("client_cpu_s")
+            emit(res)
+
         if "network" in suites:
             from pylog.cli.bench_network import run_network_suite
 
-            def net_emit(name: str, count: int, times: List[float], extra: Optional[Dict]) -> None:
-                sec = _median(times)
-                mps = count / sec
-                res = BenchResult(name, count, sec, mps, count * size / sec / 1e6, runs, times,
-                                  100.0 * mps / c_msgs, c_msgs, c_mb)
-                if extra:
-                    res.latency_p50_ms, res.latency_p99_ms = extra.get("p50"), extra.get("p99")
-                    res.server_cpu_s, res.client_cpu_s = extra.get("server_cpu_s"), extra.get("client_cpu_s")
-                emit(res)
-
-            run_network_suite(root, values, runs, net_parts, bar.step, net_emit)
+            run_network_suite(root, values, runs, net_parts, bar.step, suite_emit)
         if "cluster" in suites:
             from pylog.cli.bench_cluster import run_cluster_suite
 
-            def cluster_emit(name: str, count: int, times: List[float], extra: Optional[Dict]) -> None:
-                sec = _median(times)
-                mps = count / sec
-                res = BenchResult(name, count, sec, mps, count * size / sec / 1e6, runs, times,
-                                  100.0 * mps / c_msgs, c_msgs, c_mb)
-                if extra:
-                    res.server_cpu_s, res.client_cpu_s = extra.get("server_cpu_s"), extra.get("client_cpu_s")
-                emit(res)
-
-            summary = run_cluster_suite(root, values, runs, bar.step, cluster_emit)
+            summary = run_cluster_suite(root, values, runs, bar.step, suite_emit)
             results[-1].note = (f"cluster: RF=3 acks=all at {100 * summary['ratio_all_vs_rf1']:.0f}% of RF=1 "
                                 f"acks=1; the consumer at {summary['consume_vs_produce']:.1f}x the acks=all "
                                 f"produce rate; ISR shrinks during the runs: {summary['isr_shrinks']:.0f}")

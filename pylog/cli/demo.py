@@ -184,7 +184,7 @@ def run_network_demo(out: Optional[TextIO] = None, records: int = 200, data_dir:
         say(f"3. kill -9 of broker {leader}'s process (pid {cluster.brokers[leader].pid}), the leader.")
         cluster.brokers[leader].kill()
         _wait(lambda: read_partition_state(store, "payments", 0).leader not in (leader, -1), 60)
-        say(f"   Its ZooKeeper session expired; the controller elected another in-sync replica:")
+        say("   Its ZooKeeper session expired; the controller elected another in-sync replica:")
         say(state())
         say()
         with pylog.Producer(cluster.bootstrap, acks="all", linger_ms=1) as p:

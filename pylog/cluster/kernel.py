@@ -55,7 +55,6 @@ from pylog.errors import (
     BadVersion,
     MetadataStoreUnavailable,
     BrokerNotAvailable,
-    FencedLeaderEpoch,
     NoNode,
     NodeExists,
     NotLeaderOrFollower,

@@ -215,11 +215,11 @@ class LocalCluster:
             raise BrokerClosed("the cluster is closed")
 
     def _run(self) -> None:
-        while not self._stop.wait(self._tick_s):
+        """The background thread: a step per tick, then the readable notes and the
+        housekeeping that is due."""
+        while self._next_tick():
             try:
-                with self._lock:
-                    self.kernel.step(_now_ms())
-                    self._cond.notify_all()
+                self._step_once()
             except Exception:
                 log.exception("cluster step failed")
             self._dispatch_readable()
@@ -229,6 +229,15 @@ class LocalCluster:
                     self.run_housekeeping()
                 except Exception:
                     log.exception("cluster housekeeping failed")
+
+    def _next_tick(self) -> bool:
+        """Wait for the next step; False once the cluster is closing."""
+        return not self._stop.wait(self._tick_s)
+
+    def _step_once(self) -> None:
+        with self._lock:
+            self.kernel.step(_now_ms())
+            self._cond.notify_all()
 
     def run_housekeeping(self, now_ms: Optional[int] = None, *, force: bool = False) -> List[Any]:
         """Retention, producer-id expiry and compaction that are due (all with ``force``)

@@ -43,6 +43,7 @@ from pylog.util import check_int
 
 __all__ = [
     "InMemoryMetadataStore",
+    "WatchQueues",
     "WatchEvent",
     "NodeStat",
     "ANY_VERSION",
@@ -156,6 +157,48 @@ def encode_data(path: str, data: Any) -> str:
     return text
 
 
+class WatchQueues:
+    """The watch half of the contract, for every store: which prefixes each watcher
+    watches and the events queued for it.  Thread-safe (its own lock); :meth:`fire`
+    keeps the order in which it is called."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._prefixes: Dict[Hashable, Set[str]] = {}
+        self._queues: Dict[Hashable, List[WatchEvent]] = {}
+
+    def add(self, prefix: str, watcher_id: Hashable) -> None:
+        with self._lock:
+            self._prefixes.setdefault(watcher_id, set()).add(prefix)
+            self._queues.setdefault(watcher_id, [])
+
+    def drain(self, watcher_id: Hashable) -> List[WatchEvent]:
+        """Take the events queued for ``watcher_id`` (oldest first); InvalidArgument if it
+        watches nothing."""
+        with self._lock:
+            queue = self._queues.get(watcher_id)
+            if queue is None:
+                raise InvalidArgument(f"no watcher {watcher_id!r}")
+            self._queues[watcher_id] = []
+            return queue
+
+    def remove(self, watcher_id: Hashable) -> None:
+        with self._lock:
+            self._prefixes.pop(watcher_id, None)
+            self._queues.pop(watcher_id, None)
+
+    def fire(self, event: WatchEvent) -> bool:
+        """Queue ``event`` once for every watcher of a prefix at or above its path;
+        returns whether anyone got it."""
+        queued = False
+        with self._lock:
+            for wid, prefixes in self._prefixes.items():
+                if any(_under(event.path, p) for p in prefixes):
+                    self._queues[wid].append(event)
+                    queued = True
+        return queued
+
+
 class InMemoryMetadataStore:
     """The MetadataStore contract (see the module docstring), held in process memory."""
 
@@ -164,8 +207,7 @@ class InMemoryMetadataStore:
         self._nodes: Dict[str, _Node] = {"/": _Node("null", None)}
         self._sessions: Dict[int, _Session] = {}
         self._next_session_id = 1
-        self._watch_prefixes: Dict[Hashable, Set[str]] = {}
-        self._watch_queues: Dict[Hashable, List[WatchEvent]] = {}
+        self._watches = WatchQueues()
 
     # ------------------------------------------------------------------ sessions
     def create_session(self, timeout_ms: int, now: int) -> int:
@@ -386,32 +428,20 @@ class InMemoryMetadataStore:
         """Make ``watcher_id`` see every change at or below ``prefix`` from now on.  A
         watcher may watch several prefixes; a change is queued once even if several match."""
         validate_path(prefix)
-        with self._lock:
-            self._watch_prefixes.setdefault(watcher_id, set()).add(prefix)
-            self._watch_queues.setdefault(watcher_id, [])
+        self._watches.add(prefix, watcher_id)
 
     def drain(self, watcher_id: Hashable) -> List[WatchEvent]:
         """Take the events queued for ``watcher_id`` (oldest first); InvalidArgument if it
         watches nothing."""
-        with self._lock:
-            queue = self._watch_queues.get(watcher_id)
-            if queue is None:
-                raise InvalidArgument(f"no watcher {watcher_id!r}")
-            self._watch_queues[watcher_id] = []
-            return queue
+        return self._watches.drain(watcher_id)
 
     def unwatch(self, watcher_id: Hashable) -> None:
         """Remove every watch of ``watcher_id`` and drop its queued events (no-op if none)."""
-        with self._lock:
-            self._watch_prefixes.pop(watcher_id, None)
-            self._watch_queues.pop(watcher_id, None)
+        self._watches.remove(watcher_id)
 
     def _fire(self, kind: str, path: str, version: int) -> None:
         assert kind in _EVENT_KINDS
-        event = WatchEvent(kind, path, version)
-        for wid, prefixes in self._watch_prefixes.items():
-            if any(_under(path, p) for p in prefixes):
-                self._watch_queues[wid].append(event)
+        self._watches.fire(WatchEvent(kind, path, version))
 
     # ------------------------------------------------------------------ tests, debugging
     def snapshot(self) -> Dict[str, Tuple[Any, int, Optional[int]]]:

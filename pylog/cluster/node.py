@@ -211,42 +211,35 @@ class ClusterNode(LocalCluster):
             os.close(self._lock_fd)
             self._lock_fd = -1
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self._wake.wait(self._tick_s)
-            self._wake.clear()
-            if self._stop.is_set():
-                break
-            try:
-                reconnected = self._reconnected()
-                if not getattr(self.kernel.store, "connected", True):
-                    pass  # the cache keeps what it knew; the step replicates without the store
-                elif reconnected:
-                    self.cache.reload()
-                else:
-                    self.cache.refresh()
-                with self._lock:
-                    t0 = time.monotonic()
-                    if reconnected:
-                        self._after_reconnection()
-                    self.kernel.step(_now_ms())
-                    self._cond.notify_all()
-                    took = time.monotonic() - t0
-                if took > _SLOW_STEP_S:  # the lock was held that long: clients waited
-                    log.info("broker %d: a cluster step took %.0f ms", self.broker_id, took * 1000)
-            except PylogError as exc:  # the store is unreachable for now: keep trying
-                log.warning("broker %d: cluster step failed: %s", self.broker_id, exc)
-                time.sleep(0.1)
-            except Exception:
-                log.exception("cluster step failed")
-                time.sleep(0.1)
-            self._dispatch_readable()
-            if time.monotonic() - self._last_hk_check >= 1.0:
-                self._last_hk_check = time.monotonic()
-                try:
-                    self.run_housekeeping()
-                except Exception:
-                    log.exception("cluster housekeeping failed")
+    def _next_tick(self) -> bool:
+        """A step per tick, or at once when a reply arrived or the store changed."""
+        self._wake.wait(self._tick_s)
+        self._wake.clear()
+        return not self._stop.is_set()
+
+    def _step_once(self) -> None:
+        """Bring the cache of the store up to date (outside the lock: round trips), then
+        step; a store that is away costs a pause, never the thread."""
+        try:
+            reconnected = self._reconnected()
+            if not getattr(self.kernel.store, "connected", True):
+                pass  # the cache keeps what it knew; the step replicates without the store
+            elif reconnected:
+                self.cache.reload()
+            else:
+                self.cache.refresh()
+            with self._lock:
+                t0 = time.monotonic()
+                if reconnected:
+                    self._after_reconnection()
+                self.kernel.step(_now_ms())
+                self._cond.notify_all()
+                took = time.monotonic() - t0
+            if took > _SLOW_STEP_S:  # the lock was held that long: clients waited
+                log.info("broker %d: a cluster step took %.0f ms", self.broker_id, took * 1000)
+        except PylogError as exc:  # the store is unreachable for now: keep trying
+            log.warning("broker %d: cluster step failed: %s", self.broker_id, exc)
+            time.sleep(0.1)
 
     def create_topic(self, name: str, partitions: Optional[int] = None,  # type: ignore[override]
                      replication_factor: Optional[int] = None, config: Optional[Mapping[str, Any]] = None, *,

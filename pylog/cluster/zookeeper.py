@@ -84,6 +84,7 @@ from pylog.cluster.metadata import (
     SEQUENCE_DIGITS,
     NodeStat,
     WatchEvent,
+    WatchQueues,
     encode_data,
     join_path,
     parent_path,
@@ -270,8 +271,7 @@ class ZooKeeperMetadataStore:
         self._unreported: set[int] = set()  # lost, not yet reported by tick/heartbeat
         self._reapers: list[threading.Thread] = []
         self._watch_lock = threading.Lock()  # watches; taken on kazoo's connection thread
-        self._watch_prefixes: dict[Hashable, set[str]] = {}
-        self._watch_queues: dict[Hashable, list[WatchEvent]] = {}
+        self._watches = WatchQueues()
         self._server_watches: set[str] = set()  # prefixes with a watch on the server
         self._wakeup: Callable[[], None] | None = None
         self._reconnections = 0
@@ -793,26 +793,17 @@ class ZooKeeperMetadataStore:
             self._read(f"watch {prefix}", lambda: self._add_watch(prefix))
             with self._watch_lock:
                 self._server_watches.add(prefix)
-        with self._watch_lock:
-            self._watch_prefixes.setdefault(watcher_id, set()).add(prefix)
-            self._watch_queues.setdefault(watcher_id, [])
+        self._watches.add(prefix, watcher_id)
 
     def drain(self, watcher_id: Hashable) -> list[WatchEvent]:
         """Take the events queued for ``watcher_id`` (oldest first); InvalidArgument if it
         watches nothing."""
-        with self._watch_lock:
-            queue = self._watch_queues.get(watcher_id)
-            if queue is None:
-                raise InvalidArgument(f"no watcher {watcher_id!r}")
-            self._watch_queues[watcher_id] = []
-            return queue
+        return self._watches.drain(watcher_id)
 
     def unwatch(self, watcher_id: Hashable) -> None:
         """Remove every watch of ``watcher_id`` and drop its queued events (no-op if none).
         The server keeps its watch on the prefix; events nobody watches are dropped here."""
-        with self._watch_lock:
-            self._watch_prefixes.pop(watcher_id, None)
-            self._watch_queues.pop(watcher_id, None)
+        self._watches.remove(watcher_id)
 
     def _add_watch(self, prefix: str) -> Any:
         client = self._main.client
@@ -838,14 +829,7 @@ class ZooKeeperMetadataStore:
         """Queue an event (kazoo's connection thread, before any later reply is read)."""
         if self._connect.chroot is None and _covers("/zookeeper", path):
             return  # ZooKeeper's own nodes
-        event = WatchEvent(kind, path, 0 if kind == "created" else -1)
-        queued = False
-        with self._watch_lock:
-            for wid, prefixes in self._watch_prefixes.items():
-                if any(_covers(p, path) for p in prefixes):
-                    self._watch_queues[wid].append(event)
-                    queued = True
-        if queued:
+        if self._watches.fire(WatchEvent(kind, path, 0 if kind == "created" else -1)):
             self._wake()
 
     def _main_state(self, state: str) -> None:

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import json
 import re
-import time
 import urllib.request
 import uuid
 from typing import Any, Callable, Dict, List, Optional
 
 import pytest
+
+from tests.zk import wait_until
 
 from pylog.cli.cluster_up import ProcessCluster
 
@@ -34,15 +35,8 @@ WAIT_S = 90.0
 
 
 def wait_for(pred: Callable[[], Any], what: str, timeout_s: float = WAIT_S, interval_s: float = 0.1) -> Any:
-    """Poll until ``pred()`` is truthy (its value is returned); fail after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = pred()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(interval_s)
+    """:func:`tests.zk.wait_until` with the process clusters' bound."""
+    return wait_until(pred, what, timeout_s, interval_s)
 
 
 def metrics_text(broker: Any) -> str:

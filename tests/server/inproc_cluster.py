@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional
 
@@ -20,6 +19,7 @@ from pylog.cluster.metadata import InMemoryMetadataStore
 from pylog.server.cluster import open_cluster_node, registration
 from pylog.server.config import ServerConfig
 from pylog.server.server import KafkaServer
+from tests.zk import wait_until as _wait_until
 
 __all__ = ["InProcessCluster", "RunningBroker", "FAST_CLUSTER", "wait_until"]
 
@@ -38,15 +38,8 @@ WAIT_S = 60.0
 
 
 def wait_until(cond: Callable[[], Any], what: str, timeout_s: float = WAIT_S, interval_s: float = 0.05) -> Any:
-    """Poll ``cond()`` until it returns something truthy (returned) or fail naming ``what``."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        got = cond()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up after {timeout_s} s waiting for {what}")
-        time.sleep(interval_s)
+    """:func:`tests.zk.wait_until` with this harness's bound."""
+    return _wait_until(cond, what, timeout_s, interval_s)
 
 
 class RunningBroker:
