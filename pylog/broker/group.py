@@ -8,8 +8,9 @@ group that lives on one coordinator.  It owns no thread, lock, clock, socket or 
   current time ``now`` in ms; :meth:`GroupCoordinator.tick` reports the passage of time.
 * **Actions out** are the returned lists: :class:`Respond` answers the request with that
   token (possibly much later: a JoinGroup is answered when the rebalance completes, a
-  follower's SyncGroup when the leader's arrives), :class:`AppendOffsets` asks the driver to
-  append records to ``__consumer_offsets`` and then report :meth:`append_done`.
+  follower's SyncGroup when the leader's assignments are stored), :class:`AppendOffsets`
+  asks the driver to append records to ``__consumer_offsets`` and then report
+  :meth:`append_done` (:class:`StoreGroup`, the group metadata record, is one of them).
 
 The driver (:class:`pylog.broker.group_service.GroupService`, the simulator, later the
 network server) performs the actions.  AppendOffsets actions of one partition must be
@@ -18,7 +19,7 @@ performed, and their ``append_done`` reported, in the order they were returned.
 Group states (Kafka's names) and transitions::
 
     Empty --join--> PreparingRebalance --all joined / rebalance timeout--> CompletingRebalance
-    CompletingRebalance --leader's SyncGroup--> Stable
+    CompletingRebalance --leader's SyncGroup, assignments stored--> Stable
     Stable / CompletingRebalance --join of a new or changed member, leave, eviction-->
         PreparingRebalance
     PreparingRebalance --every member gone--> Empty          (generation still advances)
@@ -34,6 +35,11 @@ Invariants kept (and asserted by the tests):
   CompletingRebalance state, or with generation -1 to a group that has no members
   (manual assignment, "simple" consumers).
 * Committed offsets change only after their records are durably appended.
+* Members learn their assignment only once it is durably appended in the group's metadata
+  record, and a group that becomes Empty is recorded as such: a coordinator that replays
+  ``__consumer_offsets`` (after a restart, or on another broker when leadership of its
+  partition moves) carries on with the same members, generation and assignments, so a
+  moving coordinator costs the consumers no rebalance (Kafka's behaviour).
 
 Kafka's defaults apply except ``group.initial.rebalance.delay.ms``, which is 0 here (Kafka's
 is 3000): an embedded consumer should not wait three seconds for its first assignment.
@@ -43,8 +49,7 @@ processes, those its broker leads, loaded and unloaded as leadership moves (see
 :class:`GroupCoordinator`).
 
 Not implemented: static membership (group.instance.id), KIP-394's MEMBER_ID_REQUIRED
-round trip, group.max.size, group metadata records (members are not persisted; after a
-restart they rejoin, as when a Kafka coordinator moves).
+round trip, group.max.size.
 """
 from __future__ import annotations
 
@@ -56,9 +61,10 @@ from typing import (Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequ
                     Tuple, Union)
 
 from pylog.records.wire import WireReader
-from pylog.broker.offsets_topic import (OFFSETS_TOPIC_NUM_PARTITIONS, OffsetValue,
-                                        offset_commit_record, offset_tombstone,
-                                        partition_for_group)
+from pylog.broker.offsets_topic import (OFFSETS_TOPIC_NUM_PARTITIONS, GroupMetadataValue,
+                                        MemberMetadata, OffsetValue, group_metadata_record,
+                                        group_metadata_tombstone, offset_commit_record,
+                                        offset_tombstone, partition_for_group)
 from pylog.errors import (CoordinatorLoadInProgress, CoordinatorNotAvailable, GroupIdNotFound,
                           GroupSubscribedToTopic, IllegalGeneration, InconsistentGroupProtocol,
                           InvalidArgument, InvalidConfig, InvalidGroupId, InvalidSessionTimeout,
@@ -74,6 +80,7 @@ __all__ = [
     "GroupCoordinator",
     "Respond",
     "AppendOffsets",
+    "StoreGroup",
     "Action",
     "JoinGroupResult",
     "MemberDescription",
@@ -212,6 +219,13 @@ class AppendOffsets:
     records: Tuple[Tuple[bytes, Optional[bytes]], ...]
 
 
+@dataclass(frozen=True)
+class StoreGroup(AppendOffsets):
+    """An :class:`AppendOffsets` whose one record is a group's metadata (its members and
+    assignments, or that it is empty).  Drivers perform it like any other append; it is
+    a class of its own so that tests can tell the two apart."""
+
+
 Action = Union[Respond, AppendOffsets]
 
 
@@ -251,7 +265,7 @@ class _Group:
     __slots__ = ("group_id", "state", "generation_id", "protocol_type", "protocol_name",
                  "leader_id", "members", "offsets", "pending_commits", "pending_expiry",
                  "state_timestamp_ms", "join_deadline_ms", "initial_delay", "new_member_added",
-                 "sync_deadline_ms", "pending_sync")
+                 "sync_deadline_ms", "pending_sync", "storing")
 
     def __init__(self, group_id: str, now: int) -> None:
         self.group_id = group_id
@@ -271,6 +285,8 @@ class _Group:
         self.new_member_added = False
         self.sync_deadline_ms: Optional[int] = None
         self.pending_sync: Set[str] = set()
+        #: the append id of the StoreGroup whose success makes this generation Stable
+        self.storing: Optional[int] = None
 
     def transition(self, state: GroupState, now: int) -> None:
         self.state = state
@@ -305,7 +321,7 @@ class _Group:
 
 @dataclass
 class _PendingAppend:
-    kind: str  # "commit" | "expire" | "delete" | "delete_offsets"
+    kind: str  # "commit" | "expire" | "delete" | "delete_offsets" | "store"
     group_id: str
     token: Any = None
     offsets: Dict[TopicPartition, OffsetValue] = field(default_factory=dict)
@@ -557,6 +573,60 @@ class GroupCoordinator:
             group = self._groups[group_id] = _Group(group_id, now)
         group.offsets[tp] = value
 
+    def load_group(self, group_id: str, value: Optional[GroupMetadataValue], now: int) -> None:
+        """Replay one group metadata record (None: the group was deleted).  The group
+        takes the record's generation, protocol, leader, members and assignments: Stable
+        with members (each must heartbeat within its session timeout from ``now``),
+        Empty without."""
+        if value is None:
+            group = self._groups.get(group_id)
+            if group is not None:
+                group.members.clear()
+                group.leader_id = group.protocol_name = group.protocol_type = None
+                group.transition(GroupState.EMPTY, now)
+                if not group.offsets:
+                    del self._groups[group_id]
+            return
+        group = self._groups.get(group_id)
+        if group is None:
+            group = self._groups[group_id] = _Group(group_id, now)
+        group.generation_id = value.generation
+        group.protocol_type = value.protocol_type or None
+        group.protocol_name = value.protocol
+        group.members = {}
+        for m in value.members:
+            protos = [(value.protocol, m.subscription)] if value.protocol is not None else []
+            rebalance = m.rebalance_timeout_ms if m.rebalance_timeout_ms > 0 else m.session_timeout_ms
+            member = _Member(m.member_id, m.client_id, protos, m.session_timeout_ms, rebalance)
+            member.assignment = m.assignment
+            member.heartbeat_deadline_ms = now + m.session_timeout_ms
+            group.members[m.member_id] = member
+        group.leader_id = value.leader if value.leader in group.members else next(iter(group.members), None)
+        group.join_deadline_ms = group.sync_deadline_ms = None
+        group.initial_delay = None
+        group.pending_sync.clear()
+        group.storing = None
+        if group.members:
+            group.transition(GroupState.STABLE, now)
+        else:
+            group.protocol_name = group.leader_id = None
+            group.transition(GroupState.EMPTY, now)
+            if value.current_state_timestamp >= 0:  # offsets expire counting from then
+                group.state_timestamp_ms = value.current_state_timestamp
+
+    def _store(self, group: _Group, now: int, token: Any = None) -> StoreGroup:
+        """The append of ``group``'s metadata record as it is now."""
+        members = tuple(MemberMetadata(m.member_id, m.client_id, "", m.rebalance_timeout_ms,
+                                       m.session_timeout_ms, m.metadata_for(group.protocol_name),
+                                       m.assignment)
+                        for m in group.members.values())
+        value = GroupMetadataValue(group.protocol_type or "", group.generation_id,
+                                   group.protocol_name, group.leader_id, now, members)
+        append_id = next(self._append_ids)
+        self._appends[append_id] = self._pending("store", group.group_id, token, {})
+        return StoreGroup(append_id, partition_for_group(group.group_id, self.num_partitions),
+                          (group_metadata_record(group.group_id, value),))
+
     # ---------------------------------------------------------------- JoinGroup
 
     def join_group(self, token: Any, group_id: str, member_id: str, protocol_type: str,
@@ -682,6 +752,7 @@ class GroupCoordinator:
             actions += self._fail_pending_syncs(group, now)
         group.sync_deadline_ms = None
         group.pending_sync.clear()
+        group.storing = None  # a store in flight no longer makes anything Stable
         delay = self.config.group_initial_rebalance_delay_ms
         timeout = group.rebalance_timeout_ms()
         if group.state is GroupState.EMPTY and delay > 0:
@@ -732,6 +803,7 @@ class GroupCoordinator:
             group.protocol_type = None
             group.leader_id = None
             group.transition(GroupState.EMPTY, now)
+            actions.append(self._store(group, now))  # recorded: no member to carry on
             return actions
         if group.leader_id not in group.members:
             group.leader_id = next(iter(group.members))
@@ -800,13 +872,42 @@ class GroupCoordinator:
         member.sync_token = token
         member.awaiting_sync = True
         group.pending_sync.discard(member_id)
-        if member_id != group.leader_id:
-            return actions
+        if member_id != group.leader_id or group.storing is not None:
+            return actions  # answered when the leader's assignments are stored
         for m in group.members.values():
             m.assignment = assigned.get(m.member_id, b"")
-        group.transition(GroupState.STABLE, now)
         group.sync_deadline_ms = None
         group.pending_sync.clear()
+        store = self._store(group, now)
+        group.storing = store.append_id
+        actions.append(store)
+        return actions
+
+    def _stored(self, group: _Group, append_id: int, now: int,
+                error: Optional[BaseException]) -> List[Action]:
+        """The group metadata append ``append_id`` finished."""
+        if group.storing != append_id:  # the group moved on meanwhile (or went Empty)
+            if error is not None:
+                log.warning("storing the metadata of group %r failed: %s", group.group_id, error)
+            return []
+        group.storing = None
+        assert group.state is GroupState.COMPLETING_REBALANCE
+        actions: List[Action] = []
+        if error is not None:
+            # Kafka: the members hear of it and rejoin; the assignments were never valid
+            why: BaseException = error if isinstance(error, NotCoordinator) else \
+                CoordinatorNotAvailable(f"storing the assignments of group {group.group_id!r} "
+                                        f"(generation {group.generation_id}) failed: {error}")
+            log.warning("%s", why)
+            for m in group.members.values():
+                m.assignment = b""
+                if m.awaiting_sync:
+                    actions.append(Respond(m.sync_token, error=why))
+                    m.awaiting_sync = False
+                    m.sync_token = None
+            actions += self._prepare_rebalance(group, now)
+            return actions
+        group.transition(GroupState.STABLE, now)
         for m in group.members.values():
             if m.awaiting_sync:
                 m.heartbeat_deadline_ms = now + m.session_timeout_ms
@@ -1058,6 +1159,10 @@ class GroupCoordinator:
         if pending.incarnation != self._incarnations.get(pending.partition, 0):
             return self._stale_append_done(append_id, pending, error)
         group = self._groups.get(pending.group_id)
+        if pending.kind == "store":
+            if group is None:
+                return []
+            return self._stored(group, append_id, now, error)
         if pending.kind == "commit":
             if group is not None:
                 for tp in pending.offsets:
@@ -1147,9 +1252,13 @@ class GroupCoordinator:
             group.pending_expiry.update(expired)
             append_id = next(self._append_ids)
             self._appends[append_id] = self._pending("expire", group.group_id, None, expired)
+            records = [offset_tombstone(group.group_id, t, p) for t, p in expired]
+            if managed and len(expired) == len(group.offsets) and not group.pending_commits:
+                # the group goes with its last offsets (Kafka removes it): so does its record
+                records.append(group_metadata_tombstone(group.group_id))
             actions.append(AppendOffsets(
                 append_id, partition_for_group(group.group_id, self.num_partitions),
-                tuple(offset_tombstone(group.group_id, t, p) for t, p in expired)))
+                tuple(records)))
         return actions
 
     def fetch_offsets(self, group_id: str,
@@ -1217,14 +1326,18 @@ class GroupCoordinator:
         except PylogError as e:
             return [Respond(token, error=e)]
         doomed = dict(group.offsets)
-        if not doomed and not group.pending_commits:
+        managed = group.generation_id > 0  # a group metadata record may exist
+        if not doomed and not group.pending_commits and not managed:
             del self._groups[group_id]  # nothing durable to erase
             return [Respond(token)]
         group.transition(GroupState.DEAD, now)
         append_id = next(self._append_ids)
         self._appends[append_id] = self._pending("delete", group_id, token, doomed)
+        records = [offset_tombstone(group_id, t, p) for t, p in doomed]
+        if managed:
+            records.append(group_metadata_tombstone(group_id))
         return [AppendOffsets(append_id, partition_for_group(group_id, self.num_partitions),
-                              tuple(offset_tombstone(group_id, t, p) for t, p in doomed))]
+                              tuple(records))]
 
     def delete_offsets(self, token: Any, group_id: str, partitions: Iterable[TopicPartition],
                        now: int) -> List[Action]:

@@ -9,8 +9,11 @@ Durability: every offset commit becomes one batch appended through the ``append`
 the broker provides (``append(partition, [(key, value), ...])`` writes to
 ``__consumer_offsets-<partition>`` and raises on failure).  Offsets become visible to
 :meth:`GroupService.fetch_offsets` only after ``append`` returned; if it raises, the commit
-raises the same exception and nothing changes.  At startup the broker replays the topic
-through :meth:`GroupService.load`.
+raises the same exception and nothing changes.  So does each completed rebalance: the
+group's members and assignments are appended as its metadata record before the members
+hear their assignments.  At startup the broker replays the topic through
+:meth:`GroupService.load`: committed offsets and groups (Stable groups keep their members,
+who carry on if they heartbeat within their session timeout).
 
 In a cluster of broker processes a service coordinates only the groups of the
 ``__consumer_offsets`` partitions its broker leads (``owned_partitions=()`` at
@@ -48,8 +51,8 @@ from typing import (Any, Callable, Deque, Dict, Iterable, List, Mapping, Optiona
 from pylog.broker.group import (Action, AppendOffsets, GroupConfig, GroupCoordinator,
                                 GroupDescription, GroupListing, JoinGroupResult, Respond,
                                 RequestTimedOut)
-from pylog.broker.offsets_topic import (GroupMetadataKey, OffsetKey, decode_key,
-                                        decode_offset_value)
+from pylog.broker.offsets_topic import (GroupMetadataKey, OffsetKey, decode_group_metadata_value,
+                                        decode_key, decode_offset_value)
 from pylog.errors import CoordinatorNotAvailable, InvalidArgument, InvalidConfig, NotCoordinator
 from pylog.util import check_int, now_ms
 
@@ -294,9 +297,10 @@ class GroupService:
 
     def load(self, records: Iterable[Tuple[bytes, Optional[bytes]]]) -> int:
         """Replay ``__consumer_offsets`` records (key, value-or-None) in log order: the last
-        record per key wins and a null value deletes.  Group metadata records are skipped.
-        Returns the number of offset records applied; a record that does not decode raises
-        CorruptRecordError naming the problem."""
+        record per key wins and a null value deletes.  Committed offsets and group
+        metadata (members, generation, assignments) are both restored.  Returns the number
+        of records applied; a record that does not decode raises CorruptRecordError naming
+        the problem."""
         with self._lock:
             self._check_open()
             return self._apply(records, self._now())
@@ -310,13 +314,15 @@ class GroupService:
             if key is None:
                 raise InvalidArgument("a __consumer_offsets record must have a key")
             k = decode_key(key)
-            if isinstance(k, GroupMetadataKey):
-                continue
-            assert isinstance(k, OffsetKey)
             if partition is not None and self._coord.partition_for(k.group) != partition:
                 continue
-            v = None if value is None else decode_offset_value(value)
-            self._coord.load_offset(k.group, (k.topic, k.partition), v, now)
+            if isinstance(k, GroupMetadataKey):
+                g = None if value is None else decode_group_metadata_value(value)
+                self._coord.load_group(k.group, g, now)
+            else:
+                assert isinstance(k, OffsetKey)
+                v = None if value is None else decode_offset_value(value)
+                self._coord.load_offset(k.group, (k.topic, k.partition), v, now)
             n += 1
         return n
 
@@ -348,7 +354,7 @@ class GroupService:
 
         ``records`` is consumed without this service's lock held (reading the log may
         take the broker's locks; other groups are served meanwhile) and applied
-        ``chunk`` records at a time under it.  Returns the number of offset records
+        ``chunk`` records at a time under it.  Returns the number of records
         applied, or None when there was nothing to do (already owned at this or an older
         epoch, or unloaded meanwhile).  If reading or decoding raises, the partition is
         unloaded again and the exception propagates (the caller may try again)."""

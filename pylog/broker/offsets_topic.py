@@ -16,13 +16,26 @@ schemas; big-endian; ``string`` = int16 byte length + UTF-8, never null here)::
     value = version:int16 (1)     offset:int64                metadata:string  commit_ts:int64  expire_ts:int64
     value = version:int16 (3)     offset:int64  leader_epoch:int32  metadata:string  commit_ts:int64
 
+    group metadata value (Kafka's ``GroupMetadataValue``, versions 0-3)::
+
+        version:int16  protocol_type:string  generation:int32  protocol:nullable string
+        leader:nullable string  [current_state_ts:int64 (v2+)]
+        members:int32 count, each:
+            member_id:string  [group_instance_id:nullable string (v3+)]  client_id:string
+            client_host:string  [rebalance_timeout:int32 (v1+)]  session_timeout:int32
+            subscription:bytes(int32 length)  assignment:bytes(int32 length)
+
 A record with an offset-commit key and a null value (a tombstone) deletes the committed
 offset; the topic is compacted, so the last record per key is the state.  pylog writes key
 version 1 and value version 3, as Kafka 2.1+ does; it reads every version above.
 
-Group metadata records (key version 2) are recognised so that a replay can skip them;
-pylog does not write them (group membership is not persisted: after a restart members
-rejoin, as they do when a Kafka coordinator moves).
+Group metadata records (key version 2) hold a group's membership as of its last completed
+rebalance: the coordinator writes one when a generation's assignments are set and when
+the group becomes empty, and a tombstone when the group is deleted.  A coordinator that
+takes the group over (its broker now leads the partition) replays it, so the members
+keep their generation and assignments and carry on without a rebalance.  pylog writes
+value version 3 and reads 0-3 (version 4, Kafka 3.5's flexible encoding, is refused with
+CorruptRecordError naming it).
 """
 from __future__ import annotations
 
@@ -43,11 +56,18 @@ __all__ = [
     "OffsetKey",
     "GroupMetadataKey",
     "OffsetValue",
+    "GroupMetadataValue",
+    "MemberMetadata",
+    "GROUP_METADATA_VALUE_VERSION",
     "encode_offset_key",
     "encode_offset_value",
     "encode_group_metadata_key",
     "decode_key",
     "decode_offset_value",
+    "encode_group_metadata_value",
+    "decode_group_metadata_value",
+    "group_metadata_record",
+    "group_metadata_tombstone",
     "offset_commit_record",
     "offset_tombstone",
     "java_string_hash",
@@ -66,6 +86,8 @@ OFFSET_COMMIT_KEY_VERSION = 1
 OFFSET_COMMIT_VALUE_VERSION = 3
 #: Key version of group metadata records.
 GROUP_METADATA_KEY_VERSION = 2
+#: Group metadata value version pylog writes (with the state timestamp and static member ids).
+GROUP_METADATA_VALUE_VERSION = 3
 #: Longest string the int16 length prefix can describe.
 MAX_STRING_BYTES = 0x7FFF
 
@@ -100,6 +122,35 @@ class OffsetValue:
     expire_timestamp: int = -1
 
 
+@dataclass(frozen=True)
+class MemberMetadata:
+    """One member of a group as its metadata record stores it: ``subscription`` is the
+    member's metadata for the group's chosen protocol, ``assignment`` what the leader
+    gave it; timeouts in ms."""
+
+    member_id: str
+    client_id: str = ""
+    client_host: str = ""
+    rebalance_timeout_ms: int = -1
+    session_timeout_ms: int = 0
+    subscription: bytes = b""
+    assignment: bytes = b""
+    group_instance_id: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class GroupMetadataValue:
+    """A group's membership after its last completed rebalance (no members: the group
+    is Empty).  ``current_state_timestamp`` is ms since the epoch (-1 = unknown)."""
+
+    protocol_type: str
+    generation: int
+    protocol: Optional[str]
+    leader: Optional[str]
+    current_state_timestamp: int = -1
+    members: Tuple[MemberMetadata, ...] = ()
+
+
 # --- primitive writers / readers ---------------------------------------------------------
 
 
@@ -111,6 +162,20 @@ def _w_string(out: bytearray, value: str, what: str) -> None:
         raise InvalidArgument(f"{what} is {len(raw)} bytes in UTF-8; at most {MAX_STRING_BYTES}")
     out += _I16.pack(len(raw))
     out += raw
+
+
+def _w_nullable_string(out: bytearray, value: Optional[str], what: str) -> None:
+    if value is None:
+        out += _I16.pack(-1)
+    else:
+        _w_string(out, value, what)
+
+
+def _w_bytes(out: bytearray, value: bytes, what: str) -> None:
+    if not isinstance(value, (bytes, bytearray, memoryview)):
+        raise InvalidArgument(f"{what} must be bytes, got {type(value).__name__}")
+    out += _I32.pack(len(value))
+    out += value
 
 
 def _w_int(out: bytearray, st: struct.Struct, value: int, what: str) -> None:
@@ -191,6 +256,85 @@ def decode_offset_value(data: bytes) -> OffsetValue:
     expire_ts = r.i64("expire timestamp") if version == 1 else -1
     r.end()
     return OffsetValue(offset, metadata, commit_ts, leader_epoch, expire_ts)
+
+
+def encode_group_metadata_value(value: GroupMetadataValue,
+                                version: int = GROUP_METADATA_VALUE_VERSION) -> bytes:
+    """Encode ``value`` in group metadata value ``version`` 0-3 (fields a version lacks
+    are dropped: the state timestamp below 2, rebalance timeouts below 1, static member
+    ids below 3)."""
+    if version not in (0, 1, 2, 3):
+        raise InvalidArgument(f"group metadata value version must be 0-3, got {version!r}")
+    if not isinstance(value, GroupMetadataValue):
+        raise InvalidArgument(f"value must be a GroupMetadataValue, got {type(value).__name__}")
+    out = bytearray(_I16.pack(version))
+    _w_string(out, value.protocol_type, "protocol type")
+    _w_int(out, _I32, value.generation, "generation")
+    _w_nullable_string(out, value.protocol, "protocol")
+    _w_nullable_string(out, value.leader, "leader")
+    if version >= 2:
+        _w_int(out, _I64, value.current_state_timestamp, "current state timestamp")
+    out += _I32.pack(len(value.members))
+    for m in value.members:
+        if not isinstance(m, MemberMetadata):
+            raise InvalidArgument(f"a member must be a MemberMetadata, got {type(m).__name__}")
+        _w_string(out, m.member_id, "member id")
+        if version >= 3:
+            _w_nullable_string(out, m.group_instance_id, "group instance id")
+        _w_string(out, m.client_id, "client id")
+        _w_string(out, m.client_host, "client host")
+        if version >= 1:
+            _w_int(out, _I32, m.rebalance_timeout_ms, "rebalance timeout")
+        _w_int(out, _I32, m.session_timeout_ms, "session timeout")
+        _w_bytes(out, m.subscription, "subscription")
+        _w_bytes(out, m.assignment, "assignment")
+    return bytes(out)
+
+
+def decode_group_metadata_value(data: bytes) -> GroupMetadataValue:
+    """Decode a group metadata value of version 0-3; a truncated or malformed value, or
+    another version, raises :class:`CorruptRecordError` naming the problem."""
+    r = WireReader(data, "__consumer_offsets group metadata value")
+    version = r.i16("version")
+    if version not in (0, 1, 2, 3):
+        raise CorruptRecordError(
+            f"__consumer_offsets group metadata value: unsupported value version {version}"
+            + (" (Kafka 3.5's flexible encoding)" if version == 4 else ""))
+    protocol_type = r.string("protocol type")
+    generation = r.i32("generation")
+    protocol = r.string("protocol", nullable=True)
+    leader = r.string("leader", nullable=True)
+    state_ts = r.i64("current state timestamp") if version >= 2 else -1
+    members = []
+    # the smallest member: four empty strings (2 bytes each) + 4-byte timeout + two empty byte strings
+    for _ in range(r.count("members", 8 + 4 + 8)):
+        member_id = r.string("member id")
+        instance = r.string("group instance id", nullable=True) if version >= 3 else None
+        client_id = r.string("client id")
+        client_host = r.string("client host")
+        rebalance = r.i32("rebalance timeout") if version >= 1 else -1
+        session = r.i32("session timeout")
+        subscription = r.nbytes("subscription")
+        assignment = r.nbytes("assignment")
+        if subscription is None or assignment is None:
+            raise CorruptRecordError(
+                f"__consumer_offsets group metadata value: member {member_id!r} has a null "
+                + ("subscription" if subscription is None else "assignment"))
+        members.append(MemberMetadata(member_id or "", client_id or "", client_host or "",
+                                      rebalance, session, subscription, assignment, instance))
+    r.end()
+    return GroupMetadataValue(protocol_type or "", generation, protocol, leader, state_ts,
+                              tuple(members))
+
+
+def group_metadata_record(group: str, value: GroupMetadataValue) -> Tuple[bytes, bytes]:
+    """The (key, value) record that stores ``group``'s membership."""
+    return encode_group_metadata_key(group), encode_group_metadata_value(value)
+
+
+def group_metadata_tombstone(group: str) -> Tuple[bytes, Optional[bytes]]:
+    """The record that deletes ``group``'s membership record (the group was deleted)."""
+    return encode_group_metadata_key(group), None
 
 
 def offset_commit_record(group: str, topic: str, partition: int,

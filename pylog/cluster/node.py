@@ -614,7 +614,7 @@ class ClusterNode(LocalCluster):
             return
         self._failed_loads.pop(partition, None)
         if n is not None:
-            log.info("broker %d coordinates the groups of %s-%d (leader epoch %d; %d offset records replayed)",
+            log.info("broker %d coordinates the groups of %s-%d (leader epoch %d; %d records replayed)",
                      self.broker_id, OFFSETS_TOPIC, partition, epoch, n)
 
     def _retry_failed_loads(self) -> None:

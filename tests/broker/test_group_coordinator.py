@@ -16,9 +16,9 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from pylog.broker.group import (AppendOffsets, GroupConfig, GroupCoordinator, GroupState,
                                 JoinGroupResult, NonEmptyGroup, OffsetMetadataTooLarge,
-                                Respond)
-from pylog.broker.offsets_topic import (OffsetKey, decode_key, decode_offset_value,
-                                        partition_for_group)
+                                Respond, StoreGroup)
+from pylog.broker.offsets_topic import (GroupMetadataKey, OffsetKey, decode_group_metadata_value,
+                                        decode_key, decode_offset_value, partition_for_group)
 from pylog.errors import (CoordinatorLoadInProgress, GroupIdNotFound, IllegalGeneration,
                           InconsistentGroupProtocol, InvalidArgument, InvalidConfig, InvalidGroupId,
                           InvalidSessionTimeout, NotCoordinator, RebalanceInProgress, UnknownMemberId)
@@ -37,6 +37,9 @@ class Harness:
         self.now = 0
         self.answers: Dict[int, Respond] = {}
         self.appends: List[AppendOffsets] = []
+        #: group metadata appends, performed at once unless ``hold_stores``
+        self.stores: List[StoreGroup] = []
+        self.hold_stores = False
         self.tokens = itertools.count(1)
 
     def take(self, actions):
@@ -44,6 +47,10 @@ class Harness:
             if isinstance(a, Respond):
                 assert a.token not in self.answers, "a request was answered twice"
                 self.answers[a.token] = a
+            elif isinstance(a, StoreGroup):
+                self.stores.append(a)
+                if not self.hold_stores:
+                    self.take(self.c.append_done(a.append_id, self.now))
             else:
                 assert isinstance(a, AppendOffsets)
                 self.appends.append(a)
@@ -512,7 +519,9 @@ def test_offsets_of_an_empty_group_expire_after_retention():
     assert h.c.fetch_offsets("g") != {}
     h.tick(empty_since + 110_000, complete=False)
     (app,) = h.appends[n:]
-    assert [(decode_key(k), v) for k, v in app.records] == [(OffsetKey("g", "t", 0), None)]
+    # the group goes with its last offset: its metadata record too
+    assert [(decode_key(k), v) for k, v in app.records] == [(OffsetKey("g", "t", 0), None),
+                                                            (GroupMetadataKey("g"), None)]
     assert h.c.fetch_offsets("g") != {}, "gone only once the tombstone is written"
     h.take(h.c.append_done(app.append_id, h.now))
     assert h.c.fetch_offsets("g") == {}
@@ -530,7 +539,8 @@ def test_delete_group():
     t = next(h.tokens)
     h.take(h.c.delete_group(t, "g", h.now))
     app = h.appends[-1]
-    assert [v for _, v in app.records] == [None]
+    assert [(decode_key(k), v) for k, v in app.records] == [(OffsetKey("g", "t", 0), None),
+                                                            (GroupMetadataKey("g"), None)]
     assert h.state() is GroupState.DEAD
     h.take(h.c.append_done(app.append_id, h.now))
     assert h.answers[t].error is None and h.state() is None
@@ -670,6 +680,158 @@ def test_an_append_finishing_after_its_partition_moved_is_answered_and_changes_n
     h.take(h.c.unload(G, h.now, 3))
     h.take(h.c.append_done(h.appends[-1].append_id, h.now, OSError("not the leader")))
     assert isinstance(h.error(t2), OSError)
+
+
+# --- group metadata records: a moving coordinator costs no rebalance --------------------------
+
+
+def replay(records, now, partitions=None, **config) -> Harness:
+    """A second coordinator that takes over ``partitions`` (default: "g"'s) by replaying
+    ``records`` (key, value) in log order, as a broker that becomes their leader does."""
+    h = Harness(owned_partitions=(), **config)
+    h.now = now
+    for p in partitions or (G,):
+        assert h.c.begin_load(p, 1)
+    for key, value in records:
+        k = decode_key(key)
+        if isinstance(k, GroupMetadataKey):
+            h.c.load_group(k.group, None if value is None else decode_group_metadata_value(value), now)
+        else:
+            h.c.load_offset(k.group, (k.topic, k.partition),
+                            None if value is None else decode_offset_value(value), now)
+    for p in partitions or (G,):
+        assert h.c.finish_load(p)
+    return h
+
+
+def log_of(h: Harness):
+    """Every record the coordinator asked to append, in the order it asked."""
+    ordered = sorted(h.appends + h.stores, key=lambda a: a.append_id)
+    return [r for a in ordered for r in a.records]
+
+
+def test_assignments_are_answered_only_once_the_group_is_stored():
+    h = Harness()
+    h.hold_stores = True
+    a = h.result(h.join()).member_id
+    b_join = h.join()
+    h.join(a)
+    b = h.result(b_join).member_id
+    fs = h.sync(b, 2)
+    ls = h.sync(a, 2, {a: b"A", b: b"B"})
+    (store,) = h.stores[-1:]
+    assert h.answer(ls) is None and h.answer(fs) is None
+    assert h.state() is GroupState.COMPLETING_REBALANCE
+    ((key, value),) = store.records
+    v = decode_group_metadata_value(value)
+    assert decode_key(key) == GroupMetadataKey("g") and store.partition == G
+    assert (v.protocol_type, v.generation, v.protocol, v.leader) == ("consumer", 2, "range", a)
+    assert [(m.member_id, m.subscription, m.assignment, m.session_timeout_ms, m.rebalance_timeout_ms)
+            for m in v.members] == [(a, b"meta", b"A", SESSION, REBALANCE),
+                                    (b, b"meta", b"B", SESSION, REBALANCE)]
+    h.take(h.c.append_done(store.append_id, h.now))
+    assert h.result(ls) == b"A" and h.result(fs) == b"B" and h.state() is GroupState.STABLE
+
+
+def test_a_failed_store_fails_the_syncs_and_the_group_rebalances():
+    h = Harness()
+    h.hold_stores = True
+    res = h.result(h.join())
+    s = h.sync(res.member_id, 1, {res.member_id: b"A"})
+    h.take(h.c.append_done(h.stores[-1].append_id, h.now, OSError("disk full")))
+    err = h.error(s)
+    assert type(err).__name__ == "CoordinatorNotAvailable" and "disk full" in str(err)
+    assert h.state() is GroupState.PREPARING_REBALANCE
+    assert h.c.describe_group("g").members[0].assignment == b""
+    # a NotCoordinator (the partition moved) reaches the member as such
+    h.hold_stores = True
+    j = h.join(res.member_id)
+    gen = h.result(j).generation_id
+    s = h.sync(res.member_id, gen, {res.member_id: b"A"})
+    h.take(h.c.append_done(h.stores[-1].append_id, h.now, NotCoordinator("moved")))
+    assert isinstance(h.error(s), NotCoordinator)
+
+
+def test_a_store_overtaken_by_a_rebalance_makes_nothing_stable():
+    h = Harness()
+    h.hold_stores = True
+    a = h.result(h.join()).member_id
+    s = h.sync(a, 1, {a: b"A"})
+    newcomer = h.join()  # a new member: the group rebalances before the store is done
+    assert isinstance(h.error(s), RebalanceInProgress)
+    h.take(h.c.append_done(h.stores[-1].append_id, h.now))
+    assert h.state() is GroupState.PREPARING_REBALANCE and h.answer(newcomer) is None
+
+
+def test_the_leader_syncing_again_while_its_store_is_written_waits_for_it():
+    h = Harness()
+    h.hold_stores = True
+    a = h.result(h.join()).member_id
+    first = h.sync(a, 1, {a: b"A"})
+    again = h.sync(a, 1, {a: b"other"})
+    assert isinstance(h.error(first), RebalanceInProgress)  # superseded, as any repeated sync
+    assert len(h.stores) == 1
+    h.take(h.c.append_done(h.stores[0].append_id, h.now))
+    assert h.result(again) == b"A"
+
+
+def test_a_new_coordinator_carries_on_the_group_without_a_rebalance():
+    h = Harness()
+    a, b = h.stable_group(2)
+    gen = h.c.generation("g")
+    h.commit(a, gen, {("t", 0): (5, "")})
+    h.now = 1_000
+    n = replay(log_of(h), h.now)
+    d = n.c.describe_group("g")
+    assert d.state is GroupState.STABLE and d.generation_id == gen and d.leader_id == a
+    assert [(m.member_id, m.assignment) for m in d.members] == [(a, a.encode()), (b, b.encode())]
+    assert n.c.fetch_offsets("g") == {("t", 0): (5, "")}
+    # the members heartbeat, sync and commit in their generation as before
+    assert n.answers[n.heartbeat(a, gen)].error is None
+    assert n.result(n.sync(b, gen)) == b.encode()
+    assert n.answers[n.commit(b, gen, {("t", 1): (7, "")})].error is None
+    # a member that never shows up at the new coordinator is evicted after its session timeout
+    n.tick(1_000 + SESSION - 1)
+    n.heartbeat(a, gen)
+    n.tick(1_000 + SESSION + 1)
+    assert n.state() is GroupState.PREPARING_REBALANCE
+    assert [m.member_id for m in n.c.describe_group("g").members] == [a]
+    # and the next generation follows on from the stored one
+    j = n.join(a)
+    assert n.result(j).generation_id == gen + 1
+
+
+def test_an_empty_group_is_stored_and_replayed_as_empty_and_deletion_erases_it():
+    h = Harness()
+    (a,) = h.stable_group(1)
+    h.commit(a, 1, {("t", 0): (5, "")})
+    h.now = 50
+    h.leave(a)
+    assert h.state() is GroupState.EMPTY
+    v = decode_group_metadata_value(h.stores[-1].records[0][1])
+    assert (v.generation, v.members, v.protocol, v.current_state_timestamp) == (2, (), None, 50)
+    n = replay(log_of(h), 99)
+    d = n.c.describe_group("g")
+    assert (d.state, d.generation_id, d.members) == (GroupState.EMPTY, 2, ())
+    assert n.result(n.join()).generation_id == 3
+    # a deleted group's tombstones leave nothing to replay
+    t = next(h.tokens)
+    h.take(h.c.delete_group(t, "g", h.now))
+    h.take(h.c.append_done(h.appends[-1].append_id, h.now))
+    assert replay(log_of(h), 100).c.group_state("g") is None
+
+
+def test_replayed_empty_group_expires_from_its_stored_state_time():
+    h = Harness(offsets_retention_ms=100_000, offsets_retention_check_interval_ms=1_000)
+    (a,) = h.stable_group(1)
+    h.commit(a, 1, {("t", 0): (5, "")})
+    h.now = 10_000
+    h.leave(a)
+    n = replay(log_of(h), 60_000, offsets_retention_ms=100_000, offsets_retention_check_interval_ms=1_000)
+    n.tick(109_000)
+    assert n.c.fetch_offsets("g") == {("t", 0): (5, "")}
+    n.tick(111_000)  # 100 s after the group became empty, not after the replay
+    assert n.c.fetch_offsets("g") == {}
 
 
 # --- the state machine under random schedules -------------------------------------------------

@@ -10,7 +10,8 @@ import pytest
 from pylog.broker.group import GroupState
 from pylog.errors import NonEmptyGroup, RequestTimedOut
 from pylog.broker.group_service import GroupService
-from pylog.broker.offsets_topic import (OffsetKey, decode_key, decode_offset_value,
+from pylog.broker.offsets_topic import (GroupMetadataKey, OffsetKey, decode_group_metadata_value,
+                                        decode_key, decode_offset_value,
                                         encode_group_metadata_key, partition_for_group)
 from pylog.errors import (CoordinatorNotAvailable, CorruptRecordError, GroupIdNotFound,
                           IllegalGeneration, InvalidArgument, InvalidConfig,
@@ -161,17 +162,29 @@ def test_commits_are_appended_then_replayed_by_load(svc, log, clock):
     svc.commit_offsets("g", r.generation_id, r.member_id, {("t", 0): (5, "a"), ("t", 1): (6, "")})
     svc.commit_offsets("g", r.generation_id, r.member_id, {("t", 0): (9, "b")})
     svc.commit_offsets("other", -1, "", {("u", 2): (1, "")})
-    assert [p for p, _ in log.batches] == [partition_for_group("g", 8)] * 2 + \
+    # the group's metadata record (members and assignments) first, then the commits
+    assert [p for p, _ in log.batches] == [partition_for_group("g", 8)] * 3 + \
         [partition_for_group("other", 8)]
-    first = {decode_key(k): decode_offset_value(v) for k, v in log.batches[0][1]}
+    ((key, value),) = log.batches[0][1]
+    assert decode_key(key) == GroupMetadataKey("g")
+    stored = decode_group_metadata_value(value)
+    assert (stored.generation, stored.leader, [m.member_id for m in stored.members]) == \
+        (r.generation_id, r.member_id, [r.member_id])
+    first = {decode_key(k): decode_offset_value(v) for k, v in log.batches[1][1]}
     assert first[OffsetKey("g", "t", 0)].offset == 5
     assert first[OffsetKey("g", "t", 0)].commit_timestamp == clock()
     expected = {("t", 0): (9, "b"), ("t", 1): (6, "")}
     assert svc.fetch_offsets("g") == expected
     again = GroupService(append=log.append, num_partitions=8, clock=clock, tick_interval_ms=0)
     try:
-        assert again.load(log.records()) == 4
+        assert again.load(log.records()) == 5
         assert again.fetch_offsets("g") == expected
+        # the member carries on in its generation: no rebalance after the replay
+        d = again.describe_group("g")
+        assert d.state is GroupState.STABLE and d.generation_id == r.generation_id
+        assert [m.member_id for m in d.members] == [r.member_id]
+        again.heartbeat("g", r.generation_id, r.member_id)
+        assert again.sync_group("g", r.generation_id, r.member_id) == b""
         assert again.fetch_offsets("g", [("t", 1), ("zz", 0)]) == {("t", 1): (6, "")}
         assert again.fetch_offsets("other") == {("u", 2): (1, "")}
         # delete_group writes tombstones; a third replay no longer has the group
@@ -208,8 +221,9 @@ def test_stale_generation_commit_is_rejected(svc):
     assert svc.fetch_offsets("g") == {}
 
 
-def test_load_skips_group_metadata_and_refuses_garbage(svc):
-    assert svc.load([(encode_group_metadata_key("g"), b"whatever")]) == 0
+def test_load_refuses_garbage(svc):
+    with pytest.raises(CorruptRecordError, match="group metadata value"):
+        svc.load([(encode_group_metadata_key("g"), b"whatever")])
     with pytest.raises(CorruptRecordError):
         svc.load([(b"\x00\x01\x00", b"")])
     with pytest.raises(InvalidArgument):
@@ -400,7 +414,14 @@ def test_async_appends_run_one_at_a_time_per_partition_and_never_block_the_servi
     try:
         svc.load_partition(4, 0, [])
         a = svc.join_group(g, "", "consumer", PROTOS, 10_000, 30_000)
-        svc.sync_group(g, a.generation_id, a.member_id, {a.member_id: b""})
+        # the assignment is answered once the group's metadata record is acknowledged
+        svc.sync_group(g, a.generation_id, a.member_id, {a.member_id: b"A"}, callback=answer("sync"))
+        ((p, recs, done),) = started
+        assert p == 4 and decode_key(recs[0][0]) == GroupMetadataKey(g) and answers == {}
+        done(None)
+        wait_for(lambda: "sync" in answers, "the assignment, once stored")
+        assert answers.pop("sync") == (b"A", None)
+        started.clear()
         svc.commit_offsets(g, a.generation_id, a.member_id, {("t", 0): (5, "")}, callback=answer("first"))
         svc.commit_offsets(g, a.generation_id, a.member_id, {("t", 0): (6, "")}, callback=answer("second"))
         assert [p for p, _, _ in started] == [4] and answers == {}

@@ -6,12 +6,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pylog.broker.offsets_topic import (GroupMetadataKey, OffsetKey, OffsetValue,
+from pylog.broker.offsets_topic import (GroupMetadataKey, GroupMetadataValue, MemberMetadata,
+                                        OffsetKey, OffsetValue, decode_group_metadata_value,
                                         decode_key, decode_offset_value,
-                                        encode_group_metadata_key, encode_offset_key,
-                                        encode_offset_value, java_string_hash,
-                                        offset_commit_record, offset_tombstone,
-                                        partition_for_group)
+                                        encode_group_metadata_key, encode_group_metadata_value,
+                                        encode_offset_key, encode_offset_value,
+                                        group_metadata_record, group_metadata_tombstone,
+                                        java_string_hash, offset_commit_record,
+                                        offset_tombstone, partition_for_group)
 from pylog.errors import CorruptRecordError, InvalidArgument
 
 names = st.text(max_size=40)
@@ -177,3 +179,87 @@ def test_partition_count_must_be_positive():
     for bad in (0, -1, True, 2.0):
         with pytest.raises(InvalidArgument, match="num_partitions"):
             partition_for_group("g", bad)
+
+
+# --- group metadata values ------------------------------------------------------------------
+
+
+def kbytes(b: bytes) -> bytes:
+    return struct.pack(">i", len(b)) + b
+
+
+def test_group_metadata_value_v3_bytes_follow_the_schema():
+    value = GroupMetadataValue("consumer", 4, "range", "m-1", 1234, (
+        MemberMetadata("m-1", "app", "", 300_000, 45_000, b"sub", b"asg"),))
+    expected = (b"\x00\x03" + kstr("consumer") + struct.pack(">i", 4) + kstr("range") + kstr("m-1")
+                + struct.pack(">q", 1234) + struct.pack(">i", 1)
+                + kstr("m-1") + b"\xff\xff" + kstr("app") + kstr("")
+                + struct.pack(">ii", 300_000, 45_000) + kbytes(b"sub") + kbytes(b"asg"))
+    assert encode_group_metadata_value(value) == expected
+    assert decode_group_metadata_value(expected) == value
+
+
+def test_group_metadata_value_v0_has_no_timestamp_rebalance_timeout_or_instance_id():
+    raw = (b"\x00\x00" + kstr("consumer") + struct.pack(">i", 2) + b"\xff\xff" + b"\xff\xff"
+           + struct.pack(">i", 1) + kstr("m") + kstr("c") + kstr("/127.0.0.1")
+           + struct.pack(">i", 10_000) + kbytes(b"") + kbytes(b"x"))
+    v = decode_group_metadata_value(raw)
+    assert (v.protocol, v.leader, v.current_state_timestamp) == (None, None, -1)
+    assert v.members == (MemberMetadata("m", "c", "/127.0.0.1", -1, 10_000, b"", b"x"),)
+    assert encode_group_metadata_value(v, version=0) == raw
+
+
+members = st.lists(st.builds(MemberMetadata, names, names, names, i32, i32, st.binary(max_size=20),
+                             st.binary(max_size=20), st.none() | names), max_size=4)
+
+
+@given(names, i32, st.none() | names, st.none() | names, i64, members, st.sampled_from([0, 1, 2, 3]))
+def test_group_metadata_value_round_trip(ptype, gen, proto, leader, ts, ms, version):
+    v = GroupMetadataValue(ptype, gen, proto, leader, ts, tuple(ms))
+    back = decode_group_metadata_value(encode_group_metadata_value(v, version))
+    assert (back.protocol_type, back.generation, back.protocol, back.leader) == (ptype, gen, proto, leader)
+    assert back.current_state_timestamp == (ts if version >= 2 else -1)
+    for a, b in zip(back.members, ms, strict=True):
+        assert (a.member_id, a.client_id, a.client_host, a.session_timeout_ms, a.subscription,
+                a.assignment) == (b.member_id, b.client_id, b.client_host, b.session_timeout_ms,
+                                  b.subscription, b.assignment)
+        assert a.rebalance_timeout_ms == (b.rebalance_timeout_ms if version >= 1 else -1)
+        assert a.group_instance_id == (b.group_instance_id if version >= 3 else None)
+
+
+def test_group_metadata_value_bad_bytes_are_corrupt():
+    raw = encode_group_metadata_value(GroupMetadataValue("consumer", 1, "range", "m", 5, (
+        MemberMetadata("m", "c", "", 1, 2, b"s", b"a"),)))
+    for cut in range(len(raw)):
+        with pytest.raises(CorruptRecordError):
+            decode_group_metadata_value(raw[:cut])
+    with pytest.raises(CorruptRecordError, match="trailing"):
+        decode_group_metadata_value(raw + b"\x00")
+    with pytest.raises(CorruptRecordError, match="version 4 .*flexible"):
+        decode_group_metadata_value(b"\x00\x04" + raw[2:])
+    # a null assignment, and a member count larger than the bytes can hold
+    null_assignment = raw[:-5] + b"\xff\xff\xff\xff"
+    with pytest.raises(CorruptRecordError, match="null assignment"):
+        decode_group_metadata_value(null_assignment)
+    i = raw.index(struct.pack(">i", 1), 2 + len(kstr("consumer")) + 4 + len(kstr("range")) + len(kstr("m")) + 8)
+    with pytest.raises(CorruptRecordError, match="members count"):
+        decode_group_metadata_value(raw[:i] + struct.pack(">i", 10_000) + raw[i + 4:])
+
+
+@given(st.binary(max_size=200))
+def test_group_metadata_value_fuzz_never_crashes(data):
+    try:
+        decode_group_metadata_value(data)
+    except CorruptRecordError:
+        pass
+
+
+def test_group_metadata_record_helpers():
+    key, value = group_metadata_record("g", GroupMetadataValue("consumer", 1, None, None))
+    assert decode_key(key) == GroupMetadataKey("g")
+    assert decode_group_metadata_value(value).members == ()
+    assert group_metadata_tombstone("g") == (key, None)
+    with pytest.raises(InvalidArgument, match="version"):
+        encode_group_metadata_value(GroupMetadataValue("c", 1, None, None), version=4)
+    with pytest.raises(InvalidArgument, match="member"):
+        encode_group_metadata_value(GroupMetadataValue("c", 1, None, None, members=("m",)))
