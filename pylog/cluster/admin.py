@@ -10,6 +10,8 @@ nothing else of the cluster: it works on any broker, controller or not.
   registration; :func:`leaderships` tells the stopping broker what it still leads.
 - **Preferred leader election** (Kafka's ElectLeaders, type PREFERRED):
   :func:`request_preferred_election`, then :func:`preferred_election_result`.
+- **Unclean leader election on request** (ElectLeaders, type UNCLEAN, KIP-460):
+  :func:`request_unclean_election`, then :func:`unclean_election_result`.
 - **Partition reassignment** (KIP-455's AlterPartitionReassignments and
   ListPartitionReassignments): :func:`request_reassignment`, then
   :func:`reassignment_result`; :func:`list_reassignments` reads the reassignments in
@@ -31,6 +33,8 @@ from pylog.cluster.controller import (
     REASSIGN_PARTITIONS_PATH,
     REASSIGN_RESULTS_PATH,
     SHUTTING_DOWN,
+    UNCLEAN_ELECTION_PATH,
+    UNCLEAN_ELECTION_RESULTS_PATH,
     TOPICS_PATH,
     broker_path,
     check_reassignment,
@@ -68,6 +72,8 @@ __all__ = [
     "request_controlled_shutdown",
     "request_preferred_election",
     "request_reassignment",
+    "request_unclean_election",
+    "unclean_election_result",
 ]
 
 TopicPartition = Tuple[str, int]
@@ -138,6 +144,31 @@ def request_preferred_election(store: Any, partitions: Optional[Iterable[TopicPa
     (``{"version": 1, "partitions": [{"topic": t, "partition": p}, ...]}``; "partitions"
     absent means all).  Returns the request id for :func:`preferred_election_result`.
     Raises InvalidArgument for an empty or malformed list (pass None for all)."""
+    return _request_election(store, PREFERRED_ELECTION_PATH, partitions)
+
+
+def request_unclean_election(store: Any, partitions: Optional[Iterable[TopicPartition]] = None) -> str:
+    """Ask the controller to give each of ``partitions`` (None: every partition) that
+    has no live leader one: the first live ISR member, else the first live replica even
+    though it is out of the ISR (records it lacks are lost: the controller logs ERROR and
+    writes the loss ledger), whatever the topic's unclean.leader.election.enable.  Same
+    request layout as :func:`request_preferred_election`, under
+    ``/admin/unclean_leader_election``; returns the id for :func:`unclean_election_result`."""
+    return _request_election(store, UNCLEAN_ELECTION_PATH, partitions)
+
+
+def unclean_election_result(store: Any, request_id: str) -> Optional[Dict[TopicPartition, Dict[str, Any]]]:
+    """The outcome of a :func:`request_unclean_election` (None until carried out): per
+    partition ``{"error", "leader"}`` with "NONE" (it has a leader now),
+    "ELECTION_NOT_NEEDED" (it had a live one), "ELIGIBLE_LEADERS_NOT_AVAILABLE" (no
+    replica alive) or "UNKNOWN_TOPIC_OR_PARTITION"."""
+    answer = read_admin_result(store, UNCLEAN_ELECTION_RESULTS_PATH, request_id)
+    if answer is None:
+        return None
+    return {(e["topic"], e["partition"]): {"error": e["error"], "leader": e.get("leader", -1)} for e in answer}
+
+
+def _request_election(store: Any, path: str, partitions: Optional[Iterable[TopicPartition]]) -> str:
     wanted = None if partitions is None else _partitions(partitions)
     rid = uuid.uuid4().hex
 
@@ -151,7 +182,7 @@ def request_preferred_election(store: Any, partitions: Optional[Iterable[TopicPa
         union += [{"topic": t, "partition": p} for t, p in wanted if (t, p) not in seen]
         return {"version": 1, "partitions": union, "requests": requests}
 
-    merge_admin_request(store, PREFERRED_ELECTION_PATH, merge)
+    merge_admin_request(store, path, merge)
     return rid
 
 

@@ -65,6 +65,15 @@ Data model in the store (the kernel reads and writes the same nodes; helpers bel
     "controller_epoch", "at_ms"}`` with ElectLeaders' error names: "NONE" (moved),
     "ELECTION_NOT_NEEDED", "PREFERRED_LEADER_NOT_AVAILABLE",
     "UNKNOWN_TOPIC_OR_PARTITION".  The first answer naming a request id is its answer.
+``/admin/unclean_leader_election``, ``/admin/unclean_leader_election_results/result-<10 digits>``
+    pylog's (Kafka's ZooKeeper mode has no znode for it: its ElectLeaders of type
+    UNCLEAN goes to the controller's event queue): the same layouts as the two above,
+    written by :func:`pylog.cluster.admin.request_unclean_election`.  For each partition
+    without a live leader the controller elects, as it would with
+    ``unclean.leader.election.enable`` set, the first live ISR member or else the first
+    live replica (an unclean election: ERROR log and loss ledger entry), whatever the
+    topic's setting.  Answers: "NONE", "ELECTION_NOT_NEEDED" (a live leader),
+    "ELIGIBLE_LEADERS_NOT_AVAILABLE" (no live replica), "UNKNOWN_TOPIC_OR_PARTITION".
 ``/admin/reassign_partitions``
     persistent, an operator's request (Kafka's znode; written by
     :func:`pylog.cluster.admin.request_reassignment`): ``{"version": 1, "partitions":
@@ -179,6 +188,8 @@ __all__ = [
     "PREFERRED_ELECTION_RESULTS_PATH",
     "REASSIGN_PARTITIONS_PATH",
     "REASSIGN_RESULTS_PATH",
+    "UNCLEAN_ELECTION_PATH",
+    "UNCLEAN_ELECTION_RESULTS_PATH",
     "ADDING_REPLICAS",
     "REMOVING_REPLICAS",
     "ORIGINAL_REPLICAS",
@@ -218,6 +229,8 @@ PREFERRED_ELECTION_PATH = "/admin/preferred_replica_election"
 PREFERRED_ELECTION_RESULTS_PATH = "/admin/preferred_replica_election_results"
 REASSIGN_PARTITIONS_PATH = "/admin/reassign_partitions"
 REASSIGN_RESULTS_PATH = "/admin/reassign_partitions_results"
+UNCLEAN_ELECTION_PATH = "/admin/unclean_leader_election"
+UNCLEAN_ELECTION_RESULTS_PATH = "/admin/unclean_leader_election_results"
 #: In a topic node (Kafka's topic znode v2): partition -> replicas being added / removed
 #: by a reassignment in progress.
 ADDING_REPLICAS = "adding_replicas"
@@ -241,7 +254,7 @@ NO_LEADER = -1
 MAX_CAS_ATTEMPTS = 16
 
 #: The request nodes the controller carries out.
-_REQUEST_PATHS = (PREFERRED_ELECTION_PATH, REASSIGN_PARTITIONS_PATH)
+_REQUEST_PATHS = (PREFERRED_ELECTION_PATH, REASSIGN_PARTITIONS_PATH, UNCLEAN_ELECTION_PATH)
 
 _UNCLEAN = "unclean.leader.election.enable"
 _MIN_ISR = "min.insync.replicas"
@@ -1133,12 +1146,7 @@ class Controller:
         "PREFERRED_LEADER_NOT_AVAILABLE" (not alive, shutting down or not in the ISR),
         "UNKNOWN_TOPIC_OR_PARTITION"."""
         if targets is None:
-            targets = []
-            for topic in self._topics():
-                try:
-                    targets += [(topic, int(p)) for p in _topic_data(self.store, topic)["partitions"]]
-                except UnknownTopicOrPartition:
-                    continue
+            targets = self._all_partitions()
         eligible = self._eligible()
         out: Dict[Tuple[str, int], str] = {}
         for topic, p in sorted(targets, key=lambda tp: (tp[0], tp[1])):
@@ -1164,6 +1172,8 @@ class Controller:
                               self._carry_out_preferred_election, now)
         self._process_request(REASSIGN_PARTITIONS_PATH, REASSIGN_RESULTS_PATH,
                               self._carry_out_reassignments, now)
+        self._process_request(UNCLEAN_ELECTION_PATH, UNCLEAN_ELECTION_RESULTS_PATH,
+                              self._carry_out_unclean_election, now)
 
     def _process_request(self, path: str, results_path: str,
                          carry_out: Callable[[Dict[str, Any], int], Dict[Tuple[str, int], Dict[str, Any]]],
@@ -1228,22 +1238,74 @@ class Controller:
             except NoNode:
                 pass
 
+    def _request_targets(self, data: Dict[str, Any], path: str) -> Optional[List[Tuple[str, int]]]:
+        """The partitions an election request lists (None: every partition)."""
+        entries = data.get("partitions")
+        if entries is None:
+            return None
+        targets = []
+        for entry in entries if isinstance(entries, list) else [entries]:
+            tp = _partition_key(entry)
+            if tp is None:
+                self.log.warning("%s: ignoring malformed entry %r", path, entry)
+            else:
+                targets.append(tp)
+        return targets
+
+    def _all_partitions(self) -> List[Tuple[str, int]]:
+        out: List[Tuple[str, int]] = []
+        for topic in self._topics():
+            try:
+                out += [(topic, int(p)) for p in _topic_data(self.store, topic)["partitions"]]
+            except UnknownTopicOrPartition:
+                continue
+        return out
+
+    def _carry_out_unclean_election(self, data: Dict[str, Any], now: int
+                                    ) -> Dict[Tuple[str, int], Dict[str, Any]]:
+        """``/admin/unclean_leader_election``: give each listed partition without a live
+        leader one, out of the ISR if need be (see the module docstring)."""
+        self._sync_brokers(now)
+        targets = self._request_targets(data, UNCLEAN_ELECTION_PATH)
+        live = set(self._registrations)
+        shutting = self._shutting_down()
+
+        def decide(st: PartitionState) -> Optional[_Decision]:
+            d = _decide(st, live, True, shutting)
+            if d is None or d.leader == NO_LEADER:
+                return None  # nobody to elect: leave the partition as it is
+            return replace(d, reason=d.reason + " (elected on request)") if d.unclean else d
+
+        out: Dict[Tuple[str, int], Dict[str, Any]] = {}
+        for topic, p in sorted(self._all_partitions() if targets is None else targets):
+            if not self._active:
+                break
+            try:
+                s = read_partition_state(self.store, topic, p)
+            except UnknownTopicOrPartition:
+                out[(topic, p)] = {"topic": topic, "partition": p, "error": "UNKNOWN_TOPIC_OR_PARTITION",
+                                   "leader": NO_LEADER}
+                continue
+            if s.leader != NO_LEADER and s.leader in live:
+                error, leader = "ELECTION_NOT_NEEDED", s.leader
+            else:
+                new = self._update_partition(topic, p, s.replicas, decide, now)
+                error = "NONE" if new is not None else "ELIGIBLE_LEADERS_NOT_AVAILABLE"
+                leader = new.leader if new is not None else s.leader
+            out[(topic, p)] = {"topic": topic, "partition": p, "error": error, "leader": leader}
+        elected = sorted(tp for tp, e in out.items() if e["error"] == "NONE")
+        self.log.warning("unclean leader election on request (%s): %d partition(s) got a leader %s",
+                         "all partitions" if targets is None else f"{len(targets)} partition(s)",
+                         len(elected), [f"{t}-{p}" for t, p in elected[:20]])
+        return out
+
     def _carry_out_preferred_election(self, data: Dict[str, Any], now: int
                                       ) -> Dict[Tuple[str, int], Dict[str, Any]]:
         """``/admin/preferred_replica_election``: elect the preferred leader of the listed
         partitions (every partition when "partitions" is absent or null)."""
         self._sync_brokers(now)
-        entries = data.get("partitions")
-        targets: Optional[List[Tuple[str, int]]] = None
+        targets = self._request_targets(data, PREFERRED_ELECTION_PATH)
         out: Dict[Tuple[str, int], Dict[str, Any]] = {}
-        if entries is not None:
-            targets = []
-            for entry in entries if isinstance(entries, list) else [entries]:
-                tp = _partition_key(entry)
-                if tp is None:
-                    self.log.warning("%s: ignoring malformed entry %r", PREFERRED_ELECTION_PATH, entry)
-                else:
-                    targets.append(tp)
         for tp, error in self._elect_preferred(now, targets).items():
             try:
                 leader = read_partition_state(self.store, tp[0], tp[1]).leader

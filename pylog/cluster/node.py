@@ -682,48 +682,34 @@ class ClusterNode(LocalCluster):
 
     def elect_leaders(self, partitions: Optional[Sequence[TopicPartition]], election_type: str = "preferred", *,
                       timeout_s: float = 30.0) -> Dict[TopicPartition, Optional[PylogError]]:
-        """Kafka's ElectLeaders: each partition's outcome, None when its leadership moved.
+        """Kafka's ElectLeaders: each partition's outcome, None when it got the leader asked for.
 
         ``"preferred"`` asks the controller to move the leadership of ``partitions``
         (None: every partition) to their preferred (first) replica and waits for its
         answer: ElectionNotNeeded (it already leads), PreferredLeaderNotAvailable (not
         alive, shutting down or out of the ISR), UnknownTopicOrPartition.
-        ``"unclean"``: a partition with a live leader answers ElectionNotNeeded; one
-        without answers EligibleLeadersNotAvailable — pylog elects out of the ISR only
-        where the topic allows it (``unclean.leader.election.enable``), by itself, and
-        offers no unclean election on request.  RequestTimedOut when the controller does
-        not answer within ``timeout_s``."""
-        from pylog.cluster.admin import error_for, preferred_election_result, request_preferred_election
-        from pylog.errors import ElectionNotNeeded, EligibleLeadersNotAvailable, UnknownTopicOrPartition
+        ``"unclean"`` (KIP-460) asks it to give every partition without a live leader
+        one, out of the ISR if no ISR member is alive, whatever the topic's
+        unclean.leader.election.enable: ElectionNotNeeded (a live leader),
+        EligibleLeadersNotAvailable (no replica alive), UnknownTopicOrPartition.  An
+        unclean election is logged at ERROR and written to the loss ledger.
+        RequestTimedOut when the controller does not answer within ``timeout_s``."""
+        from pylog.cluster import admin
 
         self._check_open()
         if partitions is not None and not partitions:
             return {}
-        if election_type == "unclean":
-            out: Dict[TopicPartition, Optional[PylogError]] = {}
-            wanted = list(partitions) if partitions is not None else [
-                (t, p) for t in self.list_topics(include_internal=True) for p in sorted(self._assignment(t))]
-            for t, p in wanted:  # from the cache of the store, as Metadata answers
-                try:
-                    if p not in self._assignment(t):
-                        raise UnknownTopicOrPartition(f"topic {t!r} has no partition {p}")
-                except UnknownTopicOrPartition as exc:
-                    out[(t, p)] = exc
-                    continue
-                leader = self._leader_id(t, p)
-                out[(t, p)] = ElectionNotNeeded(f"{t}-{p} has a live leader ({leader})") if leader >= 0 else \
-                    EligibleLeadersNotAvailable(
-                        f"{t}-{p} has no live leader; pylog elects a replica out of the ISR only where the "
-                        f"topic sets unclean.leader.election.enable=true (then at once, by itself), not on "
-                        f"request")
-            return dict(sorted(out.items()))
-        if election_type != "preferred":
+        if election_type == "preferred":
+            request, result = admin.request_preferred_election, admin.preferred_election_result
+        elif election_type == "unclean":
+            request, result = admin.request_unclean_election, admin.unclean_election_result
+        else:
             raise InvalidArgument(f"election type must be 'preferred' or 'unclean', got {election_type!r}")
         store = self.kernel.store
-        rid = request_preferred_election(store, None if partitions is None else list(partitions))
-        answer = self._await_controller(lambda: preferred_election_result(store, rid), timeout_s,
-                                        "the preferred leader election")
-        return {tp: error_for(r["error"], f"{tp[0]}-{tp[1]}") for tp, r in sorted(answer.items())}
+        rid = request(store, None if partitions is None else list(partitions))
+        answer = self._await_controller(lambda: result(store, rid), timeout_s,
+                                        f"the {election_type} leader election")
+        return {tp: admin.error_for(r["error"], f"{tp[0]}-{tp[1]}") for tp, r in sorted(answer.items())}
 
     def alter_partition_reassignments(self, reassignments: Mapping[TopicPartition, Optional[Sequence[int]]], *,
                                       timeout_s: float = 30.0) -> Dict[TopicPartition, Optional[PylogError]]:

@@ -11,12 +11,15 @@ nothing is asserted about how long anything took.
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 import threading
 import time
 from typing import Any, Dict, List, Optional
 
 import pytest
 
+from pylog.cli.cluster_up import broker_env
 from tests.cluster.load import Load, check_no_loss_no_dup, produce_now, read_all, replica_records
 from tests.cluster.procs import (
     controller_id,
@@ -180,13 +183,10 @@ def _answer_parked_fetches(c: Any) -> list:
     return acked
 
 
-def test_acks1_leader_alone_in_the_isr_dies_partition_offline_until_it_returns_nothing_lost(process_cluster):
-    """The followers stop (SIGSTOP) long enough for the leader to shrink the ISR to itself;
-    acks=1 writes are acknowledged by the leader alone; then the leader is killed (-9) and
-    the followers continue.  Clean election has no candidate (the ISR is the dead leader):
-    the partition is offline, even with both followers back.  When the old leader returns
-    it leads again with everything it acknowledged: nothing is lost."""
-    c = process_cluster(3)  # replica.lag.time.max.ms 2 s, sessions 4 s
+def _offline_with_followers_back(c: Any) -> tuple:
+    """Topic s: its followers stop (SIGSTOP) long enough for the leader to shrink the ISR
+    to itself, acks=1 writes are acknowledged by the leader alone, the leader is killed
+    (-9) and the followers continue: s-0 is offline though both followers are up."""
     leader, followers, base = _acks1_topic(c, "s")
     mark = marks(c)
     for f in followers:
@@ -207,6 +207,16 @@ def test_acks1_leader_alone_in_the_isr_dies_partition_offline_until_it_returns_n
                                 rf"replica alive; ISR kept as \[{leader}\]", mark),
              "the controller to take s-0 offline")
     assert describe(c, "s")[0]["leader"] == -1  # both out-of-sync followers are up: still offline
+    return leader, followers, base, acked, mark
+
+
+def test_acks1_leader_alone_in_the_isr_dies_partition_offline_until_it_returns_nothing_lost(process_cluster):
+    """The ISR shrinks to the leader, which acknowledges acks=1 writes alone and is
+    killed.  Clean election has no candidate (the ISR is the dead leader): the partition
+    is offline, even with both followers back.  When the old leader returns it leads again
+    with everything it acknowledged: nothing is lost."""
+    c = process_cluster(3)  # replica.lag.time.max.ms 2 s, sessions 4 s
+    leader, followers, base, acked, mark = _offline_with_followers_back(c)
     c.brokers[leader].restart()
     wait_for(lambda: leaders(c, "s")[0] == leader, f"the old leader {leader} to lead s-0 again")
     wait_for(lambda: all_isrs_full(c, "s"), "s-0 fully in sync")
@@ -216,6 +226,46 @@ def test_acks1_leader_alone_in_the_isr_dies_partition_offline_until_it_returns_n
         assert stored.get(v) == off, f"{v!r} acknowledged at {off}, stored at {stored.get(v)}"
     wait_for(lambda: same_replicas(c, "s", 0, (1, 2, 3)), "every replica of s-0 equal")
     assert losses(c, "s", 0) == []
+
+
+def test_unclean_election_on_request_brings_an_offline_partition_back_and_records_the_loss(process_cluster):
+    """The same offline partition (unclean.leader.election.enable is off); the operator
+    chooses availability: `pylog leader-election --election-type unclean` (ElectLeaders
+    type UNCLEAN).  An out-of-sync follower leads at once, the controller logs the UNCLEAN
+    election at ERROR and the loss ledger records it; when the old leader returns it
+    discards exactly the acks=1 writes only it had, and says so."""
+    c = process_cluster(3)
+    leader, followers, base, acked, mark = _offline_with_followers_back(c)
+    r = subprocess.run([sys.executable, "-m", "pylog", "leader-election", "--bootstrap-server",
+                        c.brokers[followers[0]].bootstrap, "--election-type", "unclean", "--topic", "s",
+                        "--partition", "0"], capture_output=True, text=True, env=broker_env(), timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "Successfully completed leader election (UNCLEAN) for partitions s-0\n", r.stdout
+    new = describe(c, "s")[0]["leader"]
+    assert new in followers
+    assert any_log(c, rf"ERROR pylog\.controller: s-0: UNCLEAN leader election: broker {new} leads .*"
+                      rf"\(elected on request\)", mark)
+    after, errors = produce_now(c, "s", 0, [b"after:%d" % i for i in range(20)],
+                                conf={"acks": "1", "enable.idempotence": False})
+    assert not errors and len(after) == 20
+    first, end = min(o for _, o, _ in acked), max(o for _, o, _ in acked) + 1
+    assert min(o for _, o, _ in after) == first  # the new leader never had the acks=1 writes
+    c.brokers[leader].restart()
+    wait_for(lambda: all_isrs_full(c, "s"), "s-0 fully in sync")
+    wait_for(lambda: same_replicas(c, "s", 0, (1, 2, 3)), "every replica of s-0 equal")
+    stored = [v for _, v in read_all(c, "s", 1)[0]]
+    assert stored == [v for _, _, v in base + after]
+    election = [e for e in losses(c, "s", 0) if e.get("reason") == "unclean election"]
+    assert [(e["new_leader"], e["previous_isr"]) for e in election] == [(new, [leader])]
+    ranges = [(e["first_offset"], e["end_offset"]) for e in losses(c, "s", 0) if "first_offset" in e]
+    assert ranges == [(first, end)]
+    assert any_log(c, rf"broker {leader} (truncates s-0 from {end} to {first}|discards offsets \[{first}, {end}\) "
+                      rf"of s-0)", mark), f"broker {leader} did not log its truncation"
+    # again, with a live leader: nothing to do
+    r = subprocess.run([sys.executable, "-m", "pylog", "leader-election", "--bootstrap-server", c.bootstrap,
+                        "--election-type", "unclean", "--topic", "s", "--partition", "0"],
+                       capture_output=True, text=True, env=broker_env(), timeout=120)
+    assert r.stdout == "Valid replica already elected for partitions s-0\n", (r.stdout, r.stderr)
 
 
 def test_acks1_leader_dies_with_followers_in_the_isr_loses_acknowledged_writes_and_says_so(process_cluster):
