@@ -27,7 +27,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from pylog.cluster.kernel import CLIENT, STORE, ClusterKernel, KernelConfig, Network
 from pylog.errors import PylogError
-from pylog.records import build_batch, iter_records
+from pylog.records import build_batch
 
 __all__ = ["Simulation", "SimProducer", "InvariantViolation", "random_run", "RunReport"]
 

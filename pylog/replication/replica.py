@@ -19,7 +19,7 @@ Kafka's rules, as docs/architecture.md states them:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Dict, FrozenSet, List, Optional, Tuple
 
 from pylog.errors import NotEnoughReplicas, NotEnoughReplicasAfterAppend, PylogError

@@ -218,7 +218,6 @@ class Log:
         self._lock_fd = fd
 
     def _load(self) -> None:
-        cfg = self.config
         marker = self.dir / CLEAN_SHUTDOWN_FILE
         clean = marker.exists()
         rp_ckpt = self._read_checkpoint(self._rp_file)

@@ -502,7 +502,7 @@ def test_cas_conflict_rereads_and_decides_again():
     c.controller.create_topic("t", 1, 3, {}, c.now)
     c.pump()
     s = c.state("t")
-    second, third = s.replicas[1], s.replicas[2]
+    third = s.replicas[2]
     path = partition_state_path("t", 0)
 
     def leader_shrinks_isr():  # the leader drops `second` from the ISR meanwhile

@@ -12,9 +12,6 @@ from pl_native_helpers import (
     batch_of_size,
     check_model,
     make_batch,
-    model_indexes,
-    parse_batches,
-    set_base_offset,
 )
 
 

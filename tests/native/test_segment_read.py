@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pylog._native import ffi, lib
-from pl_native_helpers import batch_of_size, make_batch
+from pl_native_helpers import batch_of_size
 
 
 def _fill(s, sizes, tss=None, gaps=None):
@@ -217,7 +217,6 @@ def test_corrupt_index_entry_never_reads_out_of_bounds(make_seg):
 )
 def test_corrupt_segment_never_reads_out_of_bounds(make_seg, junk, where, queries):
     """Whatever the mapped bytes say, the C functions return a status (run under ASan)."""
-    import struct
     s = make_seg(base_offset=0, interval=120, index_entries=64, log_bytes=4096)
     _fill(s, [61, 100, 180, 300, 90, 70, 400, 61, 250])
     m = {"log": s.maps[0], "index": s.maps[1], "timeindex": s.maps[2]}.get(where)

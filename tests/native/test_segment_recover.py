@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pylog._native import ffi, lib
+from pylog._native import lib
 from pl_native_helpers import Seg, batch_of_size, check_model, make_batch
 
 pytestmark = pytest.mark.usefixtures("real_batch_c")

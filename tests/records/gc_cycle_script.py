@@ -1,5 +1,5 @@
 """Child process of test_batch.py: validation errors kept in reference cycles, then collected."""
-import gc, sys
+import gc
 from pylog.records import build_batch, validate_batches
 from pylog.errors import CorruptRecordError
 good = build_batch([b"v" * 50] * 20)

@@ -16,7 +16,7 @@ import pytest
 import pylog.storage.segment as segment_mod
 from pylog.errors import InvalidConfig, StorageError
 from pylog.storage import Log, LogConfig
-from pylog.storage.segment import RESERVE_FIRST_BYTES, RESERVE_MAX_STEP_BYTES
+from pylog.storage.segment import RESERVE_FIRST_BYTES
 from tests.storage.conftest import crash_copy
 from tests.storage.helpers import SMALL_INDEX, FakeClock
 
