@@ -42,7 +42,10 @@ def test_single_broker_admin(server):
         with pytest.raises(InvalidRequest, match="dynamic broker configs"):
             admin.incremental_alter_configs("0", {"leader.replication.throttled.rate": "1000"},
                                             resource_type="broker")
-        assert "leader.replication.throttled.rate" not in admin.describe_configs("0", resource_type="broker")["0"]
+        broker_cfg = admin.describe_configs("0", resource_type="broker")["0"]
+        assert "leader.replication.throttled.rate" not in broker_cfg
+        # the listener bound port 0 (a free one): clients are told the real port, as in Metadata
+        assert broker_cfg["advertised.listeners"].value == f"PLAINTEXT://{server.bootstrap}"
         admin.delete_topic("t")
         assert "t" not in admin.list_topics()
     # ElectLeaders v0: no election type, no top-level error code

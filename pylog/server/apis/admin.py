@@ -29,6 +29,7 @@ from pylog.broker.config import BROKER_TOPIC_DEFAULT_NAMES, TOPIC_DEFAULTS
 from pylog.errors import (ElectionNotNeeded, InvalidConfig, InvalidReplicaAssignment, InvalidRequest,
                           NoReassignmentInProgress, PylogError, UnknownTopicOrPartition)
 from pylog.server.apis import error_code
+from pylog.server.config import Listener
 
 if TYPE_CHECKING:  # pragma: no cover
     from pylog.server.apis import KafkaApis, RequestContext
@@ -80,6 +81,13 @@ class AdminHandler:
         self.apis = apis
         self.broker = apis.broker
         self.config = apis.server.config
+
+    def _advertised(self) -> List[Any]:
+        """The advertised listeners as clients are told them (port 0 in the configuration
+        stands for the port the listener of the same name actually bound)."""
+        bound = {b.name: b for _, b in self.apis.server.bound}
+        return [Listener(a.name, a.host, bound[a.name].port) if a.port == 0 and a.name in bound else a
+                for a in self.config.advertised_listeners]
 
     def _topics_changed(self, name: Optional[str] = None) -> None:
         self.apis.meta.topic_ids.forget(name)
@@ -226,7 +234,7 @@ class AdminHandler:
                        "queued.max.requests": self.config.queued_max_requests,
                        "default.replication.factor": self.config.default_replication_factor,
                        "listeners": ",".join(map(str, self.config.listeners)),
-                       "advertised.listeners": ",".join(map(str, self.config.advertised_listeners)),
+                       "advertised.listeners": ",".join(map(str, self._advertised())),
                        "log.dirs": str(self.config.data_dir)})
         given = set(self.config.broker_settings)
         rows = []
