@@ -335,7 +335,15 @@ class InMemoryMetadataStore:
 
     def _add(self, path: str, text: str, owner: Optional[int]) -> None:
         self._nodes[path] = _Node(text, owner)
-        self._nodes[parent_path(path)].children.add(path.rsplit("/", 1)[1])
+        parent = self._nodes[parent_path(path)]
+        name = path.rsplit("/", 1)[1]
+        parent.children.add(name)
+        tail = name[-SEQUENCE_DIGITS:]
+        if len(tail) == SEQUENCE_DIGITS and tail.isdigit():
+            # A node named like a sequential one (a store restored from a copy, as
+            # LocalCluster's): the counter goes past it, so create_sequential never
+            # hands out a name that exists
+            parent.next_sequence = max(parent.next_sequence, int(tail) + 1)
         if owner is not None:
             self._sessions[owner].ephemerals.add(path)
         self._fire("created", path, 0)

@@ -637,3 +637,21 @@ def test_zookeeper_store_matches_model(zookeeper):
     run_state_machine_as_test(lambda: ZooKeeperStoreModel(zookeeper),
                               settings=settings(max_examples=12, stateful_step_count=30,
                                                 deadline=None))
+
+
+def test_a_restored_memory_store_never_reuses_a_sequential_name(tmp_path):
+    """LocalCluster saves its in-memory store and restores it by creating the saved
+    nodes: the loss ledger's sequential counter must go on past the restored entries."""
+    from pylog.cluster.controller import append_loss_ledger, read_loss_ledger
+    from pylog.cluster.local import _load_store, _save_store
+
+    first = InMemoryMetadataStore()
+    for n in range(3):
+        append_loss_ledger(first, {"topic": "t", "partition": 0, "n": n})
+    first.delete("/loss_ledger/entry-0000000001")  # a gap: the counter is not a count
+    _save_store(first, tmp_path / "metadata.json")
+    again = InMemoryMetadataStore()
+    _load_store(again, tmp_path / "metadata.json")
+    append_loss_ledger(again, {"topic": "t", "partition": 0, "n": 3})
+    assert again.children("/loss_ledger") == ["entry-0000000000", "entry-0000000002", "entry-0000000003"]
+    assert [e["n"] for e in read_loss_ledger(again)] == [0, 2, 3]
