@@ -48,6 +48,15 @@ def zookeeper(tmp_path_factory):
 
 
 @pytest.fixture
+def zk_ensemble(tmp_path):
+    """Three private ZooKeeper servers replicating one another (a ZooKeeperEnsemble),
+    stopped by their PIDs after the test.  Fails, never skips, if they cannot start."""
+    from tests.zk import provide_ensemble
+
+    yield from provide_ensemble(tmp_path)
+
+
+@pytest.fixture
 def zk_store(zookeeper):
     """A ZooKeeperMetadataStore in a fresh chroot, closed after the test."""
     store = zookeeper.store()

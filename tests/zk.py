@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from kazoo.client import KazooClient
 
-from pylog.cluster.zkserver import INSTALL_HINT, ZooKeeperServer, four_letter_word
+from pylog.cluster.zkserver import INSTALL_HINT, ZooKeeperEnsemble, ZooKeeperServer, four_letter_word
 from pylog.cluster.zookeeper import ZooKeeperMetadataStore, parse_connect_string
 from pylog.errors import PylogError
 
@@ -116,3 +116,19 @@ def provide_zookeeper(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ZooK
         yield ZooKeeperForTests(server.connect_string, server)
     finally:
         server.stop()
+
+
+def provide_ensemble(tmp_path: Path, size: int = 3) -> Iterator[ZooKeeperEnsemble]:
+    """The body of the ``zk_ensemble`` fixture: ``size`` private ZooKeeper servers as one
+    ensemble, each stopped by its PID at the end (also when the test failed)."""
+    ensemble = ZooKeeperEnsemble(tmp_path / "zk-ensemble", size, tick_time_ms=TEST_TICK_TIME_MS,
+                                 force_sync=False)
+    try:
+        ensemble.start()
+    except PylogError as e:
+        hint = "" if "apt-get install zookeeper" in str(e) else f" ({INSTALL_HINT})"
+        pytest.fail(f"could not start a ZooKeeper ensemble of {size} for the test{hint}: {e}", pytrace=False)
+    try:
+        yield ensemble
+    finally:
+        ensemble.stop()

@@ -15,6 +15,11 @@ Layout of the data directory::
     data/            ZooKeeper's snapshots and transaction logs
     zookeeper.log    the server's output (appended to at each start)
 
+:class:`ZooKeeperEnsemble` runs several such servers as one replicated ensemble on one
+machine (loopback ports, one data directory each, ``server.N`` lines and ``myid`` files
+as on separate machines): what the tests use to show a cluster going on while a
+ZooKeeper server is down.
+
 ``python -m pylog.cluster.zkserver --data-dir D [--port P] [--tick-time-ms N]`` runs one
 in the foreground and prints ``ready HOST:PORT`` on a line of its own once it serves; it
 stops the server on SIGTERM or SIGINT.
@@ -41,7 +46,7 @@ from pylog.errors import InvalidConfig, ZooKeeperServerError
 from pylog.util import check_int
 
 __all__ = ["DEBIAN_JAR_DIR", "INSTALL_HINT", "ZooKeeperInstall", "ZooKeeperServer",
-           "find_zookeeper", "four_letter_word", "main"]
+           "ZooKeeperEnsemble", "QuorumPeer", "find_zookeeper", "four_letter_word", "main"]
 
 #: What to do when ZooKeeper or java is missing.
 INSTALL_HINT = ("install Debian's ZooKeeper package: `apt-get install zookeeper` (it brings "
@@ -55,6 +60,17 @@ MAIN_CLASS = "org.apache.zookeeper.server.quorum.QuorumPeerMain"
 JUTE_MAXBUFFER_BYTES = 4 << 20
 #: Lines of the server's log that an error message quotes.
 LOG_TAIL_LINES = 40
+
+
+@dataclass(frozen=True)
+class QuorumPeer:
+    """One member of an ensemble as every member's zoo.cfg lists it:
+    ``server.<server_id>=<host>:<quorum_port>:<election_port>``."""
+
+    server_id: int
+    host: str
+    quorum_port: int
+    election_port: int
 
 
 @dataclass(frozen=True)
@@ -135,12 +151,18 @@ class ZooKeeperServer:
     ``start_timeout_s`` bounds :meth:`start`; ``stop_timeout_s`` how long SIGTERM is given
     before SIGKILL.  A server still running when the Python process exits normally is
     stopped then.
+
+    ``server_id`` and ``peers`` (every member, this one included) make it a member of a
+    replicated ensemble (see :class:`ZooKeeperEnsemble`): it serves once a majority of the
+    peers runs, so :meth:`start` of the first member alone does not return until others
+    start.
     """
 
     def __init__(self, data_dir: str | os.PathLike[str], port: int = 0, *,
                  host: str = "127.0.0.1", tick_time_ms: int = 2000, force_sync: bool = True,
                  start_timeout_s: float = 60.0, stop_timeout_s: float = 10.0,
-                 heap_mb: int = 256) -> None:
+                 heap_mb: int = 256, server_id: int | None = None,
+                 peers: tuple[QuorumPeer, ...] = ()) -> None:
         check_int("port", port, min=0, max=65535, error=InvalidConfig)
         check_int("tick_time_ms", tick_time_ms, min=1, error=InvalidConfig)
         check_int("heap_mb", heap_mb, min=16, error=InvalidConfig)
@@ -156,6 +178,12 @@ class ZooKeeperServer:
         self.start_timeout_s = float(start_timeout_s)
         self.stop_timeout_s = float(stop_timeout_s)
         self.heap_mb = heap_mb
+        if (server_id is None) != (not peers):
+            raise InvalidConfig("an ensemble member needs both server_id and peers")
+        if server_id is not None and server_id not in {q.server_id for q in peers}:
+            raise InvalidConfig(f"server_id {server_id} is not one of the peers {[q.server_id for q in peers]}")
+        self.server_id = server_id
+        self.peers = tuple(peers)
         self._port = port
         self._port_chosen = port != 0
         self._proc: subprocess.Popen[bytes] | None = None
@@ -200,16 +228,8 @@ class ZooKeeperServer:
         runs."""
         if self.running:
             return
-        install = find_zookeeper()
-        self.data_dir.mkdir(parents=True, exist_ok=True)
         for _attempt in range(3):
-            # A server already on the port would answer the readiness probe for ours.
-            try:
-                self._port = _bind_probe(self.host, self._port if self._port_chosen else 0)
-            except OSError as e:
-                raise ZooKeeperServerError(f"cannot start ZooKeeper on {self.host}:{self._port}: "
-                                           f"the port is in use or not bindable ({e})") from None
-            self._spawn(install)
+            self.spawn()
             failure = self._wait_ready()
             if failure is None:
                 self._port_chosen = True
@@ -220,6 +240,31 @@ class ZooKeeperServer:
                 break
         raise ZooKeeperServerError(f"ZooKeeper on {self.host}:{self._port} did not start: "
                                    f"{failure}; the end of {self.log_path}:\n{self.log_tail()}")
+
+    def spawn(self) -> None:
+        """Start the server process without waiting for it to serve (an ensemble's
+        members are all spawned, then waited for: :meth:`wait_ready`).  No-op if it runs."""
+        if self.running:
+            return
+        install = find_zookeeper()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        # A server already on the port would answer the readiness probe for ours.
+        try:
+            self._port = _bind_probe(self.host, self._port if self._port_chosen else 0)
+        except OSError as e:
+            raise ZooKeeperServerError(f"cannot start ZooKeeper on {self.host}:{self._port}: "
+                                       f"the port is in use or not bindable ({e})") from None
+        self._spawn(install)
+
+    def wait_ready(self) -> None:
+        """Wait until a spawned server serves (ZooKeeperServerError with the end of its
+        log if it exits or does not within ``start_timeout_s``)."""
+        failure = self._wait_ready()
+        if failure is not None:
+            self._kill()
+            raise ZooKeeperServerError(f"ZooKeeper on {self.host}:{self._port} did not start: "
+                                       f"{failure}; the end of {self.log_path}:\n{self.log_tail()}")
+        self._port_chosen = True
 
     def stop(self) -> None:
         """Stop the server by its PID: SIGTERM, then SIGKILL after ``stop_timeout_s``;
@@ -237,6 +282,10 @@ class ZooKeeperServer:
             except subprocess.TimeoutExpired:
                 self._kill()
         self._reap()
+
+    def kill(self) -> None:
+        """Kill the server by its PID (SIGKILL: a crash, or a machine losing power)."""
+        self._kill()
 
     def restart(self) -> None:
         """Stop and start again on the same port, keeping the data."""
@@ -278,6 +327,12 @@ class ZooKeeperServer:
             "autopurge.snapRetainCount=3",
             "autopurge.purgeInterval=1",
         ]
+        if self.server_id is not None:
+            lines += ["initLimit=10", "syncLimit=5"]
+            for q in self.peers:
+                host = f"[{q.host}]" if ":" in q.host else q.host
+                lines.append(f"server.{q.server_id}={host}:{q.quorum_port}:{q.election_port}")
+            (data / "myid").write_text(f"{self.server_id}\n", encoding="ascii")
         self.config_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
     def _spawn(self, install: ZooKeeperInstall) -> None:
@@ -332,6 +387,84 @@ class ZooKeeperServer:
 
 
 # ---------------------------------------------------------------------- command line
+def _free_ports(host: str, n: int) -> list[int]:
+    """``n`` distinct ports free on ``host`` now (bound together, then released)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket(family, socket.SOCK_STREAM)
+            socks.append(s)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind((host, 0))
+        return [int(s.getsockname()[1]) for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+class ZooKeeperEnsemble:
+    """``size`` ZooKeeper servers replicating one another (a quorum of size // 2 + 1), on
+    loopback ports of this machine, each in ``root/zk<id>``: Kafka's recommended three
+    (or five) servers, for tests and demonstrations of a server going down.
+
+    ``servers[i]`` (ids 1..size) are :class:`ZooKeeperServer` members: stop, kill and
+    start them one by one.  :attr:`connect_string` lists them all (``h:p1,h:p2,h:p3``).
+    Other arguments are passed to every member.
+    """
+
+    def __init__(self, root: str | os.PathLike[str], size: int = 3, *, host: str = "127.0.0.1",
+                 **server_args: object) -> None:
+        check_int("ensemble size", size, min=1, max=255, error=InvalidConfig)
+        ports = _free_ports(host, 3 * size)
+        peers = tuple(QuorumPeer(i + 1, host, ports[3 * i + 1], ports[3 * i + 2]) for i in range(size))
+        self.root = Path(root)
+        self.servers = [ZooKeeperServer(self.root / f"zk{q.server_id}", ports[3 * i], host=host,
+                                        server_id=q.server_id, peers=peers, **server_args)  # type: ignore[arg-type]
+                        for i, q in enumerate(peers)]
+
+    @property
+    def connect_string(self) -> str:
+        """Every member's ``host:port``, comma-separated (add a chroot as needed)."""
+        return ",".join(s.connect_string for s in self.servers)
+
+    def start(self) -> None:
+        """Start every member and wait until each serves (they serve once a quorum
+        runs); on failure every member is stopped and ZooKeeperServerError raised."""
+        try:
+            for s in self.servers:
+                s.spawn()
+            for s in self.servers:
+                s.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        """Stop every member by its PID."""
+        for s in self.servers:
+            s.stop()
+
+    def mode(self, server_id: int) -> str:
+        """"leader", "follower" (or "standalone"), or "" when the member does not serve."""
+        s = self.servers[server_id - 1]
+        try:
+            answer = four_letter_word(s.host, s.port, "srvr", timeout_s=1.0)
+        except OSError:
+            return ""
+        for line in answer.splitlines():
+            if line.startswith("Mode:"):
+                return line.split(":", 1)[1].strip()
+        return ""
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run a server in the foreground until SIGTERM or SIGINT; print ``ready HOST:PORT``."""
     parser = argparse.ArgumentParser(prog="python -m pylog.cluster.zkserver",

@@ -1,5 +1,8 @@
 """A fourth broker joins three: `pylog reassign-partitions` moves partitions onto it under
 acks=all load, `pylog leader-election` gives it leaderships, nothing acknowledged is lost.
+That cluster keeps its metadata in an ensemble of three ZooKeeper servers (Kafka's
+layout: the ensemble stays at three as brokers are added), one of which — the
+ensemble's leader — is killed before the fourth broker joins and started again at the end.
 
 Everything an operator types runs as a subprocess (``python -m pylog ...``) against real
 broker processes; the load is confluent-kafka's idempotent producer.  Also: confluent-
@@ -112,8 +115,8 @@ def describe(bootstrap: str, topic: str) -> Dict[int, Any]:
         return {p.partition: p for p in a.describe_topic(topic).partitions}
 
 
-def test_fourth_broker_takes_partitions_under_load(process_cluster, tmp_path):
-    c = process_cluster(3, racks=["a", "b", "c"])
+def test_fourth_broker_takes_partitions_under_load(process_cluster, zk_ensemble, tmp_path):
+    c = process_cluster(3, racks=["a", "b", "c"], zookeeper_connect=zk_ensemble.connect_string)
     b = c.brokers[1].bootstrap
     pylog("topics", "create", "rf3", "--partitions", "6", "--replication-factor", "3",
           "--config", "min.insync.replicas=2", "--bootstrap-server", b)
@@ -124,6 +127,14 @@ def test_fourth_broker_takes_partitions_under_load(process_cluster, tmp_path):
     load = Load(c.bootstrap, ["rf3", "rf2"]).start()
     try:
         wait_for(lambda: all(len(v) > 200 for v in load.acked.values()), "the load to get going")
+        # one of the three ZooKeepers fails (its leader, which makes the others elect one)
+        zk_leader = next(i for i in (1, 2, 3) if zk_ensemble.mode(i) == "leader")
+        zk_ensemble.servers[zk_leader - 1].kill()
+        wait_for(lambda: any(zk_ensemble.mode(i) == "leader" for i in (1, 2, 3) if i != zk_leader),
+                 "the two ZooKeepers left to elect a leader")
+        acked = sum(len(v) for v in load.acked.values())
+        wait_for(lambda: sum(len(v) for v in load.acked.values()) > acked + 500,
+                 "acknowledgements to go on with two ZooKeepers of three")
         c.add_broker(4, "d")
         with AdminClient(b) as a:
             wait_for(lambda: 4 in [n.node_id for n in a.describe_cluster().brokers], "broker 4 to register")
@@ -212,6 +223,8 @@ def test_fourth_broker_takes_partitions_under_load(process_cluster, tmp_path):
         assert r.returncode == 1 and "UNKNOWN_TOPIC_OR_PARTITION" in r.stderr
         before = load.sent
         wait_for(lambda: load.sent > before + 500, "the load to go on after the moves")
+        zk_ensemble.servers[zk_leader - 1].start()  # it catches up with the others
+        assert zk_ensemble.mode(zk_leader) == "follower"
     finally:
         load.stop()
     assert not load.failed, load.failed[:5]

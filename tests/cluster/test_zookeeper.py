@@ -29,6 +29,7 @@ from pylog.errors import (
     InvalidConfig,
     MetadataStoreUnavailable,
     NoNode,
+    PylogError,
     SessionExpired,
     ZooKeeperServerError,
 )
@@ -321,3 +322,47 @@ def test_unknown_sessions_and_now_checked(zk_store):
     assert zk_store.tick(0) == []
     with pytest.raises(NoNode):
         zk_store.stat("/nope")
+
+
+def test_an_ensemble_serves_with_a_majority_and_a_member_catches_up(zk_ensemble):
+    """Three servers: the store reads and writes with any two (the one down is its
+    leader, so the others elect another), not with one; the member started again
+    serves what was written without it."""
+    assert sorted(zk_ensemble.mode(i) for i in (1, 2, 3)) == ["follower", "follower", "leader"]
+    store = ZooKeeperMetadataStore(zk_ensemble.connect_string + "/ens", session_timeout_ms=4000)
+    try:
+        store.create("/a", {"n": 0})
+        leader = next(i for i in (1, 2, 3) if zk_ensemble.mode(i) == "leader")
+        zk_ensemble.servers[leader - 1].kill()
+        wait_until(lambda: _try_set(store, "/a", {"n": 1}), "a write with two servers of three")
+        assert store.get("/a")[0] == {"n": 1}
+        zk_ensemble.servers[leader - 1].start()
+        assert zk_ensemble.mode(leader) == "follower"
+        # only the restarted member left: it has the write it missed, but no quorum
+        others = [i for i in (1, 2, 3) if i != leader]
+        for i in others:
+            zk_ensemble.servers[i - 1].stop()
+        answer = four_letter_word("127.0.0.1", zk_ensemble.servers[leader - 1].port, "srvr")
+        assert "not currently serving" in answer
+        for i in others:
+            zk_ensemble.servers[i - 1].start()
+        wait_until(lambda: _try_get(store, "/a") == {"n": 1}, "the data back with a quorum")
+    finally:
+        store.close()
+    with pytest.raises(InvalidConfig, match="server_id and peers"):
+        ZooKeeperServer(Path("unused"), server_id=1)
+
+
+def _try_set(store, path, data) -> bool:
+    try:
+        store.set(path, data)
+        return True
+    except PylogError:
+        return False
+
+
+def _try_get(store, path):
+    try:
+        return store.get(path)[0]
+    except PylogError:
+        return None
