@@ -17,6 +17,7 @@ from pylog.records.batch import (
     validate_batches,
 )
 from pylog.records.compression import CODECS, codec_id, compress, decompress
+from pylog.records.rewrite import empty_batch, rewrite_batch, with_last_offset
 
 __all__ = [
     "Record",
@@ -31,6 +32,9 @@ __all__ = [
     "decode_batches",
     "iter_records",
     "encode_headers",
+    "rewrite_batch",
+    "empty_batch",
+    "with_last_offset",
     "CODECS",
     "codec_id",
     "compress",
