@@ -1,6 +1,6 @@
 """pylog.records: Kafka v2 record batches (RecordBatch, Record), codecs, numpy views.
 
-Uses only pylog._native and pylog.errors.
+Uses only pylog._native and the leaf modules pylog.errors and pylog.util.
 """
 from pylog.records.batch import (
     PreparedBatch,
