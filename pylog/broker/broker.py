@@ -778,10 +778,7 @@ class Broker:
         topic = self._topics[OFFSETS_TOPIC]
 
         def append(partition: int, records: List[Tuple[bytes, Optional[bytes]]]) -> None:
-            p = topic.partitions[partition]
-            p.log.append([v for _, v in records], keys=[k for k, _ in records])
-            p.log.flush()
-            p._high_watermark = p.log.log_end_offset
+            topic.partitions[partition].append_records([v for _, v in records], keys=[k for k, _ in records])
 
         service = GroupService(
             append=append, num_partitions=len(topic.partitions), clock=self._clock,

@@ -48,24 +48,23 @@ rewrites the log's closed segments from the log start up to the active segment:
 * **Swap.**  :meth:`pylog.storage.Log.replace_segments` swaps the rewritten segments in
   all at once, crash-safely; views of the old segments stay valid.
 
+The cleaner decides what each segment keeps; the batch bytes (rebuilt batches, empty
+batches, grown ranges) are made by :mod:`pylog.records.rewrite`.
+
 The cleaner is a plain object with no thread: a broker calls ``clean`` from its own
 background thread or timer.  Not transactional-aware yet (no control batches exist).
 """
 from __future__ import annotations
 
 import math
-import struct
-from array import array
 from dataclasses import dataclass
 from typing import Any, Callable, Collection, Dict, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 import xxhash
 
-from pylog._native import check, ffi, lib
 from pylog.errors import InvalidArgument, InvalidConfig
-from pylog.records import RecordBatch, compress, decode_records, iter_batches, prepare_batch
-from pylog.records.batch import _decode_headers  # header bytes -> pairs (same package family)
+from pylog.records import RecordBatch, decode_records, empty_batch, iter_batches, rewrite_batch, with_last_offset
 from pylog.storage import Log
 from pylog.storage.checkpoint import OffsetCheckpointFile
 from pylog.storage.log import SegmentSnapshot
@@ -78,8 +77,6 @@ CLEANER_CHECKPOINT_FILE = "cleaner-offset-checkpoint"
 #: Bytes per offset-map slot: 8-byte hash + 8-byte offset.
 MAP_SLOT_BYTES = 16
 _EMPTY = -1
-_LAST_DELTA = struct.Struct(">i")
-_CRC = struct.Struct(">I")
 
 
 @dataclass(frozen=True)
@@ -429,9 +426,9 @@ def _rewrite(seg: _Segment, keep: np.ndarray, retain: Set[int]) -> bytes:
         nonlocal tail_epoch
         for first, last, epoch, ts in gap:
             if tail_epoch == epoch:
-                out[-1] = _set_last_offset(out[-1], last)
+                out[-1] = with_last_offset(out[-1], last)
             else:
-                out.append(_empty_batch(first, last, ts, leader_epoch=epoch))
+                out.append(empty_batch(first, last, ts, partition_leader_epoch=epoch))
                 tail_epoch = epoch
         gap.clear()
 
@@ -452,10 +449,8 @@ def _rewrite(seg: _Segment, keep: np.ndarray, retain: Set[int]) -> bytes:
         cover_gap()
         if n_keep == hi - lo and start == b.base_offset:
             out.append(b.buffer)  # unchanged (for a producer's, maybe an earlier empty one)
-        elif n_keep == 0:
-            out.append(_empty_batch(b.base_offset, b.last_offset, b.max_timestamp, like=b))
-        else:
-            out.append(_build(seg, b, idx, start))
+        else:  # with no record left: a producer's empty batch, same header fields
+            out.append(rewrite_batch(b, seg.arrays, idx, base_offset=start))
         tail_epoch = epoch if pid < 0 else None
         expected = b.next_offset
     if expected < snap.next_offset:  # offsets after the last batch (not in a valid log)
@@ -463,104 +458,3 @@ def _rewrite(seg: _Segment, keep: np.ndarray, retain: Set[int]) -> bytes:
                     snap.max_timestamp])
     cover_gap()
     return b"".join(bytes(x) if isinstance(x, memoryview) else x for x in out)
-
-
-def _set_last_offset(batch: Any, last_offset: int) -> bytes:
-    """A copy of ``batch`` whose lastOffsetDelta ends it at ``last_offset`` (CRC redone)."""
-    buf = bytearray(batch)
-    base = struct.unpack_from(">q", buf, 0)[0]
-    _LAST_DELTA.pack_into(buf, 23, last_offset - base)
-    _reseal(buf)
-    return bytes(buf)
-
-
-def _reseal(buf: bytearray) -> None:
-    c = ffi.from_buffer("uint8_t[]", buf)
-    try:
-        crc = lib.pl_crc32c(0, c + 21, len(buf) - 21)
-    finally:
-        ffi.release(c)
-    _CRC.pack_into(buf, 17, crc)
-
-
-def _empty_batch(base_offset: int, last_offset: int, timestamp: int, *, leader_epoch: int = -1,
-                 like: Optional[RecordBatch] = None) -> bytes:
-    """A batch of no records covering [base_offset, last_offset] with ``timestamp`` as
-    its timestamps (so that time retention and the time index still see the removed
-    records' time).  Without ``like`` it has no producer id and ``leader_epoch``; with
-    it, it has ``like``'s producer id, epoch, base sequence, leader epoch and timestamp
-    type (Kafka's empty batch that keeps a producer's state in the log)."""
-    info = ffi.new("pl_batch_info *")
-    info.base_offset = base_offset
-    info.last_offset_delta = last_offset - base_offset
-    info.base_timestamp = timestamp
-    info.max_timestamp = timestamp
-    if like is None:
-        info.partition_leader_epoch = leader_epoch
-        info.producer_id = -1
-        info.producer_epoch = -1
-        info.base_sequence = -1
-    else:
-        info.partition_leader_epoch = like.partition_leader_epoch
-        info.attributes = like.attributes & ~lib.PL_ATTR_COMPRESSION_MASK
-        info.producer_id = like.producer_id
-        info.producer_epoch = like.producer_epoch
-        info.base_sequence = like.base_sequence
-    info.record_count = 0
-    out = ffi.new("uint8_t[]", lib.PL_BATCH_HEADER_BYTES)
-    n = check(lib.pl_batch_seal(out, lib.PL_BATCH_HEADER_BYTES, 0, info), "sealing an empty batch")
-    return ffi.buffer(out, n)[:]
-
-
-def _build(seg: _Segment, b: RecordBatch, idx: np.ndarray, base_offset: int) -> bytes:
-    """Batch ``b`` holding only records ``idx`` (of the segment's arrays), starting at
-    ``base_offset`` and ending at b's last offset; same producer fields, timestamp type
-    and codec."""
-    arr = seg.arrays
-    mv = arr.buffer if isinstance(arr.buffer, (bytes, memoryview)) else memoryview(arr.buffer)
-    vp, vl = arr.value_pos[idx].tolist(), arr.value_len[idx].tolist()
-    kp, kl = arr.key_pos[idx].tolist(), arr.key_len[idx].tolist()
-    values = [bytes(mv[p:p + n]) if n >= 0 else None for p, n in zip(vp, vl)]
-    keys = [bytes(mv[p:p + n]) if n >= 0 else None for p, n in zip(kp, kl)]
-    hcount = arr.headers_count[idx]
-    headers = None
-    if int(hcount.max()) > 0:
-        data = bytes(mv)
-        headers = [list(_decode_headers(data, p, c)) if c else []
-                   for p, c in zip(arr.headers_pos[idx].tolist(), hcount.tolist())]
-    timestamps = arr.timestamps[idx].tolist()
-    p = prepare_batch(values, keys, headers, timestamps, producer_id=b.producer_id,
-                      producer_epoch=b.producer_epoch, base_sequence=b.base_sequence,
-                      partition_leader_epoch=b.partition_leader_epoch, base_offset=base_offset)
-    deltas = array("i", (arr.offsets[idx] - base_offset).tolist())
-    deltas_c = ffi.from_buffer("int32_t[]", deltas)
-    cd = p.cdata
-    cd.offset_deltas = deltas_c
-    cd.last_offset_delta = b.last_offset - base_offset
-    codec = b.compression
-    cd.attributes = b.attributes & ~lib.PL_ATTR_COMPRESSION_MASK
-    bound = lib.pl_batch_size_bound(cd)
-    if bound == 0:
-        raise InvalidArgument(f"cannot rebuild the batch at offset {b.base_offset}")
-    out = ffi.new("uint8_t[]", bound)
-    if codec == 0:
-        n = check(lib.pl_batch_build(cd, out, bound), f"rebuilding the batch at offset {b.base_offset}")
-        return ffi.buffer(out, n)[:]
-    n = check(lib.pl_records_encode(cd, out, bound), f"encoding records of the batch at offset {b.base_offset}")
-    packed = compress(codec, ffi.buffer(out, n)[:])
-    info = ffi.new("pl_batch_info *")
-    info.base_offset = base_offset
-    info.partition_leader_epoch = b.partition_leader_epoch
-    info.attributes = (b.attributes & ~lib.PL_ATTR_COMPRESSION_MASK) | codec
-    info.last_offset_delta = b.last_offset - base_offset
-    info.base_timestamp = timestamps[0]
-    info.max_timestamp = max(timestamps)
-    info.producer_id = b.producer_id
-    info.producer_epoch = b.producer_epoch
-    info.base_sequence = b.base_sequence
-    info.record_count = len(values)
-    sealed = ffi.new("uint8_t[]", lib.PL_BATCH_HEADER_BYTES + len(packed))
-    ffi.memmove(sealed + lib.PL_BATCH_HEADER_BYTES, packed, len(packed))
-    total = check(lib.pl_batch_seal(sealed, len(sealed), len(packed), info),
-                  f"sealing the rebuilt batch at offset {b.base_offset}")
-    return ffi.buffer(sealed, total)[:]

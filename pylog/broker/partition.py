@@ -17,7 +17,7 @@ import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, List, Optional, Tuple
+from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 from pylog.broker.config import TopicConfig
 from pylog.broker.producer_state import ProducerStateManager, batch_sequence_count
@@ -166,6 +166,25 @@ class Partition:
             if codec is not None:
                 return self._append_locked(self._recompressed(batches, codec), batches)
             return self._append_locked(view, batches, counts)
+
+    def append_records(self, values: Sequence[Optional[bytes]],
+                       keys: Optional[Sequence[Optional[bytes]]] = None) -> int:
+        """Append records this broker writes itself (a coordinator's, such as the group
+        coordinator's offsets and group metadata in ``__consumer_offsets``) as one batch
+        built here, and flush them to disk before returning.
+
+        No producer checks and no recompression (they are not a producer's batches).
+        The high watermark follows the log end as for :meth:`append` (a replicated
+        partition's moves with the replication driver).  Returns the offset of
+        ``values[0]``.  Raises what :meth:`Log.append` raises (nothing is written then),
+        LogClosed.
+        """
+        with self._lock:
+            first = self.log.append(values, keys=keys)
+            self.log.flush()
+            if not self.replicated:
+                self._high_watermark = self.log.log_end_offset  # single replica: HW = LEO
+            return first
 
     def _target_codec(self) -> Optional[int]:
         ct = self.config.compression_type

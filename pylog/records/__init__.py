@@ -1,6 +1,6 @@
 """pylog.records: Kafka v2 record batches (RecordBatch, Record), codecs, numpy views.
 
-Uses only pylog._native and pylog.errors.
+Uses only pylog._native and the leaf modules pylog.errors and pylog.util.
 """
 from pylog.records.batch import (
     PreparedBatch,
@@ -17,6 +17,7 @@ from pylog.records.batch import (
     validate_batches,
 )
 from pylog.records.compression import CODECS, codec_id, compress, decompress
+from pylog.records.rewrite import empty_batch, rewrite_batch, with_last_offset
 
 __all__ = [
     "Record",
@@ -31,6 +32,9 @@ __all__ = [
     "decode_batches",
     "iter_records",
     "encode_headers",
+    "rewrite_batch",
+    "empty_batch",
+    "with_last_offset",
     "CODECS",
     "codec_id",
     "compress",
