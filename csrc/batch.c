@@ -91,7 +91,9 @@ static inline uint8_t *put_varint(uint8_t *o, int64_t v)
 }
 
 /* Reads a zigzag varint of at most max_bytes (10 for 64-bit, 5 for 32-bit fields)
- * from [*p, end).  Rejects overlong encodings and values that do not fit. */
+ * from [*p, end).  Rejects overlong encodings (more than max_bytes, or a non-minimal
+ * one: a last byte of 0 after a continuation byte, as 0x80 0x00 for 0) and values
+ * that do not fit.  put_varint, like every Kafka writer, only writes minimal ones. */
 static inline int get_varint(const uint8_t **p, const uint8_t *end, int max_bytes, int64_t *out)
 {
     const uint8_t *q = *p;
@@ -100,6 +102,8 @@ static inline int get_varint(const uint8_t **p, const uint8_t *end, int max_byte
         if (q >= end)
             return PL_E_TRUNCATED;
         uint8_t b = *q++;
+        if (i > 0 && b == 0)
+            return PL_E_RECORD; /* non-minimal: the previous byte could have ended it */
         if (i == max_bytes - 1) {
             /* last permitted byte: no continuation, and no bits past the width */
             unsigned width_left = (max_bytes == MAX_VARINT_BYTES) ? 1 : 4;

@@ -225,7 +225,8 @@ int pl_batches_decode(const uint8_t *buf, uint64_t len, int64_t min_offset,
                       uint32_t *n_out, uint64_t *consumed);
 
 /* Varint helpers for Python-side header encoding (zigzag).  Return bytes
- * written/read, or a negative status. */
+ * written/read, or a negative status.  Decoding accepts only the minimal encoding,
+ * of at most 10 bytes (PL_E_RECORD otherwise), as record parsing does. */
 int pl_varint_encode(int64_t value, uint8_t *out, uint64_t cap);
 int pl_varint_decode(const uint8_t *buf, uint64_t len, int64_t *value);
 
