@@ -367,7 +367,7 @@ int64_t pl_bench_copy_ceiling(uint8_t *dst, uint64_t dst_cap, const uint8_t *src
 /* Kafka's murmur2 (Utils.murmur2 of the Java client: MurmurHash2, seed 0x9747b28c),
  * as a signed 32-bit value exactly as Java returns it.  len is taken modulo 2^32 as
  * Java's int length would be (Java keys are < 2^31 bytes).  data may be NULL when
- * len == 0. */
+ * len == 0 (the empty key); NULL with len > 0 reads nothing and returns 0. */
 int32_t pl_murmur2(const uint8_t *data, size_t len);
 
 /* Hashes `count` keys lying in buf (buf_len bytes): at positions[i] (bytes from
