@@ -35,7 +35,6 @@
 #define MAX_VARINT_BYTES 10   /* a 64-bit zigzag varint */
 #define MAX_VARINT32_BYTES 5  /* a 32-bit zigzag varint */
 #define MIN_RECORD_BODY 6     /* attrs + tsDelta + offDelta + keyLen + valLen + hdrCount */
-#define CRC_START 21          /* first byte the CRC covers */
 #define NUM_CODECS 5          /* none, gzip, snappy, lz4, zstd */
 
 /* ---- big-endian fields ---------------------------------------------------- */
@@ -323,7 +322,7 @@ static void write_header(uint8_t *buf, uint64_t rec_len, const pl_batch_info *in
     wr32(buf + 53, (uint32_t)info->base_sequence);
     wr32(buf + 57, (uint32_t)info->record_count);
     uint64_t total = PL_BATCH_HEADER_BYTES + rec_len;
-    wr32(buf + 17, pl_crc32c(0, buf + CRC_START, (size_t)(total - CRC_START)));
+    wr32(buf + 17, pl_crc32c(0, buf + PL_BATCH_CRC_START, (size_t)(total - PL_BATCH_CRC_START)));
 }
 
 int64_t pl_batch_build(const pl_batch_input *in, uint8_t *out, uint64_t out_cap)
@@ -514,7 +513,7 @@ int pl_batch_validate(const uint8_t *buf, uint64_t len, pl_batch_info *out)
     uint64_t total = PL_BATCH_OVERHEAD_BYTES + (uint64_t)info.batch_length;
     if (total > len)
         return PL_E_TRUNCATED;
-    if (pl_crc32c(0, buf + CRC_START, (size_t)(total - CRC_START)) != info.crc)
+    if (pl_crc32c(0, buf + PL_BATCH_CRC_START, (size_t)(total - PL_BATCH_CRC_START)) != info.crc)
         return PL_E_CRC;
     /* recordCount 0 with any lastOffsetDelta is valid: the log cleaner leaves such a
      * batch over offsets whose records it removed (as Kafka does). */

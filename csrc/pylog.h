@@ -81,6 +81,7 @@
 /* ---- named limits ---- */
 #define PL_BATCH_HEADER_BYTES      61
 #define PL_BATCH_OVERHEAD_BYTES    12          /* baseOffset + batchLength fields    */
+#define PL_BATCH_CRC_START         21          /* first byte the batch's CRC covers  */
 #define PL_MIN_BATCH_LENGTH        49          /* batchLength of a header-only batch */
 #define PL_MAX_BATCH_BYTES         0x7ffffff0  /* whole batch incl. 12-byte prefix   */
 #define PL_MAX_RECORD_BYTES        0x7fffffef  /* one record's key+value+headers     */
@@ -271,14 +272,18 @@ typedef struct pl_append_result {
 } pl_append_result;
 
 /* Appends one or more complete batches (already validated by pl_batches_validate,
- * headers re-checked here) at log_size.  Writes each batch's baseOffset =
+ * headers re-checked here) at log_size.  Each batch's CRC32C is checked again on the
+ * copy in the log, before anything is published: input changed after the caller
+ * validated it is refused (PL_E_CRC, or the status of a changed header), never
+ * written with a stale CRC.  Writes each batch's baseOffset =
  * next_offset (and partitionLeaderEpoch when leader_epoch >= 0), advances
  * next_offset by lastOffsetDelta + 1, adds an offset-index entry whenever
  * index_interval_bytes have passed since the last one (and for the first batch of
  * the segment), and a time-index entry when the max timestamp grows at that
  * entry.  When assign_offsets is 0 the batches keep their baseOffsets, which must
  * be >= next_offset (replication/compaction copy).  All or nothing: returns
- * PL_E_FULL with nothing written if the log or an index lacks room. */
+ * PL_E_FULL with nothing written if the log or an index lacks room, and on any error
+ * publishes nothing (the copy's first header is zeroed so no recovery finds it). */
 int pl_segment_append(pl_segment *seg, const uint8_t *batches, uint64_t len,
                       int32_t leader_epoch, int assign_offsets,
                       pl_append_result *out);

@@ -252,11 +252,11 @@ static int cursor_add_batch(pl_segment *seg, seg_cursor *c, const pl_batch_info 
 
 /* Walks the batches of buf[0, len) as an append at c->log_size would place them:
  * checks each header (whole batch inside buf, offsets), assigns offsets, and feeds
- * the cursor.  With `write`, buf is the copy inside the log: offsets are written into
- * it and index entries into the indexes.  Without, buf is only read and entries are
- * counted (ROOM_COUNT). */
+ * the cursor.  With wbuf (== buf), buf is the copy inside the log: offsets are written
+ * into it and index entries into the indexes.  Without, buf is only read and entries
+ * are counted (ROOM_COUNT).  With check_crc, each batch's CRC32C is checked on buf. */
 static int append_walk(pl_segment *seg, seg_cursor *c, const uint8_t *buf, uint8_t *wbuf,
-                       uint64_t len, int32_t leader_epoch, int assign_offsets,
+                       uint64_t len, int32_t leader_epoch, int assign_offsets, int check_crc,
                        pl_append_result *res)
 {
     uint64_t pos = 0;
@@ -275,6 +275,9 @@ static int append_walk(pl_segment *seg, seg_cursor *c, const uint8_t *buf, uint8
             return PL_E_TRUNCATED;
         if (info.last_offset_delta < 0)
             return PL_E_OFFSET_DELTA;
+        if (check_crc && pl_crc32c(0, buf + pos + PL_BATCH_CRC_START,
+                                   (size_t)(total - PL_BATCH_CRC_START)) != info.crc)
+            return PL_E_CRC;
 
         int64_t base = assign_offsets ? c->next_offset : info.base_offset;
         if (base < c->next_offset)
@@ -347,23 +350,29 @@ int pl_segment_append(pl_segment *seg, const uint8_t *batches, uint64_t len,
     seg_cursor dry;
     pl_append_result res;
     cursor_load(seg, &dry);
-    int st = append_walk(seg, &dry, batches, NULL, len, leader_epoch, assign_offsets, &res);
+    int st = append_walk(seg, &dry, batches, NULL, len, leader_epoch, assign_offsets, 0, &res);
     if (st != PL_OK)
         return st;
     if (len > pl_log_limit(seg) - seg->log_size || dry.index_entries > pl_oi_capacity(seg) ||
         dry.timeindex_entries > pl_ti_capacity(seg))
         return PL_E_FULL;
 
-    /* Pass 2: copy past log_size (unpublished), then walk the copy, writing offsets
-     * and entries.  Rechecking on the copy means that an input changed under us
-     * cannot corrupt the segment: at worst this fails before publishing. */
+    /* Pass 2: copy past log_size (unpublished), then walk the copy, checking each
+     * batch's CRC32C there and writing offsets and entries.  Checking the copy means
+     * that what is published is what was checksummed: an input changed under us
+     * (after the caller validated it, or during the memcpy) fails here, with nothing
+     * published, instead of being served with a stale CRC. */
     uint8_t *dst = seg->log + seg->log_size;
     memcpy(dst, batches, len);
     seg_cursor c;
     cursor_load(seg, &c);
-    st = append_walk(seg, &c, dst, dst, len, leader_epoch, assign_offsets, &res);
-    if (st != PL_OK)
+    st = append_walk(seg, &c, dst, dst, len, leader_epoch, assign_offsets, 1, &res);
+    if (st != PL_OK) {
+        /* Nothing half-written: a recovery scan must not find the copy's leading
+         * batches (never published) after a crash. */
+        memset(dst, 0, len < PL_BATCH_OVERHEAD_BYTES ? (size_t)len : PL_BATCH_OVERHEAD_BYTES);
         return st == PL_E_FULL ? PL_E_ARG : st;
+    }
     cursor_publish(seg, &c);
     if (out != NULL)
         *out = res;
@@ -408,7 +417,7 @@ int pl_segment_append_build(pl_segment *seg, const pl_batch_input *in, pl_append
     seg_cursor c;
     pl_append_result res;
     cursor_load(seg, &c);
-    int st = append_walk(seg, &c, dst, dst, (uint64_t)n, -1, 1, &res);
+    int st = append_walk(seg, &c, dst, dst, (uint64_t)n, -1, 1, 0, &res); /* CRC: ours */
     if (st != PL_OK)
         return st;
     cursor_publish(seg, &c);
