@@ -326,8 +326,9 @@ int pl_segment_find_timestamp(const pl_segment *seg, int64_t ts,
 
 /* Recovery: scans and validates (CRC included) every batch from position 0 (or
  * from `start_position`, which must be a batch boundary, keeping the index entries
- * below it), stopping at the first invalid or torn batch, the first baseOffset not
- * >= the previous batch's last offset + 1, or log_capacity.  Sets log_size,
+ * below it), stopping at the first invalid or torn batch, the first baseOffset other
+ * than the previous batch's last offset + 1 (offsets are densely tiled, compacted
+ * segments too), or log_capacity.  Sets log_size,
  * next_offset, max timestamp, and rebuilds the index and time index from the scan
  * start.  *truncated_bytes = bytes of garbage found past the valid prefix before
  * preallocated zeros (0 after a clean crash).  Never reads beyond log_capacity. */

@@ -22,6 +22,9 @@
  * Invariants kept:
  *   - [0, log_size) is a sequence of whole batches with increasing, non-overlapping
  *     offset ranges, all >= base_offset; next_offset is past the last of them.
+ *     Recovery also wants them dense (each batch starts where the previous ended, as
+ *     the log cleaner keeps them): an append that keeps its offsets (assign_offsets
+ *     0) may leave a gap, which a later recovery treats as damage, so callers don't.
  *   - Positions in the index are always at batch boundaries.  An offset-index entry
  *     is written for a batch when the index is empty or index_interval_bytes or
  *     more have been appended since the last entry (bytes_since_index); a time-index
@@ -478,7 +481,7 @@ int pl_segment_read(const pl_segment *seg, int64_t offset, uint64_t max_bytes,
     pl_batch_info info;
     st = pl_seg_seek(seg, v.index_entries, v.log_size, offset, &pos, &info, &total);
     if (st == PL_E_OFFSET_RANGE)
-        return PL_OK; /* nothing at or after offset (e.g. a compacted-away tail) */
+        return PL_OK; /* no batch below log_size reaches offset: nothing to read */
     if (st != PL_OK)
         return st;
 
@@ -674,8 +677,10 @@ int pl_segment_recover(pl_segment *seg, uint64_t start_position, uint64_t *trunc
         uint64_t total = PL_BATCH_OVERHEAD_BYTES + (uint64_t)info.batch_length;
         if (total > limit - pos)
             break;
-        /* Offsets are dense (no compaction yet): baseOffset lies outside the CRC, so a
-         * batch that does not continue exactly where the last one ended is damage. */
+        /* Offsets are densely tiled, also after compaction (the log cleaner covers the
+         * offsets of removed records by growing a kept batch or by an empty batch), and
+         * baseOffset lies outside the CRC: a batch that does not continue exactly where
+         * the last one ended is damage. */
         if (info.base_offset != c.next_offset ||
             relative_last(seg, info.base_offset, info.last_offset_delta) < 0)
             break;
