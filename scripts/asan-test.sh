@@ -7,7 +7,8 @@
 #
 # Python itself is not instrumented, so the sanitizer runtimes are preloaded; leak
 # checking is off because CPython keeps memory until exit by design.  PYTHONMALLOC=malloc
-# makes small Python buffers (cffi's too) real malloc blocks that ASan watches.
+# makes small Python buffers (cffi's too) real malloc blocks that ASan watches.  The
+# sanitizer build keeps the C core's assert()s (no -DNDEBUG, see pylog/_native/build.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 restore() { python setup.py -q build_ext --inplace --force -t build/normal >/dev/null 2>&1 || true; }
