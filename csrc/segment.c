@@ -179,9 +179,15 @@ static void cursor_empty(const pl_segment *seg, seg_cursor *c)
     c->last_time_ts = PL_NO_TIMESTAMP;
 }
 
-/* Release-publishes a cursor (order: see the top of the file). */
+/* Release-publishes a cursor (order: see the top of the file).  Every writer path
+ * (init, append, load, recovery, truncation) arrives with the cursor within the
+ * mappings: callers check what they take from the segment or its files first. */
 static void cursor_publish(pl_segment *seg, const seg_cursor *c)
 {
+    assert(c->log_size <= pl_log_limit(seg));
+    assert(c->index_entries <= pl_oi_capacity(seg));
+    assert(c->timeindex_entries <= pl_ti_capacity(seg));
+    assert(c->next_offset >= seg->base_offset);
     seg->bytes_since_index = c->bytes_since_index;
     __atomic_store_n(&seg->log_size, c->log_size, __ATOMIC_RELEASE);
     __atomic_store_n(&seg->index_entries, c->index_entries, __ATOMIC_RELEASE);
@@ -376,6 +382,7 @@ int pl_segment_append(pl_segment *seg, const uint8_t *batches, uint64_t len,
         memset(dst, 0, len < PL_BATCH_OVERHEAD_BYTES ? (size_t)len : PL_BATCH_OVERHEAD_BYTES);
         return st == PL_E_FULL ? PL_E_ARG : st;
     }
+    assert(c.log_size == seg->log_size + len && c.next_offset > seg->next_offset);
     cursor_publish(seg, &c);
     if (out != NULL)
         *out = res;
@@ -423,6 +430,7 @@ int pl_segment_append_build(pl_segment *seg, const pl_batch_input *in, pl_append
     int st = append_walk(seg, &c, dst, dst, (uint64_t)n, -1, 1, 0, &res); /* CRC: ours */
     if (st != PL_OK)
         return st;
+    assert(c.log_size == seg->log_size + (uint64_t)n && c.next_offset > seg->next_offset);
     cursor_publish(seg, &c);
     if (out != NULL)
         *out = res;
@@ -690,6 +698,7 @@ int pl_segment_recover(pl_segment *seg, uint64_t start_position, uint64_t *trunc
         pos += total;
     }
 
+    assert(c.log_size == pos);
     *truncated_bytes = garbage_extent(seg->log, pos, seg->log_capacity);
     cursor_publish(seg, &c);
     if (seg->flushed_size > c.log_size)
@@ -740,6 +749,7 @@ int pl_segment_truncate(pl_segment *seg, int64_t offset, uint64_t *new_size)
     c.next_offset = offset;
 
     uint64_t old_size = seg->log_size;
+    assert(c.log_size == cut && cut <= old_size && c.index_entries <= seg->index_entries);
     cursor_publish(seg, &c);
     if (cut < old_size) {
         /* A later recovery scan must stop here: zero the first header fields. */
