@@ -16,7 +16,7 @@ trap restore EXIT
 PYLOG_SANITIZE=1 python setup.py -q build_ext --inplace --force -t build/asan
 asan="$(gcc -print-file-name=libasan.so)"
 ubsan="$(gcc -print-file-name=libubsan.so)"
-PYTHONMALLOC=malloc LD_PRELOAD="$asan:$ubsan" \
+PYLOG_SANITIZE=1 PYTHONMALLOC=malloc LD_PRELOAD="$asan:$ubsan" \
 ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 \
 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   python -m pytest -q -p no:cacheprovider "${@:-tests}"
