@@ -35,7 +35,6 @@
 #define MAX_VARINT_BYTES 10   /* a 64-bit zigzag varint */
 #define MAX_VARINT32_BYTES 5  /* a 32-bit zigzag varint */
 #define MIN_RECORD_BODY 6     /* attrs + tsDelta + offDelta + keyLen + valLen + hdrCount */
-#define CRC_START 21          /* first byte the CRC covers */
 #define NUM_CODECS 5          /* none, gzip, snappy, lz4, zstd */
 
 /* ---- big-endian fields ---------------------------------------------------- */
@@ -91,7 +90,9 @@ static inline uint8_t *put_varint(uint8_t *o, int64_t v)
 }
 
 /* Reads a zigzag varint of at most max_bytes (10 for 64-bit, 5 for 32-bit fields)
- * from [*p, end).  Rejects overlong encodings and values that do not fit. */
+ * from [*p, end).  Rejects overlong encodings (more than max_bytes, or a non-minimal
+ * one: a last byte of 0 after a continuation byte, as 0x80 0x00 for 0) and values
+ * that do not fit.  put_varint, like every Kafka writer, only writes minimal ones. */
 static inline int get_varint(const uint8_t **p, const uint8_t *end, int max_bytes, int64_t *out)
 {
     const uint8_t *q = *p;
@@ -100,6 +101,8 @@ static inline int get_varint(const uint8_t **p, const uint8_t *end, int max_byte
         if (q >= end)
             return PL_E_TRUNCATED;
         uint8_t b = *q++;
+        if (i > 0 && b == 0)
+            return PL_E_RECORD; /* non-minimal: the previous byte could have ended it */
         if (i == max_bytes - 1) {
             /* last permitted byte: no continuation, and no bits past the width */
             unsigned width_left = (max_bytes == MAX_VARINT_BYTES) ? 1 : 4;
@@ -319,7 +322,7 @@ static void write_header(uint8_t *buf, uint64_t rec_len, const pl_batch_info *in
     wr32(buf + 53, (uint32_t)info->base_sequence);
     wr32(buf + 57, (uint32_t)info->record_count);
     uint64_t total = PL_BATCH_HEADER_BYTES + rec_len;
-    wr32(buf + 17, pl_crc32c(0, buf + CRC_START, (size_t)(total - CRC_START)));
+    wr32(buf + 17, pl_crc32c(0, buf + PL_BATCH_CRC_START, (size_t)(total - PL_BATCH_CRC_START)));
 }
 
 int64_t pl_batch_build(const pl_batch_input *in, uint8_t *out, uint64_t out_cap)
@@ -510,7 +513,7 @@ int pl_batch_validate(const uint8_t *buf, uint64_t len, pl_batch_info *out)
     uint64_t total = PL_BATCH_OVERHEAD_BYTES + (uint64_t)info.batch_length;
     if (total > len)
         return PL_E_TRUNCATED;
-    if (pl_crc32c(0, buf + CRC_START, (size_t)(total - CRC_START)) != info.crc)
+    if (pl_crc32c(0, buf + PL_BATCH_CRC_START, (size_t)(total - PL_BATCH_CRC_START)) != info.crc)
         return PL_E_CRC;
     /* recordCount 0 with any lastOffsetDelta is valid: the log cleaner leaves such a
      * batch over offsets whose records it removed (as Kafka does). */

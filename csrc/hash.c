@@ -30,8 +30,13 @@ int32_t pl_murmur2(const uint8_t *data, size_t len)
 {
     /* Java arrays hold at most 2^31 - 1 bytes; the length enters the seed as an int. */
     uint32_t h = MURMUR2_SEED ^ (uint32_t)len;
-    size_t words = len / 4;
 
+    /* Pointer arithmetic on data only when it points at len > 0 bytes: NULL + 0 is
+     * undefined in C.  NULL with len > 0 is a caller error: nothing is read, 0. */
+    if (data == NULL && len > 0)
+        return 0;
+    size_t words = len / 4;
+    size_t rest = len & 3u;
     for (size_t i = 0; i < words; i++) {
         const uint8_t *p = data + 4 * i;
         uint32_t k = (uint32_t)p[0] | ((uint32_t)p[1] << 8) |
@@ -43,13 +48,12 @@ int32_t pl_murmur2(const uint8_t *data, size_t len)
         h ^= k;
     }
 
-    const uint8_t *tail = data + 4 * words;
-    size_t rest = len & 3u;
-    if (rest == 3)
-        h ^= (uint32_t)tail[2] << 16;
-    if (rest >= 2)
-        h ^= (uint32_t)tail[1] << 8;
-    if (rest >= 1) {
+    if (rest > 0) {
+        const uint8_t *tail = data + 4 * words;
+        if (rest == 3)
+            h ^= (uint32_t)tail[2] << 16;
+        if (rest >= 2)
+            h ^= (uint32_t)tail[1] << 8;
         h ^= (uint32_t)tail[0];
         h *= MURMUR2_M;
     }

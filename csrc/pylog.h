@@ -81,6 +81,7 @@
 /* ---- named limits ---- */
 #define PL_BATCH_HEADER_BYTES      61
 #define PL_BATCH_OVERHEAD_BYTES    12          /* baseOffset + batchLength fields    */
+#define PL_BATCH_CRC_START         21          /* first byte the batch's CRC covers  */
 #define PL_MIN_BATCH_LENGTH        49          /* batchLength of a header-only batch */
 #define PL_MAX_BATCH_BYTES         0x7ffffff0  /* whole batch incl. 12-byte prefix   */
 #define PL_MAX_RECORD_BYTES        0x7fffffef  /* one record's key+value+headers     */
@@ -225,7 +226,8 @@ int pl_batches_decode(const uint8_t *buf, uint64_t len, int64_t min_offset,
                       uint32_t *n_out, uint64_t *consumed);
 
 /* Varint helpers for Python-side header encoding (zigzag).  Return bytes
- * written/read, or a negative status. */
+ * written/read, or a negative status.  Decoding accepts only the minimal encoding,
+ * of at most 10 bytes (PL_E_RECORD otherwise), as record parsing does. */
 int pl_varint_encode(int64_t value, uint8_t *out, uint64_t cap);
 int pl_varint_decode(const uint8_t *buf, uint64_t len, int64_t *value);
 
@@ -270,14 +272,18 @@ typedef struct pl_append_result {
 } pl_append_result;
 
 /* Appends one or more complete batches (already validated by pl_batches_validate,
- * headers re-checked here) at log_size.  Writes each batch's baseOffset =
+ * headers re-checked here) at log_size.  Each batch's CRC32C is checked again on the
+ * copy in the log, before anything is published: input changed after the caller
+ * validated it is refused (PL_E_CRC, or the status of a changed header), never
+ * written with a stale CRC.  Writes each batch's baseOffset =
  * next_offset (and partitionLeaderEpoch when leader_epoch >= 0), advances
  * next_offset by lastOffsetDelta + 1, adds an offset-index entry whenever
  * index_interval_bytes have passed since the last one (and for the first batch of
  * the segment), and a time-index entry when the max timestamp grows at that
  * entry.  When assign_offsets is 0 the batches keep their baseOffsets, which must
  * be >= next_offset (replication/compaction copy).  All or nothing: returns
- * PL_E_FULL with nothing written if the log or an index lacks room. */
+ * PL_E_FULL with nothing written if the log or an index lacks room, and on any error
+ * publishes nothing (the copy's first header is zeroed so no recovery finds it). */
 int pl_segment_append(pl_segment *seg, const uint8_t *batches, uint64_t len,
                       int32_t leader_epoch, int assign_offsets,
                       pl_append_result *out);
@@ -320,8 +326,9 @@ int pl_segment_find_timestamp(const pl_segment *seg, int64_t ts,
 
 /* Recovery: scans and validates (CRC included) every batch from position 0 (or
  * from `start_position`, which must be a batch boundary, keeping the index entries
- * below it), stopping at the first invalid or torn batch, the first baseOffset not
- * >= the previous batch's last offset + 1, or log_capacity.  Sets log_size,
+ * below it), stopping at the first invalid or torn batch, the first baseOffset other
+ * than the previous batch's last offset + 1 (offsets are densely tiled, compacted
+ * segments too), or log_capacity.  Sets log_size,
  * next_offset, max timestamp, and rebuilds the index and time index from the scan
  * start.  *truncated_bytes = bytes of garbage found past the valid prefix before
  * preallocated zeros (0 after a clean crash).  Never reads beyond log_capacity. */
@@ -366,7 +373,7 @@ int64_t pl_bench_copy_ceiling(uint8_t *dst, uint64_t dst_cap, const uint8_t *src
 /* Kafka's murmur2 (Utils.murmur2 of the Java client: MurmurHash2, seed 0x9747b28c),
  * as a signed 32-bit value exactly as Java returns it.  len is taken modulo 2^32 as
  * Java's int length would be (Java keys are < 2^31 bytes).  data may be NULL when
- * len == 0. */
+ * len == 0 (the empty key); NULL with len > 0 reads nothing and returns 0. */
 int32_t pl_murmur2(const uint8_t *data, size_t len);
 
 /* Hashes `count` keys lying in buf (buf_len bytes): at positions[i] (bytes from

@@ -22,6 +22,9 @@
  * Invariants kept:
  *   - [0, log_size) is a sequence of whole batches with increasing, non-overlapping
  *     offset ranges, all >= base_offset; next_offset is past the last of them.
+ *     Recovery also wants them dense (each batch starts where the previous ended, as
+ *     the log cleaner keeps them): an append that keeps its offsets (assign_offsets
+ *     0) may leave a gap, which a later recovery treats as damage, so callers don't.
  *   - Positions in the index are always at batch boundaries.  An offset-index entry
  *     is written for a batch when the index is empty or index_interval_bytes or
  *     more have been appended since the last entry (bytes_since_index); a time-index
@@ -176,9 +179,15 @@ static void cursor_empty(const pl_segment *seg, seg_cursor *c)
     c->last_time_ts = PL_NO_TIMESTAMP;
 }
 
-/* Release-publishes a cursor (order: see the top of the file). */
+/* Release-publishes a cursor (order: see the top of the file).  Every writer path
+ * (init, append, load, recovery, truncation) arrives with the cursor within the
+ * mappings: callers check what they take from the segment or its files first. */
 static void cursor_publish(pl_segment *seg, const seg_cursor *c)
 {
+    assert(c->log_size <= pl_log_limit(seg));
+    assert(c->index_entries <= pl_oi_capacity(seg));
+    assert(c->timeindex_entries <= pl_ti_capacity(seg));
+    assert(c->next_offset >= seg->base_offset);
     seg->bytes_since_index = c->bytes_since_index;
     __atomic_store_n(&seg->log_size, c->log_size, __ATOMIC_RELEASE);
     __atomic_store_n(&seg->index_entries, c->index_entries, __ATOMIC_RELEASE);
@@ -252,11 +261,11 @@ static int cursor_add_batch(pl_segment *seg, seg_cursor *c, const pl_batch_info 
 
 /* Walks the batches of buf[0, len) as an append at c->log_size would place them:
  * checks each header (whole batch inside buf, offsets), assigns offsets, and feeds
- * the cursor.  With `write`, buf is the copy inside the log: offsets are written into
- * it and index entries into the indexes.  Without, buf is only read and entries are
- * counted (ROOM_COUNT). */
+ * the cursor.  With wbuf (== buf), buf is the copy inside the log: offsets are written
+ * into it and index entries into the indexes.  Without, buf is only read and entries
+ * are counted (ROOM_COUNT).  With check_crc, each batch's CRC32C is checked on buf. */
 static int append_walk(pl_segment *seg, seg_cursor *c, const uint8_t *buf, uint8_t *wbuf,
-                       uint64_t len, int32_t leader_epoch, int assign_offsets,
+                       uint64_t len, int32_t leader_epoch, int assign_offsets, int check_crc,
                        pl_append_result *res)
 {
     uint64_t pos = 0;
@@ -275,6 +284,9 @@ static int append_walk(pl_segment *seg, seg_cursor *c, const uint8_t *buf, uint8
             return PL_E_TRUNCATED;
         if (info.last_offset_delta < 0)
             return PL_E_OFFSET_DELTA;
+        if (check_crc && pl_crc32c(0, buf + pos + PL_BATCH_CRC_START,
+                                   (size_t)(total - PL_BATCH_CRC_START)) != info.crc)
+            return PL_E_CRC;
 
         int64_t base = assign_offsets ? c->next_offset : info.base_offset;
         if (base < c->next_offset)
@@ -347,23 +359,30 @@ int pl_segment_append(pl_segment *seg, const uint8_t *batches, uint64_t len,
     seg_cursor dry;
     pl_append_result res;
     cursor_load(seg, &dry);
-    int st = append_walk(seg, &dry, batches, NULL, len, leader_epoch, assign_offsets, &res);
+    int st = append_walk(seg, &dry, batches, NULL, len, leader_epoch, assign_offsets, 0, &res);
     if (st != PL_OK)
         return st;
     if (len > pl_log_limit(seg) - seg->log_size || dry.index_entries > pl_oi_capacity(seg) ||
         dry.timeindex_entries > pl_ti_capacity(seg))
         return PL_E_FULL;
 
-    /* Pass 2: copy past log_size (unpublished), then walk the copy, writing offsets
-     * and entries.  Rechecking on the copy means that an input changed under us
-     * cannot corrupt the segment: at worst this fails before publishing. */
+    /* Pass 2: copy past log_size (unpublished), then walk the copy, checking each
+     * batch's CRC32C there and writing offsets and entries.  Checking the copy means
+     * that what is published is what was checksummed: an input changed under us
+     * (after the caller validated it, or during the memcpy) fails here, with nothing
+     * published, instead of being served with a stale CRC. */
     uint8_t *dst = seg->log + seg->log_size;
     memcpy(dst, batches, len);
     seg_cursor c;
     cursor_load(seg, &c);
-    st = append_walk(seg, &c, dst, dst, len, leader_epoch, assign_offsets, &res);
-    if (st != PL_OK)
+    st = append_walk(seg, &c, dst, dst, len, leader_epoch, assign_offsets, 1, &res);
+    if (st != PL_OK) {
+        /* Nothing half-written: a recovery scan must not find the copy's leading
+         * batches (never published) after a crash. */
+        memset(dst, 0, len < PL_BATCH_OVERHEAD_BYTES ? (size_t)len : PL_BATCH_OVERHEAD_BYTES);
         return st == PL_E_FULL ? PL_E_ARG : st;
+    }
+    assert(c.log_size == seg->log_size + len && c.next_offset > seg->next_offset);
     cursor_publish(seg, &c);
     if (out != NULL)
         *out = res;
@@ -408,9 +427,10 @@ int pl_segment_append_build(pl_segment *seg, const pl_batch_input *in, pl_append
     seg_cursor c;
     pl_append_result res;
     cursor_load(seg, &c);
-    int st = append_walk(seg, &c, dst, dst, (uint64_t)n, -1, 1, &res);
+    int st = append_walk(seg, &c, dst, dst, (uint64_t)n, -1, 1, 0, &res); /* CRC: ours */
     if (st != PL_OK)
         return st;
+    assert(c.log_size == seg->log_size + (uint64_t)n && c.next_offset > seg->next_offset);
     cursor_publish(seg, &c);
     if (out != NULL)
         *out = res;
@@ -469,7 +489,7 @@ int pl_segment_read(const pl_segment *seg, int64_t offset, uint64_t max_bytes,
     pl_batch_info info;
     st = pl_seg_seek(seg, v.index_entries, v.log_size, offset, &pos, &info, &total);
     if (st == PL_E_OFFSET_RANGE)
-        return PL_OK; /* nothing at or after offset (e.g. a compacted-away tail) */
+        return PL_OK; /* no batch below log_size reaches offset: nothing to read */
     if (st != PL_OK)
         return st;
 
@@ -665,8 +685,10 @@ int pl_segment_recover(pl_segment *seg, uint64_t start_position, uint64_t *trunc
         uint64_t total = PL_BATCH_OVERHEAD_BYTES + (uint64_t)info.batch_length;
         if (total > limit - pos)
             break;
-        /* Offsets are dense (no compaction yet): baseOffset lies outside the CRC, so a
-         * batch that does not continue exactly where the last one ended is damage. */
+        /* Offsets are densely tiled, also after compaction (the log cleaner covers the
+         * offsets of removed records by growing a kept batch or by an empty batch), and
+         * baseOffset lies outside the CRC: a batch that does not continue exactly where
+         * the last one ended is damage. */
         if (info.base_offset != c.next_offset ||
             relative_last(seg, info.base_offset, info.last_offset_delta) < 0)
             break;
@@ -676,6 +698,7 @@ int pl_segment_recover(pl_segment *seg, uint64_t start_position, uint64_t *trunc
         pos += total;
     }
 
+    assert(c.log_size == pos);
     *truncated_bytes = garbage_extent(seg->log, pos, seg->log_capacity);
     cursor_publish(seg, &c);
     if (seg->flushed_size > c.log_size)
@@ -726,6 +749,7 @@ int pl_segment_truncate(pl_segment *seg, int64_t offset, uint64_t *new_size)
     c.next_offset = offset;
 
     uint64_t old_size = seg->log_size;
+    assert(c.log_size == cut && cut <= old_size && c.index_entries <= seg->index_entries);
     cursor_publish(seg, &c);
     if (cut < old_size) {
         /* A later recovery scan must stop here: zero the first header fields. */

@@ -7,6 +7,12 @@ takes the value from the compiled header.  Nothing of the C surface is restated 
 Environment:
   PYLOG_SANITIZE=1   build with -fsanitize=address,undefined (see README, "ASan build")
   PYLOG_DEBUG=1      build with -O0 -g and assertions on
+  PYLOG_ASSERT=1     the optimised build with assertions on: the test build (.ci/run);
+                     the sanitizer and debug builds keep them too, only the release
+                     build drops them
+
+Python's own CFLAGS (sysconfig) already carry -DNDEBUG, so a build that keeps assert()
+says -UNDEBUG (our flags come after Python's on the compiler's command line).
 """
 from __future__ import annotations
 
@@ -38,10 +44,12 @@ def compile_args() -> list[str]:
     if sys.platform.startswith("linux"):
         args.append("-D_GNU_SOURCE")
     if os.environ.get("PYLOG_SANITIZE"):
-        args += ["-O1", "-g", "-fno-omit-frame-pointer",
+        args += ["-O1", "-g", "-fno-omit-frame-pointer", "-UNDEBUG",
                  "-fsanitize=address,undefined", "-fno-sanitize-recover=undefined"]
     elif os.environ.get("PYLOG_DEBUG"):
-        args += ["-O0", "-g"]
+        args += ["-O0", "-g", "-UNDEBUG"]
+    elif os.environ.get("PYLOG_ASSERT"):
+        args += ["-O3", "-UNDEBUG"]
     else:
         args += ["-O3", "-DNDEBUG"]
     if os.environ.get("PYLOG_WERROR"):

@@ -427,7 +427,10 @@ class Log:
 
         ``validated``: (batches, records) as :func:`validate_batches` returned them for
         these very bytes, when the caller (a partition) has just validated them; the
-        CRC pass is then not repeated.
+        Python validation pass is then not repeated.  Whatever the caller passes, the C
+        append checks each batch's CRC32C again on the bytes it copied into the log, so
+        a buffer changed after its validation raises CorruptRecordError, never reaching
+        the log with a stale CRC.
         """
         try:
             view = memoryview(data)

@@ -105,7 +105,16 @@ def test_high_bytes_are_unsigned():
 
 
 def test_null_pointer_with_zero_length():
+    # murmur2("") per Kafka's UtilsTest; hash.c does no arithmetic on the NULL pointer
+    # (UBSan as built by gcc does not flag NULL + 0, clang's does)
     assert lib.pl_murmur2(ffi.NULL, 0) == 275646681
+    assert lib.pl_murmur2(ffi.NULL, 0) == c_murmur2(b"")
+
+
+@pytest.mark.parametrize("n", [1, 3, 4, 7])
+def test_null_pointer_with_a_length_reads_nothing(n):
+    # a caller error with no status to return: documented as 0, never a read of NULL
+    assert lib.pl_murmur2(ffi.NULL, n) == 0
 
 
 # ---------------------------------------------------------------- batch forms

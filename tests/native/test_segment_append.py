@@ -226,6 +226,26 @@ def test_malformed_input_rejected_before_writing(make_seg):
     assert s.append(b"")[0] == lib.PL_E_ARG
 
 
+def test_crc_is_checked_on_the_copy(make_seg):
+    # The caller validated its buffer, but it may have changed since: the CRC is checked
+    # on the bytes copied into the log, so a stale CRC is refused, never published.
+    s = make_seg(interval=0)
+    good = make_batch([b"abc"])
+    assert s.append(good)[0] == lib.PL_OK
+    st0 = s.state()
+    bad = bytearray(good)
+    bad[-2] ^= 1  # a value byte: every header field still checks out
+    for data in (bytes(bad), good + bytes(bad), bytes(bad) + good):
+        assert s.append(data)[0] == lib.PL_E_CRC
+        assert s.state() == st0
+        # nothing half-written: a recovery scan finds exactly what was published (not
+        # the copy's good leading batch, which was never published)
+        assert s.recover()[0] == lib.PL_OK
+        assert s.state() == st0
+    assert s.append(good)[0] == lib.PL_OK
+    assert [b.base for b in s.batches()] == [0, 1]
+
+
 def test_append_rejects_inconsistent_segment(make_seg):
     s = make_seg(log_bytes=4096)
     s.c.log_size = 5000

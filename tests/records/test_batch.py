@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pylog._native import ffi, lib
 from pylog.errors import CorruptRecordError, InvalidArgument, InvalidTimestamp, UnsupportedCompressionType
 from pylog.records import (
     Record,
@@ -99,6 +100,57 @@ def test_overlong_varint_is_rejected():
     head = struct.pack(">qiibI", 0, 49 + len(bad_records), -1, 2, crc32c_bitwise(after))
     with pytest.raises(CorruptRecordError, match="malformed"):
         validate_batches(head + after)
+
+
+@pytest.mark.parametrize("encoded, value", [
+    (b"\x00", 0), (b"\x01", -1), (b"\x02", 1), (b"\x7f", -64), (b"\x80\x01", 64),
+    (b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01", -(1 << 63)),
+])
+def test_minimal_varints_decode(encoded, value):
+    out = ffi.new("int64_t *")
+    assert lib.pl_varint_decode(encoded, len(encoded), out) == len(encoded)
+    assert out[0] == value
+
+
+@pytest.mark.parametrize("encoded", [
+    b"\x80\x00",                   # 0 in two bytes
+    b"\x81\x00",                   # -1 in two bytes
+    b"\x80\x80\x00",               # 0 in three
+    b"\xff\x80\x00",               # zigzag 127 in three
+    b"\x80" * 9 + b"\x00",          # 10 bytes, the last one 0
+    b"\x80" * 10 + b"\x00",         # 11 bytes
+    b"\xff" * 9 + b"\x02",          # bits past 64
+])
+def test_non_minimal_varints_are_rejected(encoded):
+    out = ffi.new("int64_t *")
+    assert lib.pl_varint_decode(encoded, len(encoded), out) == lib.PL_E_RECORD
+
+
+def _batch_of(records: bytes, count: int) -> bytes:
+    after = struct.pack(">hiqqqhii", 0, count - 1, 1000, 1005, -1, -1, -1, count) + records
+    return struct.pack(">qiibI", 0, 49 + len(records), -1, 2, crc32c_bitwise(after)) + after
+
+
+# record 0 of RECORDS with its headerCount 0 written as 0x80 0x00 (length 9 -> 10)
+NON_MINIMAL_HEADER_COUNT = bytes.fromhex("14" "00" "00" "00" "02" "6b" "04" "7631" "8000") + RECORDS[10:]
+# record 1 of RECORDS with its header value length 1 written as 0x82 0x00 (length 13 -> 14)
+NON_MINIMAL_HEADER_VALUE = RECORDS[:10] + bytes.fromhex("1c" "00" "0a" "02" "01" "06" "76616c" "02" "02" "68"
+                                                        "8200" "78")
+
+
+def test_records_with_the_same_varints_minimal_are_valid():
+    # the batches below differ from this one only in one varint's encoding
+    assert validate_batches(_batch_of(RECORDS, 2)) == (1, 2)
+    assert len(decode_records(_batch_of(RECORDS, 2)).offsets) == 2
+
+
+@pytest.mark.parametrize("records", [NON_MINIMAL_HEADER_COUNT, NON_MINIMAL_HEADER_VALUE])
+def test_non_minimal_varint_in_a_record_is_rejected(records):
+    data = _batch_of(records, 2)
+    with pytest.raises(CorruptRecordError, match="malformed"):
+        validate_batches(data)
+    with pytest.raises(CorruptRecordError, match="malformed"):
+        decode_records(data)
 
 
 def test_unknown_codec():

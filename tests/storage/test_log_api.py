@@ -26,7 +26,7 @@ from pylog.errors import (
     RecordTooLarge,
     StorageError,
 )
-from pylog.records import build_batch
+from pylog.records import build_batch, validate_batches
 from tests.storage.helpers import (
     CLEAN_MARKER,
     T0,
@@ -541,6 +541,23 @@ def test_append_batches_splits_over_segments(tmp_path):
         assert [r.offset for r in log.records()] == list(range(60))
         for s in log.segments:
             assert s.size_bytes <= 1024
+
+
+def test_append_batches_refuses_a_buffer_changed_after_validation(tmp_path):
+    # A partition validates, then appends with validated= (no second Python pass); a
+    # caller's bytearray changed in between must not reach the log with a stale CRC.
+    with open_log(tmp_path / "t-0") as log:
+        log.append([b"before"])
+        data = bytearray(build_batch([b"v%d" % i for i in range(5)], timestamps=[T0] * 5))
+        counts = validate_batches(data)
+        data[-3] ^= 0x20  # a byte of the last value, after validation
+        with pytest.raises(CorruptRecordError, match="CRC"):
+            log.append_batches(data, validated=counts)
+        assert log.log_end_offset == 1
+        assert [r.value for r in log.records()] == [b"before"]
+        for b in log.read(0):
+            b.validate()
+        assert log.append([b"after"]) == 1
 
 
 # ----------------------------------------------------------------- bad input
