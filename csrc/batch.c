@@ -229,6 +229,9 @@ static int plan_records(const pl_batch_input *in, uint64_t *size, int64_t *base_
         if (vlen < -1 || klen < -1 || hlen < 0 || (hlen > 0 && in->headers == NULL) ||
             (vlen > 0 && in->values == NULL) || (klen > 0 && in->keys == NULL))
             return PL_E_ARG;
+        if ((vlen > 0 && in->value_pos != NULL && in->value_pos[i] < 0) ||
+            (klen > 0 && in->key_pos != NULL && in->key_pos[i] < 0))
+            return PL_E_ARG;
         int64_t ts = in->timestamps ? in->timestamps[i] : base;
         if (ts > max)
             max = ts;
@@ -274,13 +277,15 @@ static void write_records(const pl_batch_input *in, int64_t base_ts, uint8_t *ou
         o = put_varint(o, offset_delta(in, i));
         o = put_varint(o, klen);
         if (klen > 0) {
-            memcpy(o, k, (size_t)klen);
+            const uint8_t *src = in->key_pos ? in->keys + in->key_pos[i] : k;
+            memcpy(o, src, (size_t)klen);
             o += klen;
             k += klen;
         }
         o = put_varint(o, vlen);
         if (vlen > 0) {
-            memcpy(o, v, (size_t)vlen);
+            const uint8_t *src = in->value_pos ? in->values + in->value_pos[i] : v;
+            memcpy(o, src, (size_t)vlen);
             o += vlen;
             v += vlen;
         }
