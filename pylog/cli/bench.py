@@ -23,6 +23,8 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Callable, Dict, List, Optional, TextIO
 
+import numpy as np
+
 from pylog._native import ffi, lib
 from pylog.records import build_batch
 from pylog.storage import Log
@@ -126,6 +128,29 @@ def _append(log: Log, values: List[bytes], batch: int) -> None:
         append(values[i:i + batch])
 
 
+def _check_appended(log: Log, name: str, values: List[bytes], offsets: "np.ndarray") -> None:
+    """The log holds exactly ``values`` at offsets 0.. (counted; a sample compared)."""
+    n = len(values)
+    if log.log_end_offset != n or len(offsets) != n or int(offsets[0]) != 0 or int(offsets[-1]) != n - 1:
+        raise BenchmarkError(f"{name}: log end offset {log.log_end_offset}, {len(offsets)} offsets returned, "
+                             f"expected {n}")
+    count = sum(b.record_count for b in _batches(log))
+    if count != n:
+        raise BenchmarkError(f"{name}: {count} records read back, wrote {n}")
+    for off in (0, n // 2, n - 1):
+        rec = next(log.records(off, off + 1))
+        if rec.value != values[off]:
+            raise BenchmarkError(f"{name}: value at offset {off} differs")
+
+
+def _batches(log: Log):
+    off = log.log_start_offset
+    while off < log.log_end_offset:
+        batches = log.read(off, max_bytes=8 << 20)
+        yield from batches
+        off = batches[-1].next_offset
+
+
 def run_benchmarks(
     messages: int = 1_000_000,
     size: int = 100,
@@ -156,7 +181,7 @@ def run_benchmarks(
     broker_cases = [(keyed, codec) for codec in ("none", "zstd") for keyed in (False, True)]
     repl_cases = [(1, "all"), (3, "1"), (3, "all")]
     net_parts = (1, 6)
-    steps = runs * (1 + ("log" in suites) * (len(batch_sizes) + 2) + ("broker" in suites) * 2 * len(broker_cases)
+    steps = runs * (1 + ("log" in suites) * (len(batch_sizes) + 3) + ("broker" in suites) * 2 * len(broker_cases)
                     + ("replication" in suites) * len(repl_cases))
     if "network" in suites:
         from pylog.cli.bench_network import network_steps
@@ -249,6 +274,23 @@ def run_benchmarks(
                     shutil.rmtree(d)
                 bar.step(f"append batch={b}")
             finish(f"append batch={b}", times, messages)
+
+        # --- columnar: the same values as one buffer + lengths, one call (Log.append_arrays)
+        joined = np.frombuffer(b"".join(values), dtype=np.uint8)
+        lengths = np.fromiter(map(len, values), dtype=np.int32, count=messages)
+        times = []
+        for r in range(runs):
+            d = os.path.join(root, f"append-arrays-{r}")
+            log = Log.open(d, segment_bytes=1 << 30)
+            t0 = time.perf_counter()
+            offsets = log.append_arrays(joined, lengths=lengths)
+            dt = time.perf_counter() - t0
+            _check_appended(log, "append_arrays", values, offsets)
+            log.close()
+            shutil.rmtree(d)
+            times.append(dt)
+            bar.step("append_arrays")
+        finish("append_arrays (one call)", times, messages)
 
         assert read_log_dir is not None
         log = Log.open(read_log_dir)
