@@ -31,8 +31,9 @@ from typing import Any, Iterator, List, Optional, Tuple
 
 import numpy as np
 
-from pylog._native import ffi, lib
+from pylog._native import check, ffi, lib
 from pylog.errors import InvalidArgument, InvalidTimestamp, RecordTooLarge
+from pylog.records.compression import compress
 
 __all__ = ["Columns", "prepare_columns"]
 
@@ -364,6 +365,38 @@ class Columns:
             keep += [pos, pos_c]
             return buf, lens_c, pos_c
         return buf + col.first_byte(start, end), lens_c, ffi.NULL
+
+    def build(self, start: int, end: int, *, base_timestamp: int, producer_id: int = -1,
+              producer_epoch: int = -1, base_sequence: int = -1, codec: int = 0) -> Any:
+        """Records [start, end) as one Kafka v2 batch (bytes-like), compressed with ``codec``
+        (a Kafka codec id) when not 0: one C build call (plus the codec for the records
+        section)."""
+        with self.pinned() as pinned:
+            cd, keep = self.batch_input(pinned, start, end, base_timestamp=base_timestamp,
+                                        producer_id=producer_id, producer_epoch=producer_epoch,
+                                        base_sequence=base_sequence)
+            bound = int(lib.pl_batch_size_bound(cd))
+            if bound == 0:
+                raise RecordTooLarge(f"a batch of these {end - start} records would exceed the maximum batch size")
+            if codec == 0:
+                out = bytearray(bound)
+                with ffi.from_buffer("uint8_t[]", out) as o:
+                    n = check(lib.pl_batch_build(cd, o, bound), "building record batch")
+                del out[n:]
+                return out
+            rec = ffi.new("uint8_t[]", bound)
+            n = check(lib.pl_records_encode(cd, rec, bound), "encoding records")
+            plain_header = ffi.new("uint8_t[]", bound)
+            check(lib.pl_batch_build(cd, plain_header, bound), "building record batch")
+            del cd, keep
+        packed = compress(codec, ffi.buffer(rec, n)[:])
+        info = ffi.new("pl_batch_info *")
+        check(lib.pl_batch_parse_header(plain_header, bound, info), "reading built header")
+        info.attributes = (info.attributes & ~7) | codec
+        out = ffi.new("uint8_t[]", _HEADER_BYTES + len(packed))
+        ffi.memmove(out + _HEADER_BYTES, packed, len(packed))
+        total = check(lib.pl_batch_seal(out, len(out), len(packed), info), "sealing compressed batch")
+        return ffi.buffer(out, total)[:]
 
     def take(self, order: np.ndarray) -> "Columns":
         """The records in the order of the indices ``order`` (a permutation or a subset),
