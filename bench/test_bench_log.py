@@ -4,6 +4,7 @@ Not part of the test run (testpaths = tests).  Each benchmark verifies its work.
 """
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from pylog import Log
@@ -27,6 +28,23 @@ def test_append(benchmark, tmp_path_factory, values, batch):
         for i in range(0, len(values), batch):
             log.append(values[i:i + batch])
         assert log.log_end_offset == len(values)
+        log.close()
+
+    benchmark.pedantic(run, setup=setup, rounds=3)
+
+
+def test_append_arrays(benchmark, tmp_path_factory, values):
+    joined = np.frombuffer(b"".join(values), dtype=np.uint8)
+    lengths = np.full(len(values), 100, dtype=np.int32)
+
+    def setup():
+        d = tmp_path_factory.mktemp("append_arrays")
+        return (Log.open(d / "t-0"),), {}
+
+    def run(log):
+        offsets = log.append_arrays(joined, lengths=lengths)
+        assert log.log_end_offset == len(values) == len(offsets)
+        assert sum(b.record_count for b in log.read(0, 1 << 30)) == len(values)
         log.close()
 
     benchmark.pedantic(run, setup=setup, rounds=3)

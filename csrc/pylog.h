@@ -149,6 +149,11 @@ typedef struct pl_batch_input {
     int32_t         base_sequence;   /* -1 = none                                     */
     int32_t         partition_leader_epoch; /* -1 = none                              */
     int16_t         attributes;      /* codec bits must be 0 here (see pl_batch_seal) */
+    const int64_t  *value_pos;       /* NULL: values lie end to end in `values` in    */
+                                     /*   order; else value i is at values +          */
+                                     /*   value_pos[i] (>= 0; ignored when its length */
+                                     /*   is <= 0), as pl_record_arrays lays them out */
+    const int64_t  *key_pos;         /* likewise for keys                             */
 } pl_batch_input;
 
 /* Upper bound of the bytes pl_batch_build writes for `in` (header included);

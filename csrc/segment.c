@@ -395,13 +395,11 @@ int pl_segment_append_build(pl_segment *seg, const pl_batch_input *in, pl_append
         return PL_E_ARG;
 
     uint64_t room = pl_log_limit(seg) - seg->log_size;
-    uint64_t bound = pl_batch_size_bound(in);
-    if (bound == 0)
-        return PL_E_ARG;
-    if (bound > room)
-        return PL_E_FULL;
-    /* Index room is decided before building, so PL_E_FULL leaves the log untouched.
-     * An offset entry is due iff the rule says so; a time entry may come with it. */
+    /* No separate size pass: pl_batch_build plans the batch (and refuses bad input with
+     * its status) before it writes a byte, and says PL_E_NOSPACE when it would not fit
+     * the room left, which is PL_E_FULL here.  Index room is decided before building,
+     * so PL_E_FULL leaves the log untouched.  An offset entry is due iff the rule says
+     * so; a time entry may come with it. */
     if (seg->index_entries == 0 || seg->bytes_since_index >= seg->index_interval_bytes) {
         if (seg->index_entries >= pl_oi_capacity(seg) ||
             seg->timeindex_entries >= pl_ti_capacity(seg))

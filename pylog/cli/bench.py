@@ -23,6 +23,8 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Callable, Dict, List, Optional, TextIO
 
+import numpy as np
+
 from pylog._native import ffi, lib
 from pylog.records import build_batch
 from pylog.storage import Log
@@ -126,6 +128,29 @@ def _append(log: Log, values: List[bytes], batch: int) -> None:
         append(values[i:i + batch])
 
 
+def _check_appended(log: Log, name: str, values: List[bytes], offsets: "np.ndarray") -> None:
+    """The log holds exactly ``values`` at offsets 0.. (counted; a sample compared)."""
+    n = len(values)
+    if log.log_end_offset != n or len(offsets) != n or int(offsets[0]) != 0 or int(offsets[-1]) != n - 1:
+        raise BenchmarkError(f"{name}: log end offset {log.log_end_offset}, {len(offsets)} offsets returned, "
+                             f"expected {n}")
+    count = sum(b.record_count for b in _batches(log))
+    if count != n:
+        raise BenchmarkError(f"{name}: {count} records read back, wrote {n}")
+    for off in (0, n // 2, n - 1):
+        rec = next(log.records(off, off + 1))
+        if rec.value != values[off]:
+            raise BenchmarkError(f"{name}: value at offset {off} differs")
+
+
+def _batches(log: Log):
+    off = log.log_start_offset
+    while off < log.log_end_offset:
+        batches = log.read(off, max_bytes=8 << 20)
+        yield from batches
+        off = batches[-1].next_offset
+
+
 def run_benchmarks(
     messages: int = 1_000_000,
     size: int = 100,
@@ -156,7 +181,7 @@ def run_benchmarks(
     broker_cases = [(keyed, codec) for codec in ("none", "zstd") for keyed in (False, True)]
     repl_cases = [(1, "all"), (3, "1"), (3, "all")]
     net_parts = (1, 6)
-    steps = runs * (1 + ("log" in suites) * (len(batch_sizes) + 2) + ("broker" in suites) * 2 * len(broker_cases)
+    steps = runs * (1 + ("log" in suites) * (len(batch_sizes) + 3) + ("broker" in suites) * (2 * len(broker_cases) + 1)
                     + ("replication" in suites) * len(repl_cases))
     if "network" in suites:
         from pylog.cli.bench_network import network_steps
@@ -198,6 +223,7 @@ def run_benchmarks(
 
         if "broker" in suites:
             keys = [b"key-%d" % (i % 100_000) for i in range(messages)]
+            _send_batch_case(root, values, runs, partitions, bar, emit, c_msgs, c_mb, size)
             for keyed, codec in broker_cases:
                 _broker_case(root, values, keys if keyed else None, codec, runs, partitions, bar, emit,
                              c_msgs, c_mb, size)
@@ -249,6 +275,23 @@ def run_benchmarks(
                     shutil.rmtree(d)
                 bar.step(f"append batch={b}")
             finish(f"append batch={b}", times, messages)
+
+        # --- columnar: the same values as one buffer + lengths, one call (Log.append_arrays)
+        joined = np.frombuffer(b"".join(values), dtype=np.uint8)
+        lengths = np.fromiter(map(len, values), dtype=np.int32, count=messages)
+        times = []
+        for r in range(runs):
+            d = os.path.join(root, f"append-arrays-{r}")
+            log = Log.open(d, segment_bytes=1 << 30)
+            t0 = time.perf_counter()
+            offsets = log.append_arrays(joined, lengths=lengths)
+            dt = time.perf_counter() - t0
+            _check_appended(log, "append_arrays", values, offsets)
+            log.close()
+            shutil.rmtree(d)
+            times.append(dt)
+            bar.step("append_arrays")
+        finish("append_arrays (one call)", times, messages)
 
         assert read_log_dir is not None
         log = Log.open(read_log_dir)
@@ -396,6 +439,49 @@ def _broker_case(root: str, values: List[bytes], keys: Optional[List[bytes]], co
     sec = _median(c_times)
     emit(BenchResult(f"consume poll_arrays {label}", messages, sec, messages / sec,
                      messages * size / sec / 1e6, runs, c_times, None, c_msgs, c_mb))
+
+
+def _send_batch_case(root: str, values: List[bytes], runs: int, partitions: int, bar: "Progress",
+                     emit: Callable[[BenchResult], None], c_msgs: float, c_mb: float, size: int) -> None:
+    """Producer.send_batch (acks=1, keyless) of all the values in one call -> Broker,
+    timed until the future gives the offsets; verified: offsets returned, records stored
+    per partition, a sample of values read back at the offsets returned."""
+    from pylog.broker import Broker
+    from pylog.client import Producer
+
+    messages = len(values)
+    joined = np.frombuffer(b"".join(values), dtype=np.uint8)
+    lengths = np.fromiter(map(len, values), dtype=np.int32, count=messages)
+    times: List[float] = []
+    for r in range(runs):
+        d = os.path.join(root, f"broker-batch-{r}")
+        broker = Broker.open(d, {"log.segment.bytes": 1 << 30, "offsets.topic.num.partitions": 1},
+                             background_threads=False)
+        try:
+            broker.create_topic("bench", partitions)
+            producer = Producer(broker, acks=1)
+            t0 = time.perf_counter()
+            fut = producer.send_batch("bench", joined, lengths=lengths)
+            offsets = fut.result()
+            times.append(time.perf_counter() - t0)
+            producer.close()
+            desc = broker.describe_topic("bench")
+            stored = sum(p.log_end_offset for p in desc.partitions)
+            if stored != messages or len(offsets) != messages or int(offsets.min()) < 0:
+                raise BenchmarkError(f"send_batch: the topic holds {stored} records, {len(offsets)} offsets "
+                                     f"returned, sent {messages}")
+            for i in (0, messages // 2, messages - 1):
+                part, off = int(fut.partitions[i]), int(offsets[i])
+                rec = next(broker.partition("bench", part).log.records(off, off + 1))
+                if rec.value != values[i]:
+                    raise BenchmarkError(f"send_batch: value of record {i} differs at {part}/{off}")
+            bar.step("produce send_batch")
+        finally:
+            broker.close()
+            shutil.rmtree(d, ignore_errors=True)
+    sec = _median(times)
+    emit(BenchResult("produce send_batch() keyless, acks=1", messages, sec, messages / sec,
+                     messages * size / sec / 1e6, runs, times, 100.0 * messages / sec / c_msgs, c_msgs, c_mb))
 
 
 def _replication_cases(root: str, values: List[bytes], cases: List[tuple], runs: int, partitions: int,

@@ -37,6 +37,8 @@ import time
 from collections import deque
 from typing import Any, Callable, Deque, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
 
+import numpy as np
+
 from pylog.errors import (
     BufferExhausted,
     InvalidArgument,
@@ -49,10 +51,11 @@ from pylog.errors import (
     UnsupportedCompressionType,
 )
 from pylog.records import build_batch
+from pylog.records.columnar import Columns, prepare_columns
 from pylog.records.compression import CODECS, compress
 from pylog.util import check_int, now_ms as _now_ms
 
-__all__ = ["Producer", "RecordMetadata", "FutureRecordMetadata"]
+__all__ = ["Producer", "RecordMetadata", "FutureRecordMetadata", "BatchFuture"]
 
 log = logging.getLogger("pylog.producer")
 
@@ -211,6 +214,92 @@ class _Batch:
 
     def __len__(self) -> int:
         return len(self.values)
+
+
+class _ArrayBatch(_Batch):
+    """A sealed batch of records [start, end) of a :class:`Columns` (from send_batch):
+    built by one C call when the sender ships it."""
+
+    __slots__ = ("cols", "start", "end")
+
+    def __init__(self, tp: Tuple[str, int], now_ms: int, lock: threading.Lock, cols: Any, start: int,
+                 end: int, size: int) -> None:
+        super().__init__(tp, now_ms, lock)
+        self.cols = cols
+        self.start = start
+        self.end = end
+        self.size = size
+
+    def timestamp_of(self, i: int) -> int:
+        ts = self.cols.timestamps
+        return self.created_ms if ts is None else int(ts[self.start + i])
+
+    def slice(self, lo: int, hi: int) -> "_ArrayBatch":
+        part = _ArrayBatch(self.tp, self.created_ms, self.lock, self.cols, self.start + lo, self.start + hi,
+                           self.size)
+        part.first_send_ns = self.first_send_ns
+        return part
+
+    def __len__(self) -> int:
+        return self.end - self.start
+
+
+class BatchFuture:
+    """The result of :meth:`Producer.send_batch`: ``result(timeout)`` gives the offsets of
+    the records (int64 array aligned with the input; -1 with acks=0) once every batch is
+    acknowledged, or raises the first error a batch got (the other batches may be written).
+    ``partitions`` (int32 array aligned with the input) is known at once."""
+
+    __slots__ = ("topic", "partitions", "_parts", "_n")
+
+    def __init__(self, topic: str, partitions: np.ndarray, parts: List[Tuple[_BatchResult, Any, int]],
+                 n: int) -> None:
+        self.topic = topic
+        self.partitions = partitions
+        #: (batch result, indices of its records in the input (array or slice), count)
+        self._parts = parts
+        self._n = n
+
+    def done(self) -> bool:
+        return all(r.event.is_set() for r, _, _ in self._parts)
+
+    def result(self, timeout: Optional[float] = None) -> np.ndarray:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        out = np.empty(self._n, dtype=np.int64)
+        for r, where, count in self._parts:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not r.event.wait(left):
+                raise RequestTimedOut(f"records to {self.topic} not acknowledged within {timeout} s")
+            out[where] = _offsets_of(r, count)
+        return out
+
+    get = result
+
+    def exception(self, timeout: Optional[float] = None) -> Optional[BaseException]:
+        try:
+            self.result(timeout)
+        except RequestTimedOut:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - the future's own error
+            return exc
+        return None
+
+    def __repr__(self) -> str:
+        return f"BatchFuture({self.topic}, {self._n} records, done={self.done()})"
+
+
+def _offsets_of(r: _BatchResult, count: int) -> np.ndarray:
+    """Offsets of the ``count`` records of a completed batch (halves if it was split)."""
+    if r.split is not None:
+        half, first, second = r.split
+        first.event.wait()
+        second.event.wait()
+        return np.concatenate([_offsets_of(first, half), _offsets_of(second, count - half)])
+    if r.error is not None:
+        raise r.error
+    if r.base_offset < 0:
+        return np.full(count, -1, dtype=np.int64)
+    return np.arange(r.base_offset, r.base_offset + count, dtype=np.int64)
 
 
 _BYTES = (bytes, bytearray, memoryview)
@@ -521,6 +610,118 @@ class Producer:
                 self._ship_if_starved_locked()
         return _new_future(FutureRecordMetadata, (b.result, i, tp, b))
 
+    # ============================================================ send_batch
+    def send_batch(self, topic: str, values: Any, *, lengths: Any = None, offsets: Any = None,
+                   positions: Any = None, keys: Any = None, key_lengths: Any = None, key_offsets: Any = None,
+                   key_positions: Any = None, timestamps: Any = None,
+                   partition: Optional[int] = None) -> BatchFuture:
+        """Queue columnar records (numpy arrays, no object per record); returns one
+        :class:`BatchFuture` of their offsets.
+
+        The columns are those of :meth:`Log.append_arrays <pylog.storage.Log.append_arrays>`:
+        ``values`` one bytes-like buffer with exactly one of ``lengths=`` (-1 = null),
+        ``offsets=`` (n + 1, Arrow style) or ``positions=`` + ``lengths=`` (the
+        ``poll_arrays`` layout); ``keys`` likewise (None: no keys); ``timestamps`` n ints
+        (ms), default the time of this call.  Serializers do not apply.
+
+        Partitioning is send()'s: ``partition`` chooses it for all records; else a keyed
+        record goes to its key's partition (murmur2 over all keys in one C call, or
+        xxhash), and keyless records (null keys too) to the topic's sticky partition,
+        which moves to another after each batch, as the uniform sticky partitioner does
+        after batch.size bytes.  Each partition's records become batches of up to
+        max.request.size (not batch.size: the records are all there, nothing lingers),
+        built by one C call each in the sender thread, in the order given; a batch of
+        send() still open for the partition is sealed first, so records keep the order
+        of the calls.  acks, retries, idempotence and compression are send()'s.
+
+        Raises at once, queueing nothing, what the columns raise (InvalidArgument,
+        InvalidTimestamp, RecordTooLarge: a record alone over max.request.size), and
+        ProducerClosed, UnknownTopicOrPartition.  buffer.memory holds: batches are queued
+        one by one as room frees, so a call larger than buffer.memory blocks until its
+        first batches are acknowledged; BufferExhausted after max.block.ms (the batches
+        queued before it are still sent).  Errors from the broker arrive through the
+        future.
+        """
+        if self._closed:
+            raise ProducerClosed("send_batch() after the producer was closed")
+        cols = prepare_columns(values, lengths=lengths, offsets=offsets, positions=positions, keys=keys,
+                               key_lengths=key_lengths, key_offsets=key_offsets, key_positions=key_positions,
+                               timestamps=timestamps)
+        tps = self._tps.get(topic)
+        if tps is None:
+            tps = self._learn_topic(topic)
+        n_parts = len(tps)
+        n = cols.count
+        limit = min(self.max_request_size, self.buffer_memory + _BATCH_HEADER)
+        planned = self._plan_batches(topic, cols, n_parts, partition, limit)
+        parts = np.empty(n, dtype=np.int32)
+        for p, _, _, _, _, where in planned:
+            parts[where] = p
+        now = _now_ms()
+        out: List[Tuple[_BatchResult, Any, int]] = []
+        with self._lock:
+            for p, gcols, start, end, bound, where in planned:
+                if self._closed:
+                    raise ProducerClosed("send_batch() after the producer was closed")
+                need = bound - _BATCH_HEADER
+                if self._available >= need:
+                    self._available -= need
+                else:
+                    self._wait_for_space_locked(need)
+                tp = tps[p]
+                ob = self._open.get(tp)
+                if ob is not None:  # records of earlier send() calls go first
+                    self._seal_locked(tp, ob)
+                b = _ArrayBatch(tp, now, self._lock, gcols, start, end, bound)
+                self._ready.append(b)
+                self._wake.notify_all()
+                out.append((b.result, where, end - start))
+        return BatchFuture(topic, parts, out, n)
+
+    def _plan_batches(self, topic: str, cols: Columns, n_parts: int, partition: Optional[int],
+                      limit: int) -> List[Tuple[int, Columns, int, int, int, Any]]:
+        """(partition, columns, start, end, size bound, input indices) of each batch to
+        queue, in order; raises before anything is queued."""
+        if partition is not None:
+            check_int(f"partition of topic {topic!r} (it has {n_parts})", partition, min=0, max=n_parts - 1,
+                      error=UnknownTopicOrPartition)
+            return [(partition, cols, s, e, bound, slice(s, e)) for s, e, bound in cols.split(limit)]
+        st = self._sticky[topic]
+        if cols.keys is None:
+            out = []
+            for s, e, bound in cols.split(limit):
+                out.append((st[0], cols, s, e, bound, slice(s, e)))
+                self._next_sticky(st, n_parts)
+            return out
+        keyed = self._key_partitions(cols, n_parts)
+        keyed[keyed < 0] = st[0]  # null keys: the sticky partition
+        order = np.argsort(keyed, kind="stable")
+        bounds = np.searchsorted(keyed[order], np.arange(n_parts + 1))
+        out = []
+        for p in range(n_parts):
+            lo, hi = int(bounds[p]), int(bounds[p + 1])
+            if lo == hi:
+                continue
+            idx = order[lo:hi]
+            group = cols if hi - lo == cols.count else cols.take(idx)
+            for s, e, bound in group.split(limit):
+                out.append((p, group, s, e, bound, idx[s:e]))
+        if cols.keys.has_null:
+            self._next_sticky(st, n_parts)
+        return out
+
+    def _key_partitions(self, cols: Columns, n_parts: int) -> np.ndarray:
+        """The partition of each record's key (int32), -1 for a null key."""
+        kc = cols.keys
+        if self._hash_partition.__name__ == "murmur2_partition":
+            from pylog.client.partitioner import murmur2_partitions
+            pos = kc.pos if kc.pos is not None else (None if kc.start == 0 else kc.positions())
+            return murmur2_partitions(kc.buffer, kc.lens, n_parts, pos)
+        data = bytes(memoryview(kc.buffer).cast("B"))  # xxhash: per key, in Python
+        pos = kc.positions().tolist()
+        return np.array([-1 if ln < 0 else self._hash_partition(data[p:p + ln], n_parts)
+                         for p, ln in zip(pos, kc.lens.tolist())], dtype=np.int32)
+
     # ========================================================= buffer.memory
     def _wait_for_space_locked(self, size: int) -> None:
         """Block (the lock released meanwhile) until ``size`` bytes of buffer.memory are
@@ -775,7 +976,12 @@ class Producer:
             if self.idempotent:
                 seq = self._sequences.get(b.tp, 0)
                 b.sequence = seq
-                self._sequences[b.tp] = (seq + len(b.values)) % (_INT32_MAX + 1)
+                self._sequences[b.tp] = (seq + len(b)) % (_INT32_MAX + 1)
+            if isinstance(b, _ArrayBatch):
+                b.data = b.cols.build(b.start, b.end, base_timestamp=b.created_ms, producer_id=self._producer_id,
+                                      producer_epoch=self._producer_epoch, base_sequence=b.sequence,
+                                      codec=self._codec)
+                return b.data
             n = len(b.values)
             hs = b.headers
             ts = b.timestamps

@@ -42,6 +42,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, List, Mapping, Optional, Sequence, Tuple
 
+import numpy as np
+
 from pylog._native import check, ffi, lib
 from pylog.errors import (
     InvalidArgument,
@@ -62,6 +64,7 @@ from pylog.records import (
     prepare_batch,
     validate_batches,
 )
+from pylog.records.columnar import prepare_columns
 from pylog.storage.checkpoint import OffsetCheckpointFile, fsync_dir
 from pylog.storage.config import LogConfig
 from pylog.storage.segment import (
@@ -397,6 +400,91 @@ class Log:
                                  size=prepared.size_bound)
             self._after_append(res.max_timestamp, now)
             return int(res.first_offset)
+
+    def append_arrays(
+        self,
+        values: Any,
+        *,
+        lengths: Any = None,
+        offsets: Any = None,
+        positions: Any = None,
+        keys: Any = None,
+        key_lengths: Any = None,
+        key_offsets: Any = None,
+        key_positions: Any = None,
+        timestamps: Any = None,
+    ) -> np.ndarray:
+        """Append columnar records; return their offsets (int64 array, one per record).
+
+        ``values`` is one contiguous bytes-like buffer (bytes, bytearray, memoryview,
+        numpy array) and exactly one of, by keyword:
+
+        * ``lengths=`` n lengths: values end to end from byte 0, -1 = null value;
+        * ``offsets=`` n + 1 end offsets (Arrow style): value i is
+          ``values[offsets[i]:offsets[i + 1]]``, no nulls;
+        * ``positions=`` with ``lengths=``: value i at ``values[positions[i]:][:lengths[i]]``,
+          the layout of ``poll_arrays`` / ``RecordArrays`` (``value_pos``, ``value_len``).
+
+        ``keys`` likewise with ``key_lengths=`` / ``key_offsets=`` / ``key_positions=``
+        (it may be the same buffer as ``values``); ``keys=None``: every key null.
+        ``timestamps``: n ints (ms), default now; ignored with LogAppendTime.  No
+        headers (use :meth:`append`).  Records read back as arrays go back in as they
+        came::
+
+            a = other_log_or_consumer...  # RecordArrays / ConsumerArrays
+            log.append_arrays(a.buffer, positions=a.value_pos, lengths=a.value_len,
+                              keys=a.buffer, key_positions=a.key_pos, key_lengths=a.key_len,
+                              timestamps=a.timestamps)
+
+        The records become as few batches as max.message.bytes and segment.bytes allow,
+        each built by one C call straight into the segment, with consecutive offsets.
+        Every check is made before the first batch is written: bad input raises
+        InvalidArgument (naming the array and entry), InvalidTimestamp, RecordTooLarge
+        (one record alone over max.message.bytes), RecordBatchTooLarge (over
+        segment.bytes), InvalidRecord (a null key when cleanup.policy contains
+        "compact"), LogClosed — and writes nothing.  Each batch is appended atomically;
+        only an I/O failure between batches (StorageError, e.g. the disk is full) can
+        leave the first batches written, as log_end_offset then shows.
+        """
+        cols = prepare_columns(values, lengths=lengths, offsets=offsets, positions=positions, keys=keys,
+                               key_lengths=key_lengths, key_offsets=key_offsets,
+                               key_positions=key_positions, timestamps=timestamps)
+        with self._lock:
+            self._check_open()
+            cfg = self.config
+            if cfg.compact and not cols.all_keyed:
+                raise InvalidRecord(
+                    f"log {self.dir} has cleanup.policy={cfg.cleanup_policy}: every record "
+                    "needs a key (compaction keeps the latest record per key)")
+            now = self._clock()
+            stamped = not cfg.log_append_time
+            attributes = 0 if stamped else lib.PL_ATTR_TIMESTAMP_TYPE
+            limit = min(cfg.max_message_bytes, cfg.segment_bytes)
+            try:
+                runs = cols.split(limit, with_timestamps=stamped)
+            except RecordTooLarge as exc:
+                if limit < cfg.max_message_bytes:
+                    raise RecordBatchTooLarge(f"{exc} (segment.bytes={cfg.segment_bytes})") from None
+                raise RecordTooLarge(f"{exc} (max.message.bytes={cfg.max_message_bytes})") from None
+            first = -1
+            max_ts = -1
+            result = self._result
+            try:
+                with cols.pinned() as pinned:
+                    for start, end, bound in runs:
+                        cd, keep = cols.batch_input(pinned, start, end, base_timestamp=now,
+                                                    with_timestamps=stamped, attributes=attributes)
+                        res = self._append_c(end - start, now,
+                                             lambda seg, cd=cd: lib.pl_segment_append_build(seg.c, cd, result),
+                                             size=bound)
+                        if first < 0:
+                            first = int(res.first_offset)
+                        max_ts = max(max_ts, int(res.max_timestamp))
+                        del cd, keep
+            finally:
+                if first >= 0:
+                    self._after_append(max_ts, now)
+            return np.arange(first, first + cols.count, dtype=np.int64)
 
     def _append_oversized_bound(self, prepared: Any, now: int) -> int:
         """The size bound is over max.message.bytes: build to learn the exact size."""

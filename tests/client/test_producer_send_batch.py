@@ -1,0 +1,150 @@
+"""Producer.send_batch: columnar records through the producer to an embedded broker —
+offsets aligned with the input, keyed records on their murmur2 partition, keyless ones
+spread batch by batch, order kept with send(), acks=0, bad input refused at once, and
+buffer.memory back-pressure holding for a call larger than the buffer."""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+import pylog
+from pylog import errors
+from pylog.client.partitioner import murmur2_partition
+from tests.client.test_producer_buffer_memory import Stalls, wait_for
+
+
+def _records(broker, topic, partition):
+    return list(broker.partition(topic, partition).log.records())
+
+
+def _values(n, size=20):
+    vals = [(b"%08d" % i).ljust(size, b".") for i in range(n)]
+    return vals, b"".join(vals), np.full(n, size, dtype=np.int32)
+
+
+def test_keyless_offsets_align_and_spread_by_batch(broker):
+    broker.create_topic("t", 3)
+    vals, buf, lens = _values(20_000)
+    with pylog.Producer(broker, acks=1, max_request_size=16_384) as p:
+        fut = p.send_batch("t", buf, lengths=lens)
+        offsets = fut.result(timeout=30)
+    assert offsets.dtype == np.int64 and len(offsets) == 20_000
+    parts = fut.partitions
+    assert set(parts.tolist()) == {0, 1, 2}  # the sticky partition moved after each batch
+    got = {}
+    for p in range(3):
+        for r in _records(broker, "t", p):
+            got[(p, r.offset)] = r.value
+    assert [got[(int(p), int(o))] for p, o in zip(parts, offsets)] == vals
+    for p in range(3):  # each partition's offsets are dense, in input order
+        mine = offsets[parts == p]
+        assert mine.tolist() == list(range(len(mine)))
+
+
+def test_keyed_records_go_to_their_murmur2_partition_in_order(broker):
+    broker.create_topic("t", 4)
+    keys = [b"customer-%d" % (i % 37) if i % 11 else None for i in range(3000)]
+    vals, buf, lens = _values(3000)
+    kbuf = b"".join(k for k in keys if k is not None)
+    klens = [-1 if k is None else len(k) for k in keys]
+    with pylog.Producer(broker) as p:  # acks=all, idempotent
+        fut = p.send_batch("t", buf, lengths=lens, keys=kbuf, key_lengths=klens)
+        offsets = fut.result(timeout=30)
+    parts = fut.partitions.tolist()
+    nulls = {parts[i] for i, k in enumerate(keys) if k is None}
+    assert len(nulls) == 1  # null keys: the sticky partition
+    for i, k in enumerate(keys):
+        if k is not None:
+            assert parts[i] == murmur2_partition(k, 4)
+    for p in range(4):
+        recs = _records(broker, "t", p)
+        idx = [i for i in range(3000) if parts[i] == p]
+        assert [(r.key, r.value) for r in recs] == [(keys[i], vals[i]) for i in idx]
+        assert [r.offset for r in recs] == [int(offsets[i]) for i in idx]
+
+
+def test_poll_arrays_layout_explicit_partition_timestamps_and_send_order(broker):
+    broker.create_topic("t", 2)
+    with pylog.Producer(broker, linger_ms=10**6) as p:
+        first = p.send("t", b"before", partition=1)  # lingering: must stay first
+        fut = p.send_batch("t", b"..bb.a", positions=[5, 2], lengths=[1, 2], partition=1,
+                           timestamps=[1_700_000_000_000, 1_700_000_000_005])
+        offsets = fut.result(timeout=30)
+        assert first.result(timeout=30).offset == 0
+    assert offsets.tolist() == [1, 2] and fut.partitions.tolist() == [1, 1]
+    recs = _records(broker, "t", 1)
+    assert [(r.value, r.timestamp) for r in recs[1:]] == [(b"a", 1_700_000_000_000), (b"bb", 1_700_000_000_005)]
+
+
+def test_acks_zero_gives_minus_one_and_compression(broker):
+    broker.create_topic("t", 1)
+    vals, buf, lens = _values(500)
+    with pylog.Producer(broker, acks=0, compression_type="gzip") as p:
+        offsets = p.send_batch("t", buf, lengths=lens).result(timeout=30)
+    assert offsets.tolist() == [-1] * 500
+    assert [r.value for r in _records(broker, "t", 0)] == vals
+
+
+@pytest.mark.parametrize("kwargs,exc", [
+    (dict(values=b"abc"), errors.InvalidArgument),
+    (dict(values=b"abc", lengths=[4]), errors.InvalidArgument),
+    (dict(values=b"abc", lengths=[3], partition=7), errors.UnknownTopicOrPartition),
+    (dict(values=b"a" * 2000, lengths=[2000]), errors.RecordTooLarge),
+    (dict(values=b"abc", lengths=[3], timestamps=[-3]), errors.InvalidTimestamp),
+])
+def test_bad_input_is_refused_at_once_and_nothing_is_sent(broker, kwargs, exc):
+    broker.create_topic("t", 2)
+    with pylog.Producer(broker, max_request_size=1024) as p:
+        kwargs = dict(kwargs)
+        values = kwargs.pop("values")
+        with pytest.raises(exc):
+            p.send_batch("t", values, **kwargs)
+        p.flush()
+    assert broker.partition("t", 0).log.log_end_offset == broker.partition("t", 1).log.log_end_offset == 0
+
+
+def test_closed_producer(broker):
+    broker.create_topic("t", 1)
+    p = pylog.Producer(broker)
+    p.close()
+    with pytest.raises(errors.ProducerClosed):
+        p.send_batch("t", b"a", lengths=[1])
+
+
+def test_a_call_larger_than_buffer_memory_waits_for_room(broker):
+    """buffer.memory 4 KB, 20 KB of records: the call queues batches as the broker
+    acknowledges earlier ones (held here), and never holds more than the buffer."""
+    broker.create_topic("t", 1)
+    conn = Stalls(broker)
+    vals, buf, lens = _values(1000)
+    seen = []
+    p = pylog.Producer(conn, acks=1, buffer_memory=4096, max_request_size=2048, max_block_ms=60_000)
+    conn.on_produce = lambda: seen.append(p.metrics()["buffer_available_bytes"])
+    done = []
+    t = threading.Thread(target=lambda: done.append(p.send_batch("t", buf, lengths=lens)))
+    t.start()
+    wait_for(lambda: p.metrics()["waiting_threads"] == 1, "send_batch to block for room")
+    assert not done
+    conn.go.set()
+    t.join(30)
+    offsets = done[0].result(timeout=30)
+    p.close()
+    assert offsets.tolist() == list(range(1000))
+    assert min(seen) >= 0 and p.metrics()["buffer_available_bytes"] == 4096
+    assert [r.value for r in _records(broker, "t", 0)] == vals
+
+
+def test_buffer_exhausted_after_max_block_ms(broker):
+    broker.create_topic("t", 1)
+    conn = Stalls(broker)
+    vals, buf, lens = _values(1000)
+    p = pylog.Producer(conn, acks=1, buffer_memory=4096, max_request_size=2048, max_block_ms=50)
+    with pytest.raises(errors.BufferExhausted):
+        p.send_batch("t", buf, lengths=lens)
+    conn.go.set()
+    p.close()
+    n = broker.partition("t", 0).log.log_end_offset
+    assert 0 < n < 1000  # the batches queued before it were sent
+    assert [r.value for r in _records(broker, "t", 0)] == vals[:n]
