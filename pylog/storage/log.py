@@ -431,7 +431,7 @@ class Log:
         headers (use :meth:`append`).  Records read back as arrays go back in as they
         came::
 
-            a = other_log_or_consumer...  # RecordArrays / ConsumerArrays
+            a = consumer.poll_arrays()  # a ConsumerArrays (or a RecordArrays)
             log.append_arrays(a.buffer, positions=a.value_pos, lengths=a.value_len,
                               keys=a.buffer, key_positions=a.key_pos, key_lengths=a.key_len,
                               timestamps=a.timestamps)
