@@ -395,10 +395,11 @@ class ClusterKernel:
         """Phase one of a clean stop (Kafka's ControlledShutdown): mark the broker's
         registration as shutting down, so that the controller moves its leaderships to
         other in-sync replicas and takes it out of the ISRs it follows in; the broker
-        stops fetching as a follower.  The driver then steps the cluster until
-        :meth:`controlled_shutdown_done` and calls :meth:`stop_broker`.  Returns False
-        (nothing to wait for) when controlled.shutdown.enable is off,
-        controlled.shutdown.max.retries is 0 or the broker is not running."""
+        stops fetching as a follower of each partition once it is out of its ISR.  The
+        driver then steps the cluster until :meth:`controlled_shutdown_done` and calls
+        :meth:`stop_broker`.  Returns False (nothing to wait for) when
+        controlled.shutdown.enable is off, controlled.shutdown.max.retries is 0 or the
+        broker is not running."""
         node = self.nodes[broker_id]
         if not node.running or not self.config.controlled_shutdown_enable \
                 or self.config.controlled_shutdown_max_retries < 1:
@@ -593,9 +594,12 @@ class ClusterKernel:
                     prop = r.state.tick(now)
                     if prop is not None:
                         self._propose_isr(node, r, prop, now)
-                elif r.state.leader_id >= 0 and now >= r.next_fetch_at and node.controlled_shutdown is None:
+                elif r.state.leader_id >= 0 and now >= r.next_fetch_at and (
+                        node.controlled_shutdown is None or node.id in r.state.isr):
                     # Not in flight, or in flight too long (a lost request or reply): fetch.
-                    # (A broker shutting down stops fetching, as Kafka's StopReplica makes it.)
+                    # (A broker shutting down fetches only while it is in the ISR: once the
+                    # controller took it out, as Kafka's StopReplica makes it, it stops.  Until
+                    # then the leader's acks=all producers wait for it, so it keeps up.)
                     self._send_fetch(node, r, now)
 
     def _step_metadata(self, now: int) -> None:
