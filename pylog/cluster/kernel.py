@@ -309,6 +309,8 @@ class ClusterKernel:
         self.save_metadata: Optional[Callable[[], None]] = None
         #: See :meth:`leader_of`.
         self.leader_lookup: Optional[Callable[[str, int], Optional[BrokerNode]]] = None
+        #: See :meth:`controlled_shutdown_done`.
+        self.leaderships_lookup: Optional[Callable[[int], List[Tuple[str, int]]]] = None
         self._store_away = False
         self.store.watch("/brokers/topics", "kernel-metrics")
         #: As ZooKeeper's client does: heartbeat at least three times per session timeout
@@ -414,13 +416,20 @@ class ClusterKernel:
         """Whether the broker may stop now: it leads no partition that another replica
         could take over, or its attempts are used up (each attempt waits
         controlled.shutdown.retry.backoff.ms, at most controlled.shutdown.max.retries
-        attempts, as Kafka's broker does; then it stops anyway, logged at WARNING)."""
+        attempts, as Kafka's broker does; then it stops anyway, logged at WARNING).  A
+        process driver sets :attr:`leaderships_lookup` (broker id -> its movable
+        leaderships) to answer from its cache of the store: the driver polls this under
+        its lock, and a scan of every partition state there is a round trip per partition."""
         node = self.nodes[broker_id]
         cs = node.controlled_shutdown
         if cs is None or cs.finished or not node.running:
             return True
-        remaining = leaderships(self.store, broker_id, movable_only=True) \
-            if self.network.reachable(broker_id, STORE) else ["(the metadata store is unreachable)"]
+        if not self.network.reachable(broker_id, STORE):
+            remaining: List[Any] = ["(the metadata store is unreachable)"]
+        elif self.leaderships_lookup is not None:
+            remaining = list(self.leaderships_lookup(broker_id))
+        else:
+            remaining = list(leaderships(self.store, broker_id, movable_only=True))
         if not remaining:
             cs.finished = True
             log.info("broker %d: controlled shutdown succeeded (attempt %d): it leads no partition "

@@ -49,7 +49,7 @@ from typing import Any, Callable, Deque, Dict, Iterator, List, Mapping, Optional
 from pylog.broker.config import BrokerConfig, TopicConfig
 from pylog.broker.interface import NodeInfo, PartitionInfo, TopicDescription
 from pylog.broker.offsets_topic import OFFSETS_TOPIC, offsets_topic_spec, partition_for_group
-from pylog.cluster.controller import BROKER_IDS_PATH, CONTROLLER_PATH
+from pylog.cluster.controller import BROKER_IDS_PATH, CONTROLLER_PATH, SHUTTING_DOWN
 from pylog.cluster.kernel import ClusterKernel
 from pylog.cluster.local import _BROKER_KEYS, CLUSTER_ID_PATH, LocalCluster, _Copy, _kernel_config
 from pylog.errors import (BrokerClosed, CoordinatorNotAvailable, InvalidArgument, InvalidConfig, NodeExists, NoNode,
@@ -146,6 +146,7 @@ class ClusterNode(LocalCluster):
             os.close(lock_fd)
             raise
         kernel.leader_lookup = node._leader_lookup
+        kernel.leaderships_lookup = node._movable_leaderships
         node.default_replication_factor = check_int("default.replication.factor", default_replication_factor,
                                                     min=1, max=32767, error=InvalidConfig)
         node.node_settings = dict(node_settings or {})
@@ -475,8 +476,6 @@ class ClusterNode(LocalCluster):
         of controlled.shutdown.retry.backoff.ms; then it stops anyway, as Kafka does, and
         the controller elects when its registration goes).  Returns whether every
         movable leadership moved."""
-        from pylog.cluster.admin import leaderships
-
         if not self._started or self._closed:
             return False
         with self._lock:
@@ -484,14 +483,40 @@ class ClusterNode(LocalCluster):
         if not controlled:
             return False
         try:
-            self._await(lambda: self.kernel.controlled_shutdown_done(self.broker_id, _now_ms()), 3600.0,
-                        f"the controlled shutdown of broker {self.broker_id}")
             with self._lock:
+                # The stepping thread refreshes the cache and steps (notifying after each
+                # step); done is read from the cache, so this wait holds the lock only briefly.
+                while not self.kernel.controlled_shutdown_done(self.broker_id, _now_ms()):
+                    self._cond.wait(self._tick_s)
                 self.kernel.step(_now_ms())  # our replicas follow the new leaders before we go
-                return not leaderships(self.kernel.store, self.broker_id, movable_only=True)
+                return not self._movable_leaderships(self.broker_id)
         except PylogError as exc:
             log.warning("broker %d: controlled shutdown failed: %s; stopping anyway", self.broker_id, exc)
             return False
+
+    def _movable_leaderships(self, broker_id: int) -> List[TopicPartition]:
+        """As :func:`pylog.cluster.admin.leaderships` with ``movable_only``, from the cache
+        of the store: the partitions ``broker_id`` leads that another registered, in-sync
+        replica not shutting down could take over.  The kernel's
+        controlled_shutdown_done asks this (its ``leaderships_lookup``) under the lock after
+        every step; read from ZooKeeper, that was a round trip per partition."""
+        eligible = {b for b, data in self._registrations().items() if data.get(SHUTTING_DOWN) is not True}
+        out: List[TopicPartition] = []
+        for topic in self.cache.children("/brokers/topics"):
+            try:
+                assignment = self._assignment(topic)
+            except UnknownTopicOrPartition:
+                continue
+            for p, replicas in assignment.items():
+                try:
+                    st = self.cache.get(f"/brokers/topics/{topic}/partitions/{p}/state")
+                except NoNode:
+                    continue
+                if not isinstance(st, dict) or st.get("leader") != broker_id:
+                    continue
+                if any(b != broker_id and b in eligible and b in st.get("isr", ()) for b in replicas):
+                    out.append((topic, p))
+        return sorted(out)
 
     # ================================================================ groups
     def coordinator_id(self, group_id: str) -> int:
