@@ -61,9 +61,10 @@ TopicPartition = Tuple[str, int]
 #: before it sends what it has (the kernel asks again at its next step, at once).
 _REGROUP_S = 0.02
 #: Requests a fetcher has in flight to its leader at most (each lane a thread and a
-#: connection): a partition never waits behind a request held at the leader while a
-#: lane is free (see :class:`ReplicaFetcher`).
-_LANES = 2
+#: connection, made when a partition finds every lane's request in flight): up to
+#: this many, a partition never waits behind a request held at the leader (see
+#: :class:`ReplicaFetcher`).
+_MAX_LANES = 8
 
 
 @dataclass
@@ -236,11 +237,14 @@ class ReplicaFetcher:
     poll, up to replica.fetch.wait.max.ms).  A partition handed to the fetcher while its
     request waits there — one this broker now follows at a new leader epoch, whose first
     fetch the leader's acks=all producers wait for, or one whose answer came back after
-    the others — must not wait behind it: the fetcher has :data:`_LANES` lanes, each a
-    thread with a connection of its own, and such a partition goes at once in a request
-    of a free lane.  A partition is in one request at a time, and the partitions of one
-    answer go out together again in the next request (see :data:`_REGROUP_S`), so an
-    active leader is fetched with one request at a time as before."""
+    the others — must not wait behind it: the fetcher sends it at once in a request of
+    another lane (a thread with a connection of its own; a new one when every lane's
+    request is in flight, up to :data:`_MAX_LANES`).  In a rolling restart the
+    controller moves leaderships one at a time, idle ones too, and each first fetch
+    would wait up to replica.fetch.wait.max.ms behind the one before.  A partition is
+    in one request at a time, and a lane sends the partitions of its last answer
+    together again with whatever else waits (see :data:`_REGROUP_S`), so the partitions
+    of active lanes merge back into one request."""
 
     def __init__(self, network: WireNetwork, leader: int) -> None:
         self.network = network
@@ -252,33 +256,50 @@ class ReplicaFetcher:
         #: lane -> the partitions of its last answer it waits for, to fetch them together.
         self._awaited: Dict[int, Set[TopicPartition]] = {}
         self._stopped = False
-        self._conns: List[Any] = [None] * _LANES
+        self._started = False
+        #: Per lane: its thread and connection; how many lanes have a request in flight.
+        self._threads: List[threading.Thread] = []
+        self._conns: List[Any] = []
+        self._busy = 0
         self._last_error = ""
         #: partition -> the leader epoch at which OffsetsForLeaderEpoch found it in line
         self._validated: Dict[TopicPartition, int] = {}
-        self._threads = [threading.Thread(target=self._run, args=(lane,), daemon=True,
-                                          name=f"pylog-replica-fetcher-{leader}" + (f"-{lane}" if lane else ""))
-                         for lane in range(_LANES)]
 
     def start(self) -> None:
-        for t in self._threads:
-            t.start()
+        with self._cond:
+            self._started = True
+            self._add_lane()
+
+    def _add_lane(self) -> None:
+        """Under the condition: start one more lane."""
+        lane = len(self._threads)
+        t = threading.Thread(target=self._run, args=(lane,), daemon=True,
+                             name=f"pylog-replica-fetcher-{self.leader}" + (f"-{lane}" if lane else ""))
+        self._threads.append(t)
+        self._conns.append(None)
+        t.start()
 
     def add(self, body: Dict[str, Any]) -> None:
         with self._cond:
             self._pending[(body["topic"], body["partition"])] = body
+            if self._started and not self._stopped and self._busy == len(self._threads) \
+                    and len(self._threads) < _MAX_LANES:
+                self._add_lane()  # every request is in flight (maybe held at the leader)
             self._cond.notify_all()
 
     def stop(self) -> None:
         with self._cond:
             self._stopped = True
             self._cond.notify_all()
-        for conn in self._conns:
+            conns = list(self._conns)
+        for conn in conns:
             if conn is not None:
                 conn.close()
 
     def join(self, timeout_s: float = 10.0) -> None:
-        for t in self._threads:
+        with self._cond:
+            threads = list(self._threads)
+        for t in threads:
             if t.is_alive():
                 t.join(timeout_s)
 
@@ -290,6 +311,7 @@ class ReplicaFetcher:
                 if batch is None:
                     break
                 self._inflight.update(batch)
+                self._busy += 1
             try:
                 replies = self._fetch(lane, list(batch.values()))
             except Exception as exc:  # a bug: fail this round, keep fetching (logged once)
@@ -300,6 +322,7 @@ class ReplicaFetcher:
             expect = {(r["topic"], r["partition"]) for r in replies if "error" not in r}
             with self._cond:
                 self._inflight.difference_update(batch)
+                self._busy -= 1
                 if expect:
                     self._awaited[lane] = expect
                 self._cond.notify_all()  # what waited for this request may go now
@@ -355,8 +378,10 @@ class ReplicaFetcher:
                                           + (f" ({lane + 1})" if lane else ""),
                                      connect_timeout_s=self.network.connect_timeout_s,
                                      request_timeout_s=self.network.socket_timeout_ms / 1000.0)
-        self._conns[lane] = conn
-        if self._stopped:  # stop() may have missed it
+        with self._cond:
+            self._conns[lane] = conn
+            stopped = self._stopped
+        if stopped:  # stop() may have missed it
             conn.close()
         return conn
 
