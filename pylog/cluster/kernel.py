@@ -311,6 +311,9 @@ class ClusterKernel:
         self.leader_lookup: Optional[Callable[[str, int], Optional[BrokerNode]]] = None
         #: See :meth:`controlled_shutdown_done`.
         self.leaderships_lookup: Optional[Callable[[int], List[Tuple[str, int]]]] = None
+        #: The store the brokers' controllers use, when not :attr:`store` (a process
+        #: driver's view that answers some reads from its cache of the store).
+        self.controller_store: Optional[Any] = None
         self._store_away = False
         self.store.watch("/brokers/topics", "kernel-metrics")
         #: As ZooKeeper's client does: heartbeat at least three times per session timeout
@@ -343,8 +346,9 @@ class ClusterKernel:
                 if st["leader"] == broker_id:
                     node.stale_epochs[(topic, p)] = st["leader_epoch"]
         self._register(node)
+        store = self.store if self.controller_store is None else self.controller_store
         node.controller = Controller(
-            broker_id, self.store, unclean_default=self.config.unclean_leader_election_enable,
+            broker_id, store, unclean_default=self.config.unclean_leader_election_enable,
             auto_leader_rebalance_enable=self.config.auto_leader_rebalance_enable,
             leader_imbalance_check_interval_ms=self.config.leader_imbalance_check_interval_ms)
         node.controller.allow_admin_writes = self.config.admin_from_any_broker
