@@ -408,9 +408,11 @@ class ClusterNode(LocalCluster):
             out.append({**data, "id": name})
         return out
 
-    def describe_topic(self, name: str) -> TopicDescription:
+    def describe_topic(self, name: str, *, offsets: bool = True) -> TopicDescription:
         """As :meth:`LocalCluster.describe_topic`, from the cache of the store (offsets
-        and size for the partitions this broker leads, 0 for the others)."""
+        and size for the partitions this broker leads, 0 for the others).  ``offsets``
+        False leaves them all 0 and never waits for the node's lock (Metadata answers on
+        the server's event loop, and a step may hold the lock a hundred ms and more)."""
         from pylog.broker.broker import INTERNAL_TOPICS, validate_topic_name
 
         try:
@@ -430,7 +432,7 @@ class ClusterNode(LocalCluster):
             losses = tuple(e for e in ledger if e.get("topic") == name and e.get("partition") == p)
             leader = self._leader_id(name, p)
             part = None
-            if leader == self.broker_id:
+            if leader == self.broker_id and offsets:
                 with self._lock:
                     node = self._local_leader(name, p)
                     if node is not None:

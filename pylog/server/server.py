@@ -189,7 +189,7 @@ class KafkaServer:
         epoch = None if refresh else self._epochs.get(key)
         if epoch is None:
             try:
-                d = self.broker.describe_topic(topic)
+                d = self.broker.describe_topic(topic, offsets=False)
             except PylogError:
                 return -1
             for p in d.partitions:
