@@ -54,8 +54,8 @@ from pylog.cluster.controller import BROKER_IDS_PATH, CONTROLLER_PATH, SHUTTING_
 from pylog.cluster.kernel import ClusterKernel
 from pylog.cluster.local import _BROKER_KEYS, CLUSTER_ID_PATH, LocalCluster, _Copy, _kernel_config
 from pylog.cluster.metadata import NodeStat, WatchQueues, encode_data
-from pylog.errors import (BadVersion, BrokerClosed, CoordinatorNotAvailable, InvalidArgument, InvalidConfig, NodeExists, NoNode,
-                          NotCoordinator, NotEnoughReplicas, NotEnoughReplicasAfterAppend, NotLeaderOrFollower,
+from pylog.errors import (BadVersion, BrokerClosed, CoordinatorNotAvailable, InvalidArgument, InvalidConfig, NodeExists,
+                          NoNode, NotCoordinator, NotEnoughReplicas, NotEnoughReplicasAfterAppend, NotLeaderOrFollower,
                           PylogError, StorageError, TopicAlreadyExists, UnknownTopicOrPartition)
 from pylog.util import check_int, now_ms as _now_ms
 
