@@ -279,11 +279,16 @@ class ClusterNode(LocalCluster):
 
     def _broker_count(self) -> int:
         """Registered brokers, read from the store itself (topic creation must not
-        refuse a replication factor because the cache has not seen a broker yet)."""
+        refuse a replication factor because the cache has not seen a broker yet).  The
+        cache is then brought up to date, as the controller places replicas on the
+        registrations it holds: ZooKeeper delivered their events before this read."""
         try:
-            return max(1, sum(1 for n in self.kernel.store.children(BROKER_IDS_PATH) if n.isdigit()))
+            n = max(1, sum(1 for n in self.kernel.store.children(BROKER_IDS_PATH) if n.isdigit()))
         except NoNode:
-            return 1
+            n = 1
+        if getattr(self.kernel.store, "connected", True):
+            self.cache.refresh()
+        return n
 
     def _registrations(self) -> Dict[int, Dict[str, Any]]:
         out: Dict[int, Dict[str, Any]] = {}
@@ -935,6 +940,7 @@ class StoreCache:
         self.store = store
         self.watcher = watcher
         self._lock = threading.Lock()
+        self._refresh_lock = threading.Lock()
         #: path -> (data, version, ephemeral owner or None)
         self._nodes: Dict[str, _Cached] = {}
         #: The kernel's watchers (see :class:`CachedStore`): the store's events, handed on
@@ -949,6 +955,10 @@ class StoreCache:
         self.store.watch(prefix, self.watcher)
 
     def reload(self) -> None:
+        with self._refresh_lock:
+            self._reload()
+
+    def _reload(self) -> None:
         events = self.store.drain(self.watcher)  # whatever it says is in the full read below
         nodes: Dict[str, _Cached] = {}
         todo = [("/brokers", 4), ("/loss_ledger", 0)]  # ids/<id>; topics/<t>/partitions/<p>/state
@@ -974,7 +984,13 @@ class StoreCache:
 
     def refresh(self) -> bool:
         """Re-read what changed since the last call, then hand the events on to the
-        kernel's watchers; returns whether anything changed."""
+        kernel's watchers; returns whether anything changed.  One refresh at a time (the
+        stepping thread's, or a caller's that needs the latest registrations), so that
+        the events are handed on in the store's order."""
+        with self._refresh_lock:
+            return self._refresh()
+
+    def _refresh(self) -> bool:
         events = self.store.drain(self.watcher)
         if not events:
             return False
