@@ -572,8 +572,9 @@ class Broker:
         with self._lock:
             return sorted(t for t in self._topics if include_internal or t not in _INTERNAL_TOPICS)
 
-    def describe_topic(self, name: str) -> TopicDescription:
-        """Partitions (leader, replicas, ISR, offsets, size) and configuration of a topic."""
+    def describe_topic(self, name: str, *, offsets: bool = True) -> TopicDescription:
+        """Partitions (leader, replicas, ISR, offsets, size) and configuration of a topic
+        (``offsets`` is for cluster nodes: the offsets are always given here)."""
         with self._lock:
             self._check_open()
             return self._describe(self._topic(name))

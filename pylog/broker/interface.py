@@ -133,8 +133,10 @@ class BrokerInterface(Protocol):
         """Topic names, sorted."""
         ...
 
-    def describe_topic(self, name: str) -> TopicDescription:
-        """Partitions (leader, replicas, ISR, epoch, offsets) and configuration."""
+    def describe_topic(self, name: str, *, offsets: bool = True) -> TopicDescription:
+        """Partitions (leader, replicas, ISR, epoch, offsets) and configuration.
+        ``offsets`` False: the offsets and sizes may be left 0 (Metadata needs none, and
+        a cluster node reads them under the lock its replication holds)."""
         ...
 
     def alter_topic_config(self, name: str, changes: Mapping[str, Optional[Any]], *,

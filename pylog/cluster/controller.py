@@ -895,24 +895,43 @@ class Controller:
             return []
 
     def _reconcile_all(self, live: Set[int], now: int) -> None:
-        for topic in self._topics():
-            if not self._active:
-                return
-            self._reconcile_topic(topic, live, now)
+        """Reconcile every partition; first those whose leader changes, over all topics
+        (as Kafka's controller moves leaderships before it takes replicas out of ISRs):
+        each write is a round trip, and a partition without a leader, or whose leader
+        is shutting down, stalls its producers until its turn, while an ISR that still
+        names a broker that stopped fetching stalls only acks=all."""
+        topics = self._topics()
+        for leaders_only in (True, False):
+            for topic in topics:
+                if not self._active:
+                    return
+                self._reconcile_topic(topic, live, now, leaders_only=leaders_only)
 
-    def _reconcile_topic(self, topic: str, live: Set[int], now: int) -> None:
+    def _reconcile_topic(self, topic: str, live: Set[int], now: int, *,
+                         leaders_only: Optional[bool] = None) -> None:
+        """Write what :func:`_decide` says for each partition of ``topic``; with
+        ``leaders_only`` True only the decisions that change the leader, False only the
+        others, None all (:meth:`_reconcile_all` makes the first two passes: a partition
+        is tried in one of them)."""
         try:
             data = _topic_data(self.store, topic)
         except UnknownTopicOrPartition:
             return
         unclean = self._unclean_enabled(data)
         shutting = self._shutting_down()
+
+        def decide(s: PartitionState) -> Optional[_Decision]:
+            d = _decide(s, live, unclean, shutting)
+            if d is None or leaders_only is None or leaders_only == (d.leader != s.leader):
+                return d
+            return None
+
         for p, replicas in sorted(data["partitions"].items(), key=lambda kv: int(kv[0])):
             if not self._active:
                 return
-            self._update_partition(topic, int(p), replicas,
-                                   lambda s: _decide(s, live, unclean, shutting), now)
-        if self._active and (data.get(ADDING_REPLICAS) or data.get(REMOVING_REPLICAS)):
+            self._update_partition(topic, int(p), replicas, decide, now)
+        reassigning = data.get(ADDING_REPLICAS) or data.get(REMOVING_REPLICAS)
+        if leaders_only is not True and self._active and reassigning:
             self._complete_reassignments(topic, live, now)
 
     def _shutting_down(self) -> Set[int]:

@@ -309,6 +309,11 @@ class ClusterKernel:
         self.save_metadata: Optional[Callable[[], None]] = None
         #: See :meth:`leader_of`.
         self.leader_lookup: Optional[Callable[[str, int], Optional[BrokerNode]]] = None
+        #: See :meth:`controlled_shutdown_done`.
+        self.leaderships_lookup: Optional[Callable[[int], List[Tuple[str, int]]]] = None
+        #: The store the brokers' controllers use, when not :attr:`store` (a process
+        #: driver's view that answers some reads from its cache of the store).
+        self.controller_store: Optional[Any] = None
         self._store_away = False
         self.store.watch("/brokers/topics", "kernel-metrics")
         #: As ZooKeeper's client does: heartbeat at least three times per session timeout
@@ -341,8 +346,9 @@ class ClusterKernel:
                 if st["leader"] == broker_id:
                     node.stale_epochs[(topic, p)] = st["leader_epoch"]
         self._register(node)
+        store = self.store if self.controller_store is None else self.controller_store
         node.controller = Controller(
-            broker_id, self.store, unclean_default=self.config.unclean_leader_election_enable,
+            broker_id, store, unclean_default=self.config.unclean_leader_election_enable,
             auto_leader_rebalance_enable=self.config.auto_leader_rebalance_enable,
             leader_imbalance_check_interval_ms=self.config.leader_imbalance_check_interval_ms)
         node.controller.allow_admin_writes = self.config.admin_from_any_broker
@@ -395,10 +401,11 @@ class ClusterKernel:
         """Phase one of a clean stop (Kafka's ControlledShutdown): mark the broker's
         registration as shutting down, so that the controller moves its leaderships to
         other in-sync replicas and takes it out of the ISRs it follows in; the broker
-        stops fetching as a follower.  The driver then steps the cluster until
-        :meth:`controlled_shutdown_done` and calls :meth:`stop_broker`.  Returns False
-        (nothing to wait for) when controlled.shutdown.enable is off,
-        controlled.shutdown.max.retries is 0 or the broker is not running."""
+        stops fetching as a follower of each partition once it is out of its ISR.  The
+        driver then steps the cluster until :meth:`controlled_shutdown_done` and calls
+        :meth:`stop_broker`.  Returns False (nothing to wait for) when
+        controlled.shutdown.enable is off, controlled.shutdown.max.retries is 0 or the
+        broker is not running."""
         node = self.nodes[broker_id]
         if not node.running or not self.config.controlled_shutdown_enable \
                 or self.config.controlled_shutdown_max_retries < 1:
@@ -413,13 +420,20 @@ class ClusterKernel:
         """Whether the broker may stop now: it leads no partition that another replica
         could take over, or its attempts are used up (each attempt waits
         controlled.shutdown.retry.backoff.ms, at most controlled.shutdown.max.retries
-        attempts, as Kafka's broker does; then it stops anyway, logged at WARNING)."""
+        attempts, as Kafka's broker does; then it stops anyway, logged at WARNING).  A
+        process driver sets :attr:`leaderships_lookup` (broker id -> its movable
+        leaderships) to answer from its cache of the store: the driver polls this under
+        its lock, and a scan of every partition state there is a round trip per partition."""
         node = self.nodes[broker_id]
         cs = node.controlled_shutdown
         if cs is None or cs.finished or not node.running:
             return True
-        remaining = leaderships(self.store, broker_id, movable_only=True) \
-            if self.network.reachable(broker_id, STORE) else ["(the metadata store is unreachable)"]
+        if not self.network.reachable(broker_id, STORE):
+            remaining: List[Any] = ["(the metadata store is unreachable)"]
+        elif self.leaderships_lookup is not None:
+            remaining = list(self.leaderships_lookup(broker_id))
+        else:
+            remaining = list(leaderships(self.store, broker_id, movable_only=True))
         if not remaining:
             cs.finished = True
             log.info("broker %d: controlled shutdown succeeded (attempt %d): it leads no partition "
@@ -593,9 +607,12 @@ class ClusterKernel:
                     prop = r.state.tick(now)
                     if prop is not None:
                         self._propose_isr(node, r, prop, now)
-                elif r.state.leader_id >= 0 and now >= r.next_fetch_at and node.controlled_shutdown is None:
+                elif r.state.leader_id >= 0 and now >= r.next_fetch_at and (
+                        node.controlled_shutdown is None or node.id in r.state.isr):
                     # Not in flight, or in flight too long (a lost request or reply): fetch.
-                    # (A broker shutting down stops fetching, as Kafka's StopReplica makes it.)
+                    # (A broker shutting down fetches only while it is in the ISR: once the
+                    # controller took it out, as Kafka's StopReplica makes it, it stops.  Until
+                    # then the leader's acks=all producers wait for it, so it keeps up.)
                     self._send_fetch(node, r, now)
 
     def _step_metadata(self, now: int) -> None:

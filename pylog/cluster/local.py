@@ -570,10 +570,11 @@ class LocalCluster:
         with self._lock:
             return sorted(t for t in self.kernel.topics() if include_internal or t not in INTERNAL_TOPICS)
 
-    def describe_topic(self, name: str) -> TopicDescription:
+    def describe_topic(self, name: str, *, offsets: bool = True) -> TopicDescription:
         """The topic's id, configuration and, per partition: leader (-1 and ``offline``
         when no live leader), replicas, ISR, leader epoch, the leader's offsets and size
-        (0 when offline), and the loss-ledger entries of that partition."""
+        (0 when offline), and the loss-ledger entries of that partition (``offsets``:
+        see ClusterNode; always given here)."""
         with self._lock:
             return self._describe(name)
 

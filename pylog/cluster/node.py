@@ -38,6 +38,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import fcntl
+import json
 import logging
 import os
 import threading
@@ -49,11 +50,12 @@ from typing import Any, Callable, Deque, Dict, Iterator, List, Mapping, Optional
 from pylog.broker.config import BrokerConfig, TopicConfig
 from pylog.broker.interface import NodeInfo, PartitionInfo, TopicDescription
 from pylog.broker.offsets_topic import OFFSETS_TOPIC, offsets_topic_spec, partition_for_group
-from pylog.cluster.controller import BROKER_IDS_PATH, CONTROLLER_PATH
+from pylog.cluster.controller import BROKER_IDS_PATH, CONTROLLER_PATH, SHUTTING_DOWN, TOPICS_PATH
 from pylog.cluster.kernel import ClusterKernel
 from pylog.cluster.local import _BROKER_KEYS, CLUSTER_ID_PATH, LocalCluster, _Copy, _kernel_config
-from pylog.errors import (BrokerClosed, CoordinatorNotAvailable, InvalidArgument, InvalidConfig, NodeExists, NoNode,
-                          NotCoordinator, NotEnoughReplicas, NotEnoughReplicasAfterAppend, NotLeaderOrFollower,
+from pylog.cluster.metadata import NodeStat, WatchQueues, encode_data
+from pylog.errors import (BadVersion, BrokerClosed, CoordinatorNotAvailable, InvalidArgument, InvalidConfig, NodeExists,
+                          NoNode, NotCoordinator, NotEnoughReplicas, NotEnoughReplicasAfterAppend, NotLeaderOrFollower,
                           PylogError, StorageError, TopicAlreadyExists, UnknownTopicOrPartition)
 from pylog.util import check_int, now_ms as _now_ms
 
@@ -68,6 +70,8 @@ _SLOW_STEP_S = 0.1
 #: __consumer_offsets that was asked for) without being woken.
 _GROUP_RETRY_S = 1.0
 TopicPartition = Tuple[str, int]
+#: A node in a StoreCache: (data, version, ephemeral owner or None).
+_Cached = Tuple[Any, int, Optional[int]]
 
 
 class ClusterNode(LocalCluster):
@@ -132,7 +136,8 @@ class ClusterNode(LocalCluster):
         try:
             cluster_id = _cluster_id(store)
             _check_meta(root, broker_id, cluster_id)
-            kernel = ClusterKernel(root, {broker_id: rack}, config=kcfg, store=store, network=network,
+            cache = StoreCache(store, f"node-cache-{broker_id}")
+            kernel = ClusterKernel(root, {broker_id: rack}, config=kcfg, store=CachedStore(cache), network=network,
                                    data_dirs={broker_id: root})
             node = cls(root, kernel, tick_ms, bcfg, broker_id)
         except BaseException:
@@ -140,12 +145,10 @@ class ClusterNode(LocalCluster):
             raise
         node._lock_fd = lock_fd
         node._cluster_id = cluster_id
-        try:
-            node.cache = StoreCache(store, f"node-cache-{broker_id}")
-        except BaseException:
-            os.close(lock_fd)
-            raise
+        node.cache = cache
+        kernel.controller_store = CachedStore(cache, served=("/brokers",))
         kernel.leader_lookup = node._leader_lookup
+        kernel.leaderships_lookup = node._movable_leaderships
         node.default_replication_factor = check_int("default.replication.factor", default_replication_factor,
                                                     min=1, max=32767, error=InvalidConfig)
         node.node_settings = dict(node_settings or {})
@@ -169,6 +172,9 @@ class ClusterNode(LocalCluster):
         node.registration.setdefault("version", 5)
         node.registration.setdefault("timestamp", str(_now_ms()))
         with self._lock:
+            # What the store says now: the leaderships our previous process held are read
+            # at start (ClusterKernel.start_broker), and the cache dates from open().
+            self.cache.reload()
             self.kernel.start_broker(self.broker_id, _now_ms())
             self.kernel.step(_now_ms())
         self._started = True
@@ -273,11 +279,16 @@ class ClusterNode(LocalCluster):
 
     def _broker_count(self) -> int:
         """Registered brokers, read from the store itself (topic creation must not
-        refuse a replication factor because the cache has not seen a broker yet)."""
+        refuse a replication factor because the cache has not seen a broker yet).  The
+        cache is then brought up to date, as the controller places replicas on the
+        registrations it holds: ZooKeeper delivered their events before this read."""
         try:
-            return max(1, sum(1 for n in self.kernel.store.children(BROKER_IDS_PATH) if n.isdigit()))
+            n = max(1, sum(1 for n in self.kernel.store.children(BROKER_IDS_PATH) if n.isdigit()))
         except NoNode:
-            return 1
+            n = 1
+        if getattr(self.kernel.store, "connected", True):
+            self.cache.refresh()
+        return n
 
     def _registrations(self) -> Dict[int, Dict[str, Any]]:
         out: Dict[int, Dict[str, Any]] = {}
@@ -402,9 +413,11 @@ class ClusterNode(LocalCluster):
             out.append({**data, "id": name})
         return out
 
-    def describe_topic(self, name: str) -> TopicDescription:
+    def describe_topic(self, name: str, *, offsets: bool = True) -> TopicDescription:
         """As :meth:`LocalCluster.describe_topic`, from the cache of the store (offsets
-        and size for the partitions this broker leads, 0 for the others)."""
+        and size for the partitions this broker leads, 0 for the others).  ``offsets``
+        False leaves them all 0 and never waits for the node's lock (Metadata answers on
+        the server's event loop, and a step may hold the lock a hundred ms and more)."""
         from pylog.broker.broker import INTERNAL_TOPICS, validate_topic_name
 
         try:
@@ -424,7 +437,7 @@ class ClusterNode(LocalCluster):
             losses = tuple(e for e in ledger if e.get("topic") == name and e.get("partition") == p)
             leader = self._leader_id(name, p)
             part = None
-            if leader == self.broker_id:
+            if leader == self.broker_id and offsets:
                 with self._lock:
                     node = self._local_leader(name, p)
                     if node is not None:
@@ -475,8 +488,6 @@ class ClusterNode(LocalCluster):
         of controlled.shutdown.retry.backoff.ms; then it stops anyway, as Kafka does, and
         the controller elects when its registration goes).  Returns whether every
         movable leadership moved."""
-        from pylog.cluster.admin import leaderships
-
         if not self._started or self._closed:
             return False
         with self._lock:
@@ -484,14 +495,40 @@ class ClusterNode(LocalCluster):
         if not controlled:
             return False
         try:
-            self._await(lambda: self.kernel.controlled_shutdown_done(self.broker_id, _now_ms()), 3600.0,
-                        f"the controlled shutdown of broker {self.broker_id}")
             with self._lock:
+                # The stepping thread refreshes the cache and steps (notifying after each
+                # step); done is read from the cache, so this wait holds the lock only briefly.
+                while not self.kernel.controlled_shutdown_done(self.broker_id, _now_ms()):
+                    self._cond.wait(self._tick_s)
                 self.kernel.step(_now_ms())  # our replicas follow the new leaders before we go
-                return not leaderships(self.kernel.store, self.broker_id, movable_only=True)
+                return not self._movable_leaderships(self.broker_id)
         except PylogError as exc:
             log.warning("broker %d: controlled shutdown failed: %s; stopping anyway", self.broker_id, exc)
             return False
+
+    def _movable_leaderships(self, broker_id: int) -> List[TopicPartition]:
+        """As :func:`pylog.cluster.admin.leaderships` with ``movable_only``, from the cache
+        of the store: the partitions ``broker_id`` leads that another registered, in-sync
+        replica not shutting down could take over.  The kernel's
+        controlled_shutdown_done asks this (its ``leaderships_lookup``) under the lock after
+        every step; read from ZooKeeper, that was a round trip per partition."""
+        eligible = {b for b, data in self._registrations().items() if data.get(SHUTTING_DOWN) is not True}
+        out: List[TopicPartition] = []
+        for topic in self.cache.children("/brokers/topics"):
+            try:
+                assignment = self._assignment(topic)
+            except UnknownTopicOrPartition:
+                continue
+            for p, replicas in assignment.items():
+                try:
+                    st = self.cache.get(f"/brokers/topics/{topic}/partitions/{p}/state")
+                except NoNode:
+                    continue
+                if not isinstance(st, dict) or st.get("leader") != broker_id:
+                    continue
+                if any(b != broker_id and b in eligible and b in st.get("isr", ()) for b in replicas):
+                    out.append((topic, p))
+        return sorted(out)
 
     # ================================================================ groups
     def coordinator_id(self, group_id: str) -> int:
@@ -875,8 +912,13 @@ class StoreCache:
     answers were taken under the node's lock, stalling every client of the broker (as
     Kafka's brokers answer Metadata from their MetadataCache, not from ZooKeeper).  The
     node's stepping thread calls :meth:`refresh` before each step (outside the node's
-    lock); it re-reads the nodes the watch events name.  :meth:`reload` reads it all
-    again (at start and after the store reconnected: events of the gap are lost)."""
+    lock); it re-reads the nodes the watch events name (pipelined, when the store can).
+    :meth:`reload` reads it all again (at start and after the store reconnected: events
+    of the gap are lost).
+
+    The kernel reads the copy too, through :class:`CachedStore`; the store's events
+    reach the kernel's watchers only through here (:attr:`events`), each once the node
+    it names was re-read, so the kernel never sees an event the copy is older than."""
 
     _PREFIXES = ("/brokers", CONTROLLER_PATH, "/loss_ledger")
 
@@ -884,70 +926,159 @@ class StoreCache:
         self.store = store
         self.watcher = watcher
         self._lock = threading.Lock()
-        self._nodes: Dict[str, Any] = {}
+        self._refresh_lock = threading.Lock()
+        #: path -> (data, version, ephemeral owner or None)
+        self._nodes: Dict[str, _Cached] = {}
+        #: The kernel's watchers (see :class:`CachedStore`): the store's events, handed on
+        #: by :meth:`refresh` and :meth:`reload` after the copy took them in.
+        self.events = WatchQueues()
         for prefix in self._PREFIXES:
             store.watch(prefix, watcher)
         self.reload()
 
-    def reload(self) -> None:
-        nodes: Dict[str, Any] = {}
-        self.store.drain(self.watcher)  # whatever it says is in the full read below
+    def watch(self, prefix: str) -> None:
+        """Have the store's events at or below ``prefix`` come here too (to hand them on)."""
+        self.store.watch(prefix, self.watcher)
 
-        def walk(path: str, depth: int) -> None:
-            try:
-                names = self.store.children(path)
-            except NoNode:
-                return
-            for name in names:
-                child = f"{path}/{name}"
+    def reload(self) -> None:
+        with self._refresh_lock:
+            self._reload()
+
+    def _reload(self) -> None:
+        events = self.store.drain(self.watcher)  # whatever it says is in the full read below
+        nodes: Dict[str, _Cached] = {}
+        todo = [("/brokers", 4), ("/loss_ledger", 0)]  # ids/<id>; topics/<t>/partitions/<p>/state
+        while todo:
+            level: List[Tuple[str, int]] = []
+            for path, depth in todo:
                 try:
-                    nodes[child] = self.store.get(child)[0]
+                    level += [(f"{path}/{name}", depth) for name in self.store.children(path)]
                 except NoNode:
                     continue
-                if depth > 0:
-                    walk(child, depth - 1)
-
-        walk("/brokers", 4)  # ids/<id>; topics/<t>/partitions/<p>/state
-        walk("/loss_ledger", 0)
-        try:
-            nodes[CONTROLLER_PATH] = self.store.get(CONTROLLER_PATH)[0]
-        except NoNode:
-            pass
+            todo = []
+            for (path, depth), value in zip(level, self._read_many([p for p, _ in level])):
+                if value is not None:
+                    nodes[path] = value
+                    if depth > 0:
+                        todo.append((path, depth - 1))
+        for path, value in zip(("/brokers", CONTROLLER_PATH), self._read_many(["/brokers", CONTROLLER_PATH])):
+            if value is not None:
+                nodes[path] = value
         with self._lock:
             self._nodes = nodes
+        self._hand_on(events)
 
     def refresh(self) -> bool:
-        """Re-read what changed since the last call; returns whether anything did."""
+        """Re-read what changed since the last call, then hand the events on to the
+        kernel's watchers; returns whether anything changed.  One refresh at a time (the
+        stepping thread's, or a caller's that needs the latest registrations), so that
+        the events are handed on in the store's order."""
+        with self._refresh_lock:
+            return self._refresh()
+
+    def _refresh(self) -> bool:
         events = self.store.drain(self.watcher)
         if not events:
             return False
         latest: Dict[str, str] = {}
+        deleted = set()
         for e in events:
-            latest[e.path] = e.kind
-        fresh: Dict[str, Any] = {}
-        for path, kind in latest.items():
-            if kind == "deleted":
-                fresh[path] = _GONE
-                continue
-            try:
-                fresh[path] = self.store.get(path)[0]
-            except NoNode:
-                fresh[path] = _GONE
+            if self._copied(e.path):
+                latest[e.path] = e.kind
+                if e.kind == "deleted":
+                    deleted.add(e.path)
+        paths = [path for path, kind in latest.items() if kind != "deleted"]
+        got = self._read_many(paths)
         with self._lock:
-            for path, data in fresh.items():
-                if data is _GONE:
+            for path in deleted:
+                self._nodes.pop(path, None)
+            for path, value in zip(paths, got):
+                if value is None:
                     self._nodes.pop(path, None)
                 else:
-                    self._nodes[path] = data
+                    self._put(path, value)
+        self._hand_on(events)
         return True
+
+    def _read_many(self, paths: List[str]) -> List[Optional[_Cached]]:
+        """The nodes at ``paths`` (None: absent), in one round trip when the store can."""
+        get_many = getattr(self.store, "get_many", None)
+        if get_many is not None:
+            return [None if v is None else (v[0], v[1].version, v[1].ephemeral_owner) for v in get_many(paths)]
+        out: List[Optional[_Cached]] = []
+        for path in paths:
+            try:
+                data, version = self.store.get(path)
+                out.append((data, version, self.store.stat(path).ephemeral_owner))
+            except NoNode:
+                out.append(None)
+        return out
+
+    def _put(self, path: str, value: _Cached) -> None:
+        """Under ``_lock``: keep ``value`` unless the copy holds a later version (a write
+        of this node's own kernel that returned while the read was on its way)."""
+        old = self._nodes.get(path)
+        if old is None or value[1] >= old[1]:
+            self._nodes[path] = value
+
+    def _hand_on(self, events: List[Any]) -> None:
+        for e in events:
+            self.events.fire(e)
+
+    def _copied(self, path: str) -> bool:
+        return any(path == p or path.startswith(p + "/") for p in self._PREFIXES)
+
+    def wrote(self, path: str, data: Any, version: int, owner: Optional[int] = None) -> None:
+        """The kernel wrote ``path`` (created it when ``version`` is 0; ``owner``: the
+        session of an ephemeral node) through the store: the copy holds it at once, as a
+        read would give it back.  Its event comes from the store, in the store's order:
+        handed on before the events of earlier writes (a broker's registration that the
+        write relied on), it would show the controller an ISR naming a broker it does not
+        know yet."""
+        value = json.loads(encode_data(path, data))
+        with self._lock:
+            old = self._nodes.get(path)
+            if version > 0 and old is not None:
+                owner = old[2]
+            self._put(path, (value, version, owner))
+
+    def removed(self, path: str) -> None:
+        """The kernel deleted ``path`` (and its subtree); its events come from the store."""
+        with self._lock:
+            for p in [p for p in self._nodes if p == path or p.startswith(path + "/")]:
+                del self._nodes[p]
+
+    def reread(self, path: str) -> None:
+        """Read ``path`` from the store again (a write found the copy out of date)."""
+        value = self._read_many([path])[0]
+        with self._lock:
+            if value is None:
+                self._nodes.pop(path, None)
+            else:
+                self._nodes[path] = value
 
     def get(self, path: str) -> Any:
         """A node's data (NoNode if the cache does not hold it)."""
+        return self.read(path)[0]
+
+    def read(self, path: str) -> Tuple[Any, int]:
+        """A node's ``(data, version)`` (NoNode if the cache does not hold it)."""
         with self._lock:
             try:
-                return self._nodes[path]
+                data, version, _owner = self._nodes[path]
             except KeyError:
                 raise NoNode(f"{path} does not exist") from None
+        return data, version
+
+    def stat(self, path: str) -> NodeStat:
+        """A node's version, ephemeral owner and number of children (NoNode if the cache
+        does not hold it)."""
+        with self._lock:
+            try:
+                _data, version, owner = self._nodes[path]
+            except KeyError:
+                raise NoNode(f"{path} does not exist") from None
+        return NodeStat(version, owner, len(self.children(path)))
 
     def exists(self, path: str) -> bool:
         with self._lock:
@@ -961,7 +1092,116 @@ class StoreCache:
                            if p.startswith(prefix) and "/" not in p[len(prefix):]})
 
 
-_GONE = object()
+class CachedStore:
+    """The kernel's metadata store on a process: the store itself, except that the nodes
+    below ``served`` — topic nodes and partition states (``/brokers/topics``) for the
+    kernel; registrations too (``/brokers``) for its controller — are read from the
+    node's :class:`StoreCache`, and watch events come through it.
+
+    A step that applied a dozen partition state changes read each one, its topic and
+    its existence again from ZooKeeper — three dozen round trips under the node's lock,
+    while no produce or replica fetch of the broker was served (Kafka's brokers act on
+    the controller's LeaderAndIsr requests rather than read ZooKeeper).  The copy is
+    never older than an event the kernel has seen (see :class:`StoreCache`), and the
+    events come in the store's order; the kernel's own writes go into it as they
+    return, so it reads what it wrote (their events come from the store); a write
+    the store refuses as out of date (BadVersion, NodeExists, NoNode) re-reads its node
+    first, so that a compare-and-set retried on the copy sees the store's version.
+    ``/controller`` and its epoch, admin requests and configs are read from the store,
+    as before; so are registrations but for the controller (the leader's check of an
+    ISR expansion reads a registration as it is now, KIP-841).  The controller polled
+    every registration at each tick (every 200 ms, three round trips per broker under
+    the lock); it reads the copy, which its events are never newer than, as Kafka's
+    ZooKeeper-mode controller works from its watches."""
+
+    def __init__(self, cache: StoreCache, served: Sequence[str] = (TOPICS_PATH,)) -> None:
+        self.cache = cache
+        self.store = cache.store
+        self.served = tuple(served)
+
+    def __getattr__(self, name: str) -> Any:
+        """The rest of the MetadataStore contract (sessions, tick, stat, connected ...)
+        is the store's."""
+        if name in ("cache", "store"):
+            raise AttributeError(name)
+        return getattr(self.store, name)
+
+    def _served(self, path: str) -> bool:
+        return any(path == p or path.startswith(p + "/") for p in self.served)
+
+    # ---------------------------------------------------------------- reads
+    def get(self, path: str) -> Tuple[Any, int]:
+        if self._served(path):
+            return self.cache.read(path)
+        return self.store.get(path)
+
+    def exists(self, path: str) -> bool:
+        return self.cache.exists(path) if self._served(path) else self.store.exists(path)
+
+    def stat(self, path: str) -> NodeStat:
+        return self.cache.stat(path) if self._served(path) else self.store.stat(path)
+
+    def children(self, path: str) -> List[str]:
+        if not self._served(path):
+            return self.store.children(path)
+        if not self.cache.exists(path):
+            raise NoNode(f"{path} does not exist")
+        return self.cache.children(path)
+
+    # ---------------------------------------------------------------- writes
+    def set(self, path: str, data: Any, expected_version: int = -1) -> int:
+        try:
+            version = self.store.set(path, data, expected_version)
+        except (BadVersion, NoNode):
+            if self._served(path):
+                self.cache.reread(path)
+            raise
+        if self._served(path):
+            self.cache.wrote(path, data, version)
+        return version
+
+    def create(self, path: str, data: Any = None, *, ephemeral_session: Optional[int] = None,
+               make_parents: bool = True) -> int:
+        missing: List[str] = []
+        if self._served(path) and make_parents:
+            parent = path.rsplit("/", 1)[0]
+            while self._served(parent) and not self.cache.exists(parent):
+                missing.append(parent)
+                parent = parent.rsplit("/", 1)[0]
+        try:
+            version = self.store.create(path, data, ephemeral_session=ephemeral_session, make_parents=make_parents)
+        except NodeExists:
+            if self._served(path):
+                self.cache.reread(path)
+            raise
+        if self._served(path):
+            for parent in reversed(missing):  # made with it (or by someone else meanwhile)
+                if not self.cache.exists(parent):
+                    self.cache.reread(parent)
+            self.cache.wrote(path, data, version, ephemeral_session)
+        return version
+
+    def delete(self, path: str, expected_version: int = -1, *, recursive: bool = False) -> None:
+        try:
+            self.store.delete(path, expected_version, recursive=recursive)
+        except (BadVersion, NoNode):
+            if self._served(path):
+                self.cache.reread(path)
+            raise
+        if self._served(path):
+            self.cache.removed(path)
+
+    # ---------------------------------------------------------------- watches
+    def watch(self, prefix: str, watcher_id: Any) -> None:
+        self.cache.watch(prefix)
+        self.cache.events.add(prefix, watcher_id)
+
+    def drain(self, watcher_id: Any) -> List[Any]:
+        return self.cache.events.drain(watcher_id)
+
+    def unwatch(self, watcher_id: Any) -> None:
+        self.cache.events.remove(watcher_id)
+
 
 
 def _take_lock(root: Path) -> int:

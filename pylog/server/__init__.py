@@ -76,6 +76,7 @@ def run(config: ServerConfig, *, event_loop: str = "auto",
         shutdown = getattr(broker, "controlled_shutdown", None)
         if shutdown is not None:  # move leaderships away while still serving
             loop.run_until_complete(loop.run_in_executor(None, shutdown))
+            loop.run_until_complete(server.drain_clients())
         loop.run_until_complete(server.stop())
     finally:
         if server is not None and not server._stopping:

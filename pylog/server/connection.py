@@ -203,6 +203,7 @@ class KafkaConnection(asyncio.BufferedProtocol):
         while self._queue and not self._busy and not self._writing_paused and not self._closed:
             frame, t0 = self._queue.popleft()
             self._queued_bytes -= len(frame)
+            self.server.last_request_s = time.monotonic()
             try:
                 result = self.server.apis.handle(self, frame, t0)
             except CloseConnection as exc:

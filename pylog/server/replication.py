@@ -35,7 +35,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
+from typing import Any, Callable, Deque, Dict, List, Optional, Set, Tuple
 
 from pylog.errors import PylogError
 
@@ -60,6 +60,11 @@ TopicPartition = Tuple[str, int]
 #: How long a fetcher waits for the partitions of its last answer to be asked again
 #: before it sends what it has (the kernel asks again at its next step, at once).
 _REGROUP_S = 0.02
+#: Requests a fetcher has in flight to its leader at most (each lane a thread and a
+#: connection, made when a partition finds every lane's request in flight): up to
+#: this many, a partition never waits behind a request held at the leader (see
+#: :class:`ReplicaFetcher`).
+_MAX_LANES = 8
 
 
 @dataclass
@@ -226,72 +231,131 @@ def encode_error(name: str) -> int:
 
 
 class ReplicaFetcher:
-    """One thread fetching every partition this broker follows from one leader."""
+    """Fetches every partition this broker follows from one leader.
+
+    A fetch with nothing new for any of its partitions is held at the leader (a long
+    poll, up to replica.fetch.wait.max.ms).  A partition handed to the fetcher while its
+    request waits there — one this broker now follows at a new leader epoch, whose first
+    fetch the leader's acks=all producers wait for, or one whose answer came back after
+    the others — must not wait behind it: the fetcher sends it at once in a request of
+    another lane (a thread with a connection of its own; a new one when every lane's
+    request is in flight, up to :data:`_MAX_LANES`).  In a rolling restart the
+    controller moves leaderships one at a time, idle ones too, and each first fetch
+    would wait up to replica.fetch.wait.max.ms behind the one before.  A partition is
+    in one request at a time, and a lane sends the partitions of its last answer
+    together again with whatever else waits (see :data:`_REGROUP_S`), so the partitions
+    of active lanes merge back into one request."""
 
     def __init__(self, network: WireNetwork, leader: int) -> None:
         self.network = network
         self.leader = leader
         self._cond = threading.Condition()
         self._pending: Dict[TopicPartition, Dict[str, Any]] = {}
+        #: Partitions in a request now (in no other request until it is answered).
+        self._inflight: Set[TopicPartition] = set()
+        #: lane -> the partitions of its last answer it waits for, to fetch them together.
+        self._awaited: Dict[int, Set[TopicPartition]] = {}
         self._stopped = False
-        self._conn: Any = None
+        self._started = False
+        #: Per lane: its thread and connection; how many lanes have a request in flight.
+        self._threads: List[threading.Thread] = []
+        self._conns: List[Any] = []
+        self._busy = 0
         self._last_error = ""
         #: partition -> the leader epoch at which OffsetsForLeaderEpoch found it in line
         self._validated: Dict[TopicPartition, int] = {}
-        self._thread = threading.Thread(target=self._run, name=f"pylog-replica-fetcher-{leader}", daemon=True)
 
     def start(self) -> None:
-        self._thread.start()
+        with self._cond:
+            self._started = True
+            self._add_lane()
+
+    def _add_lane(self) -> None:
+        """Under the condition: start one more lane."""
+        lane = len(self._threads)
+        t = threading.Thread(target=self._run, args=(lane,), daemon=True,
+                             name=f"pylog-replica-fetcher-{self.leader}" + (f"-{lane}" if lane else ""))
+        self._threads.append(t)
+        self._conns.append(None)
+        t.start()
 
     def add(self, body: Dict[str, Any]) -> None:
         with self._cond:
             self._pending[(body["topic"], body["partition"])] = body
-            self._cond.notify()
+            if self._started and not self._stopped and self._busy == len(self._threads) \
+                    and len(self._threads) < _MAX_LANES:
+                self._add_lane()  # every request is in flight (maybe held at the leader)
+            self._cond.notify_all()
 
     def stop(self) -> None:
         with self._cond:
             self._stopped = True
-            self._cond.notify()
-        conn = self._conn
-        if conn is not None:
-            conn.close()
+            self._cond.notify_all()
+            conns = list(self._conns)
+        for conn in conns:
+            if conn is not None:
+                conn.close()
 
     def join(self, timeout_s: float = 10.0) -> None:
-        if self._thread.is_alive():
-            self._thread.join(timeout_s)
+        with self._cond:
+            threads = list(self._threads)
+        for t in threads:
+            if t.is_alive():
+                t.join(timeout_s)
 
-    def _run(self) -> None:
-        expect: set = set()
+    def _run(self, lane: int) -> None:
+        expect: Set[TopicPartition] = set()
         while True:
             with self._cond:
-                while not self._pending and not self._stopped:
-                    self._cond.wait()
-                # Keep the partitions of one leader in one request: the partitions the
-                # last answer carried come back from the kernel's next step; wait for
-                # them briefly, or a partition asked for alone would wait behind a
-                # request parked at the leader (up to replica.fetch.wait.max.ms).
-                deadline = time.monotonic() + _REGROUP_S
-                while expect - self._pending.keys() and not self._stopped:
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        break
-                    self._cond.wait(left)
-                if self._stopped:
+                batch = self._take(lane, expect)
+                if batch is None:
                     break
-                batch, self._pending = self._pending, {}
+                self._inflight.update(batch)
+                self._busy += 1
             try:
-                replies = self._fetch(list(batch.values()))
+                replies = self._fetch(lane, list(batch.values()))
             except Exception as exc:  # a bug: fail this round, keep fetching (logged once)
                 if repr(exc) != self._last_error:
                     log.exception("broker %d: replica fetch from broker %d failed", self.network.broker_id,
                                   self.leader)
                 replies = self._errors(list(batch.values()), "NETWORK_EXCEPTION", repr(exc))
             expect = {(r["topic"], r["partition"]) for r in replies if "error" not in r}
+            with self._cond:
+                self._inflight.difference_update(batch)
+                self._busy -= 1
+                if expect:
+                    self._awaited[lane] = expect
+                self._cond.notify_all()  # what waited for this request may go now
             for body in replies:
                 self.network.deliver_later(WireMessage(self.leader, self.network.broker_id, "fetch_response", body))
-        conn = self._conn
+        conn = self._conns[lane]
         if conn is not None:
             conn.close()
+
+    def _take(self, lane: int, expect: Set[TopicPartition]) -> Optional[Dict[TopicPartition, Dict[str, Any]]]:
+        """Under the condition: wait for partitions this lane may send, and take them
+        (None once stopped).  The partitions of the lane's last answer come back from
+        the kernel's next step, at once: the lane waits for them up to :data:`_REGROUP_S`
+        and sends them together with whatever else waits (so two lanes' partitions merge
+        again into one request); meanwhile a free lane leaves them alone, but takes any
+        other partition at once."""
+        deadline = time.monotonic() + _REGROUP_S if expect else None
+        while not self._stopped:
+            ready = self._pending.keys() - self._inflight
+            if deadline is not None:
+                if expect - ready and time.monotonic() < deadline:
+                    self._cond.wait(deadline - time.monotonic())
+                    continue
+                deadline = None
+                self._awaited.pop(lane, None)
+                take = ready
+            else:
+                take = ready - set().union(*self._awaited.values())
+            if take:
+                return {tp: self._pending.pop(tp) for tp in take}
+            self._cond.wait()
+        self._awaited.pop(lane, None)
+        return None
 
     def _errors(self, bodies: List[Dict[str, Any]], name: str, why: str) -> List[Dict[str, Any]]:
         if why != self._last_error:
@@ -300,26 +364,31 @@ class ReplicaFetcher:
         return [{"topic": b["topic"], "partition": b["partition"], "leader_epoch": b["leader_epoch"],
                  "error": name} for b in bodies]
 
-    def _connection(self) -> Any:
+    def _connection(self, lane: int) -> Any:
         from pylog.client.network.connection import BrokerConnection
 
-        conn = self._conn
+        conn = self._conns[lane]
         if conn is not None and not conn.closed:
             return conn
         addr = self.network.resolve(self.leader)
         if addr is None:
             raise ConnectionError(f"broker {self.leader} is not registered")
         conn = BrokerConnection.open(addr[0], addr[1], client_id=f"pylog-replica-{self.network.broker_id}",
-                                     name=f"replica fetcher {self.network.broker_id}->{self.leader}",
+                                     name=f"replica fetcher {self.network.broker_id}->{self.leader}"
+                                          + (f" ({lane + 1})" if lane else ""),
                                      connect_timeout_s=self.network.connect_timeout_s,
                                      request_timeout_s=self.network.socket_timeout_ms / 1000.0)
-        self._conn = conn
+        with self._cond:
+            self._conns[lane] = conn
+            stopped = self._stopped
+        if stopped:  # stop() may have missed it
+            conn.close()
         return conn
 
-    def _fetch(self, bodies: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    def _fetch(self, lane: int, bodies: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
         net = self.network
         try:
-            conn = self._connection()
+            conn = self._connection(lane)
         except (OSError, PylogError, ConnectionError) as exc:
             return self._errors(bodies, "NETWORK_EXCEPTION", f"cannot connect: {exc}")
         diverged, bodies = self._validate(conn, bodies)

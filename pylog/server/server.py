@@ -6,6 +6,8 @@ answers requests, and everything reaches the data through
 :class:`~pylog.broker.interface.BrokerInterface` — an embedded
 :class:`~pylog.broker.Broker` today, a cluster node with another metadata store later.
 
+A cluster node first moves its leaderships away (its controlled shutdown) while it
+still serves, then lets its clients re-route (:meth:`KafkaServer.drain_clients`).
 Shutdown (:meth:`KafkaServer.stop`), in Kafka's order: stop accepting connections;
 answer every waiting request (parked fetches answer with what they have, pending
 produces finish); stop reading new requests; flush what is being written; close the
@@ -57,6 +59,8 @@ class KafkaServer:
         self._metrics_http: Optional[MetricsHTTPServer] = None
         self._epochs: Dict[Tuple[str, int], int] = {}
         self._stopping = False
+        #: When a connection last handed a request to the handlers (time.monotonic()).
+        self.last_request_s = 0.0
         broker.add_data_listener(self.purgatory.notify)
 
     # ------------------------------------------------------------------ lifecycle
@@ -103,6 +107,21 @@ class KafkaServer:
         if adv.port == 0:
             return Listener(adv.name, adv.host, listener.port)
         return adv
+
+    async def drain_clients(self, quiet_s: float = 0.2, max_s: float = 1.0) -> None:
+        """After a controlled shutdown: go on serving until no request came for
+        ``quiet_s`` (at most ``max_s``).  The clients' requests for the partitions this
+        broker led are answered NOT_LEADER_OR_FOLLOWER, and their metadata from here or
+        elsewhere names the new leaders; a request still unread when :meth:`stop` closes
+        the connection would instead fail at the client as possibly written, and an
+        idempotent producer holds the partition until every such request ended (with
+        librdkafka, up to a second more before it connects to the new leader)."""
+        start = time.monotonic()
+        while not self._stopping:
+            now = time.monotonic()
+            if now - start >= max_s or now - max(self.last_request_s, start) >= quiet_s:
+                return
+            await asyncio.sleep(min(quiet_s, 0.02))
 
     async def stop(self, timeout_s: float = 10.0) -> None:
         """Stop in order (see the module docstring); waits up to ``timeout_s`` for
@@ -170,7 +189,7 @@ class KafkaServer:
         epoch = None if refresh else self._epochs.get(key)
         if epoch is None:
             try:
-                d = self.broker.describe_topic(topic)
+                d = self.broker.describe_topic(topic, offsets=False)
             except PylogError:
                 return -1
             for p in d.partitions:

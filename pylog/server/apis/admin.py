@@ -268,7 +268,7 @@ class AdminHandler:
                                    "resource_name": r.resource_name, "configs": []}
             try:
                 if r.resource_type == TOPIC_RESOURCE:
-                    d = self.broker.describe_topic(r.resource_name)
+                    d = self.broker.describe_topic(r.resource_name, offsets=False)
                     row["configs"] = self._topic_config_rows(d, keys, req.include_synonyms,
                                                              getattr(req, "include_documentation", False))
                 elif r.resource_type == BROKER_RESOURCE:

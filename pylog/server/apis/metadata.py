@@ -31,7 +31,7 @@ class TopicIds:
     def id_of(self, name: str) -> uuid.UUID:
         tid = self._by_name.get(name)
         if tid is None:
-            tid = uuid.UUID(hex=self._broker.describe_topic(name).topic_id)
+            tid = uuid.UUID(hex=self._broker.describe_topic(name, offsets=False).topic_id)
             self._by_name[name] = tid
             self._by_id[tid] = name
         return tid
@@ -133,7 +133,7 @@ class MetadataHandler:
                     raise InvalidTopic("a Metadata topic needs a name or a topic id")
                 name = self.topic_ids.name_of(topic_id)
             try:
-                d = self.broker.describe_topic(name)
+                d = self.broker.describe_topic(name, offsets=False)
             except UnknownTopicOrPartition:
                 if not (allow_create and self.server.config.broker.auto_create_topics_enable):
                     raise
@@ -141,7 +141,7 @@ class MetadataHandler:
                     self.broker.create_topic(name)
                 except TopicAlreadyExists:
                     pass
-                d = self.broker.describe_topic(name)
+                d = self.broker.describe_topic(name, offsets=False)
         except PylogError as exc:
             return {"error_code": exc.code, "name": name or "", "topic_id": topic_id or ZERO_UUID,
                     "is_internal": False, "partitions": [],
