@@ -16,6 +16,15 @@ __all__ = ["main"]
 def _cmd_bench(args: argparse.Namespace) -> int:
     from pylog.cli.bench import format_table, result_dict, run_benchmarks
 
+    if args.plot:
+        from pylog.cli.bench_peers import require_matplotlib
+
+        try:
+            require_matplotlib()  # before the run, not after it
+        except RuntimeError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+
     def on_result(r) -> None:
         if args.json:
             print(json.dumps(result_dict(r)), flush=True)
@@ -27,6 +36,15 @@ def _cmd_bench(args: argparse.Namespace) -> int:
                              partitions=args.partitions)
     if not args.json:
         print(format_table(results, args.size))
+    else:
+        for r in results:
+            if r.note:
+                print(r.note, file=sys.stderr)
+    if args.plot:
+        from pylog.cli.bench_peers import plot_results
+
+        plot_results(results, args.plot, args.size)
+        print(f"plot written to {args.plot}", file=sys.stderr)
     return 0
 
 
@@ -372,6 +390,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "zookeeper; not in 'all') "
                         "(default all: log, broker, replication)")
     b.add_argument("--partitions", type=int, default=6, help="partitions of the broker suite's topic (default 6)")
+    b.add_argument("--plot", metavar="FILE.png", default=None,
+                   help="after the run, draw msgs/s per workload against the ceiling and the peers "
+                        "(needs matplotlib: pip install 'pylog[peers]')")
     b.set_defaults(func=_cmd_bench)
 
     d = sub.add_parser("dump-log", help="print the batches of a partition directory's segments")

@@ -9,6 +9,9 @@ The ceiling is measured in the same process, right before the workloads: a C loo
 (``pl_bench_copy_ceiling``) copies the bytes of one 1000-record batch again and again
 into a freshly preallocated, mmapped file as large as the log the workloads write — an
 append path with no per-record work at all.  Workloads are reported as a share of it.
+
+With the ``peers`` extra installed, the log suite ends with LMDB and RocksDB (rocksdict)
+storing and reading back the same values in the same run (pylog/cli/bench_peers.py).
 """
 from __future__ import annotations
 
@@ -183,6 +186,10 @@ def run_benchmarks(
     net_parts = (1, 6)
     steps = runs * (1 + ("log" in suites) * (len(batch_sizes) + 3) + ("broker" in suites) * (2 * len(broker_cases) + 1)
                     + ("replication" in suites) * len(repl_cases))
+    if "log" in suites:
+        from pylog.cli.bench_peers import peer_steps
+
+        steps += peer_steps(runs)
     if "network" in suites:
         from pylog.cli.bench_network import network_steps
 
@@ -213,11 +220,11 @@ def run_benchmarks(
         emit(BenchResult("ceiling memcpy->mmap", messages, c_sec, c_msgs, c_mb, runs, c_times,
                          100.0, c_msgs, c_mb))
 
-        def finish(name: str, times: List[float], count: int) -> None:
+        def finish(name: str, times: List[float], count: int, write: Optional[bool] = None) -> None:
             sec = _median(times)
             mps = count / sec
             # The ceiling is an append ceiling: reads are not expressed as a share of it.
-            pct = 100.0 * mps / c_msgs if name.startswith("append") else None
+            pct = 100.0 * mps / c_msgs if (name.startswith("append") if write is None else write) else None
             emit(BenchResult(name, count, sec, mps, count * size / sec / 1e6, runs, times,
                              pct, c_msgs, c_mb))
 
@@ -340,6 +347,16 @@ def run_benchmarks(
             finish("read whole batches (read())", times, messages)
         finally:
             log.close()
+
+        # --- peers (the peers extra): LMDB and RocksDB store the same values in the same run
+        from pylog.cli.bench_peers import PEERS_HINT, missing_peers, run_peers
+
+        for name, times, count, write in run_peers(root, values, runs, bar.step):
+            finish(name, times, count, write)
+        missing = missing_peers()
+        if missing:
+            results[-1].note = (f"peers: {' and '.join(missing)} not installed; {PEERS_HINT} adds "
+                                "LMDB and RocksDB rows")
     finally:
         bar.close()
         if own_dir:

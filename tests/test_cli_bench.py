@@ -1,0 +1,53 @@
+"""`pylog bench --suite log`: the peers (LMDB, RocksDB) and --plot, on a tiny run."""
+from __future__ import annotations
+
+import importlib.util
+import sys
+
+from pylog.cli import main
+from pylog.cli.bench_peers import PEERS, PEERS_HINT
+
+PNG = b"\x89PNG\r\n\x1a\n"
+SMALL = ["bench", "--suite", "log", "--messages", "2000", "--runs", "1", "--no-progress"]
+
+
+def _installed(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def test_bench_log_plot_and_peers(capsys, tmp_path):
+    png = tmp_path / "bench.png"
+    plot = _installed("matplotlib")
+    rc = main(SMALL + (["--plot", str(png)] if plot else []))
+    out, err = capsys.readouterr()
+    assert rc == 0
+    assert "ceiling memcpy->mmap" in out and "append_arrays (one call)" in out
+    for module, rows in PEERS.items():
+        if _installed(module):
+            for row in rows:
+                assert row in out
+        else:  # not skipped: the table says how to add them
+            assert all(row not in out for row in rows)
+            assert PEERS_HINT in out and module in out
+    if plot:  # without matplotlib, --plot is an error: test_bench_plot_without_matplotlib_names_the_extra
+        assert png.read_bytes().startswith(PNG)
+
+
+def test_bench_without_peers_says_how_to_add_them(capsys, monkeypatch):
+    for module in PEERS:
+        monkeypatch.setitem(sys.modules, module, None)  # import fails
+    assert main(SMALL) == 0
+    out, _ = capsys.readouterr()
+    assert "read whole batches (read())" in out
+    assert not any(row in out for rows in PEERS.values() for row in rows)
+    hint = [line for line in out.splitlines() if PEERS_HINT in line]
+    assert len(hint) == 1 and "lmdb" in hint[0] and "rocksdict" in hint[0]
+
+
+def test_bench_plot_without_matplotlib_names_the_extra(capsys, monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    png = tmp_path / "bench.png"
+    assert main(SMALL + ["--plot", str(png)]) == 2
+    _, err = capsys.readouterr()
+    assert PEERS_HINT in err and "matplotlib" in err
+    assert not png.exists()
