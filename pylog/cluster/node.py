@@ -253,8 +253,21 @@ class ClusterNode(LocalCluster):
         """As :meth:`LocalCluster.create_topic`; ``replication_factor`` None (or -1, as
         Kafka's CreateTopics says it) takes default.replication.factor."""
         rf = self.default_replication_factor if replication_factor in (None, -1) else replication_factor
+        self._await_store_connection()
         return super().create_topic(name, partitions, rf, config, validate_only=validate_only,
                                     replica_assignment=replica_assignment)
+
+    def _await_store_connection(self) -> None:
+        """An operator request that writes the store waits while ZooKeeper is away, up to
+        the session timeout (as Kafka's ZooKeeper client blocks until it reconnects),
+        instead of failing after one operation timeout; then the store's own error says
+        what is wrong.  Not under the node lock: the cluster goes on meanwhile."""
+        store = self.kernel.store
+        if getattr(store, "connected", True):
+            return
+        deadline = time.monotonic() + self.kernel.config.session_timeout_ms / 1000.0
+        while not getattr(store, "connected", True) and time.monotonic() < deadline and not self._closed:
+            time.sleep(0.05)
 
     def _reconnected(self) -> bool:
         """Whether the store reconnected since the last look (events may be lost)."""
