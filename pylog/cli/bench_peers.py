@@ -17,7 +17,7 @@ import platform
 import shutil
 import struct
 import time
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, Iterable, Iterator, List, Tuple
 
 __all__ = ["PEERS", "PEERS_HINT", "available_peers", "missing_peers", "peer_steps", "run_peers",
            "require_matplotlib", "plot_results"]
@@ -98,26 +98,37 @@ def _lmdb(root: str, values: List[bytes], keys: List[bytes], runs: int, step: Ca
 
     env = lmdb.open(read_dir, map_size=map_size, readonly=True, lock=False)
     try:
-        read_times: List[float] = []
-        for _ in range(runs):
-            t0 = time.perf_counter()
-            count = 0
-            last = None
+        def entries() -> Iterator[Tuple[bytes, bytes]]:
             with env.begin() as txn:
-                for k, v in txn.cursor():
-                    if not count & 0x3FF and (k != keys[count] or v != values[count]):
-                        raise _Failed(f"{read_name}: entry {count} differs")
-                    count += 1
-                    last = v
-            read_times.append(time.perf_counter() - t0)
-            if count != n or last != values[-1]:
-                raise _Failed(f"{read_name}: read {count} entries, wrote {n} (or the last value differs)")
-            step(read_name)
-        rows.append((read_name, read_times, n, False))
+                yield from txn.cursor()
+
+        rows.append(_timed_reads(read_name, entries, keys, values, runs, step))
     finally:
         env.close()
         shutil.rmtree(read_dir, ignore_errors=True)
     return rows
+
+
+def _timed_reads(name: str, entries: Callable[[], Iterable[Tuple[bytes, bytes]]], keys: List[bytes],
+                 values: List[bytes], runs: int, step: Callable[[str], None]) -> Row:
+    """Iterate ``entries()`` ``runs`` times, timed; every 1024th entry and the count and
+    last value are checked against what was written."""
+    n = len(values)
+    times: List[float] = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        count = 0
+        last = None
+        for k, v in entries():
+            if not count & 0x3FF and (k != keys[count] or v != values[count]):
+                raise _Failed(f"{name}: entry {count} differs")
+            count += 1
+            last = v
+        times.append(time.perf_counter() - t0)
+        if count != n or last != values[-1]:
+            raise _Failed(f"{name}: read {count} entries, wrote {n} (or the last value differs)")
+        step(name)
+    return (name, times, n, False)
 
 
 def _rocksdb(root: str, values: List[bytes], keys: List[bytes], runs: int,
@@ -159,21 +170,7 @@ def _rocksdb(root: str, values: List[bytes], keys: List[bytes], runs: int,
 
     db = Rdict(read_dir, opts())
     try:
-        read_times: List[float] = []
-        for _ in range(runs):
-            t0 = time.perf_counter()
-            count = 0
-            last = None
-            for k, v in db.items():
-                if not count & 0x3FF and (k != keys[count] or v != values[count]):
-                    raise _Failed(f"{read_name}: entry {count} differs")
-                count += 1
-                last = v
-            read_times.append(time.perf_counter() - t0)
-            if count != n or last != values[-1]:
-                raise _Failed(f"{read_name}: read {count} entries, wrote {n} (or the last value differs)")
-            step(read_name)
-        rows.append((read_name, read_times, n, False))
+        rows.append(_timed_reads(read_name, db.items, keys, values, runs, step))
     finally:
         db.close()
         shutil.rmtree(read_dir, ignore_errors=True)

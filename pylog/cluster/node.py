@@ -834,8 +834,8 @@ class ClusterNode(LocalCluster):
         another name, InvalidConfig for a bad value.  Every broker's kernel applies
         them (:mod:`pylog.cluster.throttle`)."""
         from pylog.cluster.throttle import (FOLLOWER_THROTTLED_RATE, LEADER_THROTTLED_RATE, REASSIGNMENT_MARK,
-                                            broker_config_path)
-        from pylog.errors import BadVersion, InvalidRequest
+                                            update_broker_config)
+        from pylog.errors import InvalidRequest
 
         dynamic = (LEADER_THROTTLED_RATE, FOLLOWER_THROTTLED_RATE)
         values: Dict[str, Optional[str]] = {}
@@ -857,15 +857,9 @@ class ClusterNode(LocalCluster):
             check_int("broker id", broker_id, min=0, error=InvalidRequest)
         if validate_only:
             return
-        store = self.kernel.store
-        path = broker_config_path(broker_id)
-        while True:
-            try:
-                data, version = store.get(path)
-            except NoNode:
-                data, version = None, -1
-            node = dict(data) if isinstance(data, dict) else {"version": 1}
-            config = {} if replace else dict(node.get("config") or {})
+
+        def change(node: Dict[str, Any]) -> None:
+            config = {} if replace else node["config"]
             for name, value in values.items():
                 if value is None:
                     config.pop(name, None)
@@ -873,17 +867,11 @@ class ClusterNode(LocalCluster):
                     config[name] = value
             node["config"] = config
             node.pop(REASSIGNMENT_MARK, None)  # the operator's now: no reassignment clears it
-            try:
-                if version < 0:
-                    store.create(path, node)
-                else:
-                    store.set(path, node, version)
-            except (BadVersion, NodeExists, NoNode):
-                continue  # changed meanwhile: read it again
-            log.info("dynamic broker config of %s: %s", "every broker" if broker_id is None else f"broker {broker_id}",
-                     ", ".join(f"{k}={v}" for k, v in sorted(config.items())) or "none")
-            self._wake.set()
-            return
+
+        config = update_broker_config(self.kernel.store, broker_id, change)
+        log.info("dynamic broker config of %s: %s", "every broker" if broker_id is None else f"broker {broker_id}",
+                 ", ".join(f"{k}={v}" for k, v in sorted(config.items())) or "none")
+        self._wake.set()
 
     def _await_controller(self, answer: Callable[[], Any], timeout_s: float, what: str) -> Any:
         """Poll ``answer()`` (a read of the controller's answer in the store) until it is

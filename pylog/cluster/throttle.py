@@ -25,7 +25,7 @@ time, and the debt then delays the next send).
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 from pylog.errors import BadVersion, InvalidConfig, NodeExists, NoNode
 from pylog.util import check_int
@@ -41,6 +41,7 @@ __all__ = [
     "broker_config_path",
     "read_throttle_rates",
     "set_replication_throttle",
+    "update_broker_config",
 ]
 
 LEADER_THROTTLED_RATE = "leader.replication.throttled.rate"
@@ -95,6 +96,27 @@ def set_replication_throttle(store: Any, rate: Optional[int], *, broker_id: Opti
     to be cleared with it.  Raises InvalidConfig for a rate that is not a positive int."""
     if rate is not None:
         check_int("replication throttle rate (bytes/s)", rate, min=1, error=InvalidConfig)
+
+    def change(node: Dict[str, Any]) -> None:
+        config = node["config"]
+        for key in (LEADER_THROTTLED_RATE, FOLLOWER_THROTTLED_RATE):
+            if rate is None:
+                config.pop(key, None)
+            else:
+                config[key] = str(rate)
+        if by_reassignment and rate is not None:
+            node[REASSIGNMENT_MARK] = True
+        else:
+            node.pop(REASSIGNMENT_MARK, None)
+
+    update_broker_config(store, broker_id, change)
+
+
+def update_broker_config(store: Any, broker_id: Optional[int], change: Callable[[Dict[str, Any]], None]
+                         ) -> Dict[str, Any]:
+    """Compare-and-set the dynamic config node of ``broker_id`` (None: ``<default>``):
+    ``change(node)`` edits a copy of the node, whose ``"config"`` is always a dict, and
+    is called again if the node changed meanwhile.  Returns the config written."""
     path = broker_config_path(broker_id)
     while True:
         try:
@@ -102,23 +124,14 @@ def set_replication_throttle(store: Any, rate: Optional[int], *, broker_id: Opti
         except NoNode:
             data, version = None, -1
         node = dict(data) if isinstance(data, dict) else {"version": 1}
-        config = dict(node.get("config") or {})
-        for key in (LEADER_THROTTLED_RATE, FOLLOWER_THROTTLED_RATE):
-            if rate is None:
-                config.pop(key, None)
-            else:
-                config[key] = str(rate)
-        node["config"] = config
-        if by_reassignment and rate is not None:
-            node[REASSIGNMENT_MARK] = True
-        else:
-            node.pop(REASSIGNMENT_MARK, None)
+        node["config"] = dict(node.get("config") or {})
+        change(node)
         try:
             if version < 0:
                 store.create(path, node)
             else:
                 store.set(path, node, version)
-            return
+            return node["config"]
         except (BadVersion, NodeExists, NoNode):
             continue  # changed meanwhile: read it again
 
