@@ -460,6 +460,9 @@ class ClusterKernel:
             request_controlled_shutdown(self.store, node.id)
         except BrokerNotAvailable:
             pass  # not (yet) registered: the next attempt asks again
+        except MetadataStoreUnavailable as exc:
+            log.warning("broker %d: could not ask for a controlled shutdown: %s; the next attempt "
+                        "asks again", node.id, exc)
 
     def pause_broker(self, broker_id: int) -> None:
         """The broker stays registered (its session lives) but serves and fetches nothing:

@@ -54,7 +54,8 @@ from pylog.cluster.controller import BROKER_IDS_PATH, CONTROLLER_PATH, SHUTTING_
 from pylog.cluster.kernel import ClusterKernel
 from pylog.cluster.local import _BROKER_KEYS, CLUSTER_ID_PATH, LocalCluster, _Copy, _kernel_config
 from pylog.cluster.metadata import NodeStat, WatchQueues, encode_data
-from pylog.errors import (BadVersion, BrokerClosed, CoordinatorNotAvailable, InvalidArgument, InvalidConfig, NodeExists,
+from pylog.errors import (BadVersion, BrokerClosed, CoordinatorNotAvailable, InvalidArgument, InvalidConfig,
+                          MetadataStoreUnavailable, NodeExists,
                           NoNode, NotCoordinator, NotEnoughReplicas, NotEnoughReplicasAfterAppend, NotLeaderOrFollower,
                           PylogError, StorageError, TopicAlreadyExists, UnknownTopicOrPartition)
 from pylog.util import check_int, now_ms as _now_ms
@@ -257,15 +258,17 @@ class ClusterNode(LocalCluster):
         return super().create_topic(name, partitions, rf, config, validate_only=validate_only,
                                     replica_assignment=replica_assignment)
 
-    def _await_store_connection(self) -> None:
+    def _await_store_connection(self, deadline: Optional[float] = None) -> None:
         """An operator request that writes the store waits while ZooKeeper is away, up to
-        the session timeout (as Kafka's ZooKeeper client blocks until it reconnects),
-        instead of failing after one operation timeout; then the store's own error says
-        what is wrong.  Not under the node lock: the cluster goes on meanwhile."""
+        the session timeout (or ``deadline``, a time.monotonic() value; as Kafka's ZooKeeper
+        client blocks until it reconnects), instead of failing after one operation timeout;
+        then the store's own error says what is wrong.  Not under the node lock: the
+        cluster goes on meanwhile."""
         store = self.kernel.store
         if getattr(store, "connected", True):
             return
-        deadline = time.monotonic() + self.kernel.config.session_timeout_ms / 1000.0
+        if deadline is None:
+            deadline = time.monotonic() + self.kernel.config.session_timeout_ms / 1000.0
         while not getattr(store, "connected", True) and time.monotonic() < deadline and not self._closed:
             time.sleep(0.05)
 
@@ -295,10 +298,23 @@ class ClusterNode(LocalCluster):
         refuse a replication factor because the cache has not seen a broker yet).  The
         cache is then brought up to date, as the controller places replicas on the
         registrations it holds: ZooKeeper delivered their events before this read."""
-        try:
-            n = max(1, sum(1 for n in self.kernel.store.children(BROKER_IDS_PATH) if n.isdigit()))
-        except NoNode:
-            n = 1
+        # Two session timeouts: a connection attempt a restarting server accepted but
+        # never answered takes one (kazoo's connect timeout) before the next attempt.
+        deadline = time.monotonic() + 2 * self.kernel.config.session_timeout_ms / 1000.0
+        while True:
+            try:
+                n = max(1, sum(1 for n in self.kernel.store.children(BROKER_IDS_PATH) if n.isdigit()))
+                break
+            except NoNode:
+                n = 1
+                break
+            except MetadataStoreUnavailable:
+                # A read changes nothing: while ZooKeeper comes back (a connection may be
+                # made and dropped again as a restarted server starts up), an operator's
+                # request keeps trying up to the session timeout, as Kafka's client blocks.
+                if time.monotonic() >= deadline or self._closed:
+                    raise
+                self._await_store_connection(deadline)
         if getattr(self.kernel.store, "connected", True):
             self.cache.refresh()
         return n

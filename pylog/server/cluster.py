@@ -35,8 +35,12 @@ def open_cluster_node(config: ServerConfig, store: Optional[Any] = None) -> Any:
         from pylog.cluster.zookeeper import ZooKeeperMetadataStore
 
         # A store call that finds ZooKeeper away waits this long under the node's lock
-        # before the step goes on without it (replication does not need ZooKeeper).
-        store = ZooKeeperMetadataStore(config.zookeeper_connect, operation_timeout_s=0.5)
+        # before the step goes on without it (replication does not need ZooKeeper).  The
+        # store's own client asks for the broker's session timeout, as Kafka's one
+        # ZooKeeper client does: it also bounds a connection attempt that a starting
+        # server accepted but never answers (kazoo waits session timeout / hosts).
+        store = ZooKeeperMetadataStore(config.zookeeper_connect, operation_timeout_s=0.5,
+                                       session_timeout_ms=session_ms)
     try:
         holder: Dict[str, Any] = {}
         network = WireNetwork(config.node_id, lambda b: holder["node"].address_of(b),
