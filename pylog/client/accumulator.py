@@ -20,11 +20,15 @@ from pylog.client.buffer_pool import BufferPool
 from pylog.client.producer_batch import BATCH_HEADER_BYTES, FutureRecordMetadata, ProducerBatch, new_future
 from pylog.client.producer_config import ProducerConfig
 from pylog.errors import ProducerClosed, RecordTooLarge
+from pylog.records.builder import NULL, builder_add
 from pylog.util import now_ms as _now_ms
 
 __all__ = ["RecordAccumulator", "RECORD_OVERHEAD_BYTES"]
 
 RECORD_OVERHEAD_BYTES = 14  #: bytes a record adds to a batch beyond key and value (approx.)
+#: Bytes an open batch's buffer has beyond batch.size: a record's varints may take
+#: more than RECORD_OVERHEAD_BYTES, and the last record may cross batch.size.
+_CAPACITY_SLACK = 256
 
 TopicPartition = Tuple[str, int]
 
@@ -65,61 +69,55 @@ class RecordAccumulator:
             if self.closed:
                 raise ProducerClosed("send() after the producer was closed")
             self.pool.reserve_locked(size)
-            b = self.open.get(tp)
-            if b is not None and b.size + size > self.max_request_size:
-                self.seal_locked(tp, b)
-                b = None
-            if b is None:
-                b = self.open[tp] = ProducerBatch(tp, _now_ms(), self.lock)
-                if len(self.open) == 1:
-                    self.wake.notify_all()  # the sender's linger timer starts now
-            i = len(b.values)
-            b.values.append(value)
-            if key is not None:
-                if b.keys is None:
-                    b.keys = [None] * i
-                b.keys.append(key)
-            elif b.keys is not None:
-                b.keys.append(None)
-            if headers is not None:
-                if b.headers is None:
-                    b.headers = {}
-                b.headers[i] = headers
-            if timestamp is not None:
-                if b.timestamps is None:
-                    b.timestamps = {}
-                b.timestamps[i] = timestamp
+            try:
+                b = self.open.get(tp)
+                if b is not None and b.size + size > self.max_request_size:
+                    self.seal_locked(tp, b)
+                    b = None
+                if b is None:
+                    b = self._open_batch_locked(tp, size)
+                i = b.builder.append(value, key, headers, timestamp)
+            except BaseException:
+                self.pool.available += size  # not appended: give its room back
+                self.pool.grant_locked()
+                raise
             b.size += size
             if b.size >= self.batch_size:
                 self.seal_locked(tp, b)
             elif self.pool.waiters:  # this record's bytes may be what another send waits for
                 self.pool.ship_if_starved_locked()
-        return new_future(FutureRecordMetadata, (b.result, i, tp, b))
+        return new_future(FutureRecordMetadata, (b.result, i, tp, timestamp))
+
+    def _open_batch_locked(self, tp: TopicPartition, size: int) -> ProducerBatch:
+        # Room for batch.size bytes of records (the builder grows for a larger record).
+        capacity = min(max(self.batch_size, size), self.max_request_size) + _CAPACITY_SLACK
+        b = self.open[tp] = ProducerBatch(tp, _now_ms(), self.lock, capacity)
+        if len(self.open) == 1:
+            self.wake.notify_all()  # the sender's linger timer starts now
+        return b
 
     def try_append_plain(self, tp: TopicPartition, value: bytes, key: Optional[bytes],
                          size: int) -> Optional[FutureRecordMetadata]:
         """send()'s fast path: a record with no headers or timestamp, into an open batch
-        with room, without waiting; None when the general :meth:`append` must decide."""
+        with room, without waiting, by one C call; None when the general :meth:`append`
+        must decide (no open batch, no room in buffer.memory or in the batch's buffer)."""
         with self.lock:
             b = self.open.get(tp)
             pool = self.pool
             available = pool.available - size  # buffer.memory left after this record
             if b is None or available < 0 or b.size + size > self.max_request_size or self.closed:
                 return None
+            if key is None:
+                i = builder_add(b.cdata, NULL, -1, value, len(value))
+            else:
+                i = builder_add(b.cdata, key, len(key), value, len(value))
+            if i < 0:
+                return None  # E_NOSPACE (append grows the buffer) or an error append raises
             pool.available = available
-            i = len(b.values)
-            b.values.append(value)
-            if key is not None:
-                ks = b.keys
-                if ks is None:
-                    ks = b.keys = [None] * i
-                ks.append(key)
-            elif b.keys is not None:
-                b.keys.append(None)
             b.size += size
             if b.size >= self.batch_size:
                 self.seal_locked(tp, b)
-            return new_future(FutureRecordMetadata, (b.result, i, tp, b))
+            return new_future(FutureRecordMetadata, (b.result, i, tp, None))
 
     def add_sealed_locked(self, b: ProducerBatch) -> None:
         """Queue a batch built elsewhere (send_batch), after the partition's open batch

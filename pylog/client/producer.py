@@ -61,6 +61,7 @@ from pylog.client.producer_config import ProducerConfig
 from pylog.client.retry import RetryPolicy
 from pylog.client.sender import Sender
 from pylog.errors import InvalidArgument, InvalidConfig, ProducerClosed, UnknownTopicOrPartition
+from pylog.records import encode_headers
 from pylog.records.columnar import Columns, prepare_columns
 from pylog.util import check_int, now_ms as _now_ms
 
@@ -246,8 +247,9 @@ class Producer:
             tps = self._learn_topic(topic)
         n = len(tps)
         if headers:
-            headers = self._check_headers(headers)
-            size += sum(len(k) + (len(v) if v is not None else 0) + 4 for k, v in headers)
+            pairs = self._check_headers(headers)
+            size += sum(len(k) + (len(v) if v is not None else 0) + 4 for k, v in pairs)
+            headers = encode_headers(pairs)
         else:
             headers = None
         if timestamp is not None:

@@ -10,11 +10,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
+from typing import Any, Callable, List, NamedTuple, Optional, Tuple
 
 import numpy as np
 
 from pylog.errors import PylogError, RequestTimedOut
+from pylog.records.builder import BatchBuilder
 
 __all__ = ["RecordMetadata", "FutureRecordMetadata", "BatchFuture", "BatchResult", "ProducerBatch", "ArrayBatch",
            "new_future", "BATCH_HEADER_BYTES"]
@@ -35,19 +36,24 @@ class RecordMetadata(NamedTuple):
 
 
 class BatchResult:
-    """Completion of one batch, shared by the futures of its records."""
+    """Completion of one batch: the one future of a batch, shared by the handles of its
+    records (each derives its RecordMetadata from it on demand)."""
 
-    __slots__ = ("event", "base_offset", "timestamps", "error", "callbacks", "log_append_time", "split")
+    __slots__ = ("event", "base_offset", "error", "callbacks", "log_append_time", "split", "created_ms",
+                 "lock")
 
-    def __init__(self) -> None:
+    def __init__(self, created_ms: int, lock: threading.Lock) -> None:
         self.event = threading.Event()
         self.base_offset = -1
-        self.timestamps: Optional[List[int]] = None
         self.log_append_time = -1
         self.error: Optional[BaseException] = None
         self.callbacks: Optional[List[Tuple["FutureRecordMetadata", Callable]]] = None
         #: (index, first half's result, second half's result) when the batch was split.
         self.split: Optional[Tuple[int, "BatchResult", "BatchResult"]] = None
+        #: ms: the timestamp of the batch's records sent without one.
+        self.created_ms = created_ms
+        #: The producer's lock: callbacks are added under it, the sender completes under none.
+        self.lock = lock
 
     def done(self, base_offset: int, log_append_time: int, error: Optional[BaseException]) -> None:
         self.base_offset = base_offset
@@ -66,8 +72,10 @@ class FutureRecordMetadata(tuple):
     """The result of :meth:`Producer.send`: ``result(timeout)`` gives RecordMetadata or
     raises the error the broker returned (after retries).
 
-    (A tuple underneath — (batch result, index, (topic, partition), batch) — because
-    one is made per record on the hot path and a tuple is the cheapest object.)
+    (A tuple underneath — (batch result, index in the batch, (topic, partition), the
+    record's explicit timestamp or None) — because one is made per record on the hot
+    path and a tuple is the cheapest object; the offset is the batch's base offset +
+    the index, worked out when asked.)
     """
 
     __slots__ = ()
@@ -76,16 +84,20 @@ class FutureRecordMetadata(tuple):
         return self[0].event.is_set()
 
     def result(self, timeout: Optional[float] = None) -> RecordMetadata:
-        r, i, tp, batch = self
+        r, i, tp, ts = self
         if not r.event.wait(timeout):
             raise RequestTimedOut(f"record to {tp[0]}-{tp[1]} not acknowledged within {timeout} s")
+        created_ms = r.created_ms
         while r.split is not None:  # the broker refused the batch as too large: it was halved
             half, first, second = r.split
             r, i = (first, i) if i < half else (second, i - half)
         if r.error is not None:
             raise r.error
         off = r.base_offset + i if r.base_offset >= 0 else -1
-        ts = r.log_append_time if r.log_append_time >= 0 else batch.timestamp_of(self[1])
+        if r.log_append_time >= 0:
+            ts = r.log_append_time
+        elif ts is None:
+            ts = created_ms
         return RecordMetadata(tp[0], tp[1], off, ts)
 
     get = result
@@ -106,7 +118,7 @@ class FutureRecordMetadata(tuple):
         thread; keep it short)."""
         r = self[0]
         if not r.event.is_set():
-            with self[3].lock:
+            with r.lock:
                 if not r.event.is_set():
                     if r.callbacks is None:
                         r.callbacks = []
@@ -121,54 +133,54 @@ class FutureRecordMetadata(tuple):
 new_future = tuple.__new__
 
 
-class ProducerBatch:
-    """An open batch of one partition, filled by send().
+class _SenderBatch:
+    """What the sender needs of a batch, whatever filled it."""
 
-    ``keys`` is None until a record with a key arrives (then padded with None);
-    headers and explicit timestamps are sparse: index -> value.
-    """
-
-    __slots__ = ("tp", "values", "keys", "headers", "timestamps", "size", "created_ms", "result",
-                 "lock", "attempts", "sequence", "data", "first_send_ns", "released")
+    __slots__ = ("tp", "size", "created_ms", "result", "lock", "attempts", "sequence", "data", "first_send_ns",
+                 "released")
 
     def __init__(self, tp: Tuple[str, int], now_ms: int, lock: threading.Lock) -> None:
         self.tp = tp
-        self.values: List[Optional[bytes]] = []
-        self.keys: Optional[List[Optional[bytes]]] = None
-        self.headers: Optional[Dict[int, Any]] = None
-        self.timestamps: Optional[Dict[int, int]] = None
         self.size = _BATCH_HEADER  #: bytes: header + records (approx.); the records count against buffer.memory
         self.created_ms = now_ms
         self.first_send_ns = time.perf_counter_ns()
-        self.result = BatchResult()
+        self.result = BatchResult(now_ms, lock)
         self.lock = lock
         self.attempts = 0
-        self.sequence = -1
-        self.data: Optional[bytes] = None
+        self.sequence = -1  #: baseSequence once numbered for idempotence
+        self.data: Optional[bytes] = None  #: the batch's bytes once built (kept for retries)
         #: Its record bytes were given back to buffer.memory (it completed).
         self.released = False
 
-    def timestamp_of(self, i: int) -> int:
-        if self.timestamps is not None:
-            return self.timestamps.get(i, self.created_ms)
-        return self.created_ms
+
+class ProducerBatch(_SenderBatch):
+    """An open batch of one partition, filled by send(): each record is encoded into
+    ``builder`` (C memory) at once; ``cdata`` is the builder's C struct, for the hot
+    path's one C call per record (:data:`pylog.records.builder.builder_add`)."""
+
+    __slots__ = ("builder", "cdata")
+
+    def __init__(self, tp: Tuple[str, int], now_ms: int, lock: threading.Lock, capacity_bytes: int) -> None:
+        super().__init__(tp, now_ms, lock)
+        self.builder = BatchBuilder(capacity_bytes, now_ms)
+        self.cdata = self.builder.cdata
+
+    def build(self, producer_id: int, producer_epoch: int, codec: int) -> bytes:
+        """Header and CRC written now (``sequence`` as baseSequence)."""
+        return self.builder.seal(producer_id, producer_epoch, self.sequence, codec)
 
     def slice(self, lo: int, hi: int) -> "ProducerBatch":
-        part = ProducerBatch(self.tp, self.created_ms, self.lock)
-        part.values = self.values[lo:hi]
-        part.keys = None if self.keys is None else self.keys[lo:hi]
-        if self.headers is not None:
-            part.headers = {i - lo: h for i, h in self.headers.items() if lo <= i < hi}
-        if self.timestamps is not None:
-            part.timestamps = {i - lo: t for i, t in self.timestamps.items() if lo <= i < hi}
+        part = ProducerBatch(self.tp, self.created_ms, self.lock, 16)
+        part.builder = self.builder.slice(lo, hi)
+        part.cdata = part.builder.cdata
         part.first_send_ns = self.first_send_ns
         return part
 
     def __len__(self) -> int:
-        return len(self.values)
+        return self.cdata.count
 
 
-class ArrayBatch(ProducerBatch):
+class ArrayBatch(_SenderBatch):
     """A sealed batch of records [start, end) of a :class:`Columns` (from send_batch):
     built by one C call when the sender ships it."""
 
@@ -182,13 +194,13 @@ class ArrayBatch(ProducerBatch):
         self.end = end
         self.size = size
 
-    def timestamp_of(self, i: int) -> int:
-        ts = self.cols.timestamps
-        return self.created_ms if ts is None else int(ts[self.start + i])
+    def build(self, producer_id: int, producer_epoch: int, codec: int) -> bytes:
+        return self.cols.build(self.start, self.end, base_timestamp=self.created_ms, producer_id=producer_id,
+                               producer_epoch=producer_epoch, base_sequence=self.sequence, codec=codec)
 
     def slice(self, lo: int, hi: int) -> "ArrayBatch":
         part = ArrayBatch(self.tp, self.created_ms, self.lock, self.cols, self.start + lo, self.start + hi,
-                           self.size)
+                          self.size)
         part.first_send_ns = self.first_send_ns
         return part
 

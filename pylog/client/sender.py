@@ -20,11 +20,10 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from pylog.client.accumulator import RecordAccumulator
 from pylog.client.buffer_pool import BufferPool
-from pylog.client.producer_batch import BATCH_HEADER_BYTES, ArrayBatch, ProducerBatch
+from pylog.client.producer_batch import BATCH_HEADER_BYTES, ProducerBatch
 from pylog.client.producer_config import INT32_MAX, ProducerConfig
 from pylog.client.retry import RETRY, SPLIT, RetryPolicy
 from pylog.errors import PylogError, RequestTimedOut
-from pylog.records import build_batch
 from pylog.util import now_ms as _now_ms
 
 __all__ = ["Sender", "MAX_IN_FLIGHT"]
@@ -106,26 +105,14 @@ class Sender:
 
     # ------------------------------------------------------------- building
     def _build(self, b: ProducerBatch) -> bytes:
-        """The batch's bytes, built (and numbered for idempotence) when first shipped."""
+        """The batch's bytes, sealed (and numbered for idempotence) when first shipped,
+        kept for retries."""
         if b.data is None:
             if self.idempotent:
                 seq = self.sequences.get(b.tp, 0)
                 b.sequence = seq
                 self.sequences[b.tp] = (seq + len(b)) % (INT32_MAX + 1)
-            codec = self.config.codec
-            if isinstance(b, ArrayBatch):
-                b.data = b.cols.build(b.start, b.end, base_timestamp=b.created_ms, producer_id=self.producer_id,
-                                      producer_epoch=self.producer_epoch, base_sequence=b.sequence, codec=codec)
-                return b.data
-            n = len(b.values)
-            hs = b.headers
-            ts = b.timestamps
-            b.data = build_batch(
-                b.values, keys=b.keys,
-                headers=None if hs is None else [hs.get(i) for i in range(n)],
-                timestamps=None if ts is None else [ts.get(i, b.created_ms) for i in range(n)],
-                base_timestamp=b.created_ms, producer_id=self.producer_id,
-                producer_epoch=self.producer_epoch, base_sequence=b.sequence, compression=codec)
+            b.data = b.build(self.producer_id, self.producer_epoch, self.config.codec)
         return b.data
 
     def _acknowledged(self, b: ProducerBatch, res: Any) -> None:
