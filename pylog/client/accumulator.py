@@ -101,7 +101,9 @@ class RecordAccumulator:
         """send()'s fast path: a record with no headers or timestamp, into an open batch
         with room, without waiting, by one C call; None when the general :meth:`append`
         must decide (no open batch, no room in buffer.memory or in the batch's buffer)."""
-        with self.lock:
+        lock = self.lock
+        lock.acquire()
+        try:
             b = self.open.get(tp)
             pool = self.pool
             available = pool.available - size  # buffer.memory left after this record
@@ -114,10 +116,12 @@ class RecordAccumulator:
             if i < 0:
                 return None  # E_NOSPACE (append grows the buffer) or an error append raises
             pool.available = available
-            b.size += size
-            if b.size >= self.batch_size:
+            bsize = b.size = b.size + size
+            if bsize >= self.batch_size:
                 self.seal_locked(tp, b)
             return new_future(FutureRecordMetadata, (b.result, i, tp, None))
+        finally:
+            lock.release()
 
     def add_sealed_locked(self, b: ProducerBatch) -> None:
         """Queue a batch built elsewhere (send_batch), after the partition's open batch
