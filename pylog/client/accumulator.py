@@ -80,6 +80,8 @@ class RecordAccumulator:
             except BaseException:
                 self.pool.available += size  # not appended: give its room back
                 self.pool.grant_locked()
+                if b is not None and len(b) == 0 and self.open.get(tp) is b:
+                    del self.open[tp]  # opened for this record alone
                 raise
             b.size += size
             if b.size >= self.batch_size:

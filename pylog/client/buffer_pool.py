@@ -20,6 +20,7 @@ import time
 from collections import deque
 from typing import Any, Callable, Deque, Dict, Optional, Sequence
 
+from pylog.client.producer_batch import BATCH_HEADER_BYTES as _BATCH_HEADER
 from pylog.errors import BufferExhausted, ProducerClosed
 
 __all__ = ["BufferPool"]
@@ -28,7 +29,6 @@ __all__ = ["BufferPool"]
 #: buffer.memory / this, and at the end of each round: waking a blocked send for every
 #: batch passes the GIL back and forth per batch (measured: ~30% of producer throughput).
 RELEASE_CHUNKS = 16
-_BATCH_HEADER = 61
 
 
 class _SpaceWaiter:
