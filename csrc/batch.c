@@ -19,6 +19,9 @@
  *   `length` counts the bytes after itself.  A length of -1 means null (keys,
  *   values, header values; header keys may not be null).
  *
+ * The producer's record path (pl_builder_*) writes the same records one at a time
+ * into an open batch's buffer, then the header and CRC once when the batch closes.
+ *
  * Invariants: every read of caller bytes is bounds-checked against the length the
  * caller gave; multi-byte fields go through byte shifts (no unaligned loads, no
  * type punning); signed arithmetic that could overflow is done in unsigned or
@@ -27,6 +30,7 @@
  * as described by pl_batch_input) are trusted to be as long as their length arrays
  * say: they come from pylog's own Python layer, not from the outside.
  */
+#include <assert.h>
 #include <limits.h>
 #include <string.h>
 
@@ -687,4 +691,213 @@ int pl_batches_decode(const uint8_t *buf, uint64_t len, int64_t min_offset, pl_r
         *consumed = pos;
     }
     return PL_OK;
+}
+
+/* ---- open batches (the producer's record path) ---------------------------- */
+
+/* The builder's fields are consistent: what every pl_builder_* call may rely on. */
+static int builder_ok(const pl_batch_builder *b)
+{
+    return b != NULL && b->buf != NULL && b->used >= PL_BATCH_HEADER_BYTES && b->used <= b->cap &&
+           b->count >= 0 && (b->count == 0) == (b->used == PL_BATCH_HEADER_BYTES);
+}
+
+int pl_builder_init(pl_batch_builder *b, uint8_t *buf, uint64_t cap, int64_t create_time)
+{
+    if (b == NULL || buf == NULL || cap < PL_BATCH_HEADER_BYTES)
+        return PL_E_ARG;
+    b->buf = buf;
+    b->cap = cap;
+    b->used = PL_BATCH_HEADER_BYTES;
+    b->count = 0;
+    b->base_timestamp = PL_NO_TIMESTAMP;
+    b->max_timestamp = PL_NO_TIMESTAMP;
+    b->create_time = create_time;
+    return PL_OK;
+}
+
+/* Checks a pre-encoded header section: headerCount varint, then exactly that many
+ * (key length >= 0, key, value length >= -1, value), filling len bytes. */
+static int check_header_section(const uint8_t *h, uint64_t len)
+{
+    const uint8_t *q = h, *end = h + len;
+    int32_t nh;
+    if (get_len32(&q, end, 0, &nh) != PL_OK)
+        return PL_E_RECORD;
+    if ((uint64_t)nh > (uint64_t)(end - q) / 2)
+        return PL_E_RECORD;
+    for (int32_t i = 0; i < nh; i++) {
+        int32_t hk, hv;
+        if (get_len32(&q, end, 0, &hk) != PL_OK)
+            return PL_E_RECORD;
+        q += hk;
+        if (get_len32(&q, end, 1, &hv) != PL_OK)
+            return PL_E_RECORD;
+        if (hv > 0)
+            q += hv;
+    }
+    return q == end ? PL_OK : PL_E_RECORD;
+}
+
+/* Timestamp delta of ts against base, wrapping as two's complement (no overflow). */
+static inline int64_t ts_delta(int64_t ts, int64_t base)
+{
+    uint64_t d_u = (uint64_t)ts - (uint64_t)base;
+    int64_t d;
+    memcpy(&d, &d_u, sizeof d);
+    return d;
+}
+
+/* Writes one record whose bytes after keyLength's varint... are given as `tail`
+ * (tail_len bytes: keyLength varint, key, valueLength varint, value, headers) at
+ * b->used, if it fits; updates b.  Returns the record's index or a status. */
+static int64_t builder_put(pl_batch_builder *b, int64_t timestamp, const uint8_t *key, int32_t key_len,
+                           const uint8_t *value, int32_t value_len, const uint8_t *headers,
+                           int32_t headers_len, const uint8_t *tail, uint64_t tail_len)
+{
+    if (b->count >= PL_MAX_RECORDS_PER_BATCH)
+        return PL_E_TOO_LARGE;
+    int64_t base = b->count == 0 ? timestamp : b->base_timestamp;
+    int64_t dts = ts_delta(timestamp, base);
+    uint64_t body = 1 + (uint64_t)varint_size(dts) + (uint64_t)varint_size(b->count);
+    if (tail != NULL) {
+        body += tail_len;
+    } else {
+        body += (uint64_t)varint_size(key_len) + (key_len > 0 ? (uint64_t)key_len : 0) +
+                (uint64_t)varint_size(value_len) + (value_len > 0 ? (uint64_t)value_len : 0) +
+                (headers_len > 0 ? (uint64_t)headers_len : 1);
+    }
+    if (body > PL_MAX_RECORD_BYTES)
+        return PL_E_TOO_LARGE;
+    uint64_t need = (uint64_t)varint_size((int64_t)body) + body;
+    if (need > (uint64_t)PL_MAX_BATCH_BYTES - b->used)
+        return PL_E_TOO_LARGE;
+    if (need > b->cap - b->used)
+        return PL_E_NOSPACE;
+    uint8_t *start = b->buf + b->used;
+    uint8_t *o = put_varint(start, (int64_t)body);
+    *o++ = 0; /* record attributes: unused */
+    o = put_varint(o, dts);
+    o = put_varint(o, b->count);
+    if (tail != NULL) {
+        memcpy(o, tail, (size_t)tail_len);
+        o += tail_len;
+    } else {
+        o = put_varint(o, key_len);
+        if (key_len > 0) {
+            memcpy(o, key, (size_t)key_len);
+            o += key_len;
+        }
+        o = put_varint(o, value_len);
+        if (value_len > 0) {
+            memcpy(o, value, (size_t)value_len);
+            o += value_len;
+        }
+        if (headers_len > 0) {
+            memcpy(o, headers, (size_t)headers_len);
+            o += headers_len;
+        } else {
+            *o++ = 0; /* headerCount 0 */
+        }
+    }
+    assert((uint64_t)(o - start) == need);
+    b->used += need;
+    if (b->count == 0) {
+        b->base_timestamp = timestamp;
+        b->max_timestamp = timestamp;
+    } else if (timestamp > b->max_timestamp) {
+        b->max_timestamp = timestamp;
+    }
+    assert(b->used <= b->cap);
+    return b->count++;
+}
+
+int64_t pl_builder_append(pl_batch_builder *b, int64_t timestamp, const uint8_t *key, int32_t key_len,
+                          const uint8_t *value, int32_t value_len, const uint8_t *headers,
+                          int32_t headers_len)
+{
+    if (!builder_ok(b))
+        return PL_E_ARG;
+    if (key_len < -1 || value_len < -1 || headers_len < 0 || (key_len > 0 && key == NULL) ||
+        (value_len > 0 && value == NULL) || (headers_len > 0 && headers == NULL))
+        return PL_E_ARG;
+    if (headers_len > 0 && check_header_section(headers, (uint64_t)headers_len) != PL_OK)
+        return PL_E_RECORD;
+    return builder_put(b, timestamp, key, key_len, value, value_len, headers, headers_len, NULL, 0);
+}
+
+int64_t pl_builder_add(pl_batch_builder *b, const uint8_t *key, int32_t key_len, const uint8_t *value,
+                       int32_t value_len)
+{
+    if (!builder_ok(b))
+        return PL_E_ARG;
+    if (key_len < -1 || value_len < -1 || (key_len > 0 && key == NULL) || (value_len > 0 && value == NULL))
+        return PL_E_ARG;
+    return builder_put(b, b->create_time, key, key_len, value, value_len, NULL, 0, NULL, 0);
+}
+
+int pl_builder_grow(pl_batch_builder *b, uint8_t *buf, uint64_t cap)
+{
+    if (!builder_ok(b) || buf == NULL || cap <= b->used)
+        return PL_E_ARG;
+    memcpy(buf, b->buf, (size_t)b->used);
+    b->buf = buf;
+    b->cap = cap;
+    return PL_OK;
+}
+
+int64_t pl_builder_seal(pl_batch_builder *b, int64_t producer_id, int16_t producer_epoch,
+                        int32_t base_sequence)
+{
+    if (!builder_ok(b) || b->count == 0)
+        return PL_E_ARG;
+    assert(b->max_timestamp >= b->base_timestamp);
+    pl_batch_info info = {
+        .base_offset = 0,
+        .partition_leader_epoch = -1,
+        .attributes = 0,
+        .last_offset_delta = b->count - 1,
+        .base_timestamp = b->base_timestamp,
+        .max_timestamp = b->max_timestamp,
+        .producer_id = producer_id,
+        .producer_epoch = producer_epoch,
+        .base_sequence = base_sequence,
+        .record_count = b->count,
+    };
+    write_header(b->buf, b->used - PL_BATCH_HEADER_BYTES, &info);
+    return (int64_t)b->used;
+}
+
+int64_t pl_builder_append_records(pl_batch_builder *b, const uint8_t *recs, uint64_t len, uint32_t count,
+                                  int64_t src_base_timestamp, uint32_t lo, uint32_t hi)
+{
+    if (!builder_ok(b) || (recs == NULL && len > 0) || lo > hi || hi > count)
+        return PL_E_ARG;
+    pl_batch_builder saved = *b;
+    const uint8_t *p = recs, *end = recs + len;
+    for (uint32_t i = 0; i < count && i < hi; i++) {
+        const uint8_t *rec = p;
+        rec_fields r;
+        int st = p < end ? parse_record(recs, &p, end, &r) : PL_E_RECORD_COUNT;
+        if (st == PL_OK && i >= lo) {
+            /* re-walk the fields parse_record checked, to where keyLength starts */
+            const uint8_t *q = rec;
+            int64_t v;
+            get_varint(&q, p, MAX_VARINT32_BYTES, &v); /* length */
+            q++;                                       /* attributes */
+            get_varint(&q, p, MAX_VARINT_BYTES, &v);   /* timestampDelta */
+            get_varint(&q, p, MAX_VARINT32_BYTES, &v); /* offsetDelta */
+            assert(q <= p);
+            uint64_t ts_u = (uint64_t)src_base_timestamp + (uint64_t)r.ts_delta;
+            int64_t ts;
+            memcpy(&ts, &ts_u, sizeof ts);
+            int64_t at = builder_put(b, ts, NULL, 0, NULL, 0, NULL, 0, q, (uint64_t)(p - q));
+            st = at < 0 ? (int)at : PL_OK;
+        }
+        if (st != PL_OK) {
+            *b = saved; /* the bytes written past saved.used are not in use */
+            return st;
+        }
+    }
+    return (int64_t)(hi - lo);
 }

@@ -199,6 +199,59 @@ int pl_batches_validate(const uint8_t *buf, uint64_t len, uint32_t *n_batches,
  * buf; the CRC stays valid because it does not cover those fields. */
 int pl_batch_set_offset(uint8_t *buf, uint64_t len, int64_t base_offset, int32_t epoch);
 
+/* ---- open batches: the producer's record path, batch.c -------------------- */
+/* A batch the producer fills one record at a time (Producer.send), then seals once.
+ * Python allocates the struct and the buffer and keeps both alive; C writes only
+ * within buf[0, cap).  The records lie at buf + PL_BATCH_HEADER_BYTES onwards in
+ * the v2 record layout, offsetDelta = their index, timestampDelta relative to the
+ * first record's timestamp (which becomes the batch's baseTimestamp, as
+ * pl_batch_build does); the header and CRC32C are written by pl_builder_seal. */
+typedef struct pl_batch_builder {
+    uint8_t  *buf;            /* header (61 bytes) then the records                    */
+    uint64_t  cap;            /* bytes at buf                                          */
+    uint64_t  used;           /* bytes in use: 61 + the records appended so far        */
+    int32_t   count;          /* records appended                                      */
+    int64_t   base_timestamp; /* ms: the first record's timestamp (-1 while empty)     */
+    int64_t   max_timestamp;  /* ms: the largest record timestamp (-1 while empty)     */
+    int64_t   create_time;    /* ms: the timestamp pl_builder_add gives a record       */
+} pl_batch_builder;
+
+/* Starts an empty batch in buf (cap >= PL_BATCH_HEADER_BYTES); records added with
+ * pl_builder_add get the timestamp create_time (ms). */
+int pl_builder_init(pl_batch_builder *b, uint8_t *buf, uint64_t cap, int64_t create_time);
+
+/* pl_builder_append of a record with timestamp b->create_time and no headers: the
+ * producer's common case in fewer arguments (each costs at the cffi boundary). */
+int64_t pl_builder_add(pl_batch_builder *b, const uint8_t *key, int32_t key_len, const uint8_t *value,
+                       int32_t value_len);
+
+/* Appends one record: key/value of key_len/value_len bytes (-1 = null, the pointer
+ * is then ignored), `headers` a pre-encoded header section (headerCount varint and
+ * the headers, headers_len bytes; NULL/0 = no headers).  Returns the record's index
+ * (>= 0), or a negative status with nothing written: PL_E_NOSPACE when it does not
+ * fit in cap (move to a bigger buffer with pl_builder_grow, or seal), PL_E_ARG
+ * (bad lengths or pointers), PL_E_TOO_LARGE (over PL_MAX_RECORD_BYTES or the batch
+ * over PL_MAX_BATCH_BYTES / PL_MAX_RECORDS_PER_BATCH). */
+int64_t pl_builder_append(pl_batch_builder *b, int64_t timestamp, const uint8_t *key, int32_t key_len,
+                          const uint8_t *value, int32_t value_len, const uint8_t *headers,
+                          int32_t headers_len);
+
+/* Moves the batch to buf (cap > b->used): copies the bytes in use. */
+int pl_builder_grow(pl_batch_builder *b, uint8_t *buf, uint64_t cap);
+
+/* Writes the header of an uncompressed batch (baseOffset 0, no leader epoch) and its
+ * CRC32C.  Returns the batch's total size (= used) or a negative status (PL_E_ARG for
+ * an empty batch).  The builder may be sealed again (a retry with the same ids). */
+int64_t pl_builder_seal(pl_batch_builder *b, int64_t producer_id, int16_t producer_epoch,
+                        int32_t base_sequence);
+
+/* Appends records [lo, hi) of the uncompressed records section recs (len bytes,
+ * `count` records, baseTimestamp src_base_timestamp) to b, renumbered from b->count
+ * (the producer splits a batch the broker refused as too large).  Returns the
+ * number appended, or a negative status; on error b is unchanged. */
+int64_t pl_builder_append_records(pl_batch_builder *b, const uint8_t *recs, uint64_t len, uint32_t count,
+                                  int64_t src_base_timestamp, uint32_t lo, uint32_t hi);
+
 /* Struct-of-arrays that record decoding fills (Python allocates, numpy views). */
 typedef struct pl_record_arrays {
     uint32_t  capacity;       /* entries each array can take                       */

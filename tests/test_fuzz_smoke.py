@@ -10,6 +10,7 @@ from pylog.records import build_batch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fuzz"))
 import fuzz_batch  # noqa: E402
+import fuzz_builder  # noqa: E402
 import fuzz_recover  # noqa: E402
 
 
@@ -49,3 +50,12 @@ def test_fuzz_batch_targets(seed):
 def test_fuzz_recover_target(seed):
     for data in corpus(100 + seed, 1000):
         fuzz_recover.one_input(data)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_fuzz_builder_target(seed):
+    """Header sections and records sections: random, and mutated real ones (a batch's
+    bytes past its header are a records section)."""
+    for data in corpus(200 + seed, 1000):
+        fuzz_builder.one_input(data)
+        fuzz_builder.one_input(data[61:])

@@ -16,6 +16,7 @@ from pylog.records.batch import (
     prepare_batch,
     validate_batches,
 )
+from pylog.records.builder import BatchBuilder
 from pylog.records.compression import CODECS, codec_id, compress, decompress
 from pylog.records.rewrite import empty_batch, rewrite_batch, with_last_offset
 
@@ -24,6 +25,7 @@ __all__ = [
     "RecordBatch",
     "RecordArrays",
     "PreparedBatch",
+    "BatchBuilder",
     "build_batch",
     "prepare_batch",
     "validate_batches",

@@ -1,0 +1,266 @@
+"""The producer's batches and futures: what one open or sealed batch holds, and the
+handles :meth:`Producer.send` / :meth:`Producer.send_batch` return.
+
+One :class:`BatchResult` per batch is completed by the sender; the per-record
+:class:`FutureRecordMetadata` is a tuple pointing at it, so a record costs no object
+beyond that tuple until its RecordMetadata is asked for.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any, Callable, List, NamedTuple, Optional, Tuple
+
+import numpy as np
+
+from pylog.errors import PylogError, RequestTimedOut
+from pylog.records.builder import BatchBuilder
+
+__all__ = ["RecordMetadata", "FutureRecordMetadata", "BatchFuture", "BatchResult", "ProducerBatch", "ArrayBatch",
+           "new_future", "BATCH_HEADER_BYTES"]
+
+log = logging.getLogger("pylog.producer")
+
+BATCH_HEADER_BYTES = 61  #: bytes of a v2 RecordBatch header
+_BATCH_HEADER = BATCH_HEADER_BYTES
+
+
+class RecordMetadata(NamedTuple):
+    """Where an acknowledged record was written (offset -1 with acks=0)."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp: int
+
+
+class BatchResult:
+    """Completion of one batch: the one future of a batch, shared by the handles of its
+    records (each derives its RecordMetadata from it on demand)."""
+
+    __slots__ = ("event", "base_offset", "error", "callbacks", "log_append_time", "split", "created_ms",
+                 "lock")
+
+    def __init__(self, created_ms: int, lock: threading.Lock) -> None:
+        self.event = threading.Event()
+        self.base_offset = -1
+        self.log_append_time = -1
+        self.error: Optional[BaseException] = None
+        self.callbacks: Optional[List[Tuple["FutureRecordMetadata", Callable]]] = None
+        #: (index, first half's result, second half's result) when the batch was split.
+        self.split: Optional[Tuple[int, "BatchResult", "BatchResult"]] = None
+        #: ms: the timestamp of the batch's records sent without one.
+        self.created_ms = created_ms
+        #: The producer's lock: callbacks are added under it, the sender completes under none.
+        self.lock = lock
+
+    def done(self, base_offset: int, log_append_time: int, error: Optional[BaseException]) -> None:
+        self.base_offset = base_offset
+        self.log_append_time = log_append_time
+        self.error = error
+        self.event.set()
+        cbs, self.callbacks = self.callbacks, None
+        for fut, fn in cbs or ():
+            try:
+                fn(fut)
+            except Exception:
+                log.exception("producer callback raised")
+
+
+class FutureRecordMetadata(tuple):
+    """The result of :meth:`Producer.send`: ``result(timeout)`` gives RecordMetadata or
+    raises the error the broker returned (after retries).
+
+    (A tuple underneath — (batch result, index in the batch, (topic, partition), the
+    record's explicit timestamp or None) — because one is made per record on the hot
+    path and a tuple is the cheapest object; the offset is the batch's base offset +
+    the index, worked out when asked.)
+    """
+
+    __slots__ = ()
+
+    def done(self) -> bool:
+        return self[0].event.is_set()
+
+    def result(self, timeout: Optional[float] = None) -> RecordMetadata:
+        r, i, tp, ts = self
+        if not r.event.wait(timeout):
+            raise RequestTimedOut(f"record to {tp[0]}-{tp[1]} not acknowledged within {timeout} s")
+        created_ms = r.created_ms
+        while r.split is not None:  # the broker refused the batch as too large: it was halved
+            half, first, second = r.split
+            r, i = (first, i) if i < half else (second, i - half)
+        if r.error is not None:
+            raise r.error
+        off = r.base_offset + i if r.base_offset >= 0 else -1
+        if r.log_append_time >= 0:
+            ts = r.log_append_time
+        elif ts is None:
+            ts = created_ms
+        return RecordMetadata(tp[0], tp[1], off, ts)
+
+    get = result
+
+    def exception(self, timeout: Optional[float] = None) -> Optional[BaseException]:
+        try:
+            self.result(timeout)
+        except RequestTimedOut:
+            if not self[0].event.is_set():
+                raise
+            return self[0].error
+        except PylogError as exc:
+            return exc
+        return None
+
+    def add_done_callback(self, fn: Callable[["FutureRecordMetadata"], Any]) -> None:
+        """Call ``fn(future)`` when the record is acknowledged or failed (in the sender
+        thread; keep it short)."""
+        r = self[0]
+        if not r.event.is_set():
+            with r.lock:
+                if not r.event.is_set():
+                    if r.callbacks is None:
+                        r.callbacks = []
+                    r.callbacks.append((self, fn))
+                    return
+        fn(self)
+
+    def __repr__(self) -> str:
+        return f"FutureRecordMetadata({self[2][0]}-{self[2][1]}, done={self.done()})"
+
+
+new_future = tuple.__new__
+
+
+class _SenderBatch:
+    """What the sender needs of a batch, whatever filled it."""
+
+    __slots__ = ("tp", "size", "created_ms", "result", "lock", "attempts", "sequence", "data", "first_send_ns",
+                 "released")
+
+    def __init__(self, tp: Tuple[str, int], now_ms: int, lock: threading.Lock) -> None:
+        self.tp = tp
+        self.size = _BATCH_HEADER  #: bytes: header + records (approx.); the records count against buffer.memory
+        self.created_ms = now_ms
+        self.first_send_ns = time.perf_counter_ns()
+        self.result = BatchResult(now_ms, lock)
+        self.lock = lock
+        self.attempts = 0
+        self.sequence = -1  #: baseSequence once numbered for idempotence
+        self.data: Optional[bytes] = None  #: the batch's bytes once built (kept for retries)
+        #: Its record bytes were given back to buffer.memory (it completed).
+        self.released = False
+
+
+class ProducerBatch(_SenderBatch):
+    """An open batch of one partition, filled by send(): each record is encoded into
+    ``builder`` (C memory) at once; ``cdata`` is the builder's C struct, for the hot
+    path's one C call per record (:data:`pylog.records.builder.builder_add`)."""
+
+    __slots__ = ("builder", "cdata")
+
+    def __init__(self, tp: Tuple[str, int], now_ms: int, lock: threading.Lock, capacity_bytes: int) -> None:
+        super().__init__(tp, now_ms, lock)
+        self.builder = BatchBuilder(capacity_bytes, now_ms)
+        self.cdata = self.builder.cdata
+
+    def build(self, producer_id: int, producer_epoch: int, codec: int) -> bytes:
+        """Header and CRC written now (``sequence`` as baseSequence)."""
+        return self.builder.seal(producer_id, producer_epoch, self.sequence, codec)
+
+    def slice(self, lo: int, hi: int) -> "ProducerBatch":
+        part = ProducerBatch(self.tp, self.created_ms, self.lock, 16)
+        part.builder = self.builder.slice(lo, hi)
+        part.cdata = part.builder.cdata
+        part.first_send_ns = self.first_send_ns
+        return part
+
+    def __len__(self) -> int:
+        return self.cdata.count
+
+
+class ArrayBatch(_SenderBatch):
+    """A sealed batch of records [start, end) of a :class:`Columns` (from send_batch):
+    built by one C call when the sender ships it."""
+
+    __slots__ = ("cols", "start", "end")
+
+    def __init__(self, tp: Tuple[str, int], now_ms: int, lock: threading.Lock, cols: Any, start: int,
+                 end: int, size: int) -> None:
+        super().__init__(tp, now_ms, lock)
+        self.cols = cols
+        self.start = start
+        self.end = end
+        self.size = size
+
+    def build(self, producer_id: int, producer_epoch: int, codec: int) -> bytes:
+        return self.cols.build(self.start, self.end, base_timestamp=self.created_ms, producer_id=producer_id,
+                               producer_epoch=producer_epoch, base_sequence=self.sequence, codec=codec)
+
+    def slice(self, lo: int, hi: int) -> "ArrayBatch":
+        part = ArrayBatch(self.tp, self.created_ms, self.lock, self.cols, self.start + lo, self.start + hi,
+                          self.size)
+        part.first_send_ns = self.first_send_ns
+        return part
+
+    def __len__(self) -> int:
+        return self.end - self.start
+
+
+class BatchFuture:
+    """The result of :meth:`Producer.send_batch`: ``result(timeout)`` gives the offsets of
+    the records (int64 array aligned with the input; -1 with acks=0) once every batch is
+    acknowledged, or raises the first error a batch got (the other batches may be written).
+    ``partitions`` (int32 array aligned with the input) is known at once."""
+
+    __slots__ = ("topic", "partitions", "_parts", "_n")
+
+    def __init__(self, topic: str, partitions: np.ndarray, parts: List[Tuple[BatchResult, Any, int]],
+                 n: int) -> None:
+        self.topic = topic
+        self.partitions = partitions
+        #: (batch result, indices of its records in the input (array or slice), count)
+        self._parts = parts
+        self._n = n
+
+    def done(self) -> bool:
+        return all(r.event.is_set() for r, _, _ in self._parts)
+
+    def result(self, timeout: Optional[float] = None) -> np.ndarray:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        out = np.empty(self._n, dtype=np.int64)
+        for r, where, count in self._parts:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not r.event.wait(left):
+                raise RequestTimedOut(f"records to {self.topic} not acknowledged within {timeout} s")
+            out[where] = _offsets_of(r, count)
+        return out
+
+    get = result
+
+    def exception(self, timeout: Optional[float] = None) -> Optional[BaseException]:
+        try:
+            self.result(timeout)
+        except RequestTimedOut:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - the future's own error
+            return exc
+        return None
+
+    def __repr__(self) -> str:
+        return f"BatchFuture({self.topic}, {self._n} records, done={self.done()})"
+
+
+def _offsets_of(r: BatchResult, count: int) -> np.ndarray:
+    """Offsets of the ``count`` records of a completed batch (halves if it was split)."""
+    if r.split is not None:
+        half, first, second = r.split
+        first.event.wait()
+        second.event.wait()
+        return np.concatenate([_offsets_of(first, half), _offsets_of(second, count - half)])
+    if r.error is not None:
+        raise r.error
+    if r.base_offset < 0:
+        return np.full(count, -1, dtype=np.int64)
+    return np.arange(r.base_offset, r.base_offset + count, dtype=np.int64)

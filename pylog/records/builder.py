@@ -1,0 +1,122 @@
+"""BatchBuilder: an open record batch filled one record at a time in C.
+
+The producer's record path (issue 11 point 2): each record is encoded into the open
+batch's buffer by one C call (``pl_builder_add`` / ``pl_builder_append``: varints,
+key and value copied, headers), so no Python object per record is kept; the 61-byte
+header and the CRC32C are written once, by :meth:`BatchBuilder.seal`.  The bytes are
+those :func:`~pylog.records.build_batch` gives for the same records (the first
+record's timestamp is the batch's baseTimestamp, offset deltas 0, 1, ...).
+
+The buffer is C memory owned by the builder (cffi allocation); it grows by doubling
+when a record does not fit.  ``add`` (:data:`builder_add`) is exposed bare for the
+producer's hot path: ``builder_add(b.cdata, key or NULL, key_len or -1, value,
+value_len)`` returns the record's index, or ``PL_E_NOSPACE`` (< 0) when the caller
+must use :meth:`BatchBuilder.append` (which grows the buffer).
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+from pylog._native import check, ffi, lib
+from pylog.errors import InvalidArgument
+from pylog.records.compression import compress
+
+__all__ = ["BatchBuilder", "builder_add", "NULL", "E_NOSPACE"]
+
+#: pl_builder_add(builder, key, key_len, value, value_len) -> index or status.
+builder_add = lib.pl_builder_add
+NULL = ffi.NULL
+E_NOSPACE = lib.PL_E_NOSPACE
+_HEADER = lib.PL_BATCH_HEADER_BYTES
+_INT32_MAX = 0x7FFFFFFF
+
+
+def _len_of(data: Optional[bytes], what: str) -> int:
+    if data is None:
+        return -1
+    if type(data) is not bytes:
+        raise InvalidArgument(f"{what} must be bytes or None, got {type(data).__name__}")
+    if len(data) > _INT32_MAX:
+        raise InvalidArgument(f"{what} of {len(data)} bytes is over 2^31 - 1")
+    return len(data)
+
+
+class BatchBuilder:
+    """An open batch: records appended in C, sealed into one v2 batch."""
+
+    __slots__ = ("cdata", "_buf")
+
+    def __init__(self, capacity_bytes: int, create_time_ms: int) -> None:
+        """``capacity_bytes`` of records to start with (it grows); ``create_time_ms``
+        the timestamp of records appended without one."""
+        cap = _HEADER + max(int(capacity_bytes), 16)
+        self._buf = ffi.new("uint8_t[]", cap)
+        self.cdata = ffi.new("pl_batch_builder *")
+        check(lib.pl_builder_init(self.cdata, self._buf, cap, create_time_ms), "opening a record batch")
+
+    def __len__(self) -> int:
+        return self.cdata.count
+
+    @property
+    def size_bytes(self) -> int:
+        """The batch's size so far, header included."""
+        return int(self.cdata.used)
+
+    @property
+    def create_time(self) -> int:
+        return int(self.cdata.create_time)
+
+    def append(self, value: Optional[bytes], key: Optional[bytes] = None, headers: Optional[bytes] = None,
+               timestamp: Optional[int] = None) -> int:
+        """Append one record; ``headers`` is its encoded header section
+        (:func:`~pylog.records.encode_headers`), ``timestamp`` ms (default the
+        create time).  Returns the record's index.  Raises InvalidArgument,
+        CorruptRecordError (a malformed header section), RecordTooLarge."""
+        vlen = _len_of(value, "a value")
+        klen = _len_of(key, "a key")
+        hlen = 0 if headers is None else _len_of(headers, "a header section")
+        ts = self.cdata.create_time if timestamp is None else timestamp
+        while True:
+            i = lib.pl_builder_append(self.cdata, ts, NULL if key is None else key, klen,
+                                      NULL if value is None else value, vlen,
+                                      NULL if headers is None else headers, hlen)
+            if i != E_NOSPACE:
+                return check(i, "appending a record to a batch")
+            self._grow(klen + vlen + hlen + 64)
+
+    def _grow(self, at_least: int) -> None:
+        b = self.cdata
+        cap = max(2 * int(b.cap), int(b.used) + at_least)
+        buf = ffi.new("uint8_t[]", cap)
+        check(lib.pl_builder_grow(b, buf, cap), "growing a record batch")
+        self._buf = buf
+
+    def seal(self, producer_id: int = -1, producer_epoch: int = -1, base_sequence: int = -1,
+             codec: int = 0) -> bytes:
+        """The batch's bytes (baseOffset 0): header and CRC32C written now; with a
+        codec the records section is compressed as one block.  May be called again."""
+        n = check(lib.pl_builder_seal(self.cdata, producer_id, producer_epoch, base_sequence),
+                  "sealing a record batch")
+        if not codec:
+            return ffi.buffer(self._buf, n)[:]
+        packed = compress(codec, ffi.buffer(self._buf + _HEADER, n - _HEADER)[:])
+        info = ffi.new("pl_batch_info *")
+        check(lib.pl_batch_parse_header(self._buf, n, info), "reading a sealed header")
+        info.attributes = (info.attributes & ~lib.PL_ATTR_COMPRESSION_MASK) | codec
+        out = ffi.new("uint8_t[]", _HEADER + len(packed))
+        ffi.memmove(out + _HEADER, packed, len(packed))
+        total = check(lib.pl_batch_seal(out, len(out), len(packed), info), "sealing a compressed batch")
+        return ffi.buffer(out, total)[:]
+
+    def slice(self, lo: int, hi: int) -> "BatchBuilder":
+        """A new open batch holding records [lo, hi) of this one, renumbered."""
+        b = self.cdata
+        if not 0 <= lo <= hi <= b.count:
+            raise InvalidArgument(f"records [{lo}, {hi}) of a batch of {b.count}")
+        part = BatchBuilder(int(b.used) - _HEADER, int(b.create_time))
+        check(lib.pl_builder_append_records(part.cdata, self._buf + _HEADER, int(b.used) - _HEADER, b.count,
+                                            b.base_timestamp, lo, hi), "splitting a record batch")
+        return part
+
+    def __repr__(self) -> str:
+        return f"BatchBuilder({self.cdata.count} records, {self.cdata.used} bytes)"
