@@ -14,6 +14,7 @@ from pylog.records.batch import (
     iter_batches,
     iter_records,
     prepare_batch,
+    record_list,
     validate_batches,
 )
 from pylog.records.compression import CODECS, codec_id, compress, decompress
@@ -31,6 +32,7 @@ __all__ = [
     "decode_records",
     "decode_batches",
     "iter_records",
+    "record_list",
     "encode_headers",
     "rewrite_batch",
     "empty_batch",
