@@ -354,10 +354,10 @@ static PyObject *rx_decode(PyObject *module, PyObject *const *args, Py_ssize_t n
             goto error;
         }
         if (info.record_count < 0 || info.last_offset_delta < 0) {
-            PyErr_Format(corrupt_error,
-                         "record batch at offset %lld has a negative recordCount (%d) or "
-                         "lastOffsetDelta (%d)", (long long)info.base_offset,
-                         (int)info.record_count, (int)info.last_offset_delta);
+            int count = info.record_count < 0;
+            PyErr_Format(corrupt_error, "record batch at offset %lld has a negative %s (%d)",
+                         (long long)info.base_offset, count ? "recordCount" : "lastOffsetDelta",
+                         count ? (int)info.record_count : (int)info.last_offset_delta);
             goto error;
         }
         uint64_t last_u = (uint64_t)info.base_offset + (uint64_t)info.last_offset_delta;
