@@ -158,92 +158,73 @@ static PyObject *headers_tuple(const uint8_t *recs, const uint8_t *rec_end,
 
 /* ---- decoding ---------------------------------------------------------------- */
 
-/* Offset window of a decode: [min, max), or no upper bound. */
-typedef struct window {
-    int64_t min;
-    int64_t max;
-    int bounded;
-} window;
-
 /* Status for "a Python exception is set" (pl_status codes are <= 0). */
 #define PY_ERROR 1
 
-/* Appends to `list` a Record for every record of the uncompressed records section
- * [recs, recs+len) of the batch `info` whose offset lies in `win`.  Returns PL_OK,
- * a pl_status for bad bytes, or PY_ERROR. */
-static int decode_section(const uint8_t *recs, uint64_t len, const pl_batch_info *info,
-                          const window *win, PyObject *list)
+/* A walk over the records of concatenated batches, one Record at a time: the state
+ * both decode() (all records into a list) and iterate() (a lazy iterator) use.  It
+ * holds the buffer of the source object (and of a decompressed records section)
+ * until reader_close. */
+typedef struct reader {
+    PyObject *source;         /* the object whose buffer is walked (owned)          */
+    Py_buffer view;           /* its buffer; valid while source != NULL             */
+    uint64_t pos;             /* position of the next batch in view                 */
+    int64_t min_offset;       /* records below are skipped                          */
+    int64_t max_offset;       /* records at or above are skipped, when bounded      */
+    int bounded;
+    int in_batch;             /* 1 while the records of `info` are being walked     */
+    pl_batch_info info;       /* the current batch's header                         */
+    PyObject *plain;          /* decompressed records section (owned), or NULL      */
+    Py_buffer plain_view;     /* its buffer; valid while plain != NULL              */
+    const uint8_t *recs;      /* the current records section                        */
+    const uint8_t *p;         /* the next record in it                              */
+    const uint8_t *end;       /* its end                                            */
+    int32_t done;             /* records of the batch parsed so far                 */
+    int32_t prev_delta;       /* offsetDelta of the previous record                 */
+    PyObject *ts_obj;         /* int of the last timestamp (owned): runs share it   */
+    int64_t ts_last;
+} reader;
+
+/* Sets up `r` over the buffer of `source` and the window [min, max) (unbounded if
+ * max_obj is None).  0, or -1 with an exception set (and nothing to close). */
+static int reader_open(reader *r, PyObject *source, PyObject *min_obj, PyObject *max_obj)
 {
-    const uint8_t *p = recs, *end = recs + len;
-    int log_append = (info->attributes & PL_ATTR_TIMESTAMP_TYPE) != 0;
-    int32_t prev = -1;
-    /* Records of one batch often share a timestamp: one int object for a run. */
-    PyObject *ts_obj = NULL;
-    int64_t ts_last = 0;
-    int st = PL_OK;
-    for (int32_t i = 0; i < info->record_count; i++) {
-        pl_record_fields r;
-        if (p >= end) {
-            st = PL_E_RECORD_COUNT;
-            break;
-        }
-        const uint8_t *rec_start = p;
-        st = pl_record_parse(recs, &p, end, &r);
-        if (st != PL_OK)
-            break;
-        assert(p > rec_start && p <= end);
-        if (r.offset_delta <= prev) {
-            st = PL_E_OFFSET_DELTA;
-            break;
-        }
-        prev = r.offset_delta;
-        /* baseOffset is not covered by the CRC and may be anything: add in unsigned */
-        uint64_t off_u = (uint64_t)info->base_offset + (uint64_t)r.offset_delta;
-        int64_t off;
-        memcpy(&off, &off_u, sizeof off);
-        if (off < win->min || (win->bounded && off >= win->max))
-            continue;
-        int64_t ts;
-        if (log_append) {
-            ts = info->max_timestamp;
-        } else {
-            uint64_t ts_u = (uint64_t)info->base_timestamp + (uint64_t)r.ts_delta;
-            memcpy(&ts, &ts_u, sizeof ts);
-        }
-        if (ts_obj == NULL || ts != ts_last) {
-            Py_XDECREF(ts_obj);
-            ts_obj = PyLong_FromLongLong(ts);
-            ts_last = ts;
-            if (ts_obj == NULL) {
-                st = PY_ERROR;
-                break;
-            }
-        }
-        PyObject *items[5];
-        items[0] = PyLong_FromLongLong(off);
-        Py_INCREF(ts_obj);
-        items[1] = ts_obj;
-        items[2] = bytes_or_none(recs + r.key_pos, r.key_len);
-        items[3] = bytes_or_none(recs + r.value_pos, r.value_len);
-        items[4] = headers_tuple(recs, p, &r);
-        if (items[0] == NULL || items[2] == NULL || items[3] == NULL || items[4] == NULL) {
-            for (int k = 0; k < 5; k++)
-                Py_XDECREF(items[k]);
-            st = PY_ERROR;
-            break;
-        }
-        PyObject *rec = new_record(items);
-        if (rec == NULL || PyList_Append(list, rec) < 0) {
-            Py_XDECREF(rec);
-            st = PY_ERROR;
-            break;
-        }
-        Py_DECREF(rec);
+    memset(r, 0, sizeof *r);
+    r->max_offset = INT64_MAX;
+    r->min_offset = PyLong_AsLongLong(min_obj);
+    if (r->min_offset == -1 && PyErr_Occurred())
+        return -1;
+    if (max_obj != Py_None) {
+        r->max_offset = PyLong_AsLongLong(max_obj);
+        if (r->max_offset == -1 && PyErr_Occurred())
+            return -1;
+        r->bounded = 1;
     }
-    Py_XDECREF(ts_obj);
-    if (st == PL_OK && p != end)
-        st = PL_E_RECORD_COUNT;
-    return st;
+    if (PyObject_GetBuffer(source, &r->view, PyBUF_SIMPLE) < 0)
+        return -1;
+    Py_INCREF(source);
+    r->source = source;
+    return 0;
+}
+
+static void reader_end_batch(reader *r)
+{
+    if (r->plain != NULL) {
+        PyBuffer_Release(&r->plain_view);
+        Py_CLEAR(r->plain);
+    }
+    r->in_batch = 0;
+}
+
+/* Releases everything `r` holds; safe to call twice.  Keeps a set exception. */
+static void reader_close(reader *r)
+{
+    reader_end_batch(r);
+    Py_CLEAR(r->ts_obj);
+    if (r->source != NULL) {
+        PyBuffer_Release(&r->view);
+        Py_CLEAR(r->source);
+    }
 }
 
 /* Releases a memoryview, so that its export of the caller's buffer ends now and not
@@ -289,6 +270,159 @@ static PyObject *decompress_body(PyObject *source, uint64_t body_start, uint64_t
     return out;
 }
 
+/* Moves `r` into the next batch that has records in the window: 1 when in one, 0 at
+ * the end of the buffer, -1 with CorruptRecordError (or the decompressor's error)
+ * set. */
+static int reader_next_batch(reader *r)
+{
+    const uint8_t *buf = r->view.buf;
+    uint64_t len = (uint64_t)r->view.len;
+    while (r->pos < len) {
+        uint64_t pos = r->pos, left = len - pos;
+        if (left < PL_BATCH_HEADER_BYTES) {
+            PyErr_Format(corrupt_error, "%llu trailing bytes after the last record batch",
+                         (unsigned long long)left);
+            return -1;
+        }
+        pl_batch_info *info = &r->info;
+        int st = pl_batch_parse_header(buf + pos, left, info);
+        if (st != PL_OK) {
+            PyErr_Format(corrupt_error, "record batch at byte %llu: %s", (unsigned long long)pos,
+                         pl_strerror(st));
+            return -1;
+        }
+        uint64_t total = PL_BATCH_OVERHEAD_BYTES + (uint64_t)info->batch_length;
+        if (total > left) {
+            PyErr_Format(corrupt_error,
+                         "record batch at byte %llu has batchLength %d, past the end of the "
+                         "input (%llu bytes left)", (unsigned long long)pos,
+                         (int)info->batch_length, (unsigned long long)left);
+            return -1;
+        }
+        if (info->record_count < 0 || info->last_offset_delta < 0) {
+            int count = info->record_count < 0;
+            PyErr_Format(corrupt_error, "record batch at offset %lld has a negative %s (%d)",
+                         (long long)info->base_offset, count ? "recordCount" : "lastOffsetDelta",
+                         count ? (int)info->record_count : (int)info->last_offset_delta);
+            return -1;
+        }
+        r->pos = pos + total;
+        uint64_t last_u = (uint64_t)info->base_offset + (uint64_t)info->last_offset_delta;
+        int64_t last;
+        memcpy(&last, &last_u, sizeof last);
+        if (last < r->min_offset || info->record_count == 0)
+            continue; /* wholly below min_offset, or empty: skipped without decoding */
+        int codec = info->attributes & PL_ATTR_COMPRESSION_MASK;
+        if (codec == 0) {
+            r->recs = buf + pos + PL_BATCH_HEADER_BYTES;
+            r->end = buf + pos + total;
+        } else {
+            PyObject *plain = decompress_body(r->source, pos + PL_BATCH_HEADER_BYTES, pos + total,
+                                              codec);
+            if (plain == NULL)
+                return -1;
+            if (PyObject_GetBuffer(plain, &r->plain_view, PyBUF_SIMPLE) < 0) {
+                Py_DECREF(plain);
+                return -1;
+            }
+            r->plain = plain;
+            r->recs = r->plain_view.buf;
+            r->end = r->recs + r->plain_view.len;
+        }
+        r->p = r->recs;
+        r->done = 0;
+        r->prev_delta = -1;
+        r->in_batch = 1;
+        return 1;
+    }
+    return 0;
+}
+
+/* The next record of the current batch as a new Record in *out, or *out = NULL when
+ * the record lies outside the window.  PL_OK, PY_ERROR, or a pl_status for bad
+ * bytes.  The caller checks done < record_count first. */
+static int reader_record(reader *r, PyObject **out)
+{
+    const pl_batch_info *info = &r->info;
+    pl_record_fields f;
+    *out = NULL;
+    if (r->p >= r->end)
+        return PL_E_RECORD_COUNT;
+    int st = pl_record_parse(r->recs, &r->p, r->end, &f);
+    if (st != PL_OK)
+        return st;
+    r->done++;
+    if (f.offset_delta <= r->prev_delta)
+        return PL_E_OFFSET_DELTA;
+    r->prev_delta = f.offset_delta;
+    /* baseOffset is not covered by the CRC and may be anything: add in unsigned */
+    uint64_t off_u = (uint64_t)info->base_offset + (uint64_t)f.offset_delta;
+    int64_t off;
+    memcpy(&off, &off_u, sizeof off);
+    if (off < r->min_offset || (r->bounded && off >= r->max_offset))
+        return PL_OK;
+    int64_t ts;
+    if (info->attributes & PL_ATTR_TIMESTAMP_TYPE) {
+        ts = info->max_timestamp; /* LogAppendTime */
+    } else {
+        uint64_t ts_u = (uint64_t)info->base_timestamp + (uint64_t)f.ts_delta;
+        memcpy(&ts, &ts_u, sizeof ts);
+    }
+    if (r->ts_obj == NULL || ts != r->ts_last) {
+        Py_XDECREF(r->ts_obj);
+        r->ts_obj = PyLong_FromLongLong(ts);
+        r->ts_last = ts;
+        if (r->ts_obj == NULL)
+            return PY_ERROR;
+    }
+    PyObject *items[5];
+    items[0] = PyLong_FromLongLong(off);
+    Py_INCREF(r->ts_obj);
+    items[1] = r->ts_obj;
+    items[2] = bytes_or_none(r->recs + f.key_pos, f.key_len);
+    items[3] = bytes_or_none(r->recs + f.value_pos, f.value_len);
+    items[4] = headers_tuple(r->recs, r->p, &f);
+    if (items[0] == NULL || items[2] == NULL || items[3] == NULL || items[4] == NULL) {
+        for (int k = 0; k < 5; k++)
+            Py_XDECREF(items[k]);
+        return PY_ERROR;
+    }
+    *out = new_record(items);
+    return *out == NULL ? PY_ERROR : PL_OK;
+}
+
+/* The next Record of the walk: a new reference, or NULL at the end (no exception
+ * set) or on an error (exception set). */
+static PyObject *reader_next(reader *r)
+{
+    for (;;) {
+        if (!r->in_batch) {
+            int more = reader_next_batch(r);
+            if (more <= 0)
+                return NULL;
+        }
+        while (r->done < r->info.record_count) {
+            PyObject *rec;
+            int st = reader_record(r, &rec);
+            if (st == PY_ERROR)
+                return NULL;
+            if (st != PL_OK) {
+                PyErr_Format(corrupt_error, "decoding records of batch at offset %lld: %s",
+                             (long long)r->info.base_offset, pl_strerror(st));
+                return NULL;
+            }
+            if (rec != NULL)
+                return rec;
+        }
+        if (r->p != r->end) {
+            PyErr_Format(corrupt_error, "decoding records of batch at offset %lld: %s",
+                         (long long)r->info.base_offset, pl_strerror(PL_E_RECORD_COUNT));
+            return NULL;
+        }
+        reader_end_batch(r);
+    }
+}
+
 PyDoc_STRVAR(decode_doc,
 "decode(buffer, min_offset, max_offset) -> list[Record]\n\n"
 "Records of the concatenated Kafka v2 record batches in ``buffer`` (any contiguous\n"
@@ -310,97 +444,98 @@ static PyObject *rx_decode(PyObject *module, PyObject *const *args, Py_ssize_t n
         PyErr_SetString(PyExc_TypeError, "decode(buffer, min_offset, max_offset) takes 3 arguments");
         return NULL;
     }
-    window win = {0, INT64_MAX, 0};
-    win.min = PyLong_AsLongLong(args[1]);
-    if (win.min == -1 && PyErr_Occurred())
+    reader r;
+    if (reader_open(&r, args[0], args[1], args[2]) < 0)
         return NULL;
-    if (args[2] != Py_None) {
-        win.max = PyLong_AsLongLong(args[2]);
-        if (win.max == -1 && PyErr_Occurred())
-            return NULL;
-        win.bounded = 1;
-    }
-    Py_buffer view;
-    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0)
-        return NULL;
-    const uint8_t *buf = view.buf;
-    uint64_t len = (uint64_t)view.len;
     PyObject *list = PyList_New(0);
-    if (list == NULL) {
-        PyBuffer_Release(&view);
+    PyObject *rec;
+    while (list != NULL && (rec = reader_next(&r)) != NULL) {
+        if (PyList_Append(list, rec) < 0)
+            Py_CLEAR(list);
+        Py_DECREF(rec);
+    }
+    if (PyErr_Occurred())
+        Py_CLEAR(list);
+    reader_close(&r);
+    return list;
+}
+
+/* iterate(): the same walk, lazily.  A Record made just before it is used, and
+ * dropped soon after, keeps the memory it takes warm in the CPU cache; a list of a
+ * chunk's records would not.  Not tracked by the garbage collector: it refers only
+ * to the source buffer's object and a bytes object, never back to a container. */
+typedef struct {
+    PyObject_HEAD
+    reader r;
+} record_iter;
+
+static PyObject *record_iter_type; /* created by PyInit */
+
+static PyObject *record_iter_next(PyObject *self)
+{
+    reader *r = &((record_iter *)self)->r;
+    if (r->source == NULL)
+        return NULL; /* exhausted */
+    PyObject *rec = reader_next(r);
+    if (rec == NULL)
+        reader_close(r); /* at the end or on an error: the buffers go now */
+    return rec;
+}
+
+static void record_iter_dealloc(PyObject *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    reader_close(&((record_iter *)self)->r);
+    freefunc free_fn = (freefunc)PyType_GetSlot(tp, Py_tp_free);
+    free_fn(self);
+    Py_DECREF(tp);
+}
+
+PyDoc_STRVAR(iterate_doc,
+"iterate(buffer, min_offset, max_offset) -> iterator of Record\n\n"
+"What decode() returns, one Record at a time, each made when it is asked for.  The\n"
+"iterator holds the buffer of ``buffer`` until it is exhausted (or dropped).");
+
+static PyObject *rx_iterate(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (record_type == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "pylog._native._records.setup() was not called");
         return NULL;
     }
-    uint64_t pos = 0;
-    while (pos < len) {
-        uint64_t left = len - pos;
-        if (left < PL_BATCH_HEADER_BYTES) {
-            PyErr_Format(corrupt_error, "%llu trailing bytes after the last record batch",
-                         (unsigned long long)left);
-            goto error;
-        }
-        pl_batch_info info;
-        int st = pl_batch_parse_header(buf + pos, left, &info);
-        if (st != PL_OK) {
-            PyErr_Format(corrupt_error, "record batch at byte %llu: %s", (unsigned long long)pos,
-                         pl_strerror(st));
-            goto error;
-        }
-        uint64_t total = PL_BATCH_OVERHEAD_BYTES + (uint64_t)info.batch_length;
-        if (total > left) {
-            PyErr_Format(corrupt_error,
-                         "record batch at byte %llu has batchLength %d, past the end of the "
-                         "input (%llu bytes left)", (unsigned long long)pos,
-                         (int)info.batch_length, (unsigned long long)left);
-            goto error;
-        }
-        if (info.record_count < 0 || info.last_offset_delta < 0) {
-            int count = info.record_count < 0;
-            PyErr_Format(corrupt_error, "record batch at offset %lld has a negative %s (%d)",
-                         (long long)info.base_offset, count ? "recordCount" : "lastOffsetDelta",
-                         count ? (int)info.record_count : (int)info.last_offset_delta);
-            goto error;
-        }
-        uint64_t last_u = (uint64_t)info.base_offset + (uint64_t)info.last_offset_delta;
-        int64_t last;
-        memcpy(&last, &last_u, sizeof last);
-        if (last < win.min || info.record_count == 0) {
-            pos += total; /* wholly below min_offset, or empty: skip without decoding */
-            continue;
-        }
-        int codec = info.attributes & PL_ATTR_COMPRESSION_MASK;
-        if (codec == 0) {
-            st = decode_section(buf + pos + PL_BATCH_HEADER_BYTES, total - PL_BATCH_HEADER_BYTES,
-                                &info, &win, list);
-        } else {
-            PyObject *plain = decompress_body(args[0], pos + PL_BATCH_HEADER_BYTES, pos + total,
-                                              codec);
-            if (plain == NULL)
-                goto error;
-            Py_buffer pv;
-            if (PyObject_GetBuffer(plain, &pv, PyBUF_SIMPLE) < 0) {
-                Py_DECREF(plain);
-                goto error;
-            }
-            st = decode_section(pv.buf, (uint64_t)pv.len, &info, &win, list);
-            PyBuffer_Release(&pv);
-            Py_DECREF(plain);
-        }
-        if (st == PY_ERROR)
-            goto error;
-        if (st != PL_OK) {
-            PyErr_Format(corrupt_error, "decoding records of batch at offset %lld: %s",
-                         (long long)info.base_offset, pl_strerror(st));
-            goto error;
-        }
-        pos += total;
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "iterate(buffer, min_offset, max_offset) takes 3 arguments");
+        return NULL;
     }
-    PyBuffer_Release(&view);
-    return list;
-error:
-    Py_DECREF(list);
-    PyBuffer_Release(&view);
-    return NULL;
+    PyTypeObject *tp = (PyTypeObject *)record_iter_type;
+    allocfunc alloc = (allocfunc)PyType_GetSlot(tp, Py_tp_alloc);
+    PyObject *it = alloc(tp, 0);
+    if (it == NULL)
+        return NULL;
+    reader *r = &((record_iter *)it)->r;
+    memset(r, 0, sizeof *r); /* reader_close on a failed open finds nothing to release */
+    if (reader_open(r, args[0], args[1], args[2]) < 0) {
+        Py_DECREF(it);
+        return NULL;
+    }
+    return it;
 }
+
+static PyType_Slot record_iter_slots[] = {
+    {Py_tp_iter, (void *)PyObject_SelfIter},
+    {Py_tp_iternext, (void *)record_iter_next},
+    {Py_tp_dealloc, (void *)record_iter_dealloc},
+    {Py_tp_doc, (void *)"Records of record batches, made one at a time (see iterate)."},
+    {0, NULL},
+};
+
+static PyType_Spec record_iter_spec = {
+    "pylog._native._records.RecordIterator",
+    (int)sizeof(record_iter),
+    0,
+    Py_TPFLAGS_DEFAULT,
+    record_iter_slots,
+};
 
 /* ---- single-record append ---------------------------------------------------- */
 
@@ -713,6 +848,7 @@ static PyObject *rx_setup(PyObject *module, PyObject *const *args, Py_ssize_t na
 static PyMethodDef rx_methods[] = {
     {"setup", (PyCFunction)(void (*)(void))rx_setup, METH_FASTCALL, setup_doc},
     {"decode", (PyCFunction)(void (*)(void))rx_decode, METH_FASTCALL, decode_doc},
+    {"iterate", (PyCFunction)(void (*)(void))rx_iterate, METH_FASTCALL, iterate_doc},
     {"append_one", (PyCFunction)(void (*)(void))rx_append_one, METH_FASTCALL, append_one_doc},
     {NULL, NULL, 0, NULL},
 };
@@ -732,5 +868,17 @@ static struct PyModuleDef rx_module = {
 
 PyMODINIT_FUNC PyInit__records(void)
 {
-    return PyModule_Create(&rx_module);
+    if (record_iter_type == NULL &&
+        (record_iter_type = PyType_FromSpec(&record_iter_spec)) == NULL)
+        return NULL;
+    PyObject *module = PyModule_Create(&rx_module);
+    if (module == NULL)
+        return NULL;
+    Py_INCREF(record_iter_type);
+    if (PyModule_AddObject(module, "RecordIterator", record_iter_type) < 0) {
+        Py_DECREF(record_iter_type);
+        Py_DECREF(module);
+        return NULL;
+    }
+    return module;
 }

@@ -38,6 +38,7 @@ __all__ = [
     "decode_records",
     "iter_records",
     "record_list",
+    "lazy_records",
     "encode_headers",
 ]
 
@@ -644,6 +645,15 @@ def record_list(buffer: Any, min_offset: int = 0, max_offset: Optional[int] = No
     UnsupportedCompressionType for a codec that is unknown or not installed).
     """
     return _crecords.decode(buffer, min_offset, max_offset)
+
+
+def lazy_records(buffer: Any, min_offset: int = 0, max_offset: Optional[int] = None) -> Iterator[Record]:
+    """The records :func:`record_list` gives, as an iterator that makes each Record in C
+    when it is asked for (a loop that drops each record before the next reuses warm
+    memory; a list of them would not).  Damaged bytes raise CorruptRecordError when
+    the iteration reaches them.  The iterator holds ``buffer``'s buffer until it is
+    exhausted or dropped."""
+    return _crecords.iterate(buffer, min_offset, max_offset)
 
 
 def iter_records(buffer: Any, min_offset: int = 0) -> Iterator[Record]:

@@ -63,8 +63,8 @@ from pylog.records import (
     decode_records,
     iter_batches,
     iter_records,
+    lazy_records,
     prepare_batch,
-    record_list,
     validate_batches,
 )
 from pylog.records.columnar import prepare_columns
@@ -810,12 +810,12 @@ class Log:
         return self._iter_records(start, end)
 
     def _iter_records(self, pos: int, end: int) -> Iterator[Record]:
-        # The records of each chunk are built in C as one list (record_list); chain
-        # hands them out without a Python frame per record.
+        # Each chunk's Records are made in C, one when it is asked for (lazy_records);
+        # chain hands them out without a Python frame per record.
         return itertools.chain.from_iterable(self._record_chunks(pos, end))
 
-    def _record_chunks(self, pos: int, end: int) -> Iterator[List[Record]]:
-        """Lists of the records in [pos, end), a few MiB of batches at a time."""
+    def _record_chunks(self, pos: int, end: int) -> Iterator[Iterator[Record]]:
+        """Iterators over the records in [pos, end), a few hundred KiB of batches each."""
         while pos < end:
             with self._lock:
                 self._check_open()
@@ -827,7 +827,7 @@ class Log:
                 seg, n, stop = found
                 chunk = seg.view(int(self._positions[0]), stop)
                 last = RecordBatch(seg.view(int(self._positions[n - 1]), stop))
-            yield record_list(chunk, pos, end)
+            yield lazy_records(chunk, pos, end)
             pos = last.next_offset
 
     def offset_for_timestamp(self, timestamp: int) -> Optional[int]:

@@ -12,7 +12,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pylog.errors import CorruptRecordError, UnsupportedCompressionType
-from pylog.records import Record, build_batch, decode_records, iter_records, record_list, validate_batches
+from pylog.records import (
+    Record,
+    build_batch,
+    decode_records,
+    iter_records,
+    lazy_records,
+    record_list,
+    validate_batches,
+)
 from pylog.records import batch as batch_module
 from tests.records.test_crc32c import crc32c_bitwise
 
@@ -67,6 +75,32 @@ def test_same_records_as_the_numpy_path(specs, first_offset, data):
         assert all(type(h) is tuple and type(h[0]) is str and (h[1] is None or type(h[1]) is bytes)
                    for h in r.headers)
     assert list(iter_records(buf, lo)) == _numpy_records(buf, lo)
+    assert list(lazy_records(buf, lo, hi)) == got
+
+
+def test_lazy_records_hold_the_buffer_until_exhausted():
+    data = bytearray(build_batch([b"a", b"b"], base_offset=1) + build_batch([b"c"], base_offset=3,
+                                                                          compression="gzip"))
+    it = lazy_records(data)
+    assert next(it) == (1, next(iter(record_list(bytes(data)))).timestamp, None, b"a", ())
+    with pytest.raises(BufferError):  # exported while the iterator may still read it
+        data += b"x"
+    assert [r.value for r in it] == [b"b", b"c"]
+    data += b"x"  # exhausted: released
+    assert next(it, None) is None
+    it = lazy_records(data[:-1])
+    del it  # dropped before the end: released too
+
+
+def test_lazy_records_raise_when_they_reach_the_damage():
+    good = build_batch([b"a", b"b"], base_offset=0)
+    bad = bytearray(build_batch([b"c", b"d"], base_offset=2))
+    bad[61] = 0x7F  # first record's length now runs past the batch
+    it = lazy_records(good + _recrc(bad))
+    assert [next(it).value, next(it).value] == [b"a", b"b"]
+    with pytest.raises(CorruptRecordError, match="offset 2"):
+        next(it)
+    assert next(it, None) is None  # an iterator that failed is over
 
 
 def test_fields_of_a_known_batch():
@@ -188,6 +222,14 @@ def test_mutated_bytes_raise_or_agree_never_crash(seed):
             got = record_list(data, -2**63)
         except (CorruptRecordError, UnsupportedCompressionType):
             got = None
+        lazy = []
+        try:
+            for rec in lazy_records(data, -2**63):
+                lazy.append(rec)
+        except (CorruptRecordError, UnsupportedCompressionType):
+            assert got is None  # the same walk: it fails exactly where decode fails
+        else:
+            assert lazy == got
         try:
             n_records = validate_batches(data)[1]
         except (CorruptRecordError, UnsupportedCompressionType):
@@ -209,5 +251,10 @@ def test_random_bytes_never_crash(noise):
     for data in (noise, build_batch([b"v"]) + noise):
         try:
             record_list(data, -2**63)
+        except (CorruptRecordError, UnsupportedCompressionType):
+            pass
+        try:
+            for _ in lazy_records(data, -2**63):
+                pass
         except (CorruptRecordError, UnsupportedCompressionType):
             pass
