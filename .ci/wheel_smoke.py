@@ -28,16 +28,18 @@ def fail(message: str) -> None:
 
 
 def check_installed(pylog) -> str:
-    """pylog and its compiled core come from an installed copy, not a source tree."""
-    from pylog._native import _pylog
+    """pylog and its compiled core (the cffi module and its CPython companion) come from
+    an installed copy, not a source tree."""
+    from pylog._native import _pylog, _records
 
     where = os.path.dirname(os.path.abspath(pylog.__file__))
     if "site-packages" not in where.split(os.sep):
         fail(f"pylog imported from {where}, not from an installed copy (site-packages)")
-    native = os.path.abspath(_pylog.__file__)
-    if not native.startswith(where + os.sep):
-        fail(f"native module {native} is not inside the imported package {where}")
-    return native
+    for module in (_pylog, _records):
+        native = os.path.abspath(module.__file__)
+        if not native.startswith(where + os.sep):
+            fail(f"native module {native} is not inside the imported package {where}")
+    return os.path.abspath(_pylog.__file__)
 
 
 def smoke_log(pylog, root: str) -> None:

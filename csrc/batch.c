@@ -34,7 +34,7 @@
 #include <limits.h>
 #include <string.h>
 
-#include "pylog.h"
+#include "internal.h"
 
 #define MAX_VARINT_BYTES 10   /* a 64-bit zigzag varint */
 #define MAX_VARINT32_BYTES 5  /* a 32-bit zigzag varint */
@@ -404,17 +404,8 @@ int pl_batch_parse_header(const uint8_t *buf, uint64_t len, pl_batch_info *out)
     return PL_OK;
 }
 
-/* One record's fields, as positions relative to the records section. */
-typedef struct rec_fields {
-    int64_t ts_delta;
-    int32_t offset_delta;
-    int64_t key_pos;
-    int32_t key_len;
-    int64_t value_pos;
-    int32_t value_len;
-    int64_t headers_pos;
-    int32_t headers_count;
-} rec_fields;
+/* One record's fields, as positions relative to the records section (internal.h). */
+typedef pl_record_fields rec_fields;
 
 static int get_len32(const uint8_t **p, const uint8_t *end, int allow_null, int32_t *out)
 {
@@ -480,6 +471,32 @@ static int parse_record(const uint8_t *start, const uint8_t **p, const uint8_t *
     if (q != rend)
         return PL_E_RECORD;
     *p = rend;
+    return PL_OK;
+}
+
+int pl_record_parse(const uint8_t *start, const uint8_t **p, const uint8_t *end,
+                    pl_record_fields *r)
+{
+    assert(start != NULL && p != NULL && *p >= start && *p <= end && r != NULL);
+    return parse_record(start, p, end, r);
+}
+
+int pl_record_header_next(const uint8_t **p, const uint8_t *end, const uint8_t **key,
+                          int32_t *key_len, const uint8_t **value, int32_t *value_len)
+{
+    assert(p != NULL && *p <= end && key != NULL && key_len != NULL && value != NULL &&
+           value_len != NULL);
+    const uint8_t *q = *p;
+    if (get_len32(&q, end, 0, key_len) != PL_OK)
+        return PL_E_RECORD;
+    *key = q;
+    q += *key_len;
+    if (get_len32(&q, end, 1, value_len) != PL_OK)
+        return PL_E_RECORD;
+    *value = q;
+    if (*value_len > 0)
+        q += *value_len;
+    *p = q;
     return PL_OK;
 }
 

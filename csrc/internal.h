@@ -157,4 +157,31 @@ PL_HIDDEN int pl_seg_seek(const pl_segment *seg, uint32_t n_index, uint64_t limi
                           int64_t target, uint64_t *pos, pl_batch_info *info,
                           uint64_t *total);
 
+/* ---- record parsing (batch.c), shared with the CPython extension ----------- */
+
+/* One record's fields; positions are bytes from the start of its records section. */
+typedef struct pl_record_fields {
+    int64_t ts_delta;       /* timestampDelta, ms                              */
+    int32_t offset_delta;   /* offsetDelta (>= 0)                              */
+    int64_t key_pos;        /* position of the key bytes                       */
+    int32_t key_len;        /* -1 = null key                                   */
+    int64_t value_pos;      /* position of the value bytes                     */
+    int32_t value_len;      /* -1 = null value                                 */
+    int64_t headers_pos;    /* position of the first header (after headerCount) */
+    int32_t headers_count;  /* headers (>= 0); all lie within the record       */
+} pl_record_fields;
+
+/* Parses and bounds-checks the record at *p of the records section [start, end):
+ * varints minimal and in range, every length within the record, headers included,
+ * the record ending exactly at its length.  On PL_OK fills *r and moves *p past the
+ * record; otherwise returns PL_E_RECORD (or PL_E_TRUNCATED) and leaves *p alone. */
+PL_HIDDEN int pl_record_parse(const uint8_t *start, const uint8_t **p, const uint8_t *end,
+                              pl_record_fields *r);
+
+/* Reads the header at *p, which must lie before end: its key (key, key_len >= 0)
+ * and value (value, value_len; -1 = null value), moving *p past it.  Bounds-checked
+ * again (PL_E_RECORD), though pl_record_parse has checked a parsed record's already. */
+PL_HIDDEN int pl_record_header_next(const uint8_t **p, const uint8_t *end, const uint8_t **key,
+                                    int32_t *key_len, const uint8_t **value, int32_t *value_len);
+
 #endif /* PYLOG_INTERNAL_H */

@@ -2,17 +2,18 @@
 
     pip install atheris && python fuzz/fuzz_batch.py -atheris_runs=200000
 
-Contract checked: validate_batches / decode_records / decode_batches never crash the
-process; they return or raise CorruptRecordError (or UnsupportedCompressionType) —
-nothing else — whatever validates also decodes to exactly the records it claims, and
-decoding the batches as a list (decode_batches) gives what decoding them joined gives.
+Contract checked: validate_batches / decode_records / decode_batches / record_list never
+crash the process; they return or raise CorruptRecordError (or UnsupportedCompressionType)
+— nothing else — whatever validates also decodes to exactly the records it claims,
+decoding the batches as a list (decode_batches) gives what decoding them joined gives,
+and the Records built in C (record_list) are those of the numpy path whenever both decode.
 """
 from __future__ import annotations
 
 import sys
 
 from pylog.errors import CorruptRecordError, UnsupportedCompressionType
-from pylog.records import decode_batches, decode_records, iter_batches, validate_batches
+from pylog.records import decode_batches, decode_records, iter_batches, record_list, validate_batches
 
 
 def one_input(data: bytes) -> None:
@@ -26,11 +27,19 @@ def one_input(data: bytes) -> None:
         except (CorruptRecordError, UnsupportedCompressionType):
             pass
     try:
+        built = record_list(data, min_offset=-2**63)
+    except (CorruptRecordError, UnsupportedCompressionType):
+        built = None
+    try:
         arrays = decode_records(data, min_offset=-2**63)
     except (CorruptRecordError, UnsupportedCompressionType):
         if n_records is not None:
             raise AssertionError("validated input failed to decode")
         return
+    if built is not None and built != arrays.records():
+        raise AssertionError("record_list and decode_records(...).records() disagree")
+    if n_records is not None and built is None:
+        raise AssertionError("validated input decodes to arrays but not through record_list")
     if n_records is not None and len(arrays) != n_records:
         raise AssertionError(f"decoded {len(arrays)} records, validated {n_records}")
     if n_records is not None:  # valid batches: the list decoder must agree exactly

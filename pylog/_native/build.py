@@ -1,4 +1,5 @@
-"""cffi (API mode) builder for pylog's native core.
+"""cffi (API mode) builder for pylog's native core, and the setuptools Extension of its
+small CPython companion, pylog._native._records (csrc/pyrecords.c says why it exists).
 
 The C declarations are read from csrc/pylog.h, between its CDEF-BEGIN and CDEF-END
 markers; each ``#define NAME value`` there becomes ``#define NAME ...`` so that cffi
@@ -20,6 +21,7 @@ import os
 import re
 import sys
 from pathlib import Path
+from typing import Any
 
 from cffi import FFI
 
@@ -63,13 +65,46 @@ def link_args() -> list[str]:
     return []
 
 
+def _source_paths(names: list[str]) -> list[str]:
+    """Sources relative to the project when building from it (as setuptools wants for
+    an sdist), absolute otherwise."""
+    return [str((CSRC / s).relative_to(ROOT)) if Path.cwd() == ROOT else str(CSRC / s)
+            for s in names]
+
+
+#: pylog._native._records is one translation unit: pyrecords.c includes batch.c's
+#: record parsing (and crc32c.c, which batch.c calls) so that both modules check
+#: bytes with the same code.
+RECORDS_SOURCES = ["pyrecords.c"]
+RECORDS_INCLUDED = ["batch.c", "crc32c.c", "pylog.h", "internal.h"]
+#: The limited API (abi3) of the oldest Python pylog supports, 3.11.
+LIMITED_API = "0x030B0000"
+
+
+def records_extension() -> Any:
+    """The setuptools Extension of pylog._native._records, with the same flags as the
+    cffi module (sanitizers, assertions, -Werror follow the same environment); only
+    its module init function is exported."""
+    from setuptools import Extension
+
+    return Extension(
+        "pylog._native._records",
+        sources=_source_paths(RECORDS_SOURCES),
+        include_dirs=[str(CSRC)],
+        define_macros=[("Py_LIMITED_API", LIMITED_API)],
+        py_limited_api=True,
+        extra_compile_args=compile_args() + ["-fvisibility=hidden"],
+        extra_link_args=link_args(),
+        depends=_source_paths(RECORDS_INCLUDED),
+    )
+
+
 ffibuilder = FFI()
 ffibuilder.cdef(read_cdef(CSRC / "pylog.h"))
 ffibuilder.set_source(
     "pylog._native._pylog",
     '#include "pylog.h"\n',
-    sources=[str((CSRC / s).relative_to(ROOT)) if Path.cwd() == ROOT else str(CSRC / s)
-             for s in SOURCES],
+    sources=_source_paths(SOURCES),
     include_dirs=[str(CSRC)],
     extra_compile_args=compile_args(),
     extra_link_args=link_args(),

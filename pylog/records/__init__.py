@@ -13,7 +13,9 @@ from pylog.records.batch import (
     encode_headers,
     iter_batches,
     iter_records,
+    lazy_records,
     prepare_batch,
+    record_list,
     validate_batches,
 )
 from pylog.records.builder import BatchBuilder
@@ -33,6 +35,8 @@ __all__ = [
     "decode_records",
     "decode_batches",
     "iter_records",
+    "record_list",
+    "lazy_records",
     "encode_headers",
     "rewrite_batch",
     "empty_batch",

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import bisect
 import fcntl
+import itertools
 import logging
 import os
 import re
@@ -45,6 +46,7 @@ from typing import Any, Callable, Iterator, List, Mapping, Optional, Sequence, T
 import numpy as np
 
 from pylog._native import check, ffi, lib
+from pylog._native._records import append_one as _append_one
 from pylog.errors import (
     InvalidArgument,
     InvalidRecord,
@@ -61,6 +63,7 @@ from pylog.records import (
     decode_records,
     iter_batches,
     iter_records,
+    lazy_records,
     prepare_batch,
     validate_batches,
 )
@@ -114,7 +117,9 @@ LATEST_TIMESTAMP = -1
 EARLIEST_TIMESTAMP = -2
 
 _MAX_READ_BATCHES = 4096  #: batch positions one C read call may return
-_RECORDS_CHUNK_BYTES = 4 << 20  #: bytes records() decodes per chunk
+#: bytes of batches records() decodes per chunk: small enough that a chunk's records
+#: (about 2.5x its bytes as Python objects) stay in the CPU cache until they are used
+_RECORDS_CHUNK_BYTES = 256 << 10
 _MAX_RELATIVE_OFFSET = 0x7FFFFFFF  #: index offsets are relative u32; Kafka keeps them < 2^31
 _TOPIC_PARTITION = re.compile(r"^(.+)-(\d+)$")
 
@@ -152,6 +157,7 @@ class Log:
         self.dir = directory
         self.config = config
         self._clock = clock
+        self._wall_clock = clock is now_ms  #: append's C path may read the clock itself
         self._lock = threading.Lock()
         self._segments: List[LogSegment] = []
         self._bases: List[int] = []
@@ -165,6 +171,8 @@ class Log:
         self._n = ffi.new("uint32_t *")
         self._end = ffi.new("uint64_t *")
         self._result = ffi.new("pl_append_result *")
+        self._result_address = int(ffi.cast("uintptr_t", self._result))
+        self._fast: tuple = (None,)  #: see _fast_settings
         m = _TOPIC_PARTITION.match(directory.name)
         self._key = (m.group(1), int(m.group(2))) if m else (directory.name, 0)
         self._rp_file = OffsetCheckpointFile(directory / RECOVERY_POINT_FILE)
@@ -379,27 +387,78 @@ class Log:
         InvalidArgument (types, lengths, empty ``values``), InvalidTimestamp,
         RecordTooLarge (the batch exceeds max.message.bytes), RecordBatchTooLarge (it
         cannot fit in a segment), LogClosed.  A rejected append writes nothing.
+
+        One record (``[value]``, optionally ``keys=[key]`` and ``timestamps=[ms]``;
+        bytes or None) takes a shorter path when nothing about it needs the general
+        one: a single C call (pylog._native._records.append_one) builds its batch
+        straight into the segment.  It writes the same bytes as the general path and
+        leaves every check and error to it.
         """
-        with self._lock:
-            self._check_open()
-            now = self._clock()
-            if self.config.log_append_time:
-                timestamps = None
-            if self.config.compact and (keys is None or any(k is None for k in keys)):
-                raise InvalidRecord(
-                    f"log {self.dir} has cleanup.policy={self.config.cleanup_policy}: every record "
-                    "needs a key (compaction keeps the latest record per key)")
-            prepared = prepare_batch(values, keys, headers, timestamps, base_timestamp=now)
-            if self.config.log_append_time:
-                prepared.cdata.attributes |= lib.PL_ATTR_TIMESTAMP_TYPE
-            if prepared.size_bound > self.config.max_message_bytes:
-                return self._append_oversized_bound(prepared, now)
-            self._check_fits_segment(prepared.size_bound)
-            res = self._append_c(prepared.count, now,
-                                 lambda seg: lib.pl_segment_append_build(seg.c, prepared.cdata, self._result),
-                                 size=prepared.size_bound)
-            self._after_append(res.max_timestamp, now)
-            return int(res.first_offset)
+        # The lock by hand, not `with`: this is the hot path of single-record appends,
+        # and `with` costs a bound-method object for each of __enter__ and __exit__.
+        lock = self._lock
+        lock.acquire()
+        try:
+            if self._closed:
+                self._check_open()
+            # With the wall clock (the default) append_one reads it itself.
+            now = None if self._wall_clock else self._clock()
+            if headers is None:
+                # One record: one C call checks it and builds its batch into the
+                # segment, or declines (None), writing nothing, whenever anything about
+                # it needs the general path below (see append_one).
+                fast = self._fast
+                if fast[0] is not self.config:
+                    fast = self._fast_settings()
+                seg = self._segments[-1]
+                rolling = seg.rolling_timestamp_ms
+                first = _append_one(seg.c_address, self._result_address, values, keys, timestamps,
+                                    now, fast, rolling)
+                if first is not None:
+                    if first < 0:
+                        check(first, f"appending to segment {seg.base_offset} of {self.dir}")
+                    if rolling is None:
+                        seg.note_appended(int(self._result.max_timestamp))
+                    if fast[6]:
+                        self._after_append(int(self._result.max_timestamp),
+                                           self._clock() if now is None else now)
+                    return first
+            return self._append_locked(values, keys, headers, timestamps,
+                                       self._clock() if now is None else now)
+        finally:
+            lock.release()
+
+    def _fast_settings(self) -> tuple:
+        """What append's single-record path needs of the configuration, computed once per
+        config object: (config, attributes, compact, max batch bytes, segment.bytes,
+        segment.ms, whether flush.messages or flush.ms is set)."""
+        cfg = self.config
+        self._fast = (cfg, lib.PL_ATTR_TIMESTAMP_TYPE if cfg.log_append_time else 0, cfg.compact,
+                      min(cfg.max_message_bytes, cfg.segment_bytes), cfg.segment_bytes, cfg.segment_ms,
+                      cfg.flush_messages is not None or cfg.flush_ms is not None)
+        return self._fast
+
+    def _append_locked(self, values: Sequence[Optional[bytes]], keys: Optional[Sequence[Optional[bytes]]],
+                       headers: Optional[Sequence[Sequence[tuple]]], timestamps: Optional[Sequence[int]],
+                       now: int) -> int:
+        """The general path of :meth:`append` (lock held, log open)."""
+        if self.config.log_append_time:
+            timestamps = None
+        if self.config.compact and (keys is None or any(k is None for k in keys)):
+            raise InvalidRecord(
+                f"log {self.dir} has cleanup.policy={self.config.cleanup_policy}: every record "
+                "needs a key (compaction keeps the latest record per key)")
+        prepared = prepare_batch(values, keys, headers, timestamps, base_timestamp=now)
+        if self.config.log_append_time:
+            prepared.cdata.attributes |= lib.PL_ATTR_TIMESTAMP_TYPE
+        if prepared.size_bound > self.config.max_message_bytes:
+            return self._append_oversized_bound(prepared, now)
+        self._check_fits_segment(prepared.size_bound)
+        res = self._append_c(prepared.count, now,
+                             lambda seg: lib.pl_segment_append_build(seg.c, prepared.cdata, self._result),
+                             size=prepared.size_bound)
+        self._after_append(res.max_timestamp, now)
+        return int(res.first_offset)
 
     def append_arrays(
         self,
@@ -736,7 +795,8 @@ class Log:
         """Iterate records from ``offset`` (default: log start) up to the log end offset
         as of this call (or ``max_offset``, exclusive).
 
-        Records are decoded a few MiB at a time, with no C call per record.  Raises
+        Records are decoded a few hundred KiB of batches at a time, each chunk's
+        Record objects built by one C call (pylog._native._records).  Raises
         OffsetOutOfRange / LogClosed at the call; if the log is truncated below the
         position while iterating, the iteration ends there.
         """
@@ -750,6 +810,12 @@ class Log:
         return self._iter_records(start, end)
 
     def _iter_records(self, pos: int, end: int) -> Iterator[Record]:
+        # Each chunk's Records are made in C, one when it is asked for (lazy_records);
+        # chain hands them out without a Python frame per record.
+        return itertools.chain.from_iterable(self._record_chunks(pos, end))
+
+    def _record_chunks(self, pos: int, end: int) -> Iterator[Iterator[Record]]:
+        """Iterators over the records in [pos, end), a few hundred KiB of batches each."""
         while pos < end:
             with self._lock:
                 self._check_open()
@@ -761,15 +827,8 @@ class Log:
                 seg, n, stop = found
                 chunk = seg.view(int(self._positions[0]), stop)
                 last = RecordBatch(seg.view(int(self._positions[n - 1]), stop))
-            next_pos = last.next_offset
-            if next_pos > end:
-                for rec in iter_records(chunk, pos):
-                    if rec.offset >= end:
-                        return
-                    yield rec
-                return
-            yield from iter_records(chunk, pos)
-            pos = next_pos
+            yield lazy_records(chunk, pos, end)
+            pos = last.next_offset
 
     def offset_for_timestamp(self, timestamp: int) -> Optional[int]:
         """The first offset whose record timestamp is >= ``timestamp`` (ms), or None.

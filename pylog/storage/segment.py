@@ -158,6 +158,7 @@ class LogSegment:
         "dir",
         "base_offset",
         "c",
+        "c_address",
         "_log_fd",
         "_index_fd",
         "_time_fd",
@@ -180,6 +181,8 @@ class LogSegment:
         self.dir = directory
         self.base_offset = base_offset
         self.c = ffi.new("pl_segment *")
+        #: address of ``c`` as an int, for pylog._native._records.append_one
+        self.c_address = int(ffi.cast("uintptr_t", self.c))
         self._log_fd = self._index_fd = self._time_fd = -1
         self._log_map: Optional[_Mapping] = None
         self._index_map: Optional[_Mapping] = None
