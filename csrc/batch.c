@@ -27,6 +27,7 @@
  * as described by pl_batch_input) are trusted to be as long as their length arrays
  * say: they come from pylog's own Python layer, not from the outside.
  */
+#include <assert.h>
 #include <limits.h>
 #include <string.h>
 
@@ -686,5 +687,33 @@ int pl_batches_decode(const uint8_t *buf, uint64_t len, int64_t min_offset, pl_r
         *n_out = filled;
         *consumed = pos;
     }
+    return PL_OK;
+}
+
+int pl_batches_count(const uint8_t *buf, uint64_t len, uint64_t *records, int64_t *next_offset)
+{
+    if ((buf == NULL && len > 0) || records == NULL || next_offset == NULL)
+        return PL_E_ARG;
+    *records = 0;
+    *next_offset = -1;
+    uint64_t pos = 0;
+    uint64_t count = 0;
+    while (pos < len) {
+        pl_batch_info info;
+        int st = pl_batch_parse_header(buf + pos, len - pos, &info);
+        if (st != PL_OK)
+            return st;
+        uint64_t total = PL_BATCH_OVERHEAD_BYTES + (uint64_t)info.batch_length;
+        if (total > len - pos)
+            return PL_E_TRUNCATED;
+        assert(total >= PL_BATCH_HEADER_BYTES); /* batch_length >= PL_MIN_BATCH_LENGTH */
+        uint64_t room = (total - PL_BATCH_HEADER_BYTES) / PL_MIN_RECORD_BYTES;
+        uint64_t n = info.record_count < 0 ? 0 : (uint64_t)info.record_count;
+        count += n < room ? n : room;
+        uint64_t next_u = (uint64_t)info.base_offset + (uint64_t)(int64_t)info.last_offset_delta + 1u;
+        memcpy(next_offset, &next_u, sizeof next_u);
+        pos += total;
+    }
+    *records = count;
     return PL_OK;
 }

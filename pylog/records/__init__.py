@@ -13,6 +13,7 @@ from pylog.records.batch import (
     encode_headers,
     iter_batches,
     iter_records,
+    join_views,
     prepare_batch,
     validate_batches,
 )
@@ -31,6 +32,7 @@ __all__ = [
     "decode_records",
     "decode_batches",
     "iter_records",
+    "join_views",
     "encode_headers",
     "rewrite_batch",
     "empty_batch",
