@@ -95,6 +95,19 @@ static inline uint8_t *put_varint(uint8_t *o, int64_t v)
 static inline int get_varint(const uint8_t **p, const uint8_t *end, int max_bytes, int64_t *out)
 {
     const uint8_t *q = *p;
+    /* Fast paths (the loop below gives the same results): one byte, and two bytes
+     * whose second is not 0 (minimal); max_bytes >= 5 always, so no width check. */
+    assert(max_bytes >= 2);
+    if (q < end && !(q[0] & 0x80)) {
+        *p = q + 1;
+        *out = unzigzag(q[0]);
+        return PL_OK;
+    }
+    if (end - q >= 2 && !(q[1] & 0x80) && q[1] != 0) {
+        *p = q + 2;
+        *out = unzigzag((uint64_t)(q[0] & 0x7f) | ((uint64_t)q[1] << 7));
+        return PL_OK;
+    }
     uint64_t z = 0;
     for (int i = 0; i < max_bytes; i++) {
         if (q >= end)
