@@ -9,8 +9,9 @@ Two ways to read:
 
 * :meth:`Consumer.poll` returns :class:`ConsumerRecord` tuples;
 * :meth:`Consumer.poll_arrays` returns :class:`ConsumerArrays`: numpy columns
-  (offsets, timestamps, key/value positions and lengths, partition) over one buffer,
-  with no Python object per record — the fast path.
+  (offsets, timestamps, key/value positions and lengths, partition), with no Python
+  object per record and, in process, no copy of uncompressed payload: the records stay
+  in the segment mappings they were fetched from — the fast path.
 """
 from __future__ import annotations
 
