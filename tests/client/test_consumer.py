@@ -67,7 +67,7 @@ def test_consuming_deletes_nothing_and_each_consumer_sees_all(broker):
 
 @pytest.mark.parametrize("compression", ["none", "zstd"])
 def test_poll_arrays_matches_poll(broker, compression):
-    """Compressed batches take another decode path (batch by batch, pieces joined once)."""
+    """Compressed batches take another decode path (each decompressed once into one buffer)."""
     broker.create_topic("t", 3)
     fill(broker, "t", 3, 300, size=40, compression=compression)
     a = pylog.Consumer(broker, auto_offset_reset="earliest")
