@@ -98,6 +98,19 @@ static inline uint8_t *put_varint(uint8_t *o, int64_t v)
 static inline int get_varint(const uint8_t **p, const uint8_t *end, int max_bytes, int64_t *out)
 {
     const uint8_t *q = *p;
+    /* Fast paths (the loop below gives the same results): one byte, and two bytes
+     * whose second is not 0 (minimal); max_bytes >= 5 always, so no width check. */
+    assert(max_bytes >= 2);
+    if (q < end && !(q[0] & 0x80)) {
+        *p = q + 1;
+        *out = unzigzag(q[0]);
+        return PL_OK;
+    }
+    if (end - q >= 2 && !(q[1] & 0x80) && q[1] != 0) {
+        *p = q + 2;
+        *out = unzigzag((uint64_t)(q[0] & 0x7f) | ((uint64_t)q[1] << 7));
+        return PL_OK;
+    }
     uint64_t z = 0;
     for (int i = 0; i < max_bytes; i++) {
         if (q >= end)
@@ -917,4 +930,32 @@ int64_t pl_builder_append_records(pl_batch_builder *b, const uint8_t *recs, uint
         }
     }
     return (int64_t)(hi - lo);
+}
+
+int pl_batches_count(const uint8_t *buf, uint64_t len, uint64_t *records, int64_t *next_offset)
+{
+    if ((buf == NULL && len > 0) || records == NULL || next_offset == NULL)
+        return PL_E_ARG;
+    *records = 0;
+    *next_offset = -1;
+    uint64_t pos = 0;
+    uint64_t count = 0;
+    while (pos < len) {
+        pl_batch_info info;
+        int st = pl_batch_parse_header(buf + pos, len - pos, &info);
+        if (st != PL_OK)
+            return st;
+        uint64_t total = PL_BATCH_OVERHEAD_BYTES + (uint64_t)info.batch_length;
+        if (total > len - pos)
+            return PL_E_TRUNCATED;
+        assert(total >= PL_BATCH_HEADER_BYTES); /* batch_length >= PL_MIN_BATCH_LENGTH */
+        uint64_t room = (total - PL_BATCH_HEADER_BYTES) / PL_MIN_RECORD_BYTES;
+        uint64_t n = info.record_count < 0 ? 0 : (uint64_t)info.record_count;
+        count += n < room ? n : room;
+        uint64_t next_u = (uint64_t)info.base_offset + (uint64_t)(int64_t)info.last_offset_delta + 1u;
+        memcpy(next_offset, &next_u, sizeof next_u);
+        pos += total;
+    }
+    *records = count;
+    return PL_OK;
 }

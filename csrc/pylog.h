@@ -83,6 +83,7 @@
 #define PL_BATCH_OVERHEAD_BYTES    12          /* baseOffset + batchLength fields    */
 #define PL_BATCH_CRC_START         21          /* first byte the batch's CRC covers  */
 #define PL_MIN_BATCH_LENGTH        49          /* batchLength of a header-only batch */
+#define PL_MIN_RECORD_BYTES        7           /* smallest record: 7 one-byte fields */
 #define PL_MAX_BATCH_BYTES         0x7ffffff0  /* whole batch incl. 12-byte prefix   */
 #define PL_MAX_RECORD_BYTES        0x7fffffef  /* one record's key+value+headers     */
 #define PL_MAX_SEGMENT_BYTES       0x7fffffff  /* index positions are u32, as Kafka  */
@@ -282,6 +283,14 @@ int pl_records_decode(const uint8_t *recs, uint64_t len, uint32_t count,
 int pl_batches_decode(const uint8_t *buf, uint64_t len, int64_t min_offset,
                       pl_record_arrays *out, uint32_t first,
                       uint32_t *n_out, uint64_t *consumed);
+
+/* Walks the headers of consecutive batches at buf (no CRC or record check), to size
+ * the arrays of a pl_batches_decode call: *records = the sum over batches of
+ * recordCount, each capped at what its bytes could hold (PL_MIN_RECORD_BYTES per
+ * record; a negative count counts 0), *next_offset = baseOffset + lastOffsetDelta + 1
+ * of the last batch (-1 when len is 0).  Returns PL_OK, or the status of the first bad
+ * header, or PL_E_TRUNCATED when buf ends inside a batch. */
+int pl_batches_count(const uint8_t *buf, uint64_t len, uint64_t *records, int64_t *next_offset);
 
 /* Varint helpers for Python-side header encoding (zigzag).  Return bytes
  * written/read, or a negative status.  Decoding accepts only the minimal encoding,

@@ -6,14 +6,17 @@ Contract checked: validate_batches / decode_records / decode_batches / record_li
 crash the process; they return or raise CorruptRecordError (or UnsupportedCompressionType)
 — nothing else — whatever validates also decodes to exactly the records it claims,
 decoding the batches as a list (decode_batches) gives what decoding them joined gives,
-and the Records built in C (record_list) are those of the numpy path whenever both decode.
+the Records built in C (record_list) are those of the numpy path whenever both decode,
+a decode limited by max_bytes gives a prefix of the whole, and the batch views joined
+by join_views (no copy: they are adjacent) decode to the same records.
 """
 from __future__ import annotations
 
 import sys
 
 from pylog.errors import CorruptRecordError, UnsupportedCompressionType
-from pylog.records import decode_batches, decode_records, iter_batches, record_list, validate_batches
+from pylog.records import (decode_batches, decode_records, iter_batches, join_views, record_list,
+                           validate_batches)
 
 
 def one_input(data: bytes) -> None:
@@ -46,6 +49,13 @@ def one_input(data: bytes) -> None:
         listed = decode_batches(list(iter_batches(data)), min_offset=-2**63)
         if listed.offsets.tolist() != arrays.offsets.tolist() or listed.values() != arrays.values():
             raise AssertionError("decode_batches and decode_records disagree")
+        part = decode_records(data, min_offset=-2**63, max_bytes=1)
+        if part.offsets.tolist() != arrays.offsets.tolist()[:len(part)] or not len(part) <= len(arrays):
+            raise AssertionError("a max_bytes-limited decode is not a prefix of the whole")
+        joined = join_views([b.buffer for b in iter_batches(data)])
+        again = decode_records(joined, min_offset=-2**63)
+        if again.offsets.tolist() != arrays.offsets.tolist() or again.values() != arrays.values():
+            raise AssertionError("the joined batch views decode differently")
 
 
 def main() -> None:

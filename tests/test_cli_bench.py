@@ -22,6 +22,9 @@ def test_bench_log_plot_and_peers(capsys, tmp_path):
     out, err = capsys.readouterr()
     assert rc == 0
     assert "ceiling memcpy->mmap" in out and "append_arrays (one call)" in out
+    for row in ("read_arrays uncompressed keyless", "read_arrays uncompressed keyed", "read_arrays zstd keyless",
+                "read_arrays zstd keyed"):
+        assert row in out
     for module, rows in PEERS.items():
         if _installed(module):
             for row in rows:

@@ -10,6 +10,12 @@ The ceiling is measured in the same process, right before the workloads: a C loo
 into a freshly preallocated, mmapped file as large as the log the workloads write — an
 append path with no per-record work at all.  Workloads are reported as a share of it.
 
+Reads are not expressed as a share of that append ceiling; their rows give records/s.
+The ``read_arrays`` rows read a log of 1000-record batches through Log.iter_arrays
+(numpy columns over the segment mapping, or one decompressed buffer for zstd); the
+broker suite's consume rows use Consumer.poll_arrays, which copies no uncompressed
+payload either (checked in the run).
+
 With the ``peers`` extra installed, the log suite ends with LMDB and RocksDB (rocksdict)
 storing and reading back the same values in the same run (pylog/cli/bench_peers.py).
 """
@@ -188,7 +194,8 @@ def run_benchmarks(
     broker_cases = [(keyed, codec) for codec in ("none", "zstd") for keyed in (False, True)]
     repl_cases = [(1, "all"), (3, "1"), (3, "all")]
     net_parts = (1, 6)
-    steps = runs * (1 + ("log" in suites) * (len(batch_sizes) + 3) + ("broker" in suites) * (3 * len(broker_cases) + 1)
+    steps = runs * (1 + ("log" in suites) * (len(batch_sizes) + 3 + len(READ_ARRAYS_CASES))
+                    + ("broker" in suites) * (3 * len(broker_cases) + 1)
                     + ("replication" in suites) * len(repl_cases))
     if "log" in suites:
         from pylog.cli.bench_peers import peer_steps
@@ -367,6 +374,12 @@ def run_benchmarks(
         finally:
             log.close()
 
+        # --- read_arrays: numpy columns over the segment mapping (uncompressed) or one
+        # decompressed buffer (zstd), keyless and keyed, 1000-record batches
+        keys = [b"key-%d" % (i % 100_000) for i in range(messages)]
+        for codec, keyed in READ_ARRAYS_CASES:
+            _read_arrays_case(root, values, keys if keyed else None, codec, runs, bar, finish)
+
         # --- peers (the peers extra): LMDB and RocksDB store the same values in the same run
         from pylog.cli.bench_peers import PEERS_HINT, missing_peers, run_peers
 
@@ -387,6 +400,66 @@ def run_benchmarks(
         if own_dir:
             shutil.rmtree(root, ignore_errors=True)
     return results
+
+
+#: (codec, keyed) of the read_arrays rows of the log suite.
+READ_ARRAYS_CASES = (("none", False), ("none", True), ("zstd", False), ("zstd", True))
+
+
+def _read_arrays_case(root: str, values: List[bytes], keys: Optional[List[bytes]], codec: str, runs: int,
+                      bar: "Progress", finish: Callable[..., None]) -> None:
+    """Log.iter_arrays over a log of 1000-record batches (not timed: writing it), timed
+    ``runs`` times, verified: every record counted, offsets dense chunk after chunk,
+    and in a sample of chunks (every 16th, kept until the run ends) the first and last
+    records' values (and keys) compared with what was written; for uncompressed batches
+    every chunk's buffer must be a view of the segment mapping (zero copy)."""
+    messages = len(values)
+    label = f"read_arrays {'uncompressed' if codec == 'none' else codec} {'keyed' if keys else 'keyless'}"
+    d = os.path.join(root, f"read-arrays-{codec}-{'k' if keys else 'n'}")
+    log = Log.open(d, segment_bytes=1 << 30)
+    try:
+        for i in range(0, messages, 1000):
+            log.append_batches(build_batch(values[i:i + 1000], keys=keys[i:i + 1000] if keys else None,
+                                           base_offset=i, compression=codec))
+        if log.log_end_offset != messages:
+            raise BenchmarkError(f"{label}: the log holds {log.log_end_offset} records, wrote {messages}")
+        times = []
+        for _ in range(runs):
+            sample = []
+            t0 = time.perf_counter()
+            n = 0
+            chunks = 0
+            for arrays in log.iter_arrays(0):
+                if int(arrays.offsets[0]) != n:
+                    raise BenchmarkError(f"{label}: a chunk starts at {int(arrays.offsets[0])}, expected {n}")
+                n += len(arrays)
+                if int(arrays.offsets[-1]) != n - 1:
+                    raise BenchmarkError(f"{label}: offsets not dense before {n}")
+                if not chunks & 15:
+                    sample.append(arrays)
+                chunks += 1
+            dt = time.perf_counter() - t0
+            if n != messages:
+                raise BenchmarkError(f"{label}: read {n} records, wrote {messages}")
+            for arrays in sample:
+                buf = arrays.buffer
+                if codec == "none" and not (isinstance(buf, memoryview) and isinstance(buf.obj, mmap.mmap)):
+                    raise BenchmarkError(f"{label}: a chunk's buffer is not a view of the segment mapping")
+                for i in (0, len(arrays) - 1):
+                    off = int(arrays.offsets[i])
+                    p, ln = int(arrays.value_pos[i]), int(arrays.value_len[i])
+                    if bytes(buf[p:p + ln]) != values[off]:
+                        raise BenchmarkError(f"{label}: the value at offset {off} differs")
+                    if keys is not None:
+                        p, ln = int(arrays.key_pos[i]), int(arrays.key_len[i])
+                        if bytes(buf[p:p + ln]) != keys[off]:
+                            raise BenchmarkError(f"{label}: the key at offset {off} differs")
+            times.append(dt)
+            bar.step(label)
+        finish(label, times, messages, False)
+    finally:
+        log.close()
+        shutil.rmtree(d, ignore_errors=True)
 
 
 def _weighted_percentile(samples: List[tuple], q: float) -> float:
@@ -459,6 +532,9 @@ def _broker_case(root: str, values: List[bytes], keys: Optional[List[bytes]], co
                 n += len(arrays)
                 if arrays.value_len[0] != size:
                     raise BenchmarkError(f"consumer {label}: a value of {arrays.value_len[0]} bytes")
+                if codec == "none" and not checked and not all(
+                        isinstance(b, memoryview) and isinstance(b.obj, mmap.mmap) for b in arrays.buffers):
+                    raise BenchmarkError(f"consumer {label}: poll_arrays copied the records (zero copy expected)")
                 checked += 1
             c_times.append(time.perf_counter() - t0)
             if n != messages:

@@ -9,8 +9,9 @@ Two ways to read:
 
 * :meth:`Consumer.poll` returns :class:`ConsumerRecord` tuples;
 * :meth:`Consumer.poll_arrays` returns :class:`ConsumerArrays`: numpy columns
-  (offsets, timestamps, key/value positions and lengths, partition) over one buffer,
-  with no Python object per record — the fast path.
+  (offsets, timestamps, key/value positions and lengths, partition), with no Python
+  object per record and, in process, no copy of uncompressed payload: the records stay
+  in the segment mappings they were fetched from — the fast path.
 """
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ from pylog.errors import (
     RebalanceInProgress,
     UnknownTopicOrPartition,
 )
-from pylog.records import decode_batches, decode_records
+from pylog.records import decode_batches, decode_records, join_views
 from pylog.records.batch import RecordArrays
 from pylog.util import check_int, now_ms as _now_ms
 
@@ -66,46 +67,100 @@ class ConsumerRecord(NamedTuple):
 
 
 class ConsumerArrays:
-    """Records of one poll as numpy columns over one buffer.
+    """Records of one poll as numpy columns.
 
-    ``buffer`` holds the records' bytes; record *i*'s value is
-    ``buffer[value_pos[i]:value_pos[i] + value_len[i]]`` (length -1: null).
-    ``partition_index[i]`` indexes :attr:`partitions` (a list of TopicPartition).
+    Record *i*'s value is ``buffer[value_pos[i]:value_pos[i] + value_len[i]]`` (length
+    -1: null); ``partition_index[i]`` indexes :attr:`partitions` (a list of
+    TopicPartition).
+
+    Zero copy.  The records of one poll come from several fetches (one per partition and
+    round), each with its own buffer: for uncompressed batches read by the embedded
+    consumer, a view of the partition's segment mapping; for compressed batches, the one
+    buffer they were decompressed into.  Those buffers are :attr:`buffers`, in order,
+    and are never copied by poll_arrays.  The positions columns count from the start of
+    their concatenation, which :attr:`buffer` is: a single bytes-like object that is
+    joined (one copy) only when it is first asked for, and not at all when the poll
+    had one buffer.  :meth:`values`, :meth:`keys`, :meth:`records` and
+    :meth:`value_view` read the buffers in place; :meth:`parts` gives each fetch's
+    records as :class:`~pylog.records.RecordArrays` over its own buffer.  As with
+    ``Log.read`` views, the buffers keep their bytes after the log changes (Invariant 3),
+    and holding them keeps that memory.
     """
 
-    __slots__ = ("buffer", "partitions", "partition_index", "offsets", "timestamps", "key_pos", "key_len",
-                 "value_pos", "value_len", "headers_pos", "headers_count")
+    __slots__ = ("_buf", "_parts", "buffer_starts", "partitions", "partition_index", "offsets", "timestamps",
+                 "key_pos", "key_len", "value_pos", "value_len", "headers_pos", "headers_count")
 
     _COLS = ("offsets", "timestamps", "key_pos", "key_len", "value_pos", "value_len", "headers_pos",
              "headers_count")
 
     def __init__(self, buffer: Any, partitions: List[TopicPartition], partition_index: np.ndarray,
-                 cols: Dict[str, np.ndarray]) -> None:
-        self.buffer = buffer
+                 cols: Dict[str, np.ndarray], parts: Optional[List[Tuple[int, RecordArrays]]] = None) -> None:
+        """``parts``: (index into ``partitions``, that fetch's RecordArrays) in order, their
+        positions counted from their own buffer; ``buffer`` may then be None (joined on
+        demand)."""
         self.partitions = partitions
         self.partition_index = partition_index
         for name in self._COLS:
             setattr(self, name, cols[name])
+        if parts is None:
+            parts = [(0, RecordArrays(buffer, cols))]
+        self._parts = parts
+        self._buf = buffer
+        sizes = [_nbytes(a.buffer) for _, a in parts]
+        self.buffer_starts = np.cumsum([0] + sizes[:-1], dtype=np.int64)
+
+    @property
+    def buffer(self) -> Any:
+        """All records' bytes as one bytes-like object (joined on first use when the poll
+        had several buffers: a copy; see :attr:`buffers` for the zero-copy pieces)."""
+        if self._buf is None:
+            self._buf = b"".join([a.buffer for _, a in self._parts])
+        return self._buf
+
+    @property
+    def buffers(self) -> List[Any]:
+        """The records' bytes as the fetches left them (zero copy), in order; piece *j*
+        starts at ``buffer_starts[j]`` of :attr:`buffer`."""
+        return [a.buffer for _, a in self._parts]
+
+    def parts(self) -> List[Tuple[TopicPartition, RecordArrays]]:
+        """Each fetch's records, in order: (partition, RecordArrays over its own buffer)."""
+        return [(self.partitions[i], a) for i, a in self._parts]
 
     def __len__(self) -> int:
         return len(self.offsets)
 
-    def _arrays(self) -> RecordArrays:
-        return RecordArrays(self.buffer, {n: getattr(self, n) for n in self._COLS})
+    def value_view(self, i: int) -> Optional[memoryview]:
+        """Record ``i``'s value as a zero-copy memoryview (None for a null value)."""
+        return self._view(i, self.value_pos, self.value_len)
+
+    def key_view(self, i: int) -> Optional[memoryview]:
+        """Record ``i``'s key as a zero-copy memoryview (None for a null key)."""
+        return self._view(i, self.key_pos, self.key_len)
+
+    def _view(self, i: int, pos: np.ndarray, lens: np.ndarray) -> Optional[memoryview]:
+        n = int(lens[i])
+        if n < 0:
+            return None
+        p = int(pos[i])
+        j = int(np.searchsorted(self.buffer_starts, p, side="right")) - 1
+        buf = self._parts[j][1].buffer
+        mv = buf if isinstance(buf, memoryview) else memoryview(buf)
+        local = p - int(self.buffer_starts[j])
+        return mv.cast("B")[local:local + n] if mv.format != "B" else mv[local:local + n]
 
     def values(self) -> List[Optional[bytes]]:
         """Values as bytes objects (builds one object per record)."""
-        return self._arrays().values()
+        return [v for _, a in self._parts for v in a.values()]
 
     def keys(self) -> List[Optional[bytes]]:
-        return self._arrays().keys()
+        return [k for _, a in self._parts for k in a.keys()]
 
     def records(self) -> List[ConsumerRecord]:
         """Materialise as ConsumerRecord tuples."""
-        recs = self._arrays().records()
         tps = self.partitions
         return [ConsumerRecord(tps[i].topic, tps[i].partition, r.offset, r.timestamp, r.key, r.value, r.headers)
-                for i, r in zip(self.partition_index.tolist(), recs)]
+                for i, a in self._parts for r in a.records()]
 
     @property
     def partition(self) -> np.ndarray:
@@ -115,6 +170,10 @@ class ConsumerArrays:
 
     def __repr__(self) -> str:
         return f"ConsumerArrays({len(self)} records from {len(self.partitions)} partitions)"
+
+
+def _nbytes(buf: Any) -> int:
+    return buf.nbytes if isinstance(buf, memoryview) else len(buf)
 
 
 _EMPTY_COLS = {n: np.empty(0, dtype=t) for n, t in (
@@ -536,17 +595,14 @@ class Consumer:
         batches = res.batches
         if not batches:
             return None
-        if len(batches) == 1:
-            arrays = decode_records(batches[0].buffer, pos)
-        elif batches[0].compression:  # decompressed batch by batch anyway: no join first
+        if batches[0].compression:  # into one buffer, each batch decompressed once
             arrays = decode_batches(batches, pos)
-        else:
-            arrays = decode_records(b"".join([b.buffer for b in batches]), pos)
+        else:  # a log's batches are adjacent views of its segment: decoded in place
+            arrays = decode_records(join_views([b.buffer for b in batches]), pos)
         n = len(arrays)
         if n > max_records:
-            cols = {name: getattr(arrays, name)[:max_records] for name in ConsumerArrays._COLS}
-            arrays = RecordArrays(arrays.buffer, cols)
-            self._positions[tp] = int(cols["offsets"][-1]) + 1
+            arrays = arrays.head(max_records)
+            self._positions[tp] = int(arrays.offsets[-1]) + 1
         else:
             # Past the whole fetch, including offsets compaction removed.
             self._positions[tp] = batches[-1].next_offset
@@ -656,6 +712,8 @@ class Consumer:
 
     @staticmethod
     def _concat(parts: List[Tuple[TopicPartition, RecordArrays]]) -> ConsumerArrays:
+        """One ConsumerArrays over the fetches' own buffers (no copy of their bytes; the
+        position columns are shifted to count from the start of their concatenation)."""
         if not parts:
             return ConsumerArrays(b"", [], np.empty(0, dtype=np.int32), dict(_EMPTY_COLS))
         tps: List[TopicPartition] = []
@@ -664,23 +722,21 @@ class Consumer:
             if tp not in index_of:
                 index_of[tp] = len(tps)
                 tps.append(tp)
+        indexed = [(index_of[tp], a) for tp, a in parts]
         if len(parts) == 1:
-            tp, a = parts[0]
-            buf = a.buffer
+            a = parts[0][1]
             cols = {n: getattr(a, n) for n in ConsumerArrays._COLS}
-            pidx = np.zeros(len(a), dtype=np.int32)
-            return ConsumerArrays(buf, tps, pidx, cols)
-        chunks = [a.chunks() for _, a in parts]
-        sizes = [sum(len(c) for c in cs) for cs in chunks]
+            return ConsumerArrays(a.buffer, tps, np.zeros(len(a), dtype=np.int32), cols, indexed)
+        sizes = [_nbytes(a.buffer) for _, a in parts]
         shifts = np.cumsum([0] + sizes[:-1])
         cols = {}
         for name in ConsumerArrays._COLS:
             arrs = [getattr(a, name) for _, a in parts]
             if name in ("key_pos", "value_pos", "headers_pos"):
-                arrs = [x + int(s) for x, s in zip(arrs, shifts)]
+                arrs = [x + int(s) if s else x for x, s in zip(arrs, shifts)]
             cols[name] = np.concatenate(arrs)
-        pidx = np.concatenate([np.full(len(a), index_of[tp], dtype=np.int32) for tp, a in parts])
-        return ConsumerArrays(b"".join([c for cs in chunks for c in cs]), tps, pidx, cols)
+        pidx = np.repeat(np.array([i for i, _ in indexed], dtype=np.int32), [len(a) for _, a in parts])
+        return ConsumerArrays(None, tps, pidx, cols, indexed)
 
     # ================================================================= close
     def close(self, autocommit: bool = True) -> None:

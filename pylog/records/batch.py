@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import struct
 from array import array
-from typing import Any, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Iterable, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -23,7 +23,14 @@ from pylog.errors import (
     RecordTooLarge,
     UnsupportedCompressionType,
 )
-from pylog.records.compression import CODEC_NAMES, codec_id, compress, decompress
+from pylog.records.compression import (
+    CODEC_NAMES,
+    codec_id,
+    compress,
+    decompress,
+    decompress_into,
+    decompressed_size,
+)
 from pylog.util import now_ms as _now_ms
 
 __all__ = [
@@ -40,6 +47,7 @@ __all__ = [
     "record_list",
     "lazy_records",
     "encode_headers",
+    "join_views",
 ]
 
 Header = Tuple[str, Optional[bytes]]
@@ -430,19 +438,36 @@ class RecordArrays:
     """Records as numpy columns over one buffer (no Python object per record).
 
     ``key_pos``/``value_pos``/``headers_pos`` index into ``buffer``; lengths of -1
-    mean null.
+    mean null.  ``next_offset`` is the offset to read on from after these records (past
+    the last batch decoded, which compaction may leave with gaps), or None where the
+    producer of the arrays does not know it.
     """
 
     __slots__ = ("_buf", "_chunks", "offsets", "timestamps", "key_pos", "key_len", "value_pos",
-                 "value_len", "headers_pos", "headers_count")
+                 "value_len", "headers_pos", "headers_count", "next_offset")
 
-    def __init__(self, buffer: Any, cols: dict, chunks: Optional[List[Any]] = None) -> None:
+    def __init__(self, buffer: Any, cols: dict, chunks: Optional[List[Any]] = None,
+                 next_offset: Optional[int] = None) -> None:
         # ``chunks``: the buffer as pieces, joined only if ``buffer`` is asked for (a
         # consumer joining several partitions' records copies each byte once, not twice).
         self._buf = buffer
         self._chunks = chunks if buffer is None else None
+        self.next_offset = next_offset
         for name, arr in cols.items():
             setattr(self, name, arr)
+
+    def columns(self) -> dict:
+        """The numpy columns by name (the arrays themselves, not copies)."""
+        return {name: getattr(self, name) for name, _ in _COLS}
+
+    def head(self, n: int) -> "RecordArrays":
+        """The first ``n`` records: views of the same columns over the same buffer, with
+        ``next_offset`` just past the last of them (unchanged if all are kept)."""
+        if n >= len(self.offsets):
+            return self
+        cols = {name: arr[:n] for name, arr in self.columns().items()}
+        nxt = int(self.offsets[n - 1]) + 1 if n > 0 else (int(self.offsets[0]) if len(self.offsets) else None)
+        return RecordArrays(self._buf, cols, self._chunks, next_offset=nxt)
 
     @property
     def buffer(self) -> Any:
@@ -526,20 +551,33 @@ def _alloc(capacity: int) -> Tuple[dict, Any]:
 _MIN_RECORD_BYTES = 7  # length, attributes, timestampDelta, offsetDelta, keyLength, valueLength, headers
 
 
-def _estimate_records(mv: memoryview) -> int:
-    """Records the uncompressed batches can hold: recordCount, but never more than the
-    bytes allow (a damaged count must not make us allocate gigabytes)."""
+def _estimate_records(mv: memoryview) -> Tuple[int, Optional[int]]:
+    """(records the uncompressed batches can hold, next offset after the last batch).
+
+    The count is recordCount, but never more than the bytes allow (a damaged count must
+    not make us allocate gigabytes)."""
     n = 0
+    nxt = None
     for b in iter_batches(mv):
         n += max(0, min(b.record_count, (b.size_bytes - 61) // _MIN_RECORD_BYTES))
-    return n
+        nxt = b.next_offset
+    return n, nxt
 
 
-def decode_records(buffer: Any, min_offset: int = 0) -> RecordArrays:
+def decode_records(buffer: Any, min_offset: int = 0, *, max_bytes: Optional[int] = None) -> RecordArrays:
     """Decode every record (offset >= ``min_offset``) of the concatenated batches.
 
     Positions refer to ``result.buffer``: the input itself when no batch is
-    compressed (zero copy), else a new buffer of decompressed records sections.
+    compressed (zero copy), else one new buffer holding every batch's records section,
+    decompressed once straight into it where the codec allows (zstd frames that state
+    their size).  ``result.next_offset`` is the offset after the last batch decoded.
+
+    ``max_bytes`` makes it a chunked decode that may stop early, leaving the rest of
+    the input for a next call from ``next_offset``: batches are decoded until their
+    records sections (decompressed) reach ``max_bytes``, always at least one, and a run
+    of uncompressed batches ends the chunk where compressed ones start (and the other
+    way round), so that uncompressed records stay zero-copy.  The zero-copy path is not
+    limited by ``max_bytes`` (its input is its own bound).
     """
     mv = buffer if isinstance(buffer, memoryview) else memoryview(buffer)
     if mv.format != "B" or mv.ndim != 1:
@@ -549,8 +587,17 @@ def decode_records(buffer: Any, min_offset: int = 0) -> RecordArrays:
         cols, _ = _alloc(0)
         return RecordArrays(mv, cols)
     if total >= 61 and mv[22] & 0x07:  # the first batch is compressed: no zero-copy path
-        return _decode_mixed(mv, min_offset)
-    capacity = _estimate_records(mv)
+        return _decode_mixed(mv, min_offset, max_bytes)
+    counted = ffi.new("uint64_t *")
+    nxt = ffi.new("int64_t *")
+    with ffi.from_buffer("uint8_t[]", mv) as src:
+        rc = lib.pl_batches_count(src, total, counted, nxt)
+    if rc == lib.PL_OK:
+        capacity, next_offset = int(counted[0]), int(nxt[0])
+    else:  # a bad header: the Python walk names it
+        capacity, next_offset = _estimate_records(mv)
+    if capacity > 0xFFFFFFFF:
+        raise InvalidArgument(f"{capacity} records in one decode call; decode fewer batches at a time")
     cols, (arr, keep) = _alloc(max(capacity, 1))
     n_out = ffi.new("uint32_t *")
     consumed = ffi.new("uint64_t *")
@@ -558,80 +605,157 @@ def decode_records(buffer: Any, min_offset: int = 0) -> RecordArrays:
         rc = lib.pl_batches_decode(src, total, min_offset, arr, 0, n_out, consumed)
     if rc == lib.PL_OK and int(consumed[0]) == total:
         n = int(n_out[0])
-        return RecordArrays(mv, {k: v[:n] for k, v in cols.items()})
+        return RecordArrays(mv, {k: v[:n] for k, v in cols.items()}, next_offset=next_offset)
+    if rc == lib.PL_E_COMPRESSED and max_bytes is not None and int(consumed[0]) > 0:
+        # A chunked decode stops where the compressed batches start: what came before
+        # stays zero-copy, and the caller reads on from next_offset.
+        n, done = int(n_out[0]), int(consumed[0])
+        with ffi.from_buffer("uint8_t[]", mv) as src:
+            rc = lib.pl_batches_count(src, done, counted, nxt)
+        check(rc, "counting the records decoded")
+        return RecordArrays(mv[:done], {k: v[:n] for k, v in cols.items()}, next_offset=int(nxt[0]))
     if rc not in (lib.PL_OK, lib.PL_E_COMPRESSED, lib.PL_E_NOSPACE):  # NOSPACE: a damaged count
         check(rc, f"decoding records at byte {int(consumed[0])}")
-    return _decode_mixed(mv, min_offset)
+    return _decode_mixed(mv, min_offset, max_bytes)
 
 
-def _decode_mixed(mv: memoryview, min_offset: int) -> RecordArrays:
-    """Slow path: some batch is compressed.  Walks the headers, then :func:`_decode_list`."""
-    items = []
-    pos, end = 0, len(mv)
-    unpack = _HEADER.unpack_from
-    while end - pos >= 61:
-        h = unpack(mv, pos)
-        size = 12 + h[1]
-        if h[1] < 49 or size > end - pos:
-            raise CorruptRecordError(f"record batch at byte {pos} has a bad batchLength {h[1]}")
-        items.append((h, mv[pos:pos + size]))
-        pos += size
-    if pos != end:
-        raise CorruptRecordError(f"{end - pos} trailing bytes after the last record batch")
-    return _decode_list(items, min_offset)
+def _decode_mixed(mv: memoryview, min_offset: int, max_bytes: Optional[int] = None) -> RecordArrays:
+    """Slow path: some batch is compressed.  Walks the headers (only as far as
+    ``max_bytes`` needs), then :func:`_decode_list`."""
+    def walk() -> Iterator[Tuple[tuple, memoryview]]:
+        pos, end = 0, len(mv)
+        unpack = _HEADER.unpack_from
+        while end - pos >= 61:
+            h = unpack(mv, pos)
+            size = 12 + h[1]
+            if h[1] < 49 or size > end - pos:
+                raise CorruptRecordError(f"record batch at byte {pos} has a bad batchLength {h[1]}")
+            yield h, mv[pos:pos + size]
+            pos += size
+        if pos != end:
+            raise CorruptRecordError(f"{end - pos} trailing bytes after the last record batch")
+
+    return _decode_list(walk, min_offset, max_bytes)
 
 
-def decode_batches(batches: Sequence[RecordBatch], min_offset: int = 0) -> RecordArrays:
+def decode_batches(batches: Sequence[RecordBatch], min_offset: int = 0, *,
+                   max_bytes: Optional[int] = None) -> RecordArrays:
     """Like :func:`decode_records` over a list of batches (such as a fetch returns),
-    without first joining them: a compressed batch's records are decompressed into a
-    new buffer, an uncompressed batch's records are referenced where they are."""
-    return _decode_list([(b._header(), b.buffer) for b in batches], min_offset)
+    without first joining them: every batch's records section (decompressed if needed)
+    is placed once into one new buffer; a lone uncompressed batch is referenced where
+    it is.  For many uncompressed batches that are adjacent views of one buffer (as a
+    log's read gives), ``decode_records(join_views(...))`` copies nothing."""
+    return _decode_list(lambda: ((b._header(), b.buffer) for b in batches), min_offset, max_bytes)
 
 
-def _decode_list(items: List[Tuple[tuple, memoryview]], min_offset: int) -> RecordArrays:
-    """Records (offset >= min_offset) of batches given as (header tuple, batch view).
+class _SizeMismatch(Exception):
+    """A zstd section did not decompress to the size its frame stated."""
 
-    Each batch's records section (decompressed if needed) becomes one piece of the
-    result's buffer; all records are decoded into one set of arrays, one C call per
-    batch (no per-batch array allocation)."""
-    todo = []  # (header, records section), decompressed
+
+def _decode_list(items: Callable[[], Iterable[Tuple[tuple, memoryview]]], min_offset: int,
+                 max_bytes: Optional[int] = None) -> RecordArrays:
+    """Records (offset >= min_offset) of batches given as (header tuple, batch view) by
+    ``items()`` (called again if a stated size proves wrong).
+
+    The records sections go into ONE buffer, each in its slice: a zstd section that
+    states its size is decompressed straight into its slice; others are decompressed
+    first (their size is known only then) and copied in.  All records are decoded into
+    one set of arrays, one C call per batch (no per-batch array allocation)."""
+    try:
+        return _decode_list_once(items(), min_offset, max_bytes, trust_sizes=True)
+    except _SizeMismatch:
+        return _decode_list_once(items(), min_offset, max_bytes, trust_sizes=False)
+
+
+def _decode_list_once(items: Iterable[Tuple[tuple, memoryview]], min_offset: int, max_bytes: Optional[int],
+                      trust_sizes: bool) -> RecordArrays:
+    todo = []  # (header, codec, section as stored, size, section decompressed or None)
     capacity = 0
+    total = 0
+    next_offset: Optional[int] = None
     for h, view in items:
+        codec = h[5] & 0x07
+        if max_bytes is not None and todo and (total >= max_bytes or (not codec) != (not todo[0][1])):
+            break  # a chunk is full, or its run of (un)compressed batches ends
         count = h[12]
         if count < 0:
             raise CorruptRecordError(f"record batch at offset {h[0]} has a negative recordCount {count}")
+        next_offset = h[0] + h[6] + 1
         if not count or h[0] + h[6] < min_offset:
             continue
-        codec = h[5] & 0x07
         body = view[61:12 + h[1]]
-        recs = decompress(codec, body) if codec else body
-        if count > len(recs) // _MIN_RECORD_BYTES:  # before allocating for that many
+        plain: Any = body
+        size = len(body)
+        if codec:
+            size = decompressed_size(codec, body) if trust_sizes else -1
+            if size < 0:
+                plain = decompress(codec, body)
+                size = len(plain)
+            else:
+                plain = None
+        if count > size // _MIN_RECORD_BYTES:  # before allocating for that many
             raise CorruptRecordError(f"record batch at offset {h[0]} claims {count} records in "
-                                     f"{len(recs)} bytes of records")
-        todo.append((h, recs))
+                                     f"{size} bytes of records")
+        todo.append((h, codec, body, size, plain))
         capacity += count
+        total += size
     cols, (arr, keep) = _alloc(max(capacity, 1))
-    parts: List[Any] = []
-    base = 0
+    if len(todo) == 1 and todo[0][4] is not None:
+        buf: Any = todo[0][4]  # one section, as it is (uncompressed: a view, no copy)
+    else:
+        buf = memoryview(np.empty(total, dtype=np.uint8))
+        pos = 0
+        for h, codec, body, size, plain in todo:
+            if plain is not None:
+                buf[pos:pos + size] = plain
+            elif not decompress_into(codec, body, buf[pos:pos + size]):
+                raise _SizeMismatch()
+            pos += size
     filled = 0
-    for h, recs in todo:
-        n = len(recs)
-        if n:
-            with ffi.from_buffer("uint8_t[]", recs) as buf:
-                rc = lib.pl_records_decode(buf, n, h[12], h[0], h[7], h[8], h[5], base, arr, filled)
-        else:
-            rc = lib.pl_records_decode(ffi.NULL, 0, h[12], h[0], h[7], h[8], h[5], base, arr, filled)
-        check(rc, f"decoding records of batch at offset {h[0]}")
-        parts.append(recs)
-        base += n
-        filled += h[12]
+    rc = lib.PL_OK
+    failed = None
+    with ffi.from_buffer("uint8_t[]", buf) as base_ptr:
+        base = 0
+        for h, codec, body, size, plain in todo:
+            rc = lib.pl_records_decode(base_ptr + base if size else ffi.NULL, size, h[12], h[0], h[7], h[8],
+                                       h[5], base, arr, filled)
+            if rc != lib.PL_OK:
+                failed = h
+                break
+            base += size
+            filled += h[12]
+    if failed is not None:
+        check(rc, f"decoding records of batch at offset {failed[0]}")
     cols = {k: v[:filled] for k, v in cols.items()}
     if filled and int(cols["offsets"][0]) < min_offset:
-        keepmask = cols["offsets"] >= min_offset
-        cols = {k: v[keepmask] for k, v in cols.items()}
-    if len(parts) == 1:
-        return RecordArrays(parts[0], cols)
-    return RecordArrays(None, cols, chunks=parts)
+        cut = int(np.searchsorted(cols["offsets"], min_offset))
+        cols = {k: v[cut:] for k, v in cols.items()}
+    return RecordArrays(buf, cols, next_offset=next_offset)
+
+
+def join_views(views: Sequence[Any]) -> Any:
+    """The concatenation of ``views``: a zero-copy memoryview when they are adjacent
+    slices of one exporting object (as the batches one log read returns, which are
+    views of one segment mapping), else one new bytes object (one copy)."""
+    if len(views) == 1:
+        return views[0]
+    mvs = [v if isinstance(v, memoryview) else memoryview(v) for v in views]
+    owner = mvs[0].obj
+    if owner is not None and all(m.obj is owner and m.contiguous and m.itemsize == 1 for m in mvs):
+        addrs = []
+        for m in mvs:
+            with ffi.from_buffer("uint8_t[]", m) as p:
+                addrs.append(int(ffi.cast("uintptr_t", p)))
+        if all(addrs[i] + len(mvs[i]) == addrs[i + 1] for i in range(len(mvs) - 1)):
+            whole = memoryview(owner)
+            if whole.ndim == 1 and whole.itemsize == 1 and whole.contiguous:
+                with ffi.from_buffer("uint8_t[]", whole) as p:
+                    start = addrs[0] - int(ffi.cast("uintptr_t", p))
+                end = addrs[-1] + len(mvs[-1]) - addrs[0] + start
+                if 0 <= start <= end <= len(whole):
+                    return whole[start:end]
+            whole.release()
+    return b"".join(mvs)
 
 
 def record_list(buffer: Any, min_offset: int = 0, max_offset: Optional[int] = None) -> List[Record]:

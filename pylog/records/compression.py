@@ -16,7 +16,8 @@ from typing import Any, Dict, Union
 
 from pylog.errors import CorruptRecordError, InvalidArgument, UnsupportedCompressionType
 
-__all__ = ["CODECS", "CODEC_NAMES", "codec_id", "compress", "decompress", "MAX_DECOMPRESSED_BYTES"]
+__all__ = ["CODECS", "CODEC_NAMES", "codec_id", "compress", "decompress", "decompressed_size",
+           "decompress_into", "MAX_DECOMPRESSED_BYTES"]
 
 #: Kafka's compression.type names and codec ids.
 CODECS: Dict[str, int] = {"none": 0, "gzip": 1, "snappy": 2, "lz4": 3, "zstd": 4}
@@ -139,9 +140,13 @@ def decompress(codec: int, data: bytes, limit: int = MAX_DECOMPRESSED_BYTES) -> 
             raw = data if isinstance(data, (bytes, memoryview)) else bytes(data)
             dctx = _zstd_contexts().d
             size = zstandard.frame_content_size(raw)
-            if 0 <= size <= limit:  # one frame that states its size: one call
-                out = dctx.decompress(raw)
-            else:  # size unknown (streamed frames) or too large: read at most limit + 1
+            out = None
+            if 0 <= size <= limit:  # a first frame that states its size: one call
+                dobj = dctx.decompressobj()
+                out = dobj.decompress(raw)
+                if dobj.unused_data:  # more frames follow (decompress() would drop them)
+                    out = None
+            if out is None:  # size unknown (streamed frames), too large, or several frames
                 out = dctx.stream_reader(raw, read_across_frames=True).read(limit + 1)
             if len(out) > limit:
                 _capped(limit + 1, limit)
@@ -151,3 +156,46 @@ def decompress(codec: int, data: bytes, limit: int = MAX_DECOMPRESSED_BYTES) -> 
     except Exception as exc:  # each library raises its own error types
         raise CorruptRecordError(f"cannot decompress {CODEC_NAMES.get(codec, codec)} batch: {exc}") from exc
     raise UnsupportedCompressionType(f"unknown compression codec id {codec}")
+
+
+def decompressed_size(codec: int, data: Any) -> int:
+    """The size a records section states it decompresses to, or -1 when it does not say.
+
+    Only zstd frames carry it (the frame content size, which the zstandard library and
+    librdkafka write; Java's streaming compressor does not).  A size above
+    MAX_DECOMPRESSED_BYTES is reported as -1: the caller then decompresses with the cap.
+    The size is a claim of the sender: :func:`decompress_into` checks it.
+    """
+    if codec != 4:
+        return -1
+    import zstandard
+
+    try:
+        size = zstandard.frame_content_size(data)
+    except zstandard.ZstdError:
+        return -1
+    return size if 0 <= size <= MAX_DECOMPRESSED_BYTES else -1
+
+
+def decompress_into(codec: int, data: Any, out: memoryview) -> bool:
+    """Decompress a records section straight into ``out``, which must be exactly as long
+    as :func:`decompressed_size` said (no intermediate bytes object).
+
+    Returns True when the section filled ``out`` exactly and nothing follows; False when
+    it does not match that size (several frames, or a wrong stated size): the caller then
+    falls back to :func:`decompress`.  Raises CorruptRecordError if it is damaged.
+    """
+    if codec != 4:
+        return False
+    want = len(out)
+    try:
+        reader = _zstd_contexts().d.stream_reader(data, read_across_frames=True)
+        filled = 0
+        while filled < want:
+            n = reader.readinto(out[filled:])
+            if not n:
+                return False
+            filled += n
+        return not reader.read(1)
+    except Exception as exc:  # zstandard.ZstdError and friends
+        raise CorruptRecordError(f"cannot decompress zstd batch: {exc}") from exc

@@ -67,7 +67,7 @@ def test_consuming_deletes_nothing_and_each_consumer_sees_all(broker):
 
 @pytest.mark.parametrize("compression", ["none", "zstd"])
 def test_poll_arrays_matches_poll(broker, compression):
-    """Compressed batches take another decode path (batch by batch, pieces joined once)."""
+    """Compressed batches take another decode path (each decompressed once into one buffer)."""
     broker.create_topic("t", 3)
     fill(broker, "t", 3, 300, size=40, compression=compression)
     a = pylog.Consumer(broker, auto_offset_reset="earliest")
@@ -85,6 +85,62 @@ def test_poll_arrays_matches_poll(broker, compression):
     pos, n = int(arrays.value_pos[i]), int(arrays.value_len[i])
     assert buf[pos:pos + n] == arrays.values()[i]
     assert len(a.poll_arrays()) == 0
+
+
+@pytest.mark.parametrize("compression", ["none", "zstd"])
+def test_poll_arrays_copies_no_payload(broker, compression):
+    """The embedded consumer's poll_arrays keeps every fetch's buffer as it is: views of
+    the segment mappings for uncompressed batches (no b"".join of partitions or batches),
+    the decompressed buffer for compressed ones; keys, values, views and the lazily
+    joined buffer all agree."""
+    import mmap
+
+    broker.create_topic("t", 3)
+    with pylog.Producer(broker, linger_ms=0, batch_size=2000, compression_type=compression) as p:
+        for i in range(400):
+            p.send("t", b"value-%d" % i, key=b"key-%d" % i, partition=i % 3)
+    c = pylog.Consumer(broker, auto_offset_reset="earliest")
+    c.assign([("t", part) for part in range(3)])
+    arrays = c.poll_arrays(max_records=100_000)
+    assert len(arrays) == 400
+    assert len(arrays.buffers) == 3 and len(arrays.parts()) == 3
+    for buf in arrays.buffers:
+        if compression == "none":
+            assert isinstance(buf, memoryview) and isinstance(buf.obj, mmap.mmap), type(buf)
+        else:
+            assert not (isinstance(buf, memoryview) and isinstance(buf.obj, mmap.mmap))
+    values, keys = arrays.values(), arrays.keys()
+    assert sorted(values) == sorted(b"value-%d" % i for i in range(400))
+    assert [k.replace(b"key", b"value") for k in keys] == values
+    assert [bytes(arrays.value_view(i)) for i in range(400)] == values
+    assert [bytes(arrays.key_view(i)) for i in range(400)] == keys
+    for (tp, part), start in zip(arrays.parts(), arrays.buffer_starts.tolist()):
+        assert tp.topic == "t" and set(part.values()) <= set(values)
+        assert bytes(arrays.buffer[start:start + len(part.buffer)]) == bytes(part.buffer)
+    joined = bytes(arrays.buffer)  # the lazily joined buffer agrees with the positions
+    assert [joined[p:p + n] for p, n in zip(arrays.value_pos.tolist(), arrays.value_len.tolist())] == values
+    assert [(r.partition, r.offset, r.key, r.value) for r in arrays.records()] == \
+        list(zip(arrays.partition.tolist(), arrays.offsets.tolist(), keys, values))
+
+
+def test_poll_arrays_results_keep_their_bytes_after_the_log_changes(tmp_path):
+    """Views handed out by poll_arrays outlive delete_records, retention and the broker's
+    close with their bytes (Invariant 3)."""
+    broker = pylog.Broker.open(tmp_path / "b", {"log.segment.bytes": 4096}, background_threads=False)
+    broker.create_topic("t", 2)
+    fill(broker, "t", 2, 300, size=50)
+    c = pylog.Consumer(broker, auto_offset_reset="earliest")
+    c.assign([("t", 0), ("t", 1)])
+    arrays = c.poll_arrays(max_records=150)
+    shown = (arrays.offsets.tolist(), arrays.values(), [bytes(arrays.value_view(i)) for i in range(len(arrays))])
+    assert len(shown[0]) == 150 and len(arrays.buffers) >= 1
+    for part in (0, 1):
+        broker.delete_records("t", part, 300)
+    fill(broker, "t", 2, 300, size=50)
+    c.close()
+    broker.close()
+    assert (arrays.offsets.tolist(), arrays.values(),
+            [bytes(arrays.value_view(i)) for i in range(len(arrays))]) == shown
 
 
 def test_poll_arrays_respects_max_records_exactly(broker):
