@@ -163,6 +163,10 @@ class Network:
     def reachable(self, a: Any, b: Any) -> bool:
         return a == b or frozenset((a, b)) not in self._cuts
 
+    def end_step(self, now: int) -> None:
+        """Nothing: messages are queued as they are sent (a process's network may gather
+        a step's messages and send them here, the kernel calls it after every step)."""
+
     def send(self, src: Any, dst: Any, kind: str, body: Dict[str, Any], now: int) -> None:
         self.sent += 1
         if not self.reachable(src, dst):
@@ -617,6 +621,9 @@ class ClusterKernel:
                     # controller took it out, as Kafka's StopReplica makes it, it stops.  Until
                     # then the leader's acks=all producers wait for it, so it keeps up.)
                     self._send_fetch(node, r, now)
+        end_step = getattr(self.network, "end_step", None)
+        if end_step is not None:  # a network that gathers a step's messages sends them now
+            end_step(now)
 
     def _step_metadata(self, now: int) -> None:
         """The store's part of a step: sessions, registrations, controller, partition states."""

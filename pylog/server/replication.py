@@ -110,6 +110,7 @@ class WireNetwork:
         self.kernel: Any = None
         self.wake: Callable[[], None] = lambda: None
         self._inbox: Deque[WireMessage] = deque()
+        self._outbox: Dict[int, List[Dict[str, Any]]] = {}  #: leader -> fetch bodies of this step
         self._fetchers: Dict[int, "ReplicaFetcher"] = {}
         self._serving: Dict[Tuple[int, str, int], _Served] = {}
         self._fetchers_lock = threading.Lock()
@@ -124,11 +125,20 @@ class WireNetwork:
     def send(self, src: Any, dst: Any, kind: str, body: Dict[str, Any], now: int) -> None:
         self.sent += 1
         if kind == "fetch":
-            self._fetcher(int(dst)).add(body)
+            # Held until the step ends (end_step): a leader's partitions go to its fetcher together.
+            self._outbox.setdefault(int(dst), []).append(body)
         elif kind == "fetch_response":
             self._reply(int(dst), body, now)
         else:  # pragma: no cover - the kernel sends nothing else
             raise ValueError(f"the wire network carries no {kind!r} messages")
+
+    def end_step(self, now: int) -> None:
+        """The kernel's step is over: hand each leader's fetcher the fetches of the step."""
+        if not self._outbox:
+            return
+        outbox, self._outbox = self._outbox, {}
+        for dst, bodies in outbox.items():
+            self._fetcher(dst).add_many(bodies)
 
     def due(self, now: int) -> List[WireMessage]:
         out = []
@@ -141,10 +151,13 @@ class WireNetwork:
     def next_time(self) -> Optional[int]:
         return 0 if self._inbox else None
 
-    def deliver_later(self, msg: WireMessage) -> None:
-        """From a fetcher thread: queue a message for the kernel's next step."""
-        self._inbox.append(msg)
-        self.wake()
+    def deliver_later(self, *msgs: WireMessage) -> None:
+        """From a fetcher thread: queue messages for the kernel's next step (the replies of
+        one Fetch together, with one wake-up: a step that saw only some of them would ask
+        for the others' partitions again in requests of their own)."""
+        self._inbox.extend(msgs)
+        if msgs:
+            self.wake()
 
     # ------------------------------------------------------------- leader's side
     def serve(self, follower: int, parts: List[Dict[str, Any]], now: int,
@@ -280,8 +293,15 @@ class ReplicaFetcher:
         t.start()
 
     def add(self, body: Dict[str, Any]) -> None:
+        self.add_many([body])
+
+    def add_many(self, bodies: List[Dict[str, Any]]) -> None:
+        """Queue the kernel's fetch bodies of one step, with one wake-up of the lanes:
+        woken once per body, the lanes would take them one by one, each partition in a
+        request of its own."""
         with self._cond:
-            self._pending[(body["topic"], body["partition"])] = body
+            for body in bodies:
+                self._pending[(body["topic"], body["partition"])] = body
             if self._started and not self._stopped and self._busy == len(self._threads) \
                     and len(self._threads) < _MAX_LANES:
                 self._add_lane()  # every request is in flight (maybe held at the leader)
@@ -326,8 +346,8 @@ class ReplicaFetcher:
                 if expect:
                     self._awaited[lane] = expect
                 self._cond.notify_all()  # what waited for this request may go now
-            for body in replies:
-                self.network.deliver_later(WireMessage(self.leader, self.network.broker_id, "fetch_response", body))
+            self.network.deliver_later(*[WireMessage(self.leader, self.network.broker_id, "fetch_response", body)
+                                         for body in replies])
         conn = self._conns[lane]
         if conn is not None:
             conn.close()
