@@ -8,6 +8,7 @@ acknowledged record is there exactly once, offsets are dense, and per-key order 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -49,6 +50,10 @@ CHILD = textwrap.dedent("""
 """)
 
 
+#: What the child prints for each acknowledged record: life.thread:index
+ACK_LINE = re.compile(r"[ab]\.\d+:\d+")
+
+
 def run_and_kill(data_dir, life, min_acks=300, max_wait_s=60):
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([os.getcwd(), env.get("PYTHONPATH", "")])
@@ -60,10 +65,21 @@ def run_and_kill(data_dir, life, min_acks=300, max_wait_s=60):
         line = proc.stdout.readline()
         if not line:
             break
+        if not line.endswith(b"\n"):
+            break  # the child died mid-line
         acked.append(line.decode().strip())
     proc.send_signal(signal.SIGKILL)
-    rest, err = proc.communicate()
-    acked.extend(x for x in rest.decode().splitlines() if x)
+    # The rest through the same buffered reader (communicate() would read the pipe
+    # itself, past what readline() already buffered, and could join a line's two halves
+    # to other lines); a last line without its newline was cut by the kill: not known.
+    rest = proc.stdout.read()
+    err = proc.stderr.read()
+    proc.wait()
+    proc.stdout.close()
+    proc.stderr.close()
+    lines = rest.decode().split("\n")
+    acked.extend(x for x in lines[:-1] if x)
+    assert all(ACK_LINE.fullmatch(x) for x in acked), [x for x in acked if not ACK_LINE.fullmatch(x)][:5]
     assert len(acked) >= min_acks, err.decode()[-2000:]
     return acked
 
