@@ -669,6 +669,16 @@ static void drop_front(pl_record_arrays *out, uint32_t at, uint32_t n, uint32_t 
     memmove(out->headers_count + at, out->headers_count + at + drop, keep * sizeof(int32_t));
 }
 
+/* The header of the batch at buf[pos] and its whole size, checked to lie within len. */
+static int batch_at(const uint8_t *buf, uint64_t len, uint64_t pos, pl_batch_info *info, uint64_t *total)
+{
+    int st = pl_batch_parse_header(buf + pos, len - pos, info);
+    if (st != PL_OK)
+        return st;
+    *total = PL_BATCH_OVERHEAD_BYTES + (uint64_t)info->batch_length;
+    return *total > len - pos ? PL_E_TRUNCATED : PL_OK;
+}
+
 int pl_batches_decode(const uint8_t *buf, uint64_t len, int64_t min_offset, pl_record_arrays *out,
                       uint32_t first, uint32_t *n_out, uint64_t *consumed)
 {
@@ -682,12 +692,10 @@ int pl_batches_decode(const uint8_t *buf, uint64_t len, int64_t min_offset, pl_r
     uint32_t filled = 0;
     while (pos < len) {
         pl_batch_info info;
-        int st = pl_batch_parse_header(buf + pos, len - pos, &info);
+        uint64_t total;
+        int st = batch_at(buf, len, pos, &info, &total);
         if (st != PL_OK)
             return st;
-        uint64_t total = PL_BATCH_OVERHEAD_BYTES + (uint64_t)info.batch_length;
-        if (total > len - pos)
-            return PL_E_TRUNCATED;
         if (info.record_count < 0 || info.last_offset_delta < 0)
             return PL_E_RECORD_COUNT;
         uint64_t last_u = (uint64_t)info.base_offset + (uint64_t)info.last_offset_delta;
@@ -942,12 +950,10 @@ int pl_batches_count(const uint8_t *buf, uint64_t len, uint64_t *records, int64_
     uint64_t count = 0;
     while (pos < len) {
         pl_batch_info info;
-        int st = pl_batch_parse_header(buf + pos, len - pos, &info);
+        uint64_t total;
+        int st = batch_at(buf, len, pos, &info, &total);
         if (st != PL_OK)
             return st;
-        uint64_t total = PL_BATCH_OVERHEAD_BYTES + (uint64_t)info.batch_length;
-        if (total > len - pos)
-            return PL_E_TRUNCATED;
         assert(total >= PL_BATCH_HEADER_BYTES); /* batch_length >= PL_MIN_BATCH_LENGTH */
         uint64_t room = (total - PL_BATCH_HEADER_BYTES) / PL_MIN_RECORD_BYTES;
         uint64_t n = info.record_count < 0 ? 0 : (uint64_t)info.record_count;

@@ -30,7 +30,7 @@ import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
-from typing import Callable, Dict, List, Optional, TextIO
+from typing import Any, Callable, Dict, List, Optional, TextIO
 
 import numpy as np
 
@@ -477,11 +477,19 @@ def _weighted_percentile(samples: List[tuple], q: float) -> float:
     return ordered[-1][1] / 1e6
 
 
+def _bench_broker(data_dir: str) -> Any:
+    """The embedded broker a producer row measures: 1 GiB segments (no roll in a run),
+    one offsets partition, no background threads."""
+    from pylog.broker import Broker
+
+    return Broker.open(data_dir, {"log.segment.bytes": 1 << 30, "offsets.topic.num.partitions": 1},
+                       background_threads=False)
+
+
 def _broker_case(root: str, values: List[bytes], keys: Optional[List[bytes]], codec: str, runs: int,
                  partitions: int, bar: "Progress", emit: Callable[[BenchResult], None], c_msgs: float,
                  c_mb: float, size: int) -> None:
     """Producer.send per record -> Broker -> Consumer.poll_arrays, verified."""
-    from pylog.broker import Broker
     from pylog.client import Consumer, Producer
 
     messages = len(values)
@@ -492,8 +500,7 @@ def _broker_case(root: str, values: List[bytes], keys: Optional[List[bytes]], co
     p99s: List[float] = []
     for r in range(runs):
         d = os.path.join(root, f"broker-{'k' if keys else 'n'}-{codec}-{r}")
-        broker = Broker.open(d, {"log.segment.bytes": 1 << 30, "offsets.topic.num.partitions": 1},
-                             background_threads=False)
+        broker = _bench_broker(d)
         try:
             broker.create_topic("bench", partitions)
             producer = Producer(broker, compression_type=codec)
@@ -577,7 +584,6 @@ def _fixed_rate_case(root: str, values: List[bytes], keys: Optional[List[bytes]]
     not the bottleneck: p50/p99 over records of the time from their batch's first send
     to its acknowledgement (an upper bound of each record's send-to-ack).  One record
     per partition is sent and acknowledged first (the segment files exist)."""
-    from pylog.broker import Broker
     from pylog.client import Producer
 
     rate = saturated / 2
@@ -588,8 +594,7 @@ def _fixed_rate_case(root: str, values: List[bytes], keys: Optional[List[bytes]]
     p99s: List[float] = []
     for r in range(runs):
         d = os.path.join(root, f"fixed-{'k' if keys else 'n'}-{codec}-{r}")
-        broker = Broker.open(d, {"log.segment.bytes": 1 << 30, "offsets.topic.num.partitions": 1},
-                             background_threads=False)
+        broker = _bench_broker(d)
         try:
             broker.create_topic("bench", partitions)
             producer = Producer(broker, compression_type=codec)
@@ -646,7 +651,6 @@ def _send_batch_case(root: str, values: List[bytes], runs: int, partitions: int,
     """Producer.send_batch (acks=1, keyless) of all the values in one call -> Broker,
     timed until the future gives the offsets; verified: offsets returned, records stored
     per partition, a sample of values read back at the offsets returned."""
-    from pylog.broker import Broker
     from pylog.client import Producer
 
     messages = len(values)
@@ -655,8 +659,7 @@ def _send_batch_case(root: str, values: List[bytes], runs: int, partitions: int,
     times: List[float] = []
     for r in range(runs):
         d = os.path.join(root, f"broker-batch-{r}")
-        broker = Broker.open(d, {"log.segment.bytes": 1 << 30, "offsets.topic.num.partitions": 1},
-                             background_threads=False)
+        broker = _bench_broker(d)
         try:
             broker.create_topic("bench", partitions)
             producer = Producer(broker, acks=1)

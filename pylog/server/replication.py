@@ -292,9 +292,6 @@ class ReplicaFetcher:
         self._conns.append(None)
         t.start()
 
-    def add(self, body: Dict[str, Any]) -> None:
-        self.add_many([body])
-
     def add_many(self, bodies: List[Dict[str, Any]]) -> None:
         """Queue the kernel's fetch bodies of one step, with one wake-up of the lanes:
         woken once per body, the lanes would take them one by one, each partition in a
