@@ -20,4 +20,8 @@ def _native_build():
 setup(
     cffi_modules=["pylog/_native/build.py:ffibuilder"],
     ext_modules=[_native_build().records_extension()],
+    # Both compiled modules use only the limited API of Python 3.11 (cffi builds its
+    # module that way on CPython; _records defines Py_LIMITED_API): one cp311-abi3
+    # wheel installs on every CPython from 3.11 on.
+    options={"bdist_wheel": {"py_limited_api": "cp311"}},
 )
