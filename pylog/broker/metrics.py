@@ -16,6 +16,8 @@ Owns three things:
   :meth:`TrafficMetrics.check_skew` to judge windows of topics that went quiet.
   Judging whole windows, not every batch, keeps the first few batches of a window
   (which with sticky partitioning all land on one partition) from raising alarms.
+  A broker of a cluster counts only the partitions it leads; it judges their share of
+  an estimate of the topic's records (:meth:`SkewDetector.set_partitions`).
 * :func:`render_prometheus` -- the broker metrics dict (schema below) in the
   Prometheus text exposition format, version 0.0.4.
 
@@ -50,7 +52,7 @@ import math
 import re
 import threading
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 
 from pylog.errors import InvalidConfig, PylogError
 from pylog.util import check_int
@@ -89,9 +91,10 @@ class SkewWarning:
     topic: str
     partition: int
     share: float            #: the partition's fraction of the topic's records in the window
+    #: (estimated on a broker that sees only some partitions: SkewDetector.set_partitions)
     fair_share: float       #: 1 / partitions
     records: int            #: the partition's records in the window
-    topic_records: int      #: the topic's records in the window
+    topic_records: int      #: the topic's records in the window (or their estimate, as share)
     window_start_ms: int
     window_ms: int
 
@@ -99,13 +102,16 @@ class SkewWarning:
 class _TopicWindow:
     """One topic's current window and the verdict on the last complete one."""
 
-    __slots__ = ("index", "counts", "total", "num_partitions", "last_shares", "last_skewed")
+    __slots__ = ("index", "counts", "total", "num_partitions", "counted", "last_shares", "last_skewed")
 
     def __init__(self, index: int, num_partitions: int) -> None:
         self.index = index                       # window number: now_ms // window_ms
         self.counts: Dict[int, int] = {}         # partition -> records in this window
         self.total = 0                           # records in this window
         self.num_partitions = num_partitions     # as registered, or max seen + 1
+        #: The partitions whose records this detector is told of, when not all are
+        #: (a broker of a cluster sees the partitions it leads); None: all of them.
+        self.counted: Optional[frozenset] = None
         self.last_shares: Dict[int, float] = {}  # last complete window: partition -> share
         self.last_skewed: frozenset = frozenset()
 
@@ -160,21 +166,34 @@ class SkewDetector:
             w.num_partitions = partition + 1
         return out
 
-    def set_partitions(self, topic: str, num_partitions: int) -> None:
-        """Tell the detector how many partitions ``topic`` has (fair share = 1/n)."""
+    def set_partitions(self, topic: str, num_partitions: int, counted: Optional[Iterable[int]] = None) -> None:
+        """Tell the detector how many partitions ``topic`` has (fair share = 1/n).
+
+        ``counted``: the partitions whose records this detector is told of, when that is
+        not all of them -- a broker of a cluster records the partitions it leads, and
+        sees nothing of the others (taken as silent, the two partitions of six that one
+        broker leads would each look three times over their fair share).  The topic's
+        records in a window are then estimated, for each partition judged, from the
+        others this detector sees (those in ``counted``, and any other it counted
+        records of in the window, e.g. one whose leadership moved away): every partition
+        it does not see is taken to carry their mean.  So a partition is skewed when it
+        took more than ``ratio`` times its fair share of that estimate; with only one
+        partition seen, there is nothing to compare with and nothing is judged."""
         check_int("num_partitions", num_partitions, min=1, error=ValueError)
         w = self._topics.get(topic)
         if w is None:
-            self._topics[topic] = _TopicWindow(-1, num_partitions)
+            w = self._topics[topic] = _TopicWindow(-1, num_partitions)
         else:
             w.num_partitions = num_partitions
+        w.counted = None if counted is None else frozenset(counted)
 
-    def check(self, topic: str, now_ms: int,
-              num_partitions: Optional[int] = None) -> List[SkewWarning]:
+    def check(self, topic: str, now_ms: int, num_partitions: Optional[int] = None,
+              counted: Optional[Iterable[int]] = None) -> List[SkewWarning]:
         """Judge ``topic``'s window if it is over at ``now_ms``; returns (and logs) its
-        warnings.  ``num_partitions``, if given, updates the partition count first."""
+        warnings.  ``num_partitions`` (and ``counted``), if given, update the partition
+        count (and the partitions told of, see :meth:`set_partitions`) first."""
         if num_partitions is not None:
-            self.set_partitions(topic, num_partitions)
+            self.set_partitions(topic, num_partitions, counted)
         if topic not in self._topics:
             return []
         return self._advance(topic, now_ms)[1]
@@ -219,7 +238,7 @@ class SkewDetector:
             return w, []
         out = self._judge(topic, w) if w.index >= 0 else []
         if index == w.index + 1 and w.total > 0:
-            w.last_shares = {p: c / w.total for p, c in w.counts.items()}
+            w.last_shares = {p: c / t for p, c in w.counts.items() if (t := self._topic_records(w, c)) > 0}
             w.last_skewed = frozenset(x.partition for x in out)
         else:  # the last complete window had no records
             w.last_shares = {}
@@ -229,25 +248,44 @@ class SkewDetector:
         w.total = 0
         return w, out
 
+    @staticmethod
+    def _topic_records(w: _TopicWindow, c: int) -> float:
+        """The topic's records in ``w``, as judged for a partition that took ``c`` of
+        them: the total, when every partition is counted; else estimated with each
+        partition not seen carrying the mean of the others seen (0 when no other is
+        seen: nothing to judge by).  See :meth:`set_partitions`."""
+        if w.counted is None:
+            return float(w.total)
+        seen = len(w.counted.union(w.counts))
+        if seen < 2:
+            return 0.0
+        n = max(w.num_partitions, max(w.counts) + 1, seen)
+        return c + (n - 1) * (w.total - c) / (seen - 1)
+
     def _judge(self, topic: str, w: _TopicWindow) -> List[SkewWarning]:
         total = w.total
-        if total == 0 or total < self.min_records:
+        if total == 0 or (w.counted is None and total < self.min_records):
             return []
         n = max(w.num_partitions, max(w.counts) + 1)
         fair = 1.0 / n
         out = []
         for p in sorted(w.counts):
             c = w.counts[p]
-            if c * n > self.ratio * total:  # share > ratio / n, without rounding the share
-                out.append(SkewWarning(topic, p, c / total, fair, c, total,
+            t = self._topic_records(w, c)
+            if t < self.min_records or t <= 0:
+                continue
+            if c * n > self.ratio * t:  # share > ratio / n, without rounding the share
+                out.append(SkewWarning(topic, p, c / t, fair, c, int(round(t)),
                                        w.index * self.window_ms, self.window_ms))
+        estimated = "" if w.counted is None else (
+            f" (an estimate: this broker sees {len(w.counted.union(w.counts))} of the {n} partitions)")
         for x in out:
             self.warnings_total += 1
             self._log.warning(
                 "partition skew: topic %r partition %d received %.1f%% of the topic's %d "
-                "records in the %d ms window from %d (fair share %.1f%%, threshold %.1f%%)",
+                "records in the %d ms window from %d (fair share %.1f%%, threshold %.1f%%)%s",
                 x.topic, x.partition, 100.0 * x.share, x.topic_records, x.window_ms,
-                x.window_start_ms, 100.0 * x.fair_share, 100.0 * self.ratio * x.fair_share)
+                x.window_start_ms, 100.0 * x.fair_share, 100.0 * self.ratio * x.fair_share, estimated)
         return out
 
 
@@ -313,11 +351,14 @@ class TrafficMetrics:
         with self._lock:
             self.skew.set_partitions(topic, num_partitions)
 
-    def check_skew(self, topic: str, num_partitions: int, now_ms: int) -> List[SkewWarning]:
+    def check_skew(self, topic: str, num_partitions: int, now_ms: int,
+                   counted: Optional[Iterable[int]] = None) -> List[SkewWarning]:
         """Judge ``topic``'s skew window if it is over (for topics that went quiet);
-        also records its partition count.  Returns the new warnings (already logged)."""
+        also records its partition count (and, with ``counted``, the partitions whose
+        traffic these metrics see: :meth:`SkewDetector.set_partitions`).  Returns the
+        new warnings (already logged)."""
         with self._lock:
-            return self.skew.check(topic, now_ms, num_partitions)
+            return self.skew.check(topic, now_ms, num_partitions, counted)
 
     def forget_topic(self, topic: str) -> None:
         """Drop a deleted topic's counters and windows (skew_warnings_total stays)."""

@@ -39,7 +39,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Deque, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Deque, Dict, FrozenSet, List, Mapping, Optional, Sequence, Tuple, Union
 
 from pylog.broker.broker import (INTERNAL_TOPICS, ZERO_TOPIC_ID, DataListeners, check_topic_is_new,
                                  parse_acks, validate_topic_name)
@@ -250,10 +250,16 @@ class LocalCluster:
                 return []
             parts = [r.partition for node in self.kernel.nodes.values() if node.running
                      for r in node.replicas.values()]
-            counts = {t: len(self.kernel.assignment(t)) for t in self.kernel.topics()}
-        for topic, n in counts.items():
-            self.traffic.check_skew(topic, n, now)
+            scope = self._skew_scope()
+        for topic, (n, counted) in scope.items():
+            self.traffic.check_skew(topic, n, now, counted)
         return self._maintenance.run(parts, now, force=force)
+
+    def _skew_scope(self) -> Dict[str, Tuple[int, Optional[FrozenSet[int]]]]:
+        """Under the lock: topic -> (partitions, the partitions whose traffic this
+        process records, None for all).  Every leader of this cluster is in this
+        process, so all of them."""
+        return {t: (len(self.kernel.assignment(t)), None) for t in self.kernel.topics()}
 
     def _notify(self) -> None:
         self._cond.notify_all()

@@ -45,7 +45,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Deque, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Deque, Dict, FrozenSet, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 from pylog.broker.config import BrokerConfig, TopicConfig
 from pylog.broker.interface import NodeInfo, PartitionInfo, TopicDescription
@@ -296,6 +296,19 @@ class ClusterNode(LocalCluster):
         log.info("broker %d: the metadata store reconnected; re-reading the partition states", self.broker_id)
 
     # ================================================================ the cluster
+    def _skew_scope(self) -> Dict[str, Tuple[int, Optional[FrozenSet[int]]]]:
+        """Under the lock: this process records the traffic of the partitions this
+        broker leads, so skew is judged among those (see
+        :meth:`~pylog.broker.metrics.SkewDetector.set_partitions`)."""
+        from pylog.replication.replica import LEADER
+
+        node = self.kernel.nodes[self.broker_id]
+        led: Dict[str, set] = {}
+        for (topic, p), r in node.replicas.items():
+            if r.state.role == LEADER:
+                led.setdefault(topic, set()).add(p)
+        return {t: (len(self.kernel.assignment(t)), frozenset(led.get(t, ()))) for t in self.kernel.topics()}
+
     def _persist(self) -> None:
         """Nothing: the store is durable (ZooKeeper)."""
 

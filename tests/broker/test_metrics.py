@@ -578,3 +578,34 @@ def test_shares_after_a_gap_of_windows_are_zero():
     det.record("t", 1, 10, 260)
     det.check("t", 300)
     assert det.shares("t") == {0: (0.0, False), 1: (1.0, True)}
+
+
+def test_a_cluster_broker_judges_skew_from_the_partitions_it_leads(caplog):
+    # A broker of a cluster leads partitions 1 and 4 of a 6-partition topic and records
+    # only their traffic.  Even traffic is not skew (taken as silent, the four others
+    # would make each of its two three times over the fair 1/6) ...
+    tm = TrafficMetrics(window_ms=1000, ratio=2.0, min_records=1000)
+    tm.check_skew("orders", 6, now_ms=0, counted=[1, 4])
+    for p in (1, 4):
+        tm.record_in("orders", p, 1000, 100, now_ms=10)
+    assert tm.check_skew("orders", 6, now_ms=1000, counted=[1, 4]) == []
+    shares = tm.snapshot(now_ms=1000)["topics"]["orders"]["partitions"]
+    assert shares[1]["share_in"] == pytest.approx(1 / 6) and shares[4]["share_in"] == pytest.approx(1 / 6)
+    # ... a hot key is: partition 1 took 9 times what partition 4 did; the topic is
+    # estimated at 9000 + 5 x 1000 records, so partition 1 had 64%, over 2 x 1/6.
+    tm.record_in("orders", 1, 9000, 100, now_ms=1010)
+    tm.record_in("orders", 4, 1000, 100, now_ms=1010)
+    with caplog.at_level(logging.WARNING, logger="pylog.broker"):
+        found = tm.check_skew("orders", 6, now_ms=2000, counted=[1, 4])
+    assert [(w.partition, round(w.share, 3), w.topic_records) for w in found] == [(1, round(9 / 14, 3), 14000)]
+    assert "an estimate: this broker sees 2 of the 6 partitions" in caplog.records[-1].getMessage()
+    # One partition seen: nothing to compare it with, nothing judged.
+    tm.record_in("orders", 1, 9000, 100, now_ms=2010)
+    assert tm.check_skew("orders", 6, now_ms=3000, counted=[1]) == []
+    # Without `counted` (every leader in this process) the partitions not recorded
+    # are silent: the same even window on 1 and 4 is skew.
+    tm2 = TrafficMetrics(window_ms=1000, ratio=2.0, min_records=1000)
+    tm2.check_skew("orders", 6, now_ms=0)
+    for p in (1, 4):
+        tm2.record_in("orders", p, 1000, 100, now_ms=10)
+    assert [w.partition for w in tm2.check_skew("orders", 6, now_ms=1000)] == [1, 4]

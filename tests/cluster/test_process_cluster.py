@@ -74,3 +74,45 @@ def test_kill9_the_leader_twice_under_acks_all_idempotent_load(process_cluster):
     records = read_all(c, "events", 3)
     check_no_loss_no_dup(load.acked, records, 3)
     assert len(load.acked) == load.sent
+
+
+def test_each_broker_judges_partition_skew_from_the_partitions_it_leads(process_cluster):
+    # Each broker counts the records of the partitions it leads, and nothing of the
+    # others: even traffic must not look skewed to it, and a hot key must still be found.
+    c = process_cluster(3, overrides={"partition.skew.window.ms": 2000, "partition.skew.min.records": 600})
+    for topic in ("even", "hot"):
+        create_topic(c, topic, 6, 1)
+    leaders = {p["partition"]: p["leader"] for p in describe(c, "even")}
+    hot_leaders = {p["partition"]: p["leader"] for p in describe(c, "hot")}
+    assert sorted(leaders.values()) == [1, 1, 2, 2, 3, 3]
+    prod = confluent_kafka.Producer({"bootstrap.servers": c.bootstrap, "linger.ms": 2})
+
+    def produce_round(topic: str, weights: dict) -> None:
+        for p, n in weights.items():
+            for _ in range(n):
+                prod.produce(topic, b"v" * 20, partition=p)
+        assert prod.flush(30) == 0
+
+    def judged(topic: str, who: dict) -> bool:
+        """Every leader has a complete window with records of ``topic`` (a share > 0)."""
+        return all((metric(c.brokers[b], "pylog_partition_share_in", topic=topic, partition=str(p)) or 0) > 0
+                   for p, b in who.items())
+
+    even = {p: 50 for p in range(6)}
+    wait_for(lambda: produce_round("even", even) or judged("even", leaders), "every leader to judge 'even'")
+    for b in c.brokers.values():
+        assert metric(b, "pylog_skew_warnings_total") == 0, f"broker {b.broker_id} called even traffic skewed"
+        for p, lead in leaders.items():
+            if lead == b.broker_id:
+                share = metric(b, "pylog_partition_share_in", topic="even", partition=str(p))
+                assert share is not None and 0.1 < share < 0.25, (b.broker_id, p, share)
+    hot = {**even, 0: 450}  # partition 0 takes 9 times what any other does
+    hot_broker = c.brokers[hot_leaders[0]]
+    wait_for(lambda: produce_round("hot", hot)
+             or metric(hot_broker, "pylog_partition_skewed", topic="hot", partition="0") == 1,
+             "partition 0's leader to find it skewed")
+    assert metric(hot_broker, "pylog_skew_warnings_total") >= 1
+    for b in c.brokers.values():
+        for p, lead in hot_leaders.items():
+            if lead == b.broker_id and p != 0:
+                assert metric(b, "pylog_partition_skewed", topic="hot", partition=str(p)) == 0
