@@ -61,6 +61,14 @@
 
 /* ---- batch headers in the log ---------------------------------------------- */
 
+/* The offset after the batch: baseOffset + lastOffsetDelta + 1, computed in unsigned
+ * (a damaged baseOffset must not overflow; the caller compares, never indexes). */
+static inline int64_t pl_seg_next_offset(const pl_batch_info *info)
+{
+    uint64_t u = (uint64_t)info->base_offset + (uint64_t)(int64_t)info->last_offset_delta + 1u;
+    return pl_i64_from_u64(u);
+}
+
 PL_HIDDEN int pl_seg_batch_at(const pl_segment *seg, uint64_t pos, uint64_t limit,
                               pl_batch_info *info, uint64_t *total)
 {
@@ -85,7 +93,12 @@ PL_HIDDEN int pl_seg_seek(const pl_segment *seg, uint32_t n_index, uint64_t limi
                           uint64_t *total)
 {
     uint64_t pos = 0;
-    int64_t expect = -1; /* baseOffset the index promises at pos, -1: none */
+    /* baseOffset the batch at pos must have: the segment's base offset at 0, the
+     * index entry's offset there, then the last batch's last offset + 1 (offsets are
+     * densely tiled, and baseOffset lies outside the CRC: this is what catches a
+     * damaged one). */
+    int64_t expect = seg->base_offset;
+    int from_index = 0; /* 1 while pos is the index entry's position */
 
     assert(target >= 0);
 
@@ -101,17 +114,17 @@ PL_HIDDEN int pl_seg_seek(const pl_segment *seg, uint32_t n_index, uint64_t limi
                 return PL_E_INDEX;
             pos = e_pos;
             expect = seg->base_offset + e_rel;
+            from_index = 1;
         }
     }
     while (pos < limit) {
         int st = pl_seg_batch_at(seg, pos, limit, info, total);
         if (st != PL_OK)
             return st;
-        if (expect >= 0) {
-            if (info->base_offset != expect)
-                return PL_E_INDEX;
-            expect = -1;
-        }
+        if (info->base_offset != expect)
+            return from_index ? PL_E_INDEX : PL_E_TILING;
+        from_index = 0;
+        expect = pl_seg_next_offset(info);
         /* last offset >= target, without overflow on a corrupt baseOffset
          * (target >= 0 and 0 <= delta <= INT32_MAX here) */
         if (info->base_offset >= target - info->last_offset_delta) {
@@ -506,9 +519,12 @@ int pl_segment_read(const pl_segment *seg, int64_t offset, uint64_t max_bytes,
         *end = pos;
         if (count == max_batches || pos >= v.log_size)
             break;
+        int64_t expect = pl_seg_next_offset(&info);
         st = pl_seg_batch_at(seg, pos, v.log_size, &info, &total);
         if (st != PL_OK)
             return st;
+        if (info.base_offset != expect)
+            return PL_E_TILING; /* a damaged baseOffset (not covered by the CRC) */
     }
     *n = count;
     return PL_OK;

@@ -354,9 +354,12 @@ class Partition:
     # ---------------------------------------------------------------- read
     def read(self, offset: int, max_bytes: int = 1 << 20, *, to_log_end: bool = False) -> List[RecordBatch]:
         """Zero-copy batches from ``offset``, below the high watermark (or the log end for
-        a follower, ``to_log_end=True``).  Raises OffsetOutOfRange."""
+        a follower, ``to_log_end=True``), CRCs not checked.  Raises OffsetOutOfRange."""
         limit = None if to_log_end else self._high_watermark
-        return self.log.read(offset, max_bytes, max_offset=limit)
+        # The zero-copy fetch path: not re-checked here (each batch was checked when it
+        # entered the log); its readers check the CRC (clients' check.crcs, a follower's
+        # append, the coordinator's replay).
+        return self.log.read(offset, max_bytes, max_offset=limit, check_crcs=False)
 
     def offset_for_timestamp(self, timestamp: int) -> Optional[int]:
         off = self.log.offset_for_timestamp(timestamp)

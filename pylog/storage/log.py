@@ -61,6 +61,7 @@ from pylog.records import (
     Record,
     RecordArrays,
     RecordBatch,
+    check_crcs as _check_crcs,
     decode_records,
     iter_batches,
     iter_records,
@@ -309,7 +310,14 @@ class Log:
                     if clean or below_rp:
                         logger.warning("log %s: segment %d failed its clean-load checks; recovering it",
                                        self.dir, base)
-                    dropped = seg.recover()
+                    # Records below the recovery point (or, in a clean log, below the
+                    # next segment / the end it closed at) were flushed: damage there
+                    # is bit rot, which recovery must not cut silently.
+                    if clean or below_rp:
+                        must_reach = bases[i + 1] if not last else recovery_point
+                    else:
+                        must_reach = min(recovery_point, bases[i + 1] if not last else recovery_point)
+                    dropped = seg.recover(must_reach if must_reach > base else None)
                     if dropped:
                         logger.warning("log %s: recovery cut %d bytes of torn or corrupt data at "
                                        "offset %d in segment %d", self.dir, dropped, seg.next_offset, base)
@@ -740,7 +748,7 @@ class Log:
 
     # ================================================================== read
     def read(self, offset: int, max_bytes: int = 1 << 20,
-             max_offset: Optional[int] = None) -> List[RecordBatch]:
+             max_offset: Optional[int] = None, *, check_crcs: bool = True) -> List[RecordBatch]:
         """Whole record batches from the one holding ``offset``, as zero-copy views.
 
         Returns batches of one segment totalling at most ``max_bytes``, but always at
@@ -748,7 +756,13 @@ class Log:
         above ``max_offset`` (e.g. a high watermark).  The first batch may start below
         ``offset``.  Views stay valid after the log changes or closes.
 
-        Raises OffsetOutOfRange outside [log_start_offset, log_end_offset], LogClosed.
+        With ``check_crcs`` (default) every batch's CRC32C is checked (one C pass over
+        the bytes) before any is returned; ``check_crcs=False`` is the zero-copy path
+        of a broker's fetch, whose clients check (Kafka's check.crcs).
+
+        Raises OffsetOutOfRange outside [log_start_offset, log_end_offset], LogClosed,
+        CorruptRecordError naming the segment file, the batch's position and offset
+        when a batch fails its CRC (nothing is returned then).
         """
         if not isinstance(max_bytes, int) or max_bytes < 0:
             raise InvalidArgument(f"max_bytes must be a non-negative int, got {max_bytes!r}")
@@ -762,6 +776,11 @@ class Log:
             starts = [int(pos[i]) for i in range(n)]
             starts.append(end)
             views = [seg.view(starts[i], starts[i + 1]) for i in range(n)]
+            if check_crcs:
+                whole = seg.view(starts[0], end)
+                origin = (str(seg.log_path), starts[0])
+        if check_crcs:
+            _check_crcs(whole, origin)
         return [RecordBatch(v) for v in views]
 
     def _check_offset(self, offset: Any) -> None:
@@ -788,7 +807,7 @@ class Log:
             if offset < seg.c.next_offset:
                 check(lib.pl_segment_read(seg.c, max(offset, seg.base_offset), max_bytes, max_offset,
                                           self._positions, max_batches, self._n, self._end),
-                      f"reading offset {offset} from {self.dir}")
+                      f"reading offset {offset} from {seg.log_path}")
                 n = int(self._n[0])
                 if n == 0:
                     return None
@@ -797,14 +816,17 @@ class Log:
         return None
 
     def records(self, offset: Optional[int] = None,
-                max_offset: Optional[int] = None) -> Iterator[Record]:
+                max_offset: Optional[int] = None, *, check_crcs: bool = True) -> Iterator[Record]:
         """Iterate records from ``offset`` (default: log start) up to the log end offset
         as of this call (or ``max_offset``, exclusive).
 
         Records are decoded a few hundred KiB of batches at a time, each chunk's
         Record objects built by one C call (pylog._native._records).  Raises
         OffsetOutOfRange / LogClosed at the call; if the log is truncated below the
-        position while iterating, the iteration ends there.
+        position while iterating, the iteration ends there.  With ``check_crcs``
+        (default) each batch's CRC32C is checked, in the same C walk, before any of its
+        records is handed out: a damaged batch raises CorruptRecordError (naming the
+        segment file, position and offset) when the iteration reaches it.
         """
         with self._lock:
             self._check_open()
@@ -813,14 +835,14 @@ class Log:
             if max_offset is not None:
                 check_int("max_offset (or None)", max_offset)
             end = self.log_end_offset if max_offset is None else min(max_offset, self.log_end_offset)
-        return self._iter_records(start, end)
+        return self._iter_records(start, end, check_crcs)
 
-    def _iter_records(self, pos: int, end: int) -> Iterator[Record]:
+    def _iter_records(self, pos: int, end: int, check_crcs: bool) -> Iterator[Record]:
         # Each chunk's Records are made in C, one when it is asked for (lazy_records);
         # chain hands them out without a Python frame per record.
-        return itertools.chain.from_iterable(self._record_chunks(pos, end))
+        return itertools.chain.from_iterable(self._record_chunks(pos, end, check_crcs))
 
-    def _record_chunks(self, pos: int, end: int) -> Iterator[Iterator[Record]]:
+    def _record_chunks(self, pos: int, end: int, check_crcs: bool) -> Iterator[Iterator[Record]]:
         """Iterators over the records in [pos, end), a few hundred KiB of batches each."""
         while pos < end:
             with self._lock:
@@ -831,14 +853,15 @@ class Log:
                 if found is None:
                     return
                 seg, n, stop = found
-                chunk = seg.view(int(self._positions[0]), stop)
+                first = int(self._positions[0])
+                chunk = seg.view(first, stop)
                 last = RecordBatch(seg.view(int(self._positions[n - 1]), stop))
-            yield lazy_records(chunk, pos, end)
+            yield lazy_records(chunk, pos, end, check_crcs=check_crcs, origin=(str(seg.log_path), first))
             pos = last.next_offset
 
     def read_arrays(self, offset: Optional[int] = None, max_offset: Optional[int] = None, *,
                     max_records: Optional[int] = None,
-                    max_bytes: int = READ_ARRAYS_MAX_BYTES) -> RecordArrays:
+                    max_bytes: int = READ_ARRAYS_MAX_BYTES, check_crcs: bool = True) -> RecordArrays:
         """Records from ``offset`` (default: log start) as numpy columns, from ONE segment.
 
         The result is :class:`~pylog.records.RecordArrays`.  For uncompressed batches
@@ -860,8 +883,12 @@ class Log:
         retention, truncation, compaction and close detach or keep the mapping while
         views of it live (Invariant 3); holding the arrays keeps that memory.
 
+        With ``check_crcs`` (default) each batch's CRC32C is checked in the C walk that
+        decodes it.
+
         Raises OffsetOutOfRange outside [log_start_offset, log_end_offset], LogClosed,
-        InvalidArgument for a bad limit, CorruptRecordError for a damaged batch.
+        InvalidArgument for a bad limit, CorruptRecordError for a damaged batch (a CRC
+        mismatch names the segment file, the batch's position and offset).
         """
         if not isinstance(max_bytes, int) or isinstance(max_bytes, bool) or max_bytes < 1:
             raise InvalidArgument(f"max_bytes must be a positive int, got {max_bytes!r}")
@@ -874,8 +901,10 @@ class Log:
             if found is None:
                 return _empty_arrays(start)
             seg, _, end = found
-            view = seg.view(int(self._positions[0]), end)
-        arrays = decode_records(view, start, max_bytes=max_bytes)
+            first = int(self._positions[0])
+            view = seg.view(first, end)
+        arrays = decode_records(view, start, max_bytes=max_bytes, check_crcs=check_crcs,
+                                origin=(str(seg.log_path), first))
         if max_offset is not None and len(arrays) and int(arrays.offsets[-1]) >= max_offset:
             arrays = arrays.head(int(np.searchsorted(arrays.offsets, max_offset)))
             arrays.next_offset = max_offset
@@ -884,7 +913,7 @@ class Log:
         return arrays
 
     def iter_arrays(self, offset: Optional[int] = None, max_offset: Optional[int] = None, *,
-                    max_bytes: int = READ_ARRAYS_MAX_BYTES) -> Iterator[RecordArrays]:
+                    max_bytes: int = READ_ARRAYS_MAX_BYTES, check_crcs: bool = True) -> Iterator[RecordArrays]:
         """:meth:`read_arrays` chunk after chunk from ``offset`` (default: log start) up
         to the log end offset as of this call (or ``max_offset``, exclusive); each chunk
         holds records of one segment (zero copy for uncompressed batches).  Empty chunks
@@ -897,12 +926,12 @@ class Log:
             if max_offset is not None:
                 check_int("max_offset (or None)", max_offset)
             end = self.log_end_offset if max_offset is None else min(max_offset, self.log_end_offset)
-        return self._iter_arrays(pos, end, max_bytes)
+        return self._iter_arrays(pos, end, max_bytes, check_crcs)
 
-    def _iter_arrays(self, pos: int, end: int, max_bytes: int) -> Iterator[RecordArrays]:
+    def _iter_arrays(self, pos: int, end: int, max_bytes: int, check_crcs: bool) -> Iterator[RecordArrays]:
         while pos < end:
             try:
-                arrays = self.read_arrays(pos, end, max_bytes=max_bytes)
+                arrays = self.read_arrays(pos, end, max_bytes=max_bytes, check_crcs=check_crcs)
             except OffsetOutOfRange:
                 return
             nxt = arrays.next_offset
@@ -945,6 +974,7 @@ class Log:
                         break
                     _, _, stop = found
                     batch = seg.view(int(self._positions[0]), stop)
+                    _check_crcs(batch, (str(seg.log_path), int(self._positions[0])))
                     for rec in iter_records(batch, self._log_start_offset):
                         if rec.timestamp >= timestamp:
                             return rec.offset
