@@ -174,7 +174,7 @@ const char *pl_strerror(int status)
     case PL_E_INDEX: return "index file content is inconsistent";
     case PL_E_IO: return "system call failed";
     case PL_E_TIMESTAMP: return "a record's timestamp is above the batch's maxTimestamp";
-    case PL_E_TILING: return "a batch's baseOffset does not continue the previous batch's offsets (damaged header)";
+    case PL_E_TILING: return "a batch's baseOffset is not above the previous batch's last offset (damaged header)";
     default: return "unknown status";
     }
 }

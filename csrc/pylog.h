@@ -77,8 +77,8 @@
 #define PL_E_INDEX               -14   /* index file content is inconsistent            */
 #define PL_E_IO                  -15   /* a system call failed; errno is kept           */
 #define PL_E_TIMESTAMP           -16   /* maxTimestamp below a record's timestamp       */
-#define PL_E_TILING              -17   /* a batch's baseOffset does not continue the    */
-                                       /*   previous batch (damaged: outside the CRC)   */
+#define PL_E_TILING              -17   /* a batch's baseOffset is not above the previous */
+                                       /*   batch's last offset (damaged: outside the CRC) */
 
 /* ---- named limits ---- */
 #define PL_BATCH_HEADER_BYTES      61
@@ -385,11 +385,10 @@ void pl_segment_snapshot_get(const pl_segment *seg, pl_segment_snapshot *out);
 
 /* Finds batches for a fetch: the batch containing `offset` (the first batch whose
  * last offset >= offset) through as many following whole batches as fit in
- * max_bytes, but always at least one.  Every batch walked (from the index entry's
- * on) must continue the offsets of the one before (the first: the segment's base
- * offset or the index entry's offset), else PL_E_TILING (PL_E_INDEX for the index
- * entry's own batch): a damaged baseOffset, which the CRC does not cover, is never
- * served.  It stops before any batch whose baseOffset >=
+ * max_bytes, but always at least one.  Every batch walked from the index entry's
+ * on, and the header after the last one returned, must start above the last offset
+ * of the one before, else PL_E_TILING (and the index entry's own batch must have the
+ * entry's offset, else PL_E_INDEX): baseOffset is outside the CRC.  It stops before any batch whose baseOffset >=
  * max_offset and at log_size.  Writes up to max_batches batch start positions to
  * positions[] and the end position of the last one to *end.  *n = batches found
  * (0 if offset >= next_offset or >= max_offset). */

@@ -93,12 +93,12 @@ PL_HIDDEN int pl_seg_seek(const pl_segment *seg, uint32_t n_index, uint64_t limi
                           uint64_t *total)
 {
     uint64_t pos = 0;
-    /* baseOffset the batch at pos must have: the segment's base offset at 0, the
-     * index entry's offset there, then the last batch's last offset + 1 (offsets are
-     * densely tiled, and baseOffset lies outside the CRC: this is what catches a
-     * damaged one). */
-    int64_t expect = seg->base_offset;
-    int from_index = 0; /* 1 while pos is the index entry's position */
+    /* The batch at an index entry's position must have the entry's offset; every
+     * later batch must start above the last offset of the one before (offsets
+     * increase; a follower's copy may leave gaps).  baseOffset lies outside the CRC:
+     * this is what catches most damage to it. */
+    int64_t expect = -1;  /* baseOffset the index promises at pos, -1: none */
+    int64_t floor = INT64_MIN; /* the previous batch's last offset + 1 */
 
     assert(target >= 0);
 
@@ -114,17 +114,20 @@ PL_HIDDEN int pl_seg_seek(const pl_segment *seg, uint32_t n_index, uint64_t limi
                 return PL_E_INDEX;
             pos = e_pos;
             expect = seg->base_offset + e_rel;
-            from_index = 1;
         }
     }
     while (pos < limit) {
         int st = pl_seg_batch_at(seg, pos, limit, info, total);
         if (st != PL_OK)
             return st;
-        if (info->base_offset != expect)
-            return from_index ? PL_E_INDEX : PL_E_TILING;
-        from_index = 0;
-        expect = pl_seg_next_offset(info);
+        if (expect >= 0) {
+            if (info->base_offset != expect)
+                return PL_E_INDEX;
+            expect = -1;
+        } else if (info->base_offset < floor) {
+            return PL_E_TILING;
+        }
+        floor = pl_seg_next_offset(info);
         /* last offset >= target, without overflow on a corrupt baseOffset
          * (target >= 0 and 0 <= delta <= INT32_MAX here) */
         if (info->base_offset >= target - info->last_offset_delta) {
@@ -517,14 +520,18 @@ int pl_segment_read(const pl_segment *seg, int64_t offset, uint64_t max_bytes,
         positions[count++] = pos;
         pos += total;
         *end = pos;
-        if (count == max_batches || pos >= v.log_size)
+        if (pos >= v.log_size)
             break;
-        int64_t expect = pl_seg_next_offset(&info);
+        /* The next header is read (and must follow) even when this batch is the last
+         * one returned: a raised baseOffset of the last batch shows in the next one. */
+        int64_t floor = pl_seg_next_offset(&info);
         st = pl_seg_batch_at(seg, pos, v.log_size, &info, &total);
         if (st != PL_OK)
             return st;
-        if (info.base_offset != expect)
+        if (info.base_offset < floor)
             return PL_E_TILING; /* a damaged baseOffset (not covered by the CRC) */
+        if (count == max_batches)
+            break;
     }
     *n = count;
     return PL_OK;

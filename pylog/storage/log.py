@@ -48,6 +48,7 @@ import numpy as np
 from pylog._native import check, ffi, lib
 from pylog._native._records import append_one as _append_one
 from pylog.errors import (
+    CorruptRecordError,
     InvalidArgument,
     InvalidRecord,
     InvalidTimestamp,
@@ -310,17 +311,18 @@ class Log:
                     if clean or below_rp:
                         logger.warning("log %s: segment %d failed its clean-load checks; recovering it",
                                        self.dir, base)
-                    # Records below the recovery point (or, in a clean log, below the
-                    # next segment / the end it closed at) were flushed: damage there
-                    # is bit rot, which recovery must not cut silently.
-                    if clean or below_rp:
-                        must_reach = bases[i + 1] if not last else recovery_point
-                    else:
-                        must_reach = min(recovery_point, bases[i + 1] if not last else recovery_point)
-                    dropped = seg.recover(must_reach if must_reach > base else None)
+                    dropped = seg.recover(self._must_reach(bases, i, clean, recovery_point))
                     if dropped:
-                        logger.warning("log %s: recovery cut %d bytes of torn or corrupt data at "
-                                       "offset %d in segment %d", self.dir, dropped, seg.next_offset, base)
+                        below = not clean and seg.next_offset < recovery_point
+                        logger.log(logging.ERROR if below else logging.WARNING,
+                                   "log %s: recovery cut %d bytes of torn or corrupt data at offset %d in "
+                                   "segment %d%s", self.dir, dropped, seg.next_offset, base,
+                                   f", below the recovery point {recovery_point}" if below else "")
+                if not last and seg.next_offset != bases[i + 1] and (clean or below_rp):
+                    raise CorruptRecordError(
+                        f"segment {seg.log_path} ends at offset {seg.next_offset} but the next segment "
+                        f"starts at offset {bases[i + 1]}, and both were flushed: a damaged batch header; "
+                        f"the log is not opened (run `pylog verify --data-dir {self.dir}`)")
                 if not last and seg.next_offset != bases[i + 1]:
                     # The next segment does not continue this one: the tail of this one
                     # was lost or damaged.  Keep the prefix; drop what follows.
@@ -339,6 +341,25 @@ class Log:
                 seg.close(shrink=False)
             raise
         self._segments = segments
+
+    @staticmethod
+    def _must_reach(bases: List[int], i: int, clean: bool, recovery_point: int) -> Optional[int]:
+        """The offset the recovery of segment ``i`` must reach, or None.
+
+        Records known flushed may not be cut: damage there is bit rot, not a torn
+        write, and LogSegment.recover raises instead.  Known flushed: in a clean log
+        everything (a segment must reach the next one's base offset, the last one the
+        recovery point written at close); after a crash, what lies below the recovery
+        point, as far as the next segment's base offset tells.  The last segment of a
+        crashed log is cut where its scan stops, as Kafka's recovery does: its only
+        bound would be the recovery point checkpoint, which may itself be damaged.
+        """
+        last = i == len(bases) - 1
+        if last:
+            bound = recovery_point if clean else None
+        else:
+            bound = bases[i + 1] if clean else min(recovery_point, bases[i + 1])
+        return bound if bound is not None and bound > bases[i] else None
 
     def _new_segment(self, base_offset: int) -> LogSegment:
         cfg = self.config
