@@ -405,7 +405,9 @@ int pl_index_lookup(const pl_segment *seg, int64_t target_offset,
                     uint32_t *rel_offset, uint32_t *position);
 
 /* Time search: the first batch whose maxTimestamp >= ts.  *position and *offset
- * (its baseOffset) are set; returns PL_E_OFFSET_RANGE if no batch qualifies. */
+ * (its baseOffset) are set; returns PL_E_OFFSET_RANGE if no batch qualifies.  The
+ * batches walked (from the time-index entry on) have their CRC32C checked (PL_E_CRC),
+ * and the entry's batch must have the entry's offset and timestamp (PL_E_INDEX). */
 int pl_segment_find_timestamp(const pl_segment *seg, int64_t ts,
                               uint64_t *position, int64_t *base_offset);
 

@@ -509,9 +509,15 @@ int pl_segment_read(const pl_segment *seg, int64_t offset, uint64_t max_bytes,
 
     uint64_t start = pos;
     uint32_t count = 0;
+    int64_t floor = offset; /* offsets below it are behind the walk */
     for (;;) {
         /* A batch past the next_offset we loaded is not published yet (its bytes
-         * are, as log_size is stored first): leave it for the next read. */
+         * are, as log_size is stored first): leave it for the next read.  But offsets
+         * between the walk and next_offset must lie in a published batch, the next
+         * one: if it claims to start at or past next_offset, its baseOffset is
+         * damaged (a follower's gap still ends below next_offset). */
+        if (info.base_offset >= v.next_offset && floor < v.next_offset)
+            return PL_E_TILING;
         if (info.base_offset >= max_offset || info.base_offset >= v.next_offset)
             break;
         /* KIP-74: the first batch always goes, whatever its size. */
@@ -524,7 +530,7 @@ int pl_segment_read(const pl_segment *seg, int64_t offset, uint64_t max_bytes,
             break;
         /* The next header is read (and must follow) even when this batch is the last
          * one returned: a raised baseOffset of the last batch shows in the next one. */
-        int64_t floor = pl_seg_next_offset(&info);
+        floor = pl_seg_next_offset(&info);
         st = pl_seg_batch_at(seg, pos, v.log_size, &info, &total);
         if (st != PL_OK)
             return st;

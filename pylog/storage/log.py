@@ -985,7 +985,7 @@ class Log:
                 rc = lib.pl_segment_find_timestamp(seg.c, timestamp, position, base)
                 if rc == lib.PL_E_OFFSET_RANGE:
                     continue
-                check(rc, f"searching timestamp {timestamp} in {self.dir}")
+                check(rc, f"searching timestamp {timestamp} in {seg.log_path}")
                 # The batch found holds a record at or after `timestamp`; walk batch by
                 # batch (only the first one usually) in case it lies below log start.
                 off = max(int(base[0]), self._log_start_offset)
