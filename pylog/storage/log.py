@@ -250,6 +250,14 @@ class Log:
             self._open_segments(bases, clean=clean, recovery_point=rp_ckpt)
         self._bases = [s.base_offset for s in self._segments]
         leo = self.log_end_offset
+        if clean and rp_ckpt > 0 and rp_ckpt != leo:
+            # A clean close wrote the recovery point = the log end offset; they differ
+            # only if the checkpoint or the last batch's header is damaged (a raised
+            # baseOffset there has no next batch to contradict it).
+            raise CorruptRecordError(
+                f"log {self.dir} was closed cleanly at offset {rp_ckpt} (its recovery point) but its "
+                f"last segment {self._segments[-1].log_path} ends at offset {leo}: a damaged batch header "
+                f"or checkpoint; the log is not opened (run `pylog verify --data-dir {self.dir}`)")
         self._log_start_offset = min(max(ls_ckpt, self._segments[0].base_offset), leo)
         if clean:
             self._recovery_point = leo
@@ -989,11 +997,20 @@ class Log:
                 # The batch found holds a record at or after `timestamp`; walk batch by
                 # batch (only the first one usually) in case it lies below log start.
                 off = max(int(base[0]), self._log_start_offset)
+                first = True
                 while off < seg.c.next_offset:
                     found = self._read_locked(off, 0, None, max_batches=1)
                     if found is None:
                         break
                     _, _, stop = found
+                    if first and off == int(base[0]) and int(self._positions[0]) != int(position[0]):
+                        # The time walk and the offset walk disagree on where that
+                        # offset is: a damaged baseOffset (outside the CRC).
+                        raise CorruptRecordError(
+                            f"{seg.log_path}: the batch at position {int(position[0])} claims offset "
+                            f"{off}, which the offset index places at position {int(self._positions[0])} "
+                            f"(a damaged batch header)")
+                    first = False
                     batch = seg.view(int(self._positions[0]), stop)
                     _check_crcs(batch, (str(seg.log_path), int(self._positions[0])))
                     for rec in iter_records(batch, self._log_start_offset):
