@@ -12,12 +12,16 @@ What is checked, per segment ``<base>.log``:
   records (count, lengths, offset deltas, timestamps: ``pl_batch_validate``), and that
   its baseOffset continues the previous batch (the segment's base offset for the
   first; baseOffset is outside the CRC);
+* partitionLeaderEpoch (outside the CRC, not part of the records): -1 or more, and
+  never below an earlier batch's (epochs only grow in a log; a raised epoch in the
+  log's very last batch has nothing to contradict it);
 * what follows the last batch: zeros (preallocation) are fine; other bytes are a torn
   write after a crash, which recovery cuts (a note), but damage in a log that was shut
   down cleanly;
 * ``.index``: entries in increasing order in both fields, each pointing at the start
   of a batch whose baseOffset is the entry's offset;
-* ``.timeindex``: timestamps increasing, each offset the baseOffset of a batch;
+* ``.timeindex``: timestamps increasing, each offset the baseOffset of a batch whose
+  maxTimestamp is the entry's timestamp;
 * across segments: each segment starts where the previous one ended.
 
 A damaged batch header ends the walk of its segment (the next batch cannot be found);
@@ -137,11 +141,12 @@ def _verify_partition(d: Path, report: VerifyReport) -> None:
     clean = (d / _CLEAN_SHUTDOWN_FILE).exists()
     bases = sorted(b for b in (parse_segment_file_name(n) for n in os.listdir(d)) if b is not None)
     prev_end: Optional[int] = None
+    epoch = [-1]  #: the largest partitionLeaderEpoch so far, carried across segments
     for base in bases:
         report.segments += 1
         name = f"{base:020d}"
         end = _verify_segment(d / (name + LOG_SUFFIX), d / (name + INDEX_SUFFIX),
-                              d / (name + TIMEINDEX_SUFFIX), base, clean, report)
+                              d / (name + TIMEINDEX_SUFFIX), base, clean, report, epoch)
         if prev_end is not None and prev_end != base:
             report.damage.append(Damage(d / (name + LOG_SUFFIX), None, base,
                                         f"segment starts at offset {base} but the previous one ends at "
@@ -149,7 +154,8 @@ def _verify_partition(d: Path, report: VerifyReport) -> None:
         prev_end = end
 
 
-def _batches(data, base: int, path: Path, clean: bool, report: VerifyReport) -> Iterator[tuple]:
+def _batches(data, base: int, path: Path, clean: bool, report: VerifyReport,
+             epoch: List[int]) -> Iterator[tuple]:
     """(position, header tuple) of each batch whose header can be walked; damage found
     on the way goes into ``report``."""
     size = len(data)
@@ -177,6 +183,10 @@ def _batches(data, base: int, path: Path, clean: bool, report: VerifyReport) -> 
             if h[0] != expect:
                 report.damage.append(Damage(path, pos, h[0], f"baseOffset {h[0]} does not continue the "
                                                              f"previous batch (expected {expect})"))
+            if h[2] < -1 or h[2] < epoch[0]:
+                report.damage.append(Damage(path, pos, h[0], f"partitionLeaderEpoch {h[2]} is "
+                                            + ("below -1" if h[2] < -1 else f"below an earlier batch's {epoch[0]}")))
+            epoch[0] = max(epoch[0], h[2])
             report.batches += 1
             report.records += max(h[12], 0)
             report.bytes += total
@@ -193,16 +203,16 @@ def _batches(data, base: int, path: Path, clean: bool, report: VerifyReport) -> 
 
 
 def _verify_segment(log_path: Path, index_path: Path, time_path: Path, base: int, clean: bool,
-                    report: VerifyReport) -> int:
+                    report: VerifyReport, epoch: List[int]) -> int:
     """Checks one segment; returns the offset after its last batch."""
     data = _read_file(log_path)
     starts: Dict[int, int] = {}  #: position -> baseOffset
-    bases = set()
+    bases: Dict[int, int] = {}  #: baseOffset -> maxTimestamp
     end = base
     try:
-        for pos, h in _batches(data, base, log_path, clean, report):
+        for pos, h in _batches(data, base, log_path, clean, report, epoch):
             starts[pos] = h[0]
-            bases.add(h[0])
+            bases[h[0]] = h[8]
             end = h[0] + h[6] + 1
     finally:
         if isinstance(data, mmap.mmap):
@@ -248,7 +258,7 @@ def _verify_index(path: Path, base: int, starts: Dict[int, int], report: VerifyR
     _add_capped(found, report)
 
 
-def _verify_timeindex(path: Path, base: int, bases: set, report: VerifyReport) -> None:
+def _verify_timeindex(path: Path, base: int, bases: Dict[int, int], report: VerifyReport) -> None:
     data = _read_file(path)
     found: List[Damage] = []
     try:
@@ -265,6 +275,10 @@ def _verify_timeindex(path: Path, base: int, bases: set, report: VerifyReport) -
             if base + rel not in bases:
                 found.append(Damage(path, at, base + rel, f"entry {i}: offset {base + rel} is not the "
                                                           f"baseOffset of a batch"))
+            elif bases[base + rel] != ts:
+                found.append(Damage(path, at, base + rel, f"entry {i}: timestamp {ts}, but the batch at "
+                                                          f"offset {base + rel} has maxTimestamp "
+                                                          f"{bases[base + rel]}"))
             prev = (ts, rel)
     finally:
         if isinstance(data, mmap.mmap):

@@ -1,6 +1,8 @@
 """Property (issue 12 point 6): flip random bytes in random files of a closed log
 directory; reopening it and every read path either give exactly the original records
-or raise a pylog error — never a crash, never other bytes.
+or raise a pylog error — never a crash, never other bytes.  ``pylog verify``'s scrub
+(pylog.storage.verify) runs on each damaged directory first and must report damage
+to any segment or index file.
 
 The log holds uncompressed and zstd batches, keys, headers and distinct timestamps
 over several segments.  The read paths: records(), read() (each batch's records),
@@ -25,7 +27,8 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from pylog.errors import PylogError
 from pylog.records import build_batch, iter_records
 from pylog.storage import Log
-from tests.storage.helpers import FakeClock
+from pylog.storage.verify import verify_path
+from tests.storage.helpers import FakeClock, walk_batches
 
 T_BASE = FakeClock().now - 1_000_000
 SETTINGS = dict(segment_bytes=6000, segment_index_bytes=4096, index_interval_bytes=700, retention_ms=-1)
@@ -130,14 +133,27 @@ def test_flipped_bytes_are_detected_or_harmless(original, tmp_path_factory, data
     # most of the damage goes to segment files, where the records are
     name = data.draw(st.one_of(st.sampled_from(logs), st.sampled_from(names)), label="file")
     content = bytearray(files[name])
+    flipped = set()
     for _ in range(data.draw(st.integers(1, 3), label="flips")):
         at = data.draw(st.integers(0, len(content) - 1), label="at")
         content[at] ^= data.draw(st.integers(1, 255), label="xor")
+        flipped.add(at)
     work = tmp_path_factory.mktemp("case") / "t-0"
     work.mkdir()
     for n, b in files.items():
         (work / n).write_bytes(bytes(content) if n == name else b)
     (work / ".pylog_cleanshutdown").write_bytes(b"")
+    # pylog verify (read-only) parses every file: it must report damage to a segment,
+    # index or time index file (a closed log's files hold no slack), never crash
+    report = verify_path(work)
+    if name.endswith((".log", ".index", ".timeindex")) and content != files[name]:
+        # the one field verify cannot always judge: partitionLeaderEpoch (outside the
+        # CRC, not part of any record) raised in the log's last batch
+        epochs = set()
+        if name.endswith(".log"):
+            last = walk_batches(files[name])[-1]
+            epochs = {last.pos + k for k in range(12, 16)}
+        assert report.damage or (flipped <= epochs and name == max(n for n in names if n.endswith(".log"))), name
     try:
         log = Log.open(work, clock=FakeClock(), **SETTINGS)
     except PylogError:
