@@ -174,6 +174,7 @@ const char *pl_strerror(int status)
     case PL_E_INDEX: return "index file content is inconsistent";
     case PL_E_IO: return "system call failed";
     case PL_E_TIMESTAMP: return "a record's timestamp is above the batch's maxTimestamp";
+    case PL_E_TILING: return "a batch's baseOffset is not above the previous batch's last offset (damaged header)";
     default: return "unknown status";
     }
 }
@@ -669,6 +670,14 @@ static void drop_front(pl_record_arrays *out, uint32_t at, uint32_t n, uint32_t 
     memmove(out->headers_count + at, out->headers_count + at + drop, keep * sizeof(int32_t));
 }
 
+/* CRC32C of a whole batch (total >= PL_BATCH_HEADER_BYTES bytes at b) as its crc
+ * field should hold it: over attributes .. end. */
+static inline uint32_t batch_crc(const uint8_t *b, uint64_t total)
+{
+    assert(total >= PL_BATCH_HEADER_BYTES);
+    return pl_crc32c(0, b + PL_BATCH_CRC_START, (size_t)(total - PL_BATCH_CRC_START));
+}
+
 /* The header of the batch at buf[pos] and its whole size, checked to lie within len. */
 static int batch_at(const uint8_t *buf, uint64_t len, uint64_t pos, pl_batch_info *info, uint64_t *total)
 {
@@ -679,8 +688,8 @@ static int batch_at(const uint8_t *buf, uint64_t len, uint64_t pos, pl_batch_inf
     return *total > len - pos ? PL_E_TRUNCATED : PL_OK;
 }
 
-int pl_batches_decode(const uint8_t *buf, uint64_t len, int64_t min_offset, pl_record_arrays *out,
-                      uint32_t first, uint32_t *n_out, uint64_t *consumed)
+int pl_batches_decode(const uint8_t *buf, uint64_t len, int64_t min_offset, uint32_t flags,
+                      pl_record_arrays *out, uint32_t first, uint32_t *n_out, uint64_t *consumed)
 {
     if (buf == NULL || out == NULL || n_out == NULL || consumed == NULL)
         return PL_E_ARG;
@@ -696,6 +705,10 @@ int pl_batches_decode(const uint8_t *buf, uint64_t len, int64_t min_offset, pl_r
         int st = batch_at(buf, len, pos, &info, &total);
         if (st != PL_OK)
             return st;
+        /* every batch walked is checked, skipped ones too: one pass over bytes the
+         * decode is about to touch anyway */
+        if ((flags & PL_DECODE_CHECK_CRC) && batch_crc(buf + pos, total) != info.crc)
+            return PL_E_CRC;
         if (info.record_count < 0 || info.last_offset_delta < 0)
             return PL_E_RECORD_COUNT;
         uint64_t last_u = (uint64_t)info.base_offset + (uint64_t)info.last_offset_delta;
@@ -963,5 +976,33 @@ int pl_batches_count(const uint8_t *buf, uint64_t len, uint64_t *records, int64_
         pos += total;
     }
     *records = count;
+    return PL_OK;
+}
+
+int pl_batches_check_crc(const uint8_t *buf, uint64_t len, uint64_t *bad_pos, uint32_t *stored,
+                         uint32_t *computed)
+{
+    if ((buf == NULL && len > 0) || bad_pos == NULL || stored == NULL || computed == NULL)
+        return PL_E_ARG;
+    *bad_pos = 0;
+    *stored = 0;
+    *computed = 0;
+    uint64_t pos = 0;
+    while (pos < len) {
+        pl_batch_info info;
+        uint64_t total;
+        *bad_pos = pos;
+        int st = batch_at(buf, len, pos, &info, &total);
+        if (st != PL_OK)
+            return st;
+        uint32_t crc = batch_crc(buf + pos, total);
+        if (crc != info.crc) {
+            *stored = info.crc;
+            *computed = crc;
+            return PL_E_CRC;
+        }
+        pos += total;
+    }
+    *bad_pos = pos;
     return PL_OK;
 }

@@ -124,11 +124,11 @@ int pl_segment_find_timestamp(const pl_segment *seg, int64_t ts, uint64_t *posit
     /* The last time entry with T <= ts: every batch before its offset has
      * maxTimestamp < T <= ts, so the answer is at or after that batch. */
     int64_t start_offset = seg->base_offset;
+    int64_t entry_ts = PL_NO_TIMESTAMP;
     uint32_t k = pl_index_count_le(seg, PL_KEY_TI_TIME, n_time, ts);
     if (k > 0) {
-        int64_t t;
         uint32_t rel;
-        pl_ti_get(seg, k - 1, &t, &rel);
+        pl_ti_get(seg, k - 1, &entry_ts, &rel);
         start_offset = seg->base_offset + rel;
     }
 
@@ -139,20 +139,33 @@ int pl_segment_find_timestamp(const pl_segment *seg, int64_t ts, uint64_t *posit
         return PL_E_INDEX; /* the entry names an offset the log does not have */
     if (st != PL_OK)
         return st;
+    /* The entry names the batch whose maxTimestamp first reached the entry's time:
+     * a damaged entry must not make the walk skip batches. */
+    if (k > 0 && (info.base_offset != start_offset || info.max_timestamp != entry_ts))
+        return PL_E_INDEX;
+    int64_t floor = start_offset; /* offsets below it are behind the walk */
     for (;;) {
-        if (info.base_offset >= next_offset)
-            return PL_E_OFFSET_RANGE; /* not published yet (see pl_segment_read) */
+        if (info.base_offset >= next_offset) /* see pl_segment_read */
+            return floor < next_offset ? PL_E_TILING : PL_E_OFFSET_RANGE;
+        /* maxTimestamp decides the answer and is CRC-covered: check each batch the
+         * walk passes (a few, from the time-index entry on) */
+        if (pl_crc32c(0, seg->log + pos + PL_BATCH_CRC_START, (size_t)(total - PL_BATCH_CRC_START)) != info.crc)
+            return PL_E_CRC;
         if (info.max_timestamp >= ts) {
             *position = pos;
             *base_offset = info.base_offset;
             return PL_OK;
         }
+        uint64_t next_u = (uint64_t)info.base_offset + (uint64_t)(int64_t)info.last_offset_delta + 1u;
+        floor = pl_i64_from_u64(next_u);
         pos += total;
         if (pos >= limit)
             return PL_E_OFFSET_RANGE;
         st = pl_seg_batch_at(seg, pos, limit, &info, &total);
         if (st != PL_OK)
             return st;
+        if (info.base_offset < floor)
+            return PL_E_TILING;
     }
 }
 

@@ -77,6 +77,8 @@
 #define PL_E_INDEX               -14   /* index file content is inconsistent            */
 #define PL_E_IO                  -15   /* a system call failed; errno is kept           */
 #define PL_E_TIMESTAMP           -16   /* maxTimestamp below a record's timestamp       */
+#define PL_E_TILING              -17   /* a batch's baseOffset is not above the previous */
+                                       /*   batch's last offset (damaged: outside the CRC) */
 
 /* ---- named limits ---- */
 #define PL_BATCH_HEADER_BYTES      61
@@ -273,16 +275,29 @@ int pl_records_decode(const uint8_t *recs, uint64_t len, uint32_t count,
                       int64_t max_timestamp, int16_t attributes, int64_t pos_base,
                       pl_record_arrays *out, uint32_t first);
 
-/* Decodes the records of consecutive batches at buf (already validated, as read from
- * a log) into out, starting at entry `first`, skipping records with offset <
- * min_offset.  Stops before a batch whose records do not all fit, at the end of buf,
+/* Flags of pl_batches_decode. */
+#define PL_DECODE_CHECK_CRC        1           /* check each batch's CRC32C (PL_E_CRC) */
+
+/* Decodes the records of consecutive batches at buf (as read from a log) into out,
+ * starting at entry `first`, skipping records with offset < min_offset.  With
+ * PL_DECODE_CHECK_CRC in flags every batch walked (skipped ones too) has its CRC32C
+ * checked first: a mismatch stops the decode with PL_E_CRC and *consumed = the bad
+ * batch's position (pl_batches_check_crc then tells the stored and computed CRC).  Stops before a batch whose records do not all fit, at the end of buf,
  * or before a compressed batch.  *n_out = entries filled, *consumed = bytes of whole
  * batches decoded.  Returns PL_OK, or PL_E_COMPRESSED when it stopped at a
  * compressed batch (the caller decompresses it and uses pl_records_decode), or
  * PL_E_NOSPACE when the first batch alone does not fit, or an error status. */
-int pl_batches_decode(const uint8_t *buf, uint64_t len, int64_t min_offset,
+int pl_batches_decode(const uint8_t *buf, uint64_t len, int64_t min_offset, uint32_t flags,
                       pl_record_arrays *out, uint32_t first,
                       uint32_t *n_out, uint64_t *consumed);
+
+/* Checks the CRC32C of each of the concatenated batches at buf (headers walked as
+ * pl_batches_count does; the records are not parsed).  PL_OK when every stored CRC
+ * matches (*bad_pos = len).  Otherwise *bad_pos = the position of the first bad
+ * batch and the status: PL_E_CRC with *stored and *computed set, or the status of a
+ * bad header (PL_E_TRUNCATED when buf ends inside a batch). */
+int pl_batches_check_crc(const uint8_t *buf, uint64_t len, uint64_t *bad_pos, uint32_t *stored,
+                         uint32_t *computed);
 
 /* Walks the headers of consecutive batches at buf (no CRC or record check), to size
  * the arrays of a pl_batches_decode call: *records = the sum over batches of
@@ -370,7 +385,10 @@ void pl_segment_snapshot_get(const pl_segment *seg, pl_segment_snapshot *out);
 
 /* Finds batches for a fetch: the batch containing `offset` (the first batch whose
  * last offset >= offset) through as many following whole batches as fit in
- * max_bytes, but always at least one; stops before any batch whose baseOffset >=
+ * max_bytes, but always at least one.  Every batch walked from the index entry's
+ * on, and the header after the last one returned, must start above the last offset
+ * of the one before, else PL_E_TILING (and the index entry's own batch must have the
+ * entry's offset, else PL_E_INDEX): baseOffset is outside the CRC.  It stops before any batch whose baseOffset >=
  * max_offset and at log_size.  Writes up to max_batches batch start positions to
  * positions[] and the end position of the last one to *end.  *n = batches found
  * (0 if offset >= next_offset or >= max_offset). */
@@ -387,7 +405,9 @@ int pl_index_lookup(const pl_segment *seg, int64_t target_offset,
                     uint32_t *rel_offset, uint32_t *position);
 
 /* Time search: the first batch whose maxTimestamp >= ts.  *position and *offset
- * (its baseOffset) are set; returns PL_E_OFFSET_RANGE if no batch qualifies. */
+ * (its baseOffset) are set; returns PL_E_OFFSET_RANGE if no batch qualifies.  The
+ * batches walked (from the time-index entry on) have their CRC32C checked (PL_E_CRC),
+ * and the entry's batch must have the entry's offset and timestamp (PL_E_INDEX). */
 int pl_segment_find_timestamp(const pl_segment *seg, int64_t ts,
                               uint64_t *position, int64_t *base_offset);
 

@@ -183,13 +183,34 @@ typedef struct reader {
     int32_t prev_delta;       /* offsetDelta of the previous record                 */
     PyObject *ts_obj;         /* int of the last timestamp (owned): runs share it   */
     int64_t ts_last;
+    int check_crc;            /* 1: each batch's CRC32C is checked before its records */
+    PyObject *origin;         /* str naming the buffer's file in errors (owned), or NULL */
+    uint64_t origin_pos;      /* position of the buffer's first byte in that file    */
 } reader;
 
 /* Sets up `r` over the buffer of `source` and the window [min, max) (unbounded if
- * max_obj is None).  0, or -1 with an exception set (and nothing to close). */
-static int reader_open(reader *r, PyObject *source, PyObject *min_obj, PyObject *max_obj)
+ * max_obj is None); the optional arguments that follow are check_crcs (bool),
+ * origin (str or None) and origin_pos (int).  0, or -1 with an exception set (and
+ * nothing to close). */
+static int reader_open(reader *r, PyObject *source, PyObject *min_obj, PyObject *max_obj,
+                       PyObject *const *opt, Py_ssize_t n_opt)
 {
     memset(r, 0, sizeof *r);
+    if (n_opt > 0) {
+        r->check_crc = PyObject_IsTrue(opt[0]);
+        if (r->check_crc < 0)
+            return -1;
+    }
+    if (n_opt > 1 && opt[1] != Py_None && !PyUnicode_Check(opt[1])) {
+        PyErr_SetString(PyExc_TypeError, "origin must be a str or None");
+        return -1;
+    }
+    if (n_opt > 2) {
+        unsigned long long op = PyLong_AsUnsignedLongLong(opt[2]);
+        if (op == (unsigned long long)-1 && PyErr_Occurred())
+            return -1;
+        r->origin_pos = op;
+    }
     r->max_offset = INT64_MAX;
     r->min_offset = PyLong_AsLongLong(min_obj);
     if (r->min_offset == -1 && PyErr_Occurred())
@@ -204,6 +225,10 @@ static int reader_open(reader *r, PyObject *source, PyObject *min_obj, PyObject 
         return -1;
     Py_INCREF(source);
     r->source = source;
+    if (n_opt > 1 && opt[1] != Py_None) {
+        Py_INCREF(opt[1]);
+        r->origin = opt[1];
+    }
     return 0;
 }
 
@@ -221,6 +246,7 @@ static void reader_close(reader *r)
 {
     reader_end_batch(r);
     Py_CLEAR(r->ts_obj);
+    Py_CLEAR(r->origin);
     if (r->source != NULL) {
         PyBuffer_Release(&r->view);
         Py_CLEAR(r->source);
@@ -270,6 +296,24 @@ static PyObject *decompress_body(PyObject *source, uint64_t body_start, uint64_t
     return out;
 }
 
+/* Sets CorruptRecordError for the batch at pos (whose header is r->info) failing its
+ * CRC32C check, naming the file and position (when an origin was given), the batch's
+ * base offset, and the stored and computed CRC. */
+static void crc_error(const reader *r, uint64_t pos, uint32_t computed)
+{
+    unsigned long long at = (unsigned long long)(r->origin_pos + pos);
+    if (r->origin != NULL)
+        PyErr_Format(corrupt_error,
+                     "CRC32C mismatch in record batch at offset %lld (position %llu of %U): "
+                     "stored 0x%08x, computed 0x%08x", (long long)r->info.base_offset, at,
+                     r->origin, (unsigned)r->info.crc, (unsigned)computed);
+    else
+        PyErr_Format(corrupt_error,
+                     "CRC32C mismatch in record batch at offset %lld (byte %llu): stored "
+                     "0x%08x, computed 0x%08x", (long long)r->info.base_offset, at,
+                     (unsigned)r->info.crc, (unsigned)computed);
+}
+
 /* Moves `r` into the next batch that has records in the window: 1 when in one, 0 at
  * the end of the buffer, -1 with CorruptRecordError (or the decompressor's error)
  * set. */
@@ -305,6 +349,13 @@ static int reader_next_batch(reader *r)
                          (long long)info->base_offset, count ? "recordCount" : "lastOffsetDelta",
                          count ? (int)info->record_count : (int)info->last_offset_delta);
             return -1;
+        }
+        if (r->check_crc) {
+            uint32_t crc = batch_crc(buf + pos, total);
+            if (crc != info->crc) {
+                crc_error(r, pos, crc);
+                return -1;
+            }
         }
         r->pos = pos + total;
         uint64_t last_u = (uint64_t)info->base_offset + (uint64_t)info->last_offset_delta;
@@ -424,14 +475,17 @@ static PyObject *reader_next(reader *r)
 }
 
 PyDoc_STRVAR(decode_doc,
-"decode(buffer, min_offset, max_offset) -> list[Record]\n\n"
+"decode(buffer, min_offset, max_offset[, check_crcs[, origin[, origin_pos]]]) -> list[Record]\n\n"
 "Records of the concatenated Kafka v2 record batches in ``buffer`` (any contiguous\n"
 "bytes-like object) whose offset is >= min_offset and < max_offset (None: no upper\n"
 "bound), in order.  Batches whose last offset is below min_offset, and batches of\n"
 "no records, are skipped without looking at their records.  Compressed batches are\n"
-"decompressed with the function given to setup().  The CRC is not checked (batches\n"
-"read from a log were checked when they entered it).  Raises CorruptRecordError for\n"
-"malformed bytes, naming the batch and what is wrong.");
+"decompressed with the function given to setup().  With check_crcs (default False)\n"
+"each batch walked has its CRC32C checked before any of its records is made; a\n"
+"mismatch raises CorruptRecordError naming the batch's base offset, its position\n"
+"(origin_pos + its byte in buffer) in the file named by origin (a str, or None), and\n"
+"the stored and computed CRC.  Raises CorruptRecordError for malformed bytes, naming\n"
+"the batch and what is wrong.");
 
 static PyObject *rx_decode(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -440,12 +494,13 @@ static PyObject *rx_decode(PyObject *module, PyObject *const *args, Py_ssize_t n
         PyErr_SetString(PyExc_RuntimeError, "pylog._native._records.setup() was not called");
         return NULL;
     }
-    if (nargs != 3) {
-        PyErr_SetString(PyExc_TypeError, "decode(buffer, min_offset, max_offset) takes 3 arguments");
+    if (nargs < 3 || nargs > 6) {
+        PyErr_SetString(PyExc_TypeError, "decode(buffer, min_offset, max_offset[, check_crcs[, "
+                        "origin[, origin_pos]]]) takes 3 to 6 arguments");
         return NULL;
     }
     reader r;
-    if (reader_open(&r, args[0], args[1], args[2]) < 0)
+    if (reader_open(&r, args[0], args[1], args[2], args + 3, nargs - 3) < 0)
         return NULL;
     PyObject *list = PyList_New(0);
     PyObject *rec;
@@ -492,7 +547,7 @@ static void record_iter_dealloc(PyObject *self)
 }
 
 PyDoc_STRVAR(iterate_doc,
-"iterate(buffer, min_offset, max_offset) -> iterator of Record\n\n"
+"iterate(buffer, min_offset, max_offset[, check_crcs[, origin[, origin_pos]]]) -> iterator of Record\n\n"
 "What decode() returns, one Record at a time, each made when it is asked for.  The\n"
 "iterator holds the buffer of ``buffer`` until it is exhausted (or dropped).");
 
@@ -503,8 +558,9 @@ static PyObject *rx_iterate(PyObject *module, PyObject *const *args, Py_ssize_t 
         PyErr_SetString(PyExc_RuntimeError, "pylog._native._records.setup() was not called");
         return NULL;
     }
-    if (nargs != 3) {
-        PyErr_SetString(PyExc_TypeError, "iterate(buffer, min_offset, max_offset) takes 3 arguments");
+    if (nargs < 3 || nargs > 6) {
+        PyErr_SetString(PyExc_TypeError, "iterate(buffer, min_offset, max_offset[, check_crcs[, "
+                        "origin[, origin_pos]]]) takes 3 to 6 arguments");
         return NULL;
     }
     PyTypeObject *tp = (PyTypeObject *)record_iter_type;
@@ -514,7 +570,7 @@ static PyObject *rx_iterate(PyObject *module, PyObject *const *args, Py_ssize_t 
         return NULL;
     reader *r = &((record_iter *)it)->r;
     memset(r, 0, sizeof *r); /* reader_close on a failed open finds nothing to release */
-    if (reader_open(r, args[0], args[1], args[2]) < 0) {
+    if (reader_open(r, args[0], args[1], args[2], args + 3, nargs - 3) < 0) {
         Py_DECREF(it);
         return NULL;
     }

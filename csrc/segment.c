@@ -61,6 +61,14 @@
 
 /* ---- batch headers in the log ---------------------------------------------- */
 
+/* The offset after the batch: baseOffset + lastOffsetDelta + 1, computed in unsigned
+ * (a damaged baseOffset must not overflow; the caller compares, never indexes). */
+static inline int64_t pl_seg_next_offset(const pl_batch_info *info)
+{
+    uint64_t u = (uint64_t)info->base_offset + (uint64_t)(int64_t)info->last_offset_delta + 1u;
+    return pl_i64_from_u64(u);
+}
+
 PL_HIDDEN int pl_seg_batch_at(const pl_segment *seg, uint64_t pos, uint64_t limit,
                               pl_batch_info *info, uint64_t *total)
 {
@@ -85,7 +93,12 @@ PL_HIDDEN int pl_seg_seek(const pl_segment *seg, uint32_t n_index, uint64_t limi
                           uint64_t *total)
 {
     uint64_t pos = 0;
-    int64_t expect = -1; /* baseOffset the index promises at pos, -1: none */
+    /* The batch at an index entry's position must have the entry's offset; every
+     * later batch must start above the last offset of the one before (offsets
+     * increase; a follower's copy may leave gaps).  baseOffset lies outside the CRC:
+     * this is what catches most damage to it. */
+    int64_t expect = -1;  /* baseOffset the index promises at pos, -1: none */
+    int64_t floor = INT64_MIN; /* the previous batch's last offset + 1 */
 
     assert(target >= 0);
 
@@ -111,7 +124,10 @@ PL_HIDDEN int pl_seg_seek(const pl_segment *seg, uint32_t n_index, uint64_t limi
             if (info->base_offset != expect)
                 return PL_E_INDEX;
             expect = -1;
+        } else if (info->base_offset < floor) {
+            return PL_E_TILING;
         }
+        floor = pl_seg_next_offset(info);
         /* last offset >= target, without overflow on a corrupt baseOffset
          * (target >= 0 and 0 <= delta <= INT32_MAX here) */
         if (info->base_offset >= target - info->last_offset_delta) {
@@ -493,9 +509,15 @@ int pl_segment_read(const pl_segment *seg, int64_t offset, uint64_t max_bytes,
 
     uint64_t start = pos;
     uint32_t count = 0;
+    int64_t floor = offset; /* offsets below it are behind the walk */
     for (;;) {
         /* A batch past the next_offset we loaded is not published yet (its bytes
-         * are, as log_size is stored first): leave it for the next read. */
+         * are, as log_size is stored first): leave it for the next read.  But offsets
+         * between the walk and next_offset must lie in a published batch, the next
+         * one: if it claims to start at or past next_offset, its baseOffset is
+         * damaged (a follower's gap still ends below next_offset). */
+        if (info.base_offset >= v.next_offset && floor < v.next_offset)
+            return PL_E_TILING;
         if (info.base_offset >= max_offset || info.base_offset >= v.next_offset)
             break;
         /* KIP-74: the first batch always goes, whatever its size. */
@@ -504,11 +526,18 @@ int pl_segment_read(const pl_segment *seg, int64_t offset, uint64_t max_bytes,
         positions[count++] = pos;
         pos += total;
         *end = pos;
-        if (count == max_batches || pos >= v.log_size)
+        if (pos >= v.log_size)
             break;
+        /* The next header is read (and must follow) even when this batch is the last
+         * one returned: a raised baseOffset of the last batch shows in the next one. */
+        floor = pl_seg_next_offset(&info);
         st = pl_seg_batch_at(seg, pos, v.log_size, &info, &total);
         if (st != PL_OK)
             return st;
+        if (info.base_offset < floor)
+            return PL_E_TILING; /* a damaged baseOffset (not covered by the CRC) */
+        if (count == max_batches)
+            break;
     }
     *n = count;
     return PL_OK;

@@ -41,6 +41,7 @@ STATUS_EXCEPTIONS: dict[int, type[PylogError]] = {
     lib.PL_E_TOO_LARGE: RecordTooLarge,
     lib.PL_E_OFFSET_RANGE: OffsetOutOfRange,
     lib.PL_E_INDEX: CorruptRecordError,
+    lib.PL_E_TILING: CorruptRecordError,
 }
 
 

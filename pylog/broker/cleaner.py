@@ -203,7 +203,9 @@ class _Segment:
     def __init__(self, snap: SegmentSnapshot) -> None:
         self.snap = snap
         self.batches: List[RecordBatch] = list(iter_batches(snap.data))
-        self.arrays = decode_records(snap.data)
+        # Compaction reads every batch it keeps: a damaged one stops the cleaning of
+        # this log (CorruptRecordError naming the segment), never copied into a clean one.
+        self.arrays = decode_records(snap.data, check_crcs=True, origin=(str(snap.segment.log_path), 0))
         counts = [b.record_count for b in self.batches]
         self.batch_first = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)])
         if self.batch_first[-1] != len(self.arrays):

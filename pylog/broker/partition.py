@@ -99,7 +99,9 @@ class Partition:
         cleaner keeps the header range of a producer's batches and its last batch."""
         end = self.log.log_end_offset
         while offset < end:
-            batches = self.log.read(offset, 4 << 20)
+            # Headers only, and not CRC-checked: one damaged batch must not keep the
+            # whole broker from opening; its records raise when they are read.
+            batches = self.log.read(offset, 4 << 20, check_crcs=False)
             if not batches:
                 break
             for b in batches:
@@ -354,9 +356,12 @@ class Partition:
     # ---------------------------------------------------------------- read
     def read(self, offset: int, max_bytes: int = 1 << 20, *, to_log_end: bool = False) -> List[RecordBatch]:
         """Zero-copy batches from ``offset``, below the high watermark (or the log end for
-        a follower, ``to_log_end=True``).  Raises OffsetOutOfRange."""
+        a follower, ``to_log_end=True``), CRCs not checked.  Raises OffsetOutOfRange."""
         limit = None if to_log_end else self._high_watermark
-        return self.log.read(offset, max_bytes, max_offset=limit)
+        # The zero-copy fetch path: not re-checked here (each batch was checked when it
+        # entered the log); its readers check the CRC (clients' check.crcs, a follower's
+        # append, the coordinator's replay).
+        return self.log.read(offset, max_bytes, max_offset=limit, check_crcs=False)
 
     def offset_for_timestamp(self, timestamp: int) -> Optional[int]:
         off = self.log.offset_for_timestamp(timestamp)

@@ -21,6 +21,7 @@ storing and reading back the same values in the same run (pylog/cli/bench_peers.
 """
 from __future__ import annotations
 
+import itertools
 import mmap
 import os
 import shutil
@@ -194,7 +195,10 @@ def run_benchmarks(
     broker_cases = [(keyed, codec) for codec in ("none", "zstd") for keyed in (False, True)]
     repl_cases = [(1, "all"), (3, "1"), (3, "all")]
     net_parts = (1, 6)
-    steps = runs * (1 + ("log" in suites) * (len(batch_sizes) + 3 + len(READ_ARRAYS_CASES))
+    # the log suite: appends, append_arrays, records() and read() with the CRC check on
+    # and off, read_arrays (uncompressed cases on and off)
+    read_arrays_steps = len(READ_ARRAYS_CASES) + sum(codec == "none" for codec, _ in READ_ARRAYS_CASES)
+    steps = runs * (1 + ("log" in suites) * (len(batch_sizes) + 5 + read_arrays_steps)
                     + ("broker" in suites) * (3 * len(broker_cases) + 1)
                     + ("replication" in suites) * len(repl_cases))
     if "log" in suites:
@@ -329,48 +333,57 @@ def run_benchmarks(
         assert read_log_dir is not None
         log = Log.open(read_log_dir)
         try:
-            times = []
+            # Each read row is timed with the CRC32C check on (the default) and off
+            # (check_crcs=False), runs interleaved, to show what the check costs.
+            times, times_off = [], []
             for _ in range(runs):
-                t0 = time.perf_counter()
-                n = 0
-                expect = 0
-                for rec in log.records(0):
-                    if rec.offset != expect:
-                        raise BenchmarkError(f"records: offset {rec.offset}, expected {expect}")
-                    expect += 1
-                    if not expect & 0x3FF and rec.value != values[rec.offset]:
-                        raise BenchmarkError(f"records: value at offset {rec.offset} differs")
-                n = expect
-                dt = time.perf_counter() - t0
-                if n != messages:
-                    raise BenchmarkError(f"records: read {n} records, wrote {messages}")
-                times.append(dt)
-                bar.step("read per record")
+                for check, into in ((True, times), (False, times_off)):
+                    t0 = time.perf_counter()
+                    n = 0
+                    expect = 0
+                    for rec in log.records(0, check_crcs=check):
+                        if rec.offset != expect:
+                            raise BenchmarkError(f"records: offset {rec.offset}, expected {expect}")
+                        expect += 1
+                        if not expect & 0x3FF and rec.value != values[rec.offset]:
+                            raise BenchmarkError(f"records: value at offset {rec.offset} differs")
+                    n = expect
+                    dt = time.perf_counter() - t0
+                    if n != messages:
+                        raise BenchmarkError(f"records: read {n} records, wrote {messages}")
+                    into.append(dt)
+                    bar.step("read per record")
             per_record = finish("read per record (records())", times, messages)
+            finish("read per record (records(), check_crcs=False)", times_off, messages,
+                   note=crc_cost_note("records()", times, times_off))
 
-            times = []
+            times, times_off = [], []
             for _ in range(runs):
-                t0 = time.perf_counter()
-                n = 0
-                off = 0
-                end = log.log_end_offset
-                while off < end:
-                    batches = log.read(off, max_bytes=8 << 20)
-                    for batch in batches:
-                        if batch.base_offset != off:
-                            raise BenchmarkError(f"read: batch at {batch.base_offset}, expected {off}")
-                        n += batch.record_count
-                        off = batch.next_offset
-                dt = time.perf_counter() - t0
-                if n != messages:
-                    raise BenchmarkError(f"read: {n} records in batches, wrote {messages}")
-                probe = log.read(messages - 1)[0]
-                last = list(probe.records())[-1]
-                if last.value != values[-1]:
-                    raise BenchmarkError("read: last record's value differs")
-                times.append(dt)
-                bar.step("read whole batches")
+                for check, into in ((True, times), (False, times_off)):
+                    t0 = time.perf_counter()
+                    n = 0
+                    off = 0
+                    end = log.log_end_offset
+                    while off < end:
+                        batches = log.read(off, max_bytes=8 << 20, check_crcs=check)
+                        for batch in batches:
+                            if batch.base_offset != off:
+                                raise BenchmarkError(f"read: batch at {batch.base_offset}, expected {off}")
+                            n += batch.record_count
+                            off = batch.next_offset
+                    dt = time.perf_counter() - t0
+                    if n != messages:
+                        raise BenchmarkError(f"read: {n} records in batches, wrote {messages}")
+                    probe = log.read(messages - 1)[0]
+                    last = list(probe.records())[-1]
+                    if last.value != values[-1]:
+                        raise BenchmarkError("read: last record's value differs")
+                    into.append(dt)
+                    bar.step("read whole batches")
             finish("read whole batches (read())", times, messages)
+            finish("read whole batches (read(), check_crcs=False)", times_off, messages,
+                   note=crc_cost_note("read() (zero copy: the check is all its per-byte work)", times,
+                                      times_off, goal=False))
         finally:
             log.close()
 
@@ -406,6 +419,19 @@ def run_benchmarks(
 READ_ARRAYS_CASES = (("none", False), ("none", True), ("zstd", False), ("zstd", True))
 
 
+def crc_cost_note(what: str, times_on: List[float], times_off: List[float], goal: bool = True) -> str:
+    """The share of a read path's time the CRC32C check takes: medians of the runs with
+    the check on and off, timed in the same run (interleaved)."""
+    on, off = _median(times_on), _median(times_off)
+    cost = 100.0 * (on - off) / on
+    text = (f"CRC32C check in {what}: {cost:.1f}% of the checked read's time (median {on * 1e3:.1f} ms "
+            f"checked vs {off * 1e3:.1f} ms unchecked, {len(times_on)} runs each, interleaved, same run; "
+            f"hardware CRC: {'yes' if lib.pl_crc32c_hw_available() else 'no'})")
+    if goal:
+        text += f"; goal < 10%: {'met' if cost < 10.0 else 'not met'}"
+    return text
+
+
 def _read_arrays_case(root: str, values: List[bytes], keys: Optional[List[bytes]], codec: str, runs: int,
                       bar: "Progress", finish: Callable[..., None]) -> None:
     """Log.iter_arrays over a log of 1000-record batches (not timed: writing it), timed
@@ -423,13 +449,17 @@ def _read_arrays_case(root: str, values: List[bytes], keys: Optional[List[bytes]
                                            base_offset=i, compression=codec))
         if log.log_end_offset != messages:
             raise BenchmarkError(f"{label}: the log holds {log.log_end_offset} records, wrote {messages}")
-        times = []
-        for _ in range(runs):
+        # uncompressed: also timed with check_crcs=False (runs interleaved), to show what
+        # the CRC32C check costs where no decompression hides it
+        checks = (True, False) if codec == "none" else (True,)
+        timed: Dict[bool, List[float]] = {c: [] for c in checks}
+        for _, check in itertools.product(range(runs), checks):
+            times = timed[check]
             sample = []
             t0 = time.perf_counter()
             n = 0
             chunks = 0
-            for arrays in log.iter_arrays(0):
+            for arrays in log.iter_arrays(0, check_crcs=check):
                 if int(arrays.offsets[0]) != n:
                     raise BenchmarkError(f"{label}: a chunk starts at {int(arrays.offsets[0])}, expected {n}")
                 n += len(arrays)
@@ -456,7 +486,10 @@ def _read_arrays_case(root: str, values: List[bytes], keys: Optional[List[bytes]
                             raise BenchmarkError(f"{label}: the key at offset {off} differs")
             times.append(dt)
             bar.step(label)
-        finish(label, times, messages, False)
+        finish(label, timed[True], messages, False)
+        if codec == "none":
+            finish(f"{label} (check_crcs=False)", timed[False], messages, False,
+                   note=crc_cost_note(f"{label}", timed[True], timed[False]))
     finally:
         log.close()
         shutil.rmtree(d, ignore_errors=True)

@@ -24,6 +24,7 @@ import numpy as np
 from pylog.errors import (
     CommitFailed,
     ConsumerClosed,
+    CorruptRecordError,
     IllegalState,
     InvalidArgument,
     InvalidConfig,
@@ -210,9 +211,13 @@ class Consumer:
     broker) through a :class:`~pylog.client.network.NetworkClient` it owns, with the
     same API.  Over the network it fetches every partition of a broker in one Fetch
     request that long-polls (``fetch_min_bytes`` (1), ``fetch_max_wait_ms``),
-    prefetches while the application works, validates batches with ``check_crcs``
-    (True), and gives up on a request after ``request_timeout_ms`` (30000); topics are
-    never auto-created by a consumer.
+    prefetches while the application works, and gives up on a request after
+    ``request_timeout_ms`` (30000); topics are never auto-created by a consumer.
+
+    ``check_crcs`` (Kafka's check.crcs, True): every fetched batch's CRC32C is checked
+    before its records are handed out, by poll() and poll_arrays(), embedded or over
+    the network (a broker's fetch serves its log's bytes without re-checking them); a
+    damaged batch raises CorruptRecordError naming the partition and offset.
     """
 
     def __init__(self, bootstrap: Any, config: Optional[Mapping[str, Any]] = None, *,
@@ -296,6 +301,7 @@ class Consumer:
                                     max_bytes=self.fetch_max_bytes, max_partition_bytes=self.max_partition_fetch_bytes,
                                     check_crcs=s["check_crcs"], retry_backoff_ms=s["retry_backoff_ms"])
         self._client_id = s["client_id"]
+        self._check_crcs: bool = s["check_crcs"]
         self._assigned: List[TopicPartition] = []
         self._positions: Dict[TopicPartition, Optional[int]] = {}
         self._paused: set = set()
@@ -595,10 +601,14 @@ class Consumer:
         batches = res.batches
         if not batches:
             return None
-        if batches[0].compression:  # into one buffer, each batch decompressed once
-            arrays = decode_batches(batches, pos)
-        else:  # a log's batches are adjacent views of its segment: decoded in place
-            arrays = decode_records(join_views([b.buffer for b in batches]), pos)
+        try:
+            if batches[0].compression:  # into one buffer, each batch decompressed once
+                arrays = decode_batches(batches, pos, check_crcs=self._check_crcs)
+            else:  # a log's batches are adjacent views of its segment: decoded in place
+                arrays = decode_records(join_views([b.buffer for b in batches]), pos,
+                                        check_crcs=self._check_crcs)
+        except CorruptRecordError as exc:  # check.crcs: the broker's fetch does not re-check
+            raise CorruptRecordError(f"{tp.topic}-{tp.partition} at offset {pos}: {exc}") from None
         n = len(arrays)
         if n > max_records:
             arrays = arrays.head(max_records)

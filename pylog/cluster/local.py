@@ -943,7 +943,7 @@ class LocalCluster:
                 if not res.batches:
                     break
                 for b in res.batches:
-                    for rec in iter_records(b.buffer):
+                    for rec in iter_records(b.buffer, check_crcs=True):
                         if rec.key is not None and rec.offset >= off:
                             yield rec.key, rec.value
                 off = res.batches[-1].next_offset

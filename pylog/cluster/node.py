@@ -728,7 +728,7 @@ class ClusterNode(LocalCluster):
             if not batches:
                 return
             for b in batches:
-                for rec in iter_records(b.buffer):
+                for rec in iter_records(b.buffer, check_crcs=True):
                     if rec.key is not None and rec.offset >= offset:
                         yield rec.key, rec.value
             offset = batches[-1].next_offset

@@ -41,6 +41,7 @@ __all__ = [
     "build_batch",
     "prepare_batch",
     "validate_batches",
+    "check_crcs",
     "iter_batches",
     "decode_records",
     "iter_records",
@@ -325,6 +326,47 @@ def validate_batches(data: Any) -> Tuple[int, int]:
     return int(n[0]), int(recs[0])
 
 
+#: Where a buffer of batches lies, for error messages: (file name, position of the
+#: buffer's first byte in that file).
+Origin = Tuple[str, int]
+
+
+def _where(origin: Optional[Origin], pos: int) -> str:
+    if origin is None:
+        return f"byte {pos}"
+    return f"position {origin[1] + pos} of {origin[0]}"
+
+
+def crc_mismatch(base_offset: int, pos: int, stored: int, computed: int,
+                 origin: Optional[Origin] = None) -> CorruptRecordError:
+    """The CorruptRecordError of a batch whose CRC32C does not match (the same text the
+    C record reader gives)."""
+    return CorruptRecordError(
+        f"CRC32C mismatch in record batch at offset {base_offset} ({_where(origin, pos)}): "
+        f"stored 0x{stored:08x}, computed 0x{computed:08x}")
+
+
+def check_crcs(data: Any, origin: Optional[Origin] = None) -> int:
+    """Check the CRC32C of every one of the concatenated batches in ``data`` (one C
+    call; the records are not parsed).  Returns the number of bytes checked.
+
+    Raises CorruptRecordError for the first batch whose stored CRC does not match
+    (naming its base offset, its position — in the file ``origin`` names, if given —
+    and both CRCs) or whose header is malformed.
+    """
+    bad = ffi.new("uint64_t *")
+    stored = ffi.new("uint32_t *")
+    computed = ffi.new("uint32_t *")
+    with ffi.from_buffer("uint8_t[]", data) as buf:
+        size = len(buf)
+        rc = lib.pl_batches_check_crc(buf, size, bad, stored, computed)
+        base = _HEADER.unpack_from(data, int(bad[0]))[0] if rc == lib.PL_E_CRC else 0
+    if rc == lib.PL_E_CRC:
+        raise crc_mismatch(base, int(bad[0]), int(stored[0]), int(computed[0]), origin)
+    check(rc, f"record batch at {_where(origin, int(bad[0]))}")
+    return size
+
+
 # ----------------------------------------------------------------- batch view
 class RecordBatch:
     """A zero-copy view of one Kafka v2 record batch.
@@ -402,8 +444,20 @@ class RecordBatch:
             rc = lib.pl_batch_validate(buf, len(self.buffer), ffi.NULL)
         check(rc, f"record batch at offset {self.base_offset}")
 
-    def records(self) -> Iterator[Record]:
-        return iter_records(self.buffer)
+    def check_crc(self) -> None:
+        """Check the stored CRC32C against the bytes (nothing else); CorruptRecordError
+        naming the batch and both CRCs if they differ."""
+        size = self.size_bytes
+        if size > len(self.buffer):
+            raise CorruptRecordError(f"record batch at offset {self.base_offset} has batchLength "
+                                     f"{self.batch_length}, past the end of its {len(self.buffer)} bytes")
+        with ffi.from_buffer("uint8_t[]", self.buffer) as buf:
+            crc = lib.pl_crc32c(0, buf + 21, size - 21)
+        if crc != self.crc:
+            raise crc_mismatch(self.base_offset, 0, self.crc, crc)
+
+    def records(self, check_crcs: bool = False) -> Iterator[Record]:
+        return iter_records(self.buffer, check_crcs=check_crcs)
 
     __iter__ = records
 
@@ -564,7 +618,8 @@ def _estimate_records(mv: memoryview) -> Tuple[int, Optional[int]]:
     return n, nxt
 
 
-def decode_records(buffer: Any, min_offset: int = 0, *, max_bytes: Optional[int] = None) -> RecordArrays:
+def decode_records(buffer: Any, min_offset: int = 0, *, max_bytes: Optional[int] = None,
+                   check_crcs: bool = False, origin: Optional[Origin] = None) -> RecordArrays:
     """Decode every record (offset >= ``min_offset``) of the concatenated batches.
 
     Positions refer to ``result.buffer``: the input itself when no batch is
@@ -578,6 +633,10 @@ def decode_records(buffer: Any, min_offset: int = 0, *, max_bytes: Optional[int]
     of uncompressed batches ends the chunk where compressed ones start (and the other
     way round), so that uncompressed records stay zero-copy.  The zero-copy path is not
     limited by ``max_bytes`` (its input is its own bound).
+
+    With ``check_crcs`` every batch walked has its CRC32C checked (in C, in the same
+    walk) before its records are decoded; a mismatch raises CorruptRecordError naming
+    the batch (its position in the file ``origin`` names, when given).
     """
     mv = buffer if isinstance(buffer, memoryview) else memoryview(buffer)
     if mv.format != "B" or mv.ndim != 1:
@@ -587,7 +646,7 @@ def decode_records(buffer: Any, min_offset: int = 0, *, max_bytes: Optional[int]
         cols, _ = _alloc(0)
         return RecordArrays(mv, cols)
     if total >= 61 and mv[22] & 0x07:  # the first batch is compressed: no zero-copy path
-        return _decode_mixed(mv, min_offset, max_bytes)
+        return _decode_mixed(mv, min_offset, max_bytes, check_crcs, origin)
     counted = ffi.new("uint64_t *")
     nxt = ffi.new("int64_t *")
     with ffi.from_buffer("uint8_t[]", mv) as src:
@@ -602,7 +661,10 @@ def decode_records(buffer: Any, min_offset: int = 0, *, max_bytes: Optional[int]
     n_out = ffi.new("uint32_t *")
     consumed = ffi.new("uint64_t *")
     with ffi.from_buffer("uint8_t[]", mv) as src:
-        rc = lib.pl_batches_decode(src, total, min_offset, arr, 0, n_out, consumed)
+        rc = lib.pl_batches_decode(src, total, min_offset, lib.PL_DECODE_CHECK_CRC if check_crcs else 0,
+                                   arr, 0, n_out, consumed)
+    if rc == lib.PL_E_CRC:
+        _raise_crc_at(mv, int(consumed[0]), origin)
     if rc == lib.PL_OK and int(consumed[0]) == total:
         n = int(n_out[0])
         return RecordArrays(mv, {k: v[:n] for k, v in cols.items()}, next_offset=next_offset)
@@ -615,11 +677,26 @@ def decode_records(buffer: Any, min_offset: int = 0, *, max_bytes: Optional[int]
         check(rc, "counting the records decoded")
         return RecordArrays(mv[:done], {k: v[:n] for k, v in cols.items()}, next_offset=int(nxt[0]))
     if rc not in (lib.PL_OK, lib.PL_E_COMPRESSED, lib.PL_E_NOSPACE):  # NOSPACE: a damaged count
-        check(rc, f"decoding records at byte {int(consumed[0])}")
-    return _decode_mixed(mv, min_offset, max_bytes)
+        check(rc, f"decoding records at {_where(origin, int(consumed[0]))}")
+    return _decode_mixed(mv, min_offset, max_bytes, check_crcs, origin)
 
 
-def _decode_mixed(mv: memoryview, min_offset: int, max_bytes: Optional[int] = None) -> RecordArrays:
+def _raise_crc_at(mv: memoryview, pos: int, origin: Optional[Origin]) -> None:
+    """Raise the CRC error of the bad batch at ``pos`` of ``mv`` (stored and computed
+    CRC from pl_batches_check_crc)."""
+    bad = ffi.new("uint64_t *")
+    stored = ffi.new("uint32_t *")
+    computed = ffi.new("uint32_t *")
+    with ffi.from_buffer("uint8_t[]", mv[pos:]) as buf:
+        rc = lib.pl_batches_check_crc(buf, len(buf), bad, stored, computed)
+    base = _HEADER.unpack_from(mv, pos)[0]
+    if rc == lib.PL_E_CRC and int(bad[0]) == 0:
+        raise crc_mismatch(base, pos, int(stored[0]), int(computed[0]), origin)
+    raise CorruptRecordError(f"CRC32C mismatch in record batch at offset {base} ({_where(origin, pos)})")
+
+
+def _decode_mixed(mv: memoryview, min_offset: int, max_bytes: Optional[int] = None,
+                  check_crcs: bool = False, origin: Optional[Origin] = None) -> RecordArrays:
     """Slow path: some batch is compressed.  Walks the headers (only as far as
     ``max_bytes`` needs), then :func:`_decode_list`."""
     def walk() -> Iterator[Tuple[tuple, memoryview]]:
@@ -629,7 +706,13 @@ def _decode_mixed(mv: memoryview, min_offset: int, max_bytes: Optional[int] = No
             h = unpack(mv, pos)
             size = 12 + h[1]
             if h[1] < 49 or size > end - pos:
-                raise CorruptRecordError(f"record batch at byte {pos} has a bad batchLength {h[1]}")
+                raise CorruptRecordError(f"record batch at {_where(origin, pos)} has a bad batchLength {h[1]}")
+            if h[3] != 2:
+                raise CorruptRecordError(f"record batch at {_where(origin, pos)} has magic {h[3]}, not 2")
+            if check_crcs:
+                crc = lib.pl_crc32c(0, ffi.from_buffer(mv[pos + 21:pos + size]), size - 21)
+                if crc != h[4]:
+                    raise crc_mismatch(h[0], pos, h[4], crc, origin)
             yield h, mv[pos:pos + size]
             pos += size
         if pos != end:
@@ -639,12 +722,16 @@ def _decode_mixed(mv: memoryview, min_offset: int, max_bytes: Optional[int] = No
 
 
 def decode_batches(batches: Sequence[RecordBatch], min_offset: int = 0, *,
-                   max_bytes: Optional[int] = None) -> RecordArrays:
+                   max_bytes: Optional[int] = None, check_crcs: bool = False) -> RecordArrays:
     """Like :func:`decode_records` over a list of batches (such as a fetch returns),
     without first joining them: every batch's records section (decompressed if needed)
     is placed once into one new buffer; a lone uncompressed batch is referenced where
     it is.  For many uncompressed batches that are adjacent views of one buffer (as a
-    log's read gives), ``decode_records(join_views(...))`` copies nothing."""
+    log's read gives), ``decode_records(join_views(...))`` copies nothing.  With
+    ``check_crcs`` each batch's CRC32C is checked first (CorruptRecordError)."""
+    if check_crcs:
+        for b in batches:
+            b.check_crc()
     return _decode_list(lambda: ((b._header(), b.buffer) for b in batches), min_offset, max_bytes)
 
 
@@ -758,28 +845,40 @@ def join_views(views: Sequence[Any]) -> Any:
     return b"".join(mvs)
 
 
-def record_list(buffer: Any, min_offset: int = 0, max_offset: Optional[int] = None) -> List[Record]:
+def record_list(buffer: Any, min_offset: int = 0, max_offset: Optional[int] = None, *,
+                check_crcs: bool = False, origin: Optional[Origin] = None) -> List[Record]:
     """Records with ``min_offset`` <= offset < ``max_offset`` (None: no upper bound) of
     the concatenated batches in ``buffer`` (any contiguous bytes-like object), in order.
 
     Built in C (pylog._native._records), one call for the whole buffer; compressed
     batches are decompressed first.  Gives exactly what
     ``decode_records(buffer, min_offset).records()`` gives, about ten times faster.
-    The CRC is not checked; malformed bytes raise CorruptRecordError (or
+    With ``check_crcs`` each batch's CRC32C is checked (in C, as the batch is walked)
+    before any of its records is made; a mismatch raises CorruptRecordError naming the
+    batch's base offset, its position (in the file ``origin`` names, when given) and
+    both CRCs.  Malformed bytes raise CorruptRecordError (or
     UnsupportedCompressionType for a codec that is unknown or not installed).
     """
-    return _crecords.decode(buffer, min_offset, max_offset)
+    if origin is None:
+        return _crecords.decode(buffer, min_offset, max_offset, check_crcs)
+    return _crecords.decode(buffer, min_offset, max_offset, check_crcs, origin[0], origin[1])
 
 
-def lazy_records(buffer: Any, min_offset: int = 0, max_offset: Optional[int] = None) -> Iterator[Record]:
+def lazy_records(buffer: Any, min_offset: int = 0, max_offset: Optional[int] = None, *,
+                 check_crcs: bool = False, origin: Optional[Origin] = None) -> Iterator[Record]:
     """The records :func:`record_list` gives, as an iterator that makes each Record in C
     when it is asked for (a loop that drops each record before the next reuses warm
     memory; a list of them would not).  Damaged bytes raise CorruptRecordError when
     the iteration reaches them.  The iterator holds ``buffer``'s buffer until it is
-    exhausted or dropped."""
-    return _crecords.iterate(buffer, min_offset, max_offset)
+    exhausted or dropped.  ``check_crcs`` and ``origin`` as for :func:`record_list`:
+    a batch failing its CRC raises when the iteration reaches it, before any of its
+    records is handed out."""
+    if origin is None:
+        return _crecords.iterate(buffer, min_offset, max_offset, check_crcs)
+    return _crecords.iterate(buffer, min_offset, max_offset, check_crcs, origin[0], origin[1])
 
 
-def iter_records(buffer: Any, min_offset: int = 0) -> Iterator[Record]:
-    """Records (offset >= ``min_offset``) of the concatenated batches in ``buffer``."""
-    return iter(_crecords.decode(buffer, min_offset, None))
+def iter_records(buffer: Any, min_offset: int = 0, *, check_crcs: bool = False) -> Iterator[Record]:
+    """Records (offset >= ``min_offset``) of the concatenated batches in ``buffer``
+    (``check_crcs``: as :func:`record_list`)."""
+    return iter(_crecords.decode(buffer, min_offset, None, check_crcs))

@@ -48,6 +48,7 @@ import numpy as np
 from pylog._native import check, ffi, lib
 from pylog._native._records import append_one as _append_one
 from pylog.errors import (
+    CorruptRecordError,
     InvalidArgument,
     InvalidRecord,
     InvalidTimestamp,
@@ -61,6 +62,7 @@ from pylog.records import (
     Record,
     RecordArrays,
     RecordBatch,
+    check_crcs as _check_crcs,
     decode_records,
     iter_batches,
     iter_records,
@@ -248,6 +250,14 @@ class Log:
             self._open_segments(bases, clean=clean, recovery_point=rp_ckpt)
         self._bases = [s.base_offset for s in self._segments]
         leo = self.log_end_offset
+        if clean and rp_ckpt > 0 and rp_ckpt != leo:
+            # A clean close wrote the recovery point = the log end offset; they differ
+            # only if the checkpoint or the last batch's header is damaged (a raised
+            # baseOffset there has no next batch to contradict it).
+            raise CorruptRecordError(
+                f"log {self.dir} was closed cleanly at offset {rp_ckpt} (its recovery point) but its "
+                f"last segment {self._segments[-1].log_path} ends at offset {leo}: a damaged batch header "
+                f"or checkpoint; the log is not opened (run `pylog verify --data-dir {self.dir}`)")
         self._log_start_offset = min(max(ls_ckpt, self._segments[0].base_offset), leo)
         if clean:
             self._recovery_point = leo
@@ -309,10 +319,18 @@ class Log:
                     if clean or below_rp:
                         logger.warning("log %s: segment %d failed its clean-load checks; recovering it",
                                        self.dir, base)
-                    dropped = seg.recover()
+                    dropped = seg.recover(self._must_reach(bases, i, clean, recovery_point))
                     if dropped:
-                        logger.warning("log %s: recovery cut %d bytes of torn or corrupt data at "
-                                       "offset %d in segment %d", self.dir, dropped, seg.next_offset, base)
+                        below = not clean and seg.next_offset < recovery_point
+                        logger.log(logging.ERROR if below else logging.WARNING,
+                                   "log %s: recovery cut %d bytes of torn or corrupt data at offset %d in "
+                                   "segment %d%s", self.dir, dropped, seg.next_offset, base,
+                                   f", below the recovery point {recovery_point}" if below else "")
+                if not last and seg.next_offset != bases[i + 1] and (clean or below_rp):
+                    raise CorruptRecordError(
+                        f"segment {seg.log_path} ends at offset {seg.next_offset} but the next segment "
+                        f"starts at offset {bases[i + 1]}, and both were flushed: a damaged batch header; "
+                        f"the log is not opened (run `pylog verify --data-dir {self.dir}`)")
                 if not last and seg.next_offset != bases[i + 1]:
                     # The next segment does not continue this one: the tail of this one
                     # was lost or damaged.  Keep the prefix; drop what follows.
@@ -331,6 +349,25 @@ class Log:
                 seg.close(shrink=False)
             raise
         self._segments = segments
+
+    @staticmethod
+    def _must_reach(bases: List[int], i: int, clean: bool, recovery_point: int) -> Optional[int]:
+        """The offset the recovery of segment ``i`` must reach, or None.
+
+        Records known flushed may not be cut: damage there is bit rot, not a torn
+        write, and LogSegment.recover raises instead.  Known flushed: in a clean log
+        everything (a segment must reach the next one's base offset, the last one the
+        recovery point written at close); after a crash, what lies below the recovery
+        point, as far as the next segment's base offset tells.  The last segment of a
+        crashed log is cut where its scan stops, as Kafka's recovery does: its only
+        bound would be the recovery point checkpoint, which may itself be damaged.
+        """
+        last = i == len(bases) - 1
+        if last:
+            bound = recovery_point if clean else None
+        else:
+            bound = bases[i + 1] if clean else min(recovery_point, bases[i + 1])
+        return bound if bound is not None and bound > bases[i] else None
 
     def _new_segment(self, base_offset: int) -> LogSegment:
         cfg = self.config
@@ -740,7 +777,7 @@ class Log:
 
     # ================================================================== read
     def read(self, offset: int, max_bytes: int = 1 << 20,
-             max_offset: Optional[int] = None) -> List[RecordBatch]:
+             max_offset: Optional[int] = None, *, check_crcs: bool = True) -> List[RecordBatch]:
         """Whole record batches from the one holding ``offset``, as zero-copy views.
 
         Returns batches of one segment totalling at most ``max_bytes``, but always at
@@ -748,7 +785,13 @@ class Log:
         above ``max_offset`` (e.g. a high watermark).  The first batch may start below
         ``offset``.  Views stay valid after the log changes or closes.
 
-        Raises OffsetOutOfRange outside [log_start_offset, log_end_offset], LogClosed.
+        With ``check_crcs`` (default) every batch's CRC32C is checked (one C pass over
+        the bytes) before any is returned; ``check_crcs=False`` is the zero-copy path
+        of a broker's fetch, whose clients check (Kafka's check.crcs).
+
+        Raises OffsetOutOfRange outside [log_start_offset, log_end_offset], LogClosed,
+        CorruptRecordError naming the segment file, the batch's position and offset
+        when a batch fails its CRC (nothing is returned then).
         """
         if not isinstance(max_bytes, int) or max_bytes < 0:
             raise InvalidArgument(f"max_bytes must be a non-negative int, got {max_bytes!r}")
@@ -762,6 +805,11 @@ class Log:
             starts = [int(pos[i]) for i in range(n)]
             starts.append(end)
             views = [seg.view(starts[i], starts[i + 1]) for i in range(n)]
+            if check_crcs:
+                whole = seg.view(starts[0], end)
+                origin = (str(seg.log_path), starts[0])
+        if check_crcs:
+            _check_crcs(whole, origin)
         return [RecordBatch(v) for v in views]
 
     def _check_offset(self, offset: Any) -> None:
@@ -788,7 +836,7 @@ class Log:
             if offset < seg.c.next_offset:
                 check(lib.pl_segment_read(seg.c, max(offset, seg.base_offset), max_bytes, max_offset,
                                           self._positions, max_batches, self._n, self._end),
-                      f"reading offset {offset} from {self.dir}")
+                      f"reading offset {offset} from {seg.log_path}")
                 n = int(self._n[0])
                 if n == 0:
                     return None
@@ -797,14 +845,17 @@ class Log:
         return None
 
     def records(self, offset: Optional[int] = None,
-                max_offset: Optional[int] = None) -> Iterator[Record]:
+                max_offset: Optional[int] = None, *, check_crcs: bool = True) -> Iterator[Record]:
         """Iterate records from ``offset`` (default: log start) up to the log end offset
         as of this call (or ``max_offset``, exclusive).
 
         Records are decoded a few hundred KiB of batches at a time, each chunk's
         Record objects built by one C call (pylog._native._records).  Raises
         OffsetOutOfRange / LogClosed at the call; if the log is truncated below the
-        position while iterating, the iteration ends there.
+        position while iterating, the iteration ends there.  With ``check_crcs``
+        (default) each batch's CRC32C is checked, in the same C walk, before any of its
+        records is handed out: a damaged batch raises CorruptRecordError (naming the
+        segment file, position and offset) when the iteration reaches it.
         """
         with self._lock:
             self._check_open()
@@ -813,14 +864,14 @@ class Log:
             if max_offset is not None:
                 check_int("max_offset (or None)", max_offset)
             end = self.log_end_offset if max_offset is None else min(max_offset, self.log_end_offset)
-        return self._iter_records(start, end)
+        return self._iter_records(start, end, check_crcs)
 
-    def _iter_records(self, pos: int, end: int) -> Iterator[Record]:
+    def _iter_records(self, pos: int, end: int, check_crcs: bool) -> Iterator[Record]:
         # Each chunk's Records are made in C, one when it is asked for (lazy_records);
         # chain hands them out without a Python frame per record.
-        return itertools.chain.from_iterable(self._record_chunks(pos, end))
+        return itertools.chain.from_iterable(self._record_chunks(pos, end, check_crcs))
 
-    def _record_chunks(self, pos: int, end: int) -> Iterator[Iterator[Record]]:
+    def _record_chunks(self, pos: int, end: int, check_crcs: bool) -> Iterator[Iterator[Record]]:
         """Iterators over the records in [pos, end), a few hundred KiB of batches each."""
         while pos < end:
             with self._lock:
@@ -831,14 +882,15 @@ class Log:
                 if found is None:
                     return
                 seg, n, stop = found
-                chunk = seg.view(int(self._positions[0]), stop)
+                first = int(self._positions[0])
+                chunk = seg.view(first, stop)
                 last = RecordBatch(seg.view(int(self._positions[n - 1]), stop))
-            yield lazy_records(chunk, pos, end)
+            yield lazy_records(chunk, pos, end, check_crcs=check_crcs, origin=(str(seg.log_path), first))
             pos = last.next_offset
 
     def read_arrays(self, offset: Optional[int] = None, max_offset: Optional[int] = None, *,
                     max_records: Optional[int] = None,
-                    max_bytes: int = READ_ARRAYS_MAX_BYTES) -> RecordArrays:
+                    max_bytes: int = READ_ARRAYS_MAX_BYTES, check_crcs: bool = True) -> RecordArrays:
         """Records from ``offset`` (default: log start) as numpy columns, from ONE segment.
 
         The result is :class:`~pylog.records.RecordArrays`.  For uncompressed batches
@@ -860,8 +912,12 @@ class Log:
         retention, truncation, compaction and close detach or keep the mapping while
         views of it live (Invariant 3); holding the arrays keeps that memory.
 
+        With ``check_crcs`` (default) each batch's CRC32C is checked in the C walk that
+        decodes it.
+
         Raises OffsetOutOfRange outside [log_start_offset, log_end_offset], LogClosed,
-        InvalidArgument for a bad limit, CorruptRecordError for a damaged batch.
+        InvalidArgument for a bad limit, CorruptRecordError for a damaged batch (a CRC
+        mismatch names the segment file, the batch's position and offset).
         """
         if not isinstance(max_bytes, int) or isinstance(max_bytes, bool) or max_bytes < 1:
             raise InvalidArgument(f"max_bytes must be a positive int, got {max_bytes!r}")
@@ -874,8 +930,10 @@ class Log:
             if found is None:
                 return _empty_arrays(start)
             seg, _, end = found
-            view = seg.view(int(self._positions[0]), end)
-        arrays = decode_records(view, start, max_bytes=max_bytes)
+            first = int(self._positions[0])
+            view = seg.view(first, end)
+        arrays = decode_records(view, start, max_bytes=max_bytes, check_crcs=check_crcs,
+                                origin=(str(seg.log_path), first))
         if max_offset is not None and len(arrays) and int(arrays.offsets[-1]) >= max_offset:
             arrays = arrays.head(int(np.searchsorted(arrays.offsets, max_offset)))
             arrays.next_offset = max_offset
@@ -884,7 +942,7 @@ class Log:
         return arrays
 
     def iter_arrays(self, offset: Optional[int] = None, max_offset: Optional[int] = None, *,
-                    max_bytes: int = READ_ARRAYS_MAX_BYTES) -> Iterator[RecordArrays]:
+                    max_bytes: int = READ_ARRAYS_MAX_BYTES, check_crcs: bool = True) -> Iterator[RecordArrays]:
         """:meth:`read_arrays` chunk after chunk from ``offset`` (default: log start) up
         to the log end offset as of this call (or ``max_offset``, exclusive); each chunk
         holds records of one segment (zero copy for uncompressed batches).  Empty chunks
@@ -897,12 +955,12 @@ class Log:
             if max_offset is not None:
                 check_int("max_offset (or None)", max_offset)
             end = self.log_end_offset if max_offset is None else min(max_offset, self.log_end_offset)
-        return self._iter_arrays(pos, end, max_bytes)
+        return self._iter_arrays(pos, end, max_bytes, check_crcs)
 
-    def _iter_arrays(self, pos: int, end: int, max_bytes: int) -> Iterator[RecordArrays]:
+    def _iter_arrays(self, pos: int, end: int, max_bytes: int, check_crcs: bool) -> Iterator[RecordArrays]:
         while pos < end:
             try:
-                arrays = self.read_arrays(pos, end, max_bytes=max_bytes)
+                arrays = self.read_arrays(pos, end, max_bytes=max_bytes, check_crcs=check_crcs)
             except OffsetOutOfRange:
                 return
             nxt = arrays.next_offset
@@ -935,16 +993,26 @@ class Log:
                 rc = lib.pl_segment_find_timestamp(seg.c, timestamp, position, base)
                 if rc == lib.PL_E_OFFSET_RANGE:
                     continue
-                check(rc, f"searching timestamp {timestamp} in {self.dir}")
+                check(rc, f"searching timestamp {timestamp} in {seg.log_path}")
                 # The batch found holds a record at or after `timestamp`; walk batch by
                 # batch (only the first one usually) in case it lies below log start.
                 off = max(int(base[0]), self._log_start_offset)
+                first = True
                 while off < seg.c.next_offset:
                     found = self._read_locked(off, 0, None, max_batches=1)
                     if found is None:
                         break
                     _, _, stop = found
+                    if first and off == int(base[0]) and int(self._positions[0]) != int(position[0]):
+                        # The time walk and the offset walk disagree on where that
+                        # offset is: a damaged baseOffset (outside the CRC).
+                        raise CorruptRecordError(
+                            f"{seg.log_path}: the batch at position {int(position[0])} claims offset "
+                            f"{off}, which the offset index places at position {int(self._positions[0])} "
+                            f"(a damaged batch header)")
+                    first = False
                     batch = seg.view(int(self._positions[0]), stop)
+                    _check_crcs(batch, (str(seg.log_path), int(self._positions[0])))
                     for rec in iter_records(batch, self._log_start_offset):
                         if rec.timestamp >= timestamp:
                             return rec.offset

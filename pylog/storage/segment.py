@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Optional
 
 from pylog._native import check, ffi, lib
-from pylog.errors import StorageError
+from pylog.errors import CorruptRecordError, StorageError
 
 __all__ = ["LogSegment", "segment_file_name", "parse_segment_file_name"]
 
@@ -408,11 +408,18 @@ class LogSegment:
             return True
         return c.timeindex_entries > 1 and not any(ffi.buffer(c.timeindex + (c.timeindex_entries - 1) * 12, 12))
 
-    def recover(self) -> int:
+    def recover(self, must_reach: Optional[int] = None) -> int:
         """Scan and CRC-check every batch; cut a torn or corrupt tail; rebuild indexes.
 
         Returns the number of bytes of damaged tail that were dropped (and zeroed, so
         that a later scan cannot mistake stale bytes for batches).
+
+        ``must_reach``: the offset the valid prefix must reach (records below it were
+        known durable: the recovery point, or the next segment's base offset).  If the
+        scan stops below it, the damage is in data that was flushed, not a torn tail:
+        CorruptRecordError naming the file, position and offset is raised and no log
+        byte is changed (Invariant 2: never lose what was below the recovery point;
+        the operator decides, with ``pylog verify``).
         """
         c = self.c
         if not self.active:
@@ -424,6 +431,11 @@ class LogSegment:
         c.timeindex_entries = 0
         truncated = ffi.new("uint64_t *")
         check(lib.pl_segment_recover(c, 0, truncated), f"recovering segment {self.log_path}")
+        if must_reach is not None and c.next_offset < must_reach:
+            raise CorruptRecordError(
+                f"segment {self.log_path} is damaged at position {c.log_size} (offset {c.next_offset}): "
+                f"its records up to offset {must_reach} were flushed, so this is bit rot, not a torn "
+                f"write; the log is not opened (run `pylog verify --data-dir {self.dir}`)")
         dropped = int(truncated[0])
         if dropped:
             self._zero_log(c.log_size, min(c.log_size + dropped, c.log_capacity))

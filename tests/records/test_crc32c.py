@@ -41,3 +41,19 @@ def test_all_paths_agree_with_reference():
 
 def test_hw_detection_reports_a_boolean():
     assert lib.pl_crc32c_hw_available() in (0, 1)
+
+
+def test_long_inputs_every_stream_split_agree_with_portable():
+    """The hardware path runs three streams over blocks of 1024 bytes and joins them:
+    lengths around multiples of 3 KiB, misaligned starts, chained calls."""
+    rng = random.Random(2)
+    blob = bytes(rng.getrandbits(8) for _ in range(20_000))
+    for start in (0, 1, 5, 8):
+        for length in (3071, 3072, 3073, 3079, 6144, 6151, 9216 + 17, 19_000):
+            chunk = blob[start:start + length]
+            ref = lib.pl_crc32c_portable(0, chunk, len(chunk))
+            assert lib.pl_crc32c(0, chunk, len(chunk)) == ref, (start, length)
+    assert lib.pl_crc32c(0, blob[:3072], 3072) == crc32c_bitwise(blob[:3072])
+    head = lib.pl_crc32c(0, blob[:5000], 5000)
+    assert lib.pl_crc32c(head, blob[5000:], len(blob) - 5000) == lib.pl_crc32c_portable(0, blob, len(blob))
+    assert lib.pl_crc32c(0, bytes(4096), 4096) == lib.pl_crc32c_portable(0, bytes(4096), 4096)
