@@ -625,3 +625,32 @@ def test_a_broker_cut_off_from_the_others_leaves_their_isrs_and_keeps_its_own_al
     assert leaders(c, "n") == lead  # nobody was elected
     check_no_loss_no_dup(load.acked, read_all(c, "n", 3), 3)
     assert len(load.acked) == load.sent
+
+
+def test_a_damaged_replica_deleted_by_the_operator_is_copied_back_from_the_leader(process_cluster):
+    # What README "When the disk fails" tells an operator: `pylog verify` finds the
+    # damage; stop the broker, delete the damaged partition directory, start it again.
+    import shutil
+
+    c = process_cluster(3)
+    create_topic(c, "rot", 1, 3, {"min.insync.replicas": "2"})
+    acked, errors = produce_now(c, "rot", 0, [b"value-%05d" % i for i in range(3000)])
+    assert not errors and len(acked) == 3000
+    leader = describe(c, "rot")[0]["leader"]
+    f = next(b for b in (1, 2, 3) if b != leader)
+    wait_for(lambda: len(replica_records(c.brokers[f], "rot", 0)) == 3000, f"broker {f} to hold the records")
+    c.brokers[f].stop()
+    seg = sorted((c.brokers[f].data_dir / "rot-0").glob("*.log"))[0]
+    data = bytearray(seg.read_bytes())
+    data[len(data) // 2] ^= 0x10  # bit rot in the middle of a flushed segment
+    seg.write_bytes(bytes(data))
+    verify = [sys.executable, "-m", "pylog", "verify", "--data-dir", str(c.brokers[f].data_dir)]
+    found = subprocess.run(verify, capture_output=True, text=True, timeout=120)
+    assert found.returncode == 1 and "rot-0" in found.stdout, found.stdout + found.stderr
+    shutil.rmtree(c.brokers[f].data_dir / "rot-0")
+    c.brokers[f].start()
+    wait_for(lambda: f in describe(c, "rot")[0]["isr"], f"broker {f} back in the ISR")
+    wait_for(lambda: len(replica_records(c.brokers[f], "rot", 0)) == 3000, f"broker {f} to copy the records back")
+    assert replica_records(c.brokers[f], "rot", 0) == read_all(c, "rot", 1)[0]
+    clean = subprocess.run(verify, capture_output=True, text=True, timeout=120)
+    assert clean.returncode == 0, clean.stdout + clean.stderr
