@@ -847,4 +847,5 @@ class Broker:
 
         groups = {} if self._groups is None else group_metrics(self._groups, hw)
         return {"broker": {"id": self.config.broker_id}, "topics": topics, "groups": groups,
-                "skew_warnings_total": snap.get("skew_warnings_total", 0)}
+                "skew_warnings_total": snap.get("skew_warnings_total", 0),
+                "log_scrub_damaged_partitions": len(self._maintenance.damaged)}

@@ -237,6 +237,9 @@ class BrokerConfig:
     group_initial_rebalance_delay_ms: int = 0
     group_min_session_timeout_ms: int = 6_000  #: group.min.session.timeout.ms
     group_max_session_timeout_ms: int = 1_800_000  #: group.max.session.timeout.ms
+    #: log.scrub.interval.ms (pylog): every this many ms, the background scrub checks the
+    #: CRC32C of every batch of every partition (Log.scrub); 0 (the default) is off.
+    log_scrub_interval_ms: int = 0
     partition_skew_window_ms: int = 60_000  #: partition.skew.window.ms (pylog)
     partition_skew_ratio: float = 2.0  #: partition.skew.ratio (pylog)
     partition_skew_min_records: int = 1_000  #: partition.skew.min.records (pylog)

@@ -1,4 +1,5 @@
-"""Log maintenance of a broker's partitions: retention, producer-id expiry, compaction.
+"""Log maintenance of a broker's partitions: retention, producer-id expiry, compaction,
+and the background scrub (log.scrub.interval.ms).
 
 One :class:`LogMaintenance` per broker keeps when each task last ran and runs the due
 ones over the partitions it is given: the single :class:`~pylog.broker.Broker` passes
@@ -7,11 +8,15 @@ or follower, as each Kafka broker maintains its own logs.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, List
+import logging
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 from pylog.broker.config import BrokerConfig
 from pylog.broker.partition import Partition
 from pylog.errors import LogClosed
+from pylog.storage.log import ScrubDamage
+
+log = logging.getLogger("pylog.broker")
 
 __all__ = ["LogMaintenance"]
 
@@ -21,11 +26,18 @@ class LogMaintenance:
     producer.id.expiration.check.interval.ms and log.cleaner.backoff.ms), retention,
     producer-id expiry and (with log.cleaner.enable) compaction of compacted topics."""
 
-    def __init__(self, config: BrokerConfig, clock: Callable[[], int]) -> None:
+    def __init__(self, config: BrokerConfig, clock: Callable[[], int],
+                 on_damage: Optional[Callable[[Partition, ScrubDamage], None]] = None) -> None:
         self.config = config
         self._clock = clock
         self._cleaner: Any = None
-        self._last_retention_ms = self._last_expiry_ms = self._last_clean_ms = clock()
+        self._last_retention_ms = self._last_expiry_ms = self._last_clean_ms = self._last_scrub_ms = clock()
+        #: Called with each partition the scrub finds damaged (after the ERROR log): a
+        #: cluster drops a follower's damaged range there to fetch it again.
+        self.on_damage = on_damage
+        #: (topic, partition) -> offset of the first damaged batch, as the last scrub of
+        #: that partition found it (cleared when a later scrub finds it clean).
+        self.damaged: Dict[Tuple[str, int], int] = {}
 
     def run(self, partitions: Iterable[Partition], now: int, *, force: bool = False) -> List[Any]:
         """The tasks that are due (all of them with ``force``); returns the cleaner's
@@ -34,6 +46,9 @@ class LogMaintenance:
         retention = force or now - self._last_retention_ms >= cfg.log_retention_check_interval_ms
         expiry = force or now - self._last_expiry_ms >= cfg.producer_id_expiration_check_interval_ms
         clean = cfg.log_cleaner_enable and (force or now - self._last_clean_ms >= cfg.log_cleaner_backoff_ms)
+        scrub = cfg.log_scrub_interval_ms > 0 and (force or now - self._last_scrub_ms >= cfg.log_scrub_interval_ms)
+        if scrub:
+            self._last_scrub_ms = now
         if retention:
             self._last_retention_ms = now
         if expiry:
@@ -49,9 +64,29 @@ class LogMaintenance:
                     p.expire_producers(now, cfg.producer_id_expiration_ms)
                 if clean:
                     results += self._compact(p, now, force)
+                if scrub:
+                    self.scrub(p)
             except LogClosed:  # closed (its broker stopped) meanwhile
                 continue
         return results
+
+    def scrub(self, p: Partition) -> Optional[ScrubDamage]:
+        """Check every batch of ``p`` (log.scrub.interval.ms): a damaged one is logged at
+        ERROR (once per partition and offset), kept in :attr:`damaged`, and handed to
+        :attr:`on_damage`."""
+        key = (p.topic, p.index)
+        damage = p.log.scrub()
+        if damage is None:
+            if self.damaged.pop(key, None) is not None:
+                log.warning("scrub: %s-%d is readable again from its log start", p.topic, p.index)
+            return None
+        if self.damaged.get(key) != damage.offset:
+            self.damaged[key] = damage.offset
+            log.error("scrub: %s-%d is damaged from offset %d, which cannot be served: %s (run `pylog verify "
+                      "--data-dir` on it)", p.topic, p.index, damage.offset, damage.what)
+        if self.on_damage is not None:
+            self.on_damage(p, damage)
+        return damage
 
     def compact(self, partitions: Iterable[Partition], now: int, *, force: bool = False) -> List[Any]:
         """Compact the compacted topics' partitions now (when dirty enough, or always with

@@ -1153,6 +1153,37 @@ class ClusterKernel:
         if start > part.log_start_offset:
             part.delete_records(start)
 
+    def refetch_damaged(self, broker_id: int, tp: Tuple[str, int], offset: int, now: int) -> bool:
+        """The background scrub found ``broker_id``'s copy of ``tp`` damaged from ``offset``:
+        a follower drops that range (ERROR log) and fetches it again from its leader,
+        which holds it; nothing is lost, so no loss ledger entry.  A leader's damaged
+        copy is only logged (its followers hold the records: the operator moves
+        leadership away, then deletes the damaged directory).  Returns whether the
+        range was dropped."""
+        node = self.nodes.get(broker_id)
+        r = None if node is None or not node.running else node.replicas.get(tp)
+        if r is None:
+            return False
+        part = r.partition
+        if r.state.role == LEADER or r.state.leader_id < 0:
+            log.error("broker %d: its copy of %s-%d is damaged from offset %d and it has no leader to fetch it "
+                      "from (it leads, or the partition is offline); its followers' copies are not affected: "
+                      "stop this broker (leadership moves), delete its %s directory and start it again",
+                      broker_id, tp[0], tp[1], offset, part.log.dir)
+            return False
+        if offset >= part.log_end_offset:
+            return False
+        offset = max(offset, part.log_start_offset)
+        log.error("broker %d: drops offsets [%d, %d) of its copy of %s-%d (damaged) to fetch them again from "
+                  "leader %d", broker_id, offset, part.log_end_offset, tp[0], tp[1], r.state.leader_id)
+        part.truncate_to(offset)
+        if r.epochs.truncate_from_end(offset):
+            r.epochs.flush()
+        r.state.log_end_offset = part.log_end_offset
+        r.state.high_watermark = min(r.state.high_watermark, part.log_end_offset)
+        r.next_fetch_at = now  # an answer in flight for the old end no longer fits: it is refetched
+        return True
+
     def _truncate(self, node: BrokerNode, r: _Replica, offset: int, now: int, why: str) -> None:
         part = r.partition
         if offset >= part.log_end_offset:

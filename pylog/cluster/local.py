@@ -108,7 +108,7 @@ class LocalCluster:
         self.kernel = kernel
         #: The broker-level settings every broker of this cluster shares.
         self.config = config or BrokerConfig()
-        self._maintenance = LogMaintenance(self.config, _now_ms)
+        self._maintenance = LogMaintenance(self.config, _now_ms, on_damage=self._scrub_found_damage)
         self.traffic = TrafficMetrics(window_ms=self.config.partition_skew_window_ms,
                                       ratio=self.config.partition_skew_ratio,
                                       min_records=self.config.partition_skew_min_records)
@@ -254,6 +254,18 @@ class LocalCluster:
         for topic, (n, counted) in scope.items():
             self.traffic.check_skew(topic, n, now, counted)
         return self._maintenance.run(parts, now, force=force)
+
+    def _scrub_found_damage(self, partition: Any, damage: Any) -> None:
+        """The background scrub found a replica damaged: a follower fetches the damaged
+        range again from its leader (:meth:`ClusterKernel.refetch_damaged`)."""
+        tp = (partition.topic, partition.index)
+        with self._lock:
+            for node in self.kernel.nodes.values():
+                r = node.replicas.get(tp)
+                if r is not None and r.partition is partition:
+                    self.kernel.refetch_damaged(node.id, tp, damage.offset, _now_ms())
+                    break
+            self._cond.notify_all()
 
     def _skew_scope(self) -> Dict[str, Tuple[int, Optional[FrozenSet[int]]]]:
         """Under the lock: topic -> (partitions, the partitions whose traffic this
@@ -624,6 +636,7 @@ class LocalCluster:
         with self._lock:
             m = self.kernel.metrics()
             m["loss_ledger_entries"] = len(self.loss_ledger())
+            m["log_scrub_damaged_partitions"] = len(self._maintenance.damaged)
             topics: Dict[str, Any] = {}
             for name in self.kernel.topics():
                 tsnap = snap.get("topics", {}).get(name, {}).get("partitions", {})

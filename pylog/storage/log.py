@@ -83,7 +83,7 @@ from pylog.storage.segment import (
 )
 from pylog.util import check_int, now_ms
 
-__all__ = ["Log", "AppendInfo", "SegmentSnapshot", "EARLIEST_TIMESTAMP", "LATEST_TIMESTAMP"]
+__all__ = ["Log", "AppendInfo", "SegmentSnapshot", "ScrubDamage", "EARLIEST_TIMESTAMP", "LATEST_TIMESTAMP"]
 
 logger = logging.getLogger("pylog.storage")
 
@@ -144,6 +144,15 @@ class SegmentSnapshot:
     active: bool  #: the segment taking appends
     data: memoryview  #: zero-copy view of its batches [0, size_bytes)
     segment: Any  #: the LogSegment (identity checked by replace_segments)
+
+
+@dataclass(frozen=True)
+class ScrubDamage:
+    """The first damaged batch :meth:`Log.scrub` found: records from ``offset`` on
+    cannot be served as they are."""
+
+    offset: int  #: the damaged batch's base offset (where the readable prefix ends)
+    what: str  #: the CorruptRecordError's message (file, position, CRCs)
 
 
 @dataclass(frozen=True)
@@ -1108,6 +1117,44 @@ class Log:
         seg.delete()
         self._dir_dirty = True
         self._log_start_offset = max(self._log_start_offset, self._segments[0].base_offset)
+
+    def scrub(self, chunk_bytes: int = 4 << 20) -> Optional[ScrubDamage]:
+        """Check the CRC32C of every batch from the log start to the log end offset as of
+        this call, a chunk at a time (the lock is taken per chunk, appends go on).
+        Returns the first damage found, or None.  Reads only; changes nothing.  (The
+        broker's background scrub, log.scrub.interval.ms, runs this.)"""
+        with self._lock:
+            self._check_open()
+            pos, end = self._log_start_offset, self.log_end_offset
+        while pos < end:
+            try:
+                batches = self.read(pos, chunk_bytes, max_offset=end)  # CRCs checked
+            except OffsetOutOfRange:  # retention or truncation moved past pos meanwhile
+                with self._lock:
+                    if pos >= self.log_end_offset:
+                        return None
+                    pos = max(pos, self._log_start_offset)
+                continue
+            except CorruptRecordError as exc:  # names the file, position, offset and CRCs
+                return ScrubDamage(self._first_damaged(pos, chunk_bytes, end), str(exc))
+            if not batches:
+                return None
+            pos = batches[-1].next_offset
+        return None
+
+    def _first_damaged(self, pos: int, chunk_bytes: int, end: int) -> int:
+        """The base offset of the first batch from ``pos`` whose CRC fails (``pos`` when
+        the chunk's headers themselves cannot be walked)."""
+        try:
+            batches = self.read(pos, chunk_bytes, max_offset=end, check_crcs=False)
+        except CorruptRecordError:
+            return pos
+        for b in batches:
+            try:
+                b.check_crc()
+            except CorruptRecordError:
+                return max(pos, b.base_offset)
+        return pos
 
     def enforce_retention(self, now_ms: Optional[int] = None) -> int:
         """Delete old segments by retention.ms and retention.bytes; return how many.
