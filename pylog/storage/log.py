@@ -41,7 +41,7 @@ import struct
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -173,6 +173,8 @@ class Log:
         self._closed = False
         self._dir_dirty = False
         self._lock_fd = -1
+        #: checkpoint file name -> the offset it holds for this log (absent: unknown)
+        self._checkpointed: Dict[str, int] = {}
         self._positions = ffi.new("uint64_t[]", _MAX_READ_BATCHES)
         self._n = ffi.new("uint32_t *")
         self._end = ffi.new("uint64_t *")
@@ -239,6 +241,9 @@ class Log:
         clean = marker.exists()
         rp_ckpt = self._read_checkpoint(self._rp_file)
         ls_ckpt = self._read_checkpoint(self._ls_file)
+        for f, value in ((self._rp_file, rp_ckpt), (self._ls_file, ls_ckpt)):
+            if f.read() == {self._key: value}:
+                self._checkpointed[f.path.name] = value
         self._recover_swaps()
         bases = self._scan_dir()
         if not bases:
@@ -258,7 +263,10 @@ class Log:
                 if seg.unflushed:
                     seg.flush()
             self._recovery_point = leo
-        self._write_checkpoints()
+        # Older checkpoints on disk are safe (the next open recovers from the older
+        # recovery point and computes the same log start): a full disk must not stop
+        # the log from opening.
+        self._write_checkpoints(strict=False)
         if clean:
             marker.unlink()
             fsync_dir(self.dir)
@@ -731,8 +739,12 @@ class Log:
         if active.is_empty:
             return active
         new_base = self.log_end_offset
-        new = self._new_segment(new_base)
-        active.make_inactive()
+        new = self._new_segment(new_base)  # StorageError: nothing changed, no files left
+        try:
+            active.make_inactive()
+        except BaseException:
+            new.delete()
+            raise
         self._segments.append(new)
         self._bases.append(new_base)
         self._enforce_retention_locked(self._clock())
@@ -1013,7 +1025,8 @@ class Log:
 
         As Kafka's DeleteRecords: records below ``before`` become unreadable at once;
         a segment's files go when every record in it is below.  Raises OffsetOutOfRange
-        if ``before`` > log_end_offset.
+        if ``before`` > log_end_offset, StorageError (nothing changed) if the log start
+        checkpoint cannot be written.
         """
         check_int("before", before)
         with self._lock:
@@ -1023,9 +1036,15 @@ class Log:
                     f"cannot delete records before {before}: log end offset is {self.log_end_offset}")
             if before <= self._log_start_offset:
                 return
+            # The checkpoint first: if the disk refuses it, nothing has changed.
+            old = self._log_start_offset
             self._log_start_offset = before
+            try:
+                self._write_checkpoints()
+            except StorageError:
+                self._log_start_offset = old
+                raise
             self._delete_below_start_locked()
-            self._write_checkpoints()
 
     def _delete_below_start_locked(self) -> int:
         deleted = 0
@@ -1255,38 +1274,78 @@ class Log:
         self._last_flush_ms = now
         if self._recovery_point != self.log_end_offset:
             self._recovery_point = self.log_end_offset
-            self._write_checkpoints()
+        # The data is durable now; a recovery point that cannot be written (full disk)
+        # only makes the next crash recovery scan more, so the flush still succeeds.
+        self._write_checkpoints(strict=False)
 
-    def _write_checkpoints(self) -> None:
+    def _write_checkpoints(self, *, strict: bool = True) -> None:
+        """Write the recovery point and log start checkpoints if they changed.
+
+        A failure raises StorageError (each file keeps its old content), or with
+        ``strict=False`` is logged and retried at the next write."""
         try:
-            self._rp_file.write({self._key: self._recovery_point})
-            self._ls_file.write({self._key: self._log_start_offset})
+            for f, value in ((self._rp_file, self._recovery_point), (self._ls_file, self._log_start_offset)):
+                if self._checkpointed.get(f.path.name) != value:
+                    self._checkpointed.pop(f.path.name, None)
+                    f.write({self._key: value})
+                    self._checkpointed[f.path.name] = value
         except OSError as exc:
-            raise StorageError(exc.errno or 0, f"writing checkpoints in {self.dir}: {exc.strerror}") from exc
+            err = StorageError(exc.errno or 0, f"writing checkpoints in {self.dir}: {exc.strerror}")
+            if strict:
+                raise err from exc
+            logger.warning("log %s: %s (kept the older checkpoints; retried at the next flush)", self.dir, err)
 
     def close(self) -> None:
         """Flush, shrink the files to their content, and mark a clean shutdown.
 
         Idempotent.  Views handed out earlier stay valid.  Afterwards every method
-        raises LogClosed.
+        raises LogClosed.  The files and the directory lock are always released; if a
+        step fails (a full disk) the others still run, no clean-shutdown marker is
+        written (the next open recovers, from what is on disk) and the first error is
+        raised as StorageError.
         """
         with self._lock:
             if self._closed:
                 return
+            errors: List[OSError] = []
             try:
-                self._flush_locked(self._clock())
+                try:
+                    for seg in self._segments:
+                        if seg.unflushed:
+                            seg.flush()
+                except OSError as exc:
+                    errors.append(exc)
+                # Shrinking first gives back the unused reservation of the active
+                # segment: on a full disk that is what lets the checkpoints be written.
                 for seg in self._segments:
-                    seg.close()  # shrinks the active segment's files
-                # The shrink changed file sizes: make it durable before claiming clean.
-                fsync_dir(self.dir)
-                marker = self.dir / CLEAN_SHUTDOWN_FILE
-                fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-                os.fsync(fd)
-                os.close(fd)
-                fsync_dir(self.dir)
+                    try:
+                        seg.close()  # shrinks the active segment's files
+                    except OSError as exc:
+                        errors.append(exc)
+                try:
+                    # The shrink changed file sizes: make it durable before claiming clean.
+                    fsync_dir(self.dir)
+                    if not errors:
+                        self._recovery_point = self.log_end_offset
+                    self._write_checkpoints()
+                    if not errors:
+                        marker = self.dir / CLEAN_SHUTDOWN_FILE
+                        fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+                        try:
+                            os.fsync(fd)
+                        finally:
+                            os.close(fd)
+                        fsync_dir(self.dir)
+                except OSError as exc:
+                    errors.append(exc)
             finally:
                 self._closed = True
                 self._abandon()
+            if errors:
+                first = errors[0]
+                if isinstance(first, StorageError):
+                    raise first
+                raise StorageError(first.errno or 0, f"closing log {self.dir}: {first.strerror}") from first
 
     def abandon(self) -> None:
         """Let go of the log as a killed process would (SIGKILL): no flush, no

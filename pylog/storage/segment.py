@@ -6,18 +6,30 @@ the mappings (Python's ``mmap`` objects); csrc/segment.c and csrc/index.c do the
 work through the ``pl_segment`` struct whose pointers point into those mappings.
 
 While a segment is active its ``.log`` is sized and mapped at segment.bytes and its
-indexes are preallocated to segment.index.bytes and mapped whole; when it becomes
-inactive (roll) or the log closes, the files shrink to what they hold.
+indexes are sized to segment.index.bytes and mapped whole, all three sparse; when it
+becomes inactive (roll) or the log closes, the files shrink to what they hold.
 
 Disk reservation (Kafka's ``preallocate``).  Pages of a shared file mapping that are
 written over a hole get their disk block at the page fault, and a full disk then kills
 the process with SIGBUS.  So C may only write to reserved (``posix_fallocate``d)
-bytes: ``pl_segment.log_capacity`` is the reserved prefix, never the mapping size.
-With ``preallocate=True`` all of segment.bytes is reserved when the segment becomes
-active.  Otherwise the reservation grows in steps as the segment fills (the first step
-is min(segment.bytes, 1 MiB); each next step doubles the reservation, at most 64 MiB
-at a time), so that an idle partition holds about 1 MiB of disk, not segment.bytes.
-A reservation that fails raises StorageError before anything is written.
+bytes: ``pl_segment.log_capacity``, ``index_capacity`` and ``timeindex_capacity`` are
+the reserved prefixes of the three files, never the mapping sizes.  A new segment
+reserves nothing (an idle partition holds no data blocks); :meth:`LogSegment.ensure_room`
+reserves before each append what it may write: the .log grows in steps (the first is
+min(segment.bytes, 1 MiB); each next step doubles the reservation, at most 64 MiB at a
+time; with ``preallocate=True`` all of segment.bytes at once), each index by a page,
+doubling, at most 1 MiB at a time.  A reservation that fails raises StorageError before
+anything is written, and the next append tries again (appends resume by themselves when
+space returns).
+
+Opening never trusts bytes past the data to be reserved: a file left partly reserved
+by a failed reservation or a crash counts as reserved only up to its data (log_size,
+the index entries), and the next append reserves again before writing.  Recovery
+writes nothing through a mapping: it rebuilds the indexes in private memory and writes
+them with ``pwrite`` (a full disk then raises StorageError, never SIGBUS), and it cuts
+a torn tail by truncating the file, which frees its blocks instead of writing zeros
+over them.  What is left is a SIGBUS from outside: another process truncating a
+segment file under the mapping (docs/architecture.md, "Full disks").
 
 Zero-copy views (Invariant 3).  Views handed to readers are memoryview slices of the
 ``.log`` mapping; they keep the ``mmap`` object alive, so the pages stay mapped after the
@@ -50,6 +62,11 @@ _ZEROS = bytes(1 << 20)
 RESERVE_FIRST_BYTES = 1 << 20
 RESERVE_MAX_STEP_BYTES = 64 << 20
 _PAGE = mmap.PAGESIZE
+#: First disk reservation of an index file, and the most a later step adds at once.
+INDEX_RESERVE_FIRST_BYTES = _PAGE
+INDEX_RESERVE_MAX_STEP_BYTES = 1 << 20
+_INDEX_BYTES = 8  #: offset-index entry
+_TIMEINDEX_BYTES = 12  #: time-index entry
 
 
 def segment_file_name(base_offset: int, suffix: str) -> str:
@@ -67,14 +84,15 @@ def parse_segment_file_name(name: str) -> Optional[int]:
     return int(stem)
 
 
-def _preallocate(fd: int, size: int) -> None:
-    """Make the file at least ``size`` bytes, with disk space reserved where possible."""
-    current = os.fstat(fd).st_size
-    if current >= size:
-        return
-    _reserve(fd, size)
-    if os.fstat(fd).st_size < size:
-        os.ftruncate(fd, size)
+def _pwrite_all(fd: int, data: memoryview, offset: int = 0) -> None:
+    """Write all of ``data`` at ``offset`` (OSError, e.g. ENOSPC, if the disk refuses)."""
+    try:
+        pos = 0
+        while pos < len(data):
+            with data[pos:] as rest:
+                pos += os.pwrite(fd, rest, offset + pos)
+    finally:
+        data.release()
 
 
 def _reserve(fd: int, size: int) -> None:
@@ -226,6 +244,7 @@ class LogSegment:
         """A new, empty, active segment (files created, reserved, mapped)."""
         seg = cls(directory, base_offset)
         seg.preallocate = preallocate
+        seg._max_index_entries = index_entries
         try:
             flags = os.O_RDWR | os.O_CREAT | os.O_TRUNC
             seg._log_fd = os.open(seg.log_path, flags, 0o644)
@@ -236,14 +255,27 @@ class LogSegment:
                   f"initialising segment {base_offset}")
             seg.active = True
             seg._needs_fsync = True
-            seg._reserve_initial()
+            seg._set_reserved_to_data()
+            if preallocate:
+                seg._reserve_to(seg._mapped_log_bytes)
         except OSError as exc:
-            seg._close_files()
+            seg._discard_files()
             raise StorageError(exc.errno or 0, f"creating segment {seg.log_path}: {exc.strerror}") from exc
         except BaseException:
-            seg._close_files()
+            seg._discard_files()
             raise
         return seg
+
+    def _discard_files(self) -> None:
+        """Undo a create that failed: unmap, close and unlink the files it made."""
+        self._drop_maps(keep_views=False)
+        self._close_files()
+        self.closed = True
+        for path in (self.log_path, self.index_path, self.timeindex_path):
+            try:
+                path.unlink()
+            except OSError:
+                pass
 
     @classmethod
     def open_existing(cls, directory: Path, base_offset: int, *, active: bool,
@@ -292,12 +324,11 @@ class LogSegment:
         return seg
 
     def _map_active(self, segment_bytes: int, index_entries: int) -> None:
-        log_size = os.fstat(self._log_fd).st_size
-        capacity = max(segment_bytes, log_size)
-        if log_size < capacity:
-            os.ftruncate(self._log_fd, capacity)  # sparse: disk is reserved in steps
-        _preallocate(self._index_fd, index_entries * 8)
-        _preallocate(self._time_fd, index_entries * 12)
+        # All three sparse (no data blocks): disk is reserved in steps (ensure_room).
+        for fd, size in ((self._log_fd, segment_bytes), (self._index_fd, index_entries * _INDEX_BYTES),
+                         (self._time_fd, index_entries * _TIMEINDEX_BYTES)):
+            if os.fstat(fd).st_size < size:
+                os.ftruncate(fd, size)
         self._set_maps(
             _Mapping(self._log_fd, os.fstat(self._log_fd).st_size),
             _Mapping(self._index_fd, max(os.fstat(self._index_fd).st_size, 8)),
@@ -339,32 +370,47 @@ class LogSegment:
         """Bytes of the .log that appends may write (disk blocks reserved)."""
         return int(self.c.log_capacity)
 
-    def _reserve_initial(self) -> None:
-        """Reserve the first step past the data (or everything with preallocate)."""
-        first = min(self._mapped_log_bytes, RESERVE_FIRST_BYTES)
-        self._reserve_to(max(int(self.c.log_size), first))
+    def _set_reserved_to_data(self) -> None:
+        """Count as reserved only what holds data: the log's batches and the index
+        entries (written, so their blocks exist).  Bytes past them may be holes of a
+        file left partly reserved (a failed reservation, a crash): the next append
+        reserves before it writes there."""
+        c = self.c
+        c.log_capacity = c.log_size
+        c.index_capacity = int(c.index_entries) * _INDEX_BYTES
+        c.timeindex_capacity = int(c.timeindex_entries) * _TIMEINDEX_BYTES
 
     def finish_open(self) -> None:
         """After load_clean/recover of the active segment: from now on appends may
-        write only reserved bytes."""
+        write only reserved bytes (reserved again by the first append)."""
         if self.active:
-            self._reserve_initial()
+            self._set_reserved_to_data()
 
     def ensure_room(self, nbytes: int) -> None:
-        """Make ``nbytes`` past log_size writable, if the mapping can hold them.
+        """Make ``nbytes`` past log_size writable, and the index entries they may add,
+        if the mappings can hold them.
 
-        Grows the reservation by the next step (or to all of segment.bytes with
-        preallocate).  If the bytes do not fit the mapping at all this does nothing:
-        the append then fails with PL_E_FULL and the log rolls.  Raises StorageError
-        (nothing written) if the disk cannot give the blocks.
+        Grows the .log reservation by the next step (or to all of segment.bytes with
+        preallocate) and each index's by its next step.  If the bytes or entries do not
+        fit the mappings at all this reserves what fits: the append then fails with
+        PL_E_FULL and the log rolls.  Raises StorageError (nothing written) if the disk
+        cannot give the blocks.
         """
         c = self.c
+        if not self.active:
+            return
         need = int(c.log_size) + nbytes
         reserved = int(c.log_capacity)
-        if need <= reserved or not self.active or need > self._mapped_log_bytes:
-            return
-        step = min(max(reserved, RESERVE_FIRST_BYTES), RESERVE_MAX_STEP_BYTES)
-        self._reserve_to(max(need, reserved + step))
+        if reserved < need <= self._mapped_log_bytes:
+            step = min(max(reserved, RESERVE_FIRST_BYTES), RESERVE_MAX_STEP_BYTES)
+            self._reserve_to(max(need, reserved + step))
+        # Index entries an append of nbytes may write: one at its first batch, then one
+        # per index.interval.bytes, and never more than one per batch (>= 61 bytes).
+        entries = 1 + nbytes // max(int(c.index_interval_bytes), lib.PL_BATCH_HEADER_BYTES)
+        if (int(c.index_entries) + entries) * _INDEX_BYTES > int(c.index_capacity):
+            self._reserve_index(False, (int(c.index_entries) + entries) * _INDEX_BYTES)
+        if (int(c.timeindex_entries) + entries) * _TIMEINDEX_BYTES > int(c.timeindex_capacity):
+            self._reserve_index(True, (int(c.timeindex_entries) + entries) * _TIMEINDEX_BYTES)
 
     def _reserve_to(self, size: int) -> None:
         """Reserve [0, size) rounded up to a page (all of it with preallocate) and let
@@ -379,6 +425,29 @@ class LogSegment:
                 exc.errno or 0,
                 f"reserving {size} bytes of disk for {self.log_path}: {exc.strerror}") from exc
         self.c.log_capacity = size
+        self._needs_fsync = True
+
+    def _reserve_index(self, time: bool, need: int) -> None:
+        """Reserve the offset index (or the time index) up to at least ``need`` bytes
+        (by a page, doubling, at most INDEX_RESERVE_MAX_STEP_BYTES more at a time), as
+        far as its mapping reaches."""
+        c = self.c
+        mapping = self._time_map if time else self._index_map
+        assert mapping is not None
+        reserved = int(c.timeindex_capacity if time else c.index_capacity)
+        if reserved >= mapping.size:
+            return  # full: the append fails with PL_E_FULL and the log rolls
+        step = min(max(reserved, INDEX_RESERVE_FIRST_BYTES), INDEX_RESERVE_MAX_STEP_BYTES)
+        size = min(mapping.size, -(-max(need, reserved + step) // _PAGE) * _PAGE)
+        path = self.timeindex_path if time else self.index_path
+        try:
+            _reserve(self._time_fd if time else self._index_fd, size)
+        except OSError as exc:
+            raise StorageError(exc.errno or 0, f"reserving {size} bytes of disk for {path}: {exc.strerror}") from exc
+        if time:
+            c.timeindex_capacity = size
+        else:
+            c.index_capacity = size
         self._needs_fsync = True
 
     # ---------------------------------------------------------------- loading
@@ -411,22 +480,59 @@ class LogSegment:
     def recover(self) -> int:
         """Scan and CRC-check every batch; cut a torn or corrupt tail; rebuild indexes.
 
-        Returns the number of bytes of damaged tail that were dropped (and zeroed, so
-        that a later scan cannot mistake stale bytes for batches).
+        Returns the number of bytes of damaged tail that were dropped.  Nothing is
+        written through a mapping (pages of a crashed or partly reserved segment may
+        be holes, and a write fault over a hole on a full disk is SIGBUS): the indexes
+        are rebuilt in private memory and written with pwrite, and the tail past the
+        valid batches is cut by truncating the .log, which zeroes it and frees its
+        blocks.  Raises StorageError if the disk cannot take the rebuilt indexes.
         """
         c = self.c
+        entries = max(self._max_index_entries, 1, int(c.index_entries), int(c.timeindex_entries))
+        # Anonymous memory: pages cost nothing until an entry is written there.
+        index_buf = mmap.mmap(-1, entries * _INDEX_BYTES)
+        time_buf = mmap.mmap(-1, entries * _TIMEINDEX_BYTES)
+        index_ptr = ffi.from_buffer("uint8_t[]", index_buf)
+        time_ptr = ffi.from_buffer("uint8_t[]", time_buf)
+        try:
+            c.index, c.index_capacity = index_ptr, len(index_buf)
+            c.timeindex, c.timeindex_capacity = time_ptr, len(time_buf)
+            c.log_size = 0
+            c.index_entries = 0
+            c.timeindex_entries = 0
+            truncated = ffi.new("uint64_t *")
+            try:
+                check(lib.pl_segment_recover(c, 0, truncated), f"recovering segment {self.log_path}")
+            finally:
+                self._point_at_index_maps()
+            dropped = int(truncated[0])
+            index_bytes = int(c.index_entries) * _INDEX_BYTES
+            time_bytes = int(c.timeindex_entries) * _TIMEINDEX_BYTES
+            try:
+                with memoryview(index_buf) as view:
+                    _pwrite_all(self._index_fd, view[:index_bytes])
+                with memoryview(time_buf) as view:
+                    _pwrite_all(self._time_fd, view[:time_bytes])
+                # Cut what follows the valid data (stale entries, a torn tail) and free
+                # its blocks; an active segment's files grow back, sparse, to the maps.
+                os.ftruncate(self._index_fd, index_bytes)
+                os.ftruncate(self._time_fd, time_bytes)
+                os.ftruncate(self._log_fd, int(c.log_size))
+                if self.active:
+                    for fd, m in ((self._log_fd, self._log_map), (self._index_fd, self._index_map),
+                                  (self._time_fd, self._time_map)):
+                        assert m is not None
+                        os.ftruncate(fd, m.size)
+            except OSError as exc:
+                raise StorageError(exc.errno or 0,
+                                   f"writing the rebuilt indexes of {self.log_path}: {exc.strerror}") from exc
+        finally:
+            ffi.release(index_ptr)
+            ffi.release(time_ptr)
+            index_buf.close()
+            time_buf.close()
         if not self.active:
-            # The index files as found may be short or damaged: rebuild into mappings
-            # of full segment.index.bytes, shrink to the entries afterwards.
-            self._map_indexes_full()
-        c.log_size = 0
-        c.index_entries = 0
-        c.timeindex_entries = 0
-        truncated = ffi.new("uint64_t *")
-        check(lib.pl_segment_recover(c, 0, truncated), f"recovering segment {self.log_path}")
-        dropped = int(truncated[0])
-        if dropped:
-            self._zero_log(c.log_size, min(c.log_size + dropped, c.log_capacity))
+            self._remap_inactive_indexes()
         # Index entries past the rebuilt ones may hold stale data: recovery owns the
         # count, and only entries below it are ever read.
         c.flushed_size = 0
@@ -438,23 +544,29 @@ class LogSegment:
             self._shrink_files()
         return dropped
 
-    def _map_indexes_full(self) -> None:
-        entries = max(self._max_index_entries, 1)
+    def _point_at_index_maps(self) -> None:
+        """Point C at the index file mappings again (after a rebuild elsewhere)."""
+        c = self.c
+        assert self._index_map is not None and self._time_map is not None
+        c.index, c.index_capacity = self._index_map.ptr, self._index_map.size
+        c.timeindex, c.timeindex_capacity = self._time_map.ptr, self._time_map.size
+
+    def _remap_inactive_indexes(self) -> None:
+        """Map an inactive segment's index files again at their (rebuilt) sizes, so
+        that every rebuilt entry lies inside its mapping."""
         try:
-            for fd, size in ((self._index_fd, entries * 8), (self._time_fd, entries * 12)):
-                if os.fstat(fd).st_size < size:
-                    os.ftruncate(fd, size)
-            index_map = _Mapping(self._index_fd, entries * 8)
-            time_map = _Mapping(self._time_fd, entries * 12)
+            for fd, least in ((self._index_fd, _INDEX_BYTES), (self._time_fd, _TIMEINDEX_BYTES)):
+                if os.fstat(fd).st_size < least:
+                    os.ftruncate(fd, least)  # mmap cannot map an empty file (a hole: read only)
+            index_map = _Mapping(self._index_fd, os.fstat(self._index_fd).st_size)
+            time_map = _Mapping(self._time_fd, os.fstat(self._time_fd).st_size)
         except OSError as exc:
-            raise StorageError(exc.errno or 0, f"sizing the indexes of {self.log_path}: {exc.strerror}") from exc
+            raise StorageError(exc.errno or 0, f"mapping the indexes of {self.log_path}: {exc.strerror}") from exc
         for m in (self._index_map, self._time_map):
             if m is not None:
                 m.release()
         self._index_map, self._time_map = index_map, time_map
-        c = self.c
-        c.index, c.index_capacity = index_map.ptr, index_map.size
-        c.timeindex, c.timeindex_capacity = time_map.ptr, time_map.size
+        self._point_at_index_maps()
 
     def _load_rolling_timestamp(self) -> None:
         if self.c.log_size >= lib.PL_BATCH_HEADER_BYTES:
@@ -541,7 +653,7 @@ class LogSegment:
             self._map_active(segment_bytes, index_entries)
         except OSError as exc:
             raise StorageError(exc.errno or 0, f"reactivating {self.log_path}: {exc.strerror}") from exc
-        self.c.log_capacity = self.c.log_size  # nothing unreserved is writable
+        self._set_reserved_to_data()  # nothing unreserved is writable
         log_map, index_map, time_map = old
         if log_map is not None:
             # a truncation may follow and rewrite any of these bytes: detach under views
@@ -551,7 +663,6 @@ class LogSegment:
                 m.release()
         self.active = True
         self._needs_fsync = True
-        self._reserve_initial()
 
     def _remap_detaching(self, keep_from: int, keep_to: int) -> None:
         """Move to a new .log mapping before bytes from ``keep_from`` on are rewritten:
@@ -614,8 +725,8 @@ class LogSegment:
         """Shrink the files to their content (on roll): the segment takes no more appends."""
         if not self.active:
             return
-        self.active = False
         self._shrink_files()
+        self.active = False
 
     def _shrink_files(self) -> None:
         c = self.c
