@@ -173,6 +173,10 @@ class LeaderEpochCache:
             os.replace(tmp, path)
             fsync_dir(path.parent)
         except OSError as exc:
+            try:  # a full disk: the old checkpoint stays, no half-written .tmp beside it
+                os.unlink(tmp)
+            except OSError:
+                pass
             raise StorageError(exc.errno or 0, f"writing leader epoch checkpoint {path}: {exc.strerror}") from exc
 
     # ------------------------------------------------------------- queries
