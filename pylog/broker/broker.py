@@ -325,7 +325,11 @@ class Broker:
             finally:
                 os.close(dfd)
         except OSError as exc:
-            raise StorageError(f"writing {path}: {exc}") from exc
+            try:  # a full disk: the old file stays, no .tmp beside it
+                tmp.unlink()
+            except OSError:
+                pass
+            raise StorageError(exc.errno or 0, f"writing {path}: {exc.strerror}") from exc
 
     def _remove_strays(self, owned: set) -> None:
         for entry in self.data_dir.iterdir():
