@@ -8,7 +8,8 @@ still holds the mount) and deletes the image, also when the test failed.
 
 :meth:`SmallFs.fill` fills the file system with a filler file until the disk is full
 (ENOSPC), optionally leaving some bytes free; :meth:`SmallFs.free` deletes the filler
-("space returns").
+("space returns").  ``PYLOG_TEST_SMALLFS=tmpfs`` runs the tests on tmpfs even where
+ext4 on a loop device works.
 """
 from __future__ import annotations
 
@@ -114,7 +115,9 @@ def mount_small_fs(base: Path) -> SmallFs:
     image = base / "smallfs.img"
     mkfs = shutil.which("mkfs.ext4") or next(
         (p for p in ("/sbin/mkfs.ext4", "/usr/sbin/mkfs.ext4") if os.path.exists(p)), None)
-    if mkfs is None:
+    if os.environ.get("PYLOG_TEST_SMALLFS") == "tmpfs":
+        problems.append("PYLOG_TEST_SMALLFS=tmpfs")
+    elif mkfs is None:
         problems.append("mkfs.ext4 not found (install e2fsprogs)")
     else:
         with open(image, "wb") as f:

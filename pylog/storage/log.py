@@ -175,7 +175,9 @@ class Log:
         self._lock_fd = -1
         #: checkpoint file name -> the offset it holds for this log (absent: unknown)
         self._checkpointed: Dict[str, int] = {}
-        self._positions = ffi.new("uint64_t[]", _MAX_READ_BATCHES)
+        #: batch positions of the last read (32 KiB): made at the first read, so that
+        #: thousands of idle partitions do not hold them
+        self._positions: Any = None
         self._n = ffi.new("uint32_t *")
         self._end = ffi.new("uint64_t *")
         self._result = ffi.new("pl_append_result *")
@@ -194,6 +196,7 @@ class Log:
         *,
         config: Optional[Mapping[str, Any]] = None,
         clock: Optional[Callable[[], int]] = None,
+        dir_lock: bool = True,
         **settings: Any,
     ) -> "Log":
         """Open (creating if needed) the log in directory ``path``.
@@ -201,7 +204,10 @@ class Log:
         Settings are Kafka's topic configs, as ``config={"segment.bytes": ...}`` and/or
         snake_case keywords (``segment_bytes=...``); see :class:`LogConfig`.  ``clock``
         returns the time in ms (default: wall clock) and drives segment.ms, retention.ms,
-        flush.ms and default timestamps — tests pass a fake one.
+        flush.ms and default timestamps — tests pass a fake one.  ``dir_lock=False``
+        takes no ``.lock`` (one descriptor less per open log) for a caller that already
+        guarantees it alone opens the directory (a broker holding its data directory's
+        lock, as Kafka locks each data directory rather than each partition).
 
         Raises InvalidConfig for a bad setting, StorageError if the directory cannot be
         used or another Log has it open.
@@ -219,7 +225,8 @@ class Log:
         if not directory.is_dir():
             raise StorageError(0, f"{directory} is not a directory")
         log = cls(directory, cfg, clock or now_ms)
-        log._take_dir_lock()
+        if dir_lock:
+            log._take_dir_lock()
         try:
             log._load()
         except BaseException:
@@ -241,12 +248,10 @@ class Log:
         clean = marker.exists()
         rp_ckpt = self._read_checkpoint(self._rp_file)
         ls_ckpt = self._read_checkpoint(self._ls_file)
-        for f, value in ((self._rp_file, rp_ckpt), (self._ls_file, ls_ckpt)):
-            if f.read() == {self._key: value}:
-                self._checkpointed[f.path.name] = value
         self._recover_swaps()
         bases = self._scan_dir()
-        if not bases:
+        fresh = not bases  # nothing to recover (its files are made durable at flush)
+        if fresh:
             bases = [ls_ckpt]
             self._segments = [self._new_segment(ls_ckpt)]
         else:
@@ -254,7 +259,7 @@ class Log:
         self._bases = [s.base_offset for s in self._segments]
         leo = self.log_end_offset
         self._log_start_offset = min(max(ls_ckpt, self._segments[0].base_offset), leo)
-        if clean:
+        if clean or fresh:
             self._recovery_point = leo
         else:
             # Recovered bytes may live only in the page cache (process kill): make them
@@ -270,12 +275,21 @@ class Log:
         if clean:
             marker.unlink()
             fsync_dir(self.dir)
+        for seg in self._segments:
+            seg.release_fds()  # reopened when used: an idle log holds only its .lock
 
     def _read_checkpoint(self, f: OffsetCheckpointFile) -> int:
         """This log's entry; a per-log file's single entry counts even if the directory
         was renamed since it was written."""
         entries = f.read()
+        if entries == {} and not f.path.exists():
+            # A missing file reads as 0, as one holding 0 does: a new log writes none
+            # (creating thousands of partitions costs no checkpoint fsyncs).
+            self._checkpointed[f.path.name] = 0
+            return 0
         if self._key in entries:
+            if len(entries) == 1:
+                self._checkpointed[f.path.name] = entries[self._key]
             return entries[self._key]
         if len(entries) == 1:
             return next(iter(entries.values()))
@@ -798,6 +812,8 @@ class Log:
         while i < len(segments):
             seg = segments[max(i, 0)]
             if offset < seg.c.next_offset:
+                if self._positions is None:
+                    self._positions = ffi.new("uint64_t[]", _MAX_READ_BATCHES)
                 check(lib.pl_segment_read(seg.c, max(offset, seg.base_offset), max_bytes, max_offset,
                                           self._positions, max_batches, self._n, self._end),
                       f"reading offset {offset} from {self.dir}")

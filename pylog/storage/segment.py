@@ -154,6 +154,25 @@ class _Mapping:
             ffi.release(ptr)
 
 
+class _IndexMapping:
+    """A mapping of an index file for C alone (no Python views): made by C, so that
+    it holds no descriptor (Python's mmap keeps a duplicate of the file's)."""
+
+    __slots__ = ("ptr", "size")
+
+    def __init__(self, fd: int, size: int) -> None:
+        out = ffi.new("uint8_t **")
+        check(lib.pl_map_file(fd, size, out), "mapping an index file")
+        self.ptr = out[0]
+        self.size = size
+
+    def release(self) -> bool:
+        if self.ptr is not None:
+            check(lib.pl_unmap_file(self.ptr, self.size), "unmapping an index file")
+            self.ptr = None
+        return True
+
+
 class _Superseded:
     """A .log mapping replaced by a truncation while views still used it.
 
@@ -177,9 +196,8 @@ class LogSegment:
         "base_offset",
         "c",
         "c_address",
-        "_log_fd",
-        "_index_fd",
-        "_time_fd",
+        "_fds",
+        "_paths",
         "_log_map",
         "_index_map",
         "_time_map",
@@ -201,10 +219,13 @@ class LogSegment:
         self.c = ffi.new("pl_segment *")
         #: address of ``c`` as an int, for pylog._native._records.append_one
         self.c_address = int(ffi.cast("uintptr_t", self.c))
-        self._log_fd = self._index_fd = self._time_fd = -1
+        #: descriptors of the .log, .index and .timeindex (-1: not open; see _fd)
+        self._fds = [-1, -1, -1]
+        stem = os.path.join(directory, f"{base_offset:020d}")
+        self._paths = (Path(stem + LOG_SUFFIX), Path(stem + INDEX_SUFFIX), Path(stem + TIMEINDEX_SUFFIX))
         self._log_map: Optional[_Mapping] = None
-        self._index_map: Optional[_Mapping] = None
-        self._time_map: Optional[_Mapping] = None
+        self._index_map: Optional[_IndexMapping] = None
+        self._time_map: Optional[_IndexMapping] = None
         self._view: Optional[memoryview] = None
         self.active = False
         #: first batch's max timestamp (Kafka's rule for segment.ms); None while empty
@@ -223,18 +244,67 @@ class LogSegment:
         #: offset-index entries segment.index.bytes allows (for rebuilding indexes)
         self._max_index_entries = 0
 
+    # ----------------------------------------------------------- descriptors
+    # The mappings need no descriptor: a segment holds its files open only while it
+    # uses them (reserving, shrinking, fsyncing), opening them again by path on demand,
+    # and lets go of them when it goes idle (release_fds).  An idle partition then
+    # costs one descriptor (its log's .lock), not four.
+
+    def _fd(self, i: int) -> int:
+        fd = self._fds[i]
+        if fd < 0:
+            fd = self._fds[i] = os.open(self._paths[i], os.O_RDWR)
+        return fd
+
+    def _set_fd(self, i: int, fd: int) -> None:
+        assert self._fds[i] < 0
+        self._fds[i] = fd
+
+    @property
+    def _log_fd(self) -> int:
+        return self._fd(0)
+
+    @_log_fd.setter
+    def _log_fd(self, fd: int) -> None:
+        self._set_fd(0, fd)
+
+    @property
+    def _index_fd(self) -> int:
+        return self._fd(1)
+
+    @_index_fd.setter
+    def _index_fd(self, fd: int) -> None:
+        self._set_fd(1, fd)
+
+    @property
+    def _time_fd(self) -> int:
+        return self._fd(2)
+
+    @_time_fd.setter
+    def _time_fd(self, fd: int) -> None:
+        self._set_fd(2, fd)
+
+    def release_fds(self) -> None:
+        """Close the files (the mappings stay); they are opened again when needed."""
+        self._close_files()
+
+    @property
+    def open_fds(self) -> int:
+        """How many of the segment's files are open now."""
+        return sum(fd >= 0 for fd in self._fds)
+
     # ----------------------------------------------------------------- paths
     @property
     def log_path(self) -> Path:
-        return self.dir / segment_file_name(self.base_offset, LOG_SUFFIX)
+        return self._paths[0]
 
     @property
     def index_path(self) -> Path:
-        return self.dir / segment_file_name(self.base_offset, INDEX_SUFFIX)
+        return self._paths[1]
 
     @property
     def timeindex_path(self) -> Path:
-        return self.dir / segment_file_name(self.base_offset, TIMEINDEX_SUFFIX)
+        return self._paths[2]
 
     # ------------------------------------------------------------ open/create
     @classmethod
@@ -331,8 +401,8 @@ class LogSegment:
                 os.ftruncate(fd, size)
         self._set_maps(
             _Mapping(self._log_fd, os.fstat(self._log_fd).st_size),
-            _Mapping(self._index_fd, max(os.fstat(self._index_fd).st_size, 8)),
-            _Mapping(self._time_fd, max(os.fstat(self._time_fd).st_size, 12)),
+            _IndexMapping(self._index_fd, max(os.fstat(self._index_fd).st_size, 8)),
+            _IndexMapping(self._time_fd, max(os.fstat(self._time_fd).st_size, 12)),
         )
 
     def _map_inactive(self, index_entries: int) -> None:
@@ -342,11 +412,11 @@ class LogSegment:
                 os.ftruncate(fd, least)
         self._set_maps(
             _Mapping(self._log_fd, os.fstat(self._log_fd).st_size),
-            _Mapping(self._index_fd, os.fstat(self._index_fd).st_size),
-            _Mapping(self._time_fd, os.fstat(self._time_fd).st_size),
+            _IndexMapping(self._index_fd, os.fstat(self._index_fd).st_size),
+            _IndexMapping(self._time_fd, os.fstat(self._time_fd).st_size),
         )
 
-    def _set_maps(self, log_map: _Mapping, index_map: _Mapping, time_map: _Mapping) -> None:
+    def _set_maps(self, log_map: _Mapping, index_map: "_IndexMapping", time_map: "_IndexMapping") -> None:
         self._log_map, self._index_map, self._time_map = log_map, index_map, time_map
         self._view = memoryview(log_map.mm)
         c = self.c
@@ -515,14 +585,19 @@ class LogSegment:
                     _pwrite_all(self._time_fd, view[:time_bytes])
                 # Cut what follows the valid data (stale entries, a torn tail) and free
                 # its blocks; an active segment's files grow back, sparse, to the maps.
+                # (The .log only when there is something to cut: a truncation sets
+                # the file's mtime, which the cleaner and retention read.)
                 os.ftruncate(self._index_fd, index_bytes)
                 os.ftruncate(self._time_fd, time_bytes)
-                os.ftruncate(self._log_fd, int(c.log_size))
+                cut_log = dropped > 0 if self.active else os.fstat(self._log_fd).st_size != int(c.log_size)
+                if cut_log:
+                    os.ftruncate(self._log_fd, int(c.log_size))
                 if self.active:
                     for fd, m in ((self._log_fd, self._log_map), (self._index_fd, self._index_map),
                                   (self._time_fd, self._time_map)):
                         assert m is not None
-                        os.ftruncate(fd, m.size)
+                        if fd != self._fds[0] or cut_log:
+                            os.ftruncate(fd, m.size)
             except OSError as exc:
                 raise StorageError(exc.errno or 0,
                                    f"writing the rebuilt indexes of {self.log_path}: {exc.strerror}") from exc
@@ -558,8 +633,8 @@ class LogSegment:
             for fd, least in ((self._index_fd, _INDEX_BYTES), (self._time_fd, _TIMEINDEX_BYTES)):
                 if os.fstat(fd).st_size < least:
                     os.ftruncate(fd, least)  # mmap cannot map an empty file (a hole: read only)
-            index_map = _Mapping(self._index_fd, os.fstat(self._index_fd).st_size)
-            time_map = _Mapping(self._time_fd, os.fstat(self._time_fd).st_size)
+            index_map = _IndexMapping(self._index_fd, os.fstat(self._index_fd).st_size)
+            time_map = _IndexMapping(self._time_fd, os.fstat(self._time_fd).st_size)
         except OSError as exc:
             raise StorageError(exc.errno or 0, f"mapping the indexes of {self.log_path}: {exc.strerror}") from exc
         for m in (self._index_map, self._time_map):
@@ -600,15 +675,20 @@ class LogSegment:
         assert 0 <= start <= end <= self.c.log_size
         return self._view[start:end]
 
+    def _log_stat(self) -> os.stat_result:
+        """The .log's stat, without opening it when it is not open (idle segments)."""
+        fd = self._fds[0]
+        return os.fstat(fd) if fd >= 0 else os.stat(self._paths[0])
+
     def modified_ms(self) -> int:
         """The .log file's modification time in ms."""
-        return os.fstat(self._log_fd).st_mtime_ns // 1_000_000
+        return self._log_stat().st_mtime_ns // 1_000_000
 
     def last_modified_ms(self) -> int:
         """Largest record timestamp, or the file's mtime when none is set (retention.ms)."""
         if self.c.max_timestamp >= 0:
             return int(self.c.max_timestamp)
-        return int(os.fstat(self._log_fd).st_mtime * 1000)
+        return int(self._log_stat().st_mtime * 1000)
 
     # ------------------------------------------------------------- mutations
     def note_appended(self, max_timestamp_ms: int) -> None:
@@ -619,6 +699,11 @@ class LogSegment:
         """Drop every batch at or above ``offset`` (a batch boundary in this segment)."""
         c = self.c
         old_size = int(c.log_size)
+        if offset < c.next_offset and self.active and -(-old_size // _PAGE) * _PAGE > int(c.log_capacity):
+            # The cut is zeroed through the mapping: the pages it touches must have all
+            # their blocks (a file shrunk at close has holes after its last byte, and a
+            # block can be smaller than a page).
+            self._reserve_to(old_size)
         if offset < c.next_offset:
             # Views of the cut batches must keep their bytes: before anything is
             # written, move to a new mapping and detach the old one's pages from the
@@ -713,6 +798,8 @@ class LogSegment:
             except OSError as exc:
                 raise StorageError(exc.errno or 0, f"fsync of {self.log_path}: {exc.strerror}") from exc
             self._needs_fsync = False
+            if not self.active:
+                self.release_fds()  # an inactive segment needs no descriptor
 
     @property
     def unflushed(self) -> bool:
@@ -792,14 +879,13 @@ class LogSegment:
         c.log_capacity = c.index_capacity = c.timeindex_capacity = 0
 
     def _close_files(self) -> None:
-        for name in ("_log_fd", "_index_fd", "_time_fd"):
-            fd = getattr(self, name)
+        for i, fd in enumerate(self._fds):
             if fd >= 0:
                 try:
                     os.close(fd)
                 except OSError:
                     pass
-                setattr(self, name, -1)
+                self._fds[i] = -1
 
     def __repr__(self) -> str:
         return (f"LogSegment(base_offset={self.base_offset}, next_offset={self.next_offset}, "
