@@ -84,6 +84,25 @@ def parse_segment_file_name(name: str) -> Optional[int]:
     return int(stem)
 
 
+def _first_hole(fd: int, size: int) -> int:
+    """Where the file's first hole starts (``size`` if none, or if the OS cannot say)."""
+    try:
+        return min(os.lseek(fd, 0, os.SEEK_HOLE), size)
+    except (OSError, AttributeError):
+        return size
+
+
+def _data_after(fd: int, start: int) -> bool:
+    """Whether the file has data (not holes) at or after ``start``."""
+    try:
+        os.lseek(fd, start, os.SEEK_DATA)
+        return True
+    except OSError as exc:
+        return exc.errno != errno.ENXIO
+    except AttributeError:
+        return True
+
+
 def _pwrite_all(fd: int, data: memoryview, offset: int = 0) -> None:
     """Write all of ``data`` at ``offset`` (OSError, e.g. ENOSPC, if the disk refuses)."""
     try:
@@ -558,6 +577,12 @@ class LogSegment:
         blocks.  Raises StorageError if the disk cannot take the rebuilt indexes.
         """
         c = self.c
+        # Scan only up to the first hole: batches are written from byte 0 on, so none
+        # lies past it, and reading a hole through a mapping is not safe everywhere
+        # (tmpfs allocates a page for it, and SIGBUSes when it is full).
+        mapped = int(c.log_capacity)
+        first_hole = _first_hole(self._log_fd, mapped)
+        c.log_capacity = first_hole
         entries = max(self._max_index_entries, 1, int(c.index_entries), int(c.timeindex_entries))
         # Anonymous memory: pages cost nothing until an entry is written there.
         index_buf = mmap.mmap(-1, entries * _INDEX_BYTES)
@@ -575,6 +600,7 @@ class LogSegment:
                 check(lib.pl_segment_recover(c, 0, truncated), f"recovering segment {self.log_path}")
             finally:
                 self._point_at_index_maps()
+                c.log_capacity = mapped
             dropped = int(truncated[0])
             index_bytes = int(c.index_entries) * _INDEX_BYTES
             time_bytes = int(c.timeindex_entries) * _TIMEINDEX_BYTES
@@ -589,7 +615,10 @@ class LogSegment:
                 # the file's mtime, which the cleaner and retention read.)
                 os.ftruncate(self._index_fd, index_bytes)
                 os.ftruncate(self._time_fd, time_bytes)
-                cut_log = dropped > 0 if self.active else os.fstat(self._log_fd).st_size != int(c.log_size)
+                if self.active:  # garbage, or data past a hole (never scanned)
+                    cut_log = dropped > 0 or _data_after(self._log_fd, first_hole)
+                else:
+                    cut_log = os.fstat(self._log_fd).st_size != int(c.log_size)
                 if cut_log:
                     os.ftruncate(self._log_fd, int(c.log_size))
                 if self.active:
