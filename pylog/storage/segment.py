@@ -264,10 +264,11 @@ class LogSegment:
         self._max_index_entries = 0
 
     # ----------------------------------------------------------- descriptors
-    # The mappings need no descriptor: a segment holds its files open only while it
-    # uses them (reserving, shrinking, fsyncing), opening them again by path on demand,
-    # and lets go of them when it goes idle (release_fds).  An idle partition then
-    # costs one descriptor (its log's .lock), not four.
+    # The mappings need no descriptor of ours: a segment holds its files open only
+    # while it uses them (reserving, shrinking, fsyncing), opening them again by path
+    # on demand, and lets go of them when it goes idle (release_fds).  An idle segment
+    # then costs one descriptor (the duplicate Python's mmap keeps for the .log
+    # mapping; the index mappings are made in C and keep none), not four.
 
     def _fd(self, i: int) -> int:
         fd = self._fds[i]
