@@ -53,6 +53,7 @@ from pylog.errors import (
     InvalidTimestamp,
     LogClosed,
     OffsetOutOfRange,
+    PylogError,
     RecordBatchTooLarge,
     RecordTooLarge,
     StorageError,
@@ -1145,6 +1146,10 @@ class Log:
         committed swap and discards an uncommitted one.  Views of replaced segments
         keep their bytes (the old files are unlinked, not rewritten).
 
+        A StorageError before the commit point (a full disk while writing the cleaned
+        files) changes nothing; one after it closes this Log, and opening the directory
+        again finishes the swap.
+
         Returns False, changing nothing, if any segment changed since its snapshot
         (truncated, deleted, re-activated).  Raises CorruptRecordError / InvalidArgument
         if ``data`` is not a valid tiling of the segment's offsets.
@@ -1189,14 +1194,22 @@ class Log:
                 _remove_tree(staging)
                 raise StorageError(exc.errno or 0, f"writing cleaned segments in {self.dir}: {exc.strerror}") from exc
             by_base = {seg.base_offset: i for i, seg in enumerate(self._segments)}
-            for k, (snap, _) in enumerate(checked):
-                i = by_base[snap.base_offset]
-                self._segments[i].delete()
-                self._segments[i] = self._finish_swap_one(snap.base_offset)
-                if k == 0:
-                    _swap_step("replaced_first")
-            os.rmdir(swap)
-            fsync_dir(self.dir)
+            try:
+                for k, (snap, _) in enumerate(checked):
+                    i = by_base[snap.base_offset]
+                    self._segments[i].delete()
+                    self._segments[i] = self._finish_swap_one(snap.base_offset)
+                    if k == 0:
+                        _swap_step("replaced_first")
+                os.rmdir(swap)
+                fsync_dir(self.dir)
+            except (OSError, PylogError) as exc:
+                # Past the commit point the swap is finished by the next open; this
+                # log object must not go on with half of it: it lets go of everything.
+                self._abandon()
+                raise StorageError(getattr(exc, "errno", None) or 0,
+                                   f"finishing the committed segment swap in {self.dir}: {exc}; the log "
+                                   "was closed, and opening it again finishes the swap") from exc
             _swap_step("done")
             return True
 

@@ -244,6 +244,30 @@ def test_compaction_swap(small_fs):
     log.close()
 
 
+def test_compaction_swap_failing_after_its_commit_point(tmp_path, monkeypatch):
+    """Injected fault (a real full disk cannot hit this step deterministically): the
+    swap is committed, then installing a swapped segment fails.  The Log closes itself
+    rather than go on with half of the swap; opening it again finishes the swap."""
+    path = tmp_path / "t-0"
+    log = open_log(path, segment_bytes=64 * 1024, cleanup_policy="compact")
+    for i in range(300):
+        log.append([b"c" * 500], keys=[b"k%d" % (i % 5)])
+    snaps = [s for s in log.snapshot_segments() if not s.active]
+    before = values_of(log)
+
+    def refuse(self, base):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Log, "_finish_swap_one", refuse)
+    with pytest.raises(StorageError, match="opening it again finishes the swap"):
+        log.replace_segments([(s, bytes(s.data)) for s in snaps], modified_ms=1)
+    assert log.closed
+    monkeypatch.undo()
+    with open_log(path, segment_bytes=64 * 1024, cleanup_policy="compact") as log:
+        assert values_of(log) == before
+        assert not (path / SWAP_DIR).exists()
+
+
 def test_create_on_a_full_disk_leaves_nothing(small_fs):
     path = small_fs.path / "new-0"
     path.mkdir()  # (a full ext4 cannot make a directory: that fails cleanly too)
