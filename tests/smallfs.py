@@ -8,7 +8,8 @@ still holds the mount) and deletes the image, also when the test failed.
 
 :meth:`SmallFs.fill` fills the file system with a filler file until the disk is full
 (ENOSPC), optionally leaving some bytes free; :meth:`SmallFs.free` deletes the filler
-("space returns").  ``PYLOG_TEST_SMALLFS=tmpfs`` runs the tests on tmpfs even where
+("space returns").  tests/conftest.py loads this module as a plugin, so every test
+can ask for ``small_fs``.  ``PYLOG_TEST_SMALLFS=tmpfs`` runs the tests on tmpfs even where
 ext4 on a loop device works.
 """
 from __future__ import annotations

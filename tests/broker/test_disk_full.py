@@ -16,7 +16,6 @@ import pytest
 from pylog.broker import Broker
 from pylog.errors import StorageError
 from pylog.records import build_batch, iter_records
-from tests.smallfs import small_fs  # noqa: F401  (the fixture)
 from tests.storage.test_disk_full import run_child
 
 MiB = 1 << 20

@@ -12,7 +12,6 @@ import pytest
 from pylog.cluster.kernel import _read_hw, _write_hw
 from pylog.errors import StorageError
 from pylog.replication.epochs import LEADER_EPOCH_CHECKPOINT_FILE, LeaderEpochCache
-from tests.smallfs import small_fs  # noqa: F401  (the fixture)
 
 
 def test_leader_epoch_checkpoint(small_fs):

@@ -25,7 +25,6 @@ from pylog.errors import StorageError
 from pylog.storage import Log
 from pylog.storage.log import CLEANED_DIR, SWAP_DIR
 from pylog.storage.segment import RESERVE_FIRST_BYTES
-from tests.smallfs import small_fs  # noqa: F401  (the fixture)
 
 MiB = 1 << 20
 VALUE = b"v" * 1000
