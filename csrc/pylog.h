@@ -448,6 +448,15 @@ int pl_segment_flush(pl_segment *seg);
  * rewritten through another mapping.  addr is rounded down to a page. */
 int pl_map_detach(uint8_t *addr, uint64_t len);
 
+/* Maps bytes [0, len) of file `fd` shared, read-write, for C alone (index files):
+ * unlike Python's mmap, it keeps no duplicate of the descriptor, so the file can be
+ * closed while it stays mapped.  *addr = the mapping.  PL_E_ARG for len 0 or a
+ * negative fd, PL_E_IO (errno kept) if mmap fails.  Undo with pl_unmap_file. */
+int pl_map_file(int fd, uint64_t len, uint8_t **addr);
+
+/* Unmaps what pl_map_file mapped (addr, len as given there).  PL_E_IO on failure. */
+int pl_unmap_file(uint8_t *addr, uint64_t len);
+
 /* ---- benchmark ceiling, bench.c ------------------------------------------- */
 /* The machine's ceiling for appends: copies src (src_len bytes) again and again into
  * dst (an mmapped file of dst_cap bytes) until total_bytes have been written,

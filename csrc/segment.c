@@ -855,6 +855,26 @@ int pl_segment_flush(pl_segment *seg)
     return PL_OK;
 }
 
+/* ---- mappings for C alone ------------------------------------------------------------ */
+
+int pl_map_file(int fd, uint64_t len, uint8_t **addr)
+{
+    if (addr == NULL || fd < 0 || len == 0 || len > (uint64_t)SIZE_MAX)
+        return PL_E_ARG;
+    void *p = mmap(NULL, (size_t)len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (p == MAP_FAILED)
+        return PL_E_IO;
+    *addr = (uint8_t *)p;
+    return PL_OK;
+}
+
+int pl_unmap_file(uint8_t *addr, uint64_t len)
+{
+    if (addr == NULL || len == 0 || len > (uint64_t)SIZE_MAX)
+        return PL_E_ARG;
+    return munmap(addr, (size_t)len) == 0 ? PL_OK : PL_E_IO;
+}
+
 /* ---- detaching pages under live views ---------------------------------------------- */
 
 int pl_map_detach(uint8_t *addr, uint64_t len)

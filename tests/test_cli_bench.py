@@ -54,3 +54,13 @@ def test_bench_plot_without_matplotlib_names_the_extra(capsys, monkeypatch, tmp_
     _, err = capsys.readouterr()
     assert PEERS_HINT in err and "matplotlib" in err
     assert not png.exists()
+
+
+def test_bench_partitions_suite(capsys):
+    """Issue 12 point 7's bench on a small count: both rows and the goals' note."""
+    rc = main(["bench", "--suite", "partitions", "--idle-partitions", "30", "--messages", "1000", "--runs", "1",
+               "--no-progress"])
+    out, _ = capsys.readouterr()
+    assert rc == 0
+    assert "create 30 partitions" in out and "reopen 30 partitions" in out
+    assert "allocated per empty partition" in out and "peak RSS" in out

@@ -35,6 +35,7 @@ import re
 import shutil
 import threading
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -75,6 +76,10 @@ _TOPIC_RE = re.compile(r"^[a-zA-Z0-9._-]+$")
 _MAX_TOPIC_NAME = 249
 _PARTITION_DIR_RE = re.compile(r"^(?P<topic>[a-zA-Z0-9._-]+)-(?P<p>\d+)$")
 _PRODUCER_ID_BLOCK = 1000
+#: Threads that open, create or close partitions together (as Kafka's
+#: num.recovery.threads.per.data.dir): each partition is a few file creations or
+#: fsyncs, whose waits overlap.
+_PARTITION_IO_THREADS = 8
 #: Kafka's zero UUID: the topic id reported for a topic that was only validated.
 ZERO_TOPIC_ID = "0" * 32
 
@@ -250,11 +255,39 @@ class Broker:
         self._remove_strays(owned)
         for name, meta in sorted(topics.items()):
             tc = TopicConfig.build(meta.get("config", {}), self._topic_defaults(name))
-            parts = [Partition.open(name, p, self.data_dir / f"{name}-{p}", tc, self.config.broker_id,
-                                    self._clock) for p in range(meta["partitions"])]
+            parts = self._open_partitions(name, range(meta["partitions"]), tc)
             self._topics[name] = _Topic(name, meta["id"], tc, parts)
         if OFFSETS_TOPIC in self._topics:
             self._start_groups()
+
+    def _open_partitions(self, name: str, indexes: Sequence[int], tc: TopicConfig, *,
+                         fresh: bool = False) -> List[Partition]:
+        """Open (``fresh``: create, removing a stray directory first) the partitions of
+        a topic, on up to _PARTITION_IO_THREADS threads: each is a few file creations
+        or fsyncs, which overlap.  If any fails, the opened ones are closed again and
+        the first error is raised."""
+        def one(p: int) -> Partition:
+            d = self.data_dir / f"{name}-{p}"
+            if fresh and d.exists():  # a stray from an interrupted create
+                shutil.rmtree(d)
+            # The broker holds .broker.lock: no per-partition .lock (one descriptor each)
+            return Partition.open(name, p, d, tc, self.config.broker_id, self._clock, dir_lock=False)
+
+        if len(indexes) <= 1:
+            return [one(p) for p in indexes]
+        with ThreadPoolExecutor(min(_PARTITION_IO_THREADS, len(indexes)),
+                                thread_name_prefix="pylog-open") as pool:
+            futures = [pool.submit(one, p) for p in indexes]
+        opened = [f.result() for f in futures if f.exception() is None]
+        errors = [f.exception() for f in futures if f.exception() is not None]
+        if errors:
+            for part in opened:
+                try:
+                    part.close()
+                except Exception:
+                    pass
+            raise errors[0]
+        return opened
 
     def _take_lock(self) -> None:
         lock_path = self.data_dir / ".broker.lock"
@@ -325,7 +358,11 @@ class Broker:
             finally:
                 os.close(dfd)
         except OSError as exc:
-            raise StorageError(f"writing {path}: {exc}") from exc
+            try:  # a full disk: the old file stays, no .tmp beside it
+                tmp.unlink()
+            except OSError:
+                pass
+            raise StorageError(exc.errno or 0, f"writing {path}: {exc.strerror}") from exc
 
     def _remove_strays(self, owned: set) -> None:
         for entry in self.data_dir.iterdir():
@@ -366,12 +403,21 @@ class Broker:
             self._groups.close()
         with self._lock:
             errors = []
-            for t in self._topics.values():
-                for p in t.partitions:
-                    try:
-                        p.close()
-                    except Exception as exc:  # keep closing the others
-                        errors.append(exc)
+
+            def close_one(p: Partition) -> None:
+                try:
+                    p.close()
+                except Exception as exc:  # keep closing the others
+                    errors.append(exc)
+
+            parts = [p for t in self._topics.values() for p in t.partitions]
+            if len(parts) <= 1:
+                for p in parts:
+                    close_one(p)
+            else:
+                with ThreadPoolExecutor(min(_PARTITION_IO_THREADS, len(parts)),
+                                        thread_name_prefix="pylog-close") as pool:
+                    list(pool.map(close_one, parts))
             self._release()
             if errors:
                 raise errors[0]
@@ -448,11 +494,7 @@ class Broker:
                                         dict(tc.values), dict(tc.overrides), name in _INTERNAL_TOPICS)
             parts: List[Partition] = []
             try:
-                for p in range(n):
-                    d = self.data_dir / f"{name}-{p}"
-                    if d.exists():  # a stray from an interrupted create
-                        shutil.rmtree(d)
-                    parts.append(Partition.open(name, p, d, tc, self.config.broker_id, self._clock))
+                parts = self._open_partitions(name, range(n), tc, fresh=True)
                 topic = _Topic(name, uuid.uuid4().hex, tc, parts)
                 self._topics[name] = topic
                 self._write_topics_file()
@@ -519,7 +561,7 @@ class Broker:
                     d = self.data_dir / f"{name}-{p}"
                     if d.exists():  # a stray from an interrupted create_partitions
                         shutil.rmtree(d)
-                    new.append(Partition.open(name, p, d, t.config, self.config.broker_id, self._clock))
+                    new.append(Partition.open(name, p, d, t.config, self.config.broker_id, self._clock, dir_lock=False))
                 t.partitions = old + new  # a new list: readers without the lock see old or new
                 self._write_topics_file()
             except BaseException:

@@ -13,6 +13,7 @@ high watermark follows the log end offset.  Everything a client sees goes throug
 """
 from __future__ import annotations
 
+import errno
 import logging
 import threading
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 from pylog.broker.config import TopicConfig
 from pylog.broker.producer_state import ProducerStateManager, batch_sequence_count
-from pylog.errors import CorruptRecordError, InvalidArgument, InvalidRecord, OffsetOutOfRange
+from pylog.errors import CorruptRecordError, InvalidArgument, InvalidRecord, OffsetOutOfRange, StorageError
 from pylog.records import RecordBatch, build_batch, iter_batches, iter_records, validate_batches
 from pylog.records.compression import CODECS
 from pylog.storage import Log
@@ -71,13 +72,18 @@ class Partition:
         #: (:class:`~pylog.replication.epochs.LeaderEpochCache`), set by the replication
         #: driver; None on a single broker, whose batches carry no epoch.
         self.epochs: Any = None
+        #: the StorageError that refused the last append (a full disk), None once
+        #: appends go through again: said once in the log each way, not per request
+        self.storage_error: Optional[StorageError] = None
         self._load_producer_state()
 
     # ------------------------------------------------------------- opening
     @classmethod
     def open(cls, topic: str, index: int, directory: Path, config: TopicConfig, broker_id: int,
-             clock: Callable[[], int]) -> "Partition":
-        log = Log.open(directory, config=config.log_settings(), clock=clock)
+             clock: Callable[[], int], *, dir_lock: bool = True) -> "Partition":
+        """Open (creating) the partition's log; ``dir_lock=False`` for a caller that
+        holds its data directory's lock (see :meth:`Log.open`)."""
+        log = Log.open(directory, config=config.log_settings(), clock=clock, dir_lock=dir_lock)
         return cls(topic, index, log, config, broker_id, clock)
 
     def _load_producer_state(self) -> None:
@@ -182,8 +188,13 @@ class Partition:
         LogClosed.
         """
         with self._lock:
-            first = self.log.append(values, keys=keys)
-            self.log.flush()
+            try:
+                first = self.log.append(values, keys=keys)
+                self.log.flush()
+            except StorageError as exc:
+                self._note_storage_error(exc)
+                raise
+            self._note_storage_ok()
             if not self.replicated:
                 self._high_watermark = self.log.log_end_offset  # single replica: HW = LEO
             return first
@@ -222,13 +233,33 @@ class Partition:
                        validated: Optional[Tuple[int, int]] = None) -> AppendResult:
         """``validated``: the counts of validate_batches when ``payload`` is the very
         bytes just validated (not a rebuilt payload), so the log skips its CRC pass."""
-        info = self.log.append_batches(payload, assign_offsets=True, leader_epoch=self.leader_epoch,
-                                       validated=validated)
+        try:
+            info = self.log.append_batches(payload, assign_offsets=True, leader_epoch=self.leader_epoch,
+                                           validated=validated)
+        except StorageError as exc:
+            self._note_storage_error(exc)
+            raise
+        if self.storage_error is not None:
+            self._note_storage_ok()
         if not self.replicated:
             self._high_watermark = self.log.log_end_offset  # single replica: HW = LEO
         lat = info.max_timestamp if self.log.config.log_append_time else -1
         return AppendResult(info.first_offset, info.last_offset, lat, self.log.log_start_offset,
                             info.records, info.size_bytes)
+
+    def _note_storage_error(self, exc: StorageError) -> None:
+        """An append was refused by the disk: say why, once until appends work again
+        (reads go on; appends resume by themselves when space returns)."""
+        if self.storage_error is None:
+            why = "the disk is full" if exc.errno == errno.ENOSPC else "the log directory cannot be written"
+            _logger.error("partition %s: appends refused, %s (%s); reads continue, and appends resume "
+                          "without a restart once the disk takes writes again", self.name, why, exc)
+        self.storage_error = exc
+
+    def _note_storage_ok(self) -> None:
+        if self.storage_error is not None:
+            _logger.warning("partition %s: appends work again (after: %s)", self.name, self.storage_error)
+            self.storage_error = None
 
     def _recompressed(self, batches: List[RecordBatch], codec: int) -> bytes:
         """Rebuild batches whose codec differs from the topic's compression.type."""

@@ -200,7 +200,11 @@ class ProducerStateManager:
                 os.fsync(f.fileno())
             os.replace(tmp, path)
         except OSError as exc:
-            raise StorageError(f"writing producer state snapshot {path}: {exc}") from exc
+            try:  # a full disk: no snapshot (the next open rebuilds the state), no .tmp
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise StorageError(exc.errno or 0, f"writing producer state snapshot {path}: {exc.strerror}") from exc
 
     @classmethod
     def load(cls, path: Path) -> Tuple["ProducerStateManager", int]:

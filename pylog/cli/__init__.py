@@ -33,7 +33,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
                              data_dir=args.data_dir, progress=not args.no_progress,
                              on_result=on_result,
                              suites=("log", "broker", "replication") if args.suite == "all" else (args.suite,),
-                             partitions=args.partitions)
+                             partitions=args.partitions, idle_partitions=args.idle_partitions)
     if not args.json:
         print(format_table(results, args.size))
     else:
@@ -401,15 +401,20 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--runs", type=int, default=3, help="runs per workload; the median is reported (default 3)")
     b.add_argument("--json", action="store_true", help="print one JSON object per workload instead of a table")
     b.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
-    b.add_argument("--suite", choices=("all", "log", "broker", "replication", "network", "cluster"), default="all",
+    b.add_argument("--suite", choices=("all", "log", "broker", "replication", "network", "cluster", "partitions"),
+                   default="all",
                    help="log: the storage engine; broker: producer -> broker -> consumer; replication: "
                         "a 3-broker LocalCluster, RF=3 acks=1/all against RF=1; network: `pylog serve` with "
                         "confluent-kafka and pylog's network clients (needs confluent-kafka; not in 'all'); "
                         "cluster: three `pylog serve` processes on a private ZooKeeper, confluent-kafka RF=1 "
                         "acks=1 against RF=3 acks=1/all and a consumer (needs confluent-kafka and Debian's "
-                        "zookeeper; not in 'all') "
+                        "zookeeper; not in 'all'); partitions: an embedded broker creates and reopens "
+                        "--idle-partitions empty partitions: time, disk allocated per partition, peak RSS "
+                        "(not in 'all') "
                         "(default all: log, broker, replication)")
     b.add_argument("--partitions", type=int, default=6, help="partitions of the broker suite's topic (default 6)")
+    b.add_argument("--idle-partitions", type=int, default=10_000,
+                   help="partitions the partitions suite creates and reopens (default 10,000)")
     b.add_argument("--plot", metavar="FILE.png", default=None,
                    help="after the run, draw msgs/s per workload against the ceiling and the peers "
                         "(needs matplotlib: pip install 'pylog[peers]')")

@@ -175,16 +175,19 @@ def run_benchmarks(
     on_result: Optional[Callable[[BenchResult], None]] = None,
     suites: tuple = ("log", "broker"),
     partitions: int = 6,
+    idle_partitions: int = 10_000,
 ) -> List[BenchResult]:
     """Run every workload; return results (ceiling first).
 
     ``suites``: "log" (the storage engine alone) and/or "broker" (Producer -> Broker ->
-    Consumer on ``partitions`` partitions, keyless and keyed, none and zstd).
+    Consumer on ``partitions`` partitions, keyless and keyed, none and zstd);
+    "partitions": an embedded broker creates and reopens ``idle_partitions`` empty
+    partitions (pylog/cli/bench_partitions.py).
     """
     for name in suites:
-        if name not in ("log", "broker", "replication", "network", "cluster"):
+        if name not in ("log", "broker", "replication", "network", "cluster", "partitions"):
             raise ValueError(f"unknown benchmark suite {name!r}; use 'log', 'broker', 'replication', "
-                             "'network' and/or 'cluster'")
+                             "'network', 'cluster' and/or 'partitions'")
     if messages < 1 or size < 8 or runs < 1:
         raise ValueError("messages >= 1, size >= 8 and runs >= 1 are required")
     own_dir = data_dir is None
@@ -200,7 +203,8 @@ def run_benchmarks(
     read_arrays_steps = len(READ_ARRAYS_CASES) + sum(codec == "none" for codec, _ in READ_ARRAYS_CASES)
     steps = runs * (1 + ("log" in suites) * (len(batch_sizes) + 5 + read_arrays_steps)
                     + ("broker" in suites) * (3 * len(broker_cases) + 1)
-                    + ("replication" in suites) * len(repl_cases))
+                    + ("replication" in suites) * len(repl_cases)
+                    + ("partitions" in suites) * 1)
     if "log" in suites:
         from pylog.cli.bench_peers import peer_steps
 
@@ -279,6 +283,15 @@ def run_benchmarks(
             results[-1].note = (f"cluster: RF=3 acks=all at {100 * summary['ratio_all_vs_rf1']:.0f}% of RF=1 "
                                 f"acks=1; the consumer at {summary['consume_vs_produce']:.1f}x the acks=all "
                                 f"produce rate; ISR shrinks during the runs: {summary['isr_shrinks']:.0f}")
+        if "partitions" in suites:
+            from pylog.cli.bench_partitions import run_partitions_suite
+
+            def partitions_emit(name: str, count: int, times: List[float], note: str) -> None:
+                sec = _median(times)
+                emit(BenchResult(name, count, sec, count / sec, 0.0, runs, times, None, c_msgs, c_mb,
+                                 note=note or None))
+
+            run_partitions_suite(root, idle_partitions, runs, bar.step, partitions_emit)
         if "log" not in suites:
             return results
 

@@ -1442,11 +1442,19 @@ def _read_hw(directory: Path) -> int:
 
 def _write_hw(directory: Path, hw: int) -> None:
     """The replica's last known HW (Kafka checkpoints it every few seconds); not
-    fsynced: a stale value only makes a restarted replica start lower."""
+    fsynced: a stale value only makes a restarted replica start lower.  Written beside
+    and renamed over, so a full disk leaves the older value, never an empty file."""
+    path = directory / _HW_FILE
+    tmp = directory / (_HW_FILE + ".tmp")
     try:
-        (directory / _HW_FILE).write_text(f"0\n1\n{hw}\n")
-    except OSError:
-        pass
+        tmp.write_text(f"0\n1\n{hw}\n")
+        os.replace(tmp, path)
+    except OSError as exc:
+        log.warning("cannot write %s: %s", path, exc)
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
 
 
 def _read_topic_id(directory: Path) -> str:

@@ -173,6 +173,10 @@ class LeaderEpochCache:
             os.replace(tmp, path)
             fsync_dir(path.parent)
         except OSError as exc:
+            try:  # a full disk: the old checkpoint stays, no half-written .tmp beside it
+                os.unlink(tmp)
+            except OSError:
+                pass
             raise StorageError(exc.errno or 0, f"writing leader epoch checkpoint {path}: {exc.strerror}") from exc
 
     # ------------------------------------------------------------- queries
@@ -246,7 +250,8 @@ class LeaderEpochCache:
         removed from the end, then the entry is added, and the checkpoint is written.
         (Kafka's assign would also let an older epoch drop newer ones; here that is
         :meth:`truncate_from_end`'s job, after the log truncation that causes it.)
-        Raises InvalidArgument for a negative epoch or offset.
+        Raises InvalidArgument for a negative epoch or offset, StorageError if the
+        checkpoint cannot be written (a full disk): the cache is then left unchanged.
         """
         check_int("epoch", epoch, min=0, max=MAX_EPOCH)
         check_int("start_offset", start_offset, min=0, max=MAX_OFFSET)
@@ -255,6 +260,7 @@ class LeaderEpochCache:
                 last_epoch, last_start = self._epochs[-1], self._starts[-1]
                 if epoch < last_epoch or (epoch == last_epoch and start_offset >= last_start):
                     return False
+            before = (list(self._epochs), list(self._starts))
             removed = []
             while self._epochs and (self._epochs[-1] >= epoch or self._starts[-1] >= start_offset):
                 removed.append((self._epochs.pop(), self._starts.pop()))
@@ -263,7 +269,11 @@ class LeaderEpochCache:
                             self.directory, epoch, start_offset, removed[::-1])
             self._epochs.append(epoch)
             self._starts.append(start_offset)
-            self._flush_locked()
+            try:
+                self._flush_locked()
+            except StorageError:
+                self._epochs, self._starts = before
+                raise
             return True
 
     def truncate_from_end(self, end_offset: int) -> bool:

@@ -9,6 +9,7 @@ Format (as Kafka's ``recovery-point-offset-checkpoint`` and friends)::
 
 A write goes to ``<name>.tmp``, is fsynced, renamed over the file and the directory
 is fsynced: a crash leaves either the old or the new checkpoint, never half of one.
+A write that fails (a full disk) removes its ``.tmp`` and leaves the old checkpoint.
 A file that cannot be parsed reads as empty (the caller then recovers conservatively).
 """
 from __future__ import annotations
@@ -61,14 +62,26 @@ class OffsetCheckpointFile:
             return {}
 
     def write(self, entries: Dict[Tuple[str, int], int]) -> None:
+        """Replace the file's entries atomically.  Raises OSError (the old file, and no
+        ``.tmp``, left in place) if the disk refuses."""
         body = [str(_VERSION), str(len(entries))]
         body += [f"{t} {p} {o}" for (t, p), o in sorted(entries.items())]
+        data = ("\n".join(body) + "\n").encode()
         tmp = self.path.with_name(self.path.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
-            os.write(fd, ("\n".join(body) + "\n").encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, self.path)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, self.path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
         fsync_dir(self.path.parent)

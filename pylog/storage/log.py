@@ -41,7 +41,7 @@ import struct
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -54,6 +54,7 @@ from pylog.errors import (
     InvalidTimestamp,
     LogClosed,
     OffsetOutOfRange,
+    PylogError,
     RecordBatchTooLarge,
     RecordTooLarge,
     StorageError,
@@ -184,7 +185,11 @@ class Log:
         self._closed = False
         self._dir_dirty = False
         self._lock_fd = -1
-        self._positions = ffi.new("uint64_t[]", _MAX_READ_BATCHES)
+        #: checkpoint file name -> the offset it holds for this log (absent: unknown)
+        self._checkpointed: Dict[str, int] = {}
+        #: batch positions of the last read (32 KiB): made at the first read, so that
+        #: thousands of idle partitions do not hold them
+        self._positions: Any = None
         self._n = ffi.new("uint32_t *")
         self._end = ffi.new("uint64_t *")
         self._result = ffi.new("pl_append_result *")
@@ -203,6 +208,7 @@ class Log:
         *,
         config: Optional[Mapping[str, Any]] = None,
         clock: Optional[Callable[[], int]] = None,
+        dir_lock: bool = True,
         **settings: Any,
     ) -> "Log":
         """Open (creating if needed) the log in directory ``path``.
@@ -210,7 +216,10 @@ class Log:
         Settings are Kafka's topic configs, as ``config={"segment.bytes": ...}`` and/or
         snake_case keywords (``segment_bytes=...``); see :class:`LogConfig`.  ``clock``
         returns the time in ms (default: wall clock) and drives segment.ms, retention.ms,
-        flush.ms and default timestamps — tests pass a fake one.
+        flush.ms and default timestamps — tests pass a fake one.  ``dir_lock=False``
+        takes no ``.lock`` (one descriptor less per open log) for a caller that already
+        guarantees it alone opens the directory (a broker holding its data directory's
+        lock, as Kafka locks each data directory rather than each partition).
 
         Raises InvalidConfig for a bad setting, StorageError if the directory cannot be
         used or another Log has it open.
@@ -228,7 +237,8 @@ class Log:
         if not directory.is_dir():
             raise StorageError(0, f"{directory} is not a directory")
         log = cls(directory, cfg, clock or now_ms)
-        log._take_dir_lock()
+        if dir_lock:
+            log._take_dir_lock()
         try:
             log._load()
         except BaseException:
@@ -252,7 +262,8 @@ class Log:
         ls_ckpt = self._read_checkpoint(self._ls_file)
         self._recover_swaps()
         bases = self._scan_dir()
-        if not bases:
+        fresh = not bases  # nothing to recover (its files are made durable at flush)
+        if fresh:
             bases = [ls_ckpt]
             self._segments = [self._new_segment(ls_ckpt)]
         else:
@@ -268,7 +279,7 @@ class Log:
                 f"last segment {self._segments[-1].log_path} ends at offset {leo}: a damaged batch header "
                 f"or checkpoint; the log is not opened (run `pylog verify --data-dir {self.dir}`)")
         self._log_start_offset = min(max(ls_ckpt, self._segments[0].base_offset), leo)
-        if clean:
+        if clean or fresh:
             self._recovery_point = leo
         else:
             # Recovered bytes may live only in the page cache (process kill): make them
@@ -277,16 +288,28 @@ class Log:
                 if seg.unflushed:
                     seg.flush()
             self._recovery_point = leo
-        self._write_checkpoints()
+        # Older checkpoints on disk are safe (the next open recovers from the older
+        # recovery point and computes the same log start): a full disk must not stop
+        # the log from opening.
+        self._write_checkpoints(strict=False)
         if clean:
             marker.unlink()
             fsync_dir(self.dir)
+        for seg in self._segments:
+            seg.release_fds()  # reopened when used: an idle log holds only its .lock
 
     def _read_checkpoint(self, f: OffsetCheckpointFile) -> int:
         """This log's entry; a per-log file's single entry counts even if the directory
         was renamed since it was written."""
         entries = f.read()
+        if entries == {} and not f.path.exists():
+            # A missing file reads as 0, as one holding 0 does: a new log writes none
+            # (creating thousands of partitions costs no checkpoint fsyncs).
+            self._checkpointed[f.path.name] = 0
+            return 0
         if self._key in entries:
+            if len(entries) == 1:
+                self._checkpointed[f.path.name] = entries[self._key]
             return entries[self._key]
         if len(entries) == 1:
             return next(iter(entries.values()))
@@ -777,8 +800,12 @@ class Log:
         if active.is_empty:
             return active
         new_base = self.log_end_offset
-        new = self._new_segment(new_base)
-        active.make_inactive()
+        new = self._new_segment(new_base)  # StorageError: nothing changed, no files left
+        try:
+            active.make_inactive()
+        except BaseException:
+            new.delete()
+            raise
         self._segments.append(new)
         self._bases.append(new_base)
         self._enforce_retention_locked(self._clock())
@@ -843,6 +870,8 @@ class Log:
         while i < len(segments):
             seg = segments[max(i, 0)]
             if offset < seg.c.next_offset:
+                if self._positions is None:
+                    self._positions = ffi.new("uint64_t[]", _MAX_READ_BATCHES)
                 check(lib.pl_segment_read(seg.c, max(offset, seg.base_offset), max_bytes, max_offset,
                                           self._positions, max_batches, self._n, self._end),
                       f"reading offset {offset} from {seg.log_path}")
@@ -1090,7 +1119,8 @@ class Log:
 
         As Kafka's DeleteRecords: records below ``before`` become unreadable at once;
         a segment's files go when every record in it is below.  Raises OffsetOutOfRange
-        if ``before`` > log_end_offset.
+        if ``before`` > log_end_offset, StorageError (nothing changed) if the log start
+        checkpoint cannot be written.
         """
         check_int("before", before)
         with self._lock:
@@ -1100,9 +1130,15 @@ class Log:
                     f"cannot delete records before {before}: log end offset is {self.log_end_offset}")
             if before <= self._log_start_offset:
                 return
+            # The checkpoint first: if the disk refuses it, nothing has changed.
+            old = self._log_start_offset
             self._log_start_offset = before
+            try:
+                self._write_checkpoints()
+            except StorageError:
+                self._log_start_offset = old
+                raise
             self._delete_below_start_locked()
-            self._write_checkpoints()
 
     def _delete_below_start_locked(self) -> int:
         deleted = 0
@@ -1225,6 +1261,10 @@ class Log:
         committed swap and discards an uncommitted one.  Views of replaced segments
         keep their bytes (the old files are unlinked, not rewritten).
 
+        A StorageError before the commit point (a full disk while writing the cleaned
+        files) changes nothing; one after it closes this Log, and opening the directory
+        again finishes the swap.
+
         Returns False, changing nothing, if any segment changed since its snapshot
         (truncated, deleted, re-activated).  Raises CorruptRecordError / InvalidArgument
         if ``data`` is not a valid tiling of the segment's offsets.
@@ -1269,14 +1309,22 @@ class Log:
                 _remove_tree(staging)
                 raise StorageError(exc.errno or 0, f"writing cleaned segments in {self.dir}: {exc.strerror}") from exc
             by_base = {seg.base_offset: i for i, seg in enumerate(self._segments)}
-            for k, (snap, _) in enumerate(checked):
-                i = by_base[snap.base_offset]
-                self._segments[i].delete()
-                self._segments[i] = self._finish_swap_one(snap.base_offset)
-                if k == 0:
-                    _swap_step("replaced_first")
-            os.rmdir(swap)
-            fsync_dir(self.dir)
+            try:
+                for k, (snap, _) in enumerate(checked):
+                    i = by_base[snap.base_offset]
+                    self._segments[i].delete()
+                    self._segments[i] = self._finish_swap_one(snap.base_offset)
+                    if k == 0:
+                        _swap_step("replaced_first")
+                os.rmdir(swap)
+                fsync_dir(self.dir)
+            except (OSError, PylogError) as exc:
+                # Past the commit point the swap is finished by the next open; this
+                # log object must not go on with half of it: it lets go of everything.
+                self._abandon()
+                raise StorageError(getattr(exc, "errno", None) or 0,
+                                   f"finishing the committed segment swap in {self.dir}: {exc}; the log "
+                                   "was closed, and opening it again finishes the swap") from exc
             _swap_step("done")
             return True
 
@@ -1370,38 +1418,78 @@ class Log:
         self._last_flush_ms = now
         if self._recovery_point != self.log_end_offset:
             self._recovery_point = self.log_end_offset
-            self._write_checkpoints()
+        # The data is durable now; a recovery point that cannot be written (full disk)
+        # only makes the next crash recovery scan more, so the flush still succeeds.
+        self._write_checkpoints(strict=False)
 
-    def _write_checkpoints(self) -> None:
+    def _write_checkpoints(self, *, strict: bool = True) -> None:
+        """Write the recovery point and log start checkpoints if they changed.
+
+        A failure raises StorageError (each file keeps its old content), or with
+        ``strict=False`` is logged and retried at the next write."""
         try:
-            self._rp_file.write({self._key: self._recovery_point})
-            self._ls_file.write({self._key: self._log_start_offset})
+            for f, value in ((self._rp_file, self._recovery_point), (self._ls_file, self._log_start_offset)):
+                if self._checkpointed.get(f.path.name) != value:
+                    self._checkpointed.pop(f.path.name, None)
+                    f.write({self._key: value})
+                    self._checkpointed[f.path.name] = value
         except OSError as exc:
-            raise StorageError(exc.errno or 0, f"writing checkpoints in {self.dir}: {exc.strerror}") from exc
+            err = StorageError(exc.errno or 0, f"writing checkpoints in {self.dir}: {exc.strerror}")
+            if strict:
+                raise err from exc
+            logger.warning("log %s: %s (kept the older checkpoints; retried at the next flush)", self.dir, err)
 
     def close(self) -> None:
         """Flush, shrink the files to their content, and mark a clean shutdown.
 
         Idempotent.  Views handed out earlier stay valid.  Afterwards every method
-        raises LogClosed.
+        raises LogClosed.  The files and the directory lock are always released; if a
+        step fails (a full disk) the others still run, no clean-shutdown marker is
+        written (the next open recovers, from what is on disk) and the first error is
+        raised as StorageError.
         """
         with self._lock:
             if self._closed:
                 return
+            errors: List[OSError] = []
             try:
-                self._flush_locked(self._clock())
+                try:
+                    for seg in self._segments:
+                        if seg.unflushed:
+                            seg.flush()
+                except OSError as exc:
+                    errors.append(exc)
+                # Shrinking first gives back the unused reservation of the active
+                # segment: on a full disk that is what lets the checkpoints be written.
                 for seg in self._segments:
-                    seg.close()  # shrinks the active segment's files
-                # The shrink changed file sizes: make it durable before claiming clean.
-                fsync_dir(self.dir)
-                marker = self.dir / CLEAN_SHUTDOWN_FILE
-                fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-                os.fsync(fd)
-                os.close(fd)
-                fsync_dir(self.dir)
+                    try:
+                        seg.close()  # shrinks the active segment's files
+                    except OSError as exc:
+                        errors.append(exc)
+                try:
+                    # The shrink changed file sizes: make it durable before claiming clean.
+                    fsync_dir(self.dir)
+                    if not errors:
+                        self._recovery_point = self.log_end_offset
+                    self._write_checkpoints()
+                    if not errors:
+                        marker = self.dir / CLEAN_SHUTDOWN_FILE
+                        fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+                        try:
+                            os.fsync(fd)
+                        finally:
+                            os.close(fd)
+                        fsync_dir(self.dir)
+                except OSError as exc:
+                    errors.append(exc)
             finally:
                 self._closed = True
                 self._abandon()
+            if errors:
+                first = errors[0]
+                if isinstance(first, StorageError):
+                    raise first
+                raise StorageError(first.errno or 0, f"closing log {self.dir}: {first.strerror}") from first
 
     def abandon(self) -> None:
         """Let go of the log as a killed process would (SIGKILL): no flush, no

@@ -6,18 +6,30 @@ the mappings (Python's ``mmap`` objects); csrc/segment.c and csrc/index.c do the
 work through the ``pl_segment`` struct whose pointers point into those mappings.
 
 While a segment is active its ``.log`` is sized and mapped at segment.bytes and its
-indexes are preallocated to segment.index.bytes and mapped whole; when it becomes
-inactive (roll) or the log closes, the files shrink to what they hold.
+indexes are sized to segment.index.bytes and mapped whole, all three sparse; when it
+becomes inactive (roll) or the log closes, the files shrink to what they hold.
 
 Disk reservation (Kafka's ``preallocate``).  Pages of a shared file mapping that are
 written over a hole get their disk block at the page fault, and a full disk then kills
 the process with SIGBUS.  So C may only write to reserved (``posix_fallocate``d)
-bytes: ``pl_segment.log_capacity`` is the reserved prefix, never the mapping size.
-With ``preallocate=True`` all of segment.bytes is reserved when the segment becomes
-active.  Otherwise the reservation grows in steps as the segment fills (the first step
-is min(segment.bytes, 1 MiB); each next step doubles the reservation, at most 64 MiB
-at a time), so that an idle partition holds about 1 MiB of disk, not segment.bytes.
-A reservation that fails raises StorageError before anything is written.
+bytes: ``pl_segment.log_capacity``, ``index_capacity`` and ``timeindex_capacity`` are
+the reserved prefixes of the three files, never the mapping sizes.  A new segment
+reserves nothing (an idle partition holds no data blocks); :meth:`LogSegment.ensure_room`
+reserves before each append what it may write: the .log grows in steps (the first is
+min(segment.bytes, 1 MiB); each next step doubles the reservation, at most 64 MiB at a
+time; with ``preallocate=True`` all of segment.bytes at once), each index by a page,
+doubling, at most 1 MiB at a time.  A reservation that fails raises StorageError before
+anything is written, and the next append tries again (appends resume by themselves when
+space returns).
+
+Opening never trusts bytes past the data to be reserved: a file left partly reserved
+by a failed reservation or a crash counts as reserved only up to its data (log_size,
+the index entries), and the next append reserves again before writing.  Recovery
+writes nothing through a mapping: it rebuilds the indexes in private memory and writes
+them with ``pwrite`` (a full disk then raises StorageError, never SIGBUS), and it cuts
+a torn tail by truncating the file, which frees its blocks instead of writing zeros
+over them.  What is left is a SIGBUS from outside: another process truncating a
+segment file under the mapping (docs/architecture.md, "Full disks").
 
 Zero-copy views (Invariant 3).  Views handed to readers are memoryview slices of the
 ``.log`` mapping; they keep the ``mmap`` object alive, so the pages stay mapped after the
@@ -50,6 +62,11 @@ _ZEROS = bytes(1 << 20)
 RESERVE_FIRST_BYTES = 1 << 20
 RESERVE_MAX_STEP_BYTES = 64 << 20
 _PAGE = mmap.PAGESIZE
+#: First disk reservation of an index file, and the most a later step adds at once.
+INDEX_RESERVE_FIRST_BYTES = _PAGE
+INDEX_RESERVE_MAX_STEP_BYTES = 1 << 20
+_INDEX_BYTES = 8  #: offset-index entry
+_TIMEINDEX_BYTES = 12  #: time-index entry
 
 
 def segment_file_name(base_offset: int, suffix: str) -> str:
@@ -67,14 +84,34 @@ def parse_segment_file_name(name: str) -> Optional[int]:
     return int(stem)
 
 
-def _preallocate(fd: int, size: int) -> None:
-    """Make the file at least ``size`` bytes, with disk space reserved where possible."""
-    current = os.fstat(fd).st_size
-    if current >= size:
-        return
-    _reserve(fd, size)
-    if os.fstat(fd).st_size < size:
-        os.ftruncate(fd, size)
+def _first_hole(fd: int, size: int) -> int:
+    """Where the file's first hole starts (``size`` if none, or if the OS cannot say)."""
+    try:
+        return min(os.lseek(fd, 0, os.SEEK_HOLE), size)
+    except (OSError, AttributeError):
+        return size
+
+
+def _data_after(fd: int, start: int) -> bool:
+    """Whether the file has data (not holes) at or after ``start``."""
+    try:
+        os.lseek(fd, start, os.SEEK_DATA)
+        return True
+    except OSError as exc:
+        return exc.errno != errno.ENXIO
+    except AttributeError:
+        return True
+
+
+def _pwrite_all(fd: int, data: memoryview, offset: int = 0) -> None:
+    """Write all of ``data`` at ``offset`` (OSError, e.g. ENOSPC, if the disk refuses)."""
+    try:
+        pos = 0
+        while pos < len(data):
+            with data[pos:] as rest:
+                pos += os.pwrite(fd, rest, offset + pos)
+    finally:
+        data.release()
 
 
 def _reserve(fd: int, size: int) -> None:
@@ -136,6 +173,25 @@ class _Mapping:
             ffi.release(ptr)
 
 
+class _IndexMapping:
+    """A mapping of an index file for C alone (no Python views): made by C, so that
+    it holds no descriptor (Python's mmap keeps a duplicate of the file's)."""
+
+    __slots__ = ("ptr", "size")
+
+    def __init__(self, fd: int, size: int) -> None:
+        out = ffi.new("uint8_t **")
+        check(lib.pl_map_file(fd, size, out), "mapping an index file")
+        self.ptr = out[0]
+        self.size = size
+
+    def release(self) -> bool:
+        if self.ptr is not None:
+            check(lib.pl_unmap_file(self.ptr, self.size), "unmapping an index file")
+            self.ptr = None
+        return True
+
+
 class _Superseded:
     """A .log mapping replaced by a truncation while views still used it.
 
@@ -159,9 +215,8 @@ class LogSegment:
         "base_offset",
         "c",
         "c_address",
-        "_log_fd",
-        "_index_fd",
-        "_time_fd",
+        "_fds",
+        "_paths",
         "_log_map",
         "_index_map",
         "_time_map",
@@ -183,10 +238,13 @@ class LogSegment:
         self.c = ffi.new("pl_segment *")
         #: address of ``c`` as an int, for pylog._native._records.append_one
         self.c_address = int(ffi.cast("uintptr_t", self.c))
-        self._log_fd = self._index_fd = self._time_fd = -1
+        #: descriptors of the .log, .index and .timeindex (-1: not open; see _fd)
+        self._fds = [-1, -1, -1]
+        stem = os.path.join(directory, f"{base_offset:020d}")
+        self._paths = (Path(stem + LOG_SUFFIX), Path(stem + INDEX_SUFFIX), Path(stem + TIMEINDEX_SUFFIX))
         self._log_map: Optional[_Mapping] = None
-        self._index_map: Optional[_Mapping] = None
-        self._time_map: Optional[_Mapping] = None
+        self._index_map: Optional[_IndexMapping] = None
+        self._time_map: Optional[_IndexMapping] = None
         self._view: Optional[memoryview] = None
         self.active = False
         #: first batch's max timestamp (Kafka's rule for segment.ms); None while empty
@@ -205,18 +263,68 @@ class LogSegment:
         #: offset-index entries segment.index.bytes allows (for rebuilding indexes)
         self._max_index_entries = 0
 
+    # ----------------------------------------------------------- descriptors
+    # The mappings need no descriptor of ours: a segment holds its files open only
+    # while it uses them (reserving, shrinking, fsyncing), opening them again by path
+    # on demand, and lets go of them when it goes idle (release_fds).  An idle segment
+    # then costs one descriptor (the duplicate Python's mmap keeps for the .log
+    # mapping; the index mappings are made in C and keep none), not four.
+
+    def _fd(self, i: int) -> int:
+        fd = self._fds[i]
+        if fd < 0:
+            fd = self._fds[i] = os.open(self._paths[i], os.O_RDWR)
+        return fd
+
+    def _set_fd(self, i: int, fd: int) -> None:
+        assert self._fds[i] < 0
+        self._fds[i] = fd
+
+    @property
+    def _log_fd(self) -> int:
+        return self._fd(0)
+
+    @_log_fd.setter
+    def _log_fd(self, fd: int) -> None:
+        self._set_fd(0, fd)
+
+    @property
+    def _index_fd(self) -> int:
+        return self._fd(1)
+
+    @_index_fd.setter
+    def _index_fd(self, fd: int) -> None:
+        self._set_fd(1, fd)
+
+    @property
+    def _time_fd(self) -> int:
+        return self._fd(2)
+
+    @_time_fd.setter
+    def _time_fd(self, fd: int) -> None:
+        self._set_fd(2, fd)
+
+    def release_fds(self) -> None:
+        """Close the files (the mappings stay); they are opened again when needed."""
+        self._close_files()
+
+    @property
+    def open_fds(self) -> int:
+        """How many of the segment's files are open now."""
+        return sum(fd >= 0 for fd in self._fds)
+
     # ----------------------------------------------------------------- paths
     @property
     def log_path(self) -> Path:
-        return self.dir / segment_file_name(self.base_offset, LOG_SUFFIX)
+        return self._paths[0]
 
     @property
     def index_path(self) -> Path:
-        return self.dir / segment_file_name(self.base_offset, INDEX_SUFFIX)
+        return self._paths[1]
 
     @property
     def timeindex_path(self) -> Path:
-        return self.dir / segment_file_name(self.base_offset, TIMEINDEX_SUFFIX)
+        return self._paths[2]
 
     # ------------------------------------------------------------ open/create
     @classmethod
@@ -226,6 +334,7 @@ class LogSegment:
         """A new, empty, active segment (files created, reserved, mapped)."""
         seg = cls(directory, base_offset)
         seg.preallocate = preallocate
+        seg._max_index_entries = index_entries
         try:
             flags = os.O_RDWR | os.O_CREAT | os.O_TRUNC
             seg._log_fd = os.open(seg.log_path, flags, 0o644)
@@ -236,14 +345,27 @@ class LogSegment:
                   f"initialising segment {base_offset}")
             seg.active = True
             seg._needs_fsync = True
-            seg._reserve_initial()
+            seg._set_reserved_to_data()
+            if preallocate:
+                seg._reserve_to(seg._mapped_log_bytes)
         except OSError as exc:
-            seg._close_files()
+            seg._discard_files()
             raise StorageError(exc.errno or 0, f"creating segment {seg.log_path}: {exc.strerror}") from exc
         except BaseException:
-            seg._close_files()
+            seg._discard_files()
             raise
         return seg
+
+    def _discard_files(self) -> None:
+        """Undo a create that failed: unmap, close and unlink the files it made."""
+        self._drop_maps(keep_views=False)
+        self._close_files()
+        self.closed = True
+        for path in (self.log_path, self.index_path, self.timeindex_path):
+            try:
+                path.unlink()
+            except OSError:
+                pass
 
     @classmethod
     def open_existing(cls, directory: Path, base_offset: int, *, active: bool,
@@ -292,16 +414,15 @@ class LogSegment:
         return seg
 
     def _map_active(self, segment_bytes: int, index_entries: int) -> None:
-        log_size = os.fstat(self._log_fd).st_size
-        capacity = max(segment_bytes, log_size)
-        if log_size < capacity:
-            os.ftruncate(self._log_fd, capacity)  # sparse: disk is reserved in steps
-        _preallocate(self._index_fd, index_entries * 8)
-        _preallocate(self._time_fd, index_entries * 12)
+        # All three sparse (no data blocks): disk is reserved in steps (ensure_room).
+        for fd, size in ((self._log_fd, segment_bytes), (self._index_fd, index_entries * _INDEX_BYTES),
+                         (self._time_fd, index_entries * _TIMEINDEX_BYTES)):
+            if os.fstat(fd).st_size < size:
+                os.ftruncate(fd, size)
         self._set_maps(
             _Mapping(self._log_fd, os.fstat(self._log_fd).st_size),
-            _Mapping(self._index_fd, max(os.fstat(self._index_fd).st_size, 8)),
-            _Mapping(self._time_fd, max(os.fstat(self._time_fd).st_size, 12)),
+            _IndexMapping(self._index_fd, max(os.fstat(self._index_fd).st_size, 8)),
+            _IndexMapping(self._time_fd, max(os.fstat(self._time_fd).st_size, 12)),
         )
 
     def _map_inactive(self, index_entries: int) -> None:
@@ -311,11 +432,11 @@ class LogSegment:
                 os.ftruncate(fd, least)
         self._set_maps(
             _Mapping(self._log_fd, os.fstat(self._log_fd).st_size),
-            _Mapping(self._index_fd, os.fstat(self._index_fd).st_size),
-            _Mapping(self._time_fd, os.fstat(self._time_fd).st_size),
+            _IndexMapping(self._index_fd, os.fstat(self._index_fd).st_size),
+            _IndexMapping(self._time_fd, os.fstat(self._time_fd).st_size),
         )
 
-    def _set_maps(self, log_map: _Mapping, index_map: _Mapping, time_map: _Mapping) -> None:
+    def _set_maps(self, log_map: _Mapping, index_map: "_IndexMapping", time_map: "_IndexMapping") -> None:
         self._log_map, self._index_map, self._time_map = log_map, index_map, time_map
         self._view = memoryview(log_map.mm)
         c = self.c
@@ -339,32 +460,47 @@ class LogSegment:
         """Bytes of the .log that appends may write (disk blocks reserved)."""
         return int(self.c.log_capacity)
 
-    def _reserve_initial(self) -> None:
-        """Reserve the first step past the data (or everything with preallocate)."""
-        first = min(self._mapped_log_bytes, RESERVE_FIRST_BYTES)
-        self._reserve_to(max(int(self.c.log_size), first))
+    def _set_reserved_to_data(self) -> None:
+        """Count as reserved only what holds data: the log's batches and the index
+        entries (written, so their blocks exist).  Bytes past them may be holes of a
+        file left partly reserved (a failed reservation, a crash): the next append
+        reserves before it writes there."""
+        c = self.c
+        c.log_capacity = c.log_size
+        c.index_capacity = int(c.index_entries) * _INDEX_BYTES
+        c.timeindex_capacity = int(c.timeindex_entries) * _TIMEINDEX_BYTES
 
     def finish_open(self) -> None:
         """After load_clean/recover of the active segment: from now on appends may
-        write only reserved bytes."""
+        write only reserved bytes (reserved again by the first append)."""
         if self.active:
-            self._reserve_initial()
+            self._set_reserved_to_data()
 
     def ensure_room(self, nbytes: int) -> None:
-        """Make ``nbytes`` past log_size writable, if the mapping can hold them.
+        """Make ``nbytes`` past log_size writable, and the index entries they may add,
+        if the mappings can hold them.
 
-        Grows the reservation by the next step (or to all of segment.bytes with
-        preallocate).  If the bytes do not fit the mapping at all this does nothing:
-        the append then fails with PL_E_FULL and the log rolls.  Raises StorageError
-        (nothing written) if the disk cannot give the blocks.
+        Grows the .log reservation by the next step (or to all of segment.bytes with
+        preallocate) and each index's by its next step.  If the bytes or entries do not
+        fit the mappings at all this reserves what fits: the append then fails with
+        PL_E_FULL and the log rolls.  Raises StorageError (nothing written) if the disk
+        cannot give the blocks.
         """
         c = self.c
+        if not self.active:
+            return
         need = int(c.log_size) + nbytes
         reserved = int(c.log_capacity)
-        if need <= reserved or not self.active or need > self._mapped_log_bytes:
-            return
-        step = min(max(reserved, RESERVE_FIRST_BYTES), RESERVE_MAX_STEP_BYTES)
-        self._reserve_to(max(need, reserved + step))
+        if reserved < need <= self._mapped_log_bytes:
+            step = min(max(reserved, RESERVE_FIRST_BYTES), RESERVE_MAX_STEP_BYTES)
+            self._reserve_to(max(need, reserved + step))
+        # Index entries an append of nbytes may write: one at its first batch, then one
+        # per index.interval.bytes, and never more than one per batch (>= 61 bytes).
+        entries = 1 + nbytes // max(int(c.index_interval_bytes), lib.PL_BATCH_HEADER_BYTES)
+        if (int(c.index_entries) + entries) * _INDEX_BYTES > int(c.index_capacity):
+            self._reserve_index(False, (int(c.index_entries) + entries) * _INDEX_BYTES)
+        if (int(c.timeindex_entries) + entries) * _TIMEINDEX_BYTES > int(c.timeindex_capacity):
+            self._reserve_index(True, (int(c.timeindex_entries) + entries) * _TIMEINDEX_BYTES)
 
     def _reserve_to(self, size: int) -> None:
         """Reserve [0, size) rounded up to a page (all of it with preallocate) and let
@@ -379,6 +515,29 @@ class LogSegment:
                 exc.errno or 0,
                 f"reserving {size} bytes of disk for {self.log_path}: {exc.strerror}") from exc
         self.c.log_capacity = size
+        self._needs_fsync = True
+
+    def _reserve_index(self, time: bool, need: int) -> None:
+        """Reserve the offset index (or the time index) up to at least ``need`` bytes
+        (by a page, doubling, at most INDEX_RESERVE_MAX_STEP_BYTES more at a time), as
+        far as its mapping reaches."""
+        c = self.c
+        mapping = self._time_map if time else self._index_map
+        assert mapping is not None
+        reserved = int(c.timeindex_capacity if time else c.index_capacity)
+        if reserved >= mapping.size:
+            return  # full: the append fails with PL_E_FULL and the log rolls
+        step = min(max(reserved, INDEX_RESERVE_FIRST_BYTES), INDEX_RESERVE_MAX_STEP_BYTES)
+        size = min(mapping.size, -(-max(need, reserved + step) // _PAGE) * _PAGE)
+        path = self.timeindex_path if time else self.index_path
+        try:
+            _reserve(self._time_fd if time else self._index_fd, size)
+        except OSError as exc:
+            raise StorageError(exc.errno or 0, f"reserving {size} bytes of disk for {path}: {exc.strerror}") from exc
+        if time:
+            c.timeindex_capacity = size
+        else:
+            c.index_capacity = size
         self._needs_fsync = True
 
     # ---------------------------------------------------------------- loading
@@ -411,34 +570,86 @@ class LogSegment:
     def recover(self, must_reach: Optional[int] = None) -> int:
         """Scan and CRC-check every batch; cut a torn or corrupt tail; rebuild indexes.
 
-        Returns the number of bytes of damaged tail that were dropped (and zeroed, so
-        that a later scan cannot mistake stale bytes for batches).
+        Returns the number of bytes of damaged tail that were dropped.  Nothing is
+        written through a mapping (pages of a crashed or partly reserved segment may
+        be holes, and a write fault over a hole on a full disk is SIGBUS): the indexes
+        are rebuilt in private memory and written with pwrite, and the tail past the
+        valid batches is cut by truncating the .log, which zeroes it and frees its
+        blocks.  Raises StorageError if the disk cannot take the rebuilt indexes.
 
         ``must_reach``: the offset the valid prefix must reach (records below it were
         known durable: the recovery point, or the next segment's base offset).  If the
         scan stops below it, the damage is in data that was flushed, not a torn tail:
-        CorruptRecordError naming the file, position and offset is raised and no log
-        byte is changed (Invariant 2: never lose what was below the recovery point;
-        the operator decides, with ``pylog verify``).
+        CorruptRecordError naming the file, position and offset is raised and no file
+        is changed (Invariant 2: never lose what was below the recovery point; the
+        operator decides, with ``pylog verify``).
         """
         c = self.c
+        # Scan only up to the first hole: batches are written from byte 0 on, so none
+        # lies past it, and reading a hole through a mapping is not safe everywhere
+        # (tmpfs allocates a page for it, and SIGBUSes when it is full).
+        mapped = int(c.log_capacity)
+        first_hole = _first_hole(self._log_fd, mapped)
+        c.log_capacity = first_hole
+        entries = max(self._max_index_entries, 1, int(c.index_entries), int(c.timeindex_entries))
+        # Anonymous memory: pages cost nothing until an entry is written there.
+        index_buf = mmap.mmap(-1, entries * _INDEX_BYTES)
+        time_buf = mmap.mmap(-1, entries * _TIMEINDEX_BYTES)
+        index_ptr = ffi.from_buffer("uint8_t[]", index_buf)
+        time_ptr = ffi.from_buffer("uint8_t[]", time_buf)
+        try:
+            c.index, c.index_capacity = index_ptr, len(index_buf)
+            c.timeindex, c.timeindex_capacity = time_ptr, len(time_buf)
+            c.log_size = 0
+            c.index_entries = 0
+            c.timeindex_entries = 0
+            truncated = ffi.new("uint64_t *")
+            try:
+                check(lib.pl_segment_recover(c, 0, truncated), f"recovering segment {self.log_path}")
+                if must_reach is not None and c.next_offset < must_reach:  # before any write
+                    raise CorruptRecordError(
+                        f"segment {self.log_path} is damaged at position {c.log_size} (offset {c.next_offset}): "
+                        f"its records up to offset {must_reach} were flushed, so this is bit rot, not a torn "
+                        f"write; the log is not opened (run `pylog verify --data-dir {self.dir}`)")
+            finally:
+                self._point_at_index_maps()
+                c.log_capacity = mapped
+            dropped = int(truncated[0])
+            index_bytes = int(c.index_entries) * _INDEX_BYTES
+            time_bytes = int(c.timeindex_entries) * _TIMEINDEX_BYTES
+            try:
+                with memoryview(index_buf) as view:
+                    _pwrite_all(self._index_fd, view[:index_bytes])
+                with memoryview(time_buf) as view:
+                    _pwrite_all(self._time_fd, view[:time_bytes])
+                # Cut what follows the valid data (stale entries, a torn tail) and free
+                # its blocks; an active segment's files grow back, sparse, to the maps.
+                # (The .log only when there is something to cut: a truncation sets
+                # the file's mtime, which the cleaner and retention read.)
+                os.ftruncate(self._index_fd, index_bytes)
+                os.ftruncate(self._time_fd, time_bytes)
+                if self.active:  # garbage, or data past a hole (never scanned)
+                    cut_log = dropped > 0 or _data_after(self._log_fd, first_hole)
+                else:
+                    cut_log = os.fstat(self._log_fd).st_size != int(c.log_size)
+                if cut_log:
+                    os.ftruncate(self._log_fd, int(c.log_size))
+                if self.active:
+                    for fd, m in ((self._log_fd, self._log_map), (self._index_fd, self._index_map),
+                                  (self._time_fd, self._time_map)):
+                        assert m is not None
+                        if fd != self._fds[0] or cut_log:
+                            os.ftruncate(fd, m.size)
+            except OSError as exc:
+                raise StorageError(exc.errno or 0,
+                                   f"writing the rebuilt indexes of {self.log_path}: {exc.strerror}") from exc
+        finally:
+            ffi.release(index_ptr)
+            ffi.release(time_ptr)
+            index_buf.close()
+            time_buf.close()
         if not self.active:
-            # The index files as found may be short or damaged: rebuild into mappings
-            # of full segment.index.bytes, shrink to the entries afterwards.
-            self._map_indexes_full()
-        c.log_size = 0
-        c.index_entries = 0
-        c.timeindex_entries = 0
-        truncated = ffi.new("uint64_t *")
-        check(lib.pl_segment_recover(c, 0, truncated), f"recovering segment {self.log_path}")
-        if must_reach is not None and c.next_offset < must_reach:
-            raise CorruptRecordError(
-                f"segment {self.log_path} is damaged at position {c.log_size} (offset {c.next_offset}): "
-                f"its records up to offset {must_reach} were flushed, so this is bit rot, not a torn "
-                f"write; the log is not opened (run `pylog verify --data-dir {self.dir}`)")
-        dropped = int(truncated[0])
-        if dropped:
-            self._zero_log(c.log_size, min(c.log_size + dropped, c.log_capacity))
+            self._remap_inactive_indexes()
         # Index entries past the rebuilt ones may hold stale data: recovery owns the
         # count, and only entries below it are ever read.
         c.flushed_size = 0
@@ -450,23 +661,29 @@ class LogSegment:
             self._shrink_files()
         return dropped
 
-    def _map_indexes_full(self) -> None:
-        entries = max(self._max_index_entries, 1)
+    def _point_at_index_maps(self) -> None:
+        """Point C at the index file mappings again (after a rebuild elsewhere)."""
+        c = self.c
+        assert self._index_map is not None and self._time_map is not None
+        c.index, c.index_capacity = self._index_map.ptr, self._index_map.size
+        c.timeindex, c.timeindex_capacity = self._time_map.ptr, self._time_map.size
+
+    def _remap_inactive_indexes(self) -> None:
+        """Map an inactive segment's index files again at their (rebuilt) sizes, so
+        that every rebuilt entry lies inside its mapping."""
         try:
-            for fd, size in ((self._index_fd, entries * 8), (self._time_fd, entries * 12)):
-                if os.fstat(fd).st_size < size:
-                    os.ftruncate(fd, size)
-            index_map = _Mapping(self._index_fd, entries * 8)
-            time_map = _Mapping(self._time_fd, entries * 12)
+            for fd, least in ((self._index_fd, _INDEX_BYTES), (self._time_fd, _TIMEINDEX_BYTES)):
+                if os.fstat(fd).st_size < least:
+                    os.ftruncate(fd, least)  # mmap cannot map an empty file (a hole: read only)
+            index_map = _IndexMapping(self._index_fd, os.fstat(self._index_fd).st_size)
+            time_map = _IndexMapping(self._time_fd, os.fstat(self._time_fd).st_size)
         except OSError as exc:
-            raise StorageError(exc.errno or 0, f"sizing the indexes of {self.log_path}: {exc.strerror}") from exc
+            raise StorageError(exc.errno or 0, f"mapping the indexes of {self.log_path}: {exc.strerror}") from exc
         for m in (self._index_map, self._time_map):
             if m is not None:
                 m.release()
         self._index_map, self._time_map = index_map, time_map
-        c = self.c
-        c.index, c.index_capacity = index_map.ptr, index_map.size
-        c.timeindex, c.timeindex_capacity = time_map.ptr, time_map.size
+        self._point_at_index_maps()
 
     def _load_rolling_timestamp(self) -> None:
         if self.c.log_size >= lib.PL_BATCH_HEADER_BYTES:
@@ -500,15 +717,20 @@ class LogSegment:
         assert 0 <= start <= end <= self.c.log_size
         return self._view[start:end]
 
+    def _log_stat(self) -> os.stat_result:
+        """The .log's stat, without opening it when it is not open (idle segments)."""
+        fd = self._fds[0]
+        return os.fstat(fd) if fd >= 0 else os.stat(self._paths[0])
+
     def modified_ms(self) -> int:
         """The .log file's modification time in ms."""
-        return os.fstat(self._log_fd).st_mtime_ns // 1_000_000
+        return self._log_stat().st_mtime_ns // 1_000_000
 
     def last_modified_ms(self) -> int:
         """Largest record timestamp, or the file's mtime when none is set (retention.ms)."""
         if self.c.max_timestamp >= 0:
             return int(self.c.max_timestamp)
-        return int(os.fstat(self._log_fd).st_mtime * 1000)
+        return int(self._log_stat().st_mtime * 1000)
 
     # ------------------------------------------------------------- mutations
     def note_appended(self, max_timestamp_ms: int) -> None:
@@ -519,6 +741,11 @@ class LogSegment:
         """Drop every batch at or above ``offset`` (a batch boundary in this segment)."""
         c = self.c
         old_size = int(c.log_size)
+        if offset < c.next_offset and self.active and -(-old_size // _PAGE) * _PAGE > int(c.log_capacity):
+            # The cut is zeroed through the mapping: the pages it touches must have all
+            # their blocks (a file shrunk at close has holes after its last byte, and a
+            # block can be smaller than a page).
+            self._reserve_to(old_size)
         if offset < c.next_offset:
             # Views of the cut batches must keep their bytes: before anything is
             # written, move to a new mapping and detach the old one's pages from the
@@ -553,7 +780,7 @@ class LogSegment:
             self._map_active(segment_bytes, index_entries)
         except OSError as exc:
             raise StorageError(exc.errno or 0, f"reactivating {self.log_path}: {exc.strerror}") from exc
-        self.c.log_capacity = self.c.log_size  # nothing unreserved is writable
+        self._set_reserved_to_data()  # nothing unreserved is writable
         log_map, index_map, time_map = old
         if log_map is not None:
             # a truncation may follow and rewrite any of these bytes: detach under views
@@ -563,7 +790,6 @@ class LogSegment:
                 m.release()
         self.active = True
         self._needs_fsync = True
-        self._reserve_initial()
 
     def _remap_detaching(self, keep_from: int, keep_to: int) -> None:
         """Move to a new .log mapping before bytes from ``keep_from`` on are rewritten:
@@ -614,6 +840,8 @@ class LogSegment:
             except OSError as exc:
                 raise StorageError(exc.errno or 0, f"fsync of {self.log_path}: {exc.strerror}") from exc
             self._needs_fsync = False
+            if not self.active:
+                self.release_fds()  # an inactive segment needs no descriptor
 
     @property
     def unflushed(self) -> bool:
@@ -626,8 +854,8 @@ class LogSegment:
         """Shrink the files to their content (on roll): the segment takes no more appends."""
         if not self.active:
             return
-        self.active = False
         self._shrink_files()
+        self.active = False
 
     def _shrink_files(self) -> None:
         c = self.c
@@ -693,14 +921,13 @@ class LogSegment:
         c.log_capacity = c.index_capacity = c.timeindex_capacity = 0
 
     def _close_files(self) -> None:
-        for name in ("_log_fd", "_index_fd", "_time_fd"):
-            fd = getattr(self, name)
+        for i, fd in enumerate(self._fds):
             if fd >= 0:
                 try:
                     os.close(fd)
                 except OSError:
                     pass
-                setattr(self, name, -1)
+                self._fds[i] = -1
 
     def __repr__(self) -> str:
         return (f"LogSegment(base_offset={self.base_offset}, next_offset={self.next_offset}, "

@@ -1,10 +1,11 @@
 """Disk reservation of active segments (LogConfig.preallocate, Kafka's ``preallocate``).
 
-Without preallocate a new segment's .log is mapped at segment.bytes but only its first
-min(segment.bytes, 1 MiB) is reserved; the reservation grows in steps as the segment
-fills, so C never writes to an unreserved page (which would SIGBUS on a full disk).
-With preallocate the whole segment is reserved up front.  A reservation that fails
-raises StorageError and writes nothing.
+Without preallocate a new segment's .log is mapped at segment.bytes but nothing is
+reserved until the first append, which reserves min(segment.bytes, 1 MiB); the
+reservation grows in steps as the segment fills, so C never writes to an unreserved
+page (which would SIGBUS on a full disk).  The indexes are sparse too and reserved a
+page at a time, doubling.  With preallocate the whole segment is reserved up front.
+A reservation that fails raises StorageError and writes nothing.
 """
 from __future__ import annotations
 
@@ -47,13 +48,20 @@ def test_config_name_default_and_validation():
         LogConfig(preallocate=1)
 
 
-def test_new_segment_reserves_one_step_not_segment_bytes(tmp_path):
-    log = open_log(tmp_path / "p", segment_bytes=256 * MiB)
+def test_new_segment_reserves_nothing_then_one_step_not_segment_bytes(tmp_path):
+    log = open_log(tmp_path / "p", segment_bytes=256 * MiB, segment_index_bytes=10 * MiB)
     try:
         seg = log.segments[-1]
-        assert seg.reserved_bytes == RESERVE_FIRST_BYTES
+        assert seg.reserved_bytes == 0
         assert os.path.getsize(seg.log_path) == 256 * MiB  # mapped whole (sparse)
+        assert os.path.getsize(seg.index_path) == 10 * MiB  # sparse as well
+        for path in (seg.log_path, seg.index_path, seg.timeindex_path):
+            assert allocated(path) == 0
+        log.append([b"a"])
+        assert seg.reserved_bytes == RESERVE_FIRST_BYTES
         assert RESERVE_FIRST_BYTES <= allocated(seg.log_path) < 8 * MiB
+        for path in (seg.index_path, seg.timeindex_path):
+            assert 0 < allocated(path) <= 64 * 1024  # a page, not segment.index.bytes
     finally:
         log.close()
 
@@ -61,6 +69,7 @@ def test_new_segment_reserves_one_step_not_segment_bytes(tmp_path):
 def test_small_segment_reserves_all_of_it(tmp_path):
     log = open_log(tmp_path / "p", segment_bytes=64 * 1024)
     try:
+        log.append([b"a"])
         assert log.segments[-1].reserved_bytes == 64 * 1024
     finally:
         log.close()
@@ -94,13 +103,15 @@ def test_steps_stop_growing_past_64_mib_per_step(tmp_path, monkeypatch):
     calls = []
     real = os.posix_fallocate
 
+    log = open_log(tmp_path / "p", segment_bytes=512 * MiB)
+    seg = log.segments[-1]
+
     def spy(fd, off, size):
-        calls.append(size)
+        if fd == seg._log_fd:  # the .log's steps (not the indexes')
+            calls.append(size)
         return real(fd, off, min(size, 4 * MiB))  # keep the test's disk use small
 
-    log = open_log(tmp_path / "p", segment_bytes=512 * MiB)
     try:
-        seg = log.segments[-1]
         monkeypatch.setattr(segment_mod.os, "posix_fallocate", spy)
         seg.c.log_capacity = 64 * MiB  # pretend the segment already reserved 64 MiB
         seg.c.log_size = 64 * MiB - 10
@@ -204,7 +215,7 @@ def test_truncation_into_an_inactive_segment_reserves_again(tmp_path):
     assert len(log.segments) > 2
     log.truncate_to(10)
     seg = log.segments[-1]
-    assert seg.active and seg.log_size <= seg.reserved_bytes == 64 * 1024
+    assert seg.active and seg.log_size <= seg.reserved_bytes <= 64 * 1024
     log.append([b"r" * 500] * 10)
     assert log.log_end_offset == 20
     log.close()
