@@ -347,18 +347,121 @@ static void write_header(uint8_t *buf, uint64_t rec_len, const pl_batch_info *in
     wr32(buf + 17, pl_crc32c(0, buf + PL_BATCH_CRC_START, (size_t)(total - PL_BATCH_CRC_START)));
 }
 
+/* plan_records and write_records in one pass, for pl_batch_build: each record is
+ * checked as plan_records checks it, then written at once while the section so far
+ * fits in cap bytes at out (out may be NULL: nothing fits).  Once one does not fit,
+ * the rest is only checked, so bad input is reported before a lack of room, as with
+ * the two passes.  *size, *base_ts, *max_ts as plan_records.  Returns PL_OK (all
+ * written), an input error, PL_E_TOO_LARGE, or PL_E_NOSPACE; on any of those the
+ * bytes it wrote are zeroed again (a segment's bytes past its end are zeros, and stay
+ * so). */
+static int build_records(const pl_batch_input *in, uint8_t *out, uint64_t cap, uint64_t *size,
+                         int64_t *base_ts, int64_t *max_ts)
+{
+    if (in == NULL || in->count == 0 || in->value_lens == NULL)
+        return PL_E_ARG;
+    if (in->count > (uint32_t)PL_MAX_RECORDS_PER_BATCH)
+        return PL_E_TOO_LARGE;
+    int st = check_offset_deltas(in);
+    if (st != PL_OK)
+        return st;
+    int64_t base = in->timestamps ? in->timestamps[0] : in->base_timestamp;
+    int64_t max = base;
+    uint64_t total = 0;
+    int fits = out != NULL;
+    const uint8_t *v = in->values, *k = in->keys, *h = in->headers;
+    uint8_t *o = out;
+    for (uint32_t i = 0; i < in->count; i++) {
+        int32_t vlen = in->value_lens[i];
+        int32_t klen = in->key_lens ? in->key_lens[i] : -1;
+        int32_t hlen = in->header_lens ? in->header_lens[i] : 0;
+        if (vlen < -1 || klen < -1 || hlen < 0 || (hlen > 0 && in->headers == NULL) ||
+            (vlen > 0 && in->values == NULL) || (klen > 0 && in->keys == NULL) ||
+            (vlen > 0 && in->value_pos != NULL && in->value_pos[i] < 0) ||
+            (klen > 0 && in->key_pos != NULL && in->key_pos[i] < 0)) {
+            st = PL_E_ARG;
+            goto refuse;
+        }
+        int64_t ts = in->timestamps ? in->timestamps[i] : base;
+        if (ts > max)
+            max = ts;
+        int64_t dts;
+        uint64_t body = record_body_size(in, i, base, &dts);
+        if (body > PL_MAX_RECORD_BYTES) {
+            st = PL_E_TOO_LARGE;
+            goto refuse;
+        }
+        total += (uint64_t)varint_size((int64_t)body) + body;
+        if (total > (uint64_t)PL_MAX_BATCH_BYTES) {
+            st = PL_E_TOO_LARGE;
+            goto refuse;
+        }
+        if (!fits)
+            continue;
+        if (total > cap) {
+            fits = 0;
+            continue;
+        }
+        /* as write_records */
+        o = put_varint(o, (int64_t)body);
+        *o++ = 0; /* record attributes: unused */
+        o = put_varint(o, dts);
+        o = put_varint(o, offset_delta(in, i));
+        o = put_varint(o, klen);
+        if (klen > 0) {
+            const uint8_t *src = in->key_pos ? in->keys + in->key_pos[i] : k;
+            memcpy(o, src, (size_t)klen);
+            o += klen;
+            k += klen;
+        }
+        o = put_varint(o, vlen);
+        if (vlen > 0) {
+            const uint8_t *src = in->value_pos ? in->values + in->value_pos[i] : v;
+            memcpy(o, src, (size_t)vlen);
+            o += vlen;
+            v += vlen;
+        }
+        if (hlen > 0) {
+            memcpy(o, h, (size_t)hlen);
+            o += hlen;
+            h += hlen;
+        } else {
+            *o++ = 0; /* headerCount 0 */
+        }
+        assert((uint64_t)(o - out) == total);
+    }
+    if (total + PL_BATCH_HEADER_BYTES > (uint64_t)PL_MAX_BATCH_BYTES) {
+        st = PL_E_TOO_LARGE;
+        goto refuse;
+    }
+    if (!fits) {
+        st = PL_E_NOSPACE;
+        goto refuse;
+    }
+    *size = total;
+    *base_ts = base;
+    *max_ts = max;
+    return PL_OK;
+refuse:
+    if (o != NULL && o > out)
+        memset(out, 0, (size_t)(o - out));
+    return st;
+}
+
 int64_t pl_batch_build(const pl_batch_input *in, uint8_t *out, uint64_t out_cap)
 {
     uint64_t size;
     int64_t base, max;
-    int st = plan_records(in, &size, &base, &max);
+    if (in != NULL && (in->attributes & PL_ATTR_COMPRESSION_MASK) != 0) {
+        int bad = plan_records(in, &size, &base, &max); /* its errors come first */
+        return bad != PL_OK ? bad : PL_E_ARG;
+    }
+    /* One pass: records are checked and written together (build_records). */
+    int fits = out != NULL && out_cap >= PL_BATCH_HEADER_BYTES;
+    int st = build_records(in, fits ? out + PL_BATCH_HEADER_BYTES : NULL,
+                           fits ? out_cap - PL_BATCH_HEADER_BYTES : 0, &size, &base, &max);
     if (st != PL_OK)
         return st;
-    if ((in->attributes & PL_ATTR_COMPRESSION_MASK) != 0)
-        return PL_E_ARG;
-    if (out == NULL || out_cap < size + PL_BATCH_HEADER_BYTES)
-        return PL_E_NOSPACE;
-    write_records(in, base, out + PL_BATCH_HEADER_BYTES);
     pl_batch_info info = {
         .base_offset = in->base_offset,
         .partition_leader_epoch = in->partition_leader_epoch,

@@ -167,8 +167,10 @@ uint64_t pl_batch_size_bound(const pl_batch_input *in);
  * Returns bytes written (>0) or a negative status. */
 int64_t pl_records_encode(const pl_batch_input *in, uint8_t *out, uint64_t out_cap);
 
-/* Builds one complete uncompressed batch (header, records, CRC) into out.
- * Returns the batch's total size in bytes (>0) or a negative status. */
+/* Builds one complete uncompressed batch (header, records, CRC) into out, checking
+ * and writing each record in one pass.  Returns the batch's total size in bytes (>0)
+ * or a negative status (bad input is reported before PL_E_NOSPACE); when it refuses,
+ * the bytes of out it had written are zeroed again. */
 int64_t pl_batch_build(const pl_batch_input *in, uint8_t *out, uint64_t out_cap);
 
 /* Writes the 61-byte header of a batch whose records section (possibly compressed,

@@ -411,11 +411,13 @@ int pl_segment_append_build(pl_segment *seg, const pl_batch_input *in, pl_append
         return PL_E_ARG;
 
     uint64_t room = pl_log_limit(seg) - seg->log_size;
-    /* No separate size pass: pl_batch_build plans the batch (and refuses bad input with
-     * its status) before it writes a byte, and says PL_E_NOSPACE when it would not fit
-     * the room left, which is PL_E_FULL here.  Index room is decided before building,
-     * so PL_E_FULL leaves the log untouched.  An offset entry is due iff the rule says
-     * so; a time entry may come with it. */
+    /* No separate size pass: pl_batch_build checks and writes each record in one pass
+     * (refusing bad input with its status, before a lack of room) and says PL_E_NOSPACE
+     * when the batch would not fit the room left, which is PL_E_FULL here.  It writes
+     * the header last, only when the whole batch fit, and zeroes again what it wrote
+     * of a batch it refuses (the bytes past log_size are zeros): a refusal leaves the
+     * log untouched.  Index room is decided before building.  An offset entry is due
+     * iff the rule says so; a time entry may come with it. */
     if (seg->index_entries == 0 || seg->bytes_since_index >= seg->index_interval_bytes) {
         if (seg->index_entries >= pl_oi_capacity(seg) ||
             seg->timeindex_entries >= pl_ti_capacity(seg))
@@ -431,10 +433,8 @@ int pl_segment_append_build(pl_segment *seg, const pl_batch_input *in, pl_append
 
     uint8_t *dst = seg->log + seg->log_size;
     int64_t n = pl_batch_build(in, dst, room);
-    if (n == PL_E_NOSPACE)
-        return PL_E_FULL;
     if (n < 0)
-        return (int)n;
+        return n == PL_E_NOSPACE ? PL_E_FULL : (int)n;
     if ((uint64_t)n > room)
         return PL_E_ARG; /* cannot happen with a correct builder */
 

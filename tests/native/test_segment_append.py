@@ -359,3 +359,29 @@ def test_append_build_many_matches_model(make_seg, real_batch_c):
     nr = ffi.new("uint64_t *")
     assert lib.pl_batches_validate(raw, len(raw), n, vb, nr) == lib.PL_OK
     assert n[0] == 50 and vb[0] == len(raw)
+
+
+def test_batch_build_one_pass_reports_bad_input_before_lack_of_room_and_leaves_zeros(real_batch_c):
+    # pl_batch_build checks and writes each record in one pass: a bad record after the
+    # room ran out is still reported as bad input, and a refused build zeroes what it wrote.
+    values = [b"v" * 50] * 8
+    inp, keep = _build_input(values)
+    bound = int(lib.pl_batch_size_bound(inp))
+    whole = ffi.new("uint8_t[]", bound)
+    n = lib.pl_batch_build(inp, whole, bound)
+    assert n > 0
+    for cap in (0, 61, bound // 2, n - 1):  # too small, records partly written first
+        out = ffi.new("uint8_t[]", bound)
+        assert lib.pl_batch_build(inp, out, cap) == lib.PL_E_NOSPACE
+        assert bytes(ffi.buffer(out, bound)) == bytes(bound)
+    bad, keep2 = _build_input(values)
+    lens = ffi.new("int32_t[]", [50] * 7 + [-2])  # the last record's length is invalid
+    keep2.append(lens)
+    bad.value_lens = lens
+    for cap in (bound // 2, bound):
+        out = ffi.new("uint8_t[]", bound)
+        assert lib.pl_batch_build(bad, out, cap) == lib.PL_E_ARG
+        assert bytes(ffi.buffer(out, bound)) == bytes(bound)
+    exact = ffi.new("uint8_t[]", n)
+    assert lib.pl_batch_build(inp, exact, n) == n
+    assert bytes(ffi.buffer(exact, n)) == bytes(ffi.buffer(whole, n))
