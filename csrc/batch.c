@@ -226,6 +226,56 @@ static inline uint64_t record_body_size(const pl_batch_input *in, uint32_t i, in
            (hlen > 0 ? (uint64_t)hlen : 1);
 }
 
+/* Record i's lengths and positions are usable (plan_records, build_records). */
+static inline int record_ok(const pl_batch_input *in, uint32_t i)
+{
+    int32_t vlen = in->value_lens[i];
+    int32_t klen = in->key_lens ? in->key_lens[i] : -1;
+    int32_t hlen = in->header_lens ? in->header_lens[i] : 0;
+    if (vlen < -1 || klen < -1 || hlen < 0 || (hlen > 0 && in->headers == NULL) ||
+        (vlen > 0 && in->values == NULL) || (klen > 0 && in->keys == NULL))
+        return 0;
+    return !((vlen > 0 && in->value_pos != NULL && in->value_pos[i] < 0) ||
+             (klen > 0 && in->key_pos != NULL && in->key_pos[i] < 0));
+}
+
+/* Writes record i (its length varint, then `body` bytes; dts its timestamp delta) at o
+ * and returns the end.  *k, *v, *h walk keys, values and headers laid end to end (when
+ * no positions are given). */
+static inline uint8_t *put_record(const pl_batch_input *in, uint32_t i, uint64_t body, int64_t dts,
+                                  uint8_t *o, const uint8_t **k, const uint8_t **v, const uint8_t **h)
+{
+    int32_t vlen = in->value_lens[i];
+    int32_t klen = in->key_lens ? in->key_lens[i] : -1;
+    int32_t hlen = in->header_lens ? in->header_lens[i] : 0;
+    o = put_varint(o, (int64_t)body);
+    *o++ = 0; /* record attributes: unused */
+    o = put_varint(o, dts);
+    o = put_varint(o, offset_delta(in, i));
+    o = put_varint(o, klen);
+    if (klen > 0) {
+        const uint8_t *src = in->key_pos ? in->keys + in->key_pos[i] : *k;
+        memcpy(o, src, (size_t)klen);
+        o += klen;
+        *k += klen;
+    }
+    o = put_varint(o, vlen);
+    if (vlen > 0) {
+        const uint8_t *src = in->value_pos ? in->values + in->value_pos[i] : *v;
+        memcpy(o, src, (size_t)vlen);
+        o += vlen;
+        *v += vlen;
+    }
+    if (hlen > 0) {
+        memcpy(o, *h, (size_t)hlen);
+        o += hlen;
+        *h += hlen;
+    } else {
+        *o++ = 0; /* headerCount 0 */
+    }
+    return o;
+}
+
 /* Checks `in` and computes the exact records-section size, base and max timestamp. */
 static int plan_records(const pl_batch_input *in, uint64_t *size, int64_t *base_ts, int64_t *max_ts)
 {
@@ -240,14 +290,7 @@ static int plan_records(const pl_batch_input *in, uint64_t *size, int64_t *base_
     int64_t max = base;
     uint64_t total = 0;
     for (uint32_t i = 0; i < in->count; i++) {
-        int32_t vlen = in->value_lens[i];
-        int32_t klen = in->key_lens ? in->key_lens[i] : -1;
-        int32_t hlen = in->header_lens ? in->header_lens[i] : 0;
-        if (vlen < -1 || klen < -1 || hlen < 0 || (hlen > 0 && in->headers == NULL) ||
-            (vlen > 0 && in->values == NULL) || (klen > 0 && in->keys == NULL))
-            return PL_E_ARG;
-        if ((vlen > 0 && in->value_pos != NULL && in->value_pos[i] < 0) ||
-            (klen > 0 && in->key_pos != NULL && in->key_pos[i] < 0))
+        if (!record_ok(in, i))
             return PL_E_ARG;
         int64_t ts = in->timestamps ? in->timestamps[i] : base;
         if (ts > max)
@@ -283,36 +326,9 @@ static void write_records(const pl_batch_input *in, int64_t base_ts, uint8_t *ou
     const uint8_t *v = in->values, *k = in->keys, *h = in->headers;
     uint8_t *o = out;
     for (uint32_t i = 0; i < in->count; i++) {
-        int32_t vlen = in->value_lens[i];
-        int32_t klen = in->key_lens ? in->key_lens[i] : -1;
-        int32_t hlen = in->header_lens ? in->header_lens[i] : 0;
         int64_t dts;
         uint64_t body = record_body_size(in, i, base_ts, &dts);
-        o = put_varint(o, (int64_t)body);
-        *o++ = 0; /* record attributes: unused */
-        o = put_varint(o, dts);
-        o = put_varint(o, offset_delta(in, i));
-        o = put_varint(o, klen);
-        if (klen > 0) {
-            const uint8_t *src = in->key_pos ? in->keys + in->key_pos[i] : k;
-            memcpy(o, src, (size_t)klen);
-            o += klen;
-            k += klen;
-        }
-        o = put_varint(o, vlen);
-        if (vlen > 0) {
-            const uint8_t *src = in->value_pos ? in->values + in->value_pos[i] : v;
-            memcpy(o, src, (size_t)vlen);
-            o += vlen;
-            v += vlen;
-        }
-        if (hlen > 0) {
-            memcpy(o, h, (size_t)hlen);
-            o += hlen;
-            h += hlen;
-        } else {
-            *o++ = 0; /* headerCount 0 */
-        }
+        o = put_record(in, i, body, dts, o, &k, &v, &h);
     }
 }
 
@@ -372,13 +388,7 @@ static int build_records(const pl_batch_input *in, uint8_t *out, uint64_t cap, u
     const uint8_t *v = in->values, *k = in->keys, *h = in->headers;
     uint8_t *o = out;
     for (uint32_t i = 0; i < in->count; i++) {
-        int32_t vlen = in->value_lens[i];
-        int32_t klen = in->key_lens ? in->key_lens[i] : -1;
-        int32_t hlen = in->header_lens ? in->header_lens[i] : 0;
-        if (vlen < -1 || klen < -1 || hlen < 0 || (hlen > 0 && in->headers == NULL) ||
-            (vlen > 0 && in->values == NULL) || (klen > 0 && in->keys == NULL) ||
-            (vlen > 0 && in->value_pos != NULL && in->value_pos[i] < 0) ||
-            (klen > 0 && in->key_pos != NULL && in->key_pos[i] < 0)) {
+        if (!record_ok(in, i)) {
             st = PL_E_ARG;
             goto refuse;
         }
@@ -402,32 +412,7 @@ static int build_records(const pl_batch_input *in, uint8_t *out, uint64_t cap, u
             fits = 0;
             continue;
         }
-        /* as write_records */
-        o = put_varint(o, (int64_t)body);
-        *o++ = 0; /* record attributes: unused */
-        o = put_varint(o, dts);
-        o = put_varint(o, offset_delta(in, i));
-        o = put_varint(o, klen);
-        if (klen > 0) {
-            const uint8_t *src = in->key_pos ? in->keys + in->key_pos[i] : k;
-            memcpy(o, src, (size_t)klen);
-            o += klen;
-            k += klen;
-        }
-        o = put_varint(o, vlen);
-        if (vlen > 0) {
-            const uint8_t *src = in->value_pos ? in->values + in->value_pos[i] : v;
-            memcpy(o, src, (size_t)vlen);
-            o += vlen;
-            v += vlen;
-        }
-        if (hlen > 0) {
-            memcpy(o, h, (size_t)hlen);
-            o += hlen;
-            h += hlen;
-        } else {
-            *o++ = 0; /* headerCount 0 */
-        }
+        o = put_record(in, i, body, dts, o, &k, &v, &h);
         assert((uint64_t)(o - out) == total);
     }
     if (total + PL_BATCH_HEADER_BYTES > (uint64_t)PL_MAX_BATCH_BYTES) {

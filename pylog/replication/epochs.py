@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, List, NamedTuple, Optional, Tuple
 
 from pylog.errors import InvalidArgument, StorageError
-from pylog.storage.checkpoint import fsync_dir
+from pylog.storage.checkpoint import fsync_dir, write_atomically
 from pylog.util import check_int
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -160,23 +160,10 @@ class LeaderEpochCache:
         lines = [str(_VERSION), str(len(self._epochs))]
         lines += [f"{e} {s}" for e, s in zip(self._epochs, self._starts)]
         data = ("\n".join(lines) + "\n").encode()
-        tmp = path.with_name(path.name + ".tmp")
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view):]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, path)
+            write_atomically(path, data)  # a full disk: the old checkpoint stays, no .tmp
             fsync_dir(path.parent)
         except OSError as exc:
-            try:  # a full disk: the old checkpoint stays, no half-written .tmp beside it
-                os.unlink(tmp)
-            except OSError:
-                pass
             raise StorageError(exc.errno or 0, f"writing leader epoch checkpoint {path}: {exc.strerror}") from exc
 
     # ------------------------------------------------------------- queries

@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 from typing import Dict, Tuple
 
-__all__ = ["OffsetCheckpointFile", "fsync_dir"]
+__all__ = ["OffsetCheckpointFile", "fsync_dir", "write_atomically"]
 
 _VERSION = 0
 
@@ -67,21 +67,28 @@ class OffsetCheckpointFile:
         body = [str(_VERSION), str(len(entries))]
         body += [f"{t} {p} {o}" for (t, p), o in sorted(entries.items())]
         data = ("\n".join(body) + "\n").encode()
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view):]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, self.path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+        write_atomically(self.path, data)
         fsync_dir(self.path.parent)
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write ``data`` beside ``path`` (``<name>.tmp``), fsync it and rename it over
+    ``path``.  Raises OSError if the disk refuses; the old file then stays, and no
+    ``.tmp`` is left.  (The caller fsyncs the directory when the rename must last.)"""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
