@@ -276,39 +276,15 @@ static inline uint8_t *put_record(const pl_batch_input *in, uint32_t i, uint64_t
     return o;
 }
 
-/* Checks `in` and computes the exact records-section size, base and max timestamp. */
+static int build_records(const pl_batch_input *in, uint8_t *out, uint64_t cap, uint64_t *size,
+                         int64_t *base_ts, int64_t *max_ts);
+
+/* Checks `in` and computes the exact records-section size, base and max timestamp
+ * (build_records with no room to write in). */
 static int plan_records(const pl_batch_input *in, uint64_t *size, int64_t *base_ts, int64_t *max_ts)
 {
-    if (in == NULL || in->count == 0 || in->value_lens == NULL)
-        return PL_E_ARG;
-    if (in->count > (uint32_t)PL_MAX_RECORDS_PER_BATCH)
-        return PL_E_TOO_LARGE;
-    int dst = check_offset_deltas(in);
-    if (dst != PL_OK)
-        return dst;
-    int64_t base = in->timestamps ? in->timestamps[0] : in->base_timestamp;
-    int64_t max = base;
-    uint64_t total = 0;
-    for (uint32_t i = 0; i < in->count; i++) {
-        if (!record_ok(in, i))
-            return PL_E_ARG;
-        int64_t ts = in->timestamps ? in->timestamps[i] : base;
-        if (ts > max)
-            max = ts;
-        int64_t dts;
-        uint64_t body = record_body_size(in, i, base, &dts);
-        if (body > PL_MAX_RECORD_BYTES)
-            return PL_E_TOO_LARGE;
-        total += (uint64_t)varint_size((int64_t)body) + body;
-        if (total > (uint64_t)PL_MAX_BATCH_BYTES)
-            return PL_E_TOO_LARGE;
-    }
-    if (total + PL_BATCH_HEADER_BYTES > (uint64_t)PL_MAX_BATCH_BYTES)
-        return PL_E_TOO_LARGE;
-    *size = total;
-    *base_ts = base;
-    *max_ts = max;
-    return PL_OK;
+    int st = build_records(in, NULL, 0, size, base_ts, max_ts);
+    return st == PL_E_NOSPACE ? PL_OK : st;
 }
 
 uint64_t pl_batch_size_bound(const pl_batch_input *in)
@@ -367,10 +343,10 @@ static void write_header(uint8_t *buf, uint64_t rec_len, const pl_batch_info *in
  * checked as plan_records checks it, then written at once while the section so far
  * fits in cap bytes at out (out may be NULL: nothing fits).  Once one does not fit,
  * the rest is only checked, so bad input is reported before a lack of room, as with
- * the two passes.  *size, *base_ts, *max_ts as plan_records.  Returns PL_OK (all
- * written), an input error, PL_E_TOO_LARGE, or PL_E_NOSPACE; on any of those the
- * bytes it wrote are zeroed again (a segment's bytes past its end are zeros, and stay
- * so). */
+ * the two passes.  Sets the exact records-section size, base and max timestamp when
+ * it returns PL_OK (all written) or PL_E_NOSPACE (valid, did not fit); otherwise an
+ * input error or PL_E_TOO_LARGE.  When it refuses, the bytes it wrote are zeroed
+ * again (a segment's bytes past its end are zeros, and stay so). */
 static int build_records(const pl_batch_input *in, uint8_t *out, uint64_t cap, uint64_t *size,
                          int64_t *base_ts, int64_t *max_ts)
 {
@@ -419,13 +395,13 @@ static int build_records(const pl_batch_input *in, uint8_t *out, uint64_t cap, u
         st = PL_E_TOO_LARGE;
         goto refuse;
     }
+    *size = total;
+    *base_ts = base;
+    *max_ts = max;
     if (!fits) {
         st = PL_E_NOSPACE;
         goto refuse;
     }
-    *size = total;
-    *base_ts = base;
-    *max_ts = max;
     return PL_OK;
 refuse:
     if (o != NULL && o > out)
