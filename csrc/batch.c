@@ -499,6 +499,33 @@ static int get_len32(const uint8_t **p, const uint8_t *end, int allow_null, int3
     return PL_OK;
 }
 
+/* Walks a record's headers section at *q (headerCount, then each header's key and
+ * value), within end: *q moves past it, *count = headerCount, *first = where the
+ * first header starts (past the count).  PL_E_RECORD if it is malformed or runs past
+ * end. */
+static int walk_headers(const uint8_t **q, const uint8_t *end, int32_t *count, const uint8_t **first)
+{
+    int32_t nh;
+    if (get_len32(q, end, 0, &nh) != PL_OK)
+        return PL_E_RECORD;
+    *first = *q;
+    /* each header takes at least 2 bytes: bounds the loop by the bytes left */
+    if ((uint64_t)nh > (uint64_t)(end - *q) / 2)
+        return PL_E_RECORD;
+    for (int32_t i = 0; i < nh; i++) {
+        int32_t hk, hv;
+        if (get_len32(q, end, 0, &hk) != PL_OK)
+            return PL_E_RECORD;
+        *q += hk;
+        if (get_len32(q, end, 1, &hv) != PL_OK)
+            return PL_E_RECORD;
+        if (hv > 0)
+            *q += hv;
+    }
+    *count = nh;
+    return PL_OK;
+}
+
 /* Parses the record at *p (section starts at `start`, ends at `end`). */
 static int parse_record(const uint8_t *start, const uint8_t **p, const uint8_t *end, rec_fields *r)
 {
@@ -528,26 +555,10 @@ static int parse_record(const uint8_t *start, const uint8_t **p, const uint8_t *
     r->value_pos = q - start;
     if (r->value_len > 0)
         q += r->value_len;
-    int32_t nh;
-    if (get_len32(&q, rend, 0, &nh) != PL_OK)
+    const uint8_t *first;
+    if (walk_headers(&q, rend, &r->headers_count, &first) != PL_OK || q != rend)
         return PL_E_RECORD;
-    /* each header takes at least 2 bytes: bounds the loop by the record's size */
-    if ((uint64_t)nh > (uint64_t)(rend - q) / 2)
-        return PL_E_RECORD;
-    r->headers_pos = q - start;
-    r->headers_count = nh;
-    for (int32_t h = 0; h < nh; h++) {
-        int32_t hk, hv;
-        if (get_len32(&q, rend, 0, &hk) != PL_OK)
-            return PL_E_RECORD;
-        q += hk;
-        if (get_len32(&q, rend, 1, &hv) != PL_OK)
-            return PL_E_RECORD;
-        if (hv > 0)
-            q += hv;
-    }
-    if (q != rend)
-        return PL_E_RECORD;
+    r->headers_pos = first - start;
     *p = rend;
     return PL_OK;
 }
@@ -835,23 +846,9 @@ int pl_builder_init(pl_batch_builder *b, uint8_t *buf, uint64_t cap, int64_t cre
  * (key length >= 0, key, value length >= -1, value), filling len bytes. */
 static int check_header_section(const uint8_t *h, uint64_t len)
 {
-    const uint8_t *q = h, *end = h + len;
+    const uint8_t *q = h, *end = h + len, *first;
     int32_t nh;
-    if (get_len32(&q, end, 0, &nh) != PL_OK)
-        return PL_E_RECORD;
-    if ((uint64_t)nh > (uint64_t)(end - q) / 2)
-        return PL_E_RECORD;
-    for (int32_t i = 0; i < nh; i++) {
-        int32_t hk, hv;
-        if (get_len32(&q, end, 0, &hk) != PL_OK)
-            return PL_E_RECORD;
-        q += hk;
-        if (get_len32(&q, end, 1, &hv) != PL_OK)
-            return PL_E_RECORD;
-        if (hv > 0)
-            q += hv;
-    }
-    return q == end ? PL_OK : PL_E_RECORD;
+    return walk_headers(&q, end, &nh, &first) == PL_OK && q == end ? PL_OK : PL_E_RECORD;
 }
 
 /* Timestamp delta of ts against base, wrapping as two's complement (no overflow). */

@@ -9,7 +9,7 @@ or follower, as each Kafka broker maintains its own logs.
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional
 
 from pylog.broker.config import BrokerConfig
 from pylog.broker.partition import Partition
@@ -35,9 +35,11 @@ class LogMaintenance:
         #: Called with each partition the scrub finds damaged (after the ERROR log): a
         #: cluster drops a follower's damaged range there to fetch it again.
         self.on_damage = on_damage
-        #: (topic, partition) -> offset of the first damaged batch, as the last scrub of
-        #: that partition found it (cleared when a later scrub finds it clean).
-        self.damaged: Dict[Tuple[str, int], int] = {}
+        #: replica's log directory -> offset of the first damaged batch, as the last
+        #: scrub of it found it (cleared when a later scrub finds it clean).  By
+        #: directory, not topic-partition: an in-process cluster holds several replicas
+        #: of a partition, each scrubbed on its own.
+        self.damaged: Dict[str, int] = {}
 
     def run(self, partitions: Iterable[Partition], now: int, *, force: bool = False) -> List[Any]:
         """The tasks that are due (all of them with ``force``); returns the cleaner's
@@ -74,16 +76,16 @@ class LogMaintenance:
         """Check every batch of ``p`` (log.scrub.interval.ms): a damaged one is logged at
         ERROR (once per partition and offset), kept in :attr:`damaged`, and handed to
         :attr:`on_damage`."""
-        key = (p.topic, p.index)
+        key = str(p.log.dir)
         damage = p.log.scrub()
         if damage is None:
             if self.damaged.pop(key, None) is not None:
-                log.warning("scrub: %s-%d is readable again from its log start", p.topic, p.index)
+                log.warning("scrub: %s-%d is readable again from its log start (%s)", p.topic, p.index, key)
             return None
         if self.damaged.get(key) != damage.offset:
             self.damaged[key] = damage.offset
             log.error("scrub: %s-%d is damaged from offset %d, which cannot be served: %s (run `pylog verify "
-                      "--data-dir` on it)", p.topic, p.index, damage.offset, damage.what)
+                      "--data-dir %s`)", p.topic, p.index, damage.offset, damage.what, key)
         if self.on_damage is not None:
             self.on_damage(p, damage)
         return damage
