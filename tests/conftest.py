@@ -7,7 +7,7 @@ import pylog
 from tests.storage.helpers import FakeClock
 
 #: small_fs: a small real file system for the full-disk tests (tests/smallfs.py)
-pytest_plugins = ["tests.smallfs"]
+pytest_plugins = ["tests.smallfs", "tests.failingdisk"]
 
 #: Small files: tests open many partitions and copy directories.
 SMALL = {"log.segment.bytes": 1 << 20, "log.index.size.max.bytes": 4096,

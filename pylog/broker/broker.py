@@ -45,7 +45,7 @@ from pylog.broker.interface import (DataListener, FetchResult, NodeInfo, Partiti
 from pylog.broker.maintenance import LogMaintenance
 from pylog.broker.metrics import TrafficMetrics, group_metrics, partition_metrics
 from pylog.broker.offsets_topic import offsets_topic_spec
-from pylog.broker.partition import AppendResult, Partition
+from pylog.broker.partition import AppendResult, OfflinePartition, Partition
 from pylog.errors import (
     BrokerClosed,
     InvalidConfig,
@@ -60,6 +60,7 @@ from pylog.errors import (
     UnknownTopicOrPartition,
 )
 from pylog.storage.log import EARLIEST_TIMESTAMP, LATEST_TIMESTAMP
+from pylog.storage.logdirs import LogDirs, is_dir_failure, parse_log_dirs
 from pylog.util import check_int, now_ms
 
 __all__ = ["Broker", "TopicDescription", "PartitionInfo", "FetchResult", "OFFSETS_TOPIC", "ZERO_TOPIC_ID",
@@ -189,8 +190,14 @@ class Broker:
     pipelined_produce = False
 
     def __init__(self, data_dir: Path, config: BrokerConfig, clock: Optional[Callable[[], int]],
-                 background: bool) -> None:
+                 background: bool, log_dirs: Optional[Sequence[Path]] = None) -> None:
         self.data_dir = data_dir
+        #: The log directories (log.dirs): the first is data_dir, which also holds the
+        #: broker's own files; partitions spread over all of them (see LogDirs).
+        self.log_dirs = LogDirs(list(log_dirs or [data_dir]), broker_id=config.broker_id)
+        #: set (under no lock) when a log directory fails; the partitions in it are
+        #: swapped for OfflinePartitions by the next housekeeping run (or close)
+        self._offline_pending = False
         self.config = config
         self._clock = clock or now_ms
         self._lock = threading.RLock()
@@ -205,6 +212,7 @@ class Broker:
         self._stop = threading.Event()
         self._threads: List[threading.Thread] = []
         self._maintenance = LogMaintenance(config, self._clock)
+        self._maintenance.on_storage_error = self._on_storage_error
         #: Kafka's cluster.id, made at the first open and kept in meta.properties.
         self.cluster_id = ""
         self._data_listeners = DataListeners()
@@ -215,10 +223,17 @@ class Broker:
 
     # ================================================================ open/close
     @classmethod
-    def open(cls, data_dir: Union[str, os.PathLike], config: Optional[Mapping[str, Any]] = None, *,
+    def open(cls, data_dir: Union[str, os.PathLike, Sequence[Union[str, os.PathLike]]],
+             config: Optional[Mapping[str, Any]] = None, *,
              clock: Optional[Callable[[], int]] = None, background_threads: bool = True,
              **kwargs: Any) -> "Broker":
         """Open (creating if needed) the broker whose data lives in ``data_dir``.
+
+        ``data_dir`` may list several directories (Kafka's ``log.dirs``, JBOD: a
+        comma-separated string or a sequence): the partitions spread over them, the
+        first also holds the broker's own files, and a directory whose disk fails
+        (EIO, EROFS) goes offline with its partitions while the broker goes on with
+        the others (see :mod:`pylog.storage.logdirs`).
 
         ``config`` takes Kafka's broker names (``{"num.partitions": 3,
         "log.retention.ms": 3600000}``); keywords take the same in snake_case.  ``clock``
@@ -229,12 +244,13 @@ class Broker:
         it open).
         """
         cfg = BrokerConfig.from_settings(config, **kwargs)
-        path = Path(data_dir)
+        dirs = parse_log_dirs(data_dir)
+        path = dirs[0]
         try:
             path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StorageError(f"cannot create data directory {path}: {exc}") from exc
-        b = cls(path, cfg, clock, background_threads)
+        b = cls(path, cfg, clock, background_threads, dirs)
         try:
             b._load()
         except BaseException:
@@ -246,6 +262,7 @@ class Broker:
 
     def _load(self) -> None:
         self._take_lock()
+        self.log_dirs.open()
         self._load_meta()
         topics = self._read_topics_file()
         owned = set()
@@ -253,6 +270,7 @@ class Broker:
             for p in range(meta["partitions"]):
                 owned.add(f"{name}-{p}")
         self._remove_strays(owned)
+        self.log_dirs.scan()
         for name, meta in sorted(topics.items()):
             tc = TopicConfig.build(meta.get("config", {}), self._topic_defaults(name))
             parts = self._open_partitions(name, range(meta["partitions"]), tc)
@@ -266,12 +284,8 @@ class Broker:
         a topic, on up to _PARTITION_IO_THREADS threads: each is a few file creations
         or fsyncs, which overlap.  If any fails, the opened ones are closed again and
         the first error is raised."""
-        def one(p: int) -> Partition:
-            d = self.data_dir / f"{name}-{p}"
-            if fresh and d.exists():  # a stray from an interrupted create
-                shutil.rmtree(d)
-            # The broker holds .broker.lock: no per-partition .lock (one descriptor each)
-            return Partition.open(name, p, d, tc, self.config.broker_id, self._clock, dir_lock=False)
+        def one(p: int) -> Any:
+            return self._open_partition(name, p, tc, fresh=fresh)
 
         if len(indexes) <= 1:
             return [one(p) for p in indexes]
@@ -281,13 +295,88 @@ class Broker:
         opened = [f.result() for f in futures if f.exception() is None]
         errors = [f.exception() for f in futures if f.exception() is not None]
         if errors:
-            for part in opened:
+            for part in opened:  # type: Any
                 try:
                     part.close()
                 except Exception:
                     pass
             raise errors[0]
         return opened
+
+    def _open_partition(self, name: str, p: int, tc: TopicConfig, *, fresh: bool = False) -> Any:
+        """Open partition ``p`` of ``name`` in its log directory (a new one: the online
+        directory with the fewest partitions).  An OfflinePartition when its directory
+        is offline, when it is in no online directory while one is offline (it may be
+        there), or when opening it fails with an I/O error (which takes the directory
+        offline).  ``fresh``: a new partition, a stray directory of its name removed."""
+        key = f"{name}-{p}"
+        dirs = self.log_dirs
+        if not fresh and dirs.offline and dirs.locate(key) is None:
+            return OfflinePartition(name, p, tc, None, "it is in no online log directory, and "
+                                    + ", ".join(f"{d} failed" for d in dirs.offline))
+        d = dirs.path_for(key)
+        root = d.parent
+        if dirs.is_offline(root):
+            return OfflinePartition(name, p, tc, root, dirs.offline[root])
+        try:
+            if fresh and d.exists():  # a stray from an interrupted create
+                shutil.rmtree(d)
+            # The broker holds each directory's lock: no per-partition .lock (one descriptor each)
+            part = Partition.open(name, p, d, tc, self.config.broker_id, self._clock, dir_lock=False)
+        except OSError as exc:
+            if fresh or not is_dir_failure(exc):
+                raise
+            dirs.mark_offline(root, exc)
+            self._offline_pending = True
+            return OfflinePartition(name, p, tc, root, str(exc))
+        part.on_storage_error = self._on_storage_error
+        return part
+
+    def _on_storage_error(self, part: Partition, exc: BaseException) -> None:
+        """A partition's disk refused a write: an I/O error takes its log directory
+        offline (the partitions in it are swapped out at the next housekeeping run;
+        until then :meth:`partition` refuses them)."""
+        if not is_dir_failure(exc):
+            return
+        root = self.log_dirs.dir_of(part.log.dir)
+        if root is not None and self.log_dirs.mark_offline(root, exc):
+            self._offline_pending = True
+
+    def _take_offline(self) -> None:
+        """Swap the partitions of failed log directories for OfflinePartitions, letting
+        go of their logs as a crash would (nothing more is written to a failing disk;
+        the next start recovers them)."""
+        if not self._offline_pending:
+            return
+        with self._lock:
+            self._offline_pending = False
+            gone: List[Partition] = []
+            for t in self._topics.values():
+                if not any(not p.offline and self._is_offline(p) for p in t.partitions):
+                    continue
+                new: List[Any] = []
+                for p in t.partitions:
+                    if not p.offline and self._is_offline(p):
+                        root = self.log_dirs.dir_of(p.log.dir)
+                        new.append(OfflinePartition(p.topic, p.index, p.config, root,
+                                                    self.log_dirs.offline.get(root, "I/O error") if root else ""))
+                        gone.append(p)
+                    else:
+                        new.append(p)
+                t.partitions = new  # a new list: readers without the lock see old or new
+        for p in gone:
+            p.log.abandon()
+        if gone:
+            log.error("broker %d: %d partition(s) offline after their log directory failed: %s",
+                      self.config.broker_id, len(gone), ", ".join(p.name for p in gone[:20])
+                      + (", ..." if len(gone) > 20 else ""))
+
+    def _is_offline(self, p: Any) -> bool:
+        if p.offline:
+            return True
+        if not self.log_dirs.offline:
+            return False
+        return self.log_dirs.is_offline(self.log_dirs.dir_of(p.log.dir))
 
     def _take_lock(self) -> None:
         lock_path = self.data_dir / ".broker.lock"
@@ -365,14 +454,22 @@ class Broker:
             raise StorageError(exc.errno or 0, f"writing {path}: {exc.strerror}") from exc
 
     def _remove_strays(self, owned: set) -> None:
-        for entry in self.data_dir.iterdir():
-            if not entry.is_dir():
-                continue
-            m = _PARTITION_DIR_RE.match(entry.name)
-            if entry.name.endswith("-delete") or (m and entry.name not in owned):
-                log.warning("removing partition directory %s: no topic owns it (a create or delete "
-                            "was interrupted)", entry)
-                shutil.rmtree(entry, ignore_errors=True)
+        for root in self.log_dirs.online:
+            try:
+                entries = list(root.iterdir())
+            except OSError as exc:
+                if root != self.data_dir and is_dir_failure(exc):
+                    self.log_dirs.mark_offline(root, exc)
+                    continue
+                raise StorageError(exc.errno or 0, f"cannot list log directory {root}: {exc.strerror}") from exc
+            for entry in entries:
+                if not entry.is_dir():
+                    continue
+                m = _PARTITION_DIR_RE.match(entry.name)
+                if entry.name.endswith("-delete") or (m and entry.name not in owned):
+                    log.warning("removing partition directory %s: no topic owns it (a create or delete "
+                                "was interrupted)", entry)
+                    shutil.rmtree(entry, ignore_errors=True)
 
     def _start_threads(self) -> None:
         t = threading.Thread(target=self._housekeeping_loop, name="pylog-housekeeping", daemon=True)
@@ -401,6 +498,7 @@ class Broker:
             t.join()
         if self._groups is not None:
             self._groups.close()
+        self._take_offline()
         with self._lock:
             errors = []
 
@@ -423,6 +521,7 @@ class Broker:
                 raise errors[0]
 
     def _release(self) -> None:
+        self.log_dirs.release()
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
@@ -506,7 +605,10 @@ class Broker:
                     except Exception:
                         pass
                 for p in range(n):
-                    shutil.rmtree(self.data_dir / f"{name}-{p}", ignore_errors=True)
+                    where = self.log_dirs.locate(f"{name}-{p}")
+                    if where is not None and not self.log_dirs.is_offline(where):
+                        shutil.rmtree(where / f"{name}-{p}", ignore_errors=True)
+                    self.log_dirs.forget(f"{name}-{p}")
                 raise
             log.info("created topic %s with %d partitions", name, n)
             return self._describe(topic)
@@ -526,6 +628,9 @@ class Broker:
                 self._topics[name] = topic
                 raise
             for p in topic.partitions:
+                self.log_dirs.forget(p.name)
+                if p.offline:  # its directory failed: removed when the broker next starts
+                    continue
                 p.close()
                 d = p.log.dir
                 gone = d.with_name(f"{d.name}.{uuid.uuid4().hex[:8]}-delete")
@@ -558,10 +663,7 @@ class Broker:
             new: List[Partition] = []
             try:
                 for p in range(len(old), count):
-                    d = self.data_dir / f"{name}-{p}"
-                    if d.exists():  # a stray from an interrupted create_partitions
-                        shutil.rmtree(d)
-                    new.append(Partition.open(name, p, d, t.config, self.config.broker_id, self._clock, dir_lock=False))
+                    new.append(self._open_partition(name, p, t.config, fresh=True))
                 t.partitions = old + new  # a new list: readers without the lock see old or new
                 self._write_topics_file()
             except BaseException:
@@ -572,7 +674,10 @@ class Broker:
                     except Exception:
                         pass
                 for p in range(len(old), count):
-                    shutil.rmtree(self.data_dir / f"{name}-{p}", ignore_errors=True)
+                    where = self.log_dirs.locate(f"{name}-{p}")
+                    if where is not None and not self.log_dirs.is_offline(where):
+                        shutil.rmtree(where / f"{name}-{p}", ignore_errors=True)
+                    self.log_dirs.forget(f"{name}-{p}")
                 raise
             log.info("topic %s grew from %d to %d partitions", name, len(old), count)
             return self._describe(t)
@@ -605,7 +710,8 @@ class Broker:
                 t.config = old
                 raise
             for p in t.partitions:
-                p.reconfigure(tc)
+                if not p.offline:
+                    p.reconfigure(tc)
             log.info("topic %s configuration overrides are now %s", name, dict(tc.overrides))
             return self._describe(t)
 
@@ -622,7 +728,9 @@ class Broker:
             return self._describe(self._topic(name))
 
     def _describe(self, t: _Topic) -> TopicDescription:
-        infos = [PartitionInfo(p.index, p.leader, p.replicas, p.isr, p.log_start_offset, p.log_end_offset,
+        b = self.config.broker_id
+        infos = [PartitionInfo(p.index, -1, [b], [], 0, 0, 0, 0, offline=True) if self._is_offline(p) else
+                 PartitionInfo(p.index, p.leader, p.replicas, p.isr, p.log_start_offset, p.log_end_offset,
                                p.high_watermark, p.log.size_bytes) for p in t.partitions]
         return TopicDescription(t.name, t.topic_id, infos, dict(t.config.values), dict(t.config.overrides),
                                 t.name in _INTERNAL_TOPICS)
@@ -672,7 +780,14 @@ class Broker:
             t = self._topic(topic)
         check_int(f"partition of topic {topic!r} (it has {len(t.partitions)})", partition, min=0,
                   max=len(t.partitions) - 1, error=UnknownTopicOrPartition)
-        return t.partitions[partition]
+        p = t.partitions[partition]
+        if p.offline:
+            raise p.error()
+        if self.log_dirs.offline and self._is_offline(p):  # failed; swapped out at the next housekeeping
+            root = self.log_dirs.dir_of(p.log.dir)
+            raise OfflinePartition(topic, partition, p.config, root,
+                                   self.log_dirs.offline.get(root, "I/O error") if root else "").error()
+        return p
 
     # ================================================================ data plane
     def init_producer_id(self) -> Tuple[int, int]:
@@ -821,7 +936,10 @@ class Broker:
         topic = self._topics[OFFSETS_TOPIC]
 
         def append(partition: int, records: List[Tuple[bytes, Optional[bytes]]]) -> None:
-            topic.partitions[partition].append_records([v for _, v in records], keys=[k for k, _ in records])
+            part = topic.partitions[partition]
+            if part.offline:
+                raise part.error()
+            part.append_records([v for _, v in records], keys=[k for k, _ in records])
 
         service = GroupService(
             append=append, num_partitions=len(topic.partitions), clock=self._clock,
@@ -835,6 +953,10 @@ class Broker:
     @staticmethod
     def _replay_offsets(topic: _Topic) -> Iterable[Tuple[bytes, Optional[bytes]]]:
         for p in topic.partitions:
+            if p.offline:  # its directory failed: the groups it kept are not known here
+                log.error("group coordinator: %s is offline; the groups whose offsets it keeps start empty",
+                          p.name)
+                continue
             for rec in p.log.records():
                 if rec.key is not None:
                     yield rec.key, rec.value
@@ -853,6 +975,7 @@ class Broker:
         """Retention, producer-id expiry, compaction and skew checks that are due (all of
         them with ``force``)."""
         now = self._clock() if now_ms is None else now_ms
+        self._take_offline()
         self._maintenance.run(self._all_partitions(), now, force=force)
         for name, t in list(self._topics.items()):
             self.traffic.check_skew(name, len(t.partitions), now)
@@ -866,8 +989,9 @@ class Broker:
         return self._maintenance.compact(self._all_partitions(), now, force=force)
 
     def _all_partitions(self) -> List[Partition]:
+        """The partitions that are online."""
         with self._lock:
-            return [p for t in self._topics.values() for p in t.partitions]
+            return [p for t in self._topics.values() for p in t.partitions if not self._is_offline(p)]
 
     # ==================================================================== metrics
     def metrics(self) -> Dict[str, Any]:
@@ -881,13 +1005,20 @@ class Broker:
                 tsnap = snap.get("topics", {}).get(name, {}).get("partitions", {})
                 topics[name] = {"partitions": {p.index: partition_metrics(
                     tsnap, p.index, log_size_bytes=p.log.size_bytes, log_start_offset=p.log_start_offset,
-                    log_end_offset=p.log_end_offset, high_watermark=p.high_watermark) for p in t.partitions}}
+                    log_end_offset=p.log_end_offset, high_watermark=p.high_watermark)
+                    for p in t.partitions if not self._is_offline(p)}}
+            offline_parts = sum(1 for t in self._topics.values() for p in t.partitions if self._is_offline(p))
 
         def hw(topic: str, part: int) -> Optional[int]:
             t = self._topics.get(topic)
-            return None if t is None or part >= len(t.partitions) else t.partitions[part].high_watermark
+            if t is None or part >= len(t.partitions) or self._is_offline(t.partitions[part]):
+                return None
+            return t.partitions[part].high_watermark
 
         groups = {} if self._groups is None else group_metrics(self._groups, hw)
         return {"broker": {"id": self.config.broker_id}, "topics": topics, "groups": groups,
                 "skew_warnings_total": snap.get("skew_warnings_total", 0),
-                "log_scrub_damaged_partitions": len(self._maintenance.damaged)}
+                "log_scrub_damaged_partitions": len(self._maintenance.damaged),
+                "offline_log_directories": self.log_dirs.offline_count,
+                "offline_partitions": offline_parts,
+                "log_dirs": self.log_dirs.describe()}

@@ -15,6 +15,7 @@ from pylog.broker.config import BrokerConfig
 from pylog.broker.partition import Partition
 from pylog.errors import LogClosed
 from pylog.storage.log import ScrubDamage
+from pylog.storage.logdirs import is_dir_failure
 
 log = logging.getLogger("pylog.broker")
 
@@ -40,6 +41,9 @@ class LogMaintenance:
         #: directory, not topic-partition: an in-process cluster holds several replicas
         #: of a partition, each scrubbed on its own.
         self.damaged: Dict[str, int] = {}
+        #: Called (partition, error) when a task failed with an I/O error of the disk
+        #: (EIO, EROFS: its log directory fails, see LogDirs); the others go on.
+        self.on_storage_error: Optional[Callable[[Partition, OSError], None]] = None
 
     def run(self, partitions: Iterable[Partition], now: int, *, force: bool = False) -> List[Any]:
         """The tasks that are due (all of them with ``force``); returns the cleaner's
@@ -70,6 +74,10 @@ class LogMaintenance:
                     self.scrub(p)
             except LogClosed:  # closed (its broker stopped) meanwhile
                 continue
+            except OSError as exc:
+                if self.on_storage_error is None or not is_dir_failure(exc):
+                    raise
+                self.on_storage_error(p, exc)
         return results
 
     def scrub(self, p: Partition) -> Optional[ScrubDamage]:

@@ -28,7 +28,7 @@ from pylog.records.compression import CODECS
 from pylog.storage import Log
 from pylog.util import check_int
 
-__all__ = ["Partition", "AppendResult", "PRODUCER_SNAPSHOT"]
+__all__ = ["Partition", "OfflinePartition", "AppendResult", "PRODUCER_SNAPSHOT"]
 
 _logger = logging.getLogger(__name__)
 
@@ -51,6 +51,9 @@ class AppendResult:
 
 class Partition:
     """A topic-partition replica (today: the only one, and so the leader)."""
+
+    #: True for an :class:`OfflinePartition` (its log directory failed).
+    offline = False
 
     def __init__(self, topic: str, index: int, log: Log, config: TopicConfig,
                  broker_id: int, clock: Callable[[], int]) -> None:
@@ -75,6 +78,11 @@ class Partition:
         #: the StorageError that refused the last append (a full disk), None once
         #: appends go through again: said once in the log each way, not per request
         self.storage_error: Optional[StorageError] = None
+        #: Called (partition, error) when the disk refuses an append, with this
+        #: partition's lock held: the owner only notes the failure there (a log
+        #: directory that failed with EIO/EROFS goes offline, see LogDirs) and takes
+        #: locks of its own later.
+        self.on_storage_error: Optional[Callable[["Partition", StorageError], None]] = None
         self._load_producer_state()
 
     # ------------------------------------------------------------- opening
@@ -255,6 +263,8 @@ class Partition:
             _logger.error("partition %s: appends refused, %s (%s); reads continue, and appends resume "
                           "without a restart once the disk takes writes again", self.name, why, exc)
         self.storage_error = exc
+        if self.on_storage_error is not None:
+            self.on_storage_error(self, exc)
 
     def _note_storage_ok(self) -> None:
         if self.storage_error is not None:
@@ -420,3 +430,38 @@ class Partition:
     def __repr__(self) -> str:
         return (f"Partition({self.name}, start={self.log_start_offset}, hw={self._high_watermark}, "
                 f"end={self.log_end_offset})")
+
+
+class OfflinePartition:
+    """A partition whose log directory failed (or could not be opened at start): it
+    keeps its place in its topic, and everything but its name refuses with
+    StorageError (KAFKA_STORAGE_ERROR on the wire) saying why."""
+
+    offline = True
+
+    def __init__(self, topic: str, index: int, config: TopicConfig, log_dir: Optional[Path], reason: str) -> None:
+        self.topic = topic
+        self.index = index
+        self.config = config
+        self.log_dir = log_dir
+        self.reason = reason
+
+    @property
+    def name(self) -> str:
+        return f"{self.topic}-{self.index}"
+
+    def error(self) -> StorageError:
+        where = f"log directory {self.log_dir}" if self.log_dir is not None else "its log directory"
+        return StorageError(errno.EIO, f"partition {self.name} is offline: {where} failed ({self.reason})")
+
+    def __getattr__(self, attr: str) -> Any:
+        # Only reached for what the object lacks: every Partition attribute.
+        if attr.startswith("__"):
+            raise AttributeError(attr)
+        raise self.error()
+
+    def close(self) -> None:
+        """Nothing to close: the log was let go when the directory failed."""
+
+    def __repr__(self) -> str:
+        return f"OfflinePartition({self.name}, {self.reason})"

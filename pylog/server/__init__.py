@@ -53,7 +53,7 @@ def run(config: ServerConfig, *, event_loop: str = "auto",
 
         broker = open_cluster_node(config)
     else:
-        broker = Broker.open(config.data_dir, dict(config.broker_settings))
+        broker = Broker.open(list(config.all_log_dirs), dict(config.broker_settings))
     server: Optional[KafkaServer] = None
     try:
         server = KafkaServer(config, broker, loop)

@@ -26,6 +26,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from pylog.broker.config import BrokerConfig
 from pylog.errors import InvalidConfig
+from pylog.storage.logdirs import parse_log_dirs
 
 __all__ = ["ServerConfig", "Listener", "parse_properties", "parse_listeners", "DEFAULT_LISTENER"]
 
@@ -209,6 +210,13 @@ class ServerConfig:
     cluster_settings: Mapping[str, Any] = field(default_factory=dict)
     #: replica.socket.timeout.ms (Kafka's name).
     node_settings: Mapping[str, Any] = field(default_factory=lambda: dict(NODE_DEFAULTS))
+    #: log.dirs (JBOD): every log directory, data_dir first (it also holds the broker's
+    #: own files).  Empty means just data_dir.
+    log_dirs: Tuple[Path, ...] = ()
+
+    @property
+    def all_log_dirs(self) -> Tuple[Path, ...]:
+        return self.log_dirs or (self.data_dir,)
 
     @classmethod
     def from_sources(cls, *, data_dir: Optional[str] = None, config_file: Optional[str] = None,
@@ -307,8 +315,8 @@ class ServerConfig:
             raise InvalidConfig(f"default.replication.factor={rf}: a single `pylog serve` node holds one replica "
                                 "(a cluster on ZooKeeper, --zookeeper, can hold more)")
         dirs = own["log.dirs"] or own["log.dir"]
-        if data_dir is None:
-            data_dir = str(dirs).split(",")[0].strip() if dirs else "pylog-data"
+        log_dirs = parse_log_dirs(data_dir if data_dir is not None else (str(dirs) if dirs else "pylog-data"))
+        data_dir = str(log_dirs[0])
         metrics = None
         if metrics_listener is not None:
             m = re.match(r"^(?:https?://)?(\[[0-9a-fA-F:.]+\]|[^:/\s]+):(\d+)/?$", metrics_listener.strip())
@@ -323,7 +331,8 @@ class ServerConfig:
             queued_max_requests=_int("queued.max.requests", own["queued.max.requests"], 1, 2**31 - 1),
             max_connections=_int("max.connections", own["max.connections"], 1, 2**31 - 1),
             default_replication_factor=rf, metrics_listener=metrics, ignored_keys=tuple(sorted(ignored)),
-            zookeeper_connect=zk, broker_rack=rack, cluster_settings=cluster, node_settings=node_settings)
+            zookeeper_connect=zk, broker_rack=rack, cluster_settings=cluster, node_settings=node_settings,
+            log_dirs=tuple(log_dirs))
 
     def advertised_for(self, listener: Listener) -> Listener:
         """The advertised address of the listener a client connected to (same name)."""

@@ -23,11 +23,12 @@ from __future__ import annotations
 import logging
 import shutil
 import uuid
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
 from pylog.broker.config import BROKER_TOPIC_DEFAULT_NAMES, TOPIC_DEFAULTS
 from pylog.errors import (ElectionNotNeeded, InvalidConfig, InvalidReplicaAssignment, InvalidRequest,
-                          NoReassignmentInProgress, PylogError, UnknownTopicOrPartition)
+                          NoReassignmentInProgress, PylogError, StorageError, UnknownTopicOrPartition)
 from pylog.server.apis import error_code
 from pylog.server.config import Listener
 
@@ -235,7 +236,7 @@ class AdminHandler:
                        "default.replication.factor": self.config.default_replication_factor,
                        "listeners": ",".join(map(str, self.config.listeners)),
                        "advertised.listeners": ",".join(map(str, self._advertised())),
-                       "log.dirs": str(self.config.data_dir)})
+                       "log.dirs": ",".join(str(d) for d in self.config.all_log_dirs)})
         given = set(self.config.broker_settings)
         rows = []
         for name in sorted(values):
@@ -348,29 +349,43 @@ class AdminHandler:
 
     # ------------------------------------------------------------------ log dirs
     def describe_log_dirs(self, ctx: "RequestContext", req: Any) -> Any:
-        data_dir = str(self.config.data_dir.resolve())
+        """Each log directory (log.dirs) with its partitions and space; an offline one
+        (its disk failed) answers KAFKA_STORAGE_ERROR and no partitions, as Kafka's."""
+        dirs = getattr(self.broker, "log_dirs", None)
+        roots = list(dirs.dirs) if dirs is not None else [self.config.data_dir]
         if req.topics is None:
             wanted = {t: None for t in self.broker.list_topics(include_internal=True)}
         else:
             wanted = {t.topic: set(t.partitions) for t in req.topics}
-        topics = []
+        by_dir: Dict[Path, Dict[str, List[Dict[str, Any]]]] = {r: {} for r in roots}
         for name, parts in wanted.items():
             try:
                 d = self.broker.describe_topic(name)
             except UnknownTopicOrPartition:
                 continue
-            rows = [{"partition_index": p.partition, "partition_size": p.size_bytes,
-                     "offset_lag": max(0, p.log_end_offset - p.high_watermark), "is_future_key": False}
-                    for p in d.partitions if parts is None or p.partition in parts]
-            topics.append({"name": name, "partitions": rows})
-        try:
-            usage = shutil.disk_usage(data_dir)
-            total, free = usage.total, usage.free
-        except OSError:
+            for p in d.partitions:
+                if (parts is not None and p.partition not in parts) or p.offline:
+                    continue
+                where = dirs.locate(f"{name}-{p.partition}") if dirs is not None else roots[0]
+                if where is None or where not in by_dir:
+                    continue
+                by_dir[where].setdefault(name, []).append(
+                    {"partition_index": p.partition, "partition_size": p.size_bytes,
+                     "offset_lag": max(0, p.log_end_offset - p.high_watermark), "is_future_key": False})
+        results = []
+        for root in roots:
+            offline = dirs is not None and dirs.is_offline(root)
             total = free = -1
-        return ctx.respond({"throttle_time": 0, "error_code": 0, "results": [
-            {"error_code": 0, "log_dir": data_dir, "topics": topics, "total_bytes": total, "usable_bytes": free}]})
-
+            if not offline:
+                try:
+                    usage = shutil.disk_usage(root)
+                    total, free = usage.total, usage.free
+                except OSError:
+                    pass
+            topics = [{"name": n, "partitions": rows} for n, rows in sorted(by_dir[root].items())]
+            results.append({"error_code": StorageError.code if offline else 0, "log_dir": str(root.resolve()),
+                            "topics": [] if offline else topics, "total_bytes": total, "usable_bytes": free})
+        return ctx.respond({"throttle_time": 0, "error_code": 0, "results": results})
 
     # ------------------------------------------------------------------ leaders and replicas
     # A cluster (ClusterNode) carries these out through its controller; a single broker
