@@ -59,7 +59,8 @@ from pylog.errors import (
     TopicAlreadyExists,
     UnknownTopicOrPartition,
 )
-from pylog.storage.log import EARLIEST_TIMESTAMP, LATEST_TIMESTAMP
+from pylog.storage.checkpoint import fsync_dir
+from pylog.storage.log import CLEAN_SHUTDOWN_FILE, EARLIEST_TIMESTAMP, LATEST_TIMESTAMP
 from pylog.storage.logdirs import LogDirs, is_dir_failure, parse_log_dirs
 from pylog.util import check_int, now_ms
 
@@ -198,6 +199,9 @@ class Broker:
         #: set (under no lock) when a log directory fails; the partitions in it are
         #: swapped for OfflinePartitions by the next housekeeping run (or close)
         self._offline_pending = False
+        #: log directory -> whether its clean-shutdown marker was there at open (one per
+        #: directory, as Kafka's .kafka_cleanshutdown; see _load and close)
+        self._dir_clean: Dict[Path, bool] = {}
         self.config = config
         self._clock = clock or now_ms
         self._lock = threading.RLock()
@@ -271,10 +275,26 @@ class Broker:
                 owned.add(f"{name}-{p}")
         self._remove_strays(owned)
         self.log_dirs.scan()
+        # One clean-shutdown marker per log directory: its logs skip recovery when it is
+        # there.  It goes (durably) before anything can be appended.
+        self._dir_clean = {d: (d / CLEAN_SHUTDOWN_FILE).exists() for d in self.log_dirs.online}
         for name, meta in sorted(topics.items()):
             tc = TopicConfig.build(meta.get("config", {}), self._topic_defaults(name))
             parts = self._open_partitions(name, range(meta["partitions"]), tc)
             self._topics[name] = _Topic(name, meta["id"], tc, parts)
+        for d, clean in self._dir_clean.items():
+            if clean and not self.log_dirs.is_offline(d):
+                try:
+                    (d / CLEAN_SHUTDOWN_FILE).unlink()
+                    fsync_dir(d)
+                except OSError as exc:
+                    if d == self.data_dir or not is_dir_failure(exc):
+                        raise StorageError(exc.errno or 0,
+                                           f"removing {d / CLEAN_SHUTDOWN_FILE}: {exc.strerror}") from exc
+                    self.log_dirs.mark_offline(d, exc)
+                    self._offline_pending = True
+        self._dir_clean = {}
+        self._take_offline()
         if OFFSETS_TOPIC in self._topics:
             self._start_groups()
 
@@ -322,7 +342,8 @@ class Broker:
             if fresh and d.exists():  # a stray from an interrupted create
                 shutil.rmtree(d)
             # The broker holds each directory's lock: no per-partition .lock (one descriptor each)
-            part = Partition.open(name, p, d, tc, self.config.broker_id, self._clock, dir_lock=False)
+            part = Partition.open(name, p, d, tc, self.config.broker_id, self._clock, dir_lock=False,
+                                  clean_shutdown=False if fresh else self._dir_clean.get(root, False))
         except OSError as exc:
             if fresh or not is_dir_failure(exc):
                 raise
@@ -501,14 +522,16 @@ class Broker:
         self._take_offline()
         with self._lock:
             errors = []
+            failed_dirs = set()
 
             def close_one(p: Partition) -> None:
                 try:
                     p.close()
                 except Exception as exc:  # keep closing the others
                     errors.append(exc)
+                    failed_dirs.add(self.log_dirs.dir_of(p.log.dir))
 
-            parts = [p for t in self._topics.values() for p in t.partitions]
+            parts = [p for t in self._topics.values() for p in t.partitions if not p.offline]
             if len(parts) <= 1:
                 for p in parts:
                     close_one(p)
@@ -516,6 +539,18 @@ class Broker:
                 with ThreadPoolExecutor(min(_PARTITION_IO_THREADS, len(parts)),
                                         thread_name_prefix="pylog-close") as pool:
                     list(pool.map(close_one, parts))
+            for d in self.log_dirs.online:  # every log in it closed cleanly: say so, once
+                if d in failed_dirs:
+                    continue
+                try:
+                    fd = os.open(d / CLEAN_SHUTDOWN_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+                    try:
+                        os.fsync(fd)
+                    finally:
+                        os.close(fd)
+                    fsync_dir(d)
+                except OSError as exc:
+                    errors.append(StorageError(exc.errno or 0, f"writing {d / CLEAN_SHUTDOWN_FILE}: {exc.strerror}"))
             self._release()
             if errors:
                 raise errors[0]

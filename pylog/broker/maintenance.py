@@ -42,7 +42,8 @@ class LogMaintenance:
         #: of a partition, each scrubbed on its own.
         self.damaged: Dict[str, int] = {}
         #: Called (partition, error) when a task failed with an I/O error of the disk
-        #: (EIO, EROFS: its log directory fails, see LogDirs); the others go on.
+        #: (EIO, EROFS: its log directory fails, see LogDirs); the others go on.  None:
+        #: the partition's own on_storage_error hook.
         self.on_storage_error: Optional[Callable[[Partition, OSError], None]] = None
 
     def run(self, partitions: Iterable[Partition], now: int, *, force: bool = False) -> List[Any]:
@@ -75,9 +76,10 @@ class LogMaintenance:
             except LogClosed:  # closed (its broker stopped) meanwhile
                 continue
             except OSError as exc:
-                if self.on_storage_error is None or not is_dir_failure(exc):
+                hook = self.on_storage_error or p.on_storage_error
+                if hook is None or not is_dir_failure(exc):
                     raise
-                self.on_storage_error(p, exc)
+                hook(p, exc)
         return results
 
     def scrub(self, p: Partition) -> Optional[ScrubDamage]:

@@ -88,10 +88,13 @@ class Partition:
     # ------------------------------------------------------------- opening
     @classmethod
     def open(cls, topic: str, index: int, directory: Path, config: TopicConfig, broker_id: int,
-             clock: Callable[[], int], *, dir_lock: bool = True) -> "Partition":
+             clock: Callable[[], int], *, dir_lock: bool = True,
+             clean_shutdown: Optional[bool] = None) -> "Partition":
         """Open (creating) the partition's log; ``dir_lock=False`` for a caller that
-        holds its data directory's lock (see :meth:`Log.open`)."""
-        log = Log.open(directory, config=config.log_settings(), clock=clock, dir_lock=dir_lock)
+        holds its data directory's lock, ``clean_shutdown`` for one that keeps the
+        directory's clean-shutdown marker (see :meth:`Log.open`)."""
+        log = Log.open(directory, config=config.log_settings(), clock=clock, dir_lock=dir_lock,
+                       clean_shutdown=clean_shutdown)
         return cls(topic, index, log, config, broker_id, clock)
 
     def _load_producer_state(self) -> None:

@@ -356,7 +356,9 @@ def build_parser() -> argparse.ArgumentParser:
                                     "consume.  Alone, or with --zookeeper one broker of a replicated cluster.  "
                                     "SIGTERM or SIGINT shuts it down cleanly.")
     sv.add_argument("--data-dir", default=None,
-                    help="the data directory (default: log.dirs from --config, else ./pylog-data)")
+                    help="the data directory: the first log directory, which also holds the broker's own "
+                         "files; log.dirs (from --config or --override) adds more, JBOD (default: log.dirs, "
+                         "else ./pylog-data)")
     sv.add_argument("--listeners", default=None, metavar="PLAINTEXT://HOST:PORT[,...]",
                     help="where to accept connections (default PLAINTEXT://127.0.0.1:9092; port 0 picks a free one)")
     sv.add_argument("--advertised-listeners", default=None, metavar="PLAINTEXT://HOST:PORT[,...]",

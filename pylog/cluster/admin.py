@@ -32,6 +32,7 @@ from pylog.cluster.controller import (
     PREFERRED_ELECTION_RESULTS_PATH,
     REASSIGN_PARTITIONS_PATH,
     REASSIGN_RESULTS_PATH,
+    OFFLINE_REPLICAS,
     SHUTTING_DOWN,
     UNCLEAN_ELECTION_PATH,
     UNCLEAN_ELECTION_RESULTS_PATH,
@@ -69,6 +70,7 @@ __all__ = [
     "list_reassignments",
     "preferred_election_result",
     "reassignment_result",
+    "report_offline_replicas",
     "request_controlled_shutdown",
     "request_preferred_election",
     "request_reassignment",
@@ -102,6 +104,32 @@ def request_controlled_shutdown(store: Any, broker_id: int) -> None:
             return
         except BadVersion:
             continue  # the registration changed meanwhile: read it again
+        except NoNode:
+            raise BrokerNotAvailable(f"broker {broker_id} is not registered") from None
+
+
+def report_offline_replicas(store: Any, broker_id: int, replicas: Iterable[Tuple[str, int]]) -> None:
+    """Set ``broker_id``'s registration ``"offline_replicas"`` to ``replicas`` (its
+    replicas in failed log directories; compare-and-set, the other fields kept).  The
+    controller then handles them as down: leadership moves, they leave the ISRs.
+    Raises BrokerNotAvailable if the broker is not registered."""
+    check_int("broker id", broker_id, min=0)
+    path = broker_path(broker_id)
+    want = sorted([t, p] for t, p in replicas)
+    while True:
+        try:
+            data, version = store.get(path)
+        except NoNode:
+            raise BrokerNotAvailable(f"broker {broker_id} is not registered") from None
+        data = dict(data) if isinstance(data, dict) else {}
+        if data.get(OFFLINE_REPLICAS, []) == want:
+            return
+        data[OFFLINE_REPLICAS] = want
+        try:
+            store.set(path, data, version)
+            return
+        except BadVersion:
+            continue
         except NoNode:
             raise BrokerNotAvailable(f"broker {broker_id} is not registered") from None
 

@@ -13,7 +13,11 @@ Data model in the store (the kernel reads and writes the same nodes; helpers bel
 ``/brokers/ids/<id>``
     ephemeral (the broker's session), ``{"rack": str | None}``, plus
     ``"shutting_down": true`` once the broker asked for a controlled shutdown
-    (:func:`pylog.cluster.admin.request_controlled_shutdown`, compare-and-set).
+    (:func:`pylog.cluster.admin.request_controlled_shutdown`, compare-and-set), and
+    ``"offline_replicas": [[topic, partition], ...]`` once a log directory of the broker
+    failed (:func:`pylog.cluster.admin.report_offline_replicas`): the controller
+    handles those replicas as if their broker were down (KIP-112) — leadership moves,
+    they leave the ISR — until the broker registers again without them (a restart).
 ``/controller``
     ephemeral (the controller's session), ``{"broker_id": id}``.
 ``/controller_epoch``
@@ -140,7 +144,7 @@ from __future__ import annotations
 import functools
 import logging
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Dict, FrozenSet, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Set, Tuple
 
 from pylog.broker.broker import check_topic_is_new, validate_topic_name
 from pylog.broker.config import (
@@ -222,6 +226,8 @@ CONTROLLER_EPOCH_PATH = "/controller_epoch"
 LOSS_LEDGER_PATH = "/loss_ledger"
 #: In a broker's registration data: it asked for a controlled shutdown.
 SHUTTING_DOWN = "shutting_down"
+#: In a broker's registration data: its replicas in failed log directories.
+OFFLINE_REPLICAS = "offline_replicas"
 #: Operator requests for the controller (Kafka's ZooKeeper-mode admin znodes) and the
 #: controller's answers to them.
 ADMIN_PATH = "/admin"
@@ -298,6 +304,8 @@ class _Registration(NamedTuple):
     rack: Optional[str]
     owner: Optional[int]  #: the owning session
     shutting_down: bool  #: controlled shutdown requested (see request_controlled_shutdown)
+    #: replicas of this broker in a failed log directory (see report_offline_replicas)
+    offline: FrozenSet[Tuple[str, int]] = frozenset()
 
 
 def _read_registrations(store: Any) -> Dict[int, _Registration]:
@@ -319,8 +327,21 @@ def _read_registrations(store: Any) -> Dict[int, _Registration]:
         data = data if isinstance(data, dict) else {}
         rack = data.get("rack")
         out[int(name)] = _Registration(rack if isinstance(rack, str) else None, owner,
-                                       data.get(SHUTTING_DOWN) is True)
+                                       data.get(SHUTTING_DOWN) is True, _offline_replicas(data))
     return out
+
+
+def _offline_replicas(data: Mapping[str, Any]) -> FrozenSet[Tuple[str, int]]:
+    """The ``offline_replicas`` of a registration; malformed entries are ignored."""
+    raw = data.get(OFFLINE_REPLICAS)
+    if not isinstance(raw, list):
+        return frozenset()
+    out = set()
+    for item in raw:
+        if isinstance(item, (list, tuple)) and len(item) == 2 and isinstance(item[0], str) \
+                and isinstance(item[1], int) and not isinstance(item[1], bool):
+            out.add((item[0], item[1]))
+    return frozenset(out)
 
 
 def check_replica_assignment(assignment: Sequence[Sequence[int]], partitions: int, replication_factor: int,
@@ -595,10 +616,17 @@ class _Decision:
 
 
 def _decide(s: PartitionState, live: Set[int], unclean_enabled: bool,
-            shutting: Set[int] = frozenset()) -> Optional[_Decision]:
+            shutting: Set[int] = frozenset(),
+            offline: Optional[Mapping[int, FrozenSet[Tuple[str, int]]]] = None) -> Optional[_Decision]:
     """What the controller writes for a partition given the live brokers and those
     shutting down (None: nothing).  Only a live broker that is not shutting down may be
-    elected; the ISR keeps only live replicas that are not shutting down (and the leader)."""
+    elected; the ISR keeps only live replicas that are not shutting down (and the leader).
+    A broker whose replica of this partition is in ``offline`` (broker -> its replicas in
+    failed log directories) counts as down for this partition."""
+    if offline:
+        down = {b for b, reps in offline.items() if (s.topic, s.partition) in reps}
+        if down:
+            live = set(live) - down
     eligible = live - shutting
     reps = set(s.replicas)
     isr_set = set(s.isr)
@@ -641,8 +669,11 @@ def _decide(s: PartitionState, live: Set[int], unclean_enabled: bool,
     return _Decision(NO_LEADER, s.isr, f"{why}, no eligible replica alive")
 
 
-def _decide_preferred(s: PartitionState, eligible: Set[int]) -> Optional[_Decision]:
+def _decide_preferred(s: PartitionState, eligible: Set[int],
+                      offline: Optional[Mapping[int, FrozenSet[Tuple[str, int]]]] = None) -> Optional[_Decision]:
     pref = s.preferred_leader
+    if offline and (s.topic, s.partition) in offline.get(pref, frozenset()):
+        return None
     if s.leader != pref and pref in eligible and pref in s.isr:
         return _Decision(pref, s.isr, "preferred leader election")
     return None
@@ -869,9 +900,17 @@ class Controller:
         returned = sorted(new.keys() - old.keys())
         stopping = sorted(b for b in new.keys() - bounced
                           if new[b].shutting_down and not (b in old and old[b].shutting_down))
+        failed = {b: new[b].offline - old[b].offline for b in sorted(old.keys() & new.keys() - bounced)
+                  if new[b].offline != old[b].offline}
+        failed.update({b: new[b].offline for b in returned + sorted(bounced) if new[b].offline})
         self._registrations = new
-        if not (died or returned or bounced or stopping):
+        if not (died or returned or bounced or stopping or failed):
             return False
+        for b, reps in failed.items():
+            if reps:
+                names = ", ".join(f"{t}-{p}" for t, p in sorted(reps))
+                self.log.warning("broker %d reports %d replica(s) offline after a log directory failure (%s): "
+                                 "moving their leaderships and taking them out of the ISRs", b, len(reps), names)
         for b in died:
             self.log.warning("broker %d is offline (its registration is gone)", b)
         for b in returned:
@@ -919,9 +958,10 @@ class Controller:
             return
         unclean = self._unclean_enabled(data)
         shutting = self._shutting_down()
+        offline = self._offline()
 
         def decide(s: PartitionState) -> Optional[_Decision]:
-            d = _decide(s, live, unclean, shutting)
+            d = _decide(s, live, unclean, shutting, offline)
             if d is None or leaders_only is None or leaders_only == (d.leader != s.leader):
                 return d
             return None
@@ -933,6 +973,10 @@ class Controller:
         reassigning = data.get(ADDING_REPLICAS) or data.get(REMOVING_REPLICAS)
         if leaders_only is not True and self._active and reassigning:
             self._complete_reassignments(topic, live, now)
+
+    def _offline(self) -> Dict[int, FrozenSet[Tuple[str, int]]]:
+        """Broker -> its replicas in failed log directories (as of the last registrations read)."""
+        return {b: reg.offline for b, reg in self._registrations.items() if reg.offline}
 
     def _shutting_down(self) -> Set[int]:
         """Live brokers in controlled shutdown (as of the last registrations read)."""
@@ -1178,7 +1222,8 @@ class Controller:
                 continue
             if s.leader == s.preferred_leader:
                 out[(topic, p)] = "ELECTION_NOT_NEEDED"
-            elif self._update_partition(topic, p, s.replicas, lambda st: _decide_preferred(st, eligible), now):
+            elif self._update_partition(topic, p, s.replicas,
+                                        lambda st: _decide_preferred(st, eligible, self._offline()), now):
                 out[(topic, p)] = "NONE"
             else:
                 out[(topic, p)] = "PREFERRED_LEADER_NOT_AVAILABLE"
@@ -1289,8 +1334,10 @@ class Controller:
         live = set(self._registrations)
         shutting = self._shutting_down()
 
+        offline = self._offline()
+
         def decide(st: PartitionState) -> Optional[_Decision]:
-            d = _decide(st, live, True, shutting)
+            d = _decide(st, live, True, shutting, offline)
             if d is None or d.leader == NO_LEADER:
                 return None  # nobody to elect: leave the partition as it is
             return replace(d, reason=d.reason + " (elected on request)") if d.unclean else d
@@ -1548,7 +1595,7 @@ class Controller:
             if unthrottled:
                 self._clear_reassignment_throttle()
             decide = functools.partial(_decide, live=live, unclean_enabled=self._unclean_enabled(data),
-                                       shutting=self._shutting_down())
+                                       shutting=self._shutting_down(), offline=self._offline())
             for p, current, target in ready:
                 self.log.info("reassignment of %s-%d complete: replicas %s -> %s", topic, p, current, target)
                 self._update_partition(topic, p, target, decide, now)  # the removed replicas leave the ISR

@@ -64,7 +64,7 @@ from pylog.errors import (
 )
 from pylog.replication.epochs import LeaderEpochCache, recover_cache, truncation_step
 from pylog.replication.replica import LEADER, AckDone, IsrProposal, ReplicaState
-from pylog.cluster.admin import leaderships, request_controlled_shutdown
+from pylog.cluster.admin import leaderships, report_offline_replicas, request_controlled_shutdown
 from pylog.cluster.controller import (
     ADMIN_PATH,
     CONTROLLER_PATH,
@@ -76,6 +76,7 @@ from pylog.cluster.controller import (
     read_loss_ledger,
 )
 from pylog.cluster.metadata import InMemoryMetadataStore
+from pylog.storage.logdirs import LogDirs, is_dir_failure
 from pylog.cluster.throttle import BROKER_CONFIG_PATH, ReplicationThrottle, TokenBucket, read_throttle_rates
 
 __all__ = ["ClusterKernel", "KernelConfig", "Network", "STORE", "PARTITION_METADATA_FILE"]
@@ -241,10 +242,24 @@ class _Replica:
 class BrokerNode:
     """One broker's process state inside the kernel."""
 
-    def __init__(self, broker_id: int, rack: Optional[str], data_dir: Path) -> None:
+    def __init__(self, broker_id: int, rack: Optional[str], data_dir: Any) -> None:
         self.id = broker_id
         self.rack = rack
-        self.data_dir = data_dir
+        #: log.dirs: one path, or several (JBOD); the first is data_dir
+        self.dir_list: List[Path] = [Path(d) for d in data_dir] if isinstance(data_dir, (list, tuple)) \
+            else [Path(data_dir)]
+        self.data_dir = self.dir_list[0]
+        #: where each replica lives, which directories failed (made at each start)
+        self.log_dirs = LogDirs(self.dir_list, broker_id=broker_id)
+        #: replicas in a failed log directory: not opened until the broker restarts
+        self.offline_replicas: Set[Tuple[str, int]] = set()
+        #: what the registration says of them (None: nothing written yet)
+        self.offline_reported: Optional[frozenset] = None
+        #: a log directory failed since the last step: its replicas go offline
+        self.dirs_failed = False
+        #: topics that existed when the broker started: a replica of one of them found in
+        #: no online directory, while one is offline, may be in the offline one
+        self.topics_at_start: Set[str] = set()
         self.status = "stopped"  #: running | paused | stopped
         self.session: Optional[int] = None
         self.last_heartbeat = 0
@@ -292,7 +307,7 @@ class ClusterKernel:
         self.network = network or Network()
         self.store = store or InMemoryMetadataStore()
         dirs = dict(data_dirs or {})
-        self.nodes: Dict[int, BrokerNode] = {b: BrokerNode(b, rack, Path(dirs.get(b, self.root / f"broker-{b}")))
+        self.nodes: Dict[int, BrokerNode] = {b: BrokerNode(b, rack, dirs.get(b, self.root / f"broker-{b}"))
                                              for b, rack in sorted(brokers.items())}
         self.now = 0
         self._tokens = itertools.count()
@@ -331,7 +346,16 @@ class ClusterKernel:
         if node.status != "stopped":
             return
         node.data_dir.mkdir(parents=True, exist_ok=True)
+        node.log_dirs.release()
+        node.log_dirs = LogDirs(node.dir_list, broker_id=broker_id)
+        node.log_dirs.open()
+        node.offline_replicas = set()
+        node.offline_reported = None
+        node.dirs_failed = False
+        node.registration.pop("offline_replicas", None)
+        node.topics_at_start = set(self.topics())
         self._remove_stray_replicas(node)
+        node.log_dirs.scan()
         node.session = self.store.create_session(self.config.session_timeout_ms, now)
         node.last_heartbeat = now
         for prefix in (*WATCH_PREFIXES, BROKER_CONFIG_PATH):
@@ -388,6 +412,7 @@ class ClusterKernel:
             else:
                 faults.power_loss_log(r.partition.log, rng or random.Random(0))
         node.replicas.clear()
+        node.log_dirs.release()
         node.controlled_shutdown = None
         if node.session is not None:
             try:
@@ -609,6 +634,8 @@ class ClusterKernel:
         for node in self.nodes.values():
             if not node.running:
                 continue
+            if node.dirs_failed:
+                self._take_dirs_offline(node)
             for r in list(node.replicas.values()):
                 if r.state.role == LEADER:
                     prop = r.state.tick(now)
@@ -651,6 +678,55 @@ class ClusterKernel:
                 self._sync_node(node, now)
         self._count_isr_changes()
 
+    # ------------------------------------------------------- log directory failure
+    def _on_storage_error(self, node: BrokerNode, part: Partition, exc: BaseException) -> None:
+        """A replica's disk refused a write (called with its partition lock held): an
+        I/O error takes its log directory offline; the next step takes its replicas
+        offline (:meth:`_take_dirs_offline`)."""
+        if not is_dir_failure(exc):
+            return
+        root = node.log_dirs.dir_of(part.log.dir)
+        if root is not None and node.log_dirs.mark_offline(root, exc):
+            node.dirs_failed = True
+
+    def _take_dirs_offline(self, node: BrokerNode) -> None:
+        """Every replica of ``node`` in a failed log directory goes offline: it stops
+        leading and following, its log is let go as a crash would (nothing more is
+        written to a failing disk), and the registration lists it, so the controller
+        moves its leadership and takes it out of the ISR (KIP-112)."""
+        node.dirs_failed = False
+        dirs = node.log_dirs
+        gone = [tp for tp, r in node.replicas.items() if dirs.is_offline(dirs.dir_of(r.partition.log.dir))]
+        for tp in gone:
+            r = node.replicas.pop(tp)
+            was_leader = r.state.role == LEADER
+            self._finish(r.state.go_offline())
+            if was_leader:
+                self._leadership_changed(node, r, False, -1)
+            node.parked.pop(tp, None)
+            r.partition.log.abandon()
+            node.offline_replicas.add(tp)
+        if gone:
+            log.error("broker %d: %d replica(s) offline after a log directory failure: %s", node.id, len(gone),
+                      ", ".join(f"{t}-{p}" for t, p in sorted(gone)[:20]) + (", ..." if len(gone) > 20 else ""))
+        self._report_offline(node)
+        self._data_changed()
+
+    def _report_offline(self, node: BrokerNode) -> None:
+        """Write the offline replicas into the registration, if it does not say them yet
+        (again at the next step if the store cannot be reached)."""
+        want = frozenset(node.offline_replicas)
+        if want == node.offline_reported:
+            return
+        node.registration["offline_replicas"] = sorted([t, p] for t, p in want)
+        if not node.registered or not self.network.reachable(node.id, STORE):
+            return
+        try:
+            report_offline_replicas(self.store, node.id, want)
+            node.offline_reported = want
+        except (BrokerNotAvailable, MetadataStoreUnavailable) as exc:
+            log.warning("broker %d: could not report its offline replicas yet: %s", node.id, exc)
+
     def _register(self, node: BrokerNode) -> None:
         """Create our ephemeral registration.  After a kill the previous process's session
         may still hold it until it expires; we retry at each step until then."""
@@ -691,6 +767,8 @@ class ClusterKernel:
             changed = None if node.dirty or not self.config.incremental_sync else _changed_topics(relevant)
             node.dirty = False
             self._apply_partition_states(node, now, changed)
+        if node.offline_replicas and frozenset(node.offline_replicas) != node.offline_reported:
+            self._report_offline(node)
         if now - node.last_hw_checkpoint >= self.config.hw_checkpoint_interval_ms:
             node.last_hw_checkpoint = now
             for r in node.replicas.values():
@@ -745,7 +823,11 @@ class ClusterKernel:
                     self._remove_replica(node, tp)
                     r = None
                 if r is None:
+                    if tp in node.offline_replicas:
+                        continue  # in a failed log directory: until the broker restarts
                     r = self._open_replica(node, tp, tuple(replicas), cfg, topic_id)
+                    if r is None:
+                        continue
                 else:
                     if r.partition.config.overrides != cfg.overrides:
                         r.apply_config(cfg)
@@ -795,10 +877,12 @@ class ClusterKernel:
         of a live topic whose replicas no longer include this broker (reassigned away
         while it was stopped)."""
         ids = {t: self.topic_id(t) for t in self.topics()}
-        try:
-            entries = list(node.data_dir.iterdir())
-        except OSError:
-            return
+        entries = []
+        for root in node.log_dirs.online:
+            try:
+                entries += list(root.iterdir())
+            except OSError:
+                continue
         for d in entries:
             tid = _read_topic_id(d)
             if not tid:
@@ -822,14 +906,36 @@ class ClusterKernel:
                 _remove_dir(d)
 
     def _open_replica(self, node: BrokerNode, tp: Tuple[str, int], replicas: Tuple[int, ...],
-                      cfg: TopicConfig, topic_id: str) -> _Replica:
-        d = node.data_dir / f"{tp[0]}-{tp[1]}"
-        old_id = _read_topic_id(d)
-        if old_id and topic_id and old_id != topic_id:
-            log.warning("broker %d: %s belongs to an earlier topic %s (id %s); removing it", node.id, d,
-                        tp[0], old_id)
-            _remove_dir(d)
-        part = Partition.open(tp[0], tp[1], d, cfg, node.id, lambda: self.now)
+                      cfg: TopicConfig, topic_id: str) -> Optional[_Replica]:
+        """Open (creating) this broker's replica of ``tp`` in its log directory (a new one:
+        the online directory with the fewest replicas).  None, and the replica offline,
+        when its directory failed, when opening it fails with an I/O error, or when it is
+        in no online directory while one is offline and its topic existed at start (it
+        may be in the failed one; Kafka's is_new_replica rule)."""
+        name = f"{tp[0]}-{tp[1]}"
+        dirs = node.log_dirs
+        if dirs.offline and dirs.locate(name) is None and tp[0] in node.topics_at_start:
+            node.offline_replicas.add(tp)
+            return None
+        d = dirs.path_for(name)
+        if dirs.is_offline(d.parent):
+            node.offline_replicas.add(tp)
+            return None
+        try:
+            old_id = _read_topic_id(d)
+            if old_id and topic_id and old_id != topic_id:
+                log.warning("broker %d: %s belongs to an earlier topic %s (id %s); removing it", node.id, d,
+                            tp[0], old_id)
+                _remove_dir(d)
+            part = Partition.open(tp[0], tp[1], d, cfg, node.id, lambda: self.now)
+        except OSError as exc:
+            if not is_dir_failure(exc):
+                raise
+            if dirs.mark_offline(d.parent, exc):
+                node.dirs_failed = True
+            node.offline_replicas.add(tp)
+            return None
+        part.on_storage_error = lambda p, e, node=node: self._on_storage_error(node, p, e)
         if topic_id and old_id != topic_id:
             _write_topic_id(d, topic_id)
         part.replicated = True
@@ -1138,6 +1244,8 @@ class ClusterKernel:
             try:
                 batches = part.append_as_follower(data)
             except PylogError as exc:  # e.g. a gap after a lost reply: refetch from our LEO
+                if isinstance(exc, OSError) and is_dir_failure(exc):
+                    self._on_storage_error(node, part, exc)
                 log.debug("broker %d: follower append to %s-%d failed: %s", node.id, tp[0], tp[1], exc)
                 r.next_fetch_at = now + self.config.replica_fetch_backoff_ms
                 return
@@ -1285,10 +1393,16 @@ class ClusterKernel:
         """A produce request arriving at the partition's leader.  ``callback(error,
         result)`` runs when acks are satisfied (or at once for acks 0/1 and errors)."""
         node = self.leader_of(topic, partition)
+        if node is not None and node.dirs_failed:  # a log directory failed since the last step
+            self._take_dirs_offline(node)
+            node = self.leader_of(topic, partition)
         if node is None or (via is not None and not self.network.reachable(via, node.id)):
             callback(NotLeaderOrFollower(f"no reachable leader for {topic}-{partition} right now"), None)
             return
-        r = node.replicas[(topic, partition)]
+        r = node.replicas.get((topic, partition))
+        if r is None:  # the driver's lookup still names a replica that went offline
+            callback(NotLeaderOrFollower(f"no leader for {topic}-{partition} on broker {node.id} right now"), None)
+            return
         try:
             r.state.check_can_append(acks, r.min_isr)
             res = r.partition.append(data, required_acks=acks)

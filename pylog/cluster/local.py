@@ -137,8 +137,14 @@ class LocalCluster:
     # ================================================================ open/close
     @classmethod
     def open(cls, data_dir: Union[str, os.PathLike], brokers: int = 3, racks: Optional[Sequence[str]] = None,
-             config: Optional[Mapping[str, Any]] = None, *, tick_ms: float = 5.0) -> "LocalCluster":
+             config: Optional[Mapping[str, Any]] = None, *, tick_ms: float = 5.0,
+             log_dirs: Optional[Mapping[int, Sequence[Union[str, os.PathLike]]]] = None) -> "LocalCluster":
         """Start ``brokers`` brokers on ``data_dir`` (``broker-<id>/`` each).
+
+        ``log_dirs`` gives a broker (by id) several log directories (JBOD, Kafka's
+        ``log.dirs``) in place of ``broker-<id>/``; its replicas spread over them and a
+        directory whose disk fails takes only its replicas offline (see
+        :mod:`pylog.storage.logdirs`).
 
         ``config`` takes Kafka names: replica.lag.time.max.ms,
         zookeeper.session.timeout.ms, unclean.leader.election.enable (broker default),
@@ -170,7 +176,11 @@ class LocalCluster:
         _load_store(store, root / "metadata.json")
         cluster_id = _ensure_ids(store)
         ids = {i + 1: (racks[i] if racks else None) for i in range(brokers)}
-        kernel = ClusterKernel(root, ids, config=kcfg, store=store)
+        dirs = {b: [Path(d) for d in ds] for b, ds in (log_dirs or {}).items()}
+        unknown = sorted(set(dirs) - set(ids))
+        if unknown:
+            raise InvalidConfig(f"log_dirs names brokers {unknown}; the cluster has brokers {sorted(ids)}")
+        kernel = ClusterKernel(root, ids, config=kcfg, store=store, data_dirs=dirs)
         c = cls(root, kernel, tick_ms, bcfg)
         c._cluster_id = cluster_id
         _save_store(store, root / "metadata.json")
@@ -629,14 +639,16 @@ class LocalCluster:
         """The Broker's metrics shape (:mod:`pylog.broker.metrics`: "topics" per
         partition from its leader, "groups" with lag, "skew_warnings_total") plus the
         cluster's: isr_shrinks_total, isr_expands_total, under_replicated_partitions,
-        under_min_isr_partitions, offline_partitions, the controller's counters and
-        loss_ledger_entries."""
+        under_min_isr_partitions, offline_partitions, the controller's counters,
+        loss_ledger_entries and offline_log_directories (failed log directories, over
+        every broker of the cluster)."""
         now = _now_ms()
         snap = self.traffic.snapshot(now)
         with self._lock:
             m = self.kernel.metrics()
             m["loss_ledger_entries"] = len(self.loss_ledger())
             m["log_scrub_damaged_partitions"] = len(self._maintenance.damaged)
+            m["offline_log_directories"] = sum(n.log_dirs.offline_count for n in self.kernel.nodes.values())
             topics: Dict[str, Any] = {}
             for name in self.kernel.topics():
                 tsnap = snap.get("topics", {}).get(name, {}).get("partitions", {})

@@ -58,6 +58,7 @@ from pylog.errors import (BadVersion, BrokerClosed, CoordinatorNotAvailable, Inv
                           MetadataStoreUnavailable, NodeExists,
                           NoNode, NotCoordinator, NotEnoughReplicas, NotEnoughReplicasAfterAppend, NotLeaderOrFollower,
                           PylogError, StorageError, TopicAlreadyExists, UnknownTopicOrPartition)
+from pylog.storage.logdirs import parse_log_dirs
 from pylog.util import check_int, now_ms as _now_ms
 
 __all__ = ["ClusterNode"]
@@ -111,7 +112,8 @@ class ClusterNode(LocalCluster):
 
     # ================================================================ open/close
     @classmethod
-    def open(cls, data_dir: Union[str, os.PathLike], broker_id: int, store: Any, *,  # type: ignore[override]
+    def open(cls, data_dir: Union[str, os.PathLike, Sequence[Union[str, os.PathLike]]], broker_id: int,  # type: ignore[override]
+             store: Any, *,
              rack: Optional[str] = None, network: Any = None, config: Optional[Mapping[str, Any]] = None,
              tick_ms: float = 20.0, default_replication_factor: int = 1,
              node_settings: Optional[Mapping[str, Any]] = None) -> "ClusterNode":
@@ -134,7 +136,8 @@ class ClusterNode(LocalCluster):
         kcfg = dataclasses.replace(kcfg, admin_from_any_broker=True, incremental_sync=True,
                                    controller_tick_interval_ms=max(kcfg.controller_tick_interval_ms, 200),
                                    controller_election_retry_ms=max(kcfg.controller_election_retry_ms, 1000))
-        root = Path(data_dir)
+        dirs = parse_log_dirs(data_dir)  # log.dirs (JBOD): the first holds this broker's own files
+        root = dirs[0]
         try:
             root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -145,7 +148,7 @@ class ClusterNode(LocalCluster):
             _check_meta(root, broker_id, cluster_id)
             cache = StoreCache(store, f"node-cache-{broker_id}")
             kernel = ClusterKernel(root, {broker_id: rack}, config=kcfg, store=CachedStore(cache), network=network,
-                                   data_dirs={broker_id: root})
+                                   data_dirs={broker_id: dirs})
             node = cls(root, kernel, tick_ms, bcfg, broker_id)
         except BaseException:
             os.close(lock_fd)
@@ -518,6 +521,8 @@ class ClusterNode(LocalCluster):
             m["under_replicated_partitions"] = sum(len(r.state.isr) < len(r.replicas) for r in leaders)
             m["under_min_isr_partitions"] = sum(len(r.state.isr) < r.min_isr for r in leaders)
             m["active_controller"] = int(node.controller is not None and node.controller.is_active)
+            m["offline_log_directories"] = node.log_dirs.offline_count
+            m["offline_replicas"] = len(node.offline_replicas)
         offline = 0
         for topic in self.cache.children("/brokers/topics"):
             try:
@@ -527,6 +532,11 @@ class ClusterNode(LocalCluster):
             offline += sum(self._leader_id(topic, p) < 0 for p in parts)
         m["offline_partitions"] = offline
         return m
+
+    @property
+    def log_dirs(self) -> Any:
+        """This broker's log directories (:class:`~pylog.storage.logdirs.LogDirs`)."""
+        return self.kernel.nodes[self.broker_id].log_dirs
 
     def controlled_shutdown(self) -> bool:
         """Kafka's controlled shutdown, before :meth:`close` (while the server still

@@ -52,7 +52,7 @@ def open_cluster_node(config: ServerConfig, store: Optional[Any] = None) -> Any:
         rack = settings.pop("broker.rack", None)
         settings.update(cluster)
         settings.setdefault("zookeeper.session.timeout.ms", session_ms)
-        node = ClusterNode.open(config.data_dir, config.node_id, store, rack=rack, network=network,
+        node = ClusterNode.open(list(config.all_log_dirs), config.node_id, store, rack=rack, network=network,
                                 config=settings, default_replication_factor=config.default_replication_factor,
                                 node_settings=config.node_settings)
         holder["node"] = node

@@ -19,6 +19,7 @@ configuration file can be reused; an unknown key is an error (a typo should not 
 """
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -314,8 +315,15 @@ class ServerConfig:
         if rf != 1 and zk is None:
             raise InvalidConfig(f"default.replication.factor={rf}: a single `pylog serve` node holds one replica "
                                 "(a cluster on ZooKeeper, --zookeeper, can hold more)")
+        # log.dirs (JBOD); --data-dir, when given, is the first of them (it holds the
+        # broker's own files) and log.dirs adds the others.
         dirs = own["log.dirs"] or own["log.dir"]
-        log_dirs = parse_log_dirs(data_dir if data_dir is not None else (str(dirs) if dirs else "pylog-data"))
+        listed = parse_log_dirs(str(dirs)) if dirs else []
+        if data_dir is not None:
+            first = parse_log_dirs(data_dir)
+            log_dirs = first + [d for d in listed if os.path.abspath(d) not in {os.path.abspath(f) for f in first}]
+        else:
+            log_dirs = listed or [Path("pylog-data")]
         data_dir = str(log_dirs[0])
         metrics = None
         if metrics_listener is not None:

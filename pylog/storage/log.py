@@ -173,6 +173,9 @@ class Log:
 
     def __init__(self, directory: Path, config: LogConfig, clock: Callable[[], int]) -> None:
         self.dir = directory
+        #: None: this log keeps its own clean-shutdown marker; True/False: its owner keeps
+        #: one per data directory (see open(clean_shutdown=...))
+        self._owner_marker: Optional[bool] = None
         self.config = config
         self._clock = clock
         self._wall_clock = clock is now_ms  #: append's C path may read the clock itself
@@ -209,6 +212,7 @@ class Log:
         config: Optional[Mapping[str, Any]] = None,
         clock: Optional[Callable[[], int]] = None,
         dir_lock: bool = True,
+        clean_shutdown: Optional[bool] = None,
         **settings: Any,
     ) -> "Log":
         """Open (creating if needed) the log in directory ``path``.
@@ -220,6 +224,14 @@ class Log:
         takes no ``.lock`` (one descriptor less per open log) for a caller that already
         guarantees it alone opens the directory (a broker holding its data directory's
         lock, as Kafka locks each data directory rather than each partition).
+
+        ``clean_shutdown``: None (default) — the log keeps its own clean-shutdown marker
+        (``.pylog_cleanshutdown``, written by :meth:`close`, removed at open); True or
+        False — the caller keeps one marker for a whole data directory, as Kafka's
+        ``.kafka_cleanshutdown``, and says whether it was there: this log then writes
+        and removes none (two fsyncs less per log at open and at close), and the caller
+        writes its marker only after every log in the directory closed without an error,
+        and removes it durably before anything is appended.
 
         Raises InvalidConfig for a bad setting, StorageError if the directory cannot be
         used or another Log has it open.
@@ -237,6 +249,7 @@ class Log:
         if not directory.is_dir():
             raise StorageError(0, f"{directory} is not a directory")
         log = cls(directory, cfg, clock or now_ms)
+        log._owner_marker = clean_shutdown
         if dir_lock:
             log._take_dir_lock()
         try:
@@ -257,7 +270,8 @@ class Log:
 
     def _load(self) -> None:
         marker = self.dir / CLEAN_SHUTDOWN_FILE
-        clean = marker.exists()
+        own = marker.exists()  # also under an owner's marker: left by a close of the log's own
+        clean = own or bool(self._owner_marker)
         rp_ckpt = self._read_checkpoint(self._rp_file)
         ls_ckpt = self._read_checkpoint(self._ls_file)
         self._recover_swaps()
@@ -292,7 +306,7 @@ class Log:
         # recovery point and computes the same log start): a full disk must not stop
         # the log from opening.
         self._write_checkpoints(strict=False)
-        if clean:
+        if own:
             marker.unlink()
             fsync_dir(self.dir)
         for seg in self._segments:
@@ -1472,7 +1486,7 @@ class Log:
                     if not errors:
                         self._recovery_point = self.log_end_offset
                     self._write_checkpoints()
-                    if not errors:
+                    if not errors and self._owner_marker is None:
                         marker = self.dir / CLEAN_SHUTDOWN_FILE
                         fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
                         try:

@@ -97,6 +97,8 @@ class LogDirs:
         self.offline: Dict[Path, str] = {}
         #: partition directory name -> the log directory holding it
         self._where: Dict[str, Path] = {}
+        #: log directory -> how many partitions _where places there
+        self._counts: Dict[Path, int] = {d: 0 for d in self.dirs}
         self._locks: Dict[Path, int] = {}
         self._mutex = threading.Lock()
 
@@ -169,6 +171,9 @@ class LogDirs:
                 found[name] = d
         with self._mutex:
             self._where = dict(found)
+            self._counts = {d: 0 for d in self.dirs}
+            for d in found.values():
+                self._counts[d] += 1
         return found
 
     def locate(self, name: str) -> Optional[Path]:
@@ -188,18 +193,17 @@ class LogDirs:
                 if not online:
                     raise StorageError(errno.EIO, f"no log directory is online ({', '.join(map(str, self.dirs))} "
                                                   f"failed); partition {name} cannot be placed")
-                counts = {d: 0 for d in online}
-                for d in self._where.values():
-                    if d in counts:
-                        counts[d] += 1
-                where = min(online, key=lambda d: (counts[d], self.dirs.index(d)))
+                where = min(online, key=lambda d: (self._counts[d], self.dirs.index(d)))
                 self._where[name] = where
+                self._counts[where] += 1
             return where / name
 
     def forget(self, name: str) -> None:
         """Partition directory ``name`` was deleted."""
         with self._mutex:
-            self._where.pop(name, None)
+            where = self._where.pop(name, None)
+            if where is not None:
+                self._counts[where] -= 1
 
     def partitions_in(self, directory: Path) -> List[str]:
         with self._mutex:
@@ -208,10 +212,7 @@ class LogDirs:
     def counts(self) -> Dict[Path, int]:
         """Partitions per log directory (as placed)."""
         with self._mutex:
-            out = {d: 0 for d in self.dirs}
-            for d in self._where.values():
-                out[d] = out.get(d, 0) + 1
-            return out
+            return dict(self._counts)
 
     # ------------------------------------------------------------------ failure
     def dir_of(self, path: Union[str, os.PathLike]) -> Optional[Path]:

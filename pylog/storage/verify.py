@@ -138,7 +138,8 @@ def verify_path(root: "os.PathLike[str] | str", progress: Optional[Callable[[str
 
 def _verify_partition(d: Path, report: VerifyReport) -> None:
     report.partitions += 1
-    clean = (d / _CLEAN_SHUTDOWN_FILE).exists()
+    # the log's own marker, or its broker's, one per data directory (Broker.close)
+    clean = (d / _CLEAN_SHUTDOWN_FILE).exists() or (d.parent / _CLEAN_SHUTDOWN_FILE).exists()
     bases = sorted(b for b in (parse_segment_file_name(n) for n in os.listdir(d)) if b is not None)
     prev_end: Optional[int] = None
     epoch = [-1]  #: the largest partitionLeaderEpoch so far, carried across segments

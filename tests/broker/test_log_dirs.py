@@ -195,3 +195,33 @@ def test_a_dir_that_fails_at_start_is_offline_with_its_partitions(tmp_path, fail
         assert _read_all(b, "t", on_good[0]) == [f"t-{on_good[0]}-{i}".encode() for i in range(3)]
     finally:
         b.close()
+
+
+def test_one_clean_shutdown_marker_per_log_dir(tmp_path):
+    """As Kafka's .kafka_cleanshutdown: a clean close writes one marker per log
+    directory (none per partition), the next open trusts the logs and removes it
+    before anything can be appended; a crash leaves none, and the logs are recovered."""
+    marker = ".pylog_cleanshutdown"
+    dirs = [tmp_path / "a", tmp_path / "b"]
+    b = pylog.Broker.open(dirs, SMALL, background_threads=False)
+    b.create_topic("t", 4)
+    written = {p: _produce(b, "t", p, 30) for p in range(4)}
+    b.close()
+    for d in dirs:
+        assert (d / marker).exists()
+        assert not any((d / f"t-{p}" / marker).exists() for p in range(4))
+    b = pylog.Broker.open(dirs, SMALL, background_threads=False)
+    try:
+        assert not any((d / marker).exists() for d in dirs)  # gone before any append
+        for p in range(4):
+            assert _read_all(b, "t", p) == written[p]
+            written[p] += _produce(b, "t", p, 5, start=30)
+        parts = [b.partition("t", p) for p in range(4)]
+    finally:
+        for part in parts:  # a crash: no flush, no checkpoint, no marker
+            part.log.abandon()
+        b._release()
+    assert not any((d / marker).exists() for d in dirs)
+    with pylog.Broker.open(dirs, SMALL, background_threads=False) as b:  # recovered, nothing lost
+        for p in range(4):
+            assert _read_all(b, "t", p) == written[p]

@@ -74,6 +74,7 @@ def produce_through_a_kill(srv, topic: str, conf: Dict[str, object]
                 raise AssertionError(f"only {len(acked)} records acknowledged in 60 s")
             part = srv.data_dir / f"{topic}-0"
             assert not (part / ".pylog_cleanshutdown").exists(), "the kill left a clean-shutdown marker"
+            assert not (srv.data_dir / ".pylog_cleanshutdown").exists(), "the kill left a clean-shutdown marker"
             srv.restart()
         except BaseException as exc:  # reported by the test thread
             failure.append(exc)
