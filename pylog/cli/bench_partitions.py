@@ -87,6 +87,24 @@ def partitions_child(root: str, partitions: int) -> Dict[str, float]:
             "reopen_cpu_s": reopen_cpu_s, "allocated_bytes": allocated, "peak_rss_bytes": rss}
 
 
+def filesystem_of(path: str) -> str:
+    """"<type> on <device>" of the mount holding ``path`` (from /proc/mounts), or "?".
+    Creating files costs kernel time that depends on the file system and its history
+    (ext4's inode allocator slows down on a file system that had many files deleted),
+    so the figures say where they were taken."""
+    try:
+        with open("/proc/mounts") as f:
+            mounts = [line.split()[:3] for line in f]
+    except OSError:
+        return "?"
+    real = os.path.realpath(path)
+    best = None
+    for dev, mnt, kind in mounts:
+        if (real == mnt or real.startswith(mnt.rstrip("/") + "/")) and (best is None or len(mnt) > len(best[1])):
+            best = (dev, mnt, kind)
+    return f"{best[2]} on {best[0]}" if best else "?"
+
+
 def run_partitions_suite(root: str, partitions: int, runs: int, step: Callable[[str], None],
                          emit: Callable[[str, int, List[float], str], None]) -> Dict[str, float]:
     """``runs`` child runs; emits a create and a reopen row (partitions a second), each
@@ -111,6 +129,6 @@ def run_partitions_suite(root: str, partitions: int, runs: int, step: Callable[[
          f"partitions: create {med['create_s']:.2f} s (CPU {med['create_cpu_s']:.2f} s), reopen "
          f"{med['reopen_s']:.2f} s (CPU {med['reopen_cpu_s']:.2f} s) (goal < 10 s each); "
          f"{per / 1e3:.1f} kB allocated per empty partition (goal <= 1000 kB); broker peak RSS "
-         f"{rss_mb:.0f} MB (goal < 500 MB)")
+         f"{rss_mb:.0f} MB (goal < 500 MB); data on {filesystem_of(root)}")
     emit(f"reopen {partitions} partitions", partitions, [r["reopen_s"] for r in results], "")
     return med
