@@ -3,7 +3,7 @@
  * Python objects, as a small CPython extension beside the cffi core.
  *
  * Why a CPython extension and not cffi.  Everything else in csrc/ is reached
- * through cffi and never touches a Python object (pylog.h).  Two paths cannot
+ * through cffi and never touches a Python object (pylog.h).  These paths cannot
  * work that way at the speed issue 11 asks for:
  *
  *   - Reading records one by one (Log.records(), RecordBatch.records()): each
@@ -18,6 +18,9 @@
  *     C stack; the build itself is still segment.c's pl_segment_append_build,
  *     called through the function pointer the cffi module hands over (one
  *     implementation of the append, whichever module calls it).
+ *   - Appending a list of records (Log.append(values)): the values (and keys)
+ *     must be joined and their lengths listed for pl_batch_input; join_fields
+ *     does both in one walk of the list rather than two Python passes.
  *
  * The decoding is batch.c's: pl_batch_parse_header, pl_record_parse and
  * pl_record_header_next, so every length read from the bytes is checked by the same
@@ -635,6 +638,91 @@ static int int_arg(PyObject *obj, long long lo, long long hi, long long *out)
     return 1;
 }
 
+/* ---- many-record append: the fields laid out for pl_batch_input ------------- */
+
+PyDoc_STRVAR(join_fields_doc,
+"join_fields(items) -> (joined, lengths) or None\n"
+"\n"
+"For a list of bytes and None: the bytes concatenated, and their lengths as\n"
+"native int32 (-1 for None) in a bytes object -- what pl_batch_input's values and\n"
+"value_lens (or keys and key_lens) point at.  None, doing nothing, for anything\n"
+"else (not a list, an item of another type, one over PL_MAX_RECORD_BYTES): the\n"
+"caller's Python path then checks it and raises the specific error.  In Python,\n"
+"b''.join plus array('i', map(len, ...)) cost about 0.1 us an item; here a few ns.");
+
+static PyObject *rx_join_fields(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (nargs != 1) {
+        PyErr_SetString(PyExc_TypeError, "join_fields takes 1 argument");
+        return NULL;
+    }
+    PyObject *items = args[0];
+    if (!PyList_CheckExact(items))
+        Py_RETURN_NONE;
+    Py_ssize_t n = PyList_Size(items);
+    if (n < 0)
+        return NULL;
+    if ((size_t)n > (size_t)PY_SSIZE_T_MAX / sizeof(int32_t))
+        Py_RETURN_NONE;
+    /* First pass: types and sizes.  No Python code runs between the passes (no
+     * callbacks, the GIL held), so the list cannot change under them. */
+    Py_ssize_t total = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = PyList_GetItem(items, i); /* borrowed */
+        if (item == NULL)
+            return NULL;
+        if (item == Py_None)
+            continue;
+        if (!PyBytes_CheckExact(item))
+            Py_RETURN_NONE;
+        Py_ssize_t len = PyBytes_Size(item);
+        if (len < 0)
+            return NULL;
+        if (len > PL_MAX_RECORD_BYTES || total > PY_SSIZE_T_MAX - len)
+            Py_RETURN_NONE;
+        total += len;
+    }
+    PyObject *lens = PyBytes_FromStringAndSize(NULL, n * (Py_ssize_t)sizeof(int32_t));
+    PyObject *joined = PyBytes_FromStringAndSize(NULL, total);
+    if (lens == NULL || joined == NULL) {
+        Py_XDECREF(lens);
+        Py_XDECREF(joined);
+        return NULL;
+    }
+    char *lp = PyBytes_AsString(lens);
+    char *out = PyBytes_AsString(joined);
+    if (lp == NULL || out == NULL) {
+        Py_DECREF(lens);
+        Py_DECREF(joined);
+        return NULL;
+    }
+    Py_ssize_t at = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = PyList_GetItem(items, i);
+        int32_t len32 = -1;
+        if (item != Py_None) {
+            char *p;
+            Py_ssize_t len;
+            if (PyBytes_AsStringAndSize(item, &p, &len) < 0) {
+                Py_DECREF(lens);
+                Py_DECREF(joined);
+                return NULL;
+            }
+            assert(len <= total - at);
+            memcpy(out + at, p, (size_t)len);
+            at += len;
+            len32 = (int32_t)len;
+        }
+        memcpy(lp + i * (Py_ssize_t)sizeof(int32_t), &len32, sizeof len32); /* PyBytes data: no alignment promise */
+    }
+    assert(at == total);
+    PyObject *res = PyTuple_Pack(2, joined, lens);
+    Py_DECREF(joined);
+    Py_DECREF(lens);
+    return res;
+}
+
 /* The one item of a list or tuple of length 1 (borrowed); NULL if `seq` is not one. */
 static PyObject *only_item(PyObject *seq)
 {
@@ -906,6 +994,7 @@ static PyMethodDef rx_methods[] = {
     {"decode", (PyCFunction)(void (*)(void))rx_decode, METH_FASTCALL, decode_doc},
     {"iterate", (PyCFunction)(void (*)(void))rx_iterate, METH_FASTCALL, iterate_doc},
     {"append_one", (PyCFunction)(void (*)(void))rx_append_one, METH_FASTCALL, append_one_doc},
+    {"join_fields", (PyCFunction)(void (*)(void))rx_join_fields, METH_FASTCALL, join_fields_doc},
     {NULL, NULL, 0, NULL},
 };
 

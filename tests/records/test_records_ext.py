@@ -258,3 +258,41 @@ def test_random_bytes_never_crash(noise):
                 pass
         except (CorruptRecordError, UnsupportedCompressionType):
             pass
+
+
+def test_join_fields_matches_the_python_layout():
+    """join_fields (C) lays a list of bytes/None out as prepare_batch's Python path does:
+    the bytes end to end and native int32 lengths, -1 for None; anything else is
+    declined (None) so the Python path can name what is wrong."""
+    import random
+    from array import array
+
+    from pylog._native import _records
+
+    rng = random.Random(7)
+    for _ in range(200):
+        items = [None if rng.random() < 0.1 else rng.randbytes(rng.choice((0, 1, 5, 100, 3000)))
+                 for _ in range(rng.randrange(0, 50))]
+        joined, lens = _records.join_fields(items)
+        want = array("i", [-1 if x is None else len(x) for x in items])
+        assert joined == b"".join(x for x in items if x is not None)
+        assert lens == want.tobytes()
+    for declined in ((b"a",), [b"a", "str"], [bytearray(b"a")], [b"a", 1], "abc", None, [memoryview(b"x")]):
+        assert _records.join_fields(declined) is None
+    with pytest.raises(TypeError):
+        _records.join_fields()
+
+
+def test_append_of_a_list_goes_through_join_fields_and_reads_back(tmp_path):
+    from pylog.errors import InvalidArgument
+    from pylog.storage import Log
+
+    with Log.open(tmp_path / "l") as log:
+        vals = [b"v%d" % i for i in range(500)] + [None, b""]
+        keys = [None if i % 3 else b"k%d" % i for i in range(len(vals))]
+        log.append(vals, keys=keys)
+        got = list(log.records())
+        assert [r.value for r in got] == vals and [r.key for r in got] == keys
+        with pytest.raises(InvalidArgument, match=r"values\[1\] must be bytes or None, got str"):
+            log.append([b"ok", "bad"])
+        assert log.log_end_offset == len(vals)
