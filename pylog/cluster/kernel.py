@@ -767,7 +767,8 @@ class ClusterKernel:
             changed = None if node.dirty or not self.config.incremental_sync else _changed_topics(relevant)
             node.dirty = False
             self._apply_partition_states(node, now, changed)
-        if node.offline_replicas and frozenset(node.offline_replicas) != node.offline_reported:
+        if (node.offline_replicas or node.offline_reported) \
+                and frozenset(node.offline_replicas) != node.offline_reported:
             self._report_offline(node)
         if now - node.last_hw_checkpoint >= self.config.hw_checkpoint_interval_ms:
             node.last_hw_checkpoint = now
@@ -838,8 +839,11 @@ class ClusterKernel:
         if changed is None:
             live_topics = set(self.topics())
             gone = [tp for tp in node.replicas if tp[0] not in live_topics]
+            node.offline_replicas = {tp for tp in node.offline_replicas if tp[0] in live_topics}
         else:
             gone = [tp for tp in node.replicas if tp[0] in changed and not self.store.exists(f"/brokers/topics/{tp[0]}")]
+            node.offline_replicas = {tp for tp in node.offline_replicas
+                                     if tp[0] not in changed or self.store.exists(f"/brokers/topics/{tp[0]}")}
         for tp in gone:
             self._remove_replica(node, tp)
 

@@ -332,6 +332,43 @@ def test_offline_then_isr_member_returns_clean():
     assert read_loss_ledger(c.store) == []
 
 
+def test_replicas_in_a_failed_log_dir_count_as_down_for_their_partitions_only(caplog):
+    """KIP-112: a live broker lists the replicas of its failed log directory in its
+    registration; for those partitions it is down (leadership moves, it leaves the ISR),
+    for its other partitions nothing changes; a new registration without them (the
+    broker restarted with the directory repaired) makes it eligible again."""
+    from pylog.cluster.admin import report_offline_replicas
+
+    c = Cluster({1: "r1", 2: "r2", 3: "r3"})
+    c.controller.create_topic("t", 3, 3, {}, c.now)
+    c.pump()
+    led_by_1 = [p for p in range(3) if c.state("t", p).leader == 1]
+    other = [p for p in range(3) if p not in led_by_1]
+    assert led_by_1 and other
+    before = {p: c.state("t", p) for p in range(3)}
+    with caplog.at_level(logging.WARNING):
+        report_offline_replicas(c.store, 1, [("t", led_by_1[0])])
+        c.pump()
+    s = c.state("t", led_by_1[0])
+    assert s.leader not in (1, NO_LEADER) and 1 not in s.isr and s.leader_epoch == before[led_by_1[0]].leader_epoch + 1
+    assert s.leader in before[led_by_1[0]].isr
+    for p in other:  # broker 1's replicas elsewhere are untouched
+        assert c.state("t", p).isr == before[p].isr and c.state("t", p).leader == before[p].leader
+    assert any("reports 1 replica(s) offline" in r.getMessage() for r in caplog.records)
+    # even with broker 1 in the ISR (a stale write), a preferred-leader election does not
+    # hand the partition back while its replica there is offline
+    tp = ("t", led_by_1[0])
+    c.set_isr(*tp, sorted(set(c.state(*tp).isr) | {1}))
+    assert tp not in c.controller.elect_preferred_leaders(c.now, ["t"])
+    assert c.state(*tp).leader != 1
+    # the broker restarts with the directory repaired: a fresh registration lists nothing
+    c.stop(1)
+    c.start(1)
+    c.set_isr(*tp, sorted(set(c.state(*tp).isr) | {1}))  # its leader takes it back once caught up
+    assert tp in c.controller.elect_preferred_leaders(c.now, ["t"])
+    assert c.state(*tp).leader == 1
+
+
 def test_all_isr_members_die_together_isr_kept_any_returns_to_lead():
     c = three_racks()
     c.set_isr("t", 0, [1, 2])
