@@ -53,3 +53,26 @@ def test_single_broker_admin(server):
                                                            "timeout": 5000})
     [row] = resp.replica_election_results
     assert row.topic == "gone" and [int(p.error_code) for p in row.partition_result] == [3]
+
+
+def test_jbod_log_dirs_and_describe_log_dirs(start_server, tmp_path):
+    """`pylog serve --data-dir A --override log.dirs=B`: the partitions spread over both
+    directories, and DescribeLogDirs reports each directory with its partitions."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    srv = start_server("--override", f"log.dirs={b}", data_dir=a)
+    with AdminClient(srv.bootstrap) as admin:
+        admin.create_topic("t", 4)
+        admin.wait_for_topic("t")
+    resp = call(srv.bootstrap, ApiKey.DESCRIBE_LOG_DIRS, 1, {"topics": None})
+    rows = {r.log_dir: r for r in resp.results}
+    assert set(rows) == {str(a.resolve()), str(b.resolve())}
+    placed = {}
+    for d, r in rows.items():
+        assert int(r.error_code) == 0
+        for t in r.topics:
+            if t.name == "t":
+                placed[d] = sorted(int(p.partition_index) for p in t.partitions)
+    assert sorted(len(v) for v in placed.values()) == [2, 2]
+    assert sorted(placed[str(a.resolve())] + placed[str(b.resolve())]) == [0, 1, 2, 3]
+    for d, parts in placed.items():
+        assert all((tmp_path / d / f"t-{p}").is_dir() for p in parts)
