@@ -88,24 +88,7 @@ def request_controlled_shutdown(store: Any, broker_id: int) -> None:
     leaderships to other in-sync replicas and takes it out of the ISRs it is in (Kafka's
     ControlledShutdown).  Idempotent.  Raises BrokerNotAvailable if the broker is not
     registered."""
-    check_int("broker id", broker_id, min=0)
-    path = broker_path(broker_id)
-    while True:
-        try:
-            data, version = store.get(path)
-        except NoNode:
-            raise BrokerNotAvailable(f"broker {broker_id} is not registered") from None
-        data = dict(data) if isinstance(data, dict) else {}
-        if data.get(SHUTTING_DOWN) is True:
-            return
-        data[SHUTTING_DOWN] = True
-        try:
-            store.set(path, data, version)
-            return
-        except BadVersion:
-            continue  # the registration changed meanwhile: read it again
-        except NoNode:
-            raise BrokerNotAvailable(f"broker {broker_id} is not registered") from None
+    _set_registration_field(store, broker_id, SHUTTING_DOWN, True)
 
 
 def report_offline_replicas(store: Any, broker_id: int, replicas: Iterable[Tuple[str, int]]) -> None:
@@ -113,23 +96,29 @@ def report_offline_replicas(store: Any, broker_id: int, replicas: Iterable[Tuple
     replicas in failed log directories; compare-and-set, the other fields kept).  The
     controller then handles them as down: leadership moves, they leave the ISRs.
     Raises BrokerNotAvailable if the broker is not registered."""
+    _set_registration_field(store, broker_id, OFFLINE_REPLICAS, sorted([t, p] for t, p in replicas))
+
+
+def _set_registration_field(store: Any, broker_id: int, key: str, value: Any) -> None:
+    """Set one field of a broker's ephemeral registration by compare-and-set, keeping
+    the others (read again after a conflict); nothing is written if it already holds
+    ``value``.  BrokerNotAvailable if the broker is not registered."""
     check_int("broker id", broker_id, min=0)
     path = broker_path(broker_id)
-    want = sorted([t, p] for t, p in replicas)
     while True:
         try:
             data, version = store.get(path)
         except NoNode:
             raise BrokerNotAvailable(f"broker {broker_id} is not registered") from None
         data = dict(data) if isinstance(data, dict) else {}
-        if data.get(OFFLINE_REPLICAS, []) == want:
+        if key in data and data[key] == value:
             return
-        data[OFFLINE_REPLICAS] = want
+        data[key] = value
         try:
             store.set(path, data, version)
             return
         except BadVersion:
-            continue
+            continue  # the registration changed meanwhile: read it again
         except NoNode:
             raise BrokerNotAvailable(f"broker {broker_id} is not registered") from None
 

@@ -698,13 +698,7 @@ class ClusterKernel:
         dirs = node.log_dirs
         gone = [tp for tp, r in node.replicas.items() if dirs.is_offline(dirs.dir_of(r.partition.log.dir))]
         for tp in gone:
-            r = node.replicas.pop(tp)
-            was_leader = r.state.role == LEADER
-            self._finish(r.state.go_offline())
-            if was_leader:
-                self._leadership_changed(node, r, False, -1)
-            node.parked.pop(tp, None)
-            r.partition.log.abandon()
+            self._drop_replica(node, tp).partition.log.abandon()
             node.offline_replicas.add(tp)
         if gone:
             log.error("broker %d: %d replica(s) offline after a log directory failure: %s", node.id, len(gone),
@@ -847,15 +841,21 @@ class ClusterKernel:
         for tp in gone:
             self._remove_replica(node, tp)
 
-    def _remove_replica(self, node: BrokerNode, tp: Tuple[str, int], why: str = "topic deleted") -> None:
-        """Close a replica (of a deleted topic, or no longer assigned here) and remove its
-        directory."""
+    def _drop_replica(self, node: BrokerNode, tp: Tuple[str, int]) -> _Replica:
+        """Take ``tp``'s replica off ``node``: it stops leading or following (its waiting
+        acks end), its parked fetches go; the caller closes or lets go of its log."""
         r = node.replicas.pop(tp)
         was_leader = r.state.role == LEADER
         self._finish(r.state.go_offline())
         if was_leader:
             self._leadership_changed(node, r, False, -1)
         node.parked.pop(tp, None)
+        return r
+
+    def _remove_replica(self, node: BrokerNode, tp: Tuple[str, int], why: str = "topic deleted") -> None:
+        """Close a replica (of a deleted topic, or no longer assigned here) and remove its
+        directory."""
+        r = self._drop_replica(node, tp)
         r.partition.close()
         _remove_dir(r.partition.log.dir)
         log.info("broker %d removed its replica of %s-%d (%s)", node.id, tp[0], tp[1], why)
