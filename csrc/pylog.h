@@ -102,12 +102,24 @@
 const char *pl_strerror(int status);
 
 /* ---- CRC32C (Castagnoli), crc32c.c ---------------------------------------- */
-/* Extends `crc` (0 to start) over len bytes.  Uses SSE4.2 / ARMv8 CRC
+/* Extends `crc` (0 to start) over len bytes.  Uses carry-less multiplication
+ * (VPCLMULQDQ / PCLMULQDQ folding) for long inputs and SSE4.2 / ARMv8 CRC
  * instructions when the CPU has them (detected once at run time), else a
  * portable slicing-by-8 table.  Result identical either way. */
 uint32_t pl_crc32c(uint32_t crc, const uint8_t *buf, size_t len);
 uint32_t pl_crc32c_portable(uint32_t crc, const uint8_t *buf, size_t len);
 int pl_crc32c_hw_available(void);     /* 1 if the hardware path is in use */
+
+/* The paths pl_crc32c chooses from (crc32c.c describes each). */
+#define PL_CRC32C_PORTABLE         0           /* slicing-by-8 tables                */
+#define PL_CRC32C_HW               1           /* crc32 instruction, three streams   */
+#define PL_CRC32C_FOLD128          2           /* PCLMULQDQ folding (x86-64)         */
+#define PL_CRC32C_FOLD256          3           /* VPCLMULQDQ folding (x86-64)        */
+/* 1 if this CPU can run `path` (PL_CRC32C_FOLD256: and pl_crc32c uses it). */
+int pl_crc32c_path_available(int path);
+/* *out = the CRC by one named path, whatever the length (tests compare the paths).
+ * PL_E_ARG if the path is not available here (or bad pointers). */
+int pl_crc32c_with(int path, uint32_t crc, const uint8_t *buf, size_t len, uint32_t *out);
 
 /* ---- record batches, batch.c ---------------------------------------------- */
 
