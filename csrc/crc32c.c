@@ -99,13 +99,25 @@ static void fill_shift_table(void)
  * reduction cost more than the three crc32 streams (measured on AMD Zen 3). */
 #define FOLD_MIN 512u
 
-/* Folding constants, as 64-bit carry-less multiplication operands (see fold_constant):
- * fold_k<D>[0] multiplies the first 8 bytes of a 16-byte lane, [1] the last 8; the
- * pair is repeated for the second lane of a 256-bit register. */
-static uint64_t fold_k16[4];  /* D = 16 bytes: one lane onto the next */
-static uint64_t fold_k32[4];  /* D = 32 bytes: one 256-bit accumulator onto the next */
-static uint64_t fold_k64[4];  /* D = 64 bytes: fold128's step (4 x 16 bytes) */
-static uint64_t fold_k128[4]; /* D = 128 bytes: fold256's step (4 x 32 bytes) */
+/* Folding constants, as carry-less multiplication operands (fold_constant): k[0]
+ * multiplies the first 8 bytes of a 16-byte lane, k[1] the last 8; the pair repeats
+ * for a 256-bit register's second lane.  The suffix is the distance D in bytes. */
+static uint64_t fold_k16[4];  /* one lane onto the next */
+static uint64_t fold_k32[4];  /* one 256-bit accumulator onto the next */
+static uint64_t fold_k64[4];  /* fold128's step (4 x 16 bytes) */
+static uint64_t fold_k128[4]; /* fold256's step (4 x 32 bytes) */
+
+/* The hybrid path's block (crc32c_hybrid): HYB_STEPS fold256 steps over its first
+ * HYB_FOLD_BYTES, and alongside each step HYB_LANE_BYTES more of each of three crc32
+ * streams over the HYB_STREAM_BYTES that follow, one after the other. */
+#define HYB_STEPS 32u
+#define HYB_LANE_BYTES 32u
+#define HYB_FOLD_BYTES (HYB_STEPS * 128u)
+#define HYB_STREAM_BYTES (HYB_STEPS * HYB_LANE_BYTES)
+#define HYB_BLOCK (HYB_FOLD_BYTES + 3u * HYB_STREAM_BYTES)
+/* shift_by operands (shift_constant) moving a register over n zero bytes, for
+ * n = 1, 2 and 3 streams and for a whole block. */
+static uint64_t hyb_k1, hyb_k2, hyb_k3, hyb_kblock;
 
 /* x^e mod P in the reflected 32-bit form of a CRC register (bit i = coefficient of
  * x^(31-i)): multiplying by x shifts right, and an x^32 that falls out is replaced by
@@ -137,8 +149,26 @@ static void fold_constant(uint64_t k[4], uint32_t bytes)
     k[1] = k[3] = (uint64_t)xpow_mod(d - 1u) << 32;
 }
 
+/* The operand with which shift_by moves a raw register over n >= 5 zero bytes.
+ *
+ * A register value a (bit i = coefficient of x^(31-i)) and k = x^e mod P, both in
+ * the low 32 bits of 64-bit operands, multiply carry-lessly into a 63-bit product
+ * whose bit m is the coefficient of x^(62-m).  The crc32 instruction over 8 bytes
+ * from a zero register reads bit m of its operand as the coefficient of x^(63-m) and
+ * returns (that polynomial) x^32 mod P: here a k x^33 mod P.  Moving a over n zero
+ * bytes is multiplying it by x^(8n): so e = 8n - 33. */
+static uint64_t shift_constant(uint32_t n)
+{
+    assert(n >= 5);
+    return xpow_mod(8u * n - 33u);
+}
+
 static void fill_fold_constants(void)
 {
+    hyb_k1 = shift_constant(HYB_STREAM_BYTES);
+    hyb_k2 = shift_constant(2u * HYB_STREAM_BYTES);
+    hyb_k3 = shift_constant(3u * HYB_STREAM_BYTES);
+    hyb_kblock = shift_constant(HYB_BLOCK);
     fold_constant(fold_k16, 16);
     fold_constant(fold_k32, 32);
     fold_constant(fold_k64, 64);
@@ -242,35 +272,39 @@ __attribute__((target("sse4.2"))) static uint32_t crc32c_hw(uint32_t crc, const 
     return ~c32;
 }
 
-/* fold128 and fold256 (see the top).  Both need len >= 128. */
-#define FOLD_TARGET "sse4.2,pclmul"
+#define FOLD128_TARGET "sse4.2,pclmul"
 #define FOLD256_TARGET "sse4.2,pclmul,avx2,vpclmulqdq"
 
-/* x (one 16-byte lane) moved forward by the distance of k, modulo P. */
-__attribute__((target(FOLD_TARGET))) static inline __m128i fold16(__m128i x, __m128i k)
-{
-    return _mm_xor_si128(_mm_clmulepi64_si128(x, k, 0x00), _mm_clmulepi64_si128(x, k, 0x11));
-}
+/* Bytes one fold256 step takes in (four 32-byte accumulators). */
+#define FOLD256_STEP 128u
 
-__attribute__((target(FOLD256_TARGET))) static inline __m256i fold32(__m256i x, __m256i k)
-{
-    return _mm256_xor_si256(_mm256_clmulepi64_epi128(x, k, 0x00), _mm256_clmulepi64_epi128(x, k, 0x11));
-}
-
-__attribute__((target(FOLD_TARGET))) static inline __m128i load16(const uint8_t *p)
+__attribute__((target(FOLD128_TARGET))) static inline __m128i fold_load16(const void *p)
 {
     return _mm_loadu_si128((const __m128i_u *)p);
 }
 
-__attribute__((target(FOLD256_TARGET))) static inline __m256i load32(const uint8_t *p)
+__attribute__((target(FOLD256_TARGET))) static inline __m256i fold_load32(const void *p)
 {
     return _mm256_loadu_si256((const __m256i_u *)p);
 }
 
-/* The finished CRC of a message whose first bytes reduce to the lane x (taken in with
- * a zero register) followed by len < 16 more bytes at p: the crc32 instruction over
- * x's 16 bytes from a zero register gives (x * x^32) mod P, and goes on over the tail. */
-__attribute__((target(FOLD_TARGET))) static uint32_t fold_finish(__m128i x, const uint8_t *p, size_t len)
+/* The 16-byte lane x moved forward by the distance of k, modulo P. */
+__attribute__((target(FOLD128_TARGET))) static inline __m128i fold16(__m128i x, __m128i k)
+{
+    return _mm_xor_si128(_mm_clmulepi64_si128(x, k, 0x00), _mm_clmulepi64_si128(x, k, 0x11));
+}
+
+/* Both lanes of x moved forward by the distance of k, modulo P. */
+__attribute__((target(FOLD256_TARGET))) static inline __m256i fold32(__m256i x, __m256i k)
+{
+    return _mm256_xor_si256(_mm256_clmulepi64_epi128(x, k, 0x00),
+                            _mm256_clmulepi64_epi128(x, k, 0x11));
+}
+
+/* The finished CRC of a message that reduced to the lane x (its register taken in
+ * at the start) followed by the len < 16 bytes at p. */
+__attribute__((target(FOLD128_TARGET))) static inline uint32_t fold_finish(__m128i x, const uint8_t *p,
+                                                                               size_t len)
 {
     assert(len < 16);
     uint64_t c = _mm_crc32_u64(0, (uint64_t)_mm_cvtsi128_si64(x));
@@ -288,22 +322,67 @@ __attribute__((target(FOLD_TARGET))) static uint32_t fold_finish(__m128i x, cons
     return ~c32;
 }
 
-/* The register ~crc taken in by XORing it into the first 4 bytes: a CRC register
- * acts on the message only through that XOR. */
-__attribute__((target(FOLD_TARGET))) static uint32_t crc32c_fold128(uint32_t crc, const uint8_t *buf,
-                                                                    size_t len)
+/* fold256 state: the four accumulators. */
+typedef struct fold256_state {
+    __m256i y[4];
+} fold256_state;
+
+/* Starts a CRC over the FOLD256_STEP bytes at p, extending the finished value crc
+ * (0 to start): the register ~crc acts on the message only as an XOR into its first
+ * 4 bytes. */
+__attribute__((target(FOLD256_TARGET))) static inline void fold256_begin(fold256_state *s, uint32_t crc,
+                                                                             const uint8_t *p)
 {
-    assert(len >= 128);
-    const __m128i k64 = load16((const uint8_t *)fold_k64), k16 = load16((const uint8_t *)fold_k16);
-    __m128i x0 = _mm_xor_si128(load16(buf), _mm_cvtsi32_si128((int)~crc));
-    __m128i x1 = load16(buf + 16), x2 = load16(buf + 32), x3 = load16(buf + 48);
+    s->y[0] = _mm256_xor_si256(fold_load32(p), _mm256_zextsi128_si256(_mm_cvtsi32_si128((int)~crc)));
+    s->y[1] = fold_load32(p + 32);
+    s->y[2] = fold_load32(p + 64);
+    s->y[3] = fold_load32(p + 96);
+}
+
+/* Takes in the next FOLD256_STEP bytes, at p. */
+__attribute__((target(FOLD256_TARGET))) static inline void fold256_step(fold256_state *s, const uint8_t *p)
+{
+    const __m256i k = fold_load32(fold_k128);
+    s->y[0] = _mm256_xor_si256(fold32(s->y[0], k), fold_load32(p));
+    s->y[1] = _mm256_xor_si256(fold32(s->y[1], k), fold_load32(p + 32));
+    s->y[2] = _mm256_xor_si256(fold32(s->y[2], k), fold_load32(p + 64));
+    s->y[3] = _mm256_xor_si256(fold32(s->y[3], k), fold_load32(p + 96));
+}
+
+/* The finished CRC: the state followed by the len < FOLD256_STEP bytes at p. */
+__attribute__((target(FOLD256_TARGET))) static inline uint32_t fold256_end(const fold256_state *s,
+                                                                               const uint8_t *p, size_t len)
+{
+    assert(len < FOLD256_STEP);
+    const __m256i k32 = fold_load32(fold_k32);
+    const __m128i k16 = fold_load16(fold_k16);
+    __m256i y = _mm256_xor_si256(s->y[1], fold32(s->y[0], k32));
+    y = _mm256_xor_si256(s->y[2], fold32(y, k32));
+    y = _mm256_xor_si256(s->y[3], fold32(y, k32));
+    __m128i x = _mm_xor_si128(_mm256_extracti128_si256(y, 1), fold16(_mm256_castsi256_si128(y), k16));
+    while (len >= 16) {
+        x = _mm_xor_si128(fold16(x, k16), fold_load16(p));
+        p += 16;
+        len -= 16;
+    }
+    return fold_finish(x, p, len);
+}
+
+/* fold128 (see the top): four 16-byte accumulators, 64 bytes a step. */
+__attribute__((target(FOLD128_TARGET))) static uint32_t crc32c_fold128(uint32_t crc, const uint8_t *buf,
+                                                                          size_t len)
+{
+    assert(len >= 64);
+    const __m128i k64 = fold_load16(fold_k64), k16 = fold_load16(fold_k16);
+    __m128i x0 = _mm_xor_si128(fold_load16(buf), _mm_cvtsi32_si128((int)~crc));
+    __m128i x1 = fold_load16(buf + 16), x2 = fold_load16(buf + 32), x3 = fold_load16(buf + 48);
     buf += 64;
     len -= 64;
     while (len >= 64) {
-        x0 = _mm_xor_si128(fold16(x0, k64), load16(buf));
-        x1 = _mm_xor_si128(fold16(x1, k64), load16(buf + 16));
-        x2 = _mm_xor_si128(fold16(x2, k64), load16(buf + 32));
-        x3 = _mm_xor_si128(fold16(x3, k64), load16(buf + 48));
+        x0 = _mm_xor_si128(fold16(x0, k64), fold_load16(buf));
+        x1 = _mm_xor_si128(fold16(x1, k64), fold_load16(buf + 16));
+        x2 = _mm_xor_si128(fold16(x2, k64), fold_load16(buf + 32));
+        x3 = _mm_xor_si128(fold16(x3, k64), fold_load16(buf + 48));
         buf += 64;
         len -= 64;
     }
@@ -311,42 +390,79 @@ __attribute__((target(FOLD_TARGET))) static uint32_t crc32c_fold128(uint32_t crc
     x2 = _mm_xor_si128(x2, fold16(x1, k16));
     x3 = _mm_xor_si128(x3, fold16(x2, k16));
     while (len >= 16) {
-        x3 = _mm_xor_si128(fold16(x3, k16), load16(buf));
+        x3 = _mm_xor_si128(fold16(x3, k16), fold_load16(buf));
         buf += 16;
         len -= 16;
     }
     return fold_finish(x3, buf, len);
 }
 
+/* fold256 (see the top): four 32-byte accumulators, 128 bytes a step. */
 __attribute__((target(FOLD256_TARGET))) static uint32_t crc32c_fold256(uint32_t crc, const uint8_t *buf,
-                                                                       size_t len)
+                                                                          size_t len)
 {
-    assert(len >= 128);
-    const __m256i k128 = load32((const uint8_t *)fold_k128), k32 = load32((const uint8_t *)fold_k32);
-    __m256i y0 = _mm256_xor_si256(load32(buf), _mm256_zextsi128_si256(_mm_cvtsi32_si128((int)~crc)));
-    __m256i y1 = load32(buf + 32), y2 = load32(buf + 64), y3 = load32(buf + 96);
-    buf += 128;
-    len -= 128;
-    while (len >= 128) {
-        y0 = _mm256_xor_si256(fold32(y0, k128), load32(buf));
-        y1 = _mm256_xor_si256(fold32(y1, k128), load32(buf + 32));
-        y2 = _mm256_xor_si256(fold32(y2, k128), load32(buf + 64));
-        y3 = _mm256_xor_si256(fold32(y3, k128), load32(buf + 96));
-        buf += 128;
-        len -= 128;
+    assert(len >= FOLD256_STEP);
+    fold256_state s;
+    fold256_begin(&s, crc, buf);
+    buf += FOLD256_STEP;
+    len -= FOLD256_STEP;
+    while (len >= FOLD256_STEP) {
+        fold256_step(&s, buf);
+        buf += FOLD256_STEP;
+        len -= FOLD256_STEP;
     }
-    y1 = _mm256_xor_si256(y1, fold32(y0, k32));
-    y2 = _mm256_xor_si256(y2, fold32(y1, k32));
-    y3 = _mm256_xor_si256(y3, fold32(y2, k32));
-    __m128i x = _mm_xor_si128(fold16(_mm256_castsi256_si128(y3), load16((const uint8_t *)fold_k16)),
-                              _mm256_extracti128_si256(y3, 1));
-    const __m128i k16 = load16((const uint8_t *)fold_k16);
-    while (len >= 16) {
-        x = _mm_xor_si128(fold16(x, k16), load16(buf));
-        buf += 16;
-        len -= 16;
+    return fold256_end(&s, buf, len);
+}
+
+
+/* The raw register a moved over the zero bytes of the shift_constant k. */
+__attribute__((target(FOLD128_TARGET))) static inline uint32_t shift_by(uint32_t a, uint64_t k)
+{
+    __m128i p = _mm_clmulepi64_si128(_mm_cvtsi32_si128((int)a), _mm_cvtsi64_si128((long long)k), 0x00);
+    return (uint32_t)_mm_crc32_u64(0, (uint64_t)_mm_cvtsi128_si64(p));
+}
+
+/* hybrid (see the top): blocks of HYB_BLOCK bytes, each folded by fold256 over its
+ * first part while three crc32 streams take in the rest, the two kinds of
+ * instruction running on different units; each block's raw register is computed from
+ * zero and joined by linearity: raw(R B) = shift(R, |B|) ^ raw_0(B), and within the
+ * block raw_0(F S0 S1 S2) = shift(F, 3s) ^ shift(S0, 2s) ^ shift(S1, s) ^ S2 with s =
+ * HYB_STREAM_BYTES.  What is left after the last whole block goes to fold256 / hw. */
+__attribute__((target(FOLD256_TARGET))) static uint32_t crc32c_hybrid(uint32_t crc, const uint8_t *buf,
+                                                                      size_t len)
+{
+    assert(len >= HYB_BLOCK);
+    uint32_t r = ~crc;
+    while (len >= HYB_BLOCK) {
+        const uint8_t *s = buf + HYB_FOLD_BYTES;
+        fold256_state f;
+        fold256_begin(&f, 0xFFFFFFFFu, buf); /* a zero raw register */
+        uint64_t c0 = 0, c1 = 0, c2 = 0;
+        for (uint32_t j = 0;;) {
+            for (uint32_t m = 0; m < HYB_LANE_BYTES; m += 8) {
+                uint64_t w0, w1, w2;
+                memcpy(&w0, s + m, 8);
+                memcpy(&w1, s + HYB_STREAM_BYTES + m, 8);
+                memcpy(&w2, s + 2 * HYB_STREAM_BYTES + m, 8);
+                c0 = _mm_crc32_u64(c0, w0);
+                c1 = _mm_crc32_u64(c1, w1);
+                c2 = _mm_crc32_u64(c2, w2);
+            }
+            s += HYB_LANE_BYTES;
+            if (++j == HYB_STEPS)
+                break;
+            fold256_step(&f, buf + FOLD256_STEP * j);
+        }
+        uint32_t rf = ~fold256_end(&f, buf + HYB_FOLD_BYTES, 0);
+        uint32_t block = shift_by(rf, hyb_k3) ^ shift_by((uint32_t)c0, hyb_k2) ^
+                         shift_by((uint32_t)c1, hyb_k1) ^ (uint32_t)c2;
+        r = shift_by(r, hyb_kblock) ^ block;
+        buf += HYB_BLOCK;
+        len -= HYB_BLOCK;
     }
-    return fold_finish(x, buf, len);
+    if (len >= FOLD256_STEP)
+        return crc32c_fold256(~r, buf, len);
+    return crc32c_hw(~r, buf, len);
 }
 #elif defined(PL_CRC_ARM)
 __attribute__((target("+crc"))) static uint32_t crc32c_hw(uint32_t crc, const uint8_t *buf,
@@ -386,6 +502,8 @@ uint32_t pl_crc32c(uint32_t crc, const uint8_t *buf, size_t len)
     if (buf == NULL)
         return crc;
 #if defined(PL_CRC_X86)
+    if (len >= HYB_BLOCK && fold_in_use == PL_CRC32C_FOLD256)
+        return crc32c_hybrid(crc, buf, len);
     if (len >= FOLD_MIN && fold_in_use == PL_CRC32C_FOLD256)
         return crc32c_fold256(crc, buf, len);
     if (len >= FOLD_MIN && fold_in_use == PL_CRC32C_FOLD128)
@@ -413,6 +531,7 @@ int pl_crc32c_path_available(int path)
     case PL_CRC32C_FOLD128:
         return fold128_ok;
     case PL_CRC32C_FOLD256:
+    case PL_CRC32C_HYBRID:
         return fold_in_use == PL_CRC32C_FOLD256;
     default:
         return 0;
@@ -430,10 +549,13 @@ int pl_crc32c_with(int path, uint32_t crc, const uint8_t *buf, size_t len, uint3
     switch (path) {
 #if defined(PL_CRC_X86)
     case PL_CRC32C_FOLD256:
-        *out = len >= 128 ? crc32c_fold256(crc, buf, len) : crc32c_hw(crc, buf, len);
+        *out = len >= FOLD256_STEP ? crc32c_fold256(crc, buf, len) : crc32c_hw(crc, buf, len);
+        return PL_OK;
+    case PL_CRC32C_HYBRID:
+        *out = len >= HYB_BLOCK ? crc32c_hybrid(crc, buf, len) : crc32c_hw(crc, buf, len);
         return PL_OK;
     case PL_CRC32C_FOLD128:
-        *out = len >= 128 ? crc32c_fold128(crc, buf, len) : crc32c_hw(crc, buf, len);
+        *out = len >= 64 ? crc32c_fold128(crc, buf, len) : crc32c_hw(crc, buf, len);
         return PL_OK;
 #endif
 #if defined(PL_CRC_X86) || defined(PL_CRC_ARM)
