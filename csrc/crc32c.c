@@ -6,7 +6,7 @@
  * over len bytes and returns the finished value, so pl_crc32c(pl_crc32c(0, a), b) is
  * the CRC of a followed by b.  pl_crc32c(0, "123456789", 9) == 0xE3069283.
  *
- * Paths (enum pl_crc32c_path in pylog.h; pl_crc32c_with runs one by name, for tests):
+ * Paths (PL_CRC32C_* in pylog.h; pl_crc32c_with runs one by name, for tests):
  *
  *  - portable: slicing-by-8 tables, everywhere.
  *  - hw: x86-64 with SSE4.2 uses the crc32 instruction; aarch64 with the CRC extension
@@ -16,17 +16,26 @@
  *    linear, so crc(A B C) = shift(shift(crc(A)) ^ crc_0(B)) ^ crc_0(C), where shift
  *    is the update over HW_BLOCK zero bytes, a fixed linear map of 32 bits applied
  *    with four 256-entry tables (shift_table, filled by the constructor).
- *  - fold128 / fold256 (x86-64 with PCLMULQDQ, resp. VPCLMULQDQ and AVX2, and SSE4.2):
- *    carry-less multiplication folds the buffer, for inputs of at least FOLD_MIN
- *    bytes.  Four accumulators of 16 (32) bytes each hold the message read so far
- *    reduced to a polynomial that is congruent modulo P to it; each step multiplies
- *    an accumulator by x^D mod P (D = the distance to the next bytes it takes in,
- *    64 or 128 bytes) and XORs in those bytes.  The remaining 16 bytes and the tail
- *    are finished with the crc32 instruction, which computes (M * x^32) mod P from a
- *    zero register.  The constants are computed by the constructor (fold_constant).
- *    VPCLMULQDQ does twice the work per instruction of PCLMULQDQ and is twice as
- *    fast as the three crc32 streams on the CPUs that have it (AMD Zen 3 and later,
- *    Intel Ice Lake and later).
+ *  - fold128 / fold256 (x86-64 with PCLMULQDQ, resp. VPCLMULQDQ and AVX2, and SSE4.2),
+ *    where they beat hw (FOLD256_MIN, FOLD128_MIN): carry-less multiplication folds the
+ *    buffer.  Four accumulators of 16 (32) bytes hold the message read so far,
+ *    reduced to a polynomial congruent to it modulo P; each step multiplies an
+ *    accumulator by x^D mod P (D = the distance to the next bytes it takes in, 64 or
+ *    128 bytes) and XORs those bytes in.  At the end the accumulators are folded onto
+ *    one 16-byte lane, and the crc32 instruction finishes: from a zero register it
+ *    computes (M x^32) mod P of those 16 bytes, then goes on over the tail.  The
+ *    constants are computed by the constructor (fold_constant says why they are what
+ *    they are).
+ *  - hybrid (CPUs with fold256), for inputs of at least HYB_BLOCK bytes: fold256 and
+ *    three crc32 streams in one loop, over different parts of each block.  The two
+ *    kinds of instruction run on different execution units, so together they go
+ *    faster than either alone (measured on AMD Zen 3: about 1.4 times fold256, which
+ *    is itself about 1.3 times hw, on data in the L2 cache).  The parts
+ *    are joined by linearity, moving a register over n zero bytes by one carry-less
+ *    multiplication and one crc32 instruction (shift_constant).
+ *
+ * pl_crc32c takes the hybrid, fold256 or fold128, hw, portable path: the first this
+ * CPU has that suits the length.
  *
  * The choice is made once, in a load-time constructor, from the CPU's feature bits,
  * so one binary runs on every CPU of its platform.  All paths give identical results.
@@ -95,9 +104,11 @@ static void fill_shift_table(void)
 }
 
 #if defined(PL_CRC_X86)
-/* Inputs shorter than this take the hw path: below it the fold's setup and final
- * reduction cost more than the three crc32 streams (measured on AMD Zen 3). */
-#define FOLD_MIN 512u
+/* Where the folds beat hw (measured on AMD Zen 3, each path run by name): fold256
+ * from 256 bytes on; fold128 from 512 bytes up to where hw's three streams start
+ * (3 * HW_BLOCK), above which hw is faster (PCLMULQDQ issues every other cycle). */
+#define FOLD256_MIN 256u
+#define FOLD128_MIN 512u
 
 /* Folding constants, as carry-less multiplication operands (fold_constant): k[0]
  * multiplies the first 8 bytes of a 16-byte lane, k[1] the last 8; the pair repeats
@@ -460,7 +471,7 @@ __attribute__((target(FOLD256_TARGET))) static uint32_t crc32c_hybrid(uint32_t c
         buf += HYB_BLOCK;
         len -= HYB_BLOCK;
     }
-    if (len >= FOLD256_STEP)
+    if (len >= FOLD256_MIN)
         return crc32c_fold256(~r, buf, len);
     return crc32c_hw(~r, buf, len);
 }
@@ -502,11 +513,11 @@ uint32_t pl_crc32c(uint32_t crc, const uint8_t *buf, size_t len)
     if (buf == NULL)
         return crc;
 #if defined(PL_CRC_X86)
-    if (len >= HYB_BLOCK && fold_in_use == PL_CRC32C_FOLD256)
+    if (fold_in_use == PL_CRC32C_FOLD256 && len >= HYB_BLOCK)
         return crc32c_hybrid(crc, buf, len);
-    if (len >= FOLD_MIN && fold_in_use == PL_CRC32C_FOLD256)
+    if (fold_in_use == PL_CRC32C_FOLD256 && len >= FOLD256_MIN)
         return crc32c_fold256(crc, buf, len);
-    if (len >= FOLD_MIN && fold_in_use == PL_CRC32C_FOLD128)
+    if (fold_in_use == PL_CRC32C_FOLD128 && len >= FOLD128_MIN && len < 3 * HW_BLOCK)
         return crc32c_fold128(crc, buf, len);
 #endif
 #if defined(PL_CRC_X86) || defined(PL_CRC_ARM)
