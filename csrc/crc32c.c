@@ -344,7 +344,7 @@ typedef struct fold256_state {
 __attribute__((target(FOLD256_TARGET))) static inline void fold256_begin(fold256_state *s, uint32_t crc,
                                                                              const uint8_t *p)
 {
-    s->y[0] = _mm256_xor_si256(fold_load32(p), _mm256_zextsi128_si256(_mm_cvtsi32_si128((int)~crc)));
+    s->y[0] = _mm256_xor_si256(fold_load32(p), _mm256_inserti128_si256(_mm256_setzero_si256(), _mm_cvtsi32_si128((int)~crc), 0));
     s->y[1] = fold_load32(p + 32);
     s->y[2] = fold_load32(p + 64);
     s->y[3] = fold_load32(p + 96);

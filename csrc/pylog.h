@@ -119,7 +119,8 @@ int pl_crc32c_hw_available(void);     /* 1 if the hardware path is in use */
 /* 1 if this CPU can run `path` (PL_CRC32C_FOLD256, PL_CRC32C_HYBRID: and pl_crc32c
  * uses them). */
 int pl_crc32c_path_available(int path);
-/* *out = the CRC by one named path, whatever the length (tests compare the paths).
+/* *out = the CRC by one named path (tests compare the paths); a length below the
+ * path's minimum (64 bytes for FOLD128, 128 for FOLD256, 7168 for HYBRID) goes to HW.
  * PL_E_ARG if the path is not available here (or bad pointers). */
 int pl_crc32c_with(int path, uint32_t crc, const uint8_t *buf, size_t len, uint32_t *out);
 
