@@ -787,7 +787,8 @@ int pl_batches_decode(const uint8_t *buf, uint64_t len, int64_t min_offset, uint
         memcpy(&last, &last_u, sizeof last);
         uint32_t room = out->capacity - first - filled;
         int decode = info.record_count > 0 && info.last_offset_delta >= 0 && last >= min_offset &&
-                     !(info.attributes & PL_ATTR_COMPRESSION_MASK) && (uint32_t)info.record_count <= room;
+                     !(info.attributes & PL_ATTR_COMPRESSION_MASK) &&
+                     (uint32_t)info.record_count <= room;
         /* Every batch walked has its CRC checked, skipped ones too, before anything of
          * it is used.  A batch that is decoded is checked right after the record walk,
          * which has brought its bytes into the cache (checked first, its bytes would

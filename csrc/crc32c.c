@@ -126,6 +126,7 @@ static uint64_t fold_k128[4]; /* fold256's step (4 x 32 bytes) */
 #define HYB_FOLD_BYTES (HYB_STEPS * 128u)
 #define HYB_STREAM_BYTES (HYB_STEPS * HYB_LANE_BYTES)
 #define HYB_BLOCK (HYB_FOLD_BYTES + 3u * HYB_STREAM_BYTES)
+_Static_assert(HYB_LANE_BYTES % 8 == 0 && HYB_STREAM_BYTES >= 5, "crc32 streams take 8-byte words");
 /* shift_by operands (shift_constant) moving a register over n zero bytes, for
  * n = 1, 2 and 3 streams and for a whole block. */
 static uint64_t hyb_k1, hyb_k2, hyb_k3, hyb_kblock;
@@ -289,24 +290,28 @@ __attribute__((target("sse4.2"))) static uint32_t crc32c_hw(uint32_t crc, const 
 /* Bytes one fold256 step takes in (four 32-byte accumulators). */
 #define FOLD256_STEP 128u
 
-__attribute__((target(FOLD128_TARGET))) static inline __m128i fold_load16(const void *p)
+__attribute__((target(FOLD128_TARGET)))
+static inline __m128i fold_load16(const void *p)
 {
     return _mm_loadu_si128((const __m128i_u *)p);
 }
 
-__attribute__((target(FOLD256_TARGET))) static inline __m256i fold_load32(const void *p)
+__attribute__((target(FOLD256_TARGET)))
+static inline __m256i fold_load32(const void *p)
 {
     return _mm256_loadu_si256((const __m256i_u *)p);
 }
 
 /* The 16-byte lane x moved forward by the distance of k, modulo P. */
-__attribute__((target(FOLD128_TARGET))) static inline __m128i fold16(__m128i x, __m128i k)
+__attribute__((target(FOLD128_TARGET)))
+static inline __m128i fold16(__m128i x, __m128i k)
 {
     return _mm_xor_si128(_mm_clmulepi64_si128(x, k, 0x00), _mm_clmulepi64_si128(x, k, 0x11));
 }
 
 /* Both lanes of x moved forward by the distance of k, modulo P. */
-__attribute__((target(FOLD256_TARGET))) static inline __m256i fold32(__m256i x, __m256i k)
+__attribute__((target(FOLD256_TARGET)))
+static inline __m256i fold32(__m256i x, __m256i k)
 {
     return _mm256_xor_si256(_mm256_clmulepi64_epi128(x, k, 0x00),
                             _mm256_clmulepi64_epi128(x, k, 0x11));
@@ -314,8 +319,8 @@ __attribute__((target(FOLD256_TARGET))) static inline __m256i fold32(__m256i x, 
 
 /* The finished CRC of a message that reduced to the lane x (its register taken in
  * at the start) followed by the len < 16 bytes at p. */
-__attribute__((target(FOLD128_TARGET))) static inline uint32_t fold_finish(__m128i x, const uint8_t *p,
-                                                                               size_t len)
+__attribute__((target(FOLD128_TARGET)))
+static inline uint32_t fold_finish(__m128i x, const uint8_t *p, size_t len)
 {
     assert(len < 16);
     uint64_t c = _mm_crc32_u64(0, (uint64_t)_mm_cvtsi128_si64(x));
@@ -341,17 +346,19 @@ typedef struct fold256_state {
 /* Starts a CRC over the FOLD256_STEP bytes at p, extending the finished value crc
  * (0 to start): the register ~crc acts on the message only as an XOR into its first
  * 4 bytes. */
-__attribute__((target(FOLD256_TARGET))) static inline void fold256_begin(fold256_state *s, uint32_t crc,
-                                                                             const uint8_t *p)
+__attribute__((target(FOLD256_TARGET)))
+static inline void fold256_begin(fold256_state *s, uint32_t crc, const uint8_t *p)
 {
-    s->y[0] = _mm256_xor_si256(fold_load32(p), _mm256_inserti128_si256(_mm256_setzero_si256(), _mm_cvtsi32_si128((int)~crc), 0));
+    __m256i reg = _mm256_inserti128_si256(_mm256_setzero_si256(), _mm_cvtsi32_si128((int)~crc), 0);
+    s->y[0] = _mm256_xor_si256(fold_load32(p), reg);
     s->y[1] = fold_load32(p + 32);
     s->y[2] = fold_load32(p + 64);
     s->y[3] = fold_load32(p + 96);
 }
 
 /* Takes in the next FOLD256_STEP bytes, at p. */
-__attribute__((target(FOLD256_TARGET))) static inline void fold256_step(fold256_state *s, const uint8_t *p)
+__attribute__((target(FOLD256_TARGET)))
+static inline void fold256_step(fold256_state *s, const uint8_t *p)
 {
     const __m256i k = fold_load32(fold_k128);
     s->y[0] = _mm256_xor_si256(fold32(s->y[0], k), fold_load32(p));
@@ -361,8 +368,8 @@ __attribute__((target(FOLD256_TARGET))) static inline void fold256_step(fold256_
 }
 
 /* The finished CRC: the state followed by the len < FOLD256_STEP bytes at p. */
-__attribute__((target(FOLD256_TARGET))) static inline uint32_t fold256_end(const fold256_state *s,
-                                                                               const uint8_t *p, size_t len)
+__attribute__((target(FOLD256_TARGET)))
+static inline uint32_t fold256_end(const fold256_state *s, const uint8_t *p, size_t len)
 {
     assert(len < FOLD256_STEP);
     const __m256i k32 = fold_load32(fold_k32);
@@ -370,7 +377,8 @@ __attribute__((target(FOLD256_TARGET))) static inline uint32_t fold256_end(const
     __m256i y = _mm256_xor_si256(s->y[1], fold32(s->y[0], k32));
     y = _mm256_xor_si256(s->y[2], fold32(y, k32));
     y = _mm256_xor_si256(s->y[3], fold32(y, k32));
-    __m128i x = _mm_xor_si128(_mm256_extracti128_si256(y, 1), fold16(_mm256_castsi256_si128(y), k16));
+    __m128i x = _mm_xor_si128(_mm256_extracti128_si256(y, 1),
+                              fold16(_mm256_castsi256_si128(y), k16));
     while (len >= 16) {
         x = _mm_xor_si128(fold16(x, k16), fold_load16(p));
         p += 16;
@@ -380,8 +388,8 @@ __attribute__((target(FOLD256_TARGET))) static inline uint32_t fold256_end(const
 }
 
 /* fold128 (see the top): four 16-byte accumulators, 64 bytes a step. */
-__attribute__((target(FOLD128_TARGET))) static uint32_t crc32c_fold128(uint32_t crc, const uint8_t *buf,
-                                                                          size_t len)
+__attribute__((target(FOLD128_TARGET)))
+static uint32_t crc32c_fold128(uint32_t crc, const uint8_t *buf, size_t len)
 {
     assert(len >= 64);
     const __m128i k64 = fold_load16(fold_k64), k16 = fold_load16(fold_k16);
@@ -409,8 +417,8 @@ __attribute__((target(FOLD128_TARGET))) static uint32_t crc32c_fold128(uint32_t 
 }
 
 /* fold256 (see the top): four 32-byte accumulators, 128 bytes a step. */
-__attribute__((target(FOLD256_TARGET))) static uint32_t crc32c_fold256(uint32_t crc, const uint8_t *buf,
-                                                                          size_t len)
+__attribute__((target(FOLD256_TARGET)))
+static uint32_t crc32c_fold256(uint32_t crc, const uint8_t *buf, size_t len)
 {
     assert(len >= FOLD256_STEP);
     fold256_state s;
@@ -425,11 +433,12 @@ __attribute__((target(FOLD256_TARGET))) static uint32_t crc32c_fold256(uint32_t 
     return fold256_end(&s, buf, len);
 }
 
-
 /* The raw register a moved over the zero bytes of the shift_constant k. */
-__attribute__((target(FOLD128_TARGET))) static inline uint32_t shift_by(uint32_t a, uint64_t k)
+__attribute__((target(FOLD128_TARGET)))
+static inline uint32_t shift_by(uint32_t a, uint64_t k)
 {
-    __m128i p = _mm_clmulepi64_si128(_mm_cvtsi32_si128((int)a), _mm_cvtsi64_si128((long long)k), 0x00);
+    __m128i p = _mm_clmulepi64_si128(_mm_cvtsi32_si128((int)a), _mm_cvtsi64_si128((long long)k),
+                                     0x00);
     return (uint32_t)_mm_crc32_u64(0, (uint64_t)_mm_cvtsi128_si64(p));
 }
 
@@ -439,8 +448,8 @@ __attribute__((target(FOLD128_TARGET))) static inline uint32_t shift_by(uint32_t
  * zero and joined by linearity: raw(R B) = shift(R, |B|) ^ raw_0(B), and within the
  * block raw_0(F S0 S1 S2) = shift(F, 3s) ^ shift(S0, 2s) ^ shift(S1, s) ^ S2 with s =
  * HYB_STREAM_BYTES.  What is left after the last whole block goes to fold256 / hw. */
-__attribute__((target(FOLD256_TARGET))) static uint32_t crc32c_hybrid(uint32_t crc, const uint8_t *buf,
-                                                                      size_t len)
+__attribute__((target(FOLD256_TARGET)))
+static uint32_t crc32c_hybrid(uint32_t crc, const uint8_t *buf, size_t len)
 {
     assert(len >= HYB_BLOCK);
     uint32_t r = ~crc;
