@@ -772,23 +772,33 @@ int pl_batches_decode(const uint8_t *buf, uint64_t len, int64_t min_offset, uint
     *consumed = 0;
     if (first > out->capacity)
         return PL_E_NOSPACE;
+    int check = (flags & PL_DECODE_CHECK_CRC) != 0;
     uint64_t pos = 0;
     uint32_t filled = 0;
     while (pos < len) {
+        assert(*consumed == pos);
         pl_batch_info info;
         uint64_t total;
         int st = batch_at(buf, len, pos, &info, &total);
         if (st != PL_OK)
             return st;
-        /* every batch walked is checked, skipped ones too: one pass over bytes the
-         * decode is about to touch anyway */
-        if ((flags & PL_DECODE_CHECK_CRC) && batch_crc(buf + pos, total) != info.crc)
-            return PL_E_CRC;
-        if (info.record_count < 0 || info.last_offset_delta < 0)
-            return PL_E_RECORD_COUNT;
         uint64_t last_u = (uint64_t)info.base_offset + (uint64_t)info.last_offset_delta;
         int64_t last;
         memcpy(&last, &last_u, sizeof last);
+        uint32_t room = out->capacity - first - filled;
+        int decode = info.record_count > 0 && info.last_offset_delta >= 0 && last >= min_offset &&
+                     !(info.attributes & PL_ATTR_COMPRESSION_MASK) &&
+                     (uint32_t)info.record_count <= room;
+        /* Every batch walked has its CRC checked, skipped ones too, before anything of
+         * it is used.  A batch that is decoded is checked right after the record walk,
+         * which has brought its bytes into the cache (checked first, its bytes would
+         * come from memory twice over: the CRC pass and the walk do not share them);
+         * its entries count only if its CRC matched, and a mismatch wins over an error
+         * the walk met.  Others are checked first. */
+        if (check && !decode && batch_crc(buf + pos, total) != info.crc)
+            return PL_E_CRC;
+        if (info.record_count < 0 || info.last_offset_delta < 0)
+            return PL_E_RECORD_COUNT;
         if (last < min_offset || info.record_count == 0) {
             pos += total; /* wholly below min_offset: skip without decoding */
             *consumed = pos;
@@ -796,13 +806,15 @@ int pl_batches_decode(const uint8_t *buf, uint64_t len, int64_t min_offset, uint
         }
         if (info.attributes & PL_ATTR_COMPRESSION_MASK)
             return PL_E_COMPRESSED;
-        uint32_t room = out->capacity - first - filled;
         if ((uint32_t)info.record_count > room)
             return filled == 0 ? PL_E_NOSPACE : PL_OK;
+        assert(decode);
         st = pl_records_decode(buf + pos + PL_BATCH_HEADER_BYTES, total - PL_BATCH_HEADER_BYTES,
                                (uint32_t)info.record_count, info.base_offset, info.base_timestamp,
                                info.max_timestamp, info.attributes,
                                (int64_t)(pos + PL_BATCH_HEADER_BYTES), out, first + filled);
+        if (check && batch_crc(buf + pos, total) != info.crc)
+            return PL_E_CRC; /* *consumed is this batch's position */
         if (st != PL_OK)
             return st;
         uint32_t n = (uint32_t)info.record_count;

@@ -102,12 +102,27 @@
 const char *pl_strerror(int status);
 
 /* ---- CRC32C (Castagnoli), crc32c.c ---------------------------------------- */
-/* Extends `crc` (0 to start) over len bytes.  Uses SSE4.2 / ARMv8 CRC
+/* Extends `crc` (0 to start) over len bytes.  Uses carry-less multiplication
+ * (VPCLMULQDQ / PCLMULQDQ folding) for long inputs and SSE4.2 / ARMv8 CRC
  * instructions when the CPU has them (detected once at run time), else a
  * portable slicing-by-8 table.  Result identical either way. */
 uint32_t pl_crc32c(uint32_t crc, const uint8_t *buf, size_t len);
 uint32_t pl_crc32c_portable(uint32_t crc, const uint8_t *buf, size_t len);
 int pl_crc32c_hw_available(void);     /* 1 if the hardware path is in use */
+
+/* The paths pl_crc32c chooses from (crc32c.c describes each). */
+#define PL_CRC32C_PORTABLE         0           /* slicing-by-8 tables                */
+#define PL_CRC32C_HW               1           /* crc32 instruction, three streams   */
+#define PL_CRC32C_FOLD128          2           /* PCLMULQDQ folding (x86-64)         */
+#define PL_CRC32C_FOLD256          3           /* VPCLMULQDQ folding (x86-64)        */
+#define PL_CRC32C_HYBRID           4           /* FOLD256 and HW together (x86-64)   */
+/* 1 if this CPU can run `path` (PL_CRC32C_FOLD256, PL_CRC32C_HYBRID: and pl_crc32c
+ * uses them). */
+int pl_crc32c_path_available(int path);
+/* *out = the CRC by one named path (tests compare the paths); a length below the
+ * path's minimum (64 bytes for FOLD128, 128 for FOLD256, 7168 for HYBRID) goes to HW.
+ * PL_E_ARG if the path is not available here (or bad pointers). */
+int pl_crc32c_with(int path, uint32_t crc, const uint8_t *buf, size_t len, uint32_t *out);
 
 /* ---- record batches, batch.c ---------------------------------------------- */
 
@@ -283,8 +298,10 @@ int pl_records_decode(const uint8_t *recs, uint64_t len, uint32_t count,
 /* Decodes the records of consecutive batches at buf (as read from a log) into out,
  * starting at entry `first`, skipping records with offset < min_offset.  With
  * PL_DECODE_CHECK_CRC in flags every batch walked (skipped ones too) has its CRC32C
- * checked first: a mismatch stops the decode with PL_E_CRC and *consumed = the bad
- * batch's position (pl_batches_check_crc then tells the stored and computed CRC).  Stops before a batch whose records do not all fit, at the end of buf,
+ * checked before any of its records count (a decoded batch right after its record
+ * walk, while its bytes are in the cache): a mismatch stops the decode with PL_E_CRC,
+ * whatever else is wrong with the batch, and *consumed = the bad batch's position
+ * (pl_batches_check_crc then tells the stored and computed CRC).  Stops before a batch whose records do not all fit, at the end of buf,
  * or before a compressed batch.  *n_out = entries filled, *consumed = bytes of whole
  * batches decoded.  Returns PL_OK, or PL_E_COMPRESSED when it stopped at a
  * compressed batch (the caller decompresses it and uses pl_records_decode), or

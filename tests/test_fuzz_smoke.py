@@ -22,6 +22,8 @@ def corpus(seed: int, n: int):
         + build_batch([b"yy"] * 2, base_offset=8),
         build_batch([b"z" * 40] * 4, compression="zstd"),
         build_batch([b"z" * 40] * 4, compression="gzip"),
+        # long enough (about 11 KB) for the folding CRC paths in the checked decode
+        build_batch([b"%04d" % i + b"w" * 96 for i in range(100)], base_offset=3),
     ]
     for _ in range(n):
         kind = rng.randrange(4)

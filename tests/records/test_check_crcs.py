@@ -121,3 +121,58 @@ def test_c_decode_flag_and_check_function_agree_on_random_damage():
             assert f"byte {int(bad[0])}" in str(ei.value)
         elif rc == lib.PL_OK:
             decode_records(bytes(raw), check_crcs=True)  # a flip outside every CRC: no error from it
+
+
+def long_batches() -> bytes:
+    """Three batches of 1000 records of 100 bytes (about 110 KB each, as the bench's):
+    long enough for crc32c.c's hybrid / fold paths."""
+    out = b""
+    for i in range(0, 3000, 1000):
+        out += build_batch([(b"value-%06d-" % j).ljust(100, b"x") for j in range(i, i + 1000)],
+                           base_offset=i, base_timestamp=1000)
+    return out
+
+
+def test_long_batches_c_decode_agrees_with_the_check_function_on_random_damage():
+    """The decode checks a decoded batch after its record walk: wherever a bit flips,
+    it reports the same first bad batch as pl_batches_check_crc, and a CRC mismatch
+    even where the flip also breaks the record walk."""
+    rng = random.Random(11)
+    good = long_batches()
+    assert len(decode_records(good, check_crcs=True)) == 3000
+    for _ in range(150):
+        raw = bytearray(good)
+        at = rng.randrange(len(raw))
+        raw[at] ^= 1 << rng.randrange(8)
+        with ffi.from_buffer("uint8_t[]", bytes(raw)) as buf:
+            bad, stored, computed = ffi.new("uint64_t *"), ffi.new("uint32_t *"), ffi.new("uint32_t *")
+            rc = lib.pl_batches_check_crc(buf, len(raw), bad, stored, computed)
+        if rc == lib.PL_E_CRC:
+            with pytest.raises(CorruptRecordError) as ei:
+                decode_records(bytes(raw), check_crcs=True)
+            assert "CRC32C mismatch" in str(ei.value) and f"byte {int(bad[0])}" in str(ei.value)
+        elif rc == lib.PL_OK:  # outside every CRC (baseOffset .. crc field)
+            try:
+                decode_records(bytes(raw), check_crcs=True)
+            except CorruptRecordError as exc:
+                assert "CRC32C" not in str(exc)
+
+
+def test_a_crc_mismatch_wins_over_a_broken_record_walk():
+    """A flip in the first record's length breaks the walk; checked, the error is the
+    CRC mismatch (and nothing is returned), unchecked it is the malformed record."""
+    good = bytearray(long_batches())
+    second = 12 + int.from_bytes(good[8:12], "big")
+    good[second + 61] ^= 0x40  # the second batch's first record length varint
+    with pytest.raises(CorruptRecordError) as ei:
+        decode_records(bytes(good), check_crcs=True)
+    assert "CRC32C mismatch" in str(ei.value) and f"byte {second}" in str(ei.value)
+    with pytest.raises(CorruptRecordError) as ei:
+        decode_records(bytes(good))
+    assert "CRC32C" not in str(ei.value)
+    counted, consumed = ffi.new("uint32_t *"), ffi.new("uint64_t *")
+    from pylog.records.batch import _alloc  # the decoder's own arrays
+    _, (arr, _keep) = _alloc(3000)
+    with ffi.from_buffer("uint8_t[]", bytes(good)) as buf:
+        rc = lib.pl_batches_decode(buf, len(good), 0, lib.PL_DECODE_CHECK_CRC, arr, 0, counted, consumed)
+    assert rc == lib.PL_E_CRC and int(consumed[0]) == second and int(counted[0]) == 1000
