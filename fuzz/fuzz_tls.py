@@ -71,6 +71,7 @@ class Harness:
         self.listener = Listener("SSL", "127.0.0.1", 9093, "SSL")
         self.failures: List[str] = []
         self.connections: List[Any] = []
+        self.handshaking: set = set()
 
     # the KafkaServer surface TlsTransport uses
     def tls_context(self, name: str) -> ssl.SSLContext:
@@ -121,6 +122,7 @@ def one_input(data: bytes, h: Harness) -> None:
     # the client goes away: a handshake that had begun counts as failed, once in all
     t.connection_lost(None)
     assert len(h.failures) == (1 if any(chunks) else 0), h.failures
+    assert not h.handshaking, "a closed connection is still listed as handshaking"
 
 
 def main() -> None:  # pragma: no cover - run by hand with atheris

@@ -74,6 +74,8 @@ class KafkaServer:
         self._stopping = False
         #: Each SSL listener's SSLContext (by listener name); replaced by reload_tls().
         self._tls: Dict[str, ssl.SSLContext] = {}
+        #: TLS connections still in their handshake (closed by stop()).
+        self.handshaking: Set[TlsTransport] = set()
         #: When a connection last handed a request to the handlers (time.monotonic()).
         self.last_request_s = 0.0
         broker.add_data_listener(self.purgatory.notify)
@@ -184,6 +186,8 @@ class KafkaServer:
         self.broker.remove_data_listener(self.purgatory.notify)
         for srv in self._servers:
             srv.close()
+        for tls in list(self.handshaking):
+            tls.abort()
         if self._sweeper is not None:
             self._sweeper.cancel()
         self.purgatory.expire_all()

@@ -292,6 +292,7 @@ class TlsTransport(asyncio.Protocol):
         ctx = self.server.tls_context(self.listener.name)  # looked up now: a reload applies to new handshakes
         self._ssl = ctx.wrap_bio(self._in, self._out, server_side=True)
         self._timer = self.server.loop.call_later(HANDSHAKE_TIMEOUT_S, self._handshake_timeout)
+        self.server.handshaking.add(self)
 
     def data_received(self, data: bytes) -> None:
         if self._closed:
@@ -307,6 +308,7 @@ class TlsTransport(asyncio.Protocol):
         return False  # close
 
     def connection_lost(self, exc: Optional[BaseException]) -> None:
+        self.server.handshaking.discard(self)
         if self._timer is not None:
             self._timer.cancel()
         if self.conn is not None:
@@ -339,6 +341,7 @@ class TlsTransport(asyncio.Protocol):
             self._failed(reason)
             return False
         self._handshaken = True
+        self.server.handshaking.discard(self)
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -357,6 +360,7 @@ class TlsTransport(asyncio.Protocol):
 
     def _failed(self, reason: str) -> None:
         self._closed = True
+        self.server.handshaking.discard(self)
         self.server.tls_handshake_failed(self.peer, self.listener, reason)
         if self.raw is not None:
             self.raw.close()
@@ -458,5 +462,6 @@ class TlsTransport(asyncio.Protocol):
 
     def abort(self) -> None:
         self._closed = True
+        self.server.handshaking.discard(self)
         if self.raw is not None:
             self.raw.abort()

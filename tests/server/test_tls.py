@@ -358,3 +358,13 @@ def test_plaintext_on_a_non_loopback_address_warns(start_server, pki):
     assert len(warn) == 1 and "WARNING" in warn[0] and "PLAINTEXT://0.0.0.0:0" in warn[0]
     srv2 = start_server(*_tls_args(pki))
     assert "non-loopback" not in srv2.log_text()
+
+
+def test_shutdown_with_a_handshake_in_progress(start_server, pki):
+    srv = start_server(*_tls_args(pki))
+    with socket.create_connection(("127.0.0.1", srv.ports["SSL"]), timeout=20) as s:
+        s.sendall(_client_hello(pki)[:40])  # half a ClientHello, then nothing
+        time.sleep(0.2)
+        assert srv.stop(timeout_s=20) == 0
+        assert s.recv(100) == b""  # the server closed it
+    assert "stopped cleanly" in srv.log_text() and "Traceback" not in srv.log_text()
