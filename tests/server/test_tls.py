@@ -150,9 +150,17 @@ def test_confluent_kafka_over_ssl_and_plaintext_at_once(start_server, pki):
         c.close()
     from confluent_kafka.admin import AdminClient
 
-    md = AdminClient(dict(_ck_ssl(pki, cert=False), **{"bootstrap.servers": srv.address("SSL")})).list_topics(
-        timeout=10)
+    admin = AdminClient(dict(_ck_ssl(pki, cert=False), **{"bootstrap.servers": srv.address("SSL")}))
+    md = admin.list_topics(timeout=10)
     assert [(b.host, b.port) for b in md.brokers.values()] == [("127.0.0.1", srv.ports["SSL"])]
+    from confluent_kafka.admin import ConfigResource
+
+    res = ConfigResource(ConfigResource.Type.BROKER, "0")
+    cfg = admin.describe_configs([res])[res].result(20)
+    assert cfg["listener.security.protocol.map"].value == \
+        "PLAINTEXT:PLAINTEXT,SSL:SSL,SASL_PLAINTEXT:SASL_PLAINTEXT,SASL_SSL:SASL_SSL"
+    assert cfg["inter.broker.listener.name"].value == "PLAINTEXT"
+    assert cfg["listeners"].value == "SSL://127.0.0.1:0,PLAINTEXT://127.0.0.1:0"
 
 
 def test_kafka_python_over_ssl(start_server, pki):
