@@ -101,9 +101,8 @@ class TlsSettings:
         prefix = f"listener.name.{listener.lower()}."
         for key, value in settings.items():
             if key in SSL_DEFAULTS:
-                if key not in keys or not keys[key].startswith("listener.name."):
-                    values[key], keys[key] = (None if value is None else str(value)), key
-        for key, value in settings.items():
+                values[key], keys[key] = (None if value is None else str(value)), key
+        for key, value in settings.items():  # then the listener's own, over them
             if key.lower().startswith(prefix):
                 name = key[len(prefix):]
                 if name in SSL_DEFAULTS:
