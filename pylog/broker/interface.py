@@ -36,6 +36,17 @@ class NodeInfo:
     rack: Optional[str] = None
     host: Optional[str] = None
     port: Optional[int] = None
+    #: Every advertised listener as (listener name, host, port), when the broker has
+    #: several (a client is told the address of the listener it connected to).
+    endpoints: Tuple[Tuple[str, str, int], ...] = ()
+
+    def address_for(self, listener_name: str) -> Tuple[Optional[str], Optional[int]]:
+        """``(host, port)`` of this broker's listener named ``listener_name``, else
+        its registered host and port."""
+        for name, host, port in self.endpoints:
+            if name == listener_name:
+                return host, port
+        return self.host, self.port
 
 
 @dataclass(frozen=True)

@@ -359,9 +359,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="the data directory: the first log directory, which also holds the broker's own "
                          "files; log.dirs (from --config or --override) adds more, JBOD (default: log.dirs, "
                          "else ./pylog-data)")
-    sv.add_argument("--listeners", default=None, metavar="PLAINTEXT://HOST:PORT[,...]",
-                    help="where to accept connections (default PLAINTEXT://127.0.0.1:9092; port 0 picks a free one)")
-    sv.add_argument("--advertised-listeners", default=None, metavar="PLAINTEXT://HOST:PORT[,...]",
+    sv.add_argument("--listeners", default=None, metavar="NAME://HOST:PORT[,...]",
+                    help="where to accept connections (default PLAINTEXT://127.0.0.1:9092; port 0 picks a free one); "
+                         "SSL listeners take Kafka's ssl.* settings (PEM files), see README 'Security'")
+    sv.add_argument("--advertised-listeners", default=None, metavar="NAME://HOST:PORT[,...]",
                     help="the address clients are told to use (default: the listeners)")
     sv.add_argument("--node-id", type=int, default=None, help="this broker's id (node.id / broker.id, default 0)")
     sv.add_argument("--zookeeper", default=None, metavar="HOST:PORT[,HOST:PORT...][/chroot]",

@@ -22,7 +22,8 @@ from typing import Dict, List, Mapping, Optional, Sequence
 
 __all__ = ["ProcessCluster", "BrokerProcess", "broker_env"]
 
-_READY = re.compile(r"listening on PLAINTEXT://(?P<host>[^:,\s]+):(?P<port>\d+)")
+_READY = re.compile(r"listening on (?P<addrs>[A-Z_0-9]+://[^\n]+)\n")
+_ADDR = re.compile(r"(?P<name>[A-Z_0-9]+)://(?P<host>[^:,\s]+):(?P<port>\d+)")
 _METRICS = re.compile(r"metrics on http://(?P<host>[^:\s]+):(?P<port>\d+)/metrics")
 
 
@@ -40,7 +41,8 @@ class BrokerProcess:
 
     def __init__(self, broker_id: int, data_dir: Path, zookeeper: str, *, rack: Optional[str] = None,
                  port: int = 0, overrides: Optional[Mapping[str, object]] = None, metrics: bool = True,
-                 log_level: str = "info", advertised_listeners: Optional[str] = None) -> None:
+                 log_level: str = "info", advertised_listeners: Optional[str] = None,
+                 listeners: Optional[str] = None) -> None:
         self.broker_id = broker_id
         self.data_dir = Path(data_dir)
         self.zookeeper = zookeeper
@@ -52,6 +54,11 @@ class BrokerProcess:
         #: ``advertised.listeners`` (e.g. a proxy in front of the listener), or None: the
         #: listener itself is advertised.
         self.advertised_listeners = advertised_listeners
+        #: ``listeners`` (NAME://HOST:PORT[,...], port 0 for a free one), or None: one
+        #: PLAINTEXT listener on ``port``.  :attr:`port` is then the PLAINTEXT
+        #: listener's (else the first's), :attr:`ports` every listener's.
+        self.listeners = listeners
+        self.ports: Dict[str, int] = {}
         self.host = "127.0.0.1"
         self.metrics_port: Optional[int] = None
         self.proc: Optional[subprocess.Popen] = None
@@ -75,7 +82,7 @@ class BrokerProcess:
     def command(self) -> List[str]:
         cmd = [sys.executable, "-X", "faulthandler", "-m", "pylog", "serve", "--node-id", str(self.broker_id),
                "--zookeeper", self.zookeeper, "--data-dir", str(self.data_dir),
-               "--listeners", f"PLAINTEXT://127.0.0.1:{self.port}", "--log-level", self.log_level]
+               "--listeners", self._listeners_arg(), "--log-level", self.log_level]
         if self.rack is not None:
             cmd += ["--rack", self.rack]
         if self.advertised_listeners is not None:
@@ -85,6 +92,14 @@ class BrokerProcess:
         for k, v in self.overrides.items():
             cmd += ["--override", f"{k}={v}"]
         return cmd
+
+    def _listeners_arg(self) -> str:
+        if self.listeners is None:
+            return f"PLAINTEXT://127.0.0.1:{self.port}"
+        out = []
+        for m in _ADDR.finditer(self.listeners):  # a restart binds the ports of the last run
+            out.append(f"{m.group('name')}://{m.group('host')}:{self.ports.get(m.group('name'), m.group('port'))}")
+        return ",".join(out)
 
     def start(self, timeout_s: float = 60.0) -> "BrokerProcess":
         """Start and wait for the ready line (RuntimeError with the log's end if it exits
@@ -110,7 +125,8 @@ class BrokerProcess:
             buf += chunk
             m = _READY.search(buf)
             if m is not None and (not self.metrics or _METRICS.search(buf)):
-                self.port = int(m.group("port"))
+                self.ports = {a.group("name"): int(a.group("port")) for a in _ADDR.finditer(m.group("addrs"))}
+                self.port = self.ports.get("PLAINTEXT", next(iter(self.ports.values())))
                 mm = _METRICS.search(buf)
                 if mm is not None:
                     self.metrics_port = int(mm.group("port"))
@@ -173,7 +189,8 @@ class ProcessCluster:
                  zookeeper: Optional[str] = None, chroot: str = "/pylog",
                  overrides: Optional[Mapping[str, object]] = None, zk_tick_time_ms: int = 500,
                  metrics: bool = True, log_level: str = "info",
-                 advertised_listeners: Optional[Mapping[int, str]] = None) -> None:
+                 advertised_listeners: Optional[Mapping[int, str]] = None,
+                 listeners: Optional[str] = None) -> None:
         if brokers < 1:
             raise ValueError(f"brokers must be >= 1, got {brokers}")
         if racks is not None and len(racks) != brokers:
@@ -188,6 +205,8 @@ class ProcessCluster:
         #: broker id -> ``advertised.listeners`` of that broker (brokers not named
         #: advertise their listener).
         self.advertised_listeners: Dict[int, str] = dict(advertised_listeners or {})
+        #: every broker's ``listeners`` (None: one PLAINTEXT listener), see BrokerProcess.
+        self.listeners = listeners
         self.zk_server = None
         self._zk_given = zookeeper
         self._zk_tick_time_ms = zk_tick_time_ms
@@ -234,7 +253,7 @@ class ProcessCluster:
             advertised_listeners = self.advertised_listeners.get(broker_id)
         b = BrokerProcess(broker_id, self.data_dir / f"broker-{broker_id}", self.zookeeper, rack=rack, overrides=o,
                           metrics=self.metrics, log_level=self.log_level,
-                          advertised_listeners=advertised_listeners)
+                          advertised_listeners=advertised_listeners, listeners=self.listeners)
         self.brokers[broker_id] = b
         if start:
             b.start()

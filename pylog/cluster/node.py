@@ -383,7 +383,8 @@ class ClusterNode(LocalCluster):
             rack = data.get("rack")
             host, port = data.get("host"), data.get("port")
             out.append(NodeInfo(bid, rack if isinstance(rack, str) else None,
-                                host if isinstance(host, str) else None, port if isinstance(port, int) else None))
+                                host if isinstance(host, str) else None, port if isinstance(port, int) else None,
+                                _endpoints(data.get("endpoints"))))
         return out
 
     def _leader_id(self, topic: str, partition: int) -> int:
@@ -1296,3 +1297,17 @@ def _check_meta(root: Path, broker_id: int, cluster_id: str) -> None:
         os.replace(tmp, path)
     except OSError as exc:
         raise StorageError(f"cannot write {path}: {exc}") from exc
+
+
+def _endpoints(value: Any) -> Tuple[Tuple[str, str, int], ...]:
+    """A registration's ``endpoints`` (``NAME://HOST:PORT`` strings) as (name, host,
+    port); malformed entries are skipped."""
+    out = []
+    for item in value if isinstance(value, list) else ():
+        if not isinstance(item, str) or "://" not in item:
+            continue
+        name, _, addr = item.partition("://")
+        host, sep, port = addr.rpartition(":")
+        if sep and port.isdigit():
+            out.append((name, host.strip("[]"), int(port)))
+    return tuple(out)

@@ -38,6 +38,7 @@ def new_event_loop(kind: str = "auto") -> asyncio.AbstractEventLoop:
 def run(config: ServerConfig, *, event_loop: str = "auto",
         on_ready: Optional[Callable[[KafkaServer], None]] = None) -> int:
     """Serve until SIGTERM or SIGINT, then shut down in order; returns the exit code.
+    SIGHUP reloads the SSL listeners' key, certificates and trust store.
 
     Raises StorageError when another process has the data directory, OSError when a
     listener cannot bind."""
@@ -66,6 +67,8 @@ def run(config: ServerConfig, *, event_loop: str = "auto",
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        # Kafka reloads certificates through dynamic configs; pylog on SIGHUP
+        loop.add_signal_handler(signal.SIGHUP, server.reload_tls)
         log.info("pylog %s serving %s (node %d, cluster %s) on %s, event loop %s",
                  _version(), config.data_dir, config.node_id, broker.cluster_id, ", ".join(server.addresses()),
                  type(loop).__module__.split(".")[0])

@@ -64,18 +64,26 @@ def open_cluster_node(config: ServerConfig, store: Optional[Any] = None) -> Any:
 
 
 def registration(server: "KafkaServer") -> Dict[str, Any]:
-    """What this broker writes to ``/brokers/ids/<id>``: Kafka's fields (the first
-    advertised listener as host/port, every one as endpoints)."""
-    adv = [server.config.advertised_for(configured) for configured, _bound in server.bound]
-    bound = [b for _c, b in server.bound]
+    """What this broker writes to ``/brokers/ids/<id>``: Kafka's fields.  ``host`` and
+    ``port`` are the inter-broker listener's advertised address (the other brokers'
+    replica fetchers connect there; the first listener's when none is named),
+    ``endpoints`` every advertised listener, ``listener_security_protocol_map`` the
+    security protocol of each of them."""
+    cfg = server.config
     endpoints = []
     first = None
-    for a, b in zip(adv, bound):
-        port = a.port if a.port else b.port
+    inter = None
+    pmap: Dict[str, str] = {}
+    for configured, bound in server.bound:
+        a = cfg.advertised_for(configured)
+        port = a.port if a.port else bound.port
         host = a.host if a.host not in ("", "0.0.0.0", "::") else "127.0.0.1"
         endpoints.append(f"{a.name}://{host}:{port}")
+        pmap[a.name] = configured.security_protocol
         if first is None:
             first = (host, port)
+        if configured.name == cfg.inter_broker_listener_name:
+            inter = (host, port)
     assert first is not None
-    return {"host": first[0], "port": first[1], "endpoints": endpoints,
-            "listener_security_protocol_map": {"PLAINTEXT": "PLAINTEXT"}}
+    host, port = inter or first
+    return {"host": host, "port": port, "endpoints": endpoints, "listener_security_protocol_map": pmap}

@@ -27,9 +27,11 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from pylog.broker.config import BrokerConfig
 from pylog.errors import InvalidConfig
+from pylog.server.tls import SSL_DEFAULTS, SSL_IGNORED, TlsSettings, build_context
 from pylog.storage.logdirs import parse_log_dirs
 
-__all__ = ["ServerConfig", "Listener", "parse_properties", "parse_listeners", "DEFAULT_LISTENER"]
+__all__ = ["ServerConfig", "Listener", "parse_properties", "parse_listeners", "parse_protocol_map",
+           "DEFAULT_LISTENER", "DEFAULT_PROTOCOL_MAP"]
 
 DEFAULT_LISTENER = "PLAINTEXT://127.0.0.1:9092"
 
@@ -41,9 +43,15 @@ IGNORED_KAFKA_KEYS = frozenset({
     "transaction.state.log.num.partitions", "offsets.topic.replication.factor",
     "log.flush.scheduler.interval.ms", "log.flush.offset.checkpoint.interval.ms",
     "zookeeper.connection.timeout.ms", "group.max.size", "delete.topic.enable",
-    "inter.broker.protocol.version", "log.message.format.version", "listener.security.protocol.map",
-    "inter.broker.listener.name", "confluent.support.metrics.enable",
+    "inter.broker.protocol.version", "log.message.format.version", "confluent.support.metrics.enable",
 })
+
+#: Kafka's default listener.security.protocol.map.
+DEFAULT_PROTOCOL_MAP: Dict[str, str] = {
+    "PLAINTEXT": "PLAINTEXT", "SSL": "SSL", "SASL_PLAINTEXT": "SASL_PLAINTEXT", "SASL_SSL": "SASL_SSL"}
+SECURITY_PROTOCOLS = frozenset(DEFAULT_PROTOCOL_MAP.values())
+#: Security protocols `pylog serve` serves (SASL is not implemented yet).
+SERVED_PROTOCOLS = frozenset({"PLAINTEXT", "SSL"})
 
 #: Replication and controller settings: used by a cluster node (``zookeeper.connect``
 #: set); a single node has no followers and reports them once at WARNING.
@@ -71,6 +79,9 @@ SERVER_DEFAULTS: Dict[str, Any] = {
     "default.replication.factor": 1,
     "log.dirs": None,
     "log.dir": None,
+    "listener.security.protocol.map": None,
+    "inter.broker.listener.name": None,
+    "security.inter.broker.protocol": None,
 }
 
 #: Broker defaults of a server that differ from an embedded Broker's (Kafka's values).
@@ -84,18 +95,46 @@ _LISTENER_RE = re.compile(r"^(?P<name>[A-Za-z_][A-Za-z0-9_]*)://(?P<host>\[[0-9a
 
 @dataclass(frozen=True)
 class Listener:
-    """One ``NAME://HOST:PORT`` entry; only PLAINTEXT is served today."""
+    """One ``NAME://HOST:PORT`` entry and its security protocol (from
+    listener.security.protocol.map: PLAINTEXT or SSL are served)."""
 
     name: str
     host: str
     port: int
+    security_protocol: str = "PLAINTEXT"
 
     def __str__(self) -> str:
         return f"{self.name}://{self.host}:{self.port}"
 
 
-def parse_listeners(value: str, what: str = "listeners") -> List[Listener]:
-    """``PLAINTEXT://HOST:PORT[,...]``; InvalidConfig names the bad entry."""
+def parse_protocol_map(value: Any) -> Dict[str, str]:
+    """listener.security.protocol.map: ``NAME:PROTOCOL[,...]`` (None: Kafka's default)."""
+    if value is None:
+        return dict(DEFAULT_PROTOCOL_MAP)
+    out: Dict[str, str] = {}
+    for item in str(value).split(","):
+        item = item.strip()
+        if not item:
+            continue
+        name, sep, proto = item.partition(":")
+        name, proto = name.strip().upper(), proto.strip().upper()
+        if not sep or not re.match(r"^[A-Z_][A-Z0-9_]*$", name) or proto not in SECURITY_PROTOCOLS:
+            raise InvalidConfig(f"listener.security.protocol.map: {item!r} is not NAME:PROTOCOL with PROTOCOL "
+                                f"one of {', '.join(sorted(SECURITY_PROTOCOLS))}")
+        if name in out and out[name] != proto:
+            raise InvalidConfig(f"listener.security.protocol.map names {name} twice")
+        out[name] = proto
+    if not out:
+        raise InvalidConfig("listener.security.protocol.map is empty")
+    return out
+
+
+def parse_listeners(value: str, what: str = "listeners",
+                    protocol_map: Optional[Mapping[str, str]] = None) -> List[Listener]:
+    """``NAME://HOST:PORT[,...]``, each name's security protocol from ``protocol_map``
+    (Kafka's default map when None); InvalidConfig names the bad entry.  A SASL
+    listener is refused: SASL is not implemented yet."""
+    pmap = DEFAULT_PROTOCOL_MAP if protocol_map is None else protocol_map
     if not isinstance(value, str) or not value.strip():
         raise InvalidConfig(f"{what} must be NAME://HOST:PORT[,...], got {value!r}")
     out = []
@@ -105,17 +144,21 @@ def parse_listeners(value: str, what: str = "listeners") -> List[Listener]:
         if m is None:
             raise InvalidConfig(f"{what}: {item!r} is not NAME://HOST:PORT")
         name = m.group("name").upper()
-        if name != "PLAINTEXT":
-            raise InvalidConfig(f"{what}: {item!r}: only PLAINTEXT listeners are supported "
-                                "(TLS and SASL are not implemented yet)")
+        proto = pmap.get(name)
+        if proto is None:
+            raise InvalidConfig(f"{what}: {item!r}: listener.security.protocol.map has no security protocol "
+                                f"for {name} (add {name}:PLAINTEXT or {name}:SSL)")
+        if proto not in SERVED_PROTOCOLS:
+            raise InvalidConfig(f"{what}: {item!r}: security protocol {proto} is not implemented yet "
+                                "(SASL is not implemented; PLAINTEXT and SSL are)")
         port = int(m.group("port"))
         if not 0 <= port <= 65535:
             raise InvalidConfig(f"{what}: port {port} of {item!r} is out of range")
-        out.append(Listener(name, m.group("host").strip("[]"), port))
+        out.append(Listener(name, m.group("host").strip("[]"), port, proto))
     names = [x.name for x in out]
-    if len(set((x.host, x.port) for x in out)) != len(out):
+    if len(set((x.host, x.port) for x in out if x.port != 0)) != len([x for x in out if x.port != 0]):
         raise InvalidConfig(f"{what}: {value!r} lists the same address twice")
-    if len(names) != len(set(names)) and what == "advertised.listeners":
+    if len(names) != len(set(names)):
         raise InvalidConfig(f"{what}: each listener name may appear once, got {value!r}")
     return out
 
@@ -185,6 +228,40 @@ def _int(key: str, value: Any, low: int, high: int = 2**63 - 1) -> int:
     return v
 
 
+def _inter_broker_listener(own: Mapping[str, Any], listeners: List[Listener], cluster: bool) -> Optional[str]:
+    """inter.broker.listener.name, validated as Kafka does: it (or the listener named
+    after security.inter.broker.protocol, PLAINTEXT by default; not both) must be one of
+    the listeners.  A cluster's brokers replicate over it, in plaintext: an SSL
+    inter-broker listener is refused (inter-broker TLS is not implemented yet)."""
+    names = {x.name: x for x in listeners}
+    explicit = own["inter.broker.listener.name"]
+    by_protocol = own["security.inter.broker.protocol"]
+    if explicit is not None and by_protocol is not None:
+        raise InvalidConfig("inter.broker.listener.name and security.inter.broker.protocol are both set; "
+                            "set only inter.broker.listener.name")
+    if explicit is not None:
+        name = str(explicit).strip().upper()
+        if name not in names:
+            raise InvalidConfig(f"inter.broker.listener.name={explicit} must name one of the listeners "
+                                f"({', '.join(map(str, listeners))})")
+    else:
+        name = str(by_protocol or "PLAINTEXT").strip().upper()
+        if name not in DEFAULT_PROTOCOL_MAP:
+            raise InvalidConfig(f"security.inter.broker.protocol={by_protocol} is not one of "
+                                f"{', '.join(sorted(DEFAULT_PROTOCOL_MAP))}")
+        if name not in names:
+            if not cluster and by_protocol is None:
+                return None  # a single node: no inter-broker traffic
+            raise InvalidConfig(f"no listener named {name} for inter-broker traffic: set "
+                                "inter.broker.listener.name to one of the listeners "
+                                f"({', '.join(map(str, listeners))})")
+    if cluster and names[name].security_protocol != "PLAINTEXT":
+        raise InvalidConfig(f"inter.broker.listener.name={name} is a {names[name].security_protocol} listener: "
+                            "brokers replicate over a PLAINTEXT listener only (inter-broker TLS is not "
+                            "implemented yet)")
+    return name
+
+
 @dataclass(frozen=True)
 class ServerConfig:
     """Everything `pylog serve` runs with; build it with :meth:`from_sources`."""
@@ -214,6 +291,14 @@ class ServerConfig:
     #: log.dirs (JBOD): every log directory, data_dir first (it also holds the broker's
     #: own files).  Empty means just data_dir.
     log_dirs: Tuple[Path, ...] = ()
+    #: listener.security.protocol.map (Kafka's default when not set).
+    security_protocol_map: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_PROTOCOL_MAP))
+    #: The listener other brokers replicate through (inter.broker.listener.name, else the
+    #: listener named after security.inter.broker.protocol, PLAINTEXT by default); None
+    #: on a single node without such a listener (it has no inter-broker traffic).
+    inter_broker_listener_name: Optional[str] = None
+    #: Each SSL listener's effective ssl.* settings (by listener name).
+    tls: Mapping[str, TlsSettings] = field(default_factory=dict)
 
     @property
     def all_log_dirs(self) -> Tuple[Path, ...]:
@@ -258,6 +343,7 @@ class ServerConfig:
         cluster: Dict[str, Any] = {}
         node_settings: Dict[str, Any] = dict(NODE_DEFAULTS)
         offsets_rf: Any = None
+        ssl_settings: Dict[str, Any] = {}
         for key, value in settings.items():
             if key in ("node.id", "broker.id"):
                 v = _int(key, value, 0, 2**31 - 1)
@@ -281,8 +367,22 @@ class ServerConfig:
                 offsets_rf = value
             elif key in own:
                 own[key] = value
-            elif key in IGNORED_KAFKA_KEYS:
+            elif key in IGNORED_KAFKA_KEYS or key in SSL_IGNORED:
                 ignored.append(key)
+            elif key in SSL_DEFAULTS:
+                ssl_settings[key] = value
+            elif key.lower().startswith("listener.name."):
+                rest = key[len("listener.name."):]
+                _lname, dot, sub = rest.partition(".")
+                if not dot or not _lname:
+                    raise InvalidConfig(f"{key}: a per-listener setting is listener.name.<listener>.<setting>")
+                if sub in SSL_DEFAULTS:
+                    ssl_settings[key] = value
+                elif sub in SSL_IGNORED:
+                    ignored.append(key)
+                else:
+                    raise InvalidConfig(f"{key}: only ssl.* settings can be set per listener in pylog "
+                                        "(SASL is not implemented yet)")
             else:
                 broker[key] = value
         node = 0 if node is None else node
@@ -304,13 +404,21 @@ class ServerConfig:
         except InvalidConfig as exc:
             raise InvalidConfig(f"{exc} (a server key, or a broker/topic default such as num.partitions, "
                                 "log.retention.ms, group.initial.rebalance.delay.ms)") from None
-        lst = parse_listeners(str(own["listeners"]))
+        pmap = parse_protocol_map(own["listener.security.protocol.map"])
+        lst = parse_listeners(str(own["listeners"]), "listeners", pmap)
         adv_raw = own["advertised.listeners"]
-        adv = parse_listeners(str(adv_raw), "advertised.listeners") if adv_raw else lst
+        adv = parse_listeners(str(adv_raw), "advertised.listeners", pmap) if adv_raw else lst
         for a in adv:
             if a.host in ("", "0.0.0.0", "::"):
                 raise InvalidConfig(f"advertised.listeners: {a} is not an address clients can connect to; "
                                     "set advertised.listeners to the host name clients should use")
+            if a.name not in {x.name for x in lst}:
+                raise InvalidConfig(f"advertised.listeners: {a} names no listener of listeners "
+                                    f"({', '.join(map(str, lst))})")
+        inter = _inter_broker_listener(own, lst, zk is not None)
+        tls = {x.name: TlsSettings.resolve(x.name, ssl_settings) for x in lst if x.security_protocol == "SSL"}
+        for t in tls.values():
+            build_context(t)  # missing files, wrong password, ...: refused now, not at the first client
         rf = _int("default.replication.factor", own["default.replication.factor"], 1, 32767)
         if rf != 1 and zk is None:
             raise InvalidConfig(f"default.replication.factor={rf}: a single `pylog serve` node holds one replica "
@@ -340,7 +448,13 @@ class ServerConfig:
             max_connections=_int("max.connections", own["max.connections"], 1, 2**31 - 1),
             default_replication_factor=rf, metrics_listener=metrics, ignored_keys=tuple(sorted(ignored)),
             zookeeper_connect=zk, broker_rack=rack, cluster_settings=cluster, node_settings=node_settings,
-            log_dirs=tuple(log_dirs))
+            log_dirs=tuple(log_dirs), security_protocol_map=pmap, inter_broker_listener_name=inter, tls=tls)
+
+    def listener_named(self, name: str) -> Listener:
+        for x in self.listeners:
+            if x.name == name:
+                return x
+        raise KeyError(name)
 
     def advertised_for(self, listener: Listener) -> Listener:
         """The advertised address of the listener a client connected to (same name)."""

@@ -87,6 +87,11 @@ class KafkaConnection(asyncio.BufferedProtocol):
         self.last_active = time.monotonic()
         self.max_frame = server.config.socket_request_max_bytes
         self.max_queued = server.config.queued_max_requests
+        #: Over TLS (set by pylog.server.tls before connection_made).
+        self.tls = False
+        #: Kafka's principal: ``User:`` + a verified client certificate's subject, else
+        #: ``User:ANONYMOUS`` (kept for authorization).
+        self.principal = "User:ANONYMOUS"
 
     # ------------------------------------------------------------------ transport events
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -100,7 +105,7 @@ class KafkaConnection(asyncio.BufferedProtocol):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             except OSError:
                 pass
-            if self.server.gather_writes:
+            if self.server.gather_writes and not self.tls:
                 # A second socket object on a duplicate of the descriptor, for sendmsg:
                 # asyncio's own transport would join the buffers into one bytes first.
                 try:
@@ -271,7 +276,8 @@ class KafkaConnection(asyncio.BufferedProtocol):
             return
         self._closed = True
         if reason:
-            log.warning("closing connection from %s (listener %s): %s", self.peer, self.listener, reason)
+            log.warning("closing connection from %s (listener %s, %s): %s", self.peer, self.listener,
+                        self.principal, reason)
         if self.transport is not None:
             self.transport.close()
 

@@ -85,6 +85,10 @@ class ServerMetrics:
                                             registry=r)
         self.connections_closed = Counter("pylog_server_connections_closed", "Client connections closed.",
                                           registry=r)
+        self.tls_handshake_failures = Counter(
+            "pylog_server_tls_handshake_failures",
+            "TLS handshakes that failed (plaintext client on a TLS port, certificate refused, bad bytes), "
+            "per listener.", ["listener"], registry=r)
         self.network_in = Counter("pylog_server_network_bytes_in", "Bytes received from clients.", registry=r)
         self.network_out = Counter("pylog_server_network_bytes_out", "Bytes of answers sent to clients.", registry=r)
         r.register(_TrafficCollector(broker_metrics))

@@ -17,9 +17,11 @@ the next start needs no recovery.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
+import ssl
 import time
-from typing import Dict, List, Optional, Set, Tuple
+from typing import Any, Dict, List, Optional, Set, Tuple
 
 from pylog.broker.interface import BrokerInterface
 from pylog.errors import PylogError
@@ -28,10 +30,21 @@ from pylog.server.config import Listener, ServerConfig
 from pylog.server.connection import KafkaConnection
 from pylog.server.metrics import MetricsHTTPServer, ServerMetrics
 from pylog.server.purgatory import Purgatory
+from pylog.server.tls import TlsTransport, build_context
 
 __all__ = ["KafkaServer"]
 
 log = logging.getLogger("pylog.server")
+
+
+def _is_loopback(host: str) -> bool:
+    """Whether ``host`` (a listener's address) only accepts connections from this machine."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # "" (every address) or a host name
+        return False
 
 
 def _is_uvloop(loop: asyncio.AbstractEventLoop) -> bool:
@@ -59,6 +72,10 @@ class KafkaServer:
         self._metrics_http: Optional[MetricsHTTPServer] = None
         self._epochs: Dict[Tuple[str, int], int] = {}
         self._stopping = False
+        #: Each SSL listener's SSLContext (by listener name); replaced by reload_tls().
+        self._tls: Dict[str, ssl.SSLContext] = {}
+        #: TLS connections still in their handshake (closed by stop()).
+        self.handshaking: Set[TlsTransport] = set()
         #: When a connection last handed a request to the handlers (time.monotonic()).
         self.last_request_s = 0.0
         broker.add_data_listener(self.purgatory.notify)
@@ -66,13 +83,23 @@ class KafkaServer:
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
         """Bind every listener (and the metrics endpoint) or raise OSError."""
+        for name, settings in self.config.tls.items():
+            self._tls[name] = build_context(settings)
         for lst in self.config.listeners:
-            srv = await self.loop.create_server(lambda lst=lst: KafkaConnection(self, self._bound_of(lst)),
-                                                host=lst.host or None, port=lst.port, reuse_address=True,
+            if lst.security_protocol == "PLAINTEXT" and not _is_loopback(lst.host):
+                log.warning("listener %s is PLAINTEXT on a non-loopback address: anyone who can reach it can "
+                            "read and write every topic, unencrypted (use an SSL listener)", lst)
+            factory: Any
+            if lst.security_protocol == "SSL":
+                factory = lambda lst=lst: TlsTransport(  # noqa: E731
+                    self, self._bound_of(lst), lambda: KafkaConnection(self, self._bound_of(lst)))
+            else:
+                factory = lambda lst=lst: KafkaConnection(self, self._bound_of(lst))  # noqa: E731
+            srv = await self.loop.create_server(factory, host=lst.host or None, port=lst.port, reuse_address=True,
                                                 backlog=1024)
             port = srv.sockets[0].getsockname()[1] if srv.sockets else lst.port
             self._servers.append(srv)
-            self.bound.append((lst, Listener(lst.name, lst.host, port)))
+            self.bound.append((lst, Listener(lst.name, lst.host, port, lst.security_protocol)))
         if self.config.metrics_listener is not None:
             host, port = self.config.metrics_listener
             self._metrics_http = MetricsHTTPServer(self.metrics, host, port)
@@ -105,8 +132,35 @@ class KafkaServer:
         configuration means the port actually bound)."""
         adv = self.config.advertised_for(listener)
         if adv.port == 0:
-            return Listener(adv.name, adv.host, listener.port)
+            return Listener(adv.name, adv.host, listener.port, adv.security_protocol)
         return adv
+
+    # ------------------------------------------------------------------ TLS
+    def tls_context(self, listener_name: str) -> ssl.SSLContext:
+        """The SSLContext new handshakes on ``listener_name`` use."""
+        return self._tls[listener_name]
+
+    def reload_tls(self) -> bool:
+        """Read every SSL listener's key, certificates and CA bundle again (SIGHUP):
+        new handshakes use them, open connections go on with theirs.  A file that does
+        not load leaves that listener as it was (ERROR in the log); returns whether all
+        reloaded."""
+        ok = True
+        for name, settings in self.config.tls.items():
+            try:
+                ctx = build_context(settings)
+            except PylogError as exc:
+                log.error("TLS reload of listener %s failed, keeping its previous certificates: %s", name, exc)
+                ok = False
+                continue
+            self._tls[name] = ctx
+            log.info("TLS listener %s: key, certificates and trust store reloaded", name)
+        return ok
+
+    def tls_handshake_failed(self, peer: str, listener: Listener, reason: str) -> None:
+        """One WARNING line and the counter: never a traceback for what a client sent."""
+        self.metrics.tls_handshake_failures.labels(listener.name).inc()
+        log.warning("TLS handshake with %s on listener %s failed: %s", peer, listener, reason)
 
     async def drain_clients(self, quiet_s: float = 0.2, max_s: float = 1.0) -> None:
         """After a controlled shutdown: go on serving until no request came for
@@ -132,6 +186,8 @@ class KafkaServer:
         self.broker.remove_data_listener(self.purgatory.notify)
         for srv in self._servers:
             srv.close()
+        for tls in list(self.handshaking):
+            tls.abort()
         if self._sweeper is not None:
             self._sweeper.cancel()
         self.purgatory.expire_all()
@@ -158,7 +214,7 @@ class KafkaServer:
         self.connections.add(conn)
         self.metrics.connections.inc()
         self.metrics.connections_accepted.inc()
-        log.debug("connection from %s on %s", conn.peer, conn.listener)
+        log.debug("connection from %s on %s (%s)", conn.peer, conn.listener, conn.principal)
         return True
 
     def connection_closed(self, conn: KafkaConnection) -> None:

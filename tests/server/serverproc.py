@@ -15,9 +15,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import List, Optional
+from typing import Dict, List, Optional
 
-_READY = re.compile(r"listening on PLAINTEXT://(?P<host>[^:,\s]+):(?P<port>\d+)")
+_READY = re.compile(r"listening on (?P<addrs>[A-Z_0-9]+://[^\n]+)\n")
+_ADDR = re.compile(r"(?P<name>[A-Z_0-9]+)://(?P<host>[^:,\s]+):(?P<port>\d+)")
 _METRICS = re.compile(r"metrics on http://(?P<host>[^:\s]+):(?P<port>\d+)/metrics")
 #: Settings every test server gets unless the test overrides them: groups start at
 #: once (Kafka waits 3 s for more members; tests that check the default override it).
@@ -53,6 +54,8 @@ class ServerProcess:
         self.host = "127.0.0.1"
         self.metrics_port: Optional[int] = None
         self.stdout_lines: List[str] = []
+        #: listener name -> bound port (from the ready line)
+        self.ports: Dict[str, int] = {}
 
     @property
     def bootstrap(self) -> str:
@@ -64,8 +67,15 @@ class ServerProcess:
         return self.proc.pid
 
     def command(self) -> List[str]:
+        """The command line; one PLAINTEXT listener on ``port`` unless the arguments
+        name the listeners themselves (then ``ports`` has each one's port)."""
+        listeners = [] if "--listeners" in self.args else ["--listeners", f"PLAINTEXT://127.0.0.1:{self.port}"]
         return [sys.executable, "-X", "faulthandler", "-m", "pylog", "serve", "--data-dir", str(self.data_dir),
-                "--listeners", f"PLAINTEXT://127.0.0.1:{self.port}", *self.args]
+                *listeners, *self.args]
+
+    def address(self, listener: str) -> str:
+        """``HOST:PORT`` of the listener named ``listener``."""
+        return f"{self.host}:{self.ports[listener]}"
 
     def start(self, timeout_s: float = 30.0) -> "ServerProcess":
         assert self.proc is None or self.proc.poll() is not None, "already running"
@@ -87,7 +97,8 @@ class ServerProcess:
                 buf += chunk
                 m = _READY.search(buf)
                 if m is not None:
-                    self.port = int(m.group("port"))
+                    self.ports = {a.group("name"): int(a.group("port")) for a in _ADDR.finditer(m.group("addrs"))}
+                    self.port = self.ports.get("PLAINTEXT", next(iter(self.ports.values())))
                     mm = _METRICS.search(buf)
                     if mm is None and "--metrics-listener" in self.args:
                         time.sleep(0.05)

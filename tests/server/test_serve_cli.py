@@ -107,7 +107,11 @@ def test_bad_settings_are_refused_with_their_name(tmp_path):
     assert r.returncode == 2 and "num.partitionz" in r.stderr
     r = subprocess.run([sys.executable, "-m", "pylog", "serve", "--data-dir", str(tmp_path / "d"),
                         "--listeners", "SSL://127.0.0.1:0"], capture_output=True, text=True, timeout=60, env=server_env())
-    assert r.returncode == 2 and "only PLAINTEXT" in r.stderr
+    assert r.returncode == 2 and "ssl.keystore.location is not set" in r.stderr
+    r = subprocess.run([sys.executable, "-m", "pylog", "serve", "--data-dir", str(tmp_path / "d"),
+                        "--listeners", "SASL_SSL://127.0.0.1:0"], capture_output=True, text=True, timeout=60,
+                       env=server_env())
+    assert r.returncode == 2 and "SASL is not implemented" in r.stderr
 
 
 def test_no_arguments_serves_pylog_data_on_9092(tmp_path):

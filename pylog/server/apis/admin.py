@@ -236,6 +236,9 @@ class AdminHandler:
                        "default.replication.factor": self.config.default_replication_factor,
                        "listeners": ",".join(map(str, self.config.listeners)),
                        "advertised.listeners": ",".join(map(str, self._advertised())),
+                       "listener.security.protocol.map": ",".join(
+                           f"{k}:{v}" for k, v in self.config.security_protocol_map.items()),
+                       "inter.broker.listener.name": self.config.inter_broker_listener_name,
                        "log.dirs": ",".join(str(d) for d in self.config.all_log_dirs)})
         given = set(self.config.broker_settings)
         rows = []

@@ -90,7 +90,7 @@ class MetadataHandler:
         mine = self.server.advertised_for(ctx.conn.listener)
         for n in self.broker.nodes():
             if n.host is not None and n.port is not None:
-                host, port = n.host, n.port
+                host, port = n.address_for(mine.name)
             elif n.node_id == self.server.config.node_id:
                 host, port = mine.host, mine.port
             else:
