@@ -18,6 +18,7 @@ import time
 from typing import Any, Dict, List, Optional
 
 import pytest
+from confluent_kafka.admin import AdminClient
 
 from pylog.cli.cluster_up import broker_env
 from tests.cluster.load import Load, check_no_loss_no_dup, produce_now, read_all, replica_records
@@ -481,7 +482,10 @@ def test_zookeeper_restart_under_load_loses_nothing(zk_server, process_cluster):
         zk_server.restart()
         before = len(load.acked)
         wait_for(lambda: len(load.acked) > before + 2000, "acknowledgements after the ZooKeeper restart")
-        wait_for(lambda: registered(c) == [1, 2, 3], "every broker registered")
+        # Every broker must see the others again, not just the one a Metadata request
+        # reaches: CreateTopics goes to any broker, which places replicas on those it sees.
+        wait_for(lambda: all(sorted(AdminClient({"bootstrap.servers": b.bootstrap}).list_topics(timeout=20).brokers)
+                             == [1, 2, 3] for b in c.brokers.values()), "every broker to see every registration")
         create_topic(c, "z2", 3, 3, {"min.insync.replicas": "2"})  # the controller works
         wait_for(lambda: all_isrs_full(c, "z") and all_isrs_full(c, "z2"), "every ISR full")
         before = len(load.acked)
