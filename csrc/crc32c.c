@@ -252,6 +252,23 @@ uint32_t pl_crc32c_portable(uint32_t crc, const uint8_t *buf, size_t len)
 }
 
 #if defined(PL_CRC_X86)
+/* The raw register c taken over the len bytes at p, eight at a time, then finished. */
+__attribute__((target("sse4.2")))
+static inline uint32_t hw_finish(uint64_t c, const uint8_t *p, size_t len)
+{
+    while (len >= 8) {
+        uint64_t w;
+        memcpy(&w, p, 8);
+        c = _mm_crc32_u64(c, w);
+        p += 8;
+        len -= 8;
+    }
+    uint32_t c32 = (uint32_t)c;
+    while (len--)
+        c32 = _mm_crc32_u8(c32, *p++);
+    return ~c32;
+}
+
 __attribute__((target("sse4.2"))) static uint32_t crc32c_hw(uint32_t crc, const uint8_t *buf,
                                                              size_t len)
 {
@@ -271,17 +288,7 @@ __attribute__((target("sse4.2"))) static uint32_t crc32c_hw(uint32_t crc, const 
         buf += 3 * HW_BLOCK;
         len -= 3 * HW_BLOCK;
     }
-    while (len >= 8) {
-        uint64_t w;
-        memcpy(&w, buf, 8);
-        c = _mm_crc32_u64(c, w);
-        buf += 8;
-        len -= 8;
-    }
-    uint32_t c32 = (uint32_t)c;
-    while (len--)
-        c32 = _mm_crc32_u8(c32, *buf++);
-    return ~c32;
+    return hw_finish(c, buf, len);
 }
 
 #define FOLD128_TARGET "sse4.2,pclmul"
@@ -325,17 +332,21 @@ static inline uint32_t fold_finish(__m128i x, const uint8_t *p, size_t len)
     assert(len < 16);
     uint64_t c = _mm_crc32_u64(0, (uint64_t)_mm_cvtsi128_si64(x));
     c = _mm_crc32_u64(c, (uint64_t)_mm_extract_epi64(x, 1));
-    if (len >= 8) {
-        uint64_t w;
-        memcpy(&w, p, 8);
-        c = _mm_crc32_u64(c, w);
-        p += 8;
-        len -= 8;
+    return hw_finish(c, p, len);
+}
+
+/* The finished CRC of a message that reduced to the lane x followed by the len bytes
+ * at p: whole 16-byte lanes folded in, then fold_finish. */
+__attribute__((target(FOLD128_TARGET)))
+static inline uint32_t fold_tail(__m128i x, const uint8_t *p, size_t len)
+{
+    const __m128i k16 = fold_load16(fold_k16);
+    while (len >= 16) {
+        x = _mm_xor_si128(fold16(x, k16), fold_load16(p));
+        p += 16;
+        len -= 16;
     }
-    uint32_t c32 = (uint32_t)c;
-    while (len--)
-        c32 = _mm_crc32_u8(c32, *p++);
-    return ~c32;
+    return fold_finish(x, p, len);
 }
 
 /* fold256 state: the four accumulators. */
@@ -379,12 +390,7 @@ static inline uint32_t fold256_end(const fold256_state *s, const uint8_t *p, siz
     y = _mm256_xor_si256(s->y[3], fold32(y, k32));
     __m128i x = _mm_xor_si128(_mm256_extracti128_si256(y, 1),
                               fold16(_mm256_castsi256_si128(y), k16));
-    while (len >= 16) {
-        x = _mm_xor_si128(fold16(x, k16), fold_load16(p));
-        p += 16;
-        len -= 16;
-    }
-    return fold_finish(x, p, len);
+    return fold_tail(x, p, len);
 }
 
 /* fold128 (see the top): four 16-byte accumulators, 64 bytes a step. */
@@ -408,12 +414,7 @@ static uint32_t crc32c_fold128(uint32_t crc, const uint8_t *buf, size_t len)
     x1 = _mm_xor_si128(x1, fold16(x0, k16));
     x2 = _mm_xor_si128(x2, fold16(x1, k16));
     x3 = _mm_xor_si128(x3, fold16(x2, k16));
-    while (len >= 16) {
-        x3 = _mm_xor_si128(fold16(x3, k16), fold_load16(buf));
-        buf += 16;
-        len -= 16;
-    }
-    return fold_finish(x3, buf, len);
+    return fold_tail(x3, buf, len);
 }
 
 /* fold256 (see the top): four 32-byte accumulators, 128 bytes a step. */

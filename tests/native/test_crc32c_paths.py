@@ -13,6 +13,7 @@ import random
 import pytest
 
 from pylog._native import ffi, lib
+from tests.records.test_crc32c import crc32c_bitwise
 
 PATHS = {
     "portable": lib.PL_CRC32C_PORTABLE,
@@ -28,16 +29,6 @@ AVAILABLE = {name: p for name, p in PATHS.items() if lib.pl_crc32c_path_availabl
 #: blocks, the hybrid's 7168-byte blocks (4096 folded + 3 x 1024 by crc32).
 EDGES = sorted({n + d for n in (0, 8, 16, 64, 128, 256, 512, 1024, 3072, 4096, 7168, 2 * 7168, 3 * 7168 + 3072)
                 for d in (-17, -16, -9, -8, -1, 0, 1, 7, 8, 15, 16, 127, 128) if n + d >= 0})
-
-
-def crc32c_bitwise(data: bytes, crc: int = 0) -> int:
-    """Reference: the reflected Castagnoli CRC bit by bit."""
-    crc ^= 0xFFFFFFFF
-    for byte in data:
-        crc ^= byte
-        for _ in range(8):
-            crc = (crc >> 1) ^ (0x82F63B78 if crc & 1 else 0)
-    return crc ^ 0xFFFFFFFF
 
 
 def with_path(path: int, crc: int, data: bytes) -> int:

@@ -103,18 +103,24 @@ def test_compressed_batches_are_checked_before_decompressing(codec):
     assert len(decode_batches(list(iter_batches(good)), check_crcs=True)) == 40
 
 
+def flip_and_check(good: bytes, rng: random.Random):
+    """``good`` with one random bit flipped, and what pl_batches_check_crc says of it:
+    (the bytes, its status, the position of the first bad batch)."""
+    raw = bytearray(good)
+    raw[rng.randrange(len(raw))] ^= 1 << rng.randrange(8)
+    with ffi.from_buffer("uint8_t[]", bytes(raw)) as buf:
+        bad, stored, computed = ffi.new("uint64_t *"), ffi.new("uint32_t *"), ffi.new("uint32_t *")
+        rc = lib.pl_batches_check_crc(buf, len(raw), bad, stored, computed)
+    return raw, rc, bad
+
+
 def test_c_decode_flag_and_check_function_agree_on_random_damage():
     """pl_batches_decode with PL_DECODE_CHECK_CRC stops exactly where
     pl_batches_check_crc finds the first bad batch."""
     rng = random.Random(5)
     good = batches()
     for _ in range(200):
-        raw = bytearray(good)
-        at = rng.randrange(len(raw))
-        raw[at] ^= 1 << rng.randrange(8)
-        with ffi.from_buffer("uint8_t[]", bytes(raw)) as buf:
-            bad, stored, computed = ffi.new("uint64_t *"), ffi.new("uint32_t *"), ffi.new("uint32_t *")
-            rc = lib.pl_batches_check_crc(buf, len(raw), bad, stored, computed)
+        raw, rc, bad = flip_and_check(good, rng)
         if rc == lib.PL_E_CRC:
             with pytest.raises(CorruptRecordError) as ei:
                 decode_records(bytes(raw), check_crcs=True)
@@ -141,12 +147,7 @@ def test_long_batches_c_decode_agrees_with_the_check_function_on_random_damage()
     good = long_batches()
     assert len(decode_records(good, check_crcs=True)) == 3000
     for _ in range(150):
-        raw = bytearray(good)
-        at = rng.randrange(len(raw))
-        raw[at] ^= 1 << rng.randrange(8)
-        with ffi.from_buffer("uint8_t[]", bytes(raw)) as buf:
-            bad, stored, computed = ffi.new("uint64_t *"), ffi.new("uint32_t *"), ffi.new("uint32_t *")
-            rc = lib.pl_batches_check_crc(buf, len(raw), bad, stored, computed)
+        raw, rc, bad = flip_and_check(good, rng)
         if rc == lib.PL_E_CRC:
             with pytest.raises(CorruptRecordError) as ei:
                 decode_records(bytes(raw), check_crcs=True)
