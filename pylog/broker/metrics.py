@@ -205,6 +205,10 @@ class SkewDetector:
             out.extend(self._advance(topic, now_ms)[1])
         return out
 
+    def knows(self, topic: str) -> bool:
+        """Whether ``topic`` has a window (records or a partition count told)."""
+        return topic in self._topics
+
     def forget_topic(self, topic: str) -> None:
         """Drop a deleted topic's windows (a no-op for an unknown topic)."""
         self._topics.pop(topic, None)
@@ -359,6 +363,11 @@ class TrafficMetrics:
         new warnings (already logged)."""
         with self._lock:
             return self.skew.check(topic, now_ms, num_partitions, counted)
+
+    def knows(self, topic: str) -> bool:
+        """Whether the skew detector was told of ``topic`` (set_partitions, check_skew)."""
+        with self._lock:
+            return self.skew.knows(topic)
 
     def forget_topic(self, topic: str) -> None:
         """Drop a deleted topic's counters and windows (skew_warnings_total stays)."""

@@ -793,7 +793,16 @@ class LocalCluster:
 
     def _count_in(self, topic: str, partition: int, result: Optional[AppendResult]) -> None:
         if result is not None and result.records:
-            self.traffic.record_in(topic, partition, result.records, result.bytes, _now_ms())
+            now = _now_ms()
+            if not self.traffic.knows(topic):
+                # A topic's first records: tell the skew detector which partitions this
+                # process counts first, or its first window would take the others as
+                # silent (the housekeeping tells it only once a second).
+                with self._lock:
+                    scope = self._skew_scope().get(topic)
+                if scope is not None:
+                    self.traffic.check_skew(topic, scope[0], now, scope[1])
+            self.traffic.record_in(topic, partition, result.records, result.bytes, now)
 
     def drive(self, done: Callable[[], bool], timeout_s: float) -> bool:
         """Step the cluster until ``done()`` or ``timeout_s`` passes; returns done()."""
