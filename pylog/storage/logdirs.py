@@ -33,7 +33,7 @@ import os
 import re
 import threading
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 from pylog.errors import InvalidConfig, StorageError
 
@@ -205,10 +205,6 @@ class LogDirs:
             if where is not None:
                 self._counts[where] -= 1
 
-    def partitions_in(self, directory: Path) -> List[str]:
-        with self._mutex:
-            return sorted(n for n, d in self._where.items() if d == directory)
-
     def counts(self) -> Dict[Path, int]:
         """Partitions per log directory (as placed)."""
         with self._mutex:
@@ -251,6 +247,3 @@ class LogDirs:
         counts = self.counts()
         return [{"path": str(d), "online": d not in self.offline, "error": self.offline.get(d),
                  "partitions": counts.get(d, 0)} for d in self.dirs]
-
-    def __iter__(self) -> Iterable[Path]:  # type: ignore[override]
-        return iter(self.dirs)
