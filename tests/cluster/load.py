@@ -155,6 +155,10 @@ class Load:
         self.stop.set()
         self.thread.join(240)
         assert not self.thread.is_alive(), "the producer thread did not finish"
+        # librdkafka's threads live as long as the Producer object: drop it now, or a failed
+        # test's kept traceback keeps it reconnecting to the stopped brokers for the rest of
+        # the run
+        self.p = None
 
 
 def check_no_loss_no_dup(acked: Iterable[Acked], records: Dict[int, List[Tuple[int, bytes]]],
