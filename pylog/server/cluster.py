@@ -7,14 +7,16 @@ brokers and clients read once the listeners are bound.
 """
 from __future__ import annotations
 
+import ssl
 from typing import TYPE_CHECKING, Any, Dict, Optional
 
 from pylog.server.config import ServerConfig
+from pylog.server.tls import build_client_context
 
 if TYPE_CHECKING:  # pragma: no cover
     from pylog.server.server import KafkaServer
 
-__all__ = ["open_cluster_node", "registration"]
+__all__ = ["open_cluster_node", "registration", "inter_broker_ssl_context"]
 
 
 def open_cluster_node(config: ServerConfig, store: Optional[Any] = None) -> Any:
@@ -46,7 +48,8 @@ def open_cluster_node(config: ServerConfig, store: Optional[Any] = None) -> Any:
         network = WireNetwork(config.node_id, lambda b: holder["node"].address_of(b),
                               fetch_max_wait_ms=int(cluster.get("replica.fetch.wait.max.ms", 500)),
                               fetch_max_bytes=int(cluster.get("replica.fetch.max.bytes", 1 << 20)),
-                              socket_timeout_ms=int(config.node_settings["replica.socket.timeout.ms"]))
+                              socket_timeout_ms=int(config.node_settings["replica.socket.timeout.ms"]),
+                              ssl_context=inter_broker_ssl_context(config))
         settings = dict(config.broker_settings)
         settings.pop("broker.id", None)
         rack = settings.pop("broker.rack", None)
@@ -61,6 +64,15 @@ def open_cluster_node(config: ServerConfig, store: Optional[Any] = None) -> Any:
             store.close()
         raise
     return node
+
+
+def inter_broker_ssl_context(config: ServerConfig) -> Optional[ssl.SSLContext]:
+    """The replica fetchers' client-side TLS context when the inter-broker listener is
+    an SSL one (its ssl.* settings), else None."""
+    name = config.inter_broker_listener_name
+    if name is None or name not in config.tls:
+        return None
+    return build_client_context(config.tls[name])
 
 
 def registration(server: "KafkaServer") -> Dict[str, Any]:

@@ -27,7 +27,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from pylog.broker.config import BrokerConfig
 from pylog.errors import InvalidConfig
-from pylog.server.tls import SSL_DEFAULTS, SSL_IGNORED, TlsSettings, build_context
+from pylog.server.tls import SSL_DEFAULTS, SSL_IGNORED, TlsSettings, build_client_context, build_context
 from pylog.storage.logdirs import parse_log_dirs
 
 __all__ = ["ServerConfig", "Listener", "parse_properties", "parse_listeners", "parse_protocol_map",
@@ -231,8 +231,8 @@ def _int(key: str, value: Any, low: int, high: int = 2**63 - 1) -> int:
 def _inter_broker_listener(own: Mapping[str, Any], listeners: List[Listener], cluster: bool) -> Optional[str]:
     """inter.broker.listener.name, validated as Kafka does: it (or the listener named
     after security.inter.broker.protocol, PLAINTEXT by default; not both) must be one of
-    the listeners.  A cluster's brokers replicate over it, in plaintext: an SSL
-    inter-broker listener is refused (inter-broker TLS is not implemented yet)."""
+    the listeners.  A cluster's brokers replicate over it, in plaintext or over TLS (an
+    SSL listener: the replica fetchers connect with its ssl.* settings)."""
     names = {x.name: x for x in listeners}
     explicit = own["inter.broker.listener.name"]
     by_protocol = own["security.inter.broker.protocol"]
@@ -255,10 +255,9 @@ def _inter_broker_listener(own: Mapping[str, Any], listeners: List[Listener], cl
             raise InvalidConfig(f"no listener named {name} for inter-broker traffic: set "
                                 "inter.broker.listener.name to one of the listeners "
                                 f"({', '.join(map(str, listeners))})")
-    if cluster and names[name].security_protocol != "PLAINTEXT":
+    if cluster and names[name].security_protocol not in ("PLAINTEXT", "SSL"):
         raise InvalidConfig(f"inter.broker.listener.name={name} is a {names[name].security_protocol} listener: "
-                            "brokers replicate over a PLAINTEXT listener only (inter-broker TLS is not "
-                            "implemented yet)")
+                            "brokers replicate over a PLAINTEXT or SSL listener only")
     return name
 
 
@@ -419,6 +418,8 @@ class ServerConfig:
         tls = {x.name: TlsSettings.resolve(x.name, ssl_settings) for x in lst if x.security_protocol == "SSL"}
         for t in tls.values():
             build_context(t)  # missing files, wrong password, ...: refused now, not at the first client
+        if zk is not None and inter in tls:
+            build_client_context(tls[inter])  # the replica fetchers' side of the same settings
         rf = _int("default.replication.factor", own["default.replication.factor"], 1, 32767)
         if rf != 1 and zk is None:
             raise InvalidConfig(f"default.replication.factor={rf}: a single `pylog serve` node holds one replica "

@@ -31,6 +31,7 @@ The kernel stays sans-I/O: this module is one of its drivers' parts.
 from __future__ import annotations
 
 import logging
+import ssl
 import threading
 import time
 from collections import deque
@@ -104,8 +105,12 @@ class WireNetwork:
 
     def __init__(self, broker_id: int, resolve: Callable[[int], Optional[Tuple[str, int]]], *,
                  fetch_max_wait_ms: int = 500, fetch_max_bytes: int = 1 << 20,
-                 socket_timeout_ms: int = 30_000, connect_timeout_s: float = 5.0) -> None:
+                 socket_timeout_ms: int = 30_000, connect_timeout_s: float = 5.0,
+                 ssl_context: Optional[ssl.SSLContext] = None) -> None:
         self.broker_id = broker_id
+        #: TLS for the connections to the other brokers (an SSL inter-broker listener);
+        #: replaced when the certificates are reloaded (new connections use the new one).
+        self.ssl_context = ssl_context
         self.resolve = resolve
         self.fetch_max_wait_ms = fetch_max_wait_ms
         self.fetch_max_bytes = fetch_max_bytes
@@ -446,7 +451,8 @@ class ReplicaFetcher:
                                      name=f"replica fetcher {self.network.broker_id}->{self.leader}"
                                           + (f" ({lane + 1})" if lane else ""),
                                      connect_timeout_s=self.network.connect_timeout_s,
-                                     request_timeout_s=self.network.socket_timeout_ms / 1000.0)
+                                     request_timeout_s=self.network.socket_timeout_ms / 1000.0,
+                                     ssl_context=self.network.ssl_context)
         with self._cond:
             self._conns[lane] = conn
             stopped = self._stopped

@@ -26,6 +26,7 @@ from typing import Any, Dict, List, Optional, Set, Tuple
 from pylog.broker.interface import BrokerInterface
 from pylog.errors import PylogError
 from pylog.server.apis import KafkaApis
+from pylog.server.cluster import inter_broker_ssl_context
 from pylog.server.config import Listener, ServerConfig
 from pylog.server.connection import KafkaConnection
 from pylog.server.metrics import MetricsHTTPServer, ServerMetrics
@@ -155,6 +156,14 @@ class KafkaServer:
                 continue
             self._tls[name] = ctx
             log.info("TLS listener %s: key, certificates and trust store reloaded", name)
+        network = getattr(getattr(self.broker, "kernel", None), "network", None)
+        if network is not None and getattr(network, "ssl_context", None) is not None:
+            try:  # the replica fetchers' next connections use the new files
+                network.ssl_context = inter_broker_ssl_context(self.config)
+            except PylogError as exc:
+                log.error("TLS reload for inter-broker connections failed, keeping the previous "
+                          "certificates: %s", exc)
+                ok = False
         return ok
 
     def tls_handshake_failed(self, peer: str, listener: Listener, reason: str) -> None:

@@ -43,8 +43,8 @@ from pylog.errors import InvalidConfig
 if TYPE_CHECKING:  # pragma: no cover
     from pylog.server.server import KafkaServer
 
-__all__ = ["TlsSettings", "SSL_DEFAULTS", "SSL_IGNORED", "build_context", "principal_of", "TlsTransport",
-           "ANONYMOUS"]
+__all__ = ["TlsSettings", "SSL_DEFAULTS", "SSL_IGNORED", "build_context", "build_client_context", "principal_of",
+           "TlsTransport", "ANONYMOUS"]
 
 log = logging.getLogger("pylog.server")
 
@@ -61,12 +61,15 @@ SSL_DEFAULTS: Dict[str, Optional[str]] = {
     "ssl.enabled.protocols": "TLSv1.2,TLSv1.3",
     "ssl.cipher.suites": "",
     "ssl.principal.mapping.rules": "DEFAULT",
+    # the client side (a broker's replica fetcher on an SSL inter-broker listener):
+    # "https" checks the other broker's certificate against its advertised host
+    "ssl.endpoint.identification.algorithm": "https",
 }
 #: Kafka ``ssl.*`` keys that mean nothing with PEM files on OpenSSL: accepted, reported
 #: once at WARNING (a Kafka server.properties can be reused).
 SSL_IGNORED = frozenset({
     "ssl.protocol", "ssl.keymanager.algorithm", "ssl.trustmanager.algorithm", "ssl.secure.random.implementation",
-    "ssl.endpoint.identification.algorithm", "ssl.keystore.password", "ssl.truststore.password",
+    "ssl.keystore.password", "ssl.truststore.password",
     "ssl.provider",
 })
 _PROTOCOLS = {"TLSv1.2": ssl.TLSVersion.TLSv1_2, "TLSv1.3": ssl.TLSVersion.TLSv1_3}
@@ -199,6 +202,40 @@ def build_context(s: TlsSettings) -> ssl.SSLContext:
         raise InvalidConfig(f"{s.key('ssl.client.auth')}={auth} needs ssl.truststore.location "
                             "(the CA bundle client certificates are checked against)")
     ctx.verify_mode = _CLIENT_AUTH[auth]
+    return ctx
+
+
+def build_client_context(s: TlsSettings) -> ssl.SSLContext:
+    """A client-side SSLContext from an SSL inter-broker listener's settings ``s``: the
+    broker connects to the other brokers' listener of that name as Kafka does, with the
+    same protocols and suites, its keystore as its client certificate (for a listener
+    with ssl.client.auth) and the trust store to check theirs (the system's CAs when
+    there is none), host names checked unless ssl.endpoint.identification.algorithm is
+    empty.  InvalidConfig names the setting and file."""
+    algorithm = (s.get("ssl.endpoint.identification.algorithm") or "").strip().lower()
+    if algorithm not in ("", "https"):
+        raise InvalidConfig(f"{s.key('ssl.endpoint.identification.algorithm')}={algorithm}: only https "
+                            "(check the host name) or empty (do not) are known")
+    low, high = _protocols(s)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.minimum_version, ctx.maximum_version = low, high
+    ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION
+    suites = [c.strip() for c in (s.get("ssl.cipher.suites") or "").split(",") if c.strip()]
+    if suites:
+        _set_suites(ctx, s, suites, low, high)
+    _load_keystore(ctx, s)
+    trust = s.get("ssl.truststore.location")
+    if trust:
+        tkey = s.key("ssl.truststore.location")
+        _check_file(tkey, trust)
+        try:
+            ctx.load_verify_locations(cafile=trust)
+        except (ssl.SSLError, OSError) as exc:
+            raise InvalidConfig(f"{tkey}={trust}: not a PEM CA bundle: {exc}") from None
+    else:
+        ctx.load_default_certs(ssl.Purpose.SERVER_AUTH)
+    ctx.check_hostname = algorithm == "https"
+    ctx.verify_mode = ssl.CERT_REQUIRED
     return ctx
 
 

@@ -79,14 +79,27 @@ def test_inter_broker_listener_name_must_name_a_listener(tmp_path):
         _settings(tmp_path, {"inter.broker.listener.name": "PLAINTEXT", "security.inter.broker.protocol": "PLAINTEXT"})
 
 
-def test_a_cluster_replicates_over_plaintext_only(tmp_path, pki):
+def test_a_cluster_replicates_over_plaintext_or_ssl(tmp_path, pki):
     ssl_only = {"listeners": "SSL://127.0.0.1:0", "ssl.keystore.location": str(pki.keystore),
                 "zookeeper.connect": "127.0.0.1:2181"}
     with pytest.raises(InvalidConfig, match="no listener named PLAINTEXT for inter-broker traffic"):
         _settings(tmp_path, ssl_only)
-    with pytest.raises(InvalidConfig, match="inter-broker TLS is not implemented"):
-        _settings(tmp_path, dict(ssl_only, **{"inter.broker.listener.name": "SSL"}))
+    # inter-broker TLS: the replica fetchers' client context comes from the same settings
+    c = _settings(tmp_path, dict(ssl_only, **{"inter.broker.listener.name": "SSL",
+                                              "ssl.truststore.location": str(pki.ca)}))
+    assert c.inter_broker_listener_name == "SSL"
+    from pylog.server.cluster import inter_broker_ssl_context
+
+    ctx = inter_broker_ssl_context(c)
+    assert ctx is not None and ctx.check_hostname and ctx.verify_mode == ssl.CERT_REQUIRED
+    c = _settings(tmp_path, dict(ssl_only, **{"security.inter.broker.protocol": "SSL",
+                                              "ssl.endpoint.identification.algorithm": ""}))
+    assert not inter_broker_ssl_context(c).check_hostname
+    with pytest.raises(InvalidConfig, match="ssl.endpoint.identification.algorithm=ldap: only https"):
+        _settings(tmp_path, dict(ssl_only, **{"inter.broker.listener.name": "SSL",
+                                              "ssl.endpoint.identification.algorithm": "ldap"}))
     c = _settings(tmp_path, dict(ssl_only, listeners="SSL://127.0.0.1:0,PLAINTEXT://127.0.0.1:0"))
+    assert inter_broker_ssl_context(c) is None
     assert c.inter_broker_listener_name == "PLAINTEXT"
     # a single node has no inter-broker traffic: an SSL-only node needs no PLAINTEXT listener
     c = _settings(tmp_path, {"listeners": "SSL://127.0.0.1:0", "ssl.keystore.location": str(pki.keystore)})

@@ -40,8 +40,11 @@ def _cert(subject: x509.Name, key, issuer: x509.Name, issuer_key, *, ca: bool, s
                                           content_commitment=False, key_encipherment=False, data_encipherment=False,
                                           key_agreement=False, encipher_only=False, decipher_only=False), critical=True)
     else:
-        usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
-        b = b.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        # a broker's certificate also serves as its client certificate towards the other
+        # brokers (inter-broker TLS), as Kafka brokers' usually do
+        usage = ([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH] if server
+                 else [ExtendedKeyUsageOID.CLIENT_AUTH])
+        b = b.add_extension(x509.ExtendedKeyUsage(usage), critical=False)
     if server:
         b = b.add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
                                                          x509.DNSName("localhost")]), critical=False)

@@ -1,6 +1,7 @@
 """One TCP connection to a Kafka broker: framing, in-order answers, timeouts.
 
-Owns a plain blocking socket.  Any thread sends: :meth:`BrokerConnection.send` writes a
+Owns a plain blocking socket (with TLS, a :class:`~pylog.client.network.tls.TlsSocket`
+over it, which lets one thread read while others write).  Any thread sends: :meth:`BrokerConnection.send` writes a
 whole request frame under the connection's write lock and queues its
 :class:`PendingRequest`, so the queue is in wire order.  One reader thread per
 connection cuts the answers into frames and completes the pending requests in that
@@ -22,12 +23,14 @@ from __future__ import annotations
 import logging
 import select
 import socket
+import ssl
 import struct
 import threading
 import time
 from collections import deque
 from typing import Any, Callable, Deque, Dict, Optional, Tuple
 
+from pylog.client.network.tls import TlsSocket
 from pylog.errors import NetworkException, PylogError, RequestTimedOut, UnsupportedVersion
 from pylog.protocol import ApiKey, build_request, decode_response, encode_request
 
@@ -139,7 +142,7 @@ class BrokerConnection:
     :meth:`open`, which connects and asks ApiVersions (NetworkException naming the
     address when it cannot)."""
 
-    def __init__(self, sock: socket.socket, host: str, port: int, client_id: str, name: str,
+    def __init__(self, sock: Any, host: str, port: int, client_id: str, name: str,
                  on_close: Optional[Callable[["BrokerConnection"], None]] = None) -> None:
         self.sock = sock
         self.host = host
@@ -160,7 +163,12 @@ class BrokerConnection:
     @classmethod
     def open(cls, host: str, port: int, *, client_id: str, name: str, connect_timeout_s: float,
              request_timeout_s: float,
-             on_close: Optional[Callable[["BrokerConnection"], None]] = None) -> "BrokerConnection":
+             on_close: Optional[Callable[["BrokerConnection"], None]] = None,
+             ssl_context: Optional[ssl.SSLContext] = None,
+             server_hostname: Optional[str] = None) -> "BrokerConnection":
+        """Connect, then (with ``ssl_context``) run the TLS handshake, checking the
+        broker's certificate against ``server_hostname`` (``host`` by default) when the
+        context checks host names, then ask ApiVersions."""
         address = f"{host}:{port}"
         try:
             sock = socket.create_connection((host, port), timeout=connect_timeout_s)
@@ -175,7 +183,14 @@ class BrokerConnection:
             # The socket timeout bounds each send (a broker that stops reading); answers
             # are awaited by the reader thread with poll, bounded by request deadlines.
             sock.settimeout(request_timeout_s)
-            conn = cls(sock, host, port, client_id, name, on_close)
+            stream: Any = sock
+            if ssl_context is not None:
+                stream = TlsSocket(sock, ssl_context, server_hostname or host)
+                try:
+                    stream.handshake(request_timeout_s)
+                except (OSError, ssl.SSLError) as exc:  # SSLError is an OSError; named for the reader
+                    raise NetworkException(f"TLS handshake with {address} ({name}) failed: {exc}") from None
+            conn = cls(stream, host, port, client_id, name, on_close)
             conn._handshake(request_timeout_s)
         except BaseException:
             sock.close()
@@ -289,6 +304,8 @@ class BrokerConnection:
         start = end = 0
         poller = select.poll()
         poller.register(self.sock.fileno(), select.POLLIN | select.POLLERR | select.POLLHUP)
+        # TLS: decrypted bytes may wait in memory, where poll does not see them
+        buffered: Callable[[], bool] = getattr(self.sock, "buffered", lambda: False)
         try:
             while not self._closed:
                 try:
@@ -300,7 +317,7 @@ class BrokerConnection:
                     self.close(RequestTimedOut(f"{late.what or 'request'} to {self.address} got no answer "
                                                "within request.timeout.ms"), first=late)
                     return
-                if not poller.poll(_DEADLINE_CHECK_S * 1000):
+                if not buffered() and not poller.poll(_DEADLINE_CHECK_S * 1000):
                     continue
                 if end == len(buf):  # compact: move the partial frame to the front
                     buf[0:end - start] = buf[start:end]
