@@ -506,8 +506,8 @@ class NoReassignmentInProgress(PylogError):
 
 
 # --- cluster metadata (MetadataStore; ZooKeeper's errors, client-side only) -----------
-__all__ += ["BadVersion", "MetadataStoreUnavailable", "NoNode", "NodeExists", "SessionExpired",
-            "ZooKeeperServerError"]
+__all__ += ["BadVersion", "MetadataStoreUnavailable", "MetadataStoreNotAuthorized", "NoNode", "NodeExists",
+            "SessionExpired", "ZooKeeperServerError"]
 
 
 class NoNode(PylogError, LookupError):
@@ -526,6 +526,11 @@ class BadVersion(PylogError):
 class SessionExpired(PylogError):
     """A MetadataStore session expired (or was closed): its ephemeral nodes are gone and
     it can neither heartbeat nor create ephemeral nodes (ZooKeeper's SESSIONEXPIRED)."""
+
+
+class MetadataStoreNotAuthorized(PylogError, PermissionError):
+    """ZooKeeper refused a call for the znode's ACL (NOAUTH) or refused the session's
+    credentials (AUTH_FAILED): not retriable with the same identity."""
 
 
 class MetadataStoreUnavailable(RequestTimedOut):

@@ -20,6 +20,10 @@ machine (loopback ports, one data directory each, ``server.N`` lines and ``myid`
 as on separate machines): what the tests use to show a cluster going on while a
 ZooKeeper server is down.
 
+With ``tls=ZooKeeperTls(...)`` the server also listens for TLS clients on a second port
+(``secureClientPort``, Netty; PEM key store and trust store), where a client certificate
+authenticates the client as its subject (ZooKeeper's x509 scheme).
+
 ``python -m pylog.cluster.zkserver --data-dir D [--port P] [--tick-time-ms N]`` runs one
 in the foreground and prints ``ready HOST:PORT`` on a line of its own once it serves; it
 stops the server on SIGTERM or SIGINT.
@@ -45,7 +49,7 @@ from typing import IO, Self
 from pylog.errors import InvalidConfig, ZooKeeperServerError
 from pylog.util import check_int
 
-__all__ = ["DEBIAN_JAR_DIR", "INSTALL_HINT", "ZooKeeperInstall", "ZooKeeperServer",
+__all__ = ["DEBIAN_JAR_DIR", "INSTALL_HINT", "ZooKeeperInstall", "ZooKeeperServer", "ZooKeeperTls",
            "ZooKeeperEnsemble", "QuorumPeer", "find_zookeeper", "four_letter_word", "main"]
 
 #: What to do when ZooKeeper or java is missing.
@@ -71,6 +75,17 @@ class QuorumPeer:
     host: str
     quorum_port: int
     election_port: int
+
+
+@dataclass(frozen=True)
+class ZooKeeperTls:
+    """A TLS client port for a :class:`ZooKeeperServer`: its PEM key and certificate
+    chain (one file), the PEM CA bundle clients' certificates are checked against, and
+    whether a client certificate is required."""
+
+    keystore: str | os.PathLike[str]
+    truststore: str | os.PathLike[str]
+    client_auth: bool = True
 
 
 @dataclass(frozen=True)
@@ -162,7 +177,7 @@ class ZooKeeperServer:
                  host: str = "127.0.0.1", tick_time_ms: int = 2000, force_sync: bool = True,
                  start_timeout_s: float = 60.0, stop_timeout_s: float = 10.0,
                  heap_mb: int = 256, server_id: int | None = None,
-                 peers: tuple[QuorumPeer, ...] = ()) -> None:
+                 peers: tuple[QuorumPeer, ...] = (), tls: ZooKeeperTls | None = None) -> None:
         check_int("port", port, min=0, max=65535, error=InvalidConfig)
         check_int("tick_time_ms", tick_time_ms, min=1, error=InvalidConfig)
         check_int("heap_mb", heap_mb, min=16, error=InvalidConfig)
@@ -186,6 +201,10 @@ class ZooKeeperServer:
         self.peers = tuple(peers)
         self._port = port
         self._port_chosen = port != 0
+        #: TLS clients' port (``secureClientPort``) when ``tls`` is given; the plain
+        #: ``port`` stays for the readiness probe (ZooKeeper's four-letter words).
+        self.tls = tls
+        self._secure_port = 0
         self._proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
 
@@ -194,6 +213,19 @@ class ZooKeeperServer:
     def port(self) -> int:
         """The client port (0 until a free one was picked by the first start)."""
         return self._port
+
+    @property
+    def secure_port(self) -> int:
+        """The TLS client port (0 without ``tls`` or before the first start)."""
+        return self._secure_port
+
+    @property
+    def secure_connect_string(self) -> str:
+        """``host:secure_port`` for TLS clients."""
+        if not self._secure_port:
+            raise ZooKeeperServerError("the ZooKeeper server has no TLS port: give tls= and start() it")
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self._secure_port}"
 
     @property
     def connect_string(self) -> str:
@@ -251,6 +283,8 @@ class ZooKeeperServer:
         # A server already on the port would answer the readiness probe for ours.
         try:
             self._port = _bind_probe(self.host, self._port if self._port_chosen else 0)
+            if self.tls is not None and not self._secure_port:
+                self._secure_port = next(p for p in _free_ports(self.host, 2) if p != self._port)
         except OSError as e:
             raise ZooKeeperServerError(f"cannot start ZooKeeper on {self.host}:{self._port}: "
                                        f"the port is in use or not bindable ({e})") from None
@@ -327,6 +361,20 @@ class ZooKeeperServer:
             "autopurge.snapRetainCount=3",
             "autopurge.purgeInterval=1",
         ]
+        if self.tls is not None:
+            # Netty serves TLS on secureClientPort (and plaintext on clientPort); a client's
+            # certificate is required and becomes its x509 identity for ACLs.
+            lines += [
+                "serverCnxnFactory=org.apache.zookeeper.server.NettyServerCnxnFactory",
+                f"secureClientPort={self._secure_port}",
+                f"secureClientPortAddress={self.host}",
+                f"ssl.keyStore.location={Path(self.tls.keystore).resolve()}",
+                "ssl.keyStore.type=PEM",
+                f"ssl.trustStore.location={Path(self.tls.truststore).resolve()}",
+                "ssl.trustStore.type=PEM",
+                f"ssl.clientAuth={'need' if self.tls.client_auth else 'none'}",
+                "authProvider.x509=org.apache.zookeeper.server.auth.X509AuthenticationProvider",
+            ]
         if self.server_id is not None:
             lines += ["initLimit=10", "syncLimit=5"]
             for q in self.peers:
@@ -346,11 +394,20 @@ class ZooKeeperServer:
             "-Djava.awt.headless=true", "-Dzookeeper.admin.enableServer=false",
             f"-Djute.maxbuffer={JUTE_MAXBUFFER_BYTES}",
             "-Dorg.slf4j.simpleLogger.showDateTime=true",
-            "-cp", os.pathsep.join(install.classpath), MAIN_CLASS, str(self.config_path.resolve()),
+            "-cp", os.pathsep.join(install.classpath + self._tls_jars(install)), MAIN_CLASS,
+            str(self.config_path.resolve()),
         ]
         self._proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=self._log,
                                       stderr=subprocess.STDOUT, cwd=self.data_dir)
         _RUNNING.add(self)
+
+    def _tls_jars(self, install: ZooKeeperInstall) -> tuple[str, ...]:
+        """Jars the Netty server needs that Debian's zookeeper.jar manifest leaves out
+        (netty-codec); none without TLS or with ZOOKEEPER_HOME (its lib/ has them)."""
+        if self.tls is None or os.environ.get("ZOOKEEPER_HOME"):
+            return ()
+        jar = os.path.join(DEBIAN_JAR_DIR, "netty-codec.jar")
+        return (jar,) if os.path.isfile(jar) and jar not in install.classpath else ()
 
     def _wait_ready(self) -> str | None:
         """None once ``srvr`` reports a serving mode, else why not."""

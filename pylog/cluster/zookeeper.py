@@ -66,6 +66,7 @@ from kazoo.exceptions import (
     BadVersionError,
     ConnectionClosedError,
     ConnectionLoss,
+    NoAuthError,
     NoChildrenForEphemeralsError,
     NodeExistsError,
     NoNodeError,
@@ -90,10 +91,12 @@ from pylog.cluster.metadata import (
     parent_path,
     validate_path,
 )
+from pylog.cluster.zksecurity import ZkSecurity
 from pylog.errors import (
     BadVersion,
     InvalidArgument,
     InvalidConfig,
+    MetadataStoreNotAuthorized,
     MetadataStoreUnavailable,
     NodeExists,
     NoNode,
@@ -205,11 +208,12 @@ class _AddWatch(namedtuple("_AddWatch", "path mode")):
         return True  # the reply has no body of interest (an ErrorResponse, already checked)
 
 
-def _new_client(connect: ZooKeeperConnect, session_timeout_ms: int) -> KazooClient:
+def _new_client(connect: ZooKeeperConnect, session_timeout_ms: int,
+                security: ZkSecurity | None = None) -> KazooClient:
     # Reconnect forever, at most a second apart, so a restarted server is found quickly.
     retry = KazooRetry(max_tries=-1, delay=0.05, backoff=2, max_jitter=0.1, max_delay=1.0)
     return KazooClient(hosts=str(connect), timeout=session_timeout_ms / 1000.0,
-                       connection_retry=retry)
+                       connection_retry=retry, **(security.client_kwargs() if security else {}))
 
 
 def _start(client: KazooClient, timeout_s: float, connect: ZooKeeperConnect) -> None:
@@ -256,8 +260,11 @@ class ZooKeeperMetadataStore:
     """
 
     def __init__(self, connect: str, *, connection_timeout_s: float = 10.0,
-                 operation_timeout_s: float = 5.0, session_timeout_ms: int = 18000) -> None:
+                 operation_timeout_s: float = 5.0, session_timeout_ms: int = 18000,
+                 security: ZkSecurity | None = None) -> None:
         self._connect = parse_connect_string(connect)
+        #: TLS, digest authentication and znode ACLs (pylog.cluster.zksecurity); None: none
+        self._security = security if security is not None and security.enabled else None
         for name, value in (("connection_timeout_s", connection_timeout_s),
                             ("operation_timeout_s", operation_timeout_s)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
@@ -277,7 +284,7 @@ class ZooKeeperMetadataStore:
         self._reconnections = 0
         self._ever_connected = False
         self._closed = False
-        self._main = _Conn(_new_client(self._connect, session_timeout_ms), "main")
+        self._main = _Conn(_new_client(self._connect, session_timeout_ms, self._security), "main")
         self._hook_events(self._main.client)
         self._main.client.add_listener(self._main_state)
         _start(self._main.client, self._connection_timeout_s, self._connect)
@@ -363,6 +370,11 @@ class ZooKeeperMetadataStore:
                     f"{self._operation_timeout_s} s (nothing was sent)")
             try:
                 return start().get(timeout=max(0.001, deadline - time.monotonic()))
+            except NoAuthError:
+                raise MetadataStoreNotAuthorized(
+                    f"{what}: ZooKeeper refused it (NOAUTH): the znode's ACL does not allow this "
+                    "session's identity (zookeeper.auth.digest, or the client certificate); with "
+                    "zookeeper.set.acl every broker must authenticate as the same identity") from None
             except (ConnectionLoss, OperationTimeoutError, KazooTimeoutError, ConnectionClosedError,
                     SessionExpiredError) as e:
                 if isinstance(e, (ConnectionClosedError, SessionExpiredError)):
@@ -400,7 +412,7 @@ class ZooKeeperMetadataStore:
         check_int("timeout_ms", timeout_ms, min=1)
         check_int("now", now, min=0)
         self._check_open()
-        conn = _Conn(_new_client(self._connect, timeout_ms), "session")
+        conn = _Conn(_new_client(self._connect, timeout_ms, self._security), "session")
         session = _Session(conn)
         conn.client.add_listener(lambda state: self._session_state(session, state))
         _start(conn.client, self._connection_timeout_s, self._connect)
@@ -564,8 +576,8 @@ class ZooKeeperMetadataStore:
         for _ in range(_MAX_RACE_ATTEMPTS):
             try:
                 created, stat = self._run(conn, what, lambda: conn.client.create_async(
-                    path, value, ephemeral=ephemeral, sequence=sequence, include_data=True),
-                    write=True)
+                    path, value, acl=self._acl(path), ephemeral=ephemeral, sequence=sequence,
+                    include_data=True), write=True)
             except NoNodeError:
                 if not make_parents:
                     raise NoNode(f"cannot create {path}: parent {parent_path(path)} does not "
@@ -598,8 +610,8 @@ class ZooKeeperMetadataStore:
         missing.reverse()
         txn = conn.client.transaction()
         for p in missing:
-            txn.create(p, b"null")
-        txn.create(path, value, ephemeral=ephemeral, sequence=sequence)
+            txn.create(p, b"null", acl=self._acl(p))
+        txn.create(path, value, acl=self._acl(path), ephemeral=ephemeral, sequence=sequence)
         try:
             results = self._run(conn, f"create {path} with its parents", txn.commit_async,
                                 write=True)
@@ -615,6 +627,10 @@ class ZooKeeperMetadataStore:
             raise self._create_error(result, path, op_path)
         return results[-1]
 
+    def _acl(self, path: str) -> Any:
+        """The ACL a new znode at ``path`` gets (None: the client's default)."""
+        return None if self._security is None else self._security.acl_for(path)
+
     @staticmethod
     def _create_error(e: Exception, path: str, op_path: str | None = None) -> Exception:
         op_path = op_path or path
@@ -625,6 +641,9 @@ class ZooKeeperMetadataStore:
                                    "and ephemeral nodes cannot have children")
         if isinstance(e, NoNodeError):
             return NoNode(f"cannot create {path}: parent {parent_path(op_path)} does not exist")
+        if isinstance(e, NoAuthError):
+            return MetadataStoreNotAuthorized(f"cannot create {path}: ZooKeeper refused it (NOAUTH) for "
+                                              f"the ACL of {parent_path(op_path)}")
         return e
 
     def _session_lost(self, session: _Session | None, session_id: int | None) -> Exception:

@@ -42,7 +42,7 @@ def open_cluster_node(config: ServerConfig, store: Optional[Any] = None) -> Any:
         # ZooKeeper client does: it also bounds a connection attempt that a starting
         # server accepted but never answers (kazoo waits session timeout / hosts).
         store = ZooKeeperMetadataStore(config.zookeeper_connect, operation_timeout_s=0.5,
-                                       session_timeout_ms=session_ms)
+                                       session_timeout_ms=session_ms, security=config.zookeeper_security)
     try:
         holder: Dict[str, Any] = {}
         network = WireNetwork(config.node_id, lambda b: holder["node"].address_of(b),

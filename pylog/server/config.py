@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from pylog.broker.config import BrokerConfig
+from pylog.cluster.zksecurity import ZK_SECURITY_DEFAULTS, ZK_SECURITY_IGNORED, ZkSecurity
 from pylog.errors import InvalidConfig
 from pylog.server.tls import SSL_DEFAULTS, SSL_IGNORED, TlsSettings, build_client_context, build_context
 from pylog.storage.logdirs import parse_log_dirs
@@ -298,6 +299,9 @@ class ServerConfig:
     inter_broker_listener_name: Optional[str] = None
     #: Each SSL listener's effective ssl.* settings (by listener name).
     tls: Mapping[str, TlsSettings] = field(default_factory=dict)
+    #: How a cluster node talks to ZooKeeper: TLS, digest auth, znode ACLs
+    #: (zookeeper.ssl.*, zookeeper.auth.digest, zookeeper.set.acl).
+    zookeeper_security: ZkSecurity = field(default_factory=ZkSecurity)
 
     @property
     def all_log_dirs(self) -> Tuple[Path, ...]:
@@ -343,6 +347,7 @@ class ServerConfig:
         node_settings: Dict[str, Any] = dict(NODE_DEFAULTS)
         offsets_rf: Any = None
         ssl_settings: Dict[str, Any] = {}
+        zk_security: Dict[str, Any] = {}
         for key, value in settings.items():
             if key in ("node.id", "broker.id"):
                 v = _int(key, value, 0, 2**31 - 1)
@@ -360,13 +365,15 @@ class ServerConfig:
                 broker["broker.rack"] = rack
             elif key in CLUSTER_KEYS:
                 cluster[key] = value
+            elif key in ZK_SECURITY_DEFAULTS:
+                zk_security[key] = value
             elif key in NODE_DEFAULTS:
                 node_settings[key] = value
             elif key == "offsets.topic.replication.factor":
                 offsets_rf = value
             elif key in own:
                 own[key] = value
-            elif key in IGNORED_KAFKA_KEYS or key in SSL_IGNORED:
+            elif key in IGNORED_KAFKA_KEYS or key in SSL_IGNORED or key in ZK_SECURITY_IGNORED:
                 ignored.append(key)
             elif key in SSL_DEFAULTS:
                 ssl_settings[key] = value
@@ -393,6 +400,8 @@ class ServerConfig:
                 "replica.socket.timeout.ms", node_settings["replica.socket.timeout.ms"], 1, 2**31 - 1)
 
         else:
+            ignored.extend(k for k in zk_security if k not in ignored)
+            zk_security = {}
             ignored.extend(k for k in cluster if k not in ignored)
             ignored.extend(k for k in settings if k in NODE_DEFAULTS and k not in ignored)
             if offsets_rf is not None:
@@ -449,7 +458,8 @@ class ServerConfig:
             max_connections=_int("max.connections", own["max.connections"], 1, 2**31 - 1),
             default_replication_factor=rf, metrics_listener=metrics, ignored_keys=tuple(sorted(ignored)),
             zookeeper_connect=zk, broker_rack=rack, cluster_settings=cluster, node_settings=node_settings,
-            log_dirs=tuple(log_dirs), security_protocol_map=pmap, inter_broker_listener_name=inter, tls=tls)
+            log_dirs=tuple(log_dirs), security_protocol_map=pmap, inter_broker_listener_name=inter, tls=tls,
+            zookeeper_security=ZkSecurity.from_settings(zk_security))
 
     def listener_named(self, name: str) -> Listener:
         for x in self.listeners:
