@@ -8,6 +8,8 @@ against it, each checking its own work:
   one ``produce()`` call per record — and, to show the server's side without the
   per-call Python cost, ``produce_batch()`` of 10,000 records at a time (acks=1).
   Checked: no delivery error, and the topic's end offsets sum to the records sent;
+* the same confluent-kafka Producer (acks=1) and Consumer over the broker's SSL listener
+  (TLS 1.3; a certificate made for the run with ``cryptography``): what TLS costs;
 * confluent-kafka's Consumer reading all of them back (``consume()`` of up to 10,000
   at a time): checked, the count and a sample of values.  Consumers are timed from
   their first records: start-up (connections, metadata, offset lookups, a first
@@ -41,9 +43,11 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 __all__ = ["run_network_suite", "NETWORK_CASES"]
 
-_READY = re.compile(r"listening on PLAINTEXT://(?P<host>[^:,\s]+):(?P<port>\d+)")
+_READY = re.compile(r"listening on (?P<addrs>[A-Z_0-9]+://[^\n]+)")
+_ADDR = re.compile(r"(?P<name>[A-Z_0-9]+)://(?P<host>[^:,\s]+):(?P<port>\d+)")
 #: Every workload, in report order (per partition count).
 NETWORK_CASES = ("ck produce acks=1", "ck produce acks=all", "ck produce_batch acks=1", "ck consume",
+                 "ck produce acks=1 SSL", "ck consume SSL",
                  "kcat produce acks=1", "kcat consume",
                  "pylog produce acks=1", "pylog consume poll", "pylog consume poll_arrays",
                  "ck latency 50k/s acks=all")
@@ -51,10 +55,52 @@ _LATENCY_RATE = 50_000
 _LATENCY_SECONDS = 4.0
 
 
-class _Server:
-    """A `pylog serve` subprocess on a free port (stopped by PID, also on errors)."""
+def _make_certs(d: str) -> Tuple[str, str]:
+    """A CA and a certificate for 127.0.0.1 signed by it, made with ``cryptography``:
+    (the broker's PEM keystore: key then chain, the CA's PEM file)."""
+    import datetime
+    import ipaddress
 
-    def __init__(self, data_dir: str) -> None:
+    try:
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import NameOID
+    except ImportError:
+        raise RuntimeError("the network suite's TLS rows need cryptography: pip install cryptography") from None
+    now = datetime.datetime.now(datetime.timezone.utc)
+
+    def cert(subject: str, key: object, issuer: str, issuer_key: object, ca: bool) -> object:
+        b = (x509.CertificateBuilder()
+             .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+             .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
+             .public_key(key.public_key()).serial_number(x509.random_serial_number())  # type: ignore[attr-defined]
+             .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
+             .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+        if not ca:
+            b = b.add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                                critical=False)
+        return b.sign(issuer_key, hashes.SHA256())  # type: ignore[arg-type]
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = cert("pylog bench CA", ca_key, "pylog bench CA", ca_key, True)
+    key = ec.generate_private_key(ec.SECP256R1())
+    crt = cert("pylog bench broker", key, "pylog bench CA", ca_key, False)
+    pem = serialization.Encoding.PEM
+    keystore, ca_path = os.path.join(d, "broker.keystore.pem"), os.path.join(d, "ca.pem")
+    with open(keystore, "wb") as f:
+        f.write(key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+        f.write(crt.public_bytes(pem) + ca.public_bytes(pem))  # type: ignore[attr-defined]
+    with open(ca_path, "wb") as f:
+        f.write(ca.public_bytes(pem))  # type: ignore[attr-defined]
+    return keystore, ca_path
+
+
+class _Server:
+    """A `pylog serve` subprocess on free ports (stopped by PID, also on errors): a
+    PLAINTEXT listener, and an SSL one with ``keystore`` when given."""
+
+    def __init__(self, data_dir: str, keystore: Optional[str] = None) -> None:
         import pylog
 
         root = str(Path(pylog.__file__).resolve().parents[1])
@@ -62,16 +108,21 @@ class _Server:
                    PYTHONUNBUFFERED="1")
         self.log_path = os.path.join(data_dir, "..", os.path.basename(data_dir) + ".log")
         self._log = open(self.log_path, "wb")
+        listeners = "PLAINTEXT://127.0.0.1:0" + (",SSL://127.0.0.1:0" if keystore else "")
+        extra = ["--override", f"ssl.keystore.location={keystore}"] if keystore else []
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pylog", "serve", "--data-dir", data_dir, "--listeners",
-             "PLAINTEXT://127.0.0.1:0", "--log-level", "warning"],
+            [sys.executable, "-m", "pylog", "serve", "--data-dir", data_dir, "--listeners", listeners,
+             "--log-level", "warning", *extra],
             stdout=subprocess.PIPE, stderr=self._log, env=env)
         line = self.proc.stdout.readline().decode() if self.proc.stdout else ""
         m = _READY.search(line)
         if m is None:
             self.stop()
             raise RuntimeError(f"pylog serve did not start: {line!r}; see {self.log_path}")
-        self.bootstrap = f"{m.group('host')}:{m.group('port')}"
+        #: listener name -> host:port
+        self.addresses = {a.group("name"): f"{a.group('host')}:{a.group('port')}"
+                          for a in _ADDR.finditer(m.group("addrs"))}
+        self.bootstrap = self.addresses["PLAINTEXT"]
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -166,22 +217,23 @@ def _end_offsets(bootstrap: str, topic: str, partitions: int) -> int:
         c.close()
 
 
-def _ck_producer(bootstrap: str, acks: str) -> object:
+def _ck_producer(bootstrap: str, acks: str, conf: Optional[Dict[str, object]] = None) -> object:
     from confluent_kafka import Producer
 
     return Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "batch.size": 1 << 20, "acks": acks,
                      "queue.buffering.max.messages": 2_000_000, "queue.buffering.max.kbytes": 1 << 21,
-                     "enable.idempotence": False})
+                     "enable.idempotence": False, **(conf or {})})
 
 
-def _ck_produce(bootstrap: str, topic: str, values: List[bytes], acks: str, batch: bool) -> float:
+def _ck_produce(bootstrap: str, topic: str, values: List[bytes], acks: str, batch: bool,
+                conf: Optional[Dict[str, object]] = None) -> float:
     errors: List[object] = []
 
     def on_error(err: object, msg: object = None) -> None:
         if err is not None:
             errors.append(err)
 
-    p = _ck_producer(bootstrap, acks)
+    p = _ck_producer(bootstrap, acks, conf)
     produce = p.produce
     t0 = time.perf_counter()
     if batch:
@@ -209,7 +261,8 @@ def _ck_produce(bootstrap: str, topic: str, values: List[bytes], acks: str, batc
     return dt
 
 
-def _ck_consume(bootstrap: str, topic: str, partitions: int, values: List[bytes]) -> float:
+def _ck_consume(bootstrap: str, topic: str, partitions: int, values: List[bytes],
+                conf: Optional[Dict[str, object]] = None) -> float:
     from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
     # fetch.queue.backoff.ms: librdkafka stops fetching for 1 s (its default) whenever
@@ -217,7 +270,7 @@ def _ck_consume(bootstrap: str, topic: str, partitions: int, values: List[bytes]
     # messages in well under that, so the default leaves it idle most of the time.
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench-ck", "enable.auto.commit": False,
                   "fetch.max.bytes": 64 << 20, "max.partition.fetch.bytes": 8 << 20,
-                  "queued.max.messages.kbytes": 1 << 20, "fetch.queue.backoff.ms": 10})
+                  "queued.max.messages.kbytes": 1 << 20, "fetch.queue.backoff.ms": 10, **(conf or {})})
     c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
 
     def batch() -> Tuple[int, Optional[bytes]]:
@@ -361,6 +414,8 @@ def run_network_suite(root: str, values: List[bytes], runs: int, partitions_list
     with open(lines_path, "wb") as f:  # kcat -l: one record per line (values without newlines)
         for v in values:
             f.write(v.replace(b"\n", b" ") + b"\n")
+    keystore, ca = _make_certs(root)
+    tls_conf: Dict[str, object] = {"security.protocol": "SSL", "ssl.ca.location": ca}
     for parts in partitions_list:
         times: Dict[str, List[float]] = {name: [] for name in NETWORK_CASES}
         cpu: Dict[str, List[Tuple[float, float]]] = {name: [] for name in NETWORK_CASES}
@@ -370,10 +425,11 @@ def run_network_suite(root: str, values: List[bytes], runs: int, partitions_list
         for r in range(runs):
             d = os.path.join(root, f"net-p{parts}-r{r}")
             os.makedirs(d, exist_ok=True)
-            srv = _Server(d)
+            srv = _Server(d, keystore)
             try:
                 b = srv.bootstrap
-                for t in ("ck1", "ckall", "ckbatch", "pl", "lat", "kc"):
+                tls = srv.addresses["SSL"]
+                for t in ("ck1", "ckall", "ckbatch", "cktls", "pl", "lat", "kc"):
                     _create_topic(b, t, parts)
 
                 def measure(name: str, fn: Callable[[], object], topic: Optional[str] = None) -> None:
@@ -394,6 +450,9 @@ def run_network_suite(root: str, values: List[bytes], runs: int, partitions_list
                 measure("ck produce acks=all", lambda: _ck_produce(b, "ckall", values, "all", False), "ckall")
                 measure("ck produce_batch acks=1", lambda: _ck_produce(b, "ckbatch", values, "1", True), "ckbatch")
                 measure("ck consume", lambda: _ck_consume(b, "ck1", parts, values))
+                measure("ck produce acks=1 SSL", lambda: _ck_produce(tls, "cktls", values, "1", False, tls_conf),
+                        "cktls")
+                measure("ck consume SSL", lambda: _ck_consume(tls, "cktls", parts, values, tls_conf))
                 if _kcat():
                     measure("kcat produce acks=1", lambda: _kcat_cpu(lambda: _kcat_produce(b, "kc", lines_path)), "kc")
                     measure("kcat consume", lambda: _kcat_consume(b, "kc", n))
@@ -465,5 +524,5 @@ def _check_count(bootstrap: str, topic: str, partitions: int, expected: int) -> 
 
 
 def network_steps(runs: int, partitions_list: Tuple[int, ...], include_pylog_clients: bool = True) -> int:
-    per_run = 5 + (3 if include_pylog_clients else 0) + (2 if _kcat() else 0)
+    per_run = 7 + (3 if include_pylog_clients else 0) + (2 if _kcat() else 0)
     return runs * len(partitions_list) * per_run
