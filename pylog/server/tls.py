@@ -422,6 +422,13 @@ class TlsTransport(asyncio.Protocol):
                 self.close()
                 return
             if not n:
+                if len(view):
+                    # SSLObject.read answers 0 (not SSLZeroReturnError) to the client's
+                    # close_notify: answer with ours and close, or a client that waits
+                    # for it (asyncio's SSL transport: aiokafka) waits 30 s
+                    self._flush()
+                    self.close()
+                    return
                 break
             conn.buffer_updated(n)
         self._flush()  # post-handshake messages (key updates) may have answers

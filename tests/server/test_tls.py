@@ -225,6 +225,19 @@ def test_aiokafka_over_ssl(start_server, pki):
     assert asyncio.run(run()) == [f"v{i}" for i in range(N)]
 
 
+def test_a_client_closing_gets_the_brokers_close_notify(start_server, pki):
+    """TLS's orderly close: the client sends close_notify and waits for the broker's (as
+    asyncio's SSL transport does, so aiokafka's close waited 30 s for it): unwrap() is
+    the two-way shutdown and fails if the broker just drops the connection."""
+    srv = start_server(*_tls_args(pki))
+    with socket.create_connection(("127.0.0.1", srv.ports["SSL"]), timeout=20) as raw:
+        tls = _client_ctx(pki).wrap_socket(raw, server_hostname="127.0.0.1")
+        assert _api_versions_over(tls)[:4] == (7).to_bytes(4, "big")
+        plain = tls.unwrap()  # close_notify sent, the broker's received
+        assert plain.recv(1) == b""  # then the broker closed the connection
+        plain.close()
+
+
 def test_encrypted_key_with_ssl_key_password(start_server, pki):
     args = _tls_args(pki, f"ssl.key.password={KEY_PASSWORD}")
     args[args.index(f"ssl.keystore.location={pki.keystore}")] = f"ssl.keystore.location={pki.keystore_encrypted}"
