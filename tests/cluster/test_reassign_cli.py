@@ -115,7 +115,7 @@ def describe(bootstrap: str, topic: str) -> Dict[int, Any]:
         return {p.partition: p for p in a.describe_topic(topic).partitions}
 
 
-def test_fourth_broker_takes_partitions_under_load(process_cluster, zk_ensemble, tmp_path):
+def test_fourth_broker_takes_partitions_under_load(zk_ensemble, process_cluster, tmp_path):  # ZooKeeper first: torn down after the brokers
     c = process_cluster(3, racks=["a", "b", "c"], zookeeper_connect=zk_ensemble.connect_string)
     b = c.brokers[1].bootstrap
     pylog("topics", "create", "rf3", "--partitions", "6", "--replication-factor", "3",

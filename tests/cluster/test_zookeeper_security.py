@@ -144,7 +144,7 @@ def tls_zookeeper(tmp_path):
         srv.stop()
 
 
-def test_brokers_reach_zookeeper_over_tls_as_their_certificate(process_cluster, tls_zookeeper):
+def test_brokers_reach_zookeeper_over_tls_as_their_certificate(tls_zookeeper, process_cluster):  # ZooKeeper first: torn down after the brokers
     """zookeeper.ssl.client.enable with the broker's certificate: ZooKeeper authenticates
     each broker as the certificate's subject (x509), which owns the znodes it creates
     (zookeeper.set.acl); a client with another certificate reads but cannot rewrite them."""
