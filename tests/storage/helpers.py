@@ -24,6 +24,9 @@ CLEAN_MARKER = ".pylog_cleanshutdown"
 #: Small per-segment index files: crash tests copy whole directories, and the default
 #: segment.index.bytes preallocates 10 MiB + 15 MiB per active segment.
 SMALL_INDEX = 4096
+#: Segment size of open_log (Kafka's 1 GiB unless a test asks): 16 MiB is far above what
+#: the tests write into one segment unless they set segment_bytes themselves.
+SMALL_SEGMENT = 16 << 20
 #: Record timestamps of append_derived are T0 + offset; FakeClock starts later.
 T0 = 1_700_000_000_000
 
@@ -46,8 +49,10 @@ class FakeClock:
 def open_log(path: Path, clock: Optional[FakeClock] = None, **settings) -> Log:
     """Log.open with a fake clock (so that the T0-based timestamps of append_derived
     are recent: no segment.ms roll, no retention.ms deletion unless a test asks) and
-    small index files."""
+    small index and segment files (a test that reads a log's files whole, as
+    snapshot_dir does, reads what the segment reserves: 1 GiB by default)."""
     settings.setdefault("segment_index_bytes", SMALL_INDEX)
+    settings.setdefault("segment_bytes", SMALL_SEGMENT)
     return Log.open(path, clock=clock or FakeClock(), **settings)
 
 
