@@ -51,8 +51,9 @@ def add_acls_parser(sub: Any) -> None:
             x.add_argument("--operation", action="append", default=[],
                            help="Read, Write, Create, Delete, Alter, Describe, ClusterAction, DescribeConfigs, "
                                 "AlterConfigs, IdempotentWrite or All (repeatable)")
-        src = x.add_mutually_exclusive_group(required=True)
-        src.add_argument("--data-dir", default=None, help="a single node's data directory (offline)")
+        src = x.add_mutually_exclusive_group()
+        src.add_argument("--data-dir", default=None,
+                         help="a single node's data directory (offline; default ./pylog-data)")
         src.add_argument("--bootstrap-server", default=None, metavar="HOST:PORT[,HOST:PORT...]",
                          help="a broker's PLAINTEXT listener (online)")
         x.set_defaults(func=run_acls)
@@ -132,7 +133,8 @@ def _print(bindings: Sequence[AclBinding]) -> None:
 
 
 def run_acls(args: argparse.Namespace) -> int:
-    if args.data_dir is not None:
+    if args.bootstrap_server is None:
+        args.data_dir = args.data_dir or "pylog-data"
         return _offline(args)
     return _online(args)
 

@@ -70,6 +70,7 @@ class RequestAuthorizer:
         self._thread: Optional[threading.Thread] = None
         self._denials: "weakref.WeakKeyDictionary[Any, Dict[Tuple[Any, ...], List[float]]]" = \
             weakref.WeakKeyDictionary()
+        self._denials_lock = threading.Lock()  # refusals come from the loop and the admin threads
         if not self.enabled:
             return
         assert config.authorizer_class_name in AUTHORIZER_CLASS_NAMES, config.authorizer_class_name
@@ -141,17 +142,18 @@ class RequestAuthorizer:
         self.metrics.authorization_failures.labels(resource_type.title, operation.title).inc()
         key = (operation, resource_type, name, api)
         now = time.monotonic()
-        seen = self._denials.get(conn)
-        if seen is None:
-            seen = self._denials[conn] = {}
-        entry = seen.get(key)
-        if entry is not None and now - entry[0] < DENIAL_LOG_INTERVAL_S:
-            entry[1] += 1
-            return
-        suppressed = int(entry[1]) if entry is not None else 0
-        if len(seen) >= _MAX_REMEMBERED_DENIALS:
-            seen.clear()
-        seen[key] = [now, 0]
+        with self._denials_lock:
+            seen = self._denials.get(conn)
+            if seen is None:
+                seen = self._denials[conn] = {}
+            entry = seen.get(key)
+            if entry is not None and now - entry[0] < DENIAL_LOG_INTERVAL_S:
+                entry[1] += 1
+                return
+            suppressed = int(entry[1]) if entry is not None else 0
+            if len(seen) >= _MAX_REMEMBERED_DENIALS:
+                seen.clear()
+            seen[key] = [now, 0]
         log.warning("authorization failed: principal %s from %s may not %s %s %r%s%s", conn.principal, conn.peer,
                     operation.title, resource_type.title, name, f" ({api})" if api else "",
                     f" (and {suppressed} more times in the last {DENIAL_LOG_INTERVAL_S:.0f} s)" if suppressed else "")
