@@ -88,12 +88,14 @@ class FileAclStore:
             return []
         except OSError as exc:
             raise StorageError(f"cannot read {self.path}: {exc}") from exc
+        except UnicodeDecodeError as exc:
+            raise StorageError(f"{self.path} is not an ACL file: {exc}") from None
         try:
             doc = json.loads(text)
             if not isinstance(doc, dict) or doc.get("version") != 1 or not isinstance(doc.get("acls"), list):
                 raise ValueError("not {\"version\": 1, \"acls\": [...]}")
             return bindings_of(doc["acls"])
-        except (ValueError, KeyError, TypeError, InvalidArgument) as exc:
+        except (ValueError, KeyError, TypeError, AttributeError, InvalidArgument) as exc:
             raise StorageError(f"{self.path} is not an ACL file: {exc}") from None
 
     def _write(self, bindings: List[AclBinding]) -> None:
@@ -210,8 +212,9 @@ class MetadataAclStore:
 
     @staticmethod
     def _entries(rtype: ResourceType, pattern: PatternType, name: str, data: Any) -> List[AclBinding]:
-        out = []
-        for e in (data or {}).get("acls", []) if isinstance(data, dict) else []:
+        out: List[AclBinding] = []
+        acls = data.get("acls") if isinstance(data, dict) else None
+        for e in acls if isinstance(acls, list) else []:
             try:
                 out.append(AclBinding.create(rtype, name, pattern, str(e["principal"]), str(e["host"]),
                                              AclOperation.parse(str(e["operation"])),

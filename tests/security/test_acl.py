@@ -192,3 +192,65 @@ def test_metadata_store_layout_concurrent_writers_and_watch():
     removed = two.remove([AclBindingFilter(resource_type=T, name="orders")])
     assert sorted(removed[0]) == sorted(bs[:2]) and not ms.exists("/kafka-acl/Topic/orders")
     assert one.changed() and sorted(one.load()) == sorted(bs[2:])
+
+
+# ---------------------------------------------------------------------- settings
+def test_server_settings():
+    from pylog.errors import InvalidConfig
+    from pylog.server.config import ServerConfig
+
+    c = ServerConfig.from_settings({})
+    assert c.authorizer_class_name == "" and c.super_users == frozenset() and not c.allow_everyone_if_no_acl_found
+    c = ServerConfig.from_settings({"authorizer.class.name": "pylog.security.AclAuthorizer",
+                                    "super.users": "User:admin;User:CN=b,O=x", "allow.everyone.if.no.acl.found": "true"})
+    assert c.authorizer_class_name == "pylog.security.AclAuthorizer"
+    assert c.super_users == {"User:admin", "User:CN=b,O=x"} and c.allow_everyone_if_no_acl_found
+    for bad in ({"authorizer.class.name": "com.example.Other"}, {"super.users": "admin"},
+                {"allow.everyone.if.no.acl.found": "maybe"}):
+        with pytest.raises(InvalidConfig):
+            ServerConfig.from_settings(bad)
+    import pylog.security
+
+    assert pylog.security.AclAuthorizer is AclAuthorizer  # what authorizer.class.name names
+
+
+# ---------------------------------------------------------------------- fuzz
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+_json = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+                     lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=12), kids, max_size=6),
+                     max_leaves=20)
+_entry = st.fixed_dictionaries({"resourceType": st.sampled_from(["Topic", "Group", "Cluster", "x", ""]),
+                                "name": st.text(max_size=6), "patternType": st.sampled_from(["LITERAL", "PREFIXED", "?"]),
+                                "principal": st.sampled_from(["User:a", "User:*", "bad", ""]),
+                                "host": st.sampled_from(["*", "127.0.0.1", "::1", "nope"]),
+                                "operation": st.sampled_from(["Read", "All", "ClusterAction", "Bogus"]),
+                                "permissionType": st.sampled_from(["Allow", "Deny", "Any"])})
+
+
+@settings(max_examples=300, deadline=None)
+@given(doc=_json | st.fixed_dictionaries({"version": st.just(1), "acls": st.lists(_entry | _json, max_size=4)}),
+       raw=st.binary(max_size=64))
+def test_fuzz_acl_file_is_loaded_or_refused_with_storage_error(tmp_path_factory, doc, raw):
+    d = tmp_path_factory.mktemp("fuzz")
+    s = FileAclStore(d)
+    for text in (json.dumps(doc).encode(), raw):
+        (d / "acls.json").write_bytes(text)
+        try:
+            out = s.load()
+        except StorageError:
+            continue
+        assert all(isinstance(b, AclBinding) for b in out)
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=_json | st.fixed_dictionaries({"version": st.just(1), "acls": st.lists(_entry | _json, max_size=4)}))
+def test_fuzz_acl_node_data_never_breaks_loading(data):
+    ms = InMemoryMetadataStore()
+    s = MetadataAclStore(ms)
+    ms.create("/kafka-acl/Topic", None)
+    ms.create("/kafka-acl/Topic/t", data)
+    ms.create("/kafka-acl/Bogus", None)
+    ms.create("/kafka-acl/Topic/u", {"version": 1, "acls": 5})
+    out = s.load()  # entries that do not parse are skipped, never an exception
+    assert all(b.resource_type == T and b.name == "t" for b in out)
