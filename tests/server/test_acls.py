@@ -390,3 +390,137 @@ def test_cli_offline_change_reaches_the_running_broker_and_cli_online(srv, pki):
     assert "User:CN=carol,O=Team C" in _acls("list", *a, "--topic", "team-c")
     assert "Removed 1 ACLs" in _acls("remove", *a, "--topic", "team-c")
     _acls("remove", "--data-dir", str(srv.data_dir), "--cluster", "--allow-principal", "User:ANONYMOUS")
+
+
+def _fetch_body(topic: str, replica_id: int) -> dict:
+    return {"replica_id": replica_id, "max_wait": 0, "min_bytes": 0, "max_bytes": 1 << 20, "isolation_level": 0,
+            "session_id": 0, "session_epoch": -1, "forgotten_topics_data": [], "rack_id": "",
+            "topics": [{"topic": topic, "partitions": [{"partition": 0, "fetch_offset": 0, "partition_max_bytes": 1 << 20,
+                                                        "current_leader_epoch": -1, "last_fetched_epoch": -1,
+                                                        "log_start_offset": -1}]}]}
+
+
+def test_every_api_refuses_a_principal_without_acls(srv, pki):
+    """ANONYMOUS (the PLAINTEXT listener; no ACL names it) against every API pylog
+    serves: each answers Kafka's authorization error and changes nothing."""
+    import uuid as _uuid
+
+    t, g = "team-a.orders", "team-a.g1"
+    end = _end_offset(srv, pki, t)
+    cases = [  # (api key, version, body, how to read the error code, expected)
+        (ApiKey.METADATA, 9, {"topics": [{"name": t}], "allow_auto_topic_creation": True,
+                              "include_cluster_authorized_operations": False,
+                              "include_topic_authorized_operations": False},
+         lambda r: r.topics[0].error_code, TOPIC_AUTHORIZATION_FAILED),
+        (ApiKey.METADATA, 9, {"topics": [{"name": "anon-new"}], "allow_auto_topic_creation": True,
+                              "include_cluster_authorized_operations": False,
+                              "include_topic_authorized_operations": False},
+         lambda r: r.topics[0].error_code, TOPIC_AUTHORIZATION_FAILED),
+        (ApiKey.FETCH, 12, _fetch_body(t, -1), lambda r: r.responses[0].partitions[0].error_code,
+         TOPIC_AUTHORIZATION_FAILED),
+        (ApiKey.FETCH, 12, _fetch_body(t, 1), lambda r: r.responses[0].partitions[0].error_code,
+         TOPIC_AUTHORIZATION_FAILED),  # a follower's fetch: ClusterAction
+        (ApiKey.LIST_OFFSETS, 6, {"replica_id": -1, "isolation_level": 0, "topics": [
+            {"name": t, "partitions": [{"partition_index": 0, "current_leader_epoch": -1, "timestamp": -1}]}]},
+         lambda r: r.topics[0].partitions[0].error_code, TOPIC_AUTHORIZATION_FAILED),
+        (ApiKey.OFFSET_FOR_LEADER_EPOCH, 4, {"replica_id": -1, "topics": [
+            {"topic": t, "partitions": [{"partition": 0, "current_leader_epoch": -1, "leader_epoch": 0}]}]},
+         lambda r: r.topics[0].partitions[0].error_code, TOPIC_AUTHORIZATION_FAILED),
+        (ApiKey.OFFSET_FOR_LEADER_EPOCH, 4, {"replica_id": 1, "topics": [
+            {"topic": t, "partitions": [{"partition": 0, "current_leader_epoch": -1, "leader_epoch": 0}]}]},
+         lambda r: r.topics[0].partitions[0].error_code, TOPIC_AUTHORIZATION_FAILED),
+        (ApiKey.INIT_PRODUCER_ID, 4, {"transactional_id": None, "transaction_timeout": 60000, "producer_id": -1,
+                                      "producer_epoch": -1}, lambda r: r.error_code, 0),
+        # ... allowed: User:* may Write topic "public", which is enough for an idempotent producer (KIP-679)
+        (ApiKey.CREATE_TOPICS, 7, {"topics": [{"name": "anon-topic", "num_partitions": 1, "replication_factor": 1,
+                                               "assignments": [], "configs": []}], "timeout": 30000,
+                                   "validate_only": False},
+         lambda r: r.topics[0].error_code, TOPIC_AUTHORIZATION_FAILED),
+        (ApiKey.DELETE_TOPICS, 6, {"topics": [{"name": t, "topic_id": _uuid.UUID(int=0)}], "timeout": 30000},
+         lambda r: r.responses[0].error_code, TOPIC_AUTHORIZATION_FAILED),
+        (ApiKey.CREATE_PARTITIONS, 3, {"topics": [{"name": t, "count": 2, "assignments": None}], "timeout": 30000,
+                                       "validate_only": False},
+         lambda r: r.results[0].error_code, TOPIC_AUTHORIZATION_FAILED),
+        (ApiKey.DELETE_RECORDS, 2, {"topics": [{"name": t, "partitions": [{"partition_index": 0, "offset": 1}]}],
+                                    "timeout": 30000},
+         lambda r: r.topics[0].partitions[0].error_code, TOPIC_AUTHORIZATION_FAILED),
+        (ApiKey.DESCRIBE_CONFIGS, 4, {"resources": [{"resource_type": 2, "resource_name": t,
+                                                     "configuration_keys": None}],
+                                      "include_synonyms": False, "include_documentation": False},
+         lambda r: r.results[0].error_code, TOPIC_AUTHORIZATION_FAILED),
+        (ApiKey.DESCRIBE_CONFIGS, 4, {"resources": [{"resource_type": 4, "resource_name": "0",
+                                                     "configuration_keys": None}],
+                                      "include_synonyms": False, "include_documentation": False},
+         lambda r: r.results[0].error_code, CLUSTER_AUTHORIZATION_FAILED),
+        (ApiKey.ALTER_CONFIGS, 2, {"resources": [{"resource_type": 2, "resource_name": t, "configs": [
+            {"name": "retention.ms", "value": "1000"}]}], "validate_only": False},
+         lambda r: r.responses[0].error_code, TOPIC_AUTHORIZATION_FAILED),
+        (ApiKey.INCREMENTAL_ALTER_CONFIGS, 1, {"resources": [{"resource_type": 2, "resource_name": t, "configs": [
+            {"name": "retention.ms", "config_operation": 0, "value": "1000"}]}], "validate_only": False},
+         lambda r: r.responses[0].error_code, TOPIC_AUTHORIZATION_FAILED),
+        (ApiKey.DESCRIBE_LOG_DIRS, 4, {"topics": None}, lambda r: r.error_code, CLUSTER_AUTHORIZATION_FAILED),
+        (ApiKey.ELECT_LEADERS, 2, {"election_type": 0, "topic_partitions": None, "timeout": 30000},
+         lambda r: r.error_code, CLUSTER_AUTHORIZATION_FAILED),
+        (ApiKey.ALTER_PARTITION_REASSIGNMENTS, 0, {"timeout": 30000, "topics": [
+            {"name": t, "partitions": [{"partition_index": 0, "replicas": None}]}]},
+         lambda r: r.error_code, CLUSTER_AUTHORIZATION_FAILED),
+        (ApiKey.LIST_PARTITION_REASSIGNMENTS, 0, {"timeout": 30000, "topics": None},
+         lambda r: r.error_code, CLUSTER_AUTHORIZATION_FAILED),
+        (ApiKey.DESCRIBE_CLUSTER, 0, {"include_cluster_authorized_operations": False},
+         lambda r: r.error_code, CLUSTER_AUTHORIZATION_FAILED),
+        (ApiKey.FIND_COORDINATOR, 4, {"key_type": 0, "coordinator_keys": [g]},
+         lambda r: r.coordinators[0].error_code, GROUP_AUTHORIZATION_FAILED),
+        (ApiKey.JOIN_GROUP, 9, {"group_id": g, "session_timeout": 10000, "rebalance_timeout": 10000,
+                                "member_id": "", "group_instance_id": None, "protocol_type": "consumer",
+                                "protocols": [{"name": "range", "metadata": b""}], "reason": None},
+         lambda r: r.error_code, GROUP_AUTHORIZATION_FAILED),
+        (ApiKey.SYNC_GROUP, 5, {"group_id": g, "generation_id": 1, "member_id": "m", "group_instance_id": None,
+                                "protocol_type": "consumer", "protocol_name": "range", "assignments": []},
+         lambda r: r.error_code, GROUP_AUTHORIZATION_FAILED),
+        (ApiKey.HEARTBEAT, 4, {"group_id": g, "generation_id": 1, "member_id": "m", "group_instance_id": None},
+         lambda r: r.error_code, GROUP_AUTHORIZATION_FAILED),
+        (ApiKey.LEAVE_GROUP, 5, {"group_id": g, "members": [{"member_id": "m", "group_instance_id": None,
+                                                             "reason": None}]},
+         lambda r: r.error_code, GROUP_AUTHORIZATION_FAILED),
+        (ApiKey.OFFSET_COMMIT, 8, {"group_id": g, "generation_id_or_member_epoch": -1, "member_id": "",
+                                   "group_instance_id": None, "topics": [
+            {"name": t, "partitions": [{"partition_index": 0, "committed_offset": 0, "committed_leader_epoch": -1,
+                                        "committed_metadata": None}]}]},
+         lambda r: r.topics[0].partitions[0].error_code, GROUP_AUTHORIZATION_FAILED),
+        (ApiKey.OFFSET_FETCH, 8, {"groups": [{"group_id": g, "topics": None}], "require_stable": False},
+         lambda r: r.groups[0].error_code, GROUP_AUTHORIZATION_FAILED),
+        (ApiKey.DESCRIBE_GROUPS, 5, {"groups": [g], "include_authorized_operations": False},
+         lambda r: r.groups[0].error_code, GROUP_AUTHORIZATION_FAILED),
+        (ApiKey.LIST_GROUPS, 4, {"states_filter": []},
+         lambda r: len(r.groups), 0),  # every group left out
+        (ApiKey.DELETE_GROUPS, 2, {"groups_names": [g]}, lambda r: r.results[0].error_code,
+         GROUP_AUTHORIZATION_FAILED),
+        (ApiKey.OFFSET_DELETE, 0, {"group_id": g, "topics": [{"name": t, "partitions": [{"partition_index": 0}]}]},
+         lambda r: r.error_code, GROUP_AUTHORIZATION_FAILED),
+        (ApiKey.CREATE_ACLS, 3, {"creations": [{"resource_type": 2, "resource_name": t, "resource_pattern_type": 3,
+                                                "principal": "User:ANONYMOUS", "host": "*", "operation": 2,
+                                                "permission_type": 3}]},
+         lambda r: r.results[0].error_code, CLUSTER_AUTHORIZATION_FAILED),
+        (ApiKey.DESCRIBE_ACLS, 3, {"resource_type_filter": 1, "resource_name_filter": None, "pattern_type_filter": 1,
+                                   "principal_filter": None, "host_filter": None, "operation": 1,
+                                   "permission_type": 1},
+         lambda r: r.error_code, CLUSTER_AUTHORIZATION_FAILED),
+        (ApiKey.DELETE_ACLS, 3, {"filters": [{"resource_type_filter": 1, "resource_name_filter": None,
+                                              "pattern_type_filter": 1, "principal_filter": None, "host_filter": None,
+                                              "operation": 1, "permission_type": 1}]},
+         lambda r: r.filter_results[0].error_code, CLUSTER_AUTHORIZATION_FAILED),
+    ]
+    from pylog.protocol.apis import SUPPORTED
+
+    # every API pylog serves but ApiVersions and Produce (tested above) is in the table
+    assert set(SUPPORTED) - {k for k, *_ in cases} == {ApiKey.API_VERSIONS, ApiKey.PRODUCE}
+    with RawClient(srv.address("PLAINTEXT")) as raw:
+        for key, version, body, code_of, expected in cases:
+            assert code_of(raw.call(key, version, body)) == expected, (key, version)
+    assert _end_offset(srv, pki, t) == end
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient(_conf(srv, pki, "admin"))
+    md = admin.list_topics(timeout=20)
+    assert t in md.topics and "anon-topic" not in md.topics and "anon-new" not in md.topics
+    assert len(md.topics[t].partitions) == 1
