@@ -26,10 +26,10 @@ from kio.schema.errors import ErrorCode
 from pylog.broker.interface import BrokerInterface
 from pylog.errors import (ClusterAuthorizationFailed, GroupAuthorizationFailed, InvalidRequest, PylogError,
                           TopicAuthorizationFailed)
-from pylog.security.acl import CLUSTER_NAME, AclOperation, ResourceType
 from pylog.protocol.apis import API_NAMES, SUPPORTED, ApiKey, response_class
 from pylog.protocol.codec import (RequestHeader, UnsupportedRequest, build, decode_request,
                                   encode_response)
+from pylog.security.acl import CLUSTER_NAME, AclOperation, ResourceType
 from pylog.server.connection import CloseConnection, Response
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional, Set, Tuple
 
 from pylog.errors import (FencedLeaderEpoch, NotLeaderOrFollower, OffsetOutOfRange, PylogError,
                           TopicAuthorizationFailed, UnknownLeaderEpoch, UnknownTopicId)
-from pylog.security.acl import CLUSTER_NAME, AclOperation, ResourceType
 from pylog.protocol.fetch import FetchPartitionData, FetchTopicData, encode_fetch_response
+from pylog.security.acl import CLUSTER_NAME, AclOperation, ResourceType
 from pylog.server.apis import error_code
 from pylog.server.connection import Response
 from pylog.server.replication import encode_error

@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
 from pylog.errors import (CoordinatorLoadInProgress, CoordinatorNotAvailable, GroupAuthorizationFailed,
                           InvalidArgument, NotCoordinator, PylogError, TopicAuthorizationFailed)
-from pylog.security.acl import CLUSTER_NAME, AclOperation, ResourceType
 from pylog.protocol.apis import API_NAMES
+from pylog.security.acl import CLUSTER_NAME, AclOperation, ResourceType
 from pylog.server.apis import error_code
 from pylog.server.apis.fetch import _ms
 

@@ -7,9 +7,9 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
 from pylog.errors import (InvalidTopic, PylogError, TopicAlreadyExists, UnknownTopicId,
                           UnknownTopicOrPartition)
-from pylog.security.acl import CLUSTER_NAME, AclOperation, ResourceType
 from pylog.protocol.apis import SUPPORTED, ApiKey, response_class
 from pylog.protocol.codec import RequestHeader, build
+from pylog.security.acl import CLUSTER_NAME, AclOperation, ResourceType
 
 if TYPE_CHECKING:  # pragma: no cover
     from pylog.server.apis import KafkaApis, RequestContext
