@@ -139,3 +139,51 @@ def test_acls_take_effect_on_every_broker(process_cluster, tmp_path):
     for bid, addr in ssl_addr.items():
         wait_for(lambda addr=addr: _metadata_error(addr, ctx, topic) == TOPIC_AUTHORIZATION_FAILED,
                  f"broker {bid} to refuse alice again")
+
+
+def test_brokers_over_mutual_tls_are_super_users_and_anonymous_gets_nothing(process_cluster, tmp_path):
+    """The recommended set-up: inter-broker traffic over an SSL listener with client
+    certificates, the brokers' certificate principal in super.users, no ACL for
+    User:ANONYMOUS at all.  The ISRs fill (replication is authorized); a replica fetch or
+    any read as ANONYMOUS on the PLAINTEXT listener is refused."""
+    pki = make_identities(tmp_path / "pki", [("admin", "Ops")])
+    cluster = process_cluster(3, listeners="SSL://127.0.0.1:0,PLAINTEXT://127.0.0.1:0",
+                              overrides={"ssl.keystore.location": str(pki.keystore),
+                                         "ssl.truststore.location": str(pki.ca),
+                                         "ssl.client.auth": "required",
+                                         "inter.broker.listener.name": "SSL",
+                                         "authorizer.class.name": "pylog.security.AclAuthorizer",
+                                         # the brokers' certificate (aclcerts: CN=broker) and the admin's
+                                         "super.users": f"User:CN=broker,O=pylog tests;{pki.ids['admin'].principal}"})
+    from confluent_kafka import Producer
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    conf = dict(pki.ssl_conf("admin"), **{"bootstrap.servers": ",".join(
+        f"127.0.0.1:{b.ports['SSL']}" for b in cluster.brokers.values())})
+    topic = f"mtls-{uuid.uuid4().hex[:8]}"
+    admin = AdminClient(conf)
+    admin.create_topics([NewTopic(topic, 3, 3)])[topic].result(60)
+    p = Producer(dict(conf, acks="all"))
+    for i in range(N):
+        p.produce(topic, f"v{i}".encode(), key=str(i).encode())
+    assert p.flush(60) == 0
+
+    def full_isr() -> bool:
+        t = admin.list_topics(topic, timeout=20).topics[topic]
+        return t.error is None and len(t.partitions) == 3 and all(
+            p.leader >= 0 and sorted(p.isrs) == [1, 2, 3] for p in t.partitions.values())
+
+    wait_for(full_isr, "full ISRs over mutual TLS with enforcement on")
+    b1 = cluster.brokers[1]
+    with RawClient(f"127.0.0.1:{b1.ports['PLAINTEXT']}") as raw:
+        for replica_id in (2, -1):  # posing as broker 2, then as a consumer
+            r = raw.call(1, 12, {"replica_id": replica_id, "max_wait": 0, "min_bytes": 0, "max_bytes": 1 << 20,
+                                 "isolation_level": 0, "session_id": 0, "session_epoch": -1,
+                                 "forgotten_topics_data": [], "rack_id": "",
+                                 "topics": [{"topic": topic, "partitions": [
+                                     {"partition": p, "fetch_offset": 0, "partition_max_bytes": 1 << 20,
+                                      "current_leader_epoch": -1, "last_fetched_epoch": -1, "log_start_offset": -1}
+                                     for p in range(3)]}]})
+            parts = r.responses[0].partitions
+            assert [x.error_code for x in parts] == [TOPIC_AUTHORIZATION_FAILED] * 3
+            assert all(not x.records for x in parts)
