@@ -25,8 +25,8 @@ import weakref
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
 
 from pylog.errors import PylogError
-from pylog.security.acl import (AUTHORIZER_CLASS_NAMES, AclAuthorizer, AclBinding, AclBindingFilter,
-                                AclOperation, ResourceType)
+from pylog.security.acl import (AUTHORIZER_CLASS_NAMES, VALID_OPERATIONS, AclAuthorizer, AclBinding,
+                                AclBindingFilter, AclOperation, ResourceType)
 
 if TYPE_CHECKING:  # pragma: no cover
     from pylog.server.config import ServerConfig
@@ -131,6 +131,18 @@ class RequestAuthorizer:
         if log_denial:
             self.denied(conn, operation, resource_type, name, api)
         return False
+
+    def authorized_operations(self, conn: Any, resource_type: ResourceType, name: str) -> int:
+        """Kafka's authorized-operations bit field (bit ``1 << code`` per operation the
+        principal may do on the resource; every operation of the type without an
+        authorizer), for Metadata, DescribeCluster and DescribeGroups when asked."""
+        acl = self.acl
+        host = client_host(conn) if acl is not None else ""
+        bits = 0
+        for op in VALID_OPERATIONS[resource_type]:
+            if op != AclOperation.ALL and (acl is None or acl.authorize(conn.principal, host, op, resource_type, name)):
+                bits |= 1 << int(op)
+        return bits
 
     def allowed_any(self, conn: Any, operation: AclOperation, resource_type: ResourceType) -> bool:
         acl = self.acl

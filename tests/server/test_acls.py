@@ -524,3 +524,18 @@ def test_every_api_refuses_a_principal_without_acls(srv, pki):
     md = admin.list_topics(timeout=20)
     assert t in md.topics and "anon-topic" not in md.topics and "anon-new" not in md.topics
     assert len(md.topics[t].partitions) == 1
+
+
+def test_authorized_operations_in_describe_answers(srv, pki):
+    from confluent_kafka import TopicCollection
+    from confluent_kafka.admin import AclOperation, AdminClient
+
+    alice = AdminClient(_conf(srv, pki, "alice"))
+    d = alice.describe_topics(TopicCollection(["team-a.orders"]), include_authorized_operations=True)
+    ops = set(d["team-a.orders"].result(30).authorized_operations)
+    assert ops == {AclOperation.READ, AclOperation.WRITE, AclOperation.CREATE, AclOperation.DESCRIBE}
+    cluster_ops = alice.describe_cluster(include_authorized_operations=True).result(30).authorized_operations
+    assert not cluster_ops  # alice has no rights on the cluster
+    admin = AdminClient(_conf(srv, pki, "admin"))
+    cluster_ops = set(admin.describe_cluster(include_authorized_operations=True).result(30).authorized_operations)
+    assert {AclOperation.ALTER, AclOperation.DESCRIBE, AclOperation.CLUSTER_ACTION} <= cluster_ops

@@ -98,6 +98,10 @@ class RequestContext:
         return self.apis.authorizer.allowed(self.conn, op, rtype, name, API_NAMES.get(self.header.api_key, ""),
                                             log_denial)
 
+    def authorized_operations(self, rtype: ResourceType, name: str) -> int:
+        """Kafka's bit field of the operations this principal may do on the resource."""
+        return self.apis.authorizer.authorized_operations(self.conn, rtype, name)
+
     def check_topic(self, op: AclOperation, topic: str) -> None:
         """TopicAuthorizationFailed unless allowed."""
         if not self.allowed(op, ResourceType.TOPIC, topic):

@@ -328,7 +328,8 @@ class GroupHandler:
             out.append({"error_code": 0, "group_id": d.group_id,
                         "group_state": getattr(d.state, "value", str(d.state)),
                         "protocol_type": d.protocol_type, "protocol_data": d.protocol_name, "members": members,
-                        "authorized_operations": _NO_OPERATIONS})
+                        "authorized_operations": ctx.authorized_operations(ResourceType.GROUP, d.group_id)
+                        if getattr(req, "include_authorized_operations", False) else _NO_OPERATIONS})
         return ctx.respond({"throttle_time": 0, "groups": out})
 
     def _sequential(self, items: List[Any], start: Any, finish: Any) -> Any:

@@ -120,14 +120,16 @@ class MetadataHandler:
             return self.apis.in_thread(self.metadata, ctx, req)
         brokers = self.brokers(ctx)
         live = {b["node_id"] for b in brokers}
-        topics = [self._topic_metadata(ctx, name, tid, allow_create, v, live) for name, tid in names]
+        topic_ops = bool(getattr(req, "include_topic_authorized_operations", False))
+        topics = [self._topic_metadata(ctx, name, tid, allow_create, v, live, topic_ops) for name, tid in names]
         return ctx.respond({
             "throttle_time": 0, "brokers": brokers, "cluster_id": self.broker.cluster_id,
             "controller_id": self.broker.controller_id, "topics": topics,
-            "cluster_authorized_operations": _NO_OPERATIONS})
+            "cluster_authorized_operations": ctx.authorized_operations(ResourceType.CLUSTER, CLUSTER_NAME)
+            if getattr(req, "include_cluster_authorized_operations", False) else _NO_OPERATIONS})
 
     def _topic_metadata(self, ctx: "RequestContext", name: Optional[str], topic_id: Optional[uuid.UUID],
-                        allow_create: bool, version: int, live: set) -> Dict[str, Any]:
+                        allow_create: bool, version: int, live: set, topic_ops: bool = False) -> Dict[str, Any]:
         """One topic of a Metadata answer.  ``offline_replicas`` are the replicas on
         brokers that are not alive (not in ``live``), as Kafka's metadata cache says."""
         try:
@@ -164,7 +166,8 @@ class MetadataHandler:
             })
         tid = uuid.UUID(hex=d.topic_id)
         return {"error_code": 0, "name": d.name, "topic_id": tid, "is_internal": d.internal,
-                "partitions": parts, "topic_authorized_operations": _NO_OPERATIONS}
+                "partitions": parts, "topic_authorized_operations":
+                    ctx.authorized_operations(ResourceType.TOPIC, d.name) if topic_ops else _NO_OPERATIONS}
 
     # ------------------------------------------------------------------ DescribeCluster
     def describe_cluster(self, ctx: "RequestContext", req: Any) -> Any:
@@ -182,4 +185,6 @@ class MetadataHandler:
         return ctx.respond({
             "throttle_time": 0, "error_code": 0, "error_message": None, "endpoint_type": 1,
             "cluster_id": self.broker.cluster_id, "controller_id": self.broker.controller_id,
-            "brokers": self.brokers(ctx), "cluster_authorized_operations": _NO_OPERATIONS})
+            "brokers": self.brokers(ctx), "cluster_authorized_operations":
+                ctx.authorized_operations(ResourceType.CLUSTER, CLUSTER_NAME)
+                if getattr(req, "include_cluster_authorized_operations", False) else _NO_OPERATIONS})
