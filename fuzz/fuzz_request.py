@@ -44,7 +44,7 @@ class _Errors(logging.Handler):
 class Harness:
     """An in-process server (no sockets) whose handlers the fuzzer drives."""
 
-    def __init__(self, data_dir: str) -> None:
+    def __init__(self, data_dir: str, settings_extra: "dict | None" = None) -> None:
         from pylog.broker import Broker
         from pylog.server.config import Listener, ServerConfig
         from pylog.server.server import KafkaServer
@@ -55,12 +55,14 @@ class Harness:
         # thousand, and every partition preallocates its segment and indexes
         settings = {"listeners": "PLAINTEXT://127.0.0.1:9092", "log.segment.bytes": 1 << 20,
                     "log.index.size.max.bytes": 4096, "max.partitions.per.topic": 8,
-                    "offsets.topic.num.partitions": 2, "group.initial.rebalance.delay.ms": 0}
+                    "offsets.topic.num.partitions": 2, "group.initial.rebalance.delay.ms": 0,
+                    **(settings_extra or {})}
         self.config = ServerConfig.from_settings(settings, data_dir=data_dir)
         self.broker = Broker.open(data_dir, dict(self.config.broker_settings))
         self.broker.create_topic("t", 2)
         self.server = KafkaServer(self.config, self.broker, self.loop)
-        self.conn = type("Conn", (), {"peer": "127.0.0.1:1", "listener": Listener("PLAINTEXT", "127.0.0.1", 9092)})()
+        self.conn = type("Conn", (), {"peer": "127.0.0.1:1", "listener": Listener("PLAINTEXT", "127.0.0.1", 9092),
+                                      "principal": "User:ANONYMOUS"})()
         self.errors = _Errors()
         self._logger = logging.getLogger("pylog")
         self._saved = (self._logger.level, self._logger.propagate)
@@ -88,6 +90,7 @@ class Harness:
 
     def close(self) -> None:
         self.server.apis.close()
+        self.server.authorizer.close()
         self._logger.removeHandler(self.errors)
         self._logger.setLevel(self._saved[0])
         self._logger.propagate = self._saved[1]

@@ -364,6 +364,36 @@ class CommitFailed(PylogError):
 
 
 # --- errors of the network protocol (server and network clients) ---------------------
+class AuthorizationFailed(PylogError, PermissionError):
+    """The principal may not perform the operation on the resource (an ACL denies it, or
+    no ACL allows it while ``allow.everyone.if.no.acl.found`` is false)."""
+
+
+class TopicAuthorizationFailed(AuthorizationFailed):
+    code = 29
+    kafka_name = "TOPIC_AUTHORIZATION_FAILED"
+
+
+class GroupAuthorizationFailed(AuthorizationFailed):
+    code = 30
+    kafka_name = "GROUP_AUTHORIZATION_FAILED"
+
+
+class ClusterAuthorizationFailed(AuthorizationFailed):
+    code = 31
+    kafka_name = "CLUSTER_AUTHORIZATION_FAILED"
+
+
+class SecurityDisabled(PylogError):
+    """An ACL request to a broker that has no authorizer (authorizer.class.name unset)."""
+
+    code = 54
+    kafka_name = "SECURITY_DISABLED"
+
+
+__all__ += ["AuthorizationFailed", "TopicAuthorizationFailed", "GroupAuthorizationFailed",
+            "ClusterAuthorizationFailed", "SecurityDisabled"]
+
 __all__ += ["LeaderNotAvailable", "NetworkException", "CoordinatorLoadInProgress", "NotCoordinator",
             "UnsupportedVersion", "InvalidRequest", "UnknownLeaderEpoch", "MemberIdRequired",
             "GroupSubscribedToTopic", "UnknownTopicId", "TransactionsNotSupported",

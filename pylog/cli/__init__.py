@@ -1,4 +1,4 @@
-"""pylog's command line: serve, cluster, topics, leader-election, reassign-partitions,
+"""pylog's command line: serve, cluster, topics, acls, leader-election, reassign-partitions,
 produce, consume, metrics, bench, dump-log, verify, demo, simulate.
 
 The top layer: it may use every other layer and nothing uses it.
@@ -491,6 +491,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_leader_election_parser(sub)
     add_reassign_partitions_parser(sub)
+
+    from pylog.cli.acls import add_acls_parser
+
+    add_acls_parser(sub)
 
     pr = sub.add_parser("produce", help="send stdin lines to a topic, one record per line")
     pr.add_argument("topic")

@@ -10,6 +10,9 @@ against it, each checking its own work:
   Checked: no delivery error, and the topic's end offsets sum to the records sent;
 * the same confluent-kafka Producer (acks=1) and Consumer over the broker's SSL listener
   (TLS 1.3; a certificate made for the run with ``cryptography``): what TLS costs;
+* the same again ("ACL") against a second server with ACL enforcement on
+  (authorizer.class.name; the client's principal allowed by ACLs among a thousand
+  others): what authorization costs;
 * confluent-kafka's Consumer reading all of them back (``consume()`` of up to 10,000
   at a time): checked, the count and a sample of values.  Consumers are timed from
   their first records: start-up (connections, metadata, offset lookups, a first
@@ -47,7 +50,7 @@ _READY = re.compile(r"listening on (?P<addrs>[A-Z_0-9]+://[^\n]+)")
 _ADDR = re.compile(r"(?P<name>[A-Z_0-9]+)://(?P<host>[^:,\s]+):(?P<port>\d+)")
 #: Every workload, in report order (per partition count).
 NETWORK_CASES = ("ck produce acks=1", "ck produce acks=all", "ck produce_batch acks=1", "ck consume",
-                 "ck produce acks=1 SSL", "ck consume SSL",
+                 "ck produce acks=1 SSL", "ck consume SSL", "ck produce acks=1 ACL", "ck consume ACL",
                  "kcat produce acks=1", "kcat consume",
                  "pylog produce acks=1", "pylog consume poll", "pylog consume poll_arrays",
                  "ck latency 50k/s acks=all")
@@ -100,7 +103,7 @@ class _Server:
     """A `pylog serve` subprocess on free ports (stopped by PID, also on errors): a
     PLAINTEXT listener, and an SSL one with ``keystore`` when given."""
 
-    def __init__(self, data_dir: str, keystore: Optional[str] = None) -> None:
+    def __init__(self, data_dir: str, keystore: Optional[str] = None, args: Tuple[str, ...] = ()) -> None:
         import pylog
 
         root = str(Path(pylog.__file__).resolve().parents[1])
@@ -112,7 +115,7 @@ class _Server:
         extra = ["--override", f"ssl.keystore.location={keystore}"] if keystore else []
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "pylog", "serve", "--data-dir", data_dir, "--listeners", listeners,
-             "--log-level", "warning", *extra],
+             "--log-level", "warning", *extra, *args],
             stdout=subprocess.PIPE, stderr=self._log, env=env)
         line = self.proc.stdout.readline().decode() if self.proc.stdout else ""
         m = _READY.search(line)
@@ -135,6 +138,30 @@ class _Server:
         if self.proc.stdout:
             self.proc.stdout.close()
         self._log.close()
+
+
+#: ACLs of the "ACL" rows' server besides the ones its workload needs: other teams' topics
+#: and prefixes, so that each decision looks through a realistic set (then it is cached).
+_OTHER_ACLS = 1000
+
+
+def _acl_server(d: str) -> "_Server":
+    """A server with ACL enforcement on (authorizer.class.name, no super user,
+    allow.everyone.if.no.acl.found=false): User:ANONYMOUS may Create, Write and Read
+    topic ckacl and use groups bench-*; _OTHER_ACLS ACLs of other principals."""
+    from pylog.security.acl import AclBinding, AclOperation, AclPermissionType, PatternType, ResourceType
+    from pylog.security.aclstore import FileAclStore
+
+    allow, lit, pre = AclPermissionType.ALLOW, PatternType.LITERAL, PatternType.PREFIXED
+    acls = [AclBinding.create(ResourceType.TOPIC, "ckacl", lit, "User:ANONYMOUS", "*", op, allow)
+            for op in (AclOperation.CREATE, AclOperation.WRITE, AclOperation.READ)]
+    acls.append(AclBinding.create(ResourceType.GROUP, "bench-", pre, "User:ANONYMOUS", "*", AclOperation.READ, allow))
+    for i in range(_OTHER_ACLS):
+        acls.append(AclBinding.create(ResourceType.TOPIC, f"team-{i % 50}." if i % 10 == 0 else f"topic-{i}",
+                                      pre if i % 10 == 0 else lit, f"User:CN=client-{i},O=Team {i % 50}", "*",
+                                      AclOperation.READ if i % 2 else AclOperation.WRITE, allow))
+    FileAclStore(d).add(acls)
+    return _Server(d, None, ("--override", "authorizer.class.name=pylog.security.AclAuthorizer"))
 
 
 def _process_cpu_s(pid: int) -> float:
@@ -432,10 +459,12 @@ def run_network_suite(root: str, values: List[bytes], runs: int, partitions_list
                 for t in ("ck1", "ckall", "ckbatch", "cktls", "pl", "lat", "kc"):
                     _create_topic(b, t, parts)
 
-                def measure(name: str, fn: Callable[[], object], topic: Optional[str] = None) -> None:
-                    s0, c0 = _process_cpu_s(srv.proc.pid), _self_cpu_s()
+                def measure(name: str, fn: Callable[[], object], topic: Optional[str] = None,
+                            server: Optional[_Server] = None) -> None:
+                    pid = (server or srv).proc.pid
+                    s0, c0 = _process_cpu_s(pid), _self_cpu_s()
                     out = fn()
-                    s1, c1 = _process_cpu_s(srv.proc.pid), _self_cpu_s()
+                    s1, c1 = _process_cpu_s(pid), _self_cpu_s()
                     if isinstance(out, tuple):  # (seconds, CPU of a child process client)
                         dt, client = out
                     else:
@@ -443,7 +472,7 @@ def run_network_suite(root: str, values: List[bytes], runs: int, partitions_list
                     times[name].append(dt)
                     cpu[name].append((s1 - s0, client))
                     if topic is not None:
-                        _check_count(b, topic, parts, n)
+                        _check_count((server or srv).bootstrap, topic, parts, n)
                     step(f"p={parts} {name}")
 
                 measure("ck produce acks=1", lambda: _ck_produce(b, "ck1", values, "1", False), "ck1")
@@ -453,6 +482,17 @@ def run_network_suite(root: str, values: List[bytes], runs: int, partitions_list
                 measure("ck produce acks=1 SSL", lambda: _ck_produce(tls, "cktls", values, "1", False, tls_conf),
                         "cktls")
                 measure("ck consume SSL", lambda: _ck_consume(tls, "cktls", parts, values, tls_conf))
+                # the same workload with ACL enforcement on, on a second server (see _acl_server)
+                acl_srv = _acl_server(os.path.join(root, f"net-p{parts}-r{r}-acl"))
+                try:
+                    a = acl_srv.bootstrap
+                    _create_topic(a, "ckacl", parts)
+                    measure("ck produce acks=1 ACL", lambda: _ck_produce(a, "ckacl", values, "1", False), "ckacl",
+                            acl_srv)
+                    measure("ck consume ACL", lambda: _ck_consume(a, "ckacl", parts, values), None, acl_srv)
+                finally:
+                    acl_srv.stop()
+                    shutil.rmtree(os.path.join(root, f"net-p{parts}-r{r}-acl"), ignore_errors=True)
                 if _kcat():
                     measure("kcat produce acks=1", lambda: _kcat_cpu(lambda: _kcat_produce(b, "kc", lines_path)), "kc")
                     measure("kcat consume", lambda: _kcat_consume(b, "kc", n))
@@ -524,5 +564,5 @@ def _check_count(bootstrap: str, topic: str, partitions: int, expected: int) -> 
 
 
 def network_steps(runs: int, partitions_list: Tuple[int, ...], include_pylog_clients: bool = True) -> int:
-    per_run = 7 + (3 if include_pylog_clients else 0) + (2 if _kcat() else 0)
+    per_run = 9 + (3 if include_pylog_clients else 0) + (2 if _kcat() else 0)
     return runs * len(partitions_list) * per_run

@@ -41,6 +41,9 @@ class ApiKey:
     DELETE_RECORDS = 21
     INIT_PRODUCER_ID = 22
     OFFSET_FOR_LEADER_EPOCH = 23
+    DESCRIBE_ACLS = 29
+    CREATE_ACLS = 30
+    DELETE_ACLS = 31
     DESCRIBE_CONFIGS = 32
     ALTER_CONFIGS = 33
     DESCRIBE_LOG_DIRS = 35
@@ -81,6 +84,9 @@ SUPPORTED: Dict[int, ApiSpec] = {
     ApiKey.DELETE_RECORDS: ApiSpec("DeleteRecords", 0, 2),
     ApiKey.INIT_PRODUCER_ID: ApiSpec("InitProducerId", 0, 4),
     ApiKey.OFFSET_FOR_LEADER_EPOCH: ApiSpec("OffsetForLeaderEpoch", 2, 4),
+    ApiKey.DESCRIBE_ACLS: ApiSpec("DescribeAcls", 1, 3),
+    ApiKey.CREATE_ACLS: ApiSpec("CreateAcls", 1, 3),
+    ApiKey.DELETE_ACLS: ApiSpec("DeleteAcls", 1, 3),
     ApiKey.DESCRIBE_CONFIGS: ApiSpec("DescribeConfigs", 1, 4),
     ApiKey.ALTER_CONFIGS: ApiSpec("AlterConfigs", 0, 2),
     ApiKey.DESCRIBE_LOG_DIRS: ApiSpec("DescribeLogDirs", 1, 4),

@@ -11,4 +11,6 @@ it uses the lower layers only through their interfaces.
 """
 from __future__ import annotations
 
-__all__: list = []
+from pylog.security.acl import AclAuthorizer
+
+__all__: list = ["AclAuthorizer"]

@@ -23,7 +23,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, FrozenSet, List, Mapping, Optional, Tuple
 
 from pylog.broker.config import BrokerConfig
 from pylog.cluster.zksecurity import ZK_SECURITY_DEFAULTS, ZK_SECURITY_IGNORED, ZkSecurity
@@ -83,6 +83,11 @@ SERVER_DEFAULTS: Dict[str, Any] = {
     "listener.security.protocol.map": None,
     "inter.broker.listener.name": None,
     "security.inter.broker.protocol": None,
+    # ACLs (see pylog.security.acl): enforcement is on when authorizer.class.name names
+    # pylog's authorizer; allow.everyone.if.no.acl.found is false then (Kafka's default).
+    "authorizer.class.name": "",
+    "super.users": None,
+    "allow.everyone.if.no.acl.found": False,
 }
 
 #: Broker defaults of a server that differ from an embedded Broker's (Kafka's values).
@@ -262,6 +267,27 @@ def _inter_broker_listener(own: Mapping[str, Any], listeners: List[Listener], cl
     return name
 
 
+def _authorizer(own: Mapping[str, Any]) -> Tuple[str, FrozenSet[str], bool]:
+    """authorizer.class.name, super.users, allow.everyone.if.no.acl.found, checked."""
+    from pylog.errors import InvalidArgument
+    from pylog.security.acl import AUTHORIZER_CLASS_NAMES, parse_super_users
+
+    name = str(own["authorizer.class.name"] or "").strip()
+    if name and name not in AUTHORIZER_CLASS_NAMES:
+        raise InvalidConfig(f"authorizer.class.name={name}: pylog's authorizer is pylog.security.AclAuthorizer "
+                            "(or leave it empty: no authorization)")
+    try:
+        supers = parse_super_users(own["super.users"])
+    except InvalidArgument as exc:
+        raise InvalidConfig(f"super.users: {exc} (principals separated by ';')") from None
+    allow = own["allow.everyone.if.no.acl.found"]
+    if isinstance(allow, str):
+        if allow.strip().lower() not in ("true", "false"):
+            raise InvalidConfig(f"allow.everyone.if.no.acl.found must be true or false, got {allow!r}")
+        allow = allow.strip().lower() == "true"
+    return name, supers, bool(allow)
+
+
 @dataclass(frozen=True)
 class ServerConfig:
     """Everything `pylog serve` runs with; build it with :meth:`from_sources`."""
@@ -302,6 +328,11 @@ class ServerConfig:
     #: How a cluster node talks to ZooKeeper: TLS, digest auth, znode ACLs
     #: (zookeeper.ssl.*, zookeeper.auth.digest, zookeeper.set.acl).
     zookeeper_security: ZkSecurity = field(default_factory=ZkSecurity)
+    #: authorizer.class.name ("" = no authorization, everything allowed).
+    authorizer_class_name: str = ""
+    #: super.users (principals allowed everything).
+    super_users: FrozenSet[str] = frozenset()
+    allow_everyone_if_no_acl_found: bool = False
 
     @property
     def all_log_dirs(self) -> Tuple[Path, ...]:
@@ -429,6 +460,7 @@ class ServerConfig:
             build_context(t)  # missing files, wrong password, ...: refused now, not at the first client
         if zk is not None and inter in tls:
             build_client_context(tls[inter])  # the replica fetchers' side of the same settings
+        authorizer, super_users, allow_everyone = _authorizer(own)
         rf = _int("default.replication.factor", own["default.replication.factor"], 1, 32767)
         if rf != 1 and zk is None:
             raise InvalidConfig(f"default.replication.factor={rf}: a single `pylog serve` node holds one replica "
@@ -459,7 +491,9 @@ class ServerConfig:
             default_replication_factor=rf, metrics_listener=metrics, ignored_keys=tuple(sorted(ignored)),
             zookeeper_connect=zk, broker_rack=rack, cluster_settings=cluster, node_settings=node_settings,
             log_dirs=tuple(log_dirs), security_protocol_map=pmap, inter_broker_listener_name=inter, tls=tls,
-            zookeeper_security=ZkSecurity.from_settings(zk_security))
+            zookeeper_security=ZkSecurity.from_settings(zk_security),
+            authorizer_class_name=authorizer, super_users=super_users,
+            allow_everyone_if_no_acl_found=allow_everyone)
 
     def listener_named(self, name: str) -> Listener:
         for x in self.listeners:

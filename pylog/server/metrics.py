@@ -89,6 +89,10 @@ class ServerMetrics:
             "pylog_server_tls_handshake_failures",
             "TLS handshakes that failed (plaintext client on a TLS port, certificate refused, bad bytes), "
             "per listener.", ["listener"], registry=r)
+        self.authorization_failures = Counter(
+            "pylog_server_authorization_failures",
+            "Requests (or parts of them: a topic, a group) refused by the ACLs, per resource type and operation.",
+            ["resource_type", "operation"], registry=r)
         self.network_in = Counter("pylog_server_network_bytes_in", "Bytes received from clients.", registry=r)
         self.network_out = Counter("pylog_server_network_bytes_out", "Bytes of answers sent to clients.", registry=r)
         r.register(_TrafficCollector(broker_metrics))

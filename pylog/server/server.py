@@ -26,6 +26,7 @@ from typing import Any, Dict, List, Optional, Set, Tuple
 from pylog.broker.interface import BrokerInterface
 from pylog.errors import PylogError
 from pylog.server.apis import KafkaApis
+from pylog.server.authz import RequestAuthorizer
 from pylog.server.cluster import inter_broker_ssl_context
 from pylog.server.config import Listener, ServerConfig
 from pylog.server.connection import KafkaConnection
@@ -65,6 +66,8 @@ class KafkaServer:
         self.gather_writes = not _is_uvloop(self.loop)
         self.metrics = ServerMetrics(broker.metrics)
         self.purgatory = Purgatory(self.loop)
+        #: ACL authorization (authorizer.class.name); allows everything when it is not set.
+        self.authorizer = RequestAuthorizer(config, broker, self.metrics)
         self.apis = KafkaApis(self)
         self.connections: Set[KafkaConnection] = set()
         self._servers: List[asyncio.AbstractServer] = []
@@ -214,6 +217,7 @@ class KafkaServer:
         if self._metrics_http is not None:
             self._metrics_http.close()
         self.apis.close()
+        self.authorizer.close()
         log.info("server stopped")
 
     # ------------------------------------------------------------------ connections

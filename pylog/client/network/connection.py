@@ -64,6 +64,9 @@ CLIENT_VERSIONS: Dict[int, Tuple[int, int]] = {
     ApiKey.LEAVE_GROUP: (0, 5),
     ApiKey.SYNC_GROUP: (0, 5),
     ApiKey.API_VERSIONS: (0, 3),
+    ApiKey.DESCRIBE_ACLS: (1, 3),
+    ApiKey.CREATE_ACLS: (1, 3),
+    ApiKey.DELETE_ACLS: (1, 3),
     ApiKey.INIT_PRODUCER_ID: (0, 4),
     # the AdminClient's (pylog.client.network.admin)
     ApiKey.CREATE_TOPICS: (2, 7),

@@ -24,10 +24,12 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Optional
 from kio.schema.errors import ErrorCode
 
 from pylog.broker.interface import BrokerInterface
-from pylog.errors import InvalidRequest, PylogError
+from pylog.errors import (ClusterAuthorizationFailed, GroupAuthorizationFailed, InvalidRequest, PylogError,
+                          TopicAuthorizationFailed)
 from pylog.protocol.apis import API_NAMES, SUPPORTED, ApiKey, response_class
 from pylog.protocol.codec import (RequestHeader, UnsupportedRequest, build, decode_request,
                                   encode_response)
+from pylog.security.acl import CLUSTER_NAME, AclOperation, ResourceType
 from pylog.server.connection import CloseConnection, Response
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -39,6 +41,21 @@ __all__ = ["KafkaApis", "RequestContext", "error_code", "Handler"]
 log = logging.getLogger("pylog.server")
 
 _KNOWN_CODES = {e.value for e in ErrorCode}
+
+#: APIs whose handler authorizes what it touches (Kafka's rules per API; ApiVersions
+#: needs nothing).  With an authorizer on, a request of any other API — one added
+#: without its rules — is refused unless the principal has ClusterAction on the
+#: cluster (the brokers' own right), never allowed by default.
+AUTHORIZED_BY_HANDLER = frozenset({
+    ApiKey.API_VERSIONS, ApiKey.METADATA, ApiKey.DESCRIBE_CLUSTER, ApiKey.PRODUCE, ApiKey.FETCH,
+    ApiKey.LIST_OFFSETS, ApiKey.OFFSET_FOR_LEADER_EPOCH, ApiKey.INIT_PRODUCER_ID, ApiKey.CREATE_TOPICS,
+    ApiKey.DELETE_TOPICS, ApiKey.CREATE_PARTITIONS, ApiKey.DELETE_RECORDS, ApiKey.DESCRIBE_CONFIGS,
+    ApiKey.ALTER_CONFIGS, ApiKey.INCREMENTAL_ALTER_CONFIGS, ApiKey.DESCRIBE_LOG_DIRS, ApiKey.ELECT_LEADERS,
+    ApiKey.ALTER_PARTITION_REASSIGNMENTS, ApiKey.LIST_PARTITION_REASSIGNMENTS, ApiKey.FIND_COORDINATOR,
+    ApiKey.JOIN_GROUP, ApiKey.SYNC_GROUP, ApiKey.HEARTBEAT, ApiKey.LEAVE_GROUP, ApiKey.OFFSET_COMMIT,
+    ApiKey.OFFSET_FETCH, ApiKey.LIST_GROUPS, ApiKey.DESCRIBE_GROUPS, ApiKey.DELETE_GROUPS, ApiKey.OFFSET_DELETE,
+    ApiKey.CREATE_ACLS, ApiKey.DESCRIBE_ACLS, ApiKey.DELETE_ACLS,
+})
 
 
 def error_code(exc: BaseException, what: str = "request") -> int:
@@ -74,6 +91,32 @@ class RequestContext:
         """A kio response object of this request's version from a plain mapping."""
         return build(response_class(self.header.api_key, self.header.api_version), data)
 
+    # ------------------------------------------------------------------ authorization
+    def allowed(self, op: AclOperation, rtype: ResourceType, name: str, log_denial: bool = True) -> bool:
+        """Whether this connection's principal may do ``op`` on the resource (always,
+        without authorizer.class.name); a refusal is logged and counted."""
+        return self.apis.authorizer.allowed(self.conn, op, rtype, name, API_NAMES.get(self.header.api_key, ""),
+                                            log_denial)
+
+    def authorized_operations(self, rtype: ResourceType, name: str) -> int:
+        """Kafka's bit field of the operations this principal may do on the resource."""
+        return self.apis.authorizer.authorized_operations(self.conn, rtype, name)
+
+    def check_topic(self, op: AclOperation, topic: str) -> None:
+        """TopicAuthorizationFailed unless allowed."""
+        if not self.allowed(op, ResourceType.TOPIC, topic):
+            raise TopicAuthorizationFailed(f"not authorized to {op.title} topic {topic!r}")
+
+    def check_group(self, op: AclOperation, group: str) -> None:
+        """GroupAuthorizationFailed unless allowed."""
+        if not self.allowed(op, ResourceType.GROUP, group):
+            raise GroupAuthorizationFailed(f"not authorized to {op.title} group {group!r}")
+
+    def check_cluster(self, op: AclOperation) -> None:
+        """ClusterAuthorizationFailed unless allowed."""
+        if not self.allowed(op, ResourceType.CLUSTER, CLUSTER_NAME):
+            raise ClusterAuthorizationFailed(f"not authorized to {op.title} the cluster")
+
 
 Handler = Callable[[RequestContext, Any], Any]
 
@@ -82,7 +125,7 @@ class KafkaApis:
     """The request handler of one server (see the module docstring)."""
 
     def __init__(self, server: "KafkaServer") -> None:
-        from pylog.server.apis import admin, fetch, groups, metadata, produce
+        from pylog.server.apis import acls, admin, fetch, groups, metadata, produce
 
         self.server = server
         self.broker: BrokerInterface = server.broker
@@ -90,10 +133,13 @@ class KafkaApis:
         self.metrics = server.metrics
         self.loop: asyncio.AbstractEventLoop = server.loop
         self.loop_thread = threading.get_ident()
+        #: Every handler asks it before touching data (see pylog.server.authz).
+        self.authorizer = server.authorizer
         self.fetcher = fetch.FetchHandler(self)
         self.group_handler = groups.GroupHandler(self)
         self.admin = admin.AdminHandler(self)
         self.meta = metadata.MetadataHandler(self)
+        self.acl_handler = acls.AclHandler(self)
         h: Dict[int, Handler] = {
             ApiKey.API_VERSIONS: self.meta.api_versions,
             ApiKey.METADATA: self.meta.metadata,
@@ -125,6 +171,9 @@ class KafkaApis:
             ApiKey.DESCRIBE_GROUPS: self.group_handler.describe_groups,
             ApiKey.DELETE_GROUPS: self.group_handler.delete_groups,
             ApiKey.OFFSET_DELETE: self.group_handler.offset_delete,
+            ApiKey.CREATE_ACLS: self.acl_handler.create_acls,
+            ApiKey.DESCRIBE_ACLS: self.acl_handler.describe_acls,
+            ApiKey.DELETE_ACLS: self.acl_handler.delete_acls,
         }
         missing = set(SUPPORTED) - set(h)
         assert not missing, f"advertised APIs without a handler: {missing}"
@@ -136,7 +185,8 @@ class KafkaApis:
         self.threaded = frozenset({ApiKey.CREATE_TOPICS, ApiKey.DELETE_TOPICS, ApiKey.CREATE_PARTITIONS,
                                    ApiKey.DELETE_RECORDS, ApiKey.ALTER_CONFIGS, ApiKey.INCREMENTAL_ALTER_CONFIGS,
                                    ApiKey.DESCRIBE_LOG_DIRS, ApiKey.ELECT_LEADERS,
-                                   ApiKey.ALTER_PARTITION_REASSIGNMENTS, ApiKey.LIST_PARTITION_REASSIGNMENTS})
+                                   ApiKey.ALTER_PARTITION_REASSIGNMENTS, ApiKey.LIST_PARTITION_REASSIGNMENTS,
+                                   ApiKey.CREATE_ACLS, ApiKey.DELETE_ACLS, ApiKey.DESCRIBE_ACLS})
         self.executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="pylog-admin")
 
     # ------------------------------------------------------------------ dispatch
@@ -155,6 +205,10 @@ class KafkaApis:
             self.metrics.request_error("unknown", "INVALID_REQUEST")
             raise CloseConnection(f"malformed request: {exc}") from None
         ctx = RequestContext(header, conn, self, start)
+        if header.api_key not in AUTHORIZED_BY_HANDLER and self.authorizer.enabled \
+                and not ctx.allowed(AclOperation.CLUSTER_ACTION, ResourceType.CLUSTER, CLUSTER_NAME):
+            raise CloseConnection(f"{API_NAMES[header.api_key]} is refused: {conn.principal} lacks ClusterAction "
+                                  "on the cluster")
         try:
             if header.api_key in self.threaded:
                 result = self.in_thread(self._handlers[header.api_key], ctx, request)

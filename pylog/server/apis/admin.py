@@ -27,8 +27,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
 from pylog.broker.config import BROKER_TOPIC_DEFAULT_NAMES, TOPIC_DEFAULTS
-from pylog.errors import (ElectionNotNeeded, InvalidConfig, InvalidReplicaAssignment, InvalidRequest,
-                          NoReassignmentInProgress, PylogError, StorageError, UnknownTopicOrPartition)
+from pylog.errors import (ClusterAuthorizationFailed, ElectionNotNeeded, InvalidConfig, InvalidReplicaAssignment,
+                          InvalidRequest, NoReassignmentInProgress, PylogError, StorageError, TopicAuthorizationFailed,
+                          UnknownTopicOrPartition)
+from pylog.security.acl import CLUSTER_NAME, AclOperation, ResourceType
 from pylog.server.apis import error_code
 from pylog.server.config import Listener
 
@@ -98,6 +100,13 @@ class AdminHandler:
     def init_producer_id(self, ctx: "RequestContext", req: Any) -> Any:
         if req.transactional_id is not None:
             return ctx.respond({"throttle_time": 0, "error_code": 42, "producer_id": -1, "producer_epoch": -1})
+        # an idempotent producer: IdempotentWrite on the cluster, or Write on some topic (KIP-679)
+        if not ctx.allowed(AclOperation.IDEMPOTENT_WRITE, ResourceType.CLUSTER, CLUSTER_NAME, log_denial=False) \
+                and not self.apis.authorizer.allowed_any(ctx.conn, AclOperation.WRITE, ResourceType.TOPIC):
+            self.apis.authorizer.denied(ctx.conn, AclOperation.IDEMPOTENT_WRITE, ResourceType.CLUSTER, CLUSTER_NAME,
+                                        "InitProducerId")
+            return ctx.respond({"throttle_time": 0, "error_code": ClusterAuthorizationFailed.code,
+                                "producer_id": -1, "producer_epoch": -1})
         try:
             pid, epoch = self.broker.init_producer_id()
         except PylogError as exc:
@@ -116,11 +125,15 @@ class AdminHandler:
 
     def create_topics(self, ctx: "RequestContext", req: Any) -> Any:
         rows = []
+        # Create on the cluster, else Create on each topic (Kafka)
+        on_cluster = ctx.allowed(AclOperation.CREATE, ResourceType.CLUSTER, CLUSTER_NAME, log_denial=False)
         for t in req.topics:
             row: Dict[str, Any] = {"name": t.name, "topic_id": uuid.UUID(int=0), "error_code": 0,
                                    "error_message": None, "num_partitions": -1, "replication_factor": -1,
                                    "configs": []}
             try:
+                if not on_cluster:
+                    ctx.check_topic(AclOperation.CREATE, t.name)
                 rf = t.replication_factor if t.replication_factor != -1 else self.config.default_replication_factor
                 partitions = None if t.num_partitions == -1 else t.num_partitions
                 if t.assignments:
@@ -162,6 +175,7 @@ class AdminHandler:
                 if name is None:
                     name = self.apis.meta.topic_ids.name_of(tid)  # type: ignore[arg-type]
                     row["name"] = name
+                ctx.check_topic(AclOperation.DELETE, name)
                 if row["topic_id"] == uuid.UUID(int=0):
                     row["topic_id"] = self.apis.meta.topic_ids.id_of(name)
                 self.broker.delete_topic(name)
@@ -176,6 +190,7 @@ class AdminHandler:
         rows = []
         for t in req.topics:
             try:
+                ctx.check_topic(AclOperation.ALTER, t.name)
                 if t.assignments:
                     self._check_assignment([a.broker_ids for a in t.assignments])
                 self.broker.create_partitions(t.name, t.count, validate_only=req.validate_only)
@@ -189,8 +204,11 @@ class AdminHandler:
         out = []
         for t in req.topics:
             parts = []
+            deletable = ctx.allowed(AclOperation.DELETE, ResourceType.TOPIC, t.name)
             for p in t.partitions:
                 try:
+                    if not deletable:
+                        raise TopicAuthorizationFailed(f"not authorized to Delete topic {t.name!r}")
                     low = self.broker.delete_records(t.name, p.partition_index, p.offset)
                     parts.append({"partition_index": p.partition_index, "low_watermark": low, "error_code": 0})
                 except PylogError as exc:
@@ -271,6 +289,7 @@ class AdminHandler:
             row: Dict[str, Any] = {"error_code": 0, "error_message": None, "resource_type": r.resource_type,
                                    "resource_name": r.resource_name, "configs": []}
             try:
+                self._authorize_config(ctx, r, AclOperation.DESCRIBE_CONFIGS)
                 if r.resource_type == TOPIC_RESOURCE:
                     d = self.broker.describe_topic(r.resource_name, offsets=False)
                     row["configs"] = self._topic_config_rows(d, keys, req.include_synonyms,
@@ -286,7 +305,17 @@ class AdminHandler:
             results.append(row)
         return ctx.respond({"throttle_time": 0, "results": results})
 
-    def _alter(self, r: Any, changes: Dict[str, Optional[Any]], replace: bool, validate_only: bool) -> None:
+    @staticmethod
+    def _authorize_config(ctx: "RequestContext", r: Any, op: AclOperation) -> None:
+        """DescribeConfigs/AlterConfigs on the topic, or on the cluster for a broker."""
+        if r.resource_type == TOPIC_RESOURCE:
+            ctx.check_topic(op, r.resource_name)
+        elif r.resource_type == BROKER_RESOURCE:
+            ctx.check_cluster(op)
+
+    def _alter(self, ctx: "RequestContext", r: Any, changes: Dict[str, Optional[Any]], replace: bool,
+               validate_only: bool) -> None:
+        self._authorize_config(ctx, r, AclOperation.ALTER_CONFIGS)
         if r.resource_type == BROKER_RESOURCE:
             alter = getattr(self.broker, "alter_broker_config", None)
             if alter is None:
@@ -308,7 +337,7 @@ class AdminHandler:
             row: Dict[str, Any] = {"error_code": 0, "error_message": None, "resource_type": r.resource_type,
                                    "resource_name": r.resource_name}
             try:
-                self._alter(r, {c.name: c.value for c in r.configs}, True, req.validate_only)
+                self._alter(ctx, r, {c.name: c.value for c in r.configs}, True, req.validate_only)
                 log.info("configs of topic %r replaced by %s", r.resource_name, ctx.client)
             except PylogError as exc:
                 row.update(error_code=error_code(exc), error_message=str(exc))
@@ -321,6 +350,7 @@ class AdminHandler:
             row: Dict[str, Any] = {"error_code": 0, "error_message": None, "resource_type": r.resource_type,
                                    "resource_name": r.resource_name}
             try:
+                self._authorize_config(ctx, r, AclOperation.ALTER_CONFIGS)
                 changes: Dict[str, Optional[Any]] = {}
                 current: Dict[str, Any] = {}
                 if r.resource_type == TOPIC_RESOURCE and any(c.config_operation in (_APPEND, _SUBTRACT)
@@ -344,7 +374,7 @@ class AdminHandler:
                         changes[c.name] = ",".join(items)
                     else:
                         raise InvalidRequest(f"unknown config operation {op} for {c.name}")
-                self._alter(r, changes, False, req.validate_only)
+                self._alter(ctx, r, changes, False, req.validate_only)
             except PylogError as exc:
                 row.update(error_code=error_code(exc), error_message=str(exc))
             rows.append(row)
@@ -354,6 +384,8 @@ class AdminHandler:
     def describe_log_dirs(self, ctx: "RequestContext", req: Any) -> Any:
         """Each log directory (log.dirs) with its partitions and space; an offline one
         (its disk failed) answers KAFKA_STORAGE_ERROR and no partitions, as Kafka's."""
+        if not ctx.allowed(AclOperation.DESCRIBE, ResourceType.CLUSTER, CLUSTER_NAME):
+            return ctx.respond({"throttle_time": 0, "error_code": ClusterAuthorizationFailed.code, "results": []})
         dirs = getattr(self.broker, "log_dirs", None)
         roots = list(dirs.dirs) if dirs is not None else [self.config.data_dir]
         if req.topics is None:
@@ -424,7 +456,9 @@ class AdminHandler:
         top = 0
         results: Dict[Tuple[str, int], Optional[PylogError]] = {}
         elect = getattr(self.broker, "elect_leaders", None)
-        if etype not in (0, 1):
+        if not ctx.allowed(AclOperation.ALTER, ResourceType.CLUSTER, CLUSTER_NAME):
+            top = ClusterAuthorizationFailed.code
+        elif etype not in (0, 1):
             top = InvalidRequest.code
         elif elect is None:
             for tp, exists in self._single_broker_partitions(wanted).items():
@@ -450,6 +484,9 @@ class AdminHandler:
 
     def alter_partition_reassignments(self, ctx: "RequestContext", req: Any) -> Any:
         """AlterPartitionReassignments v0 (KIP-455)."""
+        if not ctx.allowed(AclOperation.ALTER, ResourceType.CLUSTER, CLUSTER_NAME):
+            return ctx.respond({"throttle_time": 0, "error_code": ClusterAuthorizationFailed.code,
+                                "error_message": "not authorized to Alter the cluster", "responses": []})
         wanted: Dict[Tuple[str, int], Optional[List[int]]] = {}
         for t in req.topics:
             for p in t.partitions:
@@ -483,6 +520,9 @@ class AdminHandler:
 
     def list_partition_reassignments(self, ctx: "RequestContext", req: Any) -> Any:
         """ListPartitionReassignments v0 (KIP-455): the reassignments in progress."""
+        if not ctx.allowed(AclOperation.DESCRIBE, ResourceType.CLUSTER, CLUSTER_NAME):
+            return ctx.respond({"throttle_time": 0, "error_code": ClusterAuthorizationFailed.code,
+                                "error_message": "not authorized to Describe the cluster", "topics": []})
         wanted = None if req.topics is None else \
             [(t.name, int(p)) for t in req.topics for p in t.partition_indexes]
         listing = getattr(self.broker, "list_partition_reassignments", None)

@@ -19,8 +19,9 @@ import uuid
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Set, Tuple
 
 from pylog.errors import (FencedLeaderEpoch, NotLeaderOrFollower, OffsetOutOfRange, PylogError,
-                          UnknownLeaderEpoch, UnknownTopicId)
+                          TopicAuthorizationFailed, UnknownLeaderEpoch, UnknownTopicId)
 from pylog.protocol.fetch import FetchPartitionData, FetchTopicData, encode_fetch_response
+from pylog.security.acl import CLUSTER_NAME, AclOperation, ResourceType
 from pylog.server.apis import error_code
 from pylog.server.connection import Response
 from pylog.server.replication import encode_error
@@ -104,6 +105,19 @@ class FetchHandler:
             for p in t.partitions:
                 wanted.append(_Wanted(name or "", tid, p.partition, p.fetch_offset, p.partition_max_bytes,
                                       getattr(p, "current_leader_epoch", -1), error))
+        if replica_id >= 0:  # a follower: ClusterAction on the cluster (Kafka's rule)
+            if not ctx.allowed(AclOperation.CLUSTER_ACTION, ResourceType.CLUSTER, CLUSTER_NAME):
+                for w in wanted:
+                    w.error = w.error or TopicAuthorizationFailed.code
+        else:  # a consumer: Read on each topic
+            readable: Dict[str, bool] = {}
+            for w in wanted:
+                if not w.error:
+                    ok = readable.get(w.topic)
+                    if ok is None:
+                        ok = readable[w.topic] = ctx.allowed(AclOperation.READ, ResourceType.TOPIC, w.topic)
+                    if not ok:
+                        w.error = TopicAuthorizationFailed.code
         if replica_id >= 0:
             serve = getattr(self.broker, "replica_fetch", None)
             if serve is not None and v >= 12:
@@ -255,8 +269,13 @@ class FetchHandler:
         out = []
         for t in req.topics:
             rows = []
+            describable = ctx.allowed(AclOperation.DESCRIBE, ResourceType.TOPIC, t.name)
             for p in t.partitions:
                 row: Dict[str, Any] = {"partition_index": p.partition_index}
+                if not describable:
+                    row.update(error_code=TopicAuthorizationFailed.code, offset=-1, timestamp=-1)
+                    rows.append(row)
+                    continue
                 if (t.name, p.partition_index) in duplicated:
                     row.update(error_code=_INVALID_REQUEST, offset=-1, timestamp=-1)
                     rows.append(row)
@@ -278,11 +297,17 @@ class FetchHandler:
     # ------------------------------------------------------------------ OffsetForLeaderEpoch
     def offset_for_leader_epoch(self, ctx: "RequestContext", req: Any) -> Any:
         out = []
+        follower = getattr(req, "replica_id", -1) >= 0
+        if follower:  # Kafka: a follower needs ClusterAction, a consumer Describe on the topic
+            cluster_ok = ctx.allowed(AclOperation.CLUSTER_ACTION, ResourceType.CLUSTER, CLUSTER_NAME)
         for t in req.topics:
             rows = []
+            allowed = cluster_ok if follower else ctx.allowed(AclOperation.DESCRIBE, ResourceType.TOPIC, t.topic)
             for p in t.partitions:
                 row: Dict[str, Any] = {"partition": p.partition}
                 try:
+                    if not allowed:
+                        raise TopicAuthorizationFailed(f"not authorized to Describe topic {t.topic!r}")
                     self.check_epoch(t.topic, p.partition, p.current_leader_epoch)
                     epoch, end = self.broker.offset_for_leader_epoch(t.topic, p.partition, p.leader_epoch)
                     row.update(error_code=0, leader_epoch=epoch, end_offset=end)

@@ -19,9 +19,10 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
-from pylog.errors import (CoordinatorLoadInProgress, CoordinatorNotAvailable, InvalidArgument,
-                          NotCoordinator, PylogError)
+from pylog.errors import (CoordinatorLoadInProgress, CoordinatorNotAvailable, GroupAuthorizationFailed,
+                          InvalidArgument, NotCoordinator, PylogError, TopicAuthorizationFailed)
 from pylog.protocol.apis import API_NAMES
+from pylog.security.acl import CLUSTER_NAME, AclOperation, ResourceType
 from pylog.server.apis import error_code
 from pylog.server.apis.fetch import _ms
 
@@ -51,9 +52,16 @@ class GroupHandler:
         return self.broker.groups
 
     def _call(self, ctx: "RequestContext", method: Any, *args: Any,
-              on_result: Any, **kwargs: Any) -> Any:
+              on_result: Any, group_op: Any = None, **kwargs: Any) -> Any:
         """Run a GroupService call without blocking: a future of ``on_result(result,
-        error)`` (the kio response)."""
+        error)`` (the kio response).  ``group_op`` (an AclOperation on the group, the
+        first argument) is authorized first: refused, the call does not run and the
+        answer is GROUP_AUTHORIZATION_FAILED."""
+        if group_op is not None:
+            try:
+                ctx.check_group(group_op, args[0])
+            except GroupAuthorizationFailed as exc:
+                return on_result(None, exc)
         fut = self.apis.future()
 
         def callback(result: Any, error: Optional[BaseException]) -> None:
@@ -86,6 +94,11 @@ class GroupHandler:
         keys = list(req.coordinator_keys) if ctx.version >= 4 else [req.key]
         rows = []
         for key in keys:
+            if key_type == 0 and not ctx.allowed(AclOperation.DESCRIBE, ResourceType.GROUP, key):
+                rows.append({"key": key, "node_id": -1, "host": "", "port": -1,
+                             "error_code": GroupAuthorizationFailed.code,
+                             "error_message": f"not authorized to Describe group {key!r}"})
+                continue
             if key_type != 0:
                 rows.append({"key": key, "node_id": -1, "host": "", "port": -1, "error_code": _INVALID_REQUEST,
                              "error_message": "transactions are not supported by pylog"})
@@ -133,7 +146,7 @@ class GroupHandler:
 
         return self._call(ctx, self.groups.join_group, req.group_id, req.member_id, req.protocol_type,
                           protocols, session_ms, rebalance_ms, getattr(req, "group_instance_id", None),
-                          client_id=ctx.header.client_id or "", on_result=answer)
+                          client_id=ctx.header.client_id or "", on_result=answer, group_op=AclOperation.READ)
 
     def sync_group(self, ctx: "RequestContext", req: Any) -> Any:
         assignments = {a.member_id: bytes(a.assignment) for a in req.assignments} or None
@@ -148,7 +161,7 @@ class GroupHandler:
                                 "assignment": bytes(result or b"")})
 
         return self._call(ctx, self.groups.sync_group, req.group_id, req.generation_id, req.member_id,
-                          assignments, timeout_s=None, on_result=answer)
+                          assignments, timeout_s=None, on_result=answer, group_op=AclOperation.READ)
 
     def heartbeat(self, ctx: "RequestContext", req: Any) -> Any:
         def answer(result: Any, error: Optional[BaseException]) -> Any:
@@ -156,7 +169,7 @@ class GroupHandler:
             return ctx.respond({"throttle_time": 0, "error_code": code})
 
         return self._call(ctx, self.groups.heartbeat, req.group_id, req.generation_id, req.member_id,
-                          on_result=answer)
+                          on_result=answer, group_op=AclOperation.READ)
 
     def leave_group(self, ctx: "RequestContext", req: Any) -> Any:
         if ctx.version < 3:
@@ -166,8 +179,11 @@ class GroupHandler:
                     self._hosts.pop(req.member_id, None)
                 return ctx.respond({"throttle_time": 0, "error_code": code})
 
-            return self._call(ctx, self.groups.leave_group, req.group_id, req.member_id, on_result=answer)
+            return self._call(ctx, self.groups.leave_group, req.group_id, req.member_id, on_result=answer,
+                              group_op=AclOperation.READ)
         members = list(req.members)
+        if not ctx.allowed(AclOperation.READ, ResourceType.GROUP, req.group_id):
+            return ctx.respond({"throttle_time": 0, "error_code": GroupAuthorizationFailed.code, "members": []})
 
         def leave(m: Any, callback: Any) -> None:
             if m.group_instance_id is not None:
@@ -193,36 +209,57 @@ class GroupHandler:
     # ------------------------------------------------------------------ offsets
     def offset_commit(self, ctx: "RequestContext", req: Any) -> Any:
         offsets: Dict[Tuple[str, int], Tuple[Any, ...]] = {}
+        # Read on the group (else every partition is refused), then Read on each topic:
+        # a partition of a topic the principal may not read is refused on its own
+        group_ok = ctx.allowed(AclOperation.READ, ResourceType.GROUP, req.group_id)
+        readable = {t.name: group_ok and ctx.allowed(AclOperation.READ, ResourceType.TOPIC, t.name)
+                    for t in req.topics}
         for t in req.topics:
+            if not readable[t.name]:
+                continue
             for p in t.partitions:
                 offsets[(t.name, p.partition_index)] = (p.committed_offset, p.committed_metadata or "",
                                                         getattr(p, "committed_leader_epoch", -1))
-        if getattr(req, "group_instance_id", None) is not None:
-            error: Optional[BaseException] = InvalidArgument("static membership (group.instance.id) is not supported")
+        if not group_ok:
+            error: Optional[BaseException] = GroupAuthorizationFailed(f"not authorized to Read group {req.group_id!r}")
+        elif getattr(req, "group_instance_id", None) is not None:
+            error = InvalidArgument("static membership (group.instance.id) is not supported")
         else:
             error = None
 
         def answer(result: Any, err: Optional[BaseException]) -> Any:
             code = 0 if err is None else error_code(err, "OffsetCommit")
             return ctx.respond({"throttle_time": 0, "topics": [
-                {"name": t.name, "partitions": [{"partition_index": p.partition_index, "error_code": code}
-                                                for p in t.partitions]} for t in req.topics]})
+                {"name": t.name, "partitions": [
+                    {"partition_index": p.partition_index,
+                     "error_code": code if readable[t.name] or not group_ok else TopicAuthorizationFailed.code}
+                    for p in t.partitions]} for t in req.topics]})
 
-        if error is not None:
+        if error is not None or not offsets:
             return answer(None, error)
         return self._call(ctx, self.groups.commit_offsets, req.group_id, req.generation_id_or_member_epoch,
                           req.member_id, offsets, on_result=answer)
 
-    def _fetch_group_offsets(self, group_id: str, topics: Any) -> Tuple[List[Dict[str, Any]], int]:
+    def _fetch_group_offsets(self, ctx: "RequestContext", group_id: str,
+                             topics: Any) -> Tuple[List[Dict[str, Any]], int]:
+        """Describe on the group, then on each topic: a topic the principal may not
+        Describe is left out of an all-topics answer, refused when named (Kafka)."""
+        if not ctx.allowed(AclOperation.DESCRIBE, ResourceType.GROUP, group_id):
+            return [], GroupAuthorizationFailed.code
+        denied: set = set()
         try:
             if topics is None:
                 got = self.groups.fetch_offsets(group_id)
                 wanted: Dict[str, List[int]] = {}
                 for (t, p) in sorted(got):
                     wanted.setdefault(t, []).append(p)
+                wanted = {t: ps for t, ps in wanted.items()
+                          if ctx.allowed(AclOperation.DESCRIBE, ResourceType.TOPIC, t, log_denial=False)}
             else:
                 wanted = {t.name: list(t.partition_indexes) for t in topics}
-                got = self.groups.fetch_offsets(group_id, [(t, p) for t, ps in wanted.items() for p in ps])
+                denied = {t for t in wanted if not ctx.allowed(AclOperation.DESCRIBE, ResourceType.TOPIC, t)}
+                got = self.groups.fetch_offsets(group_id, [(t, p) for t, ps in wanted.items() for p in ps
+                                                           if t not in denied])
         except PylogError as exc:
             return [], error_code(exc)
         rows = []
@@ -232,7 +269,7 @@ class GroupHandler:
                 v = got.get((t, p))
                 parts.append({"partition_index": p, "committed_offset": -1 if v is None else v[0],
                               "committed_leader_epoch": -1, "metadata": "" if v is None else v[1],
-                              "error_code": 0})
+                              "error_code": TopicAuthorizationFailed.code if t in denied else 0})
             rows.append({"name": t, "partitions": parts})
         return rows, 0
 
@@ -240,10 +277,10 @@ class GroupHandler:
         if ctx.version >= 8:
             groups = []
             for g in req.groups:
-                rows, code = self._fetch_group_offsets(g.group_id, g.topics)
+                rows, code = self._fetch_group_offsets(ctx, g.group_id, g.topics)
                 groups.append({"group_id": g.group_id, "topics": rows, "error_code": code})
             return ctx.respond({"throttle_time": 0, "groups": groups})
-        rows, code = self._fetch_group_offsets(req.group_id, req.topics)
+        rows, code = self._fetch_group_offsets(ctx, req.group_id, req.topics)
         if code and ctx.version < 2 and req.topics is not None:  # no top-level error code before v2
             rows = [{"name": t.name, "partitions": [
                 {"partition_index": p, "committed_offset": -1, "committed_leader_epoch": -1, "metadata": "",
@@ -260,9 +297,14 @@ class GroupHandler:
         except PylogError as exc:
             return ctx.respond({"throttle_time": 0, "error_code": error_code(exc), "groups": []})
         rows = []
+        # Describe on the cluster lists every group; else the groups the principal may Describe
+        every = ctx.allowed(AclOperation.DESCRIBE, ResourceType.CLUSTER, CLUSTER_NAME, log_denial=False)
         for g in sorted(listing, key=lambda x: x.group_id):
             state = getattr(g.state, "value", str(g.state))
             if wanted and state.lower() not in wanted:
+                continue
+            if not every and not ctx.allowed(AclOperation.DESCRIBE, ResourceType.GROUP, g.group_id,
+                                             log_denial=False):
                 continue
             rows.append({"group_id": g.group_id, "protocol_type": g.protocol_type, "group_state": state})
         # Kafka: the groups it has, and COORDINATOR_LOAD_IN_PROGRESS while it loads more
@@ -273,6 +315,7 @@ class GroupHandler:
         out = []
         for gid in req.groups:
             try:
+                ctx.check_group(AclOperation.DESCRIBE, gid)
                 d = self.groups.describe_group(gid)
             except PylogError as exc:
                 out.append({"error_code": error_code(exc), "group_id": gid, "group_state": "Dead",
@@ -285,7 +328,8 @@ class GroupHandler:
             out.append({"error_code": 0, "group_id": d.group_id,
                         "group_state": getattr(d.state, "value", str(d.state)),
                         "protocol_type": d.protocol_type, "protocol_data": d.protocol_name, "members": members,
-                        "authorized_operations": _NO_OPERATIONS})
+                        "authorized_operations": ctx.authorized_operations(ResourceType.GROUP, d.group_id)
+                        if getattr(req, "include_authorized_operations", False) else _NO_OPERATIONS})
         return ctx.respond({"throttle_time": 0, "groups": out})
 
     def _sequential(self, items: List[Any], start: Any, finish: Any) -> Any:
@@ -326,10 +370,16 @@ class GroupHandler:
                 {"group_id": g, "error_code": 0 if e is None else error_code(e, "DeleteGroups")}
                 for g, (_, e) in zip(names, results)]})
 
-        return self._sequential(names, lambda g, cb: self.groups.delete_group(g, callback=cb), finish)
+        def delete(g: str, cb: Any) -> None:
+            ctx.check_group(AclOperation.DELETE, g)  # raised: this group's row is refused
+            self.groups.delete_group(g, callback=cb)
+
+        return self._sequential(names, delete, finish)
 
     def offset_delete(self, ctx: "RequestContext", req: Any) -> Any:
-        tps = [(t.name, p.partition_index) for t in req.topics for p in t.partitions]
+        readable = {t.name: ctx.allowed(AclOperation.READ, ResourceType.TOPIC, t.name) for t in req.topics}
+        tps = [(t.name, p.partition_index) for t in req.topics for p in t.partitions if readable[t.name]]
+        refused = [(t.name, p.partition_index) for t in req.topics for p in t.partitions if not readable[t.name]]
 
         def answer(result: Any, error: Optional[BaseException]) -> Any:
             if error is not None:
@@ -340,7 +390,10 @@ class GroupHandler:
                 e = result.get((t, p))
                 topics.setdefault(t, []).append({"partition_index": p,
                                                  "error_code": 0 if e is None else error_code(e)})
+            for (t, p) in refused:
+                topics.setdefault(t, []).append({"partition_index": p, "error_code": TopicAuthorizationFailed.code})
             return ctx.respond({"error_code": 0, "throttle_time": 0,
                                 "topics": [{"name": t, "partitions": ps} for t, ps in topics.items()]})
 
-        return self._call(ctx, self.groups.delete_offsets, req.group_id, tps, on_result=answer)
+        return self._call(ctx, self.groups.delete_offsets, req.group_id, tps, on_result=answer,
+                          group_op=AclOperation.DELETE)

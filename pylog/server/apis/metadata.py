@@ -9,6 +9,7 @@ from pylog.errors import (InvalidTopic, PylogError, TopicAlreadyExists, UnknownT
                           UnknownTopicOrPartition)
 from pylog.protocol.apis import SUPPORTED, ApiKey, response_class
 from pylog.protocol.codec import RequestHeader, build
+from pylog.security.acl import CLUSTER_NAME, AclOperation, ResourceType
 
 if TYPE_CHECKING:  # pragma: no cover
     from pylog.server.apis import KafkaApis, RequestContext
@@ -108,7 +109,9 @@ class MetadataHandler:
         requested = req.topics
         allow_create = getattr(req, "allow_auto_topic_creation", True)
         if requested is None or (v == 0 and not requested):
-            names: List[Any] = [(n, None) for n in self.broker.list_topics(include_internal=True)]
+            # every topic the principal may Describe; the others are left out (Kafka)
+            names: List[Any] = [(n, None) for n in self.broker.list_topics(include_internal=True)
+                                if ctx.allowed(AclOperation.DESCRIBE, ResourceType.TOPIC, n, log_denial=False)]
         else:
             names = [(getattr(t, "name", None), getattr(t, "topic_id", None)) for t in requested]
         if allow_create and self.server.config.broker.auto_create_topics_enable and threading.get_ident() == \
@@ -117,14 +120,16 @@ class MetadataHandler:
             return self.apis.in_thread(self.metadata, ctx, req)
         brokers = self.brokers(ctx)
         live = {b["node_id"] for b in brokers}
-        topics = [self._topic_metadata(name, tid, allow_create, v, live) for name, tid in names]
+        topic_ops = bool(getattr(req, "include_topic_authorized_operations", False))
+        topics = [self._topic_metadata(ctx, name, tid, allow_create, v, live, topic_ops) for name, tid in names]
         return ctx.respond({
             "throttle_time": 0, "brokers": brokers, "cluster_id": self.broker.cluster_id,
             "controller_id": self.broker.controller_id, "topics": topics,
-            "cluster_authorized_operations": _NO_OPERATIONS})
+            "cluster_authorized_operations": ctx.authorized_operations(ResourceType.CLUSTER, CLUSTER_NAME)
+            if getattr(req, "include_cluster_authorized_operations", False) else _NO_OPERATIONS})
 
-    def _topic_metadata(self, name: Optional[str], topic_id: Optional[uuid.UUID], allow_create: bool,
-                        version: int, live: set) -> Dict[str, Any]:
+    def _topic_metadata(self, ctx: "RequestContext", name: Optional[str], topic_id: Optional[uuid.UUID],
+                        allow_create: bool, version: int, live: set, topic_ops: bool = False) -> Dict[str, Any]:
         """One topic of a Metadata answer.  ``offline_replicas`` are the replicas on
         brokers that are not alive (not in ``live``), as Kafka's metadata cache says."""
         try:
@@ -132,11 +137,15 @@ class MetadataHandler:
                 if topic_id is None or topic_id == ZERO_UUID:
                     raise InvalidTopic("a Metadata topic needs a name or a topic id")
                 name = self.topic_ids.name_of(topic_id)
+            ctx.check_topic(AclOperation.DESCRIBE, name)
             try:
                 d = self.broker.describe_topic(name, offsets=False)
             except UnknownTopicOrPartition:
                 if not (allow_create and self.server.config.broker.auto_create_topics_enable):
                     raise
+                # auto-creation needs Create on the cluster or on the topic (Kafka)
+                if not ctx.allowed(AclOperation.CREATE, ResourceType.CLUSTER, CLUSTER_NAME, log_denial=False):
+                    ctx.check_topic(AclOperation.CREATE, name)
                 try:
                     self.broker.create_topic(name)
                 except TopicAlreadyExists:
@@ -157,10 +166,17 @@ class MetadataHandler:
             })
         tid = uuid.UUID(hex=d.topic_id)
         return {"error_code": 0, "name": d.name, "topic_id": tid, "is_internal": d.internal,
-                "partitions": parts, "topic_authorized_operations": _NO_OPERATIONS}
+                "partitions": parts, "topic_authorized_operations":
+                    ctx.authorized_operations(ResourceType.TOPIC, d.name) if topic_ops else _NO_OPERATIONS}
 
     # ------------------------------------------------------------------ DescribeCluster
     def describe_cluster(self, ctx: "RequestContext", req: Any) -> Any:
+        if not ctx.allowed(AclOperation.DESCRIBE, ResourceType.CLUSTER, CLUSTER_NAME):
+            return ctx.respond({"throttle_time": 0, "error_code": 31,  # CLUSTER_AUTHORIZATION_FAILED
+                                "error_message": "not authorized to Describe the cluster",
+                                "endpoint_type": getattr(req, "endpoint_type", 1),
+                                "cluster_id": self.broker.cluster_id, "controller_id": -1, "brokers": [],
+                                "cluster_authorized_operations": _NO_OPERATIONS})
         if getattr(req, "endpoint_type", 1) != 1:  # 2 = controllers (KRaft): none here
             return ctx.respond({"throttle_time": 0, "error_code": 42,
                                 "error_message": "pylog has no KRaft controller endpoints",
@@ -169,4 +185,6 @@ class MetadataHandler:
         return ctx.respond({
             "throttle_time": 0, "error_code": 0, "error_message": None, "endpoint_type": 1,
             "cluster_id": self.broker.cluster_id, "controller_id": self.broker.controller_id,
-            "brokers": self.brokers(ctx), "cluster_authorized_operations": _NO_OPERATIONS})
+            "brokers": self.brokers(ctx), "cluster_authorized_operations":
+                ctx.authorized_operations(ResourceType.CLUSTER, CLUSTER_NAME)
+                if getattr(req, "include_cluster_authorized_operations", False) else _NO_OPERATIONS})

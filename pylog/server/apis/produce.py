@@ -13,7 +13,8 @@ import logging
 import threading
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
-from pylog.errors import CorruptRecordError, PylogError
+from pylog.errors import CorruptRecordError, PylogError, TopicAuthorizationFailed
+from pylog.security.acl import AclOperation, ResourceType
 from pylog.server.apis import error_code
 from pylog.server.connection import CloseConnection
 
@@ -59,6 +60,8 @@ class ProduceHandler:
                 raise CloseConnection(f"Produce refused: {refuse[1]}")
             return self._respond(ctx, parts, {(t, p): (refuse, None) for t, p, _ in parts})
         pending = _Pending(len(parts))
+        # Write on each topic, asked before anything is appended (a refusal writes nothing)
+        writable = {t: ctx.allowed(AclOperation.WRITE, ResourceType.TOPIC, t) for t in {t for t, _, _ in parts}}
 
         for topic, partition, records in parts:
             key = (topic, partition)
@@ -74,6 +77,9 @@ class ProduceHandler:
                 if last and fut is not None:
                     self.apis.resolve(fut, pending)
 
+            if not writable[topic]:
+                done(TopicAuthorizationFailed(f"not authorized to Write topic {topic!r}"), None)
+                continue
             if not records:
                 done(CorruptRecordError(f"{topic}-{partition}: the request carries no record batch"), None)
                 continue
