@@ -90,7 +90,7 @@ class KafkaServer:
                 log.warning("listener %s is PLAINTEXT on a non-loopback address: anyone who can reach it can "
                             "read and write every topic, unencrypted (use an SSL listener)", lst)
             factory: Any
-            if lst.security_protocol == "SSL":
+            if lst.security_protocol in ("SSL", "SASL_SSL"):
                 factory = lambda lst=lst: TlsTransport(  # noqa: E731
                     self, self._bound_of(lst), lambda: KafkaConnection(self, self._bound_of(lst)))
             else:

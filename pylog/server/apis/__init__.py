@@ -82,7 +82,7 @@ class KafkaApis:
     """The request handler of one server (see the module docstring)."""
 
     def __init__(self, server: "KafkaServer") -> None:
-        from pylog.server.apis import admin, fetch, groups, metadata, produce
+        from pylog.server.apis import admin, fetch, groups, metadata, produce, sasl
 
         self.server = server
         self.broker: BrokerInterface = server.broker
@@ -94,6 +94,7 @@ class KafkaApis:
         self.group_handler = groups.GroupHandler(self)
         self.admin = admin.AdminHandler(self)
         self.meta = metadata.MetadataHandler(self)
+        self.sasl = sasl.SaslHandler(self)
         h: Dict[int, Handler] = {
             ApiKey.API_VERSIONS: self.meta.api_versions,
             ApiKey.METADATA: self.meta.metadata,
@@ -125,6 +126,10 @@ class KafkaApis:
             ApiKey.DESCRIBE_GROUPS: self.group_handler.describe_groups,
             ApiKey.DELETE_GROUPS: self.group_handler.delete_groups,
             ApiKey.OFFSET_DELETE: self.group_handler.offset_delete,
+            ApiKey.SASL_HANDSHAKE: self.sasl.handshake,
+            ApiKey.SASL_AUTHENTICATE: self.sasl.authenticate,
+            ApiKey.DESCRIBE_USER_SCRAM_CREDENTIALS: self.sasl.describe_user_scram_credentials,
+            ApiKey.ALTER_USER_SCRAM_CREDENTIALS: self.sasl.alter_user_scram_credentials,
         }
         missing = set(SUPPORTED) - set(h)
         assert not missing, f"advertised APIs without a handler: {missing}"
@@ -136,12 +141,17 @@ class KafkaApis:
         self.threaded = frozenset({ApiKey.CREATE_TOPICS, ApiKey.DELETE_TOPICS, ApiKey.CREATE_PARTITIONS,
                                    ApiKey.DELETE_RECORDS, ApiKey.ALTER_CONFIGS, ApiKey.INCREMENTAL_ALTER_CONFIGS,
                                    ApiKey.DESCRIBE_LOG_DIRS, ApiKey.ELECT_LEADERS,
-                                   ApiKey.ALTER_PARTITION_REASSIGNMENTS, ApiKey.LIST_PARTITION_REASSIGNMENTS})
+                                   ApiKey.ALTER_PARTITION_REASSIGNMENTS, ApiKey.LIST_PARTITION_REASSIGNMENTS,
+                                   ApiKey.DESCRIBE_USER_SCRAM_CREDENTIALS, ApiKey.ALTER_USER_SCRAM_CREDENTIALS})
         self.executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="pylog-admin")
 
     # ------------------------------------------------------------------ dispatch
     def handle(self, conn: "KafkaConnection", frame: Any, start: float) -> Any:
         """Answer one request frame (see the module docstring for what comes back)."""
+        if conn.sasl_check:  # a SASL listener's connection before (or between) authentications
+            early = self.sasl.gate(conn, frame, start)
+            if early is not None:
+                return early
         try:
             header, request = decode_request(frame)
         except UnsupportedRequest as exc:
