@@ -10,8 +10,8 @@ Both stores keep, per user and SCRAM mechanism, a :class:`~pylog.security.scram.
   store, so a user added through any broker is accepted by every broker at once.
 * :class:`FileCredentialStore`: one JSON file ``{user: <the node's data>}`` in a single
   broker's data directory (:data:`CREDENTIALS_FILE`), written atomically (temp file,
-  fsync, rename, fsync of the directory); read again when its modification time or
-  size changed, so ``pylog users`` run offline and a running broker agree.
+  fsync, rename, fsync of the directory) and read at each authentication, so
+  ``pylog users`` run offline and a running broker agree.
 
 Both have ``get(user)``, ``users()``, ``upsert(user, credential)`` and
 ``delete(user, mechanism)``; user names are checked by :func:`check_user_name`.
@@ -22,7 +22,7 @@ import json
 import os
 import threading
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Dict, Mapping
 
 from pylog.errors import (BadVersion, InvalidArgument, NodeExists, NoNode, ResourceNotFound, StorageError,
                           UnacceptableCredential)
@@ -80,29 +80,24 @@ class FileCredentialStore:
 
     def __init__(self, data_dir: Any) -> None:
         self.path = Path(data_dir) / CREDENTIALS_FILE
-        self._lock = threading.Lock()
-        self._stamp: Optional[Tuple[int, int]] = None
-        self._data: Dict[str, Any] = {}
+        self._lock = threading.Lock()  # one change at a time in this process
 
     def _load(self) -> Dict[str, Any]:
-        """The file's contents (cached while its mtime and size stay the same)."""
+        """The file's contents, read each time (a few hundred bytes per user, read once
+        per authentication: a change by ``pylog users`` applies at the next one)."""
         try:
-            st = self.path.stat()
+            text = self.path.read_text(encoding="utf-8")
         except FileNotFoundError:
-            self._stamp, self._data = None, {}
-            return self._data
+            return {}
         except OSError as exc:
             raise StorageError(f"cannot read {self.path}: {exc.strerror or exc}") from exc
-        stamp = (st.st_mtime_ns, st.st_size)
-        if stamp != self._stamp:
-            try:
-                data = json.loads(self.path.read_text(encoding="utf-8"))
-            except (OSError, ValueError) as exc:
-                raise StorageError(f"cannot read the SCRAM credentials in {self.path}: {exc}") from exc
-            if not isinstance(data, dict):
-                raise StorageError(f"{self.path} does not hold a JSON object of users")
-            self._stamp, self._data = stamp, data
-        return self._data
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise StorageError(f"cannot read the SCRAM credentials in {self.path}: {exc}") from exc
+        if not isinstance(data, dict):
+            raise StorageError(f"{self.path} does not hold a JSON object of users")
+        return data
 
     def _save(self, data: Dict[str, Any]) -> None:
         tmp = self.path.with_name(self.path.name + ".tmp")
@@ -129,7 +124,6 @@ class FileCredentialStore:
             except OSError:
                 pass
             raise StorageError(f"cannot write {self.path}: {exc.strerror or exc}") from exc
-        self._stamp = None  # read back next time
 
     def get(self, user: str) -> Credentials:
         """``user``'s credentials by mechanism ({} for an unknown user)."""
