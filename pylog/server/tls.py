@@ -384,8 +384,10 @@ class TlsTransport(asyncio.Protocol):
                             getattr(exc, "reason", None) or exc)
                 self.close()
                 return
-            if not n:
-                break
+            if not n:  # the client's close_notify (Python's SSLObject returns 0 for it)
+                self._flush()
+                self.close()
+                return
             conn.buffer_updated(n)
         self._flush()  # post-handshake messages (key updates) may have answers
 
