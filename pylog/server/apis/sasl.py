@@ -273,6 +273,14 @@ class SaslHandler:
     # ------------------------------------------------------------------ credentials
     def describe_user_scram_credentials(self, ctx: "RequestContext", req: Any) -> Dict[str, Any]:
         """On a worker thread (it reads the store)."""
+        try:
+            return self._describe(ctx, req)
+        except PylogError as exc:  # the store is away (ZooKeeper), an unreadable file
+            log.warning("reading the SCRAM credentials failed: %s", exc)
+            return ctx.respond({"throttle_time": 0, "error_code": exc.code if exc.code > 0 else -1,
+                                "error_message": f"{type(exc).__name__}: {exc}", "results": []})
+
+    def _describe(self, ctx: "RequestContext", req: Any) -> Dict[str, Any]:
         if req.users is None or len(req.users) == 0:
             everyone = self.credentials.users()
             results = [self._described(u, c) for u, c in everyone.items()]
@@ -338,6 +346,10 @@ class SaslHandler:
                     break
                 except UnacceptableCredential as exc:
                     errors[name] = (_UNACCEPTABLE_CREDENTIAL, str(exc))
+                    break
+                except PylogError as exc:  # the store is away (ZooKeeper), a file that cannot be written
+                    log.warning("changing the SCRAM credentials of user %r failed: %s", name, exc)
+                    errors[name] = (exc.code if exc.code > 0 else -1, f"{type(exc).__name__}: {exc}")
                     break
             if errors[name] is None:
                 log.info("SCRAM credentials of user %r changed by %s (%s)", name, ctx.client, ctx.conn.principal)
