@@ -60,7 +60,9 @@ class Harness:
         self.broker = Broker.open(data_dir, dict(self.config.broker_settings))
         self.broker.create_topic("t", 2)
         self.server = KafkaServer(self.config, self.broker, self.loop)
-        self.conn = type("Conn", (), {"peer": "127.0.0.1:1", "listener": Listener("PLAINTEXT", "127.0.0.1", 9092)})()
+        self.conn = type("Conn", (), {"peer": "127.0.0.1:1", "listener": Listener("PLAINTEXT", "127.0.0.1", 9092),
+                                      "principal": "User:ANONYMOUS", "sasl": None, "sasl_check": False,
+                                      "close_after_write": False})()
         self.errors = _Errors()
         self._logger = logging.getLogger("pylog")
         self._saved = (self._logger.level, self._logger.propagate)
