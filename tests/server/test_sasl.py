@@ -469,3 +469,14 @@ def test_reauthentication(start_server, pki, tmp_path):
         assert c.call(ApiKey.SASL_HANDSHAKE, 1, {"mechanism": "PLAIN"}).error_code == 0
         c.send(ApiKey.SASL_AUTHENTICATE, 2, {"auth_bytes": b"\0mallory\0x"})
         assert c.closed_by_server()
+
+
+def test_sasl_plaintext_with_plain_on_a_non_loopback_address_warns(start_server, tmp_path):
+    srv = start_server("--listeners", "SASL_PLAINTEXT://0.0.0.0:0,PLAINTEXT://127.0.0.1:0",
+                       "--advertised-listeners", "SASL_PLAINTEXT://127.0.0.1:0,PLAINTEXT://127.0.0.1:0")
+    warn = [ln for ln in srv.log_text().splitlines() if "passwords cross the network" in ln]
+    assert len(warn) == 1 and "WARNING" in warn[0] and "SASL_PLAINTEXT://0.0.0.0:0" in warn[0]
+    srv2 = start_server("--listeners", "SASL_PLAINTEXT://0.0.0.0:0,PLAINTEXT://127.0.0.1:0",
+                        "--advertised-listeners", "SASL_PLAINTEXT://127.0.0.1:0,PLAINTEXT://127.0.0.1:0",
+                        "--override", "sasl.enabled.mechanisms=SCRAM-SHA-512")
+    assert "passwords cross the network" not in srv2.log_text()
