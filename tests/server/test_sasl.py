@@ -464,10 +464,22 @@ def test_reauthentication(start_server, pki, tmp_path):
         c.send(ApiKey.METADATA, 12, MD)
         assert c.closed_by_server()
     # another user cannot take over an authenticated connection
+    (tmp_path / "pw2").write_text("pw-of-mallory\n")
+    assert _users("add", "mallory", "--mechanism", "SCRAM-SHA-512", "--password-file", str(tmp_path / "pw2"),
+                  "--data-dir", str(data)).returncode == 0
     with _raw(server) as c:
         _scram_login(c, "SCRAM-SHA-512", "erin", "pw-of-erin")
-        assert c.call(ApiKey.SASL_HANDSHAKE, 1, {"mechanism": "PLAIN"}).error_code == 0
-        c.send(ApiKey.SASL_AUTHENTICATE, 2, {"auth_bytes": b"\0mallory\0x"})
+        assert c.call(ApiKey.SASL_HANDSHAKE, 1, {"mechanism": "SCRAM-SHA-512"}).error_code == 0
+        client = ScramClient("SCRAM-SHA-512", "mallory", "pw-of-mallory")
+        first = c.call(ApiKey.SASL_AUTHENTICATE, 2, {"auth_bytes": client.first()})
+        c.send(ApiKey.SASL_AUTHENTICATE, 2, {"auth_bytes": client.final(first.auth_bytes)})
+        assert c.closed_by_server()
+    assert any("re-authentication as User:mallory on a connection of User:erin" in ln
+               for ln in server.log_text().splitlines())
+    # nor re-authenticate with another mechanism
+    with _raw(server) as c:
+        _scram_login(c, "SCRAM-SHA-512", "erin", "pw-of-erin")
+        assert c.call(ApiKey.SASL_HANDSHAKE, 1, {"mechanism": "PLAIN"}).error_code == 34
         assert c.closed_by_server()
 
 

@@ -138,6 +138,11 @@ class SaslHandler:
             log.warning("failed authentication from %s on listener %s: SASL mechanism %r is not enabled (%s)",
                         conn.peer, conn.listener, str(mechanism)[:64], ", ".join(enabled))
             return ctx.respond({"error_code": _UNSUPPORTED_SASL_MECHANISM, "mechanisms": enabled})
+        if st is not None and st.user is not None and (mechanism != st.mechanism or ctx.version == 0):
+            conn.close_after_write = True  # KIP-368: the same mechanism, with SaslAuthenticate
+            log.warning("re-authentication from %s (%s) with %s v%d; it authenticated with %s", ctx.client,
+                        conn.principal, str(mechanism)[:64], ctx.version, st.mechanism)
+            return ctx.respond({"error_code": _ILLEGAL_SASL_STATE, "mechanisms": enabled})
         if st is None:
             st = conn.sasl = SaslState()
         st.mechanism = mechanism
