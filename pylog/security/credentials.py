@@ -10,29 +10,35 @@ Both stores keep, per user and SCRAM mechanism, a :class:`~pylog.security.scram.
   store, so a user added through any broker is accepted by every broker at once.
 * :class:`FileCredentialStore`: one JSON file ``{user: <the node's data>}`` in a single
   broker's data directory (:data:`CREDENTIALS_FILE`), written atomically (temp file,
-  fsync, rename, fsync of the directory) and read at each authentication, so
-  ``pylog users`` run offline and a running broker agree.
+  fsync, rename, fsync of the directory; changes serialised by an flock on
+  :data:`CREDENTIALS_LOCK_FILE`) and read at each authentication, so ``pylog users`` run
+  offline and a running broker agree.
 
 Both have ``get(user)``, ``users()``, ``upsert(user, credential)`` and
 ``delete(user, mechanism)``; user names are checked by :func:`check_user_name`.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import threading
 from pathlib import Path
-from typing import Any, Dict, Mapping
+from typing import Any, Dict, Iterator, Mapping
 
 from pylog.errors import (BadVersion, InvalidArgument, NodeExists, NoNode, ResourceNotFound, StorageError,
                           UnacceptableCredential)
 from pylog.security.scram import SCRAM_MECHANISMS, ScramCredential
 
-__all__ = ["FileCredentialStore", "MetadataCredentialStore", "CREDENTIALS_FILE", "USERS_PATH",
+__all__ = ["FileCredentialStore", "MetadataCredentialStore", "CREDENTIALS_FILE", "CREDENTIALS_LOCK_FILE", "USERS_PATH",
            "check_user_name", "MAX_USER_NAME_CHARS"]
 
 #: A single broker's credentials, in its data directory.
 CREDENTIALS_FILE = "scram-credentials.json"
+#: Taken (flock) around each change, so `pylog users` and a running broker do not lose
+#: each other's changes.
+CREDENTIALS_LOCK_FILE = "scram-credentials.lock"
 #: Kafka's ZooKeeper path of user configs (SCRAM credentials among them).
 USERS_PATH = "/config/users"
 MAX_USER_NAME_CHARS = 255
@@ -134,9 +140,24 @@ class FileCredentialStore:
         with self._lock:
             return {u: c for u, c in ((u, _parse_entry(d)) for u, d in sorted(self._load().items())) if c}
 
+    @contextlib.contextmanager
+    def _changing(self) -> Iterator[None]:
+        """One change at a time: in this process (a lock) and across processes (flock)."""
+        with self._lock:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                fd = os.open(self.path.with_name(CREDENTIALS_LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o600)
+            except OSError as exc:
+                raise StorageError(f"cannot lock {self.path}: {exc.strerror or exc}") from exc
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                yield
+            finally:
+                os.close(fd)  # releases the flock
+
     def upsert(self, user: str, cred: ScramCredential) -> None:
         check_user_name(user)
-        with self._lock:
+        with self._changing():
             data = dict(self._load())
             creds = _parse_entry(data.get(user))
             creds[cred.mechanism] = cred
@@ -145,7 +166,7 @@ class FileCredentialStore:
 
     def delete(self, user: str, mechanism: str) -> None:
         """Remove ``user``'s ``mechanism`` credential; ResourceNotFound if it has none."""
-        with self._lock:
+        with self._changing():
             data = dict(self._load())
             creds = _parse_entry(data.get(user))
             if mechanism not in creds:

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 
 from pylog.cluster.metadata import InMemoryMetadataStore
 from pylog.errors import ResourceNotFound, UnacceptableCredential
-from pylog.security.credentials import CREDENTIALS_FILE, FileCredentialStore, MetadataCredentialStore
+from pylog.security.credentials import (CREDENTIALS_FILE, CREDENTIALS_LOCK_FILE, FileCredentialStore,
+                                        MetadataCredentialStore)
 from pylog.security.scram import new_credential
+from tests.server.serverproc import server_env
 
 
 def _stores(tmp_path):
@@ -71,8 +75,28 @@ def test_file_store_is_written_atomically_and_reread_when_changed(tmp_path):
     a.upsert("alice", cred)
     assert b.get("alice") == {"SCRAM-SHA-512": cred}
     path = tmp_path / CREDENTIALS_FILE
-    assert sorted(os.listdir(tmp_path)) == [CREDENTIALS_FILE]  # no temp file left
+    assert sorted(os.listdir(tmp_path)) == [CREDENTIALS_FILE, CREDENTIALS_LOCK_FILE]  # no temp file left
     assert "pw-not-stored" not in path.read_text()
     assert path.stat().st_mode & 0o077 == 0
     a.delete("alice", "SCRAM-SHA-512")
     assert b.get("alice") == {} and json.loads(path.read_text()) == {}
+
+
+def test_file_store_changes_from_several_processes_are_all_kept(tmp_path):
+    # what `pylog users add` run while a broker changes credentials (AlterUserScramCredentials) does
+    script = (
+        "import sys\n"
+        "from pylog.security.credentials import FileCredentialStore\n"
+        "from pylog.security.scram import new_credential\n"
+        "s = FileCredentialStore(sys.argv[1])\n"
+        "for i in range(15):\n"
+        "    s.upsert(f'{sys.argv[2]}-{i}', new_credential('SCRAM-SHA-256', 'pw', 4096, salt=b'fixed'))\n")
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(tmp_path), f"p{n}"], env=server_env())
+             for n in range(3)]
+    try:
+        assert [p.wait(timeout=120) for p in procs] == [0, 0, 0]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    assert sorted(FileCredentialStore(tmp_path).users()) == sorted(f"p{n}-{i}" for n in range(3) for i in range(15))
