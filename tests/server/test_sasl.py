@@ -331,10 +331,15 @@ def test_handshake_v0_takes_raw_tokens(srv):
 
 def test_failed_authentication_is_answered_then_closed(srv):
     with _raw(srv) as c:
+        port = c.local_port
         assert c.call(ApiKey.SASL_HANDSHAKE, 1, {"mechanism": "PLAIN"}).error_code == 0
         r = c.call(ApiKey.SASL_AUTHENTICATE, 1, {"auth_bytes": b"\0alice\0wrong"})
         assert r.error_code == 58 and r.error_message == "Authentication failed: Invalid username or password"
         assert c.closed_by_server()
+    # one WARNING line for this client: address, listener, mechanism, user
+    lines = [ln for ln in srv.log_text().splitlines() if f"127.0.0.1:{port} " in ln or f"127.0.0.1:{port})" in ln]
+    assert len(lines) == 1, lines
+    assert "WARNING" in lines[0] and "SASL_PLAINTEXT" in lines[0] and "PLAIN" in lines[0] and "'alice'" in lines[0]
 
 
 def test_oversized_tokens_and_frames_are_refused(srv):
