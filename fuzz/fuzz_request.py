@@ -62,7 +62,8 @@ class Harness:
         self.broker.create_topic("t", 2)
         self.server = KafkaServer(self.config, self.broker, self.loop)
         self.conn = type("Conn", (), {"peer": "127.0.0.1:1", "listener": Listener("PLAINTEXT", "127.0.0.1", 9092),
-                                      "principal": "User:ANONYMOUS"})()
+                                      "principal": "User:ANONYMOUS", "sasl": None, "sasl_check": False,
+                                      "close_after_write": False})()
         self.errors = _Errors()
         self._logger = logging.getLogger("pylog")
         self._saved = (self._logger.level, self._logger.propagate)

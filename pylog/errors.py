@@ -490,6 +490,49 @@ class TransactionsNotSupported(InvalidRequest):
     markers); the request is refused as INVALID_REQUEST."""
 
 
+# --- SASL authentication and SCRAM credentials (issue 13) ------------------------------
+__all__ += ["SaslAuthenticationFailed", "UnsupportedSaslMechanism", "IllegalSaslState",
+            "ResourceNotFound", "UnacceptableCredential"]
+
+
+class SaslAuthenticationFailed(PylogError):
+    """SASL authentication failed: wrong password, unknown user, malformed token.  The
+    message never says which (an unknown user reads as a wrong password)."""
+
+    code = 58
+    kafka_name = "SASL_AUTHENTICATION_FAILED"
+
+
+class UnsupportedSaslMechanism(PylogError, ValueError):
+    """The client asked for a SASL mechanism the listener does not enable."""
+
+    code = 33
+    kafka_name = "UNSUPPORTED_SASL_MECHANISM"
+
+
+class IllegalSaslState(PylogError):
+    """A SASL request out of order (SaslAuthenticate before SaslHandshake, a second
+    handshake, SASL on a listener without it)."""
+
+    code = 34
+    kafka_name = "ILLEGAL_SASL_STATE"
+
+
+class ResourceNotFound(PylogError, LookupError):
+    """The resource (a user's SCRAM credential) does not exist."""
+
+    code = 91
+    kafka_name = "RESOURCE_NOT_FOUND"
+
+
+class UnacceptableCredential(PylogError, ValueError):
+    """A SCRAM credential pylog refuses to store (too few iterations, empty salt or
+    name, unknown mechanism)."""
+
+    code = 93
+    kafka_name = "UNACCEPTABLE_CREDENTIAL"
+
+
 # --- cluster administration (controlled shutdown, elections, reassignments) ----------
 __all__ += ["BrokerNotAvailable", "ElectionNotNeeded", "EligibleLeadersNotAvailable",
             "NoReassignmentInProgress", "PreferredLeaderNotAvailable"]

@@ -496,6 +496,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_acls_parser(sub)
 
+    from pylog.cli.users import add_users_parser
+
+    add_users_parser(sub)
+
     pr = sub.add_parser("produce", help="send stdin lines to a topic, one record per line")
     pr.add_argument("topic")
     pr.add_argument("--key-separator", default=None,

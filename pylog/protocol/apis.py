@@ -35,6 +35,7 @@ class ApiKey:
     SYNC_GROUP = 14
     DESCRIBE_GROUPS = 15
     LIST_GROUPS = 16
+    SASL_HANDSHAKE = 17
     API_VERSIONS = 18
     CREATE_TOPICS = 19
     DELETE_TOPICS = 20
@@ -47,6 +48,7 @@ class ApiKey:
     DESCRIBE_CONFIGS = 32
     ALTER_CONFIGS = 33
     DESCRIBE_LOG_DIRS = 35
+    SASL_AUTHENTICATE = 36
     CREATE_PARTITIONS = 37
     DELETE_GROUPS = 42
     ELECT_LEADERS = 43
@@ -54,6 +56,8 @@ class ApiKey:
     ALTER_PARTITION_REASSIGNMENTS = 45
     LIST_PARTITION_REASSIGNMENTS = 46
     OFFSET_DELETE = 47
+    DESCRIBE_USER_SCRAM_CREDENTIALS = 50
+    ALTER_USER_SCRAM_CREDENTIALS = 51
     DESCRIBE_CLUSTER = 60
 
 
@@ -78,6 +82,7 @@ SUPPORTED: Dict[int, ApiSpec] = {
     ApiKey.SYNC_GROUP: ApiSpec("SyncGroup", 0, 5),
     ApiKey.DESCRIBE_GROUPS: ApiSpec("DescribeGroups", 0, 5),
     ApiKey.LIST_GROUPS: ApiSpec("ListGroups", 0, 4),
+    ApiKey.SASL_HANDSHAKE: ApiSpec("SaslHandshake", 0, 1),
     ApiKey.API_VERSIONS: ApiSpec("ApiVersions", 0, 3),
     ApiKey.CREATE_TOPICS: ApiSpec("CreateTopics", 2, 7),
     ApiKey.DELETE_TOPICS: ApiSpec("DeleteTopics", 1, 6),
@@ -90,6 +95,7 @@ SUPPORTED: Dict[int, ApiSpec] = {
     ApiKey.DESCRIBE_CONFIGS: ApiSpec("DescribeConfigs", 1, 4),
     ApiKey.ALTER_CONFIGS: ApiSpec("AlterConfigs", 0, 2),
     ApiKey.DESCRIBE_LOG_DIRS: ApiSpec("DescribeLogDirs", 1, 4),
+    ApiKey.SASL_AUTHENTICATE: ApiSpec("SaslAuthenticate", 0, 2),
     ApiKey.CREATE_PARTITIONS: ApiSpec("CreatePartitions", 0, 3),
     ApiKey.DELETE_GROUPS: ApiSpec("DeleteGroups", 0, 2),
     ApiKey.ELECT_LEADERS: ApiSpec("ElectLeaders", 0, 2),
@@ -97,6 +103,8 @@ SUPPORTED: Dict[int, ApiSpec] = {
     ApiKey.ALTER_PARTITION_REASSIGNMENTS: ApiSpec("AlterPartitionReassignments", 0, 0),
     ApiKey.LIST_PARTITION_REASSIGNMENTS: ApiSpec("ListPartitionReassignments", 0, 0),
     ApiKey.OFFSET_DELETE: ApiSpec("OffsetDelete", 0, 0),
+    ApiKey.DESCRIBE_USER_SCRAM_CREDENTIALS: ApiSpec("DescribeUserScramCredentials", 0, 0),
+    ApiKey.ALTER_USER_SCRAM_CREDENTIALS: ApiSpec("AlterUserScramCredentials", 0, 0),
     ApiKey.DESCRIBE_CLUSTER: ApiSpec("DescribeCluster", 0, 1),
 }
 

@@ -274,7 +274,7 @@ def _plan(cls: Type) -> Dict[str, Tuple[Optional[Callable[[Any], Any]], Optional
         nested, many = _entity_of(hint)
         kafka_type = f.metadata.get("kafka_type", "")
         conv = _CONVERT.get(kafka_type)
-        if kafka_type == "string" and type(None) not in typing.get_args(hint):
+        if kafka_type == "string" and type(None) not in typing.get_args(hint) and typing.get_origin(hint) is not tuple:
             conv = _not_null_string  # Kafka's rule: versions without null get ""
         plan[f.name] = (conv, nested, many)
     return plan

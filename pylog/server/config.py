@@ -28,6 +28,7 @@ from typing import Any, Dict, FrozenSet, List, Mapping, Optional, Tuple
 from pylog.broker.config import BrokerConfig
 from pylog.cluster.zksecurity import ZK_SECURITY_DEFAULTS, ZK_SECURITY_IGNORED, ZkSecurity
 from pylog.errors import InvalidConfig
+from pylog.security.sasl import DEFAULT_MECHANISMS, parse_mechanisms
 from pylog.server.tls import SSL_DEFAULTS, SSL_IGNORED, TlsSettings, build_client_context, build_context
 from pylog.storage.logdirs import parse_log_dirs
 
@@ -51,8 +52,12 @@ IGNORED_KAFKA_KEYS = frozenset({
 DEFAULT_PROTOCOL_MAP: Dict[str, str] = {
     "PLAINTEXT": "PLAINTEXT", "SSL": "SSL", "SASL_PLAINTEXT": "SASL_PLAINTEXT", "SASL_SSL": "SASL_SSL"}
 SECURITY_PROTOCOLS = frozenset(DEFAULT_PROTOCOL_MAP.values())
-#: Security protocols `pylog serve` serves (SASL is not implemented yet).
-SERVED_PROTOCOLS = frozenset({"PLAINTEXT", "SSL"})
+#: Security protocols `pylog serve` serves.
+SERVED_PROTOCOLS = frozenset({"PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"})
+#: Security protocols whose connections authenticate with SASL first.
+SASL_PROTOCOLS = frozenset({"SASL_PLAINTEXT", "SASL_SSL"})
+#: Security protocols that run over TLS.
+TLS_PROTOCOLS = frozenset({"SSL", "SASL_SSL"})
 
 #: Replication and controller settings: used by a cluster node (``zookeeper.connect``
 #: set); a single node has no followers and reports them once at WARNING.
@@ -88,6 +93,12 @@ SERVER_DEFAULTS: Dict[str, Any] = {
     "authorizer.class.name": "",
     "super.users": None,
     "allow.everyone.if.no.acl.found": False,
+    # SASL (pylog.server.apis.sasl); Kafka's default mechanism list is GSSAPI, which
+    # pylog does not support: its default is every mechanism it has.
+    "sasl.enabled.mechanisms": DEFAULT_MECHANISMS,
+    "connection.failed.authentication.delay.ms": 100,
+    "connections.max.reauth.ms": 0,
+    "sasl.server.max.receive.size": 524_288,
 }
 
 #: Broker defaults of a server that differ from an embedded Broker's (Kafka's values).
@@ -139,7 +150,7 @@ def parse_listeners(value: str, what: str = "listeners",
                     protocol_map: Optional[Mapping[str, str]] = None) -> List[Listener]:
     """``NAME://HOST:PORT[,...]``, each name's security protocol from ``protocol_map``
     (Kafka's default map when None); InvalidConfig names the bad entry.  A SASL
-    listener is refused: SASL is not implemented yet."""
+    listener needs sasl.enabled.mechanisms (pylog's default has them all)."""
     pmap = DEFAULT_PROTOCOL_MAP if protocol_map is None else protocol_map
     if not isinstance(value, str) or not value.strip():
         raise InvalidConfig(f"{what} must be NAME://HOST:PORT[,...], got {value!r}")
@@ -155,8 +166,7 @@ def parse_listeners(value: str, what: str = "listeners",
             raise InvalidConfig(f"{what}: {item!r}: listener.security.protocol.map has no security protocol "
                                 f"for {name} (add {name}:PLAINTEXT or {name}:SSL)")
         if proto not in SERVED_PROTOCOLS:
-            raise InvalidConfig(f"{what}: {item!r}: security protocol {proto} is not implemented yet "
-                                "(SASL is not implemented; PLAINTEXT and SSL are)")
+            raise InvalidConfig(f"{what}: {item!r}: security protocol {proto} is not implemented")
         port = int(m.group("port"))
         if not 0 <= port <= 65535:
             raise InvalidConfig(f"{what}: port {port} of {item!r} is out of range")
@@ -323,7 +333,7 @@ class ServerConfig:
     #: listener named after security.inter.broker.protocol, PLAINTEXT by default); None
     #: on a single node without such a listener (it has no inter-broker traffic).
     inter_broker_listener_name: Optional[str] = None
-    #: Each SSL listener's effective ssl.* settings (by listener name).
+    #: Each SSL and SASL_SSL listener's effective ssl.* settings (by listener name).
     tls: Mapping[str, TlsSettings] = field(default_factory=dict)
     #: How a cluster node talks to ZooKeeper: TLS, digest auth, znode ACLs
     #: (zookeeper.ssl.*, zookeeper.auth.digest, zookeeper.set.acl).
@@ -333,6 +343,17 @@ class ServerConfig:
     #: super.users (principals allowed everything).
     super_users: FrozenSet[str] = frozenset()
     allow_everyone_if_no_acl_found: bool = False
+    #: Each SASL listener's enabled mechanisms (listener.name.<l>.sasl.enabled.mechanisms,
+    #: else sasl.enabled.mechanisms), by listener name.
+    sasl_mechanisms: Mapping[str, Tuple[str, ...]] = field(default_factory=dict)
+    #: connection.failed.authentication.delay.ms: a failed authentication is answered
+    #: (and its connection closed) this much later.
+    failed_authentication_delay_ms: int = 100
+    #: connections.max.reauth.ms (KIP-368): 0 is off, else a SASL session lasts this long
+    #: and must re-authenticate before.
+    connections_max_reauth_ms: int = 0
+    #: sasl.server.max.receive.size: the largest frame before authentication.
+    sasl_server_max_receive_size: int = 524_288
 
     @property
     def all_log_dirs(self) -> Tuple[Path, ...]:
@@ -379,6 +400,7 @@ class ServerConfig:
         offsets_rf: Any = None
         ssl_settings: Dict[str, Any] = {}
         zk_security: Dict[str, Any] = {}
+        sasl_settings: Dict[str, Tuple[str, Any]] = {}  # listener name -> (key, mechanisms)
         for key, value in settings.items():
             if key in ("node.id", "broker.id"):
                 v = _int(key, value, 0, 2**31 - 1)
@@ -417,9 +439,12 @@ class ServerConfig:
                     ssl_settings[key] = value
                 elif sub in SSL_IGNORED:
                     ignored.append(key)
+                elif sub == "sasl.enabled.mechanisms":
+                    sasl_settings[_lname.upper()] = (key, value)
                 else:
-                    raise InvalidConfig(f"{key}: only ssl.* settings can be set per listener in pylog "
-                                        "(SASL is not implemented yet)")
+                    raise InvalidConfig(f"{key}: only ssl.* settings and sasl.enabled.mechanisms can be set per "
+                                        "listener in pylog (SASL credentials come from `pylog users`, not from "
+                                        "sasl.jaas.config)")
             else:
                 broker[key] = value
         node = 0 if node is None else node
@@ -455,7 +480,13 @@ class ServerConfig:
                 raise InvalidConfig(f"advertised.listeners: {a} names no listener of listeners "
                                     f"({', '.join(map(str, lst))})")
         inter = _inter_broker_listener(own, lst, zk is not None)
-        tls = {x.name: TlsSettings.resolve(x.name, ssl_settings) for x in lst if x.security_protocol == "SSL"}
+        tls = {x.name: TlsSettings.resolve(x.name, ssl_settings) for x in lst if x.security_protocol in TLS_PROTOCOLS}
+        default_mechanisms = parse_mechanisms(own["sasl.enabled.mechanisms"])
+        sasl = {}
+        for x in lst:
+            if x.security_protocol in SASL_PROTOCOLS:
+                key, value = sasl_settings.get(x.name, ("sasl.enabled.mechanisms", None))
+                sasl[x.name] = default_mechanisms if value is None else parse_mechanisms(value, key)
         for t in tls.values():
             build_context(t)  # missing files, wrong password, ...: refused now, not at the first client
         if zk is not None and inter in tls:
@@ -493,7 +524,13 @@ class ServerConfig:
             log_dirs=tuple(log_dirs), security_protocol_map=pmap, inter_broker_listener_name=inter, tls=tls,
             zookeeper_security=ZkSecurity.from_settings(zk_security),
             authorizer_class_name=authorizer, super_users=super_users,
-            allow_everyone_if_no_acl_found=allow_everyone)
+            allow_everyone_if_no_acl_found=allow_everyone,
+            sasl_mechanisms=sasl,
+            failed_authentication_delay_ms=_int("connection.failed.authentication.delay.ms",
+                                                own["connection.failed.authentication.delay.ms"], 0, 2**31 - 1),
+            connections_max_reauth_ms=_int("connections.max.reauth.ms", own["connections.max.reauth.ms"], 0),
+            sasl_server_max_receive_size=_int("sasl.server.max.receive.size", own["sasl.server.max.receive.size"],
+                                              1024, 2**31 - 1))
 
     def listener_named(self, name: str) -> Listener:
         for x in self.listeners:

@@ -92,6 +92,16 @@ class KafkaConnection(asyncio.BufferedProtocol):
         #: Kafka's principal: ``User:`` + a verified client certificate's subject, else
         #: ``User:ANONYMOUS`` (kept for authorization).
         self.principal = "User:ANONYMOUS"
+        #: A SASL listener's connection: its SASL state (pylog.server.apis.sasl), and
+        #: whether requests must be checked against it (set until it authenticated, or
+        #: while its session expires: connections.max.reauth.ms).
+        self.sasl: Any = None
+        self.sasl_check = getattr(listener, "security_protocol", "") in ("SASL_PLAINTEXT", "SASL_SSL")
+        if self.sasl_check:  # small frames until authenticated (sasl.server.max.receive.size)
+            self.max_frame = min(self.max_frame, server.config.sasl_server_max_receive_size)
+        #: Set by a handler: close the connection (without another log line) once the
+        #: answer being written is handed to the transport.
+        self.close_after_write = False
 
     # ------------------------------------------------------------------ transport events
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -219,6 +229,9 @@ class KafkaConnection(asyncio.BufferedProtocol):
                 result.add_done_callback(self._request_done)
             elif result is not None:
                 self._write(result)
+            if self.close_after_write:
+                self.close()
+                return
         if self._reading_paused and not self._closed and not self._stopped and len(self._queue) < max(1, self.max_queued // 2) \
                 and self._queued_bytes < self.max_frame // 2:
             self._reading_paused = False
@@ -243,6 +256,9 @@ class KafkaConnection(asyncio.BufferedProtocol):
             return
         if result is not None:
             self._write(result)
+        if self.close_after_write:
+            self.close()
+            return
         self._process()
 
     # ------------------------------------------------------------------ writing

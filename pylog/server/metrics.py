@@ -93,6 +93,12 @@ class ServerMetrics:
             "pylog_server_authorization_failures",
             "Requests (or parts of them: a topic, a group) refused by the ACLs, per resource type and operation.",
             ["resource_type", "operation"], registry=r)
+        self.successful_authentication = Counter(
+            "pylog_server_successful_authentication", "SASL authentications that succeeded, per listener and "
+            "mechanism.", ["listener", "mechanism"], registry=r)
+        self.failed_authentication = Counter(
+            "pylog_server_failed_authentication", "SASL authentications that failed (wrong password, unknown user, "
+            "bad token, unsupported mechanism), per listener and mechanism.", ["listener", "mechanism"], registry=r)
         self.network_in = Counter("pylog_server_network_bytes_in", "Bytes received from clients.", registry=r)
         self.network_out = Counter("pylog_server_network_bytes_out", "Bytes of answers sent to clients.", registry=r)
         r.register(_TrafficCollector(broker_metrics))

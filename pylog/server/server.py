@@ -93,8 +93,12 @@ class KafkaServer:
             if lst.security_protocol == "PLAINTEXT" and not _is_loopback(lst.host):
                 log.warning("listener %s is PLAINTEXT on a non-loopback address: anyone who can reach it can "
                             "read and write every topic, unencrypted (use an SSL listener)", lst)
+            if lst.security_protocol == "SASL_PLAINTEXT" and not _is_loopback(lst.host) \
+                    and "PLAIN" in self.config.sasl_mechanisms.get(lst.name, ()):
+                log.warning("listener %s is SASL_PLAINTEXT on a non-loopback address with PLAIN enabled: "
+                            "passwords cross the network unencrypted (use SASL_SSL)", lst)
             factory: Any
-            if lst.security_protocol == "SSL":
+            if lst.security_protocol in ("SSL", "SASL_SSL"):
                 factory = lambda lst=lst: TlsTransport(  # noqa: E731
                     self, self._bound_of(lst), lambda: KafkaConnection(self, self._bound_of(lst)))
             else:

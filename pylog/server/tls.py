@@ -421,15 +421,10 @@ class TlsTransport(asyncio.Protocol):
                             getattr(exc, "reason", None) or exc)
                 self.close()
                 return
-            if not n:
-                if len(view):
-                    # SSLObject.read answers 0 (not SSLZeroReturnError) to the client's
-                    # close_notify: answer with ours and close, or a client that waits
-                    # for it (asyncio's SSL transport: aiokafka) waits 30 s
-                    self._flush()
-                    self.close()
-                    return
-                break
+            if not n:  # the client's close_notify (Python's SSLObject returns 0 for it)
+                self._flush()
+                self.close()
+                return
             conn.buffer_updated(n)
         self._flush()  # post-handshake messages (key updates) may have answers
 

@@ -286,6 +286,18 @@ def test_ssl_client_auth_requested_takes_a_client_without_certificate(start_serv
     assert "(User:ANONYMOUS)" in srv.log_text()
 
 
+def test_close_notify_from_the_client_closes_the_connection(start_server, pki):
+    # Python's SSLObject reports the client's close_notify as a read of 0 bytes, not as
+    # SSLZeroReturnError: the server must answer it and close, or clients that wait for
+    # the answer (asyncio's SSL transport, aiokafka's stop()) wait 30 s per connection.
+    srv = start_server(*_tls_args(pki))
+    with socket.create_connection(("127.0.0.1", srv.ports["SSL"]), timeout=20) as raw:
+        s = _client_ctx(pki).wrap_socket(raw, server_hostname="127.0.0.1")
+        assert _api_versions_over(s)[:4] == (7).to_bytes(4, "big")
+        plain = s.unwrap()  # sends close_notify and waits (20 s at most) for the server's
+        assert plain.recv(1) == b""  # then the server closed the TCP connection
+
+
 def test_plaintext_client_on_tls_port_is_refused_and_counted(start_server, pki):
     srv = start_server(*_tls_args(pki))
     with socket.create_connection(("127.0.0.1", srv.ports["SSL"]), timeout=20) as s:

@@ -125,7 +125,7 @@ class KafkaApis:
     """The request handler of one server (see the module docstring)."""
 
     def __init__(self, server: "KafkaServer") -> None:
-        from pylog.server.apis import acls, admin, fetch, groups, metadata, produce
+        from pylog.server.apis import acls, admin, fetch, groups, metadata, produce, sasl
 
         self.server = server
         self.broker: BrokerInterface = server.broker
@@ -140,6 +140,7 @@ class KafkaApis:
         self.admin = admin.AdminHandler(self)
         self.meta = metadata.MetadataHandler(self)
         self.acl_handler = acls.AclHandler(self)
+        self.sasl = sasl.SaslHandler(self)
         h: Dict[int, Handler] = {
             ApiKey.API_VERSIONS: self.meta.api_versions,
             ApiKey.METADATA: self.meta.metadata,
@@ -174,6 +175,10 @@ class KafkaApis:
             ApiKey.CREATE_ACLS: self.acl_handler.create_acls,
             ApiKey.DESCRIBE_ACLS: self.acl_handler.describe_acls,
             ApiKey.DELETE_ACLS: self.acl_handler.delete_acls,
+            ApiKey.SASL_HANDSHAKE: self.sasl.handshake,
+            ApiKey.SASL_AUTHENTICATE: self.sasl.authenticate,
+            ApiKey.DESCRIBE_USER_SCRAM_CREDENTIALS: self.sasl.describe_user_scram_credentials,
+            ApiKey.ALTER_USER_SCRAM_CREDENTIALS: self.sasl.alter_user_scram_credentials,
         }
         missing = set(SUPPORTED) - set(h)
         assert not missing, f"advertised APIs without a handler: {missing}"
@@ -186,12 +191,17 @@ class KafkaApis:
                                    ApiKey.DELETE_RECORDS, ApiKey.ALTER_CONFIGS, ApiKey.INCREMENTAL_ALTER_CONFIGS,
                                    ApiKey.DESCRIBE_LOG_DIRS, ApiKey.ELECT_LEADERS,
                                    ApiKey.ALTER_PARTITION_REASSIGNMENTS, ApiKey.LIST_PARTITION_REASSIGNMENTS,
-                                   ApiKey.CREATE_ACLS, ApiKey.DELETE_ACLS, ApiKey.DESCRIBE_ACLS})
+                                   ApiKey.CREATE_ACLS, ApiKey.DELETE_ACLS, ApiKey.DESCRIBE_ACLS,
+                                   ApiKey.DESCRIBE_USER_SCRAM_CREDENTIALS, ApiKey.ALTER_USER_SCRAM_CREDENTIALS})
         self.executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="pylog-admin")
 
     # ------------------------------------------------------------------ dispatch
     def handle(self, conn: "KafkaConnection", frame: Any, start: float) -> Any:
         """Answer one request frame (see the module docstring for what comes back)."""
+        if conn.sasl_check:  # a SASL listener's connection before (or between) authentications
+            early = self.sasl.gate(conn, frame, start)
+            if early is not None:
+                return early
         try:
             header, request = decode_request(frame)
         except UnsupportedRequest as exc:
