@@ -49,7 +49,7 @@ def open_cluster_node(config: ServerConfig, store: Optional[Any] = None) -> Any:
                               fetch_max_wait_ms=int(cluster.get("replica.fetch.wait.max.ms", 500)),
                               fetch_max_bytes=int(cluster.get("replica.fetch.max.bytes", 1 << 20)),
                               socket_timeout_ms=int(config.node_settings["replica.socket.timeout.ms"]),
-                              ssl_context=inter_broker_ssl_context(config))
+                              ssl_context=inter_broker_ssl_context(config), sasl=config.inter_broker_sasl)
         settings = dict(config.broker_settings)
         settings.pop("broker.id", None)
         rack = settings.pop("broker.rack", None)

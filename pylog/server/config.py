@@ -88,6 +88,7 @@ SERVER_DEFAULTS: Dict[str, Any] = {
     "listener.security.protocol.map": None,
     "inter.broker.listener.name": None,
     "security.inter.broker.protocol": None,
+    "sasl.mechanism.inter.broker.protocol": None,
     # ACLs (see pylog.security.acl): enforcement is on when authorizer.class.name names
     # pylog's authorizer; allow.everyone.if.no.acl.found is false then (Kafka's default).
     "authorizer.class.name": "",
@@ -271,10 +272,39 @@ def _inter_broker_listener(own: Mapping[str, Any], listeners: List[Listener], cl
             raise InvalidConfig(f"no listener named {name} for inter-broker traffic: set "
                                 "inter.broker.listener.name to one of the listeners "
                                 f"({', '.join(map(str, listeners))})")
-    if cluster and names[name].security_protocol not in ("PLAINTEXT", "SSL"):
-        raise InvalidConfig(f"inter.broker.listener.name={name} is a {names[name].security_protocol} listener: "
-                            "brokers replicate over a PLAINTEXT or SSL listener only")
     return name
+
+
+_JAAS_OPTION = re.compile(r'([A-Za-z_][A-Za-z0-9_.-]*)\s*=\s*"((?:[^"\\]|\\.)*)"')
+
+
+def _inter_broker_login(own: Mapping[str, Any], listener: Listener, mechanisms: Tuple[str, ...],
+                        jaas: Mapping[Tuple[str, str], Tuple[str, Any]]) -> Any:
+    """The replica fetchers' SASL login on a SASL inter-broker listener, as Kafka configures
+    it: sasl.mechanism.inter.broker.protocol (one of the listener's enabled mechanisms;
+    Kafka's default, GSSAPI, is not supported, so it must be set) and the user and password
+    from ``listener.name.<listener>.<mechanism>.sasl.jaas.config`` (``... required
+    username="..." password="...";``)."""
+    from pylog.client.network.connection import SaslLogin
+
+    mech = own["sasl.mechanism.inter.broker.protocol"]
+    if not mech or not str(mech).strip():
+        raise InvalidConfig(f"inter.broker.listener.name={listener.name} is a {listener.security_protocol} listener: "
+                            "set sasl.mechanism.inter.broker.protocol (PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512) and "
+                            f"listener.name.{listener.name.lower()}.<mechanism>.sasl.jaas.config")
+    mech = str(mech).strip().upper()
+    if mech not in mechanisms:
+        raise InvalidConfig(f"sasl.mechanism.inter.broker.protocol={mech} is not enabled on listener {listener.name} "
+                            f"({', '.join(mechanisms)})")
+    key, value = jaas.get((listener.name, mech), (None, None))
+    if value is None:
+        raise InvalidConfig(f"the brokers log in to listener {listener.name} with {mech}: set "
+                            f"listener.name.{listener.name.lower()}.{mech.lower()}.sasl.jaas.config to "
+                            "'... required username=\"...\" password=\"...\";'")
+    options = {k: re.sub(r"\\(.)", r"\1", v) for k, v in _JAAS_OPTION.findall(str(value))}
+    if not options.get("username") or not options.get("password"):
+        raise InvalidConfig(f"{key}: needs username=\"...\" and password=\"...\" (the brokers' SASL user)")
+    return SaslLogin(mech, options["username"], options["password"])
 
 
 def _authorizer(own: Mapping[str, Any]) -> Tuple[str, FrozenSet[str], bool]:
@@ -338,6 +368,9 @@ class ServerConfig:
     #: How a cluster node talks to ZooKeeper: TLS, digest auth, znode ACLs
     #: (zookeeper.ssl.*, zookeeper.auth.digest, zookeeper.set.acl).
     zookeeper_security: ZkSecurity = field(default_factory=ZkSecurity)
+    #: The replica fetchers' SASL login (a pylog.client.network.connection.SaslLogin) when
+    #: the inter-broker listener is SASL_PLAINTEXT or SASL_SSL, else None.
+    inter_broker_sasl: Any = None
     #: authorizer.class.name ("" = no authorization, everything allowed).
     authorizer_class_name: str = ""
     #: super.users (principals allowed everything).
@@ -401,6 +434,7 @@ class ServerConfig:
         ssl_settings: Dict[str, Any] = {}
         zk_security: Dict[str, Any] = {}
         sasl_settings: Dict[str, Tuple[str, Any]] = {}  # listener name -> (key, mechanisms)
+        jaas_settings: Dict[Tuple[str, str], Tuple[str, Any]] = {}  # (listener, mechanism) -> (key, value)
         for key, value in settings.items():
             if key in ("node.id", "broker.id"):
                 v = _int(key, value, 0, 2**31 - 1)
@@ -441,6 +475,8 @@ class ServerConfig:
                     ignored.append(key)
                 elif sub == "sasl.enabled.mechanisms":
                     sasl_settings[_lname.upper()] = (key, value)
+                elif sub.lower().endswith(".sasl.jaas.config") and sub.count(".") == 3:
+                    jaas_settings[(_lname.upper(), sub.split(".", 1)[0].upper())] = (key, value)
                 else:
                     raise InvalidConfig(f"{key}: only ssl.* settings and sasl.enabled.mechanisms can be set per "
                                         "listener in pylog (SASL credentials come from `pylog users`, not from "
@@ -487,6 +523,13 @@ class ServerConfig:
             if x.security_protocol in SASL_PROTOCOLS:
                 key, value = sasl_settings.get(x.name, ("sasl.enabled.mechanisms", None))
                 sasl[x.name] = default_mechanisms if value is None else parse_mechanisms(value, key)
+        inter_login = None
+        if zk is not None and inter in sasl:
+            inter_login = _inter_broker_login(own, next(x for x in lst if x.name == inter), sasl[inter], jaas_settings)
+        for (lname, _mech), (key, _value) in jaas_settings.items():
+            if inter_login is None or lname != inter or _mech != inter_login.mechanism:
+                raise InvalidConfig(f"{key}: pylog reads sasl.jaas.config only for the brokers' own login on the "
+                                    "inter-broker listener (clients' credentials come from `pylog users`)")
         for t in tls.values():
             build_context(t)  # missing files, wrong password, ...: refused now, not at the first client
         if zk is not None and inter in tls:
@@ -522,7 +565,7 @@ class ServerConfig:
             default_replication_factor=rf, metrics_listener=metrics, ignored_keys=tuple(sorted(ignored)),
             zookeeper_connect=zk, broker_rack=rack, cluster_settings=cluster, node_settings=node_settings,
             log_dirs=tuple(log_dirs), security_protocol_map=pmap, inter_broker_listener_name=inter, tls=tls,
-            zookeeper_security=ZkSecurity.from_settings(zk_security),
+            zookeeper_security=ZkSecurity.from_settings(zk_security), inter_broker_sasl=inter_login,
             authorizer_class_name=authorizer, super_users=super_users,
             allow_everyone_if_no_acl_found=allow_everyone,
             sasl_mechanisms=sasl,

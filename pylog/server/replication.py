@@ -38,7 +38,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Deque, Dict, List, Optional, Set, Tuple
 
-from pylog.errors import PylogError
+from pylog.errors import PylogError, SaslAuthenticationFailed
 
 __all__ = ["WireNetwork", "ReplicaFetcher", "WireMessage", "FETCH_VERSION"]
 
@@ -106,8 +106,11 @@ class WireNetwork:
     def __init__(self, broker_id: int, resolve: Callable[[int], Optional[Tuple[str, int]]], *,
                  fetch_max_wait_ms: int = 500, fetch_max_bytes: int = 1 << 20,
                  socket_timeout_ms: int = 30_000, connect_timeout_s: float = 5.0,
-                 ssl_context: Optional[ssl.SSLContext] = None) -> None:
+                 ssl_context: Optional[ssl.SSLContext] = None, sasl: Any = None) -> None:
         self.broker_id = broker_id
+        #: SASL login for the connections to the other brokers (a SASL inter-broker
+        #: listener): a pylog.client.network.connection.SaslLogin, or None.
+        self.sasl = sasl
         #: TLS for the connections to the other brokers (an SSL inter-broker listener);
         #: replaced when the certificates are reloaded (new connections use the new one).
         self.ssl_context = ssl_context
@@ -452,7 +455,7 @@ class ReplicaFetcher:
                                           + (f" ({lane + 1})" if lane else ""),
                                      connect_timeout_s=self.network.connect_timeout_s,
                                      request_timeout_s=self.network.socket_timeout_ms / 1000.0,
-                                     ssl_context=self.network.ssl_context)
+                                     ssl_context=self.network.ssl_context, sasl=self.network.sasl)
         with self._cond:
             self._conns[lane] = conn
             stopped = self._stopped
@@ -464,6 +467,12 @@ class ReplicaFetcher:
         net = self.network
         try:
             conn = self._connection(lane)
+        except SaslAuthenticationFailed as exc:  # the operator's to fix: say it loudly, once
+            why = f"cannot connect: the SASL login was refused: {exc}"
+            if why != self._last_error:
+                log.warning("broker %d: fetching from broker %d: %s", net.broker_id, self.leader, why)
+                self._last_error = why
+            return self._errors(bodies, "NETWORK_EXCEPTION", why)
         except (OSError, PylogError, ConnectionError) as exc:
             return self._errors(bodies, "NETWORK_EXCEPTION", f"cannot connect: {exc}")
         diverged, bodies = self._validate(conn, bodies)

@@ -105,3 +105,56 @@ def test_a_user_added_on_one_broker_logs_in_on_every_broker(process_cluster, tmp
     assert r.returncode == 0, r.stderr
     for port in sasl_ports:
         assert "Invalid username or password" in _login_error(port, pki, "SCRAM-SHA-512", user, PASSWORD, 2)
+
+
+def test_brokers_replicate_over_sasl_ssl(process_cluster, tmp_path):
+    """inter.broker.listener.name=SASL_SSL: each broker's replica fetchers log in to the
+    others with SCRAM-SHA-512 as the user of its JAAS line.  Until that user exists the
+    followers are refused (a WARNING says so) and cannot fetch; once it is added they
+    catch up and every replica holds the leader's records."""
+    from tests.cluster.load import replica_records
+    from tests.cluster.procs import describe, log_lines, wait_for
+
+    pki = make_pki(tmp_path / "pki")
+    broker_pw = "broker-secret"
+    cluster = process_cluster(3, listeners="SASL_SSL://127.0.0.1:0,PLAINTEXT://127.0.0.1:0", overrides={
+        "ssl.keystore.location": str(pki.keystore), "ssl.truststore.location": str(pki.ca),
+        "inter.broker.listener.name": "SASL_SSL", "sasl.mechanism.inter.broker.protocol": "SCRAM-SHA-512",
+        "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config":
+            f'org.apache.kafka.common.security.scram.ScramLoginModule required username="broker" '
+            f'password="{broker_pw}";'})
+    brokers = sorted(cluster.brokers.values(), key=lambda b: b.broker_id)
+    from pylog.cluster.zookeeper import ZooKeeperMetadataStore
+
+    store = ZooKeeperMetadataStore(cluster.zookeeper)
+    try:  # the other brokers' replica fetchers connect to the SASL_SSL listener
+        for b in brokers:
+            reg, _ = store.get(f"/brokers/ids/{b.broker_id}")
+            assert reg["port"] == b.ports["SASL_SSL"]
+    finally:
+        store.close()
+    topic = f"saslrep-{uuid.uuid4().hex[:8]}"
+    create_topic(cluster, topic, 3, 3)
+    wait_for(lambda: any(log_lines(b, r"fetching from broker \d+: cannot connect: the SASL login was refused")
+                         for b in brokers), "a follower's refused login")
+    pw = tmp_path / "broker.pw"
+    pw.write_text(broker_pw + "\n")
+    r = _users("add", "broker", "--mechanism", "SCRAM-SHA-512", "--password-file", str(pw),
+               "--bootstrap-server", f"127.0.0.1:{brokers[0].ports['PLAINTEXT']}")
+    assert r.returncode == 0, r.stderr
+    wait_for(lambda: (lambda d: len(d) == 3 and all(sorted(x["isr"]) == [1, 2, 3] for x in d))(
+        describe(cluster, topic)), "full ISRs once the brokers' user exists")
+    from confluent_kafka import Producer
+
+    p = Producer({"bootstrap.servers": cluster.bootstrap, "acks": "all", "enable.idempotence": True})
+    errors: list = []
+    for i in range(200):
+        p.produce(topic, f"v{i}".encode(), key=str(i).encode(), on_delivery=lambda e, m: e and errors.append(e))
+    assert p.flush(60) == 0 and not errors  # acks=all: every in-sync follower fetched them over SASL_SSL
+    wait_for(lambda: (lambda d: len(d) == 3 and all(sorted(x["isr"]) == [1, 2, 3] for x in d))(
+        describe(cluster, topic)), "full ISRs")
+    for part in describe(cluster, topic):
+        leader = replica_records(cluster.brokers[part["leader"]], topic, part["partition"])
+        assert leader
+        for bid in part["replicas"]:
+            assert replica_records(cluster.brokers[bid], topic, part["partition"]) == leader

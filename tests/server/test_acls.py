@@ -509,11 +509,18 @@ def test_every_api_refuses_a_principal_without_acls(srv, pki):
                                               "pattern_type_filter": 1, "principal_filter": None, "host_filter": None,
                                               "operation": 1, "permission_type": 1}]},
          lambda r: r.filter_results[0].error_code, CLUSTER_AUTHORIZATION_FAILED),
+        (ApiKey.DESCRIBE_USER_SCRAM_CREDENTIALS, 0, {"users": None},
+         lambda r: r.error_code, CLUSTER_AUTHORIZATION_FAILED),
+        (ApiKey.ALTER_USER_SCRAM_CREDENTIALS, 0, {"deletions": [{"name": "someone", "mechanism": 2}],
+                                                  "upsertions": []},
+         lambda r: r.results[0].error_code, CLUSTER_AUTHORIZATION_FAILED),
     ]
     from pylog.protocol.apis import SUPPORTED
 
-    # every API pylog serves but ApiVersions and Produce (tested above) is in the table
-    assert set(SUPPORTED) - {k for k, *_ in cases} == {ApiKey.API_VERSIONS, ApiKey.PRODUCE}
+    # every API pylog serves is in the table but ApiVersions and Produce (tested above) and
+    # SASL's login (how a principal comes to be: tests/server/test_sasl.py)
+    assert set(SUPPORTED) - {k for k, *_ in cases} == {ApiKey.API_VERSIONS, ApiKey.PRODUCE, ApiKey.SASL_HANDSHAKE,
+                                                        ApiKey.SASL_AUTHENTICATE}
     with RawClient(srv.address("PLAINTEXT")) as raw:
         for key, version, body, code_of, expected in cases:
             assert code_of(raw.call(key, version, body)) == expected, (key, version)

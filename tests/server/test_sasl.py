@@ -497,3 +497,34 @@ def test_sasl_plaintext_with_plain_on_a_non_loopback_address_warns(start_server,
                         "--advertised-listeners", "SASL_PLAINTEXT://127.0.0.1:0,PLAINTEXT://127.0.0.1:0",
                         "--override", "sasl.enabled.mechanisms=SCRAM-SHA-512")
     assert "passwords cross the network" not in srv2.log_text()
+
+
+# ---------------------------------------------------------------------- pylog's own connections log in
+@pytest.mark.parametrize("mechanism", MECHANISMS)
+def test_pylog_connections_log_in(srv, pki, mechanism):
+    """BrokerConnection's SASL login (what a broker's replica fetchers use on a SASL
+    inter-broker listener): over SASL_SSL and SASL_PLAINTEXT; a wrong password, and a
+    listener without SASL, get SaslAuthenticationFailed."""
+    import ssl
+
+    from pylog.client.network.connection import BrokerConnection, SaslLogin
+    from pylog.errors import SaslAuthenticationFailed
+
+    def connect(listener: str, login: SaslLogin) -> BrokerConnection:
+        ctx = ssl.create_default_context(cafile=str(pki.ca)) if listener == "SASL_SSL" else None
+        return BrokerConnection.open("127.0.0.1", srv.ports[listener], client_id="t", name="sasl test",
+                                     connect_timeout_s=10, request_timeout_s=30, ssl_context=ctx, sasl=login)
+
+    for listener in ("SASL_SSL", "SASL_PLAINTEXT"):
+        conn = connect(listener, SaslLogin(mechanism, "alice", ALICE_PW))
+        try:  # logged in: a request is answered
+            md = conn.send(ApiKey.METADATA, dict(MD, include_cluster_authorized_operations=False), timeout_s=30,
+                           version=9).result()
+            assert {b.port for b in md.brokers} == {srv.ports[listener]}
+        finally:
+            conn.close()
+    with pytest.raises(SaslAuthenticationFailed, match="refused the login of alice"):
+        connect("SASL_PLAINTEXT", SaslLogin(mechanism, "alice", "wrong")).close()
+    with pytest.raises(SaslAuthenticationFailed, match="not a SASL listener"):
+        BrokerConnection.open("127.0.0.1", srv.ports["PLAINTEXT"], client_id="t", name="plain", connect_timeout_s=10,
+                              request_timeout_s=30, sasl=SaslLogin(mechanism, "alice", ALICE_PW)).close()

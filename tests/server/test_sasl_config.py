@@ -1,5 +1,5 @@
 """SASL settings of `pylog serve`: Kafka's names; pylog's default mechanism list (Kafka's,
-GSSAPI, is not supported); unsupported mechanisms and inter-broker SASL refused by name."""
+GSSAPI, is not supported); unsupported mechanisms refused by name; the brokers' own SASL login between them."""
 from __future__ import annotations
 
 import pytest
@@ -47,9 +47,38 @@ def test_bad_numbers_and_inter_broker_sasl_are_refused(tmp_path):
         _settings(tmp_path, **{"connection.failed.authentication.delay.ms": -1})
     with pytest.raises(InvalidConfig, match="connections.max.reauth.ms"):
         _settings(tmp_path, **{"connections.max.reauth.ms": "soon"})
-    with pytest.raises(InvalidConfig, match="SASL_PLAINTEXT listener: brokers replicate over a PLAINTEXT listener"):
-        ServerConfig.from_settings({"listeners": SASL, "listener.security.protocol.map": PMAP,
-                                    "zookeeper.connect": "127.0.0.1:2181",
-                                    "inter.broker.listener.name": "SASL_PLAINTEXT"}, data_dir=str(tmp_path / "d"))
+
+
+def test_inter_broker_sasl_login(tmp_path):
+    """A SASL inter-broker listener: the brokers log in with sasl.mechanism.inter.broker.protocol
+    and the user of listener.name.<listener>.<mechanism>.sasl.jaas.config, as in Kafka."""
+    base = {"listeners": SASL, "listener.security.protocol.map": PMAP, "zookeeper.connect": "127.0.0.1:2181",
+            "inter.broker.listener.name": "SASL_PLAINTEXT"}
+
+    def cfg(**extra):
+        return ServerConfig.from_settings(dict(base, **extra), data_dir=str(tmp_path / "d"))
+
+    with pytest.raises(InvalidConfig, match="set sasl.mechanism.inter.broker.protocol"):
+        cfg()
+    with pytest.raises(InvalidConfig, match="sasl_plaintext.scram-sha-512.sasl.jaas.config"):
+        cfg(**{"sasl.mechanism.inter.broker.protocol": "SCRAM-SHA-512"})
+    jaas = "listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config"
+    c = cfg(**{"sasl.mechanism.inter.broker.protocol": "SCRAM-SHA-512",
+               jaas: 'org.apache.kafka.common.security.scram.ScramLoginModule required '
+                     'username="broker" password="p\\"w";'})
+    login = c.inter_broker_sasl
+    assert (login.mechanism, login.username, login.password) == ("SCRAM-SHA-512", "broker", 'p"w')
+    assert "p\"w" not in repr(login) and "p\"w" not in repr(c)
+    with pytest.raises(InvalidConfig, match="needs username="):
+        cfg(**{"sasl.mechanism.inter.broker.protocol": "SCRAM-SHA-512", jaas: 'x required username="broker";'})
+    with pytest.raises(InvalidConfig, match="is not enabled on listener SASL_PLAINTEXT"):
+        cfg(**{"sasl.mechanism.inter.broker.protocol": "PLAIN", "sasl.enabled.mechanisms": "SCRAM-SHA-512"})
+    # a JAAS line for anything but the brokers' own login is refused (users come from `pylog users`)
+    with pytest.raises(InvalidConfig, match="only for the brokers' own login"):
+        cfg(**{"sasl.mechanism.inter.broker.protocol": "SCRAM-SHA-512", jaas: 'x required username="b" password="p";',
+               "listener.name.other.plain.sasl.jaas.config": 'x required username="b" password="p";'})
+    # a single node has no inter-broker login
+    single = {k: v for k, v in base.items() if k != "zookeeper.connect"}
+    assert ServerConfig.from_settings(single, data_dir=str(tmp_path / "e")).inter_broker_sasl is None
     with pytest.raises(InvalidConfig, match="sasl.jaas.config"):
         _settings(tmp_path, **{"listener.name.other.plain.sasl.jaas.config": "x"})

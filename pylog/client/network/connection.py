@@ -28,13 +28,15 @@ import struct
 import threading
 import time
 from collections import deque
+from dataclasses import dataclass, field
 from typing import Any, Callable, Deque, Dict, Optional, Tuple
 
 from pylog.client.network.tls import TlsSocket
-from pylog.errors import NetworkException, PylogError, RequestTimedOut, UnsupportedVersion
+from pylog.errors import NetworkException, PylogError, RequestTimedOut, SaslAuthenticationFailed, UnsupportedVersion
 from pylog.protocol import ApiKey, build_request, decode_response, encode_request
+from pylog.security.scram import SCRAM_MECHANISMS, ScramClient
 
-__all__ = ["BrokerConnection", "PendingRequest", "CLIENT_VERSIONS"]
+__all__ = ["BrokerConnection", "PendingRequest", "SaslLogin", "CLIENT_VERSIONS"]
 
 log = logging.getLogger("pylog.client.network")
 
@@ -82,6 +84,16 @@ CLIENT_VERSIONS: Dict[int, Tuple[int, int]] = {
     ApiKey.DESCRIBE_USER_SCRAM_CREDENTIALS: (0, 0),
     ApiKey.ALTER_USER_SCRAM_CREDENTIALS: (0, 0),
 }
+
+
+@dataclass(frozen=True)
+class SaslLogin:
+    """What a connection logs in with on a SASL listener: the mechanism (PLAIN,
+    SCRAM-SHA-256 or SCRAM-SHA-512), the user and the password (kept out of reprs)."""
+
+    mechanism: str
+    username: str
+    password: str = field(repr=False)
 
 
 class PendingRequest:
@@ -171,10 +183,14 @@ class BrokerConnection:
              request_timeout_s: float,
              on_close: Optional[Callable[["BrokerConnection"], None]] = None,
              ssl_context: Optional[ssl.SSLContext] = None,
-             server_hostname: Optional[str] = None) -> "BrokerConnection":
+             server_hostname: Optional[str] = None,
+             sasl: Optional[SaslLogin] = None) -> "BrokerConnection":
         """Connect, then (with ``ssl_context``) run the TLS handshake, checking the
         broker's certificate against ``server_hostname`` (``host`` by default) when the
-        context checks host names, then ask ApiVersions."""
+        context checks host names, then ask ApiVersions, then (with ``sasl``) log in:
+        SaslHandshake v1 and SaslAuthenticate v2 (SaslAuthenticationFailed when the broker
+        refuses).  A session lifetime the broker gives (KIP-368) is not renewed: the
+        broker closes the connection at its end, and the owner connects again."""
         address = f"{host}:{port}"
         try:
             sock = socket.create_connection((host, port), timeout=connect_timeout_s)
@@ -198,6 +214,8 @@ class BrokerConnection:
                     raise NetworkException(f"TLS handshake with {address} ({name}) failed: {exc}") from None
             conn = cls(stream, host, port, client_id, name, on_close)
             conn._handshake(request_timeout_s)
+            if sasl is not None:
+                conn._login(sasl, request_timeout_s)
         except BaseException:
             sock.close()
             raise
@@ -229,6 +247,46 @@ class BrokerConnection:
             self.versions = {int(k.api_key): (int(k.min_version), int(k.max_version)) for k in resp.api_keys}
             return
         raise UnsupportedVersion(f"{self.address} speaks no ApiVersions version pylog knows")
+
+    def _call_blocking(self, api_key: int, version: int, data: Dict[str, Any], timeout_s: float) -> Any:
+        """One request and its answer, before the reader thread runs."""
+        try:
+            self.sock.sendall(encode_request(api_key, version, 0, self.client_id, build_request(api_key, version, data)))
+            frame = self._read_frame_blocking(timeout_s)
+        except (OSError, socket.timeout) as exc:
+            raise NetworkException(f"{self.address} ({self.name}): request {api_key} failed: {exc}") from None
+        return decode_response(api_key, version, frame)[1]
+
+    def _login(self, login: SaslLogin, timeout_s: float) -> None:
+        """SASL: the handshake naming the mechanism, then its tokens in SaslAuthenticate."""
+        mech = login.mechanism.upper()
+        if mech != "PLAIN" and mech not in SCRAM_MECHANISMS:
+            raise SaslAuthenticationFailed(f"SASL mechanism {login.mechanism} is not one pylog speaks "
+                                           "(PLAIN, SCRAM-SHA-256, SCRAM-SHA-512)")
+        for key in (ApiKey.SASL_HANDSHAKE, ApiKey.SASL_AUTHENTICATE):
+            if key not in self.versions:
+                raise SaslAuthenticationFailed(f"{self.address} offers no SASL (API {key}): not a SASL listener?")
+        hs = self._call_blocking(ApiKey.SASL_HANDSHAKE, 1, {"mechanism": mech}, timeout_s)
+        if int(hs.error_code) != 0:
+            if not hs.mechanisms:
+                raise SaslAuthenticationFailed(f"{self.address} offers no SASL mechanism (error {int(hs.error_code)}): "
+                                               "not a SASL listener?")
+            raise SaslAuthenticationFailed(f"{self.address} refused SASL mechanism {mech} (error "
+                                           f"{int(hs.error_code)}; it offers {', '.join(hs.mechanisms)})")
+
+        def step(token: bytes) -> bytes:
+            r = self._call_blocking(ApiKey.SASL_AUTHENTICATE, 2, {"auth_bytes": token}, timeout_s)
+            if int(r.error_code) != 0:
+                raise SaslAuthenticationFailed(f"{self.address} refused the login of {login.username} with {mech}: "
+                                               f"{r.error_message or int(r.error_code)}")
+            return bytes(r.auth_bytes)
+
+        if mech == "PLAIN":
+            step(b"\0" + login.username.encode("utf-8") + b"\0" + login.password.encode("utf-8"))
+            return
+        scram = ScramClient(mech, login.username, login.password)
+        server_first = step(scram.first())
+        scram.verify(step(scram.final(server_first)))
 
     def _read_frame_blocking(self, timeout_s: float) -> bytes:
         deadline = time.monotonic() + timeout_s

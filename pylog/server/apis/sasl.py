@@ -32,9 +32,10 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
-from pylog.errors import (PylogError, ResourceNotFound, SaslAuthenticationFailed,
+from pylog.errors import (ClusterAuthorizationFailed, PylogError, ResourceNotFound, SaslAuthenticationFailed,
                           UnacceptableCredential, UnsupportedSaslMechanism)
 from pylog.protocol.apis import ApiKey
+from pylog.security.acl import CLUSTER_NAME, AclOperation, ResourceType
 from pylog.security.credentials import FileCredentialStore, MetadataCredentialStore, check_user_name
 from pylog.security.sasl import new_server
 from pylog.security.scram import (AUTH_FAILED_MESSAGE, credential_from_salted_password,
@@ -286,6 +287,9 @@ class SaslHandler:
                                 "error_message": f"{type(exc).__name__}: {exc}", "results": []})
 
     def _describe(self, ctx: "RequestContext", req: Any) -> Dict[str, Any]:
+        if not ctx.allowed(AclOperation.DESCRIBE, ResourceType.CLUSTER, CLUSTER_NAME):  # Kafka's rule
+            return ctx.respond({"throttle_time": 0, "error_code": ClusterAuthorizationFailed.code,
+                                "error_message": "not authorized to Describe the cluster", "results": []})
         if req.users is None or len(req.users) == 0:
             everyone = self.credentials.users()
             results = [self._described(u, c) for u, c in everyone.items()]
@@ -327,6 +331,9 @@ class SaslHandler:
         for (name, _mech), n in seen.items():
             if n > 1 and errors[name] is None:
                 errors[name] = (_DUPLICATE_RESOURCE, "A user credential cannot be altered twice in the same request")
+        if not ctx.allowed(AclOperation.ALTER, ResourceType.CLUSTER, CLUSTER_NAME):  # Kafka's rule
+            for name in order:
+                errors[name] = (ClusterAuthorizationFailed.code, "not authorized to Alter the cluster")
         changes: Dict[str, List[Any]] = {name: [] for name in order}
         for d in req.deletions:
             self._check(errors, d.name, lambda d=d: changes[d.name].append(("delete", self._mechanism(d.mechanism))))
