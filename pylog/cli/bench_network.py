@@ -9,7 +9,8 @@ against it, each checking its own work:
   per-call Python cost, ``produce_batch()`` of 10,000 records at a time (acks=1).
   Checked: no delivery error, and the topic's end offsets sum to the records sent;
 * the same confluent-kafka Producer (acks=1) and Consumer over the broker's SSL listener
-  (TLS 1.3; a certificate made for the run with ``cryptography``): what TLS costs;
+  (TLS 1.3; a certificate made for the run with ``cryptography``) and over its SASL_SSL
+  listener (SCRAM-SHA-512, a user made offline before the start): what TLS and SASL cost;
 * the same again ("ACL") against a second server with ACL enforcement on
   (authorizer.class.name; the client's principal allowed by ACLs among a thousand
   others): what authorization costs;
@@ -50,7 +51,7 @@ _READY = re.compile(r"listening on (?P<addrs>[A-Z_0-9]+://[^\n]+)")
 _ADDR = re.compile(r"(?P<name>[A-Z_0-9]+)://(?P<host>[^:,\s]+):(?P<port>\d+)")
 #: Every workload, in report order (per partition count).
 NETWORK_CASES = ("ck produce acks=1", "ck produce acks=all", "ck produce_batch acks=1", "ck consume",
-                 "ck produce acks=1 SSL", "ck consume SSL", "ck produce acks=1 ACL", "ck consume ACL",
+                 "ck produce acks=1 SSL", "ck consume SSL", "ck produce acks=1 SASL_SSL", "ck consume SASL_SSL", "ck produce acks=1 ACL", "ck consume ACL",
                  "kcat produce acks=1", "kcat consume",
                  "pylog produce acks=1", "pylog consume poll", "pylog consume poll_arrays",
                  "ck latency 50k/s acks=all")
@@ -99,9 +100,14 @@ def _make_certs(d: str) -> Tuple[str, str]:
     return keystore, ca_path
 
 
+#: The SASL_SSL rows' user (SCRAM-SHA-512).
+SASL_USER = "bench"
+SASL_PASSWORD = "bench-password"
+
+
 class _Server:
     """A `pylog serve` subprocess on free ports (stopped by PID, also on errors): a
-    PLAINTEXT listener, and an SSL one with ``keystore`` when given."""
+    PLAINTEXT listener, and with ``keystore`` an SSL and a SASL_SSL one (user SASL_USER)."""
 
     def __init__(self, data_dir: str, keystore: Optional[str] = None, args: Tuple[str, ...] = ()) -> None:
         import pylog
@@ -111,7 +117,13 @@ class _Server:
                    PYTHONUNBUFFERED="1")
         self.log_path = os.path.join(data_dir, "..", os.path.basename(data_dir) + ".log")
         self._log = open(self.log_path, "wb")
-        listeners = "PLAINTEXT://127.0.0.1:0" + (",SSL://127.0.0.1:0" if keystore else "")
+        listeners = "PLAINTEXT://127.0.0.1:0" + (",SSL://127.0.0.1:0,SASL_SSL://127.0.0.1:0" if keystore else "")
+        if keystore:  # the SASL_SSL rows' user, made offline as an operator makes the first one
+            from pylog.security.credentials import FileCredentialStore
+            from pylog.security.scram import new_credential
+
+            os.makedirs(data_dir, exist_ok=True)
+            FileCredentialStore(data_dir).upsert(SASL_USER, new_credential("SCRAM-SHA-512", SASL_PASSWORD))
         extra = ["--override", f"ssl.keystore.location={keystore}"] if keystore else []
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "pylog", "serve", "--data-dir", data_dir, "--listeners", listeners,
@@ -443,6 +455,9 @@ def run_network_suite(root: str, values: List[bytes], runs: int, partitions_list
             f.write(v.replace(b"\n", b" ") + b"\n")
     keystore, ca = _make_certs(root)
     tls_conf: Dict[str, object] = {"security.protocol": "SSL", "ssl.ca.location": ca}
+    sasl_conf: Dict[str, object] = {"security.protocol": "SASL_SSL", "ssl.ca.location": ca,
+                                    "sasl.mechanism": "SCRAM-SHA-512", "sasl.username": SASL_USER,
+                                    "sasl.password": SASL_PASSWORD}
     for parts in partitions_list:
         times: Dict[str, List[float]] = {name: [] for name in NETWORK_CASES}
         cpu: Dict[str, List[Tuple[float, float]]] = {name: [] for name in NETWORK_CASES}
@@ -456,7 +471,8 @@ def run_network_suite(root: str, values: List[bytes], runs: int, partitions_list
             try:
                 b = srv.bootstrap
                 tls = srv.addresses["SSL"]
-                for t in ("ck1", "ckall", "ckbatch", "cktls", "pl", "lat", "kc"):
+                sasl = srv.addresses["SASL_SSL"]
+                for t in ("ck1", "ckall", "ckbatch", "cktls", "cksasl", "pl", "lat", "kc"):
                     _create_topic(b, t, parts)
 
                 def measure(name: str, fn: Callable[[], object], topic: Optional[str] = None,
@@ -482,6 +498,9 @@ def run_network_suite(root: str, values: List[bytes], runs: int, partitions_list
                 measure("ck produce acks=1 SSL", lambda: _ck_produce(tls, "cktls", values, "1", False, tls_conf),
                         "cktls")
                 measure("ck consume SSL", lambda: _ck_consume(tls, "cktls", parts, values, tls_conf))
+                measure("ck produce acks=1 SASL_SSL",
+                        lambda: _ck_produce(sasl, "cksasl", values, "1", False, sasl_conf), "cksasl")
+                measure("ck consume SASL_SSL", lambda: _ck_consume(sasl, "cksasl", parts, values, sasl_conf))
                 # the same workload with ACL enforcement on, on a second server (see _acl_server)
                 acl_srv = _acl_server(os.path.join(root, f"net-p{parts}-r{r}-acl"))
                 try:
@@ -564,5 +583,5 @@ def _check_count(bootstrap: str, topic: str, partitions: int, expected: int) -> 
 
 
 def network_steps(runs: int, partitions_list: Tuple[int, ...], include_pylog_clients: bool = True) -> int:
-    per_run = 9 + (3 if include_pylog_clients else 0) + (2 if _kcat() else 0)
+    per_run = 11 + (3 if include_pylog_clients else 0) + (2 if _kcat() else 0)
     return runs * len(partitions_list) * per_run
