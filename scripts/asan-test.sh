@@ -19,4 +19,4 @@ ubsan="$(gcc -print-file-name=libubsan.so)"
 PYLOG_SANITIZE=1 PYTHONMALLOC=malloc LD_PRELOAD="$asan:$ubsan" \
 ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 \
 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-  python -m pytest -q -p no:cacheprovider "${@:-tests}"
+  python -m pytest -q -p no:cacheprovider -n 0 "${@:-tests}"
