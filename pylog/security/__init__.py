@@ -8,8 +8,9 @@
 - The ACL authorizer (``authorizer.class.name=pylog.security.AclAuthorizer``).
 
 This layer sits below :mod:`pylog.client` (whose connections log in with its SCRAM
-client) and :mod:`pylog.server` (which asks it); it imports only :mod:`pylog.errors`, and
-reaches a metadata store only through the object it is given.
+client) and :mod:`pylog.server` (which asks it); it imports only :mod:`pylog.errors` and
+pylog.storage's atomic file writes, and reaches a metadata store only through the object
+it is given.
 """
 from __future__ import annotations
 

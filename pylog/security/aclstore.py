@@ -39,6 +39,7 @@ from urllib.parse import quote, unquote
 from pylog.errors import BadVersion, InvalidArgument, NodeExists, NoNode, StorageError
 from pylog.security.acl import (AclBinding, AclBindingFilter, AclOperation, AclPermissionType, PatternType,
                                 ResourceType, binding_json, bindings_of)
+from pylog.storage.checkpoint import fsync_dir, write_atomically
 
 __all__ = ["FileAclStore", "MetadataAclStore", "ACL_FILE", "LITERAL_ROOT", "PREFIXED_ROOT"]
 
@@ -100,26 +101,11 @@ class FileAclStore:
 
     def _write(self, bindings: List[AclBinding]) -> None:
         doc = {"version": 1, "acls": [binding_json(b) for b in sorted(set(bindings))]}
-        tmp = self.path.with_name(ACL_FILE + ".tmp")
         data = (json.dumps(doc, indent=1) + "\n").encode("utf-8")
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            try:
-                os.write(fd, data)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, self.path)
-            dfd = os.open(self.dir, os.O_RDONLY)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
+            write_atomically(self.path, data, mode=0o600)
+            fsync_dir(self.dir)
         except OSError as exc:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
             raise StorageError(f"cannot write {self.path}: {exc}") from exc
 
     def _locked(self) -> int:

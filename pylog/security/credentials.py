@@ -30,6 +30,7 @@ from typing import Any, Dict, Iterator, Mapping
 from pylog.errors import (BadVersion, InvalidArgument, NodeExists, NoNode, ResourceNotFound, StorageError,
                           UnacceptableCredential)
 from pylog.security.scram import SCRAM_MECHANISMS, ScramCredential
+from pylog.storage.checkpoint import fsync_dir, write_atomically
 
 __all__ = ["FileCredentialStore", "MetadataCredentialStore", "CREDENTIALS_FILE", "CREDENTIALS_LOCK_FILE", "USERS_PATH",
            "check_user_name", "MAX_USER_NAME_CHARS"]
@@ -106,29 +107,12 @@ class FileCredentialStore:
         return data
 
     def _save(self, data: Dict[str, Any]) -> None:
-        tmp = self.path.with_name(self.path.name + ".tmp")
         text = json.dumps(data, indent=1, sort_keys=True).encode("utf-8")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            try:
-                view = memoryview(text)
-                while view:
-                    view = view[os.write(fd, view):]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, self.path)
-            dfd = os.open(self.path.parent, os.O_RDONLY)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
+            write_atomically(self.path, text, mode=0o600)  # credentials: the owner's only
+            fsync_dir(self.path.parent)
         except OSError as exc:
-            try:
-                tmp.unlink()
-            except OSError:
-                pass
             raise StorageError(f"cannot write {self.path}: {exc.strerror or exc}") from exc
 
     def get(self, user: str) -> Credentials:

@@ -170,6 +170,30 @@ def _load_keystore(ctx: ssl.SSLContext, s: TlsSettings) -> None:
         raise InvalidConfig(f"{key}={path}: {exc.strerror or exc}") from None
 
 
+def _context(s: TlsSettings, protocol: int) -> Tuple[ssl.SSLContext, bool]:
+    """An SSLContext of ``protocol`` (server or client side) with ``s``'s protocols,
+    suites and keystore, and its trust store loaded when set (the second value says
+    whether it was).  InvalidConfig names the setting and file."""
+    low, high = _protocols(s)
+    ctx = ssl.SSLContext(protocol)
+    ctx.minimum_version, ctx.maximum_version = low, high
+    ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION
+    suites = [c.strip() for c in (s.get("ssl.cipher.suites") or "").split(",") if c.strip()]
+    if suites:
+        _set_suites(ctx, s, suites, low, high)
+    _load_keystore(ctx, s)
+    trust = s.get("ssl.truststore.location")
+    if not trust:
+        return ctx, False
+    tkey = s.key("ssl.truststore.location")
+    _check_file(tkey, trust)
+    try:
+        ctx.load_verify_locations(cafile=trust)
+    except (ssl.SSLError, OSError) as exc:
+        raise InvalidConfig(f"{tkey}={trust}: not a PEM CA bundle: {exc}") from None
+    return ctx, True
+
+
 def build_context(s: TlsSettings) -> ssl.SSLContext:
     """A server-side SSLContext for ``s``; InvalidConfig names the setting and file."""
     for name in ("ssl.keystore.type", "ssl.truststore.type"):
@@ -182,23 +206,8 @@ def build_context(s: TlsSettings) -> ssl.SSLContext:
     if auth not in _CLIENT_AUTH:
         raise InvalidConfig(f"{s.key('ssl.client.auth')} must be none, requested or required, "
                             f"got {s.get('ssl.client.auth')!r}")
-    low, high = _protocols(s)
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.minimum_version, ctx.maximum_version = low, high
-    ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION
-    suites = [c.strip() for c in (s.get("ssl.cipher.suites") or "").split(",") if c.strip()]
-    if suites:
-        _set_suites(ctx, s, suites, low, high)
-    _load_keystore(ctx, s)
-    trust = s.get("ssl.truststore.location")
-    if trust:
-        tkey = s.key("ssl.truststore.location")
-        _check_file(tkey, trust)
-        try:
-            ctx.load_verify_locations(cafile=trust)
-        except (ssl.SSLError, OSError) as exc:
-            raise InvalidConfig(f"{tkey}={trust}: not a PEM CA bundle: {exc}") from None
-    elif auth != "none":
+    ctx, trusted = _context(s, ssl.PROTOCOL_TLS_SERVER)
+    if not trusted and auth != "none":
         raise InvalidConfig(f"{s.key('ssl.client.auth')}={auth} needs ssl.truststore.location "
                             "(the CA bundle client certificates are checked against)")
     ctx.verify_mode = _CLIENT_AUTH[auth]
@@ -216,23 +225,8 @@ def build_client_context(s: TlsSettings) -> ssl.SSLContext:
     if algorithm not in ("", "https"):
         raise InvalidConfig(f"{s.key('ssl.endpoint.identification.algorithm')}={algorithm}: only https "
                             "(check the host name) or empty (do not) are known")
-    low, high = _protocols(s)
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.minimum_version, ctx.maximum_version = low, high
-    ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION
-    suites = [c.strip() for c in (s.get("ssl.cipher.suites") or "").split(",") if c.strip()]
-    if suites:
-        _set_suites(ctx, s, suites, low, high)
-    _load_keystore(ctx, s)
-    trust = s.get("ssl.truststore.location")
-    if trust:
-        tkey = s.key("ssl.truststore.location")
-        _check_file(tkey, trust)
-        try:
-            ctx.load_verify_locations(cafile=trust)
-        except (ssl.SSLError, OSError) as exc:
-            raise InvalidConfig(f"{tkey}={trust}: not a PEM CA bundle: {exc}") from None
-    else:
+    ctx, trusted = _context(s, ssl.PROTOCOL_TLS_CLIENT)
+    if not trusted:
         ctx.load_default_certs(ssl.Purpose.SERVER_AUTH)
     ctx.check_hostname = algorithm == "https"
     ctx.verify_mode = ssl.CERT_REQUIRED

@@ -71,13 +71,14 @@ class OffsetCheckpointFile:
         fsync_dir(self.path.parent)
 
 
-def write_atomically(path: Path, data: bytes) -> None:
-    """Write ``data`` beside ``path`` (``<name>.tmp``), fsync it and rename it over
-    ``path``.  Raises OSError if the disk refuses; the old file then stays, and no
-    ``.tmp`` is left.  (The caller fsyncs the directory when the rename must last.)"""
+def write_atomically(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Write ``data`` beside ``path`` (``<name>.tmp``, created with ``mode``), fsync it
+    and rename it over ``path``.  Raises OSError if the disk refuses; the old file then
+    stays, and no ``.tmp`` is left.  (The caller fsyncs the directory when the rename
+    must last.)"""
     tmp = path.with_name(path.name + ".tmp")
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
         try:
             view = memoryview(data)
             while view:

@@ -14,6 +14,24 @@ from tests.server.tlscerts import make_pki
 N = 200
 
 
+def _consume_all(conf: dict, topic: str) -> set:
+    """The values a group consumer reads from ``topic`` (N of them, or what came in 60 s)."""
+    from confluent_kafka import Consumer
+
+    c = Consumer(dict(conf, **{"group.id": f"g-{topic}", "auto.offset.reset": "earliest"}))
+    got: set = set()
+    try:
+        c.subscribe([topic])
+        deadline = time.monotonic() + 60
+        while len(got) < N and time.monotonic() < deadline:
+            m = c.poll(0.5)
+            if m is not None and not m.error():
+                got.add(m.value().decode())
+    finally:
+        c.close()
+    return got
+
+
 def test_ssl_clients_plaintext_replication(process_cluster, tmp_path):
     pki = make_pki(tmp_path / "pki")
     cluster = process_cluster(3, listeners="SSL://127.0.0.1:0,PLAINTEXT://127.0.0.1:0",
@@ -27,7 +45,7 @@ def test_ssl_clients_plaintext_replication(process_cluster, tmp_path):
     topic = f"tls-{uuid.uuid4().hex[:8]}"
     create_topic(cluster, topic, 3, 3)
 
-    from confluent_kafka import Consumer, Producer
+    from confluent_kafka import Producer
     from confluent_kafka.admin import AdminClient
 
     conf = {"bootstrap.servers": ",".join(f"127.0.0.1:{p}" for p in ssl_ports.values()),
@@ -47,18 +65,7 @@ def test_ssl_clients_plaintext_replication(process_cluster, tmp_path):
     wait_for(lambda: (lambda d: len(d) == 3 and all(sorted(x["isr"]) == [1, 2, 3] for x in d))(
         describe(cluster, topic)), "full ISRs")
 
-    c = Consumer(dict(conf, **{"group.id": f"g-{topic}", "auto.offset.reset": "earliest"}))
-    got = set()
-    try:
-        c.subscribe([topic])
-        deadline = time.monotonic() + 60
-        while len(got) < N and time.monotonic() < deadline:
-            m = c.poll(0.5)
-            if m is not None and not m.error():
-                got.add(m.value().decode())
-    finally:
-        c.close()
-    assert got == {f"v{i}" for i in range(N)}
+    assert _consume_all(conf, topic) == {f"v{i}" for i in range(N)}
 
     from pylog.cluster.zookeeper import ZooKeeperMetadataStore
 
@@ -99,7 +106,7 @@ def test_brokers_replicate_over_tls(process_cluster, tmp_path):
 
     topic = f"tlsrep-{uuid.uuid4().hex[:8]}"
     create_topic(cluster, topic, 3, 3)
-    from confluent_kafka import Consumer, Producer
+    from confluent_kafka import Producer
 
     p = Producer({"bootstrap.servers": cluster.bootstrap, "acks": "all", "enable.idempotence": True})
     errors = []
@@ -109,18 +116,7 @@ def test_brokers_replicate_over_tls(process_cluster, tmp_path):
     wait_for(lambda: (lambda d: len(d) == 3 and all(sorted(x["isr"]) == [1, 2, 3] for x in d))(
         describe(cluster, topic)), "full ISRs")
     # the consumer reads from the leaders; each follower's copy on disk is the leader's
-    c = Consumer({"bootstrap.servers": cluster.bootstrap, "group.id": f"g-{topic}", "auto.offset.reset": "earliest"})
-    got = set()
-    try:
-        c.subscribe([topic])
-        deadline = time.monotonic() + 60
-        while len(got) < N and time.monotonic() < deadline:
-            m = c.poll(0.5)
-            if m is not None and not m.error():
-                got.add(m.value().decode())
-    finally:
-        c.close()
-    assert got == {f"v{i}" for i in range(N)}
+    assert _consume_all({"bootstrap.servers": cluster.bootstrap}, topic) == {f"v{i}" for i in range(N)}
     from tests.cluster.load import replica_records
 
     for part in describe(cluster, topic):
