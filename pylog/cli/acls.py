@@ -2,9 +2,10 @@
 
 Offline on a single node's data directory (``--data-dir``: its ``acls.json``, so the
 first ACLs exist before the broker starts; a running broker picks a change up within
-a second), or online through any broker (``--bootstrap-server``, over a PLAINTEXT
-listener, with CreateAcls / DescribeAcls / DeleteAcls: the connection's principal needs
-Alter, or Describe to list, on the cluster).  kafka-acls.sh's flags: ``--allow-principal``,
+a second), or online through any broker (``--bootstrap-server``; a secured listener
+with ``--command-config FILE``, Kafka's client properties), with CreateAcls /
+DescribeAcls / DeleteAcls: the connection's principal needs Alter, or Describe to list,
+on the cluster.  kafka-acls.sh's flags: ``--allow-principal``,
 ``--deny-principal``, ``--allow-host``, ``--deny-host``, ``--operation``, ``--topic``,
 ``--group``, ``--cluster``, ``--transactional-id``, ``--resource-pattern-type``.
 """
@@ -25,7 +26,7 @@ def add_acls_parser(sub: Any) -> None:
     a = sub.add_parser("acls", help="add, list or remove ACLs (kafka-acls.sh)",
                        description="ACLs of a single node's data directory (--data-dir, also while it is "
                                    "stopped) or of a running broker or cluster (--bootstrap-server HOST:PORT, "
-                                   "a PLAINTEXT listener).  Enforced when the broker runs with "
+                                   "secured ones with --command-config).  Enforced when the broker runs with "
                                    "authorizer.class.name=pylog.security.AclAuthorizer.")
     asub = a.add_subparsers(dest="action", required=True)
     for name, text in (("add", "add ACLs: every principal x host x operation x resource given"),
@@ -55,7 +56,10 @@ def add_acls_parser(sub: Any) -> None:
         src.add_argument("--data-dir", default=None,
                          help="a single node's data directory (offline; default ./pylog-data)")
         src.add_argument("--bootstrap-server", default=None, metavar="HOST:PORT[,HOST:PORT...]",
-                         help="a broker's PLAINTEXT listener (online)")
+                         help="a broker's listener (online; secured ones: --command-config)")
+        x.add_argument("--command-config", default=None, metavar="FILE",
+                       help="online: Kafka client properties for a secured listener (security.protocol, "
+                            "ssl.truststore.location, sasl.mechanism, sasl.jaas.config ...)")
         x.set_defaults(func=run_acls)
 
 
@@ -166,10 +170,11 @@ def _check(code: int, message: Optional[str], what: str) -> None:
 
 
 def _online(args: argparse.Namespace) -> int:
+    from pylog.cli.clientconfig import load_command_config
     from pylog.client.network.admin import AdminClient
     from pylog.protocol.apis import ApiKey
 
-    with AdminClient(args.bootstrap_server) as admin:
+    with AdminClient(args.bootstrap_server, **load_command_config(args.command_config)) as admin:
         if args.action == "add":
             bindings = _bindings(args)
             _, resp = admin.request_any(ApiKey.CREATE_ACLS, {"creations": [

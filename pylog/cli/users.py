@@ -6,8 +6,8 @@
 * online, ``--bootstrap-server HOST:PORT``: DescribeUserScramCredentials and
   AlterUserScramCredentials, which every broker of a cluster serves.  As Kafka's
   AdminClient does, this command computes the salt and the salted password; only those
-  travel.  pylog's own client speaks PLAINTEXT: point it at a PLAINTEXT listener (the
-  inter-broker one).
+  travel.  A secured listener (SSL, SASL_SSL ...) needs ``--command-config FILE``:
+  Kafka's client properties (see :mod:`pylog.cli.clientconfig`).
 
 ``add NAME --mechanism SCRAM-SHA-512 --password-file F [--iterations 4096]`` (the
 password is F's first line; ``-`` reads stdin); ``delete NAME --mechanism M``;
@@ -40,7 +40,10 @@ def add_users_parser(sub: Any) -> None:
     where = u.add_mutually_exclusive_group()
     where.add_argument("--data-dir", default=None, help="offline: a single node's data directory")
     where.add_argument("--bootstrap-server", default=None, metavar="HOST:PORT",
-                       help="online: a broker's PLAINTEXT listener")
+                       help="online: a broker's listener (secured ones: --command-config)")
+    u.add_argument("--command-config", default=None, metavar="FILE",
+                   help="online: Kafka client properties for a secured listener (security.protocol, "
+                        "ssl.truststore.location, sasl.mechanism, sasl.jaas.config ...)")
     u.set_defaults(func=run_users)
 
 
@@ -95,10 +98,12 @@ def _offline(args: argparse.Namespace) -> int:
 
 
 def _online(args: argparse.Namespace) -> int:
+    from pylog.cli.clientconfig import load_command_config
     from pylog.client.network.admin import AdminClient
     from pylog.protocol.apis import ApiKey
 
-    with AdminClient(args.bootstrap_server, client_id="pylog-users") as admin:
+    with AdminClient(args.bootstrap_server, client_id="pylog-users",
+                     **load_command_config(args.command_config)) as admin:
         if args.action == "list":
             users = None if args.name is None else [{"name": args.name}]
             _, resp = admin.request_any(ApiKey.DESCRIBE_USER_SCRAM_CREDENTIALS, {"users": users},

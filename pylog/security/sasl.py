@@ -15,13 +15,14 @@ mechanism is refused with InvalidConfig.
 """
 from __future__ import annotations
 
+import re
 from typing import Any, Optional, Tuple
 
 from pylog.errors import IllegalSaslState, InvalidConfig, SaslAuthenticationFailed, UnsupportedSaslMechanism
 from pylog.security.scram import (AUTH_FAILED_MESSAGE, MAX_TOKEN_BYTES, SCRAM_MECHANISMS, Lookup, ScramServer)
 
 __all__ = ["PlainServer", "SUPPORTED_MECHANISMS", "DEFAULT_MECHANISMS", "parse_mechanisms", "new_server",
-           "MAX_TOKEN_BYTES"]
+           "MAX_TOKEN_BYTES", "jaas_credentials"]
 
 SUPPORTED_MECHANISMS: Tuple[str, ...] = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 DEFAULT_MECHANISMS = ",".join(SUPPORTED_MECHANISMS)
@@ -98,3 +99,14 @@ def new_server(mechanism: str, lookup: Lookup) -> Any:
     if mechanism in SCRAM_MECHANISMS:
         return ScramServer(mechanism, lookup)
     raise UnsupportedSaslMechanism(f"SASL mechanism {mechanism!r} is not supported")
+
+
+_JAAS_OPTION = re.compile(r'([A-Za-z_][A-Za-z0-9_.-]*)\s*=\s*"((?:[^"\\]|\\.)*)"')
+
+
+def jaas_credentials(text: str) -> Tuple[Optional[str], Optional[str]]:
+    """``(username, password)`` from a Kafka ``sasl.jaas.config`` line (``<LoginModule>
+    required username="..." password="...";``, backslash escapes undone); None for
+    either when it is missing."""
+    options = {k: re.sub(r"\\(.)", r"\1", v) for k, v in _JAAS_OPTION.findall(str(text))}
+    return options.get("username"), options.get("password")

@@ -28,7 +28,7 @@ from typing import Any, Dict, FrozenSet, List, Mapping, Optional, Tuple
 from pylog.broker.config import BrokerConfig
 from pylog.cluster.zksecurity import ZK_SECURITY_DEFAULTS, ZK_SECURITY_IGNORED, ZkSecurity
 from pylog.errors import InvalidConfig
-from pylog.security.sasl import DEFAULT_MECHANISMS, parse_mechanisms
+from pylog.security.sasl import DEFAULT_MECHANISMS, jaas_credentials, parse_mechanisms
 from pylog.server.tls import SSL_DEFAULTS, SSL_IGNORED, TlsSettings, build_client_context, build_context
 from pylog.storage.logdirs import parse_log_dirs
 
@@ -275,9 +275,6 @@ def _inter_broker_listener(own: Mapping[str, Any], listeners: List[Listener], cl
     return name
 
 
-_JAAS_OPTION = re.compile(r'([A-Za-z_][A-Za-z0-9_.-]*)\s*=\s*"((?:[^"\\]|\\.)*)"')
-
-
 def _inter_broker_login(own: Mapping[str, Any], listener: Listener, mechanisms: Tuple[str, ...],
                         jaas: Mapping[Tuple[str, str], Tuple[str, Any]]) -> Any:
     """The replica fetchers' SASL login on a SASL inter-broker listener, as Kafka configures
@@ -301,10 +298,10 @@ def _inter_broker_login(own: Mapping[str, Any], listener: Listener, mechanisms: 
         raise InvalidConfig(f"the brokers log in to listener {listener.name} with {mech}: set "
                             f"listener.name.{listener.name.lower()}.{mech.lower()}.sasl.jaas.config to "
                             "'... required username=\"...\" password=\"...\";'")
-    options = {k: re.sub(r"\\(.)", r"\1", v) for k, v in _JAAS_OPTION.findall(str(value))}
-    if not options.get("username") or not options.get("password"):
+    username, password = jaas_credentials(str(value))
+    if not username or not password:
         raise InvalidConfig(f"{key}: needs username=\"...\" and password=\"...\" (the brokers' SASL user)")
-    return SaslLogin(mech, options["username"], options["password"])
+    return SaslLogin(mech, username, password)
 
 
 def _authorizer(own: Mapping[str, Any]) -> Tuple[str, FrozenSet[str], bool]:

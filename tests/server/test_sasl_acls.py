@@ -18,14 +18,16 @@ import pytest
 from tests.server.serverproc import FAST, ServerProcess, server_env
 from tests.server.tlscerts import make_pki
 
-PASSWORDS = {"alice": "alice-pw", "bob": "bob-pw"}
+PASSWORDS = {"alice": "alice-pw", "bob": "bob-pw", "admin": "admin-pw"}
 N = 10
 
 
-def _pylog(*args: str) -> None:
+def _pylog(*args: str, ok: bool = True) -> subprocess.CompletedProcess:
     out = subprocess.run([sys.executable, "-m", "pylog", *args], env=server_env(), capture_output=True, text=True,
                          timeout=120)
-    assert out.returncode == 0, out.stderr
+    if ok:
+        assert out.returncode == 0, out.stderr
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +49,8 @@ def srv(pki, tmp_path_factory):
         _pylog("acls", "add", "--data-dir", data, "--allow-principal", f"User:{user}", "--operation", "Read",
                "--group", prefix, "--resource-pattern-type", "prefixed")
     args = FAST + ["--listeners", "SASL_SSL://127.0.0.1:0,PLAINTEXT://127.0.0.1:0"]
-    for o in (f"ssl.keystore.location={pki.keystore}", "authorizer.class.name=pylog.security.AclAuthorizer"):
+    for o in (f"ssl.keystore.location={pki.keystore}", "authorizer.class.name=pylog.security.AclAuthorizer",
+              "super.users=User:admin"):
         args += ["--override", o]
     s = ServerProcess(d / "data", d / "server.log", args)
     try:
@@ -155,3 +158,38 @@ def test_aiokafka(srv, pki):
         return got
 
     assert asyncio.run(run()) == [f"v{i}" for i in range(N)]
+
+
+def test_the_command_line_tools_over_sasl_ssl(srv, pki, tmp_path):
+    """`pylog users` and `pylog acls` online through the SASL_SSL listener with Kafka's
+    --command-config: the super user adds a user and her ACLs, which take effect; a user
+    without rights on the cluster is refused, and a wrong password too."""
+    from confluent_kafka import Producer
+
+    def props(user: str, password: str) -> str:
+        f = tmp_path / f"{user}.properties"
+        f.write_text(f"security.protocol=SASL_SSL\nssl.truststore.location={pki.ca}\nsasl.mechanism=SCRAM-SHA-512\n"
+                     "sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required "
+                     f'username="{user}" password="{password}";\n')
+        return str(f)
+
+    online = ["--bootstrap-server", srv.address("SASL_SSL"), "--command-config"]
+    pw = tmp_path / "carol.pw"
+    pw.write_text("carol-pw\n")
+    _pylog("users", "add", "carol", "--mechanism", "SCRAM-SHA-512", "--password-file", str(pw),
+           *online, props("admin", PASSWORDS["admin"]))
+    _pylog("acls", "add", "--allow-principal", "User:carol", "--operation", "All", "--topic", "carol.",
+           "--resource-pattern-type", "prefixed", *online, props("admin", PASSWORDS["admin"]))
+    listed = _pylog("acls", "list", *online, props("admin", PASSWORDS["admin"])).stdout
+    assert "User:carol" in listed
+    p = Producer({"bootstrap.servers": srv.address("SASL_SSL"), "security.protocol": "SASL_SSL",
+                  "ssl.ca.location": str(pki.ca), "sasl.mechanism": "SCRAM-SHA-512", "sasl.username": "carol",
+                  "sasl.password": "carol-pw", "acks": "all"})
+    errors: list = []
+    p.produce(_topics("carol"), b"hello", on_delivery=lambda e, m: e and errors.append(e))
+    assert p.flush(30) == 0 and not errors
+    refused = _pylog("acls", "list", *online, props("alice", PASSWORDS["alice"]), ok=False)
+    assert refused.returncode != 0 and "CLUSTER_AUTHORIZATION_FAILED" in refused.stderr
+    wrong = _pylog("users", "list", *online, props("admin", "wrong"), ok=False)
+    assert wrong.returncode != 0 and "refused the login of admin" in wrong.stderr
+

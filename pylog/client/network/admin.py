@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import ssl
 import threading
 import time
 import uuid
@@ -43,7 +44,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from pylog.broker.interface import NodeInfo
 from pylog.client.network.client import parse_bootstrap
-from pylog.client.network.connection import BrokerConnection
+from pylog.client.network.connection import BrokerConnection, SaslLogin
 from pylog.errors import (InvalidArgument, LeaderNotAvailable, NetworkException, PylogError, RequestTimedOut,
                           UnknownTopicOrPartition, UnsupportedVersion, error_for_code)
 from pylog.protocol import ApiKey
@@ -203,8 +204,13 @@ class AdminClient:
     server answers (each within ``connect_timeout_ms``)."""
 
     def __init__(self, bootstrap: str, *, client_id: str = "pylog-admin", request_timeout_ms: int = 30_000,
-                 connect_timeout_ms: int = 10_000, retry_backoff_ms: int = 100) -> None:
+                 connect_timeout_ms: int = 10_000, retry_backoff_ms: int = 100,
+                 ssl_context: Optional[ssl.SSLContext] = None, sasl: Optional[SaslLogin] = None) -> None:
         self.bootstrap_servers = parse_bootstrap(bootstrap)
+        #: TLS (an SSL or SASL_SSL listener) and the SASL login (a SASL listener) of
+        #: every connection; see pylog.cli.clientconfig for Kafka's client properties.
+        self.ssl_context = ssl_context
+        self.sasl = sasl
         self.client_id = client_id or "pylog-admin"
         self.request_timeout_s = request_timeout_ms / 1000.0
         self.connect_timeout_s = connect_timeout_ms / 1000.0
@@ -248,7 +254,8 @@ class AdminClient:
             name = f"bootstrap {host}:{port}" if node <= _BOOTSTRAP else f"broker {node} admin"
             conn = BrokerConnection.open(host, port, client_id=self.client_id, name=name,
                                          connect_timeout_s=self.connect_timeout_s,
-                                         request_timeout_s=self.request_timeout_s)
+                                         request_timeout_s=self.request_timeout_s,
+                                         ssl_context=self.ssl_context, sasl=self.sasl)
             self._conns[node] = conn
             return conn
 
