@@ -391,6 +391,13 @@ def test_cli_offline_change_reaches_the_running_broker_and_cli_online(srv, pki):
     assert "Removed 1 ACLs" in _acls("remove", *a, "--topic", "team-c")
     _acls("remove", "--data-dir", str(srv.data_dir), "--cluster", "--allow-principal", "User:ANONYMOUS")
 
+    def refused() -> bool:  # the broker saw the removal: the next tests find ANONYMOUS without rights
+        r = subprocess.run([sys.executable, "-m", "pylog", "acls", "list", *a], env=server_env(), capture_output=True,
+                           text=True, timeout=60)
+        return r.returncode != 0 and "CLUSTER_AUTHORIZATION_FAILED" in r.stderr + r.stdout
+
+    assert _wait_for(refused)
+
 
 def _fetch_body(topic: str, replica_id: int) -> dict:
     return {"replica_id": replica_id, "max_wait": 0, "min_bytes": 0, "max_bytes": 1 << 20, "isolation_level": 0,
