@@ -15,6 +15,7 @@ import argparse
 import itertools
 from typing import Any, List, Optional, Sequence, Tuple
 
+from pylog.cli.clientconfig import add_where_arguments, load_command_config
 from pylog.errors import InvalidArgument, error_for_code
 from pylog.security.acl import (CLUSTER_NAME, AclBinding, AclBindingFilter, AclOperation, AclPermissionType,
                                 PatternType, ResourceType)
@@ -52,14 +53,7 @@ def add_acls_parser(sub: Any) -> None:
             x.add_argument("--operation", action="append", default=[],
                            help="Read, Write, Create, Delete, Alter, Describe, ClusterAction, DescribeConfigs, "
                                 "AlterConfigs, IdempotentWrite or All (repeatable)")
-        src = x.add_mutually_exclusive_group()
-        src.add_argument("--data-dir", default=None,
-                         help="a single node's data directory (offline; default ./pylog-data)")
-        src.add_argument("--bootstrap-server", default=None, metavar="HOST:PORT[,HOST:PORT...]",
-                         help="a broker's listener (online; secured ones: --command-config)")
-        x.add_argument("--command-config", default=None, metavar="FILE",
-                       help="online: Kafka client properties for a secured listener (security.protocol, "
-                            "ssl.truststore.location, sasl.mechanism, sasl.jaas.config ...)")
+        add_where_arguments(x, "offline: a single node's data directory (default ./pylog-data)")
         x.set_defaults(func=run_acls)
 
 
@@ -170,7 +164,6 @@ def _check(code: int, message: Optional[str], what: str) -> None:
 
 
 def _online(args: argparse.Namespace) -> int:
-    from pylog.cli.clientconfig import load_command_config
     from pylog.client.network.admin import AdminClient
     from pylog.protocol.apis import ApiKey
 

@@ -29,9 +29,22 @@ from pylog.client.network.connection import SaslLogin
 from pylog.errors import InvalidConfig
 from pylog.security.sasl import SUPPORTED_MECHANISMS, jaas_credentials
 
-__all__ = ["load_command_config"]
+__all__ = ["load_command_config", "add_where_arguments"]
 
 _PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+
+
+def add_where_arguments(parser: Any, offline_help: str) -> None:
+    """``--data-dir`` (offline) or ``--bootstrap-server`` (online), and ``--command-config``
+    for a secured listener: the same three options on every command that can work on a
+    data directory or through a broker."""
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--data-dir", default=None, help=offline_help)
+    where.add_argument("--bootstrap-server", default=None, metavar="HOST:PORT[,HOST:PORT...]",
+                       help="online: a broker's listener (secured ones: --command-config)")
+    parser.add_argument("--command-config", default=None, metavar="FILE",
+                        help="online: Kafka client properties for a secured listener (security.protocol, "
+                             "ssl.truststore.location, sasl.mechanism, sasl.jaas.config ...)")
 
 
 def _file(settings: Dict[str, str], key: str) -> Optional[str]:

@@ -20,6 +20,7 @@ import os
 import sys
 from typing import Any, Dict, List
 
+from pylog.cli.clientconfig import add_where_arguments, load_command_config
 from pylog.errors import error_for_code
 from pylog.security.scram import (DEFAULT_ITERATIONS, SCRAM_MECHANISMS, check_iterations, mechanism_of_type,
                                   mechanism_type, new_credential, salted_password)
@@ -37,13 +38,7 @@ def add_users_parser(sub: Any) -> None:
     u.add_argument("--password-file", default=None, help="add: a file whose first line is the password ('-': stdin)")
     u.add_argument("--iterations", type=int, default=DEFAULT_ITERATIONS,
                    help=f"add: PBKDF2 iterations (default {DEFAULT_ITERATIONS}, at least 4096)")
-    where = u.add_mutually_exclusive_group()
-    where.add_argument("--data-dir", default=None, help="offline: a single node's data directory")
-    where.add_argument("--bootstrap-server", default=None, metavar="HOST:PORT",
-                       help="online: a broker's listener (secured ones: --command-config)")
-    u.add_argument("--command-config", default=None, metavar="FILE",
-                   help="online: Kafka client properties for a secured listener (security.protocol, "
-                        "ssl.truststore.location, sasl.mechanism, sasl.jaas.config ...)")
+    add_where_arguments(u, "offline: a single node's data directory")
     u.set_defaults(func=run_users)
 
 
@@ -98,7 +93,6 @@ def _offline(args: argparse.Namespace) -> int:
 
 
 def _online(args: argparse.Namespace) -> int:
-    from pylog.cli.clientconfig import load_command_config
     from pylog.client.network.admin import AdminClient
     from pylog.protocol.apis import ApiKey
 
