@@ -352,8 +352,13 @@ def test_acks_all_same_sequence_loses_nothing(process_cluster):
     wait_for(lambda: all_isrs_full(c, "s"), "s-0 fully in sync")
     wait_for(lambda: same_replicas(c, "s", 0, (1, 2, 3)), "every replica of s-0 equal")
     records = read_all(c, "s", 1)
-    check_no_loss_no_dup(base + flush + result["acked"], records, 1)
-    assert [v for _, v in records[0]] == [v for _, _, v in base + flush] + values
+    # The flush write is acks=1 with the followers stopped: it survives only if the new
+    # leader had a fetch parked at SIGSTOP that it answered (Kafka's acks=1 contract:
+    # the leader alone had it).  Every acks=all write must survive, once, in order.
+    kept_flush = [v for _, v in records[0]] == [v for _, _, v in base + flush] + values
+    assert kept_flush or b"flush:0" not in [v for _, v in records[0]]  # at offset 100, or gone
+    check_no_loss_no_dup(base + (flush if kept_flush else []) + result["acked"], records, 1)
+    assert [v for _, v in records[0] if not v.startswith(b"flush:")] == [v for _, _, v in base] + values
     assert not any_log(c, r"ERROR pylog\.replication: broker \d+ discards offsets .* of s-0", mark)
     assert losses(c, "s", 0) == []
 
