@@ -233,6 +233,12 @@ class KafkaServer:
         if self._stopping:
             return
         self._stopping = True
+        try:
+            await self._shut_down(timeout_s)
+        finally:
+            self.events.detach()
+
+    async def _shut_down(self, timeout_s: float) -> None:
         self.broker.remove_data_listener(self.purgatory.notify)
         for srv in self._servers:
             srv.close()
@@ -257,7 +263,6 @@ class KafkaServer:
         self.apis.close()
         self.authorizer.close()
         log.info("server stopped")
-        self.events.detach()
 
     # ------------------------------------------------------------------ connections
     def connection_opened(self, conn: KafkaConnection) -> bool:
