@@ -143,7 +143,7 @@ def _after_of(query: str) -> int:
         return 0
     if len(values) != 1:
         raise ValueError(f"after must be given once, got {len(values)} values")
-    text = values[0].strip()
+    text = values[0]
     if not text.isascii() or not text.isdigit() or len(text) > 19:
         raise ValueError(f"after must be a non-negative integer (an event's seq), got {values[0]!r}")
     return int(text)

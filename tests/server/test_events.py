@@ -188,3 +188,36 @@ def test_kinds_marked_in_the_code_are_known():
             used.update(g for g in m.groups() if g)
     assert used <= EVENT_KINDS, used - EVENT_KINDS
     assert used == EVENT_KINDS, EVENT_KINDS - used
+
+
+def test_after_parsing_known_values():
+    from pylog.server.metrics import _after_of
+
+    assert _after_of("") == 0
+    assert _after_of("other=1") == 0
+    assert _after_of("after=0") == 0
+    assert _after_of("after=42&x=y") == 42
+    for bad in ("after=", "after=-1", "after=1.0", "after=1&after=1", "after=%C2%B2", "after=0x1", "after=" + "9" * 20):
+        with pytest.raises(ValueError, match="after"):
+            _after_of(bad)
+
+
+def test_fuzz_after_parsing():
+    """Any query string: an int >= 0 or ValueError, nothing else; a plain number round-trips."""
+    from hypothesis import given, settings, strategies as st
+
+    from pylog.server.metrics import _after_of
+
+    @settings(max_examples=2000, deadline=None)
+    @given(st.one_of(st.text(max_size=60), st.binary(max_size=60).map(lambda b: b.decode("latin-1")),
+                     st.integers(min_value=0, max_value=10**18).map(lambda n: f"after={n}")))
+    def check(query: str) -> None:
+        try:
+            got = _after_of(query)
+        except ValueError:
+            return
+        assert isinstance(got, int) and got >= 0
+        if query.startswith("after=") and query[6:].isdigit() and query[6:].isascii():
+            assert got == int(query[6:])
+
+    check()
