@@ -72,7 +72,8 @@ def test_isr_and_broker_events_reach_the_leaders_and_the_controllers_events(proc
         c.brokers[x].resume()
     e = shrink[0]
     assert (e["level"], e["broker"]) == ("WARNING", leader_id)
-    old, new = (json.loads(s) for s in re.match(r"^ISR shrink for ev-\d+: (\[.*?\]) -> (\[.*?\])", e["message"]).groups())
+    m = re.match(r"^ISR shrink for ev-\d+: (\[.*?\]) -> (\[.*?\])", e["message"])
+    old, new = (json.loads(s) for s in m.groups())
     assert x in old and x not in new
     assert logged(leader, "WARNING", "pylog.replication", e["message"]), e["message"]
     assert e["seq"] > after
