@@ -323,6 +323,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=getattr(logging, args.log_level.upper()), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     metrics_listener = args.metrics_listener
+    if args.console is not None:
+        from pylog.console.app import parse_address
+
+        parse_address(args.console, "--console")  # InvalidConfig before anything starts
     if args.console is not None and metrics_listener is None:
         metrics_listener = "127.0.0.1:0"  # the console reads traffic and events there
     config = ServerConfig.from_sources(

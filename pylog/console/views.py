@@ -51,8 +51,17 @@ class View:
         return [t for t in names if t in self.visible_topics]
 
     def topic(self, name: str) -> TopicDescription:
+        """The topic from the snapshot, else (created since the last sample) from the
+        cluster; NotFound when the principal cannot see it."""
+        if self.visible_topics is not None and name not in self.visible_topics:
+            raise NotFound(f"unknown topic {name!r}")
         t = self.snapshot.topics.get(name)
-        if t is None or (self.visible_topics is not None and name not in self.visible_topics):
+        if t is None and self.admin is not None:
+            try:
+                t = self.admin.describe_topics([name], include_internal=True).get(name)
+            except PylogError:
+                t = None
+        if t is None:
             raise NotFound(f"unknown topic {name!r}")
         return t
 
@@ -471,19 +480,20 @@ def group(v: View, gid: str) -> Page:
     except PylogError as exc:
         raise NotFound(f"group {gid!r}: {exc}") from None
     s = v.snapshot
+    shown = {tp: o for tp, o in committed.items() if v.visible_topics is None or tp[0] in v.visible_topics}
+    try:  # the ends now, from the leaders (the metrics' may be a second old or missing)
+        ends = {tp: off for tp, (off, _ts) in v.admin.list_offsets({tp: -1 for tp in shown}).items()}
+    except PylogError:
+        ends = {}
     members = "".join(
         f'<tr data-member="{e(m.member_id)}"><td class="member">{e(m.member_id)}</td>'
         f'<td class="client">{e(m.client_id)}</td><td class="host">{e(m.client_host)}</td>'
         f'<td class="assignment">{e(", ".join(f"{t}-{p}" for t, p in m.assignment))}</td></tr>'
         for m in d.members)
     rows = []
-    for (t, p), off in committed.items():
-        if v.visible_topics is not None and t not in v.visible_topics:
-            continue
-        end = s.partitions.get((t, p), {}).get("high_watermark")
-        lag = s.lag.get((gid, t, p))
-        if lag is None and end is not None:
-            lag = max(0.0, end - off)
+    for (t, p), off in shown.items():
+        end = ends.get((t, p), s.partitions.get((t, p), {}).get("high_watermark"))
+        lag = None if end is None else max(0, int(end) - off)
         rows.append(f'<tr data-topic="{e(t)}" data-partition="{p}"><td class="topic">{e(t)}</td>'
                     f'<td class="partition num">{p}</td><td class="committed num">{off}</td>'
                     f'<td class="end num">{fmt_int(end)}</td>'
