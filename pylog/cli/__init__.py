@@ -361,7 +361,8 @@ def _cmd_cluster(args: argparse.Namespace) -> int:
     if racks is not None and len(racks) != args.brokers:
         print(f"pylog cluster up: --racks names {len(racks)} racks for {args.brokers} brokers", file=sys.stderr)
         return 2
-    return run_cluster_up(args.data_dir, args.brokers, racks, args.zookeeper, _parse_config(args.override))
+    return run_cluster_up(args.data_dir, args.brokers, racks, args.zookeeper, _parse_config(args.override),
+                          console=args.console)
 
 
 def _add_data_dir(p: argparse.ArgumentParser) -> None:
@@ -421,6 +422,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--racks", default=None, metavar="R1,R2,...", help="one rack per broker (default rack-N)")
     up.add_argument("--zookeeper", default=None, metavar="HOST:PORT[/chroot]",
                     help="use this ZooKeeper instead of starting one")
+    up.add_argument("--console", default=None, metavar="HOST:PORT", nargs="?", const="127.0.0.1:8080",
+                    help="broker 1 also serves the web console (default 127.0.0.1:8080)")
     up.add_argument("--override", action="append", metavar="KEY=VALUE",
                     help="a broker setting by Kafka name for every broker (repeatable)")
     cl.set_defaults(func=_cmd_cluster)
