@@ -109,7 +109,9 @@ def start_for_server(server: Any, address: str) -> Any:
         mech = "SCRAM-SHA-512" if "SCRAM-SHA-512" in mechs else mechs[0]
     bhost = "127.0.0.1" if chosen.host in ("0.0.0.0", "", "::") else chosen.host
     bootstrap = f"[{bhost}]:{chosen.port}" if ":" in bhost else f"{bhost}:{chosen.port}"
-    console = Console(bootstrap, host=host, port=port, ssl_context=ssl_context, login_mechanism=mech)
+    # the sampler logs in as the broker itself when the console uses the inter-broker listener
+    service = config.inter_broker_sasl if mech and chosen.name == config.inter_broker_listener_name else None
+    console = Console(bootstrap, host=host, port=port, ssl_context=ssl_context, login_mechanism=mech, sasl=service)
     console.start()
     return console
 

@@ -28,7 +28,7 @@ import time
 import urllib.parse
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any, Dict, List, Mapping, Optional, Set, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from pylog.client.network.admin import AdminClient
 from pylog.client.network.connection import SaslLogin
@@ -64,7 +64,8 @@ class _Session:
     login: Optional[SaslLogin] = None
     last_used: float = field(default_factory=time.monotonic)
     visible_at: float = -1e9
-    visible: Optional[Set[str]] = None
+    #: the topics this principal's Metadata shows (None until first asked)
+    topics: Optional[Dict[str, Any]] = None
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -222,18 +223,21 @@ class Console:
                 s.last_used = now
             return s
 
-    def _visible(self, s: _Session) -> Optional[Set[str]]:
+    def _principal_topics(self, s: _Session) -> Optional[Dict[str, Any]]:
+        """The topics the session's principal may describe, from its own Metadata (asked
+        again after _VISIBLE_TTL_S); None without logins (everyone sees everything)."""
         if self.login_mechanism is None or s.admin is None:
             return None
         with s.lock:
             if time.monotonic() - s.visible_at > _VISIBLE_TTL_S:
                 try:
-                    s.visible = set(s.admin.list_topics(include_internal=True))
+                    s.topics = s.admin.describe_topics(None, include_internal=True)
                     s.visible_at = time.monotonic()
                 except PylogError as exc:
                     log.info("console: topics of %s: %s", s.user, exc)
-                    s.visible = s.visible if s.visible is not None else set()
-            return s.visible
+                    if s.topics is None:
+                        s.topics = {}
+            return s.topics
 
     def _login(self, body: bytes) -> Tuple[Optional[str], List[Tuple[str, str]]]:
         """Check a login form: (error text or None, headers to send)."""
@@ -281,8 +285,9 @@ class Console:
             return Response(303, "text/plain; charset=utf-8", b"", [("Location", f"/login?next={nxt}")])
         page_path = path[len("/api"):] or "/" if api else path
         self.collector.wait_first(5.0)
+        topics = self._principal_topics(session)
         view = views.View(self.collector.snapshot, self.collector.history, self.collector.events(), session.admin,
-                          self._visible(session), session.user)
+                          None if topics is None else set(topics), session.user, topics)
         try:
             page, active = self._route(view, page_path, params)
         except NotFound as exc:

@@ -71,24 +71,10 @@ class Snapshot:
     lag: Dict[Tuple[str, str, int], float] = field(default_factory=dict)
     error: Optional[str] = None
 
-    def under_replicated(self, topic: str) -> List[int]:
-        t = self.topics.get(topic)
-        return [] if t is None else [p.partition for p in t.partitions if p.under_replicated and not p.offline]
-
-    def under_min_isr(self, topic: str) -> List[int]:
-        t = self.topics.get(topic)
-        m = self.min_isr.get(topic, 1)
-        return [] if t is None else [p.partition for p in t.partitions if not p.offline and len(p.isr) < m]
-
-    def offline(self, topic: str) -> List[int]:
-        t = self.topics.get(topic)
-        return [] if t is None else [p.partition for p in t.partitions if p.offline]
-
-    def counts(self, topics: Optional[Set[str]] = None) -> Dict[str, int]:
-        names = self.topics if topics is None else [t for t in self.topics if t in topics]
-        return {"under_replicated": sum(len(self.under_replicated(t)) for t in names),
-                "under_min_isr": sum(len(self.under_min_isr(t)) for t in names),
-                "offline": sum(len(self.offline(t)) for t in names)}
+    def partition_topics(self) -> Set[str]:
+        """Topics the brokers' metrics name (a sampler with a less privileged login may not
+        see them all in Metadata)."""
+        return {t for t, _ in self.partitions}
 
 
 def partition_key(topic: str, partition: int, what: str) -> str:
@@ -302,6 +288,8 @@ class Collector:
 
     @staticmethod
     def _rows(snap: Snapshot, got: Dict[int, BrokerMetrics]) -> Dict[Tuple[str, int], Dict[str, float]]:
+        """Each partition's metrics row: its leader's (per Metadata); for a partition the
+        sampler's Metadata does not show, the row with the highest log end."""
         out: Dict[Tuple[str, int], Dict[str, float]] = {}
         for t in snap.topics.values():
             for p in t.partitions:
@@ -311,6 +299,15 @@ class Collector:
                 if row is not None:
                     r = dict(row)
                     r["_from"] = p.leader
+                    out[key] = r
+        for bid, m in got.items():
+            for key, row in m.partitions.items():
+                if key[0] in snap.topics:
+                    continue
+                best = out.get(key)
+                if best is None or row.get("log_end", -1) > best.get("log_end", -1):
+                    r = dict(row)
+                    r["_from"] = bid
                     out[key] = r
         return out
 

@@ -40,22 +40,44 @@ class View:
     history: History
     events: List[Dict[str, Any]]
     admin: Optional[AdminClient]
-    #: topics and groups the principal may describe (None: every one)
+    #: topics the principal may describe (None: every one)
     visible_topics: Optional[Set[str]] = None
     user: Optional[str] = None
+    #: the topics as the principal's own Metadata tells them (None: the sampler's)
+    topics: Optional[Dict[str, TopicDescription]] = None
+
+    def all_topics(self) -> Dict[str, TopicDescription]:
+        return self.snapshot.topics if self.topics is None else self.topics
 
     def topic_names(self) -> List[str]:
-        names = sorted(self.snapshot.topics)
+        names = sorted(self.all_topics())
         if self.visible_topics is None:
             return names
         return [t for t in names if t in self.visible_topics]
+
+    def health(self, name: str) -> Tuple[List[int], List[int], List[int]]:
+        """(under-replicated, under-min-ISR, offline) partitions of topic ``name``."""
+        t = self.all_topics()[name]
+        m = self.snapshot.min_isr.get(name, 1)
+        return ([p.partition for p in t.partitions if p.under_replicated and not p.offline],
+                [p.partition for p in t.partitions if not p.offline and len(p.isr) < m],
+                [p.partition for p in t.partitions if p.offline])
+
+    def counts(self) -> Dict[str, int]:
+        out = {"under_replicated": 0, "under_min_isr": 0, "offline": 0}
+        for name in self.topic_names():
+            ur, um, off = self.health(name)
+            out["under_replicated"] += len(ur)
+            out["under_min_isr"] += len(um)
+            out["offline"] += len(off)
+        return out
 
     def topic(self, name: str) -> TopicDescription:
         """The topic from the snapshot, else (created since the last sample) from the
         cluster; NotFound when the principal cannot see it."""
         if self.visible_topics is not None and name not in self.visible_topics:
             raise NotFound(f"unknown topic {name!r}")
-        t = self.snapshot.topics.get(name)
+        t = self.all_topics().get(name)
         if t is None and self.admin is not None:
             try:
                 t = self.admin.describe_topics([name], include_internal=True).get(name)
@@ -183,7 +205,7 @@ def status_banner(snap: Snapshot) -> str:
 # ====================================================================== overview
 def overview(v: View) -> Page:
     s = v.snapshot
-    c = s.counts(None if v.visible_topics is None else v.visible_topics)
+    c = v.counts()
     rows = []
     for bid in sorted(s.brokers):
         b = s.brokers[bid]
@@ -198,7 +220,7 @@ def overview(v: View) -> Page:
                     f'<td class="rate num">{fmt_bytes(v.history.last(broker_key(bid, "bytes_out")))}/s</td>'
                     f'<td class="metrics">{metrics}</td></tr>')
     names = v.topic_names()
-    parts = sum(len(s.topics[t].partitions) for t in names)
+    parts = sum(len(v.all_topics()[t].partitions) for t in names)
     live = ('<div class="counts">'
             + _count("under-replicated", "under-replicated partitions", c["under_replicated"])
             + _count("under-min-isr", "under min ISR", c["under_min_isr"])
@@ -240,11 +262,11 @@ def topics(v: View) -> Page:
     s = v.snapshot
     rows = []
     for name in v.topic_names():
-        t = s.topics[name]
+        t = v.all_topics()[name]
         size = sum(int(s.partitions.get((name, p.partition), {}).get("log_size", 0)) for p in t.partitions)
         rate = sum(v.history.last(partition_key(name, p.partition, "records_in")) or 0.0 for p in t.partitions)
-        ur = len(s.under_replicated(name))
-        off = len(s.offline(name))
+        ur_p, _um, off_p = v.health(name)
+        ur, off = len(ur_p), len(off_p)
         rows.append(f'<tr data-topic="{e(name)}"><td class="name"><a href="/topics/{q(name)}">{e(name)}</a>'
                     f'{" <span class=muted>internal</span>" if t.internal else ""}</td>'
                     f'<td class="partitions num">{len(t.partitions)}</td>'
@@ -303,7 +325,7 @@ def topic(v: View, name: str) -> Page:
                     f'<td class="records-in num">{fmt_rate(rate)}</td>'
                     f'<td class="share num">{"–" if share is None else f"{100 * share:.1f}%"}</td></tr>')
     warn = (f'<div id="skew-warning" class="warning">{_skew_words(v, name, skewed)}</div>' if skewed else "")
-    ur, um, off = s.under_replicated(name), s.under_min_isr(name), s.offline(name)
+    ur, um, off = v.health(name) if name in v.all_topics() else ([], [], [])
     live = ('<div class="counts">' + _count("under-replicated", "under-replicated", len(ur))
             + _count("under-min-isr", f"under min ISR ({s.min_isr.get(name, 1)})", len(um))
             + _count("offline", "offline", len(off)) + "</div>" + warn
@@ -532,6 +554,7 @@ def _event_visible(v: View, ev: Mapping[str, Any]) -> bool:
         return True
     msg = str(ev.get("message", ""))
     hidden = [t for t in v.snapshot.topics if t not in v.visible_topics]
+    hidden += [t for t in v.snapshot.partition_topics() if t not in v.visible_topics]
     return not any(t in msg for t in hidden)
 
 
