@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime
 import html
 import json
+import re
 import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Set, Tuple
@@ -549,13 +550,20 @@ _KIND_WORDS = {"isr_shrink": "ISR shrink", "isr_expand": "ISR expand", "election
                "skew": "partition skew"}
 
 
+def _mentions(message: str, topic: str) -> bool:
+    """Whether a log line names ``topic`` (alone, quoted, or as topic-partition)."""
+    return re.search(r"(?:^|[\s'\"(\[])" + re.escape(topic) + r"(?:-\d+)?(?=$|[\s'\",:;)\]])",
+                     message) is not None
+
+
 def _event_visible(v: View, ev: Mapping[str, Any]) -> bool:
+    """An event naming a topic the principal may not describe is not shown."""
     if v.visible_topics is None:
         return True
     msg = str(ev.get("message", ""))
-    hidden = [t for t in v.snapshot.topics if t not in v.visible_topics]
-    hidden += [t for t in v.snapshot.partition_topics() if t not in v.visible_topics]
-    return not any(t in msg for t in hidden)
+    hidden = {t for t in v.snapshot.topics if t not in v.visible_topics}
+    hidden |= {t for t in v.snapshot.partition_topics() if t not in v.visible_topics}
+    return not any(_mentions(msg, t) for t in hidden)
 
 
 def events(v: View, params: Mapping[str, str]) -> Page:
