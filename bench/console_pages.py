@@ -9,6 +9,9 @@ to every partition and commits a consumer group's offsets for all of them, waits
 the console's sampler sees every partition's log end, then asks each page ``--runs``
 times over HTTP and prints the median and the slowest answer (whole answer read, ms).
 
+It also times the console's sampler taking one sample (what its thread does every second),
+from this process.
+
 Checks its work: the topic page must list every partition with log end 1, the group
 page every committed offset, and the records page the record.  The ceiling of the same
 run is ``/static/console.css``: the same server answering a file it does not render
@@ -115,6 +118,19 @@ def main(argv: List[str] = None) -> int:
                 ms, status, body = _get(base + path.replace("999", str(args.partitions - 1)))
                 assert status == 200, path
                 results.setdefault(path, []).append(ms)
+        # the sampler's cost: one look at the cluster (Metadata, configs, /metrics and
+        # /events of the broker), as the console's thread takes it every second
+        from pylog.console.collector import Collector
+
+        col = Collector(lambda: AdminClient(bootstrap))
+        col.sample_once()
+        sample_ms = []
+        for _ in range(args.runs):
+            t0 = time.perf_counter()
+            snap = col.sample_once()
+            sample_ms.append((time.perf_counter() - t0) * 1000.0)
+            assert len(snap.partitions) >= args.partitions, "the sampler missed partitions"
+        col.close()
         ceiling = statistics.median(results[PAGES[0]])
         if not args.json:
             print(f"console pages, {args.partitions} partitions, {args.runs} runs each "
@@ -129,6 +145,12 @@ def main(argv: List[str] = None) -> int:
                 print(json.dumps(row))
             else:
                 print(f"{path:32} {med:10.2f} {max(xs):10.2f} {med / ceiling:10.1f}")
+        med = statistics.median(sample_ms)
+        if args.json:
+            print(json.dumps({"page": "(sampler: one sample)", "partitions": args.partitions, "runs": args.runs,
+                              "median_ms": round(med, 2), "max_ms": round(max(sample_ms), 2)}))
+        else:
+            print(f"{'(sampler: one sample)':32} {med:10.2f} {max(sample_ms):10.2f}")
         return 0
     finally:
         if proc is not None:
