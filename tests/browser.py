@@ -270,12 +270,17 @@ def updated(driver: Any) -> str | None:
     return driver.execute_script("return document.body ? document.body.dataset.updated || null : null;")
 
 
-def wait_for_update(driver: Any, previous: str | None = None,
+#: wait_for_update's default: the value of document.body.dataset.updated at the call.
+CURRENT = "current"
+
+
+def wait_for_update(driver: Any, previous: str | None = CURRENT,
                     timeout_s: float = WAIT_TIMEOUT_S) -> int:
-    """Wait until console.js finished a round of refreshes after ``previous`` (default:
-    the value now): ``document.body.dataset.updated`` is a number other than it.
+    """Wait until console.js finished a round of refreshes after ``previous``:
+    ``document.body.dataset.updated`` is a number other than it.  ``previous`` defaults
+    to the value at the call; None accepts any number (the page's first round done).
     Returns that number."""
-    if previous is None:
+    if previous == CURRENT:
         previous = updated(driver)
 
     def fresh(d: Any) -> int | None:
