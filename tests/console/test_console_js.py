@@ -49,6 +49,42 @@ PAGE = """<!doctype html>
 </main></body></html>
 """
 
+#: The contract's elements that the stylesheet styles (docs/console.md), no live parts.
+STYLED_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>console styles</title>
+<link rel="icon" href="data:,">
+<link rel="stylesheet" href="/static/console.css">
+<script src="/static/console.js" defer></script>
+</head><body>
+<nav><a href="/">pylog</a><a href="/topics">topics</a><a href="/groups">groups</a><a href="/events">events</a></nav>
+<main>
+<h1>orders</h1>
+<p>under-replicated <span id="count-under-replicated" class="bad">2</span>
+offline <span id="count-offline" class="good">0</span></p>
+<div id="skew-warning" class="warning">partition 0 of orders takes 70% of records in</div>
+<table id="partitions"><thead><tr><th class="id">partition</th><th class="leader">leader</th>
+<th>replicas</th><th>isr</th><th class="log-start">log start</th><th class="log-end">log end</th>
+<th class="size">size</th><th class="records-in">records in</th></tr></thead><tbody>
+<tr data-partition="0" class="skewed"><td class="id">0</td><td class="leader">1</td>
+<td class="replicas"><span class="replica in-sync">1</span><span class="replica out-of-sync">2</span></td>
+<td class="isr">1</td><td class="log-start">0</td><td class="log-end">123456</td><td class="size">1.2 MB</td>
+<td class="records-in">3400</td></tr>
+<tr data-partition="1"><td class="id">1</td><td class="leader">2</td>
+<td class="replicas"><span class="replica in-sync">2</span><span class="replica in-sync">3</span></td>
+<td class="isr">2,3</td><td class="log-start">0</td><td class="log-end">99</td><td class="size">1 kB</td>
+<td class="records-in">1</td></tr>
+<tr data-partition="2" class="offline"><td class="id">2</td><td class="leader"></td>
+<td class="replicas"><span class="replica out-of-sync">3</span></td>
+<td class="isr"></td><td class="log-start">0</td><td class="log-end">7</td><td class="size">12 B</td>
+<td class="records-in">0</td></tr>
+</tbody></table>
+<table id="records"><tbody><tr class="record" data-offset="5"><td class="offset">5</td>
+<td class="timestamp">2026-12-07 01:00:00</td><td class="key">k</td><td class="headers"></td>
+<td class="value"><pre class="value text">""" + "a long value " * 2000 + """</pre>
+<span class="truncated">… 1048576 bytes</span></td></tr></tbody></table>
+</main></body></html>
+"""
+
 
 def line(name: str, values: list[float | None], highlight: bool = False) -> dict[str, Any]:
     """A series of one point per second ending now."""
@@ -155,6 +191,8 @@ class ConsoleServer:
             self.send(request, status, "text/plain", b"injected failure")
         elif path == "/":
             self.send(request, 200, "text/html; charset=utf-8", PAGE.encode())
+        elif path == "/styled":
+            self.send(request, 200, "text/html; charset=utf-8", STYLED_PAGE.encode())
         elif path in ("/static/console.js", "/static/console.css"):
             kind = "text/javascript" if path.endswith(".js") else "text/css"
             self.send(request, 200, f"{kind}; charset=utf-8", (STATIC / Path(path).name).read_bytes())
@@ -398,3 +436,41 @@ def test_offline_banner_comes_and_goes(browser: Any, server: ConsoleServer) -> N
     for message in network:
         assert ("/api/b - Failed to load resource: the server responded with a status of 500" in message
                 or "net::ERR_CONNECTION_REFUSED" in message), message
+
+
+def test_stylesheet_marks_what_the_contract_names(browser: Any, server: ConsoleServer) -> None:
+    browser.get(server.url + "/styled")
+    wait_for_update(browser, previous=None)
+
+    def style(selector: str, prop: str) -> str:
+        return browser.execute_script(
+            "return getComputedStyle(document.querySelector(arguments[0]))[arguments[1]];", selector, prop)
+
+    red, green, orange = "rgb(242, 73, 92)", "rgb(115, 191, 105)", "rgb(255, 152, 48)"
+    assert style("#count-under-replicated", "color") == red
+    assert style("#count-offline", "color") == green
+    assert style("tr.skewed td.log-end", "color") == orange
+    assert style("tr.offline td.size", "color") == orange
+    assert style(".replica.out-of-sync", "color") == orange
+    assert style(".replica.in-sync", "color") == green
+    assert style("#skew-warning", "borderLeftColor") == orange
+    # numbers right-aligned, offsets in monospace
+    assert style("td.log-end", "textAlign") == "right"
+    assert style("td.records-in", "textAlign") == "right"
+    assert style("th.records-in", "textAlign") == "right"
+    assert style("td.replicas", "textAlign") == "left"
+    assert "mono" in style("td.offset", "fontFamily").lower()
+    # zebra rows
+    assert style("#partitions tbody tr:nth-child(2)", "backgroundColor") != \
+        style("#partitions tbody tr:nth-child(1)", "backgroundColor")
+    # a long value wraps and scrolls inside its box
+    assert style("pre.value", "whiteSpace") == "pre-wrap"
+    assert style("pre.value", "maxHeight") == "240px"
+    height, scroll = browser.execute_script(
+        "const p = document.querySelector('pre.value'); return [p.clientHeight, p.scrollHeight];")
+    assert height <= 240 < scroll
+    assert browser.execute_script(
+        "const p = document.querySelector('pre.value'); return p.scrollWidth <= p.clientWidth;")
+    assert style(".truncated", "color") == orange
+    screenshot(browser, "console-css-contract")
+    assert console_errors(browser) == []
