@@ -44,6 +44,9 @@ PAGE = """<!doctype html>
 <div class="chart" id="c-empty-line" data-src="/api/b" data-chart="empty-line"></div>
 <div class="chart" id="c-empty-bar" data-src="/api/b" data-chart="empty-bar"></div>
 <div class="chart" id="c-xss" data-src="/api/b" data-chart="xss"></div>
+<div class="chart" id="c-odd" data-src="/api/b" data-chart="odd"></div>
+<div class="chart" id="c-odd-bars" data-src="/api/b" data-chart="odd-bars"></div>
+<div class="chart" id="c-missing" data-src="/api/b" data-chart="not-in-the-json"></div>
 </div>
 <div style="height: 3000px">(room to scroll)</div>
 </main></body></html>
@@ -117,6 +120,13 @@ def api_b() -> dict[str, Any]:
         {"id": "empty-bar", "title": "Share", "unit": "%", "kind": "bar", "bars": []},
         {"id": "xss", "title": XSS, "unit": "/s", "kind": "line",
          "series": [line(XSS, [1, 2, 3])]},
+        # what a buggy server could send: what is not a point or a number is left out
+        {"id": "odd", "title": 7, "unit": None, "kind": "line",
+         "series": [None, "x", {"name": None, "points": [None, [NOW_MS], ["a", 2], [NOW_MS - 1000, "x"],
+                                                         [NOW_MS, 5], 3]},
+                    {"name": "no points", "points": None}]},
+        {"id": "odd-bars", "title": "odd bars", "unit": "%", "kind": "bar",
+         "bars": [None, {"name": "a", "value": "12"}, {"name": 3, "value": 4, "highlight": "yes"}]},
     ]}
 
 
@@ -306,6 +316,18 @@ def test_charts_are_drawn_from_the_contract(browser: Any, server: ConsoleServer)
     assert texts(browser, "#c-xss .chart-title") == [XSS]
     assert count(browser, "#c-xss img") == 0
     assert browser.execute_script("return window.pwned === undefined;")
+
+    # malformed chart JSON: what is usable is drawn, the rest left out, no error
+    assert browser.find_element("id", "c-odd").get_attribute("data-series") == "2"
+    assert browser.execute_script(
+        "return Array.from(document.querySelectorAll('#c-odd g.series'))"
+        ".map(g => [g.dataset.name, g.querySelectorAll('polyline').length]);") == [["", 1], ["no points", 0]]
+    assert browser.find_element("id", "c-odd-bars").get_attribute("data-bars") == "1"
+    assert count(browser, "#c-odd-bars rect.bar.highlight") == 0  # highlight must be true
+    assert count(browser, ".chart-error") == 0
+    # a chart id the JSON does not have: no data yet
+    assert texts(browser, "#c-missing .chart-empty") == ["no data yet"]
+    assert offline_banner(browser) is None
 
     # the hover tooltip: the time and each series' value
     from selenium.webdriver.common.action_chains import ActionChains

@@ -151,7 +151,13 @@
       for (const div of document.querySelectorAll("div.chart[data-src]")) {
         const result = results.get(div.dataset.src);
         if (result && "data" in result) {
-          drawFromData(div, result.data);
+          try {
+            drawFromData(div, result.data);
+          } catch (err) {
+            // the server's JSON, not the connection: say so in the chart, not the banner
+            div.replaceChildren();
+            htmlEl("p", "chart-error", `cannot draw chart ${div.dataset.chart}: ${err}`, div);
+          }
         }
       }
       for (const result of results.values()) {
@@ -216,7 +222,7 @@
     if (value === null || value === undefined || !Number.isFinite(value)) {
       return "–";
     }
-    unit = unit || "";
+    unit = typeof unit === "string" ? unit : "";
     let number = short(value);
     let prefix = "";
     if (unit !== "%") {
@@ -345,7 +351,8 @@
   function drawFromData(div, data) {
     const id = div.dataset.chart;
     const charts = (data && Array.isArray(data.charts)) ? data.charts : [];
-    const chart = charts.find((c) => c && c.id === id) || { id, title: id, kind: "line", series: [] };
+    const chart = charts.find((c) => c !== null && typeof c === "object" && c.id === id)
+      || { id, title: id, kind: "line", series: [] };
     drawChart(div, chart);
   }
 
@@ -364,7 +371,7 @@
     div.replaceChildren();
     delete div.dataset.series;
     delete div.dataset.bars;
-    htmlEl("div", "chart-title", chart.title || chart.id || "", div);
+    htmlEl("div", "chart-title", String(chart.title ?? chart.id ?? ""), div);
     if (chart.kind === "bar") {
       drawBars(div, chart, width);
     } else {
@@ -377,13 +384,31 @@
     htmlEl("p", "chart-empty", "no data yet", div);
   }
 
-  function drawLines(div, chart, width) {
+  /** A finite number, or null (a gap) for anything else. */
+  const finite = (v) => (typeof v === "number" && Number.isFinite(v) ? v : null);
+
+  /**
+   * chart.series as [{name, highlight, points: [[time_ms, value or null]]}]: entries that
+   * are not objects and points without a finite time are dropped, other values are gaps.
+   */
+  function normalSeries(chart) {
     const series = Array.isArray(chart.series) ? chart.series : [];
-    const points = (s) => (Array.isArray(s.points) ? s.points : []);
+    return series.filter((s) => s !== null && typeof s === "object").map((s) => ({
+      name: String(s.name ?? ""),
+      highlight: s.highlight === true,
+      points: (Array.isArray(s.points) ? s.points : [])
+        .filter((p) => Array.isArray(p) && finite(p[0]) !== null)
+        .map((p) => [p[0], finite(p[1])]),
+    }));
+  }
+
+  function drawLines(div, chart, width) {
+    const series = normalSeries(chart);
+    const points = (s) => s.points;
     let t0 = Infinity, t1 = -Infinity, lo = 0, hi = -Infinity;
     for (const s of series) {
       for (const [t, v] of points(s)) {
-        if (typeof v !== "number" || !Number.isFinite(v) || !Number.isFinite(t)) {
+        if (v === null) {
           continue;
         }
         t0 = Math.min(t0, t); t1 = Math.max(t1, t);
@@ -437,7 +462,7 @@
         run = [];
       };
       for (const [t, v] of points(s)) {
-        if (typeof v === "number" && Number.isFinite(v) && Number.isFinite(t)) {
+        if (v !== null) {
           run.push(`${x(t).toFixed(1)},${y(v).toFixed(1)}`);
         } else {
           flush();
@@ -479,7 +504,7 @@
         return;
       }
       const t = t0 + ((px - plotLeft) / (plotRight - plotLeft)) * (t1 - t0);
-      const all = series.flatMap((s) => (Array.isArray(s.points) ? s.points : []));
+      const all = series.flatMap((s) => s.points.filter((p) => p[1] !== null));
       const at = nearest(all, t);
       if (!at) {
         return;
@@ -490,7 +515,7 @@
       tip.replaceChildren();
       htmlEl("div", "time", formatTime(at[0]), tip);
       series.forEach((s, i) => {
-        const p = nearest(Array.isArray(s.points) ? s.points : [], at[0]);
+        const p = nearest(s.points, at[0]);
         const value = p && p[0] === at[0] ? p[1] : null;
         const row = htmlEl("div", s.highlight ? "row highlight" : "row", undefined, tip);
         htmlEl("span", "swatch", undefined, row).style.background = colours[i];
@@ -533,8 +558,9 @@
   }
 
   function drawBars(div, chart, width) {
-    const bars = (Array.isArray(chart.bars) ? chart.bars : []).filter(
-      (b) => b && typeof b.value === "number" && Number.isFinite(b.value));
+    const bars = (Array.isArray(chart.bars) ? chart.bars : [])
+      .filter((b) => b !== null && typeof b === "object" && finite(b.value) !== null)
+      .map((b) => ({ name: String(b.name ?? ""), value: b.value, highlight: b.highlight === true }));
     if (!bars.length) {
       noData(div, "bars");
       return;
