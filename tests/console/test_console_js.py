@@ -41,6 +41,7 @@ PAGE = """<!doctype html>
 <div class="chart" id="c-lines" data-src="/api/a" data-chart="lines"></div>
 <div class="chart" id="c-gap" data-src="/api/a" data-chart="gap"></div>
 <div class="chart" id="c-bars" data-src="/api/a" data-chart="bars"></div>
+<div class="chart" id="c-many" data-src="/api/a" data-chart="many"></div>
 <div class="chart" id="c-empty-line" data-src="/api/b" data-chart="empty-line"></div>
 <div class="chart" id="c-empty-bar" data-src="/api/b" data-chart="empty-bar"></div>
 <div class="chart" id="c-xss" data-src="/api/b" data-chart="xss"></div>
@@ -105,6 +106,10 @@ def api_a() -> dict[str, Any]:
         {"id": "gap", "title": "Records in", "unit": "/s", "kind": "line",
          "series": [line("p0", [3400, 3500, None, None, 3600, 3300]),
                     line("p1", [100, 120, 130, 110, 90, 100])]},
+        # a topic with many partitions: 60 series of 300 points, two highlighted
+        {"id": "many", "title": "Records in per partition", "unit": "/s", "kind": "line",
+         "series": [line(str(p), [float(p + (i % 7)) for i in range(300)], highlight=p in (7, 41))
+                    for p in range(60)]},
         {"id": "bars", "title": "Share of records in", "unit": "%", "kind": "bar",
          "bars": [{"name": "0", "value": 70.0, "highlight": True},
                   {"name": "1", "value": 10.0, "highlight": False},
@@ -317,6 +322,27 @@ def test_charts_are_drawn_from_the_contract(browser: Any, server: ConsoleServer)
     assert count(browser, "#c-xss img") == 0
     assert browser.execute_script("return window.pwned === undefined;")
 
+    # many series: all drawn, highlighted ones on top; the legend and the tooltip name
+    # the highlighted ones and a bounded number of others
+    assert browser.find_element("id", "c-many").get_attribute("data-series") == "60"
+    assert count(browser, "#c-many g.series") == 60
+    assert browser.execute_script(
+        "return Array.from(document.querySelectorAll('#c-many g.series')).slice(-2).map(g => g.dataset.name);"
+    ) == ["7", "41"]
+    legend = texts(browser, "#c-many .legend-item")
+    assert len(legend) == 24 and "7⚠" in legend and "41⚠" in legend, legend
+    assert texts(browser, "#c-many .legend-more") == ["… and 36 more"]
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    ActionChains(browser).move_to_element(browser.find_element("css selector", "#c-many svg")).perform()
+    wait_until(browser, lambda d: d.execute_script(
+        "const t = document.querySelector('#c-many .chart-tooltip'); return t && !t.hidden;"),
+        "the tooltip of the chart with many series")
+    # the highlighted first, then the largest values (each in value order)
+    names = texts(browser, "#c-many .chart-tooltip .row .name")
+    assert names == ["41", "7"] + [str(p) for p in range(59, 49, -1)], names
+    assert texts(browser, "#c-many .chart-tooltip .more") == ["… and 48 more"]
+
     # malformed chart JSON: what is usable is drawn, the rest left out, no error
     assert browser.find_element("id", "c-odd").get_attribute("data-series") == "2"
     assert browser.execute_script(
@@ -330,8 +356,6 @@ def test_charts_are_drawn_from_the_contract(browser: Any, server: ConsoleServer)
     assert offline_banner(browser) is None
 
     # the hover tooltip: the time and each series' value
-    from selenium.webdriver.common.action_chains import ActionChains
-
     svg = browser.find_element("css selector", "#c-lines svg")
     ActionChains(browser).move_to_element(svg).perform()
     wait_until(browser, lambda d: d.execute_script(

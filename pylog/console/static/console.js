@@ -40,6 +40,9 @@
   const CHART_HEIGHT_PX = 220;
   const MARGIN = { top: 10, right: 16, bottom: 24, left: 64 };
   const BAR_MARGIN_BOTTOM = 40;
+  /** Most series named in a legend and in a tooltip (a topic may have 1,000 partitions). */
+  const LEGEND_MAX = 24;
+  const TOOLTIP_MAX = 12;
   /** Series colours; the warning colour (CSS --warning) is kept for highlighted ones. */
   const PALETTE = ["#5794f2", "#73bf69", "#b877d9", "#fade2a", "#5ac8d8",
                    "#c0d8ff", "#96d98d", "#ca95e5", "#a0a0a0", "#3274d9"];
@@ -469,14 +472,30 @@
         }
       }
       flush();
+    });
+    // highlighted series on top of the others
+    for (const g of svg.querySelectorAll("g.series.highlight")) {
+      svg.appendChild(g);
+    }
+    // the legend: highlighted series first when there are too many to name them all
+    const named = series.map((s, i) => i);
+    if (named.length > LEGEND_MAX) {
+      named.sort((a, b) => Number(series[b].highlight) - Number(series[a].highlight) || a - b);
+      named.length = LEGEND_MAX;
+      named.sort((a, b) => a - b);
+    }
+    for (const i of named) {
+      const s = series[i];
       const item = htmlEl("span", s.highlight ? "legend-item highlight" : "legend-item", undefined, legend);
-      const swatch = htmlEl("span", "swatch", undefined, item);
-      swatch.style.background = colour;
-      htmlEl("span", "name", String(s.name), item);
+      htmlEl("span", "swatch", undefined, item).style.background = colours[i];
+      htmlEl("span", "name", s.name, item);
       if (s.highlight) {
         htmlEl("span", "mark", "⚠", item).title = "highlighted";
       }
-    });
+    }
+    if (series.length > named.length) {
+      htmlEl("span", "legend-more", `… and ${series.length - named.length} more`, legend);
+    }
     div.appendChild(legend);
     hover(div, svg, chart, series, colours, x, t0, t1, plotBottom);
   }
@@ -514,14 +533,24 @@
       line.setAttribute("visibility", "visible");
       tip.replaceChildren();
       htmlEl("div", "time", formatTime(at[0]), tip);
-      series.forEach((s, i) => {
+      const rows = series.map((s, i) => {
         const p = nearest(s.points, at[0]);
-        const value = p && p[0] === at[0] ? p[1] : null;
+        return { s, i, value: p && p[0] === at[0] ? p[1] : null };
+      });
+      if (rows.length > TOOLTIP_MAX) {
+        // too many to list: the highlighted ones, then the largest values
+        rows.sort((a, b) => Number(b.s.highlight) - Number(a.s.highlight)
+          || (b.value ?? -Infinity) - (a.value ?? -Infinity) || a.i - b.i);
+      }
+      for (const { s, i, value } of rows.slice(0, TOOLTIP_MAX)) {
         const row = htmlEl("div", s.highlight ? "row highlight" : "row", undefined, tip);
         htmlEl("span", "swatch", undefined, row).style.background = colours[i];
-        htmlEl("span", "name", String(s.name), row);
+        htmlEl("span", "name", s.name, row);
         htmlEl("span", "value", formatSI(value, chart.unit), row);
-      });
+      }
+      if (rows.length > TOOLTIP_MAX) {
+        htmlEl("div", "more", `… and ${rows.length - TOOLTIP_MAX} more`, tip);
+      }
       tip.hidden = false;
       // position in div's coordinates, beside the cursor, kept inside the chart
       const svgBox = svg.getBoundingClientRect();
