@@ -145,6 +145,7 @@ class ConsoleServer:
     def __init__(self) -> None:
         self.hits: Counter[str] = Counter()
         self.fail_status: dict[str, int] = {}
+        self.redirect: dict[str, str] = {}
         self.delay_s: dict[str, float] = {}
         self.in_flight: Counter[str] = Counter()
         self.max_in_flight: Counter[str] = Counter()
@@ -201,9 +202,20 @@ class ConsoleServer:
     def answer(self, request: BaseHTTPRequestHandler, path: str) -> None:
         with self.lock:
             status = self.fail_status.get(path)
+            location = self.redirect.get(path)
             version = self.live_version
         if status is not None:
             self.send(request, status, "text/plain", b"injected failure")
+        elif location is not None:
+            request.send_response(303)
+            request.send_header("Location", location)
+            request.send_header("Content-Length", "0")
+            request.end_headers()
+        elif path == "/login":
+            body = ('<section class="live"><form id="login" method="post">'
+                    '<input name="username"><input name="password" type="password">'
+                    '<button type="submit">log in</button></form></section>')
+            self.send(request, 200, "text/html; charset=utf-8", body.encode())
         elif path == "/":
             self.send(request, 200, "text/html; charset=utf-8", PAGE.encode())
         elif path == "/styled":
@@ -441,13 +453,18 @@ def test_offline_banner_comes_and_goes(browser: Any, server: ConsoleServer) -> N
     first = open_page(browser, server)
     assert offline_banner(browser) is None
 
-    # the server answers 500 for one data source
+    # the server answers 500 for one data source, and sends the live section to /login
+    # (a SASL session that ended)
     with server.lock:
         server.fail_status["/api/b"] = 500
+        server.redirect["/live"] = "/login"
     wait_until(browser, lambda d: updated(d) == "error", "the round to fail")
     banner = offline_banner(browser)
     assert banner is not None and banner.startswith("console lost the cluster: "), banner
-    assert "/api/b" in banner and "500" in banner, banner
+    assert "/api/b: HTTP 500" in banner, banner
+    assert "/live?fragment=live: the session ended, log in again" in banner, banner
+    assert count(browser, "form#login") == 0
+    assert count(browser, "#live-count") == 1
     # what did load is still drawn
     assert count(browser, "#c-lines svg g.series") == 3
     screenshot(browser, "console-js-offline")
@@ -456,6 +473,7 @@ def test_offline_banner_comes_and_goes(browser: Any, server: ConsoleServer) -> N
     with server.lock:
         server.delay_s["/api/b"] = 3.0
         del server.fail_status["/api/b"]
+        del server.redirect["/live"]
     wait_for_update(browser, "error")
     assert offline_banner(browser) is None
     with server.lock:

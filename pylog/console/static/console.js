@@ -72,6 +72,10 @@
     if (!response.ok) {
       throw new Error(`${url}: HTTP ${response.status} ${response.statusText}`.trim());
     }
+    if (response.redirected && new URL(response.url).pathname === "/login") {
+      // a SASL cluster's session ended: never put the login page in place of a section
+      throw new Error(`${url}: the session ended, log in again`);
+    }
     return response.text();
   }
 
