@@ -193,7 +193,11 @@ def start_browser() -> Browser:
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     # The driver's path is given: selenium then never runs Selenium Manager (which would
     # try to download a driver).
-    service = Service(executable_path=chromedriver, log_output=subprocess.DEVNULL)
+    # The browser is not the code under test: the sanitizer runtimes that
+    # scripts/asan-test.sh preloads into Python stay out of chromedriver and chromium.
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("LD_PRELOAD", "ASAN_OPTIONS", "UBSAN_OPTIONS", "PYTHONMALLOC")}
+    service = Service(executable_path=chromedriver, log_output=subprocess.DEVNULL, env=env)
     try:
         driver = webdriver.Chrome(service=service, options=options)
     except BaseException:
