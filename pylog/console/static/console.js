@@ -195,7 +195,12 @@
       banner = document.createElement("div");
       banner.id = "console-offline";
       banner.setAttribute("role", "alert");
-      document.body.prepend(banner);
+      const nav = document.querySelector("body > nav");
+      if (nav) {
+        nav.after(banner); // under the navigation bar, both sticky when scrolled
+      } else {
+        document.body.prepend(banner);
+      }
     }
     banner.textContent = `console lost the cluster: ${errors.join("; ")}`;
   }
