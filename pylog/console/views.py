@@ -229,8 +229,8 @@ def overview(v: View) -> Page:
             + f'<div class="count"><span id="count-topics">{len(names)}</span><span class="label">topics</span></div>'
             + f'<div class="count"><span id="count-partitions">{parts}</span>'
               '<span class="label">partitions</span></div></div>'
-            + '<table id="brokers"><thead><tr><th>Broker</th><th>Address</th><th>Rack</th><th>State</th>'
-              '<th>Controller</th><th>Bytes in</th><th>Bytes out</th><th></th></tr></thead><tbody>'
+            + '<table id="brokers"><thead><tr><th class="num">Broker</th><th>Address</th><th>Rack</th><th>State</th>'
+              '<th>Controller</th><th class="num">Bytes in</th><th class="num">Bytes out</th><th></th></tr></thead><tbody>'
             + "".join(rows) + "</tbody></table>")
     after = ('<h2>Traffic per broker</h2><div class="charts">'
              + "".join(_chart_div("/api/", cid) for cid in
@@ -276,8 +276,8 @@ def topics(v: View) -> Page:
                     f'<td class="offline num {"bad" if off else ""}">{off}</td>'
                     f'<td class="size num">{fmt_bytes(size)}</td>'
                     f'<td class="records-in num">{fmt_rate(rate)}</td></tr>')
-    live = ('<table id="topics"><thead><tr><th>Topic</th><th>Partitions</th><th>Replication</th>'
-            '<th>Under-replicated</th><th>Offline</th><th>Size</th><th>Records in</th></tr></thead><tbody>'
+    live = ('<table id="topics"><thead><tr><th>Topic</th><th class="num">Partitions</th><th class="num">Replication</th>'
+            '<th class="num">Under-replicated</th><th class="num">Offline</th><th class="num">Size</th><th class="num">Records in</th></tr></thead><tbody>'
             + "".join(rows) + "</tbody></table>")
     if not rows:
         live += '<p class="muted">No topics.</p>'
@@ -330,9 +330,9 @@ def topic(v: View, name: str) -> Page:
     live = ('<div class="counts">' + _count("under-replicated", "under-replicated", len(ur))
             + _count("under-min-isr", f"under min ISR ({s.min_isr.get(name, 1)})", len(um))
             + _count("offline", "offline", len(off)) + "</div>" + warn
-            + '<table id="partitions"><thead><tr><th>Partition</th><th>Leader</th><th>Replicas</th><th>ISR</th>'
-              '<th>Log start</th><th>Log end</th><th>High watermark</th><th>Size</th><th>Records in</th>'
-              '<th>Share</th></tr></thead><tbody>' + "".join(rows) + "</tbody></table>")
+            + '<table id="partitions"><thead><tr><th class="num">Partition</th><th class="num">Leader</th><th>Replicas</th><th>ISR</th>'
+              '<th class="num">Log start</th><th class="num">Log end</th><th class="num">High watermark</th><th class="num">Size</th><th class="num">Records in</th>'
+              '<th class="num">Share</th></tr></thead><tbody>' + "".join(rows) + "</tbody></table>")
     before = (f'<p class="meta">id {e(t.topic_id)} · {len(t.partitions)} partitions · replication factor '
               f'{t.replication_factor}{" · internal" if t.internal else ""}</p>')
     after = ('<h2>Traffic per partition</h2><div class="charts">'
@@ -451,7 +451,7 @@ def records(v: View, name: str, partition: str, params: Mapping[str, str]) -> Pa
     summary = (f'<p class="meta"><a href="/topics/{q(name)}">{e(name)}</a> partition {p}: log start '
                f'{page.log_start}, end {page.log_end}; showing {len(page.records)} record(s) from offset '
                f'{page.start}</p>')
-    table = ('<table id="records"><thead><tr><th>Offset</th><th>Timestamp</th><th>Key</th><th>Headers</th>'
+    table = ('<table id="records"><thead><tr><th class="num">Offset</th><th>Timestamp</th><th>Key</th><th>Headers</th>'
              '<th>Value</th></tr></thead><tbody>' + "".join(rows) + "</tbody></table>"
              if rows else '<p class="muted" id="no-records">No records here.</p>')
     table += '<p class="pager">' + " ".join(nav) + "</p>"
@@ -485,8 +485,8 @@ def groups(v: View) -> Page:
                     f'<td class="state">{e(g.state or "–")}</td>'
                     f'<td class="coordinator num">{g.coordinator}</td>'
                     f'<td class="lag num">{fmt_int(lag)}</td></tr>')
-    live = ('<table id="groups"><thead><tr><th>Group</th><th>Type</th><th>State</th><th>Coordinator</th>'
-            '<th>Lag</th></tr></thead><tbody>' + "".join(rows) + "</tbody></table>")
+    live = ('<table id="groups"><thead><tr><th>Group</th><th>Type</th><th>State</th><th class="num">Coordinator</th>'
+            '<th class="num">Lag</th></tr></thead><tbody>' + "".join(rows) + "</tbody></table>")
     if not rows:
         live += '<p class="muted">No consumer groups.</p>'
     return Page("Consumer groups", live, data=lambda: {"groups": [g.group_id for g in listed]})
@@ -525,8 +525,8 @@ def group(v: View, gid: str) -> Page:
             f'coordinator broker {d.coordinator}</p>'
             '<h2>Members</h2><table id="members"><thead><tr><th>Member</th><th>Client</th><th>Host</th>'
             '<th>Assignment</th></tr></thead><tbody>' + members + "</tbody></table>"
-            '<h2>Offsets</h2><table id="offsets"><thead><tr><th>Topic</th><th>Partition</th><th>Committed</th>'
-            '<th>End (high watermark)</th><th>Lag</th></tr></thead><tbody>' + "".join(rows) + "</tbody></table>")
+            '<h2>Offsets</h2><table id="offsets"><thead><tr><th>Topic</th><th class="num">Partition</th><th class="num">Committed</th>'
+            '<th class="num">End (high watermark)</th><th class="num">Lag</th></tr></thead><tbody>' + "".join(rows) + "</tbody></table>")
     path = f"/groups/{q(gid)}"
     after = '<h2>Lag</h2><div class="charts">' + _chart_div("/api" + path, "group-lag") + "</div>"
 
