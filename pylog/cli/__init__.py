@@ -327,11 +327,33 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     for handler in logging.getLogger().handlers:
         if handler.level == logging.NOTSET:
             handler.setLevel(level)
+    metrics_listener = args.metrics_listener
+    if args.console is not None:
+        from pylog.console.app import parse_address
+
+        parse_address(args.console, "--console")  # InvalidConfig before anything starts
+    if args.console is not None and metrics_listener is None:
+        metrics_listener = "127.0.0.1:0"  # the console reads traffic and events there
     config = ServerConfig.from_sources(
         data_dir=args.data_dir, config_file=args.config, overrides=_parse_config(args.override),
         listeners=args.listeners, advertised_listeners=args.advertised_listeners, node_id=args.node_id,
-        metrics_listener=args.metrics_listener, zookeeper=args.zookeeper, rack=args.rack)
-    return run(config, event_loop=args.event_loop, on_ready=print_ready)
+        metrics_listener=metrics_listener, zookeeper=args.zookeeper, rack=args.rack)
+    if args.console is None:
+        return run(config, event_loop=args.event_loop, on_ready=print_ready)
+    from pylog.cli.console import start_for_server
+
+    consoles = []
+
+    def ready(server) -> None:  # type: ignore[no-untyped-def]
+        consoles.append(start_for_server(server, args.console))
+        print_ready(server)
+        print(f"pylog serve: console on {consoles[0].url}", flush=True)
+
+    try:
+        return run(config, event_loop=args.event_loop, on_ready=ready)
+    finally:
+        for c in consoles:
+            c.close()
 
 
 def _cmd_cluster(args: argparse.Namespace) -> int:
@@ -344,7 +366,8 @@ def _cmd_cluster(args: argparse.Namespace) -> int:
     if racks is not None and len(racks) != args.brokers:
         print(f"pylog cluster up: --racks names {len(racks)} racks for {args.brokers} brokers", file=sys.stderr)
         return 2
-    return run_cluster_up(args.data_dir, args.brokers, racks, args.zookeeper, _parse_config(args.override))
+    return run_cluster_up(args.data_dir, args.brokers, racks, args.zookeeper, _parse_config(args.override),
+                          console=args.console)
 
 
 def _add_data_dir(p: argparse.ArgumentParser) -> None:
@@ -380,11 +403,17 @@ def build_parser() -> argparse.ArgumentParser:
                     help="a setting by Kafka name, over --config (repeatable)")
     sv.add_argument("--metrics-listener", default=None, metavar="HOST:PORT",
                     help="serve Prometheus metrics at http://HOST:PORT/metrics")
+    sv.add_argument("--console", default=None, metavar="HOST:PORT", nargs="?", const="127.0.0.1:8080",
+                    help="also serve the web console there (default 127.0.0.1:8080; see `pylog console`)")
     sv.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"),
                     help="stderr log level (default info)")
     sv.add_argument("--event-loop", default="auto", choices=("auto", "uvloop", "asyncio"),
                     help="auto: uvloop when installed (default)")
     sv.set_defaults(func=_cmd_serve)
+
+    from pylog.cli.console import add_console_parser
+
+    add_console_parser(sub)
 
     cl = sub.add_parser("cluster", help="run a local cluster: a private ZooKeeper and N `pylog serve` brokers")
     clsub = cl.add_subparsers(dest="action", required=True)
@@ -398,6 +427,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--racks", default=None, metavar="R1,R2,...", help="one rack per broker (default rack-N)")
     up.add_argument("--zookeeper", default=None, metavar="HOST:PORT[/chroot]",
                     help="use this ZooKeeper instead of starting one")
+    up.add_argument("--console", default=None, metavar="HOST:PORT", nargs="?", const="127.0.0.1:8080",
+                    help="broker 1 also serves the web console (default 127.0.0.1:8080)")
     up.add_argument("--override", action="append", metavar="KEY=VALUE",
                     help="a broker setting by Kafka name for every broker (repeatable)")
     cl.set_defaults(func=_cmd_cluster)

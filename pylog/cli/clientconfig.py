@@ -56,9 +56,11 @@ def _file(settings: Dict[str, str], key: str) -> Optional[str]:
     return path
 
 
-def load_command_config(path: Optional[str]) -> Dict[str, Any]:
+def load_command_config(path: Optional[str], *, login_optional: bool = False) -> Dict[str, Any]:
     """AdminClient keyword arguments (``ssl_context``, ``sasl``) from the properties file
-    at ``path`` (none for None); InvalidConfig names the bad key."""
+    at ``path`` (none for None); InvalidConfig names the bad key.  ``login_optional``
+    (the console, whose visitors log in): a SASL protocol without ``sasl.jaas.config``
+    is accepted, and the answer has ``sasl_mechanism`` too."""
     if path is None:
         return {}
     from pylog.server.config import parse_properties
@@ -91,6 +93,10 @@ def load_command_config(path: Optional[str]) -> Dict[str, Any]:
         mech = settings.get("sasl.mechanism", "").upper()
         if mech not in SUPPORTED_MECHANISMS:
             raise InvalidConfig(f"sasl.mechanism={mech or '(not set)'}: one of {', '.join(SUPPORTED_MECHANISMS)}")
+        if login_optional:
+            out["sasl_mechanism"] = mech
+            if not settings.get("sasl.jaas.config"):
+                return out
         user, password = jaas_credentials(settings.get("sasl.jaas.config", ""))
         if not user or not password:
             raise InvalidConfig('sasl.jaas.config: needs username="..." and password="..."')

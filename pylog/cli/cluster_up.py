@@ -25,6 +25,7 @@ __all__ = ["ProcessCluster", "BrokerProcess", "broker_env"]
 _READY = re.compile(r"listening on (?P<addrs>[A-Z_0-9]+://[^\n]+)\n")
 _ADDR = re.compile(r"(?P<name>[A-Z_0-9]+)://(?P<host>[^:,\s]+):(?P<port>\d+)")
 _METRICS = re.compile(r"metrics on http://(?P<host>[^:\s]+):(?P<port>\d+)/metrics")
+_CONSOLE = re.compile(r"console on (?P<url>http://(?P<host>[^\s/]+):(?P<port>\d+)/)")
 
 
 def broker_env() -> Dict[str, str]:
@@ -42,8 +43,12 @@ class BrokerProcess:
     def __init__(self, broker_id: int, data_dir: Path, zookeeper: str, *, rack: Optional[str] = None,
                  port: int = 0, overrides: Optional[Mapping[str, object]] = None, metrics: bool = True,
                  log_level: str = "info", advertised_listeners: Optional[str] = None,
-                 listeners: Optional[str] = None) -> None:
+                 listeners: Optional[str] = None, console: Optional[str] = None) -> None:
         self.broker_id = broker_id
+        #: ``--console HOST:PORT`` of this broker (port 0: a free one, kept across restarts)
+        self.console = console
+        #: the console's URL once started
+        self.console_url: Optional[str] = None
         self.data_dir = Path(data_dir)
         self.zookeeper = zookeeper
         self.rack = rack
@@ -89,6 +94,8 @@ class BrokerProcess:
             cmd += ["--advertised-listeners", self.advertised_listeners]
         if self.metrics:
             cmd += ["--metrics-listener", f"127.0.0.1:{self.metrics_port or 0}"]
+        if self.console is not None:
+            cmd += ["--console", self.console]
         for k, v in self.overrides.items():
             cmd += ["--override", f"{k}={v}"]
         return cmd
@@ -124,12 +131,17 @@ class BrokerProcess:
                 chunk = ""
             buf += chunk
             m = _READY.search(buf)
-            if m is not None and (not self.metrics or _METRICS.search(buf)):
+            if m is not None and (not self.metrics or _METRICS.search(buf)) and \
+                    (self.console is None or _CONSOLE.search(buf)):
                 self.ports = {a.group("name"): int(a.group("port")) for a in _ADDR.finditer(m.group("addrs"))}
                 self.port = self.ports.get("PLAINTEXT", next(iter(self.ports.values())))
                 mm = _METRICS.search(buf)
                 if mm is not None:
                     self.metrics_port = int(mm.group("port"))
+                mc = _CONSOLE.search(buf)
+                if mc is not None and self.console is not None:
+                    self.console_url = mc.group("url")
+                    self.console = f"{self.console.rpartition(':')[0]}:{mc.group('port')}"
                 return self
             time.sleep(0.02)
         self.kill()
@@ -190,7 +202,7 @@ class ProcessCluster:
                  overrides: Optional[Mapping[str, object]] = None, zk_tick_time_ms: int = 500,
                  metrics: bool = True, log_level: str = "info",
                  advertised_listeners: Optional[Mapping[int, str]] = None,
-                 listeners: Optional[str] = None) -> None:
+                 listeners: Optional[str] = None, consoles: Optional[Mapping[int, str]] = None) -> None:
         if brokers < 1:
             raise ValueError(f"brokers must be >= 1, got {brokers}")
         if racks is not None and len(racks) != brokers:
@@ -207,6 +219,8 @@ class ProcessCluster:
         self.advertised_listeners: Dict[int, str] = dict(advertised_listeners or {})
         #: every broker's ``listeners`` (None: one PLAINTEXT listener), see BrokerProcess.
         self.listeners = listeners
+        #: broker id -> ``--console HOST:PORT`` of that broker (the others serve none)
+        self.consoles: Dict[int, str] = dict(consoles or {})
         self.zk_server = None
         self._zk_given = zookeeper
         self._zk_tick_time_ms = zk_tick_time_ms
@@ -253,7 +267,8 @@ class ProcessCluster:
             advertised_listeners = self.advertised_listeners.get(broker_id)
         b = BrokerProcess(broker_id, self.data_dir / f"broker-{broker_id}", self.zookeeper, rack=rack, overrides=o,
                           metrics=self.metrics, log_level=self.log_level,
-                          advertised_listeners=advertised_listeners, listeners=self.listeners)
+                          advertised_listeners=advertised_listeners, listeners=self.listeners,
+                          console=self.consoles.get(broker_id))
         self.brokers[broker_id] = b
         if start:
             b.start()
@@ -293,12 +308,13 @@ class ProcessCluster:
 
 
 def run_cluster_up(data_dir: str, brokers: int, racks: Optional[Sequence[str]], zookeeper: Optional[str],
-                   overrides: Mapping[str, object]) -> int:
-    """`pylog cluster up`: start, print where everything is, wait for Ctrl-C, stop."""
+                   overrides: Mapping[str, object], console: Optional[str] = None) -> int:
+    """`pylog cluster up`: start, print where everything is, wait for Ctrl-C, stop.
+    ``console``: broker 1 also serves the web console there."""
     from pylog.errors import PylogError
 
     cluster = ProcessCluster(data_dir, brokers, racks=racks, zookeeper=zookeeper, overrides=overrides,
-                             zk_tick_time_ms=2000)
+                             zk_tick_time_ms=2000, consoles={1: console} if console else None)
     stop = {"now": False}
 
     def on_signal(signum: int, frame: object) -> None:
@@ -318,6 +334,9 @@ def run_cluster_up(data_dir: str, brokers: int, racks: Optional[Sequence[str]], 
         for b in cluster.brokers.values():
             print(f"pylog cluster: broker {b.broker_id} (rack {b.rack}) on {b.bootstrap}, "
                   f"metrics http://127.0.0.1:{b.metrics_port}/metrics, log {b.log_path}", flush=True)
+        for b in cluster.brokers.values():
+            if b.console_url:
+                print(f"pylog cluster: console {b.console_url} (served by broker {b.broker_id})", flush=True)
         print(f"pylog cluster: bootstrap.servers={cluster.bootstrap}  (Ctrl-C stops everything)", flush=True)
         while not stop["now"]:
             for b in cluster.brokers.values():

@@ -128,14 +128,15 @@ def process_cluster(tmp_path, zookeeper, request):
     fault-injecting proxy in front of its listener (tests/cluster/kproxy.py), reachable as
     ``cluster.proxies`` (a ProxyNet); clients and replica fetchers connect through it.
     ``listeners``: every broker's listeners (default one PLAINTEXT listener), e.g.
-    ``SSL://127.0.0.1:0,PLAINTEXT://127.0.0.1:0`` with the ssl.* settings in ``overrides``."""
+    ``SSL://127.0.0.1:0,PLAINTEXT://127.0.0.1:0`` with the ssl.* settings in ``overrides``.
+    ``consoles``: broker id -> ``--console HOST:PORT`` (``broker.console_url`` once started)."""
     made: List[ProcessCluster] = []
     nets: List[Any] = []
 
     def start(brokers: int = 3, racks: Optional[List[str]] = None,
               overrides: Optional[Dict[str, Any]] = None, start: bool = True,
               zookeeper_connect: Optional[str] = None, proxied: bool = False,
-              listeners: Optional[str] = None) -> ProcessCluster:
+              listeners: Optional[str] = None, consoles: Optional[Dict[int, str]] = None) -> ProcessCluster:
         o = dict(FAST_CLUSTER)
         o.update(overrides or {})
         base = zookeeper_connect if zookeeper_connect is not None else zookeeper.connect
@@ -148,7 +149,7 @@ def process_cluster(tmp_path, zookeeper, request):
         c = ProcessCluster(tmp_path / f"cluster-{len(made)}", brokers, racks=racks,
                            zookeeper=base + f"/pylog-{uuid.uuid4().hex[:12]}", overrides=o,
                            advertised_listeners=net.advertised_listeners() if net is not None else None,
-                           listeners=listeners)
+                           listeners=listeners, consoles=consoles)
         c.proxies = net  # type: ignore[attr-defined]
         made.append(c)
         if start:

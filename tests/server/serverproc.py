@@ -20,6 +20,7 @@ from typing import Dict, List, Optional
 _READY = re.compile(r"listening on (?P<addrs>[A-Z_0-9]+://[^\n]+)\n")
 _ADDR = re.compile(r"(?P<name>[A-Z_0-9]+)://(?P<host>[^:,\s]+):(?P<port>\d+)")
 _METRICS = re.compile(r"metrics on http://(?P<host>[^:\s]+):(?P<port>\d+)/metrics")
+_CONSOLE = re.compile(r"console on (?P<url>http://\S+)")
 #: Settings every test server gets unless the test overrides them: groups start at
 #: once (Kafka waits 3 s for more members; tests that check the default override it).
 FAST = ["--override", "group.initial.rebalance.delay.ms=0"]
@@ -53,6 +54,8 @@ class ServerProcess:
         self.proc: Optional[subprocess.Popen] = None
         self.host = "127.0.0.1"
         self.metrics_port: Optional[int] = None
+        #: http://HOST:PORT/ of the console when started with --console
+        self.console_url: Optional[str] = None
         self.stdout_lines: List[str] = []
         #: listener name -> bound port (from the ready line)
         self.ports: Dict[str, int] = {}
@@ -106,6 +109,13 @@ class ServerProcess:
                         mm = _METRICS.search(buf)
                     if mm is not None:
                         self.metrics_port = int(mm.group("port"))
+                    if "--console" in self.args:  # its line follows the ready lines at once
+                        while _CONSOLE.search(buf) is None and time.monotonic() < deadline \
+                                and self.proc.poll() is None:
+                            time.sleep(0.02)
+                            buf += _read_available(fd)
+                        mc = _CONSOLE.search(buf)
+                        self.console_url = mc.group("url") if mc is not None else None
                     self.stdout_lines = buf.splitlines()
                     return self
             time.sleep(0.02)

@@ -50,6 +50,7 @@ from pylog.errors import (InvalidArgument, LeaderNotAvailable, NetworkException,
 from pylog.protocol import ApiKey
 
 __all__ = ["AdminClient", "ClusterDescription", "TopicDescription", "TopicPartitionInfo", "ConfigEntry",
+           "GroupListing", "GroupDescription", "GroupMember",
            "CreatedTopic", "PartitionReassignment", "kafka_error", "kafka_uuid", "CONFIG_SOURCES",
            "RESOURCE_TYPES", "ELECTION_TYPES"]
 
@@ -194,6 +195,39 @@ class CreatedTopic:
     partitions: int
     replication_factor: int
     configs: Dict[str, Optional[str]]
+
+
+@dataclass(frozen=True)
+class GroupListing:
+    """A group as ListGroups tells it, with the broker that listed it (its coordinator)."""
+
+    group_id: str
+    protocol_type: str
+    state: str
+    coordinator: int
+
+
+@dataclass(frozen=True)
+class GroupMember:
+    """A member of a group (DescribeGroups); ``assignment`` decoded for consumer groups."""
+
+    member_id: str
+    group_instance_id: Optional[str]
+    client_id: str
+    client_host: str
+    assignment: List[TopicPartition]
+
+
+@dataclass(frozen=True)
+class GroupDescription:
+    """A group as DescribeGroups tells it (Kafka's ConsumerGroupDescription)."""
+
+    group_id: str
+    state: str
+    protocol_type: str
+    protocol: str
+    coordinator: int
+    members: List[GroupMember]
 
 
 # ====================================================================== the client
@@ -662,6 +696,125 @@ class AdminClient:
                     [int(b) for b in p.replicas], [int(b) for b in p.adding_replicas],
                     [int(b) for b in p.removing_replicas])
         return dict(sorted(out.items()))
+
+    # ================================================================ groups and offsets
+    def list_groups(self) -> List[GroupListing]:
+        """ListGroups on every live broker (each lists the groups it coordinates), as
+        Kafka's listConsumerGroups does; a broker that cannot be reached is skipped.
+        Sorted by group id."""
+        self.metadata([])
+        with self._lock:
+            nodes = sorted(n for n in self._brokers if n > _BOOTSTRAP)
+        out: Dict[str, GroupListing] = {}
+        for node in nodes:
+            try:
+                resp = self.request(node, ApiKey.LIST_GROUPS, {"states_filter": [], "types_filter": []},
+                                    what="ListGroups")
+            except (NetworkException, RequestTimedOut, LeaderNotAvailable):
+                continue
+            code = int(resp.error_code)
+            if code:
+                raise kafka_error(code, f"ListGroups on broker {node}")
+            for g in resp.groups:
+                out[g.group_id] = GroupListing(g.group_id, g.protocol_type or "",
+                                               getattr(g, "group_state", "") or "", node)
+        return [out[k] for k in sorted(out)]
+
+    def find_coordinator(self, group_id: str) -> int:
+        """The broker id that coordinates ``group_id`` (FindCoordinator)."""
+        _node, resp = self.request_any(ApiKey.FIND_COORDINATOR, {
+            "key": group_id, "key_type": 0, "coordinator_keys": [group_id]}, what="FindCoordinator")
+        row = resp.coordinators[0] if getattr(resp, "coordinators", None) else resp
+        code = int(row.error_code)
+        if code:
+            raise kafka_error(code, f"FindCoordinator of group {group_id!r}", row.error_message)
+        node = int(row.node_id)
+        with self._lock:
+            if node not in self._brokers:
+                self._brokers[node] = (row.host, int(row.port), None)
+        return node
+
+    def describe_group(self, group_id: str) -> GroupDescription:
+        """DescribeGroups at the group's coordinator: state, protocol and members with
+        their client id, host and assignment (decoded when the group is a consumer
+        group).  GroupIdNotFound (Kafka's error) for a group the coordinator does not
+        know, when the broker says so; a dead group is answered with state Dead."""
+        from pylog.client.assignors import decode_assignment
+
+        node = self.find_coordinator(group_id)
+        resp = self.request(node, ApiKey.DESCRIBE_GROUPS, {"groups": [group_id],
+                                                           "include_authorized_operations": False},
+                            what="DescribeGroups")
+        g = resp.groups[0]
+        code = int(g.error_code)
+        if code:
+            raise kafka_error(code, f"DescribeGroups of group {group_id!r}", getattr(g, "error_message", None))
+        members = []
+        for m in g.members:
+            assigned: List[TopicPartition] = []
+            raw = bytes(m.member_assignment or b"")
+            if g.protocol_type == "consumer" and raw:
+                try:
+                    assigned = sorted(decode_assignment(raw).partitions)
+                except PylogError:
+                    assigned = []
+            members.append(GroupMember(m.member_id, getattr(m, "group_instance_id", None), m.client_id,
+                                       m.client_host, assigned))
+        return GroupDescription(g.group_id, g.group_state, g.protocol_type or "", g.protocol_data or "",
+                                node, members)
+
+    def list_group_offsets(self, group_id: str) -> Dict[TopicPartition, int]:
+        """OffsetFetch at the coordinator: every committed offset of ``group_id``."""
+        node = self.find_coordinator(group_id)
+        data = {"group_id": group_id, "topics": None, "require_stable": False,
+                "groups": [{"group_id": group_id, "topics": None}]}
+        resp = self.request(node, ApiKey.OFFSET_FETCH, data, what="OffsetFetch")
+        if getattr(resp, "groups", None):
+            g = resp.groups[0]
+            code, rows = int(g.error_code), g.topics
+        else:
+            code, rows = int(getattr(resp, "error_code", 0)), resp.topics
+        if code:
+            raise kafka_error(code, f"OffsetFetch of group {group_id!r}")
+        out: Dict[TopicPartition, int] = {}
+        for t in rows:
+            for p in t.partitions:
+                if int(p.error_code) == 0 and int(p.committed_offset) >= 0:
+                    out[(t.name, int(p.partition_index))] = int(p.committed_offset)
+        return dict(sorted(out.items()))
+
+    def list_offsets(self, partitions: Mapping[TopicPartition, int]) -> Dict[TopicPartition, Tuple[int, int]]:
+        """ListOffsets at each partition's leader: ``partitions`` maps (topic, partition)
+        to a timestamp (-2 earliest, -1 latest, else the first offset at or after that
+        time, ms); the answer maps them to (offset, timestamp), offset -1 when there is
+        none.  A partition without a leader raises LeaderNotAvailable; a per-partition
+        error raises that error."""
+        wanted = list(partitions)
+        topics = sorted({t for t, _ in wanted})
+        leaders: Dict[TopicPartition, int] = {}
+        for d in self.describe_topics(topics, include_internal=True).values():
+            for p in d.partitions:
+                leaders[(d.name, p.partition)] = p.leader
+        by_node: Dict[int, Dict[str, List[Dict[str, Any]]]] = {}
+        for tp in wanted:
+            node = leaders.get(tp, -1)
+            if node < 0:
+                raise LeaderNotAvailable(f"ListOffsets: {tp[0]}-{tp[1]} has no leader")
+            by_node.setdefault(node, {}).setdefault(tp[0], []).append(
+                {"partition_index": tp[1], "current_leader_epoch": -1, "timestamp": int(partitions[tp]),
+                 "max_num_offsets": 1})
+        out: Dict[TopicPartition, Tuple[int, int]] = {}
+        for node, ts in by_node.items():
+            resp = self.request(node, ApiKey.LIST_OFFSETS, {
+                "replica_id": -1, "isolation_level": 0, "timeout_ms": int(self.request_timeout_s * 1000),
+                "topics": [{"name": t, "partitions": ps} for t, ps in ts.items()]}, what="ListOffsets")
+            for t in resp.topics:
+                for p in t.partitions:
+                    code = int(p.error_code)
+                    if code:
+                        raise kafka_error(code, f"ListOffsets of {t.name}-{int(p.partition_index)}")
+                    out[(t.name, int(p.partition_index))] = (int(p.offset), int(p.timestamp))
+        return out
 
     def _route(self, rtype: int, names: List[str]) -> List[Tuple[Optional[int], List[str]]]:
         """Which broker each resource's config request goes to: a broker's to itself,

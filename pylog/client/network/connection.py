@@ -70,6 +70,9 @@ CLIENT_VERSIONS: Dict[int, Tuple[int, int]] = {
     ApiKey.CREATE_ACLS: (1, 3),
     ApiKey.DELETE_ACLS: (1, 3),
     ApiKey.INIT_PRODUCER_ID: (0, 4),
+    # the console (pylog.console): its groups pages
+    ApiKey.LIST_GROUPS: (0, 4),
+    ApiKey.DESCRIBE_GROUPS: (0, 5),
     # the AdminClient's (pylog.client.network.admin)
     ApiKey.CREATE_TOPICS: (2, 7),
     ApiKey.DELETE_TOPICS: (1, 6),

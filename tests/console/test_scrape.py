@@ -1,0 +1,62 @@
+"""pylog.console.scrape reads what pylog's /metrics writes, and nothing else crashes it."""
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pylog.broker.metrics import render_prometheus
+from pylog.console.scrape import MetricsFormatError, parse_metrics
+
+
+def _metrics(topic: str) -> dict:
+    row = {"records_in": 10, "bytes_in": 1000, "records_out": 7, "bytes_out": 700, "log_size_bytes": 4096,
+           "log_start_offset": 2, "log_end_offset": 10, "high_watermark": 9, "share_in": 0.75, "skewed": True}
+    return {"broker": {"id": 3}, "topics": {topic: {"partitions": {0: row, 5: dict(row, skewed=False)}}},
+            "groups": {'g"1\\x': {"state": "Stable", "members": 2, "generation": 4, "lag": {topic: {0: 12}}}},
+            "skew_warnings_total": 1}
+
+
+def test_reads_what_render_prometheus_writes_with_escaped_names():
+    topic = 'odd"topic\\name'
+    m = parse_metrics(render_prometheus(_metrics(topic)))
+    row = m.partitions[(topic, 0)]
+    assert row == {"records_in": 10, "bytes_in": 1000, "records_out": 7, "bytes_out": 700, "log_size": 4096,
+                   "log_start": 2, "log_end": 10, "high_watermark": 9, "share_in": 0.75, "skewed": 1}
+    assert m.partitions[(topic, 5)]["skewed"] == 0
+    assert m.lag == {('g"1\\x', topic, 0): 12}
+
+
+def test_reads_a_real_servers_broker_totals():
+    text = ("# TYPE pylog_broker_records_in_total counter\npylog_broker_records_in_total 42.0\n"
+            "pylog_broker_bytes_out_total 7.0\npylog_broker_info{broker_id=\"0\"} 1\n")
+    assert parse_metrics(text).totals == {"records_in": 42.0, "bytes_out": 7.0}
+
+
+def test_a_line_it_cannot_read_is_named():
+    bad = 'pylog_partition_records_in_total{topic="t",partition="x"} 1\n'
+    try:
+        parse_metrics(bad)
+    except MetricsFormatError as exc:
+        assert "pylog_partition_records_in_total" in str(exc)
+    else:
+        raise AssertionError("no MetricsFormatError")
+    try:
+        parse_metrics('pylog_partition_records_in_total{topic="t",partition="1"} many\n')
+    except MetricsFormatError as exc:
+        assert "not a number" in str(exc)
+    else:
+        raise AssertionError("no MetricsFormatError")
+
+
+_PIECES = st.sampled_from(["pylog_partition_records_in_total", "pylog_group_lag", "pylog_broker_bytes_in_total",
+                           "{", "}", 'topic="', 'partition="', '"', ",", " ", "1", "-2.5e3", "NaN", "\\", "\n",
+                           "group=", "\x00", "é", "#"])
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(_PIECES, max_size=40).map("".join) | st.text(max_size=200))
+def test_fuzz_any_text_parses_or_raises_metrics_format_error(text):
+    try:
+        parse_metrics(text)
+    except MetricsFormatError:
+        pass
