@@ -289,7 +289,8 @@ class SkewDetector:
                 "partition skew: topic %r partition %d received %.1f%% of the topic's %d "
                 "records in the %d ms window from %d (fair share %.1f%%, threshold %.1f%%)%s",
                 x.topic, x.partition, 100.0 * x.share, x.topic_records, x.window_ms,
-                x.window_start_ms, 100.0 * x.fair_share, 100.0 * self.ratio * x.fair_share, estimated)
+                x.window_start_ms, 100.0 * x.fair_share, 100.0 * self.ratio * x.fair_share, estimated,
+                extra={"pylog_event": "skew"})
         return out
 
 

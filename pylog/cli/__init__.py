@@ -320,8 +320,13 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from pylog.server import print_ready, run
     from pylog.server.config import ServerConfig
 
-    logging.basicConfig(level=getattr(logging, args.log_level.upper()), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    level = getattr(logging, args.log_level.upper())
+    logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # The server's event log lowers the pylog logger to INFO to keep INFO events
+    # (pylog.server.events): stderr keeps printing at --log-level.
+    for handler in logging.getLogger().handlers:
+        if handler.level == logging.NOTSET:
+            handler.setLevel(level)
     metrics_listener = args.metrics_listener
     if args.console is not None:
         from pylog.console.app import parse_address

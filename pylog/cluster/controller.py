@@ -880,7 +880,8 @@ class Controller:
         live = set(self._registrations)
         bounced = live & set(broker_ids)
         if bounced:
-            self.log.warning("broker(s) %s restarted unseen: handled as offline, then online", sorted(bounced))
+            self.log.warning("broker(s) %s restarted unseen: handled as offline, then online", sorted(bounced),
+                             extra=self._event("broker_leave"))
             self._reconcile_all(live - bounced, now)
             self._reconcile_all(live, now)
 
@@ -912,14 +913,16 @@ class Controller:
                 self.log.warning("broker %d reports %d replica(s) offline after a log directory failure (%s): "
                                  "moving their leaderships and taking them out of the ISRs", b, len(reps), names)
         for b in died:
-            self.log.warning("broker %d is offline (its registration is gone)", b)
+            self.log.warning("broker %d is offline (its registration is gone)", b, extra=self._event("broker_leave"))
         for b in returned:
-            self.log.info("broker %d is online (rack %s)", b, new[b].rack)
+            self.log.info("broker %d is online (rack %s)", b, new[b].rack, extra=self._event("broker_join"))
         for b in stopping:
             self.log.info("broker %d is shutting down (controlled shutdown): moving its leaderships "
-                          "to other in-sync replicas and taking it out of the ISRs", b)
+                          "to other in-sync replicas and taking it out of the ISRs", b,
+                          extra=self._event("broker_leave"))
         for b in sorted(bounced):
-            self.log.warning("broker %d restarted (new registration): handled as offline, then online", b)
+            self.log.warning("broker %d restarted (new registration): handled as offline, then online", b,
+                             extra=self._event("broker_leave"))
         live = set(new)
         if bounced:
             self._reconcile_all(live - bounced, now)
@@ -1026,25 +1029,32 @@ class Controller:
         self._dirty = True
         return None
 
+    def _event(self, kind: str) -> Dict[str, Any]:
+        """The ``extra`` of a log record that is an operator's event (see
+        :mod:`pylog.server.events`): its kind, and this broker as the one that logged it."""
+        return {"pylog_event": kind, "pylog_broker": self.broker_id}
+
     def _record(self, old: PartitionState, new: PartitionState, d: _Decision, now: int) -> None:
         """Log a change and count it; an unclean election also goes to the loss ledger."""
         tp = f"{new.topic}-{new.partition}"
         if new.leader == old.leader:
             self._counters["controller_isr_shrinks"] += 1
             self.log.log(logging.INFO if d.routine else logging.WARNING, "%s: ISR %s -> %s (%s)", tp,
-                         list(old.isr), list(new.isr), d.reason)
+                         list(old.isr), list(new.isr), d.reason,
+                         extra=self._event("isr_shrink" if set(old.isr) - set(new.isr) else "isr_expand"))
             return
         if new.leader == NO_LEADER:
             self._counters["offline_transitions"] += 1
             self.log.warning("%s is offline at leader epoch %d: %s; ISR kept as %s", tp,
-                             new.leader_epoch, d.reason, list(new.isr))
+                             new.leader_epoch, d.reason, list(new.isr), extra=self._event("partition_offline"))
             return
         self._counters["leader_elections"] += 1
         if d.unclean:
             self._counters["unclean_leader_elections"] += 1
             self.log.error("%s: UNCLEAN leader election: broker %d leads at epoch %d although it "
                            "was not in the ISR %s; records it does not have are lost (%s)",
-                           tp, new.leader, new.leader_epoch, list(old.isr), d.reason)
+                           tp, new.leader, new.leader_epoch, list(old.isr), d.reason,
+                           extra=self._event("election_unclean"))
             append_loss_ledger(self.store, {
                 "topic": new.topic, "partition": new.partition, "new_leader": new.leader,
                 "leader_epoch": new.leader_epoch, "at_ms": now, "reason": "unclean election",
@@ -1058,7 +1068,8 @@ class Controller:
         level = logging.INFO if old.leader == NO_LEADER or old.leader in self._registrations \
             else logging.WARNING
         self.log.log(level, "%s: leader %d -> %d at epoch %d, ISR %s -> %s (%s)", tp, old.leader,
-                     new.leader, new.leader_epoch, list(old.isr), list(new.isr), d.reason)
+                     new.leader, new.leader_epoch, list(old.isr), list(new.isr), d.reason,
+                     extra=self._event("election_clean"))
 
     # ------------------------------------------------------------------ topics
     def create_topic(self, topic: str, partitions: int, replication_factor: int,

@@ -1059,7 +1059,8 @@ class ClusterKernel:
                             "partition": p, "old_isr": list(prop.old_isr), "new_isr": list(prop.new_isr),
                             "reason": prop.reason})
         log.warning("ISR %s for %s-%d: %s -> %s (%s)", "shrink" if shrink else "expand", topic, p,
-                    list(prop.old_isr), list(prop.new_isr), prop.reason)
+                    list(prop.old_isr), list(prop.new_isr), prop.reason,
+                    extra={"pylog_event": "isr_shrink" if shrink else "isr_expand", "pylog_broker": node.id})
         self._finish(r.state.on_isr_changed(prop.new_isr))
         self._set_leader_hw(r, r.state.high_watermark)
         self._data_changed()
@@ -1317,7 +1318,8 @@ class ClusterKernel:
             self.events.append(entry)
             self._ledger(entry)
             log.error("broker %d discards offsets [%d, %d) of %s-%d that it acknowledged as leader (acks=0/1) "
-                      "before any follower copied them (%s)", node.id, offset, acked_end, r.tp[0], r.tp[1], why)
+                      "before any follower copied them (%s)", node.id, offset, acked_end, r.tp[0], r.tp[1], why,
+                      extra={"pylog_event": "loss", "pylog_broker": node.id})
         if offset < hw or unclean:
             # Records are thrown away that were committed (below our HW), or that the
             # old ISR held when an out-of-sync replica was elected: a loss to record.
@@ -1328,7 +1330,7 @@ class ClusterKernel:
             self.events.append(entry)
             self._ledger(entry)
             log.error("broker %d discards offsets [%d, %d) of %s-%d (%s)", node.id, offset, end,
-                      r.tp[0], r.tp[1], entry["reason"])
+                      r.tp[0], r.tp[1], entry["reason"], extra={"pylog_event": "loss", "pylog_broker": node.id})
         else:
             log.info("broker %d truncates %s-%d from %d to %d (%s)", node.id, r.tp[0], r.tp[1], old_end, offset, why)
         part.truncate_to(offset)

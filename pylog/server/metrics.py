@@ -1,6 +1,7 @@
 """The server's metrics and the Prometheus endpoint (``--metrics-listener``).
 
-Two sources, one page at ``/metrics`` (text format 0.0.4):
+Two sources, one page at ``/metrics`` (text format 0.0.4), and the broker's recent
+events at ``/events`` (JSON, :mod:`pylog.server.events`):
 
 * the server's own counters, kept with ``prometheus_client`` in a registry of their own
   (one per server, so several servers can live in one process): requests and their
@@ -16,15 +17,18 @@ loop (the broker's metrics are thread-safe).
 """
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Dict, Iterable, Optional, Tuple
+from urllib.parse import parse_qs
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily
 
 from pylog.broker.metrics import render_prometheus
+from pylog.server.events import EventLog
 
 __all__ = ["ServerMetrics", "MetricsHTTPServer"]
 
@@ -127,20 +131,60 @@ class ServerMetrics:
         return own + broker
 
 
-class MetricsHTTPServer:
-    """``GET /metrics`` on ``(host, port)`` from a daemon thread."""
+def _after_of(query: str) -> int:
+    """The ``after`` parameter of an ``/events`` query string (0 when absent); raises
+    ValueError with the reason."""
+    try:
+        params = parse_qs(query, keep_blank_values=True, strict_parsing=False, max_num_fields=16)
+    except ValueError as exc:  # too many fields
+        raise ValueError(f"bad query string: {exc}") from None
+    values = params.get("after")
+    if values is None:
+        return 0
+    if len(values) != 1:
+        raise ValueError(f"after must be given once, got {len(values)} values")
+    text = values[0]
+    if not text.isascii() or not text.isdigit() or len(text) > 19:
+        raise ValueError(f"after must be a non-negative integer (an event's seq), got {values[0]!r}")
+    return int(text)
 
-    def __init__(self, metrics: ServerMetrics, host: str, port: int) -> None:
+
+class MetricsHTTPServer:
+    """``GET /metrics`` (and ``GET /events`` when ``events`` is given) on ``(host, port)``
+    from a daemon thread.
+
+    ``/events?after=SEQ`` answers ``{"broker": ID, "events": [...]}`` (application/json):
+    the :class:`~pylog.server.events.EventLog`'s events whose ``seq`` is above ``SEQ``
+    (every kept one without ``after``); an ``after`` that is not one non-negative
+    integer answers 400 saying so."""
+
+    def __init__(self, metrics: ServerMetrics, host: str, port: int,
+                 events: Optional[EventLog] = None) -> None:
         render = metrics.render
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-                if self.path.split("?", 1)[0] not in ("/metrics", "/metrics/"):
-                    self.send_error(404, "only /metrics is served here")
+                path, _, query = self.path.partition("?")
+                if path in ("/metrics", "/metrics/"):
+                    self._send(200, "text/plain; version=0.0.4; charset=utf-8", render())
+                elif path in ("/events", "/events/") and events is not None:
+                    self._events(query)
+                else:
+                    self.send_error(404, "only /metrics and /events are served here" if events is not None
+                                    else "only /metrics is served here")
+
+            def _events(self, query: str) -> None:
+                try:
+                    after = _after_of(query)
+                except ValueError as exc:
+                    self._send(400, "application/json", json.dumps({"error": str(exc)}).encode("utf-8"))
                     return
-                body = render()
-                self.send_response(200)
-                self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+                body = json.dumps({"broker": events.broker_id, "events": events.events(after)})
+                self._send(200, "application/json", body.encode("utf-8"))
+
+            def _send(self, status: int, content_type: str, body: bytes) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)

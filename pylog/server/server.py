@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import socket
 import ssl
 import time
 from typing import Any, Dict, List, Optional, Set, Tuple
@@ -30,6 +31,7 @@ from pylog.server.authz import RequestAuthorizer
 from pylog.server.cluster import inter_broker_ssl_context
 from pylog.server.config import Listener, ServerConfig
 from pylog.server.connection import KafkaConnection
+from pylog.server.events import EventLog
 from pylog.server.metrics import MetricsHTTPServer, ServerMetrics
 from pylog.server.purgatory import Purgatory
 from pylog.server.tls import TlsTransport, build_context
@@ -47,6 +49,10 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:  # "" (every address) or a host name
         return False
+
+
+#: Hosts that mean "every address of this machine" when bound.
+_WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::", "[::]"})
 
 
 def _is_uvloop(loop: asyncio.AbstractEventLoop) -> bool:
@@ -74,6 +80,8 @@ class KafkaServer:
         self.bound: List[Tuple[Listener, Listener]] = []  # (configured, actually bound)
         self._sweeper: Optional[asyncio.TimerHandle] = None
         self._metrics_http: Optional[MetricsHTTPServer] = None
+        #: This broker's recent events (``/events`` on the metrics listener), kept from start() to stop().
+        self.events = EventLog(config.node_id)
         self._epochs: Dict[Tuple[str, int], int] = {}
         self._stopping = False
         #: Each SSL listener's SSLContext (by listener name); replaced by reload_tls().
@@ -87,6 +95,21 @@ class KafkaServer:
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
         """Bind every listener (and the metrics endpoint) or raise OSError."""
+        self.events.attach()
+        try:
+            await self._bind()
+        except BaseException:
+            self.events.detach()
+            raise
+        self._schedule_sweep()
+        # A single broker's group coordinator creates __consumer_offsets
+        # (offsets.topic.num.partitions directories) on first use: do it now on a worker
+        # thread, not on the event loop when the first consumer arrives.  A cluster node
+        # (not started yet) only makes its coordinator here: the topic is created when a
+        # client first asks FindCoordinator, by a registered broker.
+        self.apis.in_thread(self._warm_groups)
+
+    async def _bind(self) -> None:
         for name, settings in self.config.tls.items():
             self._tls[name] = build_context(settings)
         for lst in self.config.listeners:
@@ -110,14 +133,7 @@ class KafkaServer:
             self.bound.append((lst, Listener(lst.name, lst.host, port, lst.security_protocol)))
         if self.config.metrics_listener is not None:
             host, port = self.config.metrics_listener
-            self._metrics_http = MetricsHTTPServer(self.metrics, host, port)
-        self._schedule_sweep()
-        # A single broker's group coordinator creates __consumer_offsets
-        # (offsets.topic.num.partitions directories) on first use: do it now on a worker
-        # thread, not on the event loop when the first consumer arrives.  A cluster node
-        # (not started yet) only makes its coordinator here: the topic is created when a
-        # client first asks FindCoordinator, by a registered broker.
-        self.apis.in_thread(self._warm_groups)
+            self._metrics_http = MetricsHTTPServer(self.metrics, host, port, self.events)
 
     def _warm_groups(self) -> None:
         try:
@@ -134,6 +150,24 @@ class KafkaServer:
     @property
     def metrics_address(self) -> Optional[Tuple[str, int]]:
         return None if self._metrics_http is None else self._metrics_http.address
+
+    @property
+    def metrics_listener(self) -> Optional[str]:
+        """``HOST:PORT`` of the metrics endpoint as bound (the real port when 0 was asked),
+        None without one: the read-only broker config ``metrics.listener`` through which
+        the console finds every broker's ``/metrics`` and ``/events``.  An endpoint bound
+        to every address (``0.0.0.0``, ``::``, empty) is named by the host that clients are
+        told for this broker's first advertised listener (they reach the broker there),
+        or by this machine's name when that is not a host either."""
+        addr = self.metrics_address
+        if addr is None:
+            return None
+        host, port = addr
+        if host in _WILDCARD_HOSTS:
+            advertised = [self.advertised_for(b).host for _, b in self.bound]
+            concrete = [h for h in advertised if h not in _WILDCARD_HOSTS]
+            host = concrete[0] if concrete else socket.getfqdn()
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
     def advertised_for(self, listener: Listener) -> Listener:
         """The address clients are told to use for ``listener`` (port 0 in the
@@ -199,6 +233,12 @@ class KafkaServer:
         if self._stopping:
             return
         self._stopping = True
+        try:
+            await self._shut_down(timeout_s)
+        finally:
+            self.events.detach()
+
+    async def _shut_down(self, timeout_s: float) -> None:
         self.broker.remove_data_listener(self.purgatory.notify)
         for srv in self._servers:
             srv.close()

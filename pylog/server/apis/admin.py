@@ -7,7 +7,9 @@ a refused resource changed nothing (the broker's guarantee).
 
 Configs: topics have Kafka's topic settings (DescribeConfigs shows every one, with its
 source: set for the topic, or the broker's default); the broker resource shows the
-settings `pylog serve` started with, read-only.  A cluster's only dynamic broker configs
+settings `pylog serve` started with, read-only, and ``metrics.listener`` (``HOST:PORT``
+of the metrics endpoint as bound, null without one: where the console finds the
+broker's ``/metrics`` and ``/events``).  A cluster's only dynamic broker configs
 are the replication throttle's ``leader.replication.throttled.rate`` and
 ``follower.replication.throttled.rate`` (IncrementalAlterConfigs/AlterConfigs on a BROKER
 resource: a broker id, or "" for every broker), kept in the metadata store where Kafka's
@@ -258,7 +260,11 @@ class AdminHandler:
                            f"{k}:{v}" for k, v in self.config.security_protocol_map.items()),
                        "inter.broker.listener.name": self.config.inter_broker_listener_name,
                        "log.dirs": ",".join(str(d) for d in self.config.all_log_dirs)})
+        # Where the console finds this broker's /metrics and /events (as bound; None without one).
+        values["metrics.listener"] = self.apis.server.metrics_listener
         given = set(self.config.broker_settings)
+        if self.config.metrics_listener is not None:
+            given.add("metrics.listener")
         rows = []
         for name in sorted(values):
             if keys and name not in keys:
