@@ -175,16 +175,18 @@ def test_traffic_charts_show_the_records_produced(console):
         for _ in range(200):
             p.produce("traffic", value=b"y" * 50, partition=0)
         p.flush(10)
-        charts = {c["id"]: c for c in api(base, "/")["charts"]}
-        pts = [v for _, v in charts["broker-records-in"]["series"][0]["points"] if v]
+        chart = next(c for c in api(base, "/topics/traffic")["charts"] if c["id"] == "partition-records-in")
+        series = {s["name"]: s for s in chart["series"]}
+        pts = [v for _, v in series["partition 0"]["points"] if v]
         return max(pts) if pts else None
 
-    assert wait_for(busy, "a records-in rate on the overview's chart") > 0
-    topic = api(base, "/topics/traffic")
-    chart = next(c for c in topic["charts"] if c["id"] == "partition-records-in")
+    assert wait_for(busy, "a records-in rate of traffic-0 on the topic's chart") > 0
+    chart = next(c for c in api(base, "/topics/traffic")["charts"] if c["id"] == "partition-records-in")
     series = {s["name"]: s for s in chart["series"]}
-    assert any(v for _, v in series["partition 0"]["points"])
-    assert not any(v for _, v in series["partition 1"]["points"])
+    assert not any(v for _, v in series["partition 1"]["points"])  # nothing was sent there
+    charts = {c["id"]: c for c in api(base, "/")["charts"]}
+    assert any(v for _, v in charts["broker-records-in"]["series"][0]["points"])
+    assert any(v for _, v in charts["broker-bytes-in"]["series"][0]["points"])
 
 
 def test_a_consumer_groups_lag_appears_on_its_page(console):
