@@ -81,12 +81,13 @@ def parse_metrics(text: str) -> BrokerMetrics:
         if not line.startswith("pylog_"):
             continue
         if line.startswith("pylog_partition_"):
+            family = line.split("{", 1)[0].split(" ", 1)[0]
+            name = PARTITION_FIELDS.get(family)
+            if name is None:  # another family (pylog_partition_count on a cluster, ...)
+                continue
             m = _PARTITION_LINE.match(line)
             if m is None:
                 raise MetricsFormatError(f"unreadable metrics line {line[:200]!r}")
-            name = PARTITION_FIELDS.get(m.group(1))
-            if name is None:
-                continue
             key = (_unescape(m.group(2)), int(m.group(3)))
             row = parts.get(key)
             if row is None:

@@ -90,6 +90,7 @@ def test_console_pages_match_the_cluster_in_a_browser(process_cluster, browser):
     from confluent_kafka.admin import AdminClient
 
     md = AdminClient({"bootstrap.servers": cluster.bootstrap}).list_topics(timeout=20)
+    wait_until(driver, lambda d: len(css(d, "#brokers tr[data-broker]")) == 3, "three brokers on the overview")
     rows = {r.get_attribute("data-broker"): r for r in css(driver, "#brokers tr[data-broker]")}
     assert sorted(rows) == ["1", "2", "3"]
     for bid, rack in (("1", "rack-a"), ("2", "rack-b"), ("3", "rack-c")):
@@ -104,9 +105,9 @@ def test_console_pages_match_the_cluster_in_a_browser(process_cluster, browser):
     hot = murmur2_partition(HOT_KEY, PARTITIONS)
     with HotProducer(cluster.bootstrap) as producer:
         # ---- the per-broker charts draw the traffic
-        wait_until(driver, lambda d: any(s.get_attribute("class") for s in css(
-            d, 'div.chart[data-chart="broker-records-in"] polyline, div.chart[data-chart="broker-records-in"] path')),
-            "a line on the records-in chart")
+        wait_until(driver, lambda d: len(css(d, 'div.chart[data-chart="broker-records-in"] g.series')) == 3
+                   and css(d, 'div.chart[data-chart="broker-records-in"] g.series polyline'),
+                   "a line per broker on the records-in chart")
         screenshot(driver, "overview")
 
         # ---- topic page: the hot key's partition is highlighted, the skew warning beside the chart

@@ -32,6 +32,13 @@ def test_reads_a_real_servers_broker_totals():
     assert parse_metrics(text).totals == {"records_in": 42.0, "bytes_out": 7.0}
 
 
+def test_other_families_with_the_same_prefix_are_skipped():
+    # a cluster broker writes pylog_partition_count (no labels) beside the per-partition rows
+    text = ('pylog_partition_count 6\npylog_partition_leader_epoch{topic="t",partition="0"} 3\n'
+            'pylog_partition_records_in_total{topic="t",partition="0"} 5\n')
+    assert parse_metrics(text).partitions == {("t", 0): {"records_in": 5.0}}
+
+
 def test_a_line_it_cannot_read_is_named():
     bad = 'pylog_partition_records_in_total{topic="t",partition="x"} 1\n'
     try:
