@@ -47,6 +47,8 @@ _STATIC = {"console.js": "text/javascript; charset=utf-8", "console.css": "text/
 _COOKIE = "pylog_console"
 _MAX_FORM = 8192
 _VISIBLE_TTL_S = 2.0
+#: a page asks the cluster with these (a stopped broker costs a page seconds, not half a minute)
+_PAGE_TIMEOUTS = {"request_timeout_ms": 5000, "connect_timeout_ms": 3000}
 
 
 @dataclass
@@ -99,8 +101,10 @@ class Console:
     def _sampler_admin(self) -> AdminClient:
         if self.login_mechanism is not None and self._sampler_login is None:
             raise PylogError("nobody has logged in to the console yet (the cluster needs a SASL login)")
-        return AdminClient(self.bootstrap, client_id="pylog-console", ssl_context=self.ssl_context,
-                           sasl=self._sampler_login)
+        # short timeouts: a broker that does not answer (stopped, paused) must not hold
+        # up the once-a-second sample; the next broker is asked instead
+        return AdminClient(self.bootstrap, client_id="pylog-console-sampler", ssl_context=self.ssl_context,
+                           sasl=self._sampler_login, request_timeout_ms=3000, connect_timeout_ms=2000)
 
     def start(self) -> "Console":
         """Bind and serve on a thread; OSError when the address cannot be bound."""
@@ -204,7 +208,7 @@ class Console:
                 if s.admin is None:
                     try:
                         s.admin = AdminClient(self.bootstrap, client_id="pylog-console",
-                                              ssl_context=self.ssl_context, sasl=self.sasl)
+                                              ssl_context=self.ssl_context, sasl=self.sasl, **_PAGE_TIMEOUTS)
                     except PylogError as exc:
                         log.info("console: cannot reach the cluster: %s", exc)
             return s
@@ -248,7 +252,8 @@ class Console:
             return "user and password are both needed", []
         login = SaslLogin(self.login_mechanism or "PLAIN", user, password)
         try:
-            admin = AdminClient(self.bootstrap, client_id="pylog-console", ssl_context=self.ssl_context, sasl=login)
+            admin = AdminClient(self.bootstrap, client_id="pylog-console", ssl_context=self.ssl_context, sasl=login,
+                                **_PAGE_TIMEOUTS)
         except SaslAuthenticationFailed:
             return "wrong user or password", []
         except PylogError as exc:

@@ -108,6 +108,7 @@ class Collector:
         self._metrics_addr: Dict[int, Optional[str]] = {}
         self._min_isr: Dict[str, int] = {}
         self._samples = 0
+        self._last_tick = 0
         self._events: Deque[Dict[str, Any]] = collections.deque(maxlen=_MAX_EVENTS)
         self._event_keys: Set[Tuple[Any, int, str]] = set()
         self._event_after: Dict[int, int] = {}
@@ -168,6 +169,11 @@ class Collector:
 
     def sample_once(self) -> Snapshot:
         now_ms = int(self._clock() * 1000)
+        interval_ms = int(self.interval_s * 1000)
+        if self._last_tick and now_ms - self._last_tick > 2.5 * interval_ms:
+            # samples were missed (the cluster answered slowly): a gap, not a straight line
+            self.history.tick(self._last_tick + interval_ms, {})
+        self._last_tick = now_ms
         snap = Snapshot(time_ms=now_ms)
         try:
             admin = self._client()
@@ -268,19 +274,25 @@ class Collector:
                 pass
         # the leader's row of each partition (its traffic and offsets are the partition's)
         counters: Dict[str, float] = {}
+        times: Dict[str, int] = {}  # when each counter was read (rates over the true interval)
         for (topic, p), row in self._rows(snap, got).items():
             snap.partitions[(topic, p)] = row
             leader = int(row.get("_from", -1))
+            read_ms = got[leader].time_ms if leader in got and got[leader].time_ms else now_ms
             for what in ("records_in", "bytes_in", "records_out", "bytes_out"):
                 if what in row:
-                    counters[f"{leader}\x00{partition_key(topic, p, what)}"] = row[what]
+                    key = f"{leader}\x00{partition_key(topic, p, what)}"
+                    counters[key] = row[what]
+                    times[key] = read_ms
         for bid, m in got.items():
             for what in _TRAFFIC:
                 if what in m.totals:
-                    counters[f"{bid}\x00{broker_key(bid, what)}"] = m.totals[what]
+                    key = f"{bid}\x00{broker_key(bid, what)}"
+                    counters[key] = m.totals[what]
+                    times[key] = m.time_ms or now_ms
             for k, v in m.lag.items():
                 snap.lag[k] = v
-        rates = self._rates.update(now_ms, counters)
+        rates = self._rates.update(now_ms, counters, times)
         values: Dict[str, Optional[float]] = {k.split("\x00", 1)[1]: v for k, v in rates.items()}
         for (g, t, p), v in snap.lag.items():
             values[lag_key(g, t, p)] = v

@@ -161,19 +161,22 @@ class Rates:
     def __init__(self) -> None:
         self._prev: Dict[str, Tuple[int, float]] = {}
 
-    def update(self, now_ms: int, counters: Mapping[str, float]) -> Dict[str, Optional[float]]:
+    def update(self, now_ms: int, counters: Mapping[str, float],
+               times: Optional[Mapping[str, int]] = None) -> Dict[str, Optional[float]]:
         """The rate of every counter in ``counters`` since its previous value (None for a
-        new counter, one that went down, or no time passed).  Counters missing here are
-        forgotten: their next value starts afresh."""
+        new counter, one that went down, or no time passed).  ``times`` gives the time
+        (ms) a counter was read when it is not ``now_ms`` (the answer of a slow broker).
+        Counters missing here are forgotten: their next value starts afresh."""
         out: Dict[str, Optional[float]] = {}
         prev = self._prev
         new: Dict[str, Tuple[int, float]] = {}
         for key, v in counters.items():
+            t = now_ms if times is None else times.get(key, now_ms)
             p = prev.get(key)
             rate: Optional[float] = None
-            if p is not None and now_ms > p[0] and v >= p[1]:
-                rate = (v - p[1]) * 1000.0 / (now_ms - p[0])
+            if p is not None and t > p[0] and v >= p[1]:
+                rate = (v - p[1]) * 1000.0 / (t - p[0])
             out[key] = rate
-            new[key] = (now_ms, v)
+            new[key] = (t, v)
         self._prev = new
         return out

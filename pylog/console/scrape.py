@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
@@ -71,6 +72,8 @@ class BrokerMetrics:
     partitions: Dict[Tuple[str, int], Dict[str, float]] = field(default_factory=dict)
     totals: Dict[str, float] = field(default_factory=dict)
     lag: Dict[Tuple[str, str, int], float] = field(default_factory=dict)
+    #: when the page was read (ms since the epoch; 0 when parsed from text alone)
+    time_ms: int = 0
 
 
 def parse_metrics(text: str) -> BrokerMetrics:
@@ -120,7 +123,10 @@ def scrape(address: str, timeout_s: float = 2.0) -> BrokerMetrics:
     """GET ``http://address/metrics`` and parse it.  PylogError when the broker does not
     answer (within ``timeout_s``); MetricsFormatError for a page it cannot read."""
     body = _get(f"http://{address}/metrics", timeout_s, 256 << 20)
-    return parse_metrics(body.decode("utf-8", "replace"))
+    read_ms = int(time.time() * 1000)
+    m = parse_metrics(body.decode("utf-8", "replace"))
+    m.time_ms = read_ms
+    return m
 
 
 def fetch_events(address: str, after: int, timeout_s: float = 2.0) -> List[Dict[str, Any]]:

@@ -52,7 +52,9 @@ class HotProducer:
     def __init__(self, bootstrap: str) -> None:
         from confluent_kafka import Producer
 
-        self.producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "acks": "1"})
+        # murmur2_random: the Java client's partitioner (and pylog's), so HOT_KEY's partition is known
+        self.producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "acks": "1",
+                                  "partitioner": "murmur2_random"})
         self.stop = threading.Event()
         self.sent = 0
         self.thread = threading.Thread(target=self._run, daemon=True)

@@ -91,3 +91,10 @@ def test_rates_from_counters():
     r.update(5000, {})
     assert r.update(6000, {"x": 1e9}) == {"x": None}
     assert not math.isnan(r.update(7000, {"x": 1e9 + 5})["x"])
+
+
+def test_rates_use_the_time_each_counter_was_read():
+    r = Rates()
+    r.update(0, {"x": 0.0}, {"x": 0})
+    # the sample started at 1000 but the broker answered at 3000: 200 over 3 s, not 1 s
+    assert r.update(1000, {"x": 600.0}, {"x": 3000}) == {"x": 200.0}
