@@ -67,11 +67,11 @@ def browse(admin: AdminClient, t: TopicDescription, p: TopicPartitionInfo, *, of
     if p.leader < 0:
         raise NotFound(f"{t.name}-{p.partition} has no leader: its records cannot be read now")
     tp = (t.name, p.partition)
-    ends = admin.list_offsets({tp: -2})
-    log_start = ends[tp][0]
-    log_end = admin.list_offsets({tp: -1})[tp][0]
+    lead = {tp: p.leader}
+    log_start = admin.list_offsets({tp: -2}, leaders=lead)[tp][0]
+    log_end = admin.list_offsets({tp: -1}, leaders=lead)[tp][0]
     if timestamp is not None:
-        found = admin.list_offsets({tp: timestamp})[tp][0]
+        found = admin.list_offsets({tp: timestamp}, leaders=lead)[tp][0]
         start = log_end if found < 0 else found
     elif offset is not None:
         if not log_start <= offset <= log_end:

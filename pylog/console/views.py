@@ -22,7 +22,7 @@ from pylog.client.network.admin import AdminClient, TopicDescription
 from pylog.console.collector import Snapshot, broker_key, lag_key, partition_key
 from pylog.console.history import History
 from pylog.console.records import NotFound, browse
-from pylog.errors import PylogError
+from pylog.errors import GroupAuthorizationFailed, PylogError
 
 __all__ = ["View", "Page", "NotFound", "overview", "topics", "topic", "records", "groups", "group", "events",
            "layout", "not_found_page", "VALUE_DISPLAY_LIMIT", "MAX_CHART_SERIES"]
@@ -495,17 +495,22 @@ def groups(v: View) -> Page:
 def group(v: View, gid: str) -> Page:
     if v.admin is None:
         raise NotFound(f"unknown group {gid!r}")
-    if gid not in {g.group_id for g in _visible_groups(v)}:
-        raise NotFound(f"unknown group {gid!r}")
     try:
         d = v.admin.describe_group(gid)
         committed = v.admin.list_group_offsets(gid)
     except PylogError as exc:
+        # GROUP_AUTHORIZATION_FAILED: the principal may not describe it, as if absent
+        if isinstance(exc, GroupAuthorizationFailed):
+            raise NotFound(f"unknown group {gid!r}") from None
         raise NotFound(f"group {gid!r}: {exc}") from None
+    if d.state in ("Dead", "") and not committed and not d.members:
+        raise NotFound(f"unknown group {gid!r}")
     s = v.snapshot
     shown = {tp: o for tp, o in committed.items() if v.visible_topics is None or tp[0] in v.visible_topics}
     try:  # the ends now, from the leaders (the metrics' may be a second old or missing)
-        ends = {tp: off for tp, (off, _ts) in v.admin.list_offsets({tp: -1 for tp in shown}).items()}
+        known = {(t.name, p.partition): p.leader for t in v.all_topics().values() for p in t.partitions
+                 if t.name in {x for x, _ in shown}}
+        ends = {tp: off for tp, (off, _ts) in v.admin.list_offsets({tp: -1 for tp in shown}, leaders=known).items()}
     except PylogError:
         ends = {}
     members = "".join(

@@ -51,6 +51,15 @@ def srv(tmp_path_factory):
             for t in ("alice.orders", "secret.payroll"):
                 a.create_topic(t, 2, 1)
                 a.wait_for_topic(t)
+        from confluent_kafka import Consumer, TopicPartition
+
+        c = Consumer({"bootstrap.servers": s.address("SASL_PLAINTEXT"), "security.protocol": "SASL_PLAINTEXT",
+                      "sasl.mechanism": "SCRAM-SHA-512", "sasl.username": "alice",
+                      "sasl.password": PASSWORDS["alice"], "group.id": "alice.readers"})
+        try:  # a group of alice's, with a committed offset
+            c.commit(offsets=[TopicPartition("alice.orders", 0, 0)], asynchronous=False)
+        finally:
+            c.close()
         yield s
     finally:
         try:
@@ -116,11 +125,19 @@ def test_each_user_sees_only_what_it_may_describe(srv):
     assert 'id="count-topics">1<' in body  # the overview counts her topics only
     assert '<span class="user">alice <a href="/logout">' in body  # who is logged in, and the way out
 
+    status, _, body = _call(alice, srv.console_url + "groups")
+    assert 'data-group="alice.readers"' in body
+    assert _call(alice, srv.console_url + "groups/alice.readers")[0] == 200
+
     bob, status, _ = _login(srv, "bob", PASSWORDS["bob"])
     assert status == 303
     status, _, body = _call(bob, srv.console_url + "topics")
     assert status == 200 and "alice.orders" not in body and "secret.payroll" not in body
     assert _call(bob, srv.console_url + "topics/alice.orders")[0] == 404
+    status, _, body = _call(bob, srv.console_url + "groups")
+    assert status == 200 and "alice.readers" not in body
+    status, _, body = _call(bob, srv.console_url + "groups/alice.readers")
+    assert status == 404 and "unknown group &#x27;alice.readers&#x27;" in body
 
     admin, status, _ = _login(srv, "admin", PASSWORDS["admin"])
     status, _, body = _call(admin, srv.console_url + "topics")

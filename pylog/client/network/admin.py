@@ -783,18 +783,23 @@ class AdminClient:
                     out[(t.name, int(p.partition_index))] = int(p.committed_offset)
         return dict(sorted(out.items()))
 
-    def list_offsets(self, partitions: Mapping[TopicPartition, int]) -> Dict[TopicPartition, Tuple[int, int]]:
+    def list_offsets(self, partitions: Mapping[TopicPartition, int], *,
+                     leaders: Optional[Mapping[TopicPartition, int]] = None) -> Dict[TopicPartition, Tuple[int, int]]:
         """ListOffsets at each partition's leader: ``partitions`` maps (topic, partition)
         to a timestamp (-2 earliest, -1 latest, else the first offset at or after that
         time, ms); the answer maps them to (offset, timestamp), offset -1 when there is
-        none.  A partition without a leader raises LeaderNotAvailable; a per-partition
-        error raises that error."""
+        none.  ``leaders`` (the caller's knowledge) saves the Metadata request that
+        finds them.  A partition without a leader raises LeaderNotAvailable; a
+        per-partition error raises that error (NOT_LEADER_OR_FOLLOWER when ``leaders``
+        was stale)."""
         wanted = list(partitions)
-        topics = sorted({t for t, _ in wanted})
-        leaders: Dict[TopicPartition, int] = {}
-        for d in self.describe_topics(topics, include_internal=True).values():
-            for p in d.partitions:
-                leaders[(d.name, p.partition)] = p.leader
+        if leaders is None or any(tp not in leaders for tp in wanted):
+            topics = sorted({t for t, _ in wanted})
+            found: Dict[TopicPartition, int] = dict(leaders or {})
+            for d in self.describe_topics(topics, include_internal=True).values():
+                for p in d.partitions:
+                    found[(d.name, p.partition)] = p.leader
+            leaders = found
         by_node: Dict[int, Dict[str, List[Dict[str, Any]]]] = {}
         for tp in wanted:
             node = leaders.get(tp, -1)
