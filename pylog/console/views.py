@@ -508,8 +508,9 @@ def group(v: View, gid: str) -> Page:
     s = v.snapshot
     shown = {tp: o for tp, o in committed.items() if v.visible_topics is None or tp[0] in v.visible_topics}
     try:  # the ends now, from the leaders (the metrics' may be a second old or missing)
-        known = {(t.name, p.partition): p.leader for t in v.all_topics().values() for p in t.partitions
-                 if t.name in {x for x, _ in shown}}
+        names = {x for x, _ in shown}
+        known = {(t.name, p.partition): p.leader for t in v.all_topics().values() if t.name in names
+                 for p in t.partitions}
         ends = {tp: off for tp, (off, _ts) in v.admin.list_offsets({tp: -1 for tp in shown}, leaders=known).items()}
     except PylogError:
         ends = {}
