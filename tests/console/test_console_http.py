@@ -242,3 +242,19 @@ def test_standalone_console_runs_against_a_broker_and_stops_by_pid(console, tmp_
 def test_console_address_must_be_host_and_port(start_server):
     with pytest.raises(RuntimeError, match="--console must be HOST:PORT"):
         start_server("--console", "nonsense")
+
+
+def test_console_of_a_broker_with_only_an_ssl_listener(start_server, tmp_path):
+    """pylog serve --console on a broker whose one listener is SSL (with client
+    certificates required): the console reaches it with the broker's own keystore."""
+    from tests.server.tlscerts import make_pki
+
+    pki = make_pki(tmp_path / "pki")
+    srv = start_server("--listeners", "SSL://127.0.0.1:0", "--console", "127.0.0.1:0",
+                       "--override", f"ssl.keystore.location={pki.keystore}",
+                       "--override", f"ssl.truststore.location={pki.ca}",
+                       "--override", "ssl.client.auth=required")
+    assert srv.console_url
+    status, _, body = wait_for(lambda: (lambda r: r if r[0] == 200 and 'data-broker="0"' in r[2] else None)(
+        get(srv.console_url, "/")), "the broker on the overview")
+    assert '<td class="state good">online</td>' in body
