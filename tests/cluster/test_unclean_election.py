@@ -41,6 +41,9 @@ def test_an_offline_partition_gets_an_out_of_sync_leader_on_request(caplog):
     s = c.state("t")
     assert s.leader == follower and s.isr == (follower,) and s.leader_epoch == epoch + 1
     assert any("UNCLEAN" in r.getMessage() and "on request" in r.getMessage() for r in caplog.records)
+    # the per-partition ERROR is the console's election_unclean event (pylog.server.events)
+    marked = [r for r in caplog.records if getattr(r, "pylog_event", None) == "election_unclean"]
+    assert len(marked) == 1 and marked[0].levelno == logging.ERROR and "t-0" in marked[0].getMessage()
     (entry,) = read_loss_ledger(c.store)
     assert (entry["topic"], entry["new_leader"], entry["previous_isr"], entry["at_ms"]) == \
         ("t", follower, [leader], 9_000)
