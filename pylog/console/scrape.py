@@ -18,7 +18,7 @@ from typing import Any, Dict, List, Tuple
 
 from pylog.errors import PylogError
 
-__all__ = ["BrokerMetrics", "MetricsFormatError", "parse_metrics", "scrape", "fetch_events",
+__all__ = ["BrokerMetrics", "MetricsFormatError", "parse_metrics", "scrape", "fetch_events", "parse_events",
            "PARTITION_FIELDS"]
 
 #: pylog_partition_<name> families kept per partition (Kafka-style names of broker/metrics.py).
@@ -134,6 +134,12 @@ def fetch_events(address: str, after: int, timeout_s: float = 2.0) -> List[Dict[
     ``{"seq", "time_ms", "level", "kind", "message", "broker"}``.  PylogError when the
     broker does not answer or answers something else than the events document."""
     body = _get(f"http://{address}/events?after={int(after)}", timeout_s, 16 << 20)
+    return parse_events(body, f"http://{address}/events")
+
+
+def parse_events(body: bytes, where: str = "/events") -> List[Dict[str, Any]]:
+    """The events of an ``/events`` answer; PylogError naming ``where`` for anything
+    else than the events document."""
     try:
         doc = json.loads(body)
         events = doc["events"]
@@ -141,9 +147,10 @@ def fetch_events(address: str, after: int, timeout_s: float = 2.0) -> List[Dict[
             raise TypeError("events is not a list")
         out = []
         for e in events:
+            broker = e.get("broker", doc.get("broker"))
             out.append({"seq": int(e["seq"]), "time_ms": int(e["time_ms"]), "level": str(e["level"]),
                         "kind": str(e["kind"]), "message": str(e["message"]),
-                        "broker": e.get("broker", doc.get("broker"))})
+                        "broker": int(broker) if isinstance(broker, int) and not isinstance(broker, bool) else None})
         return out
-    except (ValueError, KeyError, TypeError) as exc:
-        raise PylogError(f"http://{address}/events: not an events document ({exc})") from None
+    except (ValueError, KeyError, TypeError, AttributeError, OverflowError) as exc:
+        raise PylogError(f"{where}: not an events document ({exc})") from None

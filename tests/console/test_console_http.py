@@ -10,10 +10,13 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from typing import Any, Dict, Optional, Tuple
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tests.server.conftest import module_server, start_server  # noqa: F401 (fixtures)
 from tests.server.serverproc import server_env
@@ -258,3 +261,23 @@ def test_console_of_a_broker_with_only_an_ssl_listener(start_server, tmp_path):
     status, _, body = wait_for(lambda: (lambda r: r if r[0] == 200 and 'data-broker="0"' in r[2] else None)(
         get(srv.console_url, "/")), "the broker on the overview")
     assert '<td class="state good">online</td>' in body
+
+
+_SEGMENTS = st.sampled_from(["topics", "groups", "events", "api", "static", "pages", "0", "-1", "999999999999999999999",
+                             "%00", "%ff", "%2F", "..", ".", "", "<script>", "a b", "é", "console.js", "known",
+                             "fragment=live", "?", "#"])
+_QUERY = st.lists(st.tuples(st.sampled_from(["offset", "timestamp", "limit", "fragment", "kind", "next", "x"]),
+                            st.sampled_from(["", "0", "-5", "1e9", "abc", "99999999999999999999999", "live",
+                                             "%ff", "<b>", "isr_shrink"])), max_size=4)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(_SEGMENTS, min_size=1, max_size=5), _QUERY)
+def test_fuzz_any_url_gets_a_page_or_a_named_error_never_a_crash(console, parts, query):
+    # what a browser sends: raw '%' sequences kept (%ff, %00 reach the server), the rest encoded
+    path = "/" + "/".join(urllib.parse.quote(p, safe="%?#=") for p in parts)
+    qs = "&".join(f"{k}={urllib.parse.quote(v, safe='%')}" for k, v in query)
+    status, headers, body = get(console.console_url, path + ("?" + qs if qs else ""))
+    assert status in (200, 204, 400, 404), (path, qs, status, body[:300])
+    if status == 404 and headers.get("content-type", "").startswith("text/html"):
+        assert '<p id="not-found">' in body

@@ -5,7 +5,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pylog.broker.metrics import render_prometheus
-from pylog.console.scrape import MetricsFormatError, parse_metrics
+import json
+
+from pylog.console.scrape import MetricsFormatError, parse_events, parse_metrics
+from pylog.errors import PylogError
 
 
 def _metrics(topic: str) -> dict:
@@ -66,4 +69,30 @@ def test_fuzz_any_text_parses_or_raises_metrics_format_error(text):
     try:
         parse_metrics(text)
     except MetricsFormatError:
+        pass
+
+
+def test_reads_the_events_document_a_broker_serves():
+    body = json.dumps({"broker": 2, "events": [{"seq": 1, "time_ms": 5, "level": "WARNING", "kind": "isr_shrink",
+                                                "message": "ISR shrink for t-0: [1, 2] -> [1] (x)", "broker": 2}]})
+    assert parse_events(body.encode()) == [{"seq": 1, "time_ms": 5, "level": "WARNING", "kind": "isr_shrink",
+                                            "message": "ISR shrink for t-0: [1, 2] -> [1] (x)", "broker": 2}]
+
+
+_JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=10),
+                     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
+                         st.sampled_from(["events", "seq", "time_ms", "level", "kind", "message", "broker", "x"]),
+                         inner, max_size=6), max_leaves=20)
+
+
+@settings(max_examples=400, deadline=None)
+@given(_JSON | st.binary(max_size=60))
+def test_fuzz_any_events_answer_parses_or_raises_pylog_error(doc):
+    body = doc if isinstance(doc, bytes) else json.dumps(doc).encode()
+    try:
+        for e in parse_events(body):
+            assert isinstance(e["seq"], int) and isinstance(e["message"], str)
+            assert e["broker"] is None or isinstance(e["broker"], int)
+            hash((e["broker"], e["time_ms"], e["message"]))  # the collector keys on these
+    except PylogError:
         pass
