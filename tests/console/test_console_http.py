@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from tests.server.conftest import module_server, start_server  # noqa: F401 (fixtures)
 from tests.server.serverproc import server_env
+from tests.zk import wait_until
 
 SERVER_ARGS = ("--console", "127.0.0.1:0", "--override", "partition.skew.window.ms=1000")
 
@@ -39,14 +40,8 @@ def api(base: str, path: str) -> Dict[str, Any]:
 
 
 def wait_for(pred, what: str, timeout_s: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    last = None
-    while time.monotonic() < deadline:
-        last = pred()
-        if last:
-            return last
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
+    """tests.zk.wait_until, polling every 0.2 s (each poll is an HTTP request)."""
+    return wait_until(pred, what, timeout_s, 0.2)
 
 
 @pytest.fixture(scope="module")

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import re
-import time
 import urllib.error
 import urllib.request
+
+from tests.zk import wait_until
 
 from pylog.client.network.admin import AdminClient
 
@@ -24,13 +25,7 @@ def _get(port: int, path: str):
 
 
 def _wait_for(what, predicate, timeout_s: float = 30.0):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        got = predicate()
-        if got:
-            return got
-        time.sleep(0.1)
-    raise AssertionError(f"no {what} within {timeout_s} s")
+    return wait_until(predicate, what, timeout_s, 0.1)
 
 
 def test_events_endpoint_serves_the_log_words_of_a_skew_warning(start_server):
