@@ -116,8 +116,11 @@ def test_console_pages_match_the_cluster_in_a_browser(process_cluster, browser):
         open_page(driver, f"{base}/topics/{TOPIC}")
         wait_until(driver, lambda d: [r.get_attribute("data-partition") for r in css(d, "#partitions tr.skewed")]
                    == [str(hot)], f"partition {hot} (the hot key's) and only it marked skewed")
-        warning = wait_until(driver, lambda d: text_of(d, "#skew-warning"), "the skew warning")
-        assert f"partition {hot}" in warning and "partition skew" in warning
+        # the broker's own WARNING words, once the console has read them from its /events
+        warning = wait_until(driver, lambda d: (lambda t: t if f"topic 'orders' partition {hot} received" in t
+                                                else None)(text_of(d, "#skew-warning")),
+                             "the broker's skew WARNING beside the chart")
+        assert warning.startswith("partition skew: ") and "fair share" in warning
         wait_until(driver, lambda d: css(d, 'div.chart[data-chart="partition-share"] .highlight'),
                    "the hot partition's bar highlighted")
         wait_until(driver, lambda d: css(d, 'div.chart[data-chart="partition-records-in"] .highlight'),

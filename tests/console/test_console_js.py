@@ -389,13 +389,13 @@ def test_charts_are_drawn_from_the_contract(browser: Any, server: ConsoleServer)
     screenshot(browser, "console-js-charts")
 
     # sized to its container, and redrawn when the container's width changes (at 1400 px
-    # the grid has three columns, at 700 px one)
+    # the grid has two columns, at 1000 px one, wider than either of the two)
     width_js = ("const d = document.getElementById('c-lines'), s = getComputedStyle(d);"
                 "return [+d.querySelector('svg').getAttribute('width'),"
                 " d.clientWidth - parseFloat(s.paddingLeft) - parseFloat(s.paddingRight)];")
     before, room = browser.execute_script(width_js)
     assert abs(before - room) <= 1, (before, room)
-    browser.set_window_size(700, 1000)
+    browser.set_window_size(1000, 1000)
     wait_until(browser, lambda d: abs(d.execute_script(width_js)[0] - before) > 50,
                "the line chart to be redrawn at its new width")
     after, room = browser.execute_script(width_js)
