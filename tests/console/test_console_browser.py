@@ -25,15 +25,34 @@ PARTITIONS = 6
 HOT_KEY = b"customer-42"
 
 
-def css(driver: Any, selector: str) -> List[Any]:
-    from selenium.webdriver.common.by import By
+# Every read is one script run in the page: the live sections are replaced every 2 s, so
+# element handles kept across two calls may go stale; a script sees one state of the page.
+def count(driver: Any, selector: str) -> int:
+    return int(driver.execute_script("return document.querySelectorAll(arguments[0]).length;", selector))
 
-    return driver.find_elements(By.CSS_SELECTOR, selector)
+
+def texts(driver: Any, selector: str) -> List[str]:
+    return list(driver.execute_script(
+        "return Array.from(document.querySelectorAll(arguments[0]), e => e.innerText.trim());", selector))
 
 
 def text_of(driver: Any, selector: str) -> str:
-    found = css(driver, selector)
-    return found[0].text if found else ""
+    found = texts(driver, selector)
+    return found[0] if found else ""
+
+
+def attrs(driver: Any, selector: str, name: str) -> List[str]:
+    return list(driver.execute_script(
+        "return Array.from(document.querySelectorAll(arguments[0]), e => e.getAttribute(arguments[1]) || '');",
+        selector, name))
+
+
+def rows_of(driver: Any, selector: str, cells: List[str]) -> List[List[Any]]:
+    """For each row matched: the innerText of each cell selector (a list when it matches several)."""
+    return list(driver.execute_script(
+        "return Array.from(document.querySelectorAll(arguments[0]), r => arguments[1].map(c => {"
+        " const m = Array.from(r.querySelectorAll(c), e => e.innerText.trim());"
+        " return m.length === 1 ? m[0] : m; }));", selector, cells))
 
 
 def no_console_errors(driver: Any, page: str, allow: str = "") -> None:
@@ -92,45 +111,41 @@ def test_console_pages_match_the_cluster_in_a_browser(process_cluster, browser):
     from confluent_kafka.admin import AdminClient
 
     md = AdminClient({"bootstrap.servers": cluster.bootstrap}).list_topics(timeout=20)
-    wait_until(driver, lambda d: len(css(d, "#brokers tr[data-broker]")) == 3, "three brokers on the overview")
-    rows = {r.get_attribute("data-broker"): r for r in css(driver, "#brokers tr[data-broker]")}
-    assert sorted(rows) == ["1", "2", "3"]
-    for bid, rack in (("1", "rack-a"), ("2", "rack-b"), ("3", "rack-c")):
-        assert rows[bid].find_element("css selector", "td.rack").text == rack
-        assert rows[bid].find_element("css selector", "td.state").text == "online"
-    controllers = [b for b, r in rows.items() if r.find_element("css selector", "td.controller").text == "controller"]
-    assert controllers == [str(md.controller_id)]
+    wait_until(driver, lambda d: count(d, "#brokers tr[data-broker]") == 3, "three brokers on the overview")
+    rows = rows_of(driver, "#brokers tr[data-broker]", ["td.id", "td.rack", "td.state", "td.controller"])
+    assert [r[:3] for r in rows] == [["1", "rack-a", "online"], ["2", "rack-b", "online"], ["3", "rack-c", "online"]]
+    assert [r[0] for r in rows if r[3] == "controller"] == [str(md.controller_id)]
     assert text_of(driver, "#count-under-replicated") == "0"
-    assert "good" in css(driver, "#count-under-replicated")[0].get_attribute("class")
+    assert "good" in attrs(driver, "#count-under-replicated", "class")[0]
     no_console_errors(driver, "the overview")
 
     hot = murmur2_partition(HOT_KEY, PARTITIONS)
     with HotProducer(cluster.bootstrap) as producer:
         # ---- the per-broker charts draw the traffic
-        wait_until(driver, lambda d: len(css(d, 'div.chart[data-chart="broker-records-in"] g.series')) == 3
-                   and css(d, 'div.chart[data-chart="broker-records-in"] g.series polyline'),
+        wait_until(driver, lambda d: count(d, 'div.chart[data-chart="broker-records-in"] g.series') == 3
+                   and count(d, 'div.chart[data-chart="broker-records-in"] g.series polyline'),
                    "a line per broker on the records-in chart")
         screenshot(driver, "overview")
 
         # ---- topic page: the hot key's partition is highlighted, the skew warning beside the chart
         open_page(driver, f"{base}/topics/{TOPIC}")
-        wait_until(driver, lambda d: [r.get_attribute("data-partition") for r in css(d, "#partitions tr.skewed")]
+        wait_until(driver, lambda d: attrs(d, "#partitions tr.skewed", "data-partition")
                    == [str(hot)], f"partition {hot} (the hot key's) and only it marked skewed")
         # the broker's own WARNING words, once the console has read them from its /events
         warning = wait_until(driver, lambda d: (lambda t: t if f"topic 'orders' partition {hot} received" in t
                                                 else None)(text_of(d, "#skew-warning")),
                              "the broker's skew WARNING beside the chart")
         assert warning.startswith("partition skew: ") and "fair share" in warning
-        wait_until(driver, lambda d: css(d, 'div.chart[data-chart="partition-share"] .highlight'),
+        wait_until(driver, lambda d: count(d, 'div.chart[data-chart="partition-share"] .highlight'),
                    "the hot partition's bar highlighted")
-        wait_until(driver, lambda d: css(d, 'div.chart[data-chart="partition-records-in"] .highlight'),
+        wait_until(driver, lambda d: count(d, 'div.chart[data-chart="partition-records-in"] .highlight'),
                    "the hot partition's line highlighted")
         # the numbers on the page are the cluster's
+        shown = {r[0]: r[1:] for r in rows_of(driver, "#partitions tr[data-partition]",
+                                               ["td.partition", "td.leader", "td.replicas span.replica"])}
         for p in describe(cluster, TOPIC):
-            row = css(driver, f'#partitions tr[data-partition="{p["partition"]}"]')[0]
-            assert row.find_element("css selector", "td.leader").text == str(p["leader"])
-            shown = [s.text for s in row.find_elements("css selector", "td.replicas span.replica")]
-            assert shown == [str(r) for r in p["replicas"]]
+            leader, replicas = shown[str(p["partition"])]
+            assert leader == str(p["leader"]) and replicas == [str(r) for r in p["replicas"]]
         screenshot(driver, "topic")
         no_console_errors(driver, "the topic page")
 
@@ -138,26 +153,27 @@ def test_console_pages_match_the_cluster_in_a_browser(process_cluster, browser):
         victim = 3
         cluster.brokers[victim].pause()
         try:
-            wait_until(driver, lambda d: [s for s in css(d, "#partitions span.replica.out-of-sync")
-                                          if s.text == str(victim)], f"broker {victim} shown out of sync",
+            wait_until(driver, lambda d: str(victim) in texts(d, "#partitions span.replica.out-of-sync"),
+                       f"broker {victim} shown out of sync",
                        timeout_s=60)
-            assert "bad" in css(driver, "#count-under-replicated")[0].get_attribute("class")
+            assert "bad" in attrs(driver, "#count-under-replicated", "class")[0]
             open_page(driver, base + "/")
             wait_until(driver, lambda d: text_of(d, "#count-under-replicated") not in ("", "0"),
                        "the overview's under-replicated count above 0")
-            assert "bad" in css(driver, "#count-under-replicated")[0].get_attribute("class")
+            assert "bad" in attrs(driver, "#count-under-replicated", "class")[0]
             screenshot(driver, "overview-under-replicated")
             open_page(driver, base + "/events")
-            shrink = wait_until(driver, lambda d: [e.text for e in css(d, '#events li[data-kind="isr_shrink"]')],
+            shrink = wait_until(driver, lambda d: texts(d, '#events li[data-kind="isr_shrink"]'),
                                 "an ISR shrink on the events page")
             assert any("ISR shrink" in t for t in shrink)
         finally:
             cluster.brokers[victim].resume()
         open_page(driver, f"{base}/topics/{TOPIC}")
-        wait_until(driver, lambda d: not css(d, "#partitions span.replica.out-of-sync")
+        wait_until(driver, lambda d: not count(d, "#partitions span.replica.out-of-sync")
                    and text_of(d, "#count-under-replicated") == "0", "every replica back in sync", timeout_s=60)
         open_page(driver, base + "/events")
-        wait_until(driver, lambda d: css(d, '#events li[data-kind="isr_expand"]'), "an ISR expand on the events page")
+        wait_until(driver, lambda d: count(d, '#events li[data-kind="isr_expand"]'),
+                   "an ISR expand on the events page")
         screenshot(driver, "events")
         no_console_errors(driver, "the events page")
         assert producer.sent > 0
@@ -186,7 +202,7 @@ def test_console_pages_match_the_cluster_in_a_browser(process_cluster, browser):
         assert text_of(driver, '#offsets tr[data-topic="lagging"] td.committed') == "20"
         c.commit(offsets=[TopicPartition("lagging", 0, 100)], asynchronous=False)
         wait_until(driver, lambda d: text_of(d, lag_cell) == "0", "the lag drained to 0 (live refresh)")
-        wait_until(driver, lambda d: css(d, 'div.chart[data-chart="group-lag"] svg'), "the lag chart")
+        wait_until(driver, lambda d: count(d, 'div.chart[data-chart="group-lag"] svg'), "the lag chart")
         screenshot(driver, "group")
         no_console_errors(driver, "the group page")
     finally:
