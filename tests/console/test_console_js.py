@@ -266,6 +266,21 @@ def count(browser: Any, selector: str) -> int:
     return browser.execute_script("return document.querySelectorAll(arguments[0]).length;", selector)
 
 
+def hover(browser: Any, selector: str) -> None:
+    """Move the mouse over the element ``selector``; the charts are redrawn every round,
+    so an element found just before a redraw is found again."""
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    for _ in range(20):
+        try:
+            ActionChains(browser).move_to_element(browser.find_element("css selector", selector)).perform()
+            return
+        except StaleElementReferenceException:
+            continue
+    raise AssertionError(f"{selector} was replaced 20 times in a row while the mouse moved to it")
+
+
 def texts(browser: Any, selector: str) -> list[str]:
     return browser.execute_script(
         "return Array.from(document.querySelectorAll(arguments[0])).map(e => e.textContent);", selector)
@@ -344,9 +359,7 @@ def test_charts_are_drawn_from_the_contract(browser: Any, server: ConsoleServer)
     legend = texts(browser, "#c-many .legend-item")
     assert len(legend) == 24 and "7⚠" in legend and "41⚠" in legend, legend
     assert texts(browser, "#c-many .legend-more") == ["… and 36 more"]
-    from selenium.webdriver.common.action_chains import ActionChains
-
-    ActionChains(browser).move_to_element(browser.find_element("css selector", "#c-many svg")).perform()
+    hover(browser, "#c-many svg")
     wait_until(browser, lambda d: d.execute_script(
         "const t = document.querySelector('#c-many .chart-tooltip'); return t && !t.hidden;"),
         "the tooltip of the chart with many series")
@@ -368,8 +381,7 @@ def test_charts_are_drawn_from_the_contract(browser: Any, server: ConsoleServer)
     assert offline_banner(browser) is None
 
     # the hover tooltip: the time and each series' value
-    svg = browser.find_element("css selector", "#c-lines svg")
-    ActionChains(browser).move_to_element(svg).perform()
+    hover(browser, "#c-lines svg")
     wait_until(browser, lambda d: d.execute_script(
         "const t = document.querySelector('#c-lines .chart-tooltip'); return t && !t.hidden;"),
         "the tooltip to show")

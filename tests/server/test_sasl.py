@@ -216,7 +216,7 @@ def test_kafka_python_wrong_password_gets_the_authentication_error(srv, pki, cap
     with pytest.raises(KafkaTimeoutError):  # it cannot bootstrap ...
         KafkaProducer(bootstrap_servers=srv.address("SASL_SSL"), security_protocol="SASL_SSL",
                       ssl_cafile=str(pki.ca), sasl_mechanism="SCRAM-SHA-512", sasl_plain_username="alice",
-                      sasl_plain_password="wrong", bootstrap_timeout_ms=3000)
+                      sasl_plain_password="wrong", bootstrap_timeout_ms=15000)  # SCRAM + TLS on a busy machine
     # ... because the broker said why, which the client reports
     assert any("SaslAuthenticationFailedError" in r.getMessage() and "Invalid username or password" in r.getMessage()
                for r in caplog.records)
