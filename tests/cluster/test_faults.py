@@ -615,11 +615,15 @@ def test_a_broker_cut_off_from_the_others_leaves_their_isrs_and_keeps_its_own_al
                 wait_for(lambda: [e for e in isr_changes(c.brokers[x], "n", "shrink", mark[x])
                                   if e["partition"] == p and e["new"] == [x]],
                          f"broker {x} to shrink the ISR of n-{p} to itself")
-            parts = {q["partition"]: q for q in describe(c, "n")}
-            for p in followed:
-                assert parts[p]["leader"] == lead[p] and x not in parts[p]["isr"], parts[p]
-            for p in led:
-                assert parts[p]["leader"] == x and parts[p]["isr"] == [x], parts[p]
+            # Metadata (any broker's cache, fed from ZooKeeper) shows the changes a moment
+            # after the leaders logged them
+
+            def metadata_agrees() -> bool:
+                parts = {q["partition"]: q for q in describe(c, "n")}
+                return all(parts[p]["leader"] == lead[p] and x not in parts[p]["isr"] for p in followed) \
+                    and all(parts[p]["leader"] == x and parts[p]["isr"] == [x] for p in led)
+
+            wait_for(metadata_agrees, f"Metadata to show broker {x} out of the others' ISRs and alone in its own")
             # Its own partitions refuse acks=all writes: too few in-sync replicas.
             _, errors = produce_now(c, "n", led[0], [b"probe"],
                                     conf={"enable.idempotence": False, "retries": 0})
