@@ -21,6 +21,8 @@
  *   - Appending a list of records (Log.append(values)): the values (and keys)
  *     must be joined and their lengths listed for pl_batch_input; join_fields
  *     does both in one walk of the list rather than two Python passes.
+ *   - Producer.send(): its arguments are Python objects and its result a Python
+ *     future, one per record; pysend.c (included below) says more.
  *
  * The decoding is batch.c's: pl_batch_parse_header, pl_record_parse and
  * pl_record_header_next, so every length read from the bytes is checked by the same
@@ -53,6 +55,7 @@
 /* The C core's batch parsing, compiled into this module (see the top). */
 #include "crc32c.c"
 #include "batch.c"
+#include "hash.c"
 
 /* Above this many bytes the single-record append releases the GIL for the copy. */
 #define APPEND_RELEASE_GIL_BYTES (64u * 1024u)
@@ -989,12 +992,16 @@ static PyObject *rx_setup(PyObject *module, PyObject *const *args, Py_ssize_t na
     return PyBool_FromLong(fast);
 }
 
+/* Producer.send()'s record path (uses bytes_arg, int_arg and ssize_attr above). */
+#include "pysend.c"
+
 static PyMethodDef rx_methods[] = {
     {"setup", (PyCFunction)(void (*)(void))rx_setup, METH_FASTCALL, setup_doc},
     {"decode", (PyCFunction)(void (*)(void))rx_decode, METH_FASTCALL, decode_doc},
     {"iterate", (PyCFunction)(void (*)(void))rx_iterate, METH_FASTCALL, iterate_doc},
     {"append_one", (PyCFunction)(void (*)(void))rx_append_one, METH_FASTCALL, append_one_doc},
     {"join_fields", (PyCFunction)(void (*)(void))rx_join_fields, METH_FASTCALL, join_fields_doc},
+    {"setup_send", (PyCFunction)(void (*)(void))rx_setup_send, METH_FASTCALL, setup_send_doc},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1016,9 +1023,17 @@ PyMODINIT_FUNC PyInit__records(void)
     if (record_iter_type == NULL &&
         (record_iter_type = PyType_FromSpec(&record_iter_spec)) == NULL)
         return NULL;
+    if (send_path_type == NULL && (send_path_type = PyType_FromSpec(&sp_spec)) == NULL)
+        return NULL;
     PyObject *module = PyModule_Create(&rx_module);
     if (module == NULL)
         return NULL;
+    Py_INCREF(send_path_type);
+    if (PyModule_AddObject(module, "SendPath", send_path_type) < 0) {
+        Py_DECREF(send_path_type);
+        Py_DECREF(module);
+        return NULL;
+    }
     Py_INCREF(record_iter_type);
     if (PyModule_AddObject(module, "RecordIterator", record_iter_type) < 0) {
         Py_DECREF(record_iter_type);

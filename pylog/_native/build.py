@@ -76,7 +76,7 @@ def _source_paths(names: list[str]) -> list[str]:
 #: record parsing (and crc32c.c, which batch.c calls) so that both modules check
 #: bytes with the same code.
 RECORDS_SOURCES = ["pyrecords.c"]
-RECORDS_INCLUDED = ["batch.c", "crc32c.c", "pylog.h", "internal.h"]
+RECORDS_INCLUDED = ["batch.c", "crc32c.c", "hash.c", "pysend.c", "pylog.h", "internal.h"]
 #: The limited API (abi3) of the oldest Python pylog supports, 3.11.
 LIMITED_API = "0x030B0000"
 

@@ -9,6 +9,16 @@ ones older than ``linger.ms``, with :meth:`drain_locked`.
 
 One lock guards the accumulator, the buffer pool and the sender's bookkeeping; ``wake``
 (a condition on it) wakes the sender and flush().
+
+The C send path.  An open batch may be handed to the producer's :class:`SendPath`
+(csrc/pysend.c), which then encodes send()'s common records into it without this
+class: :meth:`_give_locked` reserves a credit of buffer.memory for the batch's next
+records (up to batch.size, and only while at least half of buffer.memory stays free
+and no send waits for room, so that a tight buffer keeps exact per-record
+accounting), and :meth:`_take_locked` takes the batch back -- its bytes counted and the
+credit it did not use -- before anything here reads or changes it: appending
+through Python, sealing, draining, and before a send would wait for room
+(:meth:`take_all_locked`, the pool's ``reclaim``).
 """
 from __future__ import annotations
 
@@ -20,7 +30,6 @@ from pylog.client.buffer_pool import BufferPool
 from pylog.client.producer_batch import BATCH_HEADER_BYTES, FutureRecordMetadata, ProducerBatch, new_future
 from pylog.client.producer_config import ProducerConfig
 from pylog.errors import ProducerClosed, RecordTooLarge
-from pylog.records.builder import NULL, builder_add
 from pylog.util import now_ms as _now_ms
 
 __all__ = ["RecordAccumulator", "RECORD_OVERHEAD_BYTES"]
@@ -48,8 +57,11 @@ class RecordAccumulator:
         self.in_flight = 0  #: batches the sender took and has not completed
         self.flushing = 0  #: flush() calls in progress: open batches ship at once
         self.closed = False
+        #: The producer's C send path (None: every record comes through append()).
+        self.send_path: Any = None
         pool.on_starved = self._seal_oldest_locked
         pool.open_bytes = self._open_bytes_locked
+        pool.reclaim = self.take_all_locked
 
     # ------------------------------------------------------------- appending
     def append(self, tp: TopicPartition, value: Optional[bytes], key: Optional[bytes], headers: Any,
@@ -68,6 +80,9 @@ class RecordAccumulator:
         with self.lock:
             if self.closed:
                 raise ProducerClosed("send() after the producer was closed")
+            b = self.open.get(tp)
+            if b is not None:
+                self._take_locked(tp, b)
             self.pool.reserve_locked(size)
             try:
                 b = self.open.get(tp)
@@ -88,6 +103,8 @@ class RecordAccumulator:
                 self.seal_locked(tp, b)
             elif self.pool.waiters:  # this record's bytes may be what another send waits for
                 self.pool.ship_if_starved_locked()
+            elif self.send_path is not None:
+                self._give_locked(tp, b)
         return new_future(FutureRecordMetadata, (b.result, i, tp, timestamp))
 
     def _open_batch_locked(self, tp: TopicPartition, size: int) -> ProducerBatch:
@@ -98,32 +115,36 @@ class RecordAccumulator:
             self.wake.notify_all()  # the sender's linger timer starts now
         return b
 
-    def try_append_plain(self, tp: TopicPartition, value: bytes, key: Optional[bytes],
-                         size: int) -> Optional[FutureRecordMetadata]:
-        """send()'s fast path: a record with no headers or timestamp, into an open batch
-        with room, without waiting, by one C call; None when the general :meth:`append`
-        must decide (no open batch, no room in buffer.memory or in the batch's buffer)."""
-        lock = self.lock
-        lock.acquire()
-        try:
-            b = self.open.get(tp)
-            pool = self.pool
-            available = pool.available - size  # buffer.memory left after this record
-            if b is None or available < 0 or b.size + size > self.max_request_size or self.closed:
-                return None
-            if key is None:
-                i = builder_add(b.cdata, NULL, -1, value, len(value))
-            else:
-                i = builder_add(b.cdata, key, len(key), value, len(value))
-            if i < 0:
-                return None  # E_NOSPACE (append grows the buffer) or an error append raises
-            pool.available = available
-            bsize = b.size = b.size + size
-            if bsize >= self.batch_size:
-                self.seal_locked(tp, b)
-            return new_future(FutureRecordMetadata, (b.result, i, tp, None))
-        finally:
-            lock.release()
+    # ------------------------------------------------------ the C send path
+    def _give_locked(self, tp: TopicPartition, b: ProducerBatch) -> None:
+        """Hand the open batch ``b`` to the C send path with a credit of buffer.memory
+        (none, and C falls back here, when room is short or a send waits)."""
+        pool = self.pool
+        credit = min(self.batch_size - b.size, pool.available - pool.buffer_memory // 2)
+        if credit <= 0 or pool.waiters or self.closed:
+            return
+        pool.available -= credit
+        self.send_path.give(tp[0], tp[1], b, b.builder.address, b.result, tp, b.size, credit)
+
+    def _take_locked(self, tp: TopicPartition, b: ProducerBatch) -> None:
+        """Take ``b`` back from the C send path (if it had it): its size now, and the
+        unused credit back to buffer.memory."""
+        if self.send_path is None:
+            return
+        got = self.send_path.take(tp[0], tp[1])
+        if got is not None:
+            b.size, credit = got
+            if credit:
+                self.pool.available += credit
+                if self.pool.waiters:
+                    self.pool.grant_locked()
+
+    def take_all_locked(self) -> None:
+        """Every open batch back from the C send path (before a send waits for room,
+        and at close: no record enters a batch behind the accumulator's back after)."""
+        if self.send_path is not None:
+            for tp, b in list(self.open.items()):
+                self._take_locked(tp, b)
 
     def add_sealed_locked(self, b: ProducerBatch) -> None:
         """Queue a batch built elsewhere (send_batch), after the partition's open batch
@@ -136,6 +157,7 @@ class RecordAccumulator:
 
     # --------------------------------------------------------------- sealing
     def seal_locked(self, tp: TopicPartition, b: ProducerBatch) -> None:
+        self._take_locked(tp, b)
         del self.open[tp]
         self.ready.append(b)
         # All: flush() waits on the same condition, and must not take the sender's wake-up.
@@ -146,6 +168,7 @@ class RecordAccumulator:
             self.seal_locked(tp, self.open[tp])
 
     def _open_bytes_locked(self) -> int:
+        # (Called while sends wait: the C send path holds no batch then.)
         return sum(b.size for b in self.open.values()) - BATCH_HEADER_BYTES * len(self.open)
 
     def _seal_oldest_locked(self, needed: int) -> None:
@@ -166,6 +189,7 @@ class RecordAccumulator:
             now = _now_ms()
             for tp, b in list(self.open.items()):
                 if self.closed or self.flushing or now - b.created_ms >= self.linger_ms:
+                    self._take_locked(tp, b)
                     del self.open[tp]
                     out.append(b)
         return out

@@ -63,12 +63,17 @@ class BufferPool:
         self.on_starved: Callable[[int], None] = lambda needed: None
         #: Bytes held by open batches (not yet on their way back), lock held.
         self.open_bytes: Callable[[], int] = lambda: 0
+        #: Called (lock held) before a send waits: takes back the buffer.memory lent to
+        #: the C send path's open batches (RecordAccumulator.take_all_locked).
+        self.reclaim: Callable[[], None] = lambda: None
         self.blocked_sends_total = 0  #: sends that had to wait for room
         self.wait_ns_total = 0  #: time sends spent blocked for room
         self.exhausted_total = 0  #: sends that gave up after max.block.ms
 
     def reserve_locked(self, size: int) -> None:
         """Take ``size`` bytes, waiting for them if needed (see :meth:`wait_locked`)."""
+        if self.available < size:
+            self.reclaim()
         if self.available >= size:
             self.available -= size
         else:

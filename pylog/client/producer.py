@@ -52,6 +52,7 @@ from pylog.client.producer_batch import (
     BATCH_HEADER_BYTES as _BATCH_HEADER,
     ArrayBatch,
     BatchFuture,
+    C_FUTURES,
     BatchResult,
     FutureRecordMetadata,
     RecordMetadata,
@@ -62,6 +63,7 @@ from pylog.client.retry import RetryPolicy
 from pylog.client.sender import Sender
 from pylog.errors import InvalidArgument, InvalidConfig, ProducerClosed, UnknownTopicOrPartition
 from pylog.records import encode_headers
+from pylog.records.builder import SendPath
 from pylog.records.columnar import Columns, prepare_columns
 from pylog.util import check_int, now_ms as _now_ms
 
@@ -123,7 +125,6 @@ class Producer:
         self._hash_partition = murmur2_partition if cfg.partitioner == "murmur2" else xxhash_partition
         self._random = random.Random()
         self._tps: Dict[str, List[Tuple[str, int]]] = {}
-        self._sticky: Dict[str, List[int]] = {}
         self._key_cache: Dict[bytes, int] = {}
 
         #: A string bootstrap ("host:port[,host:port]") means a Kafka cluster over the
@@ -148,6 +149,15 @@ class Producer:
         self._lock = threading.Lock()
         self._pool = BufferPool(cfg.buffer_memory, cfg.max_block_ms, self._lock)
         self._acc = RecordAccumulator(cfg, self._pool, self._lock)
+        # The C send path (csrc/pysend.c): it holds the topics' partition counts and
+        # sticky partitions for both paths; it takes send()'s common records itself only
+        # without serializers (a bytes value may still need serializing).
+        self._send_path = SendPath(self._send_python, cfg.batch_size, cfg.max_request_size, _RECORD_OVERHEAD,
+                                   cfg.partitioner == "murmur2", self._random.getrandbits(64))
+        if self._plain and C_FUTURES:
+            self._acc.send_path = self._send_path
+            #: The instance's send is the C one; Producer.send (documented) is its Python twin.
+            self.send = self._send_path.send  # type: ignore[method-assign]
         self.retry_policy = RetryPolicy(cfg.retries, cfg.retry_backoff_ms, cfg.delivery_timeout_ms)
         self._sender = Sender(cfg, bootstrap, self._acc, self._pool, self.retry_policy, producer_id, producer_epoch)
         self._sender.start()
@@ -193,32 +203,18 @@ class Producer:
         used up it blocks until completed batches free room: BufferExhausted after
         max.block.ms, ProducerClosed if the producer is closed meanwhile.  Errors from
         the broker arrive through the future.
-        """
-        # Fast path: bytes value, bytes or no key, nothing else, topic seen before.
-        tps = self._tps.get(topic)
-        if (tps is not None and type(value) is bytes and headers is None and partition is None
-                and timestamp is None and self._plain):
-            size = len(value) + _RECORD_OVERHEAD
-            if key is None:
-                st = self._sticky[topic]
-                st[1] -= size
-                part = st[0] if st[1] >= 0 else self._next_sticky(st, len(tps))
-            elif type(key) is bytes:
-                size += len(key)
-                part = self._key_cache.get(key)
-                if part is None or part >= len(tps):
-                    part = self._key_partition(key, len(tps))
-            else:
-                return self._send_slow(topic, value, key, headers, partition, timestamp)
-            tp = tps[part]
-            fut = self._acc.try_append_plain(tp, value, key, size)
-            if fut is not None:
-                return fut
-            return self._acc.append(tp, value, key, None, None, size)
-        return self._send_slow(topic, value, key, headers, partition, timestamp)
 
-    def _send_slow(self, topic: str, value: Any, key: Any, headers: Any, partition: Optional[int],
-                   timestamp: Optional[int]) -> FutureRecordMetadata:
+        (A producer's ``send`` attribute is the C twin of this method,
+        ``SendPath.send`` from csrc/pysend.c: it takes the common records itself and
+        calls this one's Python path for the rest, with the same results and errors;
+        with serializers, ``send`` is this method.)
+        """
+        return self._send_python(topic, value, key, headers, partition, timestamp)
+
+    def _send_python(self, topic: str, value: Any, key: Any = None, headers: Any = None,
+                     partition: Optional[int] = None, timestamp: Optional[int] = None) -> FutureRecordMetadata:
+        # send() in Python: every record when the C send path is off (serializers, or
+        # futures C cannot build), else the records C hands back (see csrc/pysend.c).
         if self._acc.closed:
             raise ProducerClosed("send() after the producer was closed")
         if self._key_ser is not None and key is not None:
@@ -257,9 +253,7 @@ class Producer:
         size += _RECORD_OVERHEAD
         if partition is None:
             if key is None:
-                st = self._sticky[topic]
-                st[1] -= size
-                partition = st[0] if st[1] >= 0 else self._next_sticky(st, n)
+                partition = self._send_path.keyless_partition(topic, size)
             else:
                 partition = self._key_partition(key, n)
         else:
@@ -334,15 +328,15 @@ class Producer:
             check_int(f"partition of topic {topic!r} (it has {n_parts})", partition, min=0, max=n_parts - 1,
                       error=UnknownTopicOrPartition)
             return [(partition, cols, s, e, bound, slice(s, e)) for s, e, bound in cols.split(limit)]
-        st = self._sticky[topic]
+        sticky = self._send_path.sticky
         if cols.keys is None:
             out = []
             for s, e, bound in cols.split(limit):
-                out.append((st[0], cols, s, e, bound, slice(s, e)))
-                self._next_sticky(st, n_parts)
+                out.append((sticky(topic, False), cols, s, e, bound, slice(s, e)))
+                sticky(topic, True)
             return out
         keyed = self._key_partitions(cols, n_parts)
-        keyed[keyed < 0] = st[0]  # null keys: the sticky partition
+        keyed[keyed < 0] = sticky(topic, False)  # null keys: the sticky partition
         order = np.argsort(keyed, kind="stable")
         bounds = np.searchsorted(keyed[order], np.arange(n_parts + 1))
         out = []
@@ -355,7 +349,7 @@ class Producer:
             for s, e, bound in group.split(limit):
                 out.append((p, group, s, e, bound, idx[s:e]))
         if cols.keys.has_null:
-            self._next_sticky(st, n_parts)
+            sticky(topic, True)
         return out
 
     def _key_partitions(self, cols: Columns, n_parts: int) -> np.ndarray:
@@ -369,17 +363,6 @@ class Producer:
         pos = kc.positions().tolist()
         return np.array([-1 if ln < 0 else self._hash_partition(data[p:p + ln], n_parts)
                          for p, ln in zip(pos, kc.lens.tolist())], dtype=np.int32)
-
-    def _next_sticky(self, st: List[int], n: int) -> int:
-        """Uniform sticky partitioner (KIP-794): after about batch.size bytes to one
-        partition, move to another chosen at random."""
-        if n > 1:
-            nxt = self._random.randrange(n - 1)
-            st[0] = nxt + 1 if nxt >= st[0] else nxt
-        else:
-            st[0] = 0
-        st[1] = self.batch_size
-        return st[0]
 
     def _key_partition(self, key: bytes, n: int) -> int:
         part = self._hash_partition(key, n)
@@ -406,8 +389,7 @@ class Producer:
             raise InvalidArgument(f"topic must be a str, got {type(topic).__name__}")
         n = self._broker.partitions_for(topic)
         tps = [(topic, p) for p in range(n)]
-        if topic not in self._sticky:
-            self._sticky[topic] = [self._random.randrange(n), self.batch_size]
+        self._send_path.add_topic(topic, n, self._random.randrange(n))
         if len({len(t) for t in self._tps.values()} | {n}) > 1:
             self._key_cache.clear()  # the cache is per partition count
         self._tps[topic] = tps
@@ -449,6 +431,7 @@ class Producer:
             if self._acc.closed:
                 return
             self._acc.closed = True
+            self._acc.take_all_locked()  # C takes no record after this
             self._pool.close_locked()
             self._acc.wake.notify_all()
         try:

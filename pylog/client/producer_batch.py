@@ -15,7 +15,7 @@ from typing import Any, Callable, List, NamedTuple, Optional, Tuple
 import numpy as np
 
 from pylog.errors import PylogError, RequestTimedOut
-from pylog.records.builder import BatchBuilder
+from pylog.records.builder import BatchBuilder, setup_send
 
 __all__ = ["RecordMetadata", "FutureRecordMetadata", "BatchFuture", "BatchResult", "ProducerBatch", "ArrayBatch",
            "new_future", "BATCH_HEADER_BYTES"]
@@ -132,6 +132,10 @@ class FutureRecordMetadata(tuple):
 
 new_future = tuple.__new__
 
+#: Whether the C send path can build FutureRecordMetadata itself (it lays out as a
+#: tuple); if not, every send() takes the Python path.
+C_FUTURES = setup_send(FutureRecordMetadata)
+
 
 class _SenderBatch:
     """What the sender needs of a batch, whatever filled it."""
@@ -155,8 +159,8 @@ class _SenderBatch:
 
 class ProducerBatch(_SenderBatch):
     """An open batch of one partition, filled by send(): each record is encoded into
-    ``builder`` (C memory) at once; ``cdata`` is the builder's C struct, for the hot
-    path's one C call per record (:data:`pylog.records.builder.builder_add`)."""
+    ``builder`` (C memory) at once, by the C send path (:class:`SendPath`, while the
+    accumulator has handed the batch to it) or by :meth:`BatchBuilder.append`."""
 
     __slots__ = ("builder", "cdata")
 

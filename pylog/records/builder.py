@@ -8,23 +8,22 @@ those :func:`~pylog.records.build_batch` gives for the same records (the first
 record's timestamp is the batch's baseTimestamp, offset deltas 0, 1, ...).
 
 The buffer is C memory owned by the builder (cffi allocation); it grows by doubling
-when a record does not fit.  ``add`` (:data:`builder_add`) is exposed bare for the
-producer's hot path: ``builder_add(b.cdata, key or NULL, key_len or -1, value,
-value_len)`` returns the record's index, or ``PL_E_NOSPACE`` (< 0) when the caller
-must use :meth:`BatchBuilder.append` (which grows the buffer).
+when a record does not fit.  The producer's hot path does not come through here: its
+:class:`SendPath` (csrc/pysend.c) encodes records into the builder at
+:attr:`BatchBuilder.address` itself, and falls back to :meth:`BatchBuilder.append`
+(which grows the buffer) when a record does not fit.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 from pylog._native import check, ffi, lib
+from pylog._native._records import SendPath, setup_send
 from pylog.errors import InvalidArgument
 from pylog.records.compression import compress
 
-__all__ = ["BatchBuilder", "builder_add", "NULL", "E_NOSPACE"]
+__all__ = ["BatchBuilder", "SendPath", "setup_send", "NULL", "E_NOSPACE"]
 
-#: pl_builder_add(builder, key, key_len, value, value_len) -> index or status.
-builder_add = lib.pl_builder_add
 NULL = ffi.NULL
 E_NOSPACE = lib.PL_E_NOSPACE
 _HEADER = lib.PL_BATCH_HEADER_BYTES
@@ -56,6 +55,12 @@ class BatchBuilder:
 
     def __len__(self) -> int:
         return self.cdata.count
+
+    @property
+    def address(self) -> int:
+        """The pl_batch_builder's address, for :class:`SendPath` (valid while this
+        builder lives; the struct never moves, its buffer may)."""
+        return int(ffi.cast("uintptr_t", self.cdata))
 
     @property
     def size_bytes(self) -> int:
@@ -92,13 +97,18 @@ class BatchBuilder:
         self._buf = buf
 
     def seal(self, producer_id: int = -1, producer_epoch: int = -1, base_sequence: int = -1,
-             codec: int = 0) -> bytes:
+             codec: int = 0) -> Any:
         """The batch's bytes (baseOffset 0): header and CRC32C written now; with a
-        codec the records section is compressed as one block.  May be called again."""
+        codec the records section is compressed as one block.  May be called again.
+
+        Uncompressed, the bytes are a read-only view of the builder's own buffer (a
+        memoryview, no copy: a copy of a 1 MiB batch into fresh memory costs more in
+        page faults than building it); nothing may append to the builder while the
+        view is in use, and the view keeps the buffer alive."""
         n = check(lib.pl_builder_seal(self.cdata, producer_id, producer_epoch, base_sequence),
                   "sealing a record batch")
         if not codec:
-            return ffi.buffer(self._buf, n)[:]
+            return memoryview(ffi.buffer(self._buf, n)).toreadonly()
         packed = compress(codec, ffi.buffer(self._buf + _HEADER, n - _HEADER)[:])
         info = ffi.new("pl_batch_info *")
         check(lib.pl_batch_parse_header(self._buf, n, info), "reading a sealed header")

@@ -14,7 +14,6 @@ from hypothesis import strategies as st
 from pylog._native import ffi, lib
 from pylog.errors import CorruptRecordError, InvalidArgument, RecordTooLarge
 from pylog.records import BatchBuilder, build_batch, encode_headers, iter_records, validate_batches
-from pylog.records.builder import builder_add
 
 maybe_bytes = st.one_of(st.none(), st.binary(max_size=40))
 header = st.tuples(st.text(max_size=5), st.one_of(st.none(), st.binary(max_size=8)))
@@ -50,7 +49,7 @@ def test_add_is_append_without_timestamp_or_headers():
     b1, b2 = BatchBuilder(64, 555), BatchBuilder(64, 555)
     for k, v in ((None, b"v0"), (b"key", b""), (b"", b"x" * 30)):
         b1.append(v, k)
-        i = builder_add(b2.cdata, ffi.NULL if k is None else k, -1 if k is None else len(k), v, len(v))
+        i = lib.pl_builder_add(b2.cdata, ffi.NULL if k is None else k, -1 if k is None else len(k), v, len(v))
         assert i == len(b2) - 1
     assert b1.seal() == b2.seal() == build_batch([b"v0", b"", b"x" * 30], keys=[None, b"key", b""],
                                                  base_timestamp=555)

@@ -1,0 +1,670 @@
+/*
+ * pysend.c -- Producer.send()'s record path in C: pylog._native._records.SendPath.
+ * Included by pyrecords.c (one translation unit with batch.c's builder and hash.c's
+ * murmur2); pyrecords.c says why pylog has a CPython extension at all.
+ *
+ * Why C: a send() of a 100-byte record did about 1 us of Python (argument checks,
+ * partition choice, the accumulator's lock, a cffi call, the future) against some
+ * 50 ns of real work (varints and a memcpy into the open batch's buffer).  Here the
+ * whole common case is one C call from the user's loop.
+ *
+ * A SendPath belongs to one Producer.  For each topic the producer has learned it
+ * holds the partition count, the sticky partition of keyless records (KIP-794) with
+ * the bytes left before it moves on, and per partition a slot: C's view of that
+ * partition's open batch -- the builder to encode into (the batch's pl_batch_builder,
+ * owned by its Python BatchBuilder, which the slot keeps alive), the handles a
+ * record's future holds (the batch's BatchResult and its (topic, partition) tuple),
+ * the bytes counted for the batch so far, and a credit: buffer.memory bytes the
+ * accumulator reserved for the batch's next records.
+ *
+ * send(topic, value, key=None, headers=None, partition=None, timestamp=None) encodes
+ * the record into the open batch when that needs no decision of the accumulator:
+ * value bytes, key None or bytes (murmur2 partitioner), no headers or timestamp,
+ * partition None or an int in range, a topic seen before, an open batch for the
+ * partition whose credit covers the record and which stays under batch.size and
+ * max.request.size with it, and for a keyless record bytes left on the sticky
+ * partition.  Anything else -- opening or sealing a batch, waiting for buffer.memory,
+ * a first record to a topic, any error to raise -- is the fallback's: the Producer's
+ * Python send(), called with the same arguments.  The record's future is the same
+ * FutureRecordMetadata tuple the Python path makes.
+ *
+ * No lock, and still consistent: from its first check to its last store a send holds
+ * the GIL and runs no Python code -- the future is allocated before the checks (an
+ * allocation can start the garbage collector, whose finalizers could let another
+ * thread run), and nothing after them allocates a tracked object -- so a send is
+ * atomic for every other thread.  Python changes slots only through SendPath's own
+ * methods, each atomic in the same way, and under the producer's lock: the
+ * accumulator takes a slot back (take: its bytes and unused credit) before it touches
+ * that batch, and gives it out again (give) when the batch stays open.
+ */
+
+/* ---- per-topic state ------------------------------------------------------------ */
+
+typedef struct {
+    pl_batch_builder *builder; /* NULL: no open batch handed to C                  */
+    PyObject *batch;           /* the ProducerBatch (keeps the builder's memory)     */
+    PyObject *result;          /* its BatchResult                                     */
+    PyObject *tp;              /* its (topic, partition) tuple                        */
+    int64_t size;              /* bytes counted for the batch (header + records)      */
+    int64_t credit;            /* buffer.memory bytes reserved for its next records   */
+} send_slot;
+
+typedef struct {
+    Py_ssize_t n;          /* partitions                                             */
+    Py_ssize_t sticky;     /* keyless records' partition                              */
+    int64_t sticky_left;   /* bytes before keyless records move to another partition  */
+    send_slot slots[];     /* n of them                                               */
+} topic_state;
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *fallback;     /* the Producer's Python send()                          */
+    PyObject *index;        /* dict: topic (str) -> int, its place in `topics`       */
+    topic_state **topics;   /* owned                                                 */
+    Py_ssize_t n_topics, cap_topics;
+    int64_t batch_size;     /* batch.size: a batch reaching it is sealed (Python)     */
+    int64_t max_request;    /* max.request.size: a batch may not pass it              */
+    int64_t overhead;       /* bytes counted per record beyond key and value          */
+    int murmur2;            /* keyed records: 1 = murmur2 here, 0 = fallback (xxhash) */
+    uint64_t rng;           /* xorshift64* state for the sticky partitioner           */
+    int64_t fast_sends;     /* records this path took (the rest went to the fallback) */
+} SendPath;
+
+static PyObject *future_type;   /* pylog.client.producer_batch.FutureRecordMetadata */
+static allocfunc future_alloc;  /* its tp_alloc, when it lays out as tuple does     */
+
+/* Keyword names of send(), interned; pointer compares first, then by value. */
+enum { ARG_TOPIC, ARG_VALUE, ARG_KEY, ARG_HEADERS, ARG_PARTITION, ARG_TIMESTAMP, N_SEND_ARGS };
+static const char *const send_arg_names[N_SEND_ARGS] = {"topic", "value", "key", "headers", "partition",
+                                                        "timestamp"};
+static PyObject *send_arg_str[N_SEND_ARGS];
+
+static void slot_clear(send_slot *s)
+{
+    s->builder = NULL;
+    Py_CLEAR(s->batch);
+    Py_CLEAR(s->result);
+    Py_CLEAR(s->tp);
+    s->size = 0;
+    s->credit = 0;
+}
+
+static uint64_t next_random(SendPath *sp)
+{
+    uint64_t x = sp->rng; /* xorshift64* (Vigna); never 0 */
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    sp->rng = x;
+    return x * 0x2545F4914F6CDD1DULL;
+}
+
+/* KIP-794: after about batch.size bytes, keyless records move to another partition
+ * chosen at random. */
+static void sticky_move(SendPath *sp, topic_state *t)
+{
+    if (t->n > 1) {
+        Py_ssize_t nxt = (Py_ssize_t)(next_random(sp) % (uint64_t)(t->n - 1));
+        t->sticky = nxt >= t->sticky ? nxt + 1 : nxt;
+    } else {
+        t->sticky = 0;
+    }
+    t->sticky_left = sp->batch_size;
+}
+
+/* The topic's state, or NULL (no exception set) if it was never added. */
+static topic_state *find_topic(SendPath *sp, PyObject *topic)
+{
+    if (!PyUnicode_CheckExact(topic))
+        return NULL;
+    PyObject *i = PyDict_GetItemWithError(sp->index, topic); /* borrowed; str keys run no code */
+    if (i == NULL) {
+        PyErr_Clear();
+        return NULL;
+    }
+    Py_ssize_t k = PyLong_AsSsize_t(i);
+    assert(k >= 0 && k < sp->n_topics);
+    return sp->topics[k];
+}
+
+/* topic_state and slot of (topic, partition) for the Python-facing methods; NULL with
+ * an exception set if there is none. */
+static send_slot *slot_arg(SendPath *sp, PyObject *topic, PyObject *partition)
+{
+    topic_state *t = find_topic(sp, topic);
+    if (t == NULL) {
+        if (!PyErr_Occurred())
+            PyErr_Format(PyExc_KeyError, "SendPath: topic %R was not added", topic);
+        return NULL;
+    }
+    Py_ssize_t p = PyLong_AsSsize_t(partition);
+    if (p == -1 && PyErr_Occurred())
+        return NULL;
+    if (p < 0 || p >= t->n) {
+        PyErr_Format(PyExc_IndexError, "SendPath: partition %zd of %R (it has %zd)", p, topic, t->n);
+        return NULL;
+    }
+    return &t->slots[p];
+}
+
+/* ---- send ------------------------------------------------------------------------ */
+
+static PyObject *fall_back(SendPath *sp, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    PyObject *pos = PyTuple_New(nargs);
+    if (pos == NULL)
+        return NULL;
+    for (Py_ssize_t i = 0; i < nargs; i++) {
+        Py_INCREF(args[i]);
+        PyTuple_SetItem(pos, i, args[i]);
+    }
+    PyObject *kw = NULL;
+    Py_ssize_t nkw = kwnames ? PyTuple_Size(kwnames) : 0;
+    if (nkw > 0) {
+        kw = PyDict_New();
+        for (Py_ssize_t i = 0; kw != NULL && i < nkw; i++) {
+            if (PyDict_SetItem(kw, PyTuple_GetItem(kwnames, i), args[nargs + i]) < 0)
+                Py_CLEAR(kw);
+        }
+        if (kw == NULL) {
+            Py_DECREF(pos);
+            return NULL;
+        }
+    }
+    PyObject *out = PyObject_Call(sp->fallback, pos, kw);
+    Py_DECREF(pos);
+    Py_XDECREF(kw);
+    return out;
+}
+
+static int send_arg_index(PyObject *name)
+{
+    for (int i = 0; i < N_SEND_ARGS; i++)
+        if (name == send_arg_str[i])
+            return i;
+    for (int i = 0; i < N_SEND_ARGS; i++)
+        if (PyUnicode_Compare(name, send_arg_str[i]) == 0)
+            return i;
+    PyErr_Clear();
+    return -1;
+}
+
+PyDoc_STRVAR(send_doc,
+"send(topic, value, key=None, headers=None, partition=None, timestamp=None)\n"
+"    -> FutureRecordMetadata\n\n"
+"Producer.send: the record encoded into its partition's open batch here, or, when\n"
+"that needs the accumulator (see csrc/pysend.c), the fallback's answer.");
+
+static PyObject *sp_send(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    SendPath *sp = (SendPath *)self;
+    PyObject *a[N_SEND_ARGS] = {NULL, NULL, NULL, NULL, NULL, NULL};
+    if (nargs > N_SEND_ARGS || future_alloc == NULL)
+        return fall_back(sp, args, nargs, kwnames);
+    for (Py_ssize_t i = 0; i < nargs; i++)
+        a[i] = args[i];
+    if (kwnames != NULL) {
+        Py_ssize_t nkw = PyTuple_Size(kwnames);
+        for (Py_ssize_t i = 0; i < nkw; i++) {
+            int k = send_arg_index(PyTuple_GetItem(kwnames, i));
+            if (k < 0 || a[k] != NULL)
+                return fall_back(sp, args, nargs, kwnames); /* it raises the TypeError */
+            a[k] = args[nargs + i];
+        }
+    }
+    if (a[ARG_TOPIC] == NULL || a[ARG_VALUE] == NULL || !PyBytes_CheckExact(a[ARG_VALUE]) ||
+        (a[ARG_HEADERS] != NULL && a[ARG_HEADERS] != Py_None) ||
+        (a[ARG_TIMESTAMP] != NULL && a[ARG_TIMESTAMP] != Py_None))
+        return fall_back(sp, args, nargs, kwnames);
+    PyObject *key = a[ARG_KEY] != NULL ? a[ARG_KEY] : Py_None;
+    if (key != Py_None && (!PyBytes_CheckExact(key) || !sp->murmur2))
+        return fall_back(sp, args, nargs, kwnames);
+
+    /* Allocated first: nothing below may run Python code (see the top). */
+    PyObject *fut = future_alloc((PyTypeObject *)future_type, 4);
+    if (fut == NULL)
+        return NULL;
+
+    topic_state *t = find_topic(sp, a[ARG_TOPIC]);
+    if (t == NULL)
+        goto slow;
+    const uint8_t *value, *kbytes = NULL;
+    int32_t vlen, klen = -1;
+    if (!bytes_arg(a[ARG_VALUE], &value, &vlen) || (key != Py_None && !bytes_arg(key, &kbytes, &klen)))
+        goto slow;
+    int64_t size = (int64_t)vlen + (klen > 0 ? klen : 0) + sp->overhead;
+    Py_ssize_t part;
+    int keyless_sticky = 0;
+    if (a[ARG_PARTITION] != NULL && a[ARG_PARTITION] != Py_None) {
+        long long p;
+        if (!int_arg(a[ARG_PARTITION], 0, (long long)t->n - 1, &p))
+            goto slow;
+        part = (Py_ssize_t)p;
+    } else if (klen >= 0) {
+        part = (Py_ssize_t)(((uint32_t)pl_murmur2(kbytes, (size_t)klen) & 0x7fffffffu) % (uint32_t)t->n);
+    } else {
+        if (t->sticky_left - size < 0)
+            goto slow; /* time to move on: the Python path does it */
+        part = t->sticky;
+        keyless_sticky = 1;
+    }
+    send_slot *s = &t->slots[part];
+    if (s->builder == NULL || size > s->credit || s->size + size >= sp->batch_size ||
+        s->size + size > sp->max_request)
+        goto slow;
+    PyObject *index = PyLong_FromLong(s->builder->count); /* an int: no collection */
+    if (index == NULL) {
+        Py_DECREF(fut);
+        return NULL;
+    }
+    int64_t i = pl_builder_add(s->builder, kbytes, klen, value, vlen);
+    if (i < 0) {  /* PL_E_NOSPACE: the Python path grows the buffer; or its error */
+        Py_DECREF(index);
+        goto slow;
+    }
+    assert(i == PyLong_AsLong(index));
+    s->size += size;
+    s->credit -= size;
+    if (keyless_sticky)
+        t->sticky_left -= size;
+    sp->fast_sends++;
+    Py_INCREF(s->result);
+    Py_INCREF(s->tp);
+    Py_INCREF(Py_None);
+    PyTuple_SetItem(fut, 0, s->result); /* a fresh tuple: cannot fail */
+    PyTuple_SetItem(fut, 1, index);
+    PyTuple_SetItem(fut, 2, s->tp);
+    PyTuple_SetItem(fut, 3, Py_None);
+    return fut;
+slow:
+    Py_DECREF(fut);
+    return fall_back(sp, args, nargs, kwnames);
+}
+
+/* ---- the accumulator's side ------------------------------------------------------ */
+
+PyDoc_STRVAR(add_topic_doc,
+"add_topic(topic, partitions, sticky)\n\n"
+"Learn (or re-learn, after partitions were added) a topic; ``sticky`` is the first\n"
+"partition of its keyless records.  Open slots are kept; ValueError if the topic\n"
+"would lose one.");
+
+static PyObject *sp_add_topic(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    SendPath *sp = (SendPath *)self;
+    if (nargs != 3 || !PyUnicode_CheckExact(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "add_topic(topic: str, partitions: int, sticky: int)");
+        return NULL;
+    }
+    Py_ssize_t n = PyLong_AsSsize_t(args[1]);
+    if (n == -1 && PyErr_Occurred())
+        return NULL;
+    Py_ssize_t sticky = PyLong_AsSsize_t(args[2]);
+    if (sticky == -1 && PyErr_Occurred())
+        return NULL;
+    if (n < 1 || n > INT32_MAX || sticky < 0 || sticky >= n) {
+        PyErr_Format(PyExc_ValueError, "add_topic: %zd partitions, sticky partition %zd", n, sticky);
+        return NULL;
+    }
+    topic_state *old = find_topic(sp, args[0]);
+    if (old == NULL && PyErr_Occurred())
+        return NULL;
+    if (old != NULL && old->n == n)
+        Py_RETURN_NONE;
+    if (old != NULL)
+        for (Py_ssize_t p = n; p < old->n; p++)
+            if (old->slots[p].builder != NULL) {
+                PyErr_Format(PyExc_ValueError, "add_topic: %R partition %zd has an open slot", args[0], p);
+                return NULL;
+            }
+    topic_state *t = PyMem_Calloc(1, sizeof(topic_state) + (size_t)n * sizeof(send_slot));
+    if (t == NULL)
+        return PyErr_NoMemory();
+    t->n = n;
+    t->sticky = sticky;
+    t->sticky_left = sp->batch_size;
+    if (old != NULL) {
+        Py_ssize_t k = PyLong_AsSsize_t(PyDict_GetItem(sp->index, args[0]));
+        for (Py_ssize_t p = 0; p < old->n && p < n; p++)
+            t->slots[p] = old->slots[p]; /* the references move */
+        if (old->sticky < n) {
+            t->sticky = old->sticky;
+            t->sticky_left = old->sticky_left;
+        }
+        sp->topics[k] = t;
+        PyMem_Free(old);
+        Py_RETURN_NONE;
+    }
+    if (sp->n_topics == sp->cap_topics) {
+        Py_ssize_t cap = sp->cap_topics ? 2 * sp->cap_topics : 8;
+        topic_state **grown = PyMem_Realloc(sp->topics, (size_t)cap * sizeof *grown);
+        if (grown == NULL) {
+            PyMem_Free(t);
+            return PyErr_NoMemory();
+        }
+        sp->topics = grown;
+        sp->cap_topics = cap;
+    }
+    PyObject *k = PyLong_FromSsize_t(sp->n_topics);
+    if (k == NULL || PyDict_SetItem(sp->index, args[0], k) < 0) {
+        Py_XDECREF(k);
+        PyMem_Free(t);
+        return NULL;
+    }
+    Py_DECREF(k);
+    sp->topics[sp->n_topics++] = t;
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(keyless_partition_doc,
+"keyless_partition(topic, size) -> int\n\n"
+"The sticky partitioner for a keyless record of ``size`` bytes counted: the current\n"
+"partition while batch.size bytes have not gone to it, else another at random.");
+
+static PyObject *sp_keyless_partition(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    SendPath *sp = (SendPath *)self;
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "keyless_partition(topic, size)");
+        return NULL;
+    }
+    topic_state *t = find_topic(sp, args[0]);
+    if (t == NULL) {
+        if (!PyErr_Occurred())
+            PyErr_Format(PyExc_KeyError, "SendPath: topic %R was not added", args[0]);
+        return NULL;
+    }
+    long long size = PyLong_AsLongLong(args[1]);
+    if (size == -1 && PyErr_Occurred())
+        return NULL;
+    t->sticky_left -= size;
+    if (t->sticky_left < 0)
+        sticky_move(sp, t);
+    return PyLong_FromSsize_t(t->sticky);
+}
+
+PyDoc_STRVAR(sticky_doc,
+"sticky(topic, move) -> int\n\n"
+"The sticky partition of the topic's keyless records; with ``move`` true, first move\n"
+"it to another (send_batch: one batch per partition in turn).");
+
+static PyObject *sp_sticky(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    SendPath *sp = (SendPath *)self;
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "sticky(topic, move)");
+        return NULL;
+    }
+    topic_state *t = find_topic(sp, args[0]);
+    if (t == NULL) {
+        if (!PyErr_Occurred())
+            PyErr_Format(PyExc_KeyError, "SendPath: topic %R was not added", args[0]);
+        return NULL;
+    }
+    int move = PyObject_IsTrue(args[1]);
+    if (move < 0)
+        return NULL;
+    if (move)
+        sticky_move(sp, t);
+    return PyLong_FromSsize_t(t->sticky);
+}
+
+PyDoc_STRVAR(give_doc,
+"give(topic, partition, batch, builder_address, result, tp, size, credit)\n\n"
+"Hand the partition's open batch to C: records go into the pl_batch_builder at\n"
+"``builder_address`` (owned by ``batch``) while ``credit`` buffer.memory bytes last;\n"
+"``size``: the batch's bytes counted so far.  ValueError if the slot is in use.");
+
+static PyObject *sp_give(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    SendPath *sp = (SendPath *)self;
+    if (nargs != 8) {
+        PyErr_SetString(PyExc_TypeError, "give takes 8 arguments");
+        return NULL;
+    }
+    send_slot *s = slot_arg(sp, args[0], args[1]);
+    if (s == NULL)
+        return NULL;
+    if (s->builder != NULL) {
+        PyErr_SetString(PyExc_ValueError, "give: the slot already holds an open batch");
+        return NULL;
+    }
+    pl_batch_builder *b = PyLong_AsVoidPtr(args[3]);
+    if (b == NULL) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_ValueError, "give: null builder address");
+        return NULL;
+    }
+    long long size = PyLong_AsLongLong(args[6]);
+    long long credit = size == -1 && PyErr_Occurred() ? -1 : PyLong_AsLongLong(args[7]);
+    if (PyErr_Occurred())
+        return NULL;
+    if (size < 0 || credit < 0 || !PyTuple_CheckExact(args[5])) {
+        PyErr_SetString(PyExc_ValueError, "give: size and credit must be >= 0, tp a tuple");
+        return NULL;
+    }
+    s->builder = b;
+    Py_INCREF(args[2]);
+    s->batch = args[2];
+    Py_INCREF(args[4]);
+    s->result = args[4];
+    Py_INCREF(args[5]);
+    s->tp = args[5];
+    s->size = size;
+    s->credit = credit;
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(take_doc,
+"take(topic, partition) -> (size, credit) | None\n\n"
+"Take the partition's open batch back from C: its bytes counted now and the credit\n"
+"it did not use.  None if C held no batch of it.");
+
+static PyObject *sp_take(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    SendPath *sp = (SendPath *)self;
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "take(topic, partition)");
+        return NULL;
+    }
+    topic_state *t = find_topic(sp, args[0]);
+    if (t == NULL) {
+        if (PyErr_Occurred())
+            return NULL;
+        Py_RETURN_NONE;
+    }
+    Py_ssize_t p = PyLong_AsSsize_t(args[1]);
+    if (p == -1 && PyErr_Occurred())
+        return NULL;
+    if (p < 0 || p >= t->n || t->slots[p].builder == NULL)
+        Py_RETURN_NONE;
+    /* Emptied before anything is allocated (an allocation can let another thread run,
+     * whose send would still see the slot); its references are dropped last. */
+    send_slot s = t->slots[p];
+    t->slots[p].builder = NULL;
+    t->slots[p].batch = t->slots[p].result = t->slots[p].tp = NULL;
+    t->slots[p].size = t->slots[p].credit = 0;
+    PyObject *out = Py_BuildValue("(LL)", (long long)s.size, (long long)s.credit);
+    Py_DECREF(s.batch);
+    Py_DECREF(s.result);
+    Py_DECREF(s.tp);
+    return out;
+}
+
+static PyObject *sp_fast_sends(PyObject *self, void *closure)
+{
+    (void)closure;
+    return PyLong_FromLongLong(((SendPath *)self)->fast_sends);
+}
+
+static PyObject *sp_credit(PyObject *self, void *closure)
+{
+    (void)closure;
+    SendPath *sp = (SendPath *)self;
+    long long total = 0;
+    for (Py_ssize_t k = 0; k < sp->n_topics; k++)
+        for (Py_ssize_t p = 0; p < sp->topics[k]->n; p++)
+            total += sp->topics[k]->slots[p].credit;
+    return PyLong_FromLongLong(total);
+}
+
+/* ---- the type ---------------------------------------------------------------------- */
+
+static PyObject *sp_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"fallback", "batch_size", "max_request_size", "record_overhead", "murmur2",
+                             "seed", NULL};
+    PyObject *fallback;
+    long long batch_size, max_request, overhead;
+    int murmur2;
+    unsigned long long seed;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OLLLpK:SendPath", kwlist, &fallback, &batch_size,
+                                     &max_request, &overhead, &murmur2, &seed))
+        return NULL;
+    if (!PyCallable_Check(fallback) || batch_size < 1 || max_request < 1 || overhead < 0) {
+        PyErr_SetString(PyExc_ValueError, "SendPath: a callable fallback, batch_size and max_request_size "
+                        ">= 1, record_overhead >= 0");
+        return NULL;
+    }
+    allocfunc alloc = (allocfunc)PyType_GetSlot(type, Py_tp_alloc);
+    SendPath *sp = (SendPath *)alloc(type, 0);
+    if (sp == NULL)
+        return NULL;
+    sp->index = PyDict_New();
+    if (sp->index == NULL) {
+        Py_DECREF(sp);
+        return NULL;
+    }
+    Py_INCREF(fallback);
+    sp->fallback = fallback;
+    sp->batch_size = batch_size;
+    sp->max_request = max_request;
+    sp->overhead = overhead;
+    sp->murmur2 = murmur2;
+    sp->rng = seed ? seed : 0x9E3779B97F4A7C15ULL;
+    return (PyObject *)sp;
+}
+
+static int sp_traverse(PyObject *self, visitproc visit, void *arg)
+{
+    SendPath *sp = (SendPath *)self;
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(sp->fallback);
+    Py_VISIT(sp->index);
+    for (Py_ssize_t k = 0; k < sp->n_topics; k++)
+        for (Py_ssize_t p = 0; p < sp->topics[k]->n; p++) {
+            send_slot *s = &sp->topics[k]->slots[p];
+            Py_VISIT(s->batch);
+            Py_VISIT(s->result);
+            Py_VISIT(s->tp);
+        }
+    return 0;
+}
+
+static int sp_clear(PyObject *self)
+{
+    SendPath *sp = (SendPath *)self;
+    Py_CLEAR(sp->fallback);
+    Py_CLEAR(sp->index);
+    for (Py_ssize_t k = 0; k < sp->n_topics; k++)
+        for (Py_ssize_t p = 0; p < sp->topics[k]->n; p++)
+            slot_clear(&sp->topics[k]->slots[p]);
+    return 0;
+}
+
+static void sp_dealloc(PyObject *self)
+{
+    SendPath *sp = (SendPath *)self;
+    PyTypeObject *type = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    sp_clear(self);
+    for (Py_ssize_t k = 0; k < sp->n_topics; k++)
+        PyMem_Free(sp->topics[k]);
+    PyMem_Free(sp->topics);
+    freefunc free_fn = (freefunc)PyType_GetSlot(type, Py_tp_free);
+    free_fn(self);
+    Py_DECREF(type);
+}
+
+static PyMethodDef sp_methods[] = {
+    {"send", (PyCFunction)(void (*)(void))sp_send, METH_FASTCALL | METH_KEYWORDS, send_doc},
+    {"add_topic", (PyCFunction)(void (*)(void))sp_add_topic, METH_FASTCALL, add_topic_doc},
+    {"keyless_partition", (PyCFunction)(void (*)(void))sp_keyless_partition, METH_FASTCALL,
+     keyless_partition_doc},
+    {"sticky", (PyCFunction)(void (*)(void))sp_sticky, METH_FASTCALL, sticky_doc},
+    {"give", (PyCFunction)(void (*)(void))sp_give, METH_FASTCALL, give_doc},
+    {"take", (PyCFunction)(void (*)(void))sp_take, METH_FASTCALL, take_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef sp_getset[] = {
+    {"fast_sends", sp_fast_sends, NULL, "records send() encoded here (the rest went to the fallback)", NULL},
+    {"credit", sp_credit, NULL, "buffer.memory bytes the open slots hold unused", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyType_Slot sp_slots[] = {
+    {Py_tp_doc, (void *)"SendPath(fallback, batch_size, max_request_size, record_overhead, murmur2, seed):\n"
+                        "Producer.send()'s record path in C (see csrc/pysend.c)."},
+    {Py_tp_new, (void *)sp_new},
+    {Py_tp_dealloc, (void *)sp_dealloc},
+    {Py_tp_traverse, (void *)sp_traverse},
+    {Py_tp_clear, (void *)sp_clear},
+    {Py_tp_methods, sp_methods},
+    {Py_tp_getset, sp_getset},
+    {0, NULL},
+};
+
+static PyType_Spec sp_spec = {
+    "pylog._native._records.SendPath",
+    sizeof(SendPath),
+    0,
+    Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    sp_slots,
+};
+
+static PyObject *send_path_type;
+
+/* 1 if FutureRecordMetadata lays out as tuple does (its tp_alloc + PyTuple_SetItem then
+ * makes one as tuple.__new__ would); 0 if not -- send() then always falls back. */
+static int check_future_type(PyObject *type)
+{
+    static const char *const attrs[] = {"__basicsize__", "__itemsize__", "__dictoffset__",
+                                        "__weakrefoffset__"};
+    for (size_t i = 0; i < sizeof attrs / sizeof attrs[0]; i++) {
+        Py_ssize_t a = ssize_attr(type, attrs[i]);
+        Py_ssize_t b = a == -1 && PyErr_Occurred() ? -1 : ssize_attr((PyObject *)&PyTuple_Type, attrs[i]);
+        if (PyErr_Occurred())
+            return -1;
+        if (a != b)
+            return 0;
+    }
+    return 1;
+}
+
+PyDoc_STRVAR(setup_send_doc,
+"setup_send(future_type) -> bool\n\n"
+"Called once by pylog.client.producer_batch with FutureRecordMetadata (a tuple\n"
+"subclass of 4 items).  Returns whether SendPath.send can build futures itself;\n"
+"if not, every send goes to the fallback.");
+
+static PyObject *rx_setup_send(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (nargs != 1 || !PyType_Check(args[0]) || !PyType_IsSubtype((PyTypeObject *)args[0], &PyTuple_Type)) {
+        PyErr_SetString(PyExc_TypeError, "setup_send(future_type): a tuple subclass");
+        return NULL;
+    }
+    for (int i = 0; i < N_SEND_ARGS; i++)
+        if (send_arg_str[i] == NULL && (send_arg_str[i] = PyUnicode_InternFromString(send_arg_names[i])) == NULL)
+            return NULL;
+    int ok = check_future_type(args[0]);
+    if (ok < 0)
+        return NULL;
+    PyObject *old = future_type;
+    Py_INCREF(args[0]);
+    future_type = args[0];
+    Py_XDECREF(old);
+    future_alloc = ok ? (allocfunc)PyType_GetSlot((PyTypeObject *)args[0], Py_tp_alloc) : NULL;
+    return PyBool_FromLong(future_alloc != NULL);
+}

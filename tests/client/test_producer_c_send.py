@@ -1,0 +1,297 @@
+"""Producer.send()'s record path in C (csrc/pysend.c): the records it takes are the
+records Python would have written, in the same partitions, with the same futures; what
+it cannot take goes to the Python path unchanged; the buffer.memory it borrows comes
+back; and sends from many threads, without the producer's lock, lose nothing."""
+from __future__ import annotations
+
+import threading
+from collections import Counter, defaultdict
+
+import pytest
+
+import pylog
+from pylog import errors
+from pylog.client.partitioner import murmur2_partition
+from pylog.client.producer_batch import C_FUTURES, FutureRecordMetadata, RecordMetadata
+from pylog.records.builder import SendPath
+
+
+def read_all(broker, topic):
+    """{partition: [(key, value), ...]} in offset order."""
+    out = {}
+    for p in range(len(broker.describe_topic(topic).partitions)):
+        out[p] = [(r.key, r.value) for r in broker.partition(topic, p).log.records()]
+    return out
+
+
+def test_the_c_path_is_on_and_takes_the_common_records(broker):
+    assert C_FUTURES, "FutureRecordMetadata no longer lays out as a tuple: send() lost its C path"
+    broker.create_topic("t", 3)
+    with pylog.Producer(broker, linger_ms=60_000) as p:
+        assert p.send is not pylog.Producer.send and type(p.send).__name__ == "builtin_function_or_method"
+        futs = [p.send("t", b"v%d" % i) for i in range(500)]
+        futs += [p.send("t", b"k%d" % i, key=b"key-%d" % i) for i in range(500)]
+        futs += [p.send("t", b"p%d" % i, partition=i % 3) for i in range(30)]
+        # All but the first record of each batch (Python opens it) came through C.
+        assert p._send_path.fast_sends >= 1030 - 3 * 4
+        p.flush()
+    assert all(type(f) is FutureRecordMetadata for f in futs)
+    metas = [f.result(0) for f in futs]
+    assert all(type(m) is RecordMetadata and m.topic == "t" and m.offset >= 0 for m in metas)
+    stored = read_all(broker, "t")
+    assert sum(len(v) for v in stored.values()) == 1030
+    for i, m in enumerate(metas):  # each future names where its record is
+        key, value = stored[m.partition][m.offset]
+        assert value == (b"v%d" % i if i < 500 else b"k%d" % (i - 500) if i < 1000 else b"p%d" % (i - 1000))
+        if 500 <= i < 1000:
+            assert key == b"key-%d" % (i - 500)
+            assert m.partition == murmur2_partition(key, 3)  # Kafka's partition for the key
+        if i >= 1000:
+            assert m.partition == (i - 1000) % 3
+    # Order per partition is the order of the sends.
+    for part, recs in stored.items():
+        mine = [m.offset for m in metas if m.partition == part]
+        assert mine == sorted(mine) == list(range(len(recs)))
+
+
+def test_keyless_records_stick_to_a_partition_for_a_batch_then_move(broker):
+    broker.create_topic("t", 4)
+    with pylog.Producer(broker, batch_size=2000, linger_ms=60_000) as p:
+        futs = [p.send("t", b"x" * 86) for _ in range(400)]  # 100 bytes counted a record
+        p.flush()
+    parts = [f.result(0).partition for f in futs]
+    runs = [1]
+    for a, b in zip(parts, parts[1:]):
+        if a == b:
+            runs[-1] += 1
+        else:
+            runs.append(1)
+    assert len(runs) >= 10, runs  # it moved on, again and again
+    assert max(runs) <= 21, runs  # about batch.size bytes each (KIP-794)
+    assert len(set(parts)) == 4
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"headers": [("h", b"1")]}, {"timestamp": 1_700_000_000_000}, {"key": bytearray(b"k")},
+    {"value": memoryview(b"mv")}, {"value": None}, {"key": b"k", "value": None},
+])
+def test_records_c_cannot_take_go_to_python_and_arrive_whole(broker, kwargs):
+    broker.create_topic("t", 2)
+    with pylog.Producer(broker, linger_ms=60_000) as p:
+        for _ in range(3):
+            p.send("t", b"first")  # an open batch for C to use
+        before = p._send_path.fast_sends
+        args = {"value": b"v"}
+        args.update(kwargs)
+        fut = p.send("t", **args)
+        assert p._send_path.fast_sends == before
+        p.flush()
+    m = fut.result(0)
+    rec = list(broker.partition("t", m.partition).log.records(m.offset, m.offset + 1))[0]
+    want = args["value"]
+    assert rec.value == (None if want is None else bytes(want))
+    if "key" in args:
+        assert rec.key == bytes(args["key"])
+    if "headers" in args:
+        assert rec.headers == (("h", b"1"),)
+    if "timestamp" in args:
+        assert rec.timestamp == m.timestamp == args["timestamp"]
+
+
+@pytest.mark.parametrize("call, error", [
+    (lambda p: p.send("t", "str value"), errors.InvalidArgument),
+    (lambda p: p.send("t", b"v", key="str key"), errors.InvalidArgument),
+    (lambda p: p.send("t", b"v", partition=7), errors.UnknownTopicOrPartition),
+    (lambda p: p.send("t", b"v", partition=-1), errors.UnknownTopicOrPartition),
+    (lambda p: p.send("t", b"v", partition=True), errors.UnknownTopicOrPartition),
+    (lambda p: p.send("t", b"v", headers=[(1, b"x")]), errors.InvalidArgument),
+    (lambda p: p.send("t", b"v", timestamp=-5), errors.InvalidArgument),
+    (lambda p: p.send("t"), TypeError),
+    (lambda p: p.send("t", b"v", colour=1), TypeError),
+    (lambda p: p.send("t", b"v", value=b"w"), TypeError),
+    (lambda p: p.send("t", b"v", None, None, None, None, None), TypeError),
+    (lambda p: p.send(b"t", b"v"), errors.InvalidArgument),
+    (lambda p: p.send("t", b"x" * 2_000_000), errors.RecordTooLarge),
+])
+def test_bad_sends_raise_as_the_python_path_does_and_leave_nothing(broker, call, error):
+    broker.create_topic("t", 2)
+    with pylog.Producer(broker, linger_ms=60_000) as p:
+        p.send("t", b"ok")
+        with pytest.raises(error):
+            call(p)
+        p.flush()
+    assert sum(len(v) for v in read_all(broker, "t").values()) == 1
+
+
+def test_borrowed_buffer_memory_comes_back(broker):
+    broker.create_topic("t", 3)
+    with pylog.Producer(broker, linger_ms=60_000, batch_size=64_000) as p:
+        total = p.metrics()["buffer_total_bytes"]
+        for i in range(3000):
+            p.send("t", b"v" * 50, key=b"%d" % i)
+        m = p.metrics()
+        # Open batches hold credit for C: less is free than the records alone take.
+        assert m["buffer_available_bytes"] < total - 3000 * 50
+        assert p._send_path.credit > 0
+        p.flush()
+        assert p._send_path.credit == 0
+        assert p.metrics()["buffer_available_bytes"] == total
+        p.send("t", b"again")  # a new open batch, a new credit
+        p.flush()
+        assert p.metrics()["buffer_available_bytes"] == total
+
+
+def test_a_tight_buffer_keeps_exact_accounting_and_c_stays_out(broker):
+    """Below half of buffer.memory free, no credit is lent: each record is counted by
+    the Python path alone (the buffer.memory tests rely on that)."""
+    broker.create_topic("t", 1)
+    with pylog.Producer(broker, linger_ms=60_000, buffer_memory=1000, max_block_ms=0) as p:
+        p.send("t", b"x" * 300)
+        p.send("t", b"x" * 300)
+        assert p._send_path.fast_sends == 0 and p._send_path.credit == 0
+        with pytest.raises(errors.BufferExhausted):
+            p.send("t", b"x" * 500)
+        p.flush()
+
+
+class Gated:
+    """A broker whose produce calls wait until ``gate`` is set (batches stay in flight)."""
+
+    def __init__(self, broker) -> None:
+        self.broker = broker
+        self.gate = threading.Event()
+
+    def __getattr__(self, name):
+        return getattr(self.broker, name)
+
+    def produce(self, *args, **kwargs):
+        assert self.gate.wait(30), "the test never opened the gate"
+        return self.broker.produce(*args, **kwargs)
+
+
+def test_a_send_that_must_wait_takes_the_credit_back_first(broker):
+    """Credit lent to an open batch is not left idle while a send would block for room:
+    it comes back first (max.block.ms=0 would raise BufferExhausted otherwise)."""
+    broker.create_topic("t", 2)
+    gated = Gated(broker)
+    record = 1000  # bytes counted: 986 of value + 14
+    p = pylog.Producer(gated, acks=1, linger_ms=60_000, batch_size=8 * record, buffer_memory=24 * record,
+                       max_block_ms=0)
+    try:
+        for _ in range(2):
+            p.send("t", b"x" * (record - 14), partition=0)  # partition 0's batch gets credit
+        lent = p._send_path.credit
+        assert lent > 0
+        # 16 records fit beside partition 0's 2 and its credit; the 17th only with the
+        # credit back (sealed batches wait at the gate, freeing nothing).
+        free = 24 * record - 2 * record - lent
+        n = free // record + 3
+        for _ in range(n):
+            p.send("t", b"x" * (record - 14), partition=1)
+        assert p._send_path.credit == 0
+        with pytest.raises(errors.BufferExhausted):  # the memory is now really full
+            for _ in range(10):
+                p.send("t", b"x" * (record - 14), partition=1)
+    finally:
+        gated.gate.set()
+        p.close()
+    assert [len(v) for v in read_all(broker, "t").values()] == [2, 22]
+
+
+def test_sends_from_many_threads_lose_and_duplicate_nothing(broker):
+    broker.create_topic("t", 4)
+    n_threads, per_thread = 6, 5000
+    with pylog.Producer(broker, linger_ms=1, batch_size=4096) as p:
+        errors_seen = []
+
+        def work(t: int) -> None:
+            try:
+                for i in range(per_thread):
+                    if i % 3 == 0:
+                        p.send("t", b"%d:%d" % (t, i), key=b"%d" % (i % 17))
+                    else:
+                        p.send("t", b"%d:%d" % (t, i))
+            except BaseException as exc:  # pragma: no cover - reported below
+                errors_seen.append(exc)
+
+        threads = [threading.Thread(target=work, args=(t,)) for t in range(n_threads)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        p.flush()
+        assert not errors_seen
+        assert p._send_path.fast_sends > n_threads * per_thread // 2
+    stored = read_all(broker, "t")
+    values = Counter(v for recs in stored.values() for _, v in recs)
+    assert len(values) == n_threads * per_thread and set(values.values()) == {1}
+    # Each thread's records of one partition keep their order.
+    for recs in stored.values():
+        last = defaultdict(lambda: -1)
+        for _, v in recs:
+            t, i = map(int, v.split(b":"))
+            assert i > last[t]
+            last[t] = i
+
+
+def test_send_after_close_raises_and_close_takes_every_batch_back(broker):
+    broker.create_topic("t", 2)
+    p = pylog.Producer(broker, linger_ms=60_000)
+    for i in range(100):
+        p.send("t", b"v%d" % i)
+    assert p._send_path.credit > 0
+    p.close()
+    assert p._send_path.credit == 0
+    with pytest.raises(errors.ProducerClosed):
+        p.send("t", b"late")
+    assert sum(len(v) for v in read_all(broker, "t").values()) == 100
+
+
+def test_partitions_added_later_are_used_and_open_batches_kept(broker):
+    broker.create_topic("t", 2)
+    with pylog.Producer(broker, linger_ms=60_000) as p:
+        keys = [b"k%d" % i for i in range(200)]
+        first = [p.send("t", b"a", key=k) for k in keys]
+        broker.create_partitions("t", 5)
+        assert p.partitions_for("t") == [0, 1, 2, 3, 4]
+        second = [p.send("t", b"b", key=k) for k in keys]
+        p.flush()
+    assert {f.result(0).partition for f in first} <= {0, 1}
+    assert [f.result(0).partition for f in second] == [murmur2_partition(k, 5) for k in keys]
+    assert sum(len(v) for v in read_all(broker, "t").values()) == 400
+
+
+def test_serializers_turn_the_c_path_off(broker):
+    broker.create_topic("t", 1)
+    with pylog.Producer(broker, value_serializer=lambda v: v.upper(), linger_ms=60_000) as p:
+        assert p.send.__func__ is pylog.Producer.send
+        for _ in range(5):
+            p.send("t", b"abc")
+        p.flush()
+        assert p._send_path.fast_sends == 0
+    assert [v for _, v in read_all(broker, "t")[0]] == [b"ABC"] * 5
+
+
+def test_send_path_methods_check_their_arguments():
+    sp = SendPath(lambda *a, **k: None, 1000, 10_000, 14, True, 1)
+    with pytest.raises(KeyError):
+        sp.keyless_partition("nope", 1)
+    sp.add_topic("t", 2, 0)
+    assert sp.take("t", 0) is None and sp.take("t", 9) is None and sp.take("other", 0) is None
+    with pytest.raises(IndexError):
+        sp.give("t", 2, object(), 1, object(), ("t", 2), 61, 100)
+    with pytest.raises(ValueError):
+        sp.give("t", 0, object(), 0, object(), ("t", 0), 61, 100)  # null builder
+    with pytest.raises(ValueError):
+        sp.give("t", 0, object(), 8, object(), ("t", 0), 61, -1)
+    with pytest.raises(ValueError):
+        sp.add_topic("t", 0, 0)
+    with pytest.raises(ValueError):
+        sp.add_topic("u", 3, 3)
+    with pytest.raises(TypeError):
+        sp.add_topic(b"t", 2, 0)
+    with pytest.raises(ValueError):
+        SendPath(print, 0, 10, 14, True, 1)
+    assert sp.sticky("t", False) in (0, 1)
+    moved = {sp.sticky("t", True) for _ in range(20)}
+    assert moved == {0, 1}
