@@ -127,19 +127,21 @@ static topic_state *find_topic(SendPath *sp, PyObject *topic)
     return sp->topics[k];
 }
 
-/* topic_state and slot of (topic, partition) for the Python-facing methods; NULL with
- * an exception set if there is none. */
+/* The slot of (topic, partition) for the Python-facing methods; NULL with an exception
+ * set if there is none.  Every argument that could run Python code (__index__) is
+ * converted before the topic is looked up: such code could re-add the topic and free
+ * the topic_state a pointer would still point into. */
 static send_slot *slot_arg(SendPath *sp, PyObject *topic, PyObject *partition)
 {
+    Py_ssize_t p = PyLong_AsSsize_t(partition);
+    if (p == -1 && PyErr_Occurred())
+        return NULL;
     topic_state *t = find_topic(sp, topic);
     if (t == NULL) {
         if (!PyErr_Occurred())
             PyErr_Format(PyExc_KeyError, "SendPath: topic %R was not added", topic);
         return NULL;
     }
-    Py_ssize_t p = PyLong_AsSsize_t(partition);
-    if (p == -1 && PyErr_Occurred())
-        return NULL;
     if (p < 0 || p >= t->n) {
         PyErr_Format(PyExc_IndexError, "SendPath: partition %zd of %R (it has %zd)", p, topic, t->n);
         return NULL;
@@ -368,15 +370,15 @@ static PyObject *sp_keyless_partition(PyObject *self, PyObject *const *args, Py_
         PyErr_SetString(PyExc_TypeError, "keyless_partition(topic, size)");
         return NULL;
     }
+    long long size = PyLong_AsLongLong(args[1]); /* before the lookup: see slot_arg */
+    if (size == -1 && PyErr_Occurred())
+        return NULL;
     topic_state *t = find_topic(sp, args[0]);
     if (t == NULL) {
         if (!PyErr_Occurred())
             PyErr_Format(PyExc_KeyError, "SendPath: topic %R was not added", args[0]);
         return NULL;
     }
-    long long size = PyLong_AsLongLong(args[1]);
-    if (size == -1 && PyErr_Occurred())
-        return NULL;
     t->sticky_left -= size;
     if (t->sticky_left < 0)
         sticky_move(sp, t);
@@ -395,15 +397,15 @@ static PyObject *sp_sticky(PyObject *self, PyObject *const *args, Py_ssize_t nar
         PyErr_SetString(PyExc_TypeError, "sticky(topic, move)");
         return NULL;
     }
+    int move = PyObject_IsTrue(args[1]); /* before the lookup: see slot_arg */
+    if (move < 0)
+        return NULL;
     topic_state *t = find_topic(sp, args[0]);
     if (t == NULL) {
         if (!PyErr_Occurred())
             PyErr_Format(PyExc_KeyError, "SendPath: topic %R was not added", args[0]);
         return NULL;
     }
-    int move = PyObject_IsTrue(args[1]);
-    if (move < 0)
-        return NULL;
     if (move)
         sticky_move(sp, t);
     return PyLong_FromSsize_t(t->sticky);
@@ -422,13 +424,6 @@ static PyObject *sp_give(PyObject *self, PyObject *const *args, Py_ssize_t nargs
         PyErr_SetString(PyExc_TypeError, "give takes 8 arguments");
         return NULL;
     }
-    send_slot *s = slot_arg(sp, args[0], args[1]);
-    if (s == NULL)
-        return NULL;
-    if (s->builder != NULL) {
-        PyErr_SetString(PyExc_ValueError, "give: the slot already holds an open batch");
-        return NULL;
-    }
     pl_batch_builder *b = PyLong_AsVoidPtr(args[3]);
     if (b == NULL) {
         if (!PyErr_Occurred())
@@ -441,6 +436,13 @@ static PyObject *sp_give(PyObject *self, PyObject *const *args, Py_ssize_t nargs
         return NULL;
     if (size < 0 || credit < 0 || !PyTuple_CheckExact(args[5])) {
         PyErr_SetString(PyExc_ValueError, "give: size and credit must be >= 0, tp a tuple");
+        return NULL;
+    }
+    send_slot *s = slot_arg(sp, args[0], args[1]); /* last: nothing below runs Python code */
+    if (s == NULL)
+        return NULL;
+    if (s->builder != NULL) {
+        PyErr_SetString(PyExc_ValueError, "give: the slot already holds an open batch");
         return NULL;
     }
     s->builder = b;
@@ -467,15 +469,15 @@ static PyObject *sp_take(PyObject *self, PyObject *const *args, Py_ssize_t nargs
         PyErr_SetString(PyExc_TypeError, "take(topic, partition)");
         return NULL;
     }
+    Py_ssize_t p = PyLong_AsSsize_t(args[1]); /* before the lookup: see slot_arg */
+    if (p == -1 && PyErr_Occurred())
+        return NULL;
     topic_state *t = find_topic(sp, args[0]);
     if (t == NULL) {
         if (PyErr_Occurred())
             return NULL;
         Py_RETURN_NONE;
     }
-    Py_ssize_t p = PyLong_AsSsize_t(args[1]);
-    if (p == -1 && PyErr_Occurred())
-        return NULL;
     if (p < 0 || p >= t->n || t->slots[p].builder == NULL)
         Py_RETURN_NONE;
     /* Emptied before anything is allocated (an allocation can let another thread run,

@@ -295,3 +295,24 @@ def test_send_path_methods_check_their_arguments():
     assert sp.sticky("t", False) in (0, 1)
     moved = {sp.sticky("t", True) for _ in range(20)}
     assert moved == {0, 1}
+
+
+def test_an_argument_that_runs_python_code_cannot_leave_send_path_pointing_at_freed_state():
+    """An __index__ that re-adds the topic (with more partitions: the old state is freed)
+    runs before the slot is looked up, so the batch lands in the new state (run under
+    AddressSanitizer by scripts/asan-test.sh, a use after free would be caught)."""
+    from pylog.records.builder import BatchBuilder
+
+    sp = SendPath(lambda *a, **k: None, 1000, 10_000, 14, True, 1)
+    sp.add_topic("t", 2, 0)
+
+    class Regrow:
+        def __index__(self):
+            sp.add_topic("t", 64, 0)
+            return 61
+
+    builder = BatchBuilder(100, 0)
+    sp.give("t", 1, builder, builder.address, object(), ("t", 1), Regrow(), 500)
+    assert sp.credit == 500
+    assert sp.take("t", 1) == (61, 500)
+    assert sp.credit == 0
