@@ -285,6 +285,36 @@ slow:
 
 /* ---- the accumulator's side ------------------------------------------------------ */
 
+PyDoc_STRVAR(add_doc,
+"add(builder_address, key, value) -> int\n\n"
+"The accumulator's own plain append (the first record of a batch, or one C declined):\n"
+"pl_builder_add on the pl_batch_builder at ``builder_address`` (the caller's, alive),\n"
+"with ``key`` and ``value`` bytes or None.  Returns the record's index, or a negative\n"
+"pl_status with nothing written (PL_E_NOSPACE: grow the buffer through BatchBuilder).\n"
+"One call, the GIL kept: cffi's would release and retake it.");
+
+static PyObject *sp_add(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)self;
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "add(builder_address, key, value)");
+        return NULL;
+    }
+    pl_batch_builder *b = PyLong_AsVoidPtr(args[0]);
+    if (b == NULL) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_ValueError, "add: null builder address");
+        return NULL;
+    }
+    const uint8_t *key, *value;
+    int32_t klen, vlen;
+    if (!bytes_arg(args[1], &key, &klen) || !bytes_arg(args[2], &value, &vlen)) {
+        PyErr_SetString(PyExc_TypeError, "add: key and value must be bytes or None (at most 2^31 - 1 bytes)");
+        return NULL;
+    }
+    return PyLong_FromLongLong(pl_builder_add(b, key, klen, value, vlen));
+}
+
 PyDoc_STRVAR(add_topic_doc,
 "add_topic(topic, partitions, sticky)\n\n"
 "Learn (or re-learn, after partitions were added) a topic; ``sticky`` is the first\n"
@@ -590,6 +620,7 @@ static void sp_dealloc(PyObject *self)
 
 static PyMethodDef sp_methods[] = {
     {"send", (PyCFunction)(void (*)(void))sp_send, METH_FASTCALL | METH_KEYWORDS, send_doc},
+    {"add", (PyCFunction)(void (*)(void))sp_add, METH_FASTCALL, add_doc},
     {"add_topic", (PyCFunction)(void (*)(void))sp_add_topic, METH_FASTCALL, add_topic_doc},
     {"keyless_partition", (PyCFunction)(void (*)(void))sp_keyless_partition, METH_FASTCALL,
      keyless_partition_doc},

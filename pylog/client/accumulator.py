@@ -91,7 +91,11 @@ class RecordAccumulator:
                     b = None
                 if b is None:
                     b = self._open_batch_locked(tp, size)
-                i = b.builder.append(value, key, headers, timestamp)
+                i = -1
+                if headers is None and timestamp is None and self.send_path is not None:
+                    i = self.send_path.add(b.address, key, value)  # one call, GIL kept
+                if i < 0:  # (PL_E_NOSPACE: the buffer grows here; other errors raise)
+                    i = b.builder.append(value, key, headers, timestamp)
             except BaseException:
                 self.pool.available += size  # not appended: give its room back
                 self.pool.grant_locked()
@@ -124,7 +128,7 @@ class RecordAccumulator:
         if credit <= 0 or pool.waiters or self.closed:
             return
         pool.available -= credit
-        self.send_path.give(tp[0], tp[1], b, b.builder.address, b.result, tp, b.size, credit)
+        self.send_path.give(tp[0], tp[1], b, b.address, b.result, tp, b.size, credit)
 
     def _take_locked(self, tp: TopicPartition, b: ProducerBatch) -> None:
         """Take ``b`` back from the C send path (if it had it): its size now, and the

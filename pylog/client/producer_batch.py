@@ -35,6 +35,40 @@ class RecordMetadata(NamedTuple):
     timestamp: int
 
 
+class Latch:
+    """A one-shot event: ``set()`` once, ``wait(timeout)`` and ``is_set()`` as
+    threading.Event's.  One lock, held from creation until set: a batch is opened per
+    batch.size bytes of records, and a threading.Event (a Condition, its lock and a
+    waiter list) costs several times more to make."""
+
+    __slots__ = ("_lock", "_set")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._lock.acquire()
+        self._set = False
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def set(self) -> None:
+        """Called once, by the thread completing the batch (the sender)."""
+        if not self._set:
+            self._set = True
+            self._lock.release()
+
+    def wait(self, timeout: Optional[float] = None) -> bool:
+        if self._set:
+            return True
+        if timeout is None:
+            got = self._lock.acquire()
+        else:
+            got = self._lock.acquire(timeout=min(max(timeout, 0.0), threading.TIMEOUT_MAX))
+        if got:
+            self._lock.release()  # the next waiter in turn
+        return self._set
+
+
 class BatchResult:
     """Completion of one batch: the one future of a batch, shared by the handles of its
     records (each derives its RecordMetadata from it on demand)."""
@@ -43,7 +77,7 @@ class BatchResult:
                  "lock")
 
     def __init__(self, created_ms: int, lock: threading.Lock) -> None:
-        self.event = threading.Event()
+        self.event = Latch()
         self.base_offset = -1
         self.log_append_time = -1
         self.error: Optional[BaseException] = None
@@ -162,12 +196,13 @@ class ProducerBatch(_SenderBatch):
     ``builder`` (C memory) at once, by the C send path (:class:`SendPath`, while the
     accumulator has handed the batch to it) or by :meth:`BatchBuilder.append`."""
 
-    __slots__ = ("builder", "cdata")
+    __slots__ = ("builder", "cdata", "address")
 
     def __init__(self, tp: Tuple[str, int], now_ms: int, lock: threading.Lock, capacity_bytes: int) -> None:
         super().__init__(tp, now_ms, lock)
         self.builder = BatchBuilder(capacity_bytes, now_ms)
         self.cdata = self.builder.cdata
+        self.address = self.builder.address  #: of the pl_batch_builder, for the C send path
 
     def build(self, producer_id: int, producer_epoch: int, codec: int) -> bytes:
         """Header and CRC written now (``sequence`` as baseSequence)."""
@@ -177,6 +212,7 @@ class ProducerBatch(_SenderBatch):
         part = ProducerBatch(self.tp, self.created_ms, self.lock, 16)
         part.builder = self.builder.slice(lo, hi)
         part.cdata = part.builder.cdata
+        part.address = part.builder.address
         part.first_send_ns = self.first_send_ns
         return part
 
