@@ -12,13 +12,15 @@ One lock guards the accumulator, the buffer pool and the sender's bookkeeping; `
 
 The C send path.  An open batch may be handed to the producer's :class:`SendPath`
 (csrc/pysend.c), which then encodes send()'s common records into it without this
-class: :meth:`_give_locked` reserves a credit of buffer.memory for the batch's next
-records (up to batch.size, and only while at least half of buffer.memory stays free
-and no send waits for room, so that a tight buffer keeps exact per-record
-accounting), and :meth:`_take_locked` takes the batch back -- its bytes counted and the
-credit it did not use -- before anything here reads or changes it: appending
+class: :meth:`_give_locked` lends it a credit of buffer.memory for the batch's next
+records (what is free, up to the batch's room below batch.size; none while a send
+waits for room), and :meth:`_take_locked` takes the batch back -- its bytes counted and
+the credit it did not use -- before anything here reads or changes it: appending
 through Python, sealing, draining, and before a send would wait for room
-(:meth:`take_all_locked`, the pool's ``reclaim``).
+(:meth:`take_all_locked`, the pool's ``reclaim``).  Credit is free memory set aside,
+not used: a send that does not fit takes every credit back before it waits, so
+buffer.memory blocks and fails exactly as without C, and the producer's metrics count
+credit as available.
 """
 from __future__ import annotations
 
@@ -85,7 +87,11 @@ class RecordAccumulator:
                 self._take_locked(tp, b)
             self.pool.reserve_locked(size)
             try:
+                # Again: reserve_locked may have waited (the lock released), and another
+                # send may have opened the partition's batch and lent it to C meanwhile.
                 b = self.open.get(tp)
+                if b is not None:
+                    self._take_locked(tp, b)
                 if b is not None and b.size + size > self.max_request_size:
                     self.seal_locked(tp, b)
                     b = None
@@ -124,11 +130,11 @@ class RecordAccumulator:
         """Hand the open batch ``b`` to the C send path with a credit of buffer.memory
         (none, and C falls back here, when room is short or a send waits)."""
         pool = self.pool
-        credit = min(self.batch_size - b.size, pool.available - pool.buffer_memory // 2)
+        credit = min(self.batch_size - b.size, pool.available)
         if credit <= 0 or pool.waiters or self.closed:
             return
-        pool.available -= credit
         self.send_path.give(tp[0], tp[1], b, b.address, b.result, tp, b.size, credit)
+        pool.available -= credit
 
     def _take_locked(self, tp: TopicPartition, b: ProducerBatch) -> None:
         """Take ``b`` back from the C send path (if it had it): its size now, and the

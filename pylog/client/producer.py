@@ -459,4 +459,6 @@ class Producer:
                                    "in_flight_batches": self._acc.in_flight,
                                    "producer_id": self._sender.producer_id}
             out.update(self._pool.metrics_locked())
+            if self._acc.send_path is not None:  # lent to open batches, not yet used
+                out["buffer_available_bytes"] += self._send_path.credit
             return out

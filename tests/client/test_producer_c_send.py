@@ -127,31 +127,39 @@ def test_borrowed_buffer_memory_comes_back(broker):
     broker.create_topic("t", 3)
     with pylog.Producer(broker, linger_ms=60_000, batch_size=64_000) as p:
         total = p.metrics()["buffer_total_bytes"]
+        held = 0
         for i in range(3000):
-            p.send("t", b"v" * 50, key=b"%d" % i)
-        m = p.metrics()
-        # Open batches hold credit for C: less is free than the records alone take.
-        assert m["buffer_available_bytes"] < total - 3000 * 50
+            key = b"%d" % i
+            p.send("t", b"v" * 50, key=key)
+            held += 50 + len(key) + 14  # bytes counted a record (RECORD_OVERHEAD_BYTES)
+        # Credit lent to the open batches is set aside, not used: it counts as available.
         assert p._send_path.credit > 0
+        assert p._pool.available == total - held - p._send_path.credit
+        assert p.metrics()["buffer_available_bytes"] == total - held
         p.flush()
         assert p._send_path.credit == 0
-        assert p.metrics()["buffer_available_bytes"] == total
+        assert p.metrics()["buffer_available_bytes"] == p._pool.available == total
         p.send("t", b"again")  # a new open batch, a new credit
         p.flush()
-        assert p.metrics()["buffer_available_bytes"] == total
+        assert p.metrics()["buffer_available_bytes"] == p._pool.available == total
 
 
-def test_a_tight_buffer_keeps_exact_accounting_and_c_stays_out(broker):
-    """Below half of buffer.memory free, no credit is lent: each record is counted by
-    the Python path alone (the buffer.memory tests rely on that)."""
+def test_a_tight_buffer_counts_exactly_with_credit_lent(broker):
+    """Records count the same whether C or Python appends them: with 1000 bytes of
+    buffer.memory two 314-byte records fit and a 514-byte one does not (max.block.ms=0:
+    BufferExhausted at once), whatever C held as credit."""
     broker.create_topic("t", 1)
     with pylog.Producer(broker, linger_ms=60_000, buffer_memory=1000, max_block_ms=0) as p:
         p.send("t", b"x" * 300)
         p.send("t", b"x" * 300)
-        assert p._send_path.fast_sends == 0 and p._send_path.credit == 0
+        assert p._send_path.fast_sends == 1  # the second, on the first one's credit
         with pytest.raises(errors.BufferExhausted):
             p.send("t", b"x" * 500)
+        assert p._send_path.credit == 0  # taken back before giving up
+        assert p.metrics()["buffer_available_bytes"] == 1000 - 2 * 314
+        p.send("t", b"x" * 300)  # still fits
         p.flush()
+    assert [len(v) for v in read_all(broker, "t").values()] == [3]
 
 
 class Gated:
@@ -188,7 +196,7 @@ def test_a_send_that_must_wait_takes_the_credit_back_first(broker):
         n = free // record + 3
         for _ in range(n):
             p.send("t", b"x" * (record - 14), partition=1)
-        assert p._send_path.credit == 0
+        assert p.metrics()["buffer_available_bytes"] == (24 - 2 - n) * record
         with pytest.raises(errors.BufferExhausted):  # the memory is now really full
             for _ in range(10):
                 p.send("t", b"x" * (record - 14), partition=1)
@@ -198,10 +206,11 @@ def test_a_send_that_must_wait_takes_the_credit_back_first(broker):
     assert [len(v) for v in read_all(broker, "t").values()] == [2, 22]
 
 
-def test_sends_from_many_threads_lose_and_duplicate_nothing(broker):
+@pytest.mark.parametrize("buffer_memory", [33_554_432, 20_000])  # 20,000: sends wait for room
+def test_sends_from_many_threads_lose_and_duplicate_nothing(broker, buffer_memory):
     broker.create_topic("t", 4)
     n_threads, per_thread = 6, 5000
-    with pylog.Producer(broker, linger_ms=1, batch_size=4096) as p:
+    with pylog.Producer(broker, linger_ms=1, batch_size=4096, buffer_memory=buffer_memory) as p:
         errors_seen = []
 
         def work(t: int) -> None:
@@ -222,6 +231,10 @@ def test_sends_from_many_threads_lose_and_duplicate_nothing(broker):
         p.flush()
         assert not errors_seen
         assert p._send_path.fast_sends > n_threads * per_thread // 2
+        m = p.metrics()  # every byte counted came back (none lost between C and Python)
+        assert m["buffer_available_bytes"] == m["buffer_total_bytes"] == buffer_memory
+        if buffer_memory < 100_000:
+            assert m["blocked_sends_total"] > 0
     stored = read_all(broker, "t")
     values = Counter(v for recs in stored.values() for _, v in recs)
     assert len(values) == n_threads * per_thread and set(values.values()) == {1}
