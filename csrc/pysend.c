@@ -127,6 +127,16 @@ static topic_state *find_topic(SendPath *sp, PyObject *topic)
     return sp->topics[k];
 }
 
+/* The topic's state for the Python-facing methods; NULL with KeyError (or the
+ * lookup's error) set if it was never added. */
+static topic_state *topic_arg(SendPath *sp, PyObject *topic)
+{
+    topic_state *t = find_topic(sp, topic);
+    if (t == NULL && !PyErr_Occurred())
+        PyErr_Format(PyExc_KeyError, "SendPath: topic %R was not added", topic);
+    return t;
+}
+
 /* The slot of (topic, partition) for the Python-facing methods; NULL with an exception
  * set if there is none.  Every argument that could run Python code (__index__) is
  * converted before the topic is looked up: such code could re-add the topic and free
@@ -136,12 +146,9 @@ static send_slot *slot_arg(SendPath *sp, PyObject *topic, PyObject *partition)
     Py_ssize_t p = PyLong_AsSsize_t(partition);
     if (p == -1 && PyErr_Occurred())
         return NULL;
-    topic_state *t = find_topic(sp, topic);
-    if (t == NULL) {
-        if (!PyErr_Occurred())
-            PyErr_Format(PyExc_KeyError, "SendPath: topic %R was not added", topic);
+    topic_state *t = topic_arg(sp, topic);
+    if (t == NULL)
         return NULL;
-    }
     if (p < 0 || p >= t->n) {
         PyErr_Format(PyExc_IndexError, "SendPath: partition %zd of %R (it has %zd)", p, topic, t->n);
         return NULL;
@@ -403,12 +410,9 @@ static PyObject *sp_keyless_partition(PyObject *self, PyObject *const *args, Py_
     long long size = PyLong_AsLongLong(args[1]); /* before the lookup: see slot_arg */
     if (size == -1 && PyErr_Occurred())
         return NULL;
-    topic_state *t = find_topic(sp, args[0]);
-    if (t == NULL) {
-        if (!PyErr_Occurred())
-            PyErr_Format(PyExc_KeyError, "SendPath: topic %R was not added", args[0]);
+    topic_state *t = topic_arg(sp, args[0]);
+    if (t == NULL)
         return NULL;
-    }
     t->sticky_left -= size;
     if (t->sticky_left < 0)
         sticky_move(sp, t);
@@ -430,12 +434,9 @@ static PyObject *sp_sticky(PyObject *self, PyObject *const *args, Py_ssize_t nar
     int move = PyObject_IsTrue(args[1]); /* before the lookup: see slot_arg */
     if (move < 0)
         return NULL;
-    topic_state *t = find_topic(sp, args[0]);
-    if (t == NULL) {
-        if (!PyErr_Occurred())
-            PyErr_Format(PyExc_KeyError, "SendPath: topic %R was not added", args[0]);
+    topic_state *t = topic_arg(sp, args[0]);
+    if (t == NULL)
         return NULL;
-    }
     if (move)
         sticky_move(sp, t);
     return PyLong_FromSsize_t(t->sticky);
