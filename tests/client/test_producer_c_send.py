@@ -329,3 +329,18 @@ def test_an_argument_that_runs_python_code_cannot_leave_send_path_pointing_at_fr
     assert sp.credit == 500
     assert sp.take("t", 1) == (61, 500)
     assert sp.credit == 0
+
+
+def test_with_the_xxhash_partitioner_keyed_records_go_through_python_to_their_xxhash_partition(broker):
+    from pylog.client.partitioner import xxhash_partition
+
+    broker.create_topic("t", 5)
+    with pylog.Producer(broker, partitioner="xxhash", linger_ms=60_000) as p:
+        keys = [b"k%d" % i for i in range(300)]
+        keyed = [p.send("t", b"v", key=k) for k in keys]
+        assert p._send_path.fast_sends == 0  # C knows murmur2 only
+        keyless = [p.send("t", b"v") for _ in range(300)]
+        assert p._send_path.fast_sends > 250  # keyless records still go through C
+        p.flush()
+    assert [f.result(0).partition for f in keyed] == [xxhash_partition(k, 5) for k in keys]
+    assert all(f.result(0).offset >= 0 for f in keyless)
