@@ -105,7 +105,15 @@ def read_all(bootstrap: str, topic: str, partitions: int) -> List[bytes]:
             for m in cons.consume(10_000, 1.0):
                 if m.error() is None:
                     got[m.partition()].append((m.offset(), m.value()))
-        return [v for p in range(partitions) for _, v in got[p]]
+        out = []
+        for p in range(partitions):
+            # One value per offset: a range the consumer was handed twice (after a leader
+            # change) is not a duplicate in the log; the same value at two offsets is.
+            by_offset: Dict[int, bytes] = {}
+            for off, v in got[p]:
+                assert by_offset.setdefault(off, v) == v, f"{topic}-{p} offset {off} read with two values"
+            out += [by_offset[o] for o in sorted(by_offset)]
+        return out
     finally:
         cons.close()
 
