@@ -127,12 +127,12 @@ static topic_state *find_topic(SendPath *sp, PyObject *topic)
     return sp->topics[k];
 }
 
-/* The topic's state for the Python-facing methods; NULL with KeyError (or the
- * lookup's error) set if it was never added. */
+/* The topic's state for the Python-facing methods; NULL with KeyError set if it was
+ * never added. */
 static topic_state *topic_arg(SendPath *sp, PyObject *topic)
 {
     topic_state *t = find_topic(sp, topic);
-    if (t == NULL && !PyErr_Occurred())
+    if (t == NULL)
         PyErr_Format(PyExc_KeyError, "SendPath: topic %R was not added", topic);
     return t;
 }
@@ -346,8 +346,6 @@ static PyObject *sp_add_topic(PyObject *self, PyObject *const *args, Py_ssize_t 
         return NULL;
     }
     topic_state *old = find_topic(sp, args[0]);
-    if (old == NULL && PyErr_Occurred())
-        return NULL;
     if (old != NULL && old->n == n)
         Py_RETURN_NONE;
     if (old != NULL)
@@ -503,13 +501,8 @@ static PyObject *sp_take(PyObject *self, PyObject *const *args, Py_ssize_t nargs
     Py_ssize_t p = PyLong_AsSsize_t(args[1]); /* before the lookup: see slot_arg */
     if (p == -1 && PyErr_Occurred())
         return NULL;
-    topic_state *t = find_topic(sp, args[0]);
-    if (t == NULL) {
-        if (PyErr_Occurred())
-            return NULL;
-        Py_RETURN_NONE;
-    }
-    if (p < 0 || p >= t->n || t->slots[p].builder == NULL)
+    topic_state *t = find_topic(sp, args[0]); /* (sets no error) */
+    if (t == NULL || p < 0 || p >= t->n || t->slots[p].builder == NULL)
         Py_RETURN_NONE;
     /* Emptied before anything is allocated (an allocation can let another thread run,
      * whose send would still see the slot); its references are dropped last. */

@@ -90,16 +90,12 @@ def main() -> int:
             wait_for_update(d)
             d.save_screenshot(str(out / f"{name}.png"))
             print(f"saved {out / (name + '.png')}")
-        cluster.brokers[3].resume()
         return 0
     finally:
         stop.set()
         if browser is not None:
             browser.close()
-        for b in cluster.brokers.values():
-            if b.paused:
-                b.resume()
-        cluster.stop()
+        cluster.stop()  # resumes the paused broker before stopping it
         shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -82,13 +82,11 @@ class RecordAccumulator:
         with self.lock:
             if self.closed:
                 raise ProducerClosed("send() after the producer was closed")
-            b = self.open.get(tp)
-            if b is not None:
-                self._take_locked(tp, b)
+            # (reserve_locked takes every credit back itself before it would wait)
             self.pool.reserve_locked(size)
             try:
-                # Again: reserve_locked may have waited (the lock released), and another
-                # send may have opened the partition's batch and lent it to C meanwhile.
+                # Taken back only now: reserve_locked may have waited (the lock released),
+                # and another send may have opened the batch and lent it to C meanwhile.
                 b = self.open.get(tp)
                 if b is not None:
                     self._take_locked(tp, b)

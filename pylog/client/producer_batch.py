@@ -204,8 +204,9 @@ class ProducerBatch(_SenderBatch):
         self.cdata = self.builder.cdata
         self.address = self.builder.address  #: of the pl_batch_builder, for the C send path
 
-    def build(self, producer_id: int, producer_epoch: int, codec: int) -> bytes:
-        """Header and CRC written now (``sequence`` as baseSequence)."""
+    def build(self, producer_id: int, producer_epoch: int, codec: int) -> Any:
+        """Header and CRC written now (``sequence`` as baseSequence); bytes-like (a view
+        of the builder's buffer when uncompressed)."""
         return self.builder.seal(producer_id, producer_epoch, self.sequence, codec)
 
     def slice(self, lo: int, hi: int) -> "ProducerBatch":
