@@ -18,10 +18,10 @@ import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 from pylog.broker.config import TopicConfig
-from pylog.broker.producer_state import ProducerStateManager, batch_sequence_count
+from pylog.broker.producer_state import MAX_CACHED_BATCHES, ProducerStateManager, batch_sequence_count
 from pylog.errors import CorruptRecordError, InvalidArgument, InvalidRecord, OffsetOutOfRange, StorageError
 from pylog.records import RecordBatch, build_batch, iter_batches, iter_records, validate_batches
 from pylog.records.compression import CODECS
@@ -377,11 +377,52 @@ class Partition:
         return gone
 
     def truncate_to(self, offset: int) -> None:
-        """Drop offsets >= ``offset`` (a follower diverging from its leader)."""
+        """Drop offsets >= ``offset`` (a follower diverging from its leader).
+
+        The producer state becomes what it was when the log ended at ``offset``: each
+        producer that lost a batch gets its last batches below ``offset`` back from the
+        log, so that a retry of one of them (a producer whose request timed out during a
+        leader change) is still answered as a duplicate when this replica leads."""
         with self._lock:
             self.log.truncate_to(offset)
-            self.producers.truncate_to(offset)
+            lost = self.producers.truncate_to(offset)
+            if lost:
+                self.producers.restore(lost, self._producer_headers(lost, self.log.log_end_offset))
             self._high_watermark = min(self._high_watermark, self.log.log_end_offset)
+
+    def _producer_headers(self, producer_ids: Set[int], end: int) -> List[Tuple[int, int, int, int, int, int, int]]:
+        """The last MAX_CACHED_BATCHES batch headers of each of ``producer_ids`` below
+        ``end``, in log order: read segment by segment from the end of the log back,
+        until every producer has that many or the log start is reached (usually the
+        last segment is enough)."""
+        found: Dict[int, List[Tuple[int, int, int, int, int, int, int]]] = {pid: [] for pid in producer_ids}
+        start_offset = self.log.log_start_offset
+        stop = end
+        for seg in reversed(self.log.segments):
+            if seg.base_offset >= stop:
+                continue
+            start = max(seg.base_offset, start_offset)
+            if start >= stop:
+                break
+            chunk: Dict[int, List[Tuple[int, int, int, int, int, int, int]]] = {}
+            offset = start
+            while offset < stop:
+                # headers only, not CRC-checked (as _scan_producers)
+                batches = self.log.read(offset, 4 << 20, max_offset=stop, check_crcs=False)
+                if not batches:
+                    break
+                for b in batches:
+                    if b.producer_id in found:
+                        chunk.setdefault(b.producer_id, []).append(
+                            (b.producer_id, b.producer_epoch, b.base_sequence, batch_sequence_count(b),
+                             b.base_offset, b.last_offset, b.max_timestamp))
+                offset = batches[-1].next_offset
+            for pid, hs in chunk.items():
+                found[pid] = (hs + found[pid])[-MAX_CACHED_BATCHES:]
+            stop = start
+            if stop <= start_offset or all(len(v) >= MAX_CACHED_BATCHES for v in found.values()):
+                break
+        return sorted((h for hs in found.values() for h in hs), key=lambda h: h[4])
 
     def truncate_fully_and_start_at(self, offset: int) -> None:
         """Empty this replica and start it at ``offset`` (a follower whose leader's log

@@ -166,15 +166,38 @@ class ProducerStateManager:
             del self._producers[pid]
         return gone
 
-    def truncate_to(self, offset: int) -> None:
-        """Forget batches at or above ``offset`` (after a log truncation)."""
+    def truncate_to(self, offset: int) -> Set[int]:
+        """Forget batches at or above ``offset`` (after a log truncation).
+
+        Returns the ids of the producers that lost a remembered batch.  Their state is
+        then incomplete: the batches they wrote below ``offset`` before their last
+        :data:`MAX_CACHED_BATCHES` are still in the log but no longer remembered (a
+        producer may even be forgotten although the log holds its batches).  The caller
+        replays those from the log with :meth:`restore`, or a retry of a batch the log
+        holds is not recognised as a duplicate and is written twice.
+        """
+        lost: Set[int] = set()
         for pid in list(self._producers):
             e = self._producers[pid]
             kept = [b for b in e.batches if b.last_offset < offset]
             if len(kept) != len(e.batches):
+                lost.add(pid)
                 e.batches = deque(kept, maxlen=MAX_CACHED_BATCHES)
             if not e.batches:
                 del self._producers[pid]
+        return lost
+
+    def restore(self, producer_ids: Set[int], headers: List[Tuple[int, int, int, int, int, int, int]]) -> None:
+        """Rebuild the state of ``producer_ids`` from their batches in the log (after
+        :meth:`truncate_to`): ``headers`` are (producer id, epoch, base sequence,
+        sequence count, first offset, last offset, max timestamp) in log order; their
+        last :data:`MAX_CACHED_BATCHES` per producer are enough (the same state as a
+        replay of all).  A producer without a batch in ``headers`` is forgotten."""
+        for pid in producer_ids:
+            self._producers.pop(pid, None)
+        for h in headers:
+            if h[0] in producer_ids:
+                self.update(*h)
 
     def clear(self) -> None:
         self._producers.clear()

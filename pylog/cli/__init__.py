@@ -77,7 +77,9 @@ def _cmd_dump_log(args: argparse.Namespace) -> int:
                 ok = f"CORRUPT ({exc})"
             print(f"  offset {batch.base_offset}..{batch.last_offset} position {pos} size {batch.size_bytes} "
                   f"records {batch.record_count} maxTimestamp {batch.max_timestamp} "
-                  f"compression {batch.compression_type} epoch {batch.partition_leader_epoch} crc {ok}")
+                  f"compression {batch.compression_type} epoch {batch.partition_leader_epoch} "
+                  f"producerId {batch.producer_id} producerEpoch {batch.producer_epoch} "
+                  f"baseSequence {batch.base_sequence} crc {ok}")
             if args.records and ok == "ok":
                 for rec in batch.records():
                     print(f"    offset {rec.offset} ts {rec.timestamp} key {rec.key!r} value {rec.value!r}"
