@@ -224,3 +224,39 @@ def replica_records(broker: Any, topic: str, partition: int) -> List[Tuple[int, 
                 out.append((rec.offset, bytes(rec.value) if rec.value is not None else b""))
             pos += batch.size_bytes
     return out
+
+
+def record_producers(broker: Any, topic: str, partition: int) -> Dict[int, Tuple[int, int, int]]:
+    """offset -> (producer id, producer epoch, sequence) of each record of ``broker``'s
+    replica of ``topic``-``partition``, from the batch headers in its segment files (read
+    as :func:`replica_records` reads them)."""
+    from pylog.errors import PylogError
+    from pylog.records import RecordBatch
+    from pylog.storage.segment import parse_segment_file_name
+
+    d = Path(broker.data_dir) / f"{topic}-{partition}"
+    out: Dict[int, Tuple[int, int, int]] = {}
+    try:
+        names = sorted(n for n in os.listdir(d) if parse_segment_file_name(n) is not None)
+    except FileNotFoundError:
+        return out
+    for name in names:
+        try:
+            data = (d / name).read_bytes()
+        except FileNotFoundError:
+            continue
+        pos = 0
+        while len(data) - pos >= 61:
+            batch = RecordBatch(memoryview(data)[pos:])
+            if batch.magic != 2 or batch.batch_length < 49 or pos + batch.size_bytes > len(data):
+                break
+            batch = RecordBatch(memoryview(data)[pos:pos + batch.size_bytes])
+            try:
+                batch.validate()
+            except PylogError:
+                break
+            for rec in batch.records():
+                out[rec.offset] = (batch.producer_id, batch.producer_epoch,
+                                   batch.base_sequence + rec.offset - batch.base_offset)
+            pos += batch.size_bytes
+    return out

@@ -25,6 +25,7 @@ from confluent_kafka.admin import (AdminClient as KafkaAdmin, AlterConfigOpType,
 
 from pylog.cli.cluster_up import broker_env
 from pylog.client.network.admin import AdminClient
+from tests.cluster.load import record_producers
 from tests.cluster.procs import wait_for
 
 RATE = "leader.replication.throttled.rate"
@@ -41,6 +42,16 @@ def pylog(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     return r
 
 
+class _ListLogger:
+    """A logger for librdkafka's ``logger`` setting: keeps each line (level, facility, text)."""
+
+    def __init__(self, lines: List[str]) -> None:
+        self.lines = lines
+
+    def log(self, level: int, msg: str, *args: Any) -> None:
+        self.lines.append(f"{time.strftime('%H:%M:%S')} [{level}] {msg % args if args else msg}")
+
+
 class Load:
     """An idempotent acks=all producer writing numbered records to the topics until
     stopped; remembers what was acknowledged."""
@@ -49,7 +60,11 @@ class Load:
         self.acked: Dict[str, Set[bytes]] = {t: set() for t in topics}
         self.failed: List[str] = []
         self._stop = threading.Event()
+        #: librdkafka's own warnings (an epoch bump, a retried request that may have
+        #: been written), printed when the test fails
+        self.client_log: List[str] = []
         self._producer = confluent_kafka.Producer({
+            "logger": _ListLogger(self.client_log), "debug": "eos",
             "bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True, "linger.ms": 5,
             "retries": 1_000_000, "delivery.timeout.ms": 120_000, "request.timeout.ms": 10_000,
             "metadata.max.age.ms": 3_000, "topic.metadata.refresh.interval.ms": 3_000})
@@ -91,7 +106,10 @@ class Load:
         assert left == 0, f"{left} records were never acknowledged or failed"
 
 
-def read_all(bootstrap: str, topic: str, partitions: int) -> List[bytes]:
+def read_all(bootstrap: str, topic: str, partitions: int,
+             where: Dict[bytes, List[Tuple[int, int]]] = None) -> List[bytes]:
+    """Every value of ``topic`` in offset order per partition; ``where`` (if given) gets
+    value -> [(partition, offset), ...]."""
     cons = confluent_kafka.Consumer({"bootstrap.servers": bootstrap, "group.id": f"check-{time.time()}",
                                      "enable.auto.commit": False, "auto.offset.reset": "earliest"})
     try:
@@ -113,9 +131,60 @@ def read_all(bootstrap: str, topic: str, partitions: int) -> List[bytes]:
             for off, v in got[p]:
                 assert by_offset.setdefault(off, v) == v, f"{topic}-{p} offset {off} read with two values"
             out += [by_offset[o] for o in sorted(by_offset)]
+            if where is not None:
+                for o, v in by_offset.items():
+                    where.setdefault(v, []).append((p, o))
         return out
     finally:
         cons.close()
+
+
+def check_duplicates(cluster: Any, topic: str, where: Dict[bytes, List[Tuple[int, int]]],
+                     client_log: List[str]) -> None:
+    """A value the load sent once is in the topic twice: fail if the broker wrote one
+    producer session's record twice (two copies with the same producer id and epoch: a
+    retry taken for a new batch).  Copies under two producer epochs are librdkafka's
+    doing: an OUT_OF_ORDER_SEQUENCE_NUMBER answer (a request after one that failed in a
+    leader change) makes it bump its epoch and send everything unacknowledged again
+    under new sequence numbers, records whose first send was written included
+    (librdkafka issue #4953; Kafka's idempotence holds within one producer epoch, and
+    Kafka's own brokers give the same answer).  Prints where the copies sit, the batch
+    headers around them on every broker and librdkafka's idempotence log either way."""
+    dups = {v: at for v, at in where.items() if len(at) > 1}
+    leaders = {p: info.leader for p, info in describe(cluster.brokers[min(cluster.brokers)].bootstrap,
+                                                           topic).items()}
+    heads = {p: record_producers(cluster.brokers[leaders[p]], topic, p)
+             for p in sorted({p for at in dups.values() for p, _ in at})}
+    copies = {v[:12]: [(p, o, heads[p].get(o)) for p, o in at] for v, at in dups.items()}
+    print(f"{topic}: {len(dups)} values at two or more offsets (partition, offset, (producer id, epoch, "
+          f"sequence)): {dict(list(copies.items())[:20])}")
+    explain_duplicates(cluster, topic, dups, client_log)
+    same_session = {v: at for v, at in copies.items()
+                    if len({h[:2] if h else None for _, _, h in at}) < len(at)}
+    assert not same_session, (
+        f"{topic}: {len(same_session)} records written twice in one producer epoch (the broker took a "
+        f"retried batch for a new one): {list(same_session.items())[:5]}")
+    bumps = [line for line in client_log if "epoch bump" in line]
+    assert bumps, (f"{topic}: records written twice under two producer ids or epochs, but librdkafka never said "
+                   "it bumped its epoch")
+    print(f"{topic}: {len(dups)} records written again after librdkafka bumped its producer epoch: {bumps[:3]}")
+
+
+def explain_duplicates(cluster: Any, topic: str, dups: Dict[bytes, List[Tuple[int, int]]],
+                       client_log: List[str]) -> None:
+    """Print the batch headers around the duplicates on every broker (`pylog dump-log`)
+    and librdkafka's log."""
+    for p in sorted({p for at in dups.values() for p, _ in at}):
+        for b in cluster.brokers.values():
+            d = b.data_dir / f"{topic}-{p}"
+            if d.is_dir():
+                out = pylog("dump-log", str(d), check=False).stdout.splitlines()
+                lo = min(o for at in dups.values() for q, o in at if q == p) - 40
+                hi = max(o for at in dups.values() for q, o in at if q == p) + 40
+                near = [x for x in out if any(lo <= int(n) <= hi for n in re.findall(r"offset (\d+)\.\.", x))]
+                print(f"----- broker {b.broker_id} {topic}-{p}: batches near offsets {lo}..{hi} -----")
+                print("\n".join(near or out[:5]))
+    print("----- librdkafka's log (warnings, idempotence) -----\n" + "\n".join(client_log[-300:]))
 
 
 def describe(bootstrap: str, topic: str) -> Dict[int, Any]:
@@ -237,8 +306,10 @@ def test_fourth_broker_takes_partitions_under_load(zk_ensemble, process_cluster,
         load.stop()
     assert not load.failed, load.failed[:5]
     for t in ("rf3", "rf2"):
-        values = read_all(c.bootstrap, t, 6)
-        assert len(values) == len(set(values)), f"{t}: duplicates"
+        where: Dict[bytes, List[Tuple[int, int]]] = {}
+        values = read_all(c.bootstrap, t, 6, where)
+        if len(values) != len(set(values)):
+            check_duplicates(c, t, where, load.client_log)
         missing = load.acked[t] - set(values)
         assert not missing, f"{t}: {len(missing)} acknowledged records lost, e.g. {sorted(missing)[:3]}"
         assert len(load.acked[t]) > 1000
