@@ -306,6 +306,9 @@ class ReplicaFetcher:
         self._empty_answers: Dict[TopicPartition, int] = {}
         self._idle: Set[TopicPartition] = set()
         self._idle_inflight = False
+        #: partitions whose last answer brought records: a request with one of them is
+        #: answered soon (not held at the leader), so a lane regrouping waits for them
+        self._hot: Set[TopicPartition] = set()
 
     def start(self) -> None:
         with self._cond:
@@ -392,6 +395,10 @@ class ReplicaFetcher:
         is idle from :data:`IDLE_AFTER_EMPTY_ANSWERS` of them until one brings something."""
         for r in replies:
             tp = (r["topic"], r["partition"])
+            if r.get("data") and "error" not in r:
+                self._hot.add(tp)
+            else:
+                self._hot.discard(tp)
             if "error" in r or "diverging" in r or "reset_to" in r or r.get("data"):
                 self._empty_answers.pop(tp, None)
                 self._idle.discard(tp)
@@ -406,10 +413,11 @@ class ReplicaFetcher:
         (None once stopped).  The partitions of the lane's last answer come back from
         the kernel's next step, at once: the lane waits for them up to :data:`_REGROUP_S`
         and sends them together with whatever else waits (so two lanes' partitions merge
-        again into one request); meanwhile a free lane leaves them alone, but takes any
-        other partition at once.  Idle partitions go in a request of their own, one at a
-        time, taken by a lane that waits for nothing else; while it is out, partitions
-        that turned idle since go with the busy ones."""
+        again into one request), and for the partitions with records in other lanes'
+        requests, which come back as soon; meanwhile a free lane leaves them alone, but
+        takes any other partition at once.  Idle partitions go in a request of their
+        own, one at a time, taken by a lane that waits for nothing else; while it is
+        out, partitions that turned idle since go with the busy ones."""
         deadline = time.monotonic() + _REGROUP_S if expect else None
         while not self._stopped:
             ready = self._pending.keys() - self._inflight
@@ -418,7 +426,10 @@ class ReplicaFetcher:
             # request's answer (up to replica.fetch.wait.max.ms).
             busy_ready = ready if self._idle_inflight else ready - self._idle
             if deadline is not None:
-                if expect - ready and time.monotonic() < deadline:
+                # Also wait for the partitions with records in another lane's request: it
+                # comes back soon, and whichever lane sends next takes both lanes'
+                # partitions (left to chance, two busy lanes could stay apart for good).
+                if (expect - ready or self._inflight & self._hot) and time.monotonic() < deadline:
                     self._cond.wait(deadline - time.monotonic())
                     continue
                 deadline = None

@@ -43,6 +43,7 @@ class ScriptedFetcher(ReplicaFetcher):
         self.busy = busy
         self.requests: List[frozenset] = []
         self.stop_after = stop_after
+        self.idle_requests = 0
         self.done = threading.Event()
         self._leader = threading.Condition()
 
@@ -50,7 +51,13 @@ class ScriptedFetcher(ReplicaFetcher):
         tps = frozenset((b["topic"], b["partition"]) for b in bodies)
         with self._leader:
             self.requests.append(tps)
-            if len(self.requests) >= self.stop_after:
+            if not self.busy & tps:
+                self.idle_requests += 1
+            # Done after stop_after requests, one of them an idle request: that lane's
+            # thread may not get the GIL for a while (the busy lane's requests are
+            # answered at once and never block), so a count alone could end the run
+            # before it sent anything.
+            if len(self.requests) >= self.stop_after and self.idle_requests:
                 self.done.set()
             self._leader.notify_all()  # a test waiting for this request, the held ones if done
             # The leader holds a request none of whose partitions has records (a long
@@ -76,7 +83,8 @@ def _run(fetcher: ScriptedFetcher, kernel: _Kernel, tps: List[TP]) -> None:
     fetcher.start()
     try:
         fetcher.add_many([_body(tp) for tp in tps])
-        assert fetcher.done.wait(_GUARD_S), f"the fetcher sent only {len(fetcher.requests)} requests"
+        assert fetcher.done.wait(_GUARD_S), \
+            f"the fetcher sent {len(fetcher.requests)} requests, {fetcher.idle_requests} of them for idle partitions"
     finally:
         fetcher.stop()
         fetcher.join()
