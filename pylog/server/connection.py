@@ -36,6 +36,10 @@ __all__ = ["KafkaConnection", "CloseConnection", "Response"]
 
 log = logging.getLogger("pylog.server")
 
+#: How long a connection stays open after an answer that ends it (see
+#: KafkaConnection._close_after_answer).
+CLOSE_LINGER_S = 0.1
+
 #: Read buffer of a new connection: small, so thousands of idle connections cost
 #: little.  It doubles (up to _MAX_READ_BUFFER_BYTES) while a client keeps it full;
 #: a frame larger than half of it is received into a buffer of its own.
@@ -99,8 +103,9 @@ class KafkaConnection(asyncio.BufferedProtocol):
         self.sasl_check = getattr(listener, "security_protocol", "") in ("SASL_PLAINTEXT", "SASL_SSL")
         if self.sasl_check:  # small frames until authenticated (sasl.server.max.receive.size)
             self.max_frame = min(self.max_frame, server.config.sasl_server_max_receive_size)
-        #: Set by a handler: close the connection (without another log line) once the
-        #: answer being written is handed to the transport.
+        #: Set by a handler: close the connection (without another log line)
+        #: :data:`CLOSE_LINGER_S` after the answer being written is handed to the
+        #: transport, reading nothing more from the client meanwhile.
         self.close_after_write = False
 
     # ------------------------------------------------------------------ transport events
@@ -230,7 +235,7 @@ class KafkaConnection(asyncio.BufferedProtocol):
             elif result is not None:
                 self._write(result)
             if self.close_after_write:
-                self.close()
+                self._close_after_answer()
                 return
         if self._reading_paused and not self._closed and not self._stopped and len(self._queue) < max(1, self.max_queued // 2) \
                 and self._queued_bytes < self.max_frame // 2:
@@ -257,9 +262,27 @@ class KafkaConnection(asyncio.BufferedProtocol):
         if result is not None:
             self._write(result)
         if self.close_after_write:
-            self.close()
+            self._close_after_answer()
             return
         self._process()
+
+    def _close_after_answer(self) -> None:
+        """An answer that ends the connection (a failed SASL authentication) was
+        written: read and answer nothing more, and close CLOSE_LINGER_S later, so that
+        the answer reaches the client well before the end of the stream does (a client
+        that finds both in one read may drop the answer: kafka-python 3.0 does, and then
+        cannot say why it failed)."""
+        self._queue.clear()
+        self._queued_bytes = 0
+        self._busy = True  # nothing more is processed
+        if self.transport is not None and not self._reading_paused and not self._closed:
+            self._reading_paused = True
+            self.transport.pause_reading()
+        self._stopped = True
+        if CLOSE_LINGER_S > 0 and not self._closed:
+            asyncio.get_running_loop().call_later(CLOSE_LINGER_S, self.close)
+        else:
+            self.close()
 
     # ------------------------------------------------------------------ writing
     def _write(self, response: Response) -> None:

@@ -219,7 +219,7 @@ def test_kafka_python_wrong_password_gets_the_authentication_error(srv, pki, cap
                       sasl_plain_password="wrong", bootstrap_timeout_ms=15000)  # SCRAM + TLS on a busy machine
     # ... because the broker said why, which the client reports
     assert any("SaslAuthenticationFailedError" in r.getMessage() and "Invalid username or password" in r.getMessage()
-               for r in caplog.records)
+               for r in caplog.records), srv.log_tail(40)
 
 
 @pytest.mark.parametrize("mechanism", ["PLAIN", "SCRAM-SHA-512"])
@@ -340,6 +340,24 @@ def test_failed_authentication_is_answered_then_closed(srv):
     lines = [ln for ln in srv.log_text().splitlines() if f"127.0.0.1:{port} " in ln or f"127.0.0.1:{port})" in ln]
     assert len(lines) == 1, lines
     assert "WARNING" in lines[0] and "SASL_PLAINTEXT" in lines[0] and "PLAIN" in lines[0] and "'alice'" in lines[0]
+
+
+def test_nothing_is_answered_after_a_failed_authentication(srv):
+    """The answer to a failed authentication ends the connection: a request sent after
+    it (while the connection lingers, so that the answer reaches the client before the
+    end of the stream) gets no answer, and the connection closes."""
+    with _raw(srv) as c:
+        assert c.call(ApiKey.SASL_HANDSHAKE, 1, {"mechanism": "PLAIN"}).error_code == 0
+        assert c.call(ApiKey.SASL_AUTHENTICATE, 1, {"auth_bytes": b"\0alice\0wrong"}).error_code == 58
+        c.send(ApiKey.API_VERSIONS, 3, {"client_software_name": "t", "client_software_version": "1"})
+        c.sock.settimeout(20)
+        got = b""
+        try:
+            while chunk := c.sock.recv(65536):
+                got += chunk
+        except ConnectionResetError:  # closed with the request unread: a reset
+            pass
+        assert got == b""
 
 
 def test_oversized_tokens_and_frames_are_refused(srv):
