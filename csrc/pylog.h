@@ -116,11 +116,13 @@ int pl_crc32c_hw_available(void);     /* 1 if the hardware path is in use */
 #define PL_CRC32C_FOLD128          2           /* PCLMULQDQ folding (x86-64)         */
 #define PL_CRC32C_FOLD256          3           /* VPCLMULQDQ folding (x86-64)        */
 #define PL_CRC32C_HYBRID           4           /* FOLD256 and HW together (x86-64)   */
-/* 1 if this CPU can run `path` (PL_CRC32C_FOLD256, PL_CRC32C_HYBRID: and pl_crc32c
- * uses them). */
+#define PL_CRC32C_FOLD512          5           /* VPCLMULQDQ on AVX-512 (x86-64)     */
+/* 1 if this CPU can run `path` (PL_CRC32C_FOLD256, PL_CRC32C_HYBRID,
+ * PL_CRC32C_FOLD512: and pl_crc32c uses them). */
 int pl_crc32c_path_available(int path);
 /* *out = the CRC by one named path (tests compare the paths); a length below the
- * path's minimum (64 bytes for FOLD128, 128 for FOLD256, 7168 for HYBRID) goes to HW.
+ * path's minimum (64 bytes for FOLD128, 128 for FOLD256, 256 for FOLD512, 7168 for
+ * HYBRID) goes to HW.
  * PL_E_ARG if the path is not available here (or bad pointers). */
 int pl_crc32c_with(int path, uint32_t crc, const uint8_t *buf, size_t len, uint32_t *out);
 

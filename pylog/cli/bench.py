@@ -437,6 +437,8 @@ READ_ARRAYS_CASES = (("none", False), ("none", True), ("zstd", False), ("zstd", 
 
 def _crc_path() -> str:
     """The CRC32C path pl_crc32c takes for long inputs on this CPU (csrc/crc32c.c)."""
+    if lib.pl_crc32c_path_available(lib.PL_CRC32C_FOLD512):
+        return "yes, VPCLMULQDQ folding on AVX-512"
     if lib.pl_crc32c_path_available(lib.PL_CRC32C_HYBRID):
         return "yes, VPCLMULQDQ folding with crc32 streams"
     if lib.pl_crc32c_path_available(lib.PL_CRC32C_FOLD128):

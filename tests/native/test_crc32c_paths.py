@@ -21,11 +21,12 @@ PATHS = {
     "fold128": lib.PL_CRC32C_FOLD128,
     "fold256": lib.PL_CRC32C_FOLD256,
     "hybrid": lib.PL_CRC32C_HYBRID,
+    "fold512": lib.PL_CRC32C_FOLD512,
 }
 AVAILABLE = {name: p for name, p in PATHS.items() if lib.pl_crc32c_path_available(p)}
 
 #: Lengths where a path changes its work: fold128's 64-byte step and 16-byte tail,
-#: fold256's 128-byte step, pl_crc32c's thresholds (256, 512, 3072), hw's 3 x 1024-byte
+#: fold256's 128-byte step, fold512's 256-byte step, pl_crc32c's thresholds (256, 512, 3072), hw's 3 x 1024-byte
 #: blocks, the hybrid's 7168-byte blocks (4096 folded + 3 x 1024 by crc32).
 EDGES = sorted({n + d for n in (0, 8, 16, 64, 128, 256, 512, 1024, 3072, 4096, 7168, 2 * 7168, 3 * 7168 + 3072)
                 for d in (-17, -16, -9, -8, -1, 0, 1, 7, 8, 15, 16, 127, 128) if n + d >= 0})
@@ -49,7 +50,9 @@ def test_the_paths_this_cpu_has():
     if "fold128" in AVAILABLE or "fold256" in AVAILABLE:
         assert "hw" in AVAILABLE
     assert ("hybrid" in AVAILABLE) == ("fold256" in AVAILABLE)
-    for bad in (-1, 5, 1000):
+    if "fold512" in AVAILABLE:  # AVX-512 on top of fold256's VPCLMULQDQ
+        assert "fold256" in AVAILABLE
+    for bad in (-1, 6, 1000):
         assert not lib.pl_crc32c_path_available(bad)
         assert lib.pl_crc32c_with(bad, 0, b"x", 1, ffi.new("uint32_t *")) == lib.PL_E_ARG
     assert lib.pl_crc32c_with(lib.PL_CRC32C_PORTABLE, 0, b"x", 1, ffi.NULL) == lib.PL_E_ARG
