@@ -689,21 +689,40 @@ int pl_batch_set_offset(uint8_t *buf, uint64_t len, int64_t base_offset, int32_t
 
 /* ---- decoding ------------------------------------------------------------- */
 
-int pl_records_decode(const uint8_t *recs, uint64_t len, uint32_t count, int64_t base_offset,
-                      int64_t base_timestamp, int64_t max_timestamp, int16_t attributes,
-                      int64_t pos_base, pl_record_arrays *out, uint32_t first)
+/* How far ahead of the record walk records_decode asks for the batch's cache lines
+ * when a CRC pass over the batch follows it. */
+#define DECODE_PREFETCH_AHEAD 4096u
+
+/* pl_records_decode; with `prefetch`, the walk also asks for every cache line of the
+ * records DECODE_PREFETCH_AHEAD bytes ahead of itself.  The walk reads only the
+ * records' headers: a value's lines would be fetched by the CRC pass that follows
+ * (pl_batches_decode checks a batch after walking it), from memory, at memory speed
+ * (it was 15 % of read_arrays' time).  Fetched while the walk works, they are in the
+ * cache when that pass comes.  A prefetch never faults; the addresses stay inside the
+ * records all the same. */
+static int records_decode(const uint8_t *recs, uint64_t len, uint32_t count, int64_t base_offset,
+                          int64_t base_timestamp, int64_t max_timestamp, int16_t attributes,
+                          int64_t pos_base, pl_record_arrays *out, uint32_t first, int prefetch)
 {
     if (out == NULL || (recs == NULL && len > 0))
         return PL_E_ARG;
     if (first > out->capacity || count > out->capacity - first)
         return PL_E_NOSPACE;
     const uint8_t *p = recs, *end = recs + len;
+    uint64_t fetched = 0; /* bytes of recs asked for so far (prefetch) */
     int log_append = (attributes & PL_ATTR_TIMESTAMP_TYPE) != 0;
     int32_t prev = -1;
     for (uint32_t i = 0; i < count; i++) {
         rec_fields r;
         if (p >= end)
             return PL_E_RECORD_COUNT;
+        if (prefetch) {
+            uint64_t want = (uint64_t)(p - recs) + DECODE_PREFETCH_AHEAD;
+            if (want > len)
+                want = len;
+            for (; fetched < want; fetched += 64)
+                __builtin_prefetch(recs + fetched);
+        }
         int st = parse_record(recs, &p, end, &r);
         if (st != PL_OK)
             return st;
@@ -730,6 +749,14 @@ int pl_records_decode(const uint8_t *recs, uint64_t len, uint32_t count, int64_t
     if (p != end)
         return PL_E_RECORD_COUNT;
     return PL_OK;
+}
+
+int pl_records_decode(const uint8_t *recs, uint64_t len, uint32_t count, int64_t base_offset,
+                      int64_t base_timestamp, int64_t max_timestamp, int16_t attributes,
+                      int64_t pos_base, pl_record_arrays *out, uint32_t first)
+{
+    return records_decode(recs, len, count, base_offset, base_timestamp, max_timestamp, attributes,
+                          pos_base, out, first, 0);
 }
 
 static void drop_front(pl_record_arrays *out, uint32_t at, uint32_t n, uint32_t drop)
@@ -809,10 +836,10 @@ int pl_batches_decode(const uint8_t *buf, uint64_t len, int64_t min_offset, uint
         if ((uint32_t)info.record_count > room)
             return filled == 0 ? PL_E_NOSPACE : PL_OK;
         assert(decode);
-        st = pl_records_decode(buf + pos + PL_BATCH_HEADER_BYTES, total - PL_BATCH_HEADER_BYTES,
-                               (uint32_t)info.record_count, info.base_offset, info.base_timestamp,
-                               info.max_timestamp, info.attributes,
-                               (int64_t)(pos + PL_BATCH_HEADER_BYTES), out, first + filled);
+        st = records_decode(buf + pos + PL_BATCH_HEADER_BYTES, total - PL_BATCH_HEADER_BYTES,
+                            (uint32_t)info.record_count, info.base_offset, info.base_timestamp,
+                            info.max_timestamp, info.attributes,
+                            (int64_t)(pos + PL_BATCH_HEADER_BYTES), out, first + filled, 1);
         if (check && batch_crc(buf + pos, total) != info.crc)
             return PL_E_CRC; /* *consumed is this batch's position */
         if (st != PL_OK)
