@@ -140,7 +140,8 @@ def long_batches() -> bytes:
 
 
 def test_long_batches_c_decode_agrees_with_the_check_function_on_random_damage():
-    """The decode checks a decoded batch after its record walk: wherever a bit flips,
+    """The decode checks a decoded batch along its record walk (8 KiB at a time behind
+    it, the rest after it): wherever a bit flips,
     it reports the same first bad batch as pl_batches_check_crc, and a CRC mismatch
     even where the flip also breaks the record walk."""
     rng = random.Random(11)
