@@ -191,20 +191,19 @@ def check_no_loss_no_dup(acked: Iterable[Acked], records: Dict[int, List[Tuple[i
     assert not wrong, f"acknowledged at one offset, stored at another: {wrong[:5]}"
 
 
-def replica_records(broker: Any, topic: str, partition: int) -> List[Tuple[int, bytes]]:
-    """The (offset, value) records of ``broker``'s replica of ``topic``-``partition``, read
-    from its segment files (as `pylog dump-log` does; a live broker's files are read as
-    far as whole, valid batches go)."""
+def replica_batches(broker: Any, topic: str, partition: int) -> Iterable[Any]:
+    """The record batches of ``broker``'s replica of ``topic``-``partition``, read from its
+    segment files (as `pylog dump-log` does; a live broker's files are read as far as
+    whole, valid batches go)."""
     from pylog.errors import PylogError
     from pylog.records import RecordBatch
     from pylog.storage.segment import parse_segment_file_name
 
     d = Path(broker.data_dir) / f"{topic}-{partition}"
-    out: List[Tuple[int, bytes]] = []
     try:
         names = sorted(n for n in os.listdir(d) if parse_segment_file_name(n) is not None)
     except FileNotFoundError:
-        return out
+        return
     for name in names:
         try:
             data = (d / name).read_bytes()
@@ -220,43 +219,19 @@ def replica_records(broker: Any, topic: str, partition: int) -> List[Tuple[int, 
                 batch.validate()
             except PylogError:
                 break
-            for rec in batch.records():
-                out.append((rec.offset, bytes(rec.value) if rec.value is not None else b""))
+            yield batch
             pos += batch.size_bytes
-    return out
+
+
+def replica_records(broker: Any, topic: str, partition: int) -> List[Tuple[int, bytes]]:
+    """The (offset, value) records of ``broker``'s replica of ``topic``-``partition``
+    (:func:`replica_batches`)."""
+    return [(rec.offset, bytes(rec.value) if rec.value is not None else b"")
+            for batch in replica_batches(broker, topic, partition) for rec in batch.records()]
 
 
 def record_producers(broker: Any, topic: str, partition: int) -> Dict[int, Tuple[int, int, int]]:
     """offset -> (producer id, producer epoch, sequence) of each record of ``broker``'s
-    replica of ``topic``-``partition``, from the batch headers in its segment files (read
-    as :func:`replica_records` reads them)."""
-    from pylog.errors import PylogError
-    from pylog.records import RecordBatch
-    from pylog.storage.segment import parse_segment_file_name
-
-    d = Path(broker.data_dir) / f"{topic}-{partition}"
-    out: Dict[int, Tuple[int, int, int]] = {}
-    try:
-        names = sorted(n for n in os.listdir(d) if parse_segment_file_name(n) is not None)
-    except FileNotFoundError:
-        return out
-    for name in names:
-        try:
-            data = (d / name).read_bytes()
-        except FileNotFoundError:
-            continue
-        pos = 0
-        while len(data) - pos >= 61:
-            batch = RecordBatch(memoryview(data)[pos:])
-            if batch.magic != 2 or batch.batch_length < 49 or pos + batch.size_bytes > len(data):
-                break
-            batch = RecordBatch(memoryview(data)[pos:pos + batch.size_bytes])
-            try:
-                batch.validate()
-            except PylogError:
-                break
-            for rec in batch.records():
-                out[rec.offset] = (batch.producer_id, batch.producer_epoch,
-                                   batch.base_sequence + rec.offset - batch.base_offset)
-            pos += batch.size_bytes
-    return out
+    replica of ``topic``-``partition``, from the batch headers (:func:`replica_batches`)."""
+    return {rec.offset: (batch.producer_id, batch.producer_epoch, batch.base_sequence + rec.offset - batch.base_offset)
+            for batch in replica_batches(broker, topic, partition) for rec in batch.records()}
