@@ -96,6 +96,19 @@ def loss_ledger(cluster: ProcessCluster) -> List[Dict[str, Any]]:
         store.close()
 
 
+def zookeeper_registrations(cluster: ProcessCluster) -> List[int]:
+    """The broker ids registered in ZooKeeper now (/brokers/ids, read with kazoo): what
+    CreateTopics counts, whatever a broker's metadata cache still lists."""
+    from pylog.cluster.controller import BROKER_IDS_PATH
+    from pylog.cluster.zookeeper import ZooKeeperMetadataStore
+
+    store = ZooKeeperMetadataStore(cluster.zookeeper)
+    try:
+        return sorted(int(n) for n in store.children(BROKER_IDS_PATH) if n.isdigit())
+    finally:
+        store.close()
+
+
 def controller_id(cluster: ProcessCluster) -> int:
     """The controller's broker id as Metadata tells it (-1 if none)."""
     return admin(cluster).list_topics(timeout=20).controller_id
