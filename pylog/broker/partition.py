@@ -18,7 +18,7 @@ import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
 from pylog.broker.config import TopicConfig
 from pylog.broker.producer_state import MAX_CACHED_BATCHES, ProducerStateManager, batch_sequence_count
@@ -114,15 +114,18 @@ class Partition:
         """Replay batch headers from ``offset`` to the log end into the producer state
         (after a crash: no snapshot).  A compacted log rebuilds the same state: the
         cleaner keeps the header range of a producer's batches and its last batch."""
-        end = self.log.log_end_offset
-        while offset < end:
-            # Headers only, and not CRC-checked: one damaged batch must not keep the
-            # whole broker from opening; its records raise when they are read.
-            batches = self.log.read(offset, 4 << 20, check_crcs=False)
+        for b in self._batch_headers(offset, self.log.log_end_offset):
+            self.producers.replay(b)
+
+    def _batch_headers(self, offset: int, stop: int) -> Iterator[RecordBatch]:
+        """The batches from ``offset`` below ``stop``, for their headers only: not
+        CRC-checked, as one damaged batch must not keep the broker from opening or a
+        replica from truncating (its records raise when they are read)."""
+        while offset < stop:
+            batches = self.log.read(offset, 4 << 20, max_offset=stop, check_crcs=False)
             if not batches:
-                break
-            for b in batches:
-                self.producers.replay(b)
+                return
+            yield from batches
             offset = batches[-1].next_offset
 
     # ---------------------------------------------------------- properties
@@ -387,42 +390,31 @@ class Partition:
             self.log.truncate_to(offset)
             lost = self.producers.truncate_to(offset)
             if lost:
-                self.producers.restore(lost, self._producer_headers(lost, self.log.log_end_offset))
+                self.producers.restore(lost, self._last_batches_of(lost, self.log.log_end_offset))
             self._high_watermark = min(self._high_watermark, self.log.log_end_offset)
 
-    def _producer_headers(self, producer_ids: Set[int], end: int) -> List[Tuple[int, int, int, int, int, int, int]]:
-        """The last MAX_CACHED_BATCHES batch headers of each of ``producer_ids`` below
-        ``end``, in log order: read segment by segment from the end of the log back,
-        until every producer has that many or the log start is reached (usually the
-        last segment is enough)."""
-        found: Dict[int, List[Tuple[int, int, int, int, int, int, int]]] = {pid: [] for pid in producer_ids}
+    def _last_batches_of(self, producer_ids: Set[int], end: int) -> List[RecordBatch]:
+        """The last MAX_CACHED_BATCHES batches of each of ``producer_ids`` below ``end``,
+        in log order: read segment by segment from the end of the log back, until every
+        producer has that many or the log start is reached (usually the last segment is
+        enough)."""
+        found: Dict[int, List[RecordBatch]] = {pid: [] for pid in producer_ids}
         start_offset = self.log.log_start_offset
         stop = end
         for seg in reversed(self.log.segments):
-            if seg.base_offset >= stop:
-                continue
             start = max(seg.base_offset, start_offset)
             if start >= stop:
-                break
-            chunk: Dict[int, List[Tuple[int, int, int, int, int, int, int]]] = {}
-            offset = start
-            while offset < stop:
-                # headers only, not CRC-checked (as _scan_producers)
-                batches = self.log.read(offset, 4 << 20, max_offset=stop, check_crcs=False)
-                if not batches:
-                    break
-                for b in batches:
-                    if b.producer_id in found:
-                        chunk.setdefault(b.producer_id, []).append(
-                            (b.producer_id, b.producer_epoch, b.base_sequence, batch_sequence_count(b),
-                             b.base_offset, b.last_offset, b.max_timestamp))
-                offset = batches[-1].next_offset
-            for pid, hs in chunk.items():
-                found[pid] = (hs + found[pid])[-MAX_CACHED_BATCHES:]
+                continue
+            chunk: Dict[int, List[RecordBatch]] = {}
+            for b in self._batch_headers(start, stop):
+                if b.producer_id in found:
+                    chunk.setdefault(b.producer_id, []).append(b)
+            for pid, bs in chunk.items():
+                found[pid] = (bs + found[pid])[-MAX_CACHED_BATCHES:]
             stop = start
             if stop <= start_offset or all(len(v) >= MAX_CACHED_BATCHES for v in found.values()):
                 break
-        return sorted((h for hs in found.values() for h in hs), key=lambda h: h[4])
+        return sorted((b for bs in found.values() for b in bs), key=lambda b: b.base_offset)
 
     def truncate_fully_and_start_at(self, offset: int) -> None:
         """Empty this replica and start it at ``offset`` (a follower whose leader's log

@@ -187,17 +187,17 @@ class ProducerStateManager:
                 del self._producers[pid]
         return lost
 
-    def restore(self, producer_ids: Set[int], headers: List[Tuple[int, int, int, int, int, int, int]]) -> None:
+    def restore(self, producer_ids: Set[int], batches: List[RecordBatch]) -> None:
         """Rebuild the state of ``producer_ids`` from their batches in the log (after
-        :meth:`truncate_to`): ``headers`` are (producer id, epoch, base sequence,
-        sequence count, first offset, last offset, max timestamp) in log order; their
-        last :data:`MAX_CACHED_BATCHES` per producer are enough (the same state as a
-        replay of all).  A producer without a batch in ``headers`` is forgotten."""
+        :meth:`truncate_to`), given in log order; their last :data:`MAX_CACHED_BATCHES`
+        per producer are enough (the same state as a replay of all).  A producer
+        without a batch in ``batches`` is forgotten; other producers' batches are
+        ignored."""
         for pid in producer_ids:
             self._producers.pop(pid, None)
-        for h in headers:
-            if h[0] in producer_ids:
-                self.update(*h)
+        for b in batches:
+            if b.producer_id in producer_ids:
+                self.replay(b)
 
     def clear(self) -> None:
         self._producers.clear()

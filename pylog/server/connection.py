@@ -279,10 +279,8 @@ class KafkaConnection(asyncio.BufferedProtocol):
             self._reading_paused = True
             self.transport.pause_reading()
         self._stopped = True
-        if CLOSE_LINGER_S > 0 and not self._closed:
+        if not self._closed:
             asyncio.get_running_loop().call_later(CLOSE_LINGER_S, self.close)
-        else:
-            self.close()
 
     # ------------------------------------------------------------------ writing
     def _write(self, response: Response) -> None:
