@@ -356,7 +356,7 @@ class ZooKeeperServer:
             f"clientPortAddress={self.host}",
             "maxClientCnxns=0",
             "admin.enableServer=false",
-            "4lw.commands.whitelist=ruok,srvr",
+            "4lw.commands.whitelist=ruok,srvr,cons",
             f"forceSync={'yes' if self.force_sync else 'no'}",
             "autopurge.snapRetainCount=3",
             "autopurge.purgeInterval=1",

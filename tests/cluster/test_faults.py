@@ -496,10 +496,12 @@ def test_zookeeper_restart_under_load_loses_nothing(zk_server, process_cluster):
         wait_for(lambda: len(load.acked) > before + 2000, "acknowledgements after the ZooKeeper restart")
         # Every broker must see the others again, not just the one a Metadata request
         # reaches: CreateTopics goes to any broker, which places replicas on those it sees.
-        # And the registrations must be in ZooKeeper itself (CreateTopics counts those): a
-        # broker whose session expired during the restart registers again, and until its
+        # And the registrations must be in ZooKeeper itself (CreateTopics counts those),
+        # each under a session whose client is connected: a broker that has not reconnected
+        # yet is still listed under its old session until the restarted server expires it
+        # and deletes the registration (the broker then registers again), and until its
         # cache hears of the deletion a broker's Metadata may still list the old one.
-        wait_for(lambda: zookeeper_registrations(c) == [1, 2, 3] and all(
+        wait_for(lambda: zookeeper_registrations(c, zk_server) == [1, 2, 3] and all(
             sorted(AdminClient({"bootstrap.servers": b.bootstrap}).list_topics(timeout=20).brokers) == [1, 2, 3]
             for b in c.brokers.values()), "every registration in ZooKeeper, and every broker to see them")
         create_topic(c, "z2", 3, 3, {"min.insync.replicas": "2"})  # the controller works
