@@ -281,7 +281,9 @@ class Producer:
         which moves to another after each batch, as the uniform sticky partitioner does
         after batch.size bytes.  Each partition's records become batches of up to
         max.request.size (not batch.size: the records are all there, nothing lingers),
-        built by one C call each in the sender thread, in the order given; a batch of
+        each encoded by one C call in the calling thread as its room in buffer.memory
+        is granted (while the sender ships the earlier ones; the sender then stamps the
+        producer id and sequence numbers into it), in the order given; a batch of
         send() still open for the partition is sealed first, so records keep the order
         of the calls.  acks, retries, idempotence and compression are send()'s.
 
@@ -309,15 +311,23 @@ class Producer:
         for p, _, _, _, _, where in planned:
             parts[where] = p
         now = _now_ms()
+        codec = self.config.codec
         out: List[Tuple[BatchResult, Any, int]] = []
-        with self._lock:
-            for p, gcols, start, end, bound, where in planned:
+        for p, gcols, start, end, bound, where in planned:
+            with self._lock:
                 if self._acc.closed:
                     raise ProducerClosed("send_batch() after the producer was closed")
                 self._pool.reserve_locked(bound - _BATCH_HEADER)
-                b = ArrayBatch(tps[p], now, self._lock, gcols, start, end, bound)
+            b = ArrayBatch(tps[p], now, self._lock, gcols, start, end, bound)
+            # Encoded here, not under the lock: the sender ships earlier batches meanwhile
+            # (the C build releases the GIL), and the batch waits for its room first.
+            b.prebuild(codec)
+            with self._lock:
+                if self._acc.closed:  # closed while it was encoded: its room goes back
+                    self._pool.release_locked([b])
+                    raise ProducerClosed("send_batch(): the producer was closed meanwhile")
                 self._acc.add_sealed_locked(b)
-                out.append((b.result, where, end - start))
+            out.append((b.result, where, end - start))
         return BatchFuture(topic, parts, out, n)
 
     def _plan_batches(self, topic: str, cols: Columns, n_parts: int, partition: Optional[int],

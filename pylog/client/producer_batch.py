@@ -15,6 +15,7 @@ from typing import Any, Callable, List, NamedTuple, Optional, Tuple
 import numpy as np
 
 from pylog.errors import PylogError, RequestTimedOut
+from pylog.records.batch import restamp_producer
 from pylog.records.builder import BatchBuilder, setup_send
 
 __all__ = ["RecordMetadata", "FutureRecordMetadata", "BatchFuture", "BatchResult", "ProducerBatch", "ArrayBatch",
@@ -222,10 +223,15 @@ class ProducerBatch(_SenderBatch):
 
 
 class ArrayBatch(_SenderBatch):
-    """A sealed batch of records [start, end) of a :class:`Columns` (from send_batch):
-    built by one C call when the sender ships it."""
+    """A sealed batch of records [start, end) of a :class:`Columns` (from send_batch).
 
-    __slots__ = ("cols", "start", "end")
+    :meth:`prebuild` encodes it in the thread that called send_batch (while the sender
+    ships earlier batches), as a batch with no producer id; :meth:`build`, when the
+    sender ships it, returns those bytes, restamped with the producer id, epoch and
+    sequence number when it has them (one CRC pass), or builds it then (a slice after
+    a split, or when the prebuild failed)."""
+
+    __slots__ = ("cols", "start", "end", "prebuilt")
 
     def __init__(self, tp: Tuple[str, int], now_ms: int, lock: threading.Lock, cols: Any, start: int,
                  end: int, size: int) -> None:
@@ -234,10 +240,27 @@ class ArrayBatch(_SenderBatch):
         self.start = start
         self.end = end
         self.size = size
+        #: (codec, bytes) built by :meth:`prebuild`, no producer fields
+        self.prebuilt: Optional[Tuple[int, Any]] = None
 
-    def build(self, producer_id: int, producer_epoch: int, codec: int) -> bytes:
+    def prebuild(self, codec: int) -> None:
+        """Encode the batch now (no producer fields).  An error leaves it to be built
+        when shipped, which reports it through the future."""
+        try:
+            self.prebuilt = (codec, self.cols.build(self.start, self.end, base_timestamp=self.created_ms,
+                                                    codec=codec, size_bound=self.size))
+        except PylogError:
+            self.prebuilt = None
+
+    def build(self, producer_id: int, producer_epoch: int, codec: int) -> Any:
+        pre, self.prebuilt = self.prebuilt, None
+        if pre is not None and pre[0] == codec:
+            if producer_id < 0 and producer_epoch < 0 and self.sequence < 0:
+                return pre[1]
+            return restamp_producer(pre[1], producer_id, producer_epoch, self.sequence)
         return self.cols.build(self.start, self.end, base_timestamp=self.created_ms, producer_id=producer_id,
-                               producer_epoch=producer_epoch, base_sequence=self.sequence, codec=codec)
+                               producer_epoch=producer_epoch, base_sequence=self.sequence, codec=codec,
+                               size_bound=self.size)
 
     def slice(self, lo: int, hi: int) -> "ArrayBatch":
         part = ArrayBatch(self.tp, self.created_ms, self.lock, self.cols, self.start + lo, self.start + hi,

@@ -41,6 +41,7 @@ __all__ = [
     "build_batch",
     "prepare_batch",
     "validate_batches",
+    "restamp_producer",
     "check_crcs",
     "iter_batches",
     "decode_records",
@@ -301,6 +302,30 @@ def build_batch(
     ffi.memmove(out + lib.PL_BATCH_HEADER_BYTES, packed, len(packed))
     total = check(lib.pl_batch_seal(out, len(out), len(packed), info), "sealing compressed batch")
     return ffi.buffer(out, total)[:]
+
+
+def restamp_producer(batch: Any, producer_id: int, producer_epoch: int, base_sequence: int) -> Any:
+    """One built batch with other producer fields (producerId, producerEpoch,
+    baseSequence) and the CRC computed again over what is returned: ``batch`` itself
+    when it is writable (a writable buffer is changed in place), else a copy.  For a
+    batch built before the sender knew its producer id and sequence numbers (what it
+    costs is one CRC pass).  Raises CorruptRecordError if ``batch`` is not one whole
+    batch."""
+    view = memoryview(batch)
+    if view.readonly:
+        view = memoryview(bytearray(view))
+    with ffi.from_buffer("uint8_t[]", view, require_writable=True) as buf:
+        info = ffi.new("pl_batch_info *")
+        check(lib.pl_batch_parse_header(buf, len(buf), info), "reading a built batch's header")
+        rec_len = len(buf) - lib.PL_BATCH_HEADER_BYTES
+        if lib.PL_BATCH_OVERHEAD_BYTES + info.batch_length != len(buf):
+            raise CorruptRecordError(f"expected one whole batch of {len(buf)} bytes, its batchLength says "
+                                     f"{lib.PL_BATCH_OVERHEAD_BYTES + info.batch_length}")
+        info.producer_id = producer_id
+        info.producer_epoch = producer_epoch
+        info.base_sequence = base_sequence
+        check(lib.pl_batch_seal(buf, len(buf), rec_len, info), "sealing a restamped batch")
+    return view
 
 
 # ----------------------------------------------------------------- validation

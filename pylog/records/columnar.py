@@ -367,23 +367,26 @@ class Columns:
         return buf + col.first_byte(start, end), lens_c, ffi.NULL
 
     def build(self, start: int, end: int, *, base_timestamp: int, producer_id: int = -1,
-              producer_epoch: int = -1, base_sequence: int = -1, codec: int = 0) -> Any:
+              producer_epoch: int = -1, base_sequence: int = -1, codec: int = 0,
+              size_bound: Optional[int] = None) -> Any:
         """Records [start, end) as one Kafka v2 batch (bytes-like), compressed with ``codec``
         (a Kafka codec id) when not 0: one C build call (plus the codec for the records
-        section)."""
+        section).  ``size_bound``: a bound of the uncompressed batch's size known to the
+        caller (from :meth:`split`), which spares the C walk that computes one."""
         with self.pinned() as pinned:
             cd, keep = self.batch_input(pinned, start, end, base_timestamp=base_timestamp,
                                         producer_id=producer_id, producer_epoch=producer_epoch,
                                         base_sequence=base_sequence)
-            bound = int(lib.pl_batch_size_bound(cd))
+            bound = int(lib.pl_batch_size_bound(cd)) if size_bound is None or codec != 0 else size_bound
             if bound == 0:
                 raise RecordTooLarge(f"a batch of these {end - start} records would exceed the maximum batch size")
             if codec == 0:
-                out = bytearray(bound)
+                # Not a bytearray: that would zero all of it first, then the build writes
+                # it all again.  A bound too small is refused by the build (PL_E_NOSPACE).
+                out = np.empty(bound, dtype=np.uint8)
                 with ffi.from_buffer("uint8_t[]", out) as o:
                     n = check(lib.pl_batch_build(cd, o, bound), "building record batch")
-                del out[n:]
-                return out
+                return memoryview(out)[:n]
             rec = ffi.new("uint8_t[]", bound)
             n = check(lib.pl_records_encode(cd, rec, bound), "encoding records")
             plain_header = ffi.new("uint8_t[]", bound)

@@ -148,3 +148,61 @@ def test_buffer_exhausted_after_max_block_ms(broker):
     n = broker.partition("t", 0).log.log_end_offset
     assert 0 < n < 1000  # the batches queued before it were sent
     assert [r.value for r in _records(broker, "t", 0)] == vals[:n]
+
+
+def test_idempotent_batches_carry_the_producer_id_and_dense_sequences(broker):
+    """Batches are encoded in the calling thread with no producer fields; the sender
+    stamps each with the producer id, epoch and its sequence numbers (a new CRC), as
+    the broker's idempotence checks need: per partition the sequences run on densely
+    from 0 across calls, and a second call continues them."""
+    broker.create_topic("t", 2)
+    vals, buf, lens = _values(6000)
+    with pylog.Producer(broker, max_request_size=8192) as p:  # acks=all, idempotent
+        first = p.send_batch("t", buf, lengths=lens)
+        first.result(timeout=30)
+        second = p.send_batch("t", buf, lengths=lens, partition=1)
+        second.result(timeout=30)
+    pids = set()
+    for part in range(2):
+        log = broker.partition("t", part).log
+        batches = log.read(0, max_bytes=1 << 30)
+        assert batches[-1].next_offset == log.log_end_offset
+        assert len(batches) > 2
+        expect = 0
+        for b in batches:
+            b.check_crc()
+            pids.add((b.producer_id, b.producer_epoch))
+            assert b.base_sequence == expect
+            expect += b.record_count
+    (pid, epoch), = pids
+    assert pid >= 0 and epoch >= 0
+    got = [r.value for r in _records(broker, "t", 1)]
+    assert got[-6000:] == vals
+
+
+def test_closed_while_a_batch_was_encoded(broker, monkeypatch):
+    """close() from elsewhere while send_batch encodes a batch: that batch is not
+    queued, its room goes back to buffer.memory, and the call raises ProducerClosed;
+    the batches queued before it were sent."""
+    from pylog.client.producer_batch import ArrayBatch
+
+    broker.create_topic("t", 1)
+    vals, buf, lens = _values(2000)
+    p = pylog.Producer(broker, acks=1, max_request_size=4096)
+    real = ArrayBatch.prebuild
+    calls = []
+
+    def prebuild(self, codec):
+        calls.append(1)
+        if len(calls) == 3:
+            closer = threading.Thread(target=p.close)
+            closer.start()
+            closer.join(30)
+        real(self, codec)
+
+    monkeypatch.setattr(ArrayBatch, "prebuild", prebuild)
+    with pytest.raises(errors.ProducerClosed, match="closed meanwhile"):
+        p.send_batch("t", buf, lengths=lens)
+    assert p.metrics()["buffer_available_bytes"] == p.metrics()["buffer_total_bytes"]
+    stored = [r.value for r in _records(broker, "t", 0)]
+    assert 0 < len(stored) < 2000 and stored == vals[:len(stored)]

@@ -325,3 +325,42 @@ def test_an_error_kept_in_a_reference_cycle_is_collected_safely():
     r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
                        env={**__import__("os").environ, "PYTHONPATH": root})
     assert r.returncode == 0 and r.stdout.strip() == "ok", (r.returncode, r.stderr[-2000:])
+
+
+# ------------------------------------------------------------ restamp_producer
+@pytest.mark.parametrize("compression", ["none", "zstd"])
+@pytest.mark.parametrize("writable", [False, True])
+def test_restamp_producer_sets_the_fields_and_a_crc_over_the_result(compression, writable):
+    from pylog.records.batch import restamp_producer
+
+    vals = [b"v%d" % i * 7 for i in range(50)]
+    keys = [b"k%d" % i for i in range(50)]
+    plain = build_batch(vals, keys=keys, base_timestamp=1_700_000_000_000, compression=compression)
+    given_buf = bytearray(plain) if writable else plain
+    out = restamp_producer(given_buf, 4242, 3, 1000)
+    if writable:  # changed in place
+        assert bytes(given_buf) == bytes(out)
+    else:  # bytes stay as they were
+        assert given_buf == plain
+    validate_batches(out)  # CRC (over what was returned) and every record check
+    (b,) = list(iter_batches(bytes(out)))
+    assert (b.producer_id, b.producer_epoch, b.base_sequence) == (4242, 3, 1000)
+    (orig,) = list(iter_batches(plain))
+    assert (orig.producer_id, orig.producer_epoch, orig.base_sequence) == (-1, -1, -1)
+    assert b.crc != orig.crc
+    # Nothing else changed: the records, timestamps and the bytes outside the fields and CRC.
+    assert [(r.key, r.value, r.timestamp) for r in b.records()] == [(k, v, 1_700_000_000_000) for k, v in zip(keys, vals)]
+    o = bytes(out)
+    assert o[:17] == plain[:17] and o[21:43] == plain[21:43] and o[57:] == plain[57:]
+
+
+def test_restamp_producer_refuses_what_is_not_one_whole_batch():
+    from pylog.records.batch import restamp_producer
+
+    one = build_batch([b"a", b"b"])
+    with pytest.raises(CorruptRecordError, match="one whole batch"):
+        restamp_producer(one + one, 1, 0, 0)
+    with pytest.raises(CorruptRecordError, match="one whole batch"):
+        restamp_producer(one[:-1], 1, 0, 0)
+    with pytest.raises(CorruptRecordError):
+        restamp_producer(one[:30], 1, 0, 0)  # not even a header
