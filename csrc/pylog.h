@@ -359,6 +359,10 @@ typedef struct pl_segment {
     uint64_t  flushed_size;           /* log bytes known to be on stable storage     */
     uint32_t  flushed_index_entries;  /* index entries known durable                 */
     uint32_t  flushed_timeindex_entries;
+    int       log_fd_plus_one;        /* .log descriptor + 1 for pl_segment_append's */
+                                      /* copy (pwrite); 0 (zeroed struct): memcpy    */
+    uint32_t  pwrite_min_bytes;       /* appends below this size are stored into the */
+                                      /* mapping even with a descriptor              */
 } pl_segment;
 
 /* Sets a fresh empty segment's bookkeeping (pointers/capacities must be set). */

@@ -334,6 +334,28 @@ static int append_walk(pl_segment *seg, seg_cursor *c, const uint8_t *buf, uint8
     return PL_OK;
 }
 
+/* pwrite all of buf[0, len) at file position pos (retrying short writes and EINTR). */
+static int write_at(int fd, const uint8_t *buf, uint64_t len, uint64_t pos)
+{
+    while (len > 0) {
+        size_t chunk = len > (uint64_t)0x40000000 ? (size_t)0x40000000 : (size_t)len;
+        ssize_t n = pwrite(fd, buf, chunk, (off_t)pos);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return PL_E_IO;
+        }
+        if (n == 0) {
+            errno = EIO;
+            return PL_E_IO;
+        }
+        buf += n;
+        len -= (uint64_t)n;
+        pos += (uint64_t)n;
+    }
+    return PL_OK;
+}
+
 static int segment_usable(const pl_segment *seg)
 {
     if (seg == NULL || seg->log == NULL)
@@ -388,7 +410,19 @@ int pl_segment_append(pl_segment *seg, const uint8_t *batches, uint64_t len,
      * (after the caller validated it, or during the memcpy) fails here, with nothing
      * published, instead of being served with a stale CRC. */
     uint8_t *dst = seg->log + seg->log_size;
-    memcpy(dst, batches, len);
+    if (seg->log_fd_plus_one > 0 && len >= seg->pwrite_min_bytes) {
+        /* Through the page cache: no page fault per page of the mapping, and no page
+         * zeroed by the kernel before it is overwritten (whole pages written by a
+         * write() need no zeroing, a first store into a mapped page does).  The
+         * mapping shows the same pages. */
+        st = write_at(seg->log_fd_plus_one - 1, batches, len, seg->log_size);
+        if (st != PL_OK) {
+            memset(dst, 0, len < PL_BATCH_OVERHEAD_BYTES ? (size_t)len : PL_BATCH_OVERHEAD_BYTES);
+            return st;
+        }
+    } else {
+        memcpy(dst, batches, len);
+    }
     seg_cursor c;
     cursor_load(seg, &c);
     st = append_walk(seg, &c, dst, dst, len, leader_epoch, assign_offsets, 1, &res);

@@ -67,6 +67,12 @@ INDEX_RESERVE_FIRST_BYTES = _PAGE
 INDEX_RESERVE_MAX_STEP_BYTES = 1 << 20
 _INDEX_BYTES = 8  #: offset-index entry
 _TIMEINDEX_BYTES = 12  #: time-index entry
+#: Appends (of ready batches) from this size on are written with pwrite, smaller ones
+#: stored into the mapping.  Measured on Linux 6.x / ext4: a store pays a page fault
+#: and the kernel's zeroing for each new page, a pwrite one system call and no
+#: zeroing of whole pages; stores win below about 4-8 KiB, pwrite takes half the time
+#: at 64 KiB and above.
+PWRITE_MIN_BYTES = 8192
 
 
 def segment_file_name(base_offset: int, suffix: str) -> str:
@@ -236,6 +242,7 @@ class LogSegment:
         self.dir = directory
         self.base_offset = base_offset
         self.c = ffi.new("pl_segment *")
+        self.c.pwrite_min_bytes = PWRITE_MIN_BYTES
         #: address of ``c`` as an int, for pylog._native._records.append_one
         self.c_address = int(ffi.cast("uintptr_t", self.c))
         #: descriptors of the .log, .index and .timeindex (-1: not open; see _fd)
@@ -270,15 +277,22 @@ class LogSegment:
     # then costs one descriptor (the duplicate Python's mmap keeps for the .log
     # mapping; the index mappings are made in C and keep none), not four.
 
+    # While the .log is open, C writes the appends of PWRITE_MIN_BYTES or more through
+    # it (pwrite, see pl_segment's log_fd_plus_one); it lives and goes as the mappings
+    # do, under the log's lock.
+
     def _fd(self, i: int) -> int:
         fd = self._fds[i]
         if fd < 0:
-            fd = self._fds[i] = os.open(self._paths[i], os.O_RDWR)
+            self._set_fd(i, os.open(self._paths[i], os.O_RDWR))
+            fd = self._fds[i]
         return fd
 
     def _set_fd(self, i: int, fd: int) -> None:
         assert self._fds[i] < 0
         self._fds[i] = fd
+        if i == 0:
+            self.c.log_fd_plus_one = fd + 1
 
     @property
     def _log_fd(self) -> int:
@@ -921,6 +935,7 @@ class LogSegment:
         c.log_capacity = c.index_capacity = c.timeindex_capacity = 0
 
     def _close_files(self) -> None:
+        self.c.log_fd_plus_one = 0
         for i, fd in enumerate(self._fds):
             if fd >= 0:
                 try:

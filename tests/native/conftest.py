@@ -7,13 +7,15 @@ from pylog._native import ffi, lib
 from pl_native_helpers import Seg, make_batch
 
 
-@pytest.fixture
-def make_seg(tmp_path):
-    """Factory of mapped segments in tmp_path; all closed at teardown."""
+@pytest.fixture(params=["memcpy", "pwrite"])
+def make_seg(tmp_path, request):
+    """Factory of mapped segments in tmp_path; all closed at teardown.  Each test runs
+    with appends copied into the mapping and written through the file (pwrite)."""
     made: list[Seg] = []
 
     def factory(**kw) -> Seg:
         kw.setdefault("name", f"seg{len(made)}")
+        kw.setdefault("write_path", request.param)
         s = Seg(tmp_path, **kw)
         made.append(s)
         return s

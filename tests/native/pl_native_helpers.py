@@ -167,8 +167,9 @@ class Seg:
 
     def __init__(self, directory: Path, base_offset: int = 0, *, log_bytes: int = 1 << 16,
                  index_entries: int = 64, interval: int = 256, init: bool = True,
-                 name: str = "seg") -> None:
+                 name: str = "seg", write_path: str = "memcpy") -> None:
         self.dir = directory
+        self.write_path = write_path
         self.base_offset = base_offset
         self.interval = interval
         self.paths = [directory / f"{name}.log", directory / f"{name}.index",
@@ -193,6 +194,9 @@ class Seg:
 
     def attach(self) -> None:
         c = self.c
+        # pl_segment_append copies through the .log's descriptor (pwrite) when it has
+        # one, else into the mapping (memcpy): the make_seg fixture runs each test both ways.
+        c.log_fd_plus_one = self.fds[0] + 1 if self.write_path == "pwrite" else 0
         c.log, c.index, c.timeindex = self.ptrs
         c.log_capacity = len(self.maps[0])
         c.index_capacity = len(self.maps[1])

@@ -1,6 +1,7 @@
 """pl_segment_init / pl_segment_append / pl_segment_append_build."""
 from __future__ import annotations
 
+import errno
 import struct
 
 import pytest
@@ -385,3 +386,27 @@ def test_batch_build_one_pass_reports_bad_input_before_lack_of_room_and_leaves_z
     exact = ffi.new("uint8_t[]", n)
     assert lib.pl_batch_build(inp, exact, n) == n
     assert bytes(ffi.buffer(exact, n)) == bytes(ffi.buffer(whole, n))
+
+
+def test_a_failed_write_publishes_nothing(make_seg, tmp_path):
+    """The copy through the file fails (here: a descriptor opened read-only): PL_E_IO
+    with errno set, nothing published, and a recovery scan finds only what was."""
+    import os
+
+    s = make_seg()
+    good = make_batch([b"abc"])
+    assert s.append(good)[0] == lib.PL_OK
+    st0 = s.state()
+    ro = os.open(s.paths[0], os.O_RDONLY)
+    try:
+        s.c.log_fd_plus_one = ro + 1
+        assert s.append(make_batch([b"def"]))[0] == lib.PL_E_IO
+        assert ffi.errno == errno.EBADF
+        assert s.state() == st0
+        assert s.recover()[0] == lib.PL_OK
+        assert s.state() == st0
+    finally:
+        s.attach()
+        os.close(ro)
+    assert s.append(good)[0] == lib.PL_OK
+    assert [b.base for b in s.batches()] == [0, 1]
