@@ -400,6 +400,15 @@ int pl_segment_append(pl_segment *seg, const uint8_t *batches, uint64_t len,
 int pl_segment_append_build(pl_segment *seg, const pl_batch_input *in,
                             pl_append_result *out);
 
+/* As pl_segment_append_build, but builds the batch in scratch[0, scratch_cap) and
+ * writes it to the .log with one pwrite (a large batch is written faster so than by
+ * stores into the mapping; see pwrite_min_bytes).  Without a descriptor in the
+ * segment, or with scratch NULL, it is pl_segment_append_build.  PL_E_NOSPACE: the
+ * batch is larger than scratch_cap (and than nothing else); PL_E_IO: the write failed
+ * (errno says why), nothing is published. */
+int pl_segment_append_build_buffered(pl_segment *seg, const pl_batch_input *in, uint8_t *scratch,
+                                     uint64_t scratch_cap, pl_append_result *out);
+
 /* Consistent view of the fields a reader needs (acquire loads). */
 typedef struct pl_segment_snapshot {
     uint64_t log_size;
@@ -489,6 +498,10 @@ int pl_unmap_file(uint8_t *addr, uint64_t len);
  * bytes copied, or a negative status. */
 int64_t pl_bench_copy_ceiling(uint8_t *dst, uint64_t dst_cap, const uint8_t *src,
                               uint64_t src_len, uint64_t total_bytes);
+/* The same with write(2): pwrite src again and again into the file fd from position
+ * 0 until total_bytes have been written (the way the log writes large batches).
+ * Returns bytes written, or a negative status (PL_E_IO: errno says why). */
+int64_t pl_bench_write_ceiling(int fd, const uint8_t *src, uint64_t src_len, uint64_t total_bytes);
 
 /* ---- key hashing for partitioning, hash.c ------------------------------- */
 /* Kafka's murmur2 (Utils.murmur2 of the Java client: MurmurHash2, seed 0x9747b28c),

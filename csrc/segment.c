@@ -439,7 +439,10 @@ int pl_segment_append(pl_segment *seg, const uint8_t *batches, uint64_t len,
     return PL_OK;
 }
 
-int pl_segment_append_build(pl_segment *seg, const pl_batch_input *in, pl_append_result *out)
+/* pl_segment_append_build, and with scratch != NULL its buffered twin: the batch is
+ * built in scratch[0, scratch_cap) and written with one pwrite. */
+static int append_build(pl_segment *seg, const pl_batch_input *in, uint8_t *scratch, uint64_t scratch_cap,
+                        pl_append_result *out)
 {
     if (!segment_usable(seg) || in == NULL || in->count == 0)
         return PL_E_ARG;
@@ -466,23 +469,50 @@ int pl_segment_append_build(pl_segment *seg, const pl_batch_input *in, pl_append
         return PL_E_FULL; /* offsets do not fit this segment's index: roll */
 
     uint8_t *dst = seg->log + seg->log_size;
-    int64_t n = pl_batch_build(in, dst, room);
+    uint8_t *at = scratch != NULL ? scratch : dst;
+    uint64_t cap = scratch != NULL && scratch_cap < room ? scratch_cap : room;
+    int64_t n = pl_batch_build(in, at, cap);
+    if (n == PL_E_NOSPACE)
+        return cap < room ? PL_E_NOSPACE : PL_E_FULL; /* the scratch was too small, or the segment */
     if (n < 0)
-        return n == PL_E_NOSPACE ? PL_E_FULL : (int)n;
-    if ((uint64_t)n > room)
+        return (int)n;
+    if ((uint64_t)n > cap)
         return PL_E_ARG; /* cannot happen with a correct builder */
 
     seg_cursor c;
     pl_append_result res;
     cursor_load(seg, &c);
-    int st = append_walk(seg, &c, dst, dst, (uint64_t)n, -1, 1, 0, &res); /* CRC: ours */
+    /* CRC: ours.  Offsets are written into the batch where it was built, before the
+     * buffered one is written out. */
+    int st = append_walk(seg, &c, at, at, (uint64_t)n, -1, 1, 0, &res);
     if (st != PL_OK)
         return st;
+    if (scratch != NULL) {
+        st = write_at(seg->log_fd_plus_one - 1, scratch, (uint64_t)n, seg->log_size);
+        if (st != PL_OK) {
+            /* Nothing half-written: see pl_segment_append. */
+            memset(dst, 0, (uint64_t)n < PL_BATCH_OVERHEAD_BYTES ? (size_t)n : PL_BATCH_OVERHEAD_BYTES);
+            return st;
+        }
+    }
     assert(c.log_size == seg->log_size + (uint64_t)n && c.next_offset > seg->next_offset);
     cursor_publish(seg, &c);
     if (out != NULL)
         *out = res;
     return PL_OK;
+}
+
+int pl_segment_append_build(pl_segment *seg, const pl_batch_input *in, pl_append_result *out)
+{
+    return append_build(seg, in, NULL, 0, out);
+}
+
+int pl_segment_append_build_buffered(pl_segment *seg, const pl_batch_input *in, uint8_t *scratch,
+                                     uint64_t scratch_cap, pl_append_result *out)
+{
+    if (scratch == NULL || seg == NULL || seg->log_fd_plus_one <= 0)
+        return append_build(seg, in, NULL, 0, out);
+    return append_build(seg, in, scratch, scratch_cap, out);
 }
 
 /* ---- reading ------------------------------------------------------------------ */

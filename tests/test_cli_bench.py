@@ -21,7 +21,7 @@ def test_bench_log_plot_and_peers(capsys, tmp_path):
     rc = main(SMALL + (["--plot", str(png)] if plot else []))
     out, err = capsys.readouterr()
     assert rc == 0
-    assert "ceiling memcpy->mmap" in out and "append_arrays (one call)" in out
+    assert "ceiling memcpy->mmap" in out and "ceiling pwrite" in out and "append_arrays (one call)" in out
     for row in ("read_arrays uncompressed keyless", "read_arrays uncompressed keyed", "read_arrays zstd keyless",
                 "read_arrays zstd keyed"):
         assert row in out

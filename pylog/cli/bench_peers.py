@@ -215,8 +215,9 @@ def plot_results(results: list, path: str, size: int) -> None:
     import matplotlib.pyplot as plt
 
     peer_rows = {name for rows in PEERS.values() for name in rows}
-    ceiling = next((r for r in results if r.name.startswith("ceiling")), None)
-    rows = [r for r in results if r is not ceiling]
+    ceilings = [r for r in results if r.name.startswith("ceiling")]
+    ceiling = max(ceilings, key=lambda r: r.msgs_per_s) if ceilings else None  # the faster way
+    rows = [r for r in results if not r.name.startswith("ceiling")]
     fig, ax = plt.subplots(figsize=(10, 1.2 + 0.45 * max(len(rows), 1)))
     names = [r.name for r in rows][::-1]
     rates = [r.msgs_per_s for r in rows][::-1]
@@ -235,7 +236,7 @@ def plot_results(results: list, path: str, size: int) -> None:
         handles.append(Patch(color="tab:orange", label="peers"))
     if ceiling is not None:
         handles.append(ax.axvline(ceiling.msgs_per_s, color="tab:red", linestyle="--",
-                                  label=f"ceiling (C memcpy->mmap) {ceiling.msgs_per_s:,.0f}"))
+                                  label=f"{ceiling.name} (C) {ceiling.msgs_per_s:,.0f}"))
     ax.legend(handles=handles, loc="lower right", fontsize=8)
     ax.set_xlabel("messages per second (log scale)")
     runs = results[0].runs if results else 0

@@ -1,4 +1,4 @@
-"""pl_map_detach, pl_segment_flush, pl_bench_copy_ceiling."""
+"""pl_map_detach, pl_segment_flush, pl_bench_copy_ceiling, pl_bench_write_ceiling."""
 from __future__ import annotations
 
 import errno
@@ -106,3 +106,22 @@ def test_bench_copy_ceiling(tmp_path):
         m.close()
     finally:
         os.close(fd)
+
+
+def test_bench_write_ceiling(tmp_path):
+    fd = os.open(tmp_path / "w", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        src = bytes(range(1, 31))
+        assert lib.pl_bench_write_ceiling(fd, src, 30, 200) == 200
+        assert os.pread(fd, 300, 0) == (src * 7)[:200]  # one src after another, the last cut
+        assert lib.pl_bench_write_ceiling(fd, src, 30, 0) == 0
+        assert lib.pl_bench_write_ceiling(fd, src, 0, 10) == lib.PL_E_ARG
+        assert lib.pl_bench_write_ceiling(-1, src, 30, 10) == lib.PL_E_ARG
+    finally:
+        os.close(fd)
+    ro = os.open(tmp_path / "w", os.O_RDONLY)
+    try:
+        assert lib.pl_bench_write_ceiling(ro, src, 30, 10) == lib.PL_E_IO
+        assert ffi.errno == errno.EBADF
+    finally:
+        os.close(ro)

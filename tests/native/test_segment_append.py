@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from pylog._native import ffi, lib
 from pl_native_helpers import (
+    Seg,
     batch_of_size,
     check_model,
     make_batch,
@@ -308,13 +309,55 @@ def _build_input(values, *, timestamps=None, keys=None, base_timestamp=1234, epo
     return inp, keep
 
 
+def _append_build(s, inp, res):
+    """pl_segment_append_build into the mapping, or (the segment writing through its
+    descriptor) pl_segment_append_build_buffered: built in a scratch buffer, one pwrite."""
+    if s.write_path == "pwrite":
+        scratch = ffi.new("uint8_t[]", 1 << 16)
+        return lib.pl_segment_append_build_buffered(s.c, inp, scratch, len(scratch), res)
+    return lib.pl_segment_append_build(s.c, inp, res)
+
+
+def test_append_build_buffered_scratch_too_small_and_failed_write(tmp_path, real_batch_c):
+    """The scratch buffer too small for the batch: PL_E_NOSPACE (not PL_E_FULL: the
+    segment has room); the write failing: PL_E_IO, errno set.  Either way nothing is
+    published and the log's bytes are unchanged; then a good append works."""
+    import os
+
+    s = Seg(tmp_path, write_path="pwrite")
+    try:
+        inp, keep = _build_input([b"x" * 100] * 40)
+        bound = int(lib.pl_batch_size_bound(inp))
+        res = ffi.new("pl_append_result *")
+        st0, raw0 = s.state(), bytes(s.log)
+        small = ffi.new("uint8_t[]", bound // 2)
+        assert lib.pl_segment_append_build_buffered(s.c, inp, small, len(small), res) == lib.PL_E_NOSPACE
+        assert s.state() == st0 and bytes(s.log) == raw0
+        ro = os.open(s.paths[0], os.O_RDONLY)
+        try:
+            s.c.log_fd_plus_one = ro + 1
+            big = ffi.new("uint8_t[]", bound)
+            assert lib.pl_segment_append_build_buffered(s.c, inp, big, len(big), res) == lib.PL_E_IO
+            assert ffi.errno == errno.EBADF
+            assert s.state() == st0 and bytes(s.log) == raw0
+            assert s.recover()[0] == lib.PL_OK and s.state() == st0
+        finally:
+            s.attach()
+            os.close(ro)
+        assert lib.pl_segment_append_build_buffered(s.c, inp, big, len(big), res) == lib.PL_OK
+        assert (res.first_offset, res.last_offset) == (0, 39)
+        check_model(s)
+    finally:
+        s.close()
+
+
 def test_append_build(make_seg, real_batch_c):
     s = make_seg(base_offset=40, interval=0)
     assert s.append(make_batch([b"pre"]))[0] == lib.PL_OK
     inp, keep = _build_input([b"hello", b"world", b"!"], timestamps=[5, 9, 7],
                              keys=[b"k", None, b"kk"], epoch=3)
     res = ffi.new("pl_append_result *")
-    assert lib.pl_segment_append_build(s.c, inp, res) == lib.PL_OK
+    assert _append_build(s, inp, res) == lib.PL_OK
     assert (res.first_offset, res.last_offset, res.batches) == (41, 43, 1)
     assert res.position == s.batches()[1].pos and res.max_timestamp == 9
     b = s.batches()[1]
@@ -336,13 +379,13 @@ def test_append_build_full(make_seg, real_batch_c):
     st0 = s.state()
     raw0 = bytes(s.log)
     res = ffi.new("pl_append_result *")
-    assert lib.pl_segment_append_build(s.c, inp, res) == lib.PL_E_FULL
+    assert _append_build(s, inp, res) == lib.PL_E_FULL
     assert s.state() == st0 and bytes(s.log) == raw0
     # index full: entry due (empty segment) but no index room
     s2 = make_seg(index_entries=1)
     s2.c.index_capacity = 0
     s2.c.timeindex_capacity = 0
-    assert lib.pl_segment_append_build(s2.c, inp, res) == lib.PL_E_FULL
+    assert _append_build(s2, inp, res) == lib.PL_E_FULL
     assert s2.c.log_size == 0
 
 
@@ -352,7 +395,7 @@ def test_append_build_many_matches_model(make_seg, real_batch_c):
     for i in range(50):
         inp, keep = _build_input([b"r%d" % j * (i % 7) for j in range(1 + i % 5)],
                                  base_timestamp=1000 + (i * 7) % 40)
-        assert lib.pl_segment_append_build(s.c, inp, res) == lib.PL_OK
+        assert _append_build(s, inp, res) == lib.PL_OK
     check_model(s)
     raw = bytes(s.log[: s.c.log_size])
     n = ffi.new("uint32_t *")
