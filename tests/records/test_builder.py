@@ -175,3 +175,17 @@ def test_random_header_sections_never_crash():
             pass
     assert validate_batches(b.seal()) == (1, accepted)
     assert [r.value for r in iter_records(b.seal())] == [b"v"] * accepted
+
+
+def test_builder_opens_as_pl_builder_init_would():
+    """BatchBuilder sets the pl_batch_builder fields itself (no C call, see its
+    comment): the same fields as pl_builder_init gives the same buffer."""
+    from pylog.records.builder import BatchBuilder
+
+    b = BatchBuilder(1000, 1_700_000_000_123)
+    ref = ffi.new("pl_batch_builder *")
+    assert lib.pl_builder_init(ref, b.cdata.buf, b.cdata.cap, 1_700_000_000_123) == lib.PL_OK
+    fields = ("buf", "cap", "used", "count", "base_timestamp", "max_timestamp", "create_time")
+    assert [getattr(b.cdata, f) for f in fields] == [getattr(ref, f) for f in fields]
+    with pytest.raises(TypeError):
+        BatchBuilder(1000, 1.5)
