@@ -18,12 +18,9 @@
  * system call per src, which the log uses for large batches (no page fault and no
  * kernel zeroing per new page).  The faster of the two is the ceiling.
  */
-#include <errno.h>
-#include <limits.h>
 #include <string.h>
-#include <unistd.h>
 
-#include "pylog.h"
+#include "internal.h"
 
 int64_t pl_bench_copy_ceiling(uint8_t *dst, uint64_t dst_cap, const uint8_t *src,
                               uint64_t src_len, uint64_t total_bytes)
@@ -56,22 +53,14 @@ int64_t pl_bench_write_ceiling(int fd, const uint8_t *src, uint64_t src_len, uin
         return PL_E_ARG;
     if (total_bytes == 0)
         return 0;
-    if (fd < 0 || src == NULL || src_len == 0 || src_len > (uint64_t)SSIZE_MAX)
+    if (fd < 0 || src == NULL || src_len == 0)
         return PL_E_ARG;
-    uint64_t written = 0;
-    while (written < total_bytes) {
+    for (uint64_t written = 0; written < total_bytes;) {
         uint64_t n = total_bytes - written < src_len ? total_bytes - written : src_len;
-        ssize_t w = pwrite(fd, src, (size_t)n, (off_t)written);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            return PL_E_IO;
-        }
-        if (w == 0) {
-            errno = EIO;
-            return PL_E_IO;
-        }
-        written += (uint64_t)w;
+        int st = pl_write_all(fd, src, n, written);
+        if (st != PL_OK)
+            return st;
+        written += n;
     }
-    return (int64_t)written;
+    return (int64_t)total_bytes;
 }

@@ -1,5 +1,5 @@
 /*
- * internal.h -- private declarations shared by segment.c and index.c.
+ * internal.h -- private declarations shared by segment.c, index.c and bench.c.
  *
  * Not part of the cffi surface (pylog.h is).  Holds the big-endian accessors for
  * the two index entry layouts, the one binary search both indexes use, and the
@@ -147,6 +147,10 @@ PL_HIDDEN uint32_t pl_index_count_le(const pl_segment *seg, pl_index_key key, ui
 /* Header of the batch at log position pos, which must lie wholly below limit:
  * fills *info and *total (12 + batchLength).  Checks batchLength >= 49 and
  * lastOffsetDelta >= 0.  Reads only [pos, limit). */
+/* pwrite all of buf[0, len) at file position pos, retrying short writes and EINTR:
+ * PL_OK, or PL_E_IO with errno set (segment.c; bench.c's write ceiling uses it too). */
+PL_HIDDEN int pl_write_all(int fd, const uint8_t *buf, uint64_t len, uint64_t pos);
+
 PL_HIDDEN int pl_seg_batch_at(const pl_segment *seg, uint64_t pos, uint64_t limit,
                               pl_batch_info *info, uint64_t *total);
 

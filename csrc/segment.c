@@ -334,8 +334,7 @@ static int append_walk(pl_segment *seg, seg_cursor *c, const uint8_t *buf, uint8
     return PL_OK;
 }
 
-/* pwrite all of buf[0, len) at file position pos (retrying short writes and EINTR). */
-static int write_at(int fd, const uint8_t *buf, uint64_t len, uint64_t pos)
+PL_HIDDEN int pl_write_all(int fd, const uint8_t *buf, uint64_t len, uint64_t pos)
 {
     while (len > 0) {
         size_t chunk = len > (uint64_t)0x40000000 ? (size_t)0x40000000 : (size_t)len;
@@ -415,7 +414,7 @@ int pl_segment_append(pl_segment *seg, const uint8_t *batches, uint64_t len,
          * zeroed by the kernel before it is overwritten (whole pages written by a
          * write() need no zeroing, a first store into a mapped page does).  The
          * mapping shows the same pages. */
-        st = write_at(seg->log_fd_plus_one - 1, batches, len, seg->log_size);
+        st = pl_write_all(seg->log_fd_plus_one - 1, batches, len, seg->log_size);
         if (st != PL_OK) {
             memset(dst, 0, len < PL_BATCH_OVERHEAD_BYTES ? (size_t)len : PL_BATCH_OVERHEAD_BYTES);
             return st;
@@ -488,7 +487,7 @@ static int append_build(pl_segment *seg, const pl_batch_input *in, uint8_t *scra
     if (st != PL_OK)
         return st;
     if (scratch != NULL) {
-        st = write_at(seg->log_fd_plus_one - 1, scratch, (uint64_t)n, seg->log_size);
+        st = pl_write_all(seg->log_fd_plus_one - 1, scratch, (uint64_t)n, seg->log_size);
         if (st != PL_OK) {
             /* Nothing half-written: see pl_segment_append. */
             memset(dst, 0, (uint64_t)n < PL_BATCH_OVERHEAD_BYTES ? (size_t)n : PL_BATCH_OVERHEAD_BYTES);

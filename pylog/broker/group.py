@@ -706,7 +706,7 @@ class GroupCoordinator:
         member.heartbeat_deadline_ms = now + session_timeout_ms
         actions: List[Action] = []
         if group.state is not GroupState.PREPARING_REBALANCE:
-            actions += self._prepare_rebalance(group, now)
+            actions += self._prepare_rebalance(group, now, f"member {mid!r} joined")
         actions += self._maybe_complete_join(group, now)
         return actions
 
@@ -733,7 +733,9 @@ class GroupCoordinator:
         member.join_token = token
         member.awaiting_join = True
         if group.state is not GroupState.PREPARING_REBALANCE:
-            actions += self._prepare_rebalance(group, now)
+            why = ("the leader rejoined" if member.member_id == group.leader_id and unchanged
+                   else "it changed its protocols" if not unchanged else "it rejoined")
+            actions += self._prepare_rebalance(group, now, f"member {member.member_id!r}: {why}")
         actions += self._maybe_complete_join(group, now)
         return actions
 
@@ -746,7 +748,7 @@ class GroupCoordinator:
         return JoinGroupResult(group.generation_id, group.protocol_name, group.leader_id,
                                member.member_id, members)
 
-    def _prepare_rebalance(self, group: _Group, now: int) -> List[Action]:
+    def _prepare_rebalance(self, group: _Group, now: int, reason: str) -> List[Action]:
         actions: List[Action] = []
         if group.state is GroupState.COMPLETING_REBALANCE:
             actions += self._fail_pending_syncs(group, now)
@@ -762,8 +764,8 @@ class GroupCoordinator:
         else:
             group.initial_delay = None
             group.join_deadline_ms = now + timeout
-        log.info("group %r: preparing to rebalance (generation %d, %d members, was %s)", group.group_id,
-                 group.generation_id, len(group.members), group.state.name)
+        log.info("group %r: preparing to rebalance (generation %d, %d members, was %s): %s", group.group_id,
+                 group.generation_id, len(group.members), group.state.name, reason)
         group.transition(GroupState.PREPARING_REBALANCE, now)
         return actions
 
@@ -905,7 +907,7 @@ class GroupCoordinator:
                     actions.append(Respond(m.sync_token, error=why))
                     m.awaiting_sync = False
                     m.sync_token = None
-            actions += self._prepare_rebalance(group, now)
+            actions += self._prepare_rebalance(group, now, "storing the assignments failed")
             return actions
         group.transition(GroupState.STABLE, now)
         for m in group.members.values():
@@ -994,7 +996,7 @@ class GroupCoordinator:
         log.info("%s", reason)
         actions += self._remove_member_quietly(group, member)
         if group.state in (GroupState.STABLE, GroupState.COMPLETING_REBALANCE):
-            actions += self._prepare_rebalance(group, now)
+            actions += self._prepare_rebalance(group, now, reason)
         actions += self._maybe_complete_join(group, now)
         return actions
 
@@ -1035,7 +1037,7 @@ class GroupCoordinator:
                 log.info("member %r of group %r did not send SyncGroup within the rebalance timeout; "
                          "removed", m.member_id, group.group_id)
                 actions += self._remove_member_quietly(group, m)
-            actions += self._prepare_rebalance(group, now)
+            actions += self._prepare_rebalance(group, now, f"{len(late)} member(s) sent no SyncGroup in time")
             actions += self._maybe_complete_join(group, now)
         for m in list(group.members.values()):
             if m.member_id not in group.members:

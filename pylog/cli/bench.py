@@ -25,6 +25,7 @@ storing and reading back the same values in the same run (pylog/cli/bench_peers.
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 import mmap
 import os
@@ -35,7 +36,7 @@ import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Dict, List, Optional, TextIO
+from typing import Any, Callable, Dict, Iterator, List, Optional, TextIO
 
 import numpy as np
 
@@ -111,19 +112,29 @@ def _median(xs: List[float]) -> float:
     return statistics.median(xs)
 
 
+@contextlib.contextmanager
+def _fresh_file(path: str, size: int) -> Iterator[int]:
+    """A new file of ``size`` bytes, preallocated where the file system can; yields its
+    descriptor, then closes and removes it."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        try:
+            os.posix_fallocate(fd, 0, size)
+        except (AttributeError, OSError):
+            os.ftruncate(fd, size)
+        yield fd
+    finally:
+        os.close(fd)
+        os.unlink(path)
+
+
 def ceiling(data_dir: str, total_bytes: int, chunk: bytes, runs: int) -> float:
     """Median seconds for the C copy loop to write ``total_bytes`` of ``chunk`` into a
     fresh preallocated mmapped file."""
     times = []
+    size = max(total_bytes, 1)
     for r in range(runs):
-        path = os.path.join(data_dir, f"ceiling-{r}.bin")
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            size = max(total_bytes, 1)
-            try:
-                os.posix_fallocate(fd, 0, size)
-            except (AttributeError, OSError):
-                os.ftruncate(fd, size)
+        with _fresh_file(os.path.join(data_dir, f"ceiling-{r}.bin"), size) as fd:
             mm = mmap.mmap(fd, size)
             dst = ffi.from_buffer("uint8_t[]", mm)
             t0 = time.perf_counter()
@@ -134,9 +145,6 @@ def ceiling(data_dir: str, total_bytes: int, chunk: bytes, runs: int) -> float:
             ffi.release(dst)
             mm.close()
             times.append(dt)
-        finally:
-            os.close(fd)
-            os.unlink(path)
     return _median(times)
 
 
@@ -145,14 +153,7 @@ def write_ceiling(data_dir: str, total_bytes: int, chunk: bytes, runs: int) -> f
     fresh preallocated file (read back and compared at the end)."""
     times = []
     for r in range(runs):
-        path = os.path.join(data_dir, f"write-ceiling-{r}.bin")
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            size = max(total_bytes, 1)
-            try:
-                os.posix_fallocate(fd, 0, size)
-            except (AttributeError, OSError):
-                os.ftruncate(fd, size)
+        with _fresh_file(os.path.join(data_dir, f"write-ceiling-{r}.bin"), max(total_bytes, 1)) as fd:
             t0 = time.perf_counter()
             written = lib.pl_bench_write_ceiling(fd, chunk, len(chunk), total_bytes)
             dt = time.perf_counter() - t0
@@ -162,9 +163,6 @@ def write_ceiling(data_dir: str, total_bytes: int, chunk: bytes, runs: int) -> f
             if written != total_bytes or os.pread(fd, n, 0) != chunk[:n]:
                 raise BenchmarkError("write ceiling loop did not write what it was asked to")
             times.append(dt)
-        finally:
-            os.close(fd)
-            os.unlink(path)
     return _median(times)
 
 

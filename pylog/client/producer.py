@@ -321,7 +321,12 @@ class Producer:
             b = ArrayBatch(tps[p], now, self._lock, gcols, start, end, bound)
             # Encoded here, not under the lock: the sender ships earlier batches meanwhile
             # (the C build releases the GIL), and the batch waits for its room first.
-            b.prebuild(codec)
+            try:
+                b.prebuild(codec)
+            except BaseException:  # (not a PylogError: those wait for the sender) its room goes back
+                with self._lock:
+                    self._pool.release_locked([b])
+                raise
             with self._lock:
                 if self._acc.closed:  # closed while it was encoded: its room goes back
                     self._pool.release_locked([b])

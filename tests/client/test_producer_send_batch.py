@@ -206,3 +206,49 @@ def test_closed_while_a_batch_was_encoded(broker, monkeypatch):
     assert p.metrics()["buffer_available_bytes"] == p.metrics()["buffer_total_bytes"]
     stored = [r.value for r in _records(broker, "t", 0)]
     assert 0 < len(stored) < 2000 and stored == vals[:len(stored)]
+
+
+def test_an_encoding_that_raises_gives_its_room_back(broker, monkeypatch):
+    """An unexpected error while send_batch encodes a batch (here a MemoryError) is
+    raised to the caller and the batch's room in buffer.memory goes back."""
+    from pylog.client.producer_batch import ArrayBatch
+
+    broker.create_topic("t", 1)
+    vals, buf, lens = _values(100)
+    p = pylog.Producer(broker, acks=1)
+    try:
+        def boom(self, codec):
+            raise MemoryError("no room for the batch")
+
+        monkeypatch.setattr(ArrayBatch, "prebuild", boom)
+        with pytest.raises(MemoryError):
+            p.send_batch("t", buf, lengths=lens)
+        assert p.metrics()["buffer_available_bytes"] == p.metrics()["buffer_total_bytes"]
+        monkeypatch.undo()
+        assert p.send_batch("t", buf, lengths=lens).result(timeout=30).tolist() == list(range(100))
+    finally:
+        p.close()
+
+
+def test_a_batch_that_cannot_be_encoded_fails_through_its_future(broker, monkeypatch):
+    """A PylogError while encoding is left to the sender, which builds the batch again
+    when it ships it and reports the error through the future; the room goes back."""
+    from pylog.records.columnar import Columns
+
+    broker.create_topic("t", 1)
+    vals, buf, lens = _values(100)
+
+    def refuse(self, *a, **kw):
+        raise errors.InvalidArgument("refused by the test")
+
+    monkeypatch.setattr(Columns, "build", refuse)
+    p = pylog.Producer(broker, acks=1)
+    try:
+        fut = p.send_batch("t", buf, lengths=lens)
+        with pytest.raises(errors.InvalidArgument, match="refused by the test"):
+            fut.result(timeout=30)
+        p.flush()
+        assert p.metrics()["buffer_available_bytes"] == p.metrics()["buffer_total_bytes"]
+    finally:
+        p.close()
+    assert broker.partition("t", 0).log.log_end_offset == 0

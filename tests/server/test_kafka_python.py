@@ -307,6 +307,12 @@ def test_group_of_two_splits_partitions_rebalances_commits_and_resumes(module_se
         m3.subscribe()
         wait_for("the new member to read wave 2", lambda: len(m3.records) >= 20, 30)
         assert_partitions(m3.records, waves[2], first_offsets={part: 10 for part in range(4)})
+    except BaseException:
+        # What the coordinator said about the group (rebalances and why), to tell a
+        # broker bug from a client that did not rejoin.
+        print(f"----- the server's log lines about group {group!r} -----")
+        print("\n".join(line for line in module_server.log_text().splitlines() if repr(group) in line))
+        raise
     finally:
         p.close()
         for m in members:
