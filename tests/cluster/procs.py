@@ -97,30 +97,31 @@ def loss_ledger(cluster: ProcessCluster) -> List[Dict[str, Any]]:
 
 
 def zookeeper_registrations(cluster: ProcessCluster, server: Any = None) -> List[int]:
-    """The broker ids registered in ZooKeeper now (/brokers/ids, read with kazoo): what
-    CreateTopics counts, whatever a broker's metadata cache still lists.
+    """The broker ids registered in ZooKeeper now (/brokers/ids, read through
+    ZooKeeperMetadataStore): what CreateTopics counts, whatever a broker's metadata
+    cache still lists.
 
     With ``server`` (a :class:`~pylog.cluster.zkserver.ZooKeeperServer` this test
     started), only registrations whose session has a client connected now (the ``cons``
     four-letter word): after a ZooKeeper restart a broker that has not reconnected may
     still be listed under its old session, until the server expires that session and
     deletes the registration (then the broker registers again)."""
-    from kazoo.client import KazooClient
-
     from pylog.cluster.controller import BROKER_IDS_PATH
     from pylog.cluster.zkserver import four_letter_word
+    from pylog.cluster.zookeeper import ZooKeeperMetadataStore
+    from pylog.errors import NoNode
 
-    zk = KazooClient(hosts=cluster.zookeeper, timeout=10.0)
-    zk.start(timeout=20.0)
+    store = ZooKeeperMetadataStore(cluster.zookeeper)
     try:
         owners = {}
-        for name in zk.get_children(BROKER_IDS_PATH):
+        for name in store.children(BROKER_IDS_PATH):
             if name.isdigit():
-                _, stat = zk.get(f"{BROKER_IDS_PATH}/{name}")
-                owners[int(name)] = stat.ephemeralOwner
+                try:
+                    owners[int(name)] = store.stat(f"{BROKER_IDS_PATH}/{name}").ephemeral_owner
+                except NoNode:  # deleted since the listing (its session ended)
+                    pass
     finally:
-        zk.stop()
-        zk.close()
+        store.close()
     if server is not None:
         connected = {int(sid, 16) for sid in re.findall(r"sid=0x([0-9a-fA-F]+)",
                                                         four_letter_word(server.host, server.port, "cons"))}
