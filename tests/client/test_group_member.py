@@ -7,6 +7,7 @@ heartbeats due so far, so an eviction happens exactly when the test means it to.
 member talks to the service through a proxy that records its heartbeats and can drop them
 (a paused process, or a network partition).  No assertion is about time.
 """
+import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -15,10 +16,10 @@ from typing import Dict, List
 import pytest
 
 from pylog.broker.group import GroupState
-from pylog.broker.group_service import GroupService
+from pylog.broker.group_service import JOIN_TIMEOUT_SLACK_S, GroupService
 from pylog.client.group_member import GroupMember, Rebalance
 from pylog.errors import (CommitFailed, IllegalGeneration, InconsistentGroupProtocol,
-                          InvalidArgument, InvalidConfig, InvalidGroupId, UnknownMemberId)
+                          InvalidArgument, InvalidConfig, InvalidGroupId, RequestTimedOut, UnknownMemberId)
 
 from tests.storage.helpers import FakeClock
 
@@ -45,49 +46,69 @@ class Proxy:
         self.in_group = False  #: synced into a generation, not told it is out since
         self.lock = threading.Lock()
 
-    def _counted(self, fn, *args, **kw):
-        with self.lock:
-            self.in_call += 1
-        try:
-            return fn(*args, **kw)
-        finally:
-            with self.lock:
-                self.in_call -= 1
-
     # The coordinator's deadlines run on our clock, so the clock must not pass while a
     # member owes the coordinator something its (maybe starved, on a loaded machine)
     # thread has not sent yet: a SyncGroup after a JoinGroup's answer (``mid_join``), or
-    # heartbeats while it is in the group (``in_group``).
-    def join_group(self, *args, **kw):
-        self.mid_join = False
-        with self.lock:
-            self.in_call += 1
-        try:
-            result = self.svc.join_group(*args, **kw)
-            # Owing a SyncGroup from here: said before in_call drops, or the test thread
-            # could see a member that owes nothing and move the clock past its session
-            # timeout before this thread runs again (a GIL switch is 5 ms; a step is
-            # much less): the member was evicted and rejoined at generation 3.
-            self.mid_join = True
-            return result
-        except UnknownMemberId:
-            self.in_group = False
-            raise
-        finally:
+    # heartbeats while it is in the group (``in_group``).  A member counts as inside a
+    # call (``in_call``, kept alive by the coordinator) only while the coordinator holds
+    # its request: from when the service took it to when the service answered it, in
+    # whichever thread that happens (often the test thread's tick).  Counted from the
+    # member thread's side instead, a thread starved just before the call or just after
+    # the answer let the test move the clock past its session timeout (it was evicted
+    # and rejoined at generation 3).
+    def _held(self, call, args, kw, on_answer, timeout_s, what):
+        """``call(*args, callback=..., **kw)``, waited for; ``on_answer(error)`` runs
+        with the answer, under our lock."""
+        answered = threading.Event()
+        box = []
+        counted = [False]
+
+        def answer(result, error):  # under the service's lock: quick, no calls back in
             with self.lock:
-                self.in_call -= 1
+                on_answer(error)
+                if counted[0]:
+                    self.in_call -= 1
+                box.append((result, error))
+            answered.set()
+
+        call(*args, callback=answer, **kw)  # the coordinator holds it now, or answered it
+        with self.lock:
+            if not box:
+                self.in_call += 1
+                counted[0] = True
+        if not answered.wait(timeout_s):
+            raise RequestTimedOut(f"{what} got no answer (test proxy)")
+        result, error = box[0]
+        if error is not None:
+            raise error
+        return result
+
+    def join_group(self, group_id, member_id, protocol_type, protocols, session_timeout_ms,
+                   rebalance_timeout_ms, **kw):
+        def on_answer(error):
+            if error is None:
+                self.mid_join = True  # owes a SyncGroup from the answer on
+            elif isinstance(error, UnknownMemberId):
+                self.in_group = False
+
+        self.mid_join = False
+        return self._held(self.svc.join_group, (group_id, member_id, protocol_type, protocols, session_timeout_ms,
+                                                rebalance_timeout_ms), kw, on_answer,
+                          rebalance_timeout_ms / 1000.0 + JOIN_TIMEOUT_SLACK_S, "JoinGroup")
 
     def sync_group(self, *args, **kw):
+        def on_answer(error):
+            if error is None:
+                self.mid_join = False
+                self.in_group = True  # owes heartbeats from the answer on
+            elif isinstance(error, UnknownMemberId):
+                self.mid_join = self.in_group = False
+            # (after another error it rejoins at once: still owing)
+
         try:
-            result = self._counted(self.svc.sync_group, *args, **kw)
-        except UnknownMemberId:
-            self.mid_join = self.in_group = False
-            raise
+            return self._held(self.svc.sync_group, args, kw, on_answer, WAIT_S * 3, "SyncGroup")
         finally:  # the member schedules its next heartbeat from here
             self.last_beat = self.clock()
-        self.mid_join = False  # (after another error it rejoins at once: still owing)
-        self.in_group = True
-        return result
 
     def leave_group(self, *args, **kw):
         self.in_group = self.mid_join = False
@@ -194,7 +215,9 @@ class Group:
 
 
 @pytest.fixture
-def group():
+def group(caplog):
+    # The coordinator's INFO lines say why each rebalance started: shown if a test fails.
+    caplog.set_level(logging.INFO, logger="pylog.broker.group")
     g = Group()
     yield g
     g.close()
