@@ -484,7 +484,8 @@ int pl_map_detach(uint8_t *addr, uint64_t len);
 
 /* Maps bytes [0, len) of file `fd` shared, read-write, for C alone (index files):
  * unlike Python's mmap, it keeps no duplicate of the descriptor, so the file can be
- * closed while it stays mapped.  *addr = the mapping.  PL_E_ARG for len 0 or a
+ * closed while it stays mapped.  Advised MADV_RANDOM (no readahead: index files are
+ * binary searched).  *addr = the mapping.  PL_E_ARG for len 0 or a
  * negative fd, PL_E_IO (errno kept) if mmap fails.  Undo with pl_unmap_file. */
 int pl_map_file(int fd, uint64_t len, uint8_t **addr);
 

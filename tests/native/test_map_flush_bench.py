@@ -125,3 +125,38 @@ def test_bench_write_ceiling(tmp_path):
         assert ffi.errno == errno.EBADF
     finally:
         os.close(ro)
+
+
+def _vm_flags(addr: int) -> list:
+    """VmFlags of this process's mapping that contains ``addr`` (from /proc/self/smaps)."""
+    current = None
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            head = line.split()[0]
+            if "-" in head and ":" not in head:
+                lo, hi = (int(x, 16) for x in head.split("-"))
+                current = lo <= addr < hi
+            elif head == "VmFlags:" and current:
+                return line.split()[1:]
+    raise AssertionError(f"no mapping contains {addr:#x}")
+
+
+def test_map_file_advises_no_readahead(tmp_path):
+    # An index is binary searched and appended a few bytes at a time: a first fault
+    # must not read ahead (zeroing megabytes of page cache over a hole).
+    path = tmp_path / "x.index"
+    path.write_bytes(b"\0" * (1 << 20))
+    fd = os.open(path, os.O_RDWR)
+    try:
+        out = ffi.new("uint8_t **")
+        assert lib.pl_map_file(fd, 1 << 20, out) == lib.PL_OK
+        try:
+            addr = int(ffi.cast("uintptr_t", out[0]))
+            assert "rr" in _vm_flags(addr)  # MADV_RANDOM
+            out[0][4096] = 7
+            assert out[0][4096] == 7
+        finally:
+            assert lib.pl_unmap_file(out[0], 1 << 20) == lib.PL_OK
+    finally:
+        os.close(fd)
+    assert path.read_bytes()[4096] == 7
