@@ -77,7 +77,7 @@ static inline int varint_size(int64_t v)
 {
     uint64_t z = zigzag(v) | 1;
     int bits = 64 - __builtin_clzll(z);
-    return (bits + 6) / 7;
+    return ((bits + 6) * 37) >> 8; /* == (bits + 6) / 7 for bits 1..64, one multiply */
 }
 
 static inline uint8_t *put_varint(uint8_t *o, int64_t v)
@@ -314,6 +314,48 @@ uint64_t pl_batch_size_bound(const pl_batch_input *in)
     if (plan_records(in, &size, &base, &max) != PL_OK)
         return 0;
     return size + PL_BATCH_HEADER_BYTES;
+}
+
+int64_t pl_columns_split(const int32_t *value_lens, const int32_t *key_lens, uint64_t count,
+                         uint64_t over, uint64_t room, uint32_t max_records, uint64_t *ends,
+                         uint64_t *weights, uint64_t *value_bytes, uint64_t *key_bytes,
+                         uint64_t max_runs)
+{
+    if (value_lens == NULL || ends == NULL || weights == NULL || value_bytes == NULL ||
+        key_bytes == NULL || count == 0 || max_records == 0 || over > UINT32_MAX)
+        return PL_E_ARG;
+    uint64_t runs = 0, weight = 0, vbytes = 0, kbytes = 0;
+    uint32_t in_run = 0;
+    for (uint64_t i = 0; i < count; i++) {
+        int32_t v = value_lens[i];
+        int32_t k = key_lens != NULL ? key_lens[i] : -1;
+        if (v < -1 || k < -1)
+            return PL_E_ARG;
+        uint64_t vb = v > 0 ? (uint64_t)v : 0, kb = k > 0 ? (uint64_t)k : 0;
+        uint64_t w = over + vb + kb; /* < 2^33: no overflow below */
+        if (in_run > 0 && (weight + w > room || in_run == max_records)) {
+            if (runs == max_runs)
+                return PL_E_NOSPACE;
+            ends[runs] = i;
+            weights[runs] = weight;
+            value_bytes[runs] = vbytes;
+            key_bytes[runs] = kbytes;
+            runs++;
+            weight = vbytes = kbytes = 0;
+            in_run = 0;
+        }
+        weight += w;
+        vbytes += vb;
+        kbytes += kb;
+        in_run++;
+    }
+    if (runs == max_runs)
+        return PL_E_NOSPACE;
+    ends[runs] = count;
+    weights[runs] = weight;
+    value_bytes[runs] = vbytes;
+    key_bytes[runs] = kbytes;
+    return (int64_t)(runs + 1);
 }
 
 /* Writes the records (already planned: `size` bytes fit) at out. */

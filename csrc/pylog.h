@@ -180,6 +180,20 @@ typedef struct pl_batch_input {
  * 0 if `in` is invalid or would exceed PL_MAX_BATCH_BYTES. */
 uint64_t pl_batch_size_bound(const pl_batch_input *in);
 
+/* Splits records [0, count) into the greedy runs Log.append_arrays and send_batch
+ * make batches of: record i weighs over + max(value_lens[i], 0) + max(key_lens[i], 0)
+ * (key_lens NULL: no keys); a run ends before the record that would take its weight
+ * past `room`, or after max_records records (a record heavier than room alone gets a
+ * run of its own).  For run r: ends[r] = its end (exclusive), weights[r] = its
+ * weight, value_bytes[r] / key_bytes[r] = the bytes of its non-null values / keys
+ * (where the next run starts in an end-to-end buffer).  Returns the number of runs,
+ * PL_E_NOSPACE if that would exceed max_runs (nothing beyond max_runs written), or
+ * PL_E_ARG (a NULL array, count 0, max_records 0, a length below -1). */
+int64_t pl_columns_split(const int32_t *value_lens, const int32_t *key_lens, uint64_t count,
+                         uint64_t over, uint64_t room, uint32_t max_records, uint64_t *ends,
+                         uint64_t *weights, uint64_t *value_bytes, uint64_t *key_bytes,
+                         uint64_t max_runs);
+
 /* Encodes the records of `in` (the records section only, no header) into out.
  * Returns bytes written (>0) or a negative status. */
 int64_t pl_records_encode(const pl_batch_input *in, uint8_t *out, uint64_t out_cap);

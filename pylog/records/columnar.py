@@ -20,14 +20,15 @@ no array can be mistaken for another:
 Every check is a numpy reduction over the arrays (no Python work per record): lengths
 >= -1 and within int32, offsets monotone, every value inside its buffer, timestamps >=
 -1.  :class:`Columns` then splits the records into runs that each fit one batch of a
-size limit (from a per-record upper bound of the encoded size, vectorised), and makes
-the ``pl_batch_input`` of each run, pointing into the caller's buffers: the C build
-reads the bytes where they are, no join, no copy in Python.
+size limit (from a per-record upper bound of the encoded size, in one C pass:
+``pl_columns_split``), and makes the ``pl_batch_input`` of each run, pointing into the
+caller's buffers: the C build reads the bytes where they are, no join, no copy in
+Python.
 """
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Any, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
@@ -87,7 +88,7 @@ class _Column:
     """One checked column (values or keys): buffer, int32 lengths, int64 positions or
     None (end to end from byte ``start``), and the total payload bytes."""
 
-    __slots__ = ("buffer", "start", "lens", "pos", "payload", "has_null", "_at", "_at_byte")
+    __slots__ = ("buffer", "start", "lens", "pos", "payload", "has_null", "_at", "_at_byte", "_firsts")
 
     def __init__(self, buffer: Any, start: int, lens: np.ndarray, pos: Optional[np.ndarray],
                  payload: int, has_null: bool) -> None:
@@ -99,6 +100,7 @@ class _Column:
         self.has_null = has_null
         self._at = 0  #: entry whose first byte is _at_byte (a cursor: runs come in order)
         self._at_byte = start
+        self._firsts: Dict[int, int] = {}  #: entry -> its first byte, as split() found them
 
     def bytes_of(self, lens: np.ndarray) -> int:
         """Bytes the entries with these lengths take (nulls none)."""
@@ -107,7 +109,11 @@ class _Column:
 
     def first_byte(self, start: int, end: int) -> int:
         """End-to-end layout: the byte where entry ``start`` begins (remembering where
-        ``end`` begins, so that consecutive runs cost one pass in all)."""
+        ``end`` begins, so that consecutive runs cost one pass in all; runs made by
+        :meth:`Columns.split` cost nothing, it noted where each begins)."""
+        first = self._firsts.get(start)
+        if first is not None:
+            return first
         if start != self._at:
             self._at, self._at_byte = start, self.start + self.bytes_of(self.lens[:start])
         first = self._at_byte
@@ -263,6 +269,8 @@ class Columns:
         if total <= max_batch_bytes and n <= max_records:
             return [(0, n, total)]
         alone = self._alone(over, room, max_batch_bytes) if self._max_payload() + over > room else {}
+        if not alone:
+            return self._split_c(over, room, max_records)
         # Records a run can hold at most (each takes >= over + the smallest payload).
         min_pay = max(int(self.values.lens.min()), 0)
         if self.keys is not None:
@@ -293,6 +301,35 @@ class Columns:
             s += e
         return runs
 
+    def _split_c(self, over: int, room: int, max_records: int) -> List[Tuple[int, int, int]]:
+        """:meth:`split` when every record fits a batch with others: one C pass, which
+        also says where each run's values and keys begin (for :meth:`_Column.first_byte`)."""
+        n = self.count
+        # Greedy runs: two in a row weigh more than room, so there are at most
+        # 2 * total / room + 1 of them (plus the max_records cuts).
+        max_runs = 2 * ((n * over + self.payload_bytes) // max(room, 1)) + n // max(max_records, 1) + 3
+        out = np.empty((4, max_runs), dtype=np.uint64)
+        vl = self.values.lens
+        kl = self.keys.lens if self.keys is not None else None
+        with ffi.from_buffer("int32_t[]", vl) as vc, ffi.from_buffer("uint64_t[]", out) as oc:
+            kc = ffi.from_buffer("int32_t[]", kl) if kl is not None else ffi.NULL
+            try:
+                runs = check(lib.pl_columns_split(vc, kc, n, over, room, max_records, oc, oc + max_runs,
+                                                  oc + 2 * max_runs, oc + 3 * max_runs, max_runs),
+                             "splitting records into batches")
+            finally:
+                if kc is not ffi.NULL:
+                    ffi.release(kc)
+        ends, weights, vbytes, kbytes = (row[:runs].tolist() for row in out)
+        starts = [0] + ends[:-1]
+        for col, sizes in ((self.values, vbytes), (self.keys, kbytes)):
+            if col is not None and col.pos is None:
+                at = col.start
+                for s, size in zip(starts, sizes):
+                    col._firsts[s] = at
+                    at += size
+        return [(s, e, _HEADER_BYTES + w) for s, e, w in zip(starts, ends, weights)]
+
     def _alone(self, over: int, room: int, max_batch_bytes: int) -> dict:
         """{index: exact batch size} of the records too large to share a batch; raises
         RecordTooLarge if one is too large even alone."""
@@ -312,37 +349,49 @@ class Columns:
         return dict(zip(big.tolist(), single.tolist()))
 
     @contextmanager
-    def pinned(self) -> Iterator[Tuple[Any, Any]]:
-        """The (values, keys) buffers as cdata for the C calls; released at exit (a live
-        export must never outlive the call, see docs/architecture.md)."""
-        vb = ffi.from_buffer("uint8_t[]", self.values.buffer)
-        kb = ffi.NULL
-        try:
-            if self.keys is not None:
-                kb = ffi.from_buffer("uint8_t[]", self.keys.buffer)
-            yield vb, kb
-        finally:
-            ffi.release(vb)
-            if kb is not ffi.NULL:
-                ffi.release(kb)
+    def pinned(self) -> Iterator["_Pinned"]:
+        """The buffers and arrays as cdata for the C calls, each exported once for all
+        the runs; released at exit (a live export must never outlive the call, see
+        docs/architecture.md)."""
+        held: List[Any] = []
 
-    def batch_input(self, pinned: Tuple[Any, Any], start: int, end: int, *, base_timestamp: int,
+        def export(ctype: str, obj: Any) -> Any:
+            if obj is None:
+                return ffi.NULL
+            c = ffi.from_buffer(ctype, obj)
+            held.append(c)
+            return c
+
+        try:
+            pin = _Pinned()
+            pin.values = export("uint8_t[]", self.values.buffer)
+            pin.value_lens = export("int32_t[]", self.values.lens)
+            pin.value_pos = export("int64_t[]", self.values.pos)
+            if self.keys is not None:
+                pin.keys = export("uint8_t[]", self.keys.buffer)
+                pin.key_lens = export("int32_t[]", self.keys.lens)
+                pin.key_pos = export("int64_t[]", self.keys.pos)
+            pin.timestamps = export("int64_t[]", self.timestamps)
+            yield pin
+        finally:
+            for c in held:
+                ffi.release(c)
+
+    def batch_input(self, pinned: "_Pinned", start: int, end: int, *, base_timestamp: int,
                     with_timestamps: bool = True, attributes: int = 0, producer_id: int = -1,
                     producer_epoch: int = -1, base_sequence: int = -1) -> Tuple[Any, tuple]:
-        """The ``pl_batch_input`` of records [start, end) and the objects it points into
-        (keep them alive while it is used)."""
-        vb, kb = pinned
+        """The ``pl_batch_input`` of records [start, end) (pointers into what ``pinned``
+        exported: valid while it is) and what to keep alive while it is used."""
         cd = ffi.new("pl_batch_input *")
-        keep: list = [cd]
         cd.count = end - start
-        cd.values, cd.value_lens, cd.value_pos = self._pointers(self.values, vb, start, end, keep)
+        cd.values, cd.value_lens, cd.value_pos = self._pointers(
+            self.values, pinned.values, pinned.value_lens, pinned.value_pos, start, end)
         if self.keys is not None:
-            cd.keys, cd.key_lens, cd.key_pos = self._pointers(self.keys, kb, start, end, keep)
+            cd.keys, cd.key_lens, cd.key_pos = self._pointers(
+                self.keys, pinned.keys, pinned.key_lens, pinned.key_pos, start, end)
         if with_timestamps and self.timestamps is not None:
-            ts = self.timestamps[start:end]
-            cd.timestamps = ffi.from_buffer("int64_t[]", ts)
-            keep += [ts, cd.timestamps]
-            cd.base_timestamp = int(ts[0])
+            cd.timestamps = pinned.timestamps + start
+            cd.base_timestamp = int(self.timestamps[start])
         else:
             cd.base_timestamp = base_timestamp
         cd.base_offset = 0
@@ -351,20 +400,14 @@ class Columns:
         cd.base_sequence = base_sequence
         cd.partition_leader_epoch = -1
         cd.attributes = attributes
-        return cd, tuple(keep)
+        return cd, (cd, pinned)
 
     @staticmethod
-    def _pointers(col: _Column, buf: Any, start: int, end: int, keep: list) -> Tuple[Any, Any, Any]:
+    def _pointers(col: _Column, buf: Any, lens: Any, pos: Any, start: int, end: int) -> Tuple[Any, Any, Any]:
         """(data pointer, lengths, positions or NULL) of entries [start, end) of ``col``."""
-        lens = col.lens[start:end]
-        lens_c = ffi.from_buffer("int32_t[]", lens)
-        keep += [lens, lens_c]
         if col.pos is not None:
-            pos = col.pos[start:end]
-            pos_c = ffi.from_buffer("int64_t[]", pos)
-            keep += [pos, pos_c]
-            return buf, lens_c, pos_c
-        return buf + col.first_byte(start, end), lens_c, ffi.NULL
+            return buf, lens + start, pos + start
+        return buf + col.first_byte(start, end), lens + start, ffi.NULL
 
     def build(self, start: int, end: int, *, base_timestamp: int, producer_id: int = -1,
               producer_epoch: int = -1, base_sequence: int = -1, codec: int = 0,
@@ -407,6 +450,17 @@ class Columns:
         buffers."""
         return Columns(_take(self.values, order), None if self.keys is None else _take(self.keys, order),
                        None if self.timestamps is None else self.timestamps[order])
+
+
+class _Pinned:
+    """What :meth:`Columns.pinned` exported: cdata over the whole buffers and arrays
+    (ffi.NULL where absent)."""
+
+    __slots__ = ("values", "value_lens", "value_pos", "keys", "key_lens", "key_pos", "timestamps")
+
+    def __init__(self) -> None:
+        self.values = self.value_lens = self.value_pos = ffi.NULL
+        self.keys = self.key_lens = self.key_pos = self.timestamps = ffi.NULL
 
 
 def _take(col: _Column, order: np.ndarray) -> _Column:
