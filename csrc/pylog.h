@@ -174,6 +174,11 @@ typedef struct pl_batch_input {
                                      /*   value_pos[i] (>= 0; ignored when its length */
                                      /*   is <= 0), as pl_record_arrays lays them out */
     const int64_t  *key_pos;         /* likewise for keys                             */
+    const uint8_t *const *value_ptrs; /* NULL, or value i is at value_ptrs[i] (non-  */
+                                     /*   NULL when its length is > 0): values left   */
+                                     /*   where they are, as Python's bytes objects   */
+                                     /*   (then `values` and value_pos are ignored)   */
+    const uint8_t *const *key_ptrs;  /* likewise for keys                             */
 } pl_batch_input;
 
 /* Upper bound of the bytes pl_batch_build writes for `in` (header included);

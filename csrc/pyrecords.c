@@ -726,6 +726,89 @@ static PyObject *rx_join_fields(PyObject *module, PyObject *const *args, Py_ssiz
     return res;
 }
 
+PyDoc_STRVAR(gather_fields_doc,
+"gather_fields(items) -> (held, pointers, lengths, total, longest) or None\n"
+"\n"
+"For a list or tuple of bytes and None, left where they are: `held`, a tuple of\n"
+"the items (it keeps them alive while C reads them, whatever happens to the list);\n"
+"`pointers`, each item's data address (NULL for None) as native pointers, and\n"
+"`lengths`, native int32 (-1 for None), both in bytes objects -- what\n"
+"pl_batch_input's value_ptrs and value_lens (or key_ptrs and key_lens) point at;\n"
+"the bytes of all items and the longest item's.  None, doing nothing, for anything\n"
+"else (an item of another type, one over PL_MAX_RECORD_BYTES): the caller's\n"
+"Python path then checks it and raises the specific error.  Unlike join_fields it\n"
+"copies no item: the build reads each where it lies.");
+
+static PyObject *rx_gather_fields(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (nargs != 1) {
+        PyErr_SetString(PyExc_TypeError, "gather_fields takes 1 argument");
+        return NULL;
+    }
+    PyObject *held;
+    if (PyList_CheckExact(args[0])) {
+        held = PyList_AsTuple(args[0]);
+        if (held == NULL)
+            return NULL;
+    } else if (PyTuple_CheckExact(args[0])) {
+        held = Py_NewRef(args[0]);
+    } else {
+        Py_RETURN_NONE;
+    }
+    Py_ssize_t n = PyTuple_Size(held);
+    PyObject *ptrs = NULL, *lens = NULL, *res = NULL;
+    if ((size_t)n > (size_t)PY_SSIZE_T_MAX / sizeof(void *))
+        goto decline;
+    ptrs = PyBytes_FromStringAndSize(NULL, n * (Py_ssize_t)sizeof(void *));
+    lens = PyBytes_FromStringAndSize(NULL, n * (Py_ssize_t)sizeof(int32_t));
+    if (n < 0 || ptrs == NULL || lens == NULL)
+        goto done;
+    char *pdata = PyBytes_AsString(ptrs), *ldata = PyBytes_AsString(lens);
+    if (pdata == NULL || ldata == NULL)
+        goto done;
+    /* C reads these as arrays of pointers and of int32: a bytes object's data is
+     * aligned for both in CPython's layout; decline rather than assume it. */
+    if ((uintptr_t)pdata % _Alignof(void *) != 0 || (uintptr_t)ldata % _Alignof(int32_t) != 0)
+        goto decline;
+    const uint8_t **pp = (const uint8_t **)(void *)pdata;
+    int32_t *lp = (int32_t *)(void *)ldata;
+    long long total = 0;
+    Py_ssize_t longest = -1;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = PyTuple_GetItem(held, i); /* borrowed; held keeps it */
+        if (item == NULL)
+            goto done;
+        if (item == Py_None) {
+            pp[i] = NULL;
+            lp[i] = -1;
+            continue;
+        }
+        if (!PyBytes_CheckExact(item))
+            goto decline;
+        char *data;
+        Py_ssize_t len;
+        if (PyBytes_AsStringAndSize(item, &data, &len) < 0)
+            goto done;
+        if (len > PL_MAX_RECORD_BYTES)
+            goto decline;
+        pp[i] = (const uint8_t *)data;
+        lp[i] = (int32_t)len;
+        total += len; /* n * PL_MAX_RECORD_BYTES < 2^63 */
+        if (len > longest)
+            longest = len;
+    }
+    res = Py_BuildValue("(OOOLn)", held, ptrs, lens, total, longest);
+    goto done;
+decline:
+    res = Py_NewRef(Py_None);
+done:
+    Py_DECREF(held);
+    Py_XDECREF(ptrs);
+    Py_XDECREF(lens);
+    return res;
+}
+
 /* The one item of a list or tuple of length 1 (borrowed); NULL if `seq` is not one. */
 static PyObject *only_item(PyObject *seq)
 {
@@ -1001,6 +1084,7 @@ static PyMethodDef rx_methods[] = {
     {"iterate", (PyCFunction)(void (*)(void))rx_iterate, METH_FASTCALL, iterate_doc},
     {"append_one", (PyCFunction)(void (*)(void))rx_append_one, METH_FASTCALL, append_one_doc},
     {"join_fields", (PyCFunction)(void (*)(void))rx_join_fields, METH_FASTCALL, join_fields_doc},
+    {"gather_fields", (PyCFunction)(void (*)(void))rx_gather_fields, METH_FASTCALL, gather_fields_doc},
     {"setup_send", (PyCFunction)(void (*)(void))rx_setup_send, METH_FASTCALL, setup_send_doc},
     {NULL, NULL, 0, NULL},
 };

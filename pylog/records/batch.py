@@ -57,6 +57,7 @@ _HEADER = struct.Struct(">qiiBIhiqqqhii")  # the 61-byte batch header
 _NO_HEADERS: Tuple[Header, ...] = ()
 _MAX_FIELD = 0x7FFFFFEF
 _join_fields = _crecords.join_fields
+_gather_fields = _crecords.gather_fields
 _MIN_TS = -1
 
 
@@ -148,13 +149,50 @@ class PreparedBatch:
     ``cdata`` is valid as long as this object lives.
     """
 
-    __slots__ = ("cdata", "count", "size_bound", "_keep")
+    __slots__ = ("cdata", "count", "size_bound", "_keep", "_exact")
 
-    def __init__(self, cdata: Any, count: int, size_bound: int, keep: tuple) -> None:
+    def __init__(self, cdata: Any, count: int, size_bound: int, keep: tuple, exact: bool = True) -> None:
         self.cdata = cdata
         self.count = count
-        self.size_bound = size_bound
+        self.size_bound = size_bound  #: >= the built batch's size
         self._keep = keep
+        self._exact = exact
+
+    def tighten(self) -> int:
+        """Make ``size_bound`` the batch's exact size (one C walk over the records, when
+        it was only an estimate from the longest key and value) and return it.  For a
+        caller about to refuse the batch by its bound."""
+        if not self._exact:
+            bound = int(lib.pl_batch_size_bound(self.cdata))
+            if bound == 0:
+                raise RecordTooLarge(f"a batch of these {self.count} records would exceed the maximum batch size")
+            self.size_bound = bound
+            self._exact = True
+        return self.size_bound
+
+
+def record_overhead_bound(count: int, max_value: int, max_key: int, ts_range: int) -> int:
+    """An upper bound of the bytes a record adds to a batch besides its key and value
+    and header bytes (no headers: the header count's one byte is counted): length
+    varint, attributes, timestamp and offset deltas, key and value length varints,
+    for ``count`` records whose longest value and key (-1: all null) and timestamp
+    spread (max - min, ms) are given."""
+    body = (1 + _varint_size(_zz(ts_range)) + _varint_size(_zz(count - 1)) + _varint_size(_zz(max_key))
+            + _varint_size(_zz(max_value)) + 1)
+    return body + _varint_size(_zz(body + max(max_key, 0) + max(max_value, 0)))
+
+
+def _varint_size(zigzagged: int) -> int:
+    """Bytes of the varint of a non-negative (already zigzagged) value."""
+    n = 1
+    while zigzagged >= 0x80:
+        zigzagged >>= 7
+        n += 1
+    return n
+
+
+def _zz(v: int) -> int:
+    return 2 * v if v >= 0 else -2 * v - 1
 
 
 def _lengths(items: Sequence[Any], what: str) -> Tuple[bytes, Any, Any]:
@@ -186,6 +224,17 @@ def _lengths(items: Sequence[Any], what: str) -> Tuple[bytes, Any, Any]:
     return joined, lens, ffi.from_buffer("int32_t[]", lens)
 
 
+def _gathered(items: Sequence[Any]) -> Optional[Tuple[tuple, Any, Any, int, int]]:
+    """(held items, pointers, lengths as cdata, total bytes, longest) of a list of
+    bytes/None, the items left where they are (csrc/pyrecords.c, gather_fields); None
+    for anything else."""
+    g = _gather_fields(items)
+    if g is None:
+        return None
+    held, ptrs, lens, total, longest = g
+    return held, ffi.from_buffer("uint8_t *[]", ptrs), ffi.from_buffer("int32_t[]", lens), total, longest
+
+
 def prepare_batch(
     values: Sequence[Optional[bytes]],
     keys: Optional[Sequence[Optional[bytes]]] = None,
@@ -209,25 +258,45 @@ def prepare_batch(
     n = len(values)
     if n == 0:
         raise InvalidArgument("values is empty: a record batch needs at least one record")
-    vjoined, vlens, vlens_c = _lengths(values, "values")
-    keep: List[Any] = [vjoined, vlens, vlens_c]
     cd = ffi.new("pl_batch_input *")
     cd.count = n
-    cd.values = ffi.from_buffer(vjoined)
-    cd.value_lens = vlens_c
-    keep.append(cd.values)
+    keep: List[Any] = []
+    # Payload bytes and longest value and key, while every field is gathered in place
+    # (then the size bound needs no C walk); None once one is joined instead.
+    sizes: Optional[List[int]] = [0, -1, -1]
+    g = _gathered(values)
+    if g is not None:
+        keep.append(g)
+        cd.value_ptrs, cd.value_lens = g[1], g[2]
+        sizes = [g[3], g[4], -1]
+    else:
+        vjoined, vlens, vlens_c = _lengths(values, "values")
+        cd.values = ffi.from_buffer(vjoined)
+        cd.value_lens = vlens_c
+        keep += [vjoined, vlens, vlens_c, cd.values]
+        sizes = None
     if keys is not None:
         if not isinstance(keys, (list, tuple)) or len(keys) != n:
             raise InvalidArgument(f"keys must be a list as long as values ({n}), got {keys!r:.80}")
         if any(k is not None for k in keys):
-            kjoined, klens, klens_c = _lengths(keys, "keys")
-            cd.keys = ffi.from_buffer(kjoined)
-            cd.key_lens = klens_c
-            keep += [kjoined, klens, klens_c, cd.keys]
+            g = _gathered(keys)
+            if g is not None:
+                keep.append(g)
+                cd.key_ptrs, cd.key_lens = g[1], g[2]
+                if sizes is not None:
+                    sizes[0] += g[3]
+                    sizes[2] = g[4]
+            else:
+                kjoined, klens, klens_c = _lengths(keys, "keys")
+                cd.keys = ffi.from_buffer(kjoined)
+                cd.key_lens = klens_c
+                keep += [kjoined, klens, klens_c, cd.keys]
+                sizes = None
     if headers is not None:
         if not isinstance(headers, (list, tuple)) or len(headers) != n:
             raise InvalidArgument(f"headers must be a list as long as values ({n})")
         if any(headers):
+            sizes = None
             enc = [encode_headers(h) if h else b"\x00" for h in headers]
             hjoined, hlens, hlens_c = _lengths(enc, "headers")
             cd.headers = ffi.from_buffer(hjoined)
@@ -240,23 +309,31 @@ def prepare_batch(
             ts = array("q", timestamps)
         except (TypeError, OverflowError):
             raise InvalidTimestamp("timestamps must be ints (ms since the epoch) in the int64 range") from None
-        if min(ts) < _MIN_TS:
-            raise InvalidTimestamp(f"timestamp {min(ts)} is negative; timestamps are ms since the epoch")
+        lo = min(ts)
+        if lo < _MIN_TS:
+            raise InvalidTimestamp(f"timestamp {lo} is negative; timestamps are ms since the epoch")
         ts_c = ffi.from_buffer("int64_t[]", ts)
         cd.timestamps = ts_c
         keep += [ts, ts_c]
         cd.base_timestamp = ts[0]
+        ts_range = max(ts) - lo
     else:
         bt = _now_ms() if base_timestamp is None else base_timestamp
         if not isinstance(bt, int) or bt < _MIN_TS:
             raise InvalidTimestamp(f"base_timestamp must be an int >= -1, got {bt!r}")
         cd.base_timestamp = bt
+        ts_range = 0
     cd.base_offset = base_offset
     cd.producer_id = producer_id
     cd.producer_epoch = producer_epoch
     cd.base_sequence = base_sequence
     cd.partition_leader_epoch = partition_leader_epoch
     cd.attributes = 0
+    if sizes is not None and n <= lib.PL_MAX_RECORDS_PER_BATCH:
+        # Every field was checked by gather_fields: the bound follows from the sizes.
+        bound = _HEADER.size + n * record_overhead_bound(n, sizes[1], sizes[2], ts_range) + sizes[0]
+        if bound <= lib.PL_MAX_BATCH_BYTES:
+            return PreparedBatch(cd, n, bound, tuple(keep), exact=False)
     bound = lib.pl_batch_size_bound(cd)
     if bound == 0:
         raise RecordTooLarge(f"a batch of these {n} records would exceed the maximum batch size")

@@ -34,6 +34,7 @@ import numpy as np
 
 from pylog._native import check, ffi, lib
 from pylog.errors import InvalidArgument, InvalidTimestamp, RecordTooLarge
+from pylog.records.batch import record_overhead_bound
 from pylog.records.compression import compress
 
 __all__ = ["Columns", "prepare_columns"]
@@ -43,21 +44,8 @@ _INT32_MAX = 0x7FFFFFFF
 _HEADER_BYTES = 61  #: PL_BATCH_HEADER_BYTES
 
 
-def _varint_size(zigzagged: int) -> int:
-    """Bytes of the varint of a non-negative (already zigzagged) value."""
-    n = 1
-    while zigzagged >= 0x80:
-        zigzagged >>= 7
-        n += 1
-    return n
-
-
-def _zz(v: int) -> int:
-    return 2 * v if v >= 0 else -2 * v - 1
-
-
 def _varint_sizes(zigzagged: np.ndarray) -> np.ndarray:
-    """Vectorised :func:`_varint_size` over a non-negative int64 array."""
+    """Bytes of the varints of non-negative (already zigzagged) int64 values."""
     out = np.ones(len(zigzagged), dtype=np.int64)
     for shift in range(7, 63, 7):
         out += zigzagged >= (1 << shift)
@@ -234,9 +222,7 @@ class Columns:
         ts_range = 0
         if with_timestamps and self.timestamps is not None:
             ts_range = int(self.timestamps.max()) - int(self.timestamps.min())
-        body = (1 + _varint_size(_zz(ts_range)) + _varint_size(_zz(n - 1)) + _varint_size(_zz(kmax))
-                + _varint_size(_zz(vmax)) + 1)
-        return body + _varint_size(_zz(body + max(kmax, 0) + max(vmax, 0)))
+        return record_overhead_bound(n, vmax, kmax, ts_range)
 
     def _payloads(self, start: int = 0, end: Optional[int] = None, out: Optional[np.ndarray] = None) -> np.ndarray:
         """Key + value bytes of records [start, end) (int64; into ``out`` if given)."""

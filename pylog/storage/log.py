@@ -560,6 +560,8 @@ class Log:
         prepared = prepare_batch(values, keys, headers, timestamps, base_timestamp=now)
         if self.config.log_append_time:
             prepared.cdata.attributes |= lib.PL_ATTR_TIMESTAMP_TYPE
+        if prepared.size_bound > min(self.config.max_message_bytes, self.config.segment_bytes):
+            prepared.tighten()  # an estimate must not refuse a batch that fits
         if prepared.size_bound > self.config.max_message_bytes:
             return self._append_oversized_bound(prepared, now)
         self._check_fits_segment(prepared.size_bound)

@@ -283,7 +283,7 @@ def test_join_fields_matches_the_python_layout():
         _records.join_fields()
 
 
-def test_append_of_a_list_goes_through_join_fields_and_reads_back(tmp_path):
+def test_append_of_a_list_goes_through_gather_fields_and_reads_back(tmp_path):
     from pylog.errors import InvalidArgument
     from pylog.storage import Log
 
