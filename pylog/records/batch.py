@@ -177,22 +177,14 @@ def record_overhead_bound(count: int, max_value: int, max_key: int, ts_range: in
     varint, attributes, timestamp and offset deltas, key and value length varints,
     for ``count`` records whose longest value and key (-1: all null) and timestamp
     spread (max - min, ms) are given."""
-    body = (1 + _varint_size(_zz(ts_range)) + _varint_size(_zz(count - 1)) + _varint_size(_zz(max_key))
-            + _varint_size(_zz(max_value)) + 1)
-    return body + _varint_size(_zz(body + max(max_key, 0) + max(max_value, 0)))
+    body = (1 + _zz_size(ts_range) + _zz_size(count - 1) + _zz_size(max_key) + _zz_size(max_value) + 1)
+    return body + _zz_size(body + max(max_key, 0) + max(max_value, 0))
 
 
-def _varint_size(zigzagged: int) -> int:
-    """Bytes of the varint of a non-negative (already zigzagged) value."""
-    n = 1
-    while zigzagged >= 0x80:
-        zigzagged >>= 7
-        n += 1
-    return n
-
-
-def _zz(v: int) -> int:
-    return 2 * v if v >= 0 else -2 * v - 1
+def _zz_size(v: int) -> int:
+    """Bytes of v's zigzag varint (one per started 7 bits, at least one)."""
+    z = 2 * v if v >= 0 else -2 * v - 1
+    return (z.bit_length() + 6) // 7 or 1
 
 
 def _lengths(items: Sequence[Any], what: str) -> Tuple[bytes, Any, Any]:
