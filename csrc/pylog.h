@@ -512,16 +512,19 @@ int pl_map_file(int fd, uint64_t len, uint8_t **addr);
 int pl_unmap_file(uint8_t *addr, uint64_t len);
 
 /* ---- benchmark ceiling, bench.c ------------------------------------------- */
-/* The machine's ceiling for appends: copies src (src_len bytes) again and again into
- * dst (an mmapped file of dst_cap bytes) until total_bytes have been written,
- * wrapping at dst_cap, as an append loop would with no per-record work.  Returns
- * bytes copied, or a negative status. */
+/* The machine's ceiling for appends: copies the bytes of src (src_len of them) in
+ * order, again from its start when they run out, into dst (an mmapped file of
+ * dst_cap bytes), at most `piece` bytes a copy, until total_bytes have been written;
+ * a copy that would not fit before dst_cap goes to 0, as an append loop would roll,
+ * with no per-record work.  Returns bytes copied, or a negative status. */
 int64_t pl_bench_copy_ceiling(uint8_t *dst, uint64_t dst_cap, const uint8_t *src,
-                              uint64_t src_len, uint64_t total_bytes);
-/* The same with write(2): pwrite src again and again into the file fd from position
- * 0 until total_bytes have been written (the way the log writes large batches).
- * Returns bytes written, or a negative status (PL_E_IO: errno says why). */
-int64_t pl_bench_write_ceiling(int fd, const uint8_t *src, uint64_t src_len, uint64_t total_bytes);
+                              uint64_t src_len, uint64_t piece, uint64_t total_bytes);
+/* The same with write(2): pwrite the bytes of src likewise, at most `piece` a call,
+ * into the file fd from position 0 until total_bytes have been written (the way the
+ * log writes large batches).  Returns bytes written, or a negative status (PL_E_IO:
+ * errno says why). */
+int64_t pl_bench_write_ceiling(int fd, const uint8_t *src, uint64_t src_len, uint64_t piece,
+                               uint64_t total_bytes);
 
 /* ---- key hashing for partitioning, hash.c ------------------------------- */
 /* Kafka's murmur2 (Utils.murmur2 of the Java client: MurmurHash2, seed 0x9747b28c),

@@ -86,6 +86,22 @@ def test_flush_reports_io_error(tmp_path):
     assert seg.flushed_size == 0
 
 
+def _model(dst_cap, src, piece, total):
+    """What the ceiling loops do, in Python: (dst contents, the writes as (at, bytes))."""
+    dst, writes = bytearray(dst_cap), []
+    pos = copied = frm = 0
+    most = min(piece, dst_cap)
+    while copied < total:
+        n = min(most, total - copied, len(src) - frm)
+        if dst_cap - pos < n:
+            pos = 0
+        dst[pos:pos + n] = src[frm:frm + n]
+        writes.append((copied, src[frm:frm + n]))
+        pos, copied = pos + n, copied + n
+        frm = 0 if frm + n == len(src) else frm + n
+    return bytes(dst), writes
+
+
 def test_bench_copy_ceiling(tmp_path):
     fd = os.open(tmp_path / "b", os.O_RDWR | os.O_CREAT, 0o644)
     try:
@@ -93,15 +109,18 @@ def test_bench_copy_ceiling(tmp_path):
         m = _map(fd, 100)
         dst = ffi.from_buffer("uint8_t[]", m)
         src = bytes(range(1, 31))
-        assert lib.pl_bench_copy_ceiling(dst, 100, src, 30, 200) == 200
+        assert lib.pl_bench_copy_ceiling(dst, 100, src, 30, 30, 200) == 200
         # 3 copies fill 90 bytes, the 4th wraps to 0 (as a roll), the last 20 too
         assert bytes(m[:20]) == src[:20] and bytes(m[30:90]) == src * 2
-        assert lib.pl_bench_copy_ceiling(dst, 100, src, 30, 0) == 0
-        assert lib.pl_bench_copy_ceiling(dst, 0, src, 30, 10) == lib.PL_E_ARG
-        assert lib.pl_bench_copy_ceiling(dst, 100, src, 0, 10) == lib.PL_E_ARG
+        assert lib.pl_bench_copy_ceiling(dst, 100, src, 30, 30, 0) == 0
+        assert lib.pl_bench_copy_ceiling(dst, 0, src, 30, 30, 10) == lib.PL_E_ARG
+        assert lib.pl_bench_copy_ceiling(dst, 100, src, 0, 30, 10) == lib.PL_E_ARG
+        assert lib.pl_bench_copy_ceiling(dst, 100, src, 30, 0, 10) == lib.PL_E_ARG
         big = bytes(range(250))
-        assert lib.pl_bench_copy_ceiling(dst, 100, big, 250, 1000) == 1000
-        assert bytes(m) == big[:100]
+        for piece, total in ((1000, 1000), (40, 250), (33, 777), (7, 100)):
+            m[:] = bytes(100)
+            assert lib.pl_bench_copy_ceiling(dst, 100, big, 250, piece, total) == total
+            assert bytes(m) == _model(100, big, piece, total)[0], (piece, total)
         ffi.release(dst)
         m.close()
     finally:
@@ -112,16 +131,20 @@ def test_bench_write_ceiling(tmp_path):
     fd = os.open(tmp_path / "w", os.O_RDWR | os.O_CREAT, 0o644)
     try:
         src = bytes(range(1, 31))
-        assert lib.pl_bench_write_ceiling(fd, src, 30, 200) == 200
+        assert lib.pl_bench_write_ceiling(fd, src, 30, 30, 200) == 200
         assert os.pread(fd, 300, 0) == (src * 7)[:200]  # one src after another, the last cut
-        assert lib.pl_bench_write_ceiling(fd, src, 30, 0) == 0
-        assert lib.pl_bench_write_ceiling(fd, src, 0, 10) == lib.PL_E_ARG
-        assert lib.pl_bench_write_ceiling(-1, src, 30, 10) == lib.PL_E_ARG
+        big = bytes(range(250))
+        assert lib.pl_bench_write_ceiling(fd, big, 250, 64, 600) == 600
+        assert os.pread(fd, 700, 0) == (big * 3)[:600]  # src in order, in pieces
+        assert lib.pl_bench_write_ceiling(fd, src, 30, 30, 0) == 0
+        assert lib.pl_bench_write_ceiling(fd, src, 0, 30, 10) == lib.PL_E_ARG
+        assert lib.pl_bench_write_ceiling(fd, src, 30, 0, 10) == lib.PL_E_ARG
+        assert lib.pl_bench_write_ceiling(-1, src, 30, 30, 10) == lib.PL_E_ARG
     finally:
         os.close(fd)
     ro = os.open(tmp_path / "w", os.O_RDONLY)
     try:
-        assert lib.pl_bench_write_ceiling(ro, src, 30, 10) == lib.PL_E_IO
+        assert lib.pl_bench_write_ceiling(ro, src, 30, 30, 10) == lib.PL_E_IO
         assert ffi.errno == errno.EBADF
     finally:
         os.close(ro)
