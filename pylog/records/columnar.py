@@ -76,7 +76,8 @@ class _Column:
     """One checked column (values or keys): buffer, int32 lengths, int64 positions or
     None (end to end from byte ``start``), and the total payload bytes."""
 
-    __slots__ = ("buffer", "start", "lens", "pos", "payload", "has_null", "_at", "_at_byte", "_firsts")
+    __slots__ = ("buffer", "start", "lens", "pos", "payload", "has_null", "_at", "_at_byte", "_firsts",
+                 "_extremes")
 
     def __init__(self, buffer: Any, start: int, lens: np.ndarray, pos: Optional[np.ndarray],
                  payload: int, has_null: bool) -> None:
@@ -89,6 +90,13 @@ class _Column:
         self._at = 0  #: entry whose first byte is _at_byte (a cursor: runs come in order)
         self._at_byte = start
         self._firsts: Dict[int, int] = {}  #: entry -> its first byte, as split() found them
+        self._extremes: Optional[Tuple[int, int]] = None
+
+    def extremes(self) -> Tuple[int, int]:
+        """(shortest, longest) length, -1 for a null (one pass over the lengths, once)."""
+        if self._extremes is None:
+            self._extremes = (int(self.lens.min()), int(self.lens.max())) if len(self.lens) else (0, 0)
+        return self._extremes
 
     def bytes_of(self, lens: np.ndarray) -> int:
         """Bytes the entries with these lengths take (nulls none)."""
@@ -149,25 +157,28 @@ def _column(buffer: Any, lengths: Any, offsets: Any, positions: Any, what: str,
             raise InvalidArgument(f"{oname} run from {first} to {int(offs[-1])}, outside the {size}-byte "
                                   f"{what} buffer")
         lens64 = np.diff(offs)
-        if len(lens64) and int(lens64.min()) < 0:
+        lo64, hi64 = (int(lens64.min()), int(lens64.max())) if len(lens64) else (0, 0)
+        if lo64 < 0:
             i = int(np.argmax(lens64 < 0))
             raise InvalidArgument(f"{oname} must not decrease: {oname}[{i + 1}]={int(offs[i + 1])} < "
                                   f"{oname}[{i}]={int(offs[i])}")
-        if len(lens64) and int(lens64.max()) > _MAX_FIELD:
+        if hi64 > _MAX_FIELD:
             i = int(np.argmax(lens64))
             raise RecordTooLarge(f"{what}[{i}] is {int(lens64[i])} bytes, over the {_MAX_FIELD}-byte limit")
         lens = lens64.astype(np.int32)
         col = _Column(buffer, first, lens, None, int(offs[-1]) - first, False)
+        col._extremes = (lo64, hi64)
     else:
         lens = _int_array(lengths, lname, np.int32)
-        lo = int(lens.min()) if len(lens) else 0
+        lo, hi = (int(lens.min()), int(lens.max())) if len(lens) else (0, 0)
         if lo < -1:
             i = int(np.argmin(lens))
             raise InvalidArgument(f"{lname}[{i}] is {int(lens[i])}: a length is >= 0, or -1 for null")
-        if len(lens) and int(lens.max()) > _MAX_FIELD:
+        if hi > _MAX_FIELD:
             i = int(np.argmax(lens))
             raise RecordTooLarge(f"{what}[{i}] is {int(lens[i])} bytes, over the {_MAX_FIELD}-byte limit")
         col = _Column(buffer, 0, lens, None, 0, lo < 0)
+        col._extremes = (lo, hi)
         col.payload = col.bytes_of(lens)
         if positions is None:
             if col.payload > size:
@@ -217,8 +228,8 @@ class Columns:
         key and value bytes: length varint, attributes, timestamp and offset deltas, key
         and value length varints, header count (bounds from the inputs' maxima)."""
         n = self.count
-        vmax = int(self.values.lens.max())
-        kmax = int(self.keys.lens.max()) if self.keys is not None else -1
+        vmax = self.values.extremes()[1]
+        kmax = self.keys.extremes()[1] if self.keys is not None else -1
         ts_range = 0
         if with_timestamps and self.timestamps is not None:
             ts_range = int(self.timestamps.max()) - int(self.timestamps.min())
@@ -233,9 +244,9 @@ class Columns:
         return p
 
     def _max_payload(self) -> int:
-        m = max(int(self.values.lens.max()), 0)
+        m = max(self.values.extremes()[1], 0)
         if self.keys is not None:
-            m += max(int(self.keys.lens.max()), 0)
+            m += max(self.keys.extremes()[1], 0)
         return m
 
     def split(self, max_batch_bytes: int, with_timestamps: bool = True,
@@ -258,9 +269,9 @@ class Columns:
         if not alone:
             return self._split_c(over, room, max_records)
         # Records a run can hold at most (each takes >= over + the smallest payload).
-        min_pay = max(int(self.values.lens.min()), 0)
+        min_pay = max(self.values.extremes()[0], 0)
         if self.keys is not None:
-            min_pay += max(int(self.keys.lens.min()), 0)
+            min_pay += max(self.keys.extremes()[0], 0)
         cap = min(room // (over + min_pay) + 1, max_records + 1, n)
         guess = min(cap, int(room // (over + self.payload_bytes / n) * 1.25) + 16)
         cum = np.empty(cap + 1, dtype=np.int64)
