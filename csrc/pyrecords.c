@@ -18,9 +18,11 @@
  *     C stack; the build itself is still segment.c's pl_segment_append_build,
  *     called through the function pointer the cffi module hands over (one
  *     implementation of the append, whichever module calls it).
- *   - Appending a list of records (Log.append(values)): the values (and keys)
- *     must be joined and their lengths listed for pl_batch_input; join_fields
- *     does both in one walk of the list rather than two Python passes.
+ *   - Appending a list of records (Log.append(values)): append_many does what
+ *     append_one does for one record, the addresses and lengths of the values (and
+ *     keys) listed for pl_batch_input in one walk of the list, each read where it
+ *     lies by the build; gather_fields lists them the same way for the general
+ *     path, and join_fields joins the header sections.
  *   - Producer.send(): its arguments are Python objects and its result a Python
  *     future, one per record; pysend.c (included below) says more.
  *
@@ -71,6 +73,9 @@ static int fast_records;           /* 1: tp_alloc + PyTuple_SetItem gives Record
 
 typedef int (*append_build_fn)(pl_segment *, const pl_batch_input *, pl_append_result *);
 static append_build_fn append_build; /* the cffi module's pl_segment_append_build   */
+typedef int (*append_buffered_fn)(pl_segment *, const pl_batch_input *, uint8_t *, uint64_t,
+                                  pl_append_result *);
+static append_buffered_fn append_buffered; /* ... and pl_segment_append_build_buffered */
 
 /* ---- Record objects --------------------------------------------------------- */
 
@@ -833,6 +838,42 @@ static int64_t wall_clock_ms(void)
 enum { FAST_ATTRIBUTES = 1, FAST_COMPACT, FAST_MAX_BATCH, FAST_SEGMENT_BYTES, FAST_SEGMENT_MS,
        FAST_FIELDS };
 
+/* The settings both append paths read from Log._fast; 0 if it holds anything else. */
+typedef struct fast_settings {
+    long long attributes, max_batch, segment_bytes, segment_ms;
+    int compact;
+} fast_settings;
+
+static int read_settings(PyObject *settings, fast_settings *f)
+{
+    if (!int_arg(PyTuple_GetItem(settings, FAST_ATTRIBUTES), 0, PL_ATTR_TIMESTAMP_TYPE, &f->attributes) ||
+        (f->attributes & ~(long long)PL_ATTR_TIMESTAMP_TYPE) != 0 ||
+        !int_arg(PyTuple_GetItem(settings, FAST_MAX_BATCH), 0, INT64_MAX, &f->max_batch) ||
+        !int_arg(PyTuple_GetItem(settings, FAST_SEGMENT_BYTES), 0, INT64_MAX, &f->segment_bytes) ||
+        !int_arg(PyTuple_GetItem(settings, FAST_SEGMENT_MS), 0, INT64_MAX, &f->segment_ms))
+        return 0;
+    f->compact = PyTuple_GetItem(settings, FAST_COMPACT) == Py_True;
+    return 1;
+}
+
+/* `now` (None: the wall clock) and the segment.ms rule: 0 if the append must go the
+ * general way (a bad argument, or the segment is due to roll). */
+static int read_now(PyObject *now_arg, PyObject *rolling_arg, long long segment_ms, long long *now)
+{
+    if (now_arg == Py_None)
+        *now = wall_clock_ms();
+    else if (!int_arg(now_arg, INT64_MIN, INT64_MAX, now))
+        return 0;
+    if (rolling_arg != Py_None) { /* segment.ms: roll once the first batch is that old */
+        long long rolling;
+        if (!int_arg(rolling_arg, INT64_MIN, INT64_MAX, &rolling))
+            return 0;
+        if (rolling >= 0 && (*now < 0 || *now - rolling > segment_ms))
+            return 0;
+    }
+    return 1;
+}
+
 PyDoc_STRVAR(append_one_doc,
 "append_one(segment, result, values, keys, timestamps, now, settings, rolling_ms)\n"
 "    -> int | None\n\n"
@@ -887,19 +928,14 @@ static PyObject *rx_append_one(PyObject *module, PyObject *const *args, Py_ssize
         if (item == NULL || !bytes_arg(item, &key, &key_len))
             Py_RETURN_NONE;
     }
-    long long attributes, compact, max_batch, segment_bytes, segment_ms, now, ts;
-    if (!int_arg(PyTuple_GetItem(settings, FAST_ATTRIBUTES), 0, PL_ATTR_TIMESTAMP_TYPE, &attributes) ||
-        (attributes & ~(long long)PL_ATTR_TIMESTAMP_TYPE) != 0 ||
-        !int_arg(PyTuple_GetItem(settings, FAST_MAX_BATCH), 0, INT64_MAX, &max_batch) ||
-        !int_arg(PyTuple_GetItem(settings, FAST_SEGMENT_BYTES), 0, INT64_MAX, &segment_bytes) ||
-        !int_arg(PyTuple_GetItem(settings, FAST_SEGMENT_MS), 0, INT64_MAX, &segment_ms))
+    fast_settings f;
+    long long now, ts;
+    if (!read_settings(settings, &f))
         Py_RETURN_NONE;
-    compact = PyTuple_GetItem(settings, FAST_COMPACT) == Py_True;
-    if (compact && key_len < 0)
+    long long attributes = f.attributes, max_batch = f.max_batch, segment_bytes = f.segment_bytes;
+    if (f.compact && key_len < 0)
         Py_RETURN_NONE; /* a compacted log refuses a null key: the general path says so */
-    if (args[5] == Py_None)
-        now = wall_clock_ms();
-    else if (!int_arg(args[5], INT64_MIN, INT64_MAX, &now))
+    if (!read_now(args[5], args[7], f.segment_ms, &now))
         Py_RETURN_NONE;
     if (args[4] == Py_None || attributes != 0) { /* LogAppendTime ignores given timestamps */
         ts = now;
@@ -910,13 +946,6 @@ static PyObject *rx_append_one(PyObject *module, PyObject *const *args, Py_ssize
     }
     if (ts < PL_NO_TIMESTAMP)
         Py_RETURN_NONE; /* InvalidTimestamp, from the general path */
-    if (args[7] != Py_None) { /* segment.ms: roll once the first batch is that old */
-        long long rolling;
-        if (!int_arg(args[7], INT64_MIN, INT64_MAX, &rolling))
-            Py_RETURN_NONE;
-        if (rolling >= 0 && (now < 0 || now - rolling > segment_ms))
-            Py_RETURN_NONE;
-    }
 
     pl_batch_input in;
     memset(&in, 0, sizeof in);
@@ -957,6 +986,197 @@ static PyObject *rx_append_one(PyObject *module, PyObject *const *args, Py_ssize
         return PyLong_FromLong(rc);
     assert(res->first_offset == res->last_offset && res->batches == 1);
     return PyLong_FromLongLong(res->first_offset);
+}
+
+/* One list (or tuple) of bytes-or-None fields for append_many: their addresses and
+ * lengths into ptrs[0, n) and lens[0, n), the payload into *total, the longest into
+ * *longest (-1: all None), whether one is None into *has_null.  0 (the general path
+ * must take it) for any other item or one over PL_MAX_RECORD_BYTES. */
+static int gather_into(PyObject *seq, Py_ssize_t n, const uint8_t **ptrs, int32_t *lens, uint64_t *total,
+                       int32_t *longest, int *has_null)
+{
+    int is_list = PyList_CheckExact(seq);
+    *total = 0;
+    *longest = -1;
+    *has_null = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = is_list ? PyList_GetItem(seq, i) : PyTuple_GetItem(seq, i); /* borrowed */
+        if (item == NULL) {
+            PyErr_Clear();
+            return 0;
+        }
+        if (item == Py_None) {
+            ptrs[i] = NULL;
+            lens[i] = -1;
+            *has_null = 1;
+            continue;
+        }
+        if (!bytes_arg(item, &ptrs[i], &lens[i]))
+            return 0;
+        *total += (uint64_t)lens[i];
+        if (lens[i] > *longest)
+            *longest = lens[i];
+    }
+    return 1;
+}
+
+static Py_ssize_t seq_size(PyObject *seq)
+{
+    if (PyList_CheckExact(seq))
+        return PyList_Size(seq);
+    if (PyTuple_CheckExact(seq))
+        return PyTuple_Size(seq);
+    return -1;
+}
+
+/* Bytes of v's zigzag varint. */
+static uint64_t zz_size(int64_t v)
+{
+    return (uint64_t)varint_size(v);
+}
+
+PyDoc_STRVAR(append_many_doc,
+"append_many(segment, result, values, keys, now, settings, rolling_ms, scratch)\n"
+"    -> int | None\n\n"
+"Log.append's path for a list (or tuple) of two or more bytes-or-None values, with\n"
+"``keys`` None or a list (or tuple) of as many, no headers and no timestamps (all\n"
+"records stamped ``now``, or the wall clock when it is None): builds their batch in\n"
+"one C call without a Python object per record, as append_one does for one record\n"
+"(the same arguments, see there), the values and keys read where they lie.\n"
+"``scratch``: (address, length) of the calling thread's scratch buffer, or None;\n"
+"a batch of pl_segment.pwrite_min_bytes or more is built there and written with one\n"
+"pwrite, as Log's general path does.  Returns the first record's offset; a negative\n"
+"pl_status (nothing written); or None, with nothing written, whenever the general\n"
+"path must take the append (append_one's reasons, a scratch too small for the\n"
+"batch).  The size checks use an upper bound of the batch's size (from its longest\n"
+"key and value), so a batch within a few bytes a record of a limit also goes the\n"
+"general way, which measures it exactly.  The GIL is released for the build of a\n"
+"batch over 64 KiB, the fields then held by tuples.");
+
+static PyObject *rx_append_many(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (nargs != 8) {
+        PyErr_SetString(PyExc_TypeError, "append_many takes 8 arguments");
+        return NULL;
+    }
+    if (append_build == NULL || append_buffered == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "pylog._native._records.setup() was not called");
+        return NULL;
+    }
+    pl_segment *seg = PyLong_AsVoidPtr(args[0]);
+    pl_append_result *res = seg ? PyLong_AsVoidPtr(args[1]) : NULL;
+    if (seg == NULL || res == NULL) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_ValueError, "append_many: null segment or result address");
+        return NULL;
+    }
+    PyObject *settings = args[5];
+    if (!PyTuple_CheckExact(settings) || PyTuple_Size(settings) < FAST_FIELDS) {
+        PyErr_SetString(PyExc_TypeError, "append_many: settings must be Log._fast");
+        return NULL;
+    }
+    PyObject *values = args[2], *keys = args[3];
+    Py_ssize_t n = seq_size(values);
+    if (n < 2 || n > PL_MAX_RECORDS_PER_BATCH || (keys != Py_None && seq_size(keys) != n))
+        Py_RETURN_NONE;
+    fast_settings f;
+    long long now;
+    if (!read_settings(settings, &f) || !read_now(args[4], args[6], f.segment_ms, &now) ||
+        now < PL_NO_TIMESTAMP)
+        Py_RETURN_NONE;
+    uint8_t *scratch = NULL;
+    uint64_t scratch_len = 0;
+    if (args[7] != Py_None) {
+        if (!PyTuple_CheckExact(args[7]) || PyTuple_Size(args[7]) != 2)
+            Py_RETURN_NONE;
+        scratch = PyLong_AsVoidPtr(PyTuple_GetItem(args[7], 0));
+        long long len;
+        if (scratch == NULL || !int_arg(PyTuple_GetItem(args[7], 1), 0, INT64_MAX, &len)) {
+            PyErr_Clear();
+            Py_RETURN_NONE;
+        }
+        scratch_len = (uint64_t)len;
+    }
+
+    int keyed = keys != Py_None;
+    size_t per = sizeof(const uint8_t *) + sizeof(int32_t);
+    void *block = PyMem_Malloc((size_t)n * per * (keyed ? 2 : 1));
+    if (block == NULL)
+        return PyErr_NoMemory();
+    const uint8_t **vptrs = block, **kptrs = keyed ? vptrs + n : NULL;
+    int32_t *vlens = (int32_t *)(void *)(vptrs + (keyed ? 2 * n : n)), *klens = keyed ? vlens + n : NULL;
+    PyObject *held_v = NULL, *held_k = NULL, *out = NULL;
+    uint64_t vtotal, ktotal = 0;
+    int32_t vmax, kmax = -1;
+    int vnull, knull = 1;
+    if (!gather_into(values, n, vptrs, vlens, &vtotal, &vmax, &vnull) ||
+        (keyed && !gather_into(keys, n, kptrs, klens, &ktotal, &kmax, &knull)))
+        goto decline;
+    if (f.compact && knull)
+        goto decline; /* a compacted log refuses a null key: the general path says so */
+
+    /* Upper bound of the batch (Columns.split's per-record bound, timestamps all
+     * equal): no walk of the records. */
+    uint64_t body = 1 + 1 + zz_size(n - 1) + zz_size(kmax) + zz_size(vmax) + 1;
+    uint64_t over = body + zz_size((int64_t)(body + (kmax > 0 ? (uint64_t)kmax : 0) +
+                                             (vmax > 0 ? (uint64_t)vmax : 0)));
+    uint64_t size = PL_BATCH_HEADER_BYTES + (uint64_t)n * over + vtotal + ktotal;
+    if (size > (uint64_t)f.max_batch || size > (uint64_t)PL_MAX_BATCH_BYTES)
+        goto decline;
+    uint64_t end = seg->log_size + size;
+    if (end > seg->log_capacity || end > (uint64_t)f.segment_bytes)
+        goto decline; /* disk to reserve first, or the segment must roll */
+    int buffered = seg->log_fd_plus_one > 0 && seg->pwrite_min_bytes > 0 && size >= seg->pwrite_min_bytes;
+    if (buffered && (scratch == NULL || scratch_len < size))
+        goto decline; /* the general path grows the scratch */
+
+    pl_batch_input in;
+    memset(&in, 0, sizeof in);
+    in.count = (uint32_t)n;
+    in.value_lens = vlens;
+    in.value_ptrs = vptrs;
+    if (keyed && kmax >= 0) {
+        in.key_lens = klens;
+        in.key_ptrs = kptrs;
+    }
+    in.base_timestamp = now;
+    in.producer_id = -1;
+    in.producer_epoch = -1;
+    in.base_sequence = -1;
+    in.partition_leader_epoch = -1;
+    in.attributes = (int16_t)f.attributes;
+
+    int rc;
+    if (size > APPEND_RELEASE_GIL_BYTES) {
+        /* Without the GIL another thread may change the lists: tuples of the same
+         * items (the GIL held since they were gathered) keep them alive. */
+        held_v = PySequence_Tuple(values);
+        held_k = keyed ? PySequence_Tuple(keys) : NULL;
+        if (held_v == NULL || (keyed && held_k == NULL))
+            goto done;
+        Py_BEGIN_ALLOW_THREADS
+        rc = buffered ? append_buffered(seg, &in, scratch, scratch_len, res) : append_build(seg, &in, res);
+        Py_END_ALLOW_THREADS
+    } else {
+        rc = buffered ? append_buffered(seg, &in, scratch, scratch_len, res) : append_build(seg, &in, res);
+    }
+    if (rc == PL_E_FULL || rc == PL_E_NOSPACE)
+        goto decline; /* nothing written: the general path rolls, or grows the scratch */
+    if (rc != PL_OK) {
+        out = PyLong_FromLong(rc);
+        goto done;
+    }
+    assert(res->batches == 1 && res->last_offset - res->first_offset == n - 1);
+    out = PyLong_FromLongLong(res->first_offset);
+    goto done;
+decline:
+    out = Py_NewRef(Py_None);
+done:
+    Py_XDECREF(held_v);
+    Py_XDECREF(held_k);
+    PyMem_Free(block);
+    return out;
 }
 
 /* ---- setup --------------------------------------------------------------------- */
@@ -1017,17 +1237,19 @@ static int check_fast_records(void)
 }
 
 PyDoc_STRVAR(setup_doc,
-"setup(record_type, corrupt_error, decompress, append_build_address) -> bool\n\n"
+"setup(record_type, corrupt_error, decompress, append_build_address,\n"
+"      append_buffered_address) -> bool\n\n"
 "Called once by pylog.records: the Record class (a tuple subclass of 5 fields), the\n"
-"exception class for corrupt bytes, decompress(codec, data) -> bytes, and the address\n"
-"of the cffi module's pl_segment_append_build.  Returns whether Records are built\n"
+"exception class for corrupt bytes, decompress(codec, data) -> bytes, and the\n"
+"addresses of the cffi module's pl_segment_append_build and\n"
+"pl_segment_append_build_buffered.  Returns whether Records are built\n"
 "directly (True) or through tuple.__new__ (False, see the top of pyrecords.c).");
 
 static PyObject *rx_setup(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)module;
-    if (nargs != 4) {
-        PyErr_SetString(PyExc_TypeError, "setup takes 4 arguments");
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "setup takes 5 arguments");
         return NULL;
     }
     if (!PyType_Check(args[0]) ||
@@ -1045,9 +1267,10 @@ static PyObject *rx_setup(PyObject *module, PyObject *const *args, Py_ssize_t na
         return NULL;
     }
     void *build = PyLong_AsVoidPtr(args[3]);
-    if (build == NULL) {
+    void *buffered = build != NULL ? PyLong_AsVoidPtr(args[4]) : NULL;
+    if (build == NULL || buffered == NULL) {
         if (!PyErr_Occurred())
-            PyErr_SetString(PyExc_ValueError, "setup: null append_build_address");
+            PyErr_SetString(PyExc_ValueError, "setup: null append_build_address or append_buffered_address");
         return NULL;
     }
     if (empty_tuple == NULL && (empty_tuple = PyTuple_New(0)) == NULL)
@@ -1067,6 +1290,7 @@ static PyObject *rx_setup(PyObject *module, PyObject *const *args, Py_ssize_t na
     /* The cffi module exports the function as a data pointer (an int); converting it
      * back is how cffi's own ffi.cast does it on every platform pylog supports. */
     memcpy(&append_build, &build, sizeof append_build);
+    memcpy(&append_buffered, &buffered, sizeof append_buffered);
     fast_records = 0;
     int fast = check_fast_records();
     if (fast < 0)
@@ -1080,6 +1304,7 @@ static PyObject *rx_setup(PyObject *module, PyObject *const *args, Py_ssize_t na
 
 static PyMethodDef rx_methods[] = {
     {"setup", (PyCFunction)(void (*)(void))rx_setup, METH_FASTCALL, setup_doc},
+    {"append_many", (PyCFunction)(void (*)(void))rx_append_many, METH_FASTCALL, append_many_doc},
     {"decode", (PyCFunction)(void (*)(void))rx_decode, METH_FASTCALL, decode_doc},
     {"iterate", (PyCFunction)(void (*)(void))rx_iterate, METH_FASTCALL, iterate_doc},
     {"append_one", (PyCFunction)(void (*)(void))rx_append_one, METH_FASTCALL, append_one_doc},

@@ -77,7 +77,8 @@ _new_record = tuple.__new__
 #: when this interpreter needs them made through tuple.__new__ (see csrc/pyrecords.c).
 RECORDS_BUILT_DIRECTLY: bool = _crecords.setup(
     Record, CorruptRecordError, decompress,
-    int(ffi.cast("uintptr_t", ffi.addressof(lib, "pl_segment_append_build"))))
+    int(ffi.cast("uintptr_t", ffi.addressof(lib, "pl_segment_append_build"))),
+    int(ffi.cast("uintptr_t", ffi.addressof(lib, "pl_segment_append_build_buffered"))))
 
 
 def _bytes_like(x: Any) -> bool:

@@ -46,6 +46,7 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Seque
 import numpy as np
 
 from pylog._native import check, ffi, lib
+from pylog._native._records import append_many as _append_many
 from pylog._native._records import append_one as _append_one
 from pylog.errors import (
     CorruptRecordError,
@@ -96,15 +97,31 @@ SCRATCH_MAX_BYTES = 16 << 20
 _scratch = threading.local()
 
 
+def _scratch_buffer(size: int) -> Any:
+    """This thread's scratch buffer, of at least ``size`` bytes (1 MiB at first)."""
+    buf = getattr(_scratch, "buf", None)
+    if buf is None or len(buf) < size:
+        buf = _scratch.buf = ffi.new("uint8_t[]", max(size, 1 << 20))
+        _scratch.address = (int(ffi.cast("uintptr_t", buf)), len(buf))
+    return buf
+
+
+def _scratch_address() -> Tuple[int, int]:
+    """(address, length) of this thread's scratch buffer, for append_many."""
+    addr = getattr(_scratch, "address", None)
+    if addr is None:
+        _scratch_buffer(0)
+        addr = _scratch.address
+    return addr
+
+
 def _build_call(result: Any, cdata: Any, size: int) -> Callable[[LogSegment], int]:
     """The C call that builds ``cdata`` (a batch of at most ``size`` bytes) into a
     segment: through this thread's scratch buffer and one pwrite when the size makes
     that faster, else straight into the mapping."""
     if size < PWRITE_MIN_BYTES or size > SCRATCH_MAX_BYTES:
         return lambda seg: lib.pl_segment_append_build(seg.c, cdata, result)
-    buf = getattr(_scratch, "buf", None)
-    if buf is None or len(buf) < size:
-        buf = _scratch.buf = ffi.new("uint8_t[]", max(size, 1 << 20))
+    buf = _scratch_buffer(size)
     return lambda seg: lib.pl_segment_append_build_buffered(seg.c, cdata, buf, len(buf), result)
 
 
@@ -500,8 +517,10 @@ class Log:
         One record (``[value]``, optionally ``keys=[key]`` and ``timestamps=[ms]``;
         bytes or None) takes a shorter path when nothing about it needs the general
         one: a single C call (pylog._native._records.append_one) builds its batch
-        straight into the segment.  It writes the same bytes as the general path and
-        leaves every check and error to it.
+        straight into the segment.  So does a list of several records without headers
+        or timestamps (append_many: the values and keys are read where they lie, no
+        object is made per record).  Both write the same bytes as the general path
+        and leave every check and error to it.
         """
         # The lock by hand, not `with`: this is the hot path of single-record appends,
         # and `with` costs a bound-method object for each of __enter__ and __exit__.
@@ -513,16 +532,22 @@ class Log:
             # With the wall clock (the default) append_one reads it itself.
             now = None if self._wall_clock else self._clock()
             if headers is None:
-                # One record: one C call checks it and builds its batch into the
-                # segment, or declines (None), writing nothing, whenever anything about
-                # it needs the general path below (see append_one).
+                # One record, or a list of them: one C call checks them and builds
+                # their batch into the segment, or declines (None), writing nothing,
+                # whenever anything about them needs the general path below (see
+                # append_one and append_many).
                 fast = self._fast
                 if fast[0] is not self.config:
                     fast = self._fast_settings()
                 seg = self._segments[-1]
                 rolling = seg.rolling_timestamp_ms
-                first = _append_one(seg.c_address, self._result_address, values, keys, timestamps,
-                                    now, fast, rolling)
+                if timestamps is None and type(values) is list and len(values) > 1:
+                    # Many records: one C call too, their values read where they lie.
+                    first = _append_many(seg.c_address, self._result_address, values, keys, now, fast,
+                                         rolling, _scratch_address())
+                else:
+                    first = _append_one(seg.c_address, self._result_address, values, keys, timestamps,
+                                        now, fast, rolling)
                 if first is not None:
                     if first < 0:
                         check(first, f"appending to segment {seg.base_offset} of {self.dir}")
