@@ -988,6 +988,9 @@ static PyObject *rx_append_one(PyObject *module, PyObject *const *args, Py_ssize
     return PyLong_FromLongLong(res->first_offset);
 }
 
+/* How many items ahead gather_into asks for an item's header (type, size). */
+#define GATHER_PREFETCH 8
+
 /* One list (or tuple) of bytes-or-None fields for append_many: their addresses and
  * lengths into ptrs[0, n) and lens[0, n), the payload into *total, the longest into
  * *longest (-1: all None), whether one is None into *has_null.  0 (the general path
@@ -1004,6 +1007,11 @@ static int gather_into(PyObject *seq, Py_ssize_t n, const uint8_t **ptrs, int32_
         if (item == NULL) {
             PyErr_Clear();
             return 0;
+        }
+        if (i + GATHER_PREFETCH < n) { /* the items are usually in memory, not cache */
+            PyObject *ahead = is_list ? PyList_GetItem(seq, i + GATHER_PREFETCH)
+                                      : PyTuple_GetItem(seq, i + GATHER_PREFETCH);
+            __builtin_prefetch(ahead);
         }
         if (item == Py_None) {
             ptrs[i] = NULL;
