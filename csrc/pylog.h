@@ -380,8 +380,11 @@ typedef struct pl_segment {
     uint32_t  flushed_timeindex_entries;
     int       log_fd_plus_one;        /* .log descriptor + 1 for pl_segment_append's */
                                       /* copy (pwrite); 0 (zeroed struct): memcpy    */
-    uint32_t  pwrite_min_bytes;       /* appends below this size are stored into the */
-                                      /* mapping even with a descriptor              */
+    uint32_t  pwrite_min_bytes;       /* batches built below this size are stored    */
+                                      /* into the mapping even with a descriptor     */
+    uint32_t  pwrite_copy_min_bytes;  /* the same for ready batches copied in by     */
+                                      /* pl_segment_append(_buffered); 0: as         */
+                                      /* pwrite_min_bytes                            */
 } pl_segment;
 
 /* Sets a fresh empty segment's bookkeeping (pointers/capacities must be set). */
@@ -418,6 +421,19 @@ int pl_segment_append(pl_segment *seg, const uint8_t *batches, uint64_t len,
  * copy), assigning next_offset, then indexes it as pl_segment_append does. */
 int pl_segment_append_build(pl_segment *seg, const pl_batch_input *in,
                             pl_append_result *out);
+
+/* As pl_segment_append, but a copy of pwrite_copy_min_bytes or more is made in
+ * scratch[0, scratch_cap) first: the CRC32C checks and the offsets are done on that
+ * copy, which one pwrite then writes to the .log (no store into the mapping, and no
+ * page of it read back: for a 16 KiB batch about a third faster than checking the
+ * written bytes through the mapping).  What is written is what was checked, as with
+ * pl_segment_append.  Without a descriptor in the segment, with scratch NULL, a copy
+ * smaller than pwrite_copy_min_bytes or larger than scratch_cap, it is
+ * pl_segment_append.
+ * PL_E_IO: the write failed (errno says why), nothing is published. */
+int pl_segment_append_buffered(pl_segment *seg, const uint8_t *batches, uint64_t len,
+                               int32_t leader_epoch, int assign_offsets, uint8_t *scratch,
+                               uint64_t scratch_cap, pl_append_result *out);
 
 /* As pl_segment_append_build, but builds the batch in scratch[0, scratch_cap) and
  * writes it to the .log with one pwrite (a large batch is written faster so than by

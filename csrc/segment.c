@@ -386,6 +386,12 @@ int pl_segment_init(pl_segment *seg, int64_t base_offset, uint32_t index_interva
     return PL_OK;
 }
 
+/* From how many bytes a copy of ready batches is written with pwrite. */
+static uint32_t copy_min_bytes(const pl_segment *seg)
+{
+    return seg->pwrite_copy_min_bytes != 0 ? seg->pwrite_copy_min_bytes : seg->pwrite_min_bytes;
+}
+
 int pl_segment_append(pl_segment *seg, const uint8_t *batches, uint64_t len,
                       int32_t leader_epoch, int assign_offsets, pl_append_result *out)
 {
@@ -409,7 +415,7 @@ int pl_segment_append(pl_segment *seg, const uint8_t *batches, uint64_t len,
      * (after the caller validated it, or during the memcpy) fails here, with nothing
      * published, instead of being served with a stale CRC. */
     uint8_t *dst = seg->log + seg->log_size;
-    if (seg->log_fd_plus_one > 0 && len >= seg->pwrite_min_bytes) {
+    if (seg->log_fd_plus_one > 0 && len >= copy_min_bytes(seg)) {
         /* Through the page cache: no page fault per page of the mapping, and no page
          * zeroed by the kernel before it is overwritten (whole pages written by a
          * write() need no zeroing, a first store into a mapped page does).  The
@@ -430,6 +436,49 @@ int pl_segment_append(pl_segment *seg, const uint8_t *batches, uint64_t len,
          * batches (never published) after a crash. */
         memset(dst, 0, len < PL_BATCH_OVERHEAD_BYTES ? (size_t)len : PL_BATCH_OVERHEAD_BYTES);
         return st == PL_E_FULL ? PL_E_ARG : st;
+    }
+    assert(c.log_size == seg->log_size + len && c.next_offset > seg->next_offset);
+    cursor_publish(seg, &c);
+    if (out != NULL)
+        *out = res;
+    return PL_OK;
+}
+
+int pl_segment_append_buffered(pl_segment *seg, const uint8_t *batches, uint64_t len,
+                               int32_t leader_epoch, int assign_offsets, uint8_t *scratch,
+                               uint64_t scratch_cap, pl_append_result *out)
+{
+    if (scratch == NULL || seg == NULL || seg->log_fd_plus_one <= 0 || len < copy_min_bytes(seg) ||
+        len > scratch_cap)
+        return pl_segment_append(seg, batches, len, leader_epoch, assign_offsets, out);
+    if (!segment_usable(seg) || batches == NULL || len == 0)
+        return PL_E_ARG;
+
+    /* Pass 1, as pl_segment_append's: the input's headers, room for all of it. */
+    seg_cursor dry;
+    pl_append_result res;
+    cursor_load(seg, &dry);
+    int st = append_walk(seg, &dry, batches, NULL, len, leader_epoch, assign_offsets, 0, &res);
+    if (st != PL_OK)
+        return st;
+    if (len > pl_log_limit(seg) - seg->log_size || dry.index_entries > pl_oi_capacity(seg) ||
+        dry.timeindex_entries > pl_ti_capacity(seg))
+        return PL_E_FULL;
+
+    /* Pass 2 on the private copy: CRCs checked, offsets written, index entries
+     * written (past the published counts); then the copy is written out. */
+    memcpy(scratch, batches, len);
+    seg_cursor c;
+    cursor_load(seg, &c);
+    st = append_walk(seg, &c, scratch, scratch, len, leader_epoch, assign_offsets, 1, &res);
+    if (st != PL_OK)
+        return st == PL_E_FULL ? PL_E_ARG : st;
+    st = pl_write_all(seg->log_fd_plus_one - 1, scratch, len, seg->log_size);
+    if (st != PL_OK) {
+        /* Nothing half-written: see pl_segment_append. */
+        uint8_t *dst = seg->log + seg->log_size;
+        memset(dst, 0, len < PL_BATCH_OVERHEAD_BYTES ? (size_t)len : PL_BATCH_OVERHEAD_BYTES);
+        return st;
     }
     assert(c.log_size == seg->log_size + len && c.next_offset > seg->next_offset);
     cursor_publish(seg, &c);

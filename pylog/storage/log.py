@@ -78,6 +78,7 @@ from pylog.storage.config import LogConfig
 from pylog.storage.segment import (
     INDEX_SUFFIX,
     LOG_SUFFIX,
+    PWRITE_COPY_MIN_BYTES,
     PWRITE_MIN_BYTES,
     TIMEINDEX_SUFFIX,
     LogSegment,
@@ -754,12 +755,19 @@ class Log:
                     for chunk, count in chunks:
                         # released when the call returns or raises: a live export of the
                         # caller's buffer must never sit in an exception's traceback
+                        n = len(chunk)
+                        # From 48 KiB (and up to the scratch limit) the batches are
+                        # copied and checked in this thread's scratch buffer and written
+                        # with one pwrite (pl_segment_append_buffered).
+                        scratch = (_scratch_buffer(n) if PWRITE_COPY_MIN_BYTES <= n <= SCRATCH_MAX_BYTES
+                                   else ffi.NULL)
                         with ffi.from_buffer("uint8_t[]", chunk) as src:
                             res = self._append_c(
                                 count, now,
-                                lambda seg, src=src, n=len(chunk): lib.pl_segment_append(
-                                    seg.c, src, n, leader_epoch, 1 if assign_offsets else 0, self._result),
-                                split_ok=(attempt == 0 and len(batches) > 1), size=len(chunk))
+                                lambda seg, src=src, n=n, scratch=scratch: lib.pl_segment_append_buffered(
+                                    seg.c, src, n, leader_epoch, 1 if assign_offsets else 0, scratch,
+                                    len(scratch) if scratch else 0, self._result),
+                                split_ok=(attempt == 0 and len(batches) > 1), size=n)
                         if first < 0:
                             first = int(res.first_offset)
                         last = int(res.last_offset)

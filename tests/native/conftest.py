@@ -7,10 +7,11 @@ from pylog._native import ffi, lib
 from pl_native_helpers import Seg, make_batch
 
 
-@pytest.fixture(params=["memcpy", "pwrite"])
+@pytest.fixture(params=["memcpy", "pwrite", "buffered"])
 def make_seg(tmp_path, request):
     """Factory of mapped segments in tmp_path; all closed at teardown.  Each test runs
-    with appends copied into the mapping and written through the file (pwrite)."""
+    with appends copied into the mapping, written through the file (pwrite) after the
+    copy, and copied into a scratch buffer then written (pl_segment_append_buffered)."""
     made: list[Seg] = []
 
     def factory(**kw) -> Seg:

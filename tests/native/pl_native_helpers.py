@@ -195,8 +195,11 @@ class Seg:
     def attach(self) -> None:
         c = self.c
         # pl_segment_append copies through the .log's descriptor (pwrite) when it has
-        # one, else into the mapping (memcpy): the make_seg fixture runs each test both ways.
-        c.log_fd_plus_one = self.fds[0] + 1 if self.write_path == "pwrite" else 0
+        # one, else into the mapping (memcpy); "buffered" appends go through
+        # pl_segment_append_buffered and a scratch buffer (every copy, from 1 byte):
+        # the make_seg fixture runs each test all three ways.
+        c.log_fd_plus_one = self.fds[0] + 1 if self.write_path in ("pwrite", "buffered") else 0
+        c.pwrite_copy_min_bytes = 1 if self.write_path == "buffered" else 0
         c.log, c.index, c.timeindex = self.ptrs
         c.log_capacity = len(self.maps[0])
         c.index_capacity = len(self.maps[1])
@@ -223,7 +226,12 @@ class Seg:
     # -- C calls
     def append(self, data: bytes, *, epoch: int = -1, assign: bool = True):
         res = ffi.new("pl_append_result *")
-        st = lib.pl_segment_append(self.c, data, len(data), epoch, 1 if assign else 0, res)
+        if self.write_path == "buffered":
+            scratch = ffi.new("uint8_t[]", max(len(data), 1))
+            st = lib.pl_segment_append_buffered(self.c, data, len(data), epoch, 1 if assign else 0,
+                                                scratch, len(scratch), res)
+        else:
+            st = lib.pl_segment_append(self.c, data, len(data), epoch, 1 if assign else 0, res)
         return st, res
 
     def read(self, offset: int, max_bytes: int = 1 << 30, max_offset: int = 1 << 62,
