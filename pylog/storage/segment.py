@@ -68,15 +68,17 @@ INDEX_RESERVE_MAX_STEP_BYTES = 1 << 20
 _INDEX_BYTES = 8  #: offset-index entry
 _TIMEINDEX_BYTES = 12  #: time-index entry
 #: Batches built from this size on are built in a scratch buffer and written with
-#: pwrite, smaller ones built in the mapping.  Measured on Linux 6.x / ext4: a store
-#: pays a page fault and the kernel's zeroing for each new page, a pwrite one system
-#: call and no zeroing of whole pages; building in the mapping took 2.4 times as long
-#: as building in the scratch and writing it at 8 KiB, 5 times at 128 KiB.
-PWRITE_MIN_BYTES = 8192
+#: pwrite, smaller ones built in the mapping.  Measured on Linux 6.x / ext4 (the
+#: project's VM), each way over 100 MB of appends: a store pays a page fault for each
+#: new page (and the kernel's readahead zeroing), a pwrite one system call and a
+#: second copy; in the mapping against scratch + pwrite, 5 against 7.7 us at 8 KiB,
+#: 38 against 36-45 at 64 KiB, 51 against 44 at 88 KiB, 68-75 against 59-63 at
+#: 128 KiB, and 1 MiB batches 16 ms against 31-53 ms per 110 MB.
+PWRITE_MIN_BYTES = 64 * 1024
 #: Ready batches (produce, replication) from this size on are copied into a scratch
 #: buffer, checked there and written with pwrite (pl_segment_append_buffered), smaller
-#: ones copied into the mapping: a copy pays no per-record work, so the stores win
-#: longer (measured: 8 vs 10 us at 16 KiB, 15 vs 16 at 32 KiB, 30 vs 24 at 64 KiB).
+#: ones copied into the mapping and checked there (measured likewise: 8 against 10 us
+#: at 16 KiB, 15 against 16 at 32 KiB, 30 against 24 at 64 KiB).
 PWRITE_COPY_MIN_BYTES = 48 * 1024
 
 

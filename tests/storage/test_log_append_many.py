@@ -28,8 +28,8 @@ values_st = st.lists(st.one_of(st.none(), st.binary(max_size=300)), min_size=2, 
                 min_size=1, max_size=8),
        st.sampled_from(["CreateTime", "LogAppendTime"]), st.sampled_from([4096, 1 << 16, 1 << 20]))
 def test_same_bytes_as_the_general_path(tmp_path_factory, calls, ts_type, segment_bytes):
-    # `repeat` makes lists from a few records to tens of thousands of bytes: the
-    # mapping, the pwrite path (8 KiB and more) and the GIL released (over 64 KiB).
+    # `repeat` makes lists from a few records to hundreds of kilobytes: the mapping,
+    # the scratch and pwrite (64 KiB and more) with the GIL released.
     root = tmp_path_factory.mktemp("many")
     clock = FakeClock()
     logs = [open_log(root / f"{name}-0", clock, message_timestamp_type=ts_type, segment_bytes=segment_bytes,
