@@ -542,13 +542,12 @@ class Log:
                     fast = self._fast_settings()
                 seg = self._segments[-1]
                 rolling = seg.rolling_timestamp_ms
-                if timestamps is None and type(values) is list and len(values) > 1:
+                first = _append_one(seg.c_address, self._result_address, values, keys, timestamps,
+                                    now, fast, rolling)
+                if first is None and timestamps is None and type(values) is list and len(values) > 1:
                     # Many records: one C call too, their values read where they lie.
                     first = _append_many(seg.c_address, self._result_address, values, keys, now, fast,
                                          rolling, _scratch_address())
-                else:
-                    first = _append_one(seg.c_address, self._result_address, values, keys, timestamps,
-                                        now, fast, rolling)
                 if first is not None:
                     if first < 0:
                         check(first, f"appending to segment {seg.base_offset} of {self.dir}")
