@@ -874,6 +874,34 @@ static int read_now(PyObject *now_arg, PyObject *rolling_arg, long long segment_
     return 1;
 }
 
+/* The arguments append_one and append_many share: nargs, the segment and result
+ * addresses, Log._fast.  0 with an exception set if one is wrong. */
+static int append_args(const char *name, PyObject *const *args, Py_ssize_t nargs, int settings_at,
+                       pl_segment **seg, pl_append_result **res)
+{
+    if (nargs != 8) {
+        PyErr_Format(PyExc_TypeError, "%s takes 8 arguments", name);
+        return 0;
+    }
+    if (append_build == NULL || append_buffered == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "pylog._native._records.setup() was not called");
+        return 0;
+    }
+    *seg = PyLong_AsVoidPtr(args[0]);
+    *res = *seg ? PyLong_AsVoidPtr(args[1]) : NULL;
+    if (*seg == NULL || *res == NULL) {
+        if (!PyErr_Occurred())
+            PyErr_Format(PyExc_ValueError, "%s: null segment or result address", name);
+        return 0;
+    }
+    PyObject *settings = args[settings_at];
+    if (!PyTuple_CheckExact(settings) || PyTuple_Size(settings) < FAST_FIELDS) {
+        PyErr_Format(PyExc_TypeError, "%s: settings must be Log._fast", name);
+        return 0;
+    }
+    return 1;
+}
+
 PyDoc_STRVAR(append_one_doc,
 "append_one(segment, result, values, keys, timestamps, now, settings, rolling_ms)\n"
 "    -> int | None\n\n"
@@ -896,26 +924,11 @@ PyDoc_STRVAR(append_one_doc,
 static PyObject *rx_append_one(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)module;
-    if (nargs != 8) {
-        PyErr_SetString(PyExc_TypeError, "append_one takes 8 arguments");
+    pl_segment *seg;
+    pl_append_result *res;
+    if (!append_args("append_one", args, nargs, 6, &seg, &res))
         return NULL;
-    }
-    if (append_build == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "pylog._native._records.setup() was not called");
-        return NULL;
-    }
-    pl_segment *seg = PyLong_AsVoidPtr(args[0]);
-    pl_append_result *res = seg ? PyLong_AsVoidPtr(args[1]) : NULL;
-    if (seg == NULL || res == NULL) {
-        if (!PyErr_Occurred())
-            PyErr_SetString(PyExc_ValueError, "append_one: null segment or result address");
-        return NULL;
-    }
     PyObject *settings = args[6];
-    if (!PyTuple_CheckExact(settings) || PyTuple_Size(settings) < FAST_FIELDS) {
-        PyErr_SetString(PyExc_TypeError, "append_one: settings must be Log._fast");
-        return NULL;
-    }
 
     /* The record: one value, at most one key and timestamp. */
     const uint8_t *value, *key = NULL;
@@ -1064,26 +1077,11 @@ PyDoc_STRVAR(append_many_doc,
 static PyObject *rx_append_many(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)module;
-    if (nargs != 8) {
-        PyErr_SetString(PyExc_TypeError, "append_many takes 8 arguments");
+    pl_segment *seg;
+    pl_append_result *res;
+    if (!append_args("append_many", args, nargs, 5, &seg, &res))
         return NULL;
-    }
-    if (append_build == NULL || append_buffered == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "pylog._native._records.setup() was not called");
-        return NULL;
-    }
-    pl_segment *seg = PyLong_AsVoidPtr(args[0]);
-    pl_append_result *res = seg ? PyLong_AsVoidPtr(args[1]) : NULL;
-    if (seg == NULL || res == NULL) {
-        if (!PyErr_Occurred())
-            PyErr_SetString(PyExc_ValueError, "append_many: null segment or result address");
-        return NULL;
-    }
     PyObject *settings = args[5];
-    if (!PyTuple_CheckExact(settings) || PyTuple_Size(settings) < FAST_FIELDS) {
-        PyErr_SetString(PyExc_TypeError, "append_many: settings must be Log._fast");
-        return NULL;
-    }
     PyObject *values = args[2], *keys = args[3];
     Py_ssize_t n = seq_size(values);
     if (n < 2 || n > PL_MAX_RECORDS_PER_BATCH || (keys != Py_None && seq_size(keys) != n))

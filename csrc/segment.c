@@ -392,13 +392,13 @@ static uint32_t copy_min_bytes(const pl_segment *seg)
     return seg->pwrite_copy_min_bytes != 0 ? seg->pwrite_copy_min_bytes : seg->pwrite_min_bytes;
 }
 
-int pl_segment_append(pl_segment *seg, const uint8_t *batches, uint64_t len,
-                      int32_t leader_epoch, int assign_offsets, pl_append_result *out)
+/* Pass 1 of an append of ready batches: reads the input only, checks every header
+ * and that the log and the indexes have room for all of it (PL_E_FULL). */
+static int append_dry_run(pl_segment *seg, const uint8_t *batches, uint64_t len, int32_t leader_epoch,
+                          int assign_offsets)
 {
     if (!segment_usable(seg) || batches == NULL || len == 0)
         return PL_E_ARG;
-
-    /* Pass 1: read the input only; check every header and count index entries. */
     seg_cursor dry;
     pl_append_result res;
     cursor_load(seg, &dry);
@@ -408,6 +408,17 @@ int pl_segment_append(pl_segment *seg, const uint8_t *batches, uint64_t len,
     if (len > pl_log_limit(seg) - seg->log_size || dry.index_entries > pl_oi_capacity(seg) ||
         dry.timeindex_entries > pl_ti_capacity(seg))
         return PL_E_FULL;
+    return PL_OK;
+}
+
+int pl_segment_append(pl_segment *seg, const uint8_t *batches, uint64_t len,
+                      int32_t leader_epoch, int assign_offsets, pl_append_result *out)
+{
+    /* Pass 1: read the input only; check every header and count index entries. */
+    pl_append_result res;
+    int st = append_dry_run(seg, batches, len, leader_epoch, assign_offsets);
+    if (st != PL_OK)
+        return st;
 
     /* Pass 2: copy past log_size (unpublished), then walk the copy, checking each
      * batch's CRC32C there and writing offsets and entries.  Checking the copy means
@@ -451,19 +462,11 @@ int pl_segment_append_buffered(pl_segment *seg, const uint8_t *batches, uint64_t
     if (scratch == NULL || seg == NULL || seg->log_fd_plus_one <= 0 || len < copy_min_bytes(seg) ||
         len > scratch_cap)
         return pl_segment_append(seg, batches, len, leader_epoch, assign_offsets, out);
-    if (!segment_usable(seg) || batches == NULL || len == 0)
-        return PL_E_ARG;
-
     /* Pass 1, as pl_segment_append's: the input's headers, room for all of it. */
-    seg_cursor dry;
     pl_append_result res;
-    cursor_load(seg, &dry);
-    int st = append_walk(seg, &dry, batches, NULL, len, leader_epoch, assign_offsets, 0, &res);
+    int st = append_dry_run(seg, batches, len, leader_epoch, assign_offsets);
     if (st != PL_OK)
         return st;
-    if (len > pl_log_limit(seg) - seg->log_size || dry.index_entries > pl_oi_capacity(seg) ||
-        dry.timeindex_entries > pl_ti_capacity(seg))
-        return PL_E_FULL;
 
     /* Pass 2 on the private copy: CRCs checked, offsets written, index entries
      * written (past the published counts); then the copy is written out. */

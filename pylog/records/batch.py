@@ -228,6 +228,24 @@ def _gathered(items: Sequence[Any]) -> Optional[Tuple[tuple, Any, Any, int, int]
     return held, ffi.from_buffer("uint8_t *[]", ptrs), ffi.from_buffer("int32_t[]", lens), total, longest
 
 
+def _set_field(cd: Any, field: str, items: Sequence[Any], what: str, keep: List[Any]) -> Optional[Tuple[int, int]]:
+    """Point ``cd``'s values or keys (``field``) at ``items``: where they lie (gathered;
+    returns their total bytes and the longest), else joined into one buffer (returns
+    None)."""
+    g = _gathered(items)
+    if g is not None:
+        keep.append(g)
+        setattr(cd, field + "_ptrs", g[1])
+        setattr(cd, field + "_lens", g[2])
+        return g[3], g[4]
+    joined, lens, lens_c = _lengths(items, what)
+    data = ffi.from_buffer(joined)
+    setattr(cd, field + "s", data)
+    setattr(cd, field + "_lens", lens_c)
+    keep += [joined, lens, lens_c, data]
+    return None
+
+
 def prepare_batch(
     values: Sequence[Optional[bytes]],
     keys: Optional[Sequence[Optional[bytes]]] = None,
@@ -256,34 +274,17 @@ def prepare_batch(
     keep: List[Any] = []
     # Payload bytes and longest value and key, while every field is gathered in place
     # (then the size bound needs no C walk); None once one is joined instead.
-    sizes: Optional[List[int]] = [0, -1, -1]
-    g = _gathered(values)
-    if g is not None:
-        keep.append(g)
-        cd.value_ptrs, cd.value_lens = g[1], g[2]
-        sizes = [g[3], g[4], -1]
-    else:
-        vjoined, vlens, vlens_c = _lengths(values, "values")
-        cd.values = ffi.from_buffer(vjoined)
-        cd.value_lens = vlens_c
-        keep += [vjoined, vlens, vlens_c, cd.values]
-        sizes = None
+    vsize = _set_field(cd, "value", values, "values", keep)
+    sizes: Optional[List[int]] = None if vsize is None else [vsize[0], vsize[1], -1]
     if keys is not None:
         if not isinstance(keys, (list, tuple)) or len(keys) != n:
             raise InvalidArgument(f"keys must be a list as long as values ({n}), got {keys!r:.80}")
         if any(k is not None for k in keys):
-            g = _gathered(keys)
-            if g is not None:
-                keep.append(g)
-                cd.key_ptrs, cd.key_lens = g[1], g[2]
-                if sizes is not None:
-                    sizes[0] += g[3]
-                    sizes[2] = g[4]
+            ksize = _set_field(cd, "key", keys, "keys", keep)
+            if sizes is not None and ksize is not None:
+                sizes[0] += ksize[0]
+                sizes[2] = ksize[1]
             else:
-                kjoined, klens, klens_c = _lengths(keys, "keys")
-                cd.keys = ffi.from_buffer(kjoined)
-                cd.key_lens = klens_c
-                keep += [kjoined, klens, klens_c, cd.keys]
                 sizes = None
     if headers is not None:
         if not isinstance(headers, (list, tuple)) or len(headers) != n:
