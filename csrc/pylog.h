@@ -424,13 +424,13 @@ int pl_segment_append_build(pl_segment *seg, const pl_batch_input *in,
 
 /* As pl_segment_append, but a copy of pwrite_copy_min_bytes or more is made in
  * scratch[0, scratch_cap) first: the CRC32C checks and the offsets are done on that
- * copy, which one pwrite then writes to the .log (no store into the mapping, and no
- * page of it read back: for a 16 KiB batch about a third faster than checking the
- * written bytes through the mapping).  What is written is what was checked, as with
- * pl_segment_append.  Without a descriptor in the segment, with scratch NULL, a copy
- * smaller than pwrite_copy_min_bytes or larger than scratch_cap, it is
- * pl_segment_append.
- * PL_E_IO: the write failed (errno says why), nothing is published. */
+ * copy, which one pwrite then writes to the .log.  No store into the mapping and no
+ * page of it read back (measured against writing first and checking through the
+ * mapping: 14 against 18 us at 32 KiB, about even from 256 KiB).  What is written is
+ * what was checked, as with pl_segment_append.  Without a descriptor in the segment,
+ * with scratch NULL, a copy smaller than pwrite_copy_min_bytes or larger than
+ * scratch_cap, it is pl_segment_append.  PL_E_IO: the write failed (errno says why),
+ * nothing is published. */
 int pl_segment_append_buffered(pl_segment *seg, const uint8_t *batches, uint64_t len,
                                int32_t leader_epoch, int assign_offsets, uint8_t *scratch,
                                uint64_t scratch_cap, pl_append_result *out);

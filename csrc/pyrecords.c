@@ -731,6 +731,46 @@ static PyObject *rx_join_fields(PyObject *module, PyObject *const *args, Py_ssiz
     return res;
 }
 
+/* How many items ahead gather_into asks for an item's header (type, size). */
+#define GATHER_PREFETCH 8
+
+/* One list (or tuple) of bytes-or-None fields for append_many and gather_fields: their
+ * addresses and lengths into ptrs[0, n) and lens[0, n), the payload into *total, the longest into
+ * *longest (-1: all None), whether one is None into *has_null.  0 (the general path
+ * must take it) for any other item or one over PL_MAX_RECORD_BYTES. */
+static int gather_into(PyObject *seq, Py_ssize_t n, const uint8_t **ptrs, int32_t *lens, uint64_t *total,
+                       int32_t *longest, int *has_null)
+{
+    int is_list = PyList_CheckExact(seq);
+    *total = 0;
+    *longest = -1;
+    *has_null = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = is_list ? PyList_GetItem(seq, i) : PyTuple_GetItem(seq, i); /* borrowed */
+        if (item == NULL) {
+            PyErr_Clear();
+            return 0;
+        }
+        if (i + GATHER_PREFETCH < n) { /* the items are usually in memory, not cache */
+            PyObject *ahead = is_list ? PyList_GetItem(seq, i + GATHER_PREFETCH)
+                                      : PyTuple_GetItem(seq, i + GATHER_PREFETCH);
+            __builtin_prefetch(ahead);
+        }
+        if (item == Py_None) {
+            ptrs[i] = NULL;
+            lens[i] = -1;
+            *has_null = 1;
+            continue;
+        }
+        if (!bytes_arg(item, &ptrs[i], &lens[i]))
+            return 0;
+        *total += (uint64_t)lens[i];
+        if (lens[i] > *longest)
+            *longest = lens[i];
+    }
+    return 1;
+}
+
 PyDoc_STRVAR(gather_fields_doc,
 "gather_fields(items) -> (held, pointers, lengths, total, longest) or None\n"
 "\n"
@@ -776,34 +816,13 @@ static PyObject *rx_gather_fields(PyObject *module, PyObject *const *args, Py_ss
      * aligned for both in CPython's layout; decline rather than assume it. */
     if ((uintptr_t)pdata % _Alignof(void *) != 0 || (uintptr_t)ldata % _Alignof(int32_t) != 0)
         goto decline;
-    const uint8_t **pp = (const uint8_t **)(void *)pdata;
-    int32_t *lp = (int32_t *)(void *)ldata;
-    long long total = 0;
-    Py_ssize_t longest = -1;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *item = PyTuple_GetItem(held, i); /* borrowed; held keeps it */
-        if (item == NULL)
-            goto done;
-        if (item == Py_None) {
-            pp[i] = NULL;
-            lp[i] = -1;
-            continue;
-        }
-        if (!PyBytes_CheckExact(item))
-            goto decline;
-        char *data;
-        Py_ssize_t len;
-        if (PyBytes_AsStringAndSize(item, &data, &len) < 0)
-            goto done;
-        if (len > PL_MAX_RECORD_BYTES)
-            goto decline;
-        pp[i] = (const uint8_t *)data;
-        lp[i] = (int32_t)len;
-        total += len; /* n * PL_MAX_RECORD_BYTES < 2^63 */
-        if (len > longest)
-            longest = len;
-    }
-    res = Py_BuildValue("(OOOLn)", held, ptrs, lens, total, longest);
+    uint64_t total;
+    int32_t longest;
+    int has_null;
+    if (!gather_into(held, n, (const uint8_t **)(void *)pdata, (int32_t *)(void *)ldata, &total, &longest,
+                     &has_null))
+        goto decline;
+    res = Py_BuildValue("(OOOKi)", held, ptrs, lens, (unsigned long long)total, (int)longest);
     goto done;
 decline:
     res = Py_NewRef(Py_None);
@@ -999,46 +1018,6 @@ static PyObject *rx_append_one(PyObject *module, PyObject *const *args, Py_ssize
         return PyLong_FromLong(rc);
     assert(res->first_offset == res->last_offset && res->batches == 1);
     return PyLong_FromLongLong(res->first_offset);
-}
-
-/* How many items ahead gather_into asks for an item's header (type, size). */
-#define GATHER_PREFETCH 8
-
-/* One list (or tuple) of bytes-or-None fields for append_many: their addresses and
- * lengths into ptrs[0, n) and lens[0, n), the payload into *total, the longest into
- * *longest (-1: all None), whether one is None into *has_null.  0 (the general path
- * must take it) for any other item or one over PL_MAX_RECORD_BYTES. */
-static int gather_into(PyObject *seq, Py_ssize_t n, const uint8_t **ptrs, int32_t *lens, uint64_t *total,
-                       int32_t *longest, int *has_null)
-{
-    int is_list = PyList_CheckExact(seq);
-    *total = 0;
-    *longest = -1;
-    *has_null = 0;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *item = is_list ? PyList_GetItem(seq, i) : PyTuple_GetItem(seq, i); /* borrowed */
-        if (item == NULL) {
-            PyErr_Clear();
-            return 0;
-        }
-        if (i + GATHER_PREFETCH < n) { /* the items are usually in memory, not cache */
-            PyObject *ahead = is_list ? PyList_GetItem(seq, i + GATHER_PREFETCH)
-                                      : PyTuple_GetItem(seq, i + GATHER_PREFETCH);
-            __builtin_prefetch(ahead);
-        }
-        if (item == Py_None) {
-            ptrs[i] = NULL;
-            lens[i] = -1;
-            *has_null = 1;
-            continue;
-        }
-        if (!bytes_arg(item, &ptrs[i], &lens[i]))
-            return 0;
-        *total += (uint64_t)lens[i];
-        if (lens[i] > *longest)
-            *longest = lens[i];
-    }
-    return 1;
 }
 
 static Py_ssize_t seq_size(PyObject *seq)
