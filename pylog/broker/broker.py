@@ -858,6 +858,32 @@ class Broker:
                 self._data_listeners.call(topic, partition)
         return res
 
+    def produce_many(self, topic: str, partition: int, payloads: Sequence[Any], *, acks: Union[int, str] = -1,
+                     timeout_ms: int = 30_000) -> Tuple[List[AppendResult], Optional[PylogError]]:
+        """:meth:`produce` of each of ``payloads`` (each what one produce takes) to one
+        partition, in order, in one call: how an embedded producer ships the batches it
+        has ready for a partition (the per-call work is done once, see
+        :meth:`Partition.append_many`).
+
+        Returns (results, None) when every payload was written, or (the results of the
+        first k, the error of payload k), the payloads after k not tried.  Raises, with
+        nothing written, what :meth:`produce` raises before it appends (an unknown
+        partition, bad acks, a closed broker).
+        """
+        required = parse_acks(acks)
+        self._check_open()
+        p = self.partition(topic, partition)
+        results, error = p.append_many(payloads, required_acks=required)
+        records = sum(r.records for r in results)
+        if records:
+            self.traffic.record_in(topic, partition, records, sum(r.bytes for r in results), self._clock())
+            with self._data_cond:
+                self._data_version += 1
+                self._data_cond.notify_all()
+            if self._data_listeners:
+                self._data_listeners.call(topic, partition)
+        return results, error
+
     def produce_async(self, topic: str, partition: int, data: Any, *, acks: Union[int, str] = -1,
                       callback: ProduceCallback) -> None:
         """:meth:`produce` now, then ``callback(None, result)`` or ``callback(error, None)``

@@ -181,6 +181,11 @@ class BrokerInterface(Protocol):
         is satisfied (blocking up to ``timeout_ms``)."""
         ...
 
+    # (Optional, not part of this protocol: ``produce_many(topic, partition, payloads, *,
+    # acks, timeout_ms) -> (results, error)``, several produces to one partition in one
+    # call with the results of each in turn; the embedded Broker has it, and a producer's
+    # sender uses it where the target has it.)
+
     def produce_async(self, topic: str, partition: int, data: Any, *, acks: Union[int, str] = -1,
                       callback: ProduceCallback) -> None:
         """Start a produce; ``callback(error, result)`` runs once, possibly before this

@@ -21,8 +21,9 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
 from pylog.broker.config import TopicConfig
-from pylog.broker.producer_state import MAX_CACHED_BATCHES, ProducerStateManager, batch_sequence_count
-from pylog.errors import CorruptRecordError, InvalidArgument, InvalidRecord, OffsetOutOfRange, StorageError
+from pylog.broker.producer_state import INT32_MAX, MAX_CACHED_BATCHES, ProducerStateManager, batch_sequence_count
+from pylog.errors import (CorruptRecordError, InvalidArgument, InvalidRecord, OffsetOutOfRange, PylogError,
+                          StorageError)
 from pylog.records import RecordBatch, build_batch, iter_batches, iter_records, validate_batches
 from pylog.records.compression import CODECS
 from pylog.storage import Log
@@ -171,7 +172,10 @@ class Partition:
         """
         if required_acks not in (-1, 0, 1):
             raise InvalidArgument(f"required_acks must be -1, 0 or 1, got {required_acks!r}")
-        view = memoryview(data)
+        try:
+            view = memoryview(data)
+        except TypeError:
+            raise InvalidArgument(f"record batches must be bytes-like, got {type(data).__name__}") from None
         if view.ndim != 1 or view.itemsize != 1:
             view = view.cast("B")
         counts = validate_batches(view)
@@ -188,6 +192,85 @@ class Partition:
             if codec is not None:
                 return self._append_locked(self._recompressed(batches, codec), batches)
             return self._append_locked(view, batches, counts)
+
+    def append_many(self, payloads: Sequence[Any], *,
+                    required_acks: int = -1) -> Tuple[List[AppendResult], Optional[PylogError]]:
+        """:meth:`append` of each of ``payloads`` in turn, with the same results: an
+        embedded producer's several batches for this partition in one call (not a
+        Kafka request, which carries one batch per partition).
+
+        Returns (results, error): the result of each payload written, in order, and
+        None; or, when payload k was refused, the k results before it and its error
+        (the payloads after it are not tried).  InvalidArgument for bad
+        ``required_acks`` raises.
+
+        Payloads that are one uncompressed-as-kept batch each, numbered for one producer
+        without a gap (or all without a producer id), are checked, then written as one
+        append; anything else (a duplicate, a gap, a fenced epoch, a topic
+        compression.type to convert to, a bad batch, a refused write) goes through
+        :meth:`append` one payload at a time, which reports it exactly.
+        """
+        if required_acks not in (-1, 0, 1):
+            raise InvalidArgument(f"required_acks must be -1, 0 or 1, got {required_acks!r}")
+        if len(payloads) > 1 and self._target_codec() is None:
+            try:
+                joined = b"".join(payloads)
+            except TypeError:
+                joined = None
+            if joined is not None:
+                with self._lock:
+                    results = self._append_chain_locked(joined, len(payloads))
+                if results is not None:
+                    return results, None
+        results = []
+        for data in payloads:
+            try:
+                results.append(self.append(data, required_acks=required_acks))
+            except PylogError as exc:
+                return results, exc
+        return results, None
+
+    def _append_chain_locked(self, joined: bytes, n: int) -> Optional[List[AppendResult]]:
+        """:meth:`append_many`'s one write of ``n`` batches, or None (nothing written)
+        when it is not for this path or a check or the write refused it."""
+        view = memoryview(joined)
+        try:
+            counts = validate_batches(view)
+        except PylogError:
+            return None
+        batches = list(iter_batches(view))
+        if len(batches) != n:
+            return None
+        first = batches[0]
+        pid, epoch = first.producer_id, first.producer_epoch
+        seq = first.base_sequence
+        for b in batches:
+            count = b.last_offset_delta + 1
+            if b.record_count != count or b.producer_id != pid:
+                return None
+            if pid >= 0:
+                if b.producer_epoch != epoch or b.base_sequence != seq:
+                    return None
+                seq = (seq + count) % (INT32_MAX + 1)
+        if pid >= 0:
+            try:
+                if self.producers.check(pid, epoch, first.base_sequence, first.last_offset_delta + 1) is not None:
+                    return None  # a retried duplicate: append() answers it
+            except PylogError:
+                return None
+        try:
+            res = self._append_locked(view, batches, counts)
+        except PylogError:
+            return None  # nothing written: append() reports which payload and why
+        results = []
+        off, lat, start = res.base_offset, res.log_append_time, res.log_start_offset
+        for b in batches:
+            count = b.last_offset_delta + 1
+            results.append(AppendResult(off, off + count - 1, lat, start, count, b.size_bytes))
+            if pid >= 0:
+                self.producers.update(pid, epoch, b.base_sequence, count, off, off + count - 1, b.max_timestamp)
+            off += count
+        return results
 
     def append_records(self, values: Sequence[Optional[bytes]],
                        keys: Optional[Sequence[Optional[bytes]]] = None) -> int:
