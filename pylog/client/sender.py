@@ -92,16 +92,75 @@ class Sender:
                 acc.wake.notify_all()
 
     def _send_sequential(self, batches: List[ProducerBatch]) -> None:
+        """Each partition's batches in order, up to max.request.size bytes of them in one
+        ``produce_many`` call where the target has it (an embedded broker), else one
+        ``produce`` per batch.  Memory goes back to the pool every release chunk."""
+        many = getattr(self.broker, "produce_many", None)
         done: List[ProducerBatch] = []
         done_bytes = 0
-        for b in batches:
-            self._send_one(b)
-            done.append(b)
-            done_bytes += b.size - BATCH_HEADER_BYTES
+        for group in self._groups(batches) if many is not None else ([b] for b in batches):
+            if len(group) == 1:
+                self._send_one(group[0])
+            else:
+                self._send_group(group, many)
+            done.extend(group)
+            done_bytes += sum(b.size for b in group) - BATCH_HEADER_BYTES * len(group)
             if done_bytes >= self.pool.release_chunk_bytes:
                 with self.acc.lock:
                     self.pool.release_locked(done)
                 done, done_bytes = [], 0
+
+    def _groups(self, batches: List[ProducerBatch]) -> List[List[ProducerBatch]]:
+        """``batches`` by partition, each partition's in order, cut at max.request.size
+        bytes (a group of one where a batch alone is that large)."""
+        limit = self.config.max_request_size
+        by_tp: Dict[Tuple[str, int], List[List[ProducerBatch]]] = {}
+        sizes: Dict[Tuple[str, int], int] = {}
+        for b in batches:
+            groups = by_tp.get(b.tp)
+            if groups is None or sizes[b.tp] + b.size > limit:
+                if groups is None:
+                    groups = by_tp[b.tp] = []
+                groups.append([b])
+                sizes[b.tp] = b.size
+            else:
+                groups[-1].append(b)
+                sizes[b.tp] += b.size
+        return [g for groups in by_tp.values() for g in groups]
+
+    def _send_group(self, group: List[ProducerBatch], many: Any) -> None:
+        """Batches of one partition in one ``produce_many``; a batch it refuses, and the
+        ones after it, go on one at a time (:meth:`_send_one`, the retry policy)."""
+        topic, partition = group[0].tp
+        built: List[ProducerBatch] = []
+        payloads = []
+        for b in group:
+            try:
+                payloads.append(self._build(b))
+            except PylogError as exc:  # as _send_one: this batch fails, the others go on
+                b.result.done(-1, -1, exc)
+                continue
+            built.append(b)
+        if not built:
+            return
+        try:
+            results, error = many(topic, partition, payloads, acks=self.acks,
+                                  timeout_ms=self.config.request_timeout_ms)
+        except PylogError as exc:  # nothing written
+            results, error = [], exc
+        for b, res in zip(built, results):
+            self._acknowledged(b, res)
+        if error is not None:
+            refused, after = built[len(results)], built[len(results) + 1:]
+            # Those after it were numbered but not written: numbered again when sent,
+            # so that a refused batch's numbers can be given back (see _rewind_sequence).
+            if self.idempotent and refused.sequence >= 0:
+                self.sequences[refused.tp] = (refused.sequence + len(refused)) % (INT32_MAX + 1)
+                for b in after:
+                    b.data, b.sequence = None, -1
+            self._send_one(refused, failed=error)
+            for b in after:
+                self._send_one(b)
 
     # ------------------------------------------------------------- building
     def _build(self, b: ProducerBatch) -> bytes:
@@ -124,18 +183,24 @@ class Sender:
             b.result.done(res.base_offset, res.log_append_time, None)
 
     # ------------------------------------------------------- one at a time
-    def _send_one(self, b: ProducerBatch) -> None:
+    def _send_one(self, b: ProducerBatch, failed: Optional[PylogError] = None) -> None:
+        """Ship ``b`` and complete it, retrying as the policy says; ``failed``: the error
+        its first attempt (made elsewhere) got."""
         topic, partition = b.tp
         while True:
-            try:
-                data = self._build(b)
-            except PylogError as exc:
-                b.result.done(-1, -1, exc)
-                return
-            try:
-                res = self.broker.produce(topic, partition, data, acks=self.acks,
-                                          timeout_ms=self.config.request_timeout_ms)
-            except PylogError as exc:
+            if failed is None:
+                try:
+                    data = self._build(b)
+                except PylogError as exc:
+                    b.result.done(-1, -1, exc)
+                    return
+                try:
+                    res = self.broker.produce(topic, partition, data, acks=self.acks,
+                                              timeout_ms=self.config.request_timeout_ms)
+                except PylogError as exc:
+                    failed = exc
+            if failed is not None:
+                exc, failed = failed, None
                 decision = self.retry.decide(b, exc, _now_ms())
                 if decision == SPLIT:
                     self._split_and_send(b)

@@ -142,6 +142,9 @@ def test_serializers_and_callbacks(broker):
 class LosesReplies:
     """A broker whose first ``n`` produce replies are lost after the write (retriable)."""
 
+    #: It wraps produce calls: without produce_many the sender makes one per batch.
+    produce_many = None
+
     def __init__(self, broker, n):
         self.broker = broker
         self.n = n

@@ -39,6 +39,9 @@ class Stalls:
     """A broker whose produce() waits for ``go`` before writing (the sender thread is
     held there), and calls ``on_produce`` first to observe the producer."""
 
+    #: It wraps produce calls: without produce_many the sender makes one per batch.
+    produce_many = None
+
     def __init__(self, broker: Any) -> None:
         self.broker = broker
         self.go = threading.Event()

@@ -169,6 +169,9 @@ def test_a_tight_buffer_counts_exactly_with_credit_lent(broker):
 class Gated:
     """A broker whose produce calls wait until ``gate`` is set (batches stay in flight)."""
 
+    #: It wraps produce calls: without produce_many the sender makes one per batch.
+    produce_many = None
+
     def __init__(self, broker) -> None:
         self.broker = broker
         self.gate = threading.Event()

@@ -31,6 +31,9 @@ def wait_for(cond, what: str) -> None:
 class Recording:
     """A broker wrapper that keeps the bytes of every produce call."""
 
+    #: It wraps produce calls: without produce_many the sender makes one per batch.
+    produce_many = None
+
     def __init__(self, broker: Any) -> None:
         self.broker = broker
         self.produced: List[bytes] = []
@@ -123,6 +126,9 @@ class FailsFirst:
     """Each distinct batch (by its bytes) fails its first ``n`` attempts with a
     retriable NotEnoughReplicas; counts the attempts.  ``pipelined`` makes the producer
     use produce_async + drive."""
+
+    #: It wraps produce calls: without produce_many the sender makes one per batch.
+    produce_many = None
 
     def __init__(self, broker: Any, n: int, pipelined: bool) -> None:
         self.broker = broker
