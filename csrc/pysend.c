@@ -412,8 +412,10 @@ static PyObject *sp_keyless_partition(PyObject *self, PyObject *const *args, Py_
     if (t == NULL)
         return NULL;
     t->sticky_left -= size;
-    if (t->sticky_left < 0)
+    if (t->sticky_left < 0) {
         sticky_move(sp, t);
+        t->sticky_left -= size; /* the record goes to the new partition: it counts there */
+    }
     return PyLong_FromSsize_t(t->sticky);
 }
 

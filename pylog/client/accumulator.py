@@ -3,9 +3,11 @@
 :meth:`RecordAccumulator.append` puts a record in its partition's open batch (opening
 one when needed), after reserving its bytes in the :class:`~pylog.client.buffer_pool.BufferPool`.
 A batch is sealed (moved to ``ready``) when it reaches ``batch.size`` bytes, when the
-next record would take it over ``max.request.size``, on flush/close, or when sends
-wait for buffer room its bytes would free; the sender takes ready batches, and open
-ones older than ``linger.ms``, with :meth:`drain_locked`.
+next record would take it over ``batch.size`` or ``max.request.size`` (that record
+starts the next batch, as in Kafka; a keyless one on another partition, see
+:meth:`seal_if_full`), on flush/close, or when sends wait for buffer room its bytes
+would free; the sender takes ready batches, and open ones older than ``linger.ms``,
+with :meth:`drain_locked`.
 
 One lock guards the accumulator, the buffer pool and the sender's bookkeeping; ``wake``
 (a condition on it) wakes the sender and flush().
@@ -54,6 +56,8 @@ class RecordAccumulator:
         self.batch_size = config.batch_size
         self.linger_ms = config.linger_ms
         self.max_request_size = config.max_request_size
+        #: An open batch is sealed before a record that would take it over this.
+        self._full_at = min(config.batch_size, config.max_request_size)
         self.open: Dict[TopicPartition, ProducerBatch] = {}
         self.ready: Deque[ProducerBatch] = deque()
         self.in_flight = 0  #: batches the sender took and has not completed
@@ -90,8 +94,8 @@ class RecordAccumulator:
                 b = self.open.get(tp)
                 if b is not None:
                     self._take_locked(tp, b)
-                if b is not None and b.size + size > self.max_request_size:
-                    self.seal_locked(tp, b)
+                if b is not None and b.size + size > self._full_at:
+                    self.seal_locked(tp, b)  # the record starts the next batch (as Kafka's)
                     b = None
                 if b is None:
                     b = self._open_batch_locked(tp, size)
@@ -114,6 +118,22 @@ class RecordAccumulator:
             elif self.send_path is not None:
                 self._give_locked(tp, b)
         return new_future(FutureRecordMetadata, (b.result, i, tp, timestamp))
+
+    def seal_if_full(self, tp: TopicPartition, size: int) -> bool:
+        """Seal ``tp``'s open batch if a record of ``size`` bytes would take it over
+        batch.size; True if it did.  (The keyless path: that record then starts a batch
+        on another partition, as Kafka's sticky partitioner moves on with a new batch.)"""
+        with self.lock:
+            b = self.open.get(tp)
+            if b is None:
+                return False
+            self._take_locked(tp, b)
+            if b.size + size > self._full_at:
+                self.seal_locked(tp, b)
+                return True
+            if self.send_path is not None:
+                self._give_locked(tp, b)
+            return False
 
     def _open_batch_locked(self, tp: TopicPartition, size: int) -> ProducerBatch:
         # Room for batch.size bytes of records (the builder grows for a larger record).

@@ -253,7 +253,10 @@ class Producer:
         size += _RECORD_OVERHEAD
         if partition is None:
             if key is None:
-                partition = self._send_path.keyless_partition(topic, size)
+                sp = self._send_path
+                if self._acc.seal_if_full(tps[sp.sticky(topic, False)], size):
+                    sp.sticky(topic, True)  # the full batch's partition is left (KIP-480)
+                partition = sp.keyless_partition(topic, size)
             else:
                 partition = self._key_partition(key, n)
         else:

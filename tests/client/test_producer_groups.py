@@ -3,6 +3,7 @@ max.request.size bytes of them), and a batch refused in such a call goes on alon
 the retry policy, the batches behind it after it, in order and exactly once."""
 from __future__ import annotations
 
+import itertools
 from typing import Any, List, Optional, Tuple
 
 import pytest
@@ -115,3 +116,50 @@ def test_an_oversized_batch_in_a_call_is_split_and_the_rest_go_on(broker):
     assert any(len(c) > 1 for c in conn.many)
     assert [f.result().offset for f in futs] == list(range(len(values)))
     assert values_in(broker, 0) == values
+
+
+# ------------------------------------------------- where one batch ends and the next begins
+RECORD = 100  # bytes a record of VALUE (90) + a 10-byte suffix counts with its 14 of overhead (+ 0 key)
+
+
+def counted(value: bytes, key: bytes = b"") -> int:
+    return len(value) + len(key) + 14
+
+
+def test_a_record_that_would_take_a_batch_over_batch_size_starts_the_next(broker):
+    """Keyed records (one partition): each batch is as full as batch.size lets it be, and
+    sending costs one trip through Python per batch, not two (C hands the record that
+    does not fit to Python, which seals the full batch and opens the next with it)."""
+    broker.create_topic("t", 1)
+    size = 61 + 10 * counted(VALUE + b"000000", b"k") + 50  # room for 10 records, not 11
+    values = [VALUE + b"%06d" % i for i in range(95)]
+    with pylog.Producer(broker, linger_ms=60_000, batch_size=size) as p:
+        futs = [p.send("t", v, key=b"k") for v in values]
+        p.flush()
+        fallbacks = len(values) - p._send_path.fast_sends
+    batches = broker.partition("t", 0).log.read(0, 1 << 30)
+    assert [b.record_count for b in batches] == [10] * 9 + [5]
+    assert fallbacks == len(batches)  # each batch's first record, and no other
+    assert [f.result().offset for f in futs] == list(range(95))
+
+
+@pytest.mark.parametrize("slack", [50, 0])
+def test_the_keyless_record_that_does_not_fit_moves_on_with_a_new_batch(broker, slack):
+    """KIP-480's sticky partitioner: a full batch is sealed and the keyless record that did
+    not fit starts a batch on another partition, in the same trip through Python.  (With
+    no slack the tenth record fills the batch exactly: it is sealed at once, and the
+    eleventh, counted against its new partition, moves on.)"""
+    broker.create_topic("t", 4)
+    size = 61 + 10 * counted(VALUE + b"000000") + slack
+    values = [VALUE + b"%06d" % i for i in range(200)]
+    with pylog.Producer(broker, linger_ms=60_000, batch_size=size) as p:
+        futs = [p.send("t", v) for v in values]
+        p.flush()
+        fallbacks = len(values) - p._send_path.fast_sends
+    metas = [f.result() for f in futs]
+    runs = [len(list(g)) for _, g in itertools.groupby(m.partition for m in metas)]
+    assert runs == [10] * 20  # ten records a batch, then another partition
+    assert all(a.partition != b.partition for a, b in zip(metas[::10], metas[10::10]))
+    assert fallbacks == (20 if slack else 40)
+    got = sorted(r.value for part in range(4) for r in broker.partition("t", part).log.records())
+    assert got == sorted(values)
