@@ -24,7 +24,7 @@ from pylog.broker.config import TopicConfig
 from pylog.broker.producer_state import INT32_MAX, MAX_CACHED_BATCHES, ProducerStateManager, batch_sequence_count
 from pylog.errors import (CorruptRecordError, InvalidArgument, InvalidRecord, OffsetOutOfRange, PylogError,
                           StorageError)
-from pylog.records import RecordBatch, build_batch, iter_batches, iter_records, validate_batches
+from pylog.records import BATCH_HEADER, RecordBatch, build_batch, iter_batches, iter_records, validate_batches
 from pylog.records.compression import CODECS
 from pylog.storage import Log
 from pylog.util import check_int
@@ -190,8 +190,8 @@ class Partition:
             if any(b.producer_id >= 0 for b in batches):
                 return self._append_idempotent(batches, codec, counts)
             if codec is not None:
-                return self._append_locked(self._recompressed(batches, codec), batches)
-            return self._append_locked(view, batches, counts)
+                return self._append_locked(self._recompressed(batches, codec))
+            return self._append_locked(view, counts)
 
     def append_many(self, payloads: Sequence[Any], *,
                     required_acks: int = -1) -> Tuple[List[AppendResult], Optional[PylogError]]:
@@ -215,11 +215,12 @@ class Partition:
         if len(payloads) > 1 and self._target_codec() is None:
             try:
                 joined = b"".join(payloads)
+                sizes = [len(p) if type(p) is bytes else memoryview(p).nbytes for p in payloads]
             except TypeError:
                 joined = None
             if joined is not None:
                 with self._lock:
-                    results = self._append_chain_locked(joined, len(payloads))
+                    results = self._append_chain_locked(joined, sizes)
                 if results is not None:
                     return results, None
         results = []
@@ -230,46 +231,55 @@ class Partition:
                 return results, exc
         return results, None
 
-    def _append_chain_locked(self, joined: bytes, n: int) -> Optional[List[AppendResult]]:
-        """:meth:`append_many`'s one write of ``n`` batches, or None (nothing written)
-        when it is not for this path or a check or the write refused it."""
+    def _append_chain_locked(self, joined: bytes, sizes: List[int]) -> Optional[List[AppendResult]]:
+        """:meth:`append_many`'s one write of the payloads ``joined`` (``sizes`` bytes
+        each), or None (nothing written) when it is not for this path or a check or the
+        write refused it."""
         view = memoryview(joined)
         try:
             counts = validate_batches(view)
         except PylogError:
             return None
-        batches = list(iter_batches(view))
-        if len(batches) != n:
+        if counts[0] != len(sizes):
             return None
-        first = batches[0]
-        pid, epoch = first.producer_id, first.producer_epoch
-        seq = first.base_sequence
-        for b in batches:
-            count = b.last_offset_delta + 1
-            if b.record_count != count or b.producer_id != pid:
+        heads = []
+        pos = 0
+        unpack = BATCH_HEADER.unpack_from
+        for size in sizes:
+            h = unpack(joined, pos)
+            if h[1] + 12 != size:  # a payload of exactly one batch
+                return None
+            heads.append(h)
+            pos += size
+        first = heads[0]
+        pid, epoch, seq = first[9], first[10], first[11]
+        for h in heads:
+            count = h[6] + 1  # lastOffsetDelta + 1
+            if h[12] != count or h[9] != pid:
                 return None
             if pid >= 0:
-                if b.producer_epoch != epoch or b.base_sequence != seq:
+                if h[10] != epoch or h[11] != seq:
                     return None
                 seq = (seq + count) % (INT32_MAX + 1)
         if pid >= 0:
             try:
-                if self.producers.check(pid, epoch, first.base_sequence, first.last_offset_delta + 1) is not None:
+                if self.producers.check(pid, epoch, first[11], first[6] + 1) is not None:
                     return None  # a retried duplicate: append() answers it
             except PylogError:
                 return None
         try:
-            res = self._append_locked(view, batches, counts)
+            res = self._append_locked(view, counts)
         except PylogError:
             return None  # nothing written: append() reports which payload and why
         results = []
+        chain = []
         off, lat, start = res.base_offset, res.log_append_time, res.log_start_offset
-        for b in batches:
-            count = b.last_offset_delta + 1
-            results.append(AppendResult(off, off + count - 1, lat, start, count, b.size_bytes))
-            if pid >= 0:
-                self.producers.update(pid, epoch, b.base_sequence, count, off, off + count - 1, b.max_timestamp)
+        for h, size in zip(heads, sizes):
+            count = h[6] + 1
+            results.append(AppendResult(off, off + count - 1, lat, start, count, size))
+            chain.append((h[11], count, off, off + count - 1, h[8]))
             off += count
+        self.producers.update_chain(pid, epoch, chain)
         return results
 
     def append_records(self, values: Sequence[Optional[bytes]],
@@ -319,15 +329,14 @@ class Partition:
             return AppendResult(dup.first_offset, dup.last_offset, -1, self.log.log_start_offset,
                                 0, 0, duplicate=True)
         if codec is not None:
-            res = self._append_locked(self._recompressed(batches, codec), batches)
+            res = self._append_locked(self._recompressed(batches, codec))
         else:
-            res = self._append_locked(b.buffer, batches, counts)  # validated just now
+            res = self._append_locked(b.buffer, counts)  # validated just now
         self.producers.update(b.producer_id, b.producer_epoch, b.base_sequence, count,
                               res.base_offset, res.last_offset, b.max_timestamp)
         return res
 
-    def _append_locked(self, payload: Any, batches: List[RecordBatch],
-                       validated: Optional[Tuple[int, int]] = None) -> AppendResult:
+    def _append_locked(self, payload: Any, validated: Optional[Tuple[int, int]] = None) -> AppendResult:
         """``validated``: the counts of validate_batches when ``payload`` is the very
         bytes just validated (not a rebuilt payload), so the log skips its CRC pass."""
         try:

@@ -29,7 +29,7 @@ import os
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Deque, Dict, List, Optional, Set, Tuple
+from typing import Deque, Dict, List, Optional, Sequence, Set, Tuple
 
 from pylog.errors import InvalidProducerEpoch, OutOfOrderSequence, StorageError
 from pylog.records import RecordBatch
@@ -142,6 +142,24 @@ class ProducerStateManager:
         entry.batches.append(BatchEntry(base_seq, _last_seq(base_seq, count), first_offset,
                                         last_offset, timestamp))
         entry.last_timestamp = max(entry.last_timestamp, timestamp)
+
+    def update_chain(self, producer_id: int, epoch: int,
+                     batches: Sequence[Tuple[int, int, int, int, int]]) -> None:
+        """:meth:`update` of each of ``batches`` in turn (base sequence, count, first
+        offset, last offset, max timestamp; written in this order, one epoch), the same
+        state made once: only the last MAX_CACHED_BATCHES are remembered."""
+        if producer_id < 0 or not batches:
+            return
+        entry = self._producers.get(producer_id)
+        if entry is None or epoch > entry.epoch:
+            entry = _ProducerEntry(epoch)
+            self._producers[producer_id] = entry
+        elif epoch < entry.epoch:
+            return
+        for base_seq, count, first_offset, last_offset, timestamp in batches[-MAX_CACHED_BATCHES:]:
+            entry.batches.append(BatchEntry(base_seq, _last_seq(base_seq, count), first_offset, last_offset,
+                                            timestamp))
+        entry.last_timestamp = max(entry.last_timestamp, max(b[4] for b in batches))
 
     def replay(self, batch: RecordBatch) -> None:
         """Record a batch found in the log at its own offsets (a rebuild after a crash,

@@ -3,6 +3,7 @@
 Uses only pylog._native and the leaf modules pylog.errors and pylog.util.
 """
 from pylog.records.batch import (
+    BATCH_HEADER,
     PreparedBatch,
     Record,
     RecordArrays,
@@ -25,6 +26,7 @@ from pylog.records.compression import CODECS, codec_id, compress, decompress
 from pylog.records.rewrite import empty_batch, rewrite_batch, with_last_offset
 
 __all__ = [
+    "BATCH_HEADER",
     "Record",
     "RecordBatch",
     "RecordArrays",

@@ -34,6 +34,7 @@ from pylog.records.compression import (
 from pylog.util import now_ms as _now_ms
 
 __all__ = [
+    "BATCH_HEADER",
     "Record",
     "RecordBatch",
     "PreparedBatch",
@@ -54,6 +55,10 @@ __all__ = [
 
 Header = Tuple[str, Optional[bytes]]
 _HEADER = struct.Struct(">qiiBIhiqqqhii")  # the 61-byte batch header
+#: The 61-byte v2 batch header, big-endian: (baseOffset, batchLength,
+#: partitionLeaderEpoch, magic, crc, attributes, lastOffsetDelta, baseTimestamp,
+#: maxTimestamp, producerId, producerEpoch, baseSequence, recordCount).
+BATCH_HEADER = _HEADER
 _NO_HEADERS: Tuple[Header, ...] = ()
 _MAX_FIELD = 0x7FFFFFEF
 _join_fields = _crecords.join_fields

@@ -4,6 +4,7 @@ state), whatever the payloads are."""
 from __future__ import annotations
 
 import dataclasses
+import time
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -16,6 +17,7 @@ from pylog.records import build_batch
 from tests.conftest import SMALL
 
 PID = 7
+NOW = int(time.time() * 1000)
 MAX_MESSAGE_BYTES = 4096
 
 KINDS = ["next", "next", "next", "dup_prev", "gap", "plain", "oversize", "corrupt", "epoch_bump", "zstd",
@@ -30,23 +32,26 @@ def _payloads(kinds, sizes):
     last_idem = None
     for kind, n in zip(kinds, sizes):
         values = [b"v%d-%d" % (len(out), i) for i in range(n)]
+        ts = NOW - len(out) * 7919 % 5000  # not in order: the state keeps the largest
         if kind == "dup_prev" and last_idem is not None:
             out.append(last_idem)
             continue
         if kind == "epoch_bump":
             epoch, seq = epoch + 1, 0
         if kind == "plain":
-            out.append(build_batch(values))
+            out.append(build_batch(values, base_timestamp=ts))
             continue
         if kind == "two_batches":
-            first = build_batch(values, producer_id=PID, producer_epoch=epoch, base_sequence=seq)
-            second = build_batch(values, producer_id=PID, producer_epoch=epoch, base_sequence=seq + n)
+            first = build_batch(values, base_timestamp=ts, producer_id=PID, producer_epoch=epoch,
+                                base_sequence=seq)
+            second = build_batch(values, base_timestamp=ts, producer_id=PID, producer_epoch=epoch,
+                                 base_sequence=seq + n)
             seq += 2 * n
             out.append(first + second)
             continue
         if kind == "oversize":
             values[0] = b"x" * MAX_MESSAGE_BYTES
-        data = build_batch(values, producer_id=PID, producer_epoch=epoch,
+        data = build_batch(values, base_timestamp=ts, producer_id=PID, producer_epoch=epoch,
                            base_sequence=seq + (3 if kind == "gap" else 0),
                            compression="zstd" if kind == "zstd" else "none")
         if kind == "corrupt":
@@ -63,7 +68,7 @@ def _state(broker):
     p = broker.partition("t", 0)
     batches = [bytes(b.buffer) for b in broker.fetch("t", 0, 0, max_bytes=1 << 30, to_log_end=True).batches] \
         if p.log_end_offset else []
-    producers = {pid: (e.epoch, list(e.batches)) for pid, e in p.producers._producers.items()}
+    producers = {pid: (e.epoch, list(e.batches), e.last_timestamp) for pid, e in p.producers._producers.items()}
     return batches, producers, p.log_end_offset, p.high_watermark
 
 
