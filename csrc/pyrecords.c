@@ -1296,6 +1296,7 @@ static PyMethodDef rx_methods[] = {
     {"join_fields", (PyCFunction)(void (*)(void))rx_join_fields, METH_FASTCALL, join_fields_doc},
     {"gather_fields", (PyCFunction)(void (*)(void))rx_gather_fields, METH_FASTCALL, gather_fields_doc},
     {"setup_send", (PyCFunction)(void (*)(void))rx_setup_send, METH_FASTCALL, setup_send_doc},
+    {"murmur2", (PyCFunction)(void (*)(void))rx_murmur2, METH_FASTCALL, murmur2_doc},
     {NULL, NULL, 0, NULL},
 };
 

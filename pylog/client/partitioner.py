@@ -23,9 +23,9 @@ unsigned, so no sign masking).  It is pylog's own option, not interoperable with
 Kafka client: use it only when no other producer writes the same keys to the topic.
 
 Performance (per-record hot path, see :meth:`DefaultPartitioner.partition`): the
-keyless path is a dict lookup and a few list operations; the keyed path is one cffi
-call into ``pl_murmur2``, or a dict hit in a bounded key-to-hash cache that switches
-itself off when keys rarely repeat.
+keyless path is a dict lookup and a few list operations; the keyed path is one call
+into the C extension's ``murmur2`` (which keeps the GIL), or a dict hit in a bounded
+key-to-hash cache that switches itself off when keys rarely repeat.
 """
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ from typing import Any, List, Optional
 import numpy as np
 import xxhash
 
-from pylog._native import ffi, lib
+from pylog._native import _records, ffi, lib
 from pylog.errors import InvalidArgument, InvalidConfig
 from pylog.util import check_int
 
@@ -64,7 +64,8 @@ KEY_CACHE_RETRY_MISSES = 16 * KEY_CACHE_CAPACITY
 _MASK31 = 0x7FFFFFFF
 _MAX_BATCH_KEYS = 0xFFFFFFFF
 
-_murmur2 = lib.pl_murmur2
+#: Kafka's murmur2 through the C extension, which keeps the GIL (see csrc/pysend.c).
+_murmur2 = _records.murmur2
 _xxh32 = xxhash.xxh32_intdigest
 
 
@@ -94,7 +95,7 @@ def murmur2(key: bytes) -> int:
     """
     if key.__class__ is not bytes:
         key = _as_bytes(key)
-    return _murmur2(key, len(key))
+    return _murmur2(key)
 
 
 def murmur2_partition(key: bytes, num_partitions: int) -> int:
@@ -107,7 +108,7 @@ def murmur2_partition(key: bytes, num_partitions: int) -> int:
         _check_num_partitions(num_partitions)
     if key.__class__ is not bytes:
         key = _as_bytes(key)
-    return (_murmur2(key, len(key)) & _MASK31) % num_partitions
+    return (_murmur2(key) & _MASK31) % num_partitions
 
 
 def xxhash_partition(key: bytes, num_partitions: int) -> int:
@@ -263,13 +264,13 @@ class DefaultPartitioner:
         if self._cache_retry_in <= 0:
             self._cache_on = True
             self._cache_hits = 0
-        return (_murmur2(key, len(key)) & _MASK31) % num_partitions
+        return (_murmur2(key) & _MASK31) % num_partitions
 
     # ---- keyed records ------------------------------------------------------
 
     def _keyed_uncached(self, key: Any, num_partitions: int) -> int:
         key = _as_bytes(key)
-        return (_murmur2(key, len(key)) & _MASK31) % num_partitions
+        return (_murmur2(key) & _MASK31) % num_partitions
 
     def _keyed_xxhash(self, key: Any, num_partitions: int) -> int:
         if key.__class__ is not bytes:
@@ -282,11 +283,11 @@ class DefaultPartitioner:
         When the cache is full it is cleared, and kept on only if at least as many
         calls hit it as missed it since the last clear; otherwise keys rarely repeat
         and caching stops for KEY_CACHE_RETRY_MISSES keyed calls (which then cost a
-        bare cffi call), then is tried again.
+        bare C call), then is tried again.
         """
         if key.__class__ is not bytes:
             key = _as_bytes(key)
-        h = _murmur2(key, len(key)) & _MASK31
+        h = _murmur2(key) & _MASK31
         cache = self._cache
         if len(cache) >= KEY_CACHE_CAPACITY:
             self._cache_on = self._cache_hits >= len(cache)

@@ -290,3 +290,17 @@ def test_seeded_partitioners_are_reproducible():
     b = DefaultPartitioner(batch_size=500, rng=random.Random(42))
     sizes = [random.Random(1).randrange(1, 300) for _ in range(2000)]
     assert _run_keyless(a, "t", 7, sizes) == _run_keyless(b, "t", 7, sizes)
+
+
+def test_the_c_extension_s_murmur2_is_the_core_s_on_any_length():
+    """partitioner.murmur2 goes through pylog._native._records (it keeps the GIL up to
+    64 KiB, releases it above): the same hash as the core's pl_murmur2, both ways."""
+    from pylog._native import _records, lib
+    for n in (0, 1, 3, 4, 5, 63, 1000, 64 << 10, (64 << 10) + 1, 200_000):
+        key = bytes((i * 131 + n) & 0xFF for i in range(n))
+        assert _records.murmur2(key) == lib.pl_murmur2(key, n)
+    for bad in ("text", bytearray(b"k"), None, 5):
+        with pytest.raises(TypeError, match="bytes"):
+            _records.murmur2(bad)
+    with pytest.raises(TypeError):
+        _records.murmur2(b"a", b"b")
