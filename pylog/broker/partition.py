@@ -204,10 +204,11 @@ class Partition:
         (the payloads after it are not tried).  InvalidArgument for bad
         ``required_acks`` raises.
 
-        Payloads that are one uncompressed-as-kept batch each, numbered for one producer
-        without a gap (or all without a producer id), are checked, then written as one
-        append; anything else (a duplicate, a gap, a fenced epoch, a topic
-        compression.type to convert to, a bad batch, a refused write) goes through
+        Payloads of one batch each, on a topic that keeps batches as sent
+        (compression.type ``producer``), numbered for one producer without a gap (or
+        all without a producer id), are checked, then written as one append (with
+        LogAppendTime they share one append time); anything else (a duplicate, a gap, a
+        fenced epoch, a codec to convert to, a bad batch, a refused write) goes through
         :meth:`append` one payload at a time, which reports it exactly.
         """
         if required_acks not in (-1, 0, 1):

@@ -15,8 +15,8 @@ One lock guards the accumulator, the buffer pool and the sender's bookkeeping; `
 The C send path.  An open batch may be handed to the producer's :class:`SendPath`
 (csrc/pysend.c), which then encodes send()'s common records into it without this
 class: :meth:`_give_locked` lends it a credit of buffer.memory for the batch's next
-records (what is free, up to the batch's room below batch.size; none while a send
-waits for room), and :meth:`_take_locked` takes the batch back -- its bytes counted and
+records (an equal share of what is free among the open batches, up to the batch's
+room below batch.size; none while a send waits for room), and :meth:`_take_locked` takes the batch back -- its bytes counted and
 the credit it did not use -- before anything here reads or changes it: appending
 through Python, sealing, draining, and before a send would wait for room
 (:meth:`take_all_locked`, the pool's ``reclaim``).  Credit is free memory set aside,
@@ -148,7 +148,11 @@ class RecordAccumulator:
         """Hand the open batch ``b`` to the C send path with a credit of buffer.memory
         (none, and C falls back here, when room is short or a send waits)."""
         pool = self.pool
-        credit = min(self.batch_size - b.size, pool.available)
+        # At most a fair share of what is free: with room short, one batch holding it all
+        # would send every record of the other partitions through Python, each taking
+        # the credit back from the batch before it (keyed records, 1 MiB batches: 5 %
+        # of the records, and a third of the rate).
+        credit = min(self.batch_size - b.size, pool.available // max(1, len(self.open)))
         if credit <= 0 or pool.waiters or self.closed:
             return
         self.send_path.give(tp[0], tp[1], b, b.address, b.result, tp, b.size, credit)

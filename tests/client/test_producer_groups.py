@@ -163,3 +163,19 @@ def test_the_keyless_record_that_does_not_fit_moves_on_with_a_new_batch(broker, 
     assert fallbacks == (20 if slack else 40)
     got = sorted(r.value for part in range(4) for r in broker.partition("t", part).log.records())
     assert got == sorted(values)
+
+
+def test_with_room_short_credit_is_shared_so_records_stay_in_c(broker):
+    """Keyed records over four partitions with buffer.memory nearly used: each open batch
+    holds a share of what is free, not one batch all of it (which sent nearly every
+    record of the other partitions through Python, each taking the credit back)."""
+    broker.create_topic("t", 4)
+    n = 600
+    record = counted(VALUE + b"000", b"0")
+    with pylog.Producer(broker, linger_ms=60_000, batch_size=1 << 20, buffer_memory=n * record + 2000,
+                        max_block_ms=0) as p:
+        futs = [p.send("t", VALUE + b"%03d" % i, partition=i % 4) for i in range(n)]
+        fallbacks = n - p._send_path.fast_sends
+        p.flush()
+    assert fallbacks < n // 10, fallbacks
+    assert [f.result().offset for f in futs] == [i // 4 for i in range(n)]
