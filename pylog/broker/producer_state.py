@@ -131,14 +131,9 @@ class ProducerStateManager:
     def update(self, producer_id: int, epoch: int, base_seq: int, count: int,
                first_offset: int, last_offset: int, timestamp: int) -> None:
         """Record a batch that was appended (or found in the log, in log order)."""
-        if producer_id < 0:
+        entry = self._entry(producer_id, epoch)
+        if entry is None:
             return
-        entry = self._producers.get(producer_id)
-        if entry is None or epoch > entry.epoch:
-            entry = _ProducerEntry(epoch)
-            self._producers[producer_id] = entry
-        elif epoch < entry.epoch:
-            return  # an older, fenced epoch found while rescanning: the newer one rules
         entry.batches.append(BatchEntry(base_seq, _last_seq(base_seq, count), first_offset,
                                         last_offset, timestamp))
         entry.last_timestamp = max(entry.last_timestamp, timestamp)
@@ -148,18 +143,27 @@ class ProducerStateManager:
         """:meth:`update` of each of ``batches`` in turn (base sequence, count, first
         offset, last offset, max timestamp; written in this order, one epoch), the same
         state made once: only the last MAX_CACHED_BATCHES are remembered."""
-        if producer_id < 0 or not batches:
-            return
-        entry = self._producers.get(producer_id)
-        if entry is None or epoch > entry.epoch:
-            entry = _ProducerEntry(epoch)
-            self._producers[producer_id] = entry
-        elif epoch < entry.epoch:
+        entry = self._entry(producer_id, epoch) if batches else None
+        if entry is None:
             return
         for base_seq, count, first_offset, last_offset, timestamp in batches[-MAX_CACHED_BATCHES:]:
             entry.batches.append(BatchEntry(base_seq, _last_seq(base_seq, count), first_offset, last_offset,
                                             timestamp))
         entry.last_timestamp = max(entry.last_timestamp, max(b[4] for b in batches))
+
+    def _entry(self, producer_id: int, epoch: int) -> Optional[_ProducerEntry]:
+        """The entry a batch of (``producer_id``, ``epoch``) is recorded in: a new one
+        for a new producer or a newer epoch; None for no producer id, or an older, fenced
+        epoch (found while rescanning: the newer one rules)."""
+        if producer_id < 0:
+            return None
+        entry = self._producers.get(producer_id)
+        if entry is None or epoch > entry.epoch:
+            entry = _ProducerEntry(epoch)
+            self._producers[producer_id] = entry
+        elif epoch < entry.epoch:
+            return None
+        return entry
 
     def replay(self, batch: RecordBatch) -> None:
         """Record a batch found in the log at its own offsets (a rebuild after a crash,
