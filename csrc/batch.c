@@ -226,6 +226,45 @@ static inline uint64_t record_body_size(const pl_batch_input *in, uint32_t i, in
            (hlen > 0 ? (uint64_t)hlen : 1);
 }
 
+/* A key or value column of pl_batch_input: item i is at ptrs[i] when ptrs is given,
+ * else at base + pos[i] when pos is given, else the items lie end to end from base. */
+typedef struct {
+    const uint8_t *const *ptrs;
+    const uint8_t *base;
+    const int64_t *pos;
+} field_col;
+
+static inline field_col values_of(const pl_batch_input *in)
+{
+    return (field_col){in->value_ptrs, in->values, in->value_pos};
+}
+
+static inline field_col keys_of(const pl_batch_input *in)
+{
+    return (field_col){in->key_ptrs, in->keys, in->key_pos};
+}
+
+/* Item i of `col` (its length > 0) can be read. */
+static inline int field_ok(field_col col, uint32_t i)
+{
+    if (col.ptrs != NULL)
+        return col.ptrs[i] != NULL;
+    return col.base != NULL && (col.pos == NULL || col.pos[i] >= 0);
+}
+
+/* Where item i of `col` (`len` bytes, > 0) lies; *cursor walks items laid end to end
+ * and moves past this one. */
+static inline const uint8_t *field_at(field_col col, uint32_t i, int32_t len, const uint8_t **cursor)
+{
+    if (col.ptrs != NULL)
+        return col.ptrs[i];
+    if (col.pos != NULL)
+        return col.base + col.pos[i];
+    const uint8_t *src = *cursor;
+    *cursor += len;
+    return src;
+}
+
 /* Record i's lengths and positions are usable (plan_records, build_records). */
 static inline int record_ok(const pl_batch_input *in, uint32_t i)
 {
@@ -234,13 +273,7 @@ static inline int record_ok(const pl_batch_input *in, uint32_t i)
     int32_t hlen = in->header_lens ? in->header_lens[i] : 0;
     if (vlen < -1 || klen < -1 || hlen < 0 || (hlen > 0 && in->headers == NULL))
         return 0;
-    if (vlen > 0 && (in->value_ptrs != NULL ? in->value_ptrs[i] == NULL
-                                            : in->values == NULL ||
-                                              (in->value_pos != NULL && in->value_pos[i] < 0)))
-        return 0;
-    return !(klen > 0 && (in->key_ptrs != NULL ? in->key_ptrs[i] == NULL
-                                               : in->keys == NULL ||
-                                                 (in->key_pos != NULL && in->key_pos[i] < 0)));
+    return !(vlen > 0 && !field_ok(values_of(in), i)) && !(klen > 0 && !field_ok(keys_of(in), i));
 }
 
 /* Where the value bytes a few records ahead of record i lie (0: none), for
@@ -278,30 +311,12 @@ static inline uint8_t *put_record(const pl_batch_input *in, uint32_t i, uint64_t
     o = put_varint(o, offset_delta(in, i));
     o = put_varint(o, klen);
     if (klen > 0) {
-        const uint8_t *src;
-        if (in->key_ptrs != NULL) {
-            src = in->key_ptrs[i];
-        } else if (in->key_pos != NULL) {
-            src = in->keys + in->key_pos[i];
-        } else {
-            src = *k;
-            *k += klen;
-        }
-        memcpy(o, src, (size_t)klen);
+        memcpy(o, field_at(keys_of(in), i, klen, k), (size_t)klen);
         o += klen;
     }
     o = put_varint(o, vlen);
     if (vlen > 0) {
-        const uint8_t *src;
-        if (in->value_ptrs != NULL) {
-            src = in->value_ptrs[i];
-        } else if (in->value_pos != NULL) {
-            src = in->values + in->value_pos[i];
-        } else {
-            src = *v;
-            *v += vlen;
-        }
-        memcpy(o, src, (size_t)vlen);
+        memcpy(o, field_at(values_of(in), i, vlen, v), (size_t)vlen);
         o += vlen;
     }
     if (hlen > 0) {
