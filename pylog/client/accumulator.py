@@ -117,7 +117,7 @@ class RecordAccumulator:
                 self.pool.ship_if_starved_locked()
             elif self.send_path is not None:
                 self._give_locked(tp, b)
-        return new_future(FutureRecordMetadata, (b.result, i, tp, timestamp))
+        return new_future(FutureRecordMetadata, (b, i, tp, timestamp))
 
     def seal_if_full(self, tp: TopicPartition, size: int) -> bool:
         """Seal ``tp``'s open batch if a record of ``size`` bytes would take it over
@@ -155,7 +155,7 @@ class RecordAccumulator:
         credit = min(self.batch_size - b.size, pool.available // max(1, len(self.open)))
         if credit <= 0 or pool.waiters or self.closed:
             return
-        self.send_path.give(tp[0], tp[1], b, b.address, b.result, tp, b.size, credit)
+        self.send_path.give(tp[0], tp[1], b, b.address, b, tp, b.size, credit)
         pool.available -= credit
 
     def _take_locked(self, tp: TopicPartition, b: ProducerBatch) -> None:

@@ -335,7 +335,7 @@ class Producer:
                     self._pool.release_locked([b])
                     raise ProducerClosed("send_batch(): the producer was closed meanwhile")
                 self._acc.add_sealed_locked(b)
-            out.append((b.result, where, end - start))
+            out.append((b, where, end - start))
         return BatchFuture(topic, parts, out, n)
 
     def _plan_batches(self, topic: str, cols: Columns, n_parts: int, partition: Optional[int],

@@ -84,8 +84,8 @@ class Sender:
                 log.exception("sending batches failed")
                 err = exc if isinstance(exc, Exception) else PylogError(str(exc))
                 for b in batches:
-                    if not b.result.event.is_set():
-                        b.result.done(-1, -1, err)
+                    if not b.is_set():
+                        b.complete(-1, -1, err)
             with lock:
                 acc.in_flight -= len(batches)
                 self.pool.release_locked(batches)  # the rest of the round (each batch once)
@@ -138,7 +138,7 @@ class Sender:
             try:
                 payloads.append(self._build(b))
             except PylogError as exc:  # as _send_one: this batch fails, the others go on
-                b.result.done(-1, -1, exc)
+                b.complete(-1, -1, exc)
                 continue
             built.append(b)
         if not built:
@@ -178,9 +178,9 @@ class Sender:
         if self.ack_latencies is not None:
             self.ack_latencies.append((len(b), time.perf_counter_ns() - b.first_send_ns))
         if self.acks == 0:
-            b.result.done(-1, -1, None)
+            b.complete(-1, -1, None)
         else:
-            b.result.done(res.base_offset, res.log_append_time, None)
+            b.complete(res.base_offset, res.log_append_time, None)
 
     # ------------------------------------------------------- one at a time
     def _send_one(self, b: ProducerBatch, failed: Optional[PylogError] = None) -> None:
@@ -192,7 +192,7 @@ class Sender:
                 try:
                     data = self._build(b)
                 except PylogError as exc:
-                    b.result.done(-1, -1, exc)
+                    b.complete(-1, -1, exc)
                     return
                 try:
                     res = self.broker.produce(topic, partition, data, acks=self.acks,
@@ -212,7 +212,7 @@ class Sender:
                 else:
                     if not exc.retriable:  # refused: the broker wrote none of it
                         self._rewind_sequence(b)
-                    b.result.done(-1, -1, exc)
+                    b.complete(-1, -1, exc)
                 return
             self._acknowledged(b, res)
             return
@@ -236,7 +236,7 @@ class Sender:
                 try:
                     data = self._build(b)
                 except PylogError as exc:
-                    b.result.done(-1, -1, exc)
+                    b.complete(-1, -1, exc)
                     continue
                 key = id(b)
 
@@ -271,8 +271,8 @@ class Sender:
                 else:
                     if not error.retriable and not behind:  # refused: nothing written
                         self._rewind_sequence(b)
-                    b.result.done(-1, -1, error)
-            done = [b for b in pending if b.result.event.is_set()]
+                    b.complete(-1, -1, error)
+            done = [b for b in pending if b.is_set()]
             if done:
                 with self.acc.lock:
                     self.pool.release_locked(done)
@@ -301,7 +301,7 @@ class Sender:
         for lo, hi in ((0, half), (half, len(b))):
             part = b.slice(lo, hi)
             self._send_one(part)
-            results.append(part.result)
+            results.append(part)
         first, second = results
-        b.result.split = (half, first, second)
-        b.result.done(-1, -1, first.error or second.error)
+        b.split = (half, first, second)
+        b.complete(-1, -1, first.error or second.error)

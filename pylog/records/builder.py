@@ -133,6 +133,15 @@ class BatchBuilder:
         total = check(lib.pl_batch_seal(out, len(out), len(packed), info), "sealing a compressed batch")
         return ffi.buffer(out, total)[:]
 
+    def close(self) -> None:
+        """Give the buffer up now, not when the builder goes: ``len()`` stays, and every
+        later append or seal fails with InvalidArgument."""
+        cd = self.cdata
+        cd.buf = NULL
+        cd.cap = 0
+        cd.used = 0
+        self._buf = None
+
     def slice(self, lo: int, hi: int) -> "BatchBuilder":
         """A new open batch holding records [lo, hi) of this one, renumbered."""
         b = self.cdata
