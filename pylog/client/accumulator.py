@@ -103,7 +103,7 @@ class RecordAccumulator:
                 if headers is None and timestamp is None and self.send_path is not None:
                     i = self.send_path.add(b.address, key, value)  # one call, GIL kept
                 if i < 0:  # (PL_E_NOSPACE: the buffer grows here; other errors raise)
-                    i = b.builder.append(value, key, headers, timestamp)
+                    i = b.append(value, key, headers, timestamp)
             except BaseException:
                 self.pool.available += size  # not appended: give its room back
                 self.pool.grant_locked()

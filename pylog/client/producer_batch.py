@@ -16,7 +16,8 @@ import numpy as np
 
 from pylog.errors import PylogError, RequestTimedOut
 from pylog.records.batch import restamp_producer
-from pylog.records.builder import BatchBuilder, setup_send
+from pylog._native import ffi
+from pylog.records.builder import BuilderOps, setup_send
 
 __all__ = ["RecordMetadata", "FutureRecordMetadata", "BatchFuture", "BatchResult", "ProducerBatch", "ArrayBatch",
            "new_future", "BATCH_HEADER_BYTES"]
@@ -229,35 +230,33 @@ class _SenderBatch(BatchResult):
         self.data = None
 
 
-class ProducerBatch(_SenderBatch):
+class ProducerBatch(_SenderBatch, BuilderOps):
     """An open batch of one partition, filled by send(): each record is encoded into
-    ``builder`` (C memory) at once, by the C send path (:class:`SendPath`, while the
-    accumulator has handed the batch to it) or by :meth:`BatchBuilder.append`."""
+    its buffer (C memory; the batch is its own builder, :class:`BuilderOps`) at once,
+    by the C send path (:class:`SendPath`, while the accumulator has handed the batch
+    to it) or by :meth:`BuilderOps.append`."""
 
-    __slots__ = ("builder", "cdata", "address")
+    #: ``address``: the pl_batch_builder's, kept (for the C send path) rather than
+    #: worked out per use as BuilderOps.address does.
+    __slots__ = ("cdata", "_buf", "address")
 
     def __init__(self, tp: Tuple[str, int], now_ms: int, lock: threading.Lock, capacity_bytes: int) -> None:
         super().__init__(tp, now_ms, lock)
-        self.builder = BatchBuilder(capacity_bytes, now_ms)
-        self.cdata = self.builder.cdata
-        self.address = self.builder.address  #: of the pl_batch_builder, for the C send path
+        self._init_builder(capacity_bytes, now_ms)
+        self.address = int(ffi.cast("uintptr_t", self.cdata))
 
     def build(self, producer_id: int, producer_epoch: int, codec: int) -> Any:
         """Header and CRC written now (``sequence`` as baseSequence); bytes-like (a view
         of the builder's buffer when uncompressed)."""
-        return self.builder.seal(producer_id, producer_epoch, self.sequence, codec)
+        return self.seal(producer_id, producer_epoch, self.sequence, codec)
 
     def complete(self, base_offset: int, log_append_time: int, error: Optional[BaseException]) -> None:
         super().complete(base_offset, log_append_time, error)
-        if self.builder is not None:  # its buffer goes too (len() stays)
-            self.builder.close()
-            self.builder = None
+        self.close()  # its buffer goes too (len() stays)
 
-    def slice(self, lo: int, hi: int) -> "ProducerBatch":
-        part = ProducerBatch(self.tp, self.created_ms, self.lock, 16)
-        part.builder = self.builder.slice(lo, hi)
-        part.cdata = part.builder.cdata
-        part.address = part.builder.address
+    def slice(self, lo: int, hi: int) -> "ProducerBatch":  # type: ignore[override]
+        part = ProducerBatch(self.tp, self.created_ms, self.lock, self._records_bytes())
+        self.copy_records(part, lo, hi)
         part.first_send_ns = self.first_send_ns
         return part
 

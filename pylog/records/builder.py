@@ -22,7 +22,7 @@ from pylog._native._records import SendPath, setup_send
 from pylog.errors import InvalidArgument
 from pylog.records.compression import compress
 
-__all__ = ["BatchBuilder", "SendPath", "setup_send", "NULL", "E_NOSPACE"]
+__all__ = ["BatchBuilder", "BuilderOps", "SendPath", "setup_send", "NULL", "E_NOSPACE"]
 
 NULL = ffi.NULL
 E_NOSPACE = lib.PL_E_NOSPACE
@@ -44,12 +44,19 @@ def _len_of(data: Optional[bytes], what: str) -> int:
     return len(data)
 
 
-class BatchBuilder:
-    """An open batch: records appended in C, sealed into one v2 batch."""
+class BuilderOps:
+    """What a :class:`BatchBuilder` does, on the ``cdata`` (the pl_batch_builder) and
+    ``_buf`` (its buffer) slots of the class that mixes it in.
 
-    __slots__ = ("cdata", "_buf")
+    A mixin, so that an object that is more than a builder -- the producer's open
+    batch -- is one object, not two: the producer keeps up to buffer.memory of batches
+    alive, and the garbage collector counts, promotes and walks each object they hold."""
 
-    def __init__(self, capacity_bytes: int, create_time_ms: int) -> None:
+    __slots__ = ()
+    cdata: Any
+    _buf: Any
+
+    def _init_builder(self, capacity_bytes: int, create_time_ms: int) -> None:
         """``capacity_bytes`` of records to start with (it grows); ``create_time_ms``
         the timestamp of records appended without one."""
         cap = _HEADER + max(int(capacity_bytes), 16)
@@ -144,13 +151,34 @@ class BatchBuilder:
 
     def slice(self, lo: int, hi: int) -> "BatchBuilder":
         """A new open batch holding records [lo, hi) of this one, renumbered."""
-        b = self.cdata
-        if not 0 <= lo <= hi <= b.count:
-            raise InvalidArgument(f"records [{lo}, {hi}) of a batch of {b.count}")
-        part = BatchBuilder(int(b.used) - _HEADER, int(b.create_time))
-        check(lib.pl_builder_append_records(part.cdata, self._buf + _HEADER, int(b.used) - _HEADER, b.count,
-                                            b.base_timestamp, lo, hi), "splitting a record batch")
+        part = BatchBuilder(self._records_bytes(), int(self.cdata.create_time))
+        self.copy_records(part, lo, hi)
         return part
 
+    def _records_bytes(self) -> int:
+        return max(int(self.cdata.used) - _HEADER, 0)
+
+    def copy_records(self, part: "BuilderOps", lo: int, hi: int) -> None:
+        """Append records [lo, hi) of this batch to the empty builder ``part``
+        (made with room for :meth:`slice`'s sake: this batch's record bytes)."""
+        b = self.cdata
+        if self._buf is None:
+            raise InvalidArgument("records of a closed batch")
+        if not 0 <= lo <= hi <= b.count:
+            raise InvalidArgument(f"records [{lo}, {hi}) of a batch of {b.count}")
+        check(lib.pl_builder_append_records(part.cdata, self._buf + _HEADER, int(b.used) - _HEADER, b.count,
+                                            b.base_timestamp, lo, hi), "splitting a record batch")
+
     def __repr__(self) -> str:
-        return f"BatchBuilder({self.cdata.count} records, {self.cdata.used} bytes)"
+        return f"{type(self).__name__}({self.cdata.count} records, {self.cdata.used} bytes)"
+
+
+class BatchBuilder(BuilderOps):
+    """An open batch: records appended in C, sealed into one v2 batch."""
+
+    __slots__ = ("cdata", "_buf")
+
+    def __init__(self, capacity_bytes: int, create_time_ms: int) -> None:
+        """``capacity_bytes`` of records to start with (it grows); ``create_time_ms``
+        the timestamp of records appended without one."""
+        self._init_builder(capacity_bytes, create_time_ms)

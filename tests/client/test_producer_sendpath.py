@@ -209,6 +209,6 @@ def test_no_python_object_per_record_is_kept_in_an_open_batch(broker):
             p.send("t", b"v%d" % i)
         b = p._acc.open[("t", 0)]
         assert len(b) == 100 and not hasattr(b, "values")
-        assert b.builder.size_bytes > 100 * 3
+        assert b.size_bytes > 100 * 3
         p.flush()
     assert len(list(broker.partition("t", 0).log.records())) == 100
