@@ -731,8 +731,11 @@ static PyObject *rx_join_fields(PyObject *module, PyObject *const *args, Py_ssiz
     return res;
 }
 
-/* How many items ahead gather_into asks for an item's header (type, size). */
-#define GATHER_PREFETCH 8
+/* How many items ahead gather_into asks for an item's first two cache lines: its
+ * header (type, size), which it reads, and the start of its data, which the build
+ * reads next (the items are usually in memory, not cache; measured on lists of 1000
+ * 100-byte values: 8 ahead and the header alone cost 5-10 % more). */
+#define GATHER_PREFETCH 24
 
 /* One list (or tuple) of bytes-or-None fields for append_many and gather_fields: their
  * addresses and lengths into ptrs[0, n) and lens[0, n), the payload into *total, the longest into
@@ -751,10 +754,12 @@ static int gather_into(PyObject *seq, Py_ssize_t n, const uint8_t **ptrs, int32_
             PyErr_Clear();
             return 0;
         }
-        if (i + GATHER_PREFETCH < n) { /* the items are usually in memory, not cache */
+        if (i + GATHER_PREFETCH < n) {
             PyObject *ahead = is_list ? PyList_GetItem(seq, i + GATHER_PREFETCH)
                                       : PyTuple_GetItem(seq, i + GATHER_PREFETCH);
             __builtin_prefetch(ahead);
+            /* (integer arithmetic: the line after may lie past the object, None's) */
+            __builtin_prefetch((const void *)((uintptr_t)ahead + 64));
         }
         if (item == Py_None) {
             ptrs[i] = NULL;
