@@ -19,7 +19,8 @@
  *
  * send(topic, value, key=None, headers=None, partition=None, timestamp=None) encodes
  * the record into the open batch when that needs no decision of the accumulator:
- * value bytes, key None or bytes (murmur2 partitioner), no headers or timestamp,
+ * value bytes, key None or bytes (murmur2 partitioner), headers None or a list or
+ * tuple of (str, bytes or None) tuples (encoded here), timestamp None or an int >= 0,
  * partition None or an int in range, a topic seen before, an open batch for the
  * partition whose credit covers the record and which stays under batch.size and
  * max.request.size with it, and for a keyless record bytes left on the sticky
@@ -198,6 +199,97 @@ static int send_arg_index(PyObject *name)
     return -1;
 }
 
+/* Header sections up to this many bytes are encoded on send()'s stack. */
+#define SEND_HEADERS_STACK_BYTES 512
+
+/* Header i of send()'s `headers` (a list if is_list, else a tuple): a (str, bytes or
+ * None) tuple, its key's UTF-8 and length in characters, and its value; 0 (no
+ * exception set) if it is not one. */
+static int send_header_at(PyObject *headers, int is_list, Py_ssize_t i, const char **kp, Py_ssize_t *klen,
+                          Py_ssize_t *chars, const uint8_t **vp, int32_t *vlen)
+{
+    PyObject *pair = is_list ? PyList_GetItem(headers, i) : PyTuple_GetItem(headers, i);
+    if (pair == NULL || !PyTuple_CheckExact(pair) || PyTuple_Size(pair) != 2)
+        goto decline;
+    PyObject *k = PyTuple_GetItem(pair, 0), *v = PyTuple_GetItem(pair, 1);
+    if (k == NULL || v == NULL || !PyUnicode_CheckExact(k))
+        goto decline;
+    *kp = PyUnicode_AsUTF8AndSize(k, klen); /* NULL: a lone surrogate */
+    if (*kp == NULL || *klen > PL_MAX_RECORD_BYTES || !bytes_arg(v, vp, vlen))
+        goto decline;
+    *chars = PyUnicode_GetLength(k);
+    return 1;
+decline:
+    PyErr_Clear();
+    return 0;
+}
+
+/* The header section of a record (headerCount, then each key and value, as
+ * pl_builder_append takes it) from send()'s `headers`, when that is a non-empty list
+ * or tuple of (str, bytes or None) tuples: written to `stack` (`stack_cap` bytes) or,
+ * when longer, to PyMem memory the caller frees (*buf != stack); its length in *len,
+ * and in *counted the bytes send() counts for the headers against buffer.memory, as
+ * the Python path counts them (per header: the key's length in characters, the
+ * value's, and 4).  0 for anything else, with nothing to free and no exception set:
+ * the Python path then checks the headers and raises the specific error.  Runs no
+ * Python code and makes no tracked object (see the top), so the list cannot change
+ * between the two passes. */
+static int encode_send_headers(PyObject *headers, uint8_t *stack, size_t stack_cap, uint8_t **buf,
+                               int32_t *len, int64_t *counted)
+{
+    *buf = NULL;
+    int is_list = PyList_CheckExact(headers);
+    if (!is_list && !PyTuple_CheckExact(headers))
+        return 0;
+    Py_ssize_t n = is_list ? PyList_Size(headers) : PyTuple_Size(headers);
+    if (n <= 0 || n > PL_MAX_RECORD_BYTES)
+        return 0;
+    const char *kp;
+    Py_ssize_t klen, chars;
+    const uint8_t *vp;
+    int32_t vlen;
+    uint64_t total = (uint64_t)varint_size((int64_t)n);
+    int64_t count = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (!send_header_at(headers, is_list, i, &kp, &klen, &chars, &vp, &vlen))
+            return 0;
+        total += (uint64_t)varint_size((int64_t)klen) + (uint64_t)klen + (uint64_t)varint_size(vlen) +
+                 (vlen > 0 ? (uint64_t)vlen : 0);
+        if (total > PL_MAX_RECORD_BYTES)
+            return 0;
+        count += (int64_t)chars + (vlen > 0 ? vlen : 0) + 4;
+    }
+    uint8_t *out = total <= stack_cap ? stack : PyMem_Malloc((size_t)total);
+    if (out == NULL)
+        return 0;
+    uint8_t *o = put_varint(out, (int64_t)n), *end = out + total;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        /* (the same items as the first pass: nothing ran in between) */
+        if (!send_header_at(headers, is_list, i, &kp, &klen, &chars, &vp, &vlen) ||
+            (uint64_t)varint_size((int64_t)klen) + (uint64_t)klen + (uint64_t)varint_size(vlen) +
+                    (vlen > 0 ? (uint64_t)vlen : 0) > (uint64_t)(end - o))
+            goto fail;
+        o = put_varint(o, (int64_t)klen);
+        memcpy(o, kp, (size_t)klen);
+        o += klen;
+        o = put_varint(o, vlen);
+        if (vlen > 0) {
+            memcpy(o, vp, (size_t)vlen);
+            o += vlen;
+        }
+    }
+    if (o != end)
+        goto fail;
+    *buf = out;
+    *len = (int32_t)total;
+    *counted = count;
+    return 1;
+fail:
+    if (out != stack)
+        PyMem_Free(out);
+    return 0;
+}
+
 PyDoc_STRVAR(send_doc,
 "send(topic, value, key=None, headers=None, partition=None, timestamp=None)\n"
 "    -> FutureRecordMetadata\n\n"
@@ -221,18 +313,35 @@ static PyObject *sp_send(PyObject *self, PyObject *const *args, Py_ssize_t nargs
             a[k] = args[nargs + i];
         }
     }
-    if (a[ARG_TOPIC] == NULL || a[ARG_VALUE] == NULL || !PyBytes_CheckExact(a[ARG_VALUE]) ||
-        (a[ARG_HEADERS] != NULL && a[ARG_HEADERS] != Py_None) ||
-        (a[ARG_TIMESTAMP] != NULL && a[ARG_TIMESTAMP] != Py_None))
+    if (a[ARG_TOPIC] == NULL || a[ARG_VALUE] == NULL || !PyBytes_CheckExact(a[ARG_VALUE]))
         return fall_back(sp, args, nargs, kwnames);
     PyObject *key = a[ARG_KEY] != NULL ? a[ARG_KEY] : Py_None;
     if (key != Py_None && (!PyBytes_CheckExact(key) || !sp->murmur2))
         return fall_back(sp, args, nargs, kwnames);
+    /* An explicit timestamp: an int >= 0, as the Python path checks (else it raises). */
+    PyObject *ts_arg = a[ARG_TIMESTAMP] != NULL ? a[ARG_TIMESTAMP] : Py_None;
+    long long ts = PL_NO_TIMESTAMP;
+    if (ts_arg != Py_None && !int_arg(ts_arg, 0, INT64_MAX, &ts))
+        return fall_back(sp, args, nargs, kwnames);
+    /* Headers encoded (copied) before the future is allocated: that allocation may run
+     * the garbage collector, whose finalizers could change the headers' list. */
+    uint8_t hstack[SEND_HEADERS_STACK_BYTES], *hbuf = NULL;
+    int32_t hlen = 0;
+    int64_t hcounted = 0;
+    PyObject *headers = a[ARG_HEADERS] != NULL ? a[ARG_HEADERS] : Py_None;
+    if (headers != Py_None) {
+        /* A list or tuple (empty: no headers, as the Python path's `if headers`). */
+        Py_ssize_t nh = PyList_CheckExact(headers)    ? PyList_Size(headers)
+                        : PyTuple_CheckExact(headers) ? PyTuple_Size(headers)
+                                                      : -1;
+        if (nh < 0 || (nh > 0 && !encode_send_headers(headers, hstack, sizeof hstack, &hbuf, &hlen, &hcounted)))
+            return fall_back(sp, args, nargs, kwnames);
+    }
 
     /* Allocated first: nothing below may run Python code (see the top). */
     PyObject *fut = future_alloc((PyTypeObject *)future_type, 4);
     if (fut == NULL)
-        return NULL;
+        goto fail;
 
     topic_state *t = find_topic(sp, a[ARG_TOPIC]);
     if (t == NULL)
@@ -241,7 +350,7 @@ static PyObject *sp_send(PyObject *self, PyObject *const *args, Py_ssize_t nargs
     int32_t vlen, klen = -1;
     if (!bytes_arg(a[ARG_VALUE], &value, &vlen) || (key != Py_None && !bytes_arg(key, &kbytes, &klen)))
         goto slow;
-    int64_t size = (int64_t)vlen + (klen > 0 ? klen : 0) + sp->overhead;
+    int64_t size = (int64_t)vlen + (klen > 0 ? klen : 0) + hcounted + sp->overhead;
     Py_ssize_t part;
     int keyless_sticky = 0;
     if (a[ARG_PARTITION] != NULL && a[ARG_PARTITION] != Py_None) {
@@ -262,11 +371,12 @@ static PyObject *sp_send(PyObject *self, PyObject *const *args, Py_ssize_t nargs
         s->size + size > sp->max_request)
         goto slow;
     PyObject *index = PyLong_FromLong(s->builder->count); /* an int: no collection */
-    if (index == NULL) {
-        Py_DECREF(fut);
-        return NULL;
-    }
-    int64_t i = pl_builder_add(s->builder, kbytes, klen, value, vlen);
+    if (index == NULL)
+        goto fail;
+    int64_t i = hbuf == NULL && ts_arg == Py_None
+                    ? pl_builder_add(s->builder, kbytes, klen, value, vlen)
+                    : pl_builder_append(s->builder, ts_arg == Py_None ? s->builder->create_time : ts, kbytes,
+                                        klen, value, vlen, hbuf, hlen);
     if (i < 0) {  /* PL_E_NOSPACE: the Python path grows the buffer; or its error */
         Py_DECREF(index);
         goto slow;
@@ -279,32 +389,43 @@ static PyObject *sp_send(PyObject *self, PyObject *const *args, Py_ssize_t nargs
     sp->fast_sends++;
     Py_INCREF(s->result);
     Py_INCREF(s->tp);
-    Py_INCREF(Py_None);
+    Py_INCREF(ts_arg);
     PyTuple_SetItem(fut, 0, s->result); /* a fresh tuple: cannot fail */
     PyTuple_SetItem(fut, 1, index);
     PyTuple_SetItem(fut, 2, s->tp);
-    PyTuple_SetItem(fut, 3, Py_None);
+    PyTuple_SetItem(fut, 3, ts_arg);
+    if (hbuf != hstack)
+        PyMem_Free(hbuf);
     return fut;
 slow:
     Py_DECREF(fut);
+    if (hbuf != hstack)
+        PyMem_Free(hbuf);
     return fall_back(sp, args, nargs, kwnames);
+fail:
+    Py_XDECREF(fut);
+    if (hbuf != hstack)
+        PyMem_Free(hbuf);
+    return NULL;
 }
 
 /* ---- the accumulator's side ------------------------------------------------------ */
 
 PyDoc_STRVAR(add_doc,
-"add(builder_address, key, value) -> int\n\n"
-"The accumulator's own plain append (the first record of a batch, or one C declined):\n"
-"pl_builder_add on the pl_batch_builder at ``builder_address`` (the caller's, alive),\n"
-"with ``key`` and ``value`` bytes or None.  Returns the record's index, or a negative\n"
-"pl_status with nothing written (PL_E_NOSPACE: grow the buffer through BatchBuilder).\n"
-"One call, the GIL kept: cffi's would release and retake it.");
+"add(builder_address, key, value, headers=None, timestamp=None) -> int\n\n"
+"The accumulator's own append (the first record of a batch, or one C declined):\n"
+"pl_builder_append on the pl_batch_builder at ``builder_address`` (the caller's,\n"
+"alive), with ``key`` and ``value`` bytes or None, ``headers`` an encoded header\n"
+"section (bytes) or None, ``timestamp`` ms or None (the batch's create time).\n"
+"Returns the record's index, or a negative pl_status with nothing written\n"
+"(PL_E_NOSPACE: grow the buffer through BatchBuilder; PL_E_RECORD: a malformed\n"
+"header section).  One call, the GIL kept: cffi's would release and retake it.");
 
 static PyObject *sp_add(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)self;
-    if (nargs != 3) {
-        PyErr_SetString(PyExc_TypeError, "add(builder_address, key, value)");
+    if (nargs < 3 || nargs > 5) {
+        PyErr_SetString(PyExc_TypeError, "add(builder_address, key, value, headers=None, timestamp=None)");
         return NULL;
     }
     pl_batch_builder *b = PyLong_AsVoidPtr(args[0]);
@@ -313,13 +434,24 @@ static PyObject *sp_add(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
             PyErr_SetString(PyExc_ValueError, "add: null builder address");
         return NULL;
     }
-    const uint8_t *key, *value;
-    int32_t klen, vlen;
-    if (!bytes_arg(args[1], &key, &klen) || !bytes_arg(args[2], &value, &vlen)) {
-        PyErr_SetString(PyExc_TypeError, "add: key and value must be bytes or None (at most 2^31 - 1 bytes)");
+    const uint8_t *key, *value, *headers = NULL;
+    int32_t klen, vlen, hlen = -1;
+    if (!bytes_arg(args[1], &key, &klen) || !bytes_arg(args[2], &value, &vlen) ||
+        (nargs > 3 && !bytes_arg(args[3], &headers, &hlen))) {
+        PyErr_SetString(PyExc_TypeError,
+                        "add: key, value and headers must be bytes or None (at most 2^31 - 1 bytes)");
         return NULL;
     }
-    return PyLong_FromLongLong(pl_builder_add(b, key, klen, value, vlen));
+    long long ts = PL_NO_TIMESTAMP;
+    PyObject *ts_arg = nargs > 4 ? args[4] : Py_None;
+    if (ts_arg != Py_None && !int_arg(ts_arg, 0, INT64_MAX, &ts)) {
+        PyErr_SetString(PyExc_TypeError, "add: timestamp must be an int in [0, 2^63) or None");
+        return NULL;
+    }
+    if (headers == NULL && ts_arg == Py_None)
+        return PyLong_FromLongLong(pl_builder_add(b, key, klen, value, vlen));
+    return PyLong_FromLongLong(pl_builder_append(b, ts_arg == Py_None ? b->create_time : ts, key, klen, value,
+                                                 vlen, headers, hlen < 0 ? 0 : hlen));
 }
 
 PyDoc_STRVAR(murmur2_doc,

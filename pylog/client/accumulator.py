@@ -100,8 +100,8 @@ class RecordAccumulator:
                 if b is None:
                     b = self._open_batch_locked(tp, size)
                 i = -1
-                if headers is None and timestamp is None and self.send_path is not None:
-                    i = self.send_path.add(b.address, key, value)  # one call, GIL kept
+                if self.send_path is not None:
+                    i = self.send_path.add(b.address, key, value, headers, timestamp)  # one call, GIL kept
                 if i < 0:  # (PL_E_NOSPACE: the buffer grows here; other errors raise)
                     i = b.append(value, key, headers, timestamp)
             except BaseException:

@@ -75,6 +75,7 @@ log = logging.getLogger("pylog.producer")
 _KEY_CACHE_SIZE = 1 << 17
 
 _BYTES = (bytes, bytearray, memoryview)
+_INT64_MAX = (1 << 63) - 1
 
 
 class Producer:
@@ -249,7 +250,9 @@ class Producer:
         else:
             headers = None
         if timestamp is not None:
-            check_int("timestamp (ms)", timestamp, min=0)
+            check_int("timestamp (ms)", timestamp, min=0, max=_INT64_MAX)
+            if type(timestamp) is not int:  # (an int subclass: the record path takes ints)
+                timestamp = int(timestamp)
         size += _RECORD_OVERHEAD
         if partition is None:
             if key is None:

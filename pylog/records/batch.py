@@ -113,7 +113,10 @@ def encode_headers(headers: Sequence[Header]) -> bytes:
         k, v = pair
         if not isinstance(k, str):
             raise InvalidArgument(f"a header key must be str, got {k!r}")
-        kb = k.encode("utf-8")
+        try:
+            kb = k.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidArgument(f"a header key must be encodable as UTF-8, got {k!r}") from None
         parts.append(_varint(len(kb)))
         parts.append(kb)
         if v is None:

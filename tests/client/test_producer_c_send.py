@@ -75,8 +75,8 @@ def test_keyless_records_stick_to_a_partition_for_a_batch_then_move(broker):
 
 
 @pytest.mark.parametrize("kwargs", [
-    {"headers": [("h", b"1")]}, {"timestamp": 1_700_000_000_000}, {"key": bytearray(b"k")},
-    {"value": memoryview(b"mv")}, {"value": None}, {"key": b"k", "value": None},
+    {"headers": [["h", b"1"]]}, {"headers": [("h", bytearray(b"1"))]}, {"headers": iter([("h", b"1")])},
+    {"key": bytearray(b"k")}, {"value": memoryview(b"mv")}, {"value": None}, {"key": b"k", "value": None},
 ])
 def test_records_c_cannot_take_go_to_python_and_arrive_whole(broker, kwargs):
     broker.create_topic("t", 2)
@@ -109,6 +109,12 @@ def test_records_c_cannot_take_go_to_python_and_arrive_whole(broker, kwargs):
     (lambda p: p.send("t", b"v", partition=True), errors.UnknownTopicOrPartition),
     (lambda p: p.send("t", b"v", headers=[(1, b"x")]), errors.InvalidArgument),
     (lambda p: p.send("t", b"v", timestamp=-5), errors.InvalidArgument),
+    (lambda p: p.send("t", b"v", timestamp=1 << 63), errors.InvalidArgument),
+    (lambda p: p.send("t", b"v", timestamp=1.5), errors.InvalidArgument),
+    (lambda p: p.send("t", b"v", headers=[("h", "str value")]), errors.InvalidArgument),
+    (lambda p: p.send("t", b"v", headers=[("\ud800", b"x")]), errors.InvalidArgument),
+    (lambda p: p.send("t", b"v", headers=[("h", b"x", b"y")]), errors.InvalidArgument),
+    (lambda p: p.send("t", b"v", headers=b"h"), errors.InvalidArgument),
     (lambda p: p.send("t"), TypeError),
     (lambda p: p.send("t", b"v", colour=1), TypeError),
     (lambda p: p.send("t", b"v", value=b"w"), TypeError),
@@ -124,6 +130,47 @@ def test_bad_sends_raise_as_the_python_path_does_and_leave_nothing(broker, call,
             call(p)
         p.flush()
     assert sum(len(v) for v in read_all(broker, "t").values()) == 1
+
+
+@pytest.mark.parametrize("headers, timestamp", [
+    ([("h", b"1")], None),
+    (None, 1_700_000_000_000),
+    ((("trace-id", b"abc"), ("\u00e9t\u00e9 \U0001f600", None), ("", b"")), 0),
+    ([("big", b"x" * 2000)], None),  # encoded in heap memory, not on the stack
+    ([], 5),  # no headers, as None
+])
+def test_headers_and_timestamps_go_through_c_and_arrive_whole(broker, headers, timestamp):
+    broker.create_topic("t", 2)
+    with pylog.Producer(broker, linger_ms=60_000) as p:
+        for _ in range(3):
+            p.send("t", b"first", partition=0)  # an open batch for C to use
+        before = p._send_path.fast_sends
+        fut = p.send("t", b"v", key=b"k", headers=headers, timestamp=timestamp, partition=0)
+        assert p._send_path.fast_sends == before + 1
+        p.flush()
+    m = fut.result(0)
+    rec = list(broker.partition("t", 0).log.records(m.offset, m.offset + 1))[0]
+    assert (rec.key, rec.value) == (b"k", b"v")
+    assert rec.headers == tuple(headers or ())
+    if timestamp is not None:
+        assert rec.timestamp == m.timestamp == timestamp
+    else:
+        assert rec.timestamp == m.timestamp
+
+
+def test_headers_count_against_buffer_memory_as_in_python(broker):
+    """C counts a record's headers as the Python path does (key characters, value
+    bytes, 4 a header): the batch is sealed at the same record either way."""
+    broker.create_topic("t", 1)
+    sizes = {}
+    for name in ("c", "py"):
+        with pylog.Producer(broker, linger_ms=60_000, batch_size=1000) as p:
+            send = p.send if name == "c" else functools.partial(pylog.Producer.send, p)
+            futs = [send("t", b"v" * 10, headers=[("\u00e9" * 20, b"x" * 20)]) for _ in range(40)]
+            p.flush()
+        sizes[name] = [f[0] for f in futs]
+        sizes[name] = [sum(1 for b in sizes[name] if b is first) for first in dict.fromkeys(sizes[name])]
+    assert sizes["c"] == sizes["py"] and len(sizes["c"]) > 1
 
 
 def test_borrowed_buffer_memory_comes_back(broker):
@@ -358,7 +405,10 @@ _calls = st.lists(st.fixed_dictionaries({
     "value": _values,
     "key": st.one_of(st.none(), st.binary(max_size=12)),
     "partition": st.one_of(st.none(), st.integers(0, 2)),
-    "headers": st.one_of(st.none(), st.just([("h", b"x")])),
+    "headers": st.one_of(st.none(), st.just([("h", b"x")]),
+                         st.lists(st.tuples(st.text(max_size=6), st.one_of(st.none(), st.binary(max_size=8))),
+                                  max_size=3)),
+    "timestamp": st.one_of(st.none(), st.integers(0, 1 << 50)),
 }), min_size=1, max_size=60)
 
 
@@ -382,7 +432,13 @@ def test_c_and_python_paths_write_the_same_records(tmp_path_factory, calls):
                           recs[m.partition][m.offset][0], recs[m.partition][m.offset][1])
                          for c, m in zip(calls, metas)]
         headers = [r.headers for part in range(3) for r in broker.partition(name, part).log.records()]
-        written[name + "-headers"] = sorted(headers)
+        written[name + "-headers"] = sorted(headers, key=repr)
+        stamped = {(m.partition, m.offset): r.timestamp for part in range(3)
+                   for m in metas if m.partition == part
+                   for r in broker.partition(name, part).log.records(m.offset, m.offset + 1)}
+        for c, m in zip(calls, metas):
+            if c["timestamp"] is not None:
+                assert m.timestamp == stamped[(m.partition, m.offset)] == c["timestamp"]
     broker.close()
     assert written["c"] == written["py"]
     assert written["c-headers"] == written["py-headers"]
