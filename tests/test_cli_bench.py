@@ -64,3 +64,20 @@ def test_bench_partitions_suite(capsys):
     assert rc == 0
     assert "create 30 partitions" in out and "reopen 30 partitions" in out
     assert "allocated per empty partition" in out and "peak RSS" in out
+
+
+def test_bench_broker_suite_rows(capsys):
+    """The broker suite on a tiny run: every send() row, the one with headers too (its
+    records read back with them, or the bench raises), and the progress count."""
+    rc = main(["bench", "--suite", "broker", "--messages", "3000", "--runs", "1"])
+    out, err = capsys.readouterr()
+    assert rc == 0
+    for row in ("produce send_batch", "produce send() keyless, none", "produce send() keyed, zstd",
+                "produce send() keyless, none, 1 header", "consume poll_arrays keyless, none, 1 header",
+                "produce send() keyed, none, batch.size=1 MiB @50% rate"):
+        assert row in out
+    assert "1 header @50% rate" not in out
+    steps = [line for line in err.replace("\r", "\n").splitlines() if "]" in line]
+    assert steps and all("/" in s for s in steps)
+    done, total = steps[-1].split("]")[1].split()[0].split("/")
+    assert done == total
