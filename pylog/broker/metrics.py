@@ -16,6 +16,10 @@ Owns three things:
   :meth:`TrafficMetrics.check_skew` to judge windows of topics that went quiet.
   Judging whole windows, not every batch, keeps the first few batches of a window
   (which with sticky partitioning all land on one partition) from raising alarms.
+  For the same reason a topic's first window is judged only if the detector saw at
+  least half of it: a broker (or topic) started near a window's end would otherwise
+  judge a few hundred milliseconds of traffic, in which a producer's batches, sent
+  partition by partition, look skewed.
   A broker of a cluster counts only the partitions it leads; it judges their share of
   an estimate of the topic's records (:meth:`SkewDetector.set_partitions`).
 * :func:`render_prometheus` -- the broker metrics dict (schema below) in the
@@ -102,10 +106,12 @@ class SkewWarning:
 class _TopicWindow:
     """One topic's current window and the verdict on the last complete one."""
 
-    __slots__ = ("index", "counts", "total", "num_partitions", "counted", "last_shares", "last_skewed")
+    __slots__ = ("index", "counts", "total", "num_partitions", "counted", "last_shares", "last_skewed",
+                 "first_ms")
 
-    def __init__(self, index: int, num_partitions: int) -> None:
+    def __init__(self, index: int, num_partitions: int, first_ms: Optional[int] = None) -> None:
         self.index = index                       # window number: now_ms // window_ms
+        self.first_ms = first_ms                 # when the detector first saw the topic (None: not yet)
         self.counts: Dict[int, int] = {}         # partition -> records in this window
         self.total = 0                           # records in this window
         self.num_partitions = num_partitions     # as registered, or max seen + 1
@@ -236,11 +242,15 @@ class SkewDetector:
         index = now_ms // self.window_ms
         w = self._topics.get(topic)
         if w is None:
-            w = self._topics[topic] = _TopicWindow(index, 0)
+            w = self._topics[topic] = _TopicWindow(index, 0, now_ms)
             return w, []
+        if w.first_ms is None:  # (made by set_partitions)
+            w.first_ms = now_ms
         if index <= w.index:
             return w, []
-        out = self._judge(topic, w) if w.index >= 0 else []
+        # A first window seen for less than half of it is not judged (see the module doc).
+        whole = w.first_ms - w.index * self.window_ms <= self.window_ms // 2
+        out = self._judge(topic, w) if w.index >= 0 and whole else []
         if index == w.index + 1 and w.total > 0:
             w.last_shares = {p: c / t for p, c in w.counts.items() if (t := self._topic_records(w, c)) > 0}
             w.last_skewed = frozenset(x.partition for x in out)

@@ -539,12 +539,16 @@ def test_skew_detector_matches_a_model(events, window_ms, ratio, min_records, re
         windows[t // window_ms][p] += r
     expected = []
     max_seen = -1
+    # The first window is judged only if the detector saw at least half of it.
+    first = events[0][0] if events else None
     for w in sorted(windows):
         counts = windows[w]
         max_seen = max(max_seen, max(counts))
         n = max(registered, max_seen + 1)
         total = sum(counts.values())
         if total == 0 or total < min_records:
+            continue
+        if w == first // window_ms and first - w * window_ms > window_ms // 2:
             continue
         for p in sorted(counts):
             if counts[p] * n > ratio * total:  # share above ratio x fair share
@@ -565,6 +569,29 @@ def test_skew_detector_matches_a_model(events, window_ms, ratio, min_records, re
             c = windows[last].get(p, 0)
             assert share == (c / total if total else 0.0)
             assert skewed == ((last * window_ms, p, c, total) in expected)
+
+
+def test_a_first_window_seen_for_less_than_half_is_not_judged(caplog):
+    """A broker started near a window's end sees a sliver of it, in which a producer's
+    batches, shipped partition by partition, look skewed: not judged.  The next
+    window, seen whole, is."""
+    det = SkewDetector(window_ms=1000, ratio=2.0, min_records=100)
+    det.set_partitions("t", 6)
+    with caplog.at_level(logging.WARNING, logger="pylog.broker"):
+        det.record("t", 4, 5000, 700)  # from 700 of [0, 1000): less than half seen
+        det.record("t", 5, 5000, 800)
+        assert det.record("t", 0, 10, 1000) == []
+        for p in range(6):
+            det.record("t", p, 100 if p else 5000, 1100)
+        warned = det.check("t", 2000)
+    assert [(w.partition, w.window_start_ms) for w in warned] == [(0, 1000)]
+    assert det.warnings_total == 1 and len(caplog.records) == 1
+    # Seen from its middle on: judged.
+    det = SkewDetector(window_ms=1000, ratio=2.0, min_records=100)
+    det.record("t", 4, 5000, 500)
+    det.record("t", 5, 100, 500)
+    det.record("t", 3, 100, 500)
+    assert [w.partition for w in det.check("t", 1000)] == [4]
 
 
 def test_shares_after_a_gap_of_windows_are_zero():
