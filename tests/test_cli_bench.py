@@ -71,7 +71,7 @@ def test_bench_broker_suite_rows(capsys):
     records read back with them, or the bench raises), and the progress count."""
     rc = main(["bench", "--suite", "broker", "--messages", "3000", "--runs", "1"])
     out, err = capsys.readouterr()
-    assert rc == 0
+    assert rc == 0, err[-3000:]
     for row in ("produce send_batch", "produce send() keyless, none", "produce send() keyed, zstd",
                 "produce send() keyless, none, 1 header", "consume poll_arrays keyless, none, 1 header",
                 "produce send() keyed, none, batch.size=1 MiB @50% rate"):

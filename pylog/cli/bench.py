@@ -81,10 +81,12 @@ class BenchResult:
 class Progress:
     """A one-line progress bar on a terminal stream (silent when not a TTY and quiet)."""
 
-    def __init__(self, total: int, stream: TextIO = sys.stderr, enabled: bool = True) -> None:
+    def __init__(self, total: int, stream: Optional[TextIO] = None, enabled: bool = True) -> None:
+        """``stream``: default the sys.stderr of the time of the call (not of the import:
+        it may have been replaced since, and closed)."""
         self.total = max(total, 1)
         self.done = 0
-        self.stream = stream
+        self.stream = stream if stream is not None else sys.stderr
         self.enabled = enabled
 
     def step(self, label: str) -> None:
