@@ -91,6 +91,24 @@ static inline uint8_t *put_varint(uint8_t *o, int64_t v)
     return o;
 }
 
+/* A length-prefixed field (a record's key or value, a header's key or value): the
+ * length's varint, then the bytes (none for len <= 0; -1 is null).  Returns the end. */
+static inline uint8_t *put_field(uint8_t *o, const uint8_t *src, int64_t len)
+{
+    o = put_varint(o, len);
+    if (len > 0) {
+        memcpy(o, src, (size_t)len);
+        o += len;
+    }
+    return o;
+}
+
+/* Bytes put_field writes for a field of `len` bytes. */
+static inline uint64_t field_size(int64_t len)
+{
+    return (uint64_t)varint_size(len) + (len > 0 ? (uint64_t)len : 0);
+}
+
 /* Reads a zigzag varint of at most max_bytes (10 for 64-bit, 5 for 32-bit fields)
  * from [*p, end).  Rejects overlong encodings (more than max_bytes, or a non-minimal
  * one: a last byte of 0 after a continuation byte, as 0x80 0x00 for 0) and values
@@ -221,8 +239,7 @@ static inline uint64_t record_body_size(const pl_batch_input *in, uint32_t i, in
     uint64_t dts_u = (uint64_t)ts - (uint64_t)base_ts;
     memcpy(dts, &dts_u, sizeof *dts);
     return 1 + (uint64_t)varint_size(*dts) + (uint64_t)varint_size(offset_delta(in, i)) +
-           (uint64_t)varint_size(klen) + (klen > 0 ? (uint64_t)klen : 0) +
-           (uint64_t)varint_size(vlen) + (vlen > 0 ? (uint64_t)vlen : 0) +
+           field_size(klen) + field_size(vlen) +
            (hlen > 0 ? (uint64_t)hlen : 1);
 }
 
@@ -309,16 +326,8 @@ static inline uint8_t *put_record(const pl_batch_input *in, uint32_t i, uint64_t
     *o++ = 0; /* record attributes: unused */
     o = put_varint(o, dts);
     o = put_varint(o, offset_delta(in, i));
-    o = put_varint(o, klen);
-    if (klen > 0) {
-        memcpy(o, field_at(keys_of(in), i, klen, k), (size_t)klen);
-        o += klen;
-    }
-    o = put_varint(o, vlen);
-    if (vlen > 0) {
-        memcpy(o, field_at(values_of(in), i, vlen, v), (size_t)vlen);
-        o += vlen;
-    }
+    o = put_field(o, klen > 0 ? field_at(keys_of(in), i, klen, k) : NULL, klen);
+    o = put_field(o, vlen > 0 ? field_at(values_of(in), i, vlen, v) : NULL, vlen);
     if (hlen > 0) {
         memcpy(o, *h, (size_t)hlen);
         o += hlen;
@@ -1033,8 +1042,7 @@ static int64_t builder_put(pl_batch_builder *b, int64_t timestamp, const uint8_t
     if (tail != NULL) {
         body += tail_len;
     } else {
-        body += (uint64_t)varint_size(key_len) + (key_len > 0 ? (uint64_t)key_len : 0) +
-                (uint64_t)varint_size(value_len) + (value_len > 0 ? (uint64_t)value_len : 0) +
+        body += field_size(key_len) + field_size(value_len) +
                 (headers_len > 0 ? (uint64_t)headers_len : 1);
     }
     if (body > PL_MAX_RECORD_BYTES)
@@ -1053,16 +1061,8 @@ static int64_t builder_put(pl_batch_builder *b, int64_t timestamp, const uint8_t
         memcpy(o, tail, (size_t)tail_len);
         o += tail_len;
     } else {
-        o = put_varint(o, key_len);
-        if (key_len > 0) {
-            memcpy(o, key, (size_t)key_len);
-            o += key_len;
-        }
-        o = put_varint(o, value_len);
-        if (value_len > 0) {
-            memcpy(o, value, (size_t)value_len);
-            o += value_len;
-        }
+        o = put_field(o, key, key_len);
+        o = put_field(o, value, value_len);
         if (headers_len > 0) {
             memcpy(o, headers, (size_t)headers_len);
             o += headers_len;

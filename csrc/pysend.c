@@ -253,8 +253,7 @@ static int encode_send_headers(PyObject *headers, uint8_t *stack, size_t stack_c
     for (Py_ssize_t i = 0; i < n; i++) {
         if (!send_header_at(headers, is_list, i, &kp, &klen, &chars, &vp, &vlen))
             return 0;
-        total += (uint64_t)varint_size((int64_t)klen) + (uint64_t)klen + (uint64_t)varint_size(vlen) +
-                 (vlen > 0 ? (uint64_t)vlen : 0);
+        total += field_size((int64_t)klen) + field_size(vlen);
         if (total > PL_MAX_RECORD_BYTES)
             return 0;
         count += (int64_t)chars + (vlen > 0 ? vlen : 0) + 4;
@@ -266,17 +265,10 @@ static int encode_send_headers(PyObject *headers, uint8_t *stack, size_t stack_c
     for (Py_ssize_t i = 0; i < n; i++) {
         /* (the same items as the first pass: nothing ran in between) */
         if (!send_header_at(headers, is_list, i, &kp, &klen, &chars, &vp, &vlen) ||
-            (uint64_t)varint_size((int64_t)klen) + (uint64_t)klen + (uint64_t)varint_size(vlen) +
-                    (vlen > 0 ? (uint64_t)vlen : 0) > (uint64_t)(end - o))
+            field_size((int64_t)klen) + field_size(vlen) > (uint64_t)(end - o))
             goto fail;
-        o = put_varint(o, (int64_t)klen);
-        memcpy(o, kp, (size_t)klen);
-        o += klen;
-        o = put_varint(o, vlen);
-        if (vlen > 0) {
-            memcpy(o, vp, (size_t)vlen);
-            o += vlen;
-        }
+        o = put_field(o, (const uint8_t *)kp, (int64_t)klen);
+        o = put_field(o, vp, vlen);
     }
     if (o != end)
         goto fail;
