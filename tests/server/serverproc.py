@@ -130,8 +130,21 @@ class ServerProcess:
         try:
             return self.proc.wait(timeout_s)
         except subprocess.TimeoutExpired:
-            self.kill()
-            raise RuntimeError(f"pylog serve did not exit within {timeout_s} s of SIGTERM:\n{self.log_tail()}")
+            raise RuntimeError(f"pylog serve did not exit within {timeout_s} s of SIGTERM; its log, ending "
+                               f"with its threads' stacks:\n{self.abort_with_stacks()}") from None
+
+    def abort_with_stacks(self) -> str:
+        """SIGABRT, so that `-X faulthandler` writes every thread's Python stack to the
+        log (where a shutdown hangs), then SIGKILL if it is still there; returns the
+        log's tail."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGABRT)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                pass
+        self.kill()
+        return self.log_tail(150)
 
     def kill(self) -> None:
         """SIGKILL (the page cache survives: what was written is still there)."""
