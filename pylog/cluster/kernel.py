@@ -744,6 +744,19 @@ class ClusterKernel:
         ctl = node.controller
         assert ctl is not None
         events = self.store.drain(node.watcher)
+        try:
+            self._sync_node_events(node, ctl, events, now)
+        except MetadataStoreUnavailable:
+            # The events drained above, and a re-read under way (node.dirty is cleared
+            # before it), are lost: the next step that reaches the store reads every
+            # partition state again, and the controller reconciles (a broker back from a
+            # lost session whose first re-read failed went on as the old leader, and
+            # never rejoined the ISR).
+            node.dirty = True
+            ctl.mark_dirty()
+            raise
+
+    def _sync_node_events(self, node: BrokerNode, ctl: Any, events: List[Any], now: int) -> None:
         if not ctl.is_active and node.controlled_shutdown is None and (
                 now >= node.next_election_try or any(e.path == CONTROLLER_PATH for e in events)):
             node.next_election_try = now + self.config.controller_election_retry_ms

@@ -275,3 +275,42 @@ def test_a_session_the_store_reports_expired_is_replaced_at_once(tmp_path):
         assert k.store.exists("/brokers/ids/1") and k.store.stat("/brokers/ids/1").ephemeral_owner == k.nodes[1].session
     finally:
         k.stop_broker(1, 2_000)
+
+
+def test_a_leader_back_from_a_lost_session_follows_even_if_its_first_reread_fails(tmp_path):
+    """A leader cut off from the store past its session: another broker is elected.  Back,
+    it registers again and must re-read the partition states -- also when the store
+    fails that re-read (a ZooKeeper connection still settling): the next step reads
+    them all again, it follows the new leader and rejoins the ISR.  (Found with real
+    processes: the failed re-read was not retried, the broker went on as the old
+    leader and never rejoined the ISR.)"""
+    from pylog.errors import MetadataStoreUnavailable
+
+    sim = sim_for(311, tmp_path, replica_lag_time_max_ms=2_000)
+    try:
+        sim.create_topic("t", 1, 3, {"min.insync.replicas": 2})
+        prod = SimProducer(sim, acks=-1)
+        assert prod.send("t", 0, [b"x"]).done
+        settle(sim)
+        old = sim.leader("t", 0)
+        sim.partition_network([old], [STORE])
+        assert sim.run_until(lambda: sim.leader("t", 0) not in (old, -1), 20_000), (sim.seed, sim.state("t", 0))
+        k = sim.kernel
+        real = k._apply_partition_states
+        failed = []
+
+        def first_reread_fails(node, now, changed=None):
+            if node.id == old and not failed:
+                failed.append(now)
+                raise MetadataStoreUnavailable("the store dropped the read (injected)")
+            return real(node, now, changed)
+
+        k._apply_partition_states = first_reread_fails
+        sim.heal()
+        settle(sim)
+        assert failed, "the injected failure never happened"
+        assert sim.leader("t", 0) != old and old in sim.state("t", 0)["isr"]
+        assert prod.send("t", 0, [b"y"]).done
+        assert values(sim, old) == [b"x", b"y"]
+    finally:
+        sim.close()
