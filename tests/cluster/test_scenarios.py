@@ -29,6 +29,16 @@ def settle(sim, isr=3, topic="t", max_ms=60_000):
         f"seed {sim.seed}: did not settle: {sim.state(topic, 0)}"
 
 
+def three_replicas(sim):
+    """Topic t (one partition, three replicas, min.insync.replicas=2) holding one record
+    every replica has; returns an acks=all producer."""
+    sim.create_topic("t", 1, 3, {"min.insync.replicas": 2})
+    prod = SimProducer(sim, acks=-1)
+    assert prod.send("t", 0, [b"x"]).done
+    settle(sim)
+    return prod
+
+
 # ---------------------------------------------------------------- scenario a
 @pytest.mark.parametrize("acks", [1, -1])
 def test_a_leader_dies_before_followers_copy(tmp_path, acks):
@@ -162,10 +172,7 @@ def test_b_rack_1_first_with_clean_election_stays_offline_then_no_loss(tmp_path)
 def test_c_paused_follower_leaves_isr_loudly_and_rejoins(tmp_path, caplog):
     sim = sim_for(301, tmp_path, replica_lag_time_max_ms=2_000)
     try:
-        sim.create_topic("t", 1, 3, {"min.insync.replicas": 2})
-        prod = SimProducer(sim, acks=-1)
-        assert prod.send("t", 0, [b"x"]).done
-        settle(sim)
+        prod = three_replicas(sim)
         follower = [b for b in (1, 2, 3) if b != sim.leader("t", 0)][0]
         with caplog.at_level(logging.WARNING, logger="pylog.replication"):
             sim.pause(follower)
@@ -195,10 +202,7 @@ def test_c_a_follower_cut_from_the_store_joins_no_isr_until_it_registers_again(t
     the store again it registers and rejoins, once."""
     sim = sim_for(302, tmp_path, replica_lag_time_max_ms=2_000)
     try:
-        sim.create_topic("t", 1, 3, {"min.insync.replicas": 2})
-        prod = SimProducer(sim, acks=-1)
-        assert prod.send("t", 0, [b"x"]).done
-        settle(sim)
+        prod = three_replicas(sim)
         follower = [b for b in (1, 2, 3) if b != sim.leader("t", 0)][0]
         sim.partition_network([follower], [STORE])
         assert sim.run_until(lambda: follower not in sim.state("t", 0)["isr"], 10_000), sim.seed
@@ -288,10 +292,7 @@ def test_a_leader_back_from_a_lost_session_follows_even_if_its_first_reread_fail
 
     sim = sim_for(311, tmp_path, replica_lag_time_max_ms=2_000)
     try:
-        sim.create_topic("t", 1, 3, {"min.insync.replicas": 2})
-        prod = SimProducer(sim, acks=-1)
-        assert prod.send("t", 0, [b"x"]).done
-        settle(sim)
+        prod = three_replicas(sim)
         old = sim.leader("t", 0)
         sim.partition_network([old], [STORE])
         assert sim.run_until(lambda: sim.leader("t", 0) not in (old, -1), 20_000), (sim.seed, sim.state("t", 0))
