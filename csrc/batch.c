@@ -290,7 +290,7 @@ static inline int record_ok(const pl_batch_input *in, uint32_t i)
     int32_t hlen = in->header_lens ? in->header_lens[i] : 0;
     if (vlen < -1 || klen < -1 || hlen < 0 || (hlen > 0 && in->headers == NULL))
         return 0;
-    return !(vlen > 0 && !field_ok(values_of(in), i)) && !(klen > 0 && !field_ok(keys_of(in), i));
+    return (vlen <= 0 || field_ok(values_of(in), i)) && (klen <= 0 || field_ok(keys_of(in), i));
 }
 
 /* Where the value bytes a few records ahead of record i lie (0: none), for

@@ -12,8 +12,8 @@
  * holds the partition count, the sticky partition of keyless records (KIP-794) with
  * the bytes left before it moves on, and per partition a slot: C's view of that
  * partition's open batch -- the builder to encode into (the batch's pl_batch_builder,
- * owned by its Python BatchBuilder, which the slot keeps alive), the handles a
- * record's future holds (the batch's BatchResult and its (topic, partition) tuple),
+ * owned by the ProducerBatch, which the slot keeps alive), the handles a record's
+ * future holds (that batch, its own result, and its (topic, partition) tuple),
  * the bytes counted for the batch so far, and a credit: buffer.memory bytes the
  * accumulator reserved for the batch's next records.
  *
@@ -43,8 +43,8 @@
 
 typedef struct {
     pl_batch_builder *builder; /* NULL: no open batch handed to C                  */
-    PyObject *batch;           /* the ProducerBatch (keeps the builder's memory)     */
-    PyObject *result;          /* its BatchResult                                     */
+    PyObject *batch;           /* the ProducerBatch (keeps the builder's memory; the
+                                  futures of its records point at it: its own result) */
     PyObject *tp;              /* its (topic, partition) tuple                        */
     int64_t size;              /* bytes counted for the batch (header + records)      */
     int64_t credit;            /* buffer.memory bytes reserved for its next records   */
@@ -84,7 +84,6 @@ static void slot_clear(send_slot *s)
 {
     s->builder = NULL;
     Py_CLEAR(s->batch);
-    Py_CLEAR(s->result);
     Py_CLEAR(s->tp);
     s->size = 0;
     s->credit = 0;
@@ -379,10 +378,10 @@ static PyObject *sp_send(PyObject *self, PyObject *const *args, Py_ssize_t nargs
     if (keyless_sticky)
         t->sticky_left -= size;
     sp->fast_sends++;
-    Py_INCREF(s->result);
+    Py_INCREF(s->batch);
     Py_INCREF(s->tp);
     Py_INCREF(ts_arg);
-    PyTuple_SetItem(fut, 0, s->result); /* a fresh tuple: cannot fail */
+    PyTuple_SetItem(fut, 0, s->batch); /* a fresh tuple: cannot fail */
     PyTuple_SetItem(fut, 1, index);
     PyTuple_SetItem(fut, 2, s->tp);
     PyTuple_SetItem(fut, 3, ts_arg);
@@ -596,7 +595,7 @@ static PyObject *sp_sticky(PyObject *self, PyObject *const *args, Py_ssize_t nar
 }
 
 PyDoc_STRVAR(give_doc,
-"give(topic, partition, batch, builder_address, result, tp, size, credit)\n\n"
+"give(topic, partition, batch, builder_address, tp, size, credit)\n\n"
 "Hand the partition's open batch to C: records go into the pl_batch_builder at\n"
 "``builder_address`` (owned by ``batch``) while ``credit`` buffer.memory bytes last;\n"
 "``size``: the batch's bytes counted so far.  ValueError if the slot is in use.");
@@ -604,8 +603,8 @@ PyDoc_STRVAR(give_doc,
 static PyObject *sp_give(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     SendPath *sp = (SendPath *)self;
-    if (nargs != 8) {
-        PyErr_SetString(PyExc_TypeError, "give takes 8 arguments");
+    if (nargs != 7) {
+        PyErr_SetString(PyExc_TypeError, "give takes 7 arguments");
         return NULL;
     }
     pl_batch_builder *b = PyLong_AsVoidPtr(args[3]);
@@ -614,11 +613,11 @@ static PyObject *sp_give(PyObject *self, PyObject *const *args, Py_ssize_t nargs
             PyErr_SetString(PyExc_ValueError, "give: null builder address");
         return NULL;
     }
-    long long size = PyLong_AsLongLong(args[6]);
-    long long credit = size == -1 && PyErr_Occurred() ? -1 : PyLong_AsLongLong(args[7]);
+    long long size = PyLong_AsLongLong(args[5]);
+    long long credit = size == -1 && PyErr_Occurred() ? -1 : PyLong_AsLongLong(args[6]);
     if (PyErr_Occurred())
         return NULL;
-    if (size < 0 || credit < 0 || !PyTuple_CheckExact(args[5])) {
+    if (size < 0 || credit < 0 || !PyTuple_CheckExact(args[4])) {
         PyErr_SetString(PyExc_ValueError, "give: size and credit must be >= 0, tp a tuple");
         return NULL;
     }
@@ -633,9 +632,7 @@ static PyObject *sp_give(PyObject *self, PyObject *const *args, Py_ssize_t nargs
     Py_INCREF(args[2]);
     s->batch = args[2];
     Py_INCREF(args[4]);
-    s->result = args[4];
-    Py_INCREF(args[5]);
-    s->tp = args[5];
+    s->tp = args[4];
     s->size = size;
     s->credit = credit;
     Py_RETURN_NONE;
@@ -663,11 +660,10 @@ static PyObject *sp_take(PyObject *self, PyObject *const *args, Py_ssize_t nargs
      * whose send would still see the slot); its references are dropped last. */
     send_slot s = t->slots[p];
     t->slots[p].builder = NULL;
-    t->slots[p].batch = t->slots[p].result = t->slots[p].tp = NULL;
+    t->slots[p].batch = t->slots[p].tp = NULL;
     t->slots[p].size = t->slots[p].credit = 0;
     PyObject *out = Py_BuildValue("(LL)", (long long)s.size, (long long)s.credit);
     Py_DECREF(s.batch);
-    Py_DECREF(s.result);
     Py_DECREF(s.tp);
     return out;
 }
@@ -736,7 +732,6 @@ static int sp_traverse(PyObject *self, visitproc visit, void *arg)
         for (Py_ssize_t p = 0; p < sp->topics[k]->n; p++) {
             send_slot *s = &sp->topics[k]->slots[p];
             Py_VISIT(s->batch);
-            Py_VISIT(s->result);
             Py_VISIT(s->tp);
         }
     return 0;

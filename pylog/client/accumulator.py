@@ -16,8 +16,8 @@ The C send path.  An open batch may be handed to the producer's :class:`SendPath
 (csrc/pysend.c), which then encodes send()'s common records into it without this
 class: :meth:`_give_locked` lends it a credit of buffer.memory for the batch's next
 records (an equal share of what is free among the open batches, up to the batch's
-room below batch.size; none while a send waits for room), and :meth:`_take_locked` takes the batch back -- its bytes counted and
-the credit it did not use -- before anything here reads or changes it: appending
+room below batch.size; none while a send waits for room), and :meth:`_take_locked`
+takes the batch back -- its bytes counted and the credit it did not use -- before anything here reads or changes it: appending
 through Python, sealing, draining, and before a send would wait for room
 (:meth:`take_all_locked`, the pool's ``reclaim``).  Credit is free memory set aside,
 not used: a send that does not fit takes every credit back before it waits, so
@@ -155,7 +155,7 @@ class RecordAccumulator:
         credit = min(self.batch_size - b.size, pool.available // max(1, len(self.open)))
         if credit <= 0 or pool.waiters or self.closed:
             return
-        self.send_path.give(tp[0], tp[1], b, b.address, b, tp, b.size, credit)
+        self.send_path.give(tp[0], tp[1], b, b.address, tp, b.size, credit)
         pool.available -= credit
 
     def _take_locked(self, tp: TopicPartition, b: ProducerBatch) -> None:

@@ -346,11 +346,11 @@ def test_send_path_methods_check_their_arguments():
     sp.add_topic("t", 2, 0)
     assert sp.take("t", 0) is None and sp.take("t", 9) is None and sp.take("other", 0) is None
     with pytest.raises(IndexError):
-        sp.give("t", 2, object(), 1, object(), ("t", 2), 61, 100)
+        sp.give("t", 2, object(), 1, ("t", 2), 61, 100)
     with pytest.raises(ValueError):
-        sp.give("t", 0, object(), 0, object(), ("t", 0), 61, 100)  # null builder
+        sp.give("t", 0, object(), 0, ("t", 0), 61, 100)  # null builder
     with pytest.raises(ValueError):
-        sp.give("t", 0, object(), 8, object(), ("t", 0), 61, -1)
+        sp.give("t", 0, object(), 8, ("t", 0), 61, -1)
     with pytest.raises(ValueError):
         sp.add_topic("t", 0, 0)
     with pytest.raises(ValueError):
@@ -379,7 +379,7 @@ def test_an_argument_that_runs_python_code_cannot_leave_send_path_pointing_at_fr
             return 61
 
     builder = BatchBuilder(100, 0)
-    sp.give("t", 1, builder, builder.address, object(), ("t", 1), Regrow(), 500)
+    sp.give("t", 1, builder, builder.address, ("t", 1), Regrow(), 500)
     assert sp.credit == 500
     assert sp.take("t", 1) == (61, 500)
     assert sp.credit == 0
